@@ -1,0 +1,333 @@
+"""Run configuration: five dataclasses (model, data, rewards, algorithm, run) and their YAML form.
+
+Owns: every knob a run has, its default, its allowed range and its help text. The help text is
+written once, here, and the UI reads it for its tooltips (`field_help`). Validation names the
+field and the allowed range so a bad value never gets as far as a training step.
+
+Refuses to know: how any of it is used. Nothing here imports torch.
+
+    >>> cfg = Config()
+    >>> cfg.algorithm.num_generations
+    8
+    >>> cfg.algorithm.loss_type = "nope"
+    >>> validate(cfg)
+    Traceback (most recent call last):
+    ...
+    core.config.ConfigError: algorithm.loss_type = 'nope': must be one of grpo, bnpo, dr_grpo, dapo
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the field."""
+
+
+def _f(default, help: str, *, choices=None, range=None, factory=None):
+    """A dataclass field with help text and an allowed set or [lo, hi] range (TRL style)."""
+    meta = {"help": help}
+    if choices is not None:
+        meta["choices"] = list(choices)
+    if range is not None:
+        meta["range"] = range
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a careful assistant. Think step by step inside <think> and </think>, "
+    "then give only the final answer inside <answer> and </answer>."
+)
+
+
+# ---------------------------------------------------------------------------
+@dataclass
+class ModelConfig:
+    name_or_path: str = _f(
+        "",
+        "Hugging Face hub id (e.g. Qwen/Qwen2.5-1.5B-Instruct) or a local folder. Empty = the bundled "
+        "offline default, SmolLM2-135M-Instruct.",
+    )
+    dtype: str = _f(
+        "auto",
+        "Weights dtype. 'auto' = bfloat16 on a GPU that supports it, float32 on CPU.",
+        choices=["auto", "float32", "bfloat16", "float16"],
+    )
+    load_in_4bit: bool = _f(
+        False,
+        "QLoRA: keep the frozen base in 4-bit NF4 (bitsandbytes, GPU only). Cuts weight memory ~4x.",
+    )
+    lora_r: int = _f(16, "LoRA rank. 8-64 is typical; higher learns more but uses more memory.", range=(1, 1024))
+    lora_alpha: int = _f(32, "LoRA scaling numerator (scale = alpha / r). Usually 2 x rank.", range=(1, 4096))
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA path. 0 is standard for RL.", range=(0.0, 0.9))
+    lora_target_modules: list = _f(
+        None,
+        "Linear layers that get LoRA adapters. All attention and MLP projections by default.",
+        factory=lambda: list(DEFAULT_TARGETS),
+    )
+    gradient_checkpointing: bool = _f(
+        False, "Recompute activations in backward to save memory (slower, ~30%)."
+    )
+    offload_activations: bool = _f(
+        False,
+        "Keep only each decoder layer's input, in pinned CPU memory, and recompute the rest in backward "
+        "(GPU only). Largest saving for long completions.",
+    )
+
+
+@dataclass
+class DataConfig:
+    source: str = _f(
+        "builtin:decimal_compare",
+        "Where the questions come from: 'builtin:decimal_compare', 'builtin:arithmetic', "
+        "'builtin:countdown', a CSV/JSONL/Parquet file, a dataset folder, or a hub dataset id.",
+    )
+    subset: str = _f("", "Hub dataset configuration name (e.g. 'main' for GSM8K). Empty if none.")
+    split: str = _f("train", "Split to train on when the source has named splits.")
+    eval_split: str = _f(
+        "", "Split to hold out for evaluation. Empty = carve `eval_size` rows off the training split."
+    )
+    prompt_column: str = _f("prompt", "Column holding the question text.")
+    answer_column: str = _f(
+        "answer", "Column holding the reference answer. GSM8K-style '... #### 42' keeps only 42."
+    )
+    system_prompt: str = _f(DEFAULT_SYSTEM_PROMPT, "System message put before every question.")
+    chat_template: str = _f(
+        "",
+        "Jinja chat template. Empty = the tokenizer's own, or a plain default for base models without one.",
+    )
+    train_size: int = _f(2000, "Training rows to generate (built-in tasks) or keep at most (files).", range=(1, 10_000_000))
+    eval_size: int = _f(200, "Held-out rows for evaluation.", range=(0, 1_000_000))
+    seed: int = _f(0, "Seed for built-in task generation and for the train/held-out split.", range=(0, 2**31 - 1))
+
+
+@dataclass
+class RewardsConfig:
+    names: list = _f(
+        None,
+        "Reward presets to use (see the registry). The total reward is their weighted sum.",
+        factory=lambda: ["think_format_soft", "correctness"],
+    )
+    weights: list = _f(
+        None, "One weight per reward, same order. Empty = each preset's default weight.", factory=list
+    )
+    custom_code: str = _f(
+        "",
+        "Python source of extra reward functions with TRL's signature "
+        "`def my_reward(prompts, completions, **kwargs) -> list[float]`. Runs in a separate process "
+        "with a time limit.",
+    )
+    custom_timeout_s: float = _f(10.0, "Time limit for one call of the custom reward code.", range=(0.1, 600.0))
+
+
+@dataclass
+class AlgorithmConfig:
+    algorithm: str = _f(
+        "grpo",
+        "Policy-gradient recipe. grpo: group-normalised advantages (DeepSeekMath). gspo: grpo with a "
+        "sequence-level importance ratio (Qwen, arXiv:2507.18071). rloo: leave-one-out baseline "
+        "(Ahmadian et al. 2024).",
+        choices=["grpo", "gspo", "rloo"],
+    )
+    loss_type: str = _f(
+        "dapo",
+        "How token losses are averaged. grpo: per sequence then over sequences (length bias). "
+        "bnpo: over all tokens of the micro-batch. dr_grpo: sum / (batch x max_completion_length) "
+        "(Dr. GRPO, arXiv:2503.20783). dapo: over all tokens of the whole batch (DAPO, arXiv:2503.14476; "
+        "TRL's default).",
+        choices=["grpo", "bnpo", "dr_grpo", "dapo"],
+    )
+    num_generations: int = _f(
+        8, "G: completions sampled per prompt. Advantages compare completions within a group.", range=(2, 256)
+    )
+    prompts_per_step: int = _f(
+        4, "Distinct prompts per optimizer step (batch = prompts_per_step x num_generations).", range=(1, 4096)
+    )
+    micro_batch_size: int = _f(
+        8, "Sequences per forward/backward pass. Lower it if you run out of memory.", range=(1, 4096)
+    )
+    num_iterations: int = _f(
+        1, "mu: optimizer passes over each batch of rollouts. >1 makes the clipping active.", range=(1, 16)
+    )
+    epsilon: float = _f(0.2, "Lower clip range of the importance ratio (PPO's epsilon).", range=(0.0, 10.0))
+    epsilon_high: float = _f(
+        0.28, "Upper clip range. DAPO's clip-higher uses 0.28; set equal to epsilon for symmetric.", range=(0.0, 10.0)
+    )
+    beta: float = _f(
+        0.0,
+        "KL coefficient to the reference (the base model with the adapter switched off). 0 = no KL term, "
+        "as in DAPO and Dr. GRPO; 0.04 was DeepSeekMath's.",
+        range=(0.0, 10.0),
+    )
+    use_bias_correction_kl: bool = _f(
+        True,
+        "Multiply the KL term by the importance ratio so its gradient is the unbiased reverse-KL gradient "
+        "(DeepSeek-V3.2, arXiv:2512.02556; TRL's default). Only matters when beta > 0.",
+    )
+    scale_rewards: str = _f(
+        "group",
+        "Divide advantages by the reward std of the group, of the whole batch, or not at all "
+        "(Dr. GRPO recommends none).",
+        choices=["group", "batch", "none"],
+    )
+    mask_truncated_completions: bool = _f(
+        False, "Exclude completions cut at max_completion_length from the loss (DAPO)."
+    )
+    temperature: float = _f(1.0, "Sampling temperature for rollouts.", range=(0.01, 5.0))
+    top_p: float = _f(1.0, "Nucleus sampling for rollouts. 1.0 = off.", range=(0.01, 1.0))
+    max_prompt_length: int = _f(512, "Prompts longer than this many tokens are cut from the left.", range=(8, 1_000_000))
+    max_completion_length: int = _f(256, "Longest completion sampled, in tokens.", range=(1, 1_000_000))
+    learning_rate: float = _f(5e-5, "AdamW learning rate for the LoRA weights. 1e-5..1e-4 is typical.", range=(0.0, 1.0))
+    lr_scheduler: str = _f(
+        "constant_with_warmup", "Learning-rate schedule.", choices=["constant", "constant_with_warmup", "linear", "cosine"]
+    )
+    warmup_steps: int = _f(0, "Linear warm-up steps.", range=(0, 1_000_000))
+    weight_decay: float = _f(0.0, "AdamW weight decay.", range=(0.0, 1.0))
+    max_steps: int = _f(100, "Optimizer steps to train.", range=(1, 10_000_000))
+    gradient_accumulation_steps: int = _f(
+        1, "Batches of rollouts accumulated before each optimizer step.", range=(1, 1024)
+    )
+    max_grad_norm: float = _f(1.0, "Clip the gradient norm to this. 0 = no clipping.", range=(0.0, 1e6))
+    seed: int = _f(42, "Seed for sampling, prompt order and initialisation.", range=(0, 2**31 - 1))
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = _f("runs", "Folder that holds one sub-folder per run.")
+    run_name: str = _f("", "Name of this run's folder. Empty = a timestamp and the task name.")
+    save_steps: int = _f(25, "Write a checkpoint (adapter, optimizer, RNG) every N steps.", range=(1, 1_000_000))
+    keep_checkpoints: int = _f(3, "Keep only the newest N checkpoints (0 = keep all).", range=(0, 1_000_000))
+    log_samples: int = _f(4, "Sample completions kept per step for the samples table.", range=(0, 10_000))
+    engine: str = _f(
+        "auto", "Rollout engine. auto = vLLM on a GPU when installed, else Hugging Face generate.",
+        choices=["auto", "hf", "vllm"],
+    )
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    # -- YAML ---------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Config":
+        d = d or {}
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown section(s) {sorted(unknown)}; expected model, data, rewards, algorithm, run")
+        parts = {}
+        for f in dataclasses.fields(cls):
+            sub = d.get(f.name) or {}
+            sub_cls = f.default_factory
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{f.name}: expected a mapping, got {type(sub).__name__}")
+            names = {sf.name for sf in dataclasses.fields(sub_cls)}
+            bad = set(sub) - names
+            if bad:
+                raise ConfigError(f"{f.name}: unknown field(s) {sorted(bad)}")
+            parts[f.name] = sub_cls(**sub)
+        cfg = cls(**parts)
+        validate(cfg)
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        try:
+            d = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from e
+        return cls.from_dict(d)
+
+    def copy(self) -> "Config":
+        return Config.from_dict(self.to_dict())
+
+
+# ---------------------------------------------------------------------------
+def _check(section: str, f: dataclasses.Field, value: Any) -> None:
+    name = f"{section}.{f.name}"
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    # Types: ints stay ints, floats accept ints, bools stay bools.
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} = {value!r}: must be true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} = {value!r}: must be a whole number")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{name} = {value!r}: must be a finite number")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} = {value!r}: must be text")
+    elif isinstance(default, list):
+        if not isinstance(value, list):
+            raise ConfigError(f"{name} = {value!r}: must be a list")
+    meta = f.metadata
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{name} = {value!r}: must be one of {', '.join(map(str, meta['choices']))}")
+    if "range" in meta:
+        lo, hi = meta["range"]
+        if not (lo <= value <= hi):
+            raise ConfigError(f"{name} = {value!r}: must be between {lo} and {hi}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check every field's type and range; raise ConfigError naming the first bad field."""
+    for section_f in dataclasses.fields(cfg):
+        section = getattr(cfg, section_f.name)
+        for f in dataclasses.fields(section):
+            _check(section_f.name, f, getattr(section, f.name))
+    # Cross-field rules.
+    r = cfg.rewards
+    if r.weights and len(r.weights) != len(r.names):
+        raise ConfigError(
+            f"rewards.weights has {len(r.weights)} values but rewards.names has {len(r.names)}: give one weight per reward"
+        )
+    for w in r.weights:
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+            raise ConfigError(f"rewards.weights: {w!r} is not a finite number")
+    if not r.names and not r.custom_code.strip():
+        raise ConfigError("rewards.names is empty and there is no custom reward code: pick at least one reward")
+    a = cfg.algorithm
+    if a.epsilon_high < a.epsilon:
+        raise ConfigError(f"algorithm.epsilon_high = {a.epsilon_high}: must be at least epsilon ({a.epsilon})")
+    return cfg
+
+
+def field_help(section: str, name: str) -> str:
+    """Help text of `section.name`, for UI tooltips."""
+    cls = {f.name: f.default_factory for f in dataclasses.fields(Config)}[section]
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(f"{section}.{name}")
+
+
+def field_spec(section: str, name: str) -> dict:
+    """Help, choices and range of a field, for building UI widgets."""
+    cls = {f.name: f.default_factory for f in dataclasses.fields(Config)}[section]
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return dict(f.metadata)
+    raise KeyError(f"{section}.{name}")

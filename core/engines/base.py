@@ -1,0 +1,92 @@
+"""The engine protocol: the few verbs the trainer and the UI use to get text out of a model.
+
+Owns: the contract. An engine generates `n` completions per prompt (token ids in, token ids and
+text out), with an optional adapter (None = the base model, adapter switched off), takes new
+adapter weights from the trainer, and can release / restore its memory around the trainer's
+forward/backward. Backends live in their own modules (`hf.py`, and `vllm` on a GPU) and are
+chosen by `core.engines.make_engine`.
+
+Refuses to know: rewards, losses, optimizers, chat templates. The trainer tokenizes; the engine
+only sees token ids (like nanochat's engine) and hands back decoded text for convenience.
+
+Modelled on verl's rollout base (generate / update weights / release / resume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How to sample. `temperature == 0` means greedy."""
+
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class AdapterRef:
+    """A versioned handle to adapter weights loaded in an engine. Names are never reused."""
+
+    name: str
+    version: int
+
+
+@dataclass
+class Completion:
+    """One sampled completion."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "stop" (EOS) or "length" (cut at max_tokens)
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+@dataclass
+class EngineInfo:
+    backend: str
+    device: str
+    details: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What every backend provides. All methods are called from one worker thread."""
+
+    info: EngineInfo
+
+    def generate(
+        self,
+        prompts: list[list[int]],  # (B, prompt_len_i) token ids, no padding
+        sampling: SamplingSettings,
+        adapter: AdapterRef | None = None,
+    ) -> list[list[Completion]]:  # (B, n)
+        """Sample `sampling.n` completions for each prompt, with the adapter (or the base model)."""
+        ...
+
+    def update_adapter(self, model) -> AdapterRef:
+        """Take the trainer's current adapter weights (a peft model) and make them servable.
+
+        Returns a new, never-reused AdapterRef; the previous training adapter is dropped.
+        """
+        ...
+
+    def load_adapter(self, path: str) -> AdapterRef:
+        """Load a saved adapter folder (a checkpoint) for serving, e.g. in the Compare tab."""
+        ...
+
+    def release_memory(self) -> None:
+        """Free what generation holds (KV cache) while the trainer runs forward/backward."""
+        ...
+
+    def restore_memory(self) -> None:
+        """Take back what `release_memory` freed, before the next generation."""
+        ...

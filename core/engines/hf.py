@@ -1,0 +1,133 @@
+"""Hugging Face `generate` backend of the engine protocol: works anywhere, CPU included.
+
+Owns: sampling from the trainer's own peft model. Because it *is* the trained model, pushing an
+adapter costs nothing (`update_adapter` only bumps the version), the base model is the same
+weights with the adapter switched off (`disable_adapter()`), and checkpoints for the Compare
+tab load as extra named adapters beside the training one.
+
+Refuses to know: rewards, losses, chat templates (token ids in, token ids and text out).
+
+It is the slow path: fine for CPUs and small runs; on a GPU the vLLM backend is the fast one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+
+import torch
+
+from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings
+
+TRAIN_ADAPTER = "default"  # peft's name for the adapter being trained
+
+
+class HFEngine:
+    def __init__(self, model, tokenizer, *, max_batch_sequences: int = 64):
+        self.model = model  # a peft model; its "default" adapter is the one being trained
+        self.tokenizer = tokenizer
+        self.max_batch_sequences = max_batch_sequences
+        self._versions = itertools.count(1)
+        self._train_ref: AdapterRef | None = None
+        self._loaded: dict[str, AdapterRef] = {}
+        device = str(next(model.parameters()).device)
+        self.info = EngineInfo(backend="hf", device=device, details={"max_batch_sequences": max_batch_sequences})
+
+    # -- adapters -------------------------------------------------------------
+    def update_adapter(self, model=None) -> AdapterRef:
+        # The engine samples from the training model itself, so the weights are already live.
+        version = next(self._versions)
+        self._train_ref = AdapterRef(name=f"train-v{version}", version=version)
+        return self._train_ref
+
+    def load_adapter(self, path: str) -> AdapterRef:
+        version = next(self._versions)
+        name = f"ckpt-v{version}"
+        self.model.load_adapter(path, adapter_name=name, is_trainable=False)
+        ref = AdapterRef(name=name, version=version)
+        self._loaded[name] = ref
+        return ref
+
+    def unload_adapter(self, ref: AdapterRef) -> None:
+        if ref.name in self._loaded:
+            self.model.delete_adapter(ref.name)
+            del self._loaded[ref.name]
+
+    @contextlib.contextmanager
+    def _adapter(self, adapter: AdapterRef | None):
+        if adapter is None:
+            with self.model.disable_adapter():
+                yield
+        elif adapter.name in self._loaded:
+            self.model.set_adapter(adapter.name)
+            try:
+                yield
+            finally:
+                self.model.set_adapter(TRAIN_ADAPTER)
+        else:  # the training adapter (any version: the model holds the newest weights)
+            yield
+
+    # -- memory ---------------------------------------------------------------
+    def release_memory(self) -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def restore_memory(self) -> None:
+        pass
+
+    # -- generation -----------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], sampling: SamplingSettings,
+                 adapter: AdapterRef | None = None) -> list[list[Completion]]:
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        device = next(self.model.parameters()).device
+        pad_id = self.tokenizer.pad_token_id
+        eos_id = self.tokenizer.eos_token_id
+        per_chunk = max(1, self.max_batch_sequences // max(1, sampling.n))
+        out: list[list[Completion]] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self._adapter(adapter):
+                for start in range(0, len(prompts), per_chunk):
+                    chunk = prompts[start:start + per_chunk]
+                    # 1) left-pad the prompts into one batch
+                    L = max(len(p) for p in chunk)
+                    ids = torch.full((len(chunk), L), pad_id, dtype=torch.long)
+                    attn = torch.zeros((len(chunk), L), dtype=torch.long)
+                    for i, p in enumerate(chunk):
+                        ids[i, L - len(p):] = torch.tensor(p)
+                        attn[i, L - len(p):] = 1
+                    greedy = sampling.temperature <= 0
+                    gen_kwargs = dict(
+                        max_new_tokens=sampling.max_tokens,
+                        do_sample=not greedy,
+                        num_return_sequences=sampling.n,
+                        pad_token_id=pad_id,
+                        eos_token_id=eos_id,
+                        use_cache=True,
+                    )
+                    if not greedy:
+                        gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+                    # 2) sample n completions per prompt: (len(chunk) * n, L + new)
+                    seqs = self.model.generate(
+                        input_ids=ids.to(device), attention_mask=attn.to(device), **gen_kwargs
+                    )
+                    new = seqs[:, L:].tolist()
+                    # 3) cut each at its first EOS (kept, as the trainer learns to stop)
+                    for i in range(len(chunk)):
+                        group = []
+                        for row in new[i * sampling.n:(i + 1) * sampling.n]:
+                            if eos_id in row:
+                                row = row[: row.index(eos_id) + 1]
+                                reason = "stop"
+                            else:
+                                reason = "length"
+                            text = self.tokenizer.decode(row, skip_special_tokens=True)
+                            group.append(Completion(token_ids=row, text=text, finish_reason=reason))
+                        out.append(group)
+        finally:
+            if was_training:
+                self.model.train()
+        return out

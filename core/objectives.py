@@ -1,0 +1,167 @@
+"""The arithmetic of policy-gradient RL for LLMs: advantages and the clipped surrogate losses.
+
+Owns: pure tensor functions with no model in sight — group-normalised advantages (GRPO), the
+leave-one-out baseline (RLOO), and the per-token clipped surrogate with its four ways of
+averaging (grpo, bnpo, dr_grpo, dapo) and GSPO's sequence-level importance ratio. They follow
+TRL 1.16's `GRPOTrainer._compute_loss` term for term, and `tests/test_objectives.py` holds them
+equal to TRL on the same inputs.
+
+Refuses to know: where log-probs come from, optimizers, micro-batching policy (the caller says
+how many micro-batches a step has and how many completion tokens the whole step holds).
+
+Shapes: B = sequences (prompts x G), T = completion length (padded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+# ---------------------------------------------------------------------------
+# advantages
+
+
+def _nanstd(x: torch.Tensor, dim=None) -> torch.Tensor:
+    """Unbiased std (Bessel's correction), as TRL's `nanstd`; NaN-free inputs assumed."""
+    if dim is None:
+        return x.std(unbiased=True) if x.numel() > 1 else torch.zeros((), dtype=x.dtype)
+    return x.std(dim=dim, unbiased=True)
+
+
+def compute_advantages(
+    rewards: torch.Tensor,  # (B,) total reward of each completion, grouped: G consecutive per prompt
+    num_generations: int,
+    *,
+    estimator: str = "grpo",  # "grpo" (group mean baseline) or "rloo" (leave-one-out baseline)
+    scale_rewards: str = "group",  # "group" | "batch" | "none"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages (B,) and a bool mask (B,) of completions whose group had zero reward std.
+
+    grpo: A_i = (r_i - mean_group) / (std + 1e-4)                     (DeepSeekMath, TRL)
+    rloo: A_i = r_i - mean_{j != i} r_j = G/(G-1) (r_i - mean_group), then the same optional
+          scaling (Ahmadian et al. 2024, "Back to Basics").
+
+    >>> a, zero = compute_advantages(torch.tensor([1., 0., 1., 1.]), 2)
+    >>> [round(v, 3) for v in a.tolist()], zero.tolist()
+    ([0.707, -0.707, 0.0, 0.0], [False, False, True, True])
+    """
+    G = num_generations
+    grouped = rewards.view(-1, G)  # (P, G)
+    mean = grouped.mean(dim=1).repeat_interleave(G)  # (B,)
+    if scale_rewards == "batch":
+        std = _nanstd(rewards).expand_as(rewards)
+    else:  # "group", and "none" still needs the group std for the zero-std statistic
+        std = _nanstd(grouped, dim=1).repeat_interleave(G)
+    if estimator == "grpo":
+        advantages = rewards - mean
+    elif estimator == "rloo":
+        advantages = (rewards - mean) * G / (G - 1)
+    else:
+        raise ValueError(f"unknown advantage estimator {estimator!r}")
+    if scale_rewards != "none":
+        advantages = advantages / (std + 1e-4)
+    is_std_zero = torch.isclose(std, torch.zeros_like(std))
+    return advantages, is_std_zero
+
+
+# ---------------------------------------------------------------------------
+# losses
+
+
+@dataclass
+class LossStats:
+    """Detached statistics of one micro-batch, summed so they can be averaged over a step."""
+
+    kl_sum: float = 0.0
+    low_clip_sum: float = 0.0
+    high_clip_sum: float = 0.0
+    region_clip_sum: float = 0.0
+    tokens: float = 0.0
+    clip_units: float = 0.0  # what the clip sums count: tokens, or sequences for GSPO (as TRL logs)
+
+
+def policy_loss(
+    per_token_logps: torch.Tensor,  # (B, T) log pi_theta(token), with grad
+    old_per_token_logps: torch.Tensor | None,  # (B, T) log pi_old; None = per_token_logps.detach()
+    advantages: torch.Tensor,  # (B,)
+    completion_mask: torch.Tensor,  # (B, T) 1 for real completion tokens
+    *,
+    loss_type: str = "dapo",
+    importance_sampling_level: str = "token",  # "sequence" = GSPO
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    beta: float = 0.0,
+    ref_per_token_logps: torch.Tensor | None = None,  # (B, T), needed when beta > 0
+    bias_correction_kl: bool = True,  # multiply the KL by the ratio (DeepSeek-V3.2; TRL's default)
+    max_completion_length: int | None = None,  # dr_grpo's constant normaliser
+    num_items_in_batch: float | None = None,  # dapo: completion tokens in the whole step
+    num_micro_batches: int = 1,  # grpo/bnpo/dr_grpo: each micro-batch's mean is divided by this
+) -> tuple[torch.Tensor, LossStats]:
+    """Clipped surrogate loss of one micro-batch, ready for `.backward()`.
+
+    Summing the returned losses over a step's micro-batches gives the step's loss for every
+    loss_type (dapo divides by the step's token count, the others by the micro-batch count).
+    """
+    mask = completion_mask.to(per_token_logps.dtype)
+    adv = advantages.unsqueeze(1)  # (B, 1)
+    if old_per_token_logps is None:
+        old_per_token_logps = per_token_logps.detach()
+
+    # 1) importance ratio, per token or (GSPO) per sequence
+    log_ratio = per_token_logps - old_per_token_logps  # (B, T)
+    if importance_sampling_level == "token":
+        log_w = log_ratio
+    elif importance_sampling_level == "sequence":
+        log_w = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # (B, 1)
+    else:
+        raise ValueError(f"unknown importance_sampling_level {importance_sampling_level!r}")
+    coef_1 = torch.exp(log_w)
+    coef_2 = torch.clamp(coef_1, 1 - epsilon_low, 1 + epsilon_high)
+
+    # 2) pessimistic clipped surrogate (PPO), per token
+    per_token_loss = -torch.min(coef_1 * adv, coef_2 * adv)  # (B, T) or (B, 1)
+
+    # 3) optional KL to the reference, k3 estimator (Schulman 2020), as TRL
+    per_token_kl = None
+    if beta != 0.0:
+        if ref_per_token_logps is None:
+            raise ValueError("beta > 0 needs ref_per_token_logps")
+        d = ref_per_token_logps - per_token_logps
+        per_token_kl = torch.exp(d) - d - 1
+        if bias_correction_kl:  # unbiased reverse-KL gradient, arXiv:2512.02556
+            per_token_kl = per_token_kl * coef_1
+        per_token_loss = per_token_loss + beta * per_token_kl
+
+    # 4) average: this is where the loss types differ
+    masked = per_token_loss * mask  # broadcasts (B, 1) -> (B, T) for GSPO
+    if loss_type == "grpo":
+        loss = (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / num_micro_batches
+    elif loss_type == "bnpo":
+        loss = masked.sum() / mask.sum().clamp(min=1.0) / num_micro_batches
+    elif loss_type == "dr_grpo":
+        if max_completion_length is None:
+            raise ValueError("dr_grpo needs max_completion_length")
+        loss = masked.sum() / (per_token_loss.size(0) * max_completion_length) / num_micro_batches
+    elif loss_type == "dapo":
+        n = float(num_items_in_batch) if num_items_in_batch is not None else float(mask.sum())
+        loss = masked.sum() / max(n, 1.0)
+    else:
+        raise ValueError(f"unknown loss_type {loss_type!r}")
+
+    # 5) statistics (detached)
+    with torch.no_grad():
+        stats = LossStats(tokens=float(mask.sum()))
+        if per_token_kl is not None:
+            stats.kl_sum = float((per_token_kl * mask).sum())
+        low = ((coef_1 < 1 - epsilon_low) & (adv < 0)).to(mask.dtype)
+        high = ((coef_1 > 1 + epsilon_high) & (adv > 0)).to(mask.dtype)
+        region = ((low + high) > 0).to(mask.dtype)
+        # per token, or one value per sequence when the ratio is sequence-level
+        unit_mask = mask if coef_1.size(1) > 1 else torch.ones_like(coef_1)
+        stats.clip_units = float(unit_mask.sum())
+        stats.low_clip_sum = float((low * unit_mask).sum())
+        stats.high_clip_sum = float((high * unit_mask).sum())
+        stats.region_clip_sum = float((region * unit_mask).sum())
+    return loss, stats

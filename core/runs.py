@@ -1,0 +1,177 @@
+"""Run folders: one per training run, holding its config, metrics, samples, status and checkpoints.
+
+Owns: the on-disk layout and the rules that keep it whole across crashes — checkpoints are
+written to a temporary folder and renamed into place, metric and sample lines are appended and
+flushed one step at a time, and resuming truncates the logs back to the checkpoint's step so
+nothing is duplicated. Run names are sanitised so no name can leave the runs folder.
+
+Refuses to know: what a step computes.
+
+    runs/<name>/config.yaml          the run's full config (rerun headless with it)
+    runs/<name>/status.json          state (running, paused, stopped, finished, failed), step, error
+    runs/<name>/metrics.jsonl        one line per step (TRL's metric names)
+    runs/<name>/samples.jsonl        a few completions per step with their rewards
+    runs/<name>/checkpoints/step-000025/   adapter (peft format) + trainer_state.pt + state.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")  # anything that is not a letter, digit, dot, underscore or dash
+
+
+def sanitize_run_name(name: str) -> str:
+    """A folder name that stays inside the runs folder.
+
+    >>> sanitize_run_name("../../etc/passwd")
+    'etc_passwd'
+    >>> sanitize_run_name("my run: 9.11 vs 9.9")
+    'my_run_9.11_vs_9.9'
+    """
+    name = _SAFE.sub("_", name.strip()).strip("._-")
+    name = re.sub(r"_+", "_", name)
+    return name[:100] or "run"
+
+
+def _fsync_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """A run's folder and its files."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, output_dir: str | Path, run_name: str, *, exist_ok: bool = True) -> "RunDir":
+        root = Path(output_dir).resolve()
+        path = (root / sanitize_run_name(run_name)).resolve()
+        if root not in path.parents:
+            raise ValueError(f"run name {run_name!r} leaves the runs folder")
+        path.mkdir(parents=True, exist_ok=exist_ok)
+        (path / "checkpoints").mkdir(exist_ok=True)
+        return cls(path)
+
+    # -- files -----------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / "samples.jsonl"
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    # -- status ----------------------------------------------------------------
+    def write_status(self, state: str, **extra) -> None:
+        data = {"state": state, "time": time.time(), **extra}
+        _fsync_write(self.status_path, json.dumps(data))
+
+    def read_status(self) -> dict:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {"state": "unknown"}
+
+    # -- logs --------------------------------------------------------------------
+    def append_jsonl(self, path: Path, rows: list[dict]) -> None:
+        with open(path, "a") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, default=float) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def append_metrics(self, row: dict) -> None:
+        self.append_jsonl(self.metrics_path, [row])
+
+    def append_samples(self, rows: list[dict]) -> None:
+        if rows:
+            self.append_jsonl(self.samples_path, rows)
+
+    @staticmethod
+    def read_jsonl(path: Path) -> list[dict]:
+        rows = []
+        if not path.exists():
+            return rows
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a half-written last line after a crash: everything before it is whole
+        return rows
+
+    def read_metrics(self) -> list[dict]:
+        return self.read_jsonl(self.metrics_path)
+
+    def read_samples(self) -> list[dict]:
+        return self.read_jsonl(self.samples_path)
+
+    def truncate_logs(self, step: int) -> None:
+        """Drop log lines after `step` (resume from a checkpoint must not duplicate steps)."""
+        for path in (self.metrics_path, self.samples_path):
+            if path.exists():
+                kept = [r for r in self.read_jsonl(path) if r.get("step", 0) <= step]
+                _fsync_write(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))
+
+    # -- checkpoints -------------------------------------------------------------
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first (a half-written one is never listed)."""
+        root = self.path / "checkpoints"
+        if not root.exists():
+            return []
+        done = [p for p in root.glob("step-*") if (p / "state.json").exists()]
+        return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+
+    def latest_checkpoint(self) -> Path | None:
+        cps = self.checkpoints()
+        return cps[-1] if cps else None
+
+    def new_checkpoint_dir(self, step: int) -> tuple[Path, Path]:
+        """(temporary folder to write into, final folder); call `commit_checkpoint` after writing."""
+        final = self.path / "checkpoints" / f"step-{step:06d}"
+        tmp = self.path / "checkpoints" / f".tmp-step-{step:06d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        return tmp, final
+
+    def commit_checkpoint(self, tmp: Path, final: Path, state: dict, keep: int = 0) -> Path:
+        _fsync_write(tmp / "state.json", json.dumps(state))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if keep > 0:
+            for old in self.checkpoints()[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+
+def list_runs(output_dir: str | Path) -> list[RunDir]:
+    """Runs under `output_dir`, newest first."""
+    root = Path(output_dir)
+    if not root.exists():
+        return []
+    runs = [RunDir(p) for p in root.iterdir() if p.is_dir() and (p / "config.yaml").exists()]
+    return sorted(runs, key=lambda r: r.config_path.stat().st_mtime, reverse=True)

@@ -1,0 +1,513 @@
+"""The GRPO training loop, top to bottom in one file (after nano-aha-moment).
+
+Owns: one optimizer step of GRPO / GSPO / RLOO and the loop around it —
+  1) pick this step's prompts and sample G completions each through the engine,
+  2) score them with the reward functions (each function's values kept for plotting),
+  3) turn rewards into group-normalised advantages,
+  4) compute per-token log-probs from hidden states (the [B, T, V] logits never exist),
+  5) the clipped surrogate loss for the configured loss type, optional KL to the adapter-off
+     reference, backward over micro-batches,
+  6) clip, AdamW step, push the new adapter into the engine,
+and then the bookkeeping: metrics and samples per step, atomic checkpoints, pause / stop /
+resume. The arithmetic lives in `core/objectives.py`, the run folder in `core/runs.py`.
+
+Refuses to know: the UI (it reports through `on_step`), tokenizer internals beyond the chat
+template, how the engine samples.
+
+    python -m core.train --config configs/quickstart.yaml     # headless, with a progress bar
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.config import Config
+from core.engines import SamplingSettings, make_engine
+from core.objectives import LossStats, compute_advantages, policy_loss
+from core.rewards import RewardError
+from core.runs import RunDir, sanitize_run_name
+from kernels import token_logprobs
+
+
+class TrainingStopped(Exception):
+    """Raised inside the loop when the user asked to stop."""
+
+
+# ---------------------------------------------------------------------------
+# control: pause / resume / stop from another thread (the UI) between steps
+
+
+class TrainerControl:
+    def __init__(self):
+        self._running = threading.Event()
+        self._running.set()
+        self.stop_requested = False
+        self.pause_reason = ""
+
+    def pause(self, reason: str = "") -> None:
+        self.pause_reason = reason
+        self._running.clear()
+
+    def resume(self) -> None:
+        self.pause_reason = ""
+        self._running.set()
+
+    def stop(self) -> None:
+        self.stop_requested = True
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_if_paused(self, on_pause=None) -> None:
+        if self.paused and on_pause:
+            on_pause()
+        self._running.wait()
+        if self.stop_requested:
+            raise TrainingStopped()
+
+
+# ---------------------------------------------------------------------------
+# log-probs from hidden states
+
+
+def _decoder_and_head(model):
+    """(decoder that returns hidden states, LM head weight) of a (peft-wrapped) causal LM."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else base.model
+    return decoder, base.get_output_embeddings().weight
+
+
+def completion_logprobs(
+    model,
+    input_ids: torch.Tensor,  # (B, Lp + T): left-padded prompt then right-padded completion
+    attention_mask: torch.Tensor,  # (B, Lp + T)
+    completion_ids: torch.Tensor,  # (B, T)
+    completion_mask: torch.Tensor,  # (B, T)
+    temperature: float,
+    return_entropy: bool = False,
+):
+    """Per-token log-probs (B, T) of the completion tokens (and entropy (B, T) if asked).
+
+    Runs the decoder only (no LM head), then the fused kernel gathers each target's log-prob
+    from hidden states and the head weight chunk by chunk: peak memory is O(rows x chunk), not
+    O(B x T x V) as with `model(...).logits`.
+    """
+    decoder, head = _decoder_and_head(model)
+    # left padding: positions count real tokens only, as in generation
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     use_cache=False).last_hidden_state  # (B, Lp + T, H)
+    T = completion_ids.size(1)
+    hidden = hidden[:, -T - 1:-1]  # (B, T, H): the state before each completion token predicts it
+    sel = completion_mask.bool()  # only real tokens go through the head
+    out = token_logprobs(hidden[sel], head, completion_ids[sel], temperature, return_entropy=return_entropy)
+    logps_flat, ent_flat = out if return_entropy else (out, None)
+    logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=hidden.device)
+    logps = logps.masked_scatter(sel, logps_flat)  # (B, T)
+    if not return_entropy:
+        return logps
+    ent = torch.zeros_like(logps).masked_scatter(sel, ent_flat.detach().float())
+    return logps, ent
+
+
+# ---------------------------------------------------------------------------
+# a batch of rollouts as tensors
+
+
+@dataclass
+class Rollouts:
+    input_ids: torch.Tensor  # (B, Lp + T)
+    attention_mask: torch.Tensor  # (B, Lp + T)
+    completion_ids: torch.Tensor  # (B, T)
+    completion_mask: torch.Tensor  # (B, T)
+    advantages: torch.Tensor  # (B,)
+    old_logps: torch.Tensor | None = None  # (B, T), when num_iterations > 1
+    ref_logps: torch.Tensor | None = None  # (B, T), when beta > 0
+
+    def slice(self, i: int, j: int) -> "Rollouts":
+        def s(t):
+            return None if t is None else t[i:j]
+        return Rollouts(s(self.input_ids), s(self.attention_mask), s(self.completion_ids),
+                        s(self.completion_mask), s(self.advantages), s(self.old_logps), s(self.ref_logps))
+
+
+def pad_rollouts(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
+                 device) -> tuple[torch.Tensor, ...]:
+    """Left-pad prompts, right-pad completions: (input_ids, attention_mask, completion_ids, completion_mask)."""
+    B = len(prompt_ids)
+    Lp = max(len(p) for p in prompt_ids)
+    T = max(1, max(len(c) for c in completion_ids))
+    ids = torch.full((B, Lp + T), pad_id, dtype=torch.long)
+    attn = torch.zeros((B, Lp + T), dtype=torch.long)
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        ids[i, Lp - len(p):Lp] = torch.tensor(p, dtype=torch.long)
+        attn[i, Lp - len(p):Lp] = 1
+        if c:
+            ids[i, Lp:Lp + len(c)] = torch.tensor(c, dtype=torch.long)
+            attn[i, Lp:Lp + len(c)] = 1
+    comp = ids[:, Lp:].clone()
+    cmask = attn[:, Lp:].clone()
+    return ids.to(device), attn.to(device), comp.to(device), cmask.to(device)
+
+
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class StepResult:
+    step: int
+    metrics: dict
+    samples: list[dict] = field(default_factory=list)
+
+
+class GRPOTrainer:
+    """Trains a LoRA adapter with GRPO-family updates. See the module docstring for the story."""
+
+    def __init__(self, cfg: Config, *, model=None, tokenizer=None, engine=None, task=None,
+                 reward_set=None, control: TrainerControl | None = None, on_step=None,
+                 device: str | None = None, run_dir: RunDir | None = None):
+        from core.models import default_device, load_model_and_tokenizer
+
+        self.cfg = cfg
+        self.device = device or default_device()
+        self.control = control or TrainerControl()
+        self.on_step = on_step
+        # model + tokenizer (a peft model with a fresh adapter)
+        if model is None:
+            model, tokenizer = load_model_and_tokenizer(cfg.model, self.device)
+        self.model, self.tokenizer = model, tokenizer
+        # data
+        if task is None:
+            from core.data import load_task_data
+
+            task = load_task_data(cfg.data)
+        self.task = task
+        # rewards
+        if reward_set is None:
+            from core.rewards import RewardSet
+
+            reward_set = RewardSet.from_config(cfg.rewards)
+        self.rewards = reward_set
+        # engine
+        self.engine = engine or make_engine(cfg.run.engine, self.model, self.tokenizer)
+        # optimizer + schedule over the adapter's parameters only
+        from transformers import get_scheduler
+
+        a = cfg.algorithm
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=a.learning_rate, weight_decay=a.weight_decay)
+        self.scheduler = get_scheduler(a.lr_scheduler, self.optimizer, num_warmup_steps=a.warmup_steps,
+                                       num_training_steps=a.max_steps)
+        self.step = 0
+        self.micro_batch_size = a.micro_batch_size
+        self.skipped_steps = 0
+        self.adapter = None
+        name = cfg.run.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.data.source.split(':')[-1]}"
+        self.run = run_dir or RunDir.create(cfg.run.output_dir, sanitize_run_name(name))
+        cfg.run.run_name = self.run.name
+        if not self.run.config_path.exists():
+            cfg.save(self.run.config_path)
+        self._prompt_cache: dict[int, list[int]] = {}
+
+    # -- data order: a seeded permutation per epoch, so any step's prompts can be recomputed
+    def prompt_rows(self, step: int) -> list[dict]:
+        n = len(self.task.train)
+        P = self.cfg.algorithm.prompts_per_step * self.cfg.algorithm.gradient_accumulation_steps
+        rows = []
+        for k in range(P):
+            i = step * P + k
+            epoch, j = divmod(i, n)
+            perm = np.random.default_rng(self.cfg.algorithm.seed + 7919 * epoch).permutation(n)
+            rows.append(self.task.train[int(perm[j])])
+        return rows
+
+    def prompt_ids(self, row: dict) -> list[int]:
+        from core.data import build_messages, render_prompt
+
+        key = id(row)
+        if key not in self._prompt_cache:
+            text = render_prompt(self.tokenizer, build_messages(row["question"], self.cfg.data.system_prompt),
+                                 self.cfg.data.chat_template)
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            self._prompt_cache[key] = ids[-self.cfg.algorithm.max_prompt_length:]  # cut from the left
+        return self._prompt_cache[key]
+
+    # -- one step ------------------------------------------------------------------
+    def train_step(self) -> StepResult:
+        cfg, a = self.cfg, self.cfg.algorithm
+        G = a.num_generations
+        step = self.step + 1
+        t0 = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+        # 1) sample G completions for each of this step's prompts
+        rows = self.prompt_rows(step - 1)
+        prompt_ids = [self.prompt_ids(r) for r in rows]  # (P, Lp_i)
+        self.engine.restore_memory()
+        groups = self.engine.generate(
+            prompt_ids,
+            SamplingSettings(n=G, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_completion_length,
+                             seed=a.seed * 100_003 + step),
+            adapter=self.adapter,
+        )  # (P, G)
+        self.engine.release_memory()
+        t_gen = time.perf_counter() - t0
+        completions = [c for g in groups for c in g]  # (B = P * G)
+        flat_rows = [r for r in rows for _ in range(G)]
+        flat_prompt_ids = [p for p in prompt_ids for _ in range(G)]
+
+        # 2) rewards: each function's values, then the weighted total
+        from core.data import build_messages
+
+        prompts_msgs = [build_messages(r["question"], cfg.data.system_prompt) for r in flat_rows]
+        completions_msgs = [[{"role": "assistant", "content": c.text}] for c in completions]
+        columns = {k: [r.get(k) for r in flat_rows] for k in flat_rows[0] if k != "prompt"}
+        scored = self.rewards(prompts_msgs, completions_msgs, columns)
+        rewards = torch.tensor(scored.total, dtype=torch.float32)  # (B,)
+
+        # 3) advantages, normalised within each group of G
+        advantages, is_std_zero = compute_advantages(
+            rewards, G, estimator="rloo" if a.algorithm == "rloo" else "grpo", scale_rewards=a.scale_rewards)
+
+        # 4) tensors: prompt left-padded, completion right-padded
+        ids, attn, comp, cmask = pad_rollouts(flat_prompt_ids, [c.token_ids for c in completions],
+                                              self.tokenizer.pad_token_id, self.device)
+        truncated = torch.tensor([c.truncated for c in completions], device=self.device)
+        if a.mask_truncated_completions:
+            cmask = cmask * (~truncated).unsqueeze(1).long()
+        batch = Rollouts(ids, attn, comp, cmask, advantages.to(self.device))
+        self.model.train()
+        if a.num_iterations > 1:  # pi_old for the ratio; with one pass it equals pi_theta
+            batch.old_logps = self._logps_no_grad(batch)
+        if a.beta > 0:  # the reference is the same weights with the adapter switched off
+            with self.model.disable_adapter():
+                batch.ref_logps = self._logps_no_grad(batch)
+
+        # 5) + 6) loss, backward over micro-batches, clip, step; mu passes over the rollouts
+        for _ in range(a.num_iterations):
+            loss_value, stats, entropy, grad_norm = self._optimize(batch)
+        lr = self.scheduler.get_last_lr()[0]
+        self.adapter = self.engine.update_adapter(self.model)
+        self.step = step
+
+        # metrics, named as TRL logs them
+        dt = time.perf_counter() - t0
+        lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
+        tokens = stats.tokens or 1.0
+        from reward_presets.reflection_bonus import count_reflections
+
+        m = {
+            "step": step,
+            "reward": rewards.mean().item(),
+            "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
+            "frac_reward_zero_std": is_std_zero.float().mean().item(),
+            "completions/mean_length": lengths.mean().item(),
+            "completions/min_length": lengths.min().item(),
+            "completions/max_length": lengths.max().item(),
+            "completions/clipped_ratio": truncated.float().mean().item(),
+            "loss": loss_value,
+            "kl": stats.kl_sum / tokens if a.beta > 0 else 0.0,
+            "entropy": entropy,
+            "grad_norm": grad_norm,
+            "learning_rate": lr,
+            "clip_ratio/low_mean": stats.low_clip_sum / max(stats.clip_units, 1.0),
+            "clip_ratio/high_mean": stats.high_clip_sum / max(stats.clip_units, 1.0),
+            "clip_ratio/region_mean": stats.region_clip_sum / max(stats.clip_units, 1.0),
+            "reflections_per_completion": float(np.mean([count_reflections(c.text) for c in completions])),
+            "tokens_per_second": float(lengths.sum().item() / max(t_gen, 1e-9)),
+            "generation_time": t_gen,
+            "step_time": dt,
+            "peak_memory_gb": (torch.cuda.max_memory_allocated() / 2**30) if torch.cuda.is_available() else 0.0,
+            "skipped_steps": self.skipped_steps,
+            "micro_batch_size": self.micro_batch_size,
+        }
+        for name, values in scored.per_reward.items():
+            v = torch.tensor(values, dtype=torch.float32)
+            m[f"rewards/{name}/mean"] = v.mean().item()
+            m[f"rewards/{name}/std"] = v.std().item() if len(v) > 1 else 0.0
+
+        # a few samples for the table: spread over groups
+        k = min(cfg.run.log_samples, len(completions))
+        samples = []
+        for idx in range(0, len(completions), max(1, len(completions) // max(k, 1)))[:k]:
+            samples.append({
+                "step": step,
+                "question": flat_rows[idx]["question"],
+                "answer": flat_rows[idx].get("answer"),
+                "completion": completions[idx].text,
+                "reward": scored.total[idx],
+                "rewards": {n: v[idx] for n, v in scored.per_reward.items()},
+                "advantage": float(advantages[idx]),
+            })
+        return StepResult(step, m, samples)
+
+    @torch.no_grad()
+    def _logps_no_grad(self, batch: Rollouts) -> torch.Tensor:
+        out = []
+        for i in range(0, batch.input_ids.size(0), self.micro_batch_size):
+            mb = batch.slice(i, i + self.micro_batch_size)
+            out.append(completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
+                                           mb.completion_mask, self.cfg.algorithm.temperature))
+        return torch.cat(out)
+
+    def _optimize(self, batch: Rollouts) -> tuple[float, LossStats, float, float]:
+        """One optimizer update over `batch`; halves the micro-batch and retries on out-of-memory."""
+        while True:
+            try:
+                return self._optimize_once(batch)
+            except torch.OutOfMemoryError:
+                self.optimizer.zero_grad(set_to_none=True)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if self.micro_batch_size == 1:
+                    raise
+                self.micro_batch_size = max(1, self.micro_batch_size // 2)
+
+    def _optimize_once(self, batch: Rollouts) -> tuple[float, LossStats, float, float]:
+        a = self.cfg.algorithm
+        B = batch.input_ids.size(0)
+        mbs = self.micro_batch_size
+        n_micro = math.ceil(B / mbs)
+        total_tokens = float(batch.completion_mask.sum())
+        total = LossStats()
+        loss_sum, ent_sum = 0.0, 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        for i in range(0, B, mbs):
+            mb = batch.slice(i, i + mbs)
+            logps, ent = completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
+                                             mb.completion_mask, a.temperature, return_entropy=True)  # (b, T)
+            loss, st = policy_loss(
+                logps, mb.old_logps, mb.advantages, mb.completion_mask,
+                loss_type=a.loss_type,
+                importance_sampling_level="sequence" if a.algorithm == "gspo" else "token",
+                epsilon_low=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta,
+                ref_per_token_logps=mb.ref_logps, bias_correction_kl=a.use_bias_correction_kl,
+                max_completion_length=a.max_completion_length,
+                num_items_in_batch=total_tokens, num_micro_batches=n_micro,
+            )
+            if not torch.isfinite(loss):
+                # a NaN/inf loss would poison the adapter: skip this update, count it
+                self.optimizer.zero_grad(set_to_none=True)
+                self.skipped_steps += 1
+                return float("nan"), total, float("nan"), float("nan")
+            loss.backward()
+            loss_sum += loss.item()
+            ent_sum += float((ent * mb.completion_mask).sum())
+            for f in ("kl_sum", "low_clip_sum", "high_clip_sum", "region_clip_sum", "tokens", "clip_units"):
+                setattr(total, f, getattr(total, f) + getattr(st, f))
+        max_norm = a.max_grad_norm if a.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        if math.isfinite(grad_norm):
+            self.optimizer.step()
+        else:
+            self.skipped_steps += 1
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss_sum, total, ent_sum / max(total.tokens, 1.0), grad_norm
+
+    # -- checkpoints ---------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        tmp, final = self.run.new_checkpoint_dir(self.step)
+        self.model.save_pretrained(tmp)  # adapter only (peft)
+        torch.save({
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                    "numpy": np.random.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "micro_batch_size": self.micro_batch_size,
+            "skipped_steps": self.skipped_steps,
+        }, tmp / "trainer_state.pt")
+        return self.run.commit_checkpoint(tmp, final, {"step": self.step, "time": time.time()},
+                                          keep=self.cfg.run.keep_checkpoints)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        set_peft_model_state_dict(self.model, load_file(str(path / "adapter_model.safetensors")))
+        state = torch.load(path / "trainer_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.micro_batch_size = state.get("micro_batch_size", self.micro_batch_size)
+        self.skipped_steps = state.get("skipped_steps", 0)
+        import json
+
+        self.step = json.loads((path / "state.json").read_text())["step"]
+        self.run.truncate_logs(self.step)
+        self.adapter = self.engine.update_adapter(self.model)
+
+    def resume(self, checkpoint: str | Path | None = None) -> bool:
+        """Load `checkpoint` or the run's latest; False when there is none."""
+        path = Path(checkpoint) if checkpoint else self.run.latest_checkpoint()
+        if path is None:
+            return False
+        self.load_checkpoint(path)
+        return True
+
+    # -- the loop --------------------------------------------------------------------
+    def train(self, max_steps: int | None = None) -> str:
+        """Run until `max_steps` (default: the config's). Returns the final state:
+        'finished', 'stopped' or 'failed' (the error is in status.json)."""
+        max_steps = max_steps or self.cfg.algorithm.max_steps
+        if self.adapter is None:
+            self.adapter = self.engine.update_adapter(self.model)
+        self.run.write_status("running", step=self.step, max_steps=max_steps)
+        try:
+            while self.step < max_steps:
+                if self.control.paused and self.run.read_status().get("state") != "paused":
+                    self.run.write_status("paused", step=self.step, max_steps=max_steps,
+                                          reason=self.control.pause_reason)
+                self.control.wait_if_paused()
+                self.run.write_status("running", step=self.step, max_steps=max_steps)
+                try:
+                    result = self.train_step()
+                except RewardError as e:
+                    # a broken reward function pauses the run; fix it (set `self.rewards`) and resume
+                    self.control.pause(f"reward '{e.reward_name}' failed: {e}")
+                    self.run.write_status("paused", step=self.step, max_steps=max_steps,
+                                          reason=self.control.pause_reason, traceback=e.traceback_text)
+                    continue
+                self.run.append_metrics(result.metrics)
+                self.run.append_samples(result.samples)
+                if self.step % self.cfg.run.save_steps == 0 or self.step == max_steps:
+                    self.save_checkpoint()
+                if self.on_step:
+                    self.on_step(result)
+                if self.control.stop_requested:
+                    raise TrainingStopped()
+        except TrainingStopped:
+            if self.step and (self.run.latest_checkpoint() is None
+                              or int(self.run.latest_checkpoint().name.split("-")[1]) != self.step):
+                self.save_checkpoint()
+            self.run.write_status("stopped", step=self.step, max_steps=max_steps)
+            return "stopped"
+        except Exception as e:  # keep the work: checkpoint what we have, then report
+            tb = traceback.format_exc()
+            try:
+                if self.step:
+                    self.save_checkpoint()
+            finally:
+                self.run.write_status("failed", step=self.step, max_steps=max_steps,
+                                      error=f"{type(e).__name__}: {e}", traceback=tb)
+            raise
+        self.run.write_status("finished", step=self.step, max_steps=max_steps)
+        return "finished"
