@@ -117,7 +117,7 @@ class RewardsConfig:
     names: list = _f(
         None,
         "Reward presets to use (see the registry). The total reward is their weighted sum.",
-        factory=lambda: ["think_format_soft", "correctness"],
+        factory=lambda: ["format_soft", "correctness"],
     )
     weights: list = _f(
         None, "One weight per reward, same order. Empty = each preset's default weight.", factory=list

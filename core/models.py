@@ -235,7 +235,8 @@ TINY_CHAT_TEMPLATE = (
 
 
 def build_tiny_model(folder: str | Path, *, hidden_size: int = 64, num_layers: int = 2, num_heads: int = 2,
-                     num_kv_heads: int = 1, vocab_size: int = 512, seed: int = 0) -> Path:
+                     num_kv_heads: int = 1, vocab_size: int = 512, seed: int = 0,
+                     initializer_range: float = 0.02) -> Path:
     """A random Qwen2-shaped model plus a byte-level BPE tokenizer, built offline in < 1 s.
 
     Uses `PreTrainedTokenizerFast` (not `Qwen2Tokenizer`) so the trained pre-tokenizer survives a
@@ -273,6 +274,7 @@ def build_tiny_model(folder: str | Path, *, hidden_size: int = 64, num_layers: i
         num_hidden_layers=num_layers, num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
         max_position_embeddings=2048, tie_word_embeddings=True,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        initializer_range=initializer_range,
     )
     model = Qwen2ForCausalLM(config)
     model.generation_config.eos_token_id = tok.eos_token_id

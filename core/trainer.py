@@ -274,6 +274,7 @@ class GRPOTrainer:
         prompts_msgs = [build_messages(r["question"], cfg.data.system_prompt) for r in flat_rows]
         completions_msgs = [[{"role": "assistant", "content": c.text}] for c in completions]
         columns = {k: [r.get(k) for r in flat_rows] for k in flat_rows[0] if k != "prompt"}
+        columns["completion_ids"] = [c.token_ids for c in completions]  # as TRL passes it
         scored = self.rewards(prompts_msgs, completions_msgs, columns)
         rewards = torch.tensor(scored.total, dtype=torch.float32)  # (B,)
 

@@ -1,0 +1,37 @@
+"""Questions and reference answers for a run, and the prompts made from them.
+
+Owns: reading the user's data (files, `datasets` folders, hub ids, DataFrames) with errors that
+name the file, line and column (`DataError`); built-in tasks generated without a download;
+mapping columns to `question` / `answer`; the train / held-out split; chat-template rendering.
+
+Refuses to know: models, rewards and training. The trainer gets a `TaskData` and turns each
+row's question into a prompt with `build_messages` and `render_prompt`.
+
+Modules: `loaders` (source -> DataFrame), `task` (DataConfig -> TaskData), `builtin` (generated
+tasks), `chat` (messages, templates, preview), `base` (the shared shapes).
+"""
+
+from .base import DataError, TaskData
+from .builtin import BUILTIN_TASKS, BuiltinTask, load_builtin
+from .chat import DEFAULT_CHAT_TEMPLATE, build_messages, preview, render_prompt
+from .loaders import DEFAULT_MAX_BYTES, FILE_FORMATS, load_table, split_names
+from .task import load_task_data, normalise_answer, task_rows
+
+__all__ = [
+    "BUILTIN_TASKS",
+    "BuiltinTask",
+    "DEFAULT_CHAT_TEMPLATE",
+    "DEFAULT_MAX_BYTES",
+    "DataError",
+    "FILE_FORMATS",
+    "TaskData",
+    "build_messages",
+    "load_builtin",
+    "load_table",
+    "load_task_data",
+    "normalise_answer",
+    "preview",
+    "render_prompt",
+    "split_names",
+    "task_rows",
+]

@@ -1,0 +1,291 @@
+"""Built-in tasks: small reasoning problems generated on the spot, with no download.
+
+Owns: three generators (`decimal_compare`, `arithmetic`, `countdown`), each deterministic for a
+seed and each refusing to repeat a problem, and `load_builtin`, which draws the held-out rows and
+the training rows from different seeds and keeps every held-out problem out of training.
+Every answer is computed while the question is built, so it is right by construction.
+
+Refuses to know: files, column mapping, chat templates, and how a completion is scored (the
+reward presets do that; countdown's `solution` column is one valid expression, not the only one).
+
+    >>> sorted(BUILTIN_TASKS)
+    ['arithmetic', 'countdown', 'decimal_compare']
+    >>> BUILTIN_TASKS["decimal_compare"].generate(2, seed=0) == BUILTIN_TASKS["decimal_compare"].generate(2, seed=0)
+    True
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Callable, Iterable
+
+from .base import DataError, TaskData
+
+BUILTIN_PREFIX = "builtin:"
+
+
+# ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BuiltinTask:
+    name: str
+    description: str
+    draw: Callable[[random.Random], dict]  # one row from the generator's random stream
+    # The problem a row poses, for telling repeats apart: "9.9 or 9.11?" asked the other way
+    # round, or countdown's numbers in another order, is the same problem in other words.
+    problem: Callable[[dict], str] = lambda row: row["question"]
+
+    def generate(self, n: int, seed: int, *, exclude: Iterable[str] = ()) -> list[dict]:
+        """`n` rows posing distinct problems, none in `exclude` (keys from `problem`); same seed, same rows."""
+        rng = random.Random(seed)
+        seen = set(exclude)
+        rows: list[dict] = []
+        budget = 50 * n + 1000  # draws before giving up: generous, the spaces are large
+        while len(rows) < n:
+            if budget == 0:
+                raise DataError(
+                    f"{BUILTIN_PREFIX}{self.name}: could only make {len(rows)} distinct problems "
+                    f"of the {n} asked for; ask for fewer"
+                )
+            budget -= 1
+            row = self.draw(rng)
+            key = self.problem(row)
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
+        return rows
+
+
+def load_builtin(name: str, train_size: int, eval_size: int, seed: int) -> TaskData:
+    """Held-out rows from seed 2*seed+1, training rows from seed 2*seed, no problem in both.
+
+    The held-out set depends only on (eval_size, seed), so runs that differ in train_size are
+    evaluated on the same questions.
+    """
+    if name not in BUILTIN_TASKS:
+        raise DataError(
+            f"no built-in task {name!r}; choose one of "
+            + ", ".join(f"{BUILTIN_PREFIX}{n}" for n in BUILTIN_TASKS)
+        )
+    task = BUILTIN_TASKS[name]
+    held_out = task.generate(eval_size, seed=2 * seed + 1)
+    train = task.generate(train_size, seed=2 * seed, exclude=[task.problem(r) for r in held_out])
+    return TaskData(
+        train=train, eval=held_out, source=f"{BUILTIN_PREFIX}{name}", columns=list(train[0]) if train else []
+    )
+
+
+# ---------------------------------------------------------------------------
+# decimal_compare: "Which is bigger, 9.11 or 9.9?"
+# ---------------------------------------------------------------------------
+_COMPARE_PHRASES = {
+    "larger": (
+        "Which is bigger, {a} or {b}?",
+        "Which number is larger: {a} or {b}?",
+        "Of {a} and {b}, which is greater?",
+        "Is {a} or {b} the bigger number?",
+    ),
+    "smaller": (
+        "Which is smaller, {a} or {b}?",
+        "Which number is smaller: {a} or {b}?",
+        "Of {a} and {b}, which is less?",
+        "Is {a} or {b} the smaller number?",
+    ),
+}
+
+
+def _digits(rng: random.Random, k: int) -> str:
+    """`k` decimal digits whose last is not 0, so each number has one way to be written."""
+    if k == 0:
+        return ""
+    return "".join(str(rng.randint(0, 9)) for _ in range(k - 1)) + str(rng.randint(1, 9))
+
+
+def _draw_decimal_pair(rng: random.Random) -> tuple[str, str]:
+    whole = rng.randint(0, 20) if rng.random() < 0.7 else rng.randint(21, 99)  # 9.11 has company
+    kind = rng.random()
+    if kind < 0.4:
+        # The trap: the longer decimal is the smaller number (9.11 < 9.9, 3.45 < 3.5).
+        d = rng.randint(1, 9)
+        return f"{whole}.{d}", f"{whole}.{rng.randint(0, d - 1)}{_digits(rng, rng.randint(1, 2))}"
+    if kind < 0.6:
+        # Same start, longer is larger (3.5 < 3.56): the trap's rule must not be over-learnt.
+        head = _digits(rng, rng.randint(1, 2))
+        return f"{whole}.{head}", f"{whole}.{head}{_digits(rng, rng.randint(1, 2))}"
+    if kind < 0.8:
+        # Different whole parts; the smaller one often has more decimals (8.95 vs 10.1).
+        other = rng.choice([w for w in range(max(0, whole - 3), whole + 4) if w != whole])
+        return f"{whole}.{_digits(rng, rng.randint(1, 3))}", f"{other}.{_digits(rng, rng.randint(1, 3))}"
+    return f"{whole}.{_digits(rng, rng.randint(1, 3))}", f"{whole}.{_digits(rng, rng.randint(1, 3))}"
+
+
+def _draw_decimal_compare(rng: random.Random) -> dict:
+    a, b = _draw_decimal_pair(rng)
+    while Decimal(a) == Decimal(b):
+        a, b = _draw_decimal_pair(rng)
+    if rng.random() < 0.5:
+        a, b = b, a
+    asks = rng.choice(("larger", "smaller"))
+    larger, smaller = (a, b) if Decimal(a) > Decimal(b) else (b, a)
+    answer = larger if asks == "larger" else smaller
+    question = rng.choice(_COMPARE_PHRASES[asks]).format(a=a, b=b)
+    return {"question": question, "answer": answer, "answer_raw": answer, "a": a, "b": b, "asks": asks}
+
+
+# ---------------------------------------------------------------------------
+# arithmetic: GSM8K-like word problems of 2-4 steps
+# ---------------------------------------------------------------------------
+_PEOPLE = (
+    ("Mia", "she", "her"), ("Liam", "he", "his"), ("Ava", "she", "her"), ("Noah", "he", "his"),
+    ("Zoe", "she", "her"), ("Omar", "he", "his"), ("Priya", "she", "her"), ("Kenji", "he", "his"),
+    ("Sofia", "she", "her"), ("Lucas", "he", "his"), ("Amara", "she", "her"), ("Mateo", "he", "his"),
+)
+
+
+def _apples(rng, name, he, his):
+    bought, k = rng.randint(20, 60), rng.randint(2, 9)
+    sold, picked = rng.randint(3, bought - 10), rng.randint(2, 30)
+    picked += -(bought - sold + picked) % k  # so the apples share out evenly
+    left, total = bought - sold, bought - sold + picked
+    q = (f"{name} buys {bought} apples at the market. {he.capitalize()} sells {sold} of them to a "
+         f"neighbour and then picks {picked} more from the garden. {he.capitalize()} shares all "
+         f"{his} apples equally among {k} friends. How many apples does each friend get?")
+    steps = [f"After selling, {name} has {bought} - {sold} = {left} apples.",
+             f"After picking more, {he} has {left} + {picked} = {total} apples.",
+             f"Each friend gets {total} / {k} = {total // k} apples."]
+    return q, steps, total // k
+
+
+def _books(rng, name, he, his):
+    n, price = rng.randint(2, 6), rng.randint(3, 15)
+    money, earned = n * price + rng.randint(1, 80), rng.randint(5, 40)
+    q = (f"{name} has ${money}. {he.capitalize()} buys {n} books that cost ${price} each, and then "
+         f"earns ${earned} doing chores. How many dollars does {name} have now?")
+    steps = [f"The books cost {n} * {price} = {n * price} dollars.",
+             f"After buying them, {name} has {money} - {n * price} = {money - n * price} dollars.",
+             f"After the chores, {he} has {money - n * price} + {earned} = {money - n * price + earned} dollars."]
+    return q, steps, money - n * price + earned
+
+
+def _pencils(rng, name, he, his):
+    boxes, per_box = rng.randint(3, 12), rng.randint(6, 24)
+    total = boxes * per_box
+    monday, tuesday = rng.randint(1, total // 3), rng.randint(1, total // 3)
+    q = (f"{name}'s shop has {boxes} boxes with {per_box} pencils in each. It sells {monday} pencils "
+         f"on Monday and {tuesday} pencils on Tuesday. How many pencils are left?")
+    steps = [f"The shop starts with {boxes} * {per_box} = {total} pencils.",
+             f"After Monday, {total} - {monday} = {total - monday} pencils are left.",
+             f"After Tuesday, {total - monday} - {tuesday} = {total - monday - tuesday} pencils are left."]
+    return q, steps, total - monday - tuesday
+
+
+def _cookies(rng, name, he, his):
+    dozens, bag = rng.randint(2, 10), rng.randint(2, 8)
+    baked = 12 * dozens
+    broken = baked % bag + bag * rng.randint(0 if baked % bag else 1, 2)  # leaves a multiple of bag
+    good = baked - broken
+    q = (f"{name} bakes {dozens} dozen cookies. {broken} of them break. {he.capitalize()} packs the "
+         f"rest into bags of {bag}. How many bags does {he} fill?")
+    steps = [f"{name} bakes {dozens} * 12 = {baked} cookies.",
+             f"Without the broken ones there are {baked} - {broken} = {good} cookies.",
+             f"That fills {good} / {bag} = {good // bag} bags."]
+    return q, steps, good // bag
+
+
+def _reading(rng, name, he, his):
+    p, d, q_, e = rng.randint(5, 40), rng.randint(2, 7), rng.randint(5, 40), rng.randint(2, 7)
+    q = (f"{name} reads {p} pages a day for {d} days, then {q_} pages a day for {e} more days. "
+         f"How many pages does {he} read in total?")
+    steps = [f"First {he} reads {p} * {d} = {p * d} pages.",
+             f"Then {he} reads {q_} * {e} = {q_ * e} pages.",
+             f"In total {he} reads {p * d} + {q_ * e} = {p * d + q_ * e} pages."]
+    return q, steps, p * d + q_ * e
+
+
+def _bus(rng, name, he, his):
+    on_board = rng.randint(10, 60)
+    off, on = rng.randint(1, on_board - 1), rng.randint(1, 30)
+    q = (f"{name} drives a bus with {on_board} passengers. At the first stop {off} get off and {on} "
+         f"get on. How many passengers are on the bus now?")
+    steps = [f"After {off} get off, {on_board} - {off} = {on_board - off} passengers remain.",
+             f"After {on} get on, there are {on_board - off} + {on} = {on_board - off + on} passengers."]
+    return q, steps, on_board - off + on
+
+
+def _marbles(rng, name, he, his):
+    start, won = rng.randint(5, 40), rng.randint(1, 20)
+    lost = rng.randint(1, start + won - 1)
+    now = start + won - lost
+    friend = rng.choice([p[0] for p in _PEOPLE if p[0] != name])
+    q = (f"{name} has {start} marbles. {he.capitalize()} wins {won} more and then loses {lost}. "
+         f"{friend} has twice as many marbles as {name} has now. How many marbles do they have together?")
+    steps = [f"After winning, {name} has {start} + {won} = {start + won} marbles.",
+             f"After losing, {he} has {start + won} - {lost} = {now} marbles.",
+             f"{friend} has {now} * 2 = {2 * now} marbles.",
+             f"Together they have {now} + {2 * now} = {3 * now} marbles."]
+    return q, steps, 3 * now
+
+
+_WORD_PROBLEMS = (_apples, _books, _pencils, _cookies, _reading, _bus, _marbles)
+
+
+def _draw_arithmetic(rng: random.Random) -> dict:
+    name, he, his = rng.choice(_PEOPLE)
+    question, steps, answer = rng.choice(_WORD_PROBLEMS)(rng, name, he, his)
+    raw = "\n".join(steps) + f"\n#### {answer}"
+    return {"question": question, "answer": str(answer), "answer_raw": raw}
+
+
+# ---------------------------------------------------------------------------
+# countdown: reach a target from 3-4 numbers with + - * /
+# ---------------------------------------------------------------------------
+def _draw_countdown(rng: random.Random) -> dict:
+    while True:
+        numbers = [rng.randint(1, 25) for _ in range(rng.choice((3, 4)))]
+        # Combine random pairs until one expression is left; '-' and '/' only when the result
+        # stays a positive whole number, so the target and every step are integers.
+        items = [(n, str(n)) for n in numbers]
+        while len(items) > 1:
+            i, j = rng.sample(range(len(items)), 2)
+            (x, ex), (y, ey) = items[i], items[j]
+            ops = ["+", "*"] + (["-"] if x > y else []) + (["/"] if y > 1 and x % y == 0 else [])
+            op = rng.choice(ops)
+            value = {"+": x + y, "-": x - y, "*": x * y, "/": x // max(y, 1)}[op]
+            items = [it for k, it in enumerate(items) if k not in (i, j)] + [(value, f"({ex} {op} {ey})")]
+        target, solution = items[0]
+        if 10 <= target <= 999 and target not in numbers:
+            break
+    rng.shuffle(numbers)
+    shown = ", ".join(map(str, numbers))
+    question = (f"Using the numbers {shown}, write an equation that equals {target}. You may use "
+                f"+, -, * and /, and each number at most once.")
+    return {"question": question, "answer": str(target), "answer_raw": str(target),
+            "numbers": numbers, "target": target, "solution": solution[1:-1]}
+
+
+# ---------------------------------------------------------------------------
+BUILTIN_TASKS: dict[str, BuiltinTask] = {
+    t.name: t
+    for t in (
+        BuiltinTask(
+            "decimal_compare",
+            "Which of two decimals is bigger or smaller (9.11 or 9.9?). Answer: the number.",
+            _draw_decimal_compare,
+            problem=lambda row: "|".join(sorted((row["a"], row["b"]), key=Decimal)),
+        ),
+        BuiltinTask(
+            "arithmetic",
+            "Word problems of 2-4 arithmetic steps (buy, sell, share...). Answer: an integer; "
+            "answer_raw holds a worked solution ending in '#### N'.",
+            _draw_arithmetic,
+        ),
+        BuiltinTask(
+            "countdown",
+            "Reach a target from 3-4 numbers with + - * /, each number at most once. Answer: the "
+            "target; columns numbers, target and one solution.",
+            _draw_countdown,
+            problem=lambda row: f"{sorted(row['numbers'])} -> {row['target']}",
+        ),
+    )
+}

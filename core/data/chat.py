@@ -1,0 +1,102 @@
+"""From a question to the exact text the model is prompted with.
+
+Owns: the conversational form of a prompt (TRL's list of {role, content} messages), the choice
+of chat template (the user's, else the tokenizer's, else `DEFAULT_CHAT_TEMPLATE` for base models
+that ship none), and the preview table the UI shows before a run starts.
+
+Refuses to know: where questions come from, tokenization beyond `apply_chat_template`, and
+models. With `tokenizer=None` the template is rendered here with the same Jinja settings
+transformers uses, so the UI can preview before a model is loaded.
+
+    >>> build_messages("Which is bigger, 9.11 or 9.9?", "Answer briefly.")
+    [{'role': 'system', 'content': 'Answer briefly.'}, {'role': 'user', 'content': 'Which is bigger, 9.11 or 9.9?'}]
+    >>> print(render_prompt(None, build_messages("2 + 2?", "")))
+    <|im_start|>user
+    2 + 2?<|im_end|>
+    <|im_start|>assistant
+    <BLANKLINE>
+"""
+
+from __future__ import annotations
+
+import jinja2
+import pandas as pd
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .base import DataError, TaskData
+
+# ChatML's markers, as plain text for a base model: any model can read them, and a model that
+# was trained on ChatML (Qwen, SmolLM) sees its own format.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+# ---------------------------------------------------------------------------
+def build_messages(question: str, system_prompt: str) -> list[dict]:
+    """TRL's conversational prompt: a system message (left out when empty), then the question."""
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt.strip() else []
+    return messages + [{"role": "user", "content": question}]
+
+
+def render_prompt(tokenizer, messages: list[dict], chat_template: str = "") -> str:
+    """The prompt text, ending where the assistant starts its answer.
+
+    Template: `chat_template` if given, else the tokenizer's own, else `DEFAULT_CHAT_TEMPLATE`.
+    A template that refuses a system message (Gemma's, older Mistral's) gets the system text
+    folded into the first user message instead.
+    """
+    template = chat_template if chat_template.strip() else None
+    if template is None and not getattr(tokenizer, "chat_template", None):
+        template = DEFAULT_CHAT_TEMPLATE
+    try:
+        return _apply(tokenizer, messages, template)
+    except jinja2.TemplateError as e:
+        if len(messages) > 1 and messages[0]["role"] == "system" and messages[1]["role"] == "user":
+            merged = [{"role": "user", "content": f"{messages[0]['content']}\n\n{messages[1]['content']}"}]
+            try:
+                return _apply(tokenizer, merged + messages[2:], template)
+            except jinja2.TemplateError:
+                pass
+        line = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
+        which = "the chat template given" if chat_template.strip() else "the tokenizer's chat template"
+        raise DataError(f"{which} failed{line}: {e}") from e
+
+
+def preview(task: TaskData, tokenizer, system_prompt: str, chat_template: str = "", n: int = 5) -> pd.DataFrame:
+    """The first `n` training rows as the model will see them: question, answer, rendered prompt."""
+    rows = (task.train or task.eval)[:n]
+    return pd.DataFrame(
+        {
+            "question": [r["question"] for r in rows],
+            "answer": [r["answer"] for r in rows],
+            "rendered_prompt": [
+                render_prompt(tokenizer, build_messages(r["question"], system_prompt), chat_template) for r in rows
+            ],
+        },
+        columns=["question", "answer", "rendered_prompt"],
+    )
+
+
+# ---------------------------------------------------------------------------
+def _apply(tokenizer, messages: list[dict], template: str | None) -> str:
+    if tokenizer is None:
+        return _render(template or DEFAULT_CHAT_TEMPLATE, messages)
+    return tokenizer.apply_chat_template(
+        messages, chat_template=template, add_generation_prompt=True, tokenize=False
+    )
+
+
+def _render(template: str, messages: list[dict]) -> str:
+    # The settings of transformers' own renderer (trim_blocks, lstrip_blocks, loopcontrols,
+    # raise_exception), so a preview without a tokenizer matches the real prompt.
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.globals["raise_exception"] = _raise_exception
+    return env.from_string(template).render(messages=messages, add_generation_prompt=True)
+
+
+def _raise_exception(message: str):
+    raise jinja2.TemplateError(message)

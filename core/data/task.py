@@ -1,0 +1,184 @@
+"""From a `DataConfig` to the rows a run trains and evaluates on.
+
+Owns: mapping the user's columns to `question` and `answer`, normalising GSM8K-style answers,
+dropping unusable rows, and the train / held-out split (a named split when the source has one,
+else a seeded carve). Every row keeps its original columns, because TRL-style reward functions
+receive them as keyword arguments.
+
+Refuses to know: file formats and the hub (`loaders`), how built-in tasks are made (`builtin`),
+chat templates (`chat`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import random
+import re
+
+import numpy as np
+import pandas as pd
+
+from core.config import DataConfig
+
+from .base import DataError, TaskData
+from .builtin import BUILTIN_PREFIX, load_builtin
+from .loaders import load_table, split_names
+
+# A thousands separator: a comma with a digit before it and exactly three digits after it.
+_THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+# ---------------------------------------------------------------------------
+def normalise_answer(text: str) -> str:
+    """The reference answer a reward compares against.
+
+    GSM8K writes a worked solution and ends with '#### 42'; only the part after the last '####'
+    is kept, stripped, without thousands commas. Other answers are only stripped.
+
+    >>> normalise_answer("She sold 48 / 2 = 24 clips in May.\\n#### 1,024")
+    '1024'
+    >>> normalise_answer(" 9.9 ")
+    '9.9'
+    """
+    if "####" in text:
+        text = _THOUSANDS_COMMA.sub("", text.rsplit("####", 1)[1])
+    return text.strip()
+
+
+def load_task_data(cfg: DataConfig) -> TaskData:
+    """Train and held-out rows for `cfg` (a built-in task, a file, a folder or a hub dataset)."""
+    source = cfg.source.strip()
+    if source.startswith(BUILTIN_PREFIX):
+        return load_builtin(source[len(BUILTIN_PREFIX):].strip(), cfg.train_size, cfg.eval_size, cfg.seed)
+
+    # 1) the training table, mapped to question / answer
+    notes: list[str] = []
+    table = load_table(source, split=cfg.split, subset=cfg.subset)
+    columns = [str(c) for c in table.columns]
+    rows = task_rows(table, cfg.prompt_column, cfg.answer_column, where=source, notes=notes)
+
+    # 2) held-out rows: the named split when the source has it
+    held_out = None
+    if cfg.eval_split and cfg.eval_split != cfg.split:
+        try:
+            available = split_names(source, cfg.subset)
+        except DataError as e:
+            available, why = [], f" ({e})"
+        else:
+            why = f" (it has {', '.join(map(repr, available))})" if available else ""
+        if cfg.eval_split in available:
+            eval_table = load_table(source, split=cfg.eval_split, subset=cfg.subset)
+            held_out = task_rows(
+                eval_table, cfg.prompt_column, cfg.answer_column,
+                where=f"{source} [{cfg.eval_split}]", notes=notes,
+            )
+            held_out = _shuffled(held_out, cfg.seed)[: cfg.eval_size]
+        else:
+            notes.append(f"no split {cfg.eval_split!r} in {source}{why}; held out rows of {cfg.split!r} instead")
+
+    # 3) else carve the held-out rows off a seeded shuffle, keeping at least one training row
+    rows = _shuffled(rows, cfg.seed)
+    if held_out is None:
+        k = min(cfg.eval_size, len(rows) - 1)
+        if k < cfg.eval_size:
+            notes.append(f"only {len(rows)} usable rows: held out {k} instead of {cfg.eval_size}")
+        held_out, rows = rows[:k], rows[k:]
+
+    # 4) a question seen in training says nothing when it is asked again at evaluation
+    asked = {r["question"] for r in held_out}
+    kept = [r for r in rows if r["question"] not in asked]
+    if len(kept) < len(rows):
+        notes.append(f"dropped {len(rows) - len(kept)} training rows whose question is also held out")
+    if not kept:
+        raise DataError(f"{source}: no training rows left after holding out {len(held_out)} rows")
+    notes = list(dict.fromkeys(notes))  # the train and held-out tables can say the same thing
+    return TaskData(train=kept[: cfg.train_size], eval=held_out, source=source, columns=columns, notes=notes)
+
+
+def task_rows(
+    table: pd.DataFrame, prompt_column: str, answer_column: str, *, where: str = "the table",
+    notes: list[str] | None = None,
+) -> list[dict]:
+    """Rows of `table` as plain dicts with `question`, `answer` and `answer_raw` added.
+
+    Rows with an empty question or answer are dropped (counted in `notes`); none left is an error.
+    """
+    table = table.rename(columns=str)
+    for role, column in (("question", prompt_column), ("answer", answer_column)):
+        if column not in table.columns:
+            raise DataError(_missing_column(where, role, column, list(table.columns)))
+    if notes is not None:
+        for name in ("question", "answer"):
+            if name in table.columns and name not in (prompt_column, answer_column):
+                notes.append(f"original column {name!r} is replaced by the mapped one")
+
+    rows, dropped = [], 0
+    for record in table.to_dict("records"):
+        row = {str(k): _plain(v) for k, v in record.items()}
+        question = _as_text(row[prompt_column]).strip()
+        raw = _as_text(row[answer_column])
+        answer = normalise_answer(raw)
+        if not question or not answer:
+            dropped += 1
+            continue
+        row.update(question=question, answer=answer, answer_raw=raw)
+        rows.append(row)
+    if not rows:
+        raise DataError(
+            f"{where}: no usable rows: all {len(table)} have an empty {prompt_column!r} or "
+            f"{answer_column!r}"
+        )
+    if dropped and notes is not None:
+        notes.append(f"{where}: dropped {dropped} rows with an empty {prompt_column!r} or {answer_column!r}")
+    return rows
+
+
+# ---------------------------------------------------------------------------
+def _missing_column(where: str, role: str, column: str, available: list[str]) -> str:
+    msg = (
+        f"{where}: no column {column!r} for the {role}. "
+        f"Available columns: {', '.join(map(repr, available))}"
+    )
+    if len(available) == 1 and any(sep in available[0] for sep in ";\t|"):
+        return msg + ". The file looks separated by something other than commas; save it as comma-separated"
+    by_lower = {c.lower(): c for c in available}
+    close = difflib.get_close_matches(column.lower(), list(by_lower), n=1, cutoff=0.6)
+    if close:
+        msg += f". Did you mean {by_lower[close[0]]!r}?"
+    return msg
+
+
+def _plain(value):
+    """numpy / pandas values (arrays from Parquet, NaN for a missing cell) as plain Python."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _as_text(value) -> str:
+    """A cell as text: 42.0 -> '42'; a chat-format prompt -> its last user message."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "content" in m for m in value):
+        users = [m for m in value if m.get("role") == "user"] or value
+        return _as_text(users[-1]["content"])
+    return str(value)
+
+
+def _shuffled(rows: list[dict], seed: int) -> list[dict]:
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows

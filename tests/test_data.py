@@ -1,0 +1,473 @@
+"""core.data: every source format, every user-data error, built-in tasks, prompts and preview.
+
+All offline and on the CPU: files live in tmp_path, the tokenizer is trained here on a few
+sentences, and the hub path is only checked for a clean error with the hub switched off.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import re
+from collections import Counter
+from decimal import Decimal
+from fractions import Fraction
+
+import pandas as pd
+import pytest
+
+from core.config import DataConfig
+from core.data import (
+    BUILTIN_TASKS,
+    DEFAULT_CHAT_TEMPLATE,
+    DataError,
+    build_messages,
+    load_builtin,
+    load_table,
+    load_task_data,
+    normalise_answer,
+    preview,
+    render_prompt,
+    split_names,
+)
+
+ROWS = [
+    {"prompt": "What is 2 + 2?", "answer": "4", "level": 1},
+    {"prompt": "What is 3 * 3?", "answer": "9", "level": 2},
+    {"prompt": "Which is bigger, 9.11 or 9.9?", "answer": "9.9", "level": 3},
+]
+
+
+def _cfg(source, **kw) -> DataConfig:
+    return DataConfig(source=str(source), **{"eval_size": 1, "system_prompt": "", **kw})
+
+
+# ---------------------------------------------------------------------------
+# Formats
+# ---------------------------------------------------------------------------
+def test_csv_keeps_cells_as_text_with_quoted_commas_and_newlines(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text(
+        'prompt,answer\n"Add 1,000 and 7,\nthen say it",1007\nPad 7,007\nRound 9.90,9.90\n', encoding="utf-8"
+    )
+    table = load_table(path)
+    assert list(table.columns) == ["prompt", "answer"]
+    assert table["prompt"].tolist() == ["Add 1,000 and 7,\nthen say it", "Pad 7", "Round 9.90"]
+    assert table["answer"].tolist() == ["1007", "007", "9.90"]  # text, not 7 or 9.9
+
+
+def test_tsv_and_utf8_bom(tmp_path):
+    path = tmp_path / "q.tsv"
+    path.write_bytes("\ufeffprompt\tanswer\ncafé?\toui\n".encode("utf-8"))
+    assert load_table(path).to_dict("records") == [{"prompt": "café?", "answer": "oui"}]
+
+
+def test_jsonl_skips_blank_lines_and_keeps_u2028_inside_strings(tmp_path):
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"prompt": "a\u2028b", "answer": 1}\n\n{"prompt": "c", "answer": 2}\n', encoding="utf-8")
+    table = load_table(path)
+    assert table["prompt"].tolist() == ["a\u2028b", "c"]
+    assert table["answer"].tolist() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[{"prompt": "p", "answer": "a"}]',
+        '{"version": 2, "data": [{"prompt": "p", "answer": "a"}]}',
+        '{"prompt": ["p"], "answer": ["a"]}',
+        '{"prompt": "p", "answer": "a"}\n{"prompt": "p", "answer": "a"}\n',  # JSON Lines named .json
+    ],
+)
+def test_json_shapes(tmp_path, text):
+    path = tmp_path / "q.json"
+    path.write_text(text)
+    assert load_table(path).to_dict("records")[0] == {"prompt": "p", "answer": "a"}
+
+
+def test_json_errors_name_line_and_shape(tmp_path):
+    path = tmp_path / "q.json"
+    path.write_text('[{"prompt": "p",\n  "answer": "a",}]')
+    with pytest.raises(DataError, match=r"q\.json, line 2, column 17: not valid JSON \(Expecting property name"):
+        load_table(path)
+    path.write_text('[{"prompt": "p"}, 3]')
+    with pytest.raises(DataError, match=r"q\.json: item 1 is a number, expected an object"):
+        load_table(path)
+
+
+def test_parquet_lists_come_back_as_plain_python(tmp_path):
+    path = tmp_path / "q.parquet"
+    pd.DataFrame({"prompt": ["make 10", "make 12"], "answer": [10, 12], "numbers": [[2, 5], [3, 4]]}).to_parquet(path)
+    assert load_table(path)["answer"].tolist() == [10, 12]
+    task = load_task_data(_cfg(path, eval_size=0))
+    by_answer = {r["answer"]: r for r in task.train}
+    assert by_answer["10"]["numbers"] == [2, 5] and type(by_answer["10"]["numbers"][0]) is int
+    assert task.columns == ["prompt", "answer", "numbers"]
+
+
+def test_dataframe_is_copied():
+    frame = pd.DataFrame(ROWS)
+    table = load_table(frame)
+    table.loc[0, "prompt"] = "changed"
+    assert frame.loc[0, "prompt"] == "What is 2 + 2?"
+    assert table["answer"].tolist() == ["4", "9", "9.9"]
+
+
+def test_datasets_folders_single_and_dict(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "one"))
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(ROWS),
+            "test": datasets.Dataset.from_list([{"prompt": "Held?", "answer": "yes", "level": 9}]),
+        }
+    ).save_to_disk(str(tmp_path / "two"))
+
+    assert load_table(tmp_path / "one")["prompt"].tolist() == [r["prompt"] for r in ROWS]
+    assert split_names(tmp_path / "one") == []
+    assert sorted(split_names(tmp_path / "two")) == ["test", "train"]
+    assert load_table(tmp_path / "two", split="test")["prompt"].tolist() == ["Held?"]
+    with pytest.raises(DataError, match=r"no split 'validation'.*'train'"):
+        load_table(tmp_path / "two", split="validation")
+
+    # A named held-out split is used as it is; no training row is carved off.
+    task = load_task_data(_cfg(tmp_path / "two", eval_split="test", eval_size=5))
+    assert [r["question"] for r in task.eval] == ["Held?"]
+    assert sorted(r["question"] for r in task.train) == sorted(r["prompt"] for r in ROWS)
+    assert task.train[0]["level"] in (1, 2, 3)
+
+    # A held-out split that is not there: carve instead, and say so.
+    task = load_task_data(_cfg(tmp_path / "one", eval_split="test", eval_size=1))
+    assert len(task.eval) == 1 and len(task.train) == 2
+    assert any("no split 'test'" in n for n in task.notes)
+
+
+# ---------------------------------------------------------------------------
+# Errors that name the problem
+# ---------------------------------------------------------------------------
+def test_csv_unclosed_quote_names_the_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text('prompt,answer\nok,1\n"never closed,2\nmore,3\n')
+    with pytest.raises(DataError) as e:
+        load_table(path)
+    assert "bad.csv, line 3" in str(e.value) and "never closed" in str(e.value)
+
+
+def test_csv_stray_quote_and_extra_field_name_their_lines(tmp_path):
+    path = tmp_path / "stray.csv"
+    path.write_text('prompt,answer\n"x"y,1\n')
+    with pytest.raises(DataError, match=r"stray\.csv, line 2: not valid CSV .*doubled"):
+        load_table(path)
+    path = tmp_path / "wide.csv"
+    path.write_text("prompt,answer\na,1\nb,2,3\n")
+    with pytest.raises(DataError, match=r"wide\.csv, line 3: 3 fields but the header has 2"):
+        load_table(path)
+
+
+def test_invalid_jsonl_line_is_named(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "a", "answer": "1"}\n{"prompt": "b", "answer": }\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl, line 2: not valid JSON \(Expecting value at column 27\)"):
+        load_table(path)
+    path.write_text('{"prompt": "a", "answer": "1"}\n["not", "an", "object"]\n')
+    with pytest.raises(DataError, match=r"line 2: expected a JSON object .*got a list"):
+        load_table(path)
+
+
+@pytest.mark.parametrize("name, content", [("e.csv", b""), ("e.jsonl", b"\n \n"), ("e.parquet", b""), ("e.json", b"")])
+def test_empty_files(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(DataError, match=rf"{re.escape(name)}: the file is empty"):
+        load_table(tmp_path / name)
+
+
+def test_header_only_csv(tmp_path):
+    (tmp_path / "h.csv").write_text("prompt,answer\n")
+    with pytest.raises(DataError, match="header but no rows"):
+        load_table(tmp_path / "h.csv")
+
+
+def test_non_utf8_names_the_byte_offset(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("prompt,answer\ncafé,1\n".encode("latin-1"))  # é is 0xe9 at byte 17
+    with pytest.raises(DataError) as e:
+        load_table(path)
+    assert "latin.csv: not UTF-8 text: byte 0xe9 at byte offset 17 (line 2)" in str(e.value)
+
+
+def test_unsupported_missing_and_oversized_files(tmp_path):
+    (tmp_path / "q.xlsx").write_bytes(b"PK\x03\x04")
+    with pytest.raises(DataError, match=r"q\.xlsx: unsupported file type '\.xlsx'"):
+        load_table(tmp_path / "q.xlsx")
+    with pytest.raises(DataError, match="nope.csv: no such file or folder"):
+        load_table(tmp_path / "nope.csv")
+    (tmp_path / "big.csv").write_text("prompt,answer\n" + "x,1\n" * 100)
+    with pytest.raises(DataError, match=r"big\.csv: the file is 0\.0 MB, over the 0\.0 MB limit \(max_bytes\)"):
+        load_table(tmp_path / "big.csv", max_bytes=100)
+    assert len(load_table(tmp_path / "big.csv", max_bytes=10_000)) == 100
+
+
+def test_corrupt_parquet(tmp_path):
+    (tmp_path / "c.parquet").write_bytes(b"this is not parquet")
+    with pytest.raises(DataError, match=r"c\.parquet: not a readable Parquet file"):
+        load_table(tmp_path / "c.parquet")
+
+
+def test_missing_column_lists_the_available_ones(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text("Question,answer\nx,1\n")
+    with pytest.raises(DataError) as e:
+        load_task_data(_cfg(path, prompt_column="question"))
+    msg = str(e.value)
+    assert "no column 'question' for the question" in msg
+    assert "Available columns: 'Question', 'answer'" in msg and "Did you mean 'Question'?" in msg
+
+
+def test_semicolon_file_gets_a_hint(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("prompt;answer\nx;1\n")
+    with pytest.raises(DataError, match="separated by something other than commas"):
+        load_task_data(_cfg(path))
+
+
+def test_unknown_hub_id_offline_is_a_clean_error(monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    import huggingface_hub.constants
+
+    # Offline mode answers at once; with the network merely unreachable it retries for ~25 s.
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DataError) as e:
+        load_table("nobody-here/no-such-dataset")
+    msg = str(e.value)
+    assert msg.startswith("hub dataset 'nobody-here/no-such-dataset', split 'train': could not load it")
+    assert "internet connection" in msg
+
+
+# ---------------------------------------------------------------------------
+# Columns, answers, split
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("Natalia sold 48 / 2 = 24 clips.\n#### 72", "72"),
+        ("Total is 1,000 + 234.\n####  1,234 ", "1234"),
+        ("a #### b #### 1,234,567", "1234567"),
+        ("#### 3,14", "3,14"),  # not a thousands separator
+        ("  9.9 ", "9.9"),
+    ],
+)
+def test_normalise_answer(raw, expected):
+    assert normalise_answer(raw) == expected
+
+
+def test_gsm8k_answers_and_column_mapping(tmp_path):
+    path = tmp_path / "gsm.jsonl"
+    path.write_text(
+        '{"question": "Q1?", "answer": "2 * 617 = 1234\\n#### 1,234"}\n'
+        '{"question": "Q2?", "answer": "#### 5"}\n'
+    )
+    task = load_task_data(_cfg(path, prompt_column="question", eval_size=0))
+    rows = {r["question"]: r for r in task.train}
+    assert rows["Q1?"]["answer"] == "1234"
+    assert rows["Q1?"]["answer_raw"] == "2 * 617 = 1234\n#### 1,234"
+    assert rows["Q2?"]["answer"] == "5"
+
+
+def test_empty_rows_are_dropped_and_none_left_is_an_error(tmp_path):
+    frame = pd.DataFrame({"prompt": ["ok?", "", "no answer", None], "answer": [1.0, 2.0, None, 4.0]})
+    from core.data import task_rows
+
+    notes = []
+    rows = task_rows(frame, "prompt", "answer", where="frame", notes=notes)
+    assert [(r["question"], r["answer"]) for r in rows] == [("ok?", "1")]  # 1.0 -> "1"
+    assert notes == ["frame: dropped 3 rows with an empty 'prompt' or 'answer'"]
+    with pytest.raises(DataError, match="no usable rows: all 2 have an empty 'prompt' or 'answer'"):
+        task_rows(frame.iloc[1:3], "prompt", "answer", where="frame")
+
+
+def test_carved_split_is_seeded_disjoint_and_capped(tmp_path):
+    path = tmp_path / "many.csv"
+    path.write_text("prompt,answer\n" + "".join(f"q{i},{i}\n" for i in range(50)) + "q0,0\n")  # q0 twice
+    cfg = _cfg(path, eval_size=10, train_size=30, seed=3)
+    a, b = load_task_data(cfg), load_task_data(cfg)
+    assert a.train == b.train and a.eval == b.eval
+    assert len(a.eval) == 10 and len(a.train) == 30
+    assert not {r["question"] for r in a.train} & {r["question"] for r in a.eval}
+    other = load_task_data(_cfg(path, eval_size=10, train_size=30, seed=4))
+    assert [r["question"] for r in other.eval] != [r["question"] for r in a.eval]
+    assert any("dropped 1 training rows whose question is also held out" in n for n in a.notes) == (
+        sum(r["question"] == "q0" for r in a.eval) == 1
+    )
+    # Too few rows for the held-out size: keep one training row and say so.
+    (tmp_path / "few.csv").write_text("prompt,answer\n" + "".join(f"q{i},{i}\n" for i in range(5)))
+    small = load_task_data(_cfg(tmp_path / "few.csv", eval_size=1000))
+    assert len(small.eval) == 4 and len(small.train) == 1
+    assert small.notes == ["only 5 usable rows: held out 4 instead of 1000"]
+
+
+# ---------------------------------------------------------------------------
+# Built-in tasks
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(BUILTIN_TASKS))
+def test_builtin_is_deterministic_and_disjoint(name):
+    a = load_builtin(name, train_size=300, eval_size=60, seed=7)
+    b = load_task_data(DataConfig(source=f"builtin:{name}", train_size=300, eval_size=60, seed=7))
+    assert a.train == b.train and a.eval == b.eval
+    assert len(a.train) == 300 and len(a.eval) == 60
+    assert a.source == f"builtin:{name}" and {"question", "answer"} <= set(a.columns)
+    c = load_builtin(name, train_size=300, eval_size=60, seed=8)
+    assert [r["question"] for r in c.train] != [r["question"] for r in a.train]
+    # No problem (not just no question string) is both trained on and held out.
+    task = BUILTIN_TASKS[name]
+    train_problems = {task.problem(r) for r in a.train}
+    assert not train_problems & {task.problem(r) for r in a.eval}
+    assert not {r["question"] for r in a.train} & {r["question"] for r in a.eval}
+    assert len(train_problems) == 300
+    # The held-out set does not move when only the training size changes.
+    assert load_builtin(name, train_size=5, eval_size=60, seed=7).eval == a.eval
+
+
+def test_decimal_compare_answers_are_right():
+    rows = BUILTIN_TASKS["decimal_compare"].generate(500, seed=1)
+    asks = Counter()
+    for r in rows:
+        a, b = float(r["a"]), float(r["b"])
+        assert a != b and r["a"] in r["question"] and r["b"] in r["question"]
+        want = max(a, b) if r["asks"] == "larger" else min(a, b)
+        assert float(r["answer"]) == want and r["answer"] in (r["a"], r["b"])
+        asks[r["asks"]] += 1
+        word = re.search(r"bigger|larger|greater|smaller|less", r["question"]).group()
+        assert (word in ("smaller", "less")) == (r["asks"] == "smaller")
+    assert asks["larger"] > 150 and asks["smaller"] > 150
+    # The trap is there: often the answer to "which is bigger" has fewer decimals.
+    trap = [r for r in rows if r["asks"] == "larger" and r["a"].split(".")[0] == r["b"].split(".")[0]
+            and len(r["answer"]) < max(len(r["a"]), len(r["b"]))]
+    assert len(trap) > 30
+    assert max(len(Decimal(r["a"]).as_tuple().digits) for r in rows) >= 4
+
+
+_STEP = re.compile(r"(\d+) ([-+*/]) (\d+) = (\d+)")  # "a op b = c" inside a worked solution
+_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+_AST_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def test_arithmetic_answers_match_their_worked_solutions():
+    rows = BUILTIN_TASKS["arithmetic"].generate(300, seed=2)
+    assert len({r["question"].split()[1] for r in rows}) > 5  # several templates
+    for r in rows:
+        assert r["answer_raw"].endswith(f"#### {r['answer']}")
+        assert normalise_answer(r["answer_raw"]) == r["answer"] and int(r["answer"]) >= 0
+        steps = _STEP.findall(r["answer_raw"])
+        assert 2 <= len(steps) <= 4
+        for x, op, y, z in steps:
+            assert _OPS[op](int(x), int(y)) == int(z), r["answer_raw"]
+        assert int(steps[-1][3]) == int(r["answer"])
+
+
+def _evaluate(expression: str, numbers: list[int]) -> Fraction:
+    """Value of a + - * / expression that uses each of `numbers` at most once (exact arithmetic)."""
+    used = Counter()
+
+    def walk(node):
+        if isinstance(node, ast.BinOp) and type(node.op) in _AST_OPS:
+            return _AST_OPS[type(node.op)](walk(node.left), walk(node.right))
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            used[node.value] += 1
+            return Fraction(node.value)
+        raise AssertionError(f"not allowed in a countdown answer: {ast.dump(node)}")
+
+    value = walk(ast.parse(expression, mode="eval").body)
+    assert not used - Counter(numbers), f"{expression} uses numbers not given: {numbers}"
+    return value
+
+
+def test_countdown_instances_are_solvable():
+    rows = BUILTIN_TASKS["countdown"].generate(300, seed=3)
+    for r in rows:
+        assert 3 <= len(r["numbers"]) <= 4 and all(type(n) is int for n in r["numbers"])
+        assert r["answer"] == str(r["target"]) and r["target"] not in r["numbers"]
+        assert _evaluate(r["solution"], r["numbers"]) == r["target"]
+        assert ", ".join(map(str, r["numbers"])) in r["question"] and str(r["target"]) in r["question"]
+    with pytest.raises(AssertionError):
+        _evaluate("100 + 1", [1, 2])  # the checker itself refuses numbers not given
+
+
+def test_unknown_builtin_lists_the_choices():
+    choices = "builtin:decimal_compare, builtin:arithmetic, builtin:countdown"
+    with pytest.raises(DataError, match=f"no built-in task 'nope'; choose one of {choices}"):
+        load_task_data(DataConfig(source="builtin:nope"))
+
+
+# ---------------------------------------------------------------------------
+# Prompts
+# ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tokenizer():
+    """A tiny BPE tokenizer trained here, with no chat template, as a base model would ship."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.Whitespace()
+    sentences = ["Which is bigger, 9.11 or 9.9?", "Think step by step.", "What is 2 + 2?"]
+    bpe.train_from_iterator(sentences, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "<eos>"]))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", eos_token="<eos>")
+    assert not tok.chat_template
+    return tok
+
+
+def test_build_messages():
+    assert build_messages("Q?", "Be brief.") == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Q?"},
+    ]
+    assert build_messages("Q?", "  ") == [{"role": "user", "content": "Q?"}]
+
+
+def test_render_prompt_falls_back_to_the_default_template(tokenizer):
+    messages = build_messages("Which is bigger, 9.11 or 9.9?", "Think step by step.")
+    text = render_prompt(tokenizer, messages)
+    assert text == (
+        "<|im_start|>system\nThink step by step.<|im_end|>\n"
+        "<|im_start|>user\nWhich is bigger, 9.11 or 9.9?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert render_prompt(None, messages) == text  # the no-tokenizer preview renders the same
+    assert render_prompt(tokenizer, messages, DEFAULT_CHAT_TEMPLATE) == text
+
+
+def test_render_prompt_prefers_given_then_own_template(tokenizer):
+    messages = build_messages("Q?", "S")
+    own = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer)
+    own.chat_template = "{% for m in messages %}[{{ m.role }}] {{ m.content }}\n{% endfor %}[assistant]"
+    assert render_prompt(own, messages) == "[system] S\n[user] Q?\n[assistant]"
+    given = "{{ messages[-1].content }} =>{% if add_generation_prompt %} A:{% endif %}"
+    assert render_prompt(own, messages, given) == "Q? => A:"
+
+
+def test_render_prompt_folds_system_into_user_when_refused(tokenizer):
+    gemma_like = (
+        "{% if messages[0].role == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}</{{ m.role }}>{% endfor %}<model>"
+    )
+    expected = "<user>S\n\nQ?</user><model>"
+    assert render_prompt(tokenizer, build_messages("Q?", "S"), gemma_like) == expected
+    assert render_prompt(None, build_messages("Q?", "S"), gemma_like) == expected
+
+
+def test_broken_template_is_a_data_error(tokenizer):
+    with pytest.raises(DataError, match=r"the chat template given failed \(line 1\)"):
+        render_prompt(tokenizer, build_messages("Q?", ""), "{% for %}")
+
+
+def test_preview_columns_and_values(tokenizer):
+    task = load_builtin("decimal_compare", train_size=8, eval_size=2, seed=0)
+    table = preview(task, tokenizer, "Think.", n=3)
+    assert list(table.columns) == ["question", "answer", "rendered_prompt"]
+    assert table["question"].tolist() == [r["question"] for r in task.train[:3]]
+    assert table["answer"].tolist() == [r["answer"] for r in task.train[:3]]
+    for question, prompt in zip(table["question"], table["rendered_prompt"]):
+        assert prompt.startswith("<|im_start|>system\nThink.<|im_end|>\n")
+        assert f"<|im_start|>user\n{question}<|im_end|>" in prompt
+    assert list(preview(task, None, "", n=0).columns) == ["question", "answer", "rendered_prompt"]
