@@ -1,0 +1,282 @@
+"""Rewards: the registry of reward functions and the weighted score of a batch.
+
+Owns: `REGISTRY` (every preset of `reward_presets`, by name), `RewardSet` (the rewards one run
+uses, with their weights, plus the user's custom functions served by `core.sandbox`), and the
+check every reward output must pass: exactly one finite float per completion. The total is the
+weighted sum; the unweighted value of each function is kept beside it, so each part can be
+plotted.
+
+Refuses to know: what any reward means (that is `reward_presets`), how user code is kept apart
+(`core.sandbox`), advantages, tokens, models. No gradio, no torch.
+
+    >>> from core.config import RewardsConfig
+    >>> rewards = RewardSet.from_config(RewardsConfig(names=["format_soft", "correctness"], weights=[0.5, 1.0]))
+    >>> result = rewards(
+    ...     prompts=["What is 6*7?"] * 3,
+    ...     completions=["<think>6*7</think><answer>42</answer>", "<think>6*7</think><answer>41</answer>", "42"],
+    ...     columns={"answer": ["42", "42", "42"]},
+    ... )
+    >>> result.total, result.per_reward
+    ([1.5, 0.5, 0.0], {'format_soft': [1.0, 1.0, 0.0], 'correctness': [1.0, 0.0, 0.0]})
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from reward_presets import PRESET_NAMES, load_preset
+
+if TYPE_CHECKING:
+    from core.config import RewardsConfig
+    from core.sandbox import CustomRewardProcess
+
+CUSTOM_DEFAULT_WEIGHT = 1.0
+
+# Dataset columns that are never passed as keyword arguments: they would clash with the
+# `prompts` / `completions` arguments (TRL drops "prompt" and "completion" the same way).
+RESERVED_COLUMNS = frozenset({"prompt", "completion", "prompts", "completions"})
+
+
+class RewardError(RuntimeError):
+    """A reward function failed or returned something unusable; the message says which and why.
+
+    `reward_name` names the function (None when custom code failed before any function was
+    known); `traceback_text` holds the traceback of the failure, the user's own for custom code.
+    """
+
+    def __init__(self, message: str, reward_name: str | None = None, traceback_text: str = ""):
+        super().__init__(message)
+        self.reward_name = reward_name
+        self.traceback_text = traceback_text
+
+
+# ---------------------------------------------------------------------------
+# Registry
+
+
+@dataclass
+class RewardSpec:
+    """One reward function and what the UI shows about it."""
+
+    name: str
+    fn: Callable[..., list[float]]
+    description: str
+    default_weight: float
+    source: str = "preset"  # "preset" | "custom"
+
+
+def _preset_spec(name: str) -> RewardSpec:
+    module = load_preset(name)
+    return RewardSpec(name, getattr(module, name), module.DESCRIPTION, float(module.DEFAULT_WEIGHT))
+
+
+REGISTRY: dict[str, RewardSpec] = {name: _preset_spec(name) for name in PRESET_NAMES}
+
+
+def list_rewards() -> list[RewardSpec]:
+    """Every preset, in the order the UI shows them."""
+    return list(REGISTRY.values())
+
+
+def get_reward(name: str) -> RewardSpec:
+    """The preset called `name`; RewardError listing the known names when there is none.
+
+    >>> get_reward("correctness").default_weight
+    1.0
+    >>> try:  # doctest: +ELLIPSIS
+    ...     get_reward("corectness")
+    ... except RewardError as e:
+    ...     print(e)
+    unknown reward 'corectness'; known: format_strict, format_soft, xml_tag_count, ..., reflection_bonus
+    """
+    spec = REGISTRY.get(name)
+    if spec is None:
+        raise RewardError(f"unknown reward {name!r}; known: {', '.join(REGISTRY)}", reward_name=name)
+    return spec
+
+
+# ---------------------------------------------------------------------------
+# Checking what a reward function returned
+
+
+def check_rewards(name: str, values: Any, n: int) -> list[float]:
+    """`values` as a list of `n` finite floats, or RewardError naming `name` and the problem.
+
+    >>> check_rewards("mine", [1, 0.5, True], 3)
+    [1.0, 0.5, 1.0]
+    >>> try:
+    ...     check_rewards("mine", [1.0, float("nan")], 2)
+    ... except RewardError as e:
+    ...     print(e)
+    reward 'mine' returned NaN at index 1: every value must be a finite number
+    """
+    if values is None:
+        raise RewardError(f"reward {name!r} returned None instead of a list of {n} floats", reward_name=name)
+    if isinstance(values, (str, bytes)):
+        raise RewardError(
+            f"reward {name!r} returned a string ({_short(values)}) instead of a list of {n} floats", reward_name=name
+        )
+    if hasattr(values, "tolist"):  # numpy array, torch tensor
+        values = values.tolist()
+    if isinstance(values, dict) or not hasattr(values, "__iter__"):
+        raise RewardError(
+            f"reward {name!r} returned {type(values).__name__} instead of a list of {n} floats", reward_name=name
+        )
+    values = list(values)
+    if len(values) != n:
+        raise RewardError(
+            f"reward {name!r} returned {len(values)} values for {n} completions: "
+            "return exactly one float per completion",
+            reward_name=name,
+        )
+    out = []
+    for i, v in enumerate(values):
+        if v is None:
+            problem = "None"
+        elif isinstance(v, (str, bytes)):
+            problem = f"a string ({_short(v)})"
+        elif not isinstance(v, numbers.Real):
+            problem = f"a {type(v).__name__}"
+        elif not math.isfinite(v):
+            raise RewardError(
+                f"reward {name!r} returned {'NaN' if math.isnan(v) else v} at index {i}: "
+                "every value must be a finite number",
+                reward_name=name,
+            )
+        else:
+            out.append(float(v))
+            continue
+        raise RewardError(
+            f"reward {name!r} returned {problem} at index {i}: every value must be a float "
+            "(return 0.0 where the reward does not apply)",
+            reward_name=name,
+        )
+    return out
+
+
+def _short(text: str | bytes, limit: int = 40) -> str:
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------
+# Scoring a batch
+
+
+@dataclass
+class RewardResult:
+    """The rewards of one batch: `total[i]` is the weighted sum over functions for completion i;
+    `per_reward[name][i]` is function `name`'s own, unweighted value."""
+
+    total: list[float]
+    per_reward: dict[str, list[float]] = field(default_factory=dict)
+
+
+class RewardSet:
+    """The reward functions of one run, their weights, and the custom-code worker if any.
+
+    Call it with a batch: `rewards(prompts, completions, columns)`, where `columns` maps each
+    dataset column to one value per completion (they reach the functions as keyword arguments,
+    as in TRL). Close it (or use it as a context manager) to stop the custom-code worker.
+    """
+
+    def __init__(
+        self,
+        specs: list[RewardSpec],
+        weights: list[float] | None = None,
+        sandbox: CustomRewardProcess | None = None,
+    ):
+        self.specs = list(specs)
+        self.names = [s.name for s in self.specs]
+        dupes = sorted({n for n in self.names if self.names.count(n) > 1})
+        if dupes:
+            raise RewardError(
+                f"reward(s) {', '.join(dupes)} listed twice: each reward may appear once", reward_name=dupes[0]
+            )
+        if weights is None:
+            weights = [s.default_weight for s in self.specs]
+        if len(weights) != len(self.specs):
+            raise RewardError(f"{len(weights)} weights for {len(self.specs)} rewards: give one weight per reward")
+        self.weights = [float(w) for w in weights]
+        self._sandbox = sandbox
+
+    @classmethod
+    def from_config(cls, cfg: RewardsConfig, memory_mb: int | None = None) -> RewardSet:
+        """Presets named in `cfg.names` with `cfg.weights` (or their default weights), plus every
+        reward function found in `cfg.custom_code`, weight 1.0, run by a sandboxed worker with
+        `cfg.custom_timeout_s` per call and `memory_mb` of address space (default 2 GiB)."""
+        specs = [get_reward(name) for name in cfg.names]
+        weights = [float(w) for w in cfg.weights] if cfg.weights else [s.default_weight for s in specs]
+        if len(weights) != len(specs):
+            raise RewardError(f"{len(weights)} weights for {len(specs)} rewards: give one weight per reward")
+        sandbox = None
+        if cfg.custom_code.strip():
+            from core.sandbox import DEFAULT_MEMORY_MB, CustomRewardProcess  # imports core.rewards itself
+
+            sandbox = CustomRewardProcess(
+                cfg.custom_code,
+                timeout_s=cfg.custom_timeout_s,
+                memory_mb=DEFAULT_MEMORY_MB if memory_mb is None else memory_mb,
+            )
+            taken = {s.name for s in specs}
+            clash = [n for n in sandbox.names if n in taken]
+            if clash:
+                sandbox.close()
+                raise RewardError(
+                    f"custom reward {clash[0]!r} has the name of a selected preset: rename the function",
+                    reward_name=clash[0],
+                )
+            for name in sandbox.names:
+                description = sandbox.descriptions[name]
+                specs.append(RewardSpec(name, sandbox.function(name), description, CUSTOM_DEFAULT_WEIGHT, "custom"))
+                weights.append(CUSTOM_DEFAULT_WEIGHT)
+        return cls(specs, weights, sandbox)
+
+    def __call__(self, prompts: list, completions: list, columns: dict[str, list] | None = None) -> RewardResult:
+        n = len(completions)
+        if len(prompts) != n:
+            raise ValueError(f"{len(prompts)} prompts for {n} completions: give one prompt per completion")
+        kwargs = {k: v for k, v in (columns or {}).items() if k not in RESERVED_COLUMNS}
+        for key, values in kwargs.items():
+            if isinstance(values, (list, tuple)) and len(values) != n:
+                raise ValueError(f"column {key!r} has {len(values)} values for {n} completions")
+
+        # 1) every function on the whole batch, its output checked
+        per_reward: dict[str, list[float]] = {}
+        for spec in self.specs:
+            try:
+                values = spec.fn(prompts=prompts, completions=completions, **kwargs)
+            except RewardError:
+                raise
+            except Exception as e:
+                raise RewardError(
+                    f"reward {spec.name!r} raised {type(e).__name__}: {e}",
+                    reward_name=spec.name,
+                    traceback_text=traceback.format_exc(),
+                ) from e
+            per_reward[spec.name] = check_rewards(spec.name, values, n)
+
+        # 2) the weighted sum, completion by completion
+        total = [
+            sum(w * per_reward[name][i] for name, w in zip(self.names, self.weights)) for i in range(n)
+        ]
+        return RewardResult(total=total, per_reward=per_reward)
+
+    def close(self) -> None:
+        """Stop the custom-code worker, if there is one. Presets need no closing."""
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+    def __enter__(self) -> RewardSet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{n}={w:g}" for n, w in zip(self.names, self.weights))
+        return f"RewardSet({parts})"
