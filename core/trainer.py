@@ -177,15 +177,16 @@ class GRPOTrainer:
     def __init__(self, cfg: Config, *, model=None, tokenizer=None, engine=None, task=None,
                  reward_set=None, control: TrainerControl | None = None, on_step=None,
                  device: str | None = None, run_dir: RunDir | None = None):
-        from core.models import default_device, load_model_and_tokenizer
+        from core.engines import make_policy_and_engine
+        from core.models import default_device
 
         self.cfg = cfg
         self.device = device or default_device()
         self.control = control or TrainerControl()
         self.on_step = on_step
-        # model + tokenizer (a peft model with a fresh adapter)
+        # model + tokenizer (a peft model with a fresh adapter), and the engine that samples
         if model is None:
-            model, tokenizer = load_model_and_tokenizer(cfg.model, self.device)
+            model, tokenizer, engine = make_policy_and_engine(cfg, self.device)
         self.model, self.tokenizer = model, tokenizer
         # data
         if task is None:
@@ -200,7 +201,7 @@ class GRPOTrainer:
             reward_set = RewardSet.from_config(cfg.rewards)
         self.rewards = reward_set
         # engine
-        self.engine = engine or make_engine(cfg.run.engine, self.model, self.tokenizer)
+        self.engine = engine or make_engine("hf", self.model, self.tokenizer)  # a given model: HF sampling
         # optimizer + schedule over the adapter's parameters only
         from transformers import get_scheduler
 

@@ -29,6 +29,63 @@ def make_engine(backend: str, model, tokenizer, **kwargs) -> Engine:
         from core.engines.hf import HFEngine
 
         return HFEngine(model, tokenizer, **kwargs)
-    raise NotImplementedError(
-        "the vLLM backend is not built yet; use engine='hf'"
+    raise ValueError(
+        "the vLLM engine is created before the training model (it lends its weights to it): "
+        "use core.engines.vllm_engine.VLLMEngine and VLLMEngine.shared_hf_model()"
     )
+
+
+def make_policy_and_engine(cfg, device: str):
+    """(peft policy model, tokenizer, engine) for a run, built in the order the backend needs.
+
+    hf: load the model, add LoRA, sample from it directly.
+    vllm: start the engine first (it sizes its memory share from what is free), then build the
+    trainer's model on views of the engine's weights, then add LoRA: one copy of the base.
+    """
+    from core.models import add_lora, load_model_and_tokenizer, load_tokenizer, resolve_model_path
+
+    backend = pick_backend(cfg.run.engine) if str(device).startswith("cuda") else "hf"
+    if backend == "hf":
+        model, tok = load_model_and_tokenizer(cfg.model, device)
+        from core.engines.hf import HFEngine
+
+        return model, tok, HFEngine(model, tok)
+
+    from transformers import AutoConfig
+
+    from core.engines.vllm_engine import VLLMEngine, plan_settings
+
+    path = resolve_model_path(cfg.model.name_or_path)
+    tok = load_tokenizer(path)
+    hf_config = AutoConfig.from_pretrained(path)
+    a = cfg.algorithm
+    n_params = _param_count(hf_config)
+    weight_bytes = n_params * (1 if cfg.model.load_in_4bit else 2)
+    seq = a.max_prompt_length + a.max_completion_length
+    # what the trainer needs beside the shared weights: adapter + AdamW state, and one
+    # micro-batch of activations (a rough bound; core/planner refines it)
+    training_bytes = int(n_params * 0.02 * 16 + a.micro_batch_size * seq * hf_config.hidden_size
+                         * hf_config.num_hidden_layers * 34)
+    settings = plan_settings(
+        hf_config, num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
+        max_prompt_length=a.max_prompt_length, max_completion_length=a.max_completion_length,
+        lora_rank=cfg.model.lora_r, weight_bytes=weight_bytes, training_bytes=training_bytes,
+        seed=a.seed, quantization="bitsandbytes" if cfg.model.load_in_4bit else None)
+    engine = VLLMEngine(path, tok, settings)
+    if cfg.model.load_in_4bit:
+        # 4-bit weights are packed differently in vLLM and bitsandbytes: the trainer keeps its own
+        # 4-bit copy (still ~4x smaller than bf16)
+        from core.models import load_base_model
+
+        base = load_base_model(cfg.model, device)
+    else:
+        base = engine.shared_hf_model()
+    return add_lora(base, cfg.model), tok, engine
+
+
+def _param_count(c) -> int:
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    attn = c.hidden_size * head_dim * (2 * c.num_attention_heads + 2 * c.num_key_value_heads)
+    mlp = 3 * c.hidden_size * c.intermediate_size
+    emb = c.vocab_size * c.hidden_size * (1 if getattr(c, "tie_word_embeddings", False) else 2)
+    return c.num_hidden_layers * (attn + mlp) + emb

@@ -1,0 +1,154 @@
+"""Every reach into vLLM's internals, in one place, with the versions it was checked against.
+
+Owns: the three things public vLLM does not offer and Aha Studio needs —
+  1. adding a LoRA adapter from in-memory tensors (vLLM only loads adapters from a path;
+     https://github.com/vllm-project/vllm/issues/6275 asks for tensors),
+  2. reading the engine's weight tensors so the trainer's frozen base can be views of them
+     (one copy of the base weights; the idea Unsloth calls "shared memory" for GRPO),
+  3. the KV-cache-only release: `LLM.sleep(level=1)` offloads weights and drops the KV cache;
+     `wake_up(tags=["weights"])` then brings the weights back and leaves the KV cache freed
+     until `wake_up(tags=["kv_cache"])` (https://github.com/vllm-project/vllm/pull/12987).
+
+Nothing here patches vLLM: functions are handed to `LLM.collective_rpc`, which in-process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`) calls them with the worker object. Each function names
+the attribute path it relies on; `tests/test_vllm_engine.py` exercises each on a GPU.
+
+Known upstream issues worked around:
+  - stale prefix-cache entries after an adapter is replaced under the same id
+    (https://github.com/vllm-project/vllm/issues/13219): we never reuse an id, and reset the
+    prefix cache after each swap anyway.
+  - sleep mode + prefix caching returning garbage after wake-up without a reset
+    (https://github.com/vllm-project/vllm/issues/17103): reset the prefix cache after wake-up.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# vLLM versions whose internals below were read and tested. Others may work; we warn.
+CHECKED_VERSIONS = {
+    "0.24.0": "GPU (H200): add adapter from tensors, weight views, sleep/wake by tag",
+}
+
+
+def version_status() -> tuple[str, bool]:
+    import vllm
+
+    return vllm.__version__, vllm.__version__ in CHECKED_VERSIONS
+
+
+# ---------------------------------------------------------------------------
+# 1) adapters from tensors (runs on the worker; path: worker.model_runner.lora_manager)
+
+
+def worker_add_lora_tensors(worker, lora_int_id: int, tensors: dict[str, torch.Tensor], peft_config: dict) -> int:
+    """Build a vLLM LoRAModel from peft tensors and put it in the worker's adapter cache.
+
+    A later request with `LoRARequest(lora_int_id=...)` then finds the id already loaded and
+    never reads its (placeholder) path. Mirrors `WorkerLoRAManager._load_adapter` +
+    `LRUCacheWorkerLoRAManager.add_adapter` of vLLM 0.24, minus the disk read.
+    """
+    from vllm.lora.lora_model import LoRAModel
+    from vllm.lora.peft_helper import PEFTHelper
+
+    mgr = worker.model_runner.lora_manager  # LRUCacheWorkerLoRAManager
+    adapters = mgr._adapter_manager  # LRUCacheLoRAModelManager
+    helper = PEFTHelper.from_dict({**peft_config, "vllm_max_position_embeddings": mgr.max_position_embeddings})
+    helper.validate_legal(mgr.lora_config)
+    model = adapters.model
+    lora = LoRAModel.from_lora_tensors(
+        lora_model_id=lora_int_id,
+        tensors=tensors,
+        peft_helper=helper,
+        device="cpu",
+        dtype=mgr.lora_config.lora_dtype,
+        model_vocab_size=mgr.vocab_size,
+        weights_mapper=getattr(model, "hf_to_vllm_mapper", None),
+        skip_prefixes=getattr(model, "lora_skip_prefixes", None),
+    )
+    adapters.remove_adapter(lora.id)
+    if len(adapters) + 1 > adapters.capacity:
+        adapters.remove_oldest_adapter()
+    adapters.add_adapter(lora)
+    return len(lora.loras)
+
+
+def worker_remove_lora(worker, lora_int_id: int) -> bool:
+    return worker.remove_lora(lora_int_id)
+
+
+def worker_list_loras(worker) -> set[int]:
+    return set(worker.list_loras())
+
+
+# ---------------------------------------------------------------------------
+# 2) the engine's weights (path: worker.model_runner.model)
+
+
+def worker_named_weights(worker) -> dict[str, torch.Tensor]:
+    """The served model's parameters by name, with LoRA wrappers' `.base_layer` removed."""
+    out = {}
+    for name, p in worker.model_runner.model.named_parameters():
+        out[name.replace(".base_layer", "")] = p.data
+    return out
+
+
+def hf_views_of_vllm_weights(vllm_weights: dict[str, torch.Tensor], hf_config) -> dict[str, torch.Tensor]:
+    """HF parameter name -> view into vLLM's tensors (Llama/Qwen2-style decoders).
+
+    vLLM fuses q/k/v into `qkv_proj` and gate/up into `gate_up_proj` (rows stacked in that
+    order) and pads the vocabulary; HF keeps them apart. Row slices of a row-major weight are
+    contiguous views, so no byte is copied.
+    """
+    c = hf_config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    q = c.num_attention_heads * head_dim
+    kv = c.num_key_value_heads * head_dim
+    inter = c.intermediate_size
+    vocab = c.vocab_size
+    views: dict[str, torch.Tensor] = {}
+    for name, t in vllm_weights.items():
+        if ".qkv_proj." in name:
+            for part, (a, b) in (("q_proj", (0, q)), ("k_proj", (q, q + kv)), ("v_proj", (q + kv, q + 2 * kv))):
+                views[name.replace("qkv_proj", part)] = t[a:b]
+        elif ".gate_up_proj." in name:
+            views[name.replace("gate_up_proj", "gate_proj")] = t[:inter]
+            views[name.replace("gate_up_proj", "up_proj")] = t[inter:2 * inter]
+        elif name.endswith("embed_tokens.weight") or name == "lm_head.weight":
+            views[name] = t[:vocab]
+        else:
+            views[name] = t
+    if "lm_head.weight" not in views and "model.embed_tokens.weight" in views:
+        views["lm_head.weight"] = views["model.embed_tokens.weight"]  # tied embeddings
+    return views
+
+
+def build_hf_model_on_views(hf_config, views: dict[str, torch.Tensor], device: str):
+    """A transformers causal LM whose every parameter is a view into `views` (no new weight memory)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=next(iter(views.values())).dtype)
+    missing = []
+    for name, param in list(model.named_parameters(remove_duplicate=False)):
+        if name not in views:
+            missing.append(name)
+            continue
+        mod_name, _, leaf = name.rpartition(".")
+        module = model.get_submodule(mod_name)
+        view = views[name]
+        if tuple(view.shape) != tuple(param.shape):
+            raise RuntimeError(f"shape mismatch for {name}: vLLM {tuple(view.shape)} vs HF {tuple(param.shape)}")
+        setattr(module, leaf, torch.nn.Parameter(view, requires_grad=False))
+    if missing:
+        raise RuntimeError(f"vLLM has no weights for {missing[:5]}... (unsupported architecture for sharing)")
+    # non-persistent buffers (rotary inv_freq) were built on meta: rebuild those modules on the device
+    for mod_name, module in list(model.named_modules()):
+        if any(b.is_meta for b in module.buffers(recurse=False)):
+            rebuilt = type(module)(config=module.config).to(device) if hasattr(module, "config") else None
+            if rebuilt is None:
+                raise RuntimeError(f"cannot rebuild buffers of {mod_name} ({type(module).__name__})")
+            parent, _, leaf = mod_name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, rebuilt)
+    model.config.use_cache = False
+    return model

@@ -1,0 +1,237 @@
+"""vLLM backend of the engine protocol: one in-process engine for rollouts and chat.
+
+Owns: a single `vllm.LLM` created before the training model, in the same process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`), with LoRA, prefix caching and sleep mode on. It
+  - samples rollouts and chat answers, with the training adapter, a checkpoint adapter, or
+    none (the base model) — so base and tuned answers cost no second model;
+  - takes the trainer's adapter every step straight from the peft tensors in memory
+    (`vllm_compat.worker_add_lora_tensors`), falling back to a tmpfs folder if that reach
+    fails; adapter ids are versioned and never reused, the previous one is removed and the
+    prefix cache is reset after each swap;
+  - frees its KV cache while the trainer runs forward/backward and takes it back before the
+    next generation (`release_memory` / `restore_memory`);
+  - lends its weights: `shared_hf_model()` is a transformers model whose frozen parameters are
+    views of the engine's tensors, so the base model is stored once on the GPU.
+
+Refuses to know: rewards, losses, chat templates. Every reach into vLLM internals lives in
+`vllm_compat.py`.
+
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 python -m pytest -m gpu tests/test_vllm_engine.py
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from core.engines import vllm_compat as compat
+from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings
+
+
+@dataclass
+class VLLMSettings:
+    """Engine settings; `plan_settings` picks them from the GPU and the run, each overridable."""
+
+    gpu_memory_utilization: float = 0.5
+    max_model_len: int = 2048
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    max_lora_rank: int = 64
+    enable_prefix_caching: bool = True
+    enforce_eager: bool = False  # True skips CUDA-graph capture: faster start, ~2x slower decode
+    kv_cache_dtype: str = "auto"  # "fp8" halves KV memory for long rollouts
+    dtype: str = "bfloat16"
+    quantization: str | None = None  # "bitsandbytes" for a 4-bit base (QLoRA)
+    seed: int = 0
+
+
+def kv_bytes_per_token(hf_config, kv_cache_dtype: str = "auto") -> int:
+    c = hf_config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    elem = 1 if kv_cache_dtype.startswith("fp8") else 2
+    return 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * elem
+
+
+def plan_settings(hf_config, *, num_sequences: int, max_prompt_length: int, max_completion_length: int,
+                  lora_rank: int, weight_bytes: int, training_bytes: int, total_bytes: int | None = None,
+                  free_bytes: int | None = None, **overrides) -> VLLMSettings:
+    """Memory share from the free GPU memory and the run's plan rather than a fixed constant.
+
+    The engine's share must hold the weights (which the trainer shares) plus a KV cache for one
+    step's rollouts; what the trainer needs on top (`training_bytes`: adapter, optimizer,
+    activations, loss buffers) must fit in what remains.
+    """
+    if total_bytes is None or free_bytes is None:
+        free_bytes, total_bytes = torch.cuda.mem_get_info()
+    max_len = max_prompt_length + max_completion_length
+    kv_needed = kv_bytes_per_token(hf_config, overrides.get("kv_cache_dtype", "auto")) * max_len * num_sequences
+    want = weight_bytes + int(kv_needed * 1.2) + (1 << 30)  # + ~1 GiB for activations of sampling, graphs
+    cap = free_bytes - training_bytes - (1 << 30)
+    share = min(want, max(cap, weight_bytes + (1 << 30))) / total_bytes
+    s = VLLMSettings(
+        gpu_memory_utilization=round(min(max(share, 0.05), 0.92), 3),
+        max_model_len=max_len,
+        max_num_seqs=max(16, min(1024, num_sequences)),
+        max_num_batched_tokens=max(8192, max_len),
+        max_lora_rank=max(8, 1 << (max(lora_rank, 1) - 1).bit_length()),
+    )
+    for k, v in overrides.items():
+        setattr(s, k, v)
+    return s
+
+
+class VLLMEngine:
+    """See the module docstring. Construct it before the training model."""
+
+    def __init__(self, model_path: str, tokenizer, settings: VLLMSettings | None = None):
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM
+
+        version, checked = compat.version_status()
+        if not checked:
+            warnings.warn(f"vLLM {version} is not in vllm_compat.CHECKED_VERSIONS {list(compat.CHECKED_VERSIONS)}")
+        self.settings = s = settings or VLLMSettings()
+        self.tokenizer = tokenizer
+        self.model_path = model_path
+        self.llm = LLM(
+            model=model_path,
+            tokenizer=model_path,
+            dtype=s.dtype,
+            enable_lora=True,
+            max_lora_rank=s.max_lora_rank,
+            max_loras=2,  # the training adapter + one checkpoint in Compare
+            max_cpu_loras=4,
+            gpu_memory_utilization=s.gpu_memory_utilization,
+            max_model_len=s.max_model_len,
+            max_num_seqs=s.max_num_seqs,
+            max_num_batched_tokens=s.max_num_batched_tokens,
+            enable_prefix_caching=s.enable_prefix_caching,
+            enable_sleep_mode=True,
+            enforce_eager=s.enforce_eager,
+            kv_cache_dtype=s.kv_cache_dtype,
+            quantization=s.quantization,
+            seed=s.seed,
+        )
+        self._ids = itertools.count(1)  # LoRA int ids: never reused
+        self._train: AdapterRef | None = None
+        self._requests: dict[str, object] = {}
+        self._released = False
+        self._tmp = tempfile.mkdtemp(prefix="aha-lora-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        self.in_memory_swaps = 0
+        self.disk_swaps = 0
+        self.info = EngineInfo(backend="vllm", device="cuda", details={
+            "vllm": version, "gpu_memory_utilization": s.gpu_memory_utilization,
+            "max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs,
+            "prefix_caching": s.enable_prefix_caching, "cuda_graphs": not s.enforce_eager,
+            "kv_cache_dtype": s.kv_cache_dtype})
+
+    # -- the shared base model -------------------------------------------------------
+    def shared_hf_model(self):
+        """A transformers model whose parameters are views of the engine's weights."""
+        from transformers import AutoConfig
+
+        hf_config = AutoConfig.from_pretrained(self.model_path)
+        weights = self.llm.collective_rpc(compat.worker_named_weights)[0]
+        views = compat.hf_views_of_vllm_weights(weights, hf_config)
+        return compat.build_hf_model_on_views(hf_config, views, "cuda")
+
+    # -- adapters ----------------------------------------------------------------------
+    def _lora_request(self, ref: AdapterRef):
+        return self._requests[ref.name]
+
+    def update_adapter(self, model) -> AdapterRef:
+        from peft.utils import get_peft_model_state_dict
+        from vllm.lora.request import LoRARequest
+
+        version = next(self._ids)
+        name = f"train-v{version}"
+        peft_cfg = model.peft_config["default"].to_dict()
+        peft_cfg["target_modules"] = sorted(peft_cfg["target_modules"]) if isinstance(
+            peft_cfg["target_modules"], (set, list)) else peft_cfg["target_modules"]
+        tensors = {k: v.detach() for k, v in get_peft_model_state_dict(model).items()}
+        try:
+            # 1) in memory: tensors straight into the worker's adapter cache
+            self.llm.collective_rpc(compat.worker_add_lora_tensors, args=(version, tensors, peft_cfg))
+            path = f"in-memory://{name}"  # never read: the id is already loaded
+            self.in_memory_swaps += 1
+        except Exception as e:  # fallback: a tmpfs folder, the path vLLM reads itself
+            warnings.warn(f"in-memory LoRA swap failed ({type(e).__name__}: {e}); using tmpfs")
+            path = os.path.join(self._tmp, name)
+            model.save_pretrained(path)
+            self.disk_swaps += 1
+        self._requests[name] = LoRARequest(lora_name=name, lora_int_id=version, lora_path=path)
+        # 2) drop the previous training adapter; 3) no stale prefix-cache entries
+        old, self._train = self._train, AdapterRef(name=name, version=version)
+        if old is not None:
+            self._drop(old)
+        self.llm.reset_prefix_cache()
+        return self._train
+
+    def load_adapter(self, path: str) -> AdapterRef:
+        from vllm.lora.request import LoRARequest
+
+        version = next(self._ids)
+        name = f"ckpt-v{version}"
+        self._requests[name] = LoRARequest(lora_name=name, lora_int_id=version, lora_path=str(path))
+        return AdapterRef(name=name, version=version)
+
+    def unload_adapter(self, ref: AdapterRef) -> None:
+        self._drop(ref)
+
+    def _drop(self, ref: AdapterRef) -> None:
+        req = self._requests.pop(ref.name, None)
+        if req is not None:
+            self.llm.collective_rpc(compat.worker_remove_lora, args=(ref.version,))
+            shutil.rmtree(os.path.join(self._tmp, ref.name), ignore_errors=True)
+
+    def loaded_adapter_ids(self) -> set[int]:
+        return self.llm.collective_rpc(compat.worker_list_loras)[0]
+
+    # -- memory --------------------------------------------------------------------------
+    def release_memory(self) -> None:
+        """Free the KV cache; weights stay (the trainer's base model is a view of them)."""
+        if self._released:
+            return
+        self.llm.sleep(level=1)  # weights -> CPU backup, KV cache dropped
+        self.llm.wake_up(tags=["weights"])  # weights back at the same addresses
+        self._released = True
+
+    def restore_memory(self) -> None:
+        if not self._released:
+            return
+        self.llm.wake_up(tags=["kv_cache"])
+        self.llm.reset_prefix_cache()
+        self._released = False
+
+    # -- generation ----------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], sampling: SamplingSettings,
+                 adapter: AdapterRef | None = None) -> list[list[Completion]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        self.restore_memory()
+        greedy = sampling.temperature <= 0
+        params = SamplingParams(
+            n=sampling.n,
+            temperature=0.0 if greedy else sampling.temperature,
+            top_p=1.0 if greedy else sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            seed=sampling.seed,
+        )
+        lora = self._lora_request(adapter) if adapter is not None else None
+        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                                 lora_request=lora, use_tqdm=False)
+        result = []
+        for o in outs:
+            result.append([
+                Completion(token_ids=list(c.token_ids), text=c.text,
+                           finish_reason="length" if c.finish_reason == "length" else "stop")
+                for c in o.outputs
+            ])
+        return result

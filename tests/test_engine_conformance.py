@@ -1,0 +1,139 @@
+"""The engine protocol's conformance tests: every backend must pass them.
+
+They run against the HF backend on the CPU (in CI) and against vLLM on a GPU (`-m gpu`).
+A backend is built over a tiny random model whose LoRA adapter is given non-zero weights, so
+"with adapter" and "base" really differ.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from core.config import ModelConfig
+from core.engines import AdapterRef, SamplingSettings
+
+BACKENDS = ["hf", pytest.param("vllm", marks=pytest.mark.gpu)]
+
+
+def _randomize_adapter(model, seed: int, scale: float = 0.5):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_((torch.randn(p.shape, generator=g) * scale).to(p.dtype))
+
+
+@pytest.fixture(scope="module")
+def vllm_model_dir(tmp_path_factory):
+    from core.models import build_tiny_model
+
+    # head_dim 64 (vLLM's attention kernels reject 16); peaked weights so greedy argmaxes have margin
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_vllm") / "model", hidden_size=128, num_heads=2,
+                            num_kv_heads=1, initializer_range=0.4)
+
+
+@pytest.fixture(scope="module")
+def backend_setup(request, vllm_model_dir):
+    from core.models import add_lora, load_base_model, load_tokenizer
+
+    backend = request.param
+    cfg = ModelConfig(name_or_path=str(vllm_model_dir), lora_r=8, lora_alpha=16)
+    tok = load_tokenizer(str(vllm_model_dir))
+    if backend == "hf":
+        from core.engines.hf import HFEngine
+
+        cfg.dtype = "float32"
+        model = add_lora(load_base_model(cfg, "cpu"), cfg)
+        engine = HFEngine(model, tok)
+    else:
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        from core.engines.vllm_engine import VLLMEngine, VLLMSettings
+
+        engine = VLLMEngine(str(vllm_model_dir), tok, VLLMSettings(gpu_memory_utilization=0.15, max_model_len=512,
+                                                                   enforce_eager=True, max_lora_rank=8))
+        model = add_lora(engine.shared_hf_model(), cfg)
+    _randomize_adapter(model, 0)
+    yield backend, engine, model, tok
+    del engine
+
+
+def _prompts(tok, n=3):
+    return [tok(f"Which is bigger, 9.{i}1 or 9.9?", add_special_tokens=False)["input_ids"] for i in range(n)]
+
+
+@pytest.mark.parametrize("backend_setup", BACKENDS, indirect=True)
+def test_generate_shapes_and_finish_reasons(backend_setup):
+    backend, engine, model, tok = backend_setup
+    ref = engine.update_adapter(model)
+    out = engine.generate(_prompts(tok), SamplingSettings(n=4, temperature=1.0, max_tokens=8, seed=1), ref)
+    assert len(out) == 3 and all(len(g) == 4 for g in out)
+    for g in out:
+        for c in g:
+            assert 1 <= len(c.token_ids) <= 8
+            assert c.finish_reason in ("stop", "length")
+            assert (c.finish_reason == "stop") == (c.token_ids[-1] == tok.eos_token_id)
+            assert c.text == tok.decode(c.token_ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("backend_setup", BACKENDS, indirect=True)
+def test_adapter_versions_are_never_reused(backend_setup):
+    backend, engine, model, tok = backend_setup
+    refs = [engine.update_adapter(model) for _ in range(3)]
+    assert len({r.version for r in refs}) == 3 and len({r.name for r in refs}) == 3
+    assert refs == sorted(refs, key=lambda r: r.version)
+
+
+@pytest.mark.parametrize("backend_setup", BACKENDS, indirect=True)
+def test_base_and_adapter_differ_and_greedy_is_deterministic(backend_setup):
+    backend, engine, model, tok = backend_setup
+    ref = engine.update_adapter(model)
+    greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=12)
+    tuned = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, ref)]
+    tuned2 = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, ref)]
+    base = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, None)]
+    assert tuned == tuned2
+    assert tuned != base
+
+
+@pytest.mark.parametrize("backend_setup", BACKENDS, indirect=True)
+def test_new_adapter_weights_change_samples_and_base_stays(backend_setup):
+    backend, engine, model, tok = backend_setup
+    greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=12)
+    base_before = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, None)]
+    ref1 = engine.update_adapter(model)
+    out1 = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, ref1)]
+    _randomize_adapter(model, 1)  # "a training step"
+    ref2 = engine.update_adapter(model)
+    out2 = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, ref2)]
+    base_after = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, None)]
+    assert out1 != out2
+    assert base_before == base_after
+    _randomize_adapter(model, 0)
+
+
+@pytest.mark.parametrize("backend_setup", BACKENDS, indirect=True)
+def test_checkpoint_adapter_serves_saved_weights(backend_setup, tmp_path):
+    backend, engine, model, tok = backend_setup
+    greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=12)
+    live = engine.update_adapter(model)
+    expect = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, live)]
+    model.save_pretrained(tmp_path / "ckpt")
+    ck = engine.load_adapter(str(tmp_path / "ckpt"))
+    assert isinstance(ck, AdapterRef) and ck.version > live.version
+    got = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, ck)]
+    assert got == expect
+
+
+@pytest.mark.parametrize("backend_setup", BACKENDS, indirect=True)
+def test_release_and_restore_keep_outputs(backend_setup):
+    backend, engine, model, tok = backend_setup
+    ref = engine.update_adapter(model)
+    greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=10)
+    before = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, ref)]
+    engine.release_memory()
+    engine.restore_memory()
+    after = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, ref)]
+    assert before == after
