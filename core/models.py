@@ -143,10 +143,22 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _load_error(path: str, e: Exception) -> ModelError:
+    if Path(path).exists():
+        hint = f"the folder {path} has no loadable model (config.json + weights + tokenizer)"
+    else:
+        hint = (f"'{path}' is neither a local folder nor a reachable hub model id "
+                "(offline? misspelled? gated model without a token?)")
+    return ModelError(f"Could not load the model: {hint}. Details: {str(e).splitlines()[0][:300]}")
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise _load_error(path, e) from e
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -174,15 +186,8 @@ def load_base_model(cfg: ModelConfig, device: str | None = None):
         kwargs["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except OSError as e:
-        local = Path(path).exists()
-        hint = (
-            f"the folder {path} has no loadable model (config.json + weights)"
-            if local
-            else f"'{path}' is neither a local folder nor a reachable hub model id "
-            "(offline? misspelled? gated model without a token?)"
-        )
-        raise ModelError(f"Could not load the model: {hint}. Details: {e}") from e
+    except (OSError, ValueError) as e:
+        raise _load_error(path, e) from e
     if not cfg.load_in_4bit:
         model.to(device)
     model.config.use_cache = False

@@ -1,0 +1,84 @@
+"""Config validation and YAML round trip; the offline default model loads and answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.config import Config, ConfigError, field_help, validate
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = Config()
+    cfg.algorithm.loss_type = "dr_grpo"
+    cfg.rewards.names = ["format_strict", "correctness"]
+    cfg.rewards.weights = [0.5, 1.0]
+    cfg.save(tmp_path / "c.yaml")
+    back = Config.load(tmp_path / "c.yaml")
+    assert back == cfg and back.to_dict() == cfg.to_dict()
+
+
+@pytest.mark.parametrize("section,name,value,expect", [
+    ("algorithm", "loss_type", "ppo", "algorithm.loss_type = 'ppo': must be one of grpo, bnpo, dr_grpo, dapo"),
+    ("algorithm", "num_generations", 1, "algorithm.num_generations = 1: must be between 2 and 256"),
+    ("algorithm", "temperature", float("nan"), "algorithm.temperature = nan: must be a finite number"),
+    ("algorithm", "max_steps", 2.5, "algorithm.max_steps = 2.5: must be a whole number"),
+    ("model", "load_in_4bit", "yes", "model.load_in_4bit = 'yes': must be true or false"),
+    ("algorithm", "scale_rewards", "std", "must be one of group, batch, none"),
+])
+def test_invalid_values_name_field_and_range(section, name, value, expect):
+    cfg = Config()
+    setattr(getattr(cfg, section), name, value)
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    assert expect in str(e.value)
+
+
+def test_yaml_errors_name_the_problem(tmp_path):
+    (tmp_path / "a.yaml").write_text("algorithm:\n  bogus_field: 3\n")
+    with pytest.raises(ConfigError, match=r"algorithm: unknown field\(s\) \['bogus_field'\]"):
+        Config.load(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("rewards:\n  names: [correctness]\n  weights: [1, 2]\n")
+    with pytest.raises(ConfigError, match="2 values but rewards.names has 1"):
+        Config.load(tmp_path / "b.yaml")
+
+
+def test_every_field_has_help_text():
+    import dataclasses
+
+    for section in dataclasses.fields(Config):
+        for f in dataclasses.fields(section.default_factory):
+            assert len(field_help(section.name, f.name)) > 15, (section.name, f.name)
+
+
+def test_cli_overrides():
+    from core.train import apply_overrides
+
+    cfg = apply_overrides(Config(), ["algorithm.max_steps=7", "model.lora_target_modules=[q_proj, v_proj]"])
+    assert cfg.algorithm.max_steps == 7 and cfg.model.lora_target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ConfigError, match="must be between"):
+        apply_overrides(Config(), ["algorithm.epsilon=-1"])
+
+
+def test_offline_default_model_answers_a_chat_prompt(smollm2_dir):
+    from core.chat import answer
+    from core.engines.hf import HFEngine
+    from core.models import load_model_and_tokenizer
+    from core.config import ModelConfig
+
+    model, tok = load_model_and_tokenizer(ModelConfig(), "cpu")
+    assert model.get_base_model().config.model_type == "llama"
+    assert tok.eos_token == "<|im_end|>"
+    engine = HFEngine(model, tok)
+    reply = answer(engine, tok, "What is the capital of France?", system_prompt="", max_tokens=16)
+    assert "Paris" in reply
+
+
+def test_unknown_model_gives_a_clear_error(tmp_path):
+    from core.config import ModelConfig
+    from core.models import ModelError, load_base_model
+
+    with pytest.raises(ModelError, match="neither a local folder nor a reachable hub model id"):
+        load_base_model(ModelConfig(name_or_path="no-such-org/no-such-model-xyz"), "cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="has no loadable model"):
+        load_base_model(ModelConfig(name_or_path=str(tmp_path / "empty")), "cpu")
