@@ -19,6 +19,7 @@ template, how the engine samples.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import threading
@@ -388,23 +389,17 @@ class GRPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         for i in range(0, B, mbs):
             mb = batch.slice(i, i + mbs)
-            logps, ent = completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
-                                             mb.completion_mask, a.temperature, return_entropy=True)  # (b, T)
-            loss, st = policy_loss(
-                logps, mb.old_logps, mb.advantages, mb.completion_mask,
-                loss_type=a.loss_type,
-                importance_sampling_level="sequence" if a.algorithm == "gspo" else "token",
-                epsilon_low=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta,
-                ref_per_token_logps=mb.ref_logps, bias_correction_kl=a.use_bias_correction_kl,
-                max_completion_length=a.max_completion_length,
-                num_items_in_batch=total_tokens, num_micro_batches=n_micro,
-            )
+            with self._activation_context():
+                logps, ent = completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
+                                                 mb.completion_mask, a.temperature, return_entropy=True)  # (b, T)
+                loss, st = self._micro_batch_loss(logps, mb, total_tokens, n_micro)
+                if torch.isfinite(loss):
+                    loss.backward()
             if not torch.isfinite(loss):
                 # a NaN/inf loss would poison the adapter: skip this update, count it
                 self.optimizer.zero_grad(set_to_none=True)
                 self.skipped_steps += 1
                 return float("nan"), total, float("nan"), float("nan")
-            loss.backward()
             loss_sum += loss.item()
             ent_sum += float((ent * mb.completion_mask).sum())
             for f in ("kl_sum", "low_clip_sum", "high_clip_sum", "region_clip_sum", "tokens", "clip_units"):
@@ -418,6 +413,25 @@ class GRPOTrainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum, total, ent_sum / max(total.tokens, 1.0), grad_norm
+
+    def _activation_context(self):
+        if self.cfg.model.offload_activations:
+            from core.offload import offloaded_activations
+
+            return offloaded_activations(self.model)
+        return contextlib.nullcontext()
+
+    def _micro_batch_loss(self, logps: torch.Tensor, mb: Rollouts, total_tokens: float, n_micro: int):
+        a = self.cfg.algorithm
+        return policy_loss(
+            logps, mb.old_logps, mb.advantages, mb.completion_mask,
+            loss_type=a.loss_type,
+            importance_sampling_level="sequence" if a.algorithm == "gspo" else "token",
+            epsilon_low=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta,
+            ref_per_token_logps=mb.ref_logps, bias_correction_kl=a.use_bias_correction_kl,
+            max_completion_length=a.max_completion_length,
+            num_items_in_batch=total_tokens, num_micro_batches=n_micro,
+        )
 
     # -- checkpoints ---------------------------------------------------------------
     def save_checkpoint(self) -> Path:
