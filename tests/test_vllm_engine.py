@@ -80,31 +80,59 @@ def test_shared_weights_are_views_and_cost_no_memory(engine_and_model):
 
 
 def test_greedy_matches_hf_backend_for_same_weights(engine_and_model):
+    """Same weights, same adapter: vLLM's tokens and log-probs agree with the HF/peft path.
+
+    Greedy sequences of a random bf16 model diverge once two logits are within rounding of each
+    other (vLLM's fused bf16 LoRA kernels vs peft's fp32 adapter), so the strict check is
+    teacher-forced: HF's log-probs of vLLM's greedy tokens equal vLLM's own log-probs.
+    """
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
     from core.engines.hf import HFEngine
+    from core.trainer import completion_logprobs, pad_rollouts
 
     engine, model, tok, _ = engine_and_model
     prompts = [tok(f"Which is bigger, 9.{i}1 or 9.9?", add_special_tokens=False)["input_ids"] for i in range(4)]
     greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=16)
     ref = engine.update_adapter(model)
-    v = [g[0].token_ids for g in engine.generate(prompts, greedy, ref)]
     hf = HFEngine(model, tok)
+    v = [g[0].token_ids for g in engine.generate(prompts, greedy, ref)]
     h = [g[0].token_ids for g in hf.generate(prompts, greedy, hf.update_adapter(model))]
     vb = [g[0].token_ids for g in engine.generate(prompts, greedy, None)]
     hb = [g[0].token_ids for g in hf.generate(prompts, greedy, None)]
-    # bf16 kernels differ (vLLM's fused attention vs SDPA): compare the prefix before the first
-    # divergence; the first tokens must agree for every prompt and most tokens overall
-    def agreement(a, b):
+
+    def agreement(a, b):  # share of tokens before the first divergence
         same = total = 0
         for x, y in zip(a, b):
             n = min(len(x), len(y))
-            k = next((i for i in range(n) if x[i] != y[i]), n)
-            same += k
+            same += next((i for i in range(n) if x[i] != y[i]), n)
             total += max(len(x), len(y))
         return same / total
 
-    print(f"greedy agreement tuned {agreement(v, h):.2f} base {agreement(vb, hb):.2f}")
-    assert all(x[0] == y[0] for x, y in zip(v, h))
-    assert agreement(v, h) >= 0.75 and agreement(vb, hb) >= 0.75
+    # teacher-forced: vLLM's log-probs of its own greedy tokens vs HF's for the same tokens,
+    # with the adapter and without it (the latter is the bf16 numerics floor of this model)
+    def teacher_forced_gap(lora, hf_ctx):
+        outs = engine.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts],
+                                   SamplingParams(temperature=0.0, max_tokens=16, logprobs=0),
+                                   lora_request=lora, use_tqdm=False)
+        comps = [list(o.outputs[0].token_ids) for o in outs]
+        v_lp = [[lp[t].logprob for lp, t in zip(o.outputs[0].logprobs, c)] for o, c in zip(outs, comps)]
+        ids, attn, comp, mask = pad_rollouts(prompts, comps, tok.pad_token_id, "cuda")
+        with torch.no_grad(), hf_ctx:
+            h_lp = completion_logprobs(model, ids, attn, comp, mask, 1.0)
+        d = [abs(h_lp[i, j].item() - v_lp[i][j]) for i in range(len(comps)) for j in range(len(comps[i]))]
+        return sum(d) / len(d)
+
+    import contextlib
+
+    gap_tuned = teacher_forced_gap(engine._lora_request(ref), contextlib.nullcontext())
+    gap_base = teacher_forced_gap(None, model.disable_adapter())
+    print(f"greedy agreement tuned {agreement(v, h):.2f} base {agreement(vb, hb):.2f}; "
+          f"teacher-forced mean |dlogp| tuned {gap_tuned:.4f} base {gap_base:.4f}")
+    assert agreement(vb, hb) >= 0.75
+    # the adapter adds no more disagreement than bf16 kernels already cause without it
+    assert gap_tuned < 3 * gap_base + 0.02, (gap_tuned, gap_base)
 
 
 def test_release_frees_kv_cache_and_restore_takes_it_back(engine_and_model):
@@ -117,7 +145,7 @@ def test_release_frees_kv_cache_and_restore_takes_it_back(engine_and_model):
     restored = torch.cuda.mem_get_info()[0]
     print(f"release freed {(released - before) / GIB:.2f} GiB, restore took {(released - restored) / GIB:.2f} GiB")
     assert released - before > 0.5 * GIB
-    assert abs((released - restored) - (released - before)) < 0.1 * GIB
+    assert abs((released - restored) - (released - before)) < 0.05 * (released - before)
     # weights survived the round trip: the shared model still computes the same thing
     ids = torch.tensor([tok("9.11 or 9.9", add_special_tokens=False)["input_ids"]], device="cuda")
     with torch.no_grad():

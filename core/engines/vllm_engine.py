@@ -230,7 +230,10 @@ class VLLMEngine:
         result = []
         for o in outs:
             result.append([
-                Completion(token_ids=list(c.token_ids), text=c.text,
+                # decode ourselves: vLLM's incremental detokenizer drops a trailing partial UTF-8
+                # character, and rewards must see the same text from every backend
+                Completion(token_ids=list(c.token_ids),
+                           text=self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True),
                            finish_reason="length" if c.finish_reason == "length" else "stop")
                 for c in o.outputs
             ])
