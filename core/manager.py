@@ -1,0 +1,1082 @@
+"""The run manager: one model, one worker thread, at most one active run, for the whole process.
+
+Owns: the loaded model, tokenizer and engine, the active trainer and its control, and every
+action the app offers on them — start / pause / resume / stop a run, read its status, metrics
+and samples, chat with the base model, the current adapter or a checkpoint, held-out evaluation,
+trying rewards on a few completions, and exporting an adapter (zip, merged 16-bit model, Hub).
+State lives here, not in the browser: closing the tab never stops a run, and a reloaded page
+re-attaches by reading `status()` and `metrics()`.
+
+Every model call (training steps, generation, evaluation, chat, loading, merging) runs on ONE
+thread, `ModelWorker`, because generation and training share the same weights and are not
+thread-safe. Training is one long job on that worker; between steps (the trainer's `on_step`)
+and while a run is paused, the worker runs whatever jobs are waiting, so a chat request is
+answered after at most one training step, never dropped.
+
+Refuses to know: gradio (the UI calls these methods and shows what they return or raise), the
+GRPO arithmetic (`core.trainer`), how rewards or data are read (`core.rewards`, `core.data`).
+Every error meant for a person is a `ManagerError` whose message says what to do.
+
+    >>> worker = ModelWorker()
+    >>> worker.submit(lambda: 6 * 7).result()
+    42
+    >>> worker.close()
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+import queue
+import re
+import shutil
+import threading
+import time
+import traceback
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from core.config import Config, ConfigError, ModelConfig, RewardsConfig, DataConfig
+
+# States of a run as `status()` reports them. The first three mean "active": a second start
+# is refused until the run reaches one of the last four.
+ACTIVE_STATES = ("loading", "running", "paused", "stopping")
+FINAL_STATES = ("idle", "finished", "stopped", "failed")
+
+
+# Checkpoint files that stay home: optimizer and RNG state, bookkeeping, peft's generic model card
+# (an export gets its own README).
+_NOT_EXPORTED = ("trainer_state.pt", "state.json", "README.md")
+
+
+class ManagerError(RuntimeError):
+    """Something the user asked for cannot be done; the message says why and what to do."""
+
+
+# ---------------------------------------------------------------------------
+# the worker thread
+
+
+class ModelWorker:
+    """One thread that runs every model call, in order. `submit(fn)` returns a Future.
+
+    A job submitted from the worker thread itself runs at once (no deadlock). The long training
+    job calls `drain()` between steps and `wait_and_drain()` while paused, so jobs queued behind
+    it are served meanwhile.
+    """
+
+    _STOP = object()
+
+    def __init__(self, name: str = "aha-model-worker"):
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def in_worker(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, fn: Callable[[], Any]) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        if self.in_worker():
+            self._run(fn, future)
+        else:
+            self._jobs.put((fn, future))
+        return future
+
+    def call(self, fn: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Run `fn` on the worker and return its result (its exception is raised here)."""
+        return self.submit(fn).result(timeout=timeout)
+
+    @staticmethod
+    def _run(fn, future: concurrent.futures.Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except BaseException as e:  # the caller sees it through the Future
+            future.set_exception(e)
+
+    def _next(self, timeout: float | None) -> bool:
+        """Run one queued job; False when there was none within `timeout` (or on close)."""
+        try:
+            item = self._jobs.get(timeout=timeout) if timeout else self._jobs.get_nowait()
+        except queue.Empty:
+            return False
+        if item is self._STOP:
+            self._jobs.put(item)  # leave it for the main loop
+            return False
+        self._run(*item)
+        return True
+
+    def drain(self) -> int:
+        """Run every job waiting now (call it from the worker thread, between training steps)."""
+        n = 0
+        while self._next(None):
+            n += 1
+        return n
+
+    def wait_and_drain(self, timeout: float = 0.2) -> None:
+        """Block up to `timeout` for a job, run it and any others waiting (used while paused)."""
+        if self._next(timeout):
+            self.drain()
+
+    def _loop(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is self._STOP:
+                return
+            self._run(*item)
+
+    def close(self) -> None:
+        self._jobs.put(self._STOP)
+
+
+def _worker_control(worker: ModelWorker):
+    """A TrainerControl whose pause keeps serving the worker's queue (chat while paused)."""
+    from core.trainer import TrainerControl, TrainingStopped
+
+    class WorkerControl(TrainerControl):
+        def wait_if_paused(self, on_pause=None) -> None:
+            if self.paused and on_pause:
+                on_pause()
+            while self.paused:
+                worker.wait_and_drain(0.2)
+            if self.stop_requested:
+                raise TrainingStopped()
+
+    return WorkerControl()
+
+
+# ---------------------------------------------------------------------------
+# memory estimate (arithmetic on the model's config; nothing is loaded)
+
+_BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0}
+
+
+def _linear_shapes(cfg: dict) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each projection of one decoder layer of a Llama/Qwen-shaped model."""
+    h = cfg.get("hidden_size") or cfg.get("n_embd") or 0
+    heads = cfg.get("num_attention_heads") or cfg.get("n_head") or 1
+    kv = cfg.get("num_key_value_heads") or heads
+    hd = cfg.get("head_dim") or (h // heads if heads else 0)
+    inter = cfg.get("intermediate_size") or 4 * h
+    return {
+        "q_proj": (h, heads * hd), "k_proj": (h, kv * hd), "v_proj": (h, kv * hd), "o_proj": (heads * hd, h),
+        "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h),
+    }
+
+
+def estimate_memory(model_cfg: ModelConfig, n_params: int | None = None, hf_config: dict | None = None,
+                    on_gpu: bool = False) -> dict:
+    """Weights + LoRA adapter + its gradients and AdamW states, in GB.
+
+    `n_params` (the base model's parameter count) is taken as given when known (a loaded model),
+    else estimated from `hf_config` (its config.json). Activations and the KV cache are not
+    included: they grow with batch size and completion length.
+
+    >>> est = estimate_memory(ModelConfig(lora_r=16, dtype="bfloat16"), n_params=135_000_000, hf_config={
+    ...     "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,
+    ...     "intermediate_size": 1536, "num_hidden_layers": 30, "vocab_size": 49152})
+    >>> round(est["weights_gb"], 2), est["adapter_params"]
+    (0.25, 4884480)
+    """
+    hf_config = hf_config or {}
+    layers = hf_config.get("num_hidden_layers") or hf_config.get("n_layer") or 0
+    shapes = _linear_shapes(hf_config) if layers else {}
+    if n_params is None and shapes:
+        h = shapes["q_proj"][0]
+        vocab = hf_config.get("vocab_size", 0)
+        per_layer = sum(i * o for i, o in shapes.values()) + 2 * h
+        tied = hf_config.get("tie_word_embeddings", True)
+        n_params = layers * per_layer + vocab * h * (1 if tied else 2) + h
+    targets = model_cfg.lora_target_modules or []
+    adapter_params = layers * sum(model_cfg.lora_r * (i + o) for name, (i, o) in shapes.items() if name in targets)
+    dtype = model_cfg.dtype
+    if dtype == "auto":
+        dtype = "bfloat16" if on_gpu else "float32"
+    per_param = 0.55 if model_cfg.load_in_4bit else _BYTES_PER_PARAM[dtype]  # NF4 + its scales
+    gb = 1024**3
+    weights = (n_params or 0) * per_param / gb
+    adapter = adapter_params * 4 / gb  # peft keeps adapter weights in float32
+    grads = adapter_params * 4 / gb
+    optimizer = adapter_params * 8 / gb  # AdamW: two float32 moments per weight
+    return {
+        "params": n_params, "adapter_params": adapter_params, "weights_gb": weights, "adapter_gb": adapter,
+        "gradients_gb": grads, "optimizer_gb": optimizer, "total_gb": weights + adapter + grads + optimizer,
+    }
+
+
+# ---------------------------------------------------------------------------
+
+
+def _model_key(cfg: ModelConfig) -> tuple:
+    """Settings that need the base model loaded again when they change (LoRA settings do not)."""
+    from core.models import resolve_model_path
+
+    return (resolve_model_path(cfg.name_or_path), cfg.dtype, cfg.load_in_4bit, cfg.gradient_checkpointing)
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+class RunManager:
+    """The one owner of the model and the active run. See the module docstring."""
+
+    def __init__(self, runs_dir: str | Path = "runs", model_cfg: ModelConfig | None = None,
+                 device: str | None = None):
+        self.runs_dir = Path(runs_dir).resolve()
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.default_model = model_cfg or ModelConfig()
+        self.worker = ModelWorker()
+        self._lock = threading.RLock()
+        self._device = device
+        # touched on the worker thread only
+        self._model = None  # a peft model; its "default" adapter is the one being trained
+        self._tokenizer = None
+        self._engine = None
+        self._model_key: tuple | None = None
+        self._model_cfg: ModelConfig | None = None
+        self._n_params: int | None = None
+        self._hf_config: dict = {}
+        self._adapters: dict[str, Any] = {}  # checkpoint path -> AdapterRef loaded in the engine
+        self._tokenizers: dict[str, Any] = {}  # path -> tokenizer, for previews before a load
+        # the run
+        self._state = "idle"
+        self._starting = False
+        self._trainer = None
+        self._control = None
+        self._job: concurrent.futures.Future | None = None
+        self._cfg: Config | None = None  # the active (or last) run's config
+        self._task = None
+        self._run_name: str | None = None
+        self._error = ""
+        self._traceback = ""
+        self._started_at: float | None = None
+        self._ended_at: float | None = None
+        self._step_times: list[float] = []
+        self._last_step = 0
+        self._last_metrics: dict = {}
+
+    # -- properties --------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            from core.models import default_device
+
+            self._device = default_device()
+        return self._device
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def default_config(self) -> Config:
+        """A fresh config with this manager's default model and runs folder."""
+        cfg = Config()
+        cfg.model = dataclasses.replace(self.default_model, lora_target_modules=list(
+            self.default_model.lora_target_modules))
+        cfg.run.output_dir = str(self.runs_dir)
+        return cfg
+
+    def is_active(self) -> bool:
+        return self._starting or self._state in ACTIVE_STATES
+
+    # -- the model (worker thread) -----------------------------------------------
+    def _ensure_model(self, model_cfg: ModelConfig, engine: str = "auto") -> None:
+        """Load the base model when its settings changed; make sure an engine serves it."""
+        from core.engines import make_engine, pick_backend
+        from core.models import add_lora, load_base_model, load_tokenizer, resolve_model_path
+
+        key = _model_key(model_cfg)
+        if key != self._model_key or self._model is None:
+            if self._trainer is not None:  # the last run's adapter goes with the old model
+                self._last_step, self._trainer = self._trainer.step, None
+            self._model = self._engine = None
+            self._adapters.clear()
+            self._free_memory()
+            path = resolve_model_path(model_cfg.name_or_path)
+            tokenizer = load_tokenizer(path)
+            base = load_base_model(model_cfg, self.device)
+            self._n_params = sum(p.numel() for p in base.parameters())
+            self._hf_config = base.config.to_dict()
+            self._model = add_lora(base, model_cfg)
+            self._tokenizer = tokenizer
+            self._model_key = key
+            self._model_cfg = dataclasses.replace(model_cfg)
+        if self._engine is None or self._engine.info.backend != pick_backend(engine):
+            self._engine = make_engine(engine, self._model, self._tokenizer)
+            self._adapters.clear()
+
+    def _fresh_adapter(self, model_cfg: ModelConfig, engine: str) -> None:
+        """Drop every adapter (the trained one and loaded checkpoints), add a new LoRA adapter."""
+        from core.engines import make_engine
+        from core.models import add_lora
+
+        base = self._model.unload()  # the base weights without any LoRA layer, nothing merged
+        self._model = add_lora(base, model_cfg)
+        self._model_cfg = dataclasses.replace(model_cfg)
+        self._adapters.clear()
+        self._engine = make_engine(engine, self._model, self._tokenizer)
+
+    @staticmethod
+    def _free_memory() -> None:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def load_model(self, model_cfg: ModelConfig | None = None) -> dict:
+        """Load (or keep) the base model now; returns `model_info()`. Refused during a run."""
+        model_cfg = model_cfg or self.default_model
+        if self.is_active() and self._model_key != _model_key_safe(model_cfg):
+            raise ManagerError("a run is active: stop it before switching the model")
+        try:
+            self.worker.call(lambda: self._ensure_model(model_cfg))
+        except ManagerError:
+            raise
+        except Exception as e:
+            raise ManagerError(_user_message(e)) from e
+        if not self.is_active():
+            self.default_model = dataclasses.replace(model_cfg)
+        return self.model_info(model_cfg)
+
+    def preload(self) -> concurrent.futures.Future:
+        """Start loading the default model in the background (the first chat is then quick)."""
+        return self.worker.submit(lambda: self._model is not None or self._ensure_model(self.default_model))
+
+    def model_info(self, model_cfg: ModelConfig | None = None) -> dict:
+        """What is loaded and a memory estimate for `model_cfg` (from its config.json if not loaded)."""
+        model_cfg = model_cfg or self.default_model
+        loaded = self._model_key is not None and self._model_key == _model_key_safe(model_cfg)
+        info = {"loaded": loaded, "device": self.device, "name": model_cfg.name_or_path or "SmolLM2-135M-Instruct",
+                "note": ""}
+        if loaded:
+            est = estimate_memory(model_cfg, self._n_params, self._hf_config, self.has_gpu)
+        else:
+            hf_config, note = _read_hf_config(model_cfg.name_or_path)
+            info["note"] = note
+            est = estimate_memory(model_cfg, None, hf_config, self.has_gpu) if hf_config else {}
+        info.update(est)
+        return info
+
+    # -- starting a run ---------------------------------------------------------------
+    def start(self, cfg: Config) -> str:
+        """Validate, load data and rewards, then train on the worker; returns the run's name.
+
+        Raises ManagerError (and starts nothing) for a bad config, data or reward, a model that
+        does not load, or while another run is active.
+        """
+        with self._lock:
+            if self.is_active():
+                raise ManagerError(
+                    f"run '{self._run_name or '...'}' is {self._state}: stop it (or wait for it to finish) "
+                    "before starting another")
+            self._starting = True
+        try:
+            return self._start(cfg, run_dir=None)
+        finally:
+            self._starting = False
+
+    def _start(self, cfg: Config, run_dir) -> str:
+        from core.data import DataError, load_task_data
+        from core.rewards import RewardError, RewardSet
+        from core.runs import RunDir, sanitize_run_name
+
+        # 1) the config: every field in range (a copy, so the caller's object is left alone)
+        try:
+            cfg = Config.from_dict(cfg.to_dict())
+        except ConfigError as e:
+            raise ManagerError(f"config: {e}") from e
+        if run_dir is None:
+            cfg.run.output_dir = str(self.runs_dir)
+            if cfg.run.run_name:
+                name = sanitize_run_name(cfg.run.run_name)
+                if RunDir(self.runs_dir / name).config_path.exists():
+                    raise ManagerError(f"a run named '{name}' exists already: pick another name or leave it empty")
+        if cfg.model.load_in_4bit and not self.has_gpu:
+            raise ManagerError("4-bit (QLoRA) needs a CUDA GPU; switch it off on this machine")
+        # 2) data and rewards before any model work: bad input gives a message, not a crash
+        try:
+            task = load_task_data(cfg.data)
+        except DataError as e:
+            raise ManagerError(f"data: {e}") from e
+        try:
+            rewards = RewardSet.from_config(cfg.rewards)
+        except RewardError as e:
+            raise ManagerError(_reward_message(e)) from e
+        # 3) the model, a fresh adapter and the trainer, on the worker; then training there too
+        ready: concurrent.futures.Future = concurrent.futures.Future()
+        control = _worker_control(self.worker)
+        with self._lock:
+            self._state, self._error, self._traceback = "loading", "", ""
+            self._control, self._cfg, self._task = control, cfg, task
+            self._trainer, self._run_name, self._last_step = None, None, 0
+            self._step_times, self._last_metrics = [], {}
+            self._started_at, self._ended_at = time.time(), None
+            self._job = self.worker.submit(lambda: self._train_job(cfg, task, rewards, control, ready, run_dir))
+        try:
+            return ready.result()
+        except Exception as e:
+            with self._lock:
+                self._state = "failed"
+                self._error = _user_message(e)
+            raise ManagerError(_user_message(e)) from e
+
+    def _train_job(self, cfg: Config, task, rewards, control, ready, run_dir) -> str:
+        import torch
+
+        from core.trainer import GRPOTrainer
+
+        try:
+            self._ensure_model(cfg.model, cfg.run.engine)
+            torch.manual_seed(cfg.algorithm.seed)  # the adapter's initial weights
+            self._fresh_adapter(cfg.model, cfg.run.engine)
+            trainer = GRPOTrainer(cfg, model=self._model, tokenizer=self._tokenizer, engine=self._engine,
+                                  task=task, reward_set=rewards, control=control, on_step=self._on_step,
+                                  device=self.device, run_dir=run_dir)
+            if run_dir is not None:
+                trainer.resume()
+        except BaseException as e:
+            rewards.close()
+            ready.set_exception(e)
+            return "failed"
+        with self._lock:
+            self._trainer, self._run_name, self._state = trainer, trainer.run.name, "running"
+            self._started_at = time.time()
+        ready.set_result(trainer.run.name)
+        try:
+            final = trainer.train()
+        except Exception as e:
+            final = "failed"
+            self._error = _user_message(e)
+            self._traceback = traceback.format_exc()
+        finally:
+            if hasattr(trainer.rewards, "close"):
+                trainer.rewards.close()
+            with self._lock:
+                self._ended_at = time.time()
+        with self._lock:
+            self._state = final
+        return final
+
+    def _on_step(self, result) -> None:
+        """Between two training steps, on the worker: note the step, then serve waiting jobs."""
+        self._last_metrics = result.metrics
+        self._step_times.append(result.metrics.get("step_time", 0.0))
+        self.worker.drain()
+
+    # -- controlling the run --------------------------------------------------------
+    def pause(self) -> dict:
+        if self._state != "running" or self._control is None:
+            raise ManagerError("nothing is running to pause")
+        self._control.pause("paused by you")
+        return self.status()
+
+    def resume(self, run_name: str | None = None) -> dict:
+        """Unpause the active run; or, with no active run, continue a stopped or failed run (the
+        last one by default) from its latest checkpoint."""
+        if self.is_active():
+            if self._control is None or not self._control.paused:
+                raise ManagerError("the run is not paused")
+            self._control.resume()
+            return self.status()
+        from core.runs import RunDir
+
+        name = run_name or self._run_name
+        if not name:
+            raise ManagerError("there is no run to resume: start one")
+        run = self._run_dir(name)
+        state = run.read_status().get("state")
+        if state == "finished":
+            raise ManagerError(f"run '{name}' has finished; start a new run to train more")
+        if run.latest_checkpoint() is None:
+            raise ManagerError(f"run '{name}' has no checkpoint to resume from")
+        with self._lock:
+            if self.is_active():
+                raise ManagerError("a run is active already")
+            self._starting = True
+        try:
+            cfg = Config.load(run.config_path)
+            self._start(cfg, run_dir=RunDir(run.path))
+        except ConfigError as e:
+            raise ManagerError(f"run '{name}': its config.yaml is not valid ({e})") from e
+        finally:
+            self._starting = False
+        return self.status()
+
+    def stop(self) -> dict:
+        """Ask the run to stop after the current step; it saves a checkpoint first."""
+        if not self.is_active() or self._control is None:
+            raise ManagerError("nothing is running to stop")
+        self._control.stop()
+        with self._lock:
+            if self._state in ("running", "paused"):
+                self._state = "stopping"
+        return self.status()
+
+    def update_rewards(self, rewards_cfg: RewardsConfig) -> dict:
+        """Swap the reward functions of a paused run (after a reward failed), then resume it."""
+        from core.rewards import RewardError, RewardSet
+
+        if not self.is_active() or self._trainer is None or not self._control.paused:
+            raise ManagerError("rewards can be changed only while a run is paused")
+        try:
+            new = RewardSet.from_config(rewards_cfg)
+        except RewardError as e:
+            raise ManagerError(_reward_message(e)) from e
+
+        def swap():
+            old, self._trainer.rewards = self._trainer.rewards, new
+            self._trainer.cfg.rewards = dataclasses.replace(rewards_cfg)
+            self._trainer.cfg.save(self._trainer.run.config_path)
+            if hasattr(old, "close"):
+                old.close()
+
+        self.worker.call(swap)
+        self._control.resume()
+        return self.status()
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the active run's job ends; returns its final state (for scripts and tests)."""
+        job = self._job
+        if job is not None:
+            job.result(timeout=timeout)
+        return self._state
+
+    # -- reading ------------------------------------------------------------------
+    def status(self) -> dict:
+        """Where the active (or last) run stands: safe to call from any thread, any time."""
+        trainer, control = self._trainer, self._control
+        state = self._state
+        if state == "running" and control is not None and control.paused:
+            state = "paused"
+        step = trainer.step if trainer is not None else self._last_step
+        max_steps = self._cfg.algorithm.max_steps if self._cfg is not None else 0
+        pause_reason = control.pause_reason if (control is not None and control.paused) else ""
+        error, tb = self._error, self._traceback
+        if state == "paused" and trainer is not None:
+            disk = trainer.run.read_status()
+            tb = disk.get("traceback", "") or tb
+        recent = self._step_times[-10:]
+        eta = None
+        if recent and state in ("running", "paused") and max_steps:
+            eta = (sum(recent) / len(recent)) * max(0, max_steps - step)
+        end = self._ended_at or time.time()
+        return {
+            "state": state,
+            "run_name": self._run_name,
+            "step": step,
+            "max_steps": max_steps,
+            "eta_seconds": eta,
+            "tokens_per_second": self._last_metrics.get("tokens_per_second"),
+            "reward": self._last_metrics.get("reward"),
+            "elapsed": (end - self._started_at) if self._started_at else 0.0,
+            "error": error,
+            "traceback": tb,
+            "pause_reason": pause_reason,
+            "model": (self._model_cfg.name_or_path or "SmolLM2-135M-Instruct") if self._model_cfg else None,
+        }
+
+    def _run_dir(self, run_name: str):
+        from core.runs import RunDir, sanitize_run_name
+
+        if not run_name:
+            raise ManagerError("no run given")
+        path = self.runs_dir / sanitize_run_name(run_name)
+        if not (path / "config.yaml").exists():
+            raise ManagerError(f"no run named '{run_name}' in {self.runs_dir}")
+        return RunDir(path)
+
+    def _named_or_current(self, run_name: str | None):
+        name = run_name or self._run_name
+        if not name:
+            return None
+        return self._run_dir(name)
+
+    def metrics(self, run_name: str | None = None) -> pd.DataFrame:
+        """One row per step (TRL's metric names as columns); empty when there is no run."""
+        run = self._named_or_current(run_name)
+        rows = run.read_metrics() if run is not None else []
+        return pd.DataFrame(rows)
+
+    def samples(self, run_name: str | None = None, last: int = 20) -> pd.DataFrame:
+        """The newest `last` logged samples, newest first, one column per reward function."""
+        run = self._named_or_current(run_name)
+        rows = run.read_samples()[-last:] if run is not None else []
+        flat = []
+        for r in reversed(rows):
+            row = {k: r.get(k) for k in ("step", "question", "answer", "completion", "reward", "advantage")}
+            for name, value in (r.get("rewards") or {}).items():
+                row[name] = value
+            flat.append(row)
+        return pd.DataFrame(flat, columns=None if flat else
+                            ["step", "question", "answer", "completion", "reward", "advantage"])
+
+    def list_runs(self) -> list[dict]:
+        """Runs in the runs folder, newest first, with what the runs table shows."""
+        from core.runs import list_runs
+
+        out = []
+        for run in list_runs(self.runs_dir):
+            status = run.read_status()
+            try:
+                cfg = Config.load(run.config_path)
+                model, task, rewards = (cfg.model.name_or_path or "SmolLM2-135M-Instruct", cfg.data.source,
+                                        ", ".join(cfg.rewards.names))
+            except Exception:  # a hand-edited config: still list the run
+                model = task = rewards = "?"
+            state = status.get("state", "unknown")
+            if run.name == self._run_name:
+                state = self.status()["state"]
+            metrics = run.read_metrics()
+            out.append({
+                "run": run.name, "state": state, "step": status.get("step", len(metrics)),
+                "max_steps": status.get("max_steps"), "reward": metrics[-1].get("reward") if metrics else None,
+                "model": model, "data": task, "rewards": rewards,
+                "checkpoints": len(run.checkpoints()),
+                "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.config_path.stat().st_mtime)),
+            })
+        return out
+
+    def checkpoints(self, run_name: str | None = None) -> list[str]:
+        """The run's complete checkpoint folders, oldest first."""
+        run = self._named_or_current(run_name)
+        return [str(p) for p in run.checkpoints()] if run is not None else []
+
+    def config_path(self, run_name: str | None = None) -> str:
+        run = self._named_or_current(run_name)
+        if run is None:
+            raise ManagerError("there is no run yet")
+        return str(run.config_path)
+
+    # -- chat and evaluation -----------------------------------------------------------
+    def _checkpoint_path(self, checkpoint: str) -> Path:
+        path = Path(checkpoint).expanduser().resolve()
+        if not (path / "adapter_model.safetensors").exists():
+            raise ManagerError(f"{checkpoint} is not a checkpoint folder (no adapter_model.safetensors)")
+        return path
+
+    def _checkpoint_config(self, path: Path) -> Config | None:
+        """The config of the run a checkpoint belongs to (runs/<run>/checkpoints/step-N)."""
+        cfg_path = path.parent.parent / "config.yaml"
+        try:
+            return Config.load(cfg_path) if cfg_path.exists() else None
+        except ConfigError:
+            return None
+
+    def _checkpoint_model_cfg(self, path: Path) -> ModelConfig:
+        cfg = self._checkpoint_config(path)
+        if cfg is not None:
+            return cfg.model
+        adapter_cfg = json.loads((path / "adapter_config.json").read_text())
+        return ModelConfig(name_or_path=adapter_cfg.get("base_model_name_or_path") or "")
+
+    def _resolve_target(self, target: str):
+        """(adapter ref or None) for 'base', 'current' or a checkpoint path; on the worker."""
+        if target in (None, "", "base"):
+            return None
+        if target == "current":
+            if self._trainer is not None and self._trainer.adapter is not None:
+                return self._trainer.adapter
+            return self._engine.update_adapter(self._model)  # the fresh (untrained) adapter
+        path = self._checkpoint_path(target)
+        key = str(path)
+        if key not in self._adapters:
+            try:
+                self._adapters[key] = self._engine.load_adapter(key)
+            except Exception as e:
+                raise ManagerError(f"could not load the checkpoint {path.name}: {_user_message(e)}") from e
+        return self._adapters[key]
+
+    def _ensure_model_for(self, target: str) -> None:
+        """Load the right base model for `target` (a checkpoint knows its base) unless a run holds it."""
+        if target not in (None, "", "base", "current"):
+            want = self._checkpoint_model_cfg(self._checkpoint_path(target))
+            if self._model is not None and _model_key(want)[0] == self._model_key[0]:
+                return
+            if self.is_active() and self._model is not None:
+                raise ManagerError(
+                    f"this checkpoint was trained on {want.name_or_path or 'the bundled default model'}, but "
+                    "a run on another model is active: wait for it to finish")
+            self._ensure_model(want)
+            return
+        if self._model is None:
+            self._ensure_model(self.default_model)
+
+    def chat(self, prompt: str, target: str = "base", system_prompt: str | None = None,
+             max_tokens: int = 256, temperature: float = 0.0) -> str:
+        """One answer to `prompt` from the base model, the current adapter or a checkpoint.
+
+        Served on the worker; during training it waits for the end of the current step.
+        """
+        from core.config import DEFAULT_SYSTEM_PROMPT
+
+        if not prompt or not prompt.strip():
+            raise ManagerError("type a prompt first")
+        if system_prompt is None:
+            system_prompt = self._cfg.data.system_prompt if self._cfg else DEFAULT_SYSTEM_PROMPT
+        template = self._cfg.data.chat_template if self._cfg else ""
+
+        def job() -> str:
+            from core.data import build_messages, render_prompt
+            from core.engines import SamplingSettings
+
+            self._ensure_model_for(target)
+            adapter = self._resolve_target(target)
+            text = render_prompt(self._tokenizer, build_messages(prompt, system_prompt or ""), template)
+            ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
+            out = self._engine.generate(
+                [ids], SamplingSettings(n=1, temperature=float(temperature), max_tokens=int(max_tokens)), adapter)
+            return out[0][0].text
+
+        return self._call(job)
+
+    def _call(self, job):
+        try:
+            return self.worker.call(job)
+        except ManagerError:
+            raise
+        except Exception as e:
+            raise ManagerError(_user_message(e)) from e
+
+    def evaluate(self, target: str = "current", n: int = 20, data_cfg: DataConfig | None = None,
+                 max_tokens: int | None = None) -> dict:
+        """Greedy answers on `n` held-out rows from the base model and from `target`:
+        {'base': {accuracy, format_rate, n}, 'tuned': {...}, 'items': [per-question rows]}."""
+        from core.data import DataError, load_task_data
+        from core.evaluate import evaluate
+
+        cfg = None
+        if target not in (None, "", "base", "current"):
+            cfg = self._checkpoint_config(self._checkpoint_path(target))
+        cfg = cfg or self._cfg or self.default_config()
+        rows = None
+        if data_cfg is None and self._task is not None and cfg is self._cfg:
+            rows = self._task.eval
+        if rows is None:
+            try:
+                rows = load_task_data(data_cfg or cfg.data).eval
+            except DataError as e:
+                raise ManagerError(f"data: {e}") from e
+        if not rows:
+            raise ManagerError("the data has no held-out rows: set eval_size above 0")
+        kw = dict(system_prompt=cfg.data.system_prompt, chat_template=cfg.data.chat_template, max_items=int(n),
+                  max_tokens=int(max_tokens or cfg.algorithm.max_completion_length),
+                  max_prompt_length=cfg.algorithm.max_prompt_length)
+
+        def job() -> dict:
+            self._ensure_model_for(target)
+            adapter = self._resolve_target(target)
+            base = evaluate(self._engine, self._tokenizer, rows, adapter=None, **kw)
+            tuned = evaluate(self._engine, self._tokenizer, rows, adapter=adapter, **kw)
+            return base, tuned
+
+        base, tuned = self._call(job)
+        items = [{"question": b["question"], "answer": b["answer"], "base": b["completion"],
+                  "base_correct": b["correct"], "tuned": t["completion"], "tuned_correct": t["correct"]}
+                 for b, t in zip(base["items"], tuned["items"], strict=True)]
+        pick = ("accuracy", "format_rate", "n")
+        return {"base": {k: base[k] for k in pick}, "tuned": {k: tuned[k] for k in pick}, "items": items}
+
+    def try_rewards(self, rewards_cfg: RewardsConfig, data_cfg: DataConfig, n: int = 4,
+                    max_tokens: int = 128, temperature: float = 1.0) -> pd.DataFrame:
+        """Score `n` completions sampled from the current model, plus one ideally formatted
+        reference answer per question, with each reward: one column per reward and the total."""
+        from core.data import DataError, build_messages, load_task_data, render_prompt
+        from core.engines import SamplingSettings
+        from core.rewards import RewardError, RewardSet
+
+        try:
+            task = load_task_data(dataclasses.replace(data_cfg, train_size=min(data_cfg.train_size, 200),
+                                                      eval_size=min(data_cfg.eval_size, 20)))
+        except DataError as e:
+            raise ManagerError(f"data: {e}") from e
+        rows = task.train[: max(1, int(n))]
+        try:
+            rewards = RewardSet.from_config(rewards_cfg)
+        except RewardError as e:
+            raise ManagerError(_reward_message(e)) from e
+        template = data_cfg.chat_template
+
+        def job() -> list[str]:
+            self._ensure_model_for("current")
+            prompts = [self._tokenizer(render_prompt(self._tokenizer, build_messages(r["question"],
+                                       data_cfg.system_prompt), template), add_special_tokens=False)["input_ids"]
+                       for r in rows]
+            adapter = self._resolve_target("current")
+            groups = self._engine.generate(prompts, SamplingSettings(
+                n=1, temperature=temperature, max_tokens=int(max_tokens), seed=0), adapter)
+            return [g[0].text for g in groups]
+
+        try:
+            texts = self._call(job)
+            # each question twice: the model's completion, then a reference in the target format
+            table = []
+            for r, text in zip(rows, texts, strict=True):
+                table.append((r, "model", text))
+                table.append((r, "reference", f"<think>\nThe answer is {r['answer']}.\n</think>\n"
+                                              f"<answer>\n{r['answer']}\n</answer>"))
+            prompts = [build_messages(r["question"], data_cfg.system_prompt) for r, _, _ in table]
+            completions = [[{"role": "assistant", "content": c}] for _, _, c in table]
+            columns = {k: [r.get(k) for r, _, _ in table] for k in rows[0] if k != "prompt"}
+            scored = rewards(prompts, completions, columns)
+        except RewardError as e:
+            raise ManagerError(_reward_message(e)) from e
+        finally:
+            rewards.close()
+        df = pd.DataFrame({
+            "question": [r["question"] for r, _, _ in table],
+            "answer": [r["answer"] for r, _, _ in table],
+            "source": [s for _, s, _ in table],
+            "completion": [c for _, _, c in table],
+        })
+        for name, values in scored.per_reward.items():
+            df[name] = values
+        df["total"] = scored.total
+        return df
+
+    # -- data helpers for the UI -------------------------------------------------------
+    def _tokenizer_for(self, model_cfg: ModelConfig | None):
+        """The loaded tokenizer when it matches, else one loaded on its own (cheap, cached)."""
+        from core.models import load_tokenizer, resolve_model_path
+
+        model_cfg = model_cfg or self.default_model
+        path = resolve_model_path(model_cfg.name_or_path)
+        if self._model_key is not None and self._model_key[0] == path and self._tokenizer is not None:
+            return self._tokenizer
+        if path not in self._tokenizers:
+            self._tokenizers[path] = load_tokenizer(path)
+        return self._tokenizers[path]
+
+    def preview_data(self, data_cfg: DataConfig, model_cfg: ModelConfig | None = None, n: int = 5) -> dict:
+        """{'table': the first rows as the model sees them, 'train': n, 'eval': n, 'columns', 'notes'}."""
+        from core.data import DataError, load_task_data, preview
+
+        try:
+            task = load_task_data(data_cfg)
+            try:
+                tok = self._tokenizer_for(model_cfg)
+            except Exception:  # no model reachable yet: render with the plain default template
+                tok = None
+            table = preview(task, tok, data_cfg.system_prompt, data_cfg.chat_template, n=n)
+        except DataError as e:
+            raise ManagerError(f"data: {e}") from e
+        return {"table": table, "train": len(task.train), "eval": len(task.eval), "columns": task.columns,
+                "notes": task.notes}
+
+    def table_columns(self, source: str, split: str = "train", subset: str = "") -> list[str]:
+        """Column names of a file, folder or hub dataset (for the column-mapping dropdowns)."""
+        from core.data import DataError, load_table
+
+        try:
+            return [str(c) for c in load_table(source, split=split, subset=subset).columns]
+        except DataError as e:
+            raise ManagerError(f"data: {e}") from e
+
+    def store_upload(self, path: str) -> str:
+        """Copy an uploaded data file under the runs folder, so a run can be rerun later."""
+        src = Path(path)
+        dest_dir = self.runs_dir / "_uploads"
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / re.sub(r"[^A-Za-z0-9._-]+", "_", src.name)
+        shutil.copyfile(src, dest)
+        return str(dest)
+
+    # -- past runs ------------------------------------------------------------------
+    def load_run(self, run_name: str, checkpoint: str | None = None) -> dict:
+        """Make an old run's checkpoint (its latest by default) ready to chat with in Compare."""
+        run = self._run_dir(run_name)
+        cps = run.checkpoints()
+        if not cps:
+            raise ManagerError(f"run '{run_name}' has no checkpoint yet")
+        path = self._checkpoint_path(checkpoint) if checkpoint else cps[-1]
+        key = str(path.resolve())
+        self._call(lambda: (self._ensure_model_for(key), self._resolve_target(key)))
+        return {"run_name": run.name, "checkpoint": key, "checkpoints": [str(p.resolve()) for p in cps]}
+
+    # -- export ------------------------------------------------------------------------
+    def export_adapter_zip(self, checkpoint: str) -> str:
+        """A zip of the adapter (peft format) and the run's config, ready to download."""
+        path = self._checkpoint_path(checkpoint)
+        run_dir = path.parent.parent
+        out_dir = run_dir / "exports"
+        out_dir.mkdir(exist_ok=True)
+        out = out_dir / f"{run_dir.name}-{path.name}-adapter.zip"
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(path.iterdir()):
+                if f.is_file() and f.name not in _NOT_EXPORTED:
+                    zf.write(f, f.name)
+            if (run_dir / "config.yaml").exists():
+                zf.write(run_dir / "config.yaml", "aha_config.yaml")
+            zf.writestr("README.md", _adapter_readme(self._checkpoint_model_cfg(path).name_or_path, path.name))
+        return str(out)
+
+    def merge_and_save(self, checkpoint: str, out_dir: str | None = None, dtype: str = "bfloat16") -> str:
+        """Base + adapter merged into one model (peft merge_and_unload), saved as 16-bit safetensors."""
+        import torch
+
+        from core.models import load_base_model, load_tokenizer, resolve_model_path
+
+        path = self._checkpoint_path(checkpoint)
+        model_cfg = dataclasses.replace(self._checkpoint_model_cfg(path), dtype="float32", load_in_4bit=False,
+                                        gradient_checkpointing=False)
+        out = Path(out_dir) if out_dir else path.parent.parent / "exports" / f"{path.name}-merged"
+        torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+        def job() -> str:
+            from peft import PeftModel
+
+            # a separate copy on the CPU, in float32 for the merge arithmetic: the live model stays untouched
+            base = load_base_model(model_cfg, "cpu")
+            merged = PeftModel.from_pretrained(base, str(path)).merge_and_unload()
+            merged.config.use_cache = True
+            tmp = out.with_name(f".tmp-{out.name}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            merged.to(torch_dtype).save_pretrained(tmp, safe_serialization=True)
+            load_tokenizer(resolve_model_path(model_cfg.name_or_path)).save_pretrained(tmp)
+            shutil.rmtree(out, ignore_errors=True)
+            tmp.rename(out)
+            del base, merged
+            self._free_memory()
+            return str(out)
+
+        return self._call(job)
+
+    def push_to_hub(self, checkpoint: str, repo_id: str, token: str, merged: bool = False,
+                    private: bool = True) -> str:
+        """Upload the adapter (or the merged model) to a Hub model repo; returns its URL.
+
+        The token is used for this call only: never stored, logged or put in an error message.
+        """
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo_id or ""):
+            raise ManagerError("repo id must look like 'your-name/model-name'")
+        if not token or not token.strip():
+            raise ManagerError("a Hugging Face token with write access is needed (huggingface.co/settings/tokens)")
+        token = token.strip()
+        path = self._checkpoint_path(checkpoint)
+        try:
+            if merged:
+                folder = Path(self.merge_and_save(str(path)))
+            else:
+                folder = path.parent.parent / "exports" / f"{path.name}-adapter"
+                shutil.rmtree(folder, ignore_errors=True)
+                folder.mkdir(parents=True)
+                for f in path.iterdir():
+                    if f.is_file() and f.name not in _NOT_EXPORTED:
+                        shutil.copy2(f, folder / f.name)
+                (folder / "README.md").write_text(
+                    _adapter_readme(self._checkpoint_model_cfg(path).name_or_path, path.name))
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=token)
+            url = api.create_repo(repo_id, private=private, exist_ok=True)
+            api.upload_folder(folder_path=str(folder), repo_id=repo_id,
+                              commit_message=f"Aha Studio: {path.parent.parent.name} {path.name}")
+            return str(url)
+        except ManagerError as e:
+            raise ManagerError(_redact(str(e), token)) from None
+        except Exception as e:
+            # `from None`: the original exception (and any token inside it) is not chained
+            raise ManagerError(_redact(f"push to the Hub failed: {_user_message(e)}", token)) from None
+
+    def close(self) -> None:
+        if self._control is not None and self.is_active():
+            self._control.stop()
+        self.worker.close()
+
+
+# ---------------------------------------------------------------------------
+# helpers
+
+
+def _model_key_safe(cfg: ModelConfig):
+    try:
+        return _model_key(cfg)
+    except Exception:  # the default model cannot be found: nothing can match it
+        return None
+
+
+def _read_hf_config(name_or_path: str) -> tuple[dict, str]:
+    """A model's config.json without loading it: a local folder, the bundled default, or the hub."""
+    from core.models import resolve_model_path
+
+    try:
+        path = Path(resolve_model_path(name_or_path))
+        if path.is_dir():
+            return json.loads((path / "config.json").read_text()), ""
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(str(path), "config.json")).read_text()), ""
+    except Exception as e:
+        return {}, f"no estimate before the model loads ({_user_message(e)[:160]})"
+
+
+# Errors whose message is written for a person: shown as they are, without the type's name.
+_USER_ERRORS = ("ManagerError", "ConfigError", "DataError", "ModelError", "RewardError")
+
+
+def _user_message(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text if type(e).__name__ in _USER_ERRORS else f"{type(e).__name__}: {text}"
+
+
+def _reward_message(e) -> str:
+    tb = getattr(e, "traceback_text", "")
+    return f"rewards: {e}" + (f"\n\n{tb}" if tb else "")
+
+
+def _adapter_readme(base: str, step: str) -> str:
+    base = base or "HuggingFaceTB/SmolLM2-135M-Instruct"
+    return (f"# LoRA adapter trained with GRPO in Aha Studio ({step})\n\n"
+            f"Base model: `{base}`\n\n```python\nfrom peft import PeftModel\n"
+            f"from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+            f"base = AutoModelForCausalLM.from_pretrained(\"{base}\")\n"
+            f"model = PeftModel.from_pretrained(base, \"path/to/this/folder\")\n```\n")
+
+
+# ---------------------------------------------------------------------------
+# the process-global manager
+
+_MANAGER: RunManager | None = None
+_MANAGER_LOCK = threading.Lock()
+
+
+def get_manager(**kwargs) -> RunManager:
+    """The process's one RunManager (created on first use with `kwargs`)."""
+    global _MANAGER
+    with _MANAGER_LOCK:
+        if _MANAGER is None:
+            _MANAGER = RunManager(**kwargs)
+        return _MANAGER
+
+
+def set_manager(manager: RunManager) -> RunManager:
+    global _MANAGER
+    with _MANAGER_LOCK:
+        _MANAGER = manager
+    return manager
+
+
+def format_seconds(seconds: float | None) -> str:
+    """'1h 02m', '3m 05s', '42s'; '-' when unknown.
+
+    >>> format_seconds(3725), format_seconds(185), format_seconds(None)
+    ('1h 02m', '3m 05s', '-')
+    """
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"

@@ -1,0 +1,208 @@
+"""The app driven through its HTTP API with gradio_client, as a script or another page would:
+pick a task and two rewards, train 3 steps, chat with base and tuned, evaluate; a second
+session re-attaches to a running run; an --auth app refuses a client without credentials."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from core.config import ModelConfig
+from core.manager import RunManager
+
+gradio_client = pytest.importorskip("gradio_client")
+
+# the tiny-run settings, by the API names of the Train and Data widgets
+TINY = dict(
+    model_dtype="float32", data_source="builtin:decimal_compare", data_train_size=40, data_eval_size=6,
+    algorithm_num_generations=4, algorithm_prompts_per_step=2, algorithm_micro_batch_size=8,
+    algorithm_max_completion_length=16, algorithm_max_prompt_length=128, algorithm_max_steps=3,
+    algorithm_learning_rate=1e-3, run_engine="hf", run_save_steps=3, run_log_samples=2,
+)
+# every preset off but the two this test picks
+ALL_PRESETS = ["format_strict", "format_soft", "xml_tag_count", "integer_answer", "correctness", "exact_match",
+               "numeric_match", "math_equivalence", "countdown_equation", "length_penalty", "reflection_bonus"]
+TWO_REWARDS = {f"reward_{n}": n in ("format_soft", "correctness") for n in ALL_PRESETS}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(manager: RunManager, auth=None) -> tuple[object, str]:
+    from ui.studio import build_app, launch_app
+
+    demo = build_app(manager)
+    port = free_port()
+    launch_app(demo, manager, port=port, auth=auth, prevent_thread_lock=True, quiet=True)
+    return demo, f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model_dir, tmp_path_factory):
+    manager = RunManager(tmp_path_factory.mktemp("app-runs"),
+                         ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=8, lora_alpha=16),
+                         device="cpu")
+    demo, url = launch(manager)
+    yield manager, url
+    demo.close()
+    manager.close()
+
+
+def status(client) -> dict:
+    """The page's re-attach endpoint: (status bar, progress, status JSON, 8 plots, samples)."""
+    out = client.predict(api_name="/status")
+    assert len(out) == 12
+    return {"bar": out[0], "json": out[2], "reward_plot": out[3], "samples": out[-1]}
+
+
+def wait_state(client, states, timeout=120.0) -> dict:
+    end = time.time() + timeout
+    while time.time() < end:
+        s = status(client)
+        if s["json"]["state"] in states:
+            return s
+        time.sleep(0.3)
+    raise AssertionError(f"state never reached {states}: {s['json']}")
+
+
+def last_text(history) -> str:
+    content = history[-1]["content"]
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content)
+    return content
+
+
+def test_train_chat_evaluate_through_the_api(app):
+    manager, url = app
+    client = gradio_client.Client(url, verbose=False)
+    assert status(client)["json"]["state"] == "idle"
+    message = client.predict(**TINY, **TWO_REWARDS, api_name="/start")
+    assert message.startswith("🟢 started run")
+    run_name = manager.status()["run_name"]
+    assert run_name in message
+    # a second start while the first runs is refused with a message, not an exception
+    assert "stop it" in client.predict(**TINY, **TWO_REWARDS, api_name="/start")
+    s = wait_state(client, ("finished", "failed"))
+    assert s["json"]["state"] == "finished" and s["json"]["step"] == 3 and s["json"]["max_steps"] == 3
+    assert "step **3/3**" in s["bar"]
+    # the reward plot: 3 points of the total and of each of the two rewards
+    plot = s["reward_plot"]
+    series = [row[plot["columns"].index("series")] for row in plot["data"]]
+    assert sorted(set(series)) == ["correctness", "format_soft", "total"]
+    assert series.count("total") == 3
+    assert len(s["samples"]["data"]) == 6
+    # the run used exactly the widgets' values
+    cfg = manager._cfg
+    assert cfg.rewards.names == ["format_soft", "correctness"] and cfg.rewards.weights == [0.5, 1.0]
+    assert (cfg.algorithm.num_generations, cfg.algorithm.max_steps, cfg.data.source) == (4, 3, "builtin:decimal_compare")
+
+    # one prompt to base and tuned: the same greedy answers the manager gives
+    prompt = "Which is bigger? 9.11 or 9.9?"
+    base, tuned, box = client.predict(prompt_text=prompt, base_history=[], tuned_history=[], target_value="current",
+                                      system_prompt="Answer briefly.", max_new=12, temp=0.0, api_name="/ask")
+    assert box == "" and len(base) == 2 and len(tuned) == 2 and base[0]["role"] == "user"
+    expected_base = manager.chat(prompt, "base", system_prompt="Answer briefly.", max_tokens=12).strip()
+    expected_tuned = manager.chat(prompt, "current", system_prompt="Answer briefly.", max_tokens=12).strip()
+    assert last_text(base).strip() == (expected_base or "(empty answer)")
+    assert last_text(tuned).strip() == (expected_tuned or "(empty answer)")
+
+    # held-out evaluation of base vs tuned
+    table, bars, items, result = client.predict(target_value="current", n=4, api_name="/evaluate")
+    for who in ("base", "tuned"):
+        assert result[who]["n"] == 4
+        assert 0.0 <= result[who]["accuracy"] <= 1.0 and 0.0 <= result[who]["format_rate"] <= 1.0
+    assert "| base |" in table and len(items["data"]) == 4 and len(bars["data"]) == 4
+
+    # the runs list and the export of the run's adapter
+    runs_table, _ = client.predict(api_name="/list_runs")
+    assert runs_table["data"][0][:3] == [run_name, "finished", 3]
+    checkpoint = manager.checkpoints(run_name)[-1]
+    file, note = client.predict(path=checkpoint, api_name="/export_zip")
+    assert note.startswith("✅") and str(file).endswith("-adapter.zip")
+
+
+def test_errors_are_messages(app):
+    manager, url = app
+    client = gradio_client.Client(url, verbose=False)
+    message = client.predict(**{**TINY, "data_source": "builtin:nope"}, **TWO_REWARDS, api_name="/start")
+    assert message.startswith("⚠️") and "no built-in task" in message
+    no_rewards = {k: False for k in TWO_REWARDS}
+    assert "pick at least one reward" in client.predict(**TINY, **no_rewards, api_name="/start")
+    assert client.predict(api_name="/pause").startswith("⚠️")
+    # a broken custom reward: the message and the user's traceback come back inline
+    broken = "def broken(prompts, completions, **kwargs):\n    return [1 / 0 for _ in completions]\n"
+    _, error = client.predict(**TINY, **TWO_REWARDS, rewards_custom_code=broken, api_name="/try_rewards")
+    assert error.startswith("⚠️") and "ZeroDivisionError" in error and "line 2" in error
+    table, error = client.predict(**TINY, **TWO_REWARDS, api_name="/try_rewards")
+    assert error == "" and {"format_soft", "correctness", "total"} <= set(table["headers"])
+    _, note = client.predict(path="", api_name="/export_zip")
+    assert "pick a checkpoint" in note
+    assert not manager.is_active()
+
+
+def test_a_failing_reward_pauses_and_resume_applies_the_fixed_rewards(app):
+    manager, url = app
+    client = gradio_client.Client(url, verbose=False)
+    flaky = "def flaky(prompts, completions, **kwargs):\n    raise RuntimeError('bad reward')\n"
+    client.predict(**{**TINY, "algorithm_max_steps": 2}, **TWO_REWARDS, rewards_custom_code=flaky, api_name="/start")
+    s = wait_state(client, ("paused", "failed"))
+    assert s["json"]["state"] == "paused" and "flaky" in s["json"]["pause_reason"]
+    assert "Resume" in s["bar"] and "bad reward" in s["bar"]  # the traceback is on the page
+    message = client.predict(**{**TINY, "algorithm_max_steps": 2}, **TWO_REWARDS, rewards_custom_code="",
+                             api_name="/resume")
+    assert "with the rewards of the Rewards tab" in message
+    s = wait_state(client, ("finished", "failed"))
+    assert (s["json"]["state"], s["json"]["step"]) == ("finished", 2)
+
+
+def test_a_new_session_reattaches_to_a_running_run(app):
+    manager, url = app
+    first = gradio_client.Client(url, verbose=False)
+    first.predict(**{**TINY, "algorithm_max_steps": 40}, **TWO_REWARDS, api_name="/start")
+    fresh = gradio_client.Client(url, verbose=False)
+    try:
+        # "reloading the page": a brand-new session reads the run from the manager
+        end = time.time() + 60
+        while manager.status()["step"] < 2 and time.time() < end:
+            time.sleep(0.2)
+        s = status(fresh)
+        assert s["json"]["state"] == "running" and s["json"]["run_name"] == manager.status()["run_name"]
+        assert 2 <= s["json"]["step"] < 40
+        steps = [row[0] for row in s["reward_plot"]["data"] if row[2] == "total"]
+        assert steps[:2] == [1, 2]  # the plots hold the steps made before the "reload"
+    finally:
+        assert fresh.predict(api_name="/stop").startswith("stop")
+    s = wait_state(fresh, ("stopped",))
+    assert s["json"]["step"] < 40
+
+
+def test_auth_app_refuses_a_client_without_credentials(app):
+    manager, _ = app
+    demo, url = launch(manager, auth=("alice", "s3cret"))
+    try:
+        from gradio_client.exceptions import AuthenticationError
+
+        with pytest.raises(AuthenticationError):
+            gradio_client.Client(url, verbose=False)
+        with pytest.raises(ValueError, match="Could not login"):
+            gradio_client.Client(url, auth=("alice", "wrong"), verbose=False)
+        client = gradio_client.Client(url, auth=("alice", "s3cret"), verbose=False)
+        assert status(client)["json"]["state"] in ("idle", "finished", "stopped")
+    finally:
+        demo.close()
+
+
+def test_share_always_has_a_password():
+    from app import parse_auth, resolve_auth
+
+    creds, note = resolve_auth(share=True, auth=None)
+    assert creds[0] == "aha" and len(creds[1]) >= 12 and creds[1] in note
+    assert resolve_auth(share=True, auth="bob:pw") == (("bob", "pw"), "")
+    assert resolve_auth(share=False, auth=None) == (None, "")
+    with pytest.raises(ValueError):
+        parse_auth("no-colon")

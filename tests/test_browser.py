@@ -1,0 +1,186 @@
+"""The page in a real Chromium: every tab opens, a short run makes the reward plot gain points,
+base and tuned answer in Compare, the Chinese interface shows; screenshots go to docs/.
+
+Starts `python app.py` (the real entry point) on a tiny model in a subprocess. Skipped when
+Debian's /usr/bin/chromium is missing (see ../shared/ENVIRONMENT.md, "Browser testing").
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip("no /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+
+REPO = Path(__file__).resolve().parent.parent
+DOCS = REPO / "docs"
+# ENVIRONMENT.md's flags; Playwright adds --headless and its own --user-data-dir
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+TABS = ["1 · Model", "2 · Data", "3 · Rewards", "4 · Train", "5 · Compare", "6 · Export", "Runs"]
+STEPS = 5
+MAX_PNG_BYTES = 300 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model_dir, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO)}
+    env.pop("AHA_AUTH", None)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "app.py", "--model", str(tiny_model_dir), "--port", str(port),
+             "--runs-dir", str(tmp_path_factory.mktemp("runs"))],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        end = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > end:
+                    pytest.fail(f"app did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def shot(page, name: str) -> Path:
+    DOCS.mkdir(exist_ok=True)
+    path = DOCS / name
+    page.screenshot(path=str(path))
+    assert path.stat().st_size < MAX_PNG_BYTES, f"{name} is {path.stat().st_size} bytes"
+    return path
+
+
+def wait_until(predicate, timeout: float = 30.0) -> None:
+    end = time.time() + timeout
+    while not predicate():
+        assert time.time() < end, "timed out"
+        time.sleep(0.25)
+
+
+def line_points(page, plot_id: str) -> int:
+    """Points drawn by the visible line marks of a plot (Vega's SVG: 'M x,y L x,y ...' per series;
+    a line without a stroke colour is invisible and does not count)."""
+    paths = page.locator(f"#{plot_id}").evaluate(
+        "e => Array.from(e.querySelectorAll('g.mark-line path'))"
+        ".map(p => [p.getAttribute('d') || '', p.getAttribute('stroke')])")
+    return sum(d.count("L") + 1 for d, stroke in paths if d.startswith("M") and stroke)
+
+
+def test_tabs_training_and_compare_in_a_browser(app_url, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(app_url)
+    tabs = page.get_by_role("tab")
+    tabs.first.wait_for(timeout=60_000)
+    assert [tabs.nth(i).inner_text().strip() for i in range(tabs.count())] == TABS
+
+    # every tab opens and shows its main control
+    landmarks = {"1 · Model": "Model source", "2 · Data": "Source in use", "3 · Rewards": "format_soft",
+                 "4 · Train": "Completions per question (G)", "5 · Compare": "Your question (sent to both)",
+                 "6 · Export": "Download adapter (.zip)", "Runs": "Load into Compare"}
+    for name, text in landmarks.items():
+        page.get_by_role("tab", name=name).click()
+        page.get_by_text(text, exact=False).first.wait_for(state="visible", timeout=15_000)
+    page.get_by_role("tab", name="1 · Model").click()
+    page.get_by_text("M parameters").first.wait_for(timeout=30_000)  # the memory estimate filled in
+    shot(page, "screenshot-model.png")
+
+    # Data: the preview renders the prompt through the chat template
+    page.get_by_role("tab", name="2 · Data").click()
+    page.get_by_role("button", name="Preview").click()
+    sync_api.expect(page.locator("#data-preview")).to_contain_text("<|im_start|>system", timeout=30_000)
+    sync_api.expect(page.locator("#data-info")).to_contain_text("2000 training questions · 200 held out")
+
+    page.get_by_role("tab", name="3 · Rewards").click()
+    shot(page, "screenshot-rewards.png")
+
+    # Train: a tiny run; the reward plot gains points as steps finish
+    page.get_by_role("tab", name="4 · Train").click()
+    for label, value in (("Completions per question (G)", "4"), ("Questions per step", "2"),
+                         ("Max completion tokens", "16"), ("Training steps", str(STEPS))):
+        page.get_by_label(label).first.fill(value)
+    assert line_points(page, "reward-plot") == 0
+    page.locator("#start-btn").click()
+    seen = []
+    end = time.time() + 240
+    while time.time() < end:
+        seen.append(line_points(page, "reward-plot"))
+        if "finished" in page.locator("#status-bar").inner_text() and seen[-1] == 3 * STEPS:
+            break
+        page.wait_for_timeout(400)
+    assert seen[-1] == 3 * STEPS, seen  # total + format_soft + correctness, one point per step each
+    assert seen == sorted(seen) and len(set(seen)) >= 2, seen
+    assert f"step {STEPS}/{STEPS}" in page.locator("#status-bar").inner_text()
+    page.locator("#reward-plot").scroll_into_view_if_needed()
+    shot(page, "screenshot-train.png")
+
+    # Compare: a preset prompt to both models; both answer
+    page.get_by_role("tab", name="5 · Compare").click()
+    page.get_by_text("Which is bigger? 9.11 or 9.9?").first.click()
+    sync_api.expect(page.locator("#compare-prompt textarea")).to_have_value("Which is bigger? 9.11 or 9.9?",
+                                                                           timeout=15_000)
+    page.get_by_role("button", name="Send to both").click()
+    for chat in ("#base-chat", "#tuned-chat"):
+        page.locator(f"{chat} [data-testid='bot']").first.wait_for(timeout=60_000)
+        assert page.locator(f"{chat} [data-testid='user']").first.inner_text().strip() == \
+            "Which is bigger? 9.11 or 9.9?"
+    page.locator("#eval-n input[type=number]").fill("6")
+    page.locator("#eval-n input[type=number]").press("Enter")
+    page.get_by_role("button", name="Evaluate base vs tuned").click()
+    page.get_by_text("held-out questions; tuned").first.wait_for(timeout=120_000)
+    bars = "e => Array.from(e.querySelectorAll('g.mark-rect path')).filter(p => p.getAttribute('fill')).length"
+    wait_until(lambda: page.locator("#eval-plot").evaluate(bars) == 4)  # accuracy, format rate x base, tuned
+    assert "6 held-out questions" in page.get_by_text("held-out questions; tuned").first.inner_text()
+    page.locator("#eval-plot").scroll_into_view_if_needed()
+    shot(page, "screenshot-evaluate.png")
+    page.evaluate("window.scrollTo(0, 0)")
+    shot(page, "screenshot-compare.png")
+    page.close()
+
+
+def test_chinese_interface(app_url, browser):
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.goto(app_url)
+    page.get_by_role("tab", name="1 · 模型").wait_for(timeout=60_000)
+    page.get_by_role("tab", name="4 · 训练").click()
+    page.get_by_role("button", name="▶ 开始").wait_for(timeout=15_000)
+    assert page.get_by_text("GRPO 的 loss 接近 0 是正常的").count() >= 1
+    shot(page, "screenshot-zh.png")
+    context.close()

@@ -1,0 +1,242 @@
+"""The run manager on a tiny random model, on the CPU: one worker thread, one active run, chat
+between steps, pause / resume / stop, evaluation, rewards tried on samples, exports."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+
+import pytest
+import torch
+
+from core.config import ModelConfig, RewardsConfig
+from core.manager import ManagerError, ModelWorker, RunManager, estimate_memory
+
+
+def tiny_config(manager: RunManager, **algorithm):
+    """Steps of well under a second or two: 2 questions x 4 completions x 16 tokens."""
+    cfg = manager.default_config()
+    a = cfg.algorithm
+    a.num_generations, a.prompts_per_step, a.micro_batch_size = 4, 2, 8
+    a.max_completion_length, a.max_prompt_length, a.max_steps = 16, 128, 3
+    a.learning_rate, a.lr_scheduler = 1e-3, "constant"
+    for k, v in algorithm.items():
+        setattr(a, k, v)
+    cfg.data.source = "builtin:decimal_compare"
+    cfg.data.train_size, cfg.data.eval_size = 40, 6
+    cfg.rewards.names, cfg.rewards.weights = ["format_soft", "correctness"], []
+    cfg.run.engine, cfg.run.save_steps, cfg.run.log_samples = "hf", 2, 2
+    return cfg
+
+
+def wait_for(predicate, timeout=60.0, every=0.05):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("timed out waiting")
+
+
+@pytest.fixture(scope="module")
+def manager(tiny_model_dir, tmp_path_factory):
+    m = RunManager(tmp_path_factory.mktemp("runs"),
+                   ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=8, lora_alpha=16),
+                   device="cpu")
+    yield m
+    m.close()
+
+
+@pytest.fixture(scope="module")
+def finished_run(manager):
+    """A finished 3-step run (shared by the tests that only read it)."""
+    name = manager.start(tiny_config(manager))
+    assert manager.wait(timeout=120) == "finished"
+    return name
+
+
+# ---------------------------------------------------------------------------
+
+
+def test_worker_runs_jobs_in_order_on_one_thread():
+    import threading
+
+    worker = ModelWorker()
+    threads, order = set(), []
+
+    def job(i):
+        threads.add(threading.current_thread().name)
+        order.append(i)
+        return i * i
+
+    futures = [worker.submit(lambda i=i: job(i)) for i in range(5)]
+    assert [f.result(timeout=5) for f in futures] == [0, 1, 4, 9, 16]
+    assert order == [0, 1, 2, 3, 4] and threads == {"aha-model-worker"}
+    # a job submitted from the worker itself runs at once instead of deadlocking
+    assert worker.submit(lambda: worker.submit(lambda: 7).result(timeout=1)).result(timeout=5) == 7
+    with pytest.raises(ZeroDivisionError):
+        worker.call(lambda: 1 / 0)
+    worker.close()
+
+
+def test_run_pause_chat_resume_and_refuse_second_start(manager):
+    cfg = tiny_config(manager)
+    name = manager.start(cfg)
+    manager.pause()
+    # the run pauses between steps; the worker keeps serving jobs while it waits
+    s = wait_for(lambda: (st := manager.status())["state"] == "paused" and st)
+    assert s["run_name"] == name and s["max_steps"] == 3 and s["step"] < 3 and s["pause_reason"]
+    with pytest.raises(ManagerError, match="stop it"):
+        manager.start(tiny_config(manager))
+    reply = manager.chat("Which is bigger? 9.11 or 9.9?", target="current", max_tokens=8)
+    assert isinstance(reply, str)
+    assert manager.status()["state"] == "paused"  # answered while the run still holds the worker
+    manager.resume()
+    assert manager.wait(timeout=120) == "finished"
+    s = manager.status()
+    assert (s["state"], s["step"], s["error"]) == ("finished", 3, "")
+    metrics = manager.metrics(name)
+    assert list(metrics["step"]) == [1, 2, 3]
+    for column in ("reward", "loss", "kl", "completions/mean_length", "frac_reward_zero_std",
+                   "rewards/format_soft/mean", "rewards/correctness/mean", "reflections_per_completion",
+                   "tokens_per_second", "peak_memory_gb"):
+        assert column in metrics, column
+    assert metrics["completions/mean_length"].between(1, 16).all()
+    samples = manager.samples(name)
+    assert len(samples) == 6 and list(samples["step"])[:2] == [3, 3]  # 2 per step, newest first
+    assert {"question", "completion", "reward", "format_soft", "correctness"} <= set(samples.columns)
+    assert [c.rsplit("-", 1)[1] for c in manager.checkpoints(name)] == ["000002", "000003"]
+    runs = {r["run"]: r for r in manager.list_runs()}
+    assert runs[name]["state"] == "finished" and runs[name]["step"] == 3 and runs[name]["checkpoints"] == 2
+
+
+def test_chat_is_answered_between_steps_then_stop_and_resume(manager):
+    name = manager.start(tiny_config(manager, max_steps=6))
+    reply = manager.chat("What is 2 + 3?", target="base", max_tokens=4)
+    s = manager.status()
+    assert isinstance(reply, str)
+    assert s["state"] == "running" and 1 <= s["step"] < 6  # served after a step, long before the end
+    stopped_at = manager.stop()["step"]
+    assert manager.wait(timeout=120) == "stopped"
+    step = manager.status()["step"]
+    assert stopped_at <= step < 6
+    assert manager.checkpoints(name)[-1].endswith(f"step-{step:06d}")  # stop saves the step it reached
+    # a stopped run continues from its checkpoint, logs stay continuous
+    manager.resume(name)
+    assert manager.wait(timeout=120) == "finished"
+    assert list(manager.metrics(name)["step"]) == list(range(1, 7))
+
+
+def test_evaluate_base_vs_tuned(manager, finished_run):
+    result = manager.evaluate("current", n=4)
+    for who in ("base", "tuned"):
+        assert result[who]["n"] == 4
+        assert 0.0 <= result[who]["accuracy"] <= 1.0 and 0.0 <= result[who]["format_rate"] <= 1.0
+    assert len(result["items"]) == 4 and {"question", "base", "tuned"} <= set(result["items"][0])
+    checkpoint = manager.checkpoints(finished_run)[-1]
+    on_checkpoint = manager.evaluate(checkpoint, n=2)
+    assert on_checkpoint["tuned"]["n"] == 2
+
+
+def test_chat_targets_differ_after_training(manager, finished_run):
+    """Greedy answers: the same prompt through base and through the trained checkpoint."""
+    checkpoint = manager.checkpoints(finished_run)[-1]
+    info = manager.load_run(finished_run)
+    assert info["checkpoint"] == checkpoint
+    prompt = "Which is bigger? 9.11 or 9.9?"
+    base = manager.chat(prompt, target="base", max_tokens=12)
+    assert manager.chat(prompt, target="base", max_tokens=12) == base  # greedy is repeatable
+    assert isinstance(manager.chat(prompt, target=checkpoint, max_tokens=12), str)
+    with pytest.raises(ManagerError, match="not a checkpoint"):
+        manager.chat(prompt, target="/nonexistent/step-000001")
+    with pytest.raises(ManagerError, match="prompt"):
+        manager.chat("   ")
+
+
+def test_bad_input_is_a_message_not_a_crash(manager, finished_run):
+    cfg = tiny_config(manager)
+    cfg.data.source = "builtin:no_such_task"
+    with pytest.raises(ManagerError, match="data: no built-in task"):
+        manager.start(cfg)
+    cfg = tiny_config(manager)
+    cfg.rewards.names = ["corectness"]
+    with pytest.raises(ManagerError, match="unknown reward"):
+        manager.start(cfg)
+    cfg = tiny_config(manager)
+    cfg.algorithm.num_generations = 1
+    with pytest.raises(ManagerError, match="num_generations"):
+        manager.start(cfg)
+    cfg = tiny_config(manager)
+    cfg.run.run_name = finished_run
+    with pytest.raises(ManagerError, match="exists already"):
+        manager.start(cfg)
+    assert not manager.is_active()
+    with pytest.raises(ManagerError, match="nothing is running"):
+        manager.pause()
+
+
+def test_try_rewards_scores_model_and_reference(manager):
+    cfg = tiny_config(manager)
+    df = manager.try_rewards(RewardsConfig(names=["format_strict", "correctness"]), cfg.data, n=2, max_tokens=8)
+    assert list(df["source"]) == ["model", "reference"] * 2
+    assert {"format_strict", "correctness", "total"} <= set(df.columns)
+    reference = df[df["source"] == "reference"]
+    assert (reference["correctness"] == 1.0).all() and (reference["format_strict"] == 1.0).all()
+    assert (reference["total"] == reference["format_strict"] * 0.5 + reference["correctness"]).all()
+    bad = RewardsConfig(names=["correctness"], custom_code="def broken(prompts, completions, **kw):\n    return 1/0\n")
+    with pytest.raises(ManagerError, match="ZeroDivisionError"):
+        manager.try_rewards(bad, cfg.data, n=1, max_tokens=4)
+
+
+def test_reward_error_pauses_then_fixed_rewards_resume(manager):
+    cfg = tiny_config(manager, max_steps=2)
+    cfg.rewards.custom_code = "def flaky(prompts, completions, **kwargs):\n    raise ValueError('oops')\n"
+    name = manager.start(cfg)
+    s = wait_for(lambda: (st := manager.status())["state"] == "paused" and st, timeout=120)
+    assert "flaky" in s["pause_reason"] and "oops" in s["traceback"]
+    manager.update_rewards(RewardsConfig(names=["format_soft", "correctness"]))
+    assert manager.wait(timeout=120) == "finished"
+    assert len(manager.metrics(name)) == 2
+
+
+def test_exports(manager, finished_run, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    checkpoint = manager.checkpoints(finished_run)[-1]
+    with zipfile.ZipFile(manager.export_adapter_zip(checkpoint)) as zf:
+        names = set(zf.namelist())
+    assert {"adapter_model.safetensors", "adapter_config.json", "aha_config.yaml", "README.md"} <= names
+    assert "trainer_state.pt" not in names
+    # the merged 16-bit model gives the adapter model's outputs (up to bfloat16 rounding)
+    merged_dir = manager.merge_and_save(checkpoint, str(tmp_path / "merged"))
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
+    assert next(merged.parameters()).dtype == torch.float32
+    cfg = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert cfg.get("dtype", cfg.get("torch_dtype")) == "bfloat16"
+    base = AutoModelForCausalLM.from_pretrained(manager.default_model.name_or_path, dtype=torch.float32)
+    adapted = PeftModel.from_pretrained(base, checkpoint)
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        a, b = adapted(ids).logits, merged(ids).logits
+    assert (a - b).abs().max() < 0.05
+    # pushing without a network fails with a message that never contains the token
+    with pytest.raises(ManagerError) as err:
+        manager.push_to_hub(checkpoint, "someone/tiny-aha", "hf_SECRET_TOKEN_123")
+    assert "hf_SECRET_TOKEN_123" not in str(err.value) and err.value.__cause__ is None
+    with pytest.raises(ManagerError, match="repo id"):
+        manager.push_to_hub(checkpoint, "no slash", "hf_x")
+
+
+def test_memory_estimate_and_model_info(manager):
+    est = estimate_memory(ModelConfig(lora_r=8, dtype="bfloat16"), hf_config={
+        "hidden_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 128,
+        "num_hidden_layers": 2, "vocab_size": 512, "tie_word_embeddings": True})
+    # per layer: q 64x64, k 64x32, v 64x32, o 64x64, gate/up 64x128, down 128x64, two norms of 64
+    assert est["params"] == 2 * (4096 + 2048 + 2048 + 4096 + 3 * 8192 + 128) + 512 * 64 + 64
+    assert est["adapter_params"] == 2 * 8 * ((64 + 64) * 2 + (64 + 32) * 2 + (64 + 128) * 3)
+    assert est["weights_gb"] == pytest.approx(est["params"] * 2 / 1024**3)
+    info = manager.model_info()
+    assert info["loaded"] and info["params"] > 0 and info["total_gb"] > info["weights_gb"]

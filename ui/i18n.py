@@ -1,0 +1,263 @@
+"""Interface text in English and Chinese, served through `gr.I18n`.
+
+Owns: every static string of the page (tab names, labels, buttons, short explanations), keyed,
+with its English and Chinese form side by side so neither can be forgotten. The browser's
+language picks one (Gradio's footer Settings can switch it). Values computed on the server
+(status lines, warnings) stay English: Gradio translates only static text in the frontend.
+The long help text of each config field (the tooltips) is written once, in English, in
+`core/config.py`.
+
+Refuses to know: layout and behaviour.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+# key: (English, 简体中文)
+TEXT: dict[str, tuple[str, str]] = {
+    # page
+    "title": ("# 💡 Aha Studio", "# 💡 Aha Studio 顿悟工作室"),
+    "subtitle": (
+        "Teach a language model to reason with GRPO: pick a model, data and rewards, press **Start**, "
+        "watch the reward rise, then compare the base and tuned models side by side.",
+        "用 GRPO 教语言模型推理：选择模型、数据和奖励函数，点击**开始**，看着奖励上升，然后并排比较基础模型和微调后的模型。",
+    ),
+    "status": ("Status", "状态"),
+    # tabs
+    "tab.model": ("1 · Model", "1 · 模型"),
+    "tab.data": ("2 · Data", "2 · 数据"),
+    "tab.rewards": ("3 · Rewards", "3 · 奖励"),
+    "tab.train": ("4 · Train", "4 · 训练"),
+    "tab.compare": ("5 · Compare", "5 · 对比"),
+    "tab.export": ("6 · Export", "6 · 导出"),
+    "tab.runs": ("Runs", "运行记录"),
+    # model tab
+    "model.intro": (
+        "Choose the model to teach. The bundled default (SmolLM2-135M-Instruct) works offline and on a CPU; "
+        "a larger model from the Hugging Face Hub needs a GPU and a network connection. Only a small LoRA "
+        "adapter is trained: the base weights stay frozen.",
+        "选择要训练的模型。内置默认模型（SmolLM2-135M-Instruct）可离线、在 CPU 上运行；来自 Hugging Face Hub 的更大模型需要 GPU 和网络。"
+        "只训练一个小的 LoRA 适配器，基础权重保持冻结。",
+    ),
+    "model.kind": ("Model source", "模型来源"),
+    "model.kind.default": ("Bundled default (offline)", "内置默认（离线）"),
+    "model.kind.hub": ("Hugging Face Hub id", "Hugging Face Hub 模型 ID"),
+    "model.kind.local": ("Local folder", "本地文件夹"),
+    "model.lora": ("LoRA adapter", "LoRA 适配器"),
+    "model.memory": ("Memory estimate", "显存估计"),
+    "model.load": ("Load model now", "立即加载模型"),
+    "model.gpu_only": ("4-bit needs a CUDA GPU (none found).", "4-bit 需要 CUDA GPU（未检测到）。"),
+    # data tab
+    "data.intro": (
+        "Questions with reference answers. Start with a built-in task, or bring a CSV / JSONL / Parquet file "
+        "or a Hub dataset and tell which column holds the question and which the answer.",
+        "带参考答案的问题。可以从内置任务开始，也可以上传 CSV / JSONL / Parquet 文件或填写 Hub 数据集，并指定问题列和答案列。",
+    ),
+    "data.kind": ("Data source", "数据来源"),
+    "data.kind.builtin": ("Built-in task", "内置任务"),
+    "data.kind.upload": ("Upload a file", "上传文件"),
+    "data.kind.hub": ("Hub dataset", "Hub 数据集"),
+    "data.builtin": ("Built-in task", "内置任务"),
+    "data.upload": ("CSV / JSONL / Parquet file", "CSV / JSONL / Parquet 文件"),
+    "data.hub": ("Hub dataset id (e.g. openai/gsm8k)", "Hub 数据集 ID（例如 openai/gsm8k）"),
+    "data.columns": ("Column mapping", "列映射"),
+    "data.preview": ("Preview", "预览"),
+    "data.preview_table": ("The first questions, as the model will see them", "前几个问题（模型实际看到的样子）"),
+    "data.prompting": ("Prompt and template", "提示词与模板"),
+    "data.sizes": ("Sizes", "数据量"),
+    # rewards tab
+    "rewards.intro": (
+        "The reward tells the model what *good* means. The total reward is the weighted sum of the checked "
+        "rewards. A format reward teaches the `<think>…</think><answer>…</answer>` shape, a correctness reward "
+        "checks the answer against the reference.",
+        "奖励告诉模型什么是“好”。总奖励是所选奖励的加权和。格式奖励教模型输出 `<think>…</think><answer>…</answer>` 结构，"
+        "正确性奖励把答案与参考答案比对。",
+    ),
+    "rewards.presets": ("Reward presets", "预设奖励"),
+    "rewards.weight": ("weight", "权重"),
+    "rewards.custom": ("Custom reward (Python)", "自定义奖励（Python）"),
+    "rewards.custom_help": (
+        "Write functions with TRL's signature `def name(prompts, completions, **kwargs) -> list[float]`; "
+        "every top-level function is a reward (weight 1). Dataset columns (e.g. `answer`) arrive as keyword "
+        "lists. The code runs in a separate process with a time limit.",
+        "按 TRL 的签名编写函数 `def name(prompts, completions, **kwargs) -> list[float]`；每个顶层函数都是一个奖励（权重 1）。"
+        "数据集的列（如 `answer`）以关键字列表的形式传入。代码在独立进程中运行，并有时间限制。",
+    ),
+    "rewards.example": ("Insert example", "插入示例"),
+    "rewards.try": ("Try on samples", "在样本上试一试"),
+    "rewards.try_table": (
+        "Each reward on a few completions of the current model, and on an ideally formatted reference answer",
+        "每个奖励在当前模型的几个回答以及一个格式理想的参考答案上的得分",
+    ),
+    # train tab
+    "train.intro": (
+        "Each step samples a group of completions per question, scores them, and nudges the model toward the "
+        "completions that scored above their group's average.",
+        "每一步为每个问题采样一组回答并打分，然后把模型推向得分高于组内平均的回答。",
+    ),
+    "train.batch": ("Batch and sampling", "批次与采样"),
+    "train.optim": ("Optimisation", "优化"),
+    "train.algo": ("Algorithm", "算法"),
+    "train.run": ("Run and checkpoints", "运行与检查点"),
+    "train.more": ("More settings (other algorithms)", "更多设置（其他算法）"),
+    "train.quick": ("Quick CPU settings", "CPU 快速设置"),
+    "train.gpu_defaults": ("GPU defaults", "GPU 默认设置"),
+    "train.start": ("▶ Start", "▶ 开始"),
+    "train.pause": ("⏸️ Pause", "⏸️ 暂停"),
+    "train.resume": ("⏯️ Resume", "⏯️ 继续"),
+    "train.stop": ("⏹️ Stop", "⏹️ 停止"),
+    "train.progress": ("Progress", "进度"),
+    "train.loss_note": (
+        "ℹ️ **A GRPO loss near 0 is normal**: advantages are centred on each group's mean, so the loss hovers "
+        "around zero even while the model learns. Watch the **reward** instead.",
+        "ℹ️ **GRPO 的 loss 接近 0 是正常的**：优势值以组内均值为中心，所以即使模型在学习，loss 也在 0 附近。请关注**奖励**曲线。",
+    ),
+    "train.plot.reward": ("Reward (total and each function)", "奖励（总奖励与各奖励函数）"),
+    "train.plot.loss": ("Loss", "损失"),
+    "train.plot.kl": ("KL to the base model", "与基础模型的 KL"),
+    "train.plot.length": ("Completion length (tokens)", "回答长度（token）"),
+    "train.plot.zero_std": ("Groups with no reward spread (frac_reward_zero_std)", "奖励无差异的组占比"),
+    "train.plot.memory": ("Peak GPU memory (GB)", "GPU 峰值显存（GB）"),
+    "train.aha": ("The “aha” panel", "“顿悟”面板"),
+    "train.aha_note": (
+        "When a model discovers that thinking longer and checking itself pays off, its completions grow and "
+        "phrases like *wait*, *let me check* appear: the “aha moment” of DeepSeek-R1-Zero.",
+        "当模型发现“多想一会儿、检查自己”能得到更高奖励时，回答会变长，并出现 *wait*、*let me check* 之类的短语：这就是 DeepSeek-R1-Zero 的“顿悟时刻”。",
+    ),
+    "train.plot.aha_length": ("Mean completion length", "平均回答长度"),
+    "train.plot.aha_reflections": ("Reflection phrases per completion", "每个回答中的反思短语数"),
+    "train.samples": ("Latest samples", "最新样本"),
+    "train.details": ("Status details (JSON)", "状态详情（JSON）"),
+    # compare tab
+    "compare.intro": (
+        "Ask both models the same question. The tuned side uses the adapter being trained (live) or any saved "
+        "checkpoint. During training, answers come between two steps.",
+        "向两个模型提出同一个问题。微调一侧使用正在训练的适配器（实时）或任意已保存的检查点。训练期间，回答会在两个训练步之间给出。",
+    ),
+    "compare.target": ("Tuned model", "微调模型"),
+    "compare.refresh": ("↻ Refresh list", "↻ 刷新列表"),
+    "compare.base": ("Base model", "基础模型"),
+    "compare.tuned": ("Tuned model", "微调模型"),
+    "compare.prompt": ("Your question (sent to both)", "你的问题（同时发给两个模型）"),
+    "compare.send": ("Send to both", "发送给两者"),
+    "compare.clear": ("Clear", "清空"),
+    "compare.examples": ("Try these", "试试这些"),
+    "compare.settings": ("Generation settings", "生成设置"),
+    "compare.system": ("System prompt", "系统提示词"),
+    "compare.max_tokens": ("Max new tokens", "最大生成 token 数"),
+    "compare.temperature": ("Temperature (0 = greedy)", "温度（0 = 贪心）"),
+    "compare.eval": ("Held-out evaluation", "留出集评估"),
+    "compare.eval_n": ("Questions", "题目数"),
+    "compare.eval_run": ("Evaluate base vs tuned", "评估：基础 vs 微调"),
+    "compare.eval_plot": ("Accuracy and format rate", "准确率与格式正确率"),
+    "compare.eval_items": ("Answers", "逐题回答"),
+    # export tab
+    "export.intro": (
+        "Take the result with you: the LoRA adapter (small, loads with peft), a merged 16-bit model (loads "
+        "with plain transformers), the Hugging Face Hub, or the run's config to train again headless.",
+        "带走训练结果：LoRA 适配器（体积小，用 peft 加载）、合并后的 16 位模型（用 transformers 直接加载）、上传到 Hugging Face Hub，"
+        "或下载本次运行的配置以便无界面重新训练。",
+    ),
+    "export.checkpoint": ("Checkpoint", "检查点"),
+    "export.zip": ("Download adapter (.zip)", "下载适配器（.zip）"),
+    "export.merge": ("Merge into a 16-bit model", "合并为 16 位模型"),
+    "export.merged_to": ("Merged model folder", "合并模型所在文件夹"),
+    "export.hub": ("Push to the Hub", "推送到 Hub"),
+    "export.repo": ("Repository id (your-name/model-name)", "仓库 ID（用户名/模型名）"),
+    "export.token": ("Hugging Face token (write access; used once, never stored)", "Hugging Face 令牌（写权限；只用一次，不保存）"),
+    "export.merged": ("Upload the merged model instead of the adapter", "上传合并后的模型而不是适配器"),
+    "export.private": ("Private repository", "私有仓库"),
+    "export.push": ("Push", "推送"),
+    "export.config": ("Download config (.yaml)", "下载配置（.yaml）"),
+    "export.file": ("File", "文件"),
+    # runs tab
+    "runs.intro": ("Every run in the runs folder, newest first. Load a checkpoint into Compare, or resume a "
+                   "stopped run.", "运行文件夹中的所有运行，最新的在前。可以把检查点加载到“对比”页，或继续一个已停止的运行。"),
+    "runs.table": ("Runs", "运行"),
+    "runs.refresh": ("↻ Refresh", "↻ 刷新"),
+    "runs.run": ("Run", "运行"),
+    "runs.checkpoint": ("Checkpoint", "检查点"),
+    "runs.load": ("Load into Compare", "加载到对比页"),
+    "runs.resume": ("Resume this run", "继续此运行"),
+    "common.message": ("Message", "消息"),
+}
+
+# labels of config fields: key "f.<section>.<name>"
+FIELD_LABELS: dict[str, tuple[str, str]] = {
+    "model.name_or_path": ("Model (hub id or folder)", "模型（Hub ID 或文件夹）"),
+    "model.dtype": ("Weights dtype", "权重精度"),
+    "model.load_in_4bit": ("4-bit base (QLoRA)", "4-bit 基础模型（QLoRA）"),
+    "model.lora_r": ("LoRA rank r", "LoRA 秩 r"),
+    "model.lora_alpha": ("LoRA alpha", "LoRA alpha"),
+    "model.lora_dropout": ("LoRA dropout", "LoRA dropout"),
+    "model.lora_target_modules": ("LoRA target modules", "LoRA 目标模块"),
+    "model.gradient_checkpointing": ("Gradient checkpointing", "梯度检查点"),
+    "model.offload_activations": ("Offload activations to CPU", "激活值卸载到 CPU"),
+    "data.source": ("Source in use", "当前数据来源"),
+    "data.subset": ("Subset (configuration)", "子集（配置名）"),
+    "data.split": ("Training split", "训练划分"),
+    "data.eval_split": ("Held-out split", "留出划分"),
+    "data.prompt_column": ("Question column", "问题列"),
+    "data.answer_column": ("Answer column", "答案列"),
+    "data.system_prompt": ("System prompt", "系统提示词"),
+    "data.chat_template": ("Chat template (Jinja)", "对话模板（Jinja）"),
+    "data.train_size": ("Training questions", "训练题目数"),
+    "data.eval_size": ("Held-out questions", "留出题目数"),
+    "data.seed": ("Data seed", "数据随机种子"),
+    "rewards.custom_code": ("Custom reward code", "自定义奖励代码"),
+    "rewards.custom_timeout_s": ("Time limit per call (s)", "每次调用时间限制（秒）"),
+    "algorithm.algorithm": ("Algorithm", "算法"),
+    "algorithm.loss_type": ("Loss type", "损失类型"),
+    "algorithm.num_generations": ("Completions per question (G)", "每题回答数（G）"),
+    "algorithm.prompts_per_step": ("Questions per step", "每步题目数"),
+    "algorithm.micro_batch_size": ("Micro-batch size", "微批大小"),
+    "algorithm.num_iterations": ("Passes per batch (μ)", "每批更新次数（μ）"),
+    "algorithm.epsilon": ("Clip ε (low)", "裁剪 ε（下界）"),
+    "algorithm.epsilon_high": ("Clip ε (high)", "裁剪 ε（上界）"),
+    "algorithm.beta": ("KL coefficient β", "KL 系数 β"),
+    "algorithm.use_bias_correction_kl": ("Bias-corrected KL", "偏差校正 KL"),
+    "algorithm.scale_rewards": ("Scale advantages by", "优势缩放方式"),
+    "algorithm.mask_truncated_completions": ("Ignore truncated completions", "忽略被截断的回答"),
+    "algorithm.temperature": ("Sampling temperature", "采样温度"),
+    "algorithm.top_p": ("Top-p", "Top-p"),
+    "algorithm.max_prompt_length": ("Max prompt tokens", "最大提示 token 数"),
+    "algorithm.max_completion_length": ("Max completion tokens", "最大回答 token 数"),
+    "algorithm.learning_rate": ("Learning rate", "学习率"),
+    "algorithm.lr_scheduler": ("LR schedule", "学习率调度"),
+    "algorithm.warmup_steps": ("Warm-up steps", "预热步数"),
+    "algorithm.weight_decay": ("Weight decay", "权重衰减"),
+    "algorithm.max_steps": ("Training steps", "训练步数"),
+    "algorithm.gradient_accumulation_steps": ("Gradient accumulation", "梯度累积"),
+    "algorithm.max_grad_norm": ("Max gradient norm", "最大梯度范数"),
+    "algorithm.seed": ("Seed", "随机种子"),
+    "run.output_dir": ("Runs folder", "运行文件夹"),
+    "run.run_name": ("Run name (empty = automatic)", "运行名称（留空自动生成）"),
+    "run.save_steps": ("Checkpoint every N steps", "每 N 步保存检查点"),
+    "run.keep_checkpoints": ("Keep newest N checkpoints", "保留最新 N 个检查点"),
+    "run.log_samples": ("Samples logged per step", "每步记录样本数"),
+    "run.engine": ("Rollout engine", "采样引擎"),
+}
+
+for _key, _pair in FIELD_LABELS.items():
+    TEXT[f"f.{_key}"] = _pair
+
+
+def _table(index: int) -> dict[str, str]:
+    return {key: pair[index] for key, pair in TEXT.items()}
+
+
+# zh-CN is the locale browsers send; zh and zh-TW fall back to the same (simplified) text.
+I18N = gr.I18n(en=_table(0), **{"zh-CN": _table(1), "zh-TW": _table(1), "zh": _table(1)})
+
+
+def t(key: str):
+    """The translatable text for `key` (KeyError for an unknown key: every key has both languages)."""
+    if key not in TEXT:
+        raise KeyError(f"no interface text {key!r}")
+    return I18N(key)
+
+
+def en(key: str) -> str:
+    """The English text of `key`, for values computed on the server."""
+    return TEXT[key][0]

@@ -1,0 +1,80 @@
+"""The Aha Studio page: a status bar and the tabs in the order a person works, over one RunManager.
+
+Owns: the page's frame (title, status bar, tabs, timer) and how it is launched (auth, i18n,
+which folders may be served). Each tab draws itself (`ui/tabs/`); the manager does the work.
+
+Refuses to know: training, models, rewards. Nothing here keeps run state: the page reads the
+manager on load and on each timer tick, so closing the browser never stops a run.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from core.manager import RunManager
+from ui.common import Ctx
+from ui.forms import Form
+from ui.i18n import I18N, t
+from ui.tabs import compare, data, export, model, rewards, runs, train
+from ui.tabs.train import QUICK_CPU
+
+CSS = """
+#start-btn {min-width: 110px}
+.gradio-container {max-width: 1400px !important}
+"""
+
+
+def build_app(manager: RunManager) -> gr.Blocks:
+    """The page over `manager`; launch it with `launch_app`."""
+    defaults = manager.default_config()
+    if not manager.has_gpu:  # start from settings a CPU finishes in minutes, not hours
+        for key, value in QUICK_CPU.items():
+            section, name = key.split("_", 1)
+            setattr(getattr(defaults, section), name, value)
+    form = Form(defaults)
+    with gr.Blocks(title="Aha Studio") as demo:
+        ctx = Ctx(manager, form)
+        gr.Markdown(t("title"))
+        gr.Markdown(t("subtitle"))
+        ctx.shared["status_bar"] = gr.Markdown(elem_id="status-bar")
+        with gr.Tabs() as tabs:
+            ctx.shared["tabs"] = tabs
+            with gr.Tab(t("tab.model"), id="model"):
+                model.build(ctx)
+            with gr.Tab(t("tab.data"), id="data"):
+                data.build(ctx)
+            with gr.Tab(t("tab.rewards"), id="rewards"):
+                rewards.build(ctx)
+            with gr.Tab(t("tab.train"), id="train"):
+                train.build(ctx)
+            with gr.Tab(t("tab.compare"), id="compare") as compare_tab:
+                compare.build(ctx)
+            with gr.Tab(t("tab.export"), id="export") as export_tab:
+                export.build(ctx)
+            with gr.Tab(t("tab.runs"), id="runs") as runs_tab:
+                runs.build(ctx)
+        for wire in ctx.late:
+            wire()
+        # lists that change as runs save checkpoints: refreshed when their tab opens
+        for tab, key in ((compare_tab, "compare_refresh"), (export_tab, "export_refresh"), (runs_tab, "runs_refresh")):
+            fn, inputs, outputs = ctx.shared[key]
+            tab.select(fn, inputs, outputs, api_visibility="private")
+        # re-attach on page load: status, plots and samples of whatever run the manager holds
+        ctx.shared["wire_refresh"](demo.load, api_name="status")
+        estimate, model_inputs = ctx.shared["model_estimate"]
+        demo.load(estimate, inputs_kwargs=model_inputs, outputs=[ctx.shared["model_memory"]],
+                  api_visibility="private")
+    demo.form = form  # for tests and scripts: the widget names the API accepts
+    return demo
+
+
+def launch_app(demo: gr.Blocks, manager: RunManager, *, host: str = "127.0.0.1", port: int | None = None,
+               share: bool = False, auth: tuple[str, str] | None = None, prevent_thread_lock: bool = False,
+               quiet: bool = False):
+    """Launch with the settings every entry point shares (app.py, tests)."""
+    demo.queue(default_concurrency_limit=4)
+    return demo.launch(
+        server_name=host, server_port=port, share=share, auth=auth, i18n=I18N, css=CSS,
+        allowed_paths=[str(manager.runs_dir)], prevent_thread_lock=prevent_thread_lock, quiet=quiet,
+        show_error=True, max_file_size="200mb", ssr_mode=False,
+    )

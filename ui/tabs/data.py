@@ -1,0 +1,122 @@
+"""Tab 2, Data: a built-in task, an uploaded file or a Hub dataset; column mapping; a preview."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from core.data import BUILTIN_TASKS
+from ui.common import Ctx, warn
+from ui.i18n import t
+
+BUILTIN_PREFIX = "builtin:"
+PROMPT_GUESSES = ("prompt", "question", "problem", "query", "input", "instruction")
+ANSWER_GUESSES = ("answer", "solution", "target", "output", "label", "response")
+
+
+def _guess(columns: list[str], guesses: tuple[str, ...], fallback: str) -> str:
+    lower = {c.lower(): c for c in columns}
+    for g in guesses:
+        if g in lower:
+            return lower[g]
+    return fallback if fallback in columns else (columns[0] if columns else fallback)
+
+
+def build(ctx: Ctx) -> None:
+    form, manager = ctx.form, ctx.manager
+    d = form.defaults.data
+    gr.Markdown(t("data.intro"))
+    start_kind = "builtin" if d.source.startswith(BUILTIN_PREFIX) else "upload"
+    kind = gr.Radio(choices=[(t("data.kind.builtin"), "builtin"), (t("data.kind.upload"), "upload"),
+                             (t("data.kind.hub"), "hub")], value=start_kind, label=t("data.kind"))
+    builtin = gr.Dropdown(
+        choices=[(f"{name} — {task.description}", name) for name, task in BUILTIN_TASKS.items()],
+        value=d.source[len(BUILTIN_PREFIX):] if start_kind == "builtin" else None,
+        label=t("data.builtin"), visible=start_kind == "builtin")
+    upload = gr.File(label=t("data.upload"), file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"],
+                     type="filepath", visible=start_kind == "upload")
+    with gr.Group(visible=False) as hub_box:
+        hub = gr.Textbox(label=t("data.hub"), placeholder="openai/gsm8k")
+        with gr.Row():
+            form.field("data", "subset")
+            form.field("data", "split")
+            form.field("data", "eval_split")
+    source = form.field("data", "source")
+    with gr.Accordion(t("data.columns"), open=start_kind != "builtin") as columns_box:
+        with gr.Row():
+            prompt_col = form.add("data_prompt_column", gr.Dropdown(
+                choices=[d.prompt_column], value=d.prompt_column, allow_custom_value=True,
+                label=t("f.data.prompt_column"), info="Built-in tasks map their columns themselves."))
+            answer_col = form.add("data_answer_column", gr.Dropdown(
+                choices=[d.answer_column], value=d.answer_column, allow_custom_value=True,
+                label=t("f.data.answer_column"), info="GSM8K-style '... #### 42' keeps only 42."))
+    with gr.Accordion(t("data.prompting"), open=False):
+        form.field("data", "system_prompt", lines=3)
+        form.field("data", "chat_template", lines=4)
+    with gr.Row():
+        form.field("data", "train_size")
+        form.field("data", "eval_size")
+        form.field("data", "seed")
+    preview_btn = gr.Button(t("data.preview"), variant="secondary")
+    info = gr.Markdown(elem_id="data-info")
+    table = gr.Dataframe(label=t("data.preview_table"), wrap=True, interactive=False, max_height=420,
+                         elem_id="data-preview",
+                         headers=["question", "answer", "rendered_prompt"])
+
+    def on_kind(kind):
+        return (gr.update(visible=kind == "builtin"), gr.update(visible=kind == "upload"),
+                gr.update(visible=kind == "hub"), gr.update(open=kind != "builtin"))
+
+    def on_builtin(name):
+        return f"{BUILTIN_PREFIX}{name}" if name else gr.skip()
+
+    def columns_of(src: str, split: str = "train", subset: str = ""):
+        cols = manager.table_columns(src, split=split, subset=subset)
+        p = _guess(cols, PROMPT_GUESSES, d.prompt_column)
+        a = _guess(cols, ANSWER_GUESSES, d.answer_column)
+        return gr.update(choices=cols, value=p), gr.update(choices=cols, value=a), \
+            f"Columns: {', '.join(f'`{c}`' for c in cols)}"
+
+    def on_upload(path):
+        if not path:
+            return gr.skip(), gr.skip(), gr.skip(), ""
+        try:
+            stored = manager.store_upload(path)
+            p, a, msg = columns_of(stored)
+        except Exception as e:
+            return gr.skip(), gr.skip(), gr.skip(), warn(e)
+        return stored, p, a, msg
+
+    def on_hub(name, split, subset):
+        if not name.strip():
+            return gr.skip(), gr.skip(), gr.skip(), ""
+        try:
+            p, a, msg = columns_of(name.strip(), split or "train", subset)
+        except Exception as e:
+            return name.strip(), gr.skip(), gr.skip(), warn(e)
+        return name.strip(), p, a, msg
+
+    def preview(**values):
+        try:
+            cfg = form.to_config(values)
+            result = manager.preview_data(cfg.data, cfg.model)
+        except Exception as e:
+            return gr.skip(), warn(e)
+        notes = "".join(f"\n- {n}" for n in result["notes"])
+        text = (f"**{result['train']}** training questions · **{result['eval']}** held out · source "
+                f"`{cfg.data.source}`{notes}")
+        return result["table"], text
+
+    kind.change(on_kind, [kind], [builtin, upload, hub_box, columns_box], api_visibility="private")
+    upload.upload(on_upload, [upload], [source, prompt_col, answer_col, info], api_visibility="private")
+    hub.submit(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
+               [source, prompt_col, answer_col, info], api_visibility="private")
+    hub.blur(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
+             [source, prompt_col, answer_col, info], api_visibility="private")
+
+    def wire_preview():
+        preview_btn.click(preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_name="preview_data")
+        # a built-in task previews itself as soon as it is picked
+        builtin.change(on_builtin, [builtin], [source], api_visibility="private").then(
+            preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_visibility="private")
+
+    ctx.after_all_tabs(wire_preview)

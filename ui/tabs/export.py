@@ -1,0 +1,80 @@
+"""Tab 6, Export: the adapter as a zip, a merged 16-bit model, a push to the Hub, the run's config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ui.common import Ctx, warn
+from ui.i18n import t
+from ui.views import checkpoint_choices
+
+
+def build(ctx: Ctx) -> None:
+    manager = ctx.manager
+    gr.Markdown(t("export.intro"))
+    with gr.Row():
+        checkpoint = gr.Dropdown(choices=[], label=t("export.checkpoint"), scale=4, allow_custom_value=True)
+        refresh = gr.Button(t("compare.refresh"), size="sm", scale=0)
+    with gr.Row():
+        zip_btn = gr.Button(t("export.zip"))
+        config_btn = gr.Button(t("export.config"))
+        merge_btn = gr.Button(t("export.merge"))
+    file = gr.File(label=t("export.file"), interactive=False)
+    merged_to = gr.Textbox(label=t("export.merged_to"), interactive=False)
+    with gr.Accordion(t("export.hub"), open=False):
+        repo = gr.Textbox(label=t("export.repo"), placeholder="your-name/smollm2-aha")
+        token = gr.Textbox(label=t("export.token"), type="password")
+        with gr.Row():
+            merged = gr.Checkbox(label=t("export.merged"), value=False)
+            private = gr.Checkbox(label=t("export.private"), value=True)
+        push_btn = gr.Button(t("export.push"), variant="primary")
+    message = gr.Markdown()
+
+    def choices(current):
+        options = checkpoint_choices(manager.list_runs(), manager.checkpoints)
+        values = [v for _, v in options]
+        return gr.update(choices=options, value=current if current in values else (values[0] if values else None))
+
+    def need(path):
+        if not path:
+            raise ValueError("pick a checkpoint first (train a run, then press Refresh)")
+        return path
+
+    def export_zip(path):
+        try:
+            out = manager.export_adapter_zip(need(path))
+        except Exception as e:
+            return gr.skip(), warn(e)
+        return out, f"✅ adapter zip: `{out}`"
+
+    def config_file(path):
+        try:
+            out = str(Path(need(path)).resolve().parent.parent / "config.yaml")
+            if not Path(out).exists():
+                out = manager.config_path()
+        except Exception as e:
+            return gr.skip(), warn(e)
+        return out, f"✅ config: `{out}` (train it again with `python -m core.train --config config.yaml`)"
+
+    def merge(path):
+        try:
+            out = manager.merge_and_save(need(path))
+        except Exception as e:
+            return gr.skip(), warn(e)
+        return out, f"✅ merged 16-bit model saved in `{out}`"
+
+    def push(path, repo_id, hf_token, use_merged, is_private):
+        try:
+            url = manager.push_to_hub(need(path), repo_id, hf_token, merged=use_merged, private=is_private)
+        except Exception as e:
+            return warn(e), ""
+        return f"✅ pushed to {url}", ""  # the token box is emptied either way
+
+    refresh.click(choices, [checkpoint], [checkpoint], api_visibility="private")
+    zip_btn.click(export_zip, [checkpoint], [file, message], api_name="export_zip")
+    config_btn.click(config_file, [checkpoint], [file, message], api_name="download_config")
+    merge_btn.click(merge, [checkpoint], [merged_to, message], api_name="merge")
+    push_btn.click(push, [checkpoint, repo, token, merged, private], [message, token], api_name="push_to_hub")
+    ctx.shared["export_refresh"] = (choices, [checkpoint], [checkpoint])

@@ -1,0 +1,84 @@
+"""Tab 1, Model: which base model, in what precision, and the LoRA adapter on top; a memory estimate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from core.config import DEFAULT_TARGETS, field_help
+from ui.common import Ctx, warn
+from ui.i18n import t
+from ui.views import memory_markdown
+
+MODEL_KEYS = ["model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_alpha",
+              "model_lora_dropout", "model_lora_target_modules", "model_gradient_checkpointing",
+              "model_offload_activations"]
+
+
+def _kind(name_or_path: str) -> str:
+    if not name_or_path:
+        return "default"
+    return "local" if Path(name_or_path).expanduser().exists() else "hub"
+
+
+def build(ctx: Ctx) -> None:
+    form, manager = ctx.form, ctx.manager
+    d = form.defaults.model
+    gr.Markdown(t("model.intro"))
+    kind = gr.Radio(
+        choices=[(t("model.kind.default"), "default"), (t("model.kind.hub"), "hub"), (t("model.kind.local"), "local")],
+        value=_kind(d.name_or_path), label=t("model.kind"),
+    )
+    name = form.field("model", "name_or_path", interactive=bool(d.name_or_path),
+                      placeholder="Qwen/Qwen2.5-0.5B-Instruct  or  /path/to/model")
+    with gr.Row():
+        form.field("model", "dtype")
+        gpu = manager.has_gpu
+        form.field("model", "load_in_4bit", interactive=gpu, value=d.load_in_4bit and gpu,
+                   info=field_help("model", "load_in_4bit") + ("" if gpu else " — no CUDA GPU here: off."))
+    with gr.Accordion(t("model.lora"), open=True):
+        with gr.Row():
+            form.field("model", "lora_r")
+            form.field("model", "lora_alpha")
+            form.field("model", "lora_dropout")
+        form.add("model_lora_target_modules", gr.Dropdown(
+            choices=list(DEFAULT_TARGETS), value=list(d.lora_target_modules), multiselect=True,
+            allow_custom_value=True, label=t("f.model.lora_target_modules"),
+            info=field_help("model", "lora_target_modules")))
+        with gr.Row():
+            form.field("model", "gradient_checkpointing")
+            form.field("model", "offload_activations", interactive=gpu)
+    memory = gr.Markdown(label=t("model.memory"))
+    with gr.Row():
+        load = gr.Button(t("model.load"), variant="secondary", scale=0, min_width=200)
+        message = gr.Markdown()
+    inputs = {k: form.components[k] for k in MODEL_KEYS}
+
+    def on_kind(kind, current):
+        if kind == "default":
+            return gr.update(value="", interactive=False)
+        return gr.update(interactive=True, value=current)
+
+    def estimate(**values) -> str:
+        try:
+            return memory_markdown(manager.model_info(form.to_config(values).model))
+        except Exception as e:  # an estimate is never worth a warning toast
+            return f"Memory estimate unavailable: {e}"
+
+    def load_model(**values):
+        try:
+            info = manager.load_model(form.to_config(values).model)
+        except Exception as e:
+            return gr.skip(), warn(e)
+        gr.Info("Model loaded")
+        return memory_markdown(info), f"✅ loaded **{info['name']}** on {info['device']}"
+
+    kind.change(on_kind, [kind, name], [name], api_visibility="private")
+    for key in ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r",
+                "model_lora_target_modules"):
+        form.components[key].change(estimate, inputs_kwargs=inputs, outputs=[memory], api_visibility="private",
+                                    trigger_mode="always_last")
+    load.click(load_model, inputs_kwargs=inputs, outputs=[memory, message], api_name="load_model")
+    ctx.shared["model_memory"] = memory
+    ctx.shared["model_estimate"] = (estimate, inputs)

@@ -1,0 +1,72 @@
+"""Tab 3, Rewards: the preset checklist with weights, a custom reward editor, "Try on samples"."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from core.rewards import RewardError, get_reward, list_rewards
+from ui.common import Ctx, warn
+from ui.i18n import t
+
+CUSTOM_TEMPLATE = '''import re
+
+def answer_is_short(prompts, completions, **kwargs) -> list[float]:
+    """0.2 when the text inside <answer>...</answer> is at most 20 characters."""
+    # TRL's signature: one float per completion. Dataset columns arrive as keyword lists,
+    # e.g. kwargs["answer"][i] is the reference answer of completion i.
+    rewards = []
+    for completion in completions:
+        text = completion[0]["content"] if isinstance(completion, list) else completion
+        match = re.search(r"<answer>(.*?)</answer>", text, re.DOTALL)
+        rewards.append(0.2 if match and len(match.group(1).strip()) <= 20 else 0.0)
+    return rewards
+'''
+
+
+def _canonical(name: str) -> str:
+    try:
+        return get_reward(name).name
+    except RewardError:
+        return name
+
+
+def build(ctx: Ctx) -> None:
+    form, manager = ctx.form, ctx.manager
+    r = form.defaults.rewards
+    chosen = [_canonical(n) for n in r.names]
+    weights = dict(zip(chosen, r.weights, strict=True)) if r.weights else {}
+    gr.Markdown(t("rewards.intro"))
+    with gr.Accordion(t("rewards.presets"), open=True):
+        for spec in list_rewards():
+            with gr.Row(equal_height=True):
+                with gr.Column(scale=5):
+                    form.add(f"reward_{spec.name}", gr.Checkbox(
+                        value=spec.name in chosen, label=spec.name, info=spec.description))
+                with gr.Column(scale=1, min_width=100):
+                    form.add(f"weight_{spec.name}", gr.Number(
+                        value=weights.get(spec.name, spec.default_weight), label=t("rewards.weight")))
+            form.reward_names.append(spec.name)
+    with gr.Accordion(t("rewards.custom"), open=bool(r.custom_code)):
+        gr.Markdown(t("rewards.custom_help"))
+        code = form.add("rewards_custom_code", gr.Code(value=r.custom_code, language="python", lines=12,
+                                                        label=t("f.rewards.custom_code")))
+        with gr.Row():
+            example = gr.Button(t("rewards.example"), size="sm", scale=0)
+            form.field("rewards", "custom_timeout_s", scale=1)
+    try_btn = gr.Button(t("rewards.try"), variant="secondary")
+    error = gr.Markdown()
+    table = gr.Dataframe(label=t("rewards.try_table"), wrap=True, interactive=False, max_height=480,
+                         headers=["question", "answer", "source", "completion", "total"])
+
+    def try_rewards(**values):
+        try:
+            cfg = form.to_config(values)
+            df = manager.try_rewards(cfg.rewards, cfg.data, n=3,
+                                     max_tokens=min(cfg.algorithm.max_completion_length, 128))
+        except Exception as e:
+            return gr.skip(), warn(e)
+        return df, ""
+
+    example.click(lambda: CUSTOM_TEMPLATE, outputs=[code], api_visibility="private")
+    ctx.after_all_tabs(lambda: try_btn.click(try_rewards, inputs_kwargs=dict(form.components),
+                                             outputs=[table, error], api_name="try_rewards"))

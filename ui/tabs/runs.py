@@ -1,0 +1,61 @@
+"""The runs list: every run in the runs folder; load a checkpoint into Compare, resume a stopped run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ui.common import Ctx, warn
+from ui.i18n import t
+from ui.tabs.compare import target_choices
+from ui.views import runs_frame
+
+
+def build(ctx: Ctx) -> None:
+    manager = ctx.manager
+    gr.Markdown(t("runs.intro"))
+    refresh = gr.Button(t("runs.refresh"), size="sm")
+    table = gr.Dataframe(label=t("runs.table"), interactive=False, wrap=True)
+    with gr.Row():
+        run = gr.Dropdown(choices=[], label=t("runs.run"), scale=2)
+        checkpoint = gr.Dropdown(choices=[], label=t("runs.checkpoint"), scale=2)
+    with gr.Row():
+        load = gr.Button(t("runs.load"), variant="primary")
+        resume = gr.Button(t("runs.resume"))
+    message = gr.Markdown()
+    target, tabs = ctx.shared["compare_target"], ctx.shared["tabs"]
+
+    def list_runs(current=None):
+        runs = manager.list_runs()
+        names = [r["run"] for r in runs]
+        value = current if current in names else (names[0] if names else None)
+        return runs_frame(runs), gr.update(choices=names, value=value)
+
+    def on_run(name):
+        if not name:
+            return gr.update(choices=[], value=None)
+        paths = list(reversed(manager.checkpoints(name)))
+        return gr.update(choices=[(Path(p).name, p) for p in paths], value=paths[0] if paths else None)
+
+    def load_run(name, path):
+        try:
+            info = manager.load_run(name, path or None)
+        except Exception as e:
+            return warn(e), gr.skip(), gr.skip()
+        gr.Info(f"Loaded {info['run_name']} · {Path(info['checkpoint']).name} into Compare")
+        return (f"✅ `{info['run_name']}` · `{Path(info['checkpoint']).name}` is the tuned model in Compare",
+                gr.update(choices=target_choices(manager), value=info["checkpoint"]), gr.Tabs(selected="compare"))
+
+    def resume_run(name):
+        try:
+            s = manager.resume(name)
+        except Exception as e:
+            return warn(e)
+        return f"⏵ resumed `{s['run_name']}` at step {s['step']}: follow it on the Train tab"
+
+    refresh.click(list_runs, [run], [table, run], api_name="list_runs")
+    run.change(on_run, [run], [checkpoint], api_visibility="private")
+    load.click(load_run, [run, checkpoint], [message, target, tabs], api_name="load_run")
+    resume.click(resume_run, [run], [message], api_name="resume_run")
+    ctx.shared["runs_refresh"] = (list_runs, [run], [table, run])

@@ -1,0 +1,194 @@
+"""Tab 4, Train: settings with tooltips, Start / Pause / Resume / Stop, live progress, plots, samples.
+
+The live part is drawn by `refresh`, which reads the manager on page load and on every timer
+tick: a reloaded page (or a second browser) re-attaches to a run that kept going meanwhile.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from core.config import Config
+from ui.common import Ctx, warn
+from ui.forms import config_fields
+from ui.i18n import t
+from ui.views import SAMPLE_COLUMNS, long_frame, progress_html, reward_frame, samples_view, status_line
+
+# settings a CPU finishes in minutes on the bundled 135M model (as configs/quickstart.yaml)
+QUICK_CPU = {"algorithm_num_generations": 4, "algorithm_prompts_per_step": 2, "algorithm_micro_batch_size": 8,
+             "algorithm_max_completion_length": 64, "algorithm_max_steps": 20, "run_save_steps": 10}
+
+
+def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | None = ".3~g", **kw) -> gr.LinePlot:
+    """A live line plot of `value` over `step`; one colour per `series` (with a legend) when `multi`."""
+    return gr.LinePlot(value=long_frame(pd.DataFrame(), {}), x="step", y="value", color="series" if multi else None,
+                       color_title="", label=t(label_key), x_title="step", y_title=y_title,
+                       height=None if multi else 250, y_axis_format=y_format, **kw)
+
+
+def build(ctx: Ctx) -> None:
+    form, manager = ctx.form, ctx.manager
+    gr.Markdown(t("train.intro"))
+    with gr.Row():
+        with gr.Column(scale=1, min_width=340):
+            with gr.Row():
+                quick = gr.Button(t("train.quick"), size="sm")
+                defaults = gr.Button(t("train.gpu_defaults"), size="sm")
+            with gr.Accordion(t("train.batch"), open=True):
+                for name in ("num_generations", "prompts_per_step", "max_completion_length", "micro_batch_size",
+                             "temperature", "top_p", "max_prompt_length"):
+                    form.field("algorithm", name)
+            with gr.Accordion(t("train.optim"), open=True):
+                for name in ("max_steps", "learning_rate", "lr_scheduler", "warmup_steps", "weight_decay",
+                             "gradient_accumulation_steps", "max_grad_norm", "seed"):
+                    form.field("algorithm", name)
+            with gr.Accordion(t("train.algo"), open=False):
+                for name in ("algorithm", "loss_type", "beta", "epsilon", "epsilon_high", "num_iterations",
+                             "scale_rewards", "mask_truncated_completions", "use_bias_correction_kl"):
+                    form.field("algorithm", name)
+            with gr.Accordion(t("train.run"), open=False):
+                for name in ("run_name", "save_steps", "keep_checkpoints", "log_samples", "engine"):
+                    form.field("run", name)
+            # fields no group above names (e.g. settings of newer algorithms) still get a widget
+            extra = [(sec, n) for sec in ("algorithm", "run") for n in config_fields(sec)
+                     if f"{sec}_{n}" not in form.components and (sec, n) != ("run", "output_dir")]
+            if extra:
+                with gr.Accordion(t("train.more"), open=False):
+                    for section, name in extra:
+                        form.field(section, name)
+        with gr.Column(scale=2):
+            with gr.Row():
+                start = gr.Button(t("train.start"), variant="primary", elem_id="start-btn")
+                pause = gr.Button(t("train.pause"), interactive=False, elem_id="pause-btn")
+                resume = gr.Button(t("train.resume"), interactive=False, elem_id="resume-btn")
+                stop = gr.Button(t("train.stop"), variant="stop", interactive=False, elem_id="stop-btn")
+            progress = gr.HTML(progress_html({}), label=t("train.progress"))
+            message = gr.Markdown(elem_id="train-message")
+            gr.Markdown(t("train.loss_note"))
+            with gr.Row():
+                reward_plot = _plot("train.plot.reward", "reward", multi=True, elem_id="reward-plot")
+                length_plot = _plot("train.plot.length", "tokens", multi=True, y_format=None)
+            with gr.Row():
+                loss_plot = _plot("train.plot.loss", "loss")
+                kl_plot = _plot("train.plot.kl", "kl")
+            with gr.Row():
+                zero_plot = _plot("train.plot.zero_std", "fraction", y_lim=[0, 1])
+                memory_plot = _plot("train.plot.memory", "GB", y_format=".2f")
+            with gr.Group():
+                gr.Markdown(t("train.aha"))
+                gr.Markdown(t("train.aha_note"))
+                with gr.Row():
+                    aha_length = _plot("train.plot.aha_length", "tokens", y_format=None)
+                    aha_reflections = _plot("train.plot.aha_reflections", "phrases")
+            samples = gr.Dataframe(label=t("train.samples"), wrap=True, interactive=False, max_height=420,
+                                   headers=SAMPLE_COLUMNS)
+            with gr.Accordion(t("train.details"), open=False):
+                details = gr.JSON(label="status")
+    seen = gr.State(None)  # (run, step, state) last drawn: unchanged -> the plots are skipped
+    series = gr.State(None)  # captions naming the series of the multi-series plots, as last computed
+    captioned = gr.State(None)  # captions the page shows now
+    status_bar = ctx.shared["status_bar"]
+
+    # Gradio's plot fixes its colour domain when the chart is drawn and only swaps the data after
+    # that: a series that first appears later is drawn without a colour. A caption change makes the
+    # chart redraw, but in the same update it can win the race against the new data, so the
+    # caption naming the series follows in a second event (`apply_captions`), after the data.
+    multi = [reward_plot, length_plot]
+    plots = {
+        reward_plot: reward_frame,
+        length_plot: lambda m: long_frame(m, {"completions/mean_length": "mean", "completions/max_length": "max",
+                                              "completions/min_length": "min"}),
+        loss_plot: lambda m: long_frame(m, {"loss": "loss"}),
+        kl_plot: lambda m: long_frame(m, {"kl": "kl"}),
+        zero_plot: lambda m: long_frame(m, {"frac_reward_zero_std": "frac_reward_zero_std"}),
+        memory_plot: lambda m: long_frame(m, {"peak_memory_gb": "peak memory"}),
+        aha_length: lambda m: long_frame(m, {"completions/mean_length": "mean length"}),
+        aha_reflections: lambda m: long_frame(m, {"reflections_per_completion": "reflections"}),
+    }
+
+    def refresh(last_seen):
+        s = manager.status()
+        key = (s["run_name"], s["step"], s["state"])
+        state = s["state"]
+        out = {
+            status_bar: status_line(s), progress: progress_html(s), details: s, seen: key,
+            start: gr.update(interactive=state not in ("loading", "running", "paused", "stopping")),
+            pause: gr.update(interactive=state == "running"),
+            resume: gr.update(interactive=state in ("paused", "stopped", "failed")),
+            stop: gr.update(interactive=state in ("loading", "running", "paused")),
+        }
+        if last_seen is not None and tuple(last_seen) == key:
+            out.update({p: gr.skip() for p in plots})
+            out[samples] = out[series] = gr.skip()
+            return out
+        m = manager.metrics() if s["run_name"] else pd.DataFrame()
+        out.update({plot: make(m) for plot, make in plots.items()})
+        out[series] = tuple(" · ".join(dict.fromkeys(out[plot]["series"])) or None for plot in multi)
+        out[samples] = samples_view(manager.samples(last=12)) if s["run_name"] else samples_view(pd.DataFrame())
+        return out
+
+    outputs = [status_bar, progress, details, seen, series, start, pause, resume, stop, *plots, samples]
+
+    def apply_captions(wanted, shown):
+        if wanted is None or tuple(wanted) == tuple(shown or ()):
+            return gr.skip(), gr.skip(), gr.skip()
+        return (*(gr.update(caption=c) for c in wanted), tuple(wanted))
+
+    def wire_refresh(event, **kwargs):
+        """`event(refresh)` then the captions: every trigger of a refresh goes through here."""
+        return event(refresh, [seen], outputs, **kwargs).then(
+            apply_captions, [series, captioned], [*multi, captioned], api_visibility="private")
+
+    def start_run(**values):
+        try:
+            cfg = form.to_config(values)
+            name = manager.start(cfg)
+        except Exception as e:
+            return warn(e)
+        gr.Info(f"Run {name} started")
+        return f"🟢 started run `{name}`: the plots fill in as steps finish."
+
+    def control(action: str):
+        def act():
+            try:
+                s = getattr(manager, action)()
+            except Exception as e:
+                return warn(e)
+            return f"{action}: {s['state']}"
+        act.__name__ = action
+        return act
+
+    def resume_run(**values):
+        """Resume a paused run, or continue a stopped one. A run paused because a reward failed
+        resumes with the rewards as the Rewards tab now has them (fix the code there first)."""
+        try:
+            s = manager.status()
+            if s["state"] == "paused" and s["pause_reason"].startswith("reward"):
+                s = manager.update_rewards(form.to_config(values).rewards)
+                return f"resume: {s['state']}, with the rewards of the Rewards tab"
+            s = manager.resume()
+        except Exception as e:
+            return warn(e)
+        return f"resume: {s['state']}"
+
+    def apply_preset(preset: dict):
+        return [gr.update(value=v) for v in preset.values()]
+
+    gpu_defaults = {k: getattr(getattr(Config(), k.split("_", 1)[0]), k.split("_", 1)[1]) for k in QUICK_CPU}
+    quick.click(lambda: apply_preset(QUICK_CPU), outputs=[form.components[k] for k in QUICK_CPU],
+                api_visibility="private")
+    defaults.click(lambda: apply_preset(gpu_defaults), outputs=[form.components[k] for k in gpu_defaults],
+                   api_visibility="private")
+    ctx.after_all_tabs(lambda: wire_refresh(start.click(start_run, inputs_kwargs=dict(form.components),
+                                                        outputs=[message], api_name="start").then,
+                                            api_visibility="private"))
+    for button, action in ((pause, "pause"), (stop, "stop")):
+        wire_refresh(button.click(control(action), outputs=[message], api_name=action).then,
+                     api_visibility="private")
+    ctx.after_all_tabs(lambda: wire_refresh(resume.click(resume_run, inputs_kwargs=dict(form.components),
+                                                         outputs=[message], api_name="resume").then,
+                                            api_visibility="private"))
+    timer = gr.Timer(2.0)
+    wire_refresh(timer.tick, api_visibility="private", show_progress="hidden")
+    ctx.shared["wire_refresh"] = wire_refresh

@@ -1,0 +1,173 @@
+"""What the page shows, computed from what the manager returns: plot frames, status lines, tables.
+
+Owns: pure functions from manager data (status dicts, metric and sample frames, evaluation
+results) to display values — long-format DataFrames for `gr.LinePlot`, a status line, a
+progress bar, checkpoint choices. No gradio import, so each is testable on its own.
+
+Refuses to know: how the numbers were made (the manager and the trainer).
+
+    >>> import pandas as pd
+    >>> m = pd.DataFrame({"step": [1, 2], "reward": [0.1, 0.3], "rewards/correctness/mean": [0.0, 0.5]})
+    >>> reward_frame(m).to_dict("list")
+    {'step': [1, 2, 1, 2], 'value': [0.1, 0.3, 0.0, 0.5], 'series': ['total', 'total', 'correctness', 'correctness']}
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from core.manager import format_seconds
+
+PLOT_COLUMNS = ["step", "value", "series"]
+
+
+def long_frame(metrics: pd.DataFrame, series: dict[str, str]) -> pd.DataFrame:
+    """Columns of `metrics` (name -> series label) as one long frame: step, value, series."""
+    parts = []
+    for column, label in series.items():
+        if metrics is not None and not metrics.empty and column in metrics and "step" in metrics:
+            part = metrics[["step", column]].rename(columns={column: "value"}).dropna()
+            part = part.assign(series=label)
+            parts.append(part)
+    if not parts:
+        return pd.DataFrame({"step": pd.Series(dtype="int64"), "value": pd.Series(dtype="float64"),
+                             "series": pd.Series(dtype="str")})
+    out = pd.concat(parts, ignore_index=True)
+    out["value"] = out["value"].astype(float)
+    return out[PLOT_COLUMNS]
+
+
+def reward_frame(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Total reward and the mean of each reward function, per step."""
+    series = {"reward": "total"}
+    if metrics is not None and not metrics.empty:
+        for column in metrics.columns:
+            if column.startswith("rewards/") and column.endswith("/mean"):
+                series[column] = column[len("rewards/"):-len("/mean")]
+    return long_frame(metrics, series)
+
+
+SAMPLE_COLUMNS = ["step", "question", "completion", "answer", "reward"]
+
+
+def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_chars: int = 600) -> pd.DataFrame:
+    """The samples table as shown: question, completion, answer and rewards first, long text cut."""
+    if samples is None or samples.empty:
+        return pd.DataFrame(columns=SAMPLE_COLUMNS)
+    df = samples.copy()
+    cut = lambda n: (lambda v: v if not isinstance(v, str) or len(v) <= n else v[: n - 1] + "…")  # noqa: E731
+    df["question"] = df["question"].map(cut(question_chars))
+    df["completion"] = df["completion"].map(cut(completion_chars))
+    rest = [c for c in df.columns if c not in SAMPLE_COLUMNS and c != "advantage"]
+    df = df[[c for c in SAMPLE_COLUMNS if c in df] + rest + (["advantage"] if "advantage" in df else [])]
+    return df.round(3)
+
+
+def _gb(x: float) -> str:
+    """Sizes in GB, or MB when below 0.1 GB (tiny models and adapters)."""
+    return f"{x:.2f} GB" if x >= 0.1 else f"{x * 1024:.1f} MB"
+
+
+def status_line(s: dict) -> str:
+    """One Markdown line: state, run, step, ETA, speed (and the error or pause reason)."""
+    icons = {"idle": "⚪", "loading": "⏳", "running": "🟢", "paused": "⏸️", "stopping": "🟠",
+             "finished": "✅", "stopped": "⏹️", "failed": "❌"}
+    state = s.get("state", "idle")
+    if state == "idle" and not s.get("run_name"):
+        return "⚪ **idle**: no run yet. Set up the tabs in order, then press **Start** on the Train tab."
+    parts = [f"{icons.get(state, '•')} **{state}**"]
+    if s.get("run_name"):
+        parts.append(f"run `{s['run_name']}`")
+    if s.get("max_steps"):
+        parts.append(f"step **{s.get('step', 0)}/{s['max_steps']}**")
+    if state in ("running", "paused") and s.get("eta_seconds") is not None:
+        parts.append(f"ETA {format_seconds(s['eta_seconds'])}")
+    if s.get("tokens_per_second"):
+        parts.append(f"{s['tokens_per_second']:.0f} tokens/s")
+    if s.get("reward") is not None:
+        parts.append(f"reward {s['reward']:.3f}")
+    if s.get("elapsed"):
+        parts.append(f"elapsed {format_seconds(s['elapsed'])}")
+    line = " · ".join(parts)
+    if s.get("pause_reason"):
+        line += f"\n\n⏸️ {s['pause_reason']}"
+        if s["pause_reason"].startswith("reward"):
+            line += " — fix it on the Rewards tab, then press **Resume**."
+    if s.get("error"):
+        line += f"\n\n❌ {s['error']}"
+    if s.get("traceback") and state in ("paused", "failed"):
+        tb = html.escape(s["traceback"].strip())
+        line += f"\n\n<details><summary>traceback</summary><pre>{tb}</pre></details>"
+    return line
+
+
+def progress_html(s: dict) -> str:
+    """A plain progress bar for the Train tab."""
+    total = s.get("max_steps") or 0
+    done = s.get("step") or 0
+    pct = 100.0 * done / total if total else 0.0
+    label = html.escape(f"{done}/{total} steps" if total else "no run")
+    return (
+        "<div style='border:1px solid var(--border-color-primary);border-radius:6px;height:22px;"
+        "position:relative;overflow:hidden'>"
+        f"<div style='background:var(--color-accent);opacity:.55;height:100%;width:{pct:.1f}%'></div>"
+        f"<div style='position:absolute;top:0;left:8px;line-height:22px;font-size:13px'>{label}</div></div>"
+    )
+
+
+def checkpoint_choices(runs: list[dict], checkpoints_of) -> list[tuple[str, str]]:
+    """(label, value) pairs for checkpoint pickers: 'run · step-000010' -> folder path."""
+    out = []
+    for run in runs:
+        for path in reversed(checkpoints_of(run["run"])):
+            out.append((f"{run['run']} · {Path(path).name}", path))
+    return out
+
+
+def runs_frame(runs: list[dict]) -> pd.DataFrame:
+    columns = ["run", "state", "step", "max_steps", "reward", "model", "data", "rewards", "checkpoints", "updated"]
+    df = pd.DataFrame(runs, columns=columns)
+    if not df.empty:
+        df["reward"] = df["reward"].map(lambda v: None if v is None else round(float(v), 4))
+    return df
+
+
+def eval_frame(result: dict | None) -> pd.DataFrame:
+    """Bar-plot rows, one bar each: 'accuracy · base', ..., with model (the colour) and value (NaN
+    before any evaluation: no bars, but both models are in the legend). Gradio's BarPlot stacks
+    bars of one x value, so each metric-and-model pair is its own x value.
+
+    >>> eval_frame({"base": {"accuracy": 0.25, "format_rate": 0.5}, "tuned": {"accuracy": 0.75, "format_rate": 1.0}})["bar"].tolist()
+    ['accuracy · base', 'accuracy · tuned', 'format rate · base', 'format rate · tuned']
+    """
+    rows = []
+    for metric, label in (("accuracy", "accuracy"), ("format_rate", "format rate")):
+        for who in ("base", "tuned"):
+            value = float(result[who][metric]) if result else float("nan")
+            rows.append({"bar": f"{label} · {who}", "model": who, "value": value})
+    return pd.DataFrame(rows)
+
+
+def eval_markdown(result: dict) -> str:
+    b, t = result["base"], result["tuned"]
+    return (
+        f"| | accuracy | format rate | questions |\n|---|---|---|---|\n"
+        f"| base | {b['accuracy']:.1%} | {b['format_rate']:.1%} | {b['n']} |\n"
+        f"| tuned | {t['accuracy']:.1%} | {t['format_rate']:.1%} | {t['n']} |"
+    )
+
+
+def memory_markdown(info: dict) -> str:
+    if not info.get("params"):
+        return f"Memory estimate: unknown until the model loads. {info.get('note', '')}".strip()
+    state = "loaded" if info.get("loaded") else "not loaded yet"
+    return (
+        f"**{info['params'] / 1e6:,.1f} M parameters** ({state}, on {info['device']}) · "
+        f"weights **{_gb(info['weights_gb'])}** + LoRA adapter ({info['adapter_params'] / 1e6:.2f} M parameters) "
+        f"{_gb(info['adapter_gb'])} + its gradients {_gb(info['gradients_gb'])} + AdamW states "
+        f"{_gb(info['optimizer_gb'])} = **{_gb(info['total_gb'])}**, before activations and the KV cache (they "
+        f"grow with batch size and completion length)."
+    )
