@@ -135,10 +135,12 @@ class RewardsConfig:
 class AlgorithmConfig:
     algorithm: str = _f(
         "grpo",
-        "Policy-gradient recipe. grpo: group-normalised advantages (DeepSeekMath). gspo: grpo with a "
+        "Training recipe. grpo: group-normalised advantages (DeepSeekMath). gspo: grpo with a "
         "sequence-level importance ratio (Qwen, arXiv:2507.18071). rloo: leave-one-out baseline "
-        "(Ahmadian et al. 2024).",
-        choices=["grpo", "gspo", "rloo"],
+        "(Ahmadian et al. 2024). online_dpo: a DPO step on the best-vs-worst sampled pair, ranked by the "
+        "rewards or a judge (Guo et al. 2024, arXiv:2402.04792). ppo: per-token advantages from a value "
+        "head and GAE (Schulman et al. 2017; Ouyang et al. 2022).",
+        choices=["grpo", "gspo", "rloo", "online_dpo", "ppo"],
     )
     loss_type: str = _f(
         "dapo",
@@ -200,6 +202,42 @@ class AlgorithmConfig:
     )
     max_grad_norm: float = _f(1.0, "Clip the gradient norm to this. 0 = no clipping.", range=(0.0, 1e6))
     seed: int = _f(42, "Seed for sampling, prompt order and initialisation.", range=(0, 2**31 - 1))
+    # -- online_dpo ------------------------------------------------------------------
+    dpo_beta: float = _f(
+        0.1,
+        "online_dpo: strength of the pull towards the reference in DPO's loss "
+        "-log sigmoid(beta x (chosen log-ratio - rejected log-ratio)). 0.1 is DPO's usual value "
+        "(Rafailov et al. 2023); lower lets the adapter move further.",
+        range=(1e-4, 100.0),
+    )
+    dpo_pair_rule: str = _f(
+        "best_vs_worst",
+        "online_dpo: which two of the G completions of a prompt form the pair. best_vs_worst: the highest "
+        "against the lowest ranked. random_pair: two at random, ordered by their rank (as TRL's Online DPO).",
+        choices=["best_vs_worst", "random_pair"],
+    )
+    judge: str = _f(
+        "",
+        "online_dpo: who ranks the completions. Empty = the reward functions. 'self' = the run's base model "
+        "(adapter off) asked 'Which answer is better, A or B?'. An http(s) URL = an OpenAI-compatible "
+        "chat endpoint (e.g. http://localhost:8000/v1), asked the same; its key is read from OPENAI_API_KEY.",
+    )
+    judge_model: str = _f("", "online_dpo: model name sent to the judge endpoint (when judge is a URL).")
+    # -- ppo ---------------------------------------------------------------------------
+    gae_lambda: float = _f(
+        0.95,
+        "ppo: GAE's lambda. 1 = Monte-Carlo returns (no bias, most variance); lower trusts the value head "
+        "more (Schulman et al. 2016, arXiv:1506.02438).",
+        range=(0.0, 1.0),
+    )
+    gamma: float = _f(1.0, "ppo: discount per token. 1.0 is the norm for LLMs (the reward comes at the end).",
+                      range=(0.0, 1.0))
+    vf_coef: float = _f(0.1, "ppo: weight of the value-head loss beside the policy loss (TRL's PPO default).",
+                        range=(0.0, 100.0))
+    cliprange_value: float = _f(
+        0.2, "ppo: the value head's new predictions stay within this of the old ones in the clipped value loss.",
+        range=(0.0, 100.0),
+    )
 
 
 @dataclass
@@ -312,6 +350,8 @@ def validate(cfg: Config) -> Config:
     a = cfg.algorithm
     if a.epsilon_high < a.epsilon:
         raise ConfigError(f"algorithm.epsilon_high = {a.epsilon_high}: must be at least epsilon ({a.epsilon})")
+    if a.judge and a.judge != "self" and not a.judge.startswith(("http://", "https://")):
+        raise ConfigError(f"algorithm.judge = {a.judge!r}: must be empty (the rewards), 'self' or an http(s) URL")
     return cfg
 
 

@@ -434,15 +434,15 @@ class RunManager:
     def _train_job(self, cfg: Config, task, rewards, control, ready, run_dir) -> str:
         import torch
 
-        from core.trainer import GRPOTrainer
+        from core.algorithms import make_trainer
 
         try:
             self._ensure_model(cfg.model, cfg.run.engine)
             torch.manual_seed(cfg.algorithm.seed)  # the adapter's initial weights
             self._fresh_adapter(cfg.model, cfg.run.engine)
-            trainer = GRPOTrainer(cfg, model=self._model, tokenizer=self._tokenizer, engine=self._engine,
-                                  task=task, reward_set=rewards, control=control, on_step=self._on_step,
-                                  device=self.device, run_dir=run_dir)
+            trainer = make_trainer(cfg, model=self._model, tokenizer=self._tokenizer, engine=self._engine,
+                                   task=task, reward_set=rewards, control=control, on_step=self._on_step,
+                                   device=self.device, run_dir=run_dir)
             if run_dir is not None:
                 trainer.resume()
         except BaseException as e:

@@ -165,3 +165,104 @@ def policy_loss(
         stats.high_clip_sum = float((high * unit_mask).sum())
         stats.region_clip_sum = float((region * unit_mask).sum())
     return loss, stats
+
+
+# ---------------------------------------------------------------------------
+# DPO (online: the pairs are sampled from the policy itself)
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,  # (K,) sum of log pi_theta over the chosen completion's tokens
+    policy_rejected_logps: torch.Tensor,  # (K,)
+    ref_chosen_logps: torch.Tensor,  # (K,) the same under the reference (adapter off)
+    ref_rejected_logps: torch.Tensor,  # (K,)
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair DPO loss (K,) and the implicit rewards (K,) of chosen and rejected (detached).
+
+    loss = -log sigmoid(beta * ((logp_c - ref_c) - (logp_r - ref_r)))   (Rafailov et al. 2023, sigmoid
+    loss; TRL's Online DPO, Guo et al. 2024). The implicit reward of a completion is
+    beta * (logp - ref); their difference is the margin the loss widens.
+
+    >>> z = torch.zeros(1)
+    >>> loss, c, r = dpo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), z - 2, z - 2, beta=0.5)
+    >>> round(loss.item(), 4), c.item(), r.item()
+    (0.3133, 0.5, -0.5)
+    """
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    losses = -torch.nn.functional.logsigmoid(beta * (chosen_logratios - rejected_logratios))
+    return losses, (beta * chosen_logratios).detach(), (beta * rejected_logratios).detach()
+
+
+# ---------------------------------------------------------------------------
+# PPO: per-token advantages from a value head
+
+
+def gae_advantages(
+    rewards: torch.Tensor,  # (B, T) per-token rewards, 0 on padding
+    values: torch.Tensor,  # (B, T) value of the state before each token
+    mask: torch.Tensor,  # (B, T) 1 for real completion tokens (a prefix of each row)
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016): (advantages, returns), each (B, T).
+
+    delta_t = r_t + gamma V_{t+1} - V_t,  A_t = delta_t + gamma lam A_{t+1},  returns = A + V,
+    with V = 0 after the last real token (the episode ends there). Zero on padding.
+
+    >>> a, ret = gae_advantages(torch.tensor([[0., 1.]]), torch.tensor([[.5, .5]]), torch.ones(1, 2), 1.0, 1.0)
+    >>> a.tolist(), ret.tolist()
+    ([[0.5, 0.5]], [[1.0, 1.0]])
+    """
+    mask = mask.to(values.dtype)
+    values = values * mask
+    rewards = rewards * mask
+    T = rewards.size(1)
+    advantages = torch.zeros_like(values)
+    last = torch.zeros_like(values[:, 0])  # (B,) A_{t+1}
+    for t in reversed(range(T)):
+        next_value = values[:, t + 1] if t + 1 < T else torch.zeros_like(last)  # 0 past the end (masked)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = (delta + gamma * lam * last) * mask[:, t]
+        advantages[:, t] = last
+    return advantages, (advantages + values) * mask
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """(x - mean) / std over the real tokens, as TRL's `masked_whiten`; 0 on padding."""
+    mask = mask.to(x.dtype)
+    n = mask.sum().clamp(min=1.0)
+    mean = (x * mask).sum() / n
+    var = (((x - mean) * mask) ** 2).sum() / n
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def ppo_losses(
+    per_token_logps: torch.Tensor,  # (B, T) with grad
+    old_per_token_logps: torch.Tensor,  # (B, T)
+    advantages: torch.Tensor,  # (B, T) whitened
+    values: torch.Tensor,  # (B, T) the value head now, with grad
+    old_values: torch.Tensor,  # (B, T) the value head when the rollouts were scored
+    returns: torch.Tensor,  # (B, T)
+    mask: torch.Tensor,  # (B, T)
+    *,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+    cliprange_value: float = 0.2,
+    num_items_in_batch: float | None = None,  # real tokens in the whole step: sum over micro-batches = mean
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(policy loss, value loss, clipped-token count) of one micro-batch, token-averaged (TRL's PPO).
+
+    Policy: max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high)), r = pi_theta / pi_old per token.
+    Value: 0.5 max((V - R)^2, (clip(V, V_old +- cliprange_value) - R)^2).
+    """
+    mask = mask.to(per_token_logps.dtype)
+    n = float(num_items_in_batch) if num_items_in_batch is not None else float(mask.sum())
+    n = max(n, 1.0)
+    ratio = torch.exp(per_token_logps - old_per_token_logps)
+    pg = torch.max(-advantages * ratio, -advantages * torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high))
+    v_clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    vf = 0.5 * torch.max((values - returns) ** 2, (v_clipped - returns) ** 2)
+    clipped = float(((ratio < 1 - epsilon_low) | (ratio > 1 + epsilon_high)).to(mask.dtype).mul(mask).sum())
+    return (pg * mask).sum() / n, (vf * mask).sum() / n, clipped

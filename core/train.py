@@ -1,12 +1,16 @@
 """Headless training: `python -m core.train --config run.yaml` (or `aha-train`), with a progress bar.
 
-Owns: the command line. Everything it does goes through `core.trainer.GRPOTrainer`, the same
-object the app drives, so a run started here and one started in the browser are identical and
-the app lists both. `--resume RUN_DIR` continues a run from its last checkpoint.
+Owns: the command line. Everything it does goes through the trainer that
+`core.algorithms.make_trainer` picks for the config (GRPOTrainer or a subclass), the same object
+the app drives, so a run started here and one started in the browser are identical and the app
+lists both. `--resume RUN_DIR` continues a run from its last checkpoint. Launched by `accelerate
+launch` or `torchrun`, each process drives one GPU and the run is data parallel
+(`core/distributed.py`); rank 0 prints and writes the run folder.
 
     python -m core.train --config configs/quickstart.yaml
     python -m core.train --config configs/quickstart.yaml --set algorithm.max_steps=5 model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct
     python -m core.train --resume runs/quickstart
+    accelerate launch --num_processes 4 -m core.train --config configs/quickstart.yaml
 """
 
 from __future__ import annotations
@@ -44,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm
 
+    from core import distributed
+    from core.algorithms import make_trainer
     from core.runs import RunDir
-    from core.trainer import GRPOTrainer
 
     try:
         if args.resume:
@@ -60,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
 
-    trainer = GRPOTrainer(cfg, run_dir=run)
-    if run is not None and trainer.resume():
+    device = distributed.setup()  # None unless launched with several processes
+    trainer = make_trainer(cfg, run_dir=run, device=device)
+    if run is not None and trainer.resume() and distributed.is_main():
         print(f"resumed {run.path} at step {trainer.step}")
-    bar = tqdm(total=cfg.algorithm.max_steps, initial=trainer.step, desc=trainer.run.name, unit="step")
+    bar = tqdm(total=cfg.algorithm.max_steps, initial=trainer.step, desc=trainer.run.name, unit="step",
+               disable=not distributed.is_main())
 
     def on_step(result):
         m = result.metrics
@@ -74,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     trainer.on_step = on_step
     state = trainer.train()
     bar.close()
+    main_process = distributed.is_main()
+    distributed.teardown()
+    if not main_process:
+        return 0 if state in ("finished", "stopped") else 1
     print(f"{state}: {trainer.run.path} (step {trainer.step})")
     if args.eval:
         from core.evaluate import evaluate_base_and_tuned

@@ -9,7 +9,9 @@ Owns: one optimizer step of GRPO / GSPO / RLOO and the loop around it —
      reference, backward over micro-batches,
   6) clip, AdamW step, push the new adapter into the engine,
 and then the bookkeeping: metrics and samples per step, atomic checkpoints, pause / stop /
-resume. The arithmetic lives in `core/objectives.py`, the run folder in `core/runs.py`.
+resume. The arithmetic lives in `core/objectives.py`, the run folder in `core/runs.py`; Online
+DPO and PPO subclass this trainer with their own step (`core/algorithms.py` picks the class), and
+data parallel over several GPUs is a few calls into `core/distributed.py` (no-ops when alone).
 
 Refuses to know: the UI (it reports through `on_step`), tokenizer internals beyond the chat
 template, how the engine samples.
@@ -31,12 +33,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core import distributed
 from core.config import Config
-from core.engines import SamplingSettings, make_engine
+from core.engines import make_engine
 from core.objectives import LossStats, compute_advantages, policy_loss
 from core.rewards import RewardError
+from core.rollouts import apply_update, retry_on_oom, rollout_metrics, sample_and_score, sample_rows
 from core.runs import RunDir, sanitize_run_name
 from kernels import token_logprobs
+
+
+GRPO_FAMILY = ("grpo", "gspo", "rloo")  # the other algorithms subclass GRPOTrainer: core.algorithms.make_trainer
 
 
 class TrainingStopped(Exception):
@@ -165,6 +172,18 @@ def pad_rollouts(prompt_ids: list[list[int]], completion_ids: list[list[int]], p
 # ---------------------------------------------------------------------------
 
 
+def _preflight_on_gpu(cfg: Config):
+    from transformers import AutoConfig
+
+    from core.engines import pick_backend
+    from core.models import resolve_model_path
+    from core.planner import preflight
+
+    free, total = torch.cuda.mem_get_info()
+    hf_config = AutoConfig.from_pretrained(resolve_model_path(cfg.model.name_or_path))
+    return preflight(hf_config, cfg, free, total, engine=pick_backend(cfg.run.engine))
+
+
 @dataclass
 class StepResult:
     step: int
@@ -181,12 +200,17 @@ class GRPOTrainer:
         from core.engines import make_policy_and_engine
         from core.models import default_device
 
+        if type(self) is GRPOTrainer and cfg.algorithm.algorithm not in GRPO_FAMILY:
+            raise ValueError(f"algorithm {cfg.algorithm.algorithm!r} has its own trainer: "
+                             "build it with core.algorithms.make_trainer(cfg, ...)")
         self.cfg = cfg
         self.device = device or default_device()
         self.control = control or TrainerControl()
         self.on_step = on_step
         # model + tokenizer (a peft model with a fresh adapter), and the engine that samples
         if model is None:
+            if str(self.device).startswith("cuda"):
+                _preflight_on_gpu(cfg)  # a clear "too large" before anything is loaded
             model, tokenizer, engine = make_policy_and_engine(cfg, self.device)
         self.model, self.tokenizer = model, tokenizer
         # data
@@ -208,6 +232,7 @@ class GRPOTrainer:
 
         a = cfg.algorithm
         self.params = [p for p in self.model.parameters() if p.requires_grad]
+        distributed.broadcast_params(self.params)  # data parallel: every rank starts from rank 0's adapter
         self.optimizer = torch.optim.AdamW(self.params, lr=a.learning_rate, weight_decay=a.weight_decay)
         self.scheduler = get_scheduler(a.lr_scheduler, self.optimizer, num_warmup_steps=a.warmup_steps,
                                        num_training_steps=a.max_steps)
@@ -216,7 +241,8 @@ class GRPOTrainer:
         self.skipped_steps = 0
         self.adapter = None
         name = cfg.run.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.data.source.split(':')[-1]}"
-        self.run = run_dir or RunDir.create(cfg.run.output_dir, sanitize_run_name(name))
+        name = distributed.broadcast_object(name)  # the timestamp of rank 0
+        self.run = distributed.run_dir_for_rank(run_dir or RunDir.create(cfg.run.output_dir, sanitize_run_name(name)))
         cfg.run.run_name = self.run.name
         if not self.run.config_path.exists():
             cfg.save(self.run.config_path)
@@ -232,7 +258,7 @@ class GRPOTrainer:
             epoch, j = divmod(i, n)
             perm = np.random.default_rng(self.cfg.algorithm.seed + 7919 * epoch).permutation(n)
             rows.append(self.task.train[int(perm[j])])
-        return rows
+        return distributed.shard(rows)  # data parallel: this rank's share
 
     def prompt_ids(self, row: dict) -> list[int]:
         from core.data import build_messages, render_prompt
@@ -247,48 +273,28 @@ class GRPOTrainer:
 
     # -- one step ------------------------------------------------------------------
     def train_step(self) -> StepResult:
-        cfg, a = self.cfg, self.cfg.algorithm
+        a = self.cfg.algorithm
         G = a.num_generations
         step = self.step + 1
         t0 = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
 
-        # 1) sample G completions for each of this step's prompts
-        rows = self.prompt_rows(step - 1)
-        prompt_ids = [self.prompt_ids(r) for r in rows]  # (P, Lp_i)
-        self.engine.restore_memory()
-        groups = self.engine.generate(
-            prompt_ids,
-            SamplingSettings(n=G, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_completion_length,
-                             seed=a.seed * 100_003 + step),
-            adapter=self.adapter,
-        )  # (P, G)
-        self.engine.release_memory()
-        t_gen = time.perf_counter() - t0
-        completions = [c for g in groups for c in g]  # (B = P * G)
-        flat_rows = [r for r in rows for _ in range(G)]
-        flat_prompt_ids = [p for p in prompt_ids for _ in range(G)]
-
-        # 2) rewards: each function's values, then the weighted total
-        from core.data import build_messages
-
-        prompts_msgs = [build_messages(r["question"], cfg.data.system_prompt) for r in flat_rows]
-        completions_msgs = [[{"role": "assistant", "content": c.text}] for c in completions]
-        columns = {k: [r.get(k) for r in flat_rows] for k in flat_rows[0] if k != "prompt"}
-        columns["completion_ids"] = [c.token_ids for c in completions]  # as TRL passes it
-        scored = self.rewards(prompts_msgs, completions_msgs, columns)
-        rewards = torch.tensor(scored.total, dtype=torch.float32)  # (B,)
+        # 1) + 2) sample G completions for each of this step's prompts and score them: each
+        #         reward function's values, then the weighted total (core/rollouts.py)
+        rollouts = sample_and_score(self, step)
+        completions = rollouts.completions  # (B = P * G)
+        rewards = rollouts.rewards  # (B,)
 
         # 3) advantages, normalised within each group of G
         advantages, is_std_zero = compute_advantages(
             rewards, G, estimator="rloo" if a.algorithm == "rloo" else "grpo", scale_rewards=a.scale_rewards)
 
         # 4) tensors: prompt left-padded, completion right-padded
-        ids, attn, comp, cmask = pad_rollouts(flat_prompt_ids, [c.token_ids for c in completions],
+        ids, attn, comp, cmask = pad_rollouts(rollouts.flat_prompt_ids, [c.token_ids for c in completions],
                                               self.tokenizer.pad_token_id, self.device)
-        truncated = torch.tensor([c.truncated for c in completions], device=self.device)
         if a.mask_truncated_completions:
+            truncated = torch.tensor([c.truncated for c in completions], device=self.device)
             cmask = cmask * (~truncated).unsqueeze(1).long()
         batch = Rollouts(ids, attn, comp, cmask, advantages.to(self.device))
         self.model.train()
@@ -300,61 +306,24 @@ class GRPOTrainer:
 
         # 5) + 6) loss, backward over micro-batches, clip, step; mu passes over the rollouts
         for _ in range(a.num_iterations):
-            loss_value, stats, entropy, grad_norm = self._optimize(batch)
-        lr = self.scheduler.get_last_lr()[0]
+            loss_value, stats, entropy, grad_norm = retry_on_oom(self, self._optimize_once, batch)
         self.adapter = self.engine.update_adapter(self.model)
         self.step = step
 
         # metrics, named as TRL logs them
-        dt = time.perf_counter() - t0
-        lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
-        tokens = stats.tokens or 1.0
-        from reward_presets.reflection_bonus import count_reflections
-
-        m = {
-            "step": step,
-            "reward": rewards.mean().item(),
-            "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
-            "frac_reward_zero_std": is_std_zero.float().mean().item(),
-            "completions/mean_length": lengths.mean().item(),
-            "completions/min_length": lengths.min().item(),
-            "completions/max_length": lengths.max().item(),
-            "completions/clipped_ratio": truncated.float().mean().item(),
+        m = rollout_metrics(self, rollouts, step, t0)
+        m.update({
+            "frac_reward_zero_std": is_std_zero.float().mean().item(),  # by the std the advantages used
             "loss": loss_value,
-            "kl": stats.kl_sum / tokens if a.beta > 0 else 0.0,
+            "kl": stats.kl_sum / (stats.tokens or 1.0) if a.beta > 0 else 0.0,
             "entropy": entropy,
             "grad_norm": grad_norm,
-            "learning_rate": lr,
             "clip_ratio/low_mean": stats.low_clip_sum / max(stats.clip_units, 1.0),
             "clip_ratio/high_mean": stats.high_clip_sum / max(stats.clip_units, 1.0),
             "clip_ratio/region_mean": stats.region_clip_sum / max(stats.clip_units, 1.0),
-            "reflections_per_completion": float(np.mean([count_reflections(c.text) for c in completions])),
-            "tokens_per_second": float(lengths.sum().item() / max(t_gen, 1e-9)),
-            "generation_time": t_gen,
-            "step_time": dt,
-            "peak_memory_gb": (torch.cuda.max_memory_allocated() / 2**30) if torch.cuda.is_available() else 0.0,
-            "skipped_steps": self.skipped_steps,
-            "micro_batch_size": self.micro_batch_size,
-        }
-        for name, values in scored.per_reward.items():
-            v = torch.tensor(values, dtype=torch.float32)
-            m[f"rewards/{name}/mean"] = v.mean().item()
-            m[f"rewards/{name}/std"] = v.std().item() if len(v) > 1 else 0.0
-
-        # a few samples for the table: spread over groups
-        k = min(cfg.run.log_samples, len(completions))
-        samples = []
-        for idx in range(0, len(completions), max(1, len(completions) // max(k, 1)))[:k]:
-            samples.append({
-                "step": step,
-                "question": flat_rows[idx]["question"],
-                "answer": flat_rows[idx].get("answer"),
-                "completion": completions[idx].text,
-                "reward": scored.total[idx],
-                "rewards": {n: v[idx] for n, v in scored.per_reward.items()},
-                "advantage": float(advantages[idx]),
-            })
-        return StepResult(step, m, samples)
+        })
+        extra = {i: {"advantage": float(advantages[i])} for i in range(len(completions))}
+        return StepResult(step, m, sample_rows(self, rollouts, step, extra))
 
     @torch.no_grad()
     def _logps_no_grad(self, batch: Rollouts) -> torch.Tensor:
@@ -364,19 +333,6 @@ class GRPOTrainer:
             out.append(completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
                                            mb.completion_mask, self.cfg.algorithm.temperature))
         return torch.cat(out)
-
-    def _optimize(self, batch: Rollouts) -> tuple[float, LossStats, float, float]:
-        """One optimizer update over `batch`; halves the micro-batch and retries on out-of-memory."""
-        while True:
-            try:
-                return self._optimize_once(batch)
-            except torch.OutOfMemoryError:
-                self.optimizer.zero_grad(set_to_none=True)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                if self.micro_batch_size == 1:
-                    raise
-                self.micro_batch_size = max(1, self.micro_batch_size // 2)
 
     def _optimize_once(self, batch: Rollouts) -> tuple[float, LossStats, float, float]:
         a = self.cfg.algorithm
@@ -399,19 +355,13 @@ class GRPOTrainer:
                 # a NaN/inf loss would poison the adapter: skip this update, count it
                 self.optimizer.zero_grad(set_to_none=True)
                 self.skipped_steps += 1
+                distributed.all_reduce_grads(self.params, poison=True)  # the other ranks skip it too
                 return float("nan"), total, float("nan"), float("nan")
             loss_sum += loss.item()
             ent_sum += float((ent * mb.completion_mask).sum())
             for f in ("kl_sum", "low_clip_sum", "high_clip_sum", "region_clip_sum", "tokens", "clip_units"):
                 setattr(total, f, getattr(total, f) + getattr(st, f))
-        max_norm = a.max_grad_norm if a.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-        if math.isfinite(grad_norm):
-            self.optimizer.step()
-        else:
-            self.skipped_steps += 1
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = apply_update(self)  # average over ranks, clip, AdamW, schedule
         return loss_sum, total, ent_sum / max(total.tokens, 1.0), grad_norm
 
     def _activation_context(self):
@@ -446,6 +396,7 @@ class GRPOTrainer:
             "micro_batch_size": self.micro_batch_size,
             "skipped_steps": self.skipped_steps,
         }, tmp / "trainer_state.pt")
+        self.save_extra_state(tmp)
         return self.run.commit_checkpoint(tmp, final, {"step": self.step, "time": time.time()},
                                           keep=self.cfg.run.keep_checkpoints)
 
@@ -465,11 +416,18 @@ class GRPOTrainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.micro_batch_size = state.get("micro_batch_size", self.micro_batch_size)
         self.skipped_steps = state.get("skipped_steps", 0)
+        self.load_extra_state(path)
         import json
 
         self.step = json.loads((path / "state.json").read_text())["step"]
         self.run.truncate_logs(self.step)
         self.adapter = self.engine.update_adapter(self.model)
+
+    def save_extra_state(self, folder: Path) -> None:
+        """What a subclass adds to a checkpoint folder (PPO: its value head). GRPO adds nothing."""
+
+    def load_extra_state(self, folder: Path) -> None:
+        """Read back what `save_extra_state` wrote."""
 
     def resume(self, checkpoint: str | Path | None = None) -> bool:
         """Load `checkpoint` or the run's latest; False when there is none."""
@@ -502,6 +460,16 @@ class GRPOTrainer:
                     self.run.write_status("paused", step=self.step, max_steps=max_steps,
                                           reason=self.control.pause_reason, traceback=e.traceback_text)
                     continue
+                except torch.OutOfMemoryError:
+                    # even a micro-batch of 1 did not fit: keep the run, say what to change, wait
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    self.control.pause("out of memory even with a micro-batch of 1: lower max_completion_length "
+                                       "or num_generations, turn on activation offload or 4-bit, then Resume")
+                    self.run.write_status("paused", step=self.step, max_steps=max_steps,
+                                          reason=self.control.pause_reason)
+                    continue
+                result.metrics = distributed.reduce_metrics(result.metrics)  # data parallel: over ranks
                 self.run.append_metrics(result.metrics)
                 self.run.append_samples(result.samples)
                 if self.step % self.cfg.run.save_steps == 0 or self.step == max_steps:

@@ -1,0 +1,170 @@
+"""What every algorithm's step shares: rollouts sampled and scored, the update, the metrics.
+
+Owns: sampling G completions per prompt through the engine and scoring them with the reward
+functions (`sample_and_score`), the AdamW update with data-parallel gradient averaging
+(`apply_update`), retrying a pass with a smaller micro-batch on out-of-memory (`retry_on_oom`),
+and the metrics and samples every run logs under TRL's names (`rollout_metrics`,
+`sample_rows`), so the plots read every algorithm the same way.
+
+Refuses to know: any algorithm's advantages or loss (`core/objectives.py` and each trainer).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core import distributed
+from core.engines import Completion, SamplingSettings
+from core.rewards import RewardResult
+
+
+# ---------------------------------------------------------------------------
+# sampling and scoring one step's rollouts
+
+
+@dataclass
+class ScoredRollouts:
+    """A step's prompts, their G completions each (grouped: G consecutive per prompt), and rewards."""
+
+    rows: list[dict]  # (P,) this rank's prompts
+    prompt_ids: list[list[int]]  # (P, Lp_i)
+    completions: list[Completion]  # (B = P * G,)
+    scored: RewardResult  # total and per function, one value per completion
+    num_generations: int
+    generation_time: float
+
+    @property
+    def rewards(self) -> torch.Tensor:
+        return torch.tensor(self.scored.total, dtype=torch.float32)  # (B,)
+
+    @property
+    def flat_rows(self) -> list[dict]:
+        return [r for r in self.rows for _ in range(self.num_generations)]
+
+    @property
+    def flat_prompt_ids(self) -> list[list[int]]:
+        return [p for p in self.prompt_ids for _ in range(self.num_generations)]
+
+
+def sample_and_score(trainer, step: int) -> ScoredRollouts:
+    """1) sample G completions for each of step `step`'s prompts, 2) score them, as GRPO's step does."""
+    from core.data import build_messages
+
+    cfg, a = trainer.cfg, trainer.cfg.algorithm
+    G = a.num_generations
+    t0 = time.perf_counter()
+    rows = trainer.prompt_rows(step - 1)
+    prompt_ids = [trainer.prompt_ids(r) for r in rows]  # (P, Lp_i)
+    trainer.engine.restore_memory()
+    groups = trainer.engine.generate(
+        prompt_ids,
+        SamplingSettings(n=G, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_completion_length,
+                         seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank()),
+        adapter=trainer.adapter,
+    )  # (P, G)
+    trainer.engine.release_memory()
+    t_gen = time.perf_counter() - t0
+    completions = [c for g in groups for c in g]  # (B,)
+    flat_rows = [r for r in rows for _ in range(G)]
+    prompts_msgs = [build_messages(r["question"], cfg.data.system_prompt) for r in flat_rows]
+    completions_msgs = [[{"role": "assistant", "content": c.text}] for c in completions]
+    columns = {k: [r.get(k) for r in flat_rows] for k in flat_rows[0] if k != "prompt"}
+    columns["completion_ids"] = [c.token_ids for c in completions]  # as TRL passes it
+    scored = trainer.rewards(prompts_msgs, completions_msgs, columns)
+    return ScoredRollouts(rows, prompt_ids, completions, scored, G, t_gen)
+
+
+# ---------------------------------------------------------------------------
+# the update
+
+
+def apply_update(trainer) -> float:
+    """Average the gradients over ranks, clip, AdamW step (skipped when the norm is not finite),
+    advance the schedule, clear the gradients. Returns the gradient norm before clipping."""
+    a = trainer.cfg.algorithm
+    distributed.all_reduce_grads(trainer.params)
+    max_norm = a.max_grad_norm if a.max_grad_norm > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainer.params, max_norm))
+    if math.isfinite(grad_norm):
+        trainer.optimizer.step()
+    else:
+        trainer.skipped_steps += 1
+    trainer.scheduler.step()
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def retry_on_oom(trainer, fn, *args, smallest: int = 1):
+    """`fn(*args)`, halving `trainer.micro_batch_size` and trying again on out-of-memory (as GRPO does)."""
+    while True:
+        try:
+            return fn(*args)
+        except torch.OutOfMemoryError:
+            trainer.optimizer.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if trainer.micro_batch_size <= smallest:
+                raise
+            trainer.micro_batch_size = max(smallest, trainer.micro_batch_size // 2)
+
+
+# ---------------------------------------------------------------------------
+# metrics every algorithm logs
+
+
+def rollout_metrics(trainer, batch: ScoredRollouts, step: int, t0: float) -> dict:
+    """The rollout half of a step's metrics, under the names GRPO logs (the plots read these)."""
+    from reward_presets.reflection_bonus import count_reflections
+
+    rewards = batch.rewards
+    G = batch.num_generations
+    lengths = torch.tensor([len(c.token_ids) for c in batch.completions], dtype=torch.float32)
+    group_std = rewards.view(-1, G).std(dim=1)  # (P,)
+    zero_std = torch.isclose(group_std, torch.zeros_like(group_std))
+    m = {
+        "step": step,
+        "reward": rewards.mean().item(),
+        "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
+        "frac_reward_zero_std": zero_std.float().mean().item(),
+        "completions/mean_length": lengths.mean().item(),
+        "completions/min_length": lengths.min().item(),
+        "completions/max_length": lengths.max().item(),
+        "completions/clipped_ratio": float(np.mean([c.truncated for c in batch.completions])),
+        "learning_rate": trainer.scheduler.get_last_lr()[0],
+        "reflections_per_completion": float(np.mean([count_reflections(c.text) for c in batch.completions])),
+        "tokens_per_second": float(lengths.sum().item() / max(batch.generation_time, 1e-9)),
+        "generation_time": batch.generation_time,
+        "step_time": time.perf_counter() - t0,
+        "peak_memory_gb": (torch.cuda.max_memory_allocated() / 2**30) if torch.cuda.is_available() else 0.0,
+        "skipped_steps": trainer.skipped_steps,
+        "micro_batch_size": trainer.micro_batch_size,
+    }
+    for name, values in batch.scored.per_reward.items():
+        v = torch.tensor(values, dtype=torch.float32)
+        m[f"rewards/{name}/mean"] = v.mean().item()
+        m[f"rewards/{name}/std"] = v.std().item() if len(v) > 1 else 0.0
+    return m
+
+
+def sample_rows(trainer, batch: ScoredRollouts, step: int, extra: dict[int, dict] | None = None) -> list[dict]:
+    """A few completions for the samples table, spread over the groups; `extra[i]` adds fields to completion i."""
+    n = len(batch.completions)
+    k = min(trainer.cfg.run.log_samples, n)
+    flat_rows = batch.flat_rows
+    out = []
+    for idx in range(0, n, max(1, n // max(k, 1)))[:k]:
+        out.append({
+            "step": step,
+            "question": flat_rows[idx]["question"],
+            "answer": flat_rows[idx].get("answer"),
+            "completion": batch.completions[idx].text,
+            "reward": batch.scored.total[idx],
+            "rewards": {name: v[idx] for name, v in batch.scored.per_reward.items()},
+            **((extra or {}).get(idx, {})),
+        })
+    return out
