@@ -151,3 +151,31 @@ def test_metrics_survive_a_torn_last_line(tmp_path):
     assert [r["step"] for r in run.read_metrics()] == [1]
     run.truncate_logs(1)
     assert json.loads(run.metrics_path.read_text().strip()) == {"step": 1, "reward": 0.5}
+
+
+def test_out_of_memory_at_micro_batch_one_pauses_with_advice(tiny_model_dir, tmp_path, monkeypatch):
+    import threading
+
+    trainer = _small_trainer(tiny_model_dir, tmp_path, max_steps=2, micro_batch_size=2)
+    real = trainer._optimize_once
+    state = {"oom": True}
+
+    def always_oom(batch):
+        if state["oom"]:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(batch)
+
+    monkeypatch.setattr(trainer, "_optimize_once", always_oom)
+    result = {}
+    t = threading.Thread(target=lambda: result.setdefault("state", trainer.train()))
+    t.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and trainer.run.read_status().get("state") != "paused":
+        time.sleep(0.05)
+    status = trainer.run.read_status()
+    assert status["state"] == "paused" and "out of memory" in status["reason"]
+    assert "activation offload" in status["reason"] and trainer.micro_batch_size == 1
+    state["oom"] = False  # the user lowered the length; Resume
+    trainer.control.resume()
+    t.join(timeout=120)
+    assert result["state"] == "finished" and [m["step"] for m in trainer.run.read_metrics()] == [1, 2]
