@@ -884,7 +884,19 @@ class RunManager:
 
     def store_upload(self, path: str) -> str:
         """Copy an uploaded data file under the runs folder, so a run can be rerun later."""
+        from core.data import DEFAULT_MAX_BYTES, FILE_FORMATS
+
         src = Path(path)
+        suffix = src.suffix.lower()
+        if suffix not in FILE_FORMATS:
+            raise ManagerError(f"{src.name}: unsupported file type '{suffix or '(none)'}'; "
+                               f"upload one of {', '.join(sorted(FILE_FORMATS))}")
+        size = src.stat().st_size
+        if size > DEFAULT_MAX_BYTES:
+            raise ManagerError(f"{src.name} is {size / 2**20:.0f} MB; uploads are limited to "
+                               f"{DEFAULT_MAX_BYTES / 2**20:.0f} MB (load large datasets by hub id or folder)")
+        if size == 0:
+            raise ManagerError(f"{src.name} is empty")
         dest_dir = self.runs_dir / "_uploads"
         dest_dir.mkdir(parents=True, exist_ok=True)
         dest = dest_dir / re.sub(r"[^A-Za-z0-9._-]+", "_", src.name)

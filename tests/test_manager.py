@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -240,3 +241,19 @@ def test_memory_estimate_and_model_info(manager):
     assert est["weights_gb"] == pytest.approx(est["params"] * 2 / 1024**3)
     info = manager.model_info()
     assert info["loaded"] and info["params"] > 0 and info["total_gb"] > info["weights_gb"]
+
+
+def test_uploads_are_checked_and_names_sanitised(manager, tmp_path):
+    good = tmp_path / "my data (v2).csv"
+    good.write_text("prompt,answer\nWhich is bigger, 9.11 or 9.9?,9.9\n")
+    stored = Path(manager.store_upload(str(good)))
+    assert stored.parent == manager.runs_dir / "_uploads" and stored.name == "my_data_v2_.csv"
+    assert stored.read_text() == good.read_text()
+    bad = tmp_path / "../evil.exe"
+    (tmp_path.parent / "evil.exe").write_text("x")
+    with pytest.raises(ManagerError, match="unsupported file type '.exe'"):
+        manager.store_upload(str(bad))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ManagerError, match="empty.jsonl is empty"):
+        manager.store_upload(str(empty))
