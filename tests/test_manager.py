@@ -257,3 +257,19 @@ def test_uploads_are_checked_and_names_sanitised(manager, tmp_path):
     empty.write_text("")
     with pytest.raises(ManagerError, match="empty.jsonl is empty"):
         manager.store_upload(str(empty))
+
+
+@pytest.mark.parametrize("algorithm,extra", [("online_dpo", "dpo/margin"), ("ppo", "ppo/value_loss")])
+def test_other_algorithms_run_through_the_manager(manager, algorithm, extra):
+    cfg = tiny_config(manager, algorithm=algorithm, max_steps=2)
+    # a reward with variance on a random model, so that pairs and advantages exist
+    cfg.rewards.custom_code = (
+        "def longer(completions, **kwargs):\n"
+        "    return [len(c[0]['content']) / 50 for c in completions]\n")
+    name = manager.start(cfg)
+    assert manager.wait(timeout=180) == "finished"
+    metrics = manager.metrics(name)
+    assert list(metrics["step"]) == [1, 2]
+    for column in ("reward", "loss", "completions/mean_length", "rewards/longer/mean", extra):
+        assert column in metrics and metrics[column].notna().all(), column
+    assert len(manager.samples(name)) == 4
