@@ -288,29 +288,55 @@ class RunManager:
         return self._starting or self._state in ACTIVE_STATES
 
     # -- the model (worker thread) -----------------------------------------------
+    def _backend(self, engine: str) -> str:
+        from core.engines import pick_backend
+
+        return pick_backend(engine) if self.device.startswith("cuda") else "hf"
+
     def _ensure_model(self, model_cfg: ModelConfig, engine: str = "auto") -> None:
-        """Load the base model when its settings changed; make sure an engine serves it."""
-        from core.engines import make_engine, pick_backend
+        """Load the base model when its settings changed; make sure an engine serves it.
+
+        With vLLM the engine comes first and the trainer's base model is built on its weights
+        (`make_policy_and_engine`); one vLLM engine lives for the whole process (its memory pool
+        cannot be created twice), so it is kept across runs and a different base model needs a
+        restart.
+        """
+        from core.engines import make_engine
         from core.models import add_lora, load_base_model, load_tokenizer, resolve_model_path
 
+        backend = self._backend(engine)
         key = _model_key(model_cfg)
         if key != self._model_key or self._model is None:
+            if self._engine is not None and self._engine.info.backend == "vllm":
+                raise ManagerError("vLLM serves one base model per process: restart the app with "
+                                   "--model to switch base models")
             if self._trainer is not None:  # the last run's adapter goes with the old model
                 self._last_step, self._trainer = self._trainer.step, None
             self._model = self._engine = None
             self._adapters.clear()
             self._free_memory()
-            path = resolve_model_path(model_cfg.name_or_path)
-            tokenizer = load_tokenizer(path)
-            base = load_base_model(model_cfg, self.device)
+            if backend == "vllm":
+                from core.config import Config
+                from core.engines import make_policy_and_engine
+
+                full = Config()
+                full.model, full.run.engine = dataclasses.replace(model_cfg), "vllm"
+                self._model, self._tokenizer, self._engine = make_policy_and_engine(full, self.device)
+                base = self._model.get_base_model()
+            else:
+                path = resolve_model_path(model_cfg.name_or_path)
+                self._tokenizer = load_tokenizer(path)
+                base = load_base_model(model_cfg, self.device)
+                self._model = add_lora(base, model_cfg)
             self._n_params = sum(p.numel() for p in base.parameters())
             self._hf_config = base.config.to_dict()
-            self._model = add_lora(base, model_cfg)
-            self._tokenizer = tokenizer
             self._model_key = key
             self._model_cfg = dataclasses.replace(model_cfg)
-        if self._engine is None or self._engine.info.backend != pick_backend(engine):
-            self._engine = make_engine(engine, self._model, self._tokenizer)
+        if self._engine is None or self._engine.info.backend != backend:
+            if backend == "vllm" or (self._engine is not None and self._engine.info.backend == "vllm"):
+                raise ManagerError("the vLLM engine is chosen when the model loads: restart the app to "
+                                   "switch between the vLLM and Hugging Face engines")
+            self._engine = make_engine("hf", self._model, self._tokenizer)
             self._adapters.clear()
 
     def _fresh_adapter(self, model_cfg: ModelConfig, engine: str) -> None:
@@ -318,11 +344,16 @@ class RunManager:
         from core.engines import make_engine
         from core.models import add_lora
 
+        if self._engine is not None and hasattr(self._engine, "unload_adapter"):
+            for ref in self._adapters.values():
+                self._engine.unload_adapter(ref)
         base = self._model.unload()  # the base weights without any LoRA layer, nothing merged
         self._model = add_lora(base, model_cfg)
         self._model_cfg = dataclasses.replace(model_cfg)
         self._adapters.clear()
-        self._engine = make_engine(engine, self._model, self._tokenizer)
+        if self._engine is not None and self._engine.info.backend == "vllm":
+            return  # the same engine serves the new adapter from its next update_adapter()
+        self._engine = make_engine("hf", self._model, self._tokenizer)
 
     @staticmethod
     def _free_memory() -> None:
