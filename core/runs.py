@@ -168,6 +168,18 @@ class RunDir:
         return final
 
 
+def free_run_name(output_dir: str | Path, name: str) -> str:
+    """`name`, or `name-2`, `name-3`, ... : the first that no run in `output_dir` uses yet, so a
+    new run never appends to another run's logs (two runs started in the same second, or a
+    config run twice)."""
+    name = sanitize_run_name(name)
+    candidate, k = name, 1
+    while (Path(output_dir) / candidate / "config.yaml").exists():
+        k += 1
+        candidate = f"{name}-{k}"
+    return candidate
+
+
 def list_runs(output_dir: str | Path) -> list[RunDir]:
     """Runs under `output_dir`, newest first."""
     root = Path(output_dir)

@@ -39,7 +39,7 @@ from core.engines import make_engine
 from core.objectives import LossStats, compute_advantages, policy_loss
 from core.rewards import RewardError
 from core.rollouts import apply_update, retry_on_oom, rollout_metrics, sample_and_score, sample_rows
-from core.runs import RunDir, sanitize_run_name
+from core.runs import RunDir, free_run_name
 from kernels import token_logprobs
 
 
@@ -240,9 +240,12 @@ class GRPOTrainer:
         self.micro_batch_size = a.micro_batch_size
         self.skipped_steps = 0
         self.adapter = None
-        name = cfg.run.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.data.source.split(':')[-1]}"
-        name = distributed.broadcast_object(name)  # the timestamp of rank 0
-        self.run = distributed.run_dir_for_rank(run_dir or RunDir.create(cfg.run.output_dir, sanitize_run_name(name)))
+        if run_dir is None:  # a new run: a folder of its own (rank 0 picks the name)
+            name = cfg.run.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.data.source.split(':')[-1]}"
+            if distributed.is_main():
+                name = free_run_name(cfg.run.output_dir, name)
+            run_dir = RunDir.create(cfg.run.output_dir, distributed.broadcast_object(name))
+        self.run = distributed.run_dir_for_rank(run_dir)
         cfg.run.run_name = self.run.name
         if not self.run.config_path.exists():
             cfg.save(self.run.config_path)

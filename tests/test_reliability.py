@@ -179,3 +179,14 @@ def test_out_of_memory_at_micro_batch_one_pauses_with_advice(tiny_model_dir, tmp
     trainer.control.resume()
     t.join(timeout=120)
     assert result["state"] == "finished" and [m["step"] for m in trainer.run.read_metrics()] == [1, 2]
+
+
+def test_a_new_run_never_appends_to_another_runs_logs(tmp_path):
+    from core.runs import RunDir, free_run_name
+
+    assert free_run_name(tmp_path, "quick start") == "quick_start"
+    for expected in ("quick_start", "quick_start-2", "quick_start-3"):
+        name = free_run_name(tmp_path, "quick start")
+        assert name == expected
+        run = RunDir.create(tmp_path, name)
+        run.config_path.write_text("{}")
