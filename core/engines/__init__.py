@@ -42,6 +42,7 @@ def make_policy_and_engine(cfg, device: str):
     vllm: start the engine first (it sizes its memory share from what is free), then build the
     trainer's model on views of the engine's weights, then add LoRA: one copy of the base.
     """
+    from core import planner
     from core.models import add_lora, load_model_and_tokenizer, load_tokenizer, resolve_model_path
 
     backend = pick_backend(cfg.run.engine) if str(device).startswith("cuda") else "hf"
@@ -59,13 +60,15 @@ def make_policy_and_engine(cfg, device: str):
     tok = load_tokenizer(path)
     hf_config = AutoConfig.from_pretrained(path)
     a = cfg.algorithm
-    n_params = _param_count(hf_config)
-    weight_bytes = n_params * (1 if cfg.model.load_in_4bit else 2)
-    seq = a.max_prompt_length + a.max_completion_length
-    # what the trainer needs beside the shared weights: adapter + AdamW state, and one
-    # micro-batch of activations (a rough bound; core/planner refines it)
-    training_bytes = int(n_params * 0.02 * 16 + a.micro_batch_size * seq * hf_config.hidden_size
-                         * hf_config.num_hidden_layers * 34)
+    # what the trainer needs beside the (shared) weights: adapter + AdamW state, one micro-batch
+    # of activations and the loss buffers, as the memory planner counts them
+    plan = planner.plan(hf_config, lora_rank=cfg.model.lora_r, lora_targets=cfg.model.lora_target_modules,
+                        num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
+                        prompt_length=a.max_prompt_length, completion_length=a.max_completion_length,
+                        micro_batch_size=a.micro_batch_size, load_in_4bit=cfg.model.load_in_4bit,
+                        checkpointing=cfg.model.gradient_checkpointing, offload=cfg.model.offload_activations,
+                        free_bytes=torch.cuda.mem_get_info()[0], engine="vllm")
+    weight_bytes, training_bytes = plan.weights, plan.training_peak - plan.weights
     settings = plan_settings(
         hf_config, num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
         max_prompt_length=a.max_prompt_length, max_completion_length=a.max_completion_length,
@@ -82,10 +85,3 @@ def make_policy_and_engine(cfg, device: str):
         base = engine.shared_hf_model()
     return add_lora(base, cfg.model), tok, engine
 
-
-def _param_count(c) -> int:
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    attn = c.hidden_size * head_dim * (2 * c.num_attention_heads + 2 * c.num_key_value_heads)
-    mlp = 3 * c.hidden_size * c.intermediate_size
-    emb = c.vocab_size * c.hidden_size * (1 if getattr(c, "tie_word_embeddings", False) else 2)
-    return c.num_hidden_layers * (attn + mlp) + emb

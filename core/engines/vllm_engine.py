@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from core.engines import vllm_compat as compat
+from core.planner import kv_bytes_per_token
 from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings
 
 
@@ -51,13 +52,6 @@ class VLLMSettings:
     seed: int = 0
 
 
-def kv_bytes_per_token(hf_config, kv_cache_dtype: str = "auto") -> int:
-    c = hf_config
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    elem = 1 if kv_cache_dtype.startswith("fp8") else 2
-    return 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * elem
-
-
 def plan_settings(hf_config, *, num_sequences: int, max_prompt_length: int, max_completion_length: int,
                   lora_rank: int, weight_bytes: int, training_bytes: int, total_bytes: int | None = None,
                   free_bytes: int | None = None, **overrides) -> VLLMSettings:
@@ -70,7 +64,8 @@ def plan_settings(hf_config, *, num_sequences: int, max_prompt_length: int, max_
     if total_bytes is None or free_bytes is None:
         free_bytes, total_bytes = torch.cuda.mem_get_info()
     max_len = max_prompt_length + max_completion_length
-    kv_needed = kv_bytes_per_token(hf_config, overrides.get("kv_cache_dtype", "auto")) * max_len * num_sequences
+    fp8 = str(overrides.get("kv_cache_dtype", "auto")).startswith("fp8")
+    kv_needed = kv_bytes_per_token(hf_config, fp8) * max_len * num_sequences
     want = weight_bytes + int(kv_needed * 1.2) + (1 << 30)  # + ~1 GiB for activations of sampling, graphs
     cap = free_bytes - training_bytes - (1 << 30)
     share = min(want, max(cap, weight_bytes + (1 << 30))) / total_bytes
