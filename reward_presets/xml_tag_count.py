@@ -6,7 +6,6 @@ whole. Refuses to know whether the answer is right.
 
 from __future__ import annotations
 
-import re
 
 from reward_presets._common import completion_text
 
