@@ -103,6 +103,12 @@ class DataConfig:
         "answer", "Column holding the reference answer. GSM8K-style '... #### 42' keeps only 42."
     )
     system_prompt: str = _f(DEFAULT_SYSTEM_PROMPT, "System message put before every question.")
+    response_prefix: str = _f(
+        "",
+        "Text every answer starts with, written after the chat template's assistant header (R1-Zero "
+        "style '<think>'). The model continues from it; rewards, samples and chat see it as part of "
+        "the answer. Helps small models that never write the tags on their own.",
+    )
     chat_template: str = _f(
         "",
         "Jinja chat template. Empty = the tokenizer's own, or a plain default for base models without one.",
@@ -251,6 +257,23 @@ class RunConfig:
         "auto", "Rollout engine. auto = vLLM on a GPU when installed, else Hugging Face generate.",
         choices=["auto", "hf", "vllm"],
     )
+    # vLLM engine settings: 0 / "auto" = chosen from the GPU and the run (core/engines/vllm_engine.plan_settings)
+    vllm_gpu_memory_utilization: float = _f(
+        0.0, "vLLM's share of the GPU memory (weights + KV cache). 0 = sized from free memory and this run's plan.",
+        range=(0.0, 0.95))
+    vllm_max_num_seqs: int = _f(
+        0, "Most sequences vLLM decodes at once. 0 = one step's rollouts (prompts x G), at least 16.",
+        range=(0, 4096))
+    vllm_max_num_batched_tokens: int = _f(
+        0, "Token budget of one vLLM scheduler step (prefill chunks). 0 = max(8192, prompt + completion length).",
+        range=(0, 1_000_000))
+    vllm_enable_prefix_caching: bool = _f(
+        True, "Reuse the KV cache of shared prompt prefixes (the G samples of one prompt share it).")
+    vllm_enforce_eager: bool = _f(
+        False, "Skip CUDA-graph capture: starts 1-3 min faster, decodes ~2x slower. For short runs and small models.")
+    vllm_kv_cache_dtype: str = _f(
+        "auto", "KV-cache precision. fp8 halves its memory: longer rollouts or more at once, small accuracy cost.",
+        choices=["auto", "fp8"])
 
 
 @dataclass

@@ -63,8 +63,12 @@ def dataset(cfg):
     from core.data import build_messages, load_task_data
 
     rows = load_task_data(cfg.data).train
+    # A response prefix becomes a final assistant message, which TRL continues
+    # (continue_final_message); TRL's rewards then see the completion without the prefix.
+    prefix = [{{"role": "assistant", "content": cfg.data.response_prefix}}] if cfg.data.response_prefix else []
     return Dataset.from_list([{{**{{k: v for k, v in r.items() if k not in ("prompt", "completion")}},
-                               "prompt": build_messages(r["question"], cfg.data.system_prompt)}} for r in rows])
+                               "prompt": build_messages(r["question"], cfg.data.system_prompt) + prefix}}
+                              for r in rows])
 
 
 def reward_functions(cfg):

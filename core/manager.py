@@ -756,6 +756,7 @@ class RunManager:
         if system_prompt is None:
             system_prompt = self._cfg.data.system_prompt if self._cfg else DEFAULT_SYSTEM_PROMPT
         template = self._cfg.data.chat_template if self._cfg else ""
+        prefix = self._cfg.data.response_prefix if self._cfg else ""
 
         def job() -> str:
             from core.data import build_messages, render_prompt
@@ -763,11 +764,11 @@ class RunManager:
 
             self._ensure_model_for(target)
             adapter = self._resolve_target(target)
-            text = render_prompt(self._tokenizer, build_messages(prompt, system_prompt or ""), template)
+            text = render_prompt(self._tokenizer, build_messages(prompt, system_prompt or ""), template, prefix)
             ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
             out = self._engine.generate(
                 [ids], SamplingSettings(n=1, temperature=float(temperature), max_tokens=int(max_tokens)), adapter)
-            return out[0][0].text
+            return prefix + out[0][0].text
 
         return self._call(job)
 
@@ -800,7 +801,8 @@ class RunManager:
                 raise ManagerError(f"data: {e}") from e
         if not rows:
             raise ManagerError("the data has no held-out rows: set eval_size above 0")
-        kw = dict(system_prompt=cfg.data.system_prompt, chat_template=cfg.data.chat_template, max_items=int(n),
+        kw = dict(system_prompt=cfg.data.system_prompt, chat_template=cfg.data.chat_template,
+                  response_prefix=cfg.data.response_prefix, max_items=int(n),
                   max_tokens=int(max_tokens or cfg.algorithm.max_completion_length),
                   max_prompt_length=cfg.algorithm.max_prompt_length)
 
@@ -815,7 +817,7 @@ class RunManager:
         items = [{"question": b["question"], "answer": b["answer"], "base": b["completion"],
                   "base_correct": b["correct"], "tuned": t["completion"], "tuned_correct": t["correct"]}
                  for b, t in zip(base["items"], tuned["items"], strict=True)]
-        pick = ("accuracy", "format_rate", "n")
+        pick = ("accuracy", "accuracy_flexible", "format_rate", "n")
         return {"base": {k: base[k] for k in pick}, "tuned": {k: tuned[k] for k in pick}, "items": items}
 
     def try_rewards(self, rewards_cfg: RewardsConfig, data_cfg: DataConfig, n: int = 4,
@@ -841,12 +843,13 @@ class RunManager:
         def job() -> list[str]:
             self._ensure_model_for("current")
             prompts = [self._tokenizer(render_prompt(self._tokenizer, build_messages(r["question"],
-                                       data_cfg.system_prompt), template), add_special_tokens=False)["input_ids"]
+                                       data_cfg.system_prompt), template, data_cfg.response_prefix),
+                                       add_special_tokens=False)["input_ids"]
                        for r in rows]
             adapter = self._resolve_target("current")
             groups = self._engine.generate(prompts, SamplingSettings(
                 n=1, temperature=temperature, max_tokens=int(max_tokens), seed=0), adapter)
-            return [g[0].text for g in groups]
+            return [data_cfg.response_prefix + g[0].text for g in groups]
 
         try:
             texts = self._call(job)
@@ -898,7 +901,8 @@ class RunManager:
                 tok = self._tokenizer_for(model_cfg)
             except Exception:  # no model reachable yet: render with the plain default template
                 tok = None
-            table = preview(task, tok, data_cfg.system_prompt, data_cfg.chat_template, n=n)
+            table = preview(task, tok, data_cfg.system_prompt, data_cfg.chat_template, n=n,
+                            response_prefix=data_cfg.response_prefix)
         except DataError as e:
             raise ManagerError(f"data: {e}") from e
         return {"table": table, "train": len(task.train), "eval": len(task.eval), "columns": task.columns,

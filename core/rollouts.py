@@ -72,7 +72,8 @@ def sample_and_score(trainer, step: int) -> ScoredRollouts:
     completions = [c for g in groups for c in g]  # (B,)
     flat_rows = [r for r in rows for _ in range(G)]
     prompts_msgs = [build_messages(r["question"], cfg.data.system_prompt) for r in flat_rows]
-    completions_msgs = [[{"role": "assistant", "content": c.text}] for c in completions]
+    prefix = cfg.data.response_prefix  # the answer starts with it (in the prompt), so rewards see it
+    completions_msgs = [[{"role": "assistant", "content": prefix + c.text}] for c in completions]
     columns = {k: [r.get(k) for r in flat_rows] for k in flat_rows[0] if k != "prompt"}
     columns["completion_ids"] = [c.token_ids for c in completions]  # as TRL passes it
     scored = trainer.rewards(prompts_msgs, completions_msgs, columns)
@@ -162,7 +163,7 @@ def sample_rows(trainer, batch: ScoredRollouts, step: int, extra: dict[int, dict
             "step": step,
             "question": flat_rows[idx]["question"],
             "answer": flat_rows[idx].get("answer"),
-            "completion": batch.completions[idx].text,
+            "completion": trainer.cfg.data.response_prefix + batch.completions[idx].text,
             "reward": batch.scored.total[idx],
             "rewards": {name: v[idx] for name, v in batch.scored.per_reward.items()},
             **((extra or {}).get(idx, {})),

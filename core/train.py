@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
 
         report = evaluate_base_and_tuned(trainer)
         for who, r in report.items():
-            print(f"{who:>5}: accuracy {r['accuracy']:.1%}  format {r['format_rate']:.1%}  (n={r['n']})")
+            flexible = "" if r["accuracy_flexible"] is None else f"  last-number {r['accuracy_flexible']:.1%}"
+            print(f"{who:>5}: accuracy {r['accuracy']:.1%}{flexible}  format {r['format_rate']:.1%}  (n={r['n']})")
     return 0 if state in ("finished", "stopped") else 1
 
 

@@ -269,7 +269,7 @@ class GRPOTrainer:
         key = id(row)
         if key not in self._prompt_cache:
             text = render_prompt(self.tokenizer, build_messages(row["question"], self.cfg.data.system_prompt),
-                                 self.cfg.data.chat_template)
+                                 self.cfg.data.chat_template, self.cfg.data.response_prefix)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
             self._prompt_cache[key] = ids[-self.cfg.algorithm.max_prompt_length:]  # cut from the left
         return self._prompt_cache[key]

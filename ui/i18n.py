@@ -101,6 +101,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "train.algo": ("Algorithm", "算法"),
     "train.run": ("Run and checkpoints", "运行与检查点"),
     "train.more": ("More settings (other algorithms)", "更多设置（其他算法）"),
+    "train.engine": ("vLLM engine (GPU)", "vLLM 引擎（GPU）"),
     "train.quick": ("Quick CPU settings", "CPU 快速设置"),
     "train.gpu_defaults": ("GPU defaults", "GPU 默认设置"),
     "train.start": ("▶ Start", "▶ 开始"),
@@ -201,6 +202,7 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "data.prompt_column": ("Question column", "问题列"),
     "data.answer_column": ("Answer column", "答案列"),
     "data.system_prompt": ("System prompt", "系统提示词"),
+    "data.response_prefix": ("Answer starts with", "回答开头"),
     "data.chat_template": ("Chat template (Jinja)", "对话模板（Jinja）"),
     "data.train_size": ("Training questions", "训练题目数"),
     "data.eval_size": ("Held-out questions", "留出题目数"),
@@ -237,6 +239,12 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "run.keep_checkpoints": ("Keep newest N checkpoints", "保留最新 N 个检查点"),
     "run.log_samples": ("Samples logged per step", "每步记录样本数"),
     "run.engine": ("Rollout engine", "采样引擎"),
+    "run.vllm_gpu_memory_utilization": ("GPU memory share (0 = auto)", "显存占比（0 = 自动）"),
+    "run.vllm_max_num_seqs": ("Max concurrent sequences (0 = auto)", "最大并发序列数（0 = 自动）"),
+    "run.vllm_max_num_batched_tokens": ("Batched-token budget (0 = auto)", "批处理 token 预算（0 = 自动）"),
+    "run.vllm_enable_prefix_caching": ("Prefix caching", "前缀缓存"),
+    "run.vllm_enforce_eager": ("No CUDA graphs (faster start)", "不用 CUDA Graph（启动更快）"),
+    "run.vllm_kv_cache_dtype": ("KV-cache precision", "KV 缓存精度"),
 }
 
 for _key, _pair in FIELD_LABELS.items():

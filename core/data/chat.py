@@ -42,8 +42,8 @@ def build_messages(question: str, system_prompt: str) -> list[dict]:
     return messages + [{"role": "user", "content": question}]
 
 
-def render_prompt(tokenizer, messages: list[dict], chat_template: str = "") -> str:
-    """The prompt text, ending where the assistant starts its answer.
+def render_prompt(tokenizer, messages: list[dict], chat_template: str = "", response_prefix: str = "") -> str:
+    """The prompt text, ending where the assistant starts its answer (after `response_prefix`, if any).
 
     Template: `chat_template` if given, else the tokenizer's own, else `DEFAULT_CHAT_TEMPLATE`.
     A template that refuses a system message (Gemma's, older Mistral's) gets the system text
@@ -52,6 +52,10 @@ def render_prompt(tokenizer, messages: list[dict], chat_template: str = "") -> s
     template = chat_template if chat_template.strip() else None
     if template is None and not getattr(tokenizer, "chat_template", None):
         template = DEFAULT_CHAT_TEMPLATE
+    return _render_or_fold_system(tokenizer, messages, template, chat_template) + response_prefix
+
+
+def _render_or_fold_system(tokenizer, messages: list[dict], template, chat_template: str) -> str:
     try:
         return _apply(tokenizer, messages, template)
     except jinja2.TemplateError as e:
@@ -66,7 +70,8 @@ def render_prompt(tokenizer, messages: list[dict], chat_template: str = "") -> s
         raise DataError(f"{which} failed{line}: {e}") from e
 
 
-def preview(task: TaskData, tokenizer, system_prompt: str, chat_template: str = "", n: int = 5) -> pd.DataFrame:
+def preview(task: TaskData, tokenizer, system_prompt: str, chat_template: str = "", n: int = 5,
+            response_prefix: str = "") -> pd.DataFrame:
     """The first `n` training rows as the model will see them: question, answer, rendered prompt."""
     rows = (task.train or task.eval)[:n]
     return pd.DataFrame(
@@ -74,7 +79,8 @@ def preview(task: TaskData, tokenizer, system_prompt: str, chat_template: str = 
             "question": [r["question"] for r in rows],
             "answer": [r["answer"] for r in rows],
             "rendered_prompt": [
-                render_prompt(tokenizer, build_messages(r["question"], system_prompt), chat_template) for r in rows
+                render_prompt(tokenizer, build_messages(r["question"], system_prompt), chat_template, response_prefix)
+                for r in rows
             ],
         },
         columns=["question", "answer", "rendered_prompt"],

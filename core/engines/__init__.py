@@ -69,11 +69,17 @@ def make_policy_and_engine(cfg, device: str):
                         checkpointing=cfg.model.gradient_checkpointing, offload=cfg.model.offload_activations,
                         free_bytes=torch.cuda.mem_get_info()[0], engine="vllm")
     weight_bytes, training_bytes = plan.weights, plan.training_peak - plan.weights
+    r = cfg.run
+    overrides = {k: v for k, v in {
+        "gpu_memory_utilization": r.vllm_gpu_memory_utilization, "max_num_seqs": r.vllm_max_num_seqs,
+        "max_num_batched_tokens": r.vllm_max_num_batched_tokens}.items() if v}  # 0 = planned
+    overrides.update(enable_prefix_caching=r.vllm_enable_prefix_caching, enforce_eager=r.vllm_enforce_eager,
+                     kv_cache_dtype=r.vllm_kv_cache_dtype)
     settings = plan_settings(
         hf_config, num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
         max_prompt_length=a.max_prompt_length, max_completion_length=a.max_completion_length,
         lora_rank=cfg.model.lora_r, weight_bytes=weight_bytes, training_bytes=training_bytes,
-        seed=a.seed, quantization="bitsandbytes" if cfg.model.load_in_4bit else None)
+        seed=a.seed, quantization="bitsandbytes" if cfg.model.load_in_4bit else None, **overrides)
     engine = VLLMEngine(path, tok, settings)
     if cfg.model.load_in_4bit:
         # 4-bit weights are packed differently in vLLM and bitsandbytes: the trainer keeps its own

@@ -51,6 +51,7 @@ def build(ctx: Ctx) -> None:
                 label=t("f.data.answer_column"), info="GSM8K-style '... #### 42' keeps only 42."))
     with gr.Accordion(t("data.prompting"), open=False):
         form.field("data", "system_prompt", lines=3)
+        form.field("data", "response_prefix")
         form.field("data", "chat_template", lines=4)
     with gr.Row():
         form.field("data", "train_size")

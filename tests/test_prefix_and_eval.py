@@ -1,0 +1,138 @@
+"""The answer prefix (R1-Zero's prefilled "<think>") and the held-out evaluation.
+
+A prefix is written into the prompt after the assistant header, so the model continues from
+it; every consumer of the answer text (rewards, samples, evaluation, chat) must see the prefix
+as part of the answer, otherwise a format reward could never pay for the tag the prompt wrote.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_trainer import make_trainer, tiny_config
+
+from core.data import build_messages, render_prompt
+from core.engines import Completion
+from core.evaluate import evaluate, last_number_correct
+
+
+class RecordingReward:
+    names = ["seen"]
+
+    def __init__(self):
+        self.texts = []
+
+    def __call__(self, prompts, completions, columns):
+        from core.rewards import RewardResult
+
+        texts = [c[0]["content"] for c in completions]
+        self.texts += texts
+        values = [float(t.startswith("<think>")) for t in texts]
+        return RewardResult(total=values, per_reward={"seen": values})
+
+
+def test_render_prompt_ends_with_the_prefix(tiny_model_dir):
+    from core.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    plain = render_prompt(tok, build_messages("2 + 2?", "sys"))
+    prefixed = render_prompt(tok, build_messages("2 + 2?", "sys"), "", "<think>")
+    assert prefixed == plain + "<think>"
+
+
+def test_rollouts_prompt_with_the_prefix_and_rewards_see_it(tiny_model_dir, tmp_path):
+    cfg = tiny_config(tmp_path, prompts_per_step=2, num_generations=4)
+    cfg.data.response_prefix = "<think>"
+    trainer = make_trainer(tiny_model_dir, cfg)
+    seen = RecordingReward()
+    trainer.rewards = seen
+    ids = trainer.prompt_ids(trainer.task.train[0])
+    assert trainer.tokenizer.decode(ids).endswith("<think>")  # the model continues after the prefix
+    result = trainer.train_step()
+    assert len(seen.texts) == 8 and all(t.startswith("<think>") for t in seen.texts)
+    assert result.metrics["reward"] == pytest.approx(1.0)
+    assert all(s["completion"].startswith("<think>") for s in result.samples)
+
+
+class ScriptedEngine:
+    """Greedy answers from a script, one per prompt, recording the prompts."""
+
+    def __init__(self, answers):
+        self.answers, self.prompts = answers, None
+
+    def generate(self, prompts, sampling, adapter=None):
+        assert sampling.temperature == 0.0 and sampling.n == 1
+        self.prompts = prompts
+        return [[Completion(token_ids=[1], text=a, finish_reason="stop")] for a in self.answers[: len(prompts)]]
+
+
+def test_evaluate_counts_tagged_and_last_number_accuracy_with_a_prefix(tiny_model_dir):
+    from core.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    rows = [{"question": f"Which is bigger, {a} or {b}?", "answer": a} for a, b in
+            (("9.9", "9.11"), ("3.5", "3.45"), ("10.1", "8.95"), ("2.8", "2.764"))]
+    answers = [
+        "9.9 is 9.90</think>\n<answer>9.9</answer>",  # right, formatted (with the prefix)
+        "3.45 has more digits</think>\n<answer>3.45</answer>",  # wrong, formatted
+        "the bigger one is 10.1",  # right by its last number only, no tags
+        "2.8 is bigger than 2.764",  # last number is the wrong one
+    ]
+    engine = ScriptedEngine(answers)
+    r = evaluate(engine, tok, rows, system_prompt="s", response_prefix="<think>")
+    assert r["n"] == 4
+    assert r["accuracy"] == pytest.approx(0.25)  # only the first: the answer must be in tags
+    assert r["format_rate"] == pytest.approx(0.5)  # the prefix supplies the opening <think>
+    assert r["accuracy_flexible"] == pytest.approx(0.5)  # first and third
+    assert [i["correct_flexible"] for i in r["items"]] == [True, False, True, False]
+    assert all(i["completion"].startswith("<think>") for i in r["items"])
+    assert all(tok.decode(p).endswith("<think>") for p in engine.prompts)
+
+
+def test_last_number_extraction():
+    assert last_number_correct("so the total is 1,234", "1234")
+    assert last_number_correct("<answer>0.5</answer>", "0.50")
+    assert not last_number_correct("9.11 is smaller than 9.9", "9.11")
+    assert not last_number_correct("", "3") and not last_number_correct("3", None)
+
+
+def test_countdown_has_no_flexible_accuracy(tiny_model_dir):
+    from core.models import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    rows = [{"question": "Using 1, 2, 3 make 6", "answer": "6", "numbers": [1, 2, 3], "target": 6}]
+    r = evaluate(ScriptedEngine(["<think>1+2+3</think><answer>1 + 2 + 3</answer>"]), tok, rows, system_prompt="")
+    assert r["accuracy"] == 1.0 and r["accuracy_flexible"] is None and r["format_rate"] == 1.0
+
+
+def test_proof_of_learning_script_runs_and_resumes_on_cpu(tiny_model_dir, tmp_path, monkeypatch):
+    """The proof-of-learning benchmark end to end on a tiny model: base eval, training with an eval,
+    stop at a deadline, resume, results files with the curve."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import proof_of_learning
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "model: {name_or_path: '%s', lora_r: 4, lora_alpha: 8, dtype: float32}\n"
+        "data: {source: 'builtin:decimal_compare', train_size: 40, eval_size: 6, response_prefix: '<think>'}\n"
+        "algorithm: {num_generations: 2, prompts_per_step: 2, micro_batch_size: 4, max_completion_length: 6,\n"
+        "            max_steps: 4, seed: 3}\n"
+        "run: {run_name: proof, save_steps: 1, engine: hf}\n" % tiny_model_dir)
+    out = tmp_path / "out"
+    common = ["--config", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--eval-every", "2"]
+    torch.manual_seed(0)
+    assert proof_of_learning.main(common + ["--deadline-s", "0.001"]) == 0  # stops after step 1
+    assert not (out / "proof_of_learning.json").exists()
+    state = json.loads((tmp_path / "runs" / "proof" / "proof.json").read_text())
+    assert [e["step"] for e in state["evals"]] == [0]
+    assert proof_of_learning.main(common) == 0  # resumes at step 1, runs to 4
+    result = json.loads((out / "proof_of_learning.json").read_text())
+    assert [e["step"] for e in result["evals"]] == [0, 2, 4]
+    assert result["steps"] == 4 and result["base"]["n"] == 6
+    assert (out / "proof_of_learning.png").stat().st_size > 10_000
+    steps = [json.loads(line)["step"] for line in (out / "proof_of_learning_metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
