@@ -23,11 +23,23 @@ case "${1:-}" in
     bash .devkit/smolB/install-smol.sh 2>/dev/null || bash .devkit/smolA/install-smol.sh
     ;;
   proof)
+    # two recipes side by side (engines start one after the other; see proof_of_learning.py)
     shift
-    python -c "from core.models import default_model_path; print('model:', default_model_path())"
-    python bench/proof_of_learning.py --runs-dir /root/proof-runs --out "$OUT" "$@" 2>&1 \
-      | grep -v -e 'it/s\]' -e '^INFO' -e 'Warning' | tail -n 120
-    cp -r /root/proof-runs "$OUT/" 2>/dev/null
+    python -c "from core.models import default_model_path; print('model:', default_model_path())" || exit 1
+    rm -f /tmp/proof-a.ready /tmp/proof-b.ready
+    common=(--runs-dir /root/proof-runs --out "$OUT" "$@")
+    python bench/proof_of_learning.py --config configs/smollm2-decimal-compare.yaml --name proof_decimal \
+      --ready /tmp/proof-a.ready --go /tmp/proof-b.ready "${common[@]}" > "$OUT/proof_decimal.log" 2>&1 &
+    python bench/proof_of_learning.py --config configs/smollm2-arithmetic.yaml --name proof_arithmetic \
+      --after /tmp/proof-a.ready --ready /tmp/proof-b.ready "${common[@]}" > "$OUT/proof_arithmetic.log" 2>&1 &
+    wait
+    for f in "$OUT"/proof_decimal.log "$OUT"/proof_arithmetic.log; do
+      echo "== $f"; grep -v -e 'it/s\]' -e 'INFO' -e 'Warning' -e 'warn' "$f" | tail -n 40
+    done
+    mkdir -p "$OUT/runs"
+    for r in /root/proof-runs/*/; do  # logs only; checkpoints stay on the machine
+      mkdir -p "$OUT/runs/$(basename "$r")"; cp "$r"/*.json* "$r"/*.yaml "$OUT/runs/$(basename "$r")/" 2>/dev/null
+    done
     ;;
   tests)
     for f in tests/test_engine_conformance.py tests/test_vllm_engine.py kernels/test_logprob.py; do

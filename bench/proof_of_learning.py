@@ -84,6 +84,14 @@ def plot(metrics: list[dict], evals: list[dict], path: Path, title: str) -> None
     plt.close(fig)
 
 
+def wait_for(path: str | None, timeout_s: float = 900) -> None:
+    t0 = time.perf_counter()
+    while path and not Path(path).exists():
+        if time.perf_counter() - t0 > timeout_s:
+            raise TimeoutError(f"{path} did not appear within {timeout_s:.0f} s")
+        time.sleep(0.5)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "smollm2-decimal-compare.yaml"))
@@ -94,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs-dir", default=None, help="where the run folder lives (default: the config's output_dir)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for the results files")
     ap.add_argument("--name", default="proof_of_learning")
+    # two recipes side by side on one GPU: vLLM's start-up memory profiling must not overlap
+    # another process's allocations, so engines start one after the other, then both train
+    ap.add_argument("--after", help="wait for this file before building the engine")
+    ap.add_argument("--ready", help="touch this file once the engine is built")
+    ap.add_argument("--go", help="wait for this file before the first step")
     args = ap.parse_args(argv)
 
     from core.algorithms import make_trainer
@@ -106,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = apply_overrides(Config.load(args.config), args.set)
     runs_dir = Path(args.runs_dir or cfg.run.output_dir)
     run = RunDir.create(runs_dir, cfg.run.run_name or args.name, exist_ok=True)
+    wait_for(args.after)
     trainer = make_trainer(cfg, run_dir=run)
+    if args.ready:
+        Path(args.ready).touch()
+    wait_for(args.go)
     resumed = trainer.resume()
     state_path = run.path / "proof.json"
     state = json.loads(state_path.read_text()) if resumed and state_path.exists() else {"evals": [], "wall_s": 0.0}
