@@ -74,7 +74,7 @@ def make_policy_and_engine(cfg, device: str):
         "gpu_memory_utilization": r.vllm_gpu_memory_utilization, "max_num_seqs": r.vllm_max_num_seqs,
         "max_num_batched_tokens": r.vllm_max_num_batched_tokens}.items() if v}  # 0 = planned
     overrides.update(enable_prefix_caching=r.vllm_enable_prefix_caching, enforce_eager=r.vllm_enforce_eager,
-                     kv_cache_dtype=r.vllm_kv_cache_dtype)
+                     kv_cache_dtype=r.vllm_kv_cache_dtype, release_kv=r.vllm_free_kv_between_steps)
     settings = plan_settings(
         hf_config, num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
         max_prompt_length=a.max_prompt_length, max_completion_length=a.max_completion_length,

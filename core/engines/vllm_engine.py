@@ -47,6 +47,7 @@ class VLLMSettings:
     enable_prefix_caching: bool = True
     enforce_eager: bool = False  # True skips CUDA-graph capture: faster start, ~2x slower decode
     kv_cache_dtype: str = "auto"  # "fp8" halves KV memory for long rollouts
+    release_kv: bool = True  # free the KV cache between rollouts (sleep mode); off = keep it
     dtype: str = "bfloat16"
     quantization: str | None = None  # "bitsandbytes" for a 4-bit base (QLoRA)
     seed: int = 0
@@ -213,7 +214,7 @@ class VLLMEngine:
     # -- memory --------------------------------------------------------------------------
     def release_memory(self) -> None:
         """Free the KV cache; weights stay (the trainer's base model is a view of them)."""
-        if self._released or not self.on_gpu:
+        if self._released or not self.on_gpu or not self.settings.release_kv:
             return
         self.llm.sleep(level=1)  # weights -> CPU backup, KV cache dropped
         self.llm.wake_up(tags=["weights"])  # weights back at the same addresses
