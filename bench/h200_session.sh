@@ -22,6 +22,15 @@ case "${1:-}" in
   smol)
     bash .devkit/smolB/install-smol.sh 2>/dev/null || bash .devkit/smolA/install-smol.sh
     ;;
+  proof1)
+    # one recipe: the decimal comparison
+    shift
+    python -c "from core.models import default_model_path; print('model:', default_model_path())" || exit 1
+    python bench/proof_of_learning.py --config configs/smollm2-decimal-compare.yaml --name proof_of_learning \
+      --runs-dir /root/proof-runs --out "$OUT" "$@" > "$OUT/proof_of_learning.log" 2>&1
+    grep -v -e 'it/s\]' -e 'INFO' -e 'Warning' -e 'warn' "$OUT/proof_of_learning.log" | tail -n 60
+    mkdir -p "$OUT/runs/decimal" && cp /root/proof-runs/smollm2-decimal-compare/*.json* "$OUT/runs/decimal/" 2>/dev/null
+    ;;
   proof)
     # two recipes side by side (engines start one after the other; see proof_of_learning.py)
     shift

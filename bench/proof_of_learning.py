@@ -107,7 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--after", help="wait for this file before building the engine")
     ap.add_argument("--ready", help="touch this file once the engine is built")
     ap.add_argument("--go", help="wait for this file before the first step")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG from the results files in --out")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        out = Path(args.out)
+        result = json.loads((out / f"{args.name}.json").read_text())
+        metrics = [json.loads(x) for x in (out / f"{args.name}_metrics.jsonl").read_text().splitlines() if x.strip()]
+        plot(metrics, result["evals"], out / f"{args.name}.png",
+             f"{result['model']} on {result['task']} ({result['engine']}, {result['versions']['gpu'] or 'CPU'})")
+        return 0
 
     from core.algorithms import make_trainer
     from core.config import Config
@@ -164,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
             trainer.control.stop()
 
     trainer.on_step = on_step
+    trainer.control.stop_on_pause = True  # no one is there to press Resume
     final_state = trainer.train()
+    if trainer.control.pause_reason:
+        print(f"stopped because: {trainer.control.pause_reason}", flush=True)
+        return 1
     save_state()
     if final_state != "finished":
         print(f"run {final_state} at step {trainer.step}")
@@ -207,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
     (out / f"{args.name}_metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-    plot(metrics, evals, out / f"{args.name}.png",
-         f"{result['model']} on {c.data.source} ({result['engine']}, {result['versions']['gpu'] or 'CPU'})")
+    try:
+        plot(metrics, evals, out / f"{args.name}.png",
+             f"{result['model']} on {c.data.source} ({result['engine']}, {result['versions']['gpu'] or 'CPU'})")
+    except ImportError as e:  # matplotlib missing (e.g. a bare GPU box): `--plot-only` redraws it later
+        print(f"no plot: {e}")
     lines = [
         f"# Proof of learning ({result['date']}, {result['versions']['gpu'] or 'CPU'})", "",
         f"{result['model']}, task `{c.data.source}`, recipe `{result['config']}`, engine {result['engine']}; "

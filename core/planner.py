@@ -2,21 +2,30 @@
 
 Owns: arithmetic from a model's config and the run's settings to bytes — base weights (bf16 or
 4-bit), LoRA adapter + gradient + AdamW state, the engine's KV cache for one step's rollouts,
-activations of one micro-batch (with or without per-layer checkpointing / offload), and the
-loss buffers of the fused log-prob (the [tokens, vocab] logits are never built). It then picks
-the largest micro-batch and the engine's memory share that fit the free memory, and says so in
-plain words (the UI shows `Plan.summary`).
+and the peak of one micro-batch's forward + backward (with or without per-layer checkpointing /
+offload) through the trainer's loss path: decoder -> fused log-prob from hidden states (the
+[tokens, vocab] logits are never built) -> loss. It then picks the largest micro-batch and the
+engine's memory share that fit the free memory, and says so in plain words (the UI shows
+`Plan.summary`).
 
 Refuses to know: torch (it reads plain numbers), engines, the UI.
 
-The per-token activation constants were calibrated on an H200 against measured peaks
-(`bench/planner_check.py`, results in bench/results/planner_check.md).
+How the micro-batch peak is counted: not with fitted per-token constants but tensor by tensor —
+what autograd saves in each decoder layer (`layer_saved_bytes_per_token`), what is alive besides
+at the moment the peak happens (`micro_batch_peak`), and a small fixed term for what torch's
+allocator holds besides (cuBLAS workspaces). The list was read off a trace of every tensor the
+bench's step allocates and checked against the H200 measurements in
+bench/results/planner_check.md (`python bench/planner_check.py --compare` prints the table on a
+CPU). It assumes what the trainer runs: a bf16 base, peft LoRA (adapters kept in fp32), SDPA
+attention, a Llama/Qwen2-style layer (RMSNorm, RoPE, SwiGLU MLP).
 
     >>> from types import SimpleNamespace as NS
     >>> qwen15 = NS(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
     ...             num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
     >>> round(param_count(qwen15) / 1e9, 2)
     1.54
+    >>> round(layer_saved_bytes_per_token(qwen15, 16, ALL_PROJECTIONS) / 1024, 1)  # KiB per token per layer
+    143.0
 """
 
 from __future__ import annotations
@@ -24,37 +33,41 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 GIB = 2**30
+MIB = 2**20
 
-# bytes saved for backward per token per decoder layer, bf16 base with fp32 LoRA on all seven
-# projections and SDPA attention: c_hidden * hidden_size + c_inter * intermediate_size
-ACT_C_HIDDEN = 50.0
-ACT_C_INTER = 12.0
-# peft keeps LoRA weights in fp32: weight + grad + AdamW m and v
+ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# peft keeps LoRA weights in fp32 (it upcasts adapters of a bf16 base): weight + grad + AdamW m and v
 LORA_BYTES_PER_PARAM = 16
-CUDA_CONTEXT_BYTES = int(0.5 * GIB)  # the CUDA context and cuBLAS workspaces, outside torch's counter
+# What torch's allocator holds on top of the tensors counted here: one cuBLAS workspace per
+# thread that runs matmuls (the forward's, and autograd's backward thread), 32 MiB each on Hopper,
+# plus a few MiB of small buffers (norm weights and biases param_count skips, RoPE tables, 512-byte
+# rounding of ~1,500 small LoRA/optimizer tensors). Measured: 67-73 MiB above weights + adapter
+# state before the first micro-batch (static_gb in bench/results/planner_check.json).
+ALLOCATOR_FIXED_BYTES = 70 * MIB
+CUDA_CONTEXT_BYTES = int(0.5 * GIB)  # the CUDA context and kernels' code, outside torch's counter
 
 
 def _head_dim(c) -> int:
     return getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
 
 
-def param_count(c) -> int:
+def _projections(c) -> dict[str, tuple[int, int]]:
+    """(in, out) features of each projection of one decoder layer."""
     hd = _head_dim(c)
-    attn = c.hidden_size * hd * (2 * c.num_attention_heads + 2 * c.num_key_value_heads)
-    mlp = 3 * c.hidden_size * c.intermediate_size
+    h, i = c.hidden_size, c.intermediate_size
+    q, kv = c.num_attention_heads * hd, c.num_key_value_heads * hd
+    return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+
+def param_count(c) -> int:
+    attn_mlp = sum(a * b for a, b in _projections(c).values())
     emb = c.vocab_size * c.hidden_size * (1 if getattr(c, "tie_word_embeddings", False) else 2)
-    return c.num_hidden_layers * (attn + mlp) + emb
+    return c.num_hidden_layers * attn_mlp + emb
 
 
 def lora_param_count(c, rank: int, targets: list[str]) -> int:
-    hd = _head_dim(c)
-    h, i = c.hidden_size, c.intermediate_size
-    shapes = {  # (in, out)
-        "q_proj": (h, c.num_attention_heads * hd), "k_proj": (h, c.num_key_value_heads * hd),
-        "v_proj": (h, c.num_key_value_heads * hd), "o_proj": (c.num_attention_heads * hd, h),
-        "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
-    }
-    per_layer = sum(rank * (a + b) for t, (a, b) in shapes.items() if t in targets)
+    per_layer = sum(rank * (a + b) for t, (a, b) in _projections(c).items() if t in targets)
     return per_layer * c.num_hidden_layers
 
 
@@ -62,18 +75,126 @@ def kv_bytes_per_token(c, fp8: bool = False) -> int:
     return 2 * c.num_hidden_layers * c.num_key_value_heads * _head_dim(c) * (1 if fp8 else 2)
 
 
-def activation_bytes(c, tokens: int, *, checkpointing: bool, offload: bool) -> int:
-    """Autograd's saved tensors for `tokens` tokens (one micro-batch) plus backward transients."""
-    per_layer_token = ACT_C_HIDDEN * c.hidden_size + ACT_C_INTER * c.intermediate_size
+def layer_saved_bytes_per_token(c, rank: int, targets, padded_seq_len: int = 0) -> int:
+    """Bytes autograd keeps per token for one decoder layer's backward (bf16 base, fp32 LoRA).
+
+    The frozen base projections keep nothing but their own weight (the input's gradient needs
+    only the weight) and the residual adds keep nothing. What is kept, tensor by tensor:
+    """
+    h, i = c.hidden_size, c.intermediate_size
+    hd, nh = _head_dim(c), c.num_attention_heads
+    q, kv = nh * hd, c.num_key_value_heads * hd
+    proj = _projections(c)
+    # 2 RMSNorms: each keeps the fp32 copy of its input [N, h] and its fp32 1/rms [N, 1]
+    b = 2 * (4 * h + 4)
+    # each LoRA'd projection: peft casts the input to the adapter's dtype, fp32 (q, k and v each
+    # make their own copy), kept for lora_A's weight gradient: 4 x in_features; and lora_A's
+    # fp32 output [N, r], kept for lora_B's
+    b += sum(4 * proj[t][0] + 4 * rank for t in targets if t in proj)
+    # SDPA keeps its inputs and output: RoPE'd queries and the output (bf16 [N, q] each) and the
+    # fp32 logsumexp per head ...
+    b += 2 * q + 2 * q + 4 * nh
+    if padded_seq_len:
+        # ... with padding there is an attention mask: transformers repeats k and v to all heads
+        # (bf16 [N, q] each) and SDPA runs the memory-efficient kernel, which keeps the mask as a
+        # bf16 bias [B, 1, S, S] of its own in every layer: 2 S bytes per token
+        b += 2 * q + 2 * q + 2 * padded_seq_len
+    else:
+        # ... without, flash attention takes k and v as they are (bf16 [N, kv] each)
+        b += 2 * kv + 2 * kv
+    # SwiGLU MLP: SiLU keeps its input (gate_proj's output), the product keeps both factors
+    # (SiLU's output, up_proj's output): bf16 [N, i] each
+    b += 3 * 2 * i
+    return b
+
+
+def _mlp_transient_per_token(c, rank: int, targets, recompute: bool) -> int:
+    """Per token, what the last layer's MLP holds at its peak beyond that layer's saved tensors.
+
+    Two candidate moments. Inside up_proj: the LoRA branch's output lora_B(lora_A(x)) and its
+    `* scaling` copy, fp32 [N, i] each, while down_proj's fp32 input copy (part of the saved
+    bytes) does not exist yet. Inside down_proj: its bf16 input [N, i] (the SiLU product, a
+    local), its base output (bf16 [N, h]) and the LoRA branch's output and scaled copy (fp32
+    [N, h] each). Which is higher depends on i / h (Qwen2: up_proj; Llama: down_proj). A
+    checkpoint's recompute stops as soon as the last saved tensor exists (down_proj's lora_A
+    output), so there only the first counts.
+    """
+    h, i = c.hidden_size, c.intermediate_size
+    proj = _projections(c)
+    if "gate_proj" in targets or "up_proj" in targets:
+        up = 8 * i - ((4 * i + 4 * rank) if "down_proj" in targets else 0)
+    else:
+        up = 8 * max([proj[t][1] for t in targets if t in proj], default=0)
+    down = 2 * i + 2 * h + (8 * h if "down_proj" in targets else 0)
+    return up if recompute else max(up, down)
+
+
+@dataclass
+class MicroBatchPeak:
+    """The two moments one micro-batch's memory peaks at, in bytes above the static state."""
+
+    layers: int  # inside the last decoder layer (its forward, or its recompute in backward)
+    loss: int  # in the fused log-prob's backward, before any decoder layer's backward
+
+    @property
+    def peak(self) -> int:
+        return max(self.layers, self.loss)
+
+
+def micro_batch_peak(c, *, sequences: int, seq_len: int, completion_len: int, lora_rank: int = 16,
+                     lora_targets=ALL_PROJECTIONS, checkpointing: bool = False, offload: bool = False,
+                     padded: bool = False, load_in_4bit: bool = False) -> MicroBatchPeak:
+    """Peak bytes of one micro-batch's forward + backward (trainer's loss path), by tensor.
+
+    Shapes: N = sequences x seq_len tokens go through the decoder, Nc = sequences x
+    completion_len rows through the fused log-prob. h, i: hidden and intermediate size.
+    """
+    h, L, hd = c.hidden_size, c.num_hidden_layers, _head_dim(c)
+    n, nc = sequences * seq_len, sequences * completion_len
+    saved = layer_saved_bytes_per_token(c, lora_rank, lora_targets, seq_len if padded else 0)
+    rope = 2 * 2 * hd  # RoPE's cos and sin tables (bf16 [N, head_dim]), shared by all layers
+    once = sequences * seq_len * seq_len if padded else 0  # the bool [B, 1, S, S] mask, shared
+    if load_in_4bit:  # bitsandbytes dequantizes the widest frozen weight to bf16 for each matmul
+        once += 2 * max(a * b for a, b in _projections(c).values())
+    # the loss path's backward: the kernel keeps a bf16 copy of the completion rows' hidden states
+    # (hidden[mask]); its backward adds an fp32 [Nc, h] gradient accumulator and its bf16 cast
+    kernel_bwd = nc * (2 + 4 + 2) * h
     if not checkpointing and not offload:
-        return int(tokens * c.num_hidden_layers * per_layer_token)
-    kept = 0 if offload else tokens * c.num_hidden_layers * c.hidden_size * 2  # each layer's input
-    return int(kept + tokens * per_layer_token)  # + one layer recomputed at a time
+        # every layer's saved tensors, less layer 0's input-norm copy (its input, the frozen
+        # embedding, needs no gradient); in the last layer's MLP, its transient and four bf16
+        # [N, h] tensors: the embedding output (kept by the decoder), the layer's input, the
+        # post-attention residual and the normed MLP input
+        trans = _mlp_transient_per_token(c, lora_rank, lora_targets, recompute=False)
+        layers = n * (L * saved - 4 * h + trans + 4 * 2 * h + rope) + once
+        # at the kernel's backward: all saved tensors still, and the final norm's fp32 input copy
+        loss = n * (L * saved - 4 * h + rope + 4 * h) + kernel_bwd + once
+    else:
+        # each layer's input is all that the forward keeps (checkpoint: on the GPU, bf16 [N, h]
+        # per layer; offload: in pinned CPU memory, copied back for one layer at a time)
+        kept = L * 2 * h if not offload else 2 * h
+        trans = _mlp_transient_per_token(c, lora_rank, lora_targets, recompute=True)
+        # the last layer's recompute: its saved tensors, the MLP transient, two bf16 [N, h]
+        # locals (post-attention residual, normed MLP input) and the gradients in flight when the
+        # recompute starts (output grad and base-branch grad, bf16; LoRA-branch grad, fp32)
+        layers = n * (kept + saved + trans + 2 * 2 * h + (2 + 2 + 4) * h + rope) + once
+        if offload:
+            # the offload hook also sends the kernel's saved head weight (vocab x h, bf16) to the
+            # CPU with the hidden rows, and both come back for the kernel's backward
+            loss = 2 * c.vocab_size * h + kernel_bwd
+        else:
+            loss = n * (kept + rope + 4 * h) + kernel_bwd + once
+    return MicroBatchPeak(int(layers), int(loss))
 
 
-def loss_bytes(c, tokens: int, chunk_rows: int = 1024) -> int:
-    """Fused log-prob: final hidden states and their gradient (fp32 accumulators) + one logits tile."""
-    return int(tokens * c.hidden_size * (2 + 4 + 2) + min(tokens, chunk_rows) * c.vocab_size * 4 * 2)
+def activation_bytes(c, tokens: int, *, checkpointing: bool, offload: bool, lora_rank: int = 16,
+                     lora_targets=ALL_PROJECTIONS, seq_len: int | None = None,
+                     completion_len: int | None = None, padded: bool = False) -> int:
+    """Peak bytes of one micro-batch of `tokens` tokens above the static state (see micro_batch_peak)."""
+    seq_len = seq_len or tokens
+    return micro_batch_peak(c, sequences=max(1, tokens // seq_len), seq_len=seq_len,
+                            completion_len=completion_len if completion_len is not None else seq_len,
+                            lora_rank=lora_rank, lora_targets=lora_targets, checkpointing=checkpointing,
+                            offload=offload, padded=padded).peak
 
 
 @dataclass
@@ -81,17 +202,18 @@ class Plan:
     weights: int
     adapter_and_optimizer: int
     kv_cache: int
-    activations: int
-    loss_buffers: int
+    activations: int  # one micro-batch's decoder activations at their peak
+    loss_buffers: int  # what the fused log-prob's backward needs above that, when it is the higher moment
     micro_batch_size: int
     engine_share: float
     free: int
     notes: list[str] = field(default_factory=list)
+    workspace: int = ALLOCATOR_FIXED_BYTES  # cuBLAS workspaces etc., counted by torch's allocator
 
     @property
     def training_peak(self) -> int:
-        """Peak of the trainer's side (what torch's allocator sees) during backward."""
-        return self.weights + self.adapter_and_optimizer + self.activations + self.loss_buffers
+        """Peak of the trainer's side (what torch's allocator sees) during one micro-batch."""
+        return self.weights + self.adapter_and_optimizer + self.activations + self.loss_buffers + self.workspace
 
     @property
     def total_peak(self) -> int:
@@ -103,11 +225,11 @@ class Plan:
 
     def summary(self) -> str:
         g = lambda b: f"{b / GIB:.1f} GB"  # noqa: E731
+        loss = f", loss buffers {g(self.loss_buffers)}" if self.loss_buffers else ""
         lines = [
             f"Predicted peak {g(self.total_peak)} of {g(self.free)} free: weights {g(self.weights)}, "
             f"adapter + optimizer {g(self.adapter_and_optimizer)}, rollout KV cache {g(self.kv_cache)}, "
-            f"activations {g(self.activations)} (micro-batch {self.micro_batch_size}), "
-            f"loss buffers {g(self.loss_buffers)}.",
+            f"activations {g(self.activations)} (micro-batch {self.micro_batch_size}){loss}.",
         ]
         lines += self.notes
         if not self.fits:
@@ -119,8 +241,13 @@ class Plan:
 def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prompt_length: int,
          completion_length: int, micro_batch_size: int, load_in_4bit: bool = False,
          checkpointing: bool = False, offload: bool = False, free_bytes: int | None = None,
-         total_bytes: int | None = None, fp8_kv: bool = False, engine: str = "vllm") -> Plan:
-    """A plan for one step; shrinks the micro-batch (halving) until it fits `free_bytes`."""
+         total_bytes: int | None = None, fp8_kv: bool = False, engine: str = "vllm",
+         padded: bool = True) -> Plan:
+    """A plan for one step; shrinks the micro-batch (halving) until it fits `free_bytes`.
+
+    padded: whether micro-batches carry padding (the trainer's do: prompts and completions of
+    different lengths), which costs an attention mask and repeated k/v heads in every layer.
+    """
     n = param_count(c)
     weights = int(n * (0.5625 if load_in_4bit else 2))  # NF4: 4 bits + fp8-ish scales
     adapter = lora_param_count(c, lora_rank, lora_targets) * LORA_BYTES_PER_PARAM
@@ -132,8 +259,10 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
     notes = []
     mbs = max(1, micro_batch_size)
     while True:
-        p = Plan(weights, adapter, kv, activation_bytes(c, mbs * seq, checkpointing=checkpointing, offload=offload),
-                 loss_bytes(c, mbs * seq), mbs, 0.0, free, notes)
+        mb = micro_batch_peak(c, sequences=mbs, seq_len=seq, completion_len=completion_length,
+                              lora_rank=lora_rank, lora_targets=lora_targets, checkpointing=checkpointing,
+                              offload=offload, padded=padded, load_in_4bit=load_in_4bit)
+        p = Plan(weights, adapter, kv, mb.layers, max(0, mb.loss - mb.layers), mbs, 0.0, free, notes)
         if p.fits or mbs == 1:
             break
         mbs //= 2

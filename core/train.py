@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                         tok_s=f"{m['tokens_per_second']:.0f}")
 
     trainer.on_step = on_step
+    trainer.control.stop_on_pause = True  # headless: a pause (failing reward, OOM) stops with a checkpoint
     state = trainer.train()
     bar.close()
     main_process = distributed.is_main()
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if not main_process:
         return 0 if state in ("finished", "stopped") else 1
     print(f"{state}: {trainer.run.path} (step {trainer.step})")
+    if trainer.control.pause_reason:
+        print(f"stopped because: {trainer.control.pause_reason}", file=sys.stderr)
+        return 1
     if args.eval:
         from core.evaluate import evaluate_base_and_tuned
 

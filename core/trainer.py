@@ -55,10 +55,15 @@ class TrainingStopped(Exception):
 
 
 class TrainerControl:
-    def __init__(self):
+    """Pause / resume / stop from another thread. `stop_on_pause` is for headless runs (CLI,
+    benchmarks): nobody is there to press Resume, so a pause (a failing reward, out of memory at
+    micro-batch 1) stops the run with its checkpoint and the reason instead of waiting forever."""
+
+    def __init__(self, stop_on_pause: bool = False):
         self._running = threading.Event()
         self._running.set()
         self.stop_requested = False
+        self.stop_on_pause = stop_on_pause
         self.pause_reason = ""
 
     def pause(self, reason: str = "") -> None:
@@ -450,6 +455,8 @@ class GRPOTrainer:
         self.run.write_status("running", step=self.step, max_steps=max_steps)
         try:
             while self.step < max_steps:
+                if self.control.paused and self.control.stop_on_pause:
+                    raise TrainingStopped()
                 if self.control.paused and self.run.read_status().get("state") != "paused":
                     self.run.write_status("paused", step=self.step, max_steps=max_steps,
                                           reason=self.control.pause_reason)
@@ -485,7 +492,8 @@ class GRPOTrainer:
             if self.step and (self.run.latest_checkpoint() is None
                               or int(self.run.latest_checkpoint().name.split("-")[1]) != self.step):
                 self.save_checkpoint()
-            self.run.write_status("stopped", step=self.step, max_steps=max_steps)
+            self.run.write_status("stopped", step=self.step, max_steps=max_steps,
+                                  **({"reason": self.control.pause_reason} if self.control.pause_reason else {}))
             return "stopped"
         except Exception as e:  # keep the work: checkpoint what we have, then report
             tb = traceback.format_exc()
