@@ -13,11 +13,14 @@ Refuses to know: torch (it reads plain numbers), engines, the UI.
 How the micro-batch peak is counted: not with fitted per-token constants but tensor by tensor —
 what autograd saves in each decoder layer (`layer_saved_bytes_per_token`), what is alive besides
 at the moment the peak happens (`micro_batch_peak`), and a small fixed term for what torch's
-allocator holds besides (cuBLAS workspaces). The list was read off a trace of every tensor the
-bench's step allocates and checked against the H200 measurements in
-bench/results/planner_check.md (`python bench/planner_check.py --compare` prints the table on a
-CPU). It assumes what the trainer runs: a bf16 base, peft LoRA (adapters kept in fp32), SDPA
-attention, a Llama/Qwen2-style layer (RMSNorm, RoPE, SwiGLU MLP).
+allocator holds besides (cuBLAS workspaces). The list was read off a CPU trace of every tensor
+the bench's step allocates and frees, op by op (it agrees with that trace to 0.1% for Qwen2.5
+0.5B-7B and Llama-3.1-8B shapes in all three modes), and checked against the H200 measurements
+in bench/results/planner_check.md (`python bench/planner_check.py --compare` prints the table on
+a CPU). It assumes what the trainer runs: a bf16 base, peft LoRA (adapters kept in fp32), SDPA
+attention, a Llama/Qwen2-style layer (RMSNorm, RoPE, SwiGLU MLP). Not measured: 4-bit bases
+(their activations are counted as for bf16) and padded micro-batches (the mask terms below come
+from the code of transformers and torch; bench/planner_check.py now measures two such rows).
 
     >>> from types import SimpleNamespace as NS
     >>> qwen15 = NS(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
@@ -38,11 +41,12 @@ MIB = 2**20
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # peft keeps LoRA weights in fp32 (it upcasts adapters of a bf16 base): weight + grad + AdamW m and v
 LORA_BYTES_PER_PARAM = 16
-# What torch's allocator holds on top of the tensors counted here: one cuBLAS workspace per
-# thread that runs matmuls (the forward's, and autograd's backward thread), 32 MiB each on Hopper,
-# plus a few MiB of small buffers (norm weights and biases param_count skips, RoPE tables, 512-byte
-# rounding of ~1,500 small LoRA/optimizer tensors). Measured: 67-73 MiB above weights + adapter
-# state before the first micro-batch (static_gb in bench/results/planner_check.json).
+# What torch's allocator holds on top of the tensors counted here. Measured: 67-73 MiB above
+# weights + adapter state before the first micro-batch (static_gb in
+# bench/results/planner_check.json). Most likely two cuBLAS workspaces of 32 MiB (Hopper's size;
+# one per thread that runs matmuls: the forward's and autograd's backward thread), plus a few MiB
+# of small buffers (the norm weights and biases param_count skips, RoPE tables, 512-byte rounding
+# of ~1,500 small LoRA/optimizer tensors).
 ALLOCATOR_FIXED_BYTES = 70 * MIB
 CUDA_CONTEXT_BYTES = int(0.5 * GIB)  # the CUDA context and kernels' code, outside torch's counter
 
