@@ -28,13 +28,22 @@ from torch.utils.checkpoint import checkpoint
 class _PinnedOffload:
     """pack: device tensor -> pinned CPU copy (async on a side stream); unpack: back to device."""
 
-    def __init__(self, min_bytes: int = 1 << 16):
+    def __init__(self, min_bytes: int = 1 << 16, params=()):
         self.min_bytes = min_bytes  # small tensors (masks, scalars) are not worth a copy
+        # weights stay on the GPU anyway: copying a saved weight (the LM head the log-prob kernel
+        # keeps, a frozen projection) out and back would cost time and save nothing
+        self.param_ptrs = {p.data_ptr() for p in params}
         self.stream = torch.cuda.Stream() if torch.cuda.is_available() else None
         self.offloaded_bytes = 0
 
+    def wants(self, t: torch.Tensor) -> bool:
+        """Offload `t`? Activations yes; weights and small tensors no."""
+        if isinstance(t, torch.nn.Parameter) or t.data_ptr() in self.param_ptrs:
+            return False
+        return t.numel() * t.element_size() >= self.min_bytes
+
     def pack(self, t: torch.Tensor):
-        if not t.is_cuda or t.numel() * t.element_size() < self.min_bytes:
+        if not t.is_cuda or not self.wants(t):
             return t
         cpu = torch.empty(t.shape, dtype=t.dtype, layout=t.layout, pin_memory=True)
         self.stream.wait_stream(torch.cuda.current_stream())
@@ -67,7 +76,8 @@ def checkpointed_layers(model):
     originals = []
     for layer in layers:
         fwd = layer.forward
-        originals.append(fwd)
+        # an instance attribute of its own, if the layer had one; else None: the class's method
+        originals.append(layer.__dict__.get("forward"))
 
         def wrapped(*args, __fwd=fwd, **kwargs):
             if not torch.is_grad_enabled():
@@ -78,14 +88,20 @@ def checkpointed_layers(model):
     try:
         yield
     finally:
-        for layer, fwd in zip(layers, originals):
-            layer.forward = fwd
+        for layer, own in zip(layers, originals):
+            if own is None:
+                # remove the wrapper rather than store the bound method on the layer: a bound
+                # method kept in the layer's own __dict__ is a reference cycle, and the model
+                # (its weights, LoRA and gradients) would outlive `del model` until a full gc
+                del layer.forward
+            else:
+                layer.forward = own
 
 
 @contextlib.contextmanager
 def offloaded_activations(model, min_bytes: int = 1 << 16):
     """Per-layer checkpointing plus pinned-CPU offload of what autograd keeps. Yields the hook
     object (its `offloaded_bytes` says how much went to the CPU)."""
-    hooks = _PinnedOffload(min_bytes)
+    hooks = _PinnedOffload(min_bytes, params=model.parameters())
     with checkpointed_layers(model), torch.autograd.graph.saved_tensors_hooks(hooks.pack, hooks.unpack):
         yield hooks

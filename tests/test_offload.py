@@ -40,3 +40,39 @@ def test_offload_and_checkpointing_give_identical_gradients(tiny_model_dir, devi
     # the layers' forwards are restored after the context
     layers = model.get_base_model().model.layers
     assert all("wrapped" not in getattr(l.forward, "__name__", "") for l in layers)
+
+
+def test_checkpointing_leaves_no_reference_cycle(tiny_model_dir):
+    """After the context the layers have no forward of their own: no cycle keeps a deleted model
+    (its weights, LoRA and gradients) alive until a full garbage collection."""
+    import gc
+    import weakref
+
+    from core.config import ModelConfig
+    from core.models import load_base_model
+    from core.offload import _decoder_layers, checkpointed_layers
+
+    model = load_base_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"), "cpu")
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with checkpointed_layers(model):
+        assert all("forward" in layer.__dict__ for layer in _decoder_layers(model))
+        model(ids).logits.sum().backward()
+    assert all("forward" not in layer.__dict__ for layer in _decoder_layers(model))
+    ref = weakref.ref(_decoder_layers(model)[0])
+    gc.disable()
+    try:
+        del model
+        assert ref() is None  # freed by reference counting alone
+    finally:
+        gc.enable()
+
+
+def test_offload_keeps_weights_and_small_tensors_on_the_device():
+    from core.offload import _PinnedOffload
+
+    weight = torch.nn.Parameter(torch.zeros(256, 256))
+    hooks = _PinnedOffload(min_bytes=1024, params=[weight])
+    assert not hooks.wants(weight)  # a parameter
+    assert not hooks.wants(weight.detach())  # the same storage, not a Parameter object
+    assert hooks.wants(torch.zeros(256, 256))  # an activation of 256 KiB
+    assert not hooks.wants(torch.zeros(8))  # 32 bytes: not worth a copy
