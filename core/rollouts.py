@@ -61,10 +61,13 @@ def sample_and_score(trainer, step: int) -> ScoredRollouts:
     rows = trainer.prompt_rows(step - 1)
     prompt_ids = [trainer.prompt_ids(r) for r in rows]  # (P, Lp_i)
     trainer.engine.restore_memory()
+    if trainer.adapter is None:  # train_step() called without train(): push the adapter first
+        trainer.adapter = trainer.engine.update_adapter(trainer.model)
     groups = trainer.engine.generate(
         prompt_ids,
         SamplingSettings(n=G, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_completion_length,
-                         seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank()),
+                         seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank(),
+                         ignore_eos=getattr(trainer, "ignore_eos", False)),  # benchmarks: full-length rollouts
         adapter=trainer.adapter,
     )  # (P, G)
     trainer.engine.release_memory()

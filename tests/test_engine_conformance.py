@@ -83,6 +83,16 @@ def test_generate_shapes_and_finish_reasons(backend_setup):
 
 
 @pytest.mark.parametrize("backend_setup", BACKENDS, indirect=True)
+def test_ignore_eos_runs_every_completion_to_max_tokens(backend_setup):
+    backend, engine, model, tok = backend_setup
+    ref = engine.update_adapter(model)
+    out = engine.generate(_prompts(tok), SamplingSettings(n=4, temperature=1.0, max_tokens=12, seed=2,
+                                                          ignore_eos=True), ref)
+    assert [len(c.token_ids) for g in out for c in g] == [12] * 12
+    assert all(c.finish_reason == "length" for g in out for c in g)
+
+
+@pytest.mark.parametrize("backend_setup", BACKENDS, indirect=True)
 def test_adapter_versions_are_never_reused(backend_setup):
     backend, engine, model, tok = backend_setup
     refs = [engine.update_adapter(model) for _ in range(3)]

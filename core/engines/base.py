@@ -27,6 +27,7 @@ class SamplingSettings:
     top_p: float = 1.0
     max_tokens: int = 256
     seed: int | None = None
+    ignore_eos: bool = False  # benchmarks: every completion runs to max_tokens
 
 
 @dataclass(frozen=True)

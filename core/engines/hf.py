@@ -110,6 +110,8 @@ class HFEngine:
                     )
                     if not greedy:
                         gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+                    if sampling.ignore_eos:
+                        gen_kwargs.update(min_new_tokens=sampling.max_tokens)
                     # 2) sample n completions per prompt: (len(chunk) * n, L + new)
                     seqs = self.model.generate(
                         input_ids=ids.to(device), attention_mask=attn.to(device), **gen_kwargs
@@ -119,7 +121,7 @@ class HFEngine:
                     for i in range(len(chunk)):
                         group = []
                         for row in new[i * sampling.n:(i + 1) * sampling.n]:
-                            if eos_id in row:
+                            if eos_id in row and not sampling.ignore_eos:
                                 row = row[: row.index(eos_id) + 1]
                                 reason = "stop"
                             else:

@@ -172,7 +172,10 @@ class VLLMEngine:
             peft_cfg["target_modules"], (set, list)) else peft_cfg["target_modules"]
         # a copy, never an alias: vLLM folds the LoRA scaling into lora_B in place when it packs
         # the adapter, which on a CPU build would silently rescale the trainer's own weights
-        tensors = {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(model).items()}
+        # save_embedding_layers=False: peft's "auto" re-reads the model's config.json (or asks the
+        # hub, for a hub id) on every call to decide about embeddings we never train
+        state = get_peft_model_state_dict(model, save_embedding_layers=False)
+        tensors = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
         try:
             # 1) in memory: tensors straight into the worker's adapter cache
             self.llm.collective_rpc(compat.worker_add_lora_tensors, args=(version, tensors, peft_cfg))
@@ -241,6 +244,7 @@ class VLLMEngine:
             top_p=1.0 if greedy else sampling.top_p,
             max_tokens=sampling.max_tokens,
             seed=sampling.seed,
+            ignore_eos=sampling.ignore_eos,
         )
         lora = self._lora_request(adapter) if adapter is not None else None
         outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
