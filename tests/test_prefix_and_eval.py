@@ -136,3 +136,35 @@ def test_proof_of_learning_script_runs_and_resumes_on_cpu(tiny_model_dir, tmp_pa
     assert (out / "proof_of_learning.png").stat().st_size > 10_000
     steps = [json.loads(line)["step"] for line in (out / "proof_of_learning_metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+class FailsAfter:
+    """A reward that works for `ok_calls` steps, then raises like a broken reward function."""
+
+    names = ["flaky"]
+
+    def __init__(self, ok_calls: int):
+        self.ok_calls = ok_calls
+
+    def __call__(self, prompts, completions, columns):
+        from core.rewards import RewardError, RewardResult
+
+        if self.ok_calls <= 0:
+            raise RewardError("flaky: boom", reward_name="flaky")
+        self.ok_calls -= 1
+        values = [0.0] * len(completions)
+        return RewardResult(total=values, per_reward={"flaky": values})
+
+
+def test_headless_run_stops_with_checkpoint_and_reason_instead_of_waiting(tiny_model_dir, tmp_path):
+    """The CLI and benchmarks set stop_on_pause: a failing reward must not hang the run forever."""
+    cfg = tiny_config(tmp_path, prompts_per_step=2, num_generations=2, max_steps=5)
+    cfg.run.save_steps = 100
+    trainer = make_trainer(tiny_model_dir, cfg)
+    trainer.rewards = FailsAfter(ok_calls=2)
+    trainer.control.stop_on_pause = True
+    assert trainer.train() == "stopped"
+    assert trainer.step == 2
+    status = trainer.run.read_status()
+    assert status["state"] == "stopped" and "flaky" in status["reason"]
+    assert trainer.run.latest_checkpoint().name.endswith("000002")  # the work so far is kept

@@ -1,0 +1,1193 @@
+"""Benchmark: one GRPO step of ours against TRL's GRPOTrainer, same model, same settings, same run.
+
+Why: "uses less memory and is faster than TRL" is a claim only a measurement of both, side by
+side, can back. Each setting here is measured for our trainer and for the peer in the same
+command, on the same random-weight model built from a real configuration
+(bench/configs/qwen2.5-1.5b.json, bf16), with the same workload:
+
+  - LoRA rank 16, alpha 32, dropout 0, on all 7 projections (q k v o gate up down);
+  - 1 prompt x G = 8 completions per step, prompt 256 tokens, completion length L, every completion
+    forced to run to exactly L tokens (no early EOS: TRL gets `min_new_tokens=L` for HF generate or
+    `ignore_eos=True` for vLLM; ours gets the same through a bench-side wrapper, because our
+    engines have no ignore-EOS option yet). The measured token counts are in the results;
+  - GRPO, loss 'dapo', beta 0, epsilon 0.2 / 0.28, temperature 1, lr 1e-5, gradient checkpointing on
+    (TRL's default; ours defaults to off, so it is switched on here for both: --gradient-checkpointing);
+  - systems: `ours` (core.algorithms.make_trainer, vLLM engine on a GPU, HF generate on CPU),
+    `trl` (GRPOTrainer, use_vllm=False: HF generate), `trl-vllm` (GRPOTrainer, use_vllm=True,
+    vllm_mode='colocate', sleep mode on, vLLM memory share sized like ours: weights + 1.2 x KV + 1 GiB).
+
+What is measured, per (system, completion length), each in its OWN subprocess (clean peak memory;
+vLLM allows one engine per process), `--steps` steps (default 2, the last one reported; a second
+step is skipped when the first one leaves too little of the time limit):
+
+  - peak GPU memory of one full GRPO step (generation + scoring + backward + optimizer step).
+    Headline: the DEVICE peak, i.e. GPU memory used (NVML, polled every --interval-ms from a
+    background thread: the low-water mark of free memory) at its highest during the step, minus what
+    was used before the process created anything. It counts vLLM's memory pool, the CUDA context and
+    allocator caches, which torch.cuda.max_memory_allocated() does not see; that figure and
+    max_memory_reserved() are reported beside it. Both systems are measured the same way;
+  - working memory = device peak - base weights (param count x 2 bytes; 2.88 GiB for this model);
+  - step time (wall, synchronised), rollout time (getting the completions: ours = restore + generate
+    + release; TRL = its _generate_single_turn, which includes its vLLM weight sync / wake-up) and
+    rollout tokens/s (completion tokens / rollout time);
+  - for a setting that cannot run: why (timeout after N s and in which phase, out of memory, error),
+    in the table rather than a gap; a system that failed at a length is not run at longer lengths.
+
+The parent writes `trl_compare.json` (raw figures, versions of torch, vllm, trl, transformers in each
+record) and `trl_compare.md` under --out (default bench/results/). Records are merged with what is
+already there (same system, length and workload: replaced), so the full set can be measured over
+several commands of < 10 minutes each; --fresh starts over.
+
+Run (one H200; every command below stays under 10 minutes: --budget-s 570 stops launching
+measurements that no longer fit and records them as "not run: budget"):
+
+    export VLLM_ENABLE_V1_MULTIPROCESSING=0 PYTHONPATH=.
+    python bench/trl_compare.py --systems ours,trl --lengths 1024             # ~5 min
+    python bench/trl_compare.py --systems trl --lengths 4096                  # ~6-9 min (TRL ~244 s/step)
+    python bench/trl_compare.py --systems ours --lengths 4096,8192,16384      # ~7-8 min
+    python bench/trl_compare.py --systems ours --lengths 32k                  # ~5-9 min
+    python bench/trl_compare.py --systems trl-vllm --lengths 1024,4096        # ~4-5 min (or its error)
+    python bench/trl_compare.py --systems trl --lengths 8192 --timeout-s 400  # records "timeout after ..."
+    python bench/trl_compare.py --systems trl-vllm --lengths 8k,16k,32k       # if colocate works
+
+GPU minutes per setting (estimates for an H200, including process start; vLLM's first start on a
+fresh machine adds 1-2 min of torch.compile / CUDA-graph capture to each `ours` and `trl-vllm` run):
+
+    setting (completion)   ours (vLLM)   trl (HF generate)        trl-vllm (colocate)
+    1024                   ~2            ~2.5 (54-67 s/step)      ~2.5
+    4096                   ~2.5          ~5-9 (244 s/step)        ~3
+    8192                   ~3            > 8: times out           ~4
+    16384                  ~4            not run after a timeout  ~6
+    32768 (32512 + 256)    ~6-9          not run after a timeout  ~9
+
+Lengths above max_position_embeddings - prompt (32768 - 256) are cut to fit the model
+(`32k` -> 32512 completion tokens, context 32768); both the requested and the used length are kept.
+
+CPU smoke test (tiny random Qwen2, lengths 16 and 32, ours on HF generate, TRL with bf16=False;
+memory fields read "n/a on CPU"; results go to --out, never to bench/results/):
+
+    PYTHONPATH=. python bench/trl_compare.py --tiny --out /tmp/tc
+
+One measurement by hand (what the parent runs):
+    python bench/trl_compare.py --child trl --length 1024 --model-dir D --json-out X.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+NAME = "trl_compare"
+GIB = 2**30
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SYSTEMS = ("ours", "trl", "trl-vllm")
+SYSTEM_LABELS = {
+    "ours": "ours (vLLM engine)",
+    "trl": "TRL GRPOTrainer, use_vllm=False",
+    "trl-vllm": "TRL GRPOTrainer, vLLM colocate",
+}
+# the prompt is the question text itself (no system prompt, no chat markup), so both trainers
+# see exactly the same token ids: TRL tokenizes a plain-text prompt as it is
+PLAIN_TEMPLATE = "{{ messages[-1]['content'] }}"
+DEFAULT_CONFIG = ROOT / "bench" / "configs" / "qwen2.5-1.5b.json"
+RESULTS = ROOT / "bench" / "results"
+
+# the --tiny model (CPU smoke test): Qwen2-shaped, hidden 64, 2 layers, special ids at the end as in Qwen
+TINY_CONFIG = {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "hidden_size": 64,
+               "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "num_key_value_heads": 1, "vocab_size": 512, "max_position_embeddings": 2048,
+               "tie_word_embeddings": True, "bos_token_id": 509, "eos_token_id": 511, "rms_norm_eps": 1e-6,
+               "rope_theta": 1000000.0, "hidden_act": "silu", "torch_dtype": "float32"}
+
+# (GPU default, --tiny default) of the workload knobs
+WORKLOAD = {
+    "lengths": ("1024,4096", "16,32"),
+    "prompt_len": (256, 32),
+    "generations": (8, 8),
+    "steps": (2, 2),
+    "timeout_s": (540.0, 300.0),
+    "budget_s": (570.0, 1500.0),
+}
+
+
+def log(msg: str) -> None:
+    print(f"[{NAME}] {msg}", flush=True)
+
+
+def short(e: BaseException, limit: int = 400) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:limit] if text else ''}".rstrip(": ")
+
+
+def parse_length(text: str) -> int:
+    """'4096' -> 4096, '32k' / '32K' -> 32768."""
+    t = text.strip().lower()
+    if t.endswith("k"):
+        return int(float(t[:-1]) * 1024)
+    return int(t)
+
+
+def parse_lengths(text: str) -> list[int]:
+    return [parse_length(t) for t in text.split(",") if t.strip()]
+
+
+def fit_length(requested: int, prompt_len: int, max_positions: int) -> tuple[int, str]:
+    """The completion length actually used: at most max_position_embeddings - prompt."""
+    if prompt_len + requested <= max_positions:
+        return requested, ""
+    used = max_positions - prompt_len
+    return used, (f"completion cut from {requested} to {used} tokens so that prompt + completion fit the "
+                  f"model's {max_positions} positions")
+
+
+# ---------------------------------------------------------------------------- the model folder
+
+
+def build_tokenizer(vocab_size: int, special_ids: dict[str, int]):
+    """A byte-level tokenizer with exactly `vocab_size` ids, every one decodable, no merges.
+
+    Ids are the 256 byte symbols, then pairs, then triples; `special_ids` sit where the model config
+    says (Qwen: 151643-151645). Text encodes to one token per byte (no merges), so a prompt of N
+    ASCII characters is exactly N tokens, and any id a random model samples decodes.
+    """
+    import itertools
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    assert vocab_size >= len(alphabet) + len(special_ids), vocab_size
+    assert all(0 <= i < vocab_size for i in special_ids.values())
+    symbols = itertools.chain(alphabet, ("".join(t) for n in (2, 3) for t in itertools.product(alphabet, repeat=n)))
+    by_id = {i: s for s, i in special_ids.items()}
+    vocab = {by_id[i] if i in by_id else next(symbols): i for i in range(vocab_size)}
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.add_special_tokens(list(special_ids))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   bos_token=None, unk_token=None)
+
+
+def config_digest(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def write_model_folder(folder: Path, config: dict, dtype: str) -> dict:
+    """Random weights for `config` (seed 0) plus a matching tokenizer; reused when already there."""
+    marker = folder / "bench_model.json"
+    digest = config_digest({**config, "_dtype": dtype})
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        if info.get("digest") == digest:
+            return {**info, "reused": True}
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    t0 = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = AutoConfig.for_model(config["model_type"],
+                               **{k: v for k, v in config.items() if k not in ("model_type", "torch_dtype", "dtype")})
+    bos, eos = cfg.bos_token_id, cfg.eos_token_id
+    tok = build_tokenizer(cfg.vocab_size, {"<|endoftext|>": bos, "<|im_start|>": bos + 1, "<|im_end|>": eos})
+    tok.save_pretrained(folder)
+    cfg.pad_token_id = bos
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))  # on the CPU: no CUDA context here
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = bos
+    params = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(folder, safe_serialization=True)
+    del model
+    info = {"folder": str(folder), "digest": digest, "params": params, "dtype": dtype,
+            "vocab_size": cfg.vocab_size, "tokenizer_len": len(tok), "seconds": round(time.perf_counter() - t0, 1)}
+    marker.write_text(json.dumps(info))
+    return {**info, "reused": False}
+
+
+def make_prompts(tokenizer, n: int, length: int, seed: int = 0) -> list[str]:
+    """`n` random lower-case texts of exactly `length` tokens each (checked)."""
+    import random
+
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    out = []
+    for _ in range(n):
+        chars = [rng.choice(letters)]
+        while len(chars) < length:
+            chars.append(" " if rng.random() < 0.18 and chars[-1] != " " else rng.choice(letters))
+        text = "".join(chars[:length - 1]) + rng.choice(letters)
+        got = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if got != length:
+            raise RuntimeError(f"a prompt of {length} characters tokenized to {got} tokens")
+        out.append(text)
+    return out
+
+
+def bench_reward(prompts=None, completions=None, **kwargs) -> list[float]:
+    """A cheap reward with some spread inside a group: the share of distinct characters.
+
+    Completions come as text (TRL, plain prompts) or as [{"role": "assistant", "content": ...}] (ours).
+    """
+    out = []
+    for c in completions:
+        text = c[-1]["content"] if isinstance(c, list) else str(c)
+        out.append(len(set(text)) / max(1, len(text)))
+    return out
+
+
+# ---------------------------------------------------------------------------- device memory
+
+
+class DeviceMemory:
+    """GPU memory in use on the device, polled from a background thread (the low-water mark of free).
+
+    Created before torch touches CUDA, so NVML's first reading is what was used before this process
+    created anything (its CUDA context included). Without NVML it falls back to
+    torch.cuda.mem_get_info(), whose baseline is then taken right after this process's CUDA context.
+    On a machine without a GPU every figure is None ('n/a on CPU').
+    """
+
+    def __init__(self, interval_s: float = 0.02):
+        self.interval_s = interval_s
+        self.method = None
+        self.note = ""
+        self._nvml = self._handle = None
+        self._torch = None
+        self.baseline = self.total = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+        self.peak = self.window_peak = None
+        self.samples = 0
+        self.on_tick = None
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+            index = int(visible) if visible.isdigit() else 0
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self._nvml = pynvml
+            info = pynvml.nvmlDeviceGetMemoryInfo(self._handle)
+            self.baseline, self.total = int(info.used), int(info.total)
+            self.method = "nvml"
+            self.note = ("NVML used memory of the device, polled; minus what was used before this process "
+                         "created anything")
+        except Exception as e:  # noqa: BLE001 - no NVML: fall back to torch below
+            self.note = f"NVML unavailable ({short(e, 120)})"
+
+    def used(self) -> int | None:
+        if self._nvml is not None:
+            return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+        if self._torch is not None:
+            free, total = self._torch.cuda.mem_get_info()
+            return int(total - free)
+        return None
+
+    def start(self) -> None:
+        import torch
+
+        if self._nvml is None:
+            if not torch.cuda.is_available():
+                self.method = None
+                self.note = "n/a on CPU"
+                return
+            torch.cuda.init()
+            torch.zeros(1, device="cuda")  # the context exists from here on
+            self._torch = torch
+            free, total = torch.cuda.mem_get_info()
+            self.baseline, self.total = int(total - free), int(total)
+            self.method = "torch.cuda.mem_get_info"
+            self.note += "; torch.cuda.mem_get_info polled, baseline taken after this process's CUDA context"
+        self.peak = self.window_peak = self.used()
+        self._thread = threading.Thread(target=self._run, name="device-memory", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last_tick = time.time()
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+            if self.on_tick is not None and time.time() - last_tick > 5.0:
+                last_tick = time.time()
+                with contextlib.suppress(Exception):
+                    self.on_tick()
+
+    def sample(self) -> None:
+        try:
+            u = self.used()
+        except Exception:  # noqa: BLE001 - a failed poll is only a missing sample
+            return
+        if u is None:
+            return
+        with self._lock:
+            self.samples += 1
+            self.peak = u if self.peak is None else max(self.peak, u)
+            self.window_peak = u if self.window_peak is None else max(self.window_peak, u)
+
+    def begin_window(self) -> None:
+        self.sample()
+        with self._lock:
+            self.window_peak = self.used() if self.method else None
+
+    def end_window(self) -> int | None:
+        """Highest device use since begin_window(), minus the baseline (bytes)."""
+        self.sample()
+        with self._lock:
+            if self.window_peak is None or self.baseline is None:
+                return None
+            return self.window_peak - self.baseline
+
+    def now(self) -> int | None:
+        u = self.used() if self.method else None
+        return None if u is None or self.baseline is None else u - self.baseline
+
+    def process_peak(self) -> int | None:
+        with self._lock:
+            return None if self.peak is None or self.baseline is None else self.peak - self.baseline
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+
+def gib(b) -> float | None:
+    return None if b is None else round(b / GIB, 3)
+
+
+def versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "vllm", "trl", "transformers", "peft", "accelerate", "datasets"):
+        out[pkg] = None
+        for dist in (pkg, f"{pkg}-cpu"):
+            try:
+                out[pkg] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=10, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        return (sha + ("+dirty" if dirty else "")) or None
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def gpu_info() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"device": "cpu", "cpu_threads": torch.get_num_threads()}
+    props = torch.cuda.get_device_properties(0)
+    info = {"device": torch.cuda.get_device_name(), "total_gib": round(props.total_memory / GIB, 2),
+            "cuda": torch.version.cuda}
+    with contextlib.suppress(Exception):
+        import pynvml
+
+        info["driver"] = pynvml.nvmlSystemGetDriverVersion()
+    return info
+
+
+# ---------------------------------------------------------------------------- one measurement (child)
+# Reaches into other code, bench-side only, per instance (nothing in core/ or TRL is patched at import):
+#   - TRL: GRPOTrainer._generate_single_turn is wrapped for the rollout time and the token counts, and
+#     GRPOTrainer.eos_token_ids read to count EOS stops (checked against trl 1.16.0);
+#   - ours: engine.generate is wrapped for the same figures, and, because core's SamplingSettings has no
+#     ignore-EOS option yet, vllm.LLM.generate / the peft model's generate (force_full_length_ours).
+
+
+class Recorder:
+    """The child's record, written to --json-out after every change (a killed child leaves its last state)."""
+
+    def __init__(self, path: Path, rec: dict):
+        self.path, self.rec = path, rec
+        self._lock = threading.Lock()
+
+    def save(self) -> None:
+        with self._lock:
+            for attempt in range(5):  # the memory thread may update a value while we serialise
+                try:
+                    text = json.dumps(self.rec, indent=1, default=str)
+                    break
+                except RuntimeError:
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.01)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, self.path)
+
+    def phase(self, text: str) -> None:
+        self.rec["phase"] = text
+        self.rec["phase_started_s"] = round(time.time() - self.rec["_t0"], 1)
+        self.save()
+
+
+def _sync(torch) -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _lengths_summary(lengths: list[int]) -> dict:
+    if not lengths:
+        return {"n": 0}
+    return {"n": len(lengths), "min": min(lengths), "max": max(lengths), "mean": round(sum(lengths) / len(lengths), 1),
+            "total": sum(lengths)}
+
+
+def _step_memory(torch, mem: DeviceMemory) -> dict:
+    if not torch.cuda.is_available():
+        return {"device_peak_gib": None, "torch_max_allocated_gib": None, "torch_max_reserved_gib": None}
+    return {"device_peak_gib": gib(mem.end_window()),
+            "torch_max_allocated_gib": gib(torch.cuda.max_memory_allocated()),
+            "torch_max_reserved_gib": gib(torch.cuda.max_memory_reserved())}
+
+
+def _begin_step(torch, mem: DeviceMemory) -> float:
+    _sync(torch)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    mem.begin_window()
+    return time.perf_counter()
+
+
+def force_full_length_ours(trainer) -> str:
+    """Make our rollouts ignore EOS so every completion runs to max_tokens. Returns how.
+
+    `trainer.ignore_eos` makes core/rollouts.py sample with SamplingSettings(ignore_eos=True):
+    vLLM gets SamplingParams(ignore_eos=True), HF generate gets min_new_tokens = max_new_tokens.
+    """
+    trainer.ignore_eos = True
+    return "core SamplingSettings(ignore_eos=True) (trainer.ignore_eos)"
+
+
+def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
+    import torch
+    from transformers import AutoTokenizer
+
+    from core.algorithms import make_trainer
+    from core.config import Config, validate
+    from core.data import TaskData
+    from core.rewards import RewardSet, RewardSpec
+
+    cuda = torch.cuda.is_available()
+    cfg = Config()
+    m, d, a, run = cfg.model, cfg.data, cfg.algorithm, cfg.run
+    m.name_or_path = args.model_dir
+    m.lora_r, m.lora_alpha, m.lora_dropout, m.lora_target_modules = 16, 32, 0.0, list(TARGETS)
+    rec["ours_defaults"] = {"gradient_checkpointing": m.gradient_checkpointing,
+                            "offload_activations": m.offload_activations}
+    m.gradient_checkpointing = args.gradient_checkpointing == "on"
+    m.offload_activations = bool(args.ours_offload)
+    d.system_prompt, d.chat_template, d.response_prefix = "", PLAIN_TEMPLATE, ""
+    a.algorithm, a.loss_type = "grpo", "dapo"
+    a.num_generations, a.prompts_per_step, a.micro_batch_size = args.generations, 1, args.generations
+    a.max_prompt_length, a.max_completion_length = args.prompt_len, args.length
+    a.learning_rate, a.max_steps, a.seed = 1e-5, max(1, args.steps), 42
+    a.temperature, a.top_p, a.beta, a.epsilon, a.epsilon_high = 1.0, 1.0, 0.0, 0.2, 0.28
+    with tempfile.TemporaryDirectory(prefix="aha-bench-run-") as tmp:
+        run.output_dir, run.run_name, run.log_samples, run.save_steps = tmp, "bench", 1, 1_000_000
+        run.engine = args.ours_engine if args.ours_engine != "auto" else ("vllm" if cuda else "hf")
+        validate(cfg)
+        rec["ours_config"] = {"model": {k: getattr(m, k) for k in ("lora_r", "lora_alpha", "lora_dropout",
+                                                                 "lora_target_modules", "gradient_checkpointing",
+                                                                 "offload_activations", "dtype")},
+                              "algorithm": {k: getattr(a, k) for k in (
+                                  "algorithm", "loss_type", "num_generations", "prompts_per_step",
+                                  "micro_batch_size", "max_prompt_length", "max_completion_length", "learning_rate",
+                                  "temperature", "top_p", "beta", "epsilon", "epsilon_high", "scale_rewards",
+                                  "num_iterations", "lr_scheduler", "max_grad_norm")},
+                              "run": {"engine": run.engine}}
+        tok = AutoTokenizer.from_pretrained(args.model_dir)
+        prompts = make_prompts(tok, max(4, args.steps), args.prompt_len, seed=1)
+        task = TaskData(train=[{"question": q, "answer": "", "answer_raw": ""} for q in prompts], eval=[],
+                        source="bench:random-text", columns=["question", "answer"])
+        rewards = RewardSet([RewardSpec("bench_reward", bench_reward, "share of distinct characters", 1.0, "custom")])
+
+        r.phase("trainer init (engine start, model, LoRA)")
+        t0 = time.perf_counter()
+        trainer = make_trainer(cfg, task=task, reward_set=rewards)
+        _sync(torch)
+        rec["init_seconds"] = round(time.perf_counter() - t0, 2)
+        rec["after_init_device_gib"] = gib(mem.now())
+        rec["after_init_torch_allocated_gib"] = gib(torch.cuda.memory_allocated()) if cuda else None
+        rec["engine"] = {"backend": trainer.engine.info.backend, "details": trainer.engine.info.details}
+        settings = getattr(trainer.engine, "settings", None)
+        if settings is not None:
+            rec["engine"]["settings"] = dict(vars(settings))
+        rec["full_length_method"] = force_full_length_ours(trainer)
+
+        # time the engine's sampling itself and keep the token counts
+        current: dict = {}
+        inner = trainer.engine.generate
+
+        def timed_generate(prompt_ids, sampling, adapter=None):
+            r.phase(f"step {current.get('step')}: generation")
+            _sync(torch)
+            t = time.perf_counter()
+            out = inner(prompt_ids, sampling, adapter)
+            _sync(torch)
+            comps = [c for g in out for c in g]
+            current["rollout"] = {
+                "engine_generate_seconds": round(time.perf_counter() - t, 3),
+                "prompt_tokens": _lengths_summary([len(p) for p in prompt_ids for _ in range(sampling.n)]),
+                "completion_tokens": _lengths_summary([len(c.token_ids) for c in comps]),
+                "stopped_at_eos": sum(c.finish_reason == "stop" for c in comps)}
+            r.phase(f"step {current.get('step')}: scoring + forward/backward")
+            return out
+
+        trainer.engine.generate = timed_generate
+        # as GRPOTrainer.train() does before its loop: the engine samples with the (fresh) training adapter
+        trainer.adapter = trainer.engine.update_adapter(trainer.model)
+        deadline = args.deadline or float("inf")
+        for k in range(1, args.steps + 1):
+            if k > 1 and not _time_for_another(rec, deadline):
+                rec["notes"].append(f"step {k} not run: {deadline - time.time():.0f} s left of the time limit, "
+                                    f"step {k - 1} took {rec['steps'][-1]['seconds']:.0f} s")
+                break
+            current.clear()
+            current["step"] = k
+            t = _begin_step(torch, mem)
+            result = trainer.train_step()
+            _sync(torch)
+            step = {"step": k, "seconds": round(time.perf_counter() - t, 3), **_step_memory(torch, mem)}
+            ro = current.get("rollout", {})
+            gen_s = result.metrics.get("generation_time")
+            step["rollout"] = {**ro, "seconds": round(gen_s, 3) if gen_s is not None else None}
+            tokens = ro.get("completion_tokens", {}).get("total")
+            if tokens and gen_s:
+                step["rollout"]["tokens_per_s"] = round(tokens / gen_s, 1)
+            step["metrics"] = {k2: v for k2, v in result.metrics.items() if isinstance(v, (int, float))}
+            rec["steps"].append(step)
+            r.phase(f"step {k} done")
+        rec["micro_batch_size_final"] = trainer.micro_batch_size
+        if trainer.micro_batch_size < args.generations:
+            rec["notes"].append(f"ours lowered its micro-batch from {args.generations} to "
+                                f"{trainer.micro_batch_size} after running out of memory (core/rollouts.retry_on_oom)")
+
+
+def _time_for_another(rec: dict, deadline: float) -> bool:
+    last = rec["steps"][-1]["seconds"] if rec["steps"] else 0.0
+    return deadline - time.time() > 1.2 * last + 10
+
+
+def child_trl(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoConfig, AutoTokenizer, TrainerCallback
+
+    from core.planner import kv_bytes_per_token, param_count
+
+    cuda = torch.cuda.is_available()
+    use_vllm = args.child == "trl-vllm"
+    tok = AutoTokenizer.from_pretrained(args.model_dir, padding_side="left", truncation_side="left")
+    prompts = make_prompts(tok, max(4, args.steps), args.prompt_len, seed=1)
+    dataset = Dataset.from_dict({"prompt": prompts})
+    L, G, P = args.length, args.generations, args.prompt_len
+    fields = dict(
+        output_dir=None,  # set below (a temp folder)
+        bf16=cuda, gradient_checkpointing=args.gradient_checkpointing == "on",
+        model_init_kwargs={"dtype": "bfloat16" if cuda else "float32"},
+        max_completion_length=L, num_generations=G, per_device_train_batch_size=G, gradient_accumulation_steps=1,
+        max_steps=max(1, args.steps), learning_rate=1e-5, lr_scheduler_type="constant", weight_decay=0.0,
+        max_grad_norm=1.0, loss_type="dapo", beta=0.0, num_iterations=1, epsilon=0.2, epsilon_high=0.28,
+        scale_rewards="group", temperature=1.0, top_p=1.0, top_k=0, seed=42,
+        logging_steps=1, report_to="none", save_strategy="no", disable_tqdm=True, dataloader_num_workers=0,
+        use_vllm=use_vllm,
+        # every completion runs to exactly L tokens, as for ours
+        generation_kwargs={"ignore_eos": True} if use_vllm else {"min_new_tokens": L},
+    )
+    if use_vllm:
+        util = args.trl_vllm_util
+        if not util:  # sized like ours: weights + 1.2 x KV for one step + 1 GiB, over the device's total
+            hf_config = AutoConfig.from_pretrained(args.model_dir)
+            total = mem.total or (torch.cuda.mem_get_info()[1] if cuda else 80 * GIB)
+            want = param_count(hf_config) * 2 + 1.2 * kv_bytes_per_token(hf_config) * (P + L) * G + GIB
+            util = round(min(0.9, max(0.05, want / total)), 3)
+        fields.update(vllm_mode="colocate", vllm_gpu_memory_utilization=util, vllm_max_model_length=P + L,
+                      vllm_enable_sleep_mode=args.trl_vllm_sleep == "on")
+    rec["trl_config"] = {k: v for k, v in fields.items() if k != "output_dir"}
+    rec["trl_peft_config"] = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": list(TARGETS),
+                              "task_type": "CAUSAL_LM"}
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.t = None
+
+        def on_step_begin(self, targs, state, control, **kw):
+            k = state.global_step + 1
+            r.phase(f"step {k}: generation")
+            current.clear()
+            current["step"] = k
+            self.t = _begin_step(torch, mem)
+
+        def on_step_end(self, targs, state, control, **kw):
+            _sync(torch)
+            step = {"step": state.global_step, "seconds": round(time.perf_counter() - self.t, 3),
+                    **_step_memory(torch, mem)}
+            ro = dict(current.get("rollout", {}))
+            if ro.get("seconds") and ro.get("completion_tokens", {}).get("total"):
+                ro["tokens_per_s"] = round(ro["completion_tokens"]["total"] / ro["seconds"], 1)
+            step["rollout"] = ro
+            rec["steps"].append(step)
+            r.phase(f"step {state.global_step} done")
+            if state.global_step < targs.max_steps and not _time_for_another(rec, args.deadline or float("inf")):
+                rec["notes"].append(f"step {state.global_step + 1} not run: "
+                                    f"{(args.deadline or 0) - time.time():.0f} s left of the time limit")
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, targs, state, control, logs=None, **kw):
+            if rec["steps"] and logs:
+                rec["steps"][-1].setdefault("metrics", {}).update(
+                    {k: v for k, v in logs.items() if isinstance(v, (int, float))})
+                r.save()
+
+    current: dict = {}
+    from trl import GRPOConfig, GRPOTrainer
+
+    with tempfile.TemporaryDirectory(prefix="aha-bench-trl-") as tmp:
+        fields["output_dir"] = tmp
+        r.phase("trainer init (model, LoRA" + (", vLLM colocate)" if use_vllm else ")"))
+        t0 = time.perf_counter()
+        config = GRPOConfig(**fields)
+        peft_config = LoraConfig(**rec["trl_peft_config"])
+        trainer = GRPOTrainer(model=args.model_dir, reward_funcs=bench_reward, args=config, train_dataset=dataset,
+                              processing_class=tok, peft_config=peft_config, callbacks=[StepClock()])
+        _sync(torch)
+        rec["init_seconds"] = round(time.perf_counter() - t0, 2)
+        rec["after_init_device_gib"] = gib(mem.now())
+        rec["after_init_torch_allocated_gib"] = gib(torch.cuda.memory_allocated()) if cuda else None
+        rec["full_length_method"] = ("GRPOConfig.generation_kwargs={'ignore_eos': True} (vLLM SamplingParams)"
+                                     if use_vllm else "GRPOConfig.generation_kwargs={'min_new_tokens': L}")
+        eos_ids = set(trainer.eos_token_ids)
+        inner = trainer._generate_single_turn
+
+        def timed_generate(prompt_ids, *a, **kw):
+            _sync(torch)
+            t = time.perf_counter()
+            out = inner(prompt_ids, *a, **kw)
+            _sync(torch)
+            completion_ids = out[0]
+            current["rollout"] = {
+                "seconds": round(time.perf_counter() - t, 3),
+                "prompt_tokens": _lengths_summary([len(p) for p in prompt_ids]),
+                "completion_tokens": _lengths_summary([len(c) for c in completion_ids]),
+                "stopped_at_eos": sum(1 for c in completion_ids if len(c) and int(c[-1]) in eos_ids)}
+            r.phase(f"step {current.get('step')}: scoring + forward/backward")
+            return out
+
+        trainer._generate_single_turn = timed_generate
+        trainer.train()
+
+
+def run_child(args) -> int:
+    t_start = time.time()
+    rec = {"system": args.child, "label": SYSTEM_LABELS[args.child], "completion_length": args.length,
+           "prompt_length": args.prompt_len, "num_generations": args.generations, "status": "running",
+           "started": time.strftime("%Y-%m-%d %H:%M:%S"), "steps": [], "notes": [], "_t0": t_start,
+           "process_peak_gib_so_far": None}  # the key exists before the memory thread updates it
+    r = Recorder(Path(args.json_out), rec)
+    mem = DeviceMemory(args.interval_ms / 1000.0)  # before torch touches CUDA: the baseline
+    code = 1
+    try:
+        import torch
+
+        mem.on_tick = lambda: (rec.__setitem__("process_peak_gib_so_far", gib(mem.process_peak())), r.save())
+        mem.start()
+        rec["memory_method"] = mem.method or "n/a on CPU"
+        rec["memory_note"] = mem.note
+        rec["baseline_device_used_gib"] = gib(mem.baseline)
+        rec["versions"] = versions()
+        rec["gpu"] = gpu_info()
+        from transformers import AutoConfig
+
+        from core.planner import param_count
+
+        hf_config = AutoConfig.from_pretrained(args.model_dir)
+        rec["weights_gib"] = gib(param_count(hf_config) * (2 if torch.cuda.is_available() else 4))
+        r.save()
+        (child_ours if args.child == "ours" else child_trl)(args, rec, r, mem)
+        rec["status"] = "ok" if rec["steps"] else "error"
+        if not rec["steps"]:
+            rec["reason"] = "no step finished"
+        code = 0 if rec["steps"] else 1
+    except BaseException as e:  # noqa: BLE001 - a failure is a result
+        oom = type(e).__name__ == "OutOfMemoryError" or "out of memory" in str(e).lower()
+        rec["status"] = "oom" if oom else "error"
+        rec["reason"] = short(e)
+        rec["failed_in"] = rec.get("phase")
+        rec["traceback"] = traceback.format_exc()[-4000:]
+    finally:
+        mem.stop()
+        rec["process_peak_gib"] = gib(mem.process_peak())
+        rec["seconds_total"] = round(time.time() - t_start, 1)
+        rec.pop("process_peak_gib_so_far", None)
+        r.save()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skip vLLM's / NCCL's shutdown at interpreter exit (it can hang); the record is saved
+
+
+# ---------------------------------------------------------------------------- the parent
+
+
+def record_key(rec: dict) -> tuple:
+    return (rec.get("system"), rec.get("completion_length"), rec.get("prompt_length"), rec.get("num_generations"),
+            rec.get("gradient_checkpointing"), rec.get("model"))
+
+
+def load_existing(out_dir: Path) -> list[dict]:
+    path = out_dir / f"{NAME}.json"
+    if not path.exists():
+        return []
+    try:
+        return list(json.loads(path.read_text()).get("records", []))
+    except (ValueError, OSError):
+        return []
+
+
+def merge(existing: list[dict], new: list[dict]) -> list[dict]:
+    by_key = {record_key(r): r for r in existing}
+    for r in new:
+        by_key[record_key(r)] = r
+    order = {s: i for i, s in enumerate(SYSTEMS)}
+    return sorted(by_key.values(), key=lambda r: (r.get("completion_length") or 0, order.get(r.get("system"), 9)))
+
+
+def gpu_present() -> bool:
+    with contextlib.suppress(Exception):
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetCount() > 0
+    with contextlib.suppress(Exception):
+        return subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=20, check=False).returncode == 0
+    return False
+
+
+def log_tail(path: Path, n: int = 25) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    keep = [ln for ln in lines if ln.strip() and "it/s]" not in ln and "s/it]" not in ln]
+    return "\n".join(keep[-n:])
+
+
+def run_one(args, system: str, length: int, requested: int, model_dir: Path, log_dir: Path, timeout: float,
+            common: dict) -> dict:
+    json_out = log_dir / f"{system}-{length}.json"
+    log_path = log_dir / f"{system}-{length}.log"
+    json_out.unlink(missing_ok=True)
+    deadline = time.time() + timeout - 5
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", system, "--length", str(length),
+           "--model-dir", str(model_dir), "--json-out", str(json_out), "--deadline", f"{deadline:.1f}",
+           "--prompt-len", str(args.prompt_len), "--generations", str(args.generations), "--steps", str(args.steps),
+           "--gradient-checkpointing", args.gradient_checkpointing, "--interval-ms", str(args.interval_ms),
+           "--trl-vllm-util", str(args.trl_vllm_util), "--trl-vllm-sleep", args.trl_vllm_sleep,
+           "--ours-engine", args.ours_engine] + (["--ours-offload"] if args.ours_offload else [])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # NVML's index = CUDA's
+    for k, v in {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                 "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1",
+                 "WANDB_DISABLED": "true"}.items():
+        env.setdefault(k, v)
+    log(f"{system} @ {length}: start (limit {timeout:.0f} s; log {log_path})")
+    t0 = time.time()
+    status = None
+    with open(log_path, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            status = "timeout"
+            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
+                try:
+                    proc.wait(timeout=wait)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+            rc = proc.returncode
+    wall = time.time() - t0
+    try:
+        rec = json.loads(json_out.read_text())
+    except (OSError, ValueError):
+        rec = {"system": system, "label": SYSTEM_LABELS[system], "completion_length": length, "steps": [],
+               "notes": []}
+    rec.pop("_t0", None)
+    rec.update(common)
+    rec["requested_length"] = requested
+    rec["wall_seconds"] = round(wall, 1)
+    rec["exit_code"] = rc
+    if status == "timeout":
+        where = rec.get("phase") or "start-up"
+        if rec.get("process_peak_gib_so_far") is not None:
+            rec["process_peak_gib"] = rec["process_peak_gib_so_far"]
+        if rec.get("steps"):  # a step finished: report it, say the next one was cut
+            rec["status"] = "ok"
+            rec.setdefault("notes", []).append(f"cut by the time limit ({timeout:.0f} s) in {where}")
+        else:
+            rec["status"] = "timeout"
+            rec["reason"] = f"timeout after {timeout:.0f} s (in {where})"
+    elif rec.get("status") in (None, "running"):
+        rec["status"] = "error"
+        rec["reason"] = f"the process exited with code {rc} during {rec.get('phase') or 'start-up'}"
+    rec.pop("process_peak_gib_so_far", None)
+    if rec["status"] != "ok":
+        rec["log_tail"] = log_tail(log_path)
+    why = f" - {rec['reason']}" if rec.get("reason") else ""
+    log(f"{system} @ {length}: {rec['status']} in {wall:.0f} s{why}")
+    return rec
+
+
+def headline(rec: dict) -> dict:
+    """The figures of the reported (last finished) step."""
+    if not rec.get("steps"):
+        return {}
+    s = rec["steps"][-1]
+    ro = s.get("rollout") or {}
+    peak = s.get("device_peak_gib")
+    w = rec.get("weights_gib")
+    return {"step": s.get("step"), "device_peak_gib": peak,
+            "working_gib": round(peak - w, 3) if peak is not None and w is not None else None,
+            "torch_max_allocated_gib": s.get("torch_max_allocated_gib"),
+            "torch_max_reserved_gib": s.get("torch_max_reserved_gib"), "step_seconds": s.get("seconds"),
+            "rollout_seconds": ro.get("seconds"), "rollout_tokens_per_s": ro.get("tokens_per_s"),
+            "completion_tokens": ro.get("completion_tokens"), "prompt_tokens": ro.get("prompt_tokens"),
+            "stopped_at_eos": ro.get("stopped_at_eos")}
+
+
+def _f(x, fmt="{:.2f}", na="n/a"):
+    return na if x is None else fmt.format(x)
+
+
+def _mem_na(rec: dict) -> str:
+    return "n/a on CPU" if (rec.get("gpu") or {}).get("device", "cpu") == "cpu" or not rec.get("memory_method") \
+        or rec.get("memory_method") == "n/a on CPU" else "n/a"
+
+
+def _reason(rec: dict) -> str:
+    st = rec.get("status")
+    reason = (rec.get("reason") or st or "").replace("|", "/").replace("\n", " ")
+    if st == "oom":
+        return f"out of memory ({rec.get('failed_in') or 'start-up'}): {reason[:140]}"
+    if st == "error" and not reason.startswith("error"):
+        reason = f"error: {reason}"
+    if st == "timeout" and rec.get("process_peak_gib") is not None:
+        return f"{reason[:160]}; peak until then {rec['process_peak_gib']:.2f} GiB"
+    return reason[:200]
+
+
+def render_markdown(records: list[dict], meta: dict) -> str:
+    sig = (meta.get("prompt_length"), meta.get("num_generations"), meta.get("gradient_checkpointing"),
+           meta.get("model_label"))
+    others = [r for r in records if record_key(r)[2:] != sig]
+    records = [r for r in records if record_key(r)[2:] == sig]
+    params = meta.get("params", 0)
+    size = f"{params / 1e9:.2f} B" if params >= 1e8 else f"{params / 1e6:.2f} M"
+    on_cpu = all((r.get("gpu") or {}).get("device", "cpu") == "cpu" for r in records if r.get("gpu"))
+    lines = [f"# Ours vs TRL GRPOTrainer: one GRPO step, {meta.get('model_label', '')}", ""]
+    lines += [
+        (f"Model: {meta.get('model_label')} with random weights ({size} parameters, "
+         f"{meta.get('dtype')}), LoRA r16 / alpha 32 on q k v o gate up down; 1 prompt x G = "
+         f"{meta.get('num_generations')} completions per step, prompt {meta.get('prompt_length')} tokens, every "
+         f"completion forced to the full length (no early EOS); GRPO loss 'dapo', beta 0, epsilon 0.2 / 0.28, "
+         f"lr 1e-5, gradient checkpointing {meta.get('gradient_checkpointing')}. Each (system, length) ran in its own "
+         f"process; the reported step is the last finished one (normally step {meta.get('steps')} of "
+         f"{meta.get('steps')})."),
+        "",
+        ("**CPU smoke test**: no GPU, so every memory figure is n/a; the times say only that the code runs. "
+         if on_cpu else "")
+        + "**Peak** = device peak: GPU memory in use (NVML, polled every "
+        f"{meta.get('interval_ms')} ms from a thread; the low-water mark of free memory) at its highest during the "
+        "step, minus what was in use before the process started: it includes vLLM's pool (weights + KV cache), the "
+        "CUDA context and allocator caches. **Working** = peak - base weights. torch's max_memory_allocated "
+        "(blind to vLLM's pool) is given beside it. Rollout = getting the completions (ours: engine wake-up + "
+        "generate + release; TRL: `_generate_single_turn`, including its vLLM weight sync); tokens/s = completion "
+        "tokens / rollout seconds. `bench/trl_compare.py` wrote this; raw figures in `trl_compare.json`"
+        + (f" (which also holds {len(others)} record(s) of other workloads, not shown here)." if others else "."),
+        "",
+        "## Every measurement",
+        "",
+        ("| system | completion (context) | status | peak GiB | working GiB | torch max alloc / reserved GiB | "
+         "step s | rollout s | rollout tok/s | completion tokens min-max x n (EOS stops) | prompt tokens |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for rec in records:
+        h = headline(rec)
+        L = rec.get("completion_length")
+        ctx = (L or 0) + (rec.get("prompt_length") or 0)
+        name = rec.get("system")
+        head = f"| {name} | {L} ({ctx}) |"
+        if rec.get("status") != "ok" or not h:
+            lines.append(f"{head} {_reason(rec)} | | | | | | | | |")
+            continue
+        na = _mem_na(rec)
+        ct, pt = h.get("completion_tokens") or {}, h.get("prompt_tokens") or {}
+        tokens = f"{ct.get('min')}-{ct.get('max')} x {ct.get('n')} ({h.get('stopped_at_eos')})" if ct else "n/a"
+        lines.append(
+            f"{head} ok (step {h['step']}) | {_f(h['device_peak_gib'], na=na)} | {_f(h['working_gib'], na=na)} | "
+            f"{_f(h['torch_max_allocated_gib'], na=na)} / {_f(h['torch_max_reserved_gib'], na=na)} | "
+            f"{_f(h['step_seconds'], '{:.1f}')} | {_f(h['rollout_seconds'], '{:.1f}')} | "
+            f"{_f(h['rollout_tokens_per_s'], '{:.0f}')} | {tokens} | {pt.get('min')}-{pt.get('max')} |")
+
+    systems = [s for s in SYSTEMS if any(r.get("system") == s for r in records)]
+    lengths = sorted({r.get("completion_length") for r in records if r.get("completion_length")})
+    by = {(r.get("system"), r.get("completion_length")): r for r in records}
+
+    def pivot(title: str, cell) -> list[str]:
+        out = ["", f"## {title}", "", "| completion (context) | " + " | ".join(systems) + " |",
+               "|---|" + "---|" * len(systems)]
+        for L in lengths:
+            ctx = L + (meta.get("prompt_length") or 0)
+            row = [cell(by.get((s, L))) if (s, L) in by else "not measured" for s in systems]
+            out.append(f"| {L} ({ctx}) | " + " | ".join(row) + " |")
+        return out
+
+    def mem_cell(rec):
+        h = headline(rec)
+        if rec.get("status") != "ok" or not h:
+            return _reason(rec)
+        if h["device_peak_gib"] is None:
+            return _mem_na(rec)
+        return f"{h['device_peak_gib']:.2f} (working {h['working_gib']:.2f})"
+
+    def time_cell(rec):
+        h = headline(rec)
+        if rec.get("status") != "ok" or not h:
+            return _reason(rec)
+        return f"{_f(h['step_seconds'], '{:.1f}')} s, {_f(h['rollout_tokens_per_s'], '{:.0f}')} tok/s"
+
+    lines += pivot("Peak GPU memory (GiB) against context length", mem_cell)
+    ratio_rows = []
+    for L in lengths:
+        ours = headline(by.get(("ours", L), {})) if by.get(("ours", L), {}).get("status") == "ok" else {}
+        for s in ("trl", "trl-vllm"):
+            peer = by.get((s, L), {})
+            ph = headline(peer) if peer.get("status") == "ok" else {}
+            if ours.get("device_peak_gib") and ph.get("device_peak_gib"):
+                ratio_rows.append(
+                    f"| {L} | {s} | {ph['device_peak_gib'] / ours['device_peak_gib']:.2f}x | "
+                    f"{ph['working_gib'] / ours['working_gib']:.2f}x | "
+                    f"{ph['step_seconds'] / ours['step_seconds']:.2f}x | "
+                    + (f"{ours['rollout_tokens_per_s'] / ph['rollout_tokens_per_s']:.2f}x |"
+                       if ours.get("rollout_tokens_per_s") and ph.get("rollout_tokens_per_s") else "n/a |"))
+    lines += pivot("Step time and rollout tokens/s against context length", time_cell)
+    if ratio_rows:
+        lines += ["", "## Peer / ours", "",
+                  ("| completion | peer | peak, peer / ours | working, peer / ours | step time, peer / ours | "
+                   "rollout tok/s, ours / peer |"), "|---|---|---|---|---|---|"] + ratio_rows
+
+    lines += ["", "## Settings", ""]
+    trl_rec = next((r for r in records if r.get("trl_config") and r.get("system") == "trl"), None)
+    trlv_rec = next((r for r in records if r.get("trl_config") and r.get("system") == "trl-vllm"), None)
+    ours_rec = next((r for r in records if r.get("ours_config")), None)
+    if ours_rec:
+        lines.append(f"- ours: `core.algorithms.make_trainer(cfg)`, then `train_step()` x {meta.get('steps')}; "
+                     f"cfg = `{json.dumps(ours_rec['ours_config'])}`; engine "
+                     f"`{json.dumps((ours_rec.get('engine') or {}).get('details', {}))}`; "
+                     f"full length: {ours_rec.get('full_length_method')}; config defaults were "
+                     f"`{json.dumps(ours_rec.get('ours_defaults'))}`.")
+    for rec in (trl_rec, trlv_rec):
+        if rec:
+            grpo = ", ".join(f"{k}={v!r}" for k, v in rec["trl_config"].items())
+            lora = ", ".join(f"{k}={v!r}" for k, v in rec["trl_peft_config"].items())
+            lines.append(f"- {rec['system']}: `GRPOConfig({grpo})`, `LoraConfig({lora})`, "
+                         "reward: share of distinct characters.")
+    lines += ["", "## Versions", ""]
+    seen: dict = {}
+    for rec in records:
+        v = rec.get("versions") or {}
+        g = rec.get("gpu") or {}
+        key = (json.dumps(v, sort_keys=True), g.get("device"), g.get("driver"))
+        seen.setdefault(key, {"v": v, "g": g, "dates": set(), "who": []})
+        seen[key]["dates"].add((rec.get("started") or "")[:10])
+        seen[key]["who"].append(f"{rec.get('system')}@{rec.get('completion_length')}")
+    for item in seen.values():
+        v, g = item["v"], item["g"]
+        gpu = ", ".join(x for x in (f"{g['total_gib']} GiB" if g.get("total_gib") else "",
+                                     f"CUDA {g['cuda']}" if g.get("cuda") else "",
+                                     f"driver {g['driver']}" if g.get("driver") else "") if x)
+        dates = ", ".join(sorted(d for d in item["dates"] if d))
+        lines.append(f"- torch {v.get('torch')}, vllm {v.get('vllm')}, trl {v.get('trl')}, transformers "
+                     f"{v.get('transformers')}, peft {v.get('peft')}; {g.get('device') or 'device unknown'}"
+                     + (f" ({gpu})" if gpu else "") + (f"; {dates}" if dates else "")
+                     + f": {', '.join(item['who'])}")
+    notes = [f"{r.get('system')}@{r.get('completion_length')}: {n}" for r in records for n in r.get("notes", [])]
+    if notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out_dir: Path, records: list[dict], meta: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = {"benchmark": NAME, "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "meta": meta,
+            "records": [{**r, "headline": headline(r)} for r in records]}
+    tmp = out_dir / f".{NAME}.json.tmp"
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, out_dir / f"{NAME}.json")
+    (out_dir / f"{NAME}.md").write_text(render_markdown(records, meta))
+
+
+def prior_failure(records: list[dict], system: str, length: int, sig: tuple) -> dict | None:
+    """A failed (timeout / oom / error) record of `system` at a shorter length, same workload."""
+    fails = [r for r in records if r.get("system") == system and (r.get("completion_length") or 0) < length
+             and r.get("status") in ("timeout", "oom", "error") and record_key(r)[2:] == sig]
+    return max(fails, key=lambda r: r["completion_length"]) if fails else None
+
+
+def run_parent(args) -> int:
+    t_start = time.time()
+    tiny = args.tiny
+    out_dir = Path(args.out) if args.out else (None if tiny else RESULTS)
+    if out_dir is None:
+        sys.exit("--tiny needs --out DIR (tiny results never go to bench/results/)")
+    if tiny and out_dir.resolve() == RESULTS.resolve():
+        sys.exit("--tiny results never go to bench/results/: give another --out")
+    if not tiny and not gpu_present() and not args.force:
+        sys.exit("no NVIDIA GPU found: run on a GPU, or use --tiny --out DIR for the CPU smoke test")
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if args.trl_vllm and "trl-vllm" not in systems:
+        systems.append("trl-vllm")
+    bad = [s for s in systems if s not in SYSTEMS]
+    if bad:
+        sys.exit(f"unknown system(s) {bad}: choose from {', '.join(SYSTEMS)}")
+
+    config = dict(TINY_CONFIG) if tiny else json.loads(Path(args.model_config).read_text())
+    model_label = "tiny Qwen2 (hidden 64, 2 layers)" if tiny else f"{Path(args.model_config).stem} shape"
+    dtype = "float32" if tiny else "bfloat16"
+    model_dir = Path(args.model_dir) if args.model_dir else Path(tempfile.gettempdir()) / "aha-bench-models" / (
+        ("tiny" if tiny else Path(args.model_config).stem) + "-" + config_digest(config))
+    log(f"model folder {model_dir} ...")
+    info = write_model_folder(model_dir, config, dtype)
+    how = "reused" if info["reused"] else f"built in {info['seconds']} s"
+    log(f"model folder ready ({how}), {info['params'] / 1e6:.2f} M params")
+
+    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="aha-trl-compare-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    existing = [] if args.fresh else load_existing(out_dir)
+    meta = {"model_label": model_label, "model_config": config, "params": info["params"], "dtype": dtype,
+            "prompt_length": args.prompt_len, "num_generations": args.generations, "steps": args.steps,
+            "gradient_checkpointing": args.gradient_checkpointing, "interval_ms": args.interval_ms,
+            "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "targets": TARGETS}, "tiny": tiny,
+            "parent_versions": versions(), "git": git_commit(),
+            "command": " ".join([Path(sys.executable).name] + sys.argv)}
+    common = {"model": model_label, "gradient_checkpointing": args.gradient_checkpointing,
+              "prompt_length": args.prompt_len, "num_generations": args.generations, "git": meta["git"]}
+    sig = (args.prompt_len, args.generations, args.gradient_checkpointing, model_label)
+    max_pos = int(config.get("max_position_embeddings", 1 << 30))
+    plan = []
+    for requested in parse_lengths(args.lengths):
+        length, note = fit_length(requested, args.prompt_len, max_pos)
+        for s in systems:
+            plan.append((s, length, requested, note))
+    new: list[dict] = []
+    budget_end = t_start + args.budget_s
+    for system, length, requested, note in plan:
+        failed = None if args.no_skip else prior_failure(existing + new, system, length, sig)
+        left = budget_end - time.time()
+        if failed is not None:
+            rec = {"system": system, "label": SYSTEM_LABELS[system], "completion_length": length, "steps": [],
+                   "notes": [], "status": "not run",
+                   "reason": f"not run: {failed['status']} already at {failed['completion_length']} tokens "
+                             f"({_reason(failed)[:120]})", **common}
+            log(f"{system} @ {length}: {rec['reason']}")
+        elif left < args.min_child_s:
+            rec = {"system": system, "label": SYSTEM_LABELS[system], "completion_length": length, "steps": [],
+                   "notes": [], "status": "not run",
+                   "reason": f"not run: {left:.0f} s left of this command's --budget-s {args.budget_s:.0f}; "
+                             "measure it in another command", **common}
+            log(f"{system} @ {length}: {rec['reason']}")
+            old = next((r for r in existing if record_key(r) == record_key(rec)), None)
+            if old is not None and old.get("status") not in ("not run",):
+                continue  # keep an earlier real measurement rather than overwrite it with "not run"
+        else:
+            rec = run_one(args, system, length, requested, model_dir, log_dir, min(args.timeout_s, left - 10), common)
+        if note:
+            rec.setdefault("notes", []).append(note)
+        new.append(rec)
+        write_results(out_dir, merge(existing, new), meta)
+    records = merge(existing, new)
+    write_results(out_dir, records, meta)
+    log(f"wrote {out_dir / (NAME + '.json')} and {out_dir / (NAME + '.md')} in {time.time() - t_start:.0f} s")
+    print((out_dir / f"{NAME}.md").read_text())
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--tiny", action="store_true", help="CPU smoke test: tiny Qwen2, short lengths; needs --out")
+    p.add_argument("--systems", default="ours,trl", help=f"comma list of {', '.join(SYSTEMS)} (default ours,trl)")
+    p.add_argument("--trl-vllm", choices=["colocate"], default=None, help="also measure TRL with vLLM colocate")
+    p.add_argument("--lengths", default=None, help="completion lengths, e.g. 1024,4096 or 1k,4k,8k,16k,32k")
+    p.add_argument("--prompt-len", type=int, default=None)
+    p.add_argument("--generations", type=int, default=None, help="G, completions per prompt (one prompt per step)")
+    p.add_argument("--steps", type=int, default=None, help="steps per measurement; the last finished one is reported")
+    p.add_argument("--gradient-checkpointing", choices=["on", "off"], default="on", help="for both systems")
+    p.add_argument("--ours-offload", action="store_true", help="ours: activation offload (config default: off)")
+    p.add_argument("--ours-engine", choices=["auto", "vllm", "hf"], default="auto",
+                   help="ours: run.engine (auto = vLLM on a GPU, HF generate on CPU)")
+    p.add_argument("--trl-vllm-util", type=float, default=0.0,
+                   help="trl-vllm: vllm_gpu_memory_utilization (0 = sized like ours: weights + 1.2 x KV + 1 GiB)")
+    p.add_argument("--trl-vllm-sleep", choices=["on", "off"], default="on", help="trl-vllm: vllm_enable_sleep_mode")
+    p.add_argument("--timeout-s", type=float, default=None, help="limit per measurement (its own process)")
+    p.add_argument("--budget-s", type=float, default=None, help="limit for the whole command (default 570)")
+    p.add_argument("--min-child-s", type=float, default=60.0, help="do not start a measurement with less time left")
+    p.add_argument("--interval-ms", type=float, default=20.0, help="device memory polling interval")
+    p.add_argument("--model-config", default=str(DEFAULT_CONFIG))
+    p.add_argument("--model-dir", default=None, help="where the random model is written (reused when it matches)")
+    p.add_argument("--out", default=None, help="results folder (default bench/results; required with --tiny)")
+    p.add_argument("--log-dir", default=None, help="keep each measurement's log and raw record here")
+    p.add_argument("--fresh", action="store_true", help="do not merge with the results already in --out")
+    p.add_argument("--no-skip", action="store_true", help="run longer lengths even after a failure at a shorter one")
+    p.add_argument("--force", action="store_true", help="run the full-size benchmark without a GPU")
+    # one measurement (what the parent launches)
+    p.add_argument("--child", choices=SYSTEMS, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--length", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json-out", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--deadline", type=float, default=0.0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    i = 1 if args.tiny else 0
+    for key, defaults in WORKLOAD.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, defaults[i])
+    if args.child:
+        if not (args.length and args.model_dir and args.json_out):
+            p.error("--child needs --length, --model-dir and --json-out")
+        return run_child(args)
+    return run_parent(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
