@@ -168,3 +168,36 @@ def test_vllm_greedy_equals_hf_for_the_same_weights(backend_setup):
         v = [g[0].token_ids for g in engine.generate(_prompts(tok), greedy, v_ref)]
         h = [g[0].token_ids for g in hf.generate(_prompts(tok), greedy, h_ref)]
         assert v == h
+
+
+def test_hf_engine_batches_by_free_memory(tiny_model_dir):
+    """With room for only 2 sequences, 3 prompts x n=2 run as 3 generate calls of one group each;
+    without a limit they run as one call."""
+    from core.config import ModelConfig
+    from core.engines.hf import HFEngine, sequences_that_fit
+    from core.models import add_lora, load_base_model, load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
+    model = add_lora(load_base_model(cfg, "cpu"), cfg)
+    seq_len = 3 + 5
+    per_seq = sequences_that_fit(model.config, 10**12, seq_len, dtype_bytes=4)  # sanity: a lot fits in 1 TB
+    assert per_seq > 1000
+
+    class TightEngine(HFEngine):
+        def _free_bytes(self):
+            # bytes for exactly 2 sequences of seq_len (after the 0.8 reserve)
+            one = (10**12 * 0.8) / per_seq
+            return int(2.5 * one / 0.8)
+
+    engine = TightEngine(model, tok)
+    calls = []
+    inner = model.generate
+    model.generate = lambda **kw: calls.append(kw["input_ids"].shape[0]) or inner(**kw)
+    out = engine.generate([[5, 6, 7]] * 3, SamplingSettings(n=2, temperature=1.0, max_tokens=5, seed=0))
+    assert calls == [1, 1, 1]  # one prompt (a group of 2 sequences) per call
+    assert [len(g) for g in out] == [2, 2, 2]
+    calls.clear()
+    HFEngine(model, tok).generate([[5, 6, 7]] * 3, SamplingSettings(n=2, temperature=1.0, max_tokens=5, seed=0))
+    assert calls == [3]  # on the CPU (no free-memory limit): all three prompts in one call
+    model.generate = inner

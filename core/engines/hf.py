@@ -8,6 +8,8 @@ tab load as extra named adapters beside the training one.
 Refuses to know: rewards, losses, chat templates (token ids in, token ids and text out).
 
 It is the slow path: fine for CPUs and small runs; on a GPU the vLLM backend is the fast one.
+On a GPU it sizes each `generate` batch from the free memory (KV cache + logits per sequence), so
+long rollouts run in more, smaller batches instead of spiking past what is free.
 """
 
 from __future__ import annotations
@@ -22,6 +24,26 @@ from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettin
 TRAIN_ADAPTER = "default"  # peft's name for the adapter being trained
 
 
+def sequences_that_fit(model_config, free_bytes: int, seq_len: int, *, dtype_bytes: int = 2,
+                       reserve: float = 0.8) -> int:
+    """How many sequences of `seq_len` tokens one `generate` call can hold in `free_bytes`:
+    each needs its KV cache (every layer's keys and values) plus one row of fp32 logits.
+
+    >>> from types import SimpleNamespace as C
+    >>> c = C(num_hidden_layers=28, num_key_value_heads=2, num_attention_heads=12, hidden_size=1536,
+    ...       vocab_size=151936)  # Qwen2.5-1.5B: 28 KiB of KV cache per token in bf16
+    >>> sequences_that_fit(c, free_bytes=8 << 30, seq_len=4096)
+    57
+    >>> sequences_that_fit(c, free_bytes=1 << 20, seq_len=4096)  # never below one
+    1
+    """
+    from core.planner import kv_bytes_per_token
+
+    kv = kv_bytes_per_token(model_config) * dtype_bytes // 2 * seq_len
+    logits = 4 * model_config.vocab_size * 2  # fp32 logits of the last position + the sampling copy
+    return max(1, int(free_bytes * reserve) // (kv + logits))
+
+
 class HFEngine:
     def __init__(self, model, tokenizer, *, max_batch_sequences: int = 64):
         self.model = model  # a peft model; its "default" adapter is the one being trained
@@ -32,6 +54,21 @@ class HFEngine:
         self._loaded: dict[str, AdapterRef] = {}
         device = str(next(model.parameters()).device)
         self.info = EngineInfo(backend="hf", device=device, details={"max_batch_sequences": max_batch_sequences})
+
+    def _max_sequences(self, prompts, sampling: SamplingSettings) -> int:
+        """Sequences per generate call: the configured cap, lowered to what free GPU memory holds."""
+        free = self._free_bytes()
+        if free is None or not prompts:
+            return self.max_batch_sequences
+        seq_len = max(len(p) for p in prompts) + sampling.max_tokens
+        dtype_bytes = next(self.model.parameters()).element_size()
+        fit = sequences_that_fit(self.model.config, free, seq_len, dtype_bytes=dtype_bytes)
+        return max(sampling.n, min(self.max_batch_sequences, fit))  # one prompt's group at least
+
+    def _free_bytes(self) -> int | None:
+        """Free memory of the model's GPU; None on the CPU (no limit worth planning for)."""
+        device = next(self.model.parameters()).device
+        return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
 
     # -- adapters -------------------------------------------------------------
     def update_adapter(self, model=None) -> AdapterRef:
@@ -84,7 +121,7 @@ class HFEngine:
         device = next(self.model.parameters()).device
         pad_id = self.tokenizer.pad_token_id
         eos_id = self.tokenizer.eos_token_id
-        per_chunk = max(1, self.max_batch_sequences // max(1, sampling.n))
+        per_chunk = max(1, self._max_sequences(prompts, sampling) // max(1, sampling.n))
         out: list[list[Completion]] = []
         was_training = self.model.training
         self.model.eval()

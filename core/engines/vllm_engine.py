@@ -10,6 +10,9 @@ Owns: a single `vllm.LLM` created before the training model, in the same process
     prefix cache is reset after each swap;
   - frees its KV cache while the trainer runs forward/backward and takes it back before the
     next generation (`release_memory` / `restore_memory`);
+  - never spikes past its share: vLLM's scheduler admits sequences only while its fixed KV pool
+    has blocks (at most `max_num_seqs`, `max_num_batched_tokens` per step) and preempts when a
+    long rollout outgrows it, so a step's rollouts are batched by the memory the plan gave it;
   - lends its weights: `shared_hf_model()` is a transformers model whose frozen parameters are
     views of the engine's tensors, so the base model is stored once on the GPU.
 
