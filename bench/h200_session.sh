@@ -57,7 +57,7 @@ case "${1:-}" in
     done
     ;;
   vllm)
-    python bench/vllm_engine.py --out "$OUT" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
+    python bench/vllm_engine.py --budget-s 540 --out "$OUT" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
     ;;
   planner)
     python bench/planner_check.py --out "$OUT" 2>&1 | tail -n 40

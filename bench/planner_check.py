@@ -212,7 +212,9 @@ def main():
         rows += measure_model(name, settings)
     order = {(s[0], s[1], s[2], s[3], s[4]): k for k, s in enumerate(SETTINGS)}
     rows.sort(key=lambda r: order[(r["model"], r["completion_length"], r["mode"], r["micro_batch"], r["padded"])])
-    out = ROOT / "bench" / "results"
+    # --out DIR: write the results there (the GPU box's $OUT) instead of bench/results/
+    argv = sys.argv[1:]
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     meta = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     (out / "planner_check.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

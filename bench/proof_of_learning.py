@@ -22,7 +22,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -33,18 +32,12 @@ sys.path.insert(0, str(ROOT))
 
 
 def versions() -> dict:
-    import importlib.metadata as md
-
     import torch
 
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for pkg in ("transformers", "peft", "vllm", "trl"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    out["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return out
+    from bench.common import versions as package_versions
+
+    return {**package_versions(("torch", "transformers", "peft", "vllm", "trl")),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def summarise(eval_result: dict, step: int) -> dict:

@@ -76,10 +76,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -92,6 +90,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.common import build_tokenizer, config_digest, versions, write_model_folder  # noqa: E402,F401
 
 NAME = "trl_compare"
 GIB = 2**30
@@ -157,68 +157,6 @@ def fit_length(requested: int, prompt_len: int, max_positions: int) -> tuple[int
 
 
 # ---------------------------------------------------------------------------- the model folder
-
-
-def build_tokenizer(vocab_size: int, special_ids: dict[str, int]):
-    """A byte-level tokenizer with exactly `vocab_size` ids, every one decodable, no merges.
-
-    Ids are the 256 byte symbols, then pairs, then triples; `special_ids` sit where the model config
-    says (Qwen: 151643-151645). Text encodes to one token per byte (no merges), so a prompt of N
-    ASCII characters is exactly N tokens, and any id a random model samples decodes.
-    """
-    import itertools
-
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    assert vocab_size >= len(alphabet) + len(special_ids), vocab_size
-    assert all(0 <= i < vocab_size for i in special_ids.values())
-    symbols = itertools.chain(alphabet, ("".join(t) for n in (2, 3) for t in itertools.product(alphabet, repeat=n)))
-    by_id = {i: s for s, i in special_ids.items()}
-    vocab = {by_id[i] if i in by_id else next(symbols): i for i in range(vocab_size)}
-    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.add_special_tokens(list(special_ids))
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   bos_token=None, unk_token=None)
-
-
-def config_digest(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def write_model_folder(folder: Path, config: dict, dtype: str) -> dict:
-    """Random weights for `config` (seed 0) plus a matching tokenizer; reused when already there."""
-    marker = folder / "bench_model.json"
-    digest = config_digest({**config, "_dtype": dtype})
-    if marker.exists():
-        info = json.loads(marker.read_text())
-        if info.get("digest") == digest:
-            return {**info, "reused": True}
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    t0 = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg = AutoConfig.for_model(config["model_type"],
-                               **{k: v for k, v in config.items() if k not in ("model_type", "torch_dtype", "dtype")})
-    bos, eos = cfg.bos_token_id, cfg.eos_token_id
-    tok = build_tokenizer(cfg.vocab_size, {"<|endoftext|>": bos, "<|im_start|>": bos + 1, "<|im_end|>": eos})
-    tok.save_pretrained(folder)
-    cfg.pad_token_id = bos
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))  # on the CPU: no CUDA context here
-    model.generation_config.eos_token_id = eos
-    model.generation_config.pad_token_id = bos
-    params = sum(p.numel() for p in model.parameters())
-    model.save_pretrained(folder, safe_serialization=True)
-    del model
-    info = {"folder": str(folder), "digest": digest, "params": params, "dtype": dtype,
-            "vocab_size": cfg.vocab_size, "tokenizer_len": len(tok), "seconds": round(time.perf_counter() - t0, 1)}
-    marker.write_text(json.dumps(info))
-    return {**info, "reused": False}
 
 
 def make_prompts(tokenizer, n: int, length: int, seed: int = 0) -> list[str]:
@@ -370,21 +308,6 @@ class DeviceMemory:
 
 def gib(b) -> float | None:
     return None if b is None else round(b / GIB, 3)
-
-
-def versions() -> dict:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "vllm", "trl", "transformers", "peft", "accelerate", "datasets"):
-        out[pkg] = None
-        for dist in (pkg, f"{pkg}-cpu"):
-            try:
-                out[pkg] = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return out
 
 
 def git_commit() -> str | None:

