@@ -465,19 +465,21 @@ class GRPOTrainer:
                 try:
                     result = self.train_step()
                 except RewardError as e:
-                    # a broken reward function pauses the run; fix it (set `self.rewards`) and resume
-                    self.control.pause(f"reward '{e.reward_name}' failed: {e}")
+                    # a broken reward function pauses the run; fix it (set `self.rewards`) and resume.
+                    # The status file first: whoever sees the pause must also find its traceback.
+                    reason = f"reward '{e.reward_name}' failed: {e}"
                     self.run.write_status("paused", step=self.step, max_steps=max_steps,
-                                          reason=self.control.pause_reason, traceback=e.traceback_text)
+                                          reason=reason, traceback=e.traceback_text)
+                    self.control.pause(reason)
                     continue
                 except torch.OutOfMemoryError:
                     # even a micro-batch of 1 did not fit: keep the run, say what to change, wait
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
-                    self.control.pause("out of memory even with a micro-batch of 1: lower max_completion_length "
-                                       "or num_generations, turn on activation offload or 4-bit, then Resume")
-                    self.run.write_status("paused", step=self.step, max_steps=max_steps,
-                                          reason=self.control.pause_reason)
+                    reason = ("out of memory even with a micro-batch of 1: lower max_completion_length "
+                              "or num_generations, turn on activation offload or 4-bit, then Resume")
+                    self.run.write_status("paused", step=self.step, max_steps=max_steps, reason=reason)
+                    self.control.pause(reason)
                     continue
                 result.metrics = distributed.reduce_metrics(result.metrics)  # data parallel: over ranks
                 self.run.append_metrics(result.metrics)
