@@ -67,7 +67,7 @@ def sample_and_score(trainer, step: int) -> ScoredRollouts:
         prompt_ids,
         SamplingSettings(n=G, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_completion_length,
                          seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank(),
-                         ignore_eos=getattr(trainer, "ignore_eos", False)),  # benchmarks: full-length rollouts
+                         ignore_eos=trainer.ignore_eos),
         adapter=trainer.adapter,
     )  # (P, G)
     trainer.engine.release_memory()

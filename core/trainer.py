@@ -243,6 +243,7 @@ class GRPOTrainer:
                                        num_training_steps=a.max_steps)
         self.step = 0
         self.micro_batch_size = a.micro_batch_size
+        self.ignore_eos = False  # benchmarks set it: every rollout runs to max_completion_length
         self.skipped_steps = 0
         self.adapter = None
         if run_dir is None:  # a new run: a folder of its own (rank 0 picks the name)

@@ -7,7 +7,6 @@ guard that keeps --tiny results out of bench/results/.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,10 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_trl_compare", ROOT / "bench" / "trl_compare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from bench import trl_compare
+
+    return trl_compare
 
 
 def test_lengths_parse_and_fit_the_model(bench):

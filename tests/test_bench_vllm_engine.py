@@ -6,7 +6,6 @@ that decide what it reports.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_vllm_engine", ROOT / "bench" / "vllm_engine.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from bench import vllm_engine
+
+    return vllm_engine
 
 
 def test_tokenizer_covers_the_whole_vocabulary(bench, tmp_path):

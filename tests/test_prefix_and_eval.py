@@ -109,11 +109,8 @@ def test_proof_of_learning_script_runs_and_resumes_on_cpu(tiny_model_dir, tmp_pa
     """The proof-of-learning benchmark end to end on a tiny model: base eval, training with an eval,
     stop at a deadline, resume, results files with the curve."""
     import json
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    import proof_of_learning
+    from bench import proof_of_learning
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(
