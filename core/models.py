@@ -196,10 +196,12 @@ def load_base_model(cfg: ModelConfig, device: str | None = None):
 
 def add_lora(model, cfg: ModelConfig):
     """Wrap `model` in a peft LoRA adapter named 'default'; only the adapter trains."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import LoraConfig, get_peft_model
 
-    if cfg.load_in_4bit:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    # 4-bit: peft's prepare_model_for_kbit_training would also upcast every bf16 parameter that is
+    # not 4-bit (embeddings, norms, LM head) to fp32: +0.9 GB for a 1.5B model, and a copy of
+    # weights that may be views of vLLM's. Freezing is all LoRA needs; checkpointing comes below.
+    model.requires_grad_(False)
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     targets = [t for t in cfg.lora_target_modules if t in present]
     if not targets:

@@ -70,6 +70,22 @@ def param_count(c) -> int:
     return c.num_hidden_layers * attn_mlp + emb
 
 
+def weight_bytes(c, load_in_4bit: bool = False) -> int:
+    """Bytes of the base weights: bf16, or NF4 for the decoder's linear layers (4 bits plus one fp32
+    absmax per 64 weights, as vLLM keeps them; the embeddings and LM head stay bf16).
+
+    >>> from types import SimpleNamespace as C
+    >>> c = C(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    ...       num_key_value_heads=2, vocab_size=100, tie_word_embeddings=True)
+    >>> weight_bytes(c), weight_bytes(c, True)
+    (160256, 54272)
+    """
+    if not load_in_4bit:
+        return 2 * param_count(c)
+    linear = c.num_hidden_layers * sum(a * b for a, b in _projections(c).values())
+    return int(linear * 0.5625) + 2 * (param_count(c) - linear)
+
+
 def lora_param_count(c, rank: int, targets: list[str]) -> int:
     per_layer = sum(rank * (a + b) for t, (a, b) in _projections(c).items() if t in targets)
     return per_layer * c.num_hidden_layers
@@ -252,8 +268,7 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
     padded: whether micro-batches carry padding (the trainer's do: prompts and completions of
     different lengths), which costs an attention mask and repeated k/v heads in every layer.
     """
-    n = param_count(c)
-    weights = int(n * (0.5625 if load_in_4bit else 2))  # NF4: 4 bits + fp8-ish scales
+    weights = weight_bytes(c, load_in_4bit)
     adapter = lora_param_count(c, lora_rank, lora_targets) * LORA_BYTES_PER_PARAM
     seq = prompt_length + completion_length
     kv = kv_bytes_per_token(c, fp8_kv) * seq * num_sequences if engine == "vllm" else 0

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import torch
 
@@ -81,13 +82,17 @@ def make_policy_and_engine(cfg, device: str):
         lora_rank=cfg.model.lora_r, weight_bytes=weight_bytes, training_bytes=training_bytes,
         seed=a.seed, quantization="bitsandbytes" if cfg.model.load_in_4bit else None, **overrides)
     engine = VLLMEngine(path, tok, settings)
-    if cfg.model.load_in_4bit:
-        # 4-bit weights are packed differently in vLLM and bitsandbytes: the trainer keeps its own
-        # 4-bit copy (still ~4x smaller than bf16)
+    try:
+        # 4-bit too: vLLM's packed nf4 shards become bitsandbytes Linear4bit weights (vllm_compat)
+        base = engine.shared_hf_model()
+    except (RuntimeError, ImportError, AttributeError, KeyError, TypeError, ValueError) as e:
+        if not cfg.model.load_in_4bit:
+            raise
+        # a vLLM whose 4-bit layout we do not know: the trainer keeps its own 4-bit copy
+        warnings.warn(f"4-bit weights not shared with vLLM ({type(e).__name__}: {e}); loading a second 4-bit copy")
         from core.models import load_base_model
 
+        engine.info.details["weights_shared"] = False
         base = load_base_model(cfg.model, device)
-    else:
-        base = engine.shared_hf_model()
     return add_lora(base, cfg.model), tok, engine
 

