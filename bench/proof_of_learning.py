@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--eval-items", type=int, default=200)
     ap.add_argument("--deadline-s", type=float, default=0, help="stop with a checkpoint after this long (0 = never)")
+    ap.add_argument("--report-partial", action="store_true",
+                    help="at the deadline, evaluate and write the results files for the steps done (marked unfinished)")
     ap.add_argument("--runs-dir", default=None, help="where the run folder lives (default: the config's output_dir)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="folder for the results files")
     ap.add_argument("--name", default="proof_of_learning")
@@ -173,7 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     save_state()
     if final_state != "finished":
         print(f"run {final_state} at step {trainer.step}")
-        return 0 if final_state == "stopped" else 1
+        if final_state != "stopped" or not args.report_partial:
+            return 0 if final_state == "stopped" else 1
+        # --report-partial: the device time is spent, so report what was reached (marked partial)
+        if state["evals"][-1]["step"] != trainer.step:
+            r = evaluate(trainer.engine, trainer.tokenizer, rows, adapter=trainer.adapter, **kw)
+            state["evals"].append(summarise(r, trainer.step))
+            state["tuned_examples"] = r["items"][:5]
+            print("eval:", state["evals"][-1], flush=True)
+            save_state()
 
     # -- results ----------------------------------------------------------------------
     evals = state["evals"]
@@ -193,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine_details": trainer.engine.info.details,
         "versions": versions(),
         "steps": trainer.step,
+        "finished": final_state == "finished",  # False: stopped at --deadline-s with --report-partial
         "wall_s_total": round(state["wall_s"], 1),
         "mean_step_s": round(sum(m.get("step_time", 0) for m in metrics) / max(len(metrics), 1), 3),
         "base": base,
@@ -220,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# Proof of learning ({result['date']}, {result['versions']['gpu'] or 'CPU'})", "",
         f"{result['model']}, task `{c.data.source}`, recipe `{result['config']}`, engine {result['engine']}; "
-        f"{trainer.step} steps in {result['wall_s_total']:.0f} s (mean step {result['mean_step_s']:.2f} s).", "",
+        f"{trainer.step} steps in {result['wall_s_total']:.0f} s (mean step {result['mean_step_s']:.2f} s)"
+        + ("." if result["finished"] else f", stopped at the time limit before step {c.algorithm.max_steps}."), "",
         "| held-out (greedy) | step | accuracy (tags) | accuracy (last number) | format |",
         "|---|---|---|---|---|",
     ]

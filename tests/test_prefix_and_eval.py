@@ -133,6 +133,16 @@ def test_proof_of_learning_script_runs_and_resumes_on_cpu(tiny_model_dir, tmp_pa
     assert (out / "proof_of_learning.png").stat().st_size > 10_000
     steps = [json.loads(line)["step"] for line in (out / "proof_of_learning_metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+    assert result["finished"] is True
+
+    # --report-partial: a run cut by its deadline still writes its results, evaluated where it stopped
+    part = tmp_path / "part"
+    assert proof_of_learning.main(["--config", str(cfg), "--runs-dir", str(tmp_path / "runs2"), "--out", str(part),
+                                   "--eval-every", "2", "--deadline-s", "0.001", "--report-partial"]) == 0
+    result = json.loads((part / "proof_of_learning.json").read_text())
+    assert result["finished"] is False and result["steps"] == 1
+    assert [e["step"] for e in result["evals"]] == [0, 1]
+    assert "stopped at the time limit before step 4" in (part / "proof_of_learning.md").read_text()
 
 
 class FailsAfter:
