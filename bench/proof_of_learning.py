@@ -123,9 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     runs_dir = Path(args.runs_dir or cfg.run.output_dir)
     run = RunDir.create(runs_dir, cfg.run.run_name or args.name, exist_ok=True)
     wait_for(args.after)
-    trainer = make_trainer(cfg, run_dir=run)
-    if args.ready:
-        Path(args.ready).touch()
+    try:
+        trainer = make_trainer(cfg, run_dir=run)
+    finally:  # also when it fails: the next recipe must not wait for an engine that never comes
+        if args.ready:
+            Path(args.ready).touch()
     wait_for(args.go)
     resumed = trainer.resume()
     state_path = run.path / "proof.json"
