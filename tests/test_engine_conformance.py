@@ -201,3 +201,32 @@ def test_hf_engine_batches_by_free_memory(tiny_model_dir):
     HFEngine(model, tok).generate([[5, 6, 7]] * 3, SamplingSettings(n=2, temperature=1.0, max_tokens=5, seed=0))
     assert calls == [3]  # on the CPU (no free-memory limit): all three prompts in one call
     model.generate = inner
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("backend_setup", ["vllm"], indirect=True)
+def test_vllm_adapter_tensors_are_fresh_copies_of_the_current_weights(backend_setup):
+    """The push reuses cached parameter references: it must still copy (vLLM scales lora_B in
+    place), see the latest values, keep peft's keys, and notice a different model."""
+    from peft.utils import get_peft_model_state_dict
+
+    from core.models import add_lora
+
+    _, engine, model, _ = backend_setup
+    first = engine._adapter_tensors(model)
+    state = get_peft_model_state_dict(model, save_embedding_layers=False)
+    assert list(first) == list(state) and engine._adapter_refs is not None
+    params = {p.data_ptr() for p in model.parameters()}
+    assert not any(t.data_ptr() in params for t in first.values())  # copies, never aliases
+    _randomize_adapter(model, 7)
+    second = engine._adapter_tensors(model)
+    state = get_peft_model_state_dict(model, save_embedding_layers=False)
+    assert all(torch.equal(second[k], state[k].to(second[k].dtype)) for k in state)
+    assert any(not torch.equal(first[k], second[k]) for k in state if "lora_B" in k)
+    # another model (a second adapter on the same base): looked up afresh, not served from the cache
+    other = add_lora(engine.shared_hf_model(), ModelConfig(name_or_path=engine.model_path, lora_r=8, lora_alpha=16))
+    _randomize_adapter(other, 9)
+    third = engine._adapter_tensors(other)
+    ostate = get_peft_model_state_dict(other, save_embedding_layers=False)
+    assert all(torch.equal(third[k], ostate[k].to(third[k].dtype)) for k in ostate)
+    _randomize_adapter(model, 0)  # leave the shared fixture's adapter as the other tests expect

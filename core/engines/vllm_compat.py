@@ -69,11 +69,14 @@ def worker_add_lora_tensors(worker, lora_int_id: int, tensors: dict[str, torch.T
         # vLLM >= 0.3x: only renames, no stacking (q/k/v -> qkv_proj would overwrite each other);
         # mirrors WorkerLoRAManager._load_adapter of 0.31
         mapper = mapper.get_rename_mapper()
+    # where the tensors are: on a GPU they stay there (vLLM copies them into its LoRA slots from
+    # any device); vLLM itself loads adapters from disk to pinned CPU memory first
+    device = str(next(iter(tensors.values())).device) if tensors else "cpu"
     lora = LoRAModel.from_lora_tensors(
         lora_model_id=lora_int_id,
         tensors=tensors,
         peft_helper=helper,
-        device="cpu",
+        device=device,
         dtype=mgr.lora_config.lora_dtype,
         model_vocab_size=mgr.vocab_size,
         weights_mapper=mapper,
