@@ -135,6 +135,15 @@ def runs_frame(runs: list[dict]) -> pd.DataFrame:
     return df
 
 
+def _eval_metrics(result: dict | None) -> list[tuple[str, str]]:
+    """(key, label) of the held-out figures to show; last-number accuracy only where the task has
+    a number to find (not Countdown) and the result carries it."""
+    metrics = [("accuracy", "accuracy")]
+    if result and all(result[w].get("accuracy_flexible") is not None for w in ("base", "tuned")):
+        metrics.append(("accuracy_flexible", "last-number accuracy"))
+    return metrics + [("format_rate", "format rate")]
+
+
 def eval_frame(result: dict | None) -> pd.DataFrame:
     """Bar-plot rows, one bar each: 'accuracy · base', ..., with model (the colour) and value (NaN
     before any evaluation: no bars, but both models are in the legend). Gradio's BarPlot stacks
@@ -142,9 +151,12 @@ def eval_frame(result: dict | None) -> pd.DataFrame:
 
     >>> eval_frame({"base": {"accuracy": 0.25, "format_rate": 0.5}, "tuned": {"accuracy": 0.75, "format_rate": 1.0}})["bar"].tolist()
     ['accuracy · base', 'accuracy · tuned', 'format rate · base', 'format rate · tuned']
+    >>> r = {w: {"accuracy": 0.5, "accuracy_flexible": 0.6, "format_rate": 1.0} for w in ("base", "tuned")}
+    >>> eval_frame(r)["bar"].tolist()[2:4]
+    ['last-number accuracy · base', 'last-number accuracy · tuned']
     """
     rows = []
-    for metric, label in (("accuracy", "accuracy"), ("format_rate", "format rate")):
+    for metric, label in _eval_metrics(result):
         for who in ("base", "tuned"):
             value = float(result[who][metric]) if result else float("nan")
             rows.append({"bar": f"{label} · {who}", "model": who, "value": value})
@@ -152,12 +164,18 @@ def eval_frame(result: dict | None) -> pd.DataFrame:
 
 
 def eval_markdown(result: dict) -> str:
-    b, t = result["base"], result["tuned"]
-    return (
-        f"| | accuracy | format rate | questions |\n|---|---|---|---|\n"
-        f"| base | {b['accuracy']:.1%} | {b['format_rate']:.1%} | {b['n']} |\n"
-        f"| tuned | {t['accuracy']:.1%} | {t['format_rate']:.1%} | {t['n']} |"
-    )
+    """The held-out figures as a table.
+
+    >>> r = {w: {"accuracy": a, "accuracy_flexible": 0.5, "format_rate": 1.0, "n": 200}
+    ...      for w, a in (("base", 0.025), ("tuned", 1.0))}
+    >>> print(eval_markdown(r).splitlines()[2])
+    | base | 2.5% | 50.0% | 100.0% | 200 |
+    """
+    metrics = _eval_metrics(result)
+    head = "| | " + " | ".join(label for _, label in metrics) + " | questions |"
+    rows = [f"| {w} | " + " | ".join(f"{result[w][k]:.1%}" for k, _ in metrics) + f" | {result[w]['n']} |"
+            for w in ("base", "tuned")]
+    return "\n".join([head, "|---" * (len(metrics) + 2) + "|", *rows])
 
 
 def memory_markdown(info: dict) -> str:
