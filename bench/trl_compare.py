@@ -13,8 +13,11 @@ command, on the same random-weight model built from a real configuration
   - GRPO, loss 'dapo', beta 0, epsilon 0.2 / 0.28, temperature 1, lr 1e-5, gradient checkpointing on
     (TRL's default; ours defaults to off, so it is switched on here for both: --gradient-checkpointing);
   - systems: `ours` (core.algorithms.make_trainer, vLLM engine on a GPU, HF generate on CPU),
-    `trl` (GRPOTrainer, use_vllm=False: HF generate), `trl-vllm` (GRPOTrainer, use_vllm=True,
-    vllm_mode='colocate', sleep mode on, vLLM memory share sized like ours: weights + 1.2 x KV + 1 GiB).
+    `ours-4bit` (the same trainer with model.load_in_4bit=True: a bitsandbytes NF4 base; with the
+    vLLM engine, vLLM serves the 4-bit weights and the trainer's base is views of them; CUDA only,
+    recorded as "not run" without a GPU), `trl` (GRPOTrainer, use_vllm=False: HF generate),
+    `trl-vllm` (GRPOTrainer, use_vllm=True, vllm_mode='colocate', sleep mode on, vLLM memory share
+    sized like ours: weights + 1.2 x KV + 1 GiB).
 
 What is measured, per (system, completion length), each in its OWN subprocess (clean peak memory;
 vLLM allows one engine per process), `--steps` steps (default 2, the last one reported; a second
@@ -26,12 +29,20 @@ step is skipped when the first one leaves too little of the time limit):
     was used before the process created anything. It counts vLLM's memory pool, the CUDA context and
     allocator caches, which torch.cuda.max_memory_allocated() does not see; that figure and
     max_memory_reserved() are reported beside it. Both systems are measured the same way;
-  - working memory = device peak - base weights (param count x 2 bytes; 2.88 GiB for this model);
+  - working memory = device peak - base weights (param count x 2 bytes; 2.88 GiB for this model;
+    for ours-4bit the NF4 bytes of core.planner.weight_bytes(load_in_4bit=True): 1.12 GiB);
   - step time (wall, synchronised), rollout time (getting the completions: ours = restore + generate
     + release; TRL = its _generate_single_turn, which includes its vLLM weight sync / wake-up) and
     rollout tokens/s (completion tokens / rollout time);
   - for a setting that cannot run: why (timeout after N s and in which phase, out of memory, error),
     in the table rather than a gap; a system that failed at a length is not run at longer lengths.
+
+Two goals of the benchmark issue are checked (pass / fail) in the markdown's "Goals" section,
+per completion length, once ours-4bit is measured:
+  1. whole step with a 4-bit base, ours / TRL in bf16 <= 0.3: device peak of ours-4bit / device
+     peak of trl (HF generate, bf16) at the same length;
+  2. whole-process peak for a 1.5B model in 4-bit with the vLLM engine <= 3 GB (1e9 bytes; Unsloth
+     reports 5 GB): the device peak of ours-4bit, given in GiB and GB.
 
 The parent writes `trl_compare.json` (raw figures, versions of torch, vllm, trl, transformers in each
 record) and `trl_compare.md` under --out (default bench/results/). Records are merged with what is
@@ -46,12 +57,15 @@ measurements that no longer fit and records them as "not run: budget"):
     python bench/trl_compare.py --systems trl --lengths 4096                  # ~6-9 min (TRL ~244 s/step)
     python bench/trl_compare.py --systems ours --lengths 4096,8192,16384      # ~7-8 min
     python bench/trl_compare.py --systems ours --lengths 32k                  # ~5-9 min
+    python bench/trl_compare.py --systems ours-4bit --lengths 1024,4096       # ~4-5 min (~2-3 min per length,
+                                                                              #  as ours; not yet measured)
     python bench/trl_compare.py --systems trl-vllm --lengths 1024,4096        # ~4-5 min (or its error)
     python bench/trl_compare.py --systems trl --lengths 8192 --timeout-s 400  # records "timeout after ..."
     python bench/trl_compare.py --systems trl-vllm --lengths 8k,16k,32k       # if colocate works
 
 GPU minutes per setting (estimates for an H200, including process start; vLLM's first start on a
-fresh machine adds 1-2 min of torch.compile / CUDA-graph capture to each `ours` and `trl-vllm` run):
+fresh machine adds 1-2 min of torch.compile / CUDA-graph capture to each `ours`, `ours-4bit` and
+`trl-vllm` run):
 
     setting (completion)   ours (vLLM)   trl (HF generate)        trl-vllm (colocate)
     1024                   ~2            ~2.5 (54-67 s/step)      ~2.5
@@ -64,7 +78,8 @@ Lengths above max_position_embeddings - prompt (32768 - 256) are cut to fit the 
 (`32k` -> 32512 completion tokens, context 32768); both the requested and the used length are kept.
 
 CPU smoke test (tiny random Qwen2, lengths 16 and 32, ours on HF generate, TRL with bf16=False;
-memory fields read "n/a on CPU"; results go to --out, never to bench/results/):
+memory fields read "n/a on CPU"; ours-4bit, if asked for, is recorded as "not run" (no CUDA);
+results go to --out, never to bench/results/):
 
     PYTHONPATH=. python bench/trl_compare.py --tiny --out /tmp/tc
 
@@ -96,9 +111,11 @@ from bench.common import build_tokenizer, config_digest, versions, write_model_f
 NAME = "trl_compare"
 GIB = 2**30
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-SYSTEMS = ("ours", "trl", "trl-vllm")
+SYSTEMS = ("ours", "ours-4bit", "trl", "trl-vllm")
+OURS_SYSTEMS = ("ours", "ours-4bit")  # both run child_ours; ours-4bit with model.load_in_4bit
 SYSTEM_LABELS = {
     "ours": "ours (vLLM engine)",
+    "ours-4bit": "ours, 4-bit NF4 base (vLLM engine)",
     "trl": "TRL GRPOTrainer, use_vllm=False",
     "trl-vllm": "TRL GRPOTrainer, vLLM colocate",
 }
@@ -123,6 +140,17 @@ WORKLOAD = {
     "steps": (2, 2),
     "timeout_s": (540.0, 300.0),
     "budget_s": (570.0, 1500.0),
+}
+
+
+# the benchmark issue's goals for ours-4bit (see the module docstring)
+GOAL_4BIT_VS_TRL = 0.3  # device peak of ours-4bit / device peak of trl (bf16, HF generate)
+GOAL_4BIT_PEAK_GB = 3.0  # device peak of ours-4bit, GB = 1e9 bytes (Unsloth reports 5 GB)
+GB = 10**9
+GOAL_TEXT = {
+    "1": "whole step with a 4-bit base, ours / TRL in bf16: peak of ours-4bit / peak of trl (HF generate)",
+    "2": ("whole-process peak for a 1.5B model in 4-bit with the vLLM engine (Unsloth reports 5 GB): "
+          "peak of ours-4bit"),
 }
 
 
@@ -154,6 +182,22 @@ def fit_length(requested: int, prompt_len: int, max_positions: int) -> tuple[int
     used = max_positions - prompt_len
     return used, (f"completion cut from {requested} to {used} tokens so that prompt + completion fit the "
                   f"model's {max_positions} positions")
+
+
+def cannot_run(system: str, cuda: bool) -> str | None:
+    """Why `system` cannot run on this machine at all (None: it can), said before launching it."""
+    if system == "ours-4bit" and not cuda:
+        return "4-bit (bitsandbytes) needs a CUDA GPU"
+    return None
+
+
+def base_weight_bytes(system: str, hf_config, cuda: bool) -> int:
+    """The base weights that working memory is measured above: NF4 for ours-4bit, else bf16 (fp32 on CPU)."""
+    from core.planner import param_count, weight_bytes
+
+    if system == "ours-4bit":
+        return weight_bytes(hf_config, load_in_4bit=True)
+    return weight_bytes(hf_config) if cuda else 4 * param_count(hf_config)
 
 
 # ---------------------------------------------------------------------------- the model folder
@@ -422,6 +466,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     cfg = Config()
     m, d, a, run = cfg.model, cfg.data, cfg.algorithm, cfg.run
     m.name_or_path = args.model_dir
+    m.load_in_4bit = args.child == "ours-4bit"  # the only difference between ours and ours-4bit
     m.lora_r, m.lora_alpha, m.lora_dropout, m.lora_target_modules = 16, 32, 0.0, list(TARGETS)
     rec["ours_defaults"] = {"gradient_checkpointing": m.gradient_checkpointing,
                             "offload_activations": m.offload_activations}
@@ -439,7 +484,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         validate(cfg)
         rec["ours_config"] = {"model": {k: getattr(m, k) for k in ("lora_r", "lora_alpha", "lora_dropout",
                                                                  "lora_target_modules", "gradient_checkpointing",
-                                                                 "offload_activations", "dtype")},
+                                                                 "offload_activations", "dtype", "load_in_4bit")},
                               "algorithm": {k: getattr(a, k) for k in (
                                   "algorithm", "loss_type", "num_generations", "prompts_per_step",
                                   "micro_batch_size", "max_prompt_length", "max_completion_length", "learning_rate",
@@ -464,6 +509,9 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         if settings is not None:
             rec["engine"]["settings"] = dict(vars(settings))
         rec["full_length_method"] = force_full_length_ours(trainer)
+        if m.load_in_4bit and rec["engine"]["details"].get("weights_shared") is False:
+            # the device peak then holds two 4-bit copies, working memory counts one
+            rec["notes"].append("the trainer's 4-bit base is its own copy, not views of vLLM's weights")
 
         # time the engine's sampling itself and keep the token counts
         current: dict = {}
@@ -651,12 +699,10 @@ def run_child(args) -> int:
         rec["gpu"] = gpu_info()
         from transformers import AutoConfig
 
-        from core.planner import param_count
-
         hf_config = AutoConfig.from_pretrained(args.model_dir)
-        rec["weights_gib"] = gib(param_count(hf_config) * (2 if torch.cuda.is_available() else 4))
+        rec["weights_gib"] = gib(base_weight_bytes(args.child, hf_config, torch.cuda.is_available()))
         r.save()
-        (child_ours if args.child == "ours" else child_trl)(args, rec, r, mem)
+        (child_ours if args.child in OURS_SYSTEMS else child_trl)(args, rec, r, mem)
         rec["status"] = "ok" if rec["steps"] else "error"
         if not rec["steps"]:
             rec["reason"] = "no step finished"
@@ -832,9 +878,61 @@ def _reason(rec: dict) -> str:
     return reason[:200]
 
 
+def workload_sig(meta: dict) -> tuple:
+    """record_key(rec)[2:] of the records that belong to meta's workload."""
+    return (meta.get("prompt_length"), meta.get("num_generations"), meta.get("gradient_checkpointing"),
+            meta.get("model_label"))
+
+
+def goal_rows(records: list[dict], meta: dict) -> list[dict]:
+    """The benchmark issue's two goals for ours-4bit, one row per goal and completion length where ours-4bit
+    has a record: {id, goal, completion, value, target, result} with result 'pass', 'fail' or why not judged."""
+    by = {(r.get("system"), r.get("completion_length")): r for r in records if record_key(r)[2:] == workload_sig(meta)}
+
+    def peak(system: str, L: int) -> tuple[float | None, str | None]:
+        """(device peak GiB of the reported step, None), or (None, why there is none)."""
+        rec = by.get((system, L))
+        if rec is None:
+            return None, f"{system} not measured at this length"
+        h = headline(rec) if rec.get("status") == "ok" else {}
+        if not h:
+            return None, f"{system}: {_reason(rec)}"
+        if h.get("device_peak_gib") is None:
+            return None, f"{system}: peak {_mem_na(rec)}"
+        return h["device_peak_gib"], None
+
+    rows = []
+    params = meta.get("params") or 0
+    for L in sorted(L for s, L in by if s == "ours-4bit" and L):
+        q, q_why = peak("ours-4bit", L)
+        t, t_why = peak("trl", L)
+        why = q_why or t_why or (None if t else "trl: peak 0")
+        ratio = None if why else q / t
+        rows.append({"id": "1", "goal": GOAL_TEXT["1"], "completion": L,
+                     "value": "" if why else f"{q:.2f} / {t:.2f} GiB = {ratio:.2f}",
+                     "target": f"<= {GOAL_4BIT_VS_TRL}",
+                     "result": why or ("pass" if ratio <= GOAL_4BIT_VS_TRL else "fail")})
+        rec = by[("ours-4bit", L)]
+        backend = (rec.get("engine") or {}).get("backend")
+        why = q_why
+        if why is None and backend != "vllm":
+            why = f"n/a: engine {backend}; the goal is for the vLLM engine"
+        if why is None and not 1.3e9 <= params <= 1.8e9:  # the goal names a 1.5B model
+            why = f"n/a: the goal is for a 1.5B model, this one has {params / 1e9:.2f} B parameters"
+        value = ""
+        if why is None:
+            whole = rec.get("process_peak_gib")  # start-up included: beside it, not judged
+            value = (f"{q:.2f} GiB = {q * GIB / GB:.2f} GB"
+                     + (f" (whole process, start-up included: {whole:.2f} GiB = {whole * GIB / GB:.2f} GB)"
+                        if whole is not None else ""))
+        rows.append({"id": "2", "goal": GOAL_TEXT["2"], "completion": L, "value": value,
+                     "target": f"<= {GOAL_4BIT_PEAK_GB:g} GB",
+                     "result": why or ("pass" if q * GIB / GB <= GOAL_4BIT_PEAK_GB else "fail")})
+    return rows
+
+
 def render_markdown(records: list[dict], meta: dict) -> str:
-    sig = (meta.get("prompt_length"), meta.get("num_generations"), meta.get("gradient_checkpointing"),
-           meta.get("model_label"))
+    sig = workload_sig(meta)
     others = [r for r in records if record_key(r)[2:] != sig]
     records = [r for r in records if record_key(r)[2:] == sig]
     params = meta.get("params", 0)
@@ -855,7 +953,10 @@ def render_markdown(records: list[dict], meta: dict) -> str:
         + "**Peak** = device peak: GPU memory in use (NVML, polled every "
         f"{meta.get('interval_ms')} ms from a thread; the low-water mark of free memory) at its highest during the "
         "step, minus what was in use before the process started: it includes vLLM's pool (weights + KV cache), the "
-        "CUDA context and allocator caches. **Working** = peak - base weights. torch's max_memory_allocated "
+        "CUDA context and allocator caches. **Working** = peak - base weights"
+        + (" (for ours-4bit its NF4 weights, `core.planner.weight_bytes(load_in_4bit=True)`)"
+           if any(r.get("system") == "ours-4bit" for r in records) else "")
+        + ". torch's max_memory_allocated "
         "(blind to vLLM's pool) is given beside it. Rollout = getting the completions (ours: engine wake-up + "
         "generate + release; TRL: `_generate_single_turn`, including its vLLM weight sync); tokens/s = completion "
         "tokens / rollout seconds. `bench/trl_compare.py` wrote this; raw figures in `trl_compare.json`"
@@ -912,36 +1013,52 @@ def render_markdown(records: list[dict], meta: dict) -> str:
             return _reason(rec)
         return f"{_f(h['step_seconds'], '{:.1f}')} s, {_f(h['rollout_tokens_per_s'], '{:.0f}')} tok/s"
 
+    def ratio_table(base: str, peers: tuple) -> list[str]:
+        rows = []
+        for L in lengths:
+            ours = headline(by.get((base, L), {})) if by.get((base, L), {}).get("status") == "ok" else {}
+            for s in peers:
+                peer = by.get((s, L), {})
+                ph = headline(peer) if peer.get("status") == "ok" else {}
+                if ours.get("device_peak_gib") and ph.get("device_peak_gib"):
+                    rows.append(
+                        f"| {L} | {s} | {ph['device_peak_gib'] / ours['device_peak_gib']:.2f}x | "
+                        + (f"{ph['working_gib'] / ours['working_gib']:.2f}x | "
+                           if ours.get("working_gib") else "n/a | ")
+                        + f"{ph['step_seconds'] / ours['step_seconds']:.2f}x | "
+                        + (f"{ours['rollout_tokens_per_s'] / ph['rollout_tokens_per_s']:.2f}x |"
+                           if ours.get("rollout_tokens_per_s") and ph.get("rollout_tokens_per_s") else "n/a |"))
+        if not rows:
+            return []
+        return ["", f"## Peer / {base}", "",
+                (f"| completion | peer | peak, peer / {base} | working, peer / {base} | step time, peer / {base} | "
+                 f"rollout tok/s, {base} / peer |"), "|---|---|---|---|---|---|"] + rows
+
     lines += pivot("Peak GPU memory (GiB) against context length", mem_cell)
-    ratio_rows = []
-    for L in lengths:
-        ours = headline(by.get(("ours", L), {})) if by.get(("ours", L), {}).get("status") == "ok" else {}
-        for s in ("trl", "trl-vllm"):
-            peer = by.get((s, L), {})
-            ph = headline(peer) if peer.get("status") == "ok" else {}
-            if ours.get("device_peak_gib") and ph.get("device_peak_gib"):
-                ratio_rows.append(
-                    f"| {L} | {s} | {ph['device_peak_gib'] / ours['device_peak_gib']:.2f}x | "
-                    f"{ph['working_gib'] / ours['working_gib']:.2f}x | "
-                    f"{ph['step_seconds'] / ours['step_seconds']:.2f}x | "
-                    + (f"{ours['rollout_tokens_per_s'] / ph['rollout_tokens_per_s']:.2f}x |"
-                       if ours.get("rollout_tokens_per_s") and ph.get("rollout_tokens_per_s") else "n/a |"))
     lines += pivot("Step time and rollout tokens/s against context length", time_cell)
-    if ratio_rows:
-        lines += ["", "## Peer / ours", "",
-                  ("| completion | peer | peak, peer / ours | working, peer / ours | step time, peer / ours | "
-                   "rollout tok/s, ours / peer |"), "|---|---|---|---|---|---|"] + ratio_rows
+    lines += ratio_table("ours", ("trl", "trl-vllm"))
+    # the 4-bit base against our bf16 run and against TRL
+    lines += ratio_table("ours-4bit", ("ours", "trl", "trl-vllm"))
+    goals = goal_rows(records, meta)
+    if goals:
+        lines += ["", "## Goals (benchmark issue)", "",
+                  ("Judged on the device peak of the reported step (as above: all the process holds on the GPU, "
+                   "vLLM's pool and the CUDA context included). GiB = 2^30 bytes, GB = 10^9 bytes."), "",
+                  "| # | goal | completion | value | target | result |", "|---|---|---|---|---|---|"]
+        lines += [f"| {g['id']} | {g['goal']} | {g['completion']} | {g['value']} | {g['target']} | {g['result']} |"
+                  for g in goals]
 
     lines += ["", "## Settings", ""]
     trl_rec = next((r for r in records if r.get("trl_config") and r.get("system") == "trl"), None)
     trlv_rec = next((r for r in records if r.get("trl_config") and r.get("system") == "trl-vllm"), None)
-    ours_rec = next((r for r in records if r.get("ours_config")), None)
-    if ours_rec:
-        lines.append(f"- ours: `core.algorithms.make_trainer(cfg)`, then `train_step()` x {meta.get('steps')}; "
-                     f"cfg = `{json.dumps(ours_rec['ours_config'])}`; engine "
-                     f"`{json.dumps((ours_rec.get('engine') or {}).get('details', {}))}`; "
-                     f"full length: {ours_rec.get('full_length_method')}; config defaults were "
-                     f"`{json.dumps(ours_rec.get('ours_defaults'))}`.")
+    for system in OURS_SYSTEMS:
+        ours_rec = next((r for r in records if r.get("ours_config") and r.get("system") == system), None)
+        if ours_rec:
+            lines.append(f"- {system}: `core.algorithms.make_trainer(cfg)`, then `train_step()` x {meta.get('steps')}; "
+                         f"cfg = `{json.dumps(ours_rec['ours_config'])}`; engine "
+                         f"`{json.dumps((ours_rec.get('engine') or {}).get('details', {}))}`; "
+                         f"full length: {ours_rec.get('full_length_method')}; config defaults were "
+                         f"`{json.dumps(ours_rec.get('ours_defaults'))}`.")
     for rec in (trl_rec, trlv_rec):
         if rec:
             grpo = ", ".join(f"{k}={v!r}" for k, v in rec["trl_config"].items())
@@ -976,7 +1093,7 @@ def render_markdown(records: list[dict], meta: dict) -> str:
 def write_results(out_dir: Path, records: list[dict], meta: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": NAME, "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "meta": meta,
-            "records": [{**r, "headline": headline(r)} for r in records]}
+            "records": [{**r, "headline": headline(r)} for r in records], "goals": goal_rows(records, meta)}
     tmp = out_dir / f".{NAME}.json.tmp"
     tmp.write_text(json.dumps(data, indent=1, default=str))
     os.replace(tmp, out_dir / f"{NAME}.json")
@@ -998,7 +1115,8 @@ def run_parent(args) -> int:
         sys.exit("--tiny needs --out DIR (tiny results never go to bench/results/)")
     if tiny and out_dir.resolve() == RESULTS.resolve():
         sys.exit("--tiny results never go to bench/results/: give another --out")
-    if not tiny and not gpu_present() and not args.force:
+    cuda = gpu_present()  # what the children will find; ours-4bit is not launched without it
+    if not tiny and not cuda and not args.force:
         sys.exit("no NVIDIA GPU found: run on a GPU, or use --tiny --out DIR for the CPU smoke test")
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     if args.trl_vllm and "trl-vllm" not in systems:
@@ -1040,17 +1158,18 @@ def run_parent(args) -> int:
     for system, length, requested, note in plan:
         failed = None if args.no_skip else prior_failure(existing + new, system, length, sig)
         left = budget_end - time.time()
+        unable = cannot_run(system, cuda)
         if failed is not None:
             rec = {"system": system, "label": SYSTEM_LABELS[system], "completion_length": length, "steps": [],
                    "notes": [], "status": "not run",
                    "reason": f"not run: {failed['status']} already at {failed['completion_length']} tokens "
                              f"({_reason(failed)[:120]})", **common}
             log(f"{system} @ {length}: {rec['reason']}")
-        elif left < args.min_child_s:
+        elif unable or left < args.min_child_s:
+            why = unable or (f"{left:.0f} s left of this command's --budget-s {args.budget_s:.0f}; "
+                             "measure it in another command")
             rec = {"system": system, "label": SYSTEM_LABELS[system], "completion_length": length, "steps": [],
-                   "notes": [], "status": "not run",
-                   "reason": f"not run: {left:.0f} s left of this command's --budget-s {args.budget_s:.0f}; "
-                             "measure it in another command", **common}
+                   "notes": [], "status": "not run", "reason": f"not run: {why}", **common}
             log(f"{system} @ {length}: {rec['reason']}")
             old = next((r for r in existing if record_key(r) == record_key(rec)), None)
             if old is not None and old.get("status") not in ("not run",):
@@ -1071,7 +1190,9 @@ def run_parent(args) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--tiny", action="store_true", help="CPU smoke test: tiny Qwen2, short lengths; needs --out")
-    p.add_argument("--systems", default="ours,trl", help=f"comma list of {', '.join(SYSTEMS)} (default ours,trl)")
+    p.add_argument("--systems", default="ours,trl",
+                   help=f"comma list of {', '.join(SYSTEMS)} (default ours,trl); ours-4bit = ours with a 4-bit "
+                        "NF4 base (bitsandbytes, CUDA only)")
     p.add_argument("--trl-vllm", choices=["colocate"], default=None, help="also measure TRL with vLLM colocate")
     p.add_argument("--lengths", default=None, help="completion lengths, e.g. 1024,4096 or 1k,4k,8k,16k,32k")
     p.add_argument("--prompt-len", type=int, default=None)

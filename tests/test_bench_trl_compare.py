@@ -1,8 +1,9 @@
 """bench/trl_compare.py on the CPU: its prompts, its full-length guard, its tables and one tiny run.
 
 The benchmark itself measures GPU memory on a GPU; these check the parts that decide what it
-reports: equal prompt lengths, completions forced to full length, reasons instead of gaps, and the
-guard that keeps --tiny results out of bench/results/.
+reports: equal prompt lengths, completions forced to full length, reasons instead of gaps, the
+guard that keeps --tiny results out of bench/results/, and for ours-4bit (4-bit base): "not run"
+without CUDA, working memory above the 4-bit weights, and the two goals it is judged against.
 """
 
 from __future__ import annotations
@@ -131,6 +132,8 @@ def test_tables_give_reasons_not_gaps(bench):
     assert "| 1024 | trl | 0.67x | 0.51x | 6.00x | 13.33x |" in md  # peer / ours
     assert "not measured" in md  # ours at 16384 was never asked for: said, not blank
     assert "torch 2.11.0, vllm 0.24.0, trl 1.16.0, transformers 5.17.0" in md
+    # no ours-4bit record: no 4-bit column, ratio table or goals
+    assert "ours-4bit" not in md and "## Goals" not in md
 
 
 def test_failures_stop_longer_lengths_and_merge_replaces(bench):
@@ -168,4 +171,89 @@ def test_tiny_run_end_to_end(tmp_path):
         assert h["completion_tokens"]["min"] == h["completion_tokens"]["max"] == 16
         assert h["prompt_tokens"]["min"] == h["prompt_tokens"]["max"] == 32
         assert r["versions"]["trl"] and r["versions"]["torch"]
+    assert recs["ours"]["ours_config"]["model"]["load_in_4bit"] is False
     assert "n/a on CPU" in (out / "trl_compare.md").read_text()
+
+
+# ---------------------------------------------------------------------------- ours-4bit
+
+META = {"model_label": "m", "params": 1_543_714_304, "dtype": "bfloat16", "prompt_length": 256,
+        "num_generations": 8, "gradient_checkpointing": "on", "interval_ms": 20, "steps": 2}
+
+
+def _qwen15():
+    return SimpleNamespace(**json.loads((ROOT / "bench" / "configs" / "qwen2.5-1.5b.json").read_text()))
+
+
+def test_ours_4bit_needs_cuda(bench):
+    assert "ours-4bit" in bench.SYSTEMS
+    assert bench.cannot_run("ours-4bit", cuda=False) == "4-bit (bitsandbytes) needs a CUDA GPU"
+    assert bench.cannot_run("ours-4bit", cuda=True) is None
+    assert bench.cannot_run("ours", cuda=False) is None and bench.cannot_run("trl", cuda=False) is None
+
+
+def test_ours_4bit_is_recorded_as_not_run_on_cpu(bench, tmp_path):
+    """Without CUDA the parent records the cell as not run, with the reason, and launches no child."""
+    if bench.gpu_present():
+        pytest.skip("a GPU is present: ours-4bit would run")
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    assert bench.main(["--tiny", "--systems", "ours-4bit", "--lengths", "16", "--out", str(out),
+                       "--model-dir", str(tmp_path / "model"), "--log-dir", str(logs)]) == 0
+    assert not list(logs.iterdir())  # no child's log or record: nothing was launched
+    (rec,) = json.loads((out / "trl_compare.json").read_text())["records"]
+    assert rec["system"] == "ours-4bit" and rec["status"] == "not run"
+    assert rec["reason"] == "not run: 4-bit (bitsandbytes) needs a CUDA GPU"
+    md = (out / "trl_compare.md").read_text()
+    assert "| ours-4bit | 16 (48) | not run: 4-bit (bitsandbytes) needs a CUDA GPU |" in md  # every measurement
+    assert "| 16 (48) | not run: 4-bit (bitsandbytes) needs a CUDA GPU |" in md  # the pivot tables
+
+
+def test_ours_4bit_working_memory_is_above_the_4bit_weights(bench):
+    from core.planner import param_count, weight_bytes
+
+    c = _qwen15()
+    nf4 = bench.base_weight_bytes("ours-4bit", c, cuda=True)
+    assert nf4 == weight_bytes(c, load_in_4bit=True) and bench.gib(nf4) == 1.121
+    assert bench.base_weight_bytes("ours", c, cuda=True) == 2 * param_count(c)  # bf16 as before: 2.875 GiB
+    assert bench.base_weight_bytes("trl", c, cuda=False) == 4 * param_count(c)  # fp32 on CPU
+    records = [_rec("ours", 1024, peak=9.0, weights_gib=bench.gib(bench.base_weight_bytes("ours", c, True))),
+               _rec("ours-4bit", 1024, peak=2.5, weights_gib=bench.gib(nf4))]
+    assert bench.headline(records[1])["working_gib"] == pytest.approx(2.5 - 1.121)  # not 2.5 - 2.875
+    md = bench.render_markdown(bench.merge([], records), META)
+    assert "| 1024 (1280) | 9.00 (working 6.12) | 2.50 (working 1.38) |" in md  # columns: ours, ours-4bit
+    assert "| 1024 | ours | 3.60x | 4.44x |" in md  # ours / ours-4bit: peak, working
+
+
+def test_goals_for_ours_4bit(bench):
+    """Goal 1: ours-4bit peak / trl peak <= 0.3; goal 2: ours-4bit peak <= 3 GB (1e9 bytes, not GiB)."""
+    vllm = {"engine": {"backend": "vllm"}}
+    records = [
+        _rec("ours-4bit", 1024, peak=2.5, process_peak_gib=2.6, **vllm),  # 2.68 GB
+        _rec("trl", 1024, peak=9.0),  # 2.5 / 9.0 = 0.28
+        _rec("ours-4bit", 4096, peak=2.8, **vllm),  # under 3 GiB but 3.01 GB: fails
+        _rec("trl", 4096, peak=9.0),  # 2.8 / 9.0 = 0.31
+        _rec("ours-4bit", 8192, peak=2.7, engine={"backend": "hf"}),
+        _rec("trl", 8192, status="timeout", reason="timeout after 400 s (in step 1: generation)"),
+        _rec("ours-4bit", 16384, status="not run", reason="not run: 4-bit (bitsandbytes) needs a CUDA GPU"),
+    ]
+    rows = {(g["id"], g["completion"]): g for g in bench.goal_rows(bench.merge([], records), META)}
+    assert len(rows) == 8  # two goals x four lengths of ours-4bit
+    assert rows[("1", 1024)]["result"] == "pass" and rows[("1", 1024)]["value"] == "2.50 / 9.00 GiB = 0.28"
+    assert rows[("1", 4096)]["result"] == "fail" and rows[("1", 4096)]["value"] == "2.80 / 9.00 GiB = 0.31"
+    assert rows[("1", 8192)]["result"].startswith("trl: timeout after 400 s")
+    assert rows[("2", 1024)]["result"] == "pass"
+    assert rows[("2", 1024)]["value"].startswith("2.50 GiB = 2.68 GB (whole process, start-up included: 2.60 GiB")
+    assert rows[("2", 4096)]["result"] == "fail" and rows[("2", 4096)]["value"] == "2.80 GiB = 3.01 GB"
+    assert "vLLM engine" in rows[("2", 8192)]["result"]  # measured on HF generate: not judged
+    for gid in ("1", "2"):
+        assert rows[(gid, 16384)]["result"] == "ours-4bit: not run: 4-bit (bitsandbytes) needs a CUDA GPU"
+    # another model size: goal 2 is not judged
+    other = bench.goal_rows(records, {**META, "params": 494_032_768})
+    assert "1.5B model" in next(g for g in other if g["id"] == "2" and g["completion"] == 1024)["result"]
+
+    md = bench.render_markdown(bench.merge([], records), META)
+    assert "## Goals (benchmark issue)" in md
+    assert f"| 1 | {bench.GOAL_TEXT['1']} | 1024 | 2.50 / 9.00 GiB = 0.28 | <= 0.3 | pass |" in md
+    assert f"| 1 | {bench.GOAL_TEXT['1']} | 4096 | 2.80 / 9.00 GiB = 0.31 | <= 0.3 | fail |" in md
+    assert f"| 2 | {bench.GOAL_TEXT['2']} | 4096 | 2.80 GiB = 3.01 GB | <= 3 GB | fail |" in md
+    assert "| 1024 | trl | 3.60x |" in md  # peer / ours-4bit
