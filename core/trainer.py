@@ -62,17 +62,25 @@ class TrainerControl:
     def __init__(self, stop_on_pause: bool = False):
         self._running = threading.Event()
         self._running.set()
+        self._lock = threading.Lock()
         self.stop_requested = False
         self.stop_on_pause = stop_on_pause
         self.pause_reason = ""
 
-    def pause(self, reason: str = "") -> None:
-        self.pause_reason = reason
-        self._running.clear()
+    def pause(self, reason: str = "", announce=None) -> None:
+        """Pause; `announce()` (e.g. writing the status file with the traceback) runs first, under
+        the same lock as `resume`: whoever sees the pause also finds its reason, and a Resume
+        pressed as soon as the status says "paused" is never lost."""
+        with self._lock:
+            if announce is not None:
+                announce()
+            self.pause_reason = reason
+            self._running.clear()
 
     def resume(self) -> None:
-        self.pause_reason = ""
-        self._running.set()
+        with self._lock:
+            self.pause_reason = ""
+            self._running.set()
 
     def stop(self) -> None:
         self.stop_requested = True
@@ -466,12 +474,10 @@ class GRPOTrainer:
                 try:
                     result = self.train_step()
                 except RewardError as e:
-                    # a broken reward function pauses the run; fix it (set `self.rewards`) and resume.
-                    # The status file first: whoever sees the pause must also find its traceback.
-                    reason = f"reward '{e.reward_name}' failed: {e}"
-                    self.run.write_status("paused", step=self.step, max_steps=max_steps,
-                                          reason=reason, traceback=e.traceback_text)
-                    self.control.pause(reason)
+                    # a broken reward function pauses the run; fix it (set `self.rewards`) and resume
+                    reason, tb = f"reward '{e.reward_name}' failed: {e}", e.traceback_text
+                    self.control.pause(reason, announce=lambda: self.run.write_status(
+                        "paused", step=self.step, max_steps=max_steps, reason=reason, traceback=tb))
                     continue
                 except torch.OutOfMemoryError:
                     # even a micro-batch of 1 did not fit: keep the run, say what to change, wait
@@ -479,8 +485,8 @@ class GRPOTrainer:
                         torch.cuda.empty_cache()
                     reason = ("out of memory even with a micro-batch of 1: lower max_completion_length "
                               "or num_generations, turn on activation offload or 4-bit, then Resume")
-                    self.run.write_status("paused", step=self.step, max_steps=max_steps, reason=reason)
-                    self.control.pause(reason)
+                    self.control.pause(reason, announce=lambda: self.run.write_status(
+                        "paused", step=self.step, max_steps=max_steps, reason=reason))
                     continue
                 result.metrics = distributed.reduce_metrics(result.metrics)  # data parallel: over ranks
                 self.run.append_metrics(result.metrics)

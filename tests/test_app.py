@@ -116,7 +116,8 @@ def test_train_chat_evaluate_through_the_api(app):
     for who in ("base", "tuned"):
         assert result[who]["n"] == 4
         assert 0.0 <= result[who]["accuracy"] <= 1.0 and 0.0 <= result[who]["format_rate"] <= 1.0
-    assert "| base |" in table and len(items["data"]) == 4 and len(bars["data"]) == 4
+    # accuracy, last-number accuracy (numeric answers), format rate x base, tuned
+    assert "| base |" in table and len(items["data"]) == 4 and len(bars["data"]) == 6
 
     # the runs list and the export of the run's adapter
     runs_table, _ = client.predict(api_name="/list_runs")

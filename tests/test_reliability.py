@@ -190,3 +190,25 @@ def test_a_new_run_never_appends_to_another_runs_logs(tmp_path):
         assert name == expected
         run = RunDir.create(tmp_path, name)
         run.config_path.write_text("{}")
+
+
+def test_a_resume_pressed_while_the_pause_is_announced_is_not_lost():
+    """The trainer writes the status ("paused", reason, traceback) and then pauses; a Resume that
+    arrives in between (the user saw "paused" and pressed at once) must win, not be overwritten."""
+    import threading
+
+    from core.trainer import TrainerControl
+
+    control = TrainerControl()
+    seen = {}
+
+    def announce():  # the status is visible now: the "user" resumes immediately, from another thread
+        t = threading.Thread(target=control.resume)
+        t.start()
+        t.join(timeout=0.2)
+        seen["resume_waited"] = t.is_alive()  # it must wait for the pause to finish
+        seen["thread"] = t
+
+    control.pause("reward failed", announce=announce)
+    seen["thread"].join(timeout=5)
+    assert seen["resume_waited"] and not control.paused and control.pause_reason == ""
