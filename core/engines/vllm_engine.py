@@ -14,7 +14,9 @@ Owns: a single `vllm.LLM` created before the training model, in the same process
     has blocks (at most `max_num_seqs`, `max_num_batched_tokens` per step) and preempts when a
     long rollout outgrows it, so a step's rollouts are batched by the memory the plan gave it;
   - lends its weights: `shared_hf_model()` is a transformers model whose frozen parameters are
-    views of the engine's tensors, so the base model is stored once on the GPU.
+    views of the engine's tensors, so the base model is stored once on the GPU. With a 4-bit
+    base (`quantization="bitsandbytes"`, QLoRA) the trainer's layers are bitsandbytes
+    `Linear4bit` on views of vLLM's packed NF4 shards: one 4-bit copy, trained as served.
 
 Refuses to know: rewards, losses, chat templates. Every reach into vLLM internals lives in
 `vllm_compat.py`.
