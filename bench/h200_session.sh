@@ -18,6 +18,7 @@
 #   bash bench/h200_session.sh tests     # GPU tests, one process per vLLM test file
 #   bash bench/h200_session.sh vllm      # issue 4: engine measurements
 #   bash bench/h200_session.sh planner   # issue 5: planner vs measured peak
+#   bash bench/h200_session.sh trl --systems ours,ours-4bit,trl --lengths 1024   # issue 6 (one command)
 #
 # Outputs go to $OUT (the device tool brings that folder back) or bench/results/.
 set -uo pipefail
@@ -122,7 +123,15 @@ print(w('/root/bench-qwen15', json.load(open('bench/configs/qwen2.5-1.5b.json'))
   planner)
     python bench/planner_check.py --out "$OUT" 2>&1 | tail -n 40
     ;;
+  trl)
+    # issue 6: one bench/trl_compare.py command (its docstring lists the set, each < 10 min); the
+    # results already in the repo are copied in first, so the command's records merge with them
+    shift
+    cp bench/results/trl_compare.json "$OUT/" 2>/dev/null
+    python bench/trl_compare.py --out "$OUT" --model-dir /root/trl-model "$@" 2>&1 \
+      | grep -v -e 'it/s\]' -e '^INFO' | tail -n 60
+    ;;
   *)
-    echo "usage: $0 smol|proof1|proof|proofs|tests|vllm|planner"; exit 2
+    echo "usage: $0 smol|proof1|proof|proofs|tests|vllm|planner|prebuild|trl"; exit 2
     ;;
 esac
