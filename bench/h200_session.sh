@@ -106,7 +106,7 @@ print(w('/root/bench-qwen15', json.load(open('bench/configs/qwen2.5-1.5b.json'))
     # issue 6: one bench/trl_compare.py command (its docstring lists the set, each < 10 min); the
     # results already in the repo are copied in first, so the command's records merge with them
     shift
-    cp bench/results/trl_compare.json "$OUT/" 2>/dev/null
+    cp bench/results/trl_compare*.json "$OUT/" 2>/dev/null
     python bench/trl_compare.py --out "$OUT" --model-dir /root/trl-model "$@" 2>&1 \
       | grep -v -e 'it/s\]' -e '^INFO' | tail -n 60
     ;;

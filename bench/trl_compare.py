@@ -62,6 +62,9 @@ measurements that no longer fit and records them as "not run: budget"):
     python bench/trl_compare.py --systems trl-vllm --lengths 1024,4096        # ~4-5 min (or its error)
     python bench/trl_compare.py --systems trl --lengths 8192 --timeout-s 400  # records "timeout after ..."
     python bench/trl_compare.py --systems trl-vllm --lengths 8k,16k,32k       # if colocate works
+    # the issue's anchor (Unsloth: 20K context x 8 generations on an 8B model, 54.3 GB; TRL + FA2
+    # 510.8 GB; goal < 50 GB). Another model writes trl_compare_<config>.{json,md}, not this file:
+    python bench/trl_compare.py --systems ours --lengths 20k --model-config bench/configs/llama-3.1-8b.json
 
 GPU minutes per setting (estimates for an H200, including process start; vLLM's first start on a
 fresh machine adds 1-2 min of torch.compile / CUDA-graph capture to each `ours`, `ours-4bit` and
@@ -732,8 +735,19 @@ def record_key(rec: dict) -> tuple:
             rec.get("gradient_checkpointing"), rec.get("model"))
 
 
-def load_existing(out_dir: Path) -> list[dict]:
-    path = out_dir / f"{NAME}.json"
+def results_name(model_config: str | Path) -> str:
+    """Results file stem: trl_compare for the default Qwen2.5-1.5B shape, trl_compare_<config> for any
+    other, so one file never mixes two models' records under one model's metadata.
+
+    >>> results_name(DEFAULT_CONFIG), results_name("bench/configs/llama-3.1-8b.json")
+    ('trl_compare', 'trl_compare_llama-3.1-8b')
+    """
+    stem = Path(model_config).stem
+    return NAME if stem == DEFAULT_CONFIG.stem else f"{NAME}_{stem}"
+
+
+def load_existing(out_dir: Path, name: str = NAME) -> list[dict]:
+    path = out_dir / f"{name}.json"
     if not path.exists():
         return []
     try:
@@ -1090,14 +1104,14 @@ def render_markdown(records: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(out_dir: Path, records: list[dict], meta: dict) -> None:
+def write_results(out_dir: Path, records: list[dict], meta: dict, name: str = NAME) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": NAME, "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "meta": meta,
             "records": [{**r, "headline": headline(r)} for r in records], "goals": goal_rows(records, meta)}
-    tmp = out_dir / f".{NAME}.json.tmp"
+    tmp = out_dir / f".{name}.json.tmp"
     tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, out_dir / f"{NAME}.json")
-    (out_dir / f"{NAME}.md").write_text(render_markdown(records, meta))
+    os.replace(tmp, out_dir / f"{name}.json")
+    (out_dir / f"{name}.md").write_text(render_markdown(records, meta))
 
 
 def prior_failure(records: list[dict], system: str, length: int, sig: tuple) -> dict | None:
@@ -1137,7 +1151,8 @@ def run_parent(args) -> int:
 
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="aha-trl-compare-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    existing = [] if args.fresh else load_existing(out_dir)
+    name = "trl_compare" if tiny else results_name(args.model_config)
+    existing = [] if args.fresh else load_existing(out_dir, name)
     meta = {"model_label": model_label, "model_config": config, "params": info["params"], "dtype": dtype,
             "prompt_length": args.prompt_len, "num_generations": args.generations, "steps": args.steps,
             "gradient_checkpointing": args.gradient_checkpointing, "interval_ms": args.interval_ms,
@@ -1179,11 +1194,11 @@ def run_parent(args) -> int:
         if note:
             rec.setdefault("notes", []).append(note)
         new.append(rec)
-        write_results(out_dir, merge(existing, new), meta)
+        write_results(out_dir, merge(existing, new), meta, name)
     records = merge(existing, new)
-    write_results(out_dir, records, meta)
-    log(f"wrote {out_dir / (NAME + '.json')} and {out_dir / (NAME + '.md')} in {time.time() - t_start:.0f} s")
-    print((out_dir / f"{NAME}.md").read_text())
+    write_results(out_dir, records, meta, name)
+    log(f"wrote {out_dir / (name + '.json')} and {out_dir / (name + '.md')} in {time.time() - t_start:.0f} s")
+    print((out_dir / f"{name}.md").read_text())
     return 0
 
 

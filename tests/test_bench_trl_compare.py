@@ -257,3 +257,13 @@ def test_goals_for_ours_4bit(bench):
     assert f"| 1 | {bench.GOAL_TEXT['1']} | 4096 | 2.80 / 9.00 GiB = 0.31 | <= 0.3 | fail |" in md
     assert f"| 2 | {bench.GOAL_TEXT['2']} | 4096 | 2.80 GiB = 3.01 GB | <= 3 GB | fail |" in md
     assert "| 1024 | trl | 3.60x |" in md  # peer / ours-4bit
+
+
+def test_another_model_writes_its_own_results_file(bench, tmp_path):
+    """The 8B anchor run must not merge into (and relabel) the 1.5B results."""
+    assert bench.results_name(bench.DEFAULT_CONFIG) == "trl_compare"
+    name = bench.results_name(ROOT / "bench" / "configs" / "llama-3.1-8b.json")
+    assert name == "trl_compare_llama-3.1-8b"
+    bench.write_results(tmp_path, [], {"model_label": "llama-3.1-8b shape"}, name)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trl_compare_llama-3.1-8b.json", "trl_compare_llama-3.1-8b.md"]
+    assert bench.load_existing(tmp_path) == [] and bench.load_existing(tmp_path, name) == []
