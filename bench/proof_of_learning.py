@@ -152,6 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         print("base:", state["evals"][-1], flush=True)
         save_state()
 
+    def evaluate_tuned():
+        r = evaluate(trainer.engine, trainer.tokenizer, rows, adapter=trainer.adapter, **kw)
+        state["evals"].append(summarise(r, trainer.step))
+        state["tuned_examples"] = r["items"][:5]
+        print("eval:", state["evals"][-1], flush=True)
+        save_state()
+
     def on_step(result):
         m = result.metrics
         if trainer.step % 10 == 0:
@@ -159,11 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {trainer.step}: reward {m['reward']:.3f} {per} len {m['completions/mean_length']:.0f} "
                   f"step {m.get('step_time', 0):.2f}s", flush=True)
         if trainer.step % args.eval_every == 0 or trainer.step == c.algorithm.max_steps:
-            r = evaluate(trainer.engine, trainer.tokenizer, rows, adapter=trainer.adapter, **kw)
-            state["evals"].append(summarise(r, trainer.step))
-            state["tuned_examples"] = r["items"][:5]
-            print("eval:", state["evals"][-1], flush=True)
-            save_state()
+            evaluate_tuned()
         if args.deadline_s and time.perf_counter() - t_start > args.deadline_s and trainer.step < c.algorithm.max_steps:
             print(f"deadline reached at step {trainer.step}: stopping with a checkpoint; run again to resume", flush=True)
             trainer.control.stop()
@@ -181,11 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if final_state == "stopped" else 1
         # --report-partial: the device time is spent, so report what was reached (marked partial)
         if state["evals"][-1]["step"] != trainer.step:
-            r = evaluate(trainer.engine, trainer.tokenizer, rows, adapter=trainer.adapter, **kw)
-            state["evals"].append(summarise(r, trainer.step))
-            state["tuned_examples"] = r["items"][:5]
-            print("eval:", state["evals"][-1], flush=True)
-            save_state()
+            evaluate_tuned()
 
     # -- results ----------------------------------------------------------------------
     evals = state["evals"]

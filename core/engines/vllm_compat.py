@@ -160,13 +160,14 @@ def hf_views_of_vllm_weights(vllm_weights: dict[str, torch.Tensor], hf_config,
     kv = c.num_key_value_heads * head_dim
     inter = c.intermediate_size
     vocab = c.vocab_size
+    rows = {"qkv_proj": (q, kv, kv), "gate_up_proj": (inter, inter)}  # rows of each part, in _FUSED order
     for name, t in vllm_weights.items():
-        if ".qkv_proj." in name:
-            for part, (a, b) in (("q_proj", (0, q)), ("k_proj", (q, q + kv)), ("v_proj", (q + kv, q + 2 * kv))):
-                views[name.replace("qkv_proj", part)] = t[a:b]
-        elif ".gate_up_proj." in name:
-            views[name.replace("gate_up_proj", "gate_proj")] = t[:inter]
-            views[name.replace("gate_up_proj", "up_proj")] = t[inter:2 * inter]
+        fused = next((f for f in _FUSED if f".{f}." in name), None)
+        if fused:
+            start = 0
+            for part, n in zip(_FUSED[fused], rows[fused]):
+                views[name.replace(fused, part)] = t[start:start + n]
+                start += n
         elif name.endswith("embed_tokens.weight") or name == "lm_head.weight":
             views[name] = t[:vocab]
         else:
