@@ -96,18 +96,21 @@ case "${1:-}" in
 print(w('/root/bench-qwen15', json.load(open('bench/configs/qwen2.5-1.5b.json')), 'bfloat16'))"
     ;;
   vllm)
+    shift
     md=(); [ -f /root/bench-qwen15/bench_model.json ] && md=(--model-dir /root/bench-qwen15)
-    python bench/vllm_engine.py --budget-s 540 --out "$OUT" "${md[@]}" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
+    python bench/vllm_engine.py --budget-s 540 --out "$OUT" "${md[@]}" "$@" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
     ;;
   planner)
     python bench/planner_check.py --out "$OUT" 2>&1 | tail -n 40
     ;;
   trl)
     # issue 6: one bench/trl_compare.py command (its docstring lists the set, each < 10 min); the
-    # results already in the repo are copied in first, so the command's records merge with them
+    # results already in the repo are copied in first, so the command's records merge with them;
+    # the default model (Qwen2.5-1.5B shape, bf16) is the vLLM benchmark's folder (same digest)
     shift
     cp bench/results/trl_compare*.json "$OUT/" 2>/dev/null
-    python bench/trl_compare.py --out "$OUT" --model-dir /root/trl-model "$@" 2>&1 \
+    md=(--model-dir /root/bench-qwen15); [[ " $* " == *" --model-config "* ]] && md=()
+    python bench/trl_compare.py --out "$OUT" "${md[@]}" "$@" 2>&1 \
       | grep -v -e 'it/s\]' -e '^INFO' | tail -n 60
     ;;
   *)
