@@ -12,6 +12,10 @@ command, on the same random-weight model built from a real configuration
     engines have no ignore-EOS option yet). The measured token counts are in the results;
   - GRPO, loss 'dapo', beta 0, epsilon 0.2 / 0.28, temperature 1, lr 1e-5, gradient checkpointing on
     (TRL's default; ours defaults to off, so it is switched on here for both: --gradient-checkpointing);
+  - micro-batch: TRL runs the G completions in one pass (per_device_train_batch_size = G), ours uses
+    the product's auto setting (micro_batch_size 0: core.planner picks the largest micro-batch that
+    needs no more memory than the rollouts' KV cache; recorded per measurement; --ours-micro-batch N
+    fixes it). Runs before 2026-11-28 night 2 used 8 for ours too;
   - systems: `ours` (core.algorithms.make_trainer, vLLM engine on a GPU, HF generate on CPU),
     `ours-4bit` (the same trainer with model.load_in_4bit=True: a bitsandbytes NF4 base; with the
     vLLM engine, vLLM serves the 4-bit weights and the trainer's base is views of them; CUDA only,
@@ -477,7 +481,8 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     m.offload_activations = bool(args.ours_offload)
     d.system_prompt, d.chat_template, d.response_prefix = "", PLAIN_TEMPLATE, ""
     a.algorithm, a.loss_type = "grpo", "dapo"
-    a.num_generations, a.prompts_per_step, a.micro_batch_size = args.generations, 1, args.generations
+    # micro-batch: 0 = the product's auto (core.planner.plan: no more than the rollouts' KV cache)
+    a.num_generations, a.prompts_per_step, a.micro_batch_size = args.generations, 1, args.ours_micro_batch
     a.max_prompt_length, a.max_completion_length = args.prompt_len, args.length
     a.learning_rate, a.max_steps, a.seed = 1e-5, max(1, args.steps), 42
     a.temperature, a.top_p, a.beta, a.epsilon, a.epsilon_high = 1.0, 1.0, 0.0, 0.2, 0.28
@@ -508,6 +513,11 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         rec["after_init_device_gib"] = gib(mem.now())
         rec["after_init_torch_allocated_gib"] = gib(torch.cuda.memory_allocated()) if cuda else None
         rec["engine"] = {"backend": trainer.engine.info.backend, "details": trainer.engine.info.details}
+        rec["micro_batch_size_start"] = trainer.micro_batch_size  # what auto (0) resolved to
+        plan = getattr(trainer, "plan", None)
+        if plan is not None:
+            rec["plan"] = {"summary": plan.summary(), "micro_batch_size": plan.micro_batch_size,
+                           "training_peak_gib": gib(plan.training_peak), "kv_cache_gib": gib(plan.kv_cache)}
         settings = getattr(trainer.engine, "settings", None)
         if settings is not None:
             rec["engine"]["settings"] = dict(vars(settings))
@@ -560,8 +570,8 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             rec["steps"].append(step)
             r.phase(f"step {k} done")
         rec["micro_batch_size_final"] = trainer.micro_batch_size
-        if trainer.micro_batch_size < args.generations:
-            rec["notes"].append(f"ours lowered its micro-batch from {args.generations} to "
+        if trainer.micro_batch_size < rec["micro_batch_size_start"]:
+            rec["notes"].append(f"ours lowered its micro-batch from {rec['micro_batch_size_start']} to "
                                 f"{trainer.micro_batch_size} after running out of memory (core/rollouts.retry_on_oom)")
 
 
@@ -795,7 +805,8 @@ def run_one(args, system: str, length: int, requested: int, model_dir: Path, log
            "--prompt-len", str(args.prompt_len), "--generations", str(args.generations), "--steps", str(args.steps),
            "--gradient-checkpointing", args.gradient_checkpointing, "--interval-ms", str(args.interval_ms),
            "--trl-vllm-util", str(args.trl_vllm_util), "--trl-vllm-sleep", args.trl_vllm_sleep,
-           "--ours-engine", args.ours_engine] + (["--ours-offload"] if args.ours_offload else [])
+           "--ours-engine", args.ours_engine, "--ours-micro-batch", str(args.ours_micro_batch)] + (
+               ["--ours-offload"] if args.ours_offload else [])
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -994,8 +1005,10 @@ def render_markdown(records: list[dict], meta: dict) -> str:
         na = _mem_na(rec)
         ct, pt = h.get("completion_tokens") or {}, h.get("prompt_tokens") or {}
         tokens = f"{ct.get('min')}-{ct.get('max')} x {ct.get('n')} ({h.get('stopped_at_eos')})" if ct else "n/a"
+        mb = rec.get("micro_batch_size_final") or (rec.get("trl_config") or {}).get("per_device_train_batch_size")
+        mb = f"; micro-batch {mb}" if mb else ""
         lines.append(
-            f"{head} ok (step {h['step']}) | {_f(h['device_peak_gib'], na=na)} | {_f(h['working_gib'], na=na)} | "
+            f"{head} ok (step {h['step']}{mb}) | {_f(h['device_peak_gib'], na=na)} | {_f(h['working_gib'], na=na)} | "
             f"{_f(h['torch_max_allocated_gib'], na=na)} / {_f(h['torch_max_reserved_gib'], na=na)} | "
             f"{_f(h['step_seconds'], '{:.1f}')} | {_f(h['rollout_seconds'], '{:.1f}')} | "
             f"{_f(h['rollout_tokens_per_s'], '{:.0f}')} | {tokens} | {pt.get('min')}-{pt.get('max')} |")
@@ -1215,6 +1228,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="steps per measurement; the last finished one is reported")
     p.add_argument("--gradient-checkpointing", choices=["on", "off"], default="on", help="for both systems")
     p.add_argument("--ours-offload", action="store_true", help="ours: activation offload (config default: off)")
+    p.add_argument("--ours-micro-batch", type=int, default=0,
+                   help="ours: algorithm.micro_batch_size (default 0 = auto: the memory planner's pick, no more "
+                        "memory than the rollouts' KV cache; the G sequences in one pass = what TRL runs)")
     p.add_argument("--ours-engine", choices=["auto", "vllm", "hf"], default="auto",
                    help="ours: run.engine (auto = vLLM on a GPU, HF generate on CPU)")
     p.add_argument("--trl-vllm-util", type=float, default=0.0,

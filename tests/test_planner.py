@@ -121,3 +121,40 @@ def test_modes_order_and_the_summary():
     p = planner.plan(c, lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=8, prompt_length=256,
                      completion_length=1024, micro_batch_size=8, free_bytes=12 * GIB, engine="hf")
     assert p.micro_batch_size < 8 and "Micro-batch lowered" in p.summary() and p.fits
+
+
+@pytest.mark.parametrize("model,completion,sequences", [("qwen2.5-0.5b", 256, 32), ("qwen2.5-1.5b", 1024, 8),
+                                                        ("qwen2.5-1.5b", 64, 64), ("llama-3.1-8b", 4096, 8)])
+def test_auto_micro_batch_keeps_training_under_the_rollouts_kv_cache(model, completion, sequences):
+    """micro_batch_size=0: the largest power of two whose forward/backward fits in the KV cache."""
+    c = _config(model)
+    kw = dict(lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=sequences, prompt_length=256,
+              completion_length=completion, checkpointing=True, free_bytes=10**15)
+    p = planner.plan(c, micro_batch_size=0, **kw)
+    kv = planner.kv_bytes_per_token(c) * (256 + completion) * sequences
+    assert p.kv_cache == kv
+    mbs = p.micro_batch_size
+    assert mbs >= 1 and mbs & (mbs - 1) == 0 and mbs <= sequences
+
+    def peak(n):
+        return planner.micro_batch_peak(c, sequences=n, seq_len=256 + completion, completion_len=completion,
+                                        checkpointing=True, padded=True).peak
+
+    if mbs > 1 or peak(1) <= kv:
+        assert peak(mbs) <= kv and "Micro-batch %d (auto" % mbs in p.summary()
+    else:
+        assert "activation offload would lower it" in p.summary()
+    if 2 * mbs <= sequences:
+        assert peak(2 * mbs) > kv  # the next one up would raise the step's peak
+    # an explicit micro-batch is kept as it is when it fits
+    assert planner.plan(c, micro_batch_size=4, **kw).micro_batch_size == 4
+
+
+def test_auto_micro_batch_grows_with_the_step_s_sequences():
+    """More rollouts per step hold a larger KV cache, so more of them fit in one pass afterwards."""
+    c = _config("qwen2.5-1.5b")
+    kw = dict(lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), prompt_length=256, completion_length=1024,
+              micro_batch_size=0, checkpointing=True, free_bytes=10**15)
+    few = planner.plan(c, num_sequences=8, **kw).micro_batch_size
+    many = planner.plan(c, num_sequences=64, **kw).micro_batch_size
+    assert many >= 4 * few >= 4

@@ -159,6 +159,22 @@ def test_release_frees_kv_cache_and_restore_takes_it_back(engine_and_model):
     assert torch.isfinite(out).all() and out.abs().max() > 0
 
 
+def test_restore_hands_the_trainers_cached_memory_back_first(engine_and_model):
+    """What the trainer's backward left in torch's cache is returned before the KV cache is mapped
+    again, so a step's peak never holds both (restore_memory empties the cache first)."""
+    engine, _, _, _ = engine_and_model
+    torch.cuda.synchronize()
+    f0 = torch.cuda.mem_get_info()[0]
+    engine.release_memory()
+    x = torch.empty(GIB, dtype=torch.uint8, device="cuda")  # the trainer's forward/backward ...
+    del x  # ... freed, but still cached by torch's allocator
+    assert torch.cuda.memory_reserved() >= GIB
+    engine.restore_memory()
+    f3 = torch.cuda.mem_get_info()[0]
+    print(f"free before release {f0 / GIB:.2f} GiB, after restore {f3 / GIB:.2f} GiB")
+    assert abs(f3 - f0) < 0.25 * GIB
+
+
 def test_in_memory_swap_used_no_disk(engine_and_model):
     engine, model, tok, _ = engine_and_model
     before = engine.in_memory_swaps

@@ -14,6 +14,11 @@ Owns: the three things public vLLM does not offer and Aha Studio needs —
      `wake_up(tags=["weights"])` then brings the weights back and leaves the KV cache freed
      until `wake_up(tags=["kv_cache"])` (https://github.com/vllm-project/vllm/pull/12987).
 
+  5. an exact KV-cache size (`kv_cache_memory_bytes`): public in 0.24 and 0.31 but absent from
+     older versions, so `kv_cache_size_kwargs` passes it only where `EngineArgs` has the field.
+     Without it vLLM turns all of gpu_memory_utilization that the weights leave into KV cache,
+     however few tokens the run needs (https://github.com/vllm-project/vllm/issues/33263).
+
 Nothing here patches vLLM: functions are handed to `LLM.collective_rpc`, which in-process
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) calls them with the worker object. Each function names
 the attribute path it relies on; `tests/test_vllm_engine.py` exercises each on a GPU.
@@ -43,6 +48,20 @@ def version_status() -> tuple[str, bool]:
     import vllm
 
     return vllm.__version__, vllm.__version__ in CHECKED_VERSIONS
+
+
+def kv_cache_size_kwargs(kv_cache_memory_bytes: int | None) -> dict:
+    """`{"kv_cache_memory_bytes": n}` for `LLM(...)` where this vLLM knows the argument, else {}
+    (older versions then size the cache from gpu_memory_utilization alone)."""
+    if not kv_cache_memory_bytes:
+        return {}
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    if "kv_cache_memory_bytes" not in {f.name for f in dataclasses.fields(EngineArgs)}:
+        return {}
+    return {"kv_cache_memory_bytes": int(kv_cache_memory_bytes)}
 
 
 # ---------------------------------------------------------------------------

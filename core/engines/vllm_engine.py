@@ -46,6 +46,11 @@ class VLLMSettings:
     """Engine settings; `plan_settings` picks them from the GPU and the run, each overridable."""
 
     gpu_memory_utilization: float = 0.5
+    # the KV cache's exact size in bytes (vLLM >= 0.11); when set, vLLM skips sizing the cache from
+    # gpu_memory_utilization, which then only guards start-up (that much must be free). The share
+    # alone over-reserves: vLLM turns all of it that the weights and its profiled activations
+    # leave into KV cache, and on a large GPU the share's rounding alone is gigabytes.
+    kv_cache_memory_bytes: int | None = None
     max_model_len: int = 2048
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
@@ -73,11 +78,18 @@ def plan_settings(hf_config, *, num_sequences: int, max_prompt_length: int, max_
     max_len = max_prompt_length + max_completion_length
     fp8 = str(overrides.get("kv_cache_dtype", "auto")).startswith("fp8")
     kv_needed = kv_bytes_per_token(hf_config, fp8) * max_len * num_sequences
-    want = weight_bytes + int(kv_needed * 1.2) + (1 << 30)  # + ~1 GiB for activations of sampling, graphs
+    # one step's rollouts (every sequence at full length) + 10% for block rounding, and never less
+    # than one full-length sequence (vLLM refuses to start without that), in whole MiB
+    kv_bytes = max(int(kv_needed * 1.1), int(kv_bytes_per_token(hf_config, fp8) * max_len * 1.1))
+    kv_bytes = -(-kv_bytes // (1 << 20)) * (1 << 20)
+    want = weight_bytes + kv_bytes + (1 << 30)  # + ~1 GiB for activations of sampling, graphs
     cap = free_bytes - training_bytes - (1 << 30)
     share = min(want, max(cap, weight_bytes + (1 << 30))) / total_bytes
     s = VLLMSettings(
-        gpu_memory_utilization=round(min(max(share, 0.05), 0.92), 3),
+        # a start-up guard once kv_cache_memory_bytes is set (see VLLMSettings); 3 decimals round
+        # to 0.14 GiB on an H200, so the floor is only there to keep it above zero
+        gpu_memory_utilization=round(min(max(share, 0.01), 0.92), 3),
+        kv_cache_memory_bytes=kv_bytes,
         max_model_len=max_len,
         max_num_seqs=max(16, min(1024, num_sequences)),
         max_num_batched_tokens=max(8192, max_len),
@@ -85,6 +97,8 @@ def plan_settings(hf_config, *, num_sequences: int, max_prompt_length: int, max_
     )
     for k, v in overrides.items():
         setattr(s, k, v)
+    if "gpu_memory_utilization" in overrides and "kv_cache_memory_bytes" not in overrides:
+        s.kv_cache_memory_bytes = None  # a share the user chose: vLLM sizes the cache from it, as documented
     return s
 
 
@@ -116,6 +130,7 @@ class VLLMEngine:
             max_loras=2,  # the training adapter + one checkpoint in Compare
             max_cpu_loras=4,
             gpu_memory_utilization=s.gpu_memory_utilization,
+            **compat.kv_cache_size_kwargs(s.kv_cache_memory_bytes if self.on_gpu else None),
             max_model_len=s.max_model_len,
             max_num_seqs=s.max_num_seqs,
             max_num_batched_tokens=s.max_num_batched_tokens,
@@ -136,6 +151,7 @@ class VLLMEngine:
         self._adapter_refs = None  # (weakref to the peft model, [(state-dict key, parameter)])
         self.info = EngineInfo(backend="vllm", device="cuda" if self.on_gpu else "cpu", details={
             "vllm": version, "gpu_memory_utilization": s.gpu_memory_utilization,
+            "kv_cache_memory_bytes": s.kv_cache_memory_bytes if self.on_gpu else None,
             "max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs,
             "prefix_caching": s.enable_prefix_caching, "cuda_graphs": not s.enforce_eager,
             "kv_cache_dtype": s.kv_cache_dtype})
@@ -257,6 +273,9 @@ class VLLMEngine:
     def restore_memory(self) -> None:
         if not self._released or not self.on_gpu:
             return
+        # what the trainer's forward/backward left in torch's cache goes back to the driver first;
+        # otherwise the KV cache is mapped beside it and the step's peak holds both
+        torch.cuda.empty_cache()
         self.llm.wake_up(tags=["kv_cache"])
         self.llm.reset_prefix_cache()
         self._released = False
