@@ -90,6 +90,11 @@ results go to --out, never to bench/results/):
 
     PYTHONPATH=. python bench/trl_compare.py --tiny --out /tmp/tc
 
+Redraw the markdown and the plot (trl_compare.png: peak memory and step time against context
+length) from the JSON, after merging the results files GPU commands brought back (no GPU needed):
+
+    PYTHONPATH=. python bench/trl_compare.py --render /path/from/gpu/trl_compare.json ...
+
 One measurement by hand (what the parent runs):
     python bench/trl_compare.py --child trl --length 1024 --model-dir D --json-out X.json
 """
@@ -1117,6 +1122,58 @@ def render_markdown(records: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+PLOT_STYLE = {"ours": ("tab:blue", "o", "-"), "ours-4bit": ("tab:cyan", "s", "-"),
+              "trl": ("tab:red", "^", "--"), "trl-vllm": ("tab:orange", "v", "--")}
+
+
+def plot_results(records: list[dict], meta: dict, path: Path) -> bool:
+    """Peak GPU memory and step time against context length, one line per system; a setting that
+    could not run is an x on the axis with its reason. False (and no file) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax_mem, ax_time) = plt.subplots(1, 2, figsize=(12, 4.6))
+    for system in SYSTEMS:
+        rows = sorted((r for r in records if r.get("system") == system), key=lambda r: r.get("completion_length") or 0)
+        if not rows:
+            continue
+        color, marker, style = PLOT_STYLE[system]
+        ok = [(r, headline(r)) for r in rows if r.get("status") == "ok" and headline(r)]
+        ctx = [(r.get("completion_length") or 0) + (r.get("prompt_length") or 0) for r, _ in ok]
+        peaks = [h.get("device_peak_gib") for _, h in ok]
+        if any(p is not None for p in peaks):
+            ax_mem.plot([c for c, p in zip(ctx, peaks) if p is not None], [p for p in peaks if p is not None],
+                        marker=marker, linestyle=style, color=color, label=SYSTEM_LABELS[system])
+        times = [h.get("step_seconds") for _, h in ok]
+        ax_time.plot([c for c, t in zip(ctx, times) if t], [t for t in times if t], marker=marker, linestyle=style,
+                     color=color, label=SYSTEM_LABELS[system])
+        for r in rows:
+            if r.get("status") not in ("ok", "not run"):
+                c = (r.get("completion_length") or 0) + (r.get("prompt_length") or 0)
+                ax_mem.plot([c], [0], marker="x", color=color, markersize=10, linestyle="none")
+                ax_mem.annotate(str(r.get("status")), (c, 0), textcoords="offset points", xytext=(0, 8),
+                                ha="center", fontsize=7, color=color)
+    for ax, title, unit in ((ax_mem, "Peak GPU memory of one GRPO step", "GiB (NVML, whole process)"),
+                            (ax_time, "Time of one GRPO step", "seconds")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("context length (prompt + completion tokens)")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    ax_time.set_yscale("log")
+    ax_mem.set_ylim(bottom=0)
+    fig.suptitle(f"{meta.get('model_label', '')}, G = {meta.get('num_generations')}, LoRA r16", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_results(out_dir: Path, records: list[dict], meta: dict, name: str = NAME) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": NAME, "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "meta": meta,
@@ -1124,7 +1181,27 @@ def write_results(out_dir: Path, records: list[dict], meta: dict, name: str = NA
     tmp = out_dir / f".{name}.json.tmp"
     tmp.write_text(json.dumps(data, indent=1, default=str))
     os.replace(tmp, out_dir / f"{name}.json")
-    (out_dir / f"{name}.md").write_text(render_markdown(records, meta))
+    md = render_markdown(records, meta)
+    if plot_results(records, meta, out_dir / f"{name}.png"):
+        md = md.replace("\n## Every measurement", f"\n![memory and step time against context length]({name}.png)\n\n"
+                        "## Every measurement", 1)
+    (out_dir / f"{name}.md").write_text(md)
+
+
+def render_from(out_dir: Path, name: str, merge_from: list[str]) -> int:
+    """Re-render a results folder's markdown and plot from its JSON, after merging the records of
+    other runs' JSON files into it (e.g. the files a GPU command brought back)."""
+    path = out_dir / f"{name}.json"
+    data = json.loads(path.read_text()) if path.exists() else {"records": [], "meta": {}}
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "headline"} for r in rs]  # noqa: E731
+    records, meta = strip(data.get("records", [])), data.get("meta") or {}
+    for other in merge_from:
+        d = json.loads(Path(other).read_text())
+        records = merge(records, strip(d.get("records", [])))
+        meta = meta or d.get("meta") or {}
+    write_results(out_dir, records, meta, name)
+    log(f"rendered {out_dir / (name + '.md')} from {len(records)} records")
+    return 0
 
 
 def prior_failure(records: list[dict], system: str, length: int, sig: tuple) -> dict | None:
@@ -1247,6 +1324,9 @@ def main(argv=None) -> int:
     p.add_argument("--fresh", action="store_true", help="do not merge with the results already in --out")
     p.add_argument("--no-skip", action="store_true", help="run longer lengths even after a failure at a shorter one")
     p.add_argument("--force", action="store_true", help="run the full-size benchmark without a GPU")
+    p.add_argument("--render", nargs="*", metavar="JSON", default=None,
+                   help="measure nothing: merge these results files (if any) into --out's and redraw its "
+                        "markdown and plot (--model-config picks the file name)")
     # one measurement (what the parent launches)
     p.add_argument("--child", choices=SYSTEMS, default=None, help=argparse.SUPPRESS)
     p.add_argument("--length", type=int, default=None, help=argparse.SUPPRESS)
@@ -1261,6 +1341,9 @@ def main(argv=None) -> int:
         if not (args.length and args.model_dir and args.json_out):
             p.error("--child needs --length, --model-dir and --json-out")
         return run_child(args)
+    if args.render is not None:
+        out = Path(args.out) if args.out else ROOT / "bench" / "results"
+        return render_from(out, NAME if args.tiny else results_name(args.model_config), args.render)
     return run_parent(args)
 
 

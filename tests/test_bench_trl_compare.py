@@ -267,3 +267,25 @@ def test_another_model_writes_its_own_results_file(bench, tmp_path):
     bench.write_results(tmp_path, [], {"model_label": "llama-3.1-8b shape"}, name)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trl_compare_llama-3.1-8b.json", "trl_compare_llama-3.1-8b.md"]
     assert bench.load_existing(tmp_path) == [] and bench.load_existing(tmp_path, name) == []
+
+
+def test_render_merges_other_runs_and_draws_the_plot(bench, tmp_path):
+    """--render: the records a GPU command brought back join the folder's, replacing the same
+    (system, length); the markdown is redrawn with the plot beside it."""
+    meta = {"model_label": "m", "params": 1_543_714_304, "dtype": "bfloat16", "prompt_length": 256,
+            "num_generations": 8, "gradient_checkpointing": "on", "interval_ms": 20, "steps": 2}
+    bench.write_results(tmp_path, [_rec("ours", 1024, peak=11.0, step_s=4.0, tps=2000.0),
+                                   _rec("trl", 1024, peak=7.0, step_s=50.0, tps=150.0)], meta)
+    run2 = tmp_path / "gpu"
+    bench.write_results(run2, [_rec("ours", 1024, peak=4.5, step_s=5.0, tps=1900.0),
+                               _rec("trl", 8192, status="timeout", reason="timeout after 400 s")], meta)
+    assert bench.main(["--render", str(run2 / "trl_compare.json"), "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "trl_compare.json").read_text())
+    got = {(r["system"], r["completion_length"]): r for r in data["records"]}
+    assert set(got) == {("ours", 1024), ("trl", 1024), ("trl", 8192)}
+    assert got[("ours", 1024)]["headline"]["device_peak_gib"] == 4.5  # the newer run replaced it
+    md = (tmp_path / "trl_compare.md").read_text()
+    assert "4.50 (working 1.62)" in md and "timeout after 400 s" in md
+    png = tmp_path / "trl_compare.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert "![memory and step time against context length](trl_compare.png)" in md
