@@ -1128,7 +1128,10 @@ PLOT_STYLE = {"ours": ("tab:blue", "o", "-"), "ours-4bit": ("tab:cyan", "s", "-"
 
 def plot_results(records: list[dict], meta: dict, path: Path) -> bool:
     """Peak GPU memory and step time against context length, one line per system; a setting that
-    could not run is an x on the axis with its reason. False (and no file) without matplotlib."""
+    could not run is an x on the axis with its reason. False (and no file) without matplotlib or
+    without a single finished measurement."""
+    if not any(r.get("status") == "ok" and (headline(r) or {}).get("step_seconds") for r in records):
+        return False
     try:
         import matplotlib
 
@@ -1182,7 +1185,12 @@ def write_results(out_dir: Path, records: list[dict], meta: dict, name: str = NA
     tmp.write_text(json.dumps(data, indent=1, default=str))
     os.replace(tmp, out_dir / f"{name}.json")
     md = render_markdown(records, meta)
-    if plot_results(records, meta, out_dir / f"{name}.png"):
+    try:
+        plotted = plot_results(records, meta, out_dir / f"{name}.png")
+    except Exception as e:  # a plot problem never costs the measurements
+        log(f"no plot: {short(e)}")
+        plotted = False
+    if plotted:
         md = md.replace("\n## Every measurement", f"\n![memory and step time against context length]({name}.png)\n\n"
                         "## Every measurement", 1)
     (out_dir / f"{name}.md").write_text(md)
