@@ -10,9 +10,11 @@ Owns: a single `vllm.LLM` created before the training model, in the same process
     prefix cache is reset after each swap;
   - frees its KV cache while the trainer runs forward/backward and takes it back before the
     next generation (`release_memory` / `restore_memory`);
-  - never spikes past its share: vLLM's scheduler admits sequences only while its fixed KV pool
-    has blocks (at most `max_num_seqs`, `max_num_batched_tokens` per step) and preempts when a
-    long rollout outgrows it, so a step's rollouts are batched by the memory the plan gave it;
+  - holds a KV cache of the size one step's rollouts need (`kv_cache_memory_bytes`, planned by
+    `plan_settings`), not whatever a memory share leaves, and never spikes past it: vLLM's
+    scheduler admits sequences only while that fixed pool has blocks (at most `max_num_seqs`,
+    `max_num_batched_tokens` per step) and preempts when a long rollout outgrows it, so a step's
+    rollouts are batched by the memory the plan gave it;
   - lends its weights: `shared_hf_model()` is a transformers model whose frozen parameters are
     views of the engine's tensors, so the base model is stored once on the GPU. With a 4-bit
     base (`quantization="bitsandbytes"`, QLoRA) the trainer's layers are bitsandbytes
@@ -67,11 +69,13 @@ class VLLMSettings:
 def plan_settings(hf_config, *, num_sequences: int, max_prompt_length: int, max_completion_length: int,
                   lora_rank: int, weight_bytes: int, training_bytes: int, total_bytes: int | None = None,
                   free_bytes: int | None = None, **overrides) -> VLLMSettings:
-    """Memory share from the free GPU memory and the run's plan rather than a fixed constant.
+    """Engine memory from the free GPU memory and the run's plan rather than a fixed constant.
 
-    The engine's share must hold the weights (which the trainer shares) plus a KV cache for one
-    step's rollouts; what the trainer needs on top (`training_bytes`: adapter, optimizer,
-    activations, loss buffers) must fit in what remains.
+    The KV cache is sized in bytes for one step's rollouts (every sequence at full length, +10%).
+    The share (gpu_memory_utilization) covers the weights (which the trainer shares), that cache
+    and ~1 GiB for sampling activations and CUDA graphs, capped so that what the trainer needs on
+    top (`training_bytes`: adapter, optimizer, activations, loss buffers) fits in what remains;
+    with the size in bytes, vLLM only checks at start-up that the share is free.
     """
     if total_bytes is None or free_bytes is None:
         free_bytes, total_bytes = torch.cuda.mem_get_info()
