@@ -144,9 +144,17 @@ def test_greedy_matches_hf_backend_for_same_weights(engine_and_model):
 def test_release_frees_kv_cache_and_restore_takes_it_back(engine_and_model):
     engine, model, tok, _ = engine_and_model
     torch.cuda.synchronize()
+    w = next(p for n, p in model.named_parameters() if "embed_tokens" in n)
+    w_ptr, w_sum = w.data_ptr(), w.float().sum().item()
+    greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=8)
+    prompt = [tok("9.11 or 9.9", add_special_tokens=False)["input_ids"]]
+    first = engine.generate(prompt, greedy)[0][0].token_ids
+    torch.cuda.synchronize()
     before = torch.cuda.mem_get_info()[0]
     engine.release_memory()
+    assert engine._released == "kv_only"  # the KV cache alone, no weights through host memory
     released = torch.cuda.mem_get_info()[0]
+    assert w.data_ptr() == w_ptr and w.float().sum().item() == w_sum  # weights untouched meanwhile
     engine.restore_memory()
     restored = torch.cuda.mem_get_info()[0]
     print(f"release freed {(released - before) / GIB:.2f} GiB, restore took {(released - restored) / GIB:.2f} GiB")
@@ -157,6 +165,7 @@ def test_release_frees_kv_cache_and_restore_takes_it_back(engine_and_model):
     with torch.no_grad():
         out = model(input_ids=ids).logits
     assert torch.isfinite(out).all() and out.abs().max() > 0
+    assert engine.generate(prompt, greedy)[0][0].token_ids == first  # the engine serves as before
 
 
 def test_restore_hands_the_trainers_cached_memory_back_first(engine_and_model):

@@ -10,9 +10,14 @@ Owns: the three things public vLLM does not offer and Aha Studio needs —
      views too (vllm/model_executor/model_loader/bitsandbytes_loader.py quantizes every HF weight
      with `quantize_4bit(nf4, compress_statistics=True)`, blocksize 64, exactly as transformers'
      `BitsAndBytesConfig(nf4, double quant)` does, then de-nests the statistics to fp32),
-  4. the KV-cache-only release: `LLM.sleep(level=1)` offloads weights and drops the KV cache;
-     `wake_up(tags=["weights"])` then brings the weights back and leaves the KV cache freed
-     until `wake_up(tags=["kv_cache"])` (https://github.com/vllm-project/vllm/pull/12987).
+  4. the KV-cache-only release. Public vLLM has `LLM.sleep(level=1)`, which drops the KV cache
+     but also copies every weight to pinned CPU memory, and `wake_up(tags=["weights"])`, which
+     copies them back (https://github.com/vllm-project/vllm/pull/12987): a round trip of the
+     whole base through host RAM every step (2.9 GB for a 1.5B model; a 7B's 15 GB does not fit
+     a Colab VM's RAM). `worker_discard_kv_cache` / `worker_map_kv_cache` unmap and re-map only
+     the allocations sleep mode's allocator tagged "kv_cache" (vllm/device_allocator/cumem.py,
+     `CuMemAllocator.pointer_to_data`), as its own sleep/wake_up do for that tag; the engine
+     falls back to sleep/wake_up where this path fails.
 
   5. an exact KV-cache size (`kv_cache_memory_bytes`): public in 0.24 and 0.31 but absent from
      older versions, so `kv_cache_size_kwargs` passes it only where `EngineArgs` has the field.
@@ -124,6 +129,42 @@ def worker_remove_lora(worker, lora_int_id: int) -> bool:
 
 def worker_list_loras(worker) -> set[int]:
     return set(worker.list_loras())
+
+
+# ---------------------------------------------------------------------------
+# 4) KV cache out and back without touching the weights (path: CuMemAllocator.pointer_to_data)
+
+
+def _kv_allocations():
+    from vllm.device_allocator.cumem import CuMemAllocator
+
+    alloc = CuMemAllocator.get_instance()
+    return alloc, [d for d in alloc.pointer_to_data.values() if d.tag == "kv_cache"]
+
+
+def worker_discard_kv_cache(worker) -> int:
+    """Unmap the KV cache's physical memory (its contents are forgotten; the virtual addresses
+    stay reserved, so the cache tensors are valid again once re-mapped). Returns bytes freed."""
+    from vllm.device_allocator.cumem import unmap_and_release
+
+    _, kv = _kv_allocations()
+    if not kv:
+        raise RuntimeError("no allocations tagged 'kv_cache' (sleep mode off?)")
+    torch.cuda.synchronize()  # nothing in flight may still read the cache (cumem.py does the same)
+    for data in kv:
+        unmap_and_release(data.handle)
+    return sum(d.handle[1] for d in kv)
+
+
+def worker_map_kv_cache(worker) -> int:
+    """Map fresh physical memory behind the KV cache again (what `wake_up(tags=["kv_cache"])`
+    does), then the runner's own after-wake-up step (fp8 scales)."""
+    alloc, kv = _kv_allocations()
+    alloc.wake_up(["kv_cache"])
+    post = getattr(worker.model_runner, "post_kv_cache_wake_up", None)
+    if post is not None:
+        post()
+    return sum(d.handle[1] for d in kv)
 
 
 # ---------------------------------------------------------------------------

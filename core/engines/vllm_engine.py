@@ -150,7 +150,8 @@ class VLLMEngine:
         self._ids = itertools.count(1)  # LoRA int ids: never reused
         self._train: AdapterRef | None = None
         self._requests: dict[str, object] = {}
-        self._released = False
+        self._released: str | bool = False  # "kv_only" / "sleep": how the KV cache was let go
+        self._kv_only_release = True
         self._tmp = tempfile.mkdtemp(prefix="aha-lora-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.in_memory_swaps = 0
         self.disk_swaps = 0
@@ -270,12 +271,25 @@ class VLLMEngine:
 
     # -- memory --------------------------------------------------------------------------
     def release_memory(self) -> None:
-        """Free the KV cache; weights stay (the trainer's base model is a view of them)."""
+        """Free the KV cache; weights stay (the trainer's base model is a view of them).
+
+        First choice: unmap only the KV cache (vllm_compat.worker_discard_kv_cache). Fallback:
+        vLLM's public sleep(level=1) + wake_up(weights), which also sends every weight through
+        pinned CPU memory and back.
+        """
         if self._released or not self.on_gpu or not self.settings.release_kv:
             return
+        if self._kv_only_release:
+            try:
+                self.llm.collective_rpc(compat.worker_discard_kv_cache)
+                self._released = "kv_only"
+                return
+            except Exception as e:  # a vLLM whose allocator we do not know: the public way
+                warnings.warn(f"KV-only release failed ({type(e).__name__}: {e}); using sleep/wake_up")
+                self._kv_only_release = False
         self.llm.sleep(level=1)  # weights -> CPU backup, KV cache dropped
         self.llm.wake_up(tags=["weights"])  # weights back at the same addresses
-        self._released = True
+        self._released = "sleep"
 
     def restore_memory(self) -> None:
         if not self._released or not self.on_gpu:
@@ -283,8 +297,11 @@ class VLLMEngine:
         # what the trainer's forward/backward left in torch's cache goes back to the driver first;
         # otherwise the KV cache is mapped beside it and the step's peak holds both
         torch.cuda.empty_cache()
-        self.llm.wake_up(tags=["kv_cache"])
-        self.llm.reset_prefix_cache()
+        if self._released == "kv_only":
+            self.llm.collective_rpc(compat.worker_map_kv_cache)
+        else:
+            self.llm.wake_up(tags=["kv_cache"])
+        self.llm.reset_prefix_cache()  # cached blocks' contents are gone
         self._released = False
 
     # -- generation ----------------------------------------------------------------------
