@@ -164,8 +164,9 @@ class AlgorithmConfig:
         4, "Distinct prompts per optimizer step (batch = prompts_per_step x num_generations).", range=(1, 4096)
     )
     micro_batch_size: int = _f(
-        8, "Sequences per forward/backward pass. Lower it if you run out of memory. 0 = auto: on a GPU, the "
-        "largest that needs no more memory than the rollouts' KV cache (lowest peak); 8 on a CPU.",
+        0, "Sequences per forward/backward pass. 0 = auto: on a GPU, the largest that needs no more memory "
+        "than the rollouts' KV cache, which is free while training runs (the lowest peak); 8 on a CPU. "
+        "A larger number trains faster and needs more memory.",
         range=(0, 4096)
     )
     num_iterations: int = _f(
