@@ -522,7 +522,9 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         plan = getattr(trainer, "plan", None)
         if plan is not None:
             rec["plan"] = {"summary": plan.summary(), "micro_batch_size": plan.micro_batch_size,
-                           "training_peak_gib": gib(plan.training_peak), "kv_cache_gib": gib(plan.kv_cache)}
+                           "training_peak_gib": gib(plan.training_peak), "kv_cache_gib": gib(plan.kv_cache),
+                           "rollout_peak_gib": gib(plan.rollout_peak),
+                           "predicted_device_peak_gib": gib(plan.total_peak)}
         settings = getattr(trainer.engine, "settings", None)
         if settings is not None:
             rec["engine"]["settings"] = dict(vars(settings))

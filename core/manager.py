@@ -399,6 +399,48 @@ class RunManager:
         info.update(est)
         return info
 
+    def memory_plan(self, cfg: Config, free_bytes: int | None = None, total_bytes: int | None = None) -> dict:
+        """The memory planner's plan for `cfg` on this machine's GPU, before anything loads.
+
+        Returns {"text": plain words for the UI, "fits", "peak_gb", "micro_batch_size", "engine"};
+        without a GPU (and no `free_bytes` given), what the run would need on one.
+        """
+        from types import SimpleNamespace
+
+        from core import planner
+        from core.engines import pick_backend
+
+        m, a = cfg.model, cfg.algorithm
+        loaded = self._model_key is not None and self._model_key == _model_key_safe(m)
+        hf, note = (self._hf_config, "") if loaded and self._hf_config else _read_hf_config(m.name_or_path)
+        need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+        if not hf or any(not hf.get(k) for k in need):
+            return {"text": f"Memory plan: unknown for this model. {note}".strip(), "fits": None}
+        c = SimpleNamespace(**{**hf, "num_key_value_heads": hf.get("num_key_value_heads") or hf["num_attention_heads"],
+                               "tie_word_embeddings": hf.get("tie_word_embeddings", False)})
+        gpu = free_bytes is not None or self.has_gpu
+        if gpu and free_bytes is None:
+            import torch
+
+            free_bytes, total_bytes = torch.cuda.mem_get_info()
+        engine = pick_backend(cfg.run.engine) if free_bytes is not None else (
+            "hf" if cfg.run.engine == "hf" else "vllm")
+        p = planner.plan(c, lora_rank=m.lora_r, lora_targets=m.lora_target_modules,
+                         num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
+                         prompt_length=a.max_prompt_length, completion_length=a.max_completion_length,
+                         micro_batch_size=a.micro_batch_size, load_in_4bit=m.load_in_4bit,
+                         checkpointing=m.gradient_checkpointing, offload=m.offload_activations,
+                         free_bytes=free_bytes if gpu else 10**15, total_bytes=total_bytes, engine=engine,
+                         fp8_kv=str(cfg.run.vllm_kv_cache_dtype).startswith("fp8"),
+                         release_kv=cfg.run.vllm_free_kv_between_steps)
+        peak = p.total_peak / 2**30
+        if gpu:
+            text = p.summary()
+        else:
+            text = f"No GPU here: this run trains on the CPU. On a GPU ({engine} engine): {p.summary(with_free=False)}"
+        return {"text": text, "fits": p.fits if gpu else None, "peak_gb": peak,
+                "micro_batch_size": p.micro_batch_size, "engine": engine}
+
     # -- starting a run ---------------------------------------------------------------
     def start(self, cfg: Config) -> str:
         """Validate, load data and rewards, then train on the worker; returns the run's name.

@@ -97,6 +97,23 @@ def kv_bytes_per_token(c, fp8: bool = False) -> int:
     return 2 * c.num_hidden_layers * c.num_key_value_heads * _head_dim(c) * (1 if fp8 else 2)
 
 
+def engine_kv_bytes(c, seq_len: int, num_sequences: int, fp8: bool = False) -> int:
+    """The KV cache the vLLM engine asks for: one step's rollouts at full length + 10% (block
+    rounding), never less than one full-length sequence's, in whole MiB (see plan_settings)."""
+    per_seq = kv_bytes_per_token(c, fp8) * seq_len
+    b = int(per_seq * max(1, num_sequences) * 1.1)
+    return -(-b // MIB) * MIB
+
+
+def engine_extra_bytes(c, lora_rank: int, max_loras: int = 2) -> int:
+    """What a vLLM engine holds besides weights and KV cache while it samples: its LoRA slots
+    (`max_loras` adapters at the engine's max rank, bf16, on every projection vLLM wraps) and an
+    estimate of 256 MiB for CUDA graphs, the sampler and prefill activations (an estimate, to be
+    checked against bench/results/trl_compare.md's measured peaks)."""
+    max_rank = max(8, 1 << (max(lora_rank, 1) - 1).bit_length())
+    return max_loras * 2 * lora_param_count(c, max_rank, ALL_PROJECTIONS) + 256 * MIB
+
+
 def layer_saved_bytes_per_token(c, rank: int, targets, padded_seq_len: int = 0) -> int:
     """Bytes autograd keeps per token for one decoder layer's backward (bf16 base, fp32 LoRA).
 
@@ -231,6 +248,8 @@ class Plan:
     free: int
     notes: list[str] = field(default_factory=list)
     workspace: int = ALLOCATOR_FIXED_BYTES  # cuBLAS workspaces etc., counted by torch's allocator
+    engine_extra: int = 0  # a vLLM engine's LoRA slots, CUDA graphs, sampler (engine_extra_bytes)
+    release_kv: bool = True  # the engine frees its KV cache while the trainer runs
 
     @property
     def training_peak(self) -> int:
@@ -238,23 +257,42 @@ class Plan:
         return self.weights + self.adapter_and_optimizer + self.activations + self.loss_buffers + self.workspace
 
     @property
+    def rollout_peak(self) -> int:
+        """While the engine samples: weights, the trainer's adapter state, KV cache, engine extras."""
+        return self.weights + self.adapter_and_optimizer + self.workspace + self.kv_cache + self.engine_extra
+
+    @property
     def total_peak(self) -> int:
-        return self.training_peak + self.kv_cache + CUDA_CONTEXT_BYTES
+        """The step's device peak: the higher of its two phases when the KV cache is released
+        for training, their sum of KV and activations otherwise; plus the CUDA context."""
+        if self.release_kv:
+            step = max(self.rollout_peak, self.training_peak + self.engine_extra)
+        else:
+            step = self.training_peak + self.kv_cache + self.engine_extra
+        return step + CUDA_CONTEXT_BYTES
 
     @property
     def fits(self) -> bool:
         return self.total_peak <= self.free
 
-    def summary(self) -> str:
-        g = lambda b: f"{b / GIB:.1f} GB"  # noqa: E731
+    def summary(self, with_free: bool = True) -> str:
+        g = lambda b: f"{b / GIB:.1f} GB" if b >= 10 * GIB else f"{b / GIB:.2f} GB"  # noqa: E731
         loss = f", loss buffers {g(self.loss_buffers)}" if self.loss_buffers else ""
+        engine = f", engine extras {g(self.engine_extra)}" if self.engine_extra else ""
+        phase = ""
+        if self.kv_cache and self.release_kv:
+            phase = (" (sampling)" if self.rollout_peak >= self.training_peak + self.engine_extra
+                     else " (training)")
         lines = [
-            f"Predicted peak {g(self.total_peak)} of {g(self.free)} free: weights {g(self.weights)}, "
-            f"adapter + optimizer {g(self.adapter_and_optimizer)}, rollout KV cache {g(self.kv_cache)}, "
-            f"activations {g(self.activations)} (micro-batch {self.micro_batch_size}){loss}.",
+            f"Predicted peak {g(self.total_peak)}{phase}{f' of {g(self.free)} free' if with_free else ''}: "
+            f"weights {g(self.weights)}, "
+            f"adapter + optimizer {g(self.adapter_and_optimizer)}, rollout KV cache {g(self.kv_cache)}"
+            f"{' (freed while training)' if self.kv_cache and self.release_kv else ''}, "
+            f"activations {g(self.activations)} (micro-batch {self.micro_batch_size}){loss}{engine}, "
+            f"CUDA context {g(CUDA_CONTEXT_BYTES)}.",
         ]
         lines += self.notes
-        if not self.fits:
+        if with_free and not self.fits:
             lines.append("It does not fit: lower the completion length or G, turn on activation offload, "
                          "or load the base in 4-bit.")
         return " ".join(lines)
@@ -264,7 +302,7 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
          completion_length: int, micro_batch_size: int, load_in_4bit: bool = False,
          checkpointing: bool = False, offload: bool = False, free_bytes: int | None = None,
          total_bytes: int | None = None, fp8_kv: bool = False, engine: str = "vllm",
-         padded: bool = True) -> Plan:
+         padded: bool = True, release_kv: bool = True) -> Plan:
     """A plan for one step; shrinks the micro-batch (halving) until it fits `free_bytes`.
 
     micro_batch_size 0 = auto: the largest micro-batch (a power of two, at most the step's
@@ -277,15 +315,15 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
     weights = weight_bytes(c, load_in_4bit)
     adapter = lora_param_count(c, lora_rank, lora_targets) * LORA_BYTES_PER_PARAM
     seq = prompt_length + completion_length
-    kv = kv_bytes_per_token(c, fp8_kv) * seq * num_sequences if engine == "vllm" else 0
-    if engine != "vllm":  # HF generate: its KV cache lives while sampling, not during backward
-        kv = 0
+    # the engine's KV cache, as it asks vLLM for it; HF generate's lives only while sampling
+    kv = engine_kv_bytes(c, seq, num_sequences, fp8_kv) if engine == "vllm" else 0
+    extra = engine_extra_bytes(c, lora_rank) if engine == "vllm" else 0
     free = free_bytes if free_bytes is not None else (total_bytes or 80 * GIB)
     notes = []
     auto = micro_batch_size <= 0
     if auto:
         # the rollouts' KV cache (HF generate's too: it lives while sampling, then is freed)
-        budget = kv_bytes_per_token(c, fp8_kv) * seq * num_sequences
+        budget = engine_kv_bytes(c, seq, num_sequences, fp8_kv)
         mbs = 1
         while mbs * 2 <= num_sequences:
             mb = micro_batch_peak(c, sequences=mbs * 2, seq_len=seq, completion_len=completion_length,
@@ -310,7 +348,8 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
         mb = micro_batch_peak(c, sequences=mbs, seq_len=seq, completion_len=completion_length,
                               lora_rank=lora_rank, lora_targets=lora_targets, checkpointing=checkpointing,
                               offload=offload, padded=padded, load_in_4bit=load_in_4bit)
-        p = Plan(weights, adapter, kv, mb.layers, max(0, mb.loss - mb.layers), mbs, 0.0, free, notes)
+        p = Plan(weights, adapter, kv, mb.layers, max(0, mb.loss - mb.layers), mbs, 0.0, free, notes,
+                 engine_extra=extra, release_kv=release_kv)
         if p.fits or mbs == 1:
             break
         mbs //= 2
@@ -333,7 +372,9 @@ def preflight(model_config, cfg, free_bytes: int, total_bytes: int | None = None
              prompt_length=a.max_prompt_length, completion_length=a.max_completion_length,
              micro_batch_size=a.micro_batch_size, load_in_4bit=m.load_in_4bit,
              checkpointing=m.gradient_checkpointing, offload=m.offload_activations,
-             free_bytes=free_bytes, total_bytes=total_bytes, engine=engine)
+             free_bytes=free_bytes, total_bytes=total_bytes, engine=engine,
+             fp8_kv=str(cfg.run.vllm_kv_cache_dtype).startswith("fp8"),
+             release_kv=cfg.run.vllm_free_kv_between_steps)
     if not p.fits:
         raise DoesNotFit(f"The model is too large for this GPU with these settings. {p.summary()}")
     return p

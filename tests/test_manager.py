@@ -3,10 +3,12 @@ between steps, pause / resume / stop, evaluation, rewards tried on samples, expo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -310,3 +312,30 @@ def test_one_vllm_engine_is_kept_across_runs(tiny_model_dir, tmp_path, monkeypat
             m.start(other)
     finally:
         m.close()
+
+
+def test_memory_plan_in_plain_words(manager, tmp_path):
+    """The Train tab's memory plan: on this CPU what a GPU would need; with a GPU's free memory the
+    planner's summary, and a refusal in words when it does not fit."""
+    from core import planner
+
+    cfg = tiny_config(manager)
+    cpu = manager.memory_plan(cfg)
+    assert cpu["text"].startswith("No GPU here") and cpu["fits"] is None and cpu["peak_gb"] > 0
+    gpu = manager.memory_plan(cfg, free_bytes=16 * 2**30, total_bytes=16 * 2**30)
+    assert gpu["fits"] is True and "Predicted peak" in gpu["text"] and "of 16.0 GB free" in gpu["text"]
+    assert "Predicted peak" in cpu["text"] and "free" not in cpu["text"].split("Predicted peak")[1][:20]
+    # the same numbers as the planner's own, from the model's config.json
+    c = SimpleNamespace(**json.loads((Path(cfg.model.name_or_path) / "config.json").read_text()))
+    a = cfg.algorithm
+    p = planner.plan(c, lora_rank=cfg.model.lora_r, lora_targets=cfg.model.lora_target_modules,
+                     num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
+                     prompt_length=a.max_prompt_length, completion_length=a.max_completion_length,
+                     micro_batch_size=a.micro_batch_size, checkpointing=cfg.model.gradient_checkpointing,
+                     offload=cfg.model.offload_activations, free_bytes=16 * 2**30, engine=gpu["engine"])
+    assert abs(gpu["peak_gb"] - p.total_peak / 2**30) < 1e-9
+    tight = manager.memory_plan(cfg, free_bytes=2**20, total_bytes=2**20)
+    assert tight["fits"] is False and "It does not fit" in tight["text"]
+    unknown = dataclasses.replace(cfg.model, name_or_path=str(tmp_path / "missing"))
+    cfg.model = unknown
+    assert manager.memory_plan(cfg)["text"].startswith("Memory plan: unknown")

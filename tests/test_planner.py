@@ -131,7 +131,7 @@ def test_auto_micro_batch_keeps_training_under_the_rollouts_kv_cache(model, comp
     kw = dict(lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=sequences, prompt_length=256,
               completion_length=completion, checkpointing=True, free_bytes=10**15)
     p = planner.plan(c, micro_batch_size=0, **kw)
-    kv = planner.kv_bytes_per_token(c) * (256 + completion) * sequences
+    kv = planner.engine_kv_bytes(c, 256 + completion, sequences)
     assert p.kv_cache == kv
     mbs = p.micro_batch_size
     assert mbs >= 1 and mbs & (mbs - 1) == 0 and mbs <= sequences
@@ -158,3 +158,24 @@ def test_auto_micro_batch_grows_with_the_step_s_sequences():
     few = planner.plan(c, num_sequences=8, **kw).micro_batch_size
     many = planner.plan(c, num_sequences=64, **kw).micro_batch_size
     assert many >= 4 * few >= 4
+
+
+def test_step_peak_is_the_higher_phase_when_the_kv_cache_is_released():
+    c = _config("qwen2.5-1.5b")
+    kw = dict(lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=8, prompt_length=256,
+              completion_length=4096, micro_batch_size=0, checkpointing=True, free_bytes=80 * GIB)
+    p = planner.plan(c, **kw)
+    extra = planner.engine_extra_bytes(c, 16)
+    assert p.engine_extra == extra and 256 * 2**20 < extra < 512 * 2**20  # 2 LoRA slots at r16 + 256 MiB
+    sampling = p.weights + p.adapter_and_optimizer + p.workspace + p.kv_cache + extra
+    training = p.training_peak + extra
+    assert p.rollout_peak == sampling
+    assert p.total_peak == max(sampling, training) + planner.CUDA_CONTEXT_BYTES
+    kept = planner.plan(c, release_kv=False, **kw)  # KV cache held while training: both at once
+    assert kept.total_peak == p.training_peak + p.kv_cache + extra + planner.CUDA_CONTEXT_BYTES
+    assert kept.total_peak - p.total_peak >= min(p.kv_cache, p.activations)
+    assert "freed while training" in p.summary() and "engine extras" in p.summary()
+    # HF generate: no engine pool, the trainer's peak plus the context (as before)
+    hf = planner.plan(c, engine="hf", **kw)
+    assert hf.kv_cache == hf.engine_extra == 0
+    assert hf.total_peak == hf.training_peak + planner.CUDA_CONTEXT_BYTES

@@ -116,7 +116,7 @@ def test_model_too_large_is_refused_before_loading():
     big = AutoConfig.from_pretrained(ROOT / "bench" / "configs" / "llama-3.1-8b.json")
     cfg = Config()
     cfg.algorithm.max_completion_length = 4096
-    with pytest.raises(DoesNotFit, match=r"too large for this GPU.*Predicted peak .* of 8.0 GB free"):
+    with pytest.raises(DoesNotFit, match=r"too large for this GPU.*Predicted peak .* of 8.00 GB free"):
         preflight(big, cfg, free_bytes=8 * 2**30, total_bytes=8 * 2**30)
     small = AutoConfig.from_pretrained(ROOT / "bench" / "configs" / "qwen2.5-0.5b.json")
     cfg.algorithm.max_completion_length = 256

@@ -64,6 +64,8 @@ def build_app(manager: RunManager) -> gr.Blocks:
         estimate, model_inputs = ctx.shared["model_estimate"]
         demo.load(estimate, inputs_kwargs=model_inputs, outputs=[ctx.shared["model_memory"]],
                   api_visibility="private")
+        plan_fn, plan_md = ctx.shared["memory_plan"]
+        demo.load(plan_fn, inputs_kwargs=dict(form.components), outputs=[plan_md], api_visibility="private")
     demo.form = form  # for tests and scripts: the widget names the API accepts
     return demo
 

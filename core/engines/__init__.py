@@ -68,7 +68,9 @@ def make_policy_and_engine(cfg, device: str):
                         prompt_length=a.max_prompt_length, completion_length=a.max_completion_length,
                         micro_batch_size=a.micro_batch_size, load_in_4bit=cfg.model.load_in_4bit,
                         checkpointing=cfg.model.gradient_checkpointing, offload=cfg.model.offload_activations,
-                        free_bytes=torch.cuda.mem_get_info()[0], engine="vllm")
+                        free_bytes=torch.cuda.mem_get_info()[0], engine="vllm",
+                        fp8_kv=str(cfg.run.vllm_kv_cache_dtype).startswith("fp8"),
+                        release_kv=cfg.run.vllm_free_kv_between_steps)
     weight_bytes, training_bytes = plan.weights, plan.training_peak - plan.weights
     r = cfg.run
     overrides = {k: v for k, v in {

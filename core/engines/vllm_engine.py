@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from core.engines import vllm_compat as compat
-from core.planner import kv_bytes_per_token
+from core.planner import engine_kv_bytes
 from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings
 
 
@@ -81,11 +81,9 @@ def plan_settings(hf_config, *, num_sequences: int, max_prompt_length: int, max_
         free_bytes, total_bytes = torch.cuda.mem_get_info()
     max_len = max_prompt_length + max_completion_length
     fp8 = str(overrides.get("kv_cache_dtype", "auto")).startswith("fp8")
-    kv_needed = kv_bytes_per_token(hf_config, fp8) * max_len * num_sequences
     # one step's rollouts (every sequence at full length) + 10% for block rounding, and never less
     # than one full-length sequence (vLLM refuses to start without that), in whole MiB
-    kv_bytes = max(int(kv_needed * 1.1), int(kv_bytes_per_token(hf_config, fp8) * max_len * 1.1))
-    kv_bytes = -(-kv_bytes // (1 << 20)) * (1 << 20)
+    kv_bytes = engine_kv_bytes(hf_config, max_len, num_sequences, fp8)
     want = weight_bytes + kv_bytes + (1 << 30)  # + ~1 GiB for activations of sampling, graphs
     cap = free_bytes - training_bytes - (1 << 30)
     share = min(want, max(cap, weight_bytes + (1 << 30))) / total_bytes

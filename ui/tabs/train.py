@@ -20,6 +20,14 @@ QUICK_CPU = {"algorithm_num_generations": 4, "algorithm_prompts_per_step": 2, "a
              "algorithm_max_completion_length": 64, "algorithm_max_steps": 20, "run_save_steps": 10}
 
 
+# the settings the memory plan depends on (model tab and this one)
+PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_target_modules",
+             "model_gradient_checkpointing", "model_offload_activations", "algorithm_num_generations",
+             "algorithm_prompts_per_step", "algorithm_gradient_accumulation_steps", "algorithm_max_prompt_length",
+             "algorithm_max_completion_length", "algorithm_micro_batch_size", "run_engine",
+             "run_vllm_kv_cache_dtype", "run_vllm_free_kv_between_steps")
+
+
 def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | None = ".3~g", **kw) -> gr.LinePlot:
     """A live line plot of `value` over `step`; one colour per `series` (with a legend) when `multi`."""
     return gr.LinePlot(value=long_frame(pd.DataFrame(), {}), x="step", y="value", color="series" if multi else None,
@@ -35,6 +43,7 @@ def build(ctx: Ctx) -> None:
             with gr.Row():
                 quick = gr.Button(t("train.quick"), size="sm")
                 defaults = gr.Button(t("train.gpu_defaults"), size="sm")
+            plan_md = gr.Markdown(elem_id="memory-plan")
             with gr.Accordion(t("train.batch"), open=True):
                 for name in ("num_generations", "prompts_per_step", "max_completion_length", "micro_batch_size",
                              "temperature", "top_p", "max_prompt_length"):
@@ -176,6 +185,22 @@ def build(ctx: Ctx) -> None:
         except Exception as e:
             return warn(e)
         return f"resume: {s['state']}"
+
+    def memory_plan(**values) -> str:
+        """The memory planner's words for the settings on screen (before anything loads)."""
+        try:
+            return "🧮 " + manager.memory_plan(form.to_config(values))["text"]
+        except Exception as e:  # a plan is never worth a warning toast
+            return f"🧮 Memory plan unavailable: {e}"
+
+    def wire_plan():
+        keys = [k for k in PLAN_KEYS if k in form.components]
+        for key in keys:
+            form.components[key].change(memory_plan, inputs_kwargs=dict(form.components), outputs=[plan_md],
+                                        api_visibility="private", trigger_mode="always_last")
+
+    ctx.after_all_tabs(wire_plan)
+    ctx.shared["memory_plan"] = (memory_plan, plan_md)
 
     def apply_preset(preset: dict):
         return [gr.update(value=v) for v in preset.values()]
