@@ -1014,6 +1014,8 @@ def render_markdown(records: list[dict], meta: dict) -> str:
         tokens = f"{ct.get('min')}-{ct.get('max')} x {ct.get('n')} ({h.get('stopped_at_eos')})" if ct else "n/a"
         mb = rec.get("micro_batch_size_final") or (rec.get("trl_config") or {}).get("per_device_train_batch_size")
         mb = f"; micro-batch {mb}" if mb else ""
+        predicted = (rec.get("plan") or {}).get("predicted_device_peak_gib")
+        mb += f"; planner predicted {predicted:.2f} GiB" if predicted else ""
         lines.append(
             f"{head} ok (step {h['step']}{mb}) | {_f(h['device_peak_gib'], na=na)} | {_f(h['working_gib'], na=na)} | "
             f"{_f(h['torch_max_allocated_gib'], na=na)} / {_f(h['torch_max_reserved_gib'], na=na)} | "

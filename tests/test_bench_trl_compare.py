@@ -277,7 +277,8 @@ def test_render_merges_other_runs_and_draws_the_plot(bench, tmp_path):
     bench.write_results(tmp_path, [_rec("ours", 1024, peak=11.0, step_s=4.0, tps=2000.0),
                                    _rec("trl", 1024, peak=7.0, step_s=50.0, tps=150.0)], meta)
     run2 = tmp_path / "gpu"
-    bench.write_results(run2, [_rec("ours", 1024, peak=4.5, step_s=5.0, tps=1900.0),
+    bench.write_results(run2, [_rec("ours", 1024, peak=4.5, step_s=5.0, tps=1900.0, micro_batch_size_final=1,
+                                    plan={"predicted_device_peak_gib": 4.2}),
                                _rec("trl", 8192, status="timeout", reason="timeout after 400 s")], meta)
     assert bench.main(["--render", str(run2 / "trl_compare.json"), "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "trl_compare.json").read_text())
@@ -286,6 +287,7 @@ def test_render_merges_other_runs_and_draws_the_plot(bench, tmp_path):
     assert got[("ours", 1024)]["headline"]["device_peak_gib"] == 4.5  # the newer run replaced it
     md = (tmp_path / "trl_compare.md").read_text()
     assert "4.50 (working 1.62)" in md and "timeout after 400 s" in md
+    assert "ok (step 2; micro-batch 1; planner predicted 4.20 GiB)" in md
     png = tmp_path / "trl_compare.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert "![memory and step time against context length](trl_compare.png)" in md
