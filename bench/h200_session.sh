@@ -21,12 +21,14 @@
 #   bash bench/h200_session.sh trl --systems ours,ours-4bit,trl --lengths 1024   # issue 6 (one command)
 #
 # Still to measure for issue 6 (after the memory fixes of 2026-11-28 night 2), one command each:
-#   (bash bench/h200_session.sh prebuild bench/configs/llama-3.1-8b.json > /tmp/pb8.log 2>&1 &); \
-#     bash bench/h200_session.sh trl --systems ours,ours-4bit --lengths 1024,4096 --budget-s 560
+#   bash bench/h200_session.sh trl --systems ours,ours-4bit --lengths 1024,4096 --budget-s 560
 #   bash bench/h200_session.sh trl --systems ours,ours-4bit --lengths 16384 --budget-s 560
+#   # the 8B folder (CPU, minutes) is built beside a run whose timing does not matter (a timeout record):
+#   (bash bench/h200_session.sh prebuild bench/configs/llama-3.1-8b.json > /tmp/pb8.log 2>&1 &); \
+#     bash bench/h200_session.sh trl --systems trl --lengths 8192 --timeout-s 400; wait
 #   bash bench/h200_session.sh trl --systems ours --lengths 20k --steps 1 --model-config bench/configs/llama-3.1-8b.json
 #   bash bench/h200_session.sh trl --systems ours --lengths 32k --steps 1 --budget-s 560
-#   bash bench/h200_session.sh trl --systems trl-vllm --lengths 32k --steps 1; ... --systems trl --lengths 8192
+#   bash bench/h200_session.sh trl --systems trl-vllm --lengths 32k --steps 1
 # then here: PYTHONPATH=. python bench/trl_compare.py --render /work/.device/N/trl_compare.json ...
 #
 # Outputs go to $OUT (the device tool brings that folder back) or bench/results/.
