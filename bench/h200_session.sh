@@ -24,8 +24,8 @@
 #   bash bench/h200_session.sh trl --systems ours,ours-4bit --lengths 1024,4096 --budget-s 560
 #   bash bench/h200_session.sh trl --systems ours,ours-4bit --lengths 16384 --budget-s 560
 #   # the 8B folder (CPU, minutes) is built beside a run whose timing does not matter (a timeout record):
-#   (bash bench/h200_session.sh prebuild bench/configs/llama-3.1-8b.json > /tmp/pb8.log 2>&1 &); \
-#     bash bench/h200_session.sh trl --systems trl --lengths 8192 --timeout-s 400; wait
+#   OUT=/tmp/pb bash bench/h200_session.sh prebuild bench/configs/llama-3.1-8b.json > /tmp/pb8.log 2>&1 & P=$!; \
+#     bash bench/h200_session.sh trl --systems trl --lengths 8192 --timeout-s 400; wait $P; tail -2 /tmp/pb8.log
 #   bash bench/h200_session.sh trl --systems ours --lengths 20k --steps 1 --model-config bench/configs/llama-3.1-8b.json
 #   bash bench/h200_session.sh trl --systems ours --lengths 32k --steps 1 --budget-s 560
 #   bash bench/h200_session.sh trl --systems trl-vllm --lengths 32k --steps 1
