@@ -53,7 +53,7 @@ def engine_and_model(tmp_path_factory):
     torch.cuda.empty_cache()
     free0 = torch.cuda.mem_get_info()[0]
     engine = VLLMEngine(str(folder), tok, VLLMSettings(gpu_memory_utilization=0.2, max_model_len=1024,
-                                                       enforce_eager=True, max_lora_rank=16))
+                                                       enforce_eager=True, max_lora_rank=16, release_kv_only=True))
     free1 = torch.cuda.mem_get_info()[0]
     base = engine.shared_hf_model()
     free2 = torch.cuda.mem_get_info()[0]

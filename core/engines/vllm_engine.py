@@ -61,6 +61,10 @@ class VLLMSettings:
     enforce_eager: bool = False  # True skips CUDA-graph capture: faster start, ~2x slower decode
     kv_cache_dtype: str = "auto"  # "fp8" halves KV memory for long rollouts
     release_kv: bool = True  # free the KV cache between rollouts (sleep mode); off = keep it
+    # free it by unmapping the KV cache alone (vllm_compat.worker_discard_kv_cache) instead of
+    # sleep(level=1) + wake_up(weights), which sends every weight through pinned host memory and
+    # back; off by default until tests/test_vllm_engine.py has passed with it on the GPU
+    release_kv_only: bool = False
     dtype: str = "bfloat16"
     quantization: str | None = None  # "bitsandbytes" for a 4-bit base (QLoRA)
     seed: int = 0
@@ -149,7 +153,7 @@ class VLLMEngine:
         self._train: AdapterRef | None = None
         self._requests: dict[str, object] = {}
         self._released: str | bool = False  # "kv_only" / "sleep": how the KV cache was let go
-        self._kv_only_release = True
+        self._kv_only_release = s.release_kv_only
         self._tmp = tempfile.mkdtemp(prefix="aha-lora-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.in_memory_swaps = 0
         self.disk_swaps = 0
@@ -271,9 +275,9 @@ class VLLMEngine:
     def release_memory(self) -> None:
         """Free the KV cache; weights stay (the trainer's base model is a view of them).
 
-        First choice: unmap only the KV cache (vllm_compat.worker_discard_kv_cache). Fallback:
-        vLLM's public sleep(level=1) + wake_up(weights), which also sends every weight through
-        pinned CPU memory and back.
+        With `release_kv_only`: unmap only the KV cache (vllm_compat.worker_discard_kv_cache).
+        Otherwise, and as its fallback: vLLM's public sleep(level=1) + wake_up(weights), which
+        also sends every weight through pinned CPU memory and back.
         """
         if self._released or not self.on_gpu or not self.settings.release_kv:
             return
