@@ -410,7 +410,7 @@ class RunManager:
         from core import planner
         from core.engines import pick_backend
 
-        m, a = cfg.model, cfg.algorithm
+        m = cfg.model
         loaded = self._model_key is not None and self._model_key == _model_key_safe(m)
         hf, note = (self._hf_config, "") if loaded and self._hf_config else _read_hf_config(m.name_or_path)
         need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
@@ -425,14 +425,7 @@ class RunManager:
             free_bytes, total_bytes = torch.cuda.mem_get_info()
         engine = pick_backend(cfg.run.engine) if free_bytes is not None else (
             "hf" if cfg.run.engine == "hf" else "vllm")
-        p = planner.plan(c, lora_rank=m.lora_r, lora_targets=m.lora_target_modules,
-                         num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
-                         prompt_length=a.max_prompt_length, completion_length=a.max_completion_length,
-                         micro_batch_size=a.micro_batch_size, load_in_4bit=m.load_in_4bit,
-                         checkpointing=m.gradient_checkpointing, offload=m.offload_activations,
-                         free_bytes=free_bytes if gpu else 10**15, total_bytes=total_bytes, engine=engine,
-                         fp8_kv=str(cfg.run.vllm_kv_cache_dtype).startswith("fp8"),
-                         release_kv=cfg.run.vllm_free_kv_between_steps)
+        p = planner.plan_config(c, cfg, free_bytes if gpu else 10**15, total_bytes, engine)
         peak = p.total_peak / 2**30
         if gpu:
             text = p.summary()

@@ -364,17 +364,23 @@ class DoesNotFit(RuntimeError):
     """The run cannot fit on this GPU even with the smallest micro-batch."""
 
 
+def plan_config(model_config, cfg, free_bytes: int | None, total_bytes: int | None = None,
+                engine: str = "vllm") -> Plan:
+    """`plan` for a run's `Config` (its model, algorithm and engine settings)."""
+    a, m = cfg.algorithm, cfg.model
+    return plan(model_config, lora_rank=m.lora_r, lora_targets=m.lora_target_modules,
+                num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
+                prompt_length=a.max_prompt_length, completion_length=a.max_completion_length,
+                micro_batch_size=a.micro_batch_size, load_in_4bit=m.load_in_4bit,
+                checkpointing=m.gradient_checkpointing, offload=m.offload_activations,
+                free_bytes=free_bytes, total_bytes=total_bytes, engine=engine,
+                fp8_kv=str(cfg.run.vllm_kv_cache_dtype).startswith("fp8"),
+                release_kv=cfg.run.vllm_free_kv_between_steps)
+
+
 def preflight(model_config, cfg, free_bytes: int, total_bytes: int | None = None, engine: str = "vllm") -> Plan:
     """Plan a run from its `Config` before anything is loaded; raise DoesNotFit with advice."""
-    a, m = cfg.algorithm, cfg.model
-    p = plan(model_config, lora_rank=m.lora_r, lora_targets=m.lora_target_modules,
-             num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
-             prompt_length=a.max_prompt_length, completion_length=a.max_completion_length,
-             micro_batch_size=a.micro_batch_size, load_in_4bit=m.load_in_4bit,
-             checkpointing=m.gradient_checkpointing, offload=m.offload_activations,
-             free_bytes=free_bytes, total_bytes=total_bytes, engine=engine,
-             fp8_kv=str(cfg.run.vllm_kv_cache_dtype).startswith("fp8"),
-             release_kv=cfg.run.vllm_free_kv_between_steps)
+    p = plan_config(model_config, cfg, free_bytes, total_bytes, engine)
     if not p.fits:
         raise DoesNotFit(f"The model is too large for this GPU with these settings. {p.summary()}")
     return p

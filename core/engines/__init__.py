@@ -63,14 +63,7 @@ def make_policy_and_engine(cfg, device: str):
     a = cfg.algorithm
     # what the trainer needs beside the (shared) weights: adapter + AdamW state, one micro-batch
     # of activations and the loss buffers, as the memory planner counts them
-    plan = planner.plan(hf_config, lora_rank=cfg.model.lora_r, lora_targets=cfg.model.lora_target_modules,
-                        num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
-                        prompt_length=a.max_prompt_length, completion_length=a.max_completion_length,
-                        micro_batch_size=a.micro_batch_size, load_in_4bit=cfg.model.load_in_4bit,
-                        checkpointing=cfg.model.gradient_checkpointing, offload=cfg.model.offload_activations,
-                        free_bytes=torch.cuda.mem_get_info()[0], engine="vllm",
-                        fp8_kv=str(cfg.run.vllm_kv_cache_dtype).startswith("fp8"),
-                        release_kv=cfg.run.vllm_free_kv_between_steps)
+    plan = planner.plan_config(hf_config, cfg, torch.cuda.mem_get_info()[0], engine="vllm")
     weight_bytes, training_bytes = plan.weights, plan.training_peak - plan.weights
     r = cfg.run
     overrides = {k: v for k, v in {
