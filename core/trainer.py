@@ -26,6 +26,7 @@ import math
 import random
 import threading
 import time
+import warnings
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,16 +186,22 @@ def pad_rollouts(prompt_ids: list[list[int]], completion_ids: list[list[int]], p
 # ---------------------------------------------------------------------------
 
 
-def _preflight_on_gpu(cfg: Config):
+def _preflight_on_gpu(cfg: Config, model=None, strict: bool = True):
+    """The memory plan for `cfg` on this GPU; strict: raise DoesNotFit before anything loads.
+    With a `model` already loaded (the app's), its config is read from it and nothing is refused."""
     from transformers import AutoConfig
 
     from core.engines import pick_backend
     from core.models import resolve_model_path
-    from core.planner import preflight
+    from core.planner import plan_config, preflight
 
     free, total = torch.cuda.mem_get_info()
-    hf_config = AutoConfig.from_pretrained(resolve_model_path(cfg.model.name_or_path))
-    return preflight(hf_config, cfg, free, total, engine=pick_backend(cfg.run.engine))
+    hf_config = getattr(model, "config", None) or AutoConfig.from_pretrained(
+        resolve_model_path(cfg.model.name_or_path))
+    engine = pick_backend(cfg.run.engine)
+    if strict:
+        return preflight(hf_config, cfg, free, total, engine=engine)
+    return plan_config(hf_config, cfg, free, total, engine=engine)
 
 
 def resolve_micro_batch_size(cfg: Config, plan=None) -> int:
@@ -237,6 +244,11 @@ class GRPOTrainer:
             if str(self.device).startswith("cuda"):
                 self.plan = _preflight_on_gpu(cfg)  # a clear "too large" before anything is loaded
             model, tokenizer, engine = make_policy_and_engine(cfg, self.device)
+        elif str(self.device).startswith("cuda") and cfg.algorithm.micro_batch_size <= 0:
+            try:  # a loaded model (the app's) and an auto micro-batch: the plan picks it
+                self.plan = _preflight_on_gpu(cfg, model=model, strict=False)
+            except Exception as e:  # never worth failing a run: auto then falls back to 8
+                warnings.warn(f"no memory plan for the auto micro-batch ({type(e).__name__}: {e})")
         self.model, self.tokenizer = model, tokenizer
         # data
         if task is None:

@@ -63,3 +63,26 @@ def test_micro_batch_auto_resolves_from_the_plan_or_to_8_on_cpu():
     assert resolve_micro_batch_size(cfg, plan) == plan.micro_batch_size == 1
     cfg.algorithm.micro_batch_size = 2
     assert resolve_micro_batch_size(cfg, plan) == 2  # explicit wins
+
+
+def test_plan_for_a_loaded_model_never_refuses(tiny_model_dir, monkeypatch):
+    """The app hands the trainer a loaded model: with an auto micro-batch the plan comes from that
+    model's config (not read again from disk), and a tight GPU is said, not refused."""
+    import pytest
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from core.planner import DoesNotFit
+    from core.trainer import _preflight_on_gpu
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    cfg = Config()
+    cfg.model.name_or_path = "/nonexistent"  # proves the loaded model's config is used
+    cfg.algorithm.micro_batch_size = 0
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (16 * GIB, 16 * GIB))
+    p = _preflight_on_gpu(cfg, model=model, strict=False)
+    assert p.fits and p.micro_batch_size >= 1 and resolve_micro_batch_size(cfg, p) == p.micro_batch_size
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (2**20, 2**20))
+    assert _preflight_on_gpu(cfg, model=model, strict=False).fits is False
+    with pytest.raises(DoesNotFit):
+        _preflight_on_gpu(cfg, model=model, strict=True)
