@@ -1203,14 +1203,14 @@ def write_results(out_dir: Path, records: list[dict], meta: dict, name: str = NA
 def render_from(out_dir: Path, name: str, merge_from: list[str]) -> int:
     """Re-render a results folder's markdown and plot from its JSON, after merging the records of
     other runs' JSON files into it (e.g. the files a GPU command brought back)."""
-    path = out_dir / f"{name}.json"
-    data = json.loads(path.read_text()) if path.exists() else {"records": [], "meta": {}}
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "headline"} for r in rs]  # noqa: E731
-    records, meta = strip(data.get("records", [])), data.get("meta") or {}
-    for other in merge_from:
-        d = json.loads(Path(other).read_text())
-        records = merge(records, strip(d.get("records", [])))
-        meta = meta or d.get("meta") or {}
+    # (each record's "headline" is derived again by write_results)
+    paths = [out_dir / f"{name}.json"] + [Path(x) for x in merge_from]
+    records: list[dict] = []
+    meta: dict = {}
+    for path in paths:
+        if path.exists():
+            records = merge(records, load_existing(path.parent, path.stem))
+            meta = meta or json.loads(path.read_text()).get("meta") or {}
     write_results(out_dir, records, meta, name)
     log(f"rendered {out_dir / (name + '.md')} from {len(records)} records")
     return 0

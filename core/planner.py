@@ -262,11 +262,18 @@ class Plan:
         return self.weights + self.adapter_and_optimizer + self.workspace + self.kv_cache + self.engine_extra
 
     @property
+    def sampling_is_peak(self) -> bool:
+        """With the KV cache released for training: whether sampling, not training, is the peak."""
+        return self.release_kv and self.rollout_peak >= self.training_peak + self.engine_extra
+
+    @property
     def total_peak(self) -> int:
         """The step's device peak: the higher of its two phases when the KV cache is released
         for training, their sum of KV and activations otherwise; plus the CUDA context."""
-        if self.release_kv:
-            step = max(self.rollout_peak, self.training_peak + self.engine_extra)
+        if self.sampling_is_peak:
+            step = self.rollout_peak
+        elif self.release_kv:
+            step = self.training_peak + self.engine_extra
         else:
             step = self.training_peak + self.kv_cache + self.engine_extra
         return step + CUDA_CONTEXT_BYTES
@@ -279,10 +286,7 @@ class Plan:
         g = lambda b: f"{b / GIB:.1f} GB" if b >= 10 * GIB else f"{b / GIB:.2f} GB"  # noqa: E731
         loss = f", loss buffers {g(self.loss_buffers)}" if self.loss_buffers else ""
         engine = f", engine extras {g(self.engine_extra)}" if self.engine_extra else ""
-        phase = ""
-        if self.kv_cache and self.release_kv:
-            phase = (" (sampling)" if self.rollout_peak >= self.training_peak + self.engine_extra
-                     else " (training)")
+        phase = (" (sampling)" if self.sampling_is_peak else " (training)") if self.kv_cache and self.release_kv else ""
         lines = [
             f"Predicted peak {g(self.total_peak)}{phase}{f' of {g(self.free)} free' if with_free else ''}: "
             f"weights {g(self.weights)}, "
@@ -315,27 +319,26 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
     weights = weight_bytes(c, load_in_4bit)
     adapter = lora_param_count(c, lora_rank, lora_targets) * LORA_BYTES_PER_PARAM
     seq = prompt_length + completion_length
-    # the engine's KV cache, as it asks vLLM for it; HF generate's lives only while sampling
-    kv = engine_kv_bytes(c, seq, num_sequences, fp8_kv) if engine == "vllm" else 0
+    # the rollouts' KV cache as the engine asks vLLM for it; it is freed while the trainer runs
+    # (HF generate's too, which lives only while sampling, so the plan holds none for it)
+    rollout_kv = engine_kv_bytes(c, seq, num_sequences, fp8_kv)
+    kv = rollout_kv if engine == "vllm" else 0
     extra = engine_extra_bytes(c, lora_rank) if engine == "vllm" else 0
     free = free_bytes if free_bytes is not None else (total_bytes or 80 * GIB)
     notes = []
-    auto = micro_batch_size <= 0
-    if auto:
-        # the rollouts' KV cache (HF generate's too: it lives while sampling, then is freed)
-        budget = engine_kv_bytes(c, seq, num_sequences, fp8_kv)
+
+    def peak_of(n: int) -> MicroBatchPeak:
+        return micro_batch_peak(c, sequences=n, seq_len=seq, completion_len=completion_length, lora_rank=lora_rank,
+                                lora_targets=lora_targets, checkpointing=checkpointing, offload=offload,
+                                padded=padded, load_in_4bit=load_in_4bit)
+
+    if micro_batch_size <= 0:  # auto
+        budget = rollout_kv
         mbs = 1
-        while mbs * 2 <= num_sequences:
-            mb = micro_batch_peak(c, sequences=mbs * 2, seq_len=seq, completion_len=completion_length,
-                                  lora_rank=lora_rank, lora_targets=lora_targets, checkpointing=checkpointing,
-                                  offload=offload, padded=padded, load_in_4bit=load_in_4bit)
-            if mb.peak > budget:
-                break
+        while mbs * 2 <= num_sequences and peak_of(mbs * 2).peak <= budget:
             mbs *= 2
         micro_batch_size = mbs
-        one = micro_batch_peak(c, sequences=1, seq_len=seq, completion_len=completion_length, lora_rank=lora_rank,
-                               lora_targets=lora_targets, checkpointing=checkpointing, offload=offload,
-                               padded=padded, load_in_4bit=load_in_4bit).peak
+        one = peak_of(1).peak
         if one <= budget:
             notes.append(f"Micro-batch {mbs} (auto: training needs no more than the rollouts' "
                          f"{budget / GIB:.2f} GB KV cache, which is freed while it runs).")
@@ -345,9 +348,7 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
                          + ("." if offload else ": activation offload would lower it."))
     mbs = max(1, micro_batch_size)
     while True:
-        mb = micro_batch_peak(c, sequences=mbs, seq_len=seq, completion_len=completion_length,
-                              lora_rank=lora_rank, lora_targets=lora_targets, checkpointing=checkpointing,
-                              offload=offload, padded=padded, load_in_4bit=load_in_4bit)
+        mb = peak_of(mbs)
         p = Plan(weights, adapter, kv, mb.layers, max(0, mb.loss - mb.layers), mbs, 0.0, free, notes,
                  engine_extra=extra, release_kv=release_kv)
         if p.fits or mbs == 1:

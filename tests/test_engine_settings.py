@@ -31,7 +31,7 @@ def _settings(**kw):
 def test_kv_cache_is_sized_for_one_step_not_for_the_whole_share():
     s = _settings()
     need = planner.kv_bytes_per_token(QWEN15) * 1280 * 8  # 8 rollouts at full length
-    assert 1.1 * need <= s.kv_cache_memory_bytes < 1.1 * need + 2**20 and s.kv_cache_memory_bytes % 2**20 == 0
+    assert need * 1.1 <= s.kv_cache_memory_bytes < need * 1.1 + 2**20 and s.kv_cache_memory_bytes % 2**20 == 0
     # on an H200 the share is a start-up guard near weights + KV + 1 GiB (no 5% = 7 GiB floor)
     want = (planner.weight_bytes(QWEN15) + s.kv_cache_memory_bytes + GIB) / (139.8 * GIB)
     assert abs(s.gpu_memory_utilization - want) < 0.001 and s.gpu_memory_utilization < 0.05
