@@ -269,6 +269,7 @@ class Child:
         return rec
 
     def kv_capacity(self):
+        from core.engines import vllm_compat as compat
         from core.planner import kv_bytes_per_token
 
         rec: dict = {"max_model_len": self.max_model_len}
@@ -277,8 +278,7 @@ class Child:
             cc = vc.cache_config
             rec["max_model_len"] = self.max_model_len = vc.model_config.max_model_len
             rec.update(num_gpu_blocks=cc.num_gpu_blocks, block_size=cc.block_size, cache_dtype=str(cc.cache_dtype))
-            if cc.num_gpu_blocks:
-                rec["tokens_from_blocks"] = cc.num_gpu_blocks * cc.block_size
+            rec["tokens_from_blocks"] = compat.kv_capacity_tokens(self.engine.llm)
             if getattr(cc, "kv_cache_size_tokens", None):  # vLLM >= 0.3x stores its own figure
                 rec["tokens_from_config"] = cc.kv_cache_size_tokens
         except Exception as e:
