@@ -774,8 +774,15 @@ def load_existing(out_dir: Path, name: str = NAME) -> list[dict]:
 
 
 def merge(existing: list[dict], new: list[dict]) -> list[dict]:
+    """Records of `existing` and `new`, one per record_key: `new`'s, unless both were measured
+    ("started" stamps) and `existing`'s is the later one. A GPU command's results file also carries
+    the copies of the repo's records it started from, so files merged in any order keep the
+    newest measurement of each (system, length)."""
     by_key = {record_key(r): r for r in existing}
     for r in new:
+        old = by_key.get(record_key(r))
+        if old is not None and r.get("started") and old.get("started") and old["started"] > r["started"]:
+            continue
         by_key[record_key(r)] = r
     order = {s: i for i, s in enumerate(SYSTEMS)}
     return sorted(by_key.values(), key=lambda r: (r.get("completion_length") or 0, order.get(r.get("system"), 9)))
@@ -935,7 +942,7 @@ def goal_rows(records: list[dict], meta: dict) -> list[dict]:
 
     rows = []
     params = meta.get("params") or 0
-    for L in sorted(L for s, L in by if s == "ours-4bit" and L):
+    for L in sorted(L for (s, L), r in by.items() if s == "ours-4bit" and L and r.get("status") != "not run"):
         q, q_why = peak("ours-4bit", L)
         t, t_why = peak("trl", L)
         why = q_why or t_why or (None if t else "trl: peak 0")
@@ -1200,9 +1207,24 @@ def write_results(out_dir: Path, records: list[dict], meta: dict, name: str = NA
     (out_dir / f"{name}.md").write_text(md)
 
 
-def render_from(out_dir: Path, name: str, merge_from: list[str]) -> int:
+def parse_not_run(text: str) -> tuple[str, int, str]:
+    """'SYSTEM@LENGTH=why' -> (system, length, why), for --not-run.
+
+    >>> parse_not_run("trl@8k=HF generate is too slow")
+    ('trl', 8192, 'HF generate is too slow')
+    """
+    head, sep, why = text.partition("=")
+    system, at, length = head.partition("@")
+    if not (sep and at and why.strip()) or system.strip() not in SYSTEMS:
+        raise ValueError(f"--not-run wants SYSTEM@LENGTH=why with SYSTEM one of {', '.join(SYSTEMS)}: {text!r}")
+    return system.strip(), parse_length(length), why.strip()
+
+
+def render_from(out_dir: Path, name: str, merge_from: list[str], not_run: list[str] = ()) -> int:
     """Re-render a results folder's markdown and plot from its JSON, after merging the records of
-    other runs' JSON files into it (e.g. the files a GPU command brought back)."""
+    other runs' JSON files into it (e.g. the files a GPU command brought back). `not_run` entries
+    ('SYSTEM@LENGTH=why') put the reason a setting was not measured into the tables where no
+    measurement of it exists (it never replaces one)."""
     # (each record's "headline" is derived again by write_results)
     paths = [out_dir / f"{name}.json"] + [Path(x) for x in merge_from]
     records: list[dict] = []
@@ -1211,6 +1233,15 @@ def render_from(out_dir: Path, name: str, merge_from: list[str]) -> int:
         if path.exists():
             records = merge(records, load_existing(path.parent, path.stem))
             meta = meta or json.loads(path.read_text()).get("meta") or {}
+    for entry in not_run:
+        system, length, why = parse_not_run(entry)
+        rec = {"system": system, "label": SYSTEM_LABELS[system], "completion_length": length, "steps": [],
+               "notes": [], "status": "not run", "reason": f"not run: {why}", "model": meta.get("model_label"),
+               "gradient_checkpointing": meta.get("gradient_checkpointing"),
+               "prompt_length": meta.get("prompt_length"), "num_generations": meta.get("num_generations")}
+        old = next((r for r in records if record_key(r) == record_key(rec)), None)
+        if old is None or old.get("status") == "not run":
+            records = merge(records, [rec])
     write_results(out_dir, records, meta, name)
     log(f"rendered {out_dir / (name + '.md')} from {len(records)} records")
     return 0
@@ -1339,6 +1370,9 @@ def main(argv=None) -> int:
     p.add_argument("--render", nargs="*", metavar="JSON", default=None,
                    help="measure nothing: merge these results files (if any) into --out's and redraw its "
                         "markdown and plot (--model-config picks the file name)")
+    p.add_argument("--not-run", action="append", default=[], metavar="SYSTEM@LENGTH=WHY",
+                   help="with --render: why a setting was not measured, shown in its table cell (repeatable; "
+                        "never replaces a measurement)")
     # one measurement (what the parent launches)
     p.add_argument("--child", choices=SYSTEMS, default=None, help=argparse.SUPPRESS)
     p.add_argument("--length", type=int, default=None, help=argparse.SUPPRESS)
@@ -1355,7 +1389,7 @@ def main(argv=None) -> int:
         return run_child(args)
     if args.render is not None:
         out = Path(args.out) if args.out else ROOT / "bench" / "results"
-        return render_from(out, NAME if args.tiny else results_name(args.model_config), args.render)
+        return render_from(out, NAME if args.tiny else results_name(args.model_config), args.render, args.not_run)
     return run_parent(args)
 
 

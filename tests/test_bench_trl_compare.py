@@ -144,6 +144,11 @@ def test_failures_stop_longer_lengths_and_merge_replaces(bench):
     assert bench.prior_failure(records, "trl", 8192, (256, 8, "off", "m")) is None  # another workload
     merged = bench.merge(records, [_rec("trl", 4096, peak=11.6)])
     assert len(merged) == 1 and merged[0]["status"] == "ok"
+    # a results file that carries an older copy of a record does not undo a newer measurement
+    newer = _rec("ours", 1024, peak=5.6, started="2026-11-29 01:14:44")
+    stale = _rec("ours", 1024, peak=11.2, started="2026-11-28 21:03:10")
+    assert [r["steps"][0]["device_peak_gib"] for r in bench.merge([newer], [stale])] == [5.6]
+    assert [r["steps"][0]["device_peak_gib"] for r in bench.merge([stale], [newer])] == [5.6]
 
 
 def test_tiny_results_never_go_to_bench_results(bench):
@@ -291,3 +296,20 @@ def test_render_merges_other_runs_and_draws_the_plot(bench, tmp_path):
     png = tmp_path / "trl_compare.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert "![memory and step time against context length](trl_compare.png)" in md
+
+
+def test_render_puts_reasons_into_unmeasured_cells(bench, tmp_path):
+    """--not-run SYSTEM@LENGTH=why fills a gap with its reason and never hides a measurement."""
+    meta = {"model_label": "m", "params": 1_543_714_304, "dtype": "bfloat16", "prompt_length": 256,
+            "num_generations": 8, "gradient_checkpointing": "on", "interval_ms": 20, "steps": 1}
+    bench.write_results(tmp_path, [_rec("ours", 8192, peak=7.6), _rec("trl", 1024, peak=7.0)], meta)
+    assert bench.main(["--render", "--out", str(tmp_path), "--not-run", "trl@8k=HF generate needs ~460 s",
+                       "--not-run", "ours@8192=should not show"]) == 0
+    data = json.loads((tmp_path / "trl_compare.json").read_text())
+    got = {(r["system"], r["completion_length"]): r for r in data["records"]}
+    assert got[("trl", 8192)]["status"] == "not run" and got[("ours", 8192)]["status"] == "ok"
+    md = (tmp_path / "trl_compare.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| 8192 (8448) | 7.60"))
+    assert row.endswith("| not run: HF generate needs ~460 s |") and "should not show" not in md
+    with pytest.raises(ValueError, match="SYSTEM@LENGTH=why"):
+        bench.parse_not_run("nobody@8k=why")
