@@ -15,6 +15,7 @@ from: out-of-sample checks).
 
     python bench/planner_check.py            # on a GPU; writes bench/results/planner_check.{json,md}
     python bench/planner_check.py --compare  # no GPU: the stored results against today's planner
+    python bench/planner_check.py --compare-device  # no GPU: whole steps' device peaks (trl_compare) vs planner
 
 Time on an H200, estimated (the new layout has not been timed yet): 4 model builds (0.5B to 8B,
 seconds each) and 22 micro-batches of at most ~3 s, ~3 minutes with imports and Triton's first
@@ -201,6 +202,61 @@ def compare(path=ROOT / "bench" / "results" / "planner_check.json"):
               f"{new / meas - 1:+.0%} | {leftover:.2f} | {meas - leftover:.2f} | {new / (meas - leftover) - 1:+.1%} |")
 
 
+def device_rows(results=ROOT / "bench" / "results") -> list[dict]:
+    """The whole process's device peak (NVML) of every GRPO step of ours that bench/trl_compare.py
+    measured, beside the planner's prediction for the same run: the one stored with the run (the
+    planner of its day) and today's (from the run's recorded settings). No GPU needed."""
+    from types import SimpleNamespace
+
+    from core.config import Config
+
+    rows = []
+    for path in sorted(results.glob("trl_compare*.json")):
+        data = json.loads(path.read_text())
+        model_cfg = SimpleNamespace(**data["meta"]["model_config"])
+        for r in data["records"]:
+            if not str(r.get("system")).startswith("ours") or r.get("status") != "ok" or not r.get("plan"):
+                continue
+            cfg = Config.from_dict(r["ours_config"])
+            total = (r.get("gpu") or {}).get("total_gib", 80.0) * GIB
+            now = planner.plan_config(model_cfg, cfg, free_bytes=int(total * 0.99), total_bytes=int(total))
+            h = r["headline"]
+            rows.append({"model": data["meta"]["model_label"].replace(" shape", ""), "system": r["system"],
+                         "completion": r["completion_length"], "micro_batch": r.get("micro_batch_size_final"),
+                         "measured": h["device_peak_gib"], "stored": r["plan"]["predicted_device_peak_gib"],
+                         "now": now.total_peak / GIB, "now_mbs": now.micro_batch_size,
+                         "phase": "sampling" if now.sampling_is_peak else "training",
+                         "start_outside_torch": (r.get("after_init_device_gib") or 0)
+                         - (r.get("after_init_torch_allocated_gib") or 0), "date": r.get("started", "")[:10]})
+    return rows
+
+
+def compare_device(results=ROOT / "bench" / "results", out=None) -> str:
+    """device_rows as a table: writes planner_check_device.md beside the results (or into `out`)."""
+    rows = device_rows(results)
+    lines = ["# Planner vs measured device peak of whole GRPO steps (NVIDIA H200)", "",
+             "Every step of ours in `bench/results/trl_compare*.json` (one prompt x G = 8, prompt 256 tokens, LoRA "
+             "r16, gradient checkpointing, vLLM engine, completions forced to full length). **Measured** = the "
+             "process's device peak (NVML: vLLM's pool, the CUDA context and torch's cache included). **At the run** = "
+             "the prediction the run stored (the planner of that day: 0.5 GiB outside torch). **Today** = "
+             "`core.planner.plan_config` now, from the run's recorded settings: its constant for memory outside "
+             "torch's allocator (CUDA context 0.75 GiB + vLLM's kernels 1.0 GiB) was chosen from these same runs "
+             "(their 'outside torch at start-up' column), so today's column is a fit, not an out-of-sample check; "
+             "the micro-batch part of the planner is checked out of sample in `planner_check.md`.",
+             "", "`python bench/planner_check.py --compare-device` (no GPU) rewrites this file.", "",
+             "| model | system | completion | micro-batch | measured GiB | at the run GiB | error | today GiB | error "
+             "| today's peak phase | outside torch at start-up GiB | measured on |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['system']} | {r['completion']} | {r['micro_batch']} | {r['measured']:.2f} | "
+                     f"{r['stored']:.2f} | {r['stored'] / r['measured'] - 1:+.0%} | {r['now']:.2f} | "
+                     f"{r['now'] / r['measured'] - 1:+.0%} | {r['phase']} | {r['start_outside_torch']:.2f} | "
+                     f"{r['date']} |")
+    md = "\n".join(lines) + "\n"
+    (Path(out) if out else results).joinpath("planner_check_device.md").write_text(md)
+    return md
+
+
 def main():
     import torch
 
@@ -224,4 +280,9 @@ def main():
 
 
 if __name__ == "__main__":
-    compare() if "--compare" in sys.argv[1:] else main()
+    if "--compare-device" in sys.argv[1:]:
+        print(compare_device())
+    elif "--compare" in sys.argv[1:]:
+        compare()
+    else:
+        main()

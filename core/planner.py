@@ -50,7 +50,18 @@ LORA_BYTES_PER_PARAM = 16
 # of small buffers (the norm weights and biases param_count skips, RoPE tables, 512-byte rounding
 # of ~1,500 small LoRA/optimizer tensors).
 ALLOCATOR_FIXED_BYTES = 70 * MIB
-CUDA_CONTEXT_BYTES = int(0.5 * GIB)  # the CUDA context and kernels' code, outside torch's counter
+# Device memory outside torch's allocator (NVML sees it, torch.cuda.memory_reserved does not), both
+# measured on the H200 (bench/results/trl_compare.json, 2026-11-28/29):
+# - any CUDA process: the context and the kernels' code. TRL without vLLM peaked 0.74 GiB above
+#   torch's reserved memory at 1024 and at 4096 tokens.
+# - a process with an in-process vLLM engine, on top of that: 8 runs of ours (1.5B bf16 and 4-bit,
+#   1K-32K; 8B at 20K) held 1.42-1.86 GiB on the device beyond torch's allocated memory right after
+#   start-up, i.e. 0.7-1.1 GiB beyond the context: torch.compile's and vLLM's own kernels (custom
+#   ops, FlashInfer/Triton modules), cuBLAS/cuBLASLt handles of its threads and CUDA-graph
+#   bookkeeping. With 1.0 GiB the planner predicts those 8 device peaks within +0% to +10%
+#   (bench/results/planner_check_device.md).
+CUDA_CONTEXT_BYTES = int(0.75 * GIB)
+VLLM_OUTSIDE_TORCH_BYTES = 1 * GIB
 
 
 def _head_dim(c) -> int:
@@ -250,6 +261,7 @@ class Plan:
     workspace: int = ALLOCATOR_FIXED_BYTES  # cuBLAS workspaces etc., counted by torch's allocator
     engine_extra: int = 0  # a vLLM engine's LoRA slots, CUDA graphs, sampler (engine_extra_bytes)
     release_kv: bool = True  # the engine frees its KV cache while the trainer runs
+    outside_torch: int = CUDA_CONTEXT_BYTES  # + VLLM_OUTSIDE_TORCH_BYTES with a vLLM engine
 
     @property
     def training_peak(self) -> int:
@@ -269,14 +281,15 @@ class Plan:
     @property
     def total_peak(self) -> int:
         """The step's device peak: the higher of its two phases when the KV cache is released
-        for training, their sum of KV and activations otherwise; plus the CUDA context."""
+        for training, their sum of KV and activations otherwise; plus what lies outside torch's
+        allocator (the CUDA context, and a vLLM engine's own kernels)."""
         if self.sampling_is_peak:
             step = self.rollout_peak
         elif self.release_kv:
             step = self.training_peak + self.engine_extra
         else:
             step = self.training_peak + self.kv_cache + self.engine_extra
-        return step + CUDA_CONTEXT_BYTES
+        return step + self.outside_torch
 
     @property
     def fits(self) -> bool:
@@ -293,7 +306,8 @@ class Plan:
             f"adapter + optimizer {g(self.adapter_and_optimizer)}, rollout KV cache {g(self.kv_cache)}"
             f"{' (freed while training)' if self.kv_cache and self.release_kv else ''}, "
             f"activations {g(self.activations)} (micro-batch {self.micro_batch_size}){loss}{engine}, "
-            f"CUDA context {g(CUDA_CONTEXT_BYTES)}.",
+            f"CUDA context{' and vLLM kernels' if self.outside_torch > CUDA_CONTEXT_BYTES else ''} "
+            f"{g(self.outside_torch)}.",
         ]
         lines += self.notes
         if with_free and not self.fits:
@@ -350,7 +364,8 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
     while True:
         mb = peak_of(mbs)
         p = Plan(weights, adapter, kv, mb.layers, max(0, mb.loss - mb.layers), mbs, 0.0, free, notes,
-                 engine_extra=extra, release_kv=release_kv)
+                 engine_extra=extra, release_kv=release_kv,
+                 outside_torch=CUDA_CONTEXT_BYTES + (VLLM_OUTSIDE_TORCH_BYTES if engine == "vllm" else 0))
         if p.fits or mbs == 1:
             break
         mbs //= 2

@@ -63,8 +63,11 @@ class VLLMSettings:
     release_kv: bool = True  # free the KV cache between rollouts (sleep mode); off = keep it
     # free it by unmapping the KV cache alone (vllm_compat.worker_discard_kv_cache) instead of
     # sleep(level=1) + wake_up(weights), which sends every weight through pinned host memory and
-    # back; off by default until tests/test_vllm_engine.py has passed with it on the GPU
-    release_kv_only: bool = False
+    # back (3 GB a step for a 1.5B model, 16 GB for an 8B one). tests/test_vllm_engine.py passed with
+    # it on the H200 (vLLM 0.24.0, 2026-11-29): weights untouched, the same greedy completions after
+    # release + restore. A vLLM whose allocator differs falls back to sleep/wake_up with a warning.
+    # (bench/results/trl_compare*.json of 2026-11-29 were measured with it off: same memory.)
+    release_kv_only: bool = True
     dtype: str = "bfloat16"
     quantization: str | None = None  # "bitsandbytes" for a 4-bit base (QLoRA)
     seed: int = 0
