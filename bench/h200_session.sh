@@ -20,16 +20,18 @@
 #   bash bench/h200_session.sh planner   # issue 5: planner vs measured peak
 #   bash bench/h200_session.sh trl --systems ours,ours-4bit,trl --lengths 1024   # issue 6 (one command)
 #
-# Still to measure for issue 6 (after the memory fixes of 2026-11-28 night 2), one command each:
-#   bash bench/h200_session.sh trl --systems ours,ours-4bit --lengths 1024,4096 --budget-s 560
-#   bash bench/h200_session.sh trl --systems ours,ours-4bit --lengths 16384 --budget-s 560
-#   # the 8B folder (CPU, minutes) is built beside a run whose timing does not matter (a timeout record):
-#   OUT=/tmp/pb bash bench/h200_session.sh prebuild bench/configs/llama-3.1-8b.json > /tmp/pb8.log 2>&1 & P=$!; \
-#     bash bench/h200_session.sh trl --systems trl --lengths 8192 --timeout-s 400; wait $P; tail -2 /tmp/pb8.log
-#   bash bench/h200_session.sh trl --systems ours --lengths 20k --steps 1 --model-config bench/configs/llama-3.1-8b.json
-#   bash bench/h200_session.sh trl --systems ours --lengths 32k --steps 1 --budget-s 560
+# Measured on 2026-11-29: ours and ours-4bit at 1024/4096, ours at 8K/16K/32K, the 8B 20K anchor.
+# Still to measure, one command each (GPU kit first; the 1.5B folder: `prebuild`, ~60 s):
+#   bash bench/h200_session.sh trl --systems ours,ours-4bit --lengths 1024,4096 --budget-s 560  # step times
+#        with release_kv_only on (the default since 2026-11-29; the figures in the repo are with it off)
+#   bash bench/h200_session.sh trl --systems ours-4bit --lengths 1024 --ours-eager --ours-kv-dtype fp8
+#        # the 3 GB goal: how much of vLLM's 1 GiB outside torch eager mode saves (results: *_eager_fp8kv.*)
+#   bash bench/h200_session.sh trl --systems trl-vllm --lengths 8192 --steps 1
 #   bash bench/h200_session.sh trl --systems trl-vllm --lengths 32k --steps 1
-# then here: PYTHONPATH=. python bench/trl_compare.py --render /work/.device/N/trl_compare.json ...
+#   bash bench/h200_session.sh trl --systems ours-4bit --lengths 8192,16384,32k --steps 1 --budget-s 560
+#   bash bench/h200_session.sh trl --systems trl --lengths 8192 --timeout-s 500   # a timeout record for TRL HF
+# then here: PYTHONPATH=. python bench/trl_compare.py --render /work/.device/N/trl_compare.json ... (same
+# --ours-eager/--ours-kv-dtype/--model-config flags as the run), and python bench/planner_check.py --compare-device
 #
 # Outputs go to $OUT (the device tool brings that folder back) or bench/results/.
 set -uo pipefail

@@ -494,6 +494,8 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     with tempfile.TemporaryDirectory(prefix="aha-bench-run-") as tmp:
         run.output_dir, run.run_name, run.log_samples, run.save_steps = tmp, "bench", 1, 1_000_000
         run.engine = args.ours_engine if args.ours_engine != "auto" else ("vllm" if cuda else "hf")
+        run.vllm_enforce_eager = bool(args.ours_eager)
+        run.vllm_kv_cache_dtype = args.ours_kv_dtype
         validate(cfg)
         rec["ours_config"] = {"model": {k: getattr(m, k) for k in ("lora_r", "lora_alpha", "lora_dropout",
                                                                  "lora_target_modules", "gradient_checkpointing",
@@ -503,7 +505,8 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                                   "micro_batch_size", "max_prompt_length", "max_completion_length", "learning_rate",
                                   "temperature", "top_p", "beta", "epsilon", "epsilon_high", "scale_rewards",
                                   "num_iterations", "lr_scheduler", "max_grad_norm")},
-                              "run": {"engine": run.engine}}
+                              "run": {"engine": run.engine, "vllm_enforce_eager": run.vllm_enforce_eager,
+                                      "vllm_kv_cache_dtype": run.vllm_kv_cache_dtype}}
         tok = AutoTokenizer.from_pretrained(args.model_dir)
         prompts = make_prompts(tok, max(4, args.steps), args.prompt_len, seed=1)
         task = TaskData(train=[{"question": q, "answer": "", "answer_raw": ""} for q in prompts], eval=[],
@@ -752,15 +755,29 @@ def record_key(rec: dict) -> tuple:
             rec.get("gradient_checkpointing"), rec.get("model"))
 
 
-def results_name(model_config: str | Path) -> str:
+def results_name(model_config: str | Path, variant: str = "") -> str:
     """Results file stem: trl_compare for the default Qwen2.5-1.5B shape, trl_compare_<config> for any
-    other, so one file never mixes two models' records under one model's metadata.
+    other, so one file never mixes two models' records under one model's metadata; a variant of
+    ours (variant_of) gets its own file too, so it never replaces the default's measurement.
 
     >>> results_name(DEFAULT_CONFIG), results_name("bench/configs/llama-3.1-8b.json")
     ('trl_compare', 'trl_compare_llama-3.1-8b')
+    >>> results_name(DEFAULT_CONFIG, "eager_fp8kv")
+    'trl_compare_eager_fp8kv'
     """
     stem = Path(model_config).stem
-    return NAME if stem == DEFAULT_CONFIG.stem else f"{NAME}_{stem}"
+    return (NAME if stem == DEFAULT_CONFIG.stem else f"{NAME}_{stem}") + (f"_{variant}" if variant else "")
+
+
+def variant_of(args) -> str:
+    """The non-default settings of ours, as a results-name suffix ('' for the defaults).
+
+    >>> from types import SimpleNamespace
+    >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=True, ours_kv_dtype="fp8"))
+    'eager_fp8kv'
+    """
+    parts = [("offload", args.ours_offload), ("eager", args.ours_eager), ("fp8kv", args.ours_kv_dtype != "auto")]
+    return "_".join(name for name, on in parts if on)
 
 
 def load_existing(out_dir: Path, name: str = NAME) -> list[dict]:
@@ -819,8 +836,9 @@ def run_one(args, system: str, length: int, requested: int, model_dir: Path, log
            "--prompt-len", str(args.prompt_len), "--generations", str(args.generations), "--steps", str(args.steps),
            "--gradient-checkpointing", args.gradient_checkpointing, "--interval-ms", str(args.interval_ms),
            "--trl-vllm-util", str(args.trl_vllm_util), "--trl-vllm-sleep", args.trl_vllm_sleep,
-           "--ours-engine", args.ours_engine, "--ours-micro-batch", str(args.ours_micro_batch)] + (
-               ["--ours-offload"] if args.ours_offload else [])
+           "--ours-engine", args.ours_engine, "--ours-micro-batch", str(args.ours_micro_batch),
+           "--ours-kv-dtype", args.ours_kv_dtype] + (["--ours-offload"] if args.ours_offload else []) + (
+               ["--ours-eager"] if args.ours_eager else [])
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -942,7 +960,10 @@ def goal_rows(records: list[dict], meta: dict) -> list[dict]:
 
     rows = []
     params = meta.get("params") or 0
-    for L in sorted(L for (s, L), r in by.items() if s == "ours-4bit" and L and r.get("status") != "not run"):
+    # the lengths ours-4bit has a record at; those it was not run at only while none was run (a CPU
+    # file says why there): otherwise the reasons stand in the tables above, not as goal rows
+    lengths = {L: r.get("status") != "not run" for (s, L), r in by.items() if s == "ours-4bit" and L}
+    for L in sorted(L for L, ran in lengths.items() if ran or not any(lengths.values())):
         q, q_why = peak("ours-4bit", L)
         t, t_why = peak("trl", L)
         why = q_why or t_why or (None if t else "trl: peak 0")
@@ -1284,7 +1305,7 @@ def run_parent(args) -> int:
 
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="aha-trl-compare-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    name = "trl_compare" if tiny else results_name(args.model_config)
+    name = "trl_compare" if tiny else results_name(args.model_config, variant_of(args))
     existing = [] if args.fresh else load_existing(out_dir, name)
     meta = {"model_label": model_label, "model_config": config, "params": info["params"], "dtype": dtype,
             "prompt_length": args.prompt_len, "num_generations": args.generations, "steps": args.steps,
@@ -1351,6 +1372,11 @@ def main(argv=None) -> int:
     p.add_argument("--ours-micro-batch", type=int, default=0,
                    help="ours: algorithm.micro_batch_size (default 0 = auto: the memory planner's pick, no more "
                         "memory than the rollouts' KV cache; the G sequences in one pass = what TRL runs)")
+    p.add_argument("--ours-eager", action="store_true",
+                   help="ours: run.vllm_enforce_eager (no CUDA graphs or torch.compile in vLLM: less memory "
+                        "outside torch, slower decode); results go to trl_compare[_<config>]_eager.*")
+    p.add_argument("--ours-kv-dtype", choices=["auto", "fp8"], default="auto",
+                   help="ours: run.vllm_kv_cache_dtype (fp8 halves the rollouts' KV cache); results: *_fp8kv.*")
     p.add_argument("--ours-engine", choices=["auto", "vllm", "hf"], default="auto",
                    help="ours: run.engine (auto = vLLM on a GPU, HF generate on CPU)")
     p.add_argument("--trl-vllm-util", type=float, default=0.0,
@@ -1389,7 +1415,8 @@ def main(argv=None) -> int:
         return run_child(args)
     if args.render is not None:
         out = Path(args.out) if args.out else ROOT / "bench" / "results"
-        return render_from(out, NAME if args.tiny else results_name(args.model_config), args.render, args.not_run)
+        name = NAME if args.tiny else results_name(args.model_config, variant_of(args))
+        return render_from(out, name, args.render, args.not_run)
     return run_parent(args)
 
 
