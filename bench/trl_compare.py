@@ -513,6 +513,10 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                         source="bench:random-text", columns=["question", "answer"])
         rewards = RewardSet([RewardSpec("bench_reward", bench_reward, "share of distinct characters", 1.0, "custom")])
 
+        if cuda:  # the CUDA context (and torch's kernels) alone, before the engine and the model
+            torch.zeros(1, device="cuda").add_(1)
+            _sync(torch)
+            rec["after_cuda_context_device_gib"] = gib(mem.now())
         r.phase("trainer init (engine start, model, LoRA)")
         t0 = time.perf_counter()
         trainer = make_trainer(cfg, task=task, reward_set=rewards)
