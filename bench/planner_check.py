@@ -224,7 +224,7 @@ def device_rows(results=ROOT / "bench" / "results") -> list[dict]:
             rows.append({"model": data["meta"]["model_label"].replace(" shape", ""), "system": r["system"],
                          "completion": r["completion_length"], "micro_batch": r.get("micro_batch_size_final"),
                          "measured": h["device_peak_gib"], "stored": r["plan"]["predicted_device_peak_gib"],
-                         "now": now.total_peak / GIB, "now_mbs": now.micro_batch_size,
+                         "now": now.total_peak / GIB,
                          "phase": "sampling" if now.sampling_is_peak else "training",
                          "start_outside_torch": (r.get("after_init_device_gib") or 0)
                          - (r.get("after_init_torch_allocated_gib") or 0), "date": r.get("started", "")[:10]})
@@ -240,7 +240,8 @@ def compare_device(results=ROOT / "bench" / "results", out=None) -> str:
              "process's device peak (NVML: vLLM's pool, the CUDA context and torch's cache included). **At the run** = "
              "the prediction the run stored (the planner of that day: 0.5 GiB outside torch). **Today** = "
              "`core.planner.plan_config` now, from the run's recorded settings: its constant for memory outside "
-             "torch's allocator (CUDA context 0.75 GiB + vLLM's kernels 1.0 GiB) was chosen from these same runs "
+             f"torch's allocator (CUDA context {planner.CUDA_CONTEXT_BYTES / GIB:g} GiB + vLLM's kernels "
+             f"{planner.VLLM_OUTSIDE_TORCH_BYTES / GIB:g} GiB) was chosen from these same runs "
              "(their 'outside torch at start-up' column), so today's column is a fit, not an out-of-sample check; "
              "the micro-batch part of the planner is checked out of sample in `planner_check.md`.",
              "", "`python bench/planner_check.py --compare-device` (no GPU) rewrites this file.", "",

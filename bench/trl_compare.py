@@ -795,13 +795,16 @@ def load_existing(out_dir: Path, name: str = NAME) -> list[dict]:
 
 
 def merge(existing: list[dict], new: list[dict]) -> list[dict]:
-    """Records of `existing` and `new`, one per record_key: `new`'s, unless both were measured
-    ("started" stamps) and `existing`'s is the later one. A GPU command's results file also carries
-    the copies of the repo's records it started from, so files merged in any order keep the
-    newest measurement of each (system, length)."""
+    """Records of `existing` and `new`, one per record_key: `new`'s, unless it was "not run" and the
+    existing one ran (a reason never hides a measurement), or both were measured ("started" stamps)
+    and the existing one is the later. A GPU command's results file also carries the copies of the
+    repo's records it started from, so files merged in any order keep the newest measurement of
+    each (system, length)."""
     by_key = {record_key(r): r for r in existing}
     for r in new:
         old = by_key.get(record_key(r))
+        if old is not None and r.get("status") == "not run" and old.get("status") != "not run":
+            continue
         if old is not None and r.get("started") and old.get("started") and old["started"] > r["started"]:
             continue
         by_key[record_key(r)] = r
@@ -1264,9 +1267,7 @@ def render_from(out_dir: Path, name: str, merge_from: list[str], not_run: list[s
                "notes": [], "status": "not run", "reason": f"not run: {why}", "model": meta.get("model_label"),
                "gradient_checkpointing": meta.get("gradient_checkpointing"),
                "prompt_length": meta.get("prompt_length"), "num_generations": meta.get("num_generations")}
-        old = next((r for r in records if record_key(r) == record_key(rec)), None)
-        if old is None or old.get("status") == "not run":
-            records = merge(records, [rec])
+        records = merge(records, [rec])
     write_results(out_dir, records, meta, name)
     log(f"rendered {out_dir / (name + '.md')} from {len(records)} records")
     return 0
@@ -1344,9 +1345,6 @@ def run_parent(args) -> int:
             rec = {"system": system, "label": SYSTEM_LABELS[system], "completion_length": length, "steps": [],
                    "notes": [], "status": "not run", "reason": f"not run: {why}", **common}
             log(f"{system} @ {length}: {rec['reason']}")
-            old = next((r for r in existing if record_key(r) == record_key(rec)), None)
-            if old is not None and old.get("status") not in ("not run",):
-                continue  # keep an earlier real measurement rather than overwrite it with "not run"
         else:
             rec = run_one(args, system, length, requested, model_dir, log_dir, min(args.timeout_s, left - 10), common)
         if note:

@@ -149,6 +149,12 @@ def test_failures_stop_longer_lengths_and_merge_replaces(bench):
     stale = _rec("ours", 1024, peak=11.2, started="2026-11-28 21:03:10")
     assert [r["steps"][0]["device_peak_gib"] for r in bench.merge([newer], [stale])] == [5.6]
     assert [r["steps"][0]["device_peak_gib"] for r in bench.merge([stale], [newer])] == [5.6]
+    # a "not run" reason never hides a measurement (or a failure) of the same setting
+    why = _rec("ours", 1024, status="not run", reason="not run: 30 s left of this command's --budget-s")
+    assert bench.merge([newer], [why]) == [newer]
+    kept = bench.merge(records, [_rec("trl", 4096, status="not run", reason="not run")])
+    assert [r["status"] for r in kept] == ["timeout"]
+    assert bench.merge([], [why]) == [why]
 
 
 def test_tiny_results_never_go_to_bench_results(bench):
