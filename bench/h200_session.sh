@@ -125,7 +125,7 @@ print(w(sys.argv[1], json.load(open(sys.argv[2])), 'bfloat16'))" "$dir" "$cfg"
     # results already in the repo are copied in first, so the command's records merge with them;
     # the default model (Qwen2.5-1.5B shape, bf16) is the vLLM benchmark's folder (same digest)
     shift
-    cp bench/results/trl_compare*.json "$OUT/" 2>/dev/null
+    cp -n bench/results/trl_compare*.json "$OUT/" 2>/dev/null  # -n: a second trl call keeps the first one's
     md=(--model-dir /root/bench-qwen15)
     for ((i = 1; i <= $#; i++)); do  # another model: its own folder, /root/bench-<config name>
       [ "${!i}" = --model-config ] && j=$((i + 1)) && md=(--model-dir "/root/bench-$(basename "${!j}" .json)")

@@ -777,10 +777,14 @@ def variant_of(args) -> str:
     """The non-default settings of ours, as a results-name suffix ('' for the defaults).
 
     >>> from types import SimpleNamespace
-    >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=True, ours_kv_dtype="fp8"))
+    >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=True, ours_kv_dtype="fp8", ours_micro_batch=0))
     'eager_fp8kv'
+    >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=8))
+    'mb8'
     """
-    parts = [("offload", args.ours_offload), ("eager", args.ours_eager), ("fp8kv", args.ours_kv_dtype != "auto")]
+    mb = getattr(args, "ours_micro_batch", 0)
+    parts = [("offload", args.ours_offload), ("eager", args.ours_eager), ("fp8kv", args.ours_kv_dtype != "auto"),
+             (f"mb{mb}", mb > 0)]
     return "_".join(name for name, on in parts if on)
 
 
