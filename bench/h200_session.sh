@@ -20,16 +20,17 @@
 #   bash bench/h200_session.sh planner   # issue 5: planner vs measured peak
 #   bash bench/h200_session.sh trl --systems ours,ours-4bit,trl --lengths 1024   # issue 6 (one command)
 #
-# Measured on 2026-11-29: ours and ours-4bit at 1024/4096, ours at 8K/16K/32K, the 8B 20K anchor.
-# Still to measure, one command each (GPU kit first; the 1.5B folder: `prebuild`, ~60 s):
-#   bash bench/h200_session.sh trl --systems ours,ours-4bit --lengths 1024,4096 --budget-s 560  # step times
-#        with release_kv_only on (the default since 2026-11-29; the figures in the repo are with it off)
+# Measured on 2026-11-29: every cell of bench/results/trl_compare.md but TRL without vLLM at 8K-32K
+# (its reason is in the table), the 8B 20K anchor, and two variants of ours at 1024 (one command each):
+#   bash bench/h200_session.sh trl --systems ours --lengths 1024 --ours-micro-batch 8      # *_mb8.*
 #   bash bench/h200_session.sh trl --systems ours-4bit --lengths 1024 --ours-eager --ours-kv-dtype fp8
-#        # the 3 GB goal: how much of vLLM's 1 GiB outside torch eager mode saves (results: *_eager_fp8kv.*)
-#   bash bench/h200_session.sh trl --systems trl-vllm --lengths 8192 --steps 1
-#   bash bench/h200_session.sh trl --systems trl-vllm --lengths 32k --steps 1
-#   bash bench/h200_session.sh trl --systems ours-4bit --lengths 8192,16384,32k --steps 1 --budget-s 560
-#   bash bench/h200_session.sh trl --systems trl --lengths 8192 --timeout-s 500   # a timeout record for TRL HF
+#        # the 3 GB goal: what eager mode and an fp8 KV cache save (results: *_eager_fp8kv.*)
+#   bash bench/h200_session.sh trl --systems trl-vllm --lengths 8192,32k --steps 1 --no-skip
+#   bash bench/h200_session.sh trl --systems ours-4bit --lengths 8192,16384 --steps 1 --no-skip
+# Worth a rerun: ours at 4096-32K and ours-4bit at 1024/4096 with release_kv_only on (the default
+# now; those rows ran with it off; the first engine on a fresh machine compiles for ~3 minutes, so
+# give the first call --budget-s 500):
+#   bash bench/h200_session.sh trl --systems ours,ours-4bit --lengths 1024,4096 --budget-s 560
 # then here: PYTHONPATH=. python bench/trl_compare.py --render /work/.device/N/trl_compare.json ... (same
 # --ours-eager/--ours-kv-dtype/--model-config flags as the run), and python bench/planner_check.py --compare-device
 #

@@ -202,6 +202,11 @@ def compare(path=ROOT / "bench" / "results" / "planner_check.json"):
               f"{new / meas - 1:+.0%} | {leftover:.2f} | {meas - leftover:.2f} | {new / (meas - leftover) - 1:+.1%} |")
 
 
+# when core.planner's constants for memory outside torch were chosen (commit 4c15319), from the runs
+# measured before: steps measured later check them out of sample
+FIT_UNTIL = "2026-11-29 01:42:33"
+
+
 def device_rows(results=ROOT / "bench" / "results") -> list[dict]:
     """The whole process's device peak (NVML) of every GRPO step of ours that bench/trl_compare.py
     measured, beside the planner's prediction for the same run: the one stored with the run (the
@@ -227,7 +232,8 @@ def device_rows(results=ROOT / "bench" / "results") -> list[dict]:
                          "now": now.total_peak / GIB,
                          "phase": "sampling" if now.sampling_is_peak else "training",
                          "start_outside_torch": (r.get("after_init_device_gib") or 0)
-                         - (r.get("after_init_torch_allocated_gib") or 0), "date": r.get("started", "")[:10]})
+                         - (r.get("after_init_torch_allocated_gib") or 0), "date": r.get("started", "")[:10],
+                         "role": "fit" if r.get("started", "") <= FIT_UNTIL else "check"})
     return rows
 
 
@@ -242,17 +248,19 @@ def compare_device(results=ROOT / "bench" / "results", out=None) -> str:
              "`core.planner.plan_config` now, from the run's recorded settings: its constant for memory outside "
              f"torch's allocator (CUDA context {planner.CUDA_CONTEXT_BYTES / GIB:g} GiB + vLLM's kernels "
              f"{planner.VLLM_OUTSIDE_TORCH_BYTES / GIB:g} GiB) was chosen from these same runs "
-             "(their 'outside torch at start-up' column), so today's column is a fit, not an out-of-sample check; "
-             "the micro-batch part of the planner is checked out of sample in `planner_check.md`.",
+             f"(their 'outside torch at start-up' column) on {FIT_UNTIL[:16]} UTC: for the rows marked 'fit' today's "
+             "column is a fit, not an out-of-sample check; rows marked 'check' were measured after, against the "
+             "planner as it stands. The micro-batch part of the planner is checked out of sample in "
+             "`planner_check.md`.",
              "", "`python bench/planner_check.py --compare-device` (no GPU) rewrites this file.", "",
              "| model | system | completion | micro-batch | measured GiB | at the run GiB | error | today GiB | error "
-             "| today's peak phase | outside torch at start-up GiB | measured on |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+             "| today's peak phase | outside torch at start-up GiB | measured on | row |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['system']} | {r['completion']} | {r['micro_batch']} | {r['measured']:.2f} | "
                      f"{r['stored']:.2f} | {r['stored'] / r['measured'] - 1:+.0%} | {r['now']:.2f} | "
                      f"{r['now'] / r['measured'] - 1:+.0%} | {r['phase']} | {r['start_outside_torch']:.2f} | "
-                     f"{r['date']} |")
+                     f"{r['date']} | {r['role']} |")
     md = "\n".join(lines) + "\n"
     (Path(out) if out else results).joinpath("planner_check_device.md").write_text(md)
     return md

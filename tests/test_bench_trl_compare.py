@@ -155,6 +155,10 @@ def test_failures_stop_longer_lengths_and_merge_replaces(bench):
     kept = bench.merge(records, [_rec("trl", 4096, status="not run", reason="not run")])
     assert [r["status"] for r in kept] == ["timeout"]
     assert bench.merge([], [why]) == [why]
+    # nor does a later run cut by the benchmark's own time limit (it measured nothing)
+    cut = _rec("ours", 1024, status="timeout", reason="timeout after 160 s", started="2026-11-30 02:48:23")
+    assert bench.merge([newer], [cut]) == [newer]
+    assert bench.merge([cut], [newer]) == [newer]
 
 
 def test_tiny_results_never_go_to_bench_results(bench):
@@ -243,24 +247,25 @@ def test_goals_for_ours_4bit(bench):
         _rec("trl", 1024, peak=9.0),  # 2.5 / 9.0 = 0.28
         _rec("ours-4bit", 4096, peak=2.8, **vllm),  # under 3 GiB but 3.01 GB: fails
         _rec("trl", 4096, peak=9.0),  # 2.8 / 9.0 = 0.31
-        _rec("ours-4bit", 8192, peak=2.7, engine={"backend": "hf"}),
-        _rec("trl", 8192, status="timeout", reason="timeout after 400 s (in step 1: generation)"),
-        _rec("ours-4bit", 16384, status="not run", reason="not run: 4-bit (bitsandbytes) needs a CUDA GPU"),
+        _rec("ours-4bit", 2048, peak=2.7, engine={"backend": "hf"}),
+        _rec("trl", 2048, status="timeout", reason="timeout after 400 s (in step 1: generation)"),
+        _rec("ours-4bit", 3072, status="not run", reason="not run: 4-bit (bitsandbytes) needs a CUDA GPU"),
+        _rec("ours-4bit", 8192, peak=5.0, **vllm),  # past the goal lengths: in the tables only
     ]
     rows = {(g["id"], g["completion"]): g for g in bench.goal_rows(bench.merge([], records), META)}
-    assert len(rows) == 6  # two goals x the three lengths ours-4bit ran at (16384: its reason is in the tables)
+    assert len(rows) == 6  # two goals x the three lengths <= 4096 ours-4bit ran at (3072: its reason is in the tables)
     assert rows[("1", 1024)]["result"] == "pass" and rows[("1", 1024)]["value"] == "2.50 / 9.00 GiB = 0.28"
     assert rows[("1", 4096)]["result"] == "fail" and rows[("1", 4096)]["value"] == "2.80 / 9.00 GiB = 0.31"
-    assert rows[("1", 8192)]["result"].startswith("trl: timeout after 400 s")
+    assert rows[("1", 2048)]["result"].startswith("trl: timeout after 400 s")
     assert rows[("2", 1024)]["result"] == "pass"
     assert rows[("2", 1024)]["value"].startswith("2.50 GiB = 2.68 GB (whole process, start-up included: 2.60 GiB")
     assert rows[("2", 4096)]["result"] == "fail" and rows[("2", 4096)]["value"] == "2.80 GiB = 3.01 GB"
-    assert "vLLM engine" in rows[("2", 8192)]["result"]  # measured on HF generate: not judged
+    assert "vLLM engine" in rows[("2", 2048)]["result"]  # measured on HF generate: not judged
     # where ours-4bit ran nowhere (a CPU run), the goals say why
-    cpu = {(g["id"], g["completion"]): g for g in bench.goal_rows([records[-1]], META)}
-    assert set(cpu) == {("1", 16384), ("2", 16384)}
+    cpu = {(g["id"], g["completion"]): g for g in bench.goal_rows([records[-2]], META)}
+    assert set(cpu) == {("1", 3072), ("2", 3072)}
     for gid in ("1", "2"):
-        assert cpu[(gid, 16384)]["result"] == "ours-4bit: not run: 4-bit (bitsandbytes) needs a CUDA GPU"
+        assert cpu[(gid, 3072)]["result"] == "ours-4bit: not run: 4-bit (bitsandbytes) needs a CUDA GPU"
     # another model size: goal 2 is not judged
     other = bench.goal_rows(records, {**META, "params": 494_032_768})
     assert "1.5B model" in next(g for g in other if g["id"] == "2" and g["completion"] == 1024)["result"]
