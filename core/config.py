@@ -164,10 +164,18 @@ class AlgorithmConfig:
         4, "Distinct prompts per optimizer step (batch = prompts_per_step x num_generations).", range=(1, 4096)
     )
     micro_batch_size: int = _f(
-        0, "Sequences per forward/backward pass. 0 = auto: on a GPU, the largest that needs no more memory "
-        "than the rollouts' KV cache, which is free while training runs (the lowest peak); 8 on a CPU. "
-        "A larger number trains faster and needs more memory.",
+        0, "Sequences per forward/backward pass. 0 = auto: on a GPU the memory planner picks it (see 'Auto "
+        "micro-batch aims for'; by default the largest that needs no more memory than the rollouts' KV cache, "
+        "which is free while training runs: the lowest peak); 8 on a CPU. A larger number trains faster and "
+        "needs more memory.",
         range=(0, 4096)
+    )
+    auto_micro_batch: str = _f(
+        "lowest_memory", "How micro-batch 0 (auto) picks on a GPU. lowest_memory: training needs no more "
+        "memory than sampling. fastest: the largest micro-batch (up to the whole step) that fits 90% of the "
+        "GPU's free memory; fewer, larger passes (on an H200 at 1024 tokens, 8 instead of 1: a 28% shorter "
+        "step for 2.6 GB more).",
+        choices=["lowest_memory", "fastest"]
     )
     num_iterations: int = _f(
         1, "mu: optimizer passes over each batch of rollouts. >1 makes the clipping active.", range=(1, 16)

@@ -62,6 +62,9 @@ ALLOCATOR_FIXED_BYTES = 70 * MIB
 #   (bench/results/planner_check_device.md).
 CUDA_CONTEXT_BYTES = int(0.75 * GIB)
 VLLM_OUTSIDE_TORCH_BYTES = 1 * GIB
+# auto_micro_batch "fastest": the share of the free memory its step may plan to use (the rest is
+# headroom for what the plan does not count: fragmentation, a longer-than-planned prompt)
+FASTEST_SHARE = 0.9
 
 
 def _head_dim(c) -> int:
@@ -320,13 +323,15 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
          completion_length: int, micro_batch_size: int, load_in_4bit: bool = False,
          checkpointing: bool = False, offload: bool = False, free_bytes: int | None = None,
          total_bytes: int | None = None, fp8_kv: bool = False, engine: str = "vllm",
-         padded: bool = True, release_kv: bool = True) -> Plan:
+         padded: bool = True, release_kv: bool = True, auto_micro_batch: str = "lowest_memory") -> Plan:
     """A plan for one step; shrinks the micro-batch (halving) until it fits `free_bytes`.
 
     micro_batch_size 0 = auto: the largest micro-batch (a power of two, at most the step's
     sequences) whose forward/backward needs no more than the rollouts' KV cache, which the engine
     frees while the trainer runs. The step's peak is then the rollout's, so a larger micro-batch
     would only raise it and a smaller one would only cost speed. At least 1, then shrunk to fit.
+    auto_micro_batch "fastest" makes auto pick for speed instead: the largest micro-batch (a power
+    of two, at most the step's sequences) whose step fits FASTEST_SHARE of the free memory.
     padded: whether micro-batches carry padding (the trainer's do: prompts and completions of
     different lengths), which costs an attention mask and repeated k/v heads in every layer.
     """
@@ -346,7 +351,20 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
                                 lora_targets=lora_targets, checkpointing=checkpointing, offload=offload,
                                 padded=padded, load_in_4bit=load_in_4bit)
 
-    if micro_batch_size <= 0:  # auto
+    def plan_of(mbs: int) -> Plan:
+        mb = peak_of(mbs)
+        return Plan(weights, adapter, kv, mb.layers, max(0, mb.loss - mb.layers), mbs, 0.0, free, notes,
+                    engine_extra=extra, release_kv=release_kv,
+                    outside_torch=CUDA_CONTEXT_BYTES + (VLLM_OUTSIDE_TORCH_BYTES if engine == "vllm" else 0))
+
+    if micro_batch_size <= 0 and auto_micro_batch == "fastest":
+        mbs = 1
+        while mbs * 2 <= num_sequences and plan_of(mbs * 2).total_peak <= FASTEST_SHARE * free:
+            mbs *= 2
+        micro_batch_size = mbs
+        notes.append(f"Micro-batch {mbs} (auto, fastest: the largest whose step fits "
+                     f"{FASTEST_SHARE:.0%} of the free {free / GIB:.1f} GB).")
+    elif micro_batch_size <= 0:  # auto, lowest memory
         budget = rollout_kv
         mbs = 1
         while mbs * 2 <= num_sequences and peak_of(mbs * 2).peak <= budget:
@@ -362,10 +380,7 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
                          + ("." if offload else ": activation offload would lower it."))
     mbs = max(1, micro_batch_size)
     while True:
-        mb = peak_of(mbs)
-        p = Plan(weights, adapter, kv, mb.layers, max(0, mb.loss - mb.layers), mbs, 0.0, free, notes,
-                 engine_extra=extra, release_kv=release_kv,
-                 outside_torch=CUDA_CONTEXT_BYTES + (VLLM_OUTSIDE_TORCH_BYTES if engine == "vllm" else 0))
+        p = plan_of(mbs)
         if p.fits or mbs == 1:
             break
         mbs //= 2
@@ -391,7 +406,8 @@ def plan_config(model_config, cfg, free_bytes: int | None, total_bytes: int | No
                 checkpointing=m.gradient_checkpointing, offload=m.offload_activations,
                 free_bytes=free_bytes, total_bytes=total_bytes, engine=engine,
                 fp8_kv=str(cfg.run.vllm_kv_cache_dtype).startswith("fp8"),
-                release_kv=cfg.run.vllm_free_kv_between_steps)
+                release_kv=cfg.run.vllm_free_kv_between_steps,
+                auto_micro_batch=a.auto_micro_batch)
 
 
 def preflight(model_config, cfg, free_bytes: int, total_bytes: int | None = None, engine: str = "vllm") -> Plan:

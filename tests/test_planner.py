@@ -160,6 +160,39 @@ def test_auto_micro_batch_grows_with_the_step_s_sequences():
     assert many >= 4 * few >= 4
 
 
+def test_auto_micro_batch_fastest_takes_the_largest_that_fits_the_free_memory():
+    """auto_micro_batch="fastest": the largest power of two up to the step's sequences whose step fits 90%
+    of the free memory; on the H200 measurement's shape (1.5B, 8 x 1280) that is the whole step, where
+    lowest_memory picks 1 (bench/results/trl_compare_mb8.md: 8.20 GiB, 4.4 s vs 5.61 GiB, 6.1 s)."""
+    c = _config("qwen2.5-1.5b")
+    kw = dict(lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=8, prompt_length=256,
+              completion_length=1024, micro_batch_size=0, checkpointing=True)
+    assert planner.plan(c, free_bytes=139 * GIB, **kw).micro_batch_size == 1  # lowest_memory, the default
+    fast = planner.plan(c, free_bytes=139 * GIB, auto_micro_batch="fastest", **kw)
+    assert fast.micro_batch_size == 8 and "auto, fastest" in fast.summary()
+    assert 7.5 * GIB < fast.total_peak < 9 * GIB  # measured 8.20 GiB
+    # less free memory: the largest micro-batch whose step still fits 90% of it, never below 1
+    by_mbs = {n: planner.plan(c, free_bytes=139 * GIB, **{**kw, "micro_batch_size": n}).total_peak
+              for n in (1, 2, 4, 8)}
+    assert by_mbs[1] < by_mbs[2] < by_mbs[4] < by_mbs[8]
+    free = int((by_mbs[4] + by_mbs[8]) / 2 / planner.FASTEST_SHARE)  # 4 fits 90% of it, 8 does not
+    mid = planner.plan(c, free_bytes=free, auto_micro_batch="fastest", **kw)
+    assert mid.micro_batch_size == 4 and mid.total_peak <= planner.FASTEST_SHARE * free
+    assert planner.plan(c, free_bytes=2 * GIB, auto_micro_batch="fastest", **kw).micro_batch_size == 1
+    # an explicit micro-batch ignores the aim
+    assert planner.plan(c, free_bytes=139 * GIB, auto_micro_batch="fastest",
+                        **{**kw, "micro_batch_size": 2}).micro_batch_size == 2
+    # from a Config, through plan_config
+    from core.config import Config
+
+    cfg = Config.from_dict({"algorithm": {"num_generations": 8, "prompts_per_step": 1, "max_prompt_length": 256,
+                                          "max_completion_length": 1024, "micro_batch_size": 0,
+                                          "auto_micro_batch": "fastest"},
+                            "model": {"lora_r": 16, "gradient_checkpointing": True,
+                                      "lora_target_modules": list(planner.ALL_PROJECTIONS)}})
+    assert planner.plan_config(c, cfg, free_bytes=139 * GIB, total_bytes=140 * GIB).micro_batch_size == 8
+
+
 def test_step_peak_is_the_higher_phase_when_the_kv_cache_is_released():
     c = _config("qwen2.5-1.5b")
     kw = dict(lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=8, prompt_length=256,

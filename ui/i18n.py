@@ -214,6 +214,7 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "algorithm.num_generations": ("Completions per question (G)", "每题回答数（G）"),
     "algorithm.prompts_per_step": ("Questions per step", "每步题目数"),
     "algorithm.micro_batch_size": ("Micro-batch size", "微批大小"),
+    "algorithm.auto_micro_batch": ("Auto micro-batch aims for", "自动微批目标"),
     "algorithm.num_iterations": ("Passes per batch (μ)", "每批更新次数（μ）"),
     "algorithm.epsilon": ("Clip ε (low)", "裁剪 ε（下界）"),
     "algorithm.epsilon_high": ("Clip ε (high)", "裁剪 ε（上界）"),

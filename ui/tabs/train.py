@@ -24,7 +24,7 @@ QUICK_CPU = {"algorithm_num_generations": 4, "algorithm_prompts_per_step": 2, "a
 PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_target_modules",
              "model_gradient_checkpointing", "model_offload_activations", "algorithm_num_generations",
              "algorithm_prompts_per_step", "algorithm_gradient_accumulation_steps", "algorithm_max_prompt_length",
-             "algorithm_max_completion_length", "algorithm_micro_batch_size", "run_engine",
+             "algorithm_max_completion_length", "algorithm_micro_batch_size", "algorithm_auto_micro_batch", "run_engine",
              "run_vllm_kv_cache_dtype", "run_vllm_free_kv_between_steps")
 
 
@@ -46,7 +46,7 @@ def build(ctx: Ctx) -> None:
             plan_md = gr.Markdown(elem_id="memory-plan")
             with gr.Accordion(t("train.batch"), open=True):
                 for name in ("num_generations", "prompts_per_step", "max_completion_length", "micro_batch_size",
-                             "temperature", "top_p", "max_prompt_length"):
+                             "auto_micro_batch", "temperature", "top_p", "max_prompt_length"):
                     form.field("algorithm", name)
             with gr.Accordion(t("train.optim"), open=True):
                 for name in ("max_steps", "learning_rate", "lr_scheduler", "warmup_steps", "weight_decay",
