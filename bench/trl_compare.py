@@ -783,7 +783,7 @@ def variant_of(args) -> str:
     >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=8))
     'mb8'
     """
-    mb = getattr(args, "ours_micro_batch", 0)
+    mb = args.ours_micro_batch
     parts = [("offload", args.ours_offload), ("eager", args.ours_eager), ("fp8kv", args.ours_kv_dtype != "auto"),
              (f"mb{mb}", mb > 0)]
     return "_".join(name for name, on in parts if on)
@@ -802,10 +802,10 @@ def load_existing(out_dir: Path, name: str = NAME) -> list[dict]:
 def merge(existing: list[dict], new: list[dict]) -> list[dict]:
     """Records of `existing` and `new`, one per record_key: `new`'s, unless it was "not run" and the
     existing one ran (a reason never hides a measurement), or it hit this benchmark's own time limit
-    ("timeout", which says nothing about the system) and the other is a measurement, or both
-    were measured ("started" stamps) and the existing one is the later. A GPU command's results file also carries the copies of the
-    repo's records it started from, so files merged in any order keep the newest measurement of
-    each (system, length)."""
+    ("timeout", which says nothing about the system) and the other is a measurement, or both were
+    measured ("started" stamps) and the existing one is the later. A GPU command's results file also
+    carries the copies of the repo's records it started from, so files merged in any order keep the
+    newest measurement of each (system, length)."""
     by_key = {record_key(r): r for r in existing}
     for r in new:
         old = by_key.get(record_key(r))

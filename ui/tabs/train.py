@@ -24,8 +24,8 @@ QUICK_CPU = {"algorithm_num_generations": 4, "algorithm_prompts_per_step": 2, "a
 PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_target_modules",
              "model_gradient_checkpointing", "model_offload_activations", "algorithm_num_generations",
              "algorithm_prompts_per_step", "algorithm_gradient_accumulation_steps", "algorithm_max_prompt_length",
-             "algorithm_max_completion_length", "algorithm_micro_batch_size", "algorithm_auto_micro_batch", "run_engine",
-             "run_vllm_kv_cache_dtype", "run_vllm_free_kv_between_steps")
+             "algorithm_max_completion_length", "algorithm_micro_batch_size", "algorithm_auto_micro_batch",
+             "run_engine", "run_vllm_kv_cache_dtype", "run_vllm_free_kv_between_steps")
 
 
 def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | None = ".3~g", **kw) -> gr.LinePlot:
