@@ -800,23 +800,22 @@ def load_existing(out_dir: Path, name: str = NAME) -> list[dict]:
 
 
 def merge(existing: list[dict], new: list[dict]) -> list[dict]:
-    """Records of `existing` and `new`, one per record_key: `new`'s, unless it was "not run" and the
-    existing one ran (a reason never hides a measurement), or it hit this benchmark's own time limit
-    ("timeout", which says nothing about the system) and the other is a measurement, or both were
-    measured ("started" stamps) and the existing one is the later. A GPU command's results file also
-    carries the copies of the repo's records it started from, so files merged in any order keep the
-    newest measurement of each (system, length)."""
+    """Records of `existing` and `new`, one per record_key. The one that says more wins: a "not run"
+    reason never hides a record of a run, and a run cut by this benchmark's own time limit ("timeout",
+    which says nothing about the system) never hides a measurement (or an out-of-memory, a result).
+    Between two of the same kind, `new`'s, unless both carry "started" stamps and the existing one is
+    the later: a GPU command's results file also carries the copies of the repo's records it started
+    from, so files merged in any order keep the newest measurement of each (system, length)."""
+    def rank(r: dict) -> int:
+        return {"not run": 0, "timeout": 1}.get(r.get("status"), 2)
+
     by_key = {record_key(r): r for r in existing}
     for r in new:
         old = by_key.get(record_key(r))
-        if old is not None and r.get("status") == "not run" and old.get("status") != "not run":
+        if old is not None and rank(old) > rank(r):
             continue
-        if old is not None and r.get("status") == "timeout" and old.get("status") == "ok":
-            continue
-        if old is not None and old.get("status") == "timeout" and r.get("status") == "ok":
-            by_key[record_key(r)] = r
-            continue
-        if old is not None and r.get("started") and old.get("started") and old["started"] > r["started"]:
+        if (old is not None and rank(old) == rank(r) and r.get("started") and old.get("started")
+                and old["started"] > r["started"]):
             continue
         by_key[record_key(r)] = r
     order = {s: i for i, s in enumerate(SYSTEMS)}
