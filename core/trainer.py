@@ -188,7 +188,9 @@ def pad_rollouts(prompt_ids: list[list[int]], completion_ids: list[list[int]], p
 
 def _preflight_on_gpu(cfg: Config, model=None, strict: bool = True):
     """The memory plan for `cfg` on this GPU; strict: raise DoesNotFit before anything loads.
-    With a `model` already loaded (the app's), its config is read from it and nothing is refused."""
+    With a `model` already loaded (the app's), its config is read from it and nothing is refused;
+    the memory torch already holds for this process (the weights, the engine's pool) counts as free
+    then, since the plan counts those itself (else auto_micro_batch "fastest" counted them twice)."""
     from transformers import AutoConfig
 
     from core.engines import pick_backend
@@ -196,6 +198,8 @@ def _preflight_on_gpu(cfg: Config, model=None, strict: bool = True):
     from core.planner import plan_config, preflight
 
     free, total = torch.cuda.mem_get_info()
+    if model is not None:
+        free = min(total, free + torch.cuda.memory_reserved())
     hf_config = getattr(model, "config", None) or AutoConfig.from_pretrained(
         resolve_model_path(cfg.model.name_or_path))
     engine = pick_backend(cfg.run.engine)

@@ -82,6 +82,11 @@ def test_plan_for_a_loaded_model_never_refuses(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (16 * GIB, 16 * GIB))
     p = _preflight_on_gpu(cfg, model=model, strict=False)
     assert p.fits and p.micro_batch_size >= 1 and resolve_micro_batch_size(cfg, p) == p.micro_batch_size
+    # what this process's torch already holds (the loaded weights, the engine's pool) is planned, so free
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (10 * GIB, 24 * GIB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *a: 6 * GIB)
+    assert _preflight_on_gpu(cfg, model=model, strict=False).free == 16 * GIB
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *a: 0)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (2**20, 2**20))
     assert _preflight_on_gpu(cfg, model=model, strict=False).fits is False
     with pytest.raises(DoesNotFit):
