@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="", help="hub id or folder of the default model (default: bundled SmolLM2)")
     ap.add_argument("--runs-dir", default="runs", help="folder holding one sub-folder per run")
     ap.add_argument("--no-preload", action="store_true", help="load the model on first use, not at start")
+    ap.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
+                    help="rollout and chat engine (auto: vLLM on a GPU when installed)")
     args = ap.parse_args(argv)
     try:
         auth, note = resolve_auth(args.share, args.auth)
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.manager import RunManager, set_manager
     from ui.studio import build_app, launch_app
 
-    manager = set_manager(RunManager(args.runs_dir, ModelConfig(name_or_path=args.model)))
+    manager = set_manager(RunManager(args.runs_dir, ModelConfig(name_or_path=args.model), engine=args.engine))
     if not args.no_preload:
         manager.preload()  # in the background: the page opens while the model loads
     demo = build_app(manager)

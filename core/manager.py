@@ -113,15 +113,21 @@ class ModelWorker:
         self._run(*item)
         return True
 
+    def pending(self) -> int:
+        """Jobs waiting for the worker (e.g. chat answers queued behind a training step)."""
+        return self._jobs.qsize()
+
     def drain(self) -> int:
-        """Run every job waiting now (call it from the worker thread, between training steps)."""
-        n = 0
-        while self._next(None):
+        """Run the jobs that were waiting when it was called, and no more (from the worker thread,
+        between training steps): jobs that arrive meanwhile wait for the next step, so steady chat
+        traffic cannot hold a run back by more than one round of answers per step."""
+        n, limit = 0, self._jobs.qsize()
+        while n < limit and self._next(None):
             n += 1
         return n
 
     def wait_and_drain(self, timeout: float = 0.2) -> None:
-        """Block up to `timeout` for a job, run it and any others waiting (used while paused)."""
+        """Block up to `timeout` for a job, run it and those waiting behind it (used while paused)."""
         if self._next(timeout):
             self.drain()
 
@@ -215,10 +221,11 @@ def estimate_memory(model_cfg: ModelConfig, n_params: int | None = None, hf_conf
 
 
 def _model_key(cfg: ModelConfig) -> tuple:
-    """Settings that need the base model loaded again when they change (LoRA settings do not)."""
+    """Settings that need the base model loaded again when they change (LoRA settings and
+    gradient checkpointing do not: they are set on each run's fresh adapter)."""
     from core.models import resolve_model_path
 
-    return (resolve_model_path(cfg.name_or_path), cfg.dtype, cfg.load_in_4bit, cfg.gradient_checkpointing)
+    return (resolve_model_path(cfg.name_or_path), cfg.dtype, cfg.load_in_4bit)
 
 
 def _redact(text: str, secret: str) -> str:
@@ -229,10 +236,11 @@ class RunManager:
     """The one owner of the model and the active run. See the module docstring."""
 
     def __init__(self, runs_dir: str | Path = "runs", model_cfg: ModelConfig | None = None,
-                 device: str | None = None):
+                 device: str | None = None, engine: str = "auto"):
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.default_model = model_cfg or ModelConfig()
+        self.default_engine = engine  # run.engine of the default config (preload, chat, the form)
         self.worker = ModelWorker()
         self._lock = threading.RLock()
         self._device = device
@@ -245,6 +253,7 @@ class RunManager:
         self._n_params: int | None = None
         self._hf_config: dict = {}
         self._adapters: dict[str, Any] = {}  # checkpoint path -> AdapterRef loaded in the engine
+        self._engine_note = ""  # why the engine was last rebuilt (shown in the status)
         self._tokenizers: dict[str, Any] = {}  # path -> tokenizer, for previews before a load
         # the run
         self._state = "idle"
@@ -282,76 +291,110 @@ class RunManager:
         cfg.model = dataclasses.replace(self.default_model, lora_target_modules=list(
             self.default_model.lora_target_modules))
         cfg.run.output_dir = str(self.runs_dir)
+        cfg.run.engine = self.default_engine
         return cfg
 
     def is_active(self) -> bool:
         return self._starting or self._state in ACTIVE_STATES
 
     # -- the model (worker thread) -----------------------------------------------
-    def _backend(self, engine: str) -> str:
-        from core.engines import pick_backend
+    def _engine_cfg(self, model_cfg: ModelConfig, run_cfg: Config | None = None) -> Config:
+        """The config an engine is built for: the run's own, or (no run: preload, chat) the default
+        run's with `model_cfg` as its model."""
+        cfg = Config.from_dict(run_cfg.to_dict()) if run_cfg is not None else self.default_config()
+        cfg.model = dataclasses.replace(model_cfg, lora_target_modules=list(model_cfg.lora_target_modules))
+        return cfg
 
-        return pick_backend(engine) if self.device.startswith("cuda") else "hf"
+    def _engine_reasons(self, cfg: Config) -> list[str]:
+        """Why the engine loaded now cannot serve `cfg` exactly ([] = it can, or none is loaded)."""
+        from core.engines import backend_for, engine_mismatch, vllm_settings_for
 
-    def _ensure_model(self, model_cfg: ModelConfig, engine: str = "auto") -> None:
-        """Load the base model when its settings changed; make sure an engine serves it.
+        if self._engine is None:
+            return []
+        backend = backend_for(cfg, self.device)
+        if self._engine.info.backend != backend:
+            return [f"the {backend} engine (loaded: {self._engine.info.backend})"]
+        if backend != "vllm":
+            return []
+        from types import SimpleNamespace
+
+        wanted = vllm_settings_for(cfg, SimpleNamespace(**self._hf_config), headroom=True,
+                                   **self._free_for_plan())
+        return engine_mismatch(self._engine, self._engine.model_path, wanted)
+
+    def _free_for_plan(self) -> dict:
+        """GPU memory a rebuilt engine and its run could use: what is free plus what this process's
+        torch holds now (the engine and model that a rebuild lets go)."""
+        import torch
+
+        if not torch.cuda.is_available():
+            return {}
+        free, total = torch.cuda.mem_get_info()
+        return {"free_bytes": min(total, free + torch.cuda.memory_reserved()), "total_bytes": total}
+
+    def _ensure_model(self, model_cfg: ModelConfig, run_cfg: Config | None = None) -> None:
+        """Make sure the loaded base model and engine serve `model_cfg` and, for a run, `run_cfg`
+        exactly; (re)build them otherwise. On the worker thread.
 
         With vLLM the engine comes first and the trainer's base model is built on its weights
-        (`make_policy_and_engine`); one vLLM engine lives for the whole process (its memory pool
-        cannot be created twice), so it is kept across runs and a different base model needs a
-        restart.
+        (`make_policy_and_engine`), with headroom (a LoRA rank up to 64, a 4,096-token context), so
+        the one engine serves the chat and the runs after this one. A run it cannot serve exactly
+        (a larger rank or context, more rollouts than its KV cache holds, 4-bit, fp8 KV, eager mode,
+        another base model) gets an engine rebuilt for it here, before its first step; the reasons
+        are kept for the status line.
         """
-        from core.engines import make_engine
-        from core.models import add_lora, load_base_model, load_tokenizer, resolve_model_path
+        from core.engines import make_policy_and_engine
 
-        backend = self._backend(engine)
+        cfg = self._engine_cfg(model_cfg, run_cfg)
         key = _model_key(model_cfg)
-        if key != self._model_key or self._model is None:
-            if self._engine is not None and self._engine.info.backend == "vllm":
-                raise ManagerError("vLLM serves one base model per process: restart the app with "
-                                   "--model to switch base models")
-            if self._trainer is not None:  # the last run's adapter goes with the old model
-                self._last_step, self._trainer = self._trainer.step, None
-            self._model = self._engine = None
-            self._adapters.clear()
-            self._free_memory()
-            if backend == "vllm":
-                from core.config import Config
-                from core.engines import make_policy_and_engine
+        if self._model is not None and key == self._model_key:
+            reasons = self._engine_reasons(cfg) if run_cfg is not None else []
+            if not reasons:
+                return
+            self._engine_note = "engine rebuilt for this run: " + "; ".join(reasons)
+        else:
+            self._engine_note = ""
+        self._drop_model()
+        try:
+            self._model, self._tokenizer, self._engine = make_policy_and_engine(cfg, self.device, headroom=True)
+        except BaseException:
+            self._drop_model()  # nothing half-built stays: the next call starts clean
+            raise
+        base = self._model.get_base_model()
+        self._n_params = sum(p.numel() for p in base.parameters())
+        self._hf_config = base.config.to_dict()
+        self._model_key = key
+        self._model_cfg = dataclasses.replace(model_cfg)
 
-                full = Config()
-                full.model, full.run.engine = dataclasses.replace(model_cfg), "vllm"
-                self._model, self._tokenizer, self._engine = make_policy_and_engine(full, self.device)
-                base = self._model.get_base_model()
-            else:
-                path = resolve_model_path(model_cfg.name_or_path)
-                self._tokenizer = load_tokenizer(path)
-                base = load_base_model(model_cfg, self.device)
-                self._model = add_lora(base, model_cfg)
-            self._n_params = sum(p.numel() for p in base.parameters())
-            self._hf_config = base.config.to_dict()
-            self._model_key = key
-            self._model_cfg = dataclasses.replace(model_cfg)
-        if self._engine is None or self._engine.info.backend != backend:
-            if backend == "vllm" or (self._engine is not None and self._engine.info.backend == "vllm"):
-                raise ManagerError("the vLLM engine is chosen when the model loads: restart the app to "
-                                   "switch between the vLLM and Hugging Face engines")
-            self._engine = make_engine("hf", self._model, self._tokenizer)
-            self._adapters.clear()
+    def _drop_model(self) -> None:
+        """Let go of the model, its adapters and the engine (shut down, so another can be built)."""
+        from core.engines import close_engine
 
-    def _fresh_adapter(self, model_cfg: ModelConfig, engine: str) -> None:
+        if self._trainer is not None:  # the last run's adapter goes with the old model
+            self._last_step, self._trainer = self._trainer.step, None
+        engine, self._engine = self._engine, None
+        self._model = None
+        self._model_key = None
+        self._adapters.clear()
+        if engine is not None:
+            close_engine(engine)
+        del engine
+        self._free_memory()
+
+    def _fresh_adapter(self, model_cfg: ModelConfig) -> None:
         """Drop every adapter (the trained one and loaded checkpoints), add a new LoRA adapter."""
         from core.engines import make_engine
         from core.models import add_lora
 
-        if self._engine is not None and hasattr(self._engine, "unload_adapter"):
-            for ref in self._adapters.values():
-                self._engine.unload_adapter(ref)
+        for ref in self._adapters.values():
+            self._engine.unload_adapter(ref)
         base = self._model.unload()  # the base weights without any LoRA layer, nothing merged
+        if getattr(base, "is_gradient_checkpointing", False) and not model_cfg.gradient_checkpointing:
+            base.gradient_checkpointing_disable()  # the last run's choice is not this run's
         self._model = add_lora(base, model_cfg)
         self._model_cfg = dataclasses.replace(model_cfg)
         self._adapters.clear()
-        if self._engine is not None and self._engine.info.backend == "vllm":
+        if self._engine.info.backend == "vllm":
             return  # the same engine serves the new adapter from its next update_adapter()
         self._engine = make_engine("hf", self._model, self._tokenizer)
 
@@ -420,19 +463,38 @@ class RunManager:
                                "tie_word_embeddings": hf.get("tie_word_embeddings", False)})
         gpu = free_bytes is not None or self.has_gpu
         if gpu and free_bytes is None:
-            import torch
-
-            free_bytes, total_bytes = torch.cuda.mem_get_info()
+            free = self._free_for_plan()
+            free_bytes, total_bytes = free["free_bytes"], free["total_bytes"]
         engine = pick_backend(cfg.run.engine) if free_bytes is not None else (
             "hf" if cfg.run.engine == "hf" else "vllm")
-        p = planner.plan_config(c, cfg, free_bytes if gpu else 10**15, total_bytes, engine)
+        settings, engine_words = None, ""
+        if gpu and engine == "vllm":
+            settings, engine_words = self._engine_for_plan(cfg, c, loaded, free_bytes, total_bytes)
+        p = planner.plan_config(c, cfg, free_bytes if gpu else 10**15, total_bytes, engine, engine_settings=settings)
         peak = p.total_peak / 2**30
         if gpu:
-            text = p.summary()
+            text = p.summary() + (f" {engine_words}" if engine_words else "")
         else:
             text = f"No GPU here: this run trains on the CPU. On a GPU ({engine} engine): {p.summary(with_free=False)}"
         return {"text": text, "fits": p.fits if gpu else None, "peak_gb": peak,
                 "micro_batch_size": p.micro_batch_size, "engine": engine}
+
+    def _engine_for_plan(self, cfg: Config, hf_config, loaded: bool, free_bytes: int, total_bytes: int):
+        """(VLLMSettings, words): the engine a run on vLLM will use — the loaded one when it serves
+        the run exactly, else one built (or rebuilt) for it — for the memory plan."""
+        from core.engines import vllm_settings_for
+
+        current = self._engine if self._engine is not None and self._engine.info.backend == "vllm" else None
+        reasons = (self._engine_reasons(self._engine_cfg(cfg.model, cfg)) if loaded else ["another base model"]
+                   ) if current is not None else []
+        if current is not None and not reasons:
+            s = current.settings
+            return s, (f"It runs on the loaded vLLM engine (LoRA rank up to {s.max_lora_rank}, a context of "
+                       f"{s.max_model_len} tokens, KV cache {(s.kv_cache_memory_bytes or 0) / 2**30:.2f} GB).")
+        s = vllm_settings_for(cfg, hf_config, headroom=True, free_bytes=free_bytes, total_bytes=total_bytes)
+        verb = "rebuilt for it (" + "; ".join(reasons) + ")" if current is not None else "built for it"
+        return s, (f"Its vLLM engine is {verb}: LoRA rank up to {s.max_lora_rank}, a context of "
+                   f"{s.max_model_len} tokens, KV cache {(s.kv_cache_memory_bytes or 0) / 2**30:.2f} GB.")
 
     # -- starting a run ---------------------------------------------------------------
     def start(self, cfg: Config) -> str:
@@ -470,6 +532,7 @@ class RunManager:
                     raise ManagerError(f"a run named '{name}' exists already: pick another name or leave it empty")
         if cfg.model.load_in_4bit and not self.has_gpu:
             raise ManagerError("4-bit (QLoRA) needs a CUDA GPU; switch it off on this machine")
+        self._refuse_what_no_engine_serves(cfg)
         # 2) data and rewards before any model work: bad input gives a message, not a crash
         try:
             task = load_task_data(cfg.data)
@@ -497,15 +560,29 @@ class RunManager:
                 self._error = _user_message(e)
             raise ManagerError(_user_message(e)) from e
 
+    def _refuse_what_no_engine_serves(self, cfg: Config) -> None:
+        """Settings no engine can serve exactly (a context longer than the model's, a LoRA rank vLLM
+        does not take) are refused here, before the run starts; the rest the engine is built for."""
+        from types import SimpleNamespace
+
+        from core.engines.factory import engine_refusals
+
+        loaded = self._model_key is not None and self._model_key == _model_key_safe(cfg.model)
+        hf = self._hf_config if loaded and self._hf_config else _read_hf_config(cfg.model.name_or_path)[0]
+        refusals = engine_refusals(cfg, SimpleNamespace(**hf), self.device)
+        if refusals:
+            raise ManagerError("this run cannot start: " + "; ".join(refusals))
+
     def _train_job(self, cfg: Config, task, rewards, control, ready, run_dir) -> str:
         import torch
 
         from core.algorithms import make_trainer
 
         try:
-            self._ensure_model(cfg.model, cfg.run.engine)
+            self._ensure_model(cfg.model, run_cfg=cfg)
+            self._engine_configure(cfg)
             torch.manual_seed(cfg.algorithm.seed)  # the adapter's initial weights
-            self._fresh_adapter(cfg.model, cfg.run.engine)
+            self._fresh_adapter(cfg.model)
             trainer = make_trainer(cfg, model=self._model, tokenizer=self._tokenizer, engine=self._engine,
                                    task=task, reward_set=rewards, control=control, on_step=self._on_step,
                                    device=self.device, run_dir=run_dir)
@@ -513,6 +590,7 @@ class RunManager:
                 trainer.resume()
         except BaseException as e:
             rewards.close()
+            self._engine_recover()
             ready.set_exception(e)
             return "failed"
         with self._lock:
@@ -528,11 +606,30 @@ class RunManager:
         finally:
             if hasattr(trainer.rewards, "close"):
                 trainer.rewards.close()
+            self._engine_recover()
             with self._lock:
                 self._ended_at = time.time()
         with self._lock:
             self._state = final
         return final
+
+    def _engine_configure(self, cfg: Config) -> None:
+        """The run's settings that a built engine takes as they are (no rebuild)."""
+        settings = getattr(self._engine, "settings", None)
+        if settings is not None and hasattr(settings, "release_kv"):
+            settings.release_kv = cfg.run.vllm_free_kv_between_steps
+
+    def _engine_recover(self) -> None:
+        """After a run ends, however it ended: nothing of it stays queued in the engine, and its
+        memory is back for the chat (on the worker)."""
+        reset = getattr(self._engine, "reset", None)
+        if reset is None:
+            return
+        try:
+            reset()
+        except Exception:  # an engine that cannot even reset is rebuilt by the next call
+            traceback.print_exc()
+            self._drop_model()
 
     def _on_step(self, result) -> None:
         """Between two training steps, on the worker: note the step, then serve waiting jobs."""
@@ -650,6 +747,9 @@ class RunManager:
             "traceback": tb,
             "pause_reason": pause_reason,
             "model": (self._model_cfg.name_or_path or "SmolLM2-135M-Instruct") if self._model_cfg else None,
+            # answers (chat, evaluation) waiting for the current training step to end
+            "queued": self.worker.pending() if state in ACTIVE_STATES else 0,
+            "engine_note": self._engine_note,
         }
 
     def _run_dir(self, run_name: str):
@@ -756,7 +856,7 @@ class RunManager:
             return self._engine.update_adapter(self._model)  # the fresh (untrained) adapter
         path = self._checkpoint_path(target)
         key = str(path)
-        if key not in self._adapters:
+        if key not in self._adapters or not self._engine.has_adapter(self._adapters[key]):
             try:
                 self._adapters[key] = self._engine.load_adapter(key)
             except Exception as e:
@@ -766,14 +866,23 @@ class RunManager:
     def _ensure_model_for(self, target: str) -> None:
         """Load the right base model for `target` (a checkpoint knows its base) unless a run holds it."""
         if target not in (None, "", "base", "current"):
-            want = self._checkpoint_model_cfg(self._checkpoint_path(target))
-            if self._model is not None and _model_key(want)[0] == self._model_key[0]:
+            path = self._checkpoint_path(target)
+            want = self._checkpoint_model_cfg(path)
+            try:
+                rank = int(json.loads((path / "adapter_config.json").read_text()).get("r") or 0)
+            except (OSError, ValueError):
+                rank = 0
+            limit = getattr(getattr(self._engine, "settings", None), "max_lora_rank", None)
+            fits = limit is None or rank <= limit
+            if self._model is not None and _model_key(want)[0] == self._model_key[0] and fits:
                 return
             if self.is_active() and self._model is not None:
-                raise ManagerError(
-                    f"this checkpoint was trained on {want.name_or_path or 'the bundled default model'}, but "
-                    "a run on another model is active: wait for it to finish")
-            self._ensure_model(want)
+                why = (f"was trained on {want.name_or_path or 'the bundled default model'}" if fits else
+                       f"has LoRA rank {rank}, more than the engine holds ({limit})")
+                raise ManagerError(f"this checkpoint {why}: it needs another engine than the active run's; "
+                                   "wait for the run to finish")
+            run_cfg = self._engine_cfg(dataclasses.replace(want, lora_r=max(rank, want.lora_r))) if not fits else None
+            self._ensure_model(want, run_cfg=run_cfg)
             return
         if self._model is None:
             self._ensure_model(self.default_model)
@@ -802,10 +911,16 @@ class RunManager:
             text = render_prompt(self._tokenizer, build_messages(prompt, system_prompt or ""), template, prefix)
             ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
             out = self._engine.generate(
-                [ids], SamplingSettings(n=1, temperature=float(temperature), max_tokens=int(max_tokens)), adapter)
+                [ids], SamplingSettings(n=1, temperature=float(temperature),
+                                        max_tokens=self._tokens_that_fit(ids, int(max_tokens))), adapter)
             return prefix + out[0][0].text
 
         return self._call(job)
+
+    def _tokens_that_fit(self, prompt_ids: list[int], max_tokens: int) -> int:
+        """A chat answer's token budget within the engine's context (vLLM's max_model_len)."""
+        limit = getattr(getattr(self._engine, "settings", None), "max_model_len", None)
+        return max(1, min(max_tokens, limit - len(prompt_ids))) if limit else max_tokens
 
     def _call(self, job):
         try:
@@ -1103,7 +1218,7 @@ def _read_hf_config(name_or_path: str) -> tuple[dict, str]:
 
 
 # Errors whose message is written for a person: shown as they are, without the type's name.
-_USER_ERRORS = ("ManagerError", "ConfigError", "DataError", "ModelError", "RewardError")
+_USER_ERRORS = ("ManagerError", "ConfigError", "DataError", "ModelError", "RewardError", "EngineError")
 
 
 def _user_message(e: BaseException) -> str:

@@ -119,6 +119,87 @@ def engine_kv_bytes(c, seq_len: int, num_sequences: int, fp8: bool = False) -> i
     return -(-b // MIB) * MIB
 
 
+# The ranks vLLM accepts for `max_lora_rank` (vllm/config/lora.py `MaxLoRARanks`, 0.24 and 0.31).
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+# A long-lived engine (the app's: one per process, serving many runs and the chat) is built with
+# room for the runs people usually start after the first, so changing the LoRA rank or the
+# completion length does not cost a rebuild: LoRA slots up to this rank (their memory is counted
+# in engine_extra_bytes) and a context of at least this many tokens (what vLLM then needs is one
+# such sequence of KV cache). A run beyond them gets an engine rebuilt for it.
+HEADROOM_LORA_RANK = 64
+HEADROOM_MODEL_LEN = 4096
+HEADROOM_NUM_SEQS = 128  # sequences decoded at once (e.g. 16 prompts x G = 8)
+
+
+def sequences_per_step(cfg) -> int:
+    """Completions one optimizer step samples: prompts x accumulation x G."""
+    a = cfg.algorithm
+    return a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations
+
+
+def engine_lora_rank(lora_rank: int) -> int | None:
+    """The smallest `max_lora_rank` vLLM accepts that holds `lora_rank`; None above 512.
+
+    >>> engine_lora_rank(16), engine_lora_rank(17), engine_lora_rank(300), engine_lora_rank(513)
+    (16, 32, 320, None)
+    """
+    return next((r for r in VLLM_LORA_RANKS if r >= lora_rank), None)
+
+
+@dataclass
+class EngineSizes:
+    """What a vLLM engine is built with for a run: limits it can serve and the memory it takes."""
+
+    max_lora_rank: int
+    max_model_len: int
+    kv_cache_bytes: int  # the KV cache, in bytes (vLLM's kv_cache_memory_bytes)
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    gpu_memory_utilization: float  # a start-up guard once the KV cache is given in bytes
+
+
+def engine_sizes(c, *, num_sequences: int, prompt_length: int, completion_length: int, lora_rank: int,
+                 weight_bytes: int, training_bytes: int, free_bytes: int, total_bytes: int,
+                 fp8_kv: bool = False, headroom: bool = False, model_max_len: int | None = None) -> EngineSizes:
+    """The engine's limits and memory for one run (the CLI's), or for a run and those after it
+    (`headroom`: the app's engine, see HEADROOM_*).
+
+    The KV cache holds one step's rollouts at full length + 10% (engine_kv_bytes), never less than
+    one sequence of the engine's context. The share covers the weights (which the trainer shares),
+    that cache and ~1 GiB for sampling activations and CUDA graphs, capped so that what the trainer
+    needs on top (`training_bytes`) fits in what remains.
+
+    >>> from types import SimpleNamespace as C
+    >>> c = C(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    ...       num_key_value_heads=2, vocab_size=100, tie_word_embeddings=True)
+    >>> s = engine_sizes(c, num_sequences=8, prompt_length=256, completion_length=512, lora_rank=32,
+    ...                  weight_bytes=1, training_bytes=1, free_bytes=2**34, total_bytes=2**34)
+    >>> s.max_lora_rank, s.max_model_len, s.max_num_seqs
+    (32, 768, 16)
+    >>> h = engine_sizes(c, num_sequences=8, prompt_length=256, completion_length=512, lora_rank=32,
+    ...                  weight_bytes=1, training_bytes=1, free_bytes=2**34, total_bytes=2**34,
+    ...                  headroom=True, model_max_len=2048)
+    >>> h.max_lora_rank, h.max_model_len
+    (64, 2048)
+    """
+    need_len = prompt_length + completion_length
+    rank = engine_lora_rank(lora_rank) or lora_rank
+    max_len = need_len
+    if headroom:
+        rank = max(rank, HEADROOM_LORA_RANK)
+        room = HEADROOM_MODEL_LEN if model_max_len is None else min(HEADROOM_MODEL_LEN, model_max_len)
+        max_len = max(need_len, room)
+    kv = max(engine_kv_bytes(c, need_len, num_sequences, fp8_kv), engine_kv_bytes(c, max_len, 1, fp8_kv))
+    want = weight_bytes + kv + GIB  # + ~1 GiB for activations of sampling, graphs
+    cap = free_bytes - training_bytes - GIB
+    share = min(want, max(cap, weight_bytes + GIB)) / total_bytes
+    return EngineSizes(
+        max_lora_rank=rank, max_model_len=max_len, kv_cache_bytes=kv,
+        max_num_seqs=max(16, min(1024, num_sequences)), max_num_batched_tokens=max(8192, max_len),
+        # 3 decimals round to 0.14 GiB on an H200, so the floor only keeps it above zero
+        gpu_memory_utilization=round(min(max(share, 0.01), 0.92), 3))
+
+
 def engine_extra_bytes(c, lora_rank: int, max_loras: int = 2) -> int:
     """What a vLLM engine holds besides weights and KV cache while it samples: its LoRA slots
     (`max_loras` adapters at the engine's max rank, bf16, on every projection vLLM wraps) and an
@@ -323,7 +404,8 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
          completion_length: int, micro_batch_size: int, load_in_4bit: bool = False,
          checkpointing: bool = False, offload: bool = False, free_bytes: int | None = None,
          total_bytes: int | None = None, fp8_kv: bool = False, engine: str = "vllm",
-         padded: bool = True, release_kv: bool = True, auto_micro_batch: str = "lowest_memory") -> Plan:
+         padded: bool = True, release_kv: bool = True, auto_micro_batch: str = "lowest_memory",
+         engine_kv_cache_bytes: int | None = None, engine_max_lora_rank: int | None = None) -> Plan:
     """A plan for one step; shrinks the micro-batch (halving) until it fits `free_bytes`.
 
     micro_batch_size 0 = auto: the largest micro-batch (a power of two, at most the step's
@@ -341,8 +423,9 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
     # the rollouts' KV cache as the engine asks vLLM for it; it is freed while the trainer runs
     # (HF generate's too, which lives only while sampling, so the plan holds none for it)
     rollout_kv = engine_kv_bytes(c, seq, num_sequences, fp8_kv)
-    kv = rollout_kv if engine == "vllm" else 0
-    extra = engine_extra_bytes(c, lora_rank) if engine == "vllm" else 0
+    # the engine's own sizes where it is built already (the app's, with headroom), else the run's
+    kv = (engine_kv_cache_bytes or rollout_kv) if engine == "vllm" else 0
+    extra = engine_extra_bytes(c, engine_max_lora_rank or lora_rank) if engine == "vllm" else 0
     free = free_bytes if free_bytes is not None else (total_bytes or 80 * GIB)
     notes = []
 
@@ -396,18 +479,21 @@ class DoesNotFit(RuntimeError):
 
 
 def plan_config(model_config, cfg, free_bytes: int | None, total_bytes: int | None = None,
-                engine: str = "vllm") -> Plan:
-    """`plan` for a run's `Config` (its model, algorithm and engine settings)."""
+                engine: str = "vllm", engine_settings=None) -> Plan:
+    """`plan` for a run's `Config` (its model, algorithm and engine settings); `engine_settings`:
+    the VLLMSettings of the engine the run will use, when it is known (its KV cache and LoRA slots)."""
     a, m = cfg.algorithm, cfg.model
     return plan(model_config, lora_rank=m.lora_r, lora_targets=m.lora_target_modules,
-                num_sequences=a.prompts_per_step * a.gradient_accumulation_steps * a.num_generations,
-                prompt_length=a.max_prompt_length, completion_length=a.max_completion_length,
+                num_sequences=sequences_per_step(cfg), prompt_length=a.max_prompt_length,
+                completion_length=a.max_completion_length,
                 micro_batch_size=a.micro_batch_size, load_in_4bit=m.load_in_4bit,
                 checkpointing=m.gradient_checkpointing, offload=m.offload_activations,
                 free_bytes=free_bytes, total_bytes=total_bytes, engine=engine,
                 fp8_kv=str(cfg.run.vllm_kv_cache_dtype).startswith("fp8"),
                 release_kv=cfg.run.vllm_free_kv_between_steps,
-                auto_micro_batch=a.auto_micro_batch)
+                auto_micro_batch=a.auto_micro_batch,
+                engine_kv_cache_bytes=getattr(engine_settings, "kv_cache_memory_bytes", None),
+                engine_max_lora_rank=getattr(engine_settings, "max_lora_rank", None))
 
 
 def preflight(model_config, cfg, free_bytes: int, total_bytes: int | None = None, engine: str = "vllm") -> Plan:

@@ -208,6 +208,24 @@ def _preflight_on_gpu(cfg: Config, model=None, strict: bool = True):
     return plan_config(hf_config, cfg, free, total, engine=engine)
 
 
+def _refuse_what_no_engine_serves(cfg: Config, device: str) -> None:
+    """A context longer than the model's, a LoRA rank vLLM does not take, ...: a ConfigError
+    naming the field, before anything is loaded (core.engines.factory.engine_refusals)."""
+    from transformers import AutoConfig
+
+    from core.config import ConfigError
+    from core.engines.factory import engine_refusals
+    from core.models import resolve_model_path
+
+    try:
+        hf_config = AutoConfig.from_pretrained(resolve_model_path(cfg.model.name_or_path))
+    except Exception:  # a model that does not load says so itself, a moment later
+        return
+    refusals = engine_refusals(cfg, hf_config, device)
+    if refusals:
+        raise ConfigError("; ".join(refusals))
+
+
 def resolve_micro_batch_size(cfg: Config, plan=None) -> int:
     """The config's micro-batch, or for 0 (auto) the memory planner's pick on a GPU; on a CPU
     (no plan) auto means 8, memory there being the cheap kind."""
@@ -245,6 +263,7 @@ class GRPOTrainer:
         # model + tokenizer (a peft model with a fresh adapter), and the engine that samples
         self.plan = None  # the memory planner's plan (GPU only)
         if model is None:
+            _refuse_what_no_engine_serves(cfg, self.device)
             if str(self.device).startswith("cuda"):
                 self.plan = _preflight_on_gpu(cfg)  # a clear "too large" before anything is loaded
             model, tokenizer, engine = make_policy_and_engine(cfg, self.device)

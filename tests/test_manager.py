@@ -277,43 +277,6 @@ def test_other_algorithms_run_through_the_manager(manager, algorithm, extra):
     assert len(manager.samples(name)) == 4
 
 
-def test_one_vllm_engine_is_kept_across_runs(tiny_model_dir, tmp_path, monkeypatch):
-    """vLLM's memory pool exists once per process: the manager builds the engine first (the
-    trainer's model on its weights) and keeps it for every later run. A stand-in engine that
-    reports itself as vLLM checks that logic on the CPU."""
-    import core.engines
-    from core.engines.hf import HFEngine
-    from core.models import add_lora, load_base_model, load_tokenizer
-
-    built = []
-
-    def fake_policy_and_engine(cfg, device):
-        tok = load_tokenizer(cfg.model.name_or_path)
-        model = add_lora(load_base_model(cfg.model, device), cfg.model)
-        engine = HFEngine(model, tok)
-        engine.info.backend = "vllm"
-        built.append(engine)
-        return model, tok, engine
-
-    monkeypatch.setattr(core.engines, "make_policy_and_engine", fake_policy_and_engine)
-    monkeypatch.setattr(RunManager, "_backend", lambda self, engine: "vllm")
-    m = RunManager(tmp_path / "runs", ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=8,
-                                                  lora_alpha=16), device="cpu")
-    try:
-        for _ in range(2):
-            cfg = tiny_config(m, max_steps=1)
-            cfg.run.engine = "vllm"
-            m.start(cfg)
-            assert m.wait(timeout=120) == "finished"
-        assert len(built) == 1  # the second run reused the engine, with a fresh adapter
-        other = tiny_config(m, max_steps=1)
-        other.model.dtype = "bfloat16"  # a different base model
-        with pytest.raises(ManagerError, match="one base model per process"):
-            m.start(other)
-    finally:
-        m.close()
-
-
 def test_memory_plan_in_plain_words(manager, tmp_path):
     """The Train tab's memory plan: on this CPU what a GPU would need; with a GPU's free memory the
     planner's summary, and a refusal in words when it does not fit."""

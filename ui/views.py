@@ -91,7 +91,11 @@ def status_line(s: dict) -> str:
         parts.append(f"reward {s['reward']:.3f}")
     if s.get("elapsed"):
         parts.append(f"elapsed {format_seconds(s['elapsed'])}")
+    if s.get("queued"):
+        parts.append(f"{s['queued']} answer(s) queued behind the current step")
     line = " · ".join(parts)
+    if s.get("engine_note") and state in ("loading", "running", "paused"):
+        line += f"\n\n🔧 {s['engine_note']}"
     if s.get("pause_reason"):
         line += f"\n\n⏸️ {s['pause_reason']}"
         if s["pause_reason"].startswith("reward"):

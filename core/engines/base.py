@@ -84,10 +84,18 @@ class Engine(Protocol):
         """Load a saved adapter folder (a checkpoint) for serving, e.g. in the Compare tab."""
         ...
 
+    def unload_adapter(self, ref: AdapterRef) -> None:
+        """Forget a loaded adapter (a checkpoint no longer shown, or one that failed to load)."""
+        ...
+
     def release_memory(self) -> None:
         """Free what generation holds (KV cache) while the trainer runs forward/backward."""
         ...
 
     def restore_memory(self) -> None:
         """Take back what `release_memory` freed, before the next generation."""
+        ...
+
+    def close(self) -> None:
+        """Shut down, so that another engine can be built in this process (vLLM)."""
         ...

@@ -105,6 +105,15 @@ class HFEngine:
             yield
 
     # -- memory ---------------------------------------------------------------
+    def close(self) -> None:
+        """Nothing to shut down: the model belongs to the trainer."""
+
+    def reset(self) -> None:
+        """Nothing is ever left queued: `generate` runs to the end or raises."""
+
+    def has_adapter(self, ref: AdapterRef) -> bool:
+        return ref.name in self._loaded
+
     def release_memory(self) -> None:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

