@@ -1,0 +1,285 @@
+"""The product's main path on a GPU, driven as a page drives it: `python app.py`, then HTTP calls
+through gradio_client (issue 17), and the same recipe through the CLI in the same command.
+
+What it does, each part with its own time budget, writing its JSON record as it goes:
+  1) starts `python app.py --port P --runs-dir R` and waits for the page;
+  2) fills the Train form from a recipe (+ `--set` overrides), presses /start, polls /status every
+     2 s like the page's timer (state, step, queued answers, elapsed) with the GPU's memory in use
+     (NVML) beside each poll, until the run ends;
+  3) /ask (base and tuned) on a few prompts, then /evaluate on N held-out questions;
+  4) failed runs: a reward that raises at step 2 (the run pauses; /stop), a setting no engine
+     serves (refused before it starts), a LoRA rank above the engine's headroom (the engine is
+     rebuilt in the process); after each, /ask must still answer;
+  5) `--cli`: the same recipe through `python -m core.train` (fresh process), and `--cli-before`
+     the CLI with the engine sized as the app used to size it (max_num_seqs 32: the default run's
+     4 prompts x 8), to show where the app's 3.2x went; step times from each run's metrics.jsonl.
+
+    python bench/app_drive.py --config configs/smollm2-largest.yaml --set model.lora_r=32 \\
+        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --cli --out $OUT
+
+Writes <out>/app_drive.json (and prints a summary). Refuses to know: how the app trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RAISES_AT_STEP_2 = textwrap.dedent('''
+    import os
+    def fails_at_step_2(prompts, completions, **kwargs):
+        path = {path!r}
+        calls = int(open(path).read()) if os.path.exists(path) else 0
+        open(path, "w").write(str(calls + 1))
+        if calls >= 1:
+            raise ValueError("this reward breaks at step 2")
+        return [0.0] * len(completions)
+''')
+PROMPTS = ["Which is bigger, 9.11 or 9.9?", "Which is the largest of 31, 74, 58, 19?", "What is 12 + 7?"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gpu_used_gib() -> float | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        return pynvml.nvmlDeviceGetMemoryInfo(h).used / 2**30
+    except Exception:
+        return None
+
+
+class Record:
+    def __init__(self, path: Path):
+        self.path, self.data = path, {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    def put(self, key, value):
+        self.data[key] = value
+        self.path.write_text(json.dumps(self.data, indent=1, default=str))
+
+
+def form_values(cfg, params: set[str]) -> dict:
+    """The Train form's widget values for `cfg`, by API name, for the widgets the endpoint takes."""
+    values = {}
+    for section, fields in cfg.to_dict().items():
+        for name, value in fields.items():
+            key = f"{section}_{name}"
+            if key in params and not isinstance(value, list):
+                values[key] = value
+    from reward_presets import PRESET_NAMES
+
+    weights = dict(zip(cfg.rewards.names, cfg.rewards.weights or [None] * len(cfg.rewards.names)))
+    for n in PRESET_NAMES:
+        if f"reward_{n}" in params:
+            values[f"reward_{n}"] = n in cfg.rewards.names
+        if f"weight_{n}" in params and weights.get(n) is not None:
+            values[f"weight_{n}"] = weights[n]
+    return values
+
+
+def endpoint_params(client, name: str) -> set[str]:
+    api = client.view_api(return_format="dict", print_info=False)
+    ep = api["named_endpoints"][name]
+    return {p["parameter_name"] for p in ep["parameters"]}
+
+
+def status(client) -> dict:
+    out = client.predict(api_name="/status")
+    return next(o for o in out if isinstance(o, dict) and "state" in o)
+
+
+def ask(client, prompt: str, target: str = "current") -> dict:
+    params = endpoint_params(client, "/ask")
+    kw = {"prompt_text": prompt, "base_history": [], "tuned_history": [], "target_value": target,
+          "max_new": 128, "temp": 0.0}
+    out = client.predict(**{k: v for k, v in kw.items() if k in params}, api_name="/ask")
+    def text(history):
+        content = history[-1]["content"] if history else ""
+        if isinstance(content, list):  # gradio's message format: [{"type": "text", "text": ...}]
+            return "".join(part.get("text", "") for part in content)
+        return content
+
+    return {"prompt": prompt, "base": text(out[0]), "tuned": text(out[1])}
+
+
+def watch(client, rec: Record, key: str, budget_s: float, until=("finished", "failed", "stopped", "paused")):
+    timeline, t0 = [], time.time()
+    while time.time() - t0 < budget_s:
+        s = status(client)
+        timeline.append({"t": round(time.time() - t0, 2), "state": s["state"], "step": s["step"],
+                         "queued": s.get("queued"), "elapsed": s.get("elapsed"), "gpu_gib": gpu_used_gib(),
+                         "engine_note": s.get("engine_note", "")})
+        if len(timeline) % 10 == 0:
+            rec.put(key, timeline)
+        if s["state"] in until and timeline[-1]["t"] > 1:
+            break
+        time.sleep(2.0)
+    rec.put(key, timeline)
+    return timeline
+
+
+def step_times(metrics_path: Path) -> dict:
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    times = [r["step_time"] for r in rows]
+    gen = [r.get("generation_time", 0.0) for r in rows]
+    steady = times[1:] or times  # step 1 carries the first CUDA-graph warm-up
+    return {"steps": len(rows), "mean_step_s": statistics.mean(steady), "median_step_s": statistics.median(steady),
+            "mean_generation_s": statistics.mean(gen[1:] or gen), "first_step_s": times[0] if times else None,
+            "final_reward": rows[-1]["reward"] if rows else None}
+
+
+def run_cli(cfg_path: str, sets: list[str], runs: Path, name: str, budget_s: float) -> dict:
+    cmd = [sys.executable, "-m", "core.train", "--config", cfg_path, "--set", *sets,
+           f"run.output_dir={runs}", f"run.run_name={name}"]
+    t0 = time.time()
+    try:
+        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=budget_s)
+        tail = (p.stdout + p.stderr)[-2000:]
+        rc = p.returncode
+    except subprocess.TimeoutExpired as e:
+        tail, rc = (str(e.stdout or "") + str(e.stderr or ""))[-2000:], "timeout"
+    out = {"cmd": " ".join(cmd), "rc": rc, "wall_s": round(time.time() - t0, 1), "tail": tail}
+    metrics = runs / name / "metrics.jsonl"
+    if metrics.exists():
+        out.update(step_times(metrics))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--set", nargs="*", default=[])
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--eval-n", type=int, default=200)
+    ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--runs-dir", default="/tmp/app-drive-runs")
+    ap.add_argument("--cli", action="store_true", help="also the same recipe through python -m core.train")
+    ap.add_argument("--cli-before", type=int, default=0, help="steps of the CLI with the old app engine sizing")
+    ap.add_argument("--skip-app", action="store_true")
+    ap.add_argument("--model", default="", help="app.py --model (default: the bundled SmolLM2)")
+    ap.add_argument("--budget-s", type=float, default=560)
+    args = ap.parse_args(argv)
+
+    from core.config import Config
+    from core.train import apply_overrides
+
+    t_start = time.time()
+    left = lambda: args.budget_s - (time.time() - t_start)  # noqa: E731
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rec = Record(out / "app_drive.json")
+    sets = [*args.set, f"algorithm.max_steps={args.steps}"]
+    cfg = apply_overrides(Config.load(args.config), sets)
+    cfg.run.run_name = ""
+    from bench.common import versions
+
+    rec.put("recipe", {"config": args.config, "set": sets, "versions": versions()})
+    runs = Path(args.runs_dir)
+    runs.mkdir(parents=True, exist_ok=True)
+
+    if not args.skip_app:
+        port = free_port()
+        log = open(out / "app_drive_app.log", "w")
+        app = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--runs-dir", str(runs / "app"),
+                                *(["--model", args.model] if args.model else [])],
+                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            from gradio_client import Client
+
+            t0 = time.time()
+            while True:
+                try:
+                    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                    break
+                except Exception:
+                    if time.time() - t0 > 120 or app.poll() is not None:
+                        raise
+                    time.sleep(1)
+            rec.put("app_page_s", round(time.time() - t0, 1))
+            params = endpoint_params(client, "/start")
+            # 2) the run, as the page starts it
+            values = form_values(cfg, params)
+            message = client.predict(**values, api_name="/start")
+            rec.put("start_message", message)
+            timeline = watch(client, rec, "status_timeline", max(60, left() - 200))
+            s = status(client)
+            rec.put("run_status", s)
+            run_dir = runs / "app" / s["run_name"] if s.get("run_name") else None
+            if run_dir and (run_dir / "metrics.jsonl").exists():
+                rec.put("app_steps", step_times(run_dir / "metrics.jsonl"))
+            rec.put("gpu_peak_gib_seen", max((p["gpu_gib"] or 0) for p in timeline) if timeline else None)
+            # 3) chat and evaluation
+            rec.put("chat", [ask(client, p) for p in PROMPTS])
+            t0 = time.time()
+            ev = client.predict(target_value="current", n=args.eval_n, api_name="/evaluate")
+            result = next((o for o in ev if isinstance(o, dict) and "base" in o), None)
+            rec.put("evaluation", {"result": result, "seconds": round(time.time() - t0, 1), "table": ev[0]})
+            # 4) failed runs; the engine must serve every time
+            failures = {}
+            if left() > 90:
+                bad = form_values(apply_overrides(cfg, ["algorithm.max_steps=3"]), params)
+                bad["rewards_custom_code"] = RAISES_AT_STEP_2.format(path=str(runs / "calls"))
+                failures["reward_raises_start"] = client.predict(**bad, api_name="/start")
+                tl = watch(client, rec, "failing_reward_timeline", 90)
+                failures["reward_raises_state"] = tl[-1]["state"] if tl else None
+                failures["reward_raises_reason"] = status(client).get("pause_reason")
+                failures["stop"] = client.predict(api_name="/stop")
+                watch(client, rec, "stop_timeline", 60, until=("stopped", "failed", "finished"))
+                failures["chat_after_reward_failure"] = ask(client, PROMPTS[0])
+                refused = form_values(apply_overrides(cfg, ["model.lora_r=1000"]), params)
+                failures["refused_rank_1000"] = client.predict(**refused, api_name="/start")
+                if not failures["refused_rank_1000"].startswith("⚠️"):  # the HF engine has no rank limit
+                    watch(client, rec, "rank_1000_timeline", 120, until=("finished", "failed", "stopped"))
+                failures["chat_after_refusal"] = ask(client, PROMPTS[0])
+                rec.put("failures", failures)
+            if left() > 100:
+                big = form_values(apply_overrides(cfg, ["model.lora_r=128", "model.lora_alpha=128",
+                                                        "algorithm.max_steps=5"]), params)
+                failures["rank_128_start"] = client.predict(**big, api_name="/start")
+                tl = watch(client, rec, "rebuild_timeline", min(240, left() - 30),
+                           until=("finished", "failed", "stopped"))
+                failures["rank_128_state"] = tl[-1]["state"] if tl else None
+                failures["rank_128_status"] = status(client)
+                failures["chat_after_rebuild"] = ask(client, PROMPTS[0])
+                rec.put("failures", failures)
+        finally:
+            app.terminate()
+            try:
+                app.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                app.kill()
+            log.close()
+    # 5) the CLI, same recipe, and the old app sizing
+    if args.cli and left() > 60:
+        rec.put("cli", run_cli(args.config, sets, runs / "cli", "cli", left() - 10))
+    if args.cli_before and left() > 60:
+        rec.put("cli_before", run_cli(args.config, [*args.set, f"algorithm.max_steps={args.cli_before}",
+                                                    "run.vllm_max_num_seqs=32"], runs / "cli", "cli-before",
+                                      left() - 10))
+    d = rec.data
+    if "app_steps" in d and "mean_step_s" in d.get("cli", {}):
+        rec.put("app_over_cli", d["app_steps"]["mean_step_s"] / d["cli"]["mean_step_s"])
+    print(json.dumps({k: d.get(k) for k in ("app_steps", "cli", "cli_before", "app_over_cli", "evaluation",
+                                            "failures", "chat")}, indent=1, default=str)[:6000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
