@@ -512,6 +512,19 @@ def force_full_length_ours(trainer) -> str:
     return "core SamplingSettings(ignore_eos=True) (trainer.ignore_eos)"
 
 
+def weight_fingerprints(engine) -> dict | None:
+    """The vLLM engine's per-weight fingerprints (vllm_compat.worker_weight_fingerprints); None for
+    another engine or where the reach fails."""
+    if getattr(engine, "llm", None) is None:
+        return None
+    from core.engines import vllm_compat
+
+    try:
+        return engine.llm.collective_rpc(vllm_compat.worker_weight_fingerprints)[0]
+    except Exception:  # noqa: BLE001 - a missing check is no failed measurement
+        return None
+
+
 TIME_PHASES = ("fold", "sample", "unfold", "scoring", "logps", "forward_backward", "optimizer", "adapter_push",
                "other")
 
@@ -643,6 +656,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
 
         trainer.engine.rollout = phased_rollout
         rec["merged_rollouts_asked"] = trainer.merged_rollouts
+        fingerprints = weight_fingerprints(trainer.engine)  # the served base weights, to see them unchanged
         # as GRPOTrainer.train() does before its loop: the engine samples with the (fresh) training adapter
         trainer.adapter = trainer.engine.update_adapter(trainer.model)
         deadline = args.deadline or float("inf")
@@ -672,6 +686,10 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             mem.set_phase(None)
             rec["steps"].append(step)
             r.phase(f"step {k} done")
+        if fingerprints is not None:  # frozen weights, folded and unfolded every step: bit for bit the same?
+            rec["base_weights_bitwise_unchanged"] = weight_fingerprints(trainer.engine) == fingerprints
+            if not rec["base_weights_bitwise_unchanged"]:
+                rec["notes"].append("the engine's base weights changed over the steps: an unfold was not exact")
         rec["micro_batch_size_final"] = trainer.micro_batch_size
         if trainer.micro_batch_size < rec["micro_batch_size_start"]:
             rec["notes"].append(f"ours lowered its micro-batch from {rec['micro_batch_size_start']} to "

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -297,7 +298,13 @@ def rollout_with_fold(model, sample, adapter, merged: bool, *, blocked: str | No
         return out, {"merged": False, "why_not_merged": why, "sample_s": time.perf_counter() - t0}
     _sync()
     t0 = time.perf_counter()
-    record = fold_adapter(model, adapter_name)
+    try:
+        record = fold_adapter(model, adapter_name)
+    except torch.OutOfMemoryError as e:  # fold_adapter has put back what it had folded: sample as it is
+        warnings.warn(f"no room to fold the adapter ({e}); sampling through it this step")
+        out = sample(adapter)
+        return out, {"merged": False, "why_not_merged": "out of memory while folding",
+                     "sample_s": time.perf_counter() - t0}
     reset()  # cached prefixes were computed with other weights
     _sync()
     t1 = time.perf_counter()
