@@ -21,7 +21,17 @@ command, on the same random-weight model built from a real configuration
     vLLM engine, vLLM serves the 4-bit weights and the trainer's base is views of them; CUDA only,
     recorded as "not run" without a GPU), `trl` (GRPOTrainer, use_vllm=False: HF generate),
     `trl-vllm` (GRPOTrainer, use_vllm=True, vllm_mode='colocate', sleep mode on, vLLM memory share
-    sized like ours: weights + 1.2 x KV + 1 GiB).
+    sized like ours: weights + 1.2 x KV + 1 GiB);
+    issue 21: `ours-fast` (ours with algorithm.auto_micro_batch 'fastest': the largest micro-batch
+    whose step fits 90% of the free memory; `ours` is the lowest-memory mode), and Unsloth as the
+    peer: `unsloth` / `unsloth-4bit` (FastLanguageModel.from_pretrained(fast_inference=True): its
+    in-process vLLM sharing the weights, get_peft_model with its offloaded checkpointing, then TRL's
+    GRPOTrainer as Unsloth patches it; in a Python started after `source /tmp/unsloth-site/env.sh`,
+    Unsloth's trl 1.15 first; its vLLM share set so that its KV cache is the size ours asks for:
+    `unsloth_share`) and `unsloth-defaults` (no share given: Unsloth's own 0.5). Their records hold
+    the share, the KV cache asked for and what vLLM made of it, Unsloth's version and what its log
+    says it switched on (`unsloth_log`). Ours samples with merged-weight rollouts (run.merged_rollouts,
+    `--ours-merged off` for the adapter kernels, own results file *_lora_kernels).
 
 What is measured, per (system, completion length), each in its OWN subprocess (clean peak memory;
 vLLM allows one engine per process), `--steps` steps (default 2, the last one reported; a second
@@ -39,7 +49,11 @@ step is skipped when the first one leaves too little of the time limit):
     + release; TRL = its _generate_single_turn, which includes its vLLM weight sync / wake-up) and
     rollout tokens/s (completion tokens / rollout time);
   - for a setting that cannot run: why (timeout after N s and in which phase, out of memory, error),
-    in the table rather than a gap; a system that failed at a length is not run at longer lengths.
+    in the table rather than a gap; a system that failed at a length is not run at longer lengths;
+  - where the step's time goes (ours: the trainer's time/<phase> metrics: rollout = fold + sample +
+    unfold, scoring, log-probs, forward/backward, optimizer, adapter push; the peers: rollout and the
+    rest), the device peak of the rollout and of the training phase, and the rollout tokens/s against
+    the memory-bandwidth limit (G streams x bandwidth / bytes of weights read per decode step).
 
 Two goals of the benchmark issue are checked (pass / fail) in the markdown's "Goals" section,
 per completion length, once ours-4bit is measured:
@@ -69,6 +83,11 @@ measurements that no longer fit and records them as "not run: budget"):
     # the issue's anchor (Unsloth: 20K context x 8 generations on an 8B model, 54.3 GB; TRL + FA2
     # 510.8 GB; goal < 50 GB). Another model writes trl_compare_<config>.{json,md}, not this file:
     python bench/trl_compare.py --systems ours --lengths 20k --model-config bench/configs/llama-3.1-8b.json
+    # issue 21 (bench/h200_session.sh lists them in order of importance with their minutes):
+    python bench/trl_compare.py --systems ours,ours-fast --lengths 1024                 # ~4.5 min fresh
+    python bench/trl_compare.py --systems unsloth,unsloth-defaults --lengths 1024       # ~6.5 min
+    python bench/trl_compare.py --systems ours-4bit,unsloth-4bit --lengths 1024         # ~6 min
+    python bench/trl_compare.py --systems ours,ours-fast,unsloth --lengths 4096         # ~6.5 min
 
 GPU minutes per setting (estimates for an H200, including process start; vLLM's first start on a
 fresh machine adds 1-2 min of torch.compile / CUDA-graph capture to each `ours`, `ours-4bit` and

@@ -74,17 +74,6 @@ class Engine(Protocol):
         """Sample `sampling.n` completions for each prompt, with the adapter (or the base model)."""
         ...
 
-    def update_adapter(self, model) -> AdapterRef:
-        """Take the trainer's current adapter weights (a peft model) and make them servable.
-
-        Returns a new, never-reused AdapterRef; the previous training adapter is dropped.
-        """
-        ...
-
-    def load_adapter(self, path: str) -> AdapterRef:
-        """Load a saved adapter folder (a checkpoint) for serving, e.g. in the Compare tab."""
-        ...
-
     def rollout(
         self,
         prompts: list[list[int]],
@@ -101,6 +90,17 @@ class Engine(Protocol):
         where it cannot be folded (a 4-bit base, weights not shared) it samples through the
         adapter. What it did and what each part took: `rollout_stats` (a dict).
         """
+        ...
+
+    def update_adapter(self, model) -> AdapterRef:
+        """Take the trainer's current adapter weights (a peft model) and make them servable.
+
+        Returns a new, never-reused AdapterRef; the previous training adapter is dropped.
+        """
+        ...
+
+    def load_adapter(self, path: str) -> AdapterRef:
+        """Load a saved adapter folder (a checkpoint) for serving, e.g. in the Compare tab."""
         ...
 
     def release_memory(self) -> None:
