@@ -2,8 +2,9 @@
 
 Owns: sampling G completions per prompt through the engine and scoring them with the reward
 functions (`sample_and_score`; folded into the base weights when `trainer.merged_rollouts`), the
-clock that says where a step's time goes (`StepClock`, logged as `time/<phase>`), the AdamW update with data-parallel gradient averaging
-(`apply_update`), retrying a pass with a smaller micro-batch on out-of-memory (`retry_on_oom`),
+clock that says where a step's time goes (`StepClock`, logged as `time/<phase>`), trimming a
+micro-batch to the columns its rows need (`padding_trim`), the AdamW update with data-parallel
+gradient averaging (`apply_update`), retrying a pass with a smaller micro-batch on out-of-memory (`retry_on_oom`),
 and the metrics and samples every run logs under TRL's names (`rollout_metrics`,
 `sample_rows`), so the plots read every algorithm the same way.
 

@@ -39,8 +39,8 @@ from core.config import Config
 from core.engines import make_engine
 from core.objectives import LossStats, compute_advantages, policy_loss
 from core.rewards import RewardError
-from core.rollouts import (StepClock, apply_update, padding_trim, retry_on_oom, rollout_metrics, sample_and_score,
-                           sample_rows)
+from core.rollouts import (StepClock, apply_update, padding_trim, retry_on_oom, rollout_metrics,
+                           sample_and_score, sample_rows)
 from core.runs import RunDir, free_run_name
 from kernels import token_logprobs
 
@@ -284,8 +284,7 @@ class GRPOTrainer:
         self.scheduler = get_scheduler(a.lr_scheduler, self.optimizer, num_warmup_steps=a.warmup_steps,
                                        num_training_steps=a.max_steps)
         self.step = 0
-        # fold the adapter into the base for each step's rollouts (core/engines/merged_lora.py): on a GPU
-        # with a 16/32-bit base; the engine samples through the adapter where it cannot fold
+        # rollouts from the base with the adapter folded in (core/engines/merged_lora.py): GPU, 16/32-bit base
         self.merged_rollouts = cfg.run.merged_rollouts and not cfg.model.load_in_4bit and "cuda" in str(self.device)
         self.clock, self.rollout_stats = StepClock(), {}  # where the step's time went; the last rollout's stats
         self.micro_batch_size = resolve_micro_batch_size(cfg, self.plan)

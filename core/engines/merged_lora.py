@@ -1,8 +1,8 @@
 """Merged-weight rollouts: fold a peft LoRA adapter into its base weights in place, and undo it exactly.
 
-Owns: `fold_adapter` / `unfold_adapter` (and the `merged_adapter` context around both) on a peft
-model whose LoRA layers wrap plain `nn.Linear` weights (bf16, fp16 or fp32). While folded, the
-base weights ARE the tuned model (W' = round(W + scale * B @ A)), so an engine that serves those
+Owns: `fold_adapter` / `unfold_adapter` (the `merged_adapter` context around both, and
+`rollout_with_fold`, the one merged rollout both engines run) on a peft model whose LoRA layers
+wrap plain `nn.Linear` weights (bf16, fp16 or fp32). While folded, the base weights ARE the tuned model (W' = round(W + scale * B @ A)), so an engine that serves those
 weights (HF `generate` with the adapter switched off; vLLM, whose tensors the trainer's frozen base
 is a view of) samples the tuned policy without any LoRA kernel. Afterwards every weight is bitwise
 what it was:
