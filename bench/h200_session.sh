@@ -33,6 +33,22 @@
 # then here: PYTHONPATH=. python bench/trl_compare.py --render /work/.device/N/trl_compare.json ... (same
 # --ours-eager/--ours-kv-dtype/--model-config flags as the run), and python bench/planner_check.py --compare-device
 #
+# Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
+# command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
+# "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
+#   1. bash bench/h200_session.sh prebuild && bash bench/h200_session.sh trl --systems ours,ours-fast \
+#        --lengths 1024 --budget-s 480              # ~6 min on a fresh machine (folder 70 s, vLLM's compile ~3 min)
+#   2. bash bench/h200_session.sh trl --systems unsloth,unsloth-defaults --lengths 1024 --budget-s 560   # ~6.5 min
+#   3. bash bench/h200_session.sh trl --systems ours-4bit,unsloth-4bit --lengths 1024 --budget-s 560     # ~6 min
+#   4. bash bench/h200_session.sh trl --systems ours,ours-fast,unsloth --lengths 4096 --budget-s 560     # ~6.5 min
+#   5. bash bench/h200_session.sh trl --systems trl-vllm --lengths 1024,4096 --budget-s 560             # ~5 min
+#   6. bash bench/h200_session.sh trl --systems ours-4bit,unsloth-4bit --lengths 4096 --budget-s 560     # ~7 min
+#   7. PYTEST_K=merged_rollout_or_offload TESTS="tests/test_vllm_engine.py tests/test_offload.py" \
+#        bash bench/h200_session.sh tests           # ~3 min: the fold in vLLM's own tensors, bit for bit back
+# (ours-fast = auto micro-batch 'fastest'; merged rollouts are on by default, --ours-merged off puts the
+# adapter-kernel path in trl_compare_lora_kernels.*). Then here, from the folders the runs brought back:
+#   PYTHONPATH=. python bench/trl_compare.py --render /work/.device/N1/trl_compare.json /work/.device/N2/... 
+#
 # Outputs go to $OUT (the device tool brings that folder back) or bench/results/.
 set -uo pipefail
 OUT=${OUT:-bench/results}
@@ -106,8 +122,10 @@ case "${1:-}" in
     # one process per file (one vLLM engine per process); full logs (with -s prints) come back
     for f in ${TESTS:-tests/test_engine_conformance.py tests/test_vllm_engine.py kernels/test_logprob.py}; do
       log="$OUT/gpu_tests_$(basename "$f" .py).log"
-      python -m pytest -q -o addopts="" -p no:cacheprovider -m "gpu or vllm" "$f" -s -rA > "$log" 2>&1
-      grep -E "^(PASSED|FAILED|ERROR|SKIPPED)|passed|failed|qlora:|greedy agreement|release freed|vllm GRPO" "$log" | tail -n 25
+      python -m pytest -q -o addopts="" -p no:cacheprovider -m "gpu or vllm" ${PYTEST_K:+-k "${PYTEST_K//_or_/ or }"} \
+        "$f" -s -rA > "$log" 2>&1
+      grep -E "^(PASSED|FAILED|ERROR|SKIPPED)|passed|failed|qlora:|greedy agreement|release freed|vllm GRPO|merged rollout" \
+        "$log" | tail -n 25
     done
     ;;
   prebuild)

@@ -21,7 +21,17 @@ command, on the same random-weight model built from a real configuration
     vLLM engine, vLLM serves the 4-bit weights and the trainer's base is views of them; CUDA only,
     recorded as "not run" without a GPU), `trl` (GRPOTrainer, use_vllm=False: HF generate),
     `trl-vllm` (GRPOTrainer, use_vllm=True, vllm_mode='colocate', sleep mode on, vLLM memory share
-    sized like ours: weights + 1.2 x KV + 1 GiB).
+    sized like ours: weights + 1.2 x KV + 1 GiB);
+    issue 21: `ours-fast` (ours with algorithm.auto_micro_batch 'fastest': the largest micro-batch
+    whose step fits 90% of the free memory; `ours` is the lowest-memory mode), and Unsloth as the
+    peer: `unsloth` / `unsloth-4bit` (FastLanguageModel.from_pretrained(fast_inference=True): its
+    in-process vLLM sharing the weights, get_peft_model with its offloaded checkpointing, then TRL's
+    GRPOTrainer as Unsloth patches it; in a Python started after `source /tmp/unsloth-site/env.sh`,
+    Unsloth's trl 1.15 first; its vLLM share set so that its KV cache is the size ours asks for:
+    `unsloth_share`) and `unsloth-defaults` (no share given: Unsloth's own 0.5). Their records hold
+    the share, the KV cache asked for and what vLLM made of it, Unsloth's version and what its log
+    says it switched on (`unsloth_log`). Ours samples with merged-weight rollouts (run.merged_rollouts,
+    `--ours-merged off` for the adapter kernels, own results file *_lora_kernels).
 
 What is measured, per (system, completion length), each in its OWN subprocess (clean peak memory;
 vLLM allows one engine per process), `--steps` steps (default 2, the last one reported; a second
@@ -39,7 +49,11 @@ step is skipped when the first one leaves too little of the time limit):
     + release; TRL = its _generate_single_turn, which includes its vLLM weight sync / wake-up) and
     rollout tokens/s (completion tokens / rollout time);
   - for a setting that cannot run: why (timeout after N s and in which phase, out of memory, error),
-    in the table rather than a gap; a system that failed at a length is not run at longer lengths.
+    in the table rather than a gap; a system that failed at a length is not run at longer lengths;
+  - where the step's time goes (ours: the trainer's time/<phase> metrics: rollout = fold + sample +
+    unfold, scoring, log-probs, forward/backward, optimizer, adapter push; the peers: rollout and the
+    rest), the device peak of the rollout and of the training phase, and the rollout tokens/s against
+    the memory-bandwidth limit (G streams x bandwidth / bytes of weights read per decode step).
 
 Two goals of the benchmark issue are checked (pass / fail) in the markdown's "Goals" section,
 per completion length, once ours-4bit is measured:
@@ -69,6 +83,11 @@ measurements that no longer fit and records them as "not run: budget"):
     # the issue's anchor (Unsloth: 20K context x 8 generations on an 8B model, 54.3 GB; TRL + FA2
     # 510.8 GB; goal < 50 GB). Another model writes trl_compare_<config>.{json,md}, not this file:
     python bench/trl_compare.py --systems ours --lengths 20k --model-config bench/configs/llama-3.1-8b.json
+    # issue 21 (bench/h200_session.sh lists them in order of importance with their minutes):
+    python bench/trl_compare.py --systems ours,ours-fast --lengths 1024                 # ~4.5 min fresh
+    python bench/trl_compare.py --systems unsloth,unsloth-defaults --lengths 1024       # ~6.5 min
+    python bench/trl_compare.py --systems ours-4bit,unsloth-4bit --lengths 1024         # ~6 min
+    python bench/trl_compare.py --systems ours,ours-fast,unsloth --lengths 4096         # ~6.5 min
 
 GPU minutes per setting (estimates for an H200, including process start; vLLM's first start on a
 fresh machine adds 1-2 min of torch.compile / CUDA-graph capture to each `ours`, `ours-4bit` and
@@ -123,14 +142,28 @@ from bench.common import build_tokenizer, config_digest, versions, write_model_f
 NAME = "trl_compare"
 GIB = 2**30
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-SYSTEMS = ("ours", "ours-4bit", "trl", "trl-vllm")
-OURS_SYSTEMS = ("ours", "ours-4bit")  # both run child_ours; ours-4bit with model.load_in_4bit
+SYSTEMS = ("ours", "ours-fast", "ours-4bit", "trl", "trl-vllm", "unsloth", "unsloth-4bit", "unsloth-defaults")
+# all run child_ours: ours-4bit with model.load_in_4bit, ours-fast with algorithm.auto_micro_batch 'fastest'
+OURS_SYSTEMS = ("ours", "ours-fast", "ours-4bit")
+# all run child_unsloth in their own Python (UNSLOTH_ENV first): unsloth-4bit with load_in_4bit,
+# unsloth-defaults at Unsloth's own gpu_memory_utilization (its KV cache is then what that share leaves)
+UNSLOTH_SYSTEMS = ("unsloth", "unsloth-4bit", "unsloth-defaults")
+FOUR_BIT = ("ours-4bit", "unsloth-4bit")
 SYSTEM_LABELS = {
-    "ours": "ours (vLLM engine)",
+    "ours": "ours (vLLM engine; lowest-memory mode)",
+    "ours-fast": "ours, fast mode (auto micro-batch 'fastest')",
     "ours-4bit": "ours, 4-bit NF4 base (vLLM engine)",
     "trl": "TRL GRPOTrainer, use_vllm=False",
     "trl-vllm": "TRL GRPOTrainer, vLLM colocate",
+    "unsloth": "Unsloth + TRL GRPOTrainer, fast_inference (its KV cache sized as ours)",
+    "unsloth-4bit": "Unsloth, 4-bit base, fast_inference (its KV cache sized as ours)",
+    "unsloth-defaults": "Unsloth + TRL, fast_inference at its own defaults",
 }
+# the Unsloth part of the GPU kit (../shared/devkit/README.md): Unsloth pins trl<=1.15, so its
+# process alone puts this folder first on its path
+UNSLOTH_ENV = "/tmp/unsloth-site/env.sh"
+# memory bandwidth per device (GB/s, the vendors' figures), for the decode-speed limit
+BANDWIDTH_GBS = {"H200": 4800.0, "H100 NVL": 3900.0, "H100": 3350.0, "A100": 2039.0, "L40S": 864.0, "A10G": 600.0}
 # the prompt is the question text itself (no system prompt, no chat markup), so both trainers
 # see exactly the same token ids: TRL tokenizes a plain-text prompt as it is
 PLAIN_TEMPLATE = "{{ messages[-1]['content'] }}"
@@ -164,7 +197,16 @@ GOAL_TEXT = {
     "1": "whole step with a 4-bit base, ours / TRL in bf16: peak of ours-4bit / peak of trl (HF generate)",
     "2": ("whole-process peak for a 1.5B model in 4-bit with the vLLM engine (Unsloth reports 5 GB): "
           "peak of ours-4bit"),
+    # issue 21, each a ratio from the same results file
+    "3": "fast mode: step time of ours-fast / the fastest bf16 peer's, with its device peak <= that peer's",
+    "4": "lowest-memory mode: device peak of ours / the leanest bf16 peer's, with its step time <= that peer's",
+    "5": "4-bit: whole-process peak of ours-4bit / unsloth-4bit's (its KV cache sized as ours)",
 }
+GOAL_FAST_STEP = 0.7
+GOAL_LEAN_PEAK = 0.9
+GOAL_4BIT_VS_UNSLOTH = 0.7
+# the peers issue 21 sets the bf16 goals against (TRL with HF generate is 10x slower to sample: not one)
+BF16_PEERS = ("trl-vllm", "unsloth", "unsloth-defaults")
 
 
 def log(msg: str) -> None:
@@ -197,18 +239,23 @@ def fit_length(requested: int, prompt_len: int, max_positions: int) -> tuple[int
                   f"model's {max_positions} positions")
 
 
-def cannot_run(system: str, cuda: bool) -> str | None:
+def cannot_run(system: str, cuda: bool, unsloth_env: str = UNSLOTH_ENV) -> str | None:
     """Why `system` cannot run on this machine at all (None: it can), said before launching it."""
     if system == "ours-4bit" and not cuda:
         return "4-bit (bitsandbytes) needs a CUDA GPU"
+    if system in UNSLOTH_SYSTEMS:
+        if not cuda:
+            return "Unsloth's fast_inference (vLLM) needs a CUDA GPU"
+        if not Path(unsloth_env).exists():
+            return f"the Unsloth part of the GPU kit is not installed ({unsloth_env} missing: carry .devkit/unsloth)"
     return None
 
 
 def base_weight_bytes(system: str, hf_config, cuda: bool) -> int:
-    """The base weights that working memory is measured above: NF4 for ours-4bit, else bf16 (fp32 on CPU)."""
+    """The base weights that working memory is measured above: NF4 for the 4-bit systems, else bf16 (fp32 on CPU)."""
     from core.planner import param_count, weight_bytes
 
-    if system == "ours-4bit":
+    if system in FOUR_BIT:
         return weight_bytes(hf_config, load_in_4bit=True)
     return weight_bytes(hf_config) if cuda else 4 * param_count(hf_config)
 
@@ -272,6 +319,7 @@ class DeviceMemory:
         self.peak = self.window_peak = None
         self.samples = 0
         self.on_tick = None
+        self.phase, self.phase_peaks = None, {}  # the step's phases (rollout / training), each its peak
         try:
             import pynvml
 
@@ -335,11 +383,28 @@ class DeviceMemory:
             self.samples += 1
             self.peak = u if self.peak is None else max(self.peak, u)
             self.window_peak = u if self.window_peak is None else max(self.window_peak, u)
+            if self.phase is not None:
+                self.phase_peaks[self.phase] = max(self.phase_peaks.get(self.phase, u), u)
+
+    def set_phase(self, name: str | None) -> None:
+        """From now on samples also count towards `name`'s peak (a sample is taken at each change,
+        so a phase shorter than the polling interval still has one)."""
+        self.sample()
+        with self._lock:
+            self.phase = name
+        self.sample()
+
+    def phase_peaks_above_baseline(self) -> dict:
+        with self._lock:
+            if self.baseline is None:
+                return {}
+            return {k: gib(v - self.baseline) for k, v in self.phase_peaks.items()}
 
     def begin_window(self) -> None:
         self.sample()
         with self._lock:
             self.window_peak = self.used() if self.method else None
+            self.phase_peaks = {}
 
     def end_window(self) -> int | None:
         """Highest device use since begin_window(), minus the baseline (bytes)."""
@@ -466,6 +531,39 @@ def force_full_length_ours(trainer) -> str:
     return "core SamplingSettings(ignore_eos=True) (trainer.ignore_eos)"
 
 
+def weight_fingerprints(engine) -> dict | None:
+    """The vLLM engine's per-weight fingerprints (vllm_compat.worker_weight_fingerprints); None for
+    another engine or where the reach fails."""
+    if getattr(engine, "llm", None) is None:
+        return None
+    from core.engines import vllm_compat
+
+    try:
+        return engine.llm.collective_rpc(vllm_compat.worker_weight_fingerprints)[0]
+    except Exception:  # noqa: BLE001 - a missing check is no failed measurement
+        return None
+
+
+TIME_PHASES = ("fold", "sample", "unfold", "scoring", "logps", "forward_backward", "optimizer", "adapter_push",
+               "other")
+
+
+def time_breakdown_ours(metrics: dict) -> dict:
+    """Seconds per phase of one step of ours, from the trainer's `time/<phase>` metrics
+    (core/rollouts.StepClock): the rollout split into fold / sample / unfold, then scoring,
+    log-probs, forward/backward, optimizer, adapter push and the rest.
+
+    >>> time_breakdown_ours({"time/rollout": 1.5, "time/fold": 0.02, "time/sample": 1.45, "time/unfold": 0.03,
+    ...                      "time/forward_backward": 2.0, "time/other": 0.1, "loss": 0.0})
+    {'rollout': 1.5, 'fold': 0.02, 'sample': 1.45, 'unfold': 0.03, 'forward_backward': 2.0, 'other': 0.1}
+    """
+    out = {}
+    for phase in ("rollout",) + TIME_PHASES:
+        if f"time/{phase}" in metrics:
+            out[phase] = round(float(metrics[f"time/{phase}"]), 4)
+    return out
+
+
 def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     import torch
     from transformers import AutoTokenizer
@@ -479,7 +577,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     cfg = Config()
     m, d, a, run = cfg.model, cfg.data, cfg.algorithm, cfg.run
     m.name_or_path = args.model_dir
-    m.load_in_4bit = args.child == "ours-4bit"  # the only difference between ours and ours-4bit
+    m.load_in_4bit = args.child == "ours-4bit"  # ours-4bit: the base in NF4, all else as ours
     m.lora_r, m.lora_alpha, m.lora_dropout, m.lora_target_modules = 16, 32, 0.0, list(TARGETS)
     rec["ours_defaults"] = {"gradient_checkpointing": m.gradient_checkpointing,
                             "offload_activations": m.offload_activations}
@@ -489,6 +587,8 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     a.algorithm, a.loss_type = "grpo", "dapo"
     # micro-batch: 0 = the product's auto (core.planner.plan: no more than the rollouts' KV cache)
     a.num_generations, a.prompts_per_step, a.micro_batch_size = args.generations, 1, args.ours_micro_batch
+    # ours-fast: auto picks the micro-batch for speed (the largest whose step fits 90% of the free memory)
+    a.auto_micro_batch = "fastest" if args.child == "ours-fast" else "lowest_memory"
     a.max_prompt_length, a.max_completion_length = args.prompt_len, args.length
     a.learning_rate, a.max_steps, a.seed = 1e-5, max(1, args.steps), 42
     a.temperature, a.top_p, a.beta, a.epsilon, a.epsilon_high = 1.0, 1.0, 0.0, 0.2, 0.28
@@ -497,17 +597,20 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         run.engine = args.ours_engine if args.ours_engine != "auto" else ("vllm" if cuda else "hf")
         run.vllm_enforce_eager = bool(args.ours_eager)
         run.vllm_kv_cache_dtype = args.ours_kv_dtype
+        run.merged_rollouts = args.ours_merged == "on"
         validate(cfg)
         rec["ours_config"] = {"model": {k: getattr(m, k) for k in ("lora_r", "lora_alpha", "lora_dropout",
                                                                  "lora_target_modules", "gradient_checkpointing",
                                                                  "offload_activations", "dtype", "load_in_4bit")},
                               "algorithm": {k: getattr(a, k) for k in (
                                   "algorithm", "loss_type", "num_generations", "prompts_per_step",
-                                  "micro_batch_size", "max_prompt_length", "max_completion_length", "learning_rate",
+                                  "micro_batch_size", "auto_micro_batch", "max_prompt_length",
+                                  "max_completion_length", "learning_rate",
                                   "temperature", "top_p", "beta", "epsilon", "epsilon_high", "scale_rewards",
                                   "num_iterations", "lr_scheduler", "max_grad_norm")},
                               "run": {"engine": run.engine, "vllm_enforce_eager": run.vllm_enforce_eager,
-                                      "vllm_kv_cache_dtype": run.vllm_kv_cache_dtype}}
+                                      "vllm_kv_cache_dtype": run.vllm_kv_cache_dtype,
+                                      "merged_rollouts": run.merged_rollouts}}
         tok = AutoTokenizer.from_pretrained(args.model_dir)
         prompts = make_prompts(tok, max(4, args.steps), args.prompt_len, seed=1)
         task = TaskData(train=[{"question": q, "answer": "", "answer_raw": ""} for q in prompts], eval=[],
@@ -561,6 +664,18 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             return out
 
         trainer.engine.generate = timed_generate
+        inner_rollout = trainer.engine.rollout
+
+        def phased_rollout(*a2, **kw):  # the step's rollout phase (fold, KV back, sample, release, unfold)
+            mem.set_phase("rollout")
+            try:
+                return inner_rollout(*a2, **kw)
+            finally:
+                mem.set_phase("training")
+
+        trainer.engine.rollout = phased_rollout
+        rec["merged_rollouts_asked"] = trainer.merged_rollouts
+        fingerprints = weight_fingerprints(trainer.engine)  # the served base weights, to see them unchanged
         # as GRPOTrainer.train() does before its loop: the engine samples with the (fresh) training adapter
         trainer.adapter = trainer.engine.update_adapter(trainer.model)
         deadline = args.deadline or float("inf")
@@ -582,8 +697,18 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             if tokens and gen_s:
                 step["rollout"]["tokens_per_s"] = round(tokens / gen_s, 1)
             step["metrics"] = {k2: v for k2, v in result.metrics.items() if isinstance(v, (int, float))}
+            step["time_breakdown"] = time_breakdown_ours(step["metrics"])
+            stats = dict(trainer.rollout_stats)
+            step["rollout"]["merged"] = stats.get("merged")
+            step["rollout"]["fold"] = {k2: v for k2, v in stats.items() if k2 not in ("sample_s",)}
+            step["phase_peaks_gib"] = mem.phase_peaks_above_baseline()
+            mem.set_phase(None)
             rec["steps"].append(step)
             r.phase(f"step {k} done")
+        if fingerprints is not None:  # frozen weights, folded and unfolded every step: bit for bit the same?
+            rec["base_weights_bitwise_unchanged"] = weight_fingerprints(trainer.engine) == fingerprints
+            if not rec["base_weights_bitwise_unchanged"]:
+                rec["notes"].append("the engine's base weights changed over the steps: an unfold was not exact")
         rec["micro_batch_size_final"] = trainer.micro_batch_size
         if trainer.micro_batch_size < rec["micro_batch_size_start"]:
             rec["notes"].append(f"ours lowered its micro-batch from {rec['micro_batch_size_start']} to "
@@ -595,22 +720,17 @@ def _time_for_another(rec: dict, deadline: float) -> bool:
     return deadline - time.time() > 1.2 * last + 10
 
 
-def child_trl(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoConfig, AutoTokenizer, TrainerCallback
+def trl_fields(args, cuda: bool, use_vllm: bool) -> dict:
+    """GRPOConfig keyword arguments of the workload (the same for TRL and for Unsloth's TRL).
 
-    from core.planner import kv_bytes_per_token, param_count
-
-    cuda = torch.cuda.is_available()
-    use_vllm = args.child == "trl-vllm"
-    tok = AutoTokenizer.from_pretrained(args.model_dir, padding_side="left", truncation_side="left")
-    prompts = make_prompts(tok, max(4, args.steps), args.prompt_len, seed=1)
-    dataset = Dataset.from_dict({"prompt": prompts})
-    L, G, P = args.length, args.generations, args.prompt_len
-    fields = dict(
-        output_dir=None,  # set below (a temp folder)
+    >>> from types import SimpleNamespace as A
+    >>> f = trl_fields(A(length=1024, generations=8, steps=2, gradient_checkpointing="on"), True, True)
+    >>> f["per_device_train_batch_size"], f["loss_type"], f["generation_kwargs"]
+    (8, 'dapo', {'ignore_eos': True})
+    """
+    L, G = args.length, args.generations
+    return dict(
+        output_dir=None,  # set by the caller (a temp folder)
         bf16=cuda, gradient_checkpointing=args.gradient_checkpointing == "on",
         model_init_kwargs={"dtype": "bfloat16" if cuda else "float32"},
         max_completion_length=L, num_generations=G, per_device_train_batch_size=G, gradient_accumulation_steps=1,
@@ -622,18 +742,30 @@ def child_trl(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         # every completion runs to exactly L tokens, as for ours
         generation_kwargs={"ignore_eos": True} if use_vllm else {"min_new_tokens": L},
     )
-    if use_vllm:
-        util = args.trl_vllm_util
-        if not util:  # sized like ours: weights + 1.2 x KV for one step + 1 GiB, over the device's total
-            hf_config = AutoConfig.from_pretrained(args.model_dir)
-            total = mem.total or (torch.cuda.mem_get_info()[1] if cuda else 80 * GIB)
-            want = param_count(hf_config) * 2 + 1.2 * kv_bytes_per_token(hf_config) * (P + L) * G + GIB
-            util = round(min(0.9, max(0.05, want / total)), 3)
-        fields.update(vllm_mode="colocate", vllm_gpu_memory_utilization=util, vllm_max_model_length=P + L,
-                      vllm_enable_sleep_mode=args.trl_vllm_sleep == "on")
-    rec["trl_config"] = {k: v for k, v in fields.items() if k != "output_dir"}
-    rec["trl_peft_config"] = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": list(TARGETS),
-                              "task_type": "CAUSAL_LM"}
+
+
+def known_fields(config_cls, fields: dict) -> tuple[dict, list[str]]:
+    """(the fields `config_cls` (a dataclass such as GRPOConfig) has, the names it lacks): Unsloth
+    runs an older TRL (1.15), whose GRPOConfig may lack a knob 1.16 has.
+
+    >>> import dataclasses
+    >>> C = dataclasses.make_dataclass("C", ["a", "b"])
+    >>> known_fields(C, {"a": 1, "c": 2})
+    ({'a': 1}, ['c'])
+    """
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return {k: v for k, v in fields.items() if k in names}, sorted(k for k in fields if k not in names)
+
+
+def run_trl_trainer(args, rec: dict, r: Recorder, mem: DeviceMemory, make_trainer, eos_ids=None) -> None:
+    """`make_trainer(callbacks)` -> a TRL GRPOTrainer (TRL's own or Unsloth's); time each step and
+    its rollout (`_generate_single_turn`, wrapped on the instance), then train."""
+    import torch
+    from transformers import TrainerCallback
+
+    current: dict = {}
 
     class StepClock(TrainerCallback):
         def __init__(self):
@@ -654,6 +786,10 @@ def child_trl(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             if ro.get("seconds") and ro.get("completion_tokens", {}).get("total"):
                 ro["tokens_per_s"] = round(ro["completion_tokens"]["total"] / ro["seconds"], 1)
             step["rollout"] = ro
+            if ro.get("seconds") is not None:  # what TRL's step is made of, as far as it can be seen from outside
+                step["time_breakdown"] = {"rollout": ro["seconds"], "other": round(step["seconds"] - ro["seconds"], 4)}
+            step["phase_peaks_gib"] = mem.phase_peaks_above_baseline()
+            mem.set_phase(None)
             rec["steps"].append(step)
             r.phase(f"step {state.global_step} done")
             if state.global_step < targs.max_steps and not _time_for_another(rec, args.deadline or float("inf")):
@@ -668,42 +804,241 @@ def child_trl(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                     {k: v for k, v in logs.items() if isinstance(v, (int, float))})
                 r.save()
 
-    current: dict = {}
+    cuda = torch.cuda.is_available()
+    t0 = time.perf_counter()
+    trainer = make_trainer([StepClock()])
+    _sync(torch)
+    rec["init_seconds"] = round(time.perf_counter() - t0, 2)
+    rec["after_init_device_gib"] = gib(mem.now())
+    rec["after_init_torch_allocated_gib"] = gib(torch.cuda.memory_allocated()) if cuda else None
+    eos_ids = set(eos_ids if eos_ids is not None else getattr(trainer, "eos_token_ids", None) or [])
+    name = next((n for n in ("_generate_single_turn", "_generate") if hasattr(trainer, n)), None)
+    rec["rollout_timed_at"] = name
+    if name is None:
+        rec["notes"].append("no generation method found to time: rollout seconds n/a")
+    else:
+        inner = getattr(trainer, name)
+
+        def timed_generate(prompt_ids, *a, **kw):
+            mem.set_phase("rollout")
+            _sync(torch)
+            t = time.perf_counter()
+            out = inner(prompt_ids, *a, **kw)
+            _sync(torch)
+            mem.set_phase("training")
+            ro = {"seconds": round(time.perf_counter() - t, 3)}
+            try:  # TRL 1.16 returns (completion ids, ...); another TRL may not: then no token counts
+                completion_ids = out[0]
+                ro.update(prompt_tokens=_lengths_summary([len(p) for p in prompt_ids]),
+                          completion_tokens=_lengths_summary([len(c) for c in completion_ids]),
+                          stopped_at_eos=sum(1 for c in completion_ids if len(c) and int(c[-1]) in eos_ids))
+            except Exception as e:  # noqa: BLE001 - a count we cannot read is no failed step
+                ro["token_counts"] = f"n/a ({short(e, 120)})"
+            current["rollout"] = ro
+            r.phase(f"step {current.get('step')}: scoring + forward/backward")
+            return out
+
+        setattr(trainer, name, timed_generate)
+    trainer.train()
+
+
+def child_trl(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoConfig, AutoTokenizer
+
+    from core.planner import kv_bytes_per_token, param_count
+
+    cuda = torch.cuda.is_available()
+    use_vllm = args.child == "trl-vllm"
+    tok = AutoTokenizer.from_pretrained(args.model_dir, padding_side="left", truncation_side="left")
+    prompts = make_prompts(tok, max(4, args.steps), args.prompt_len, seed=1)
+    dataset = Dataset.from_dict({"prompt": prompts})
+    L, G, P = args.length, args.generations, args.prompt_len
+    fields = trl_fields(args, cuda, use_vllm)
+    if use_vllm:
+        util = args.trl_vllm_util
+        if not util:  # sized like ours: weights + 1.2 x KV for one step + 1 GiB, over the device's total
+            hf_config = AutoConfig.from_pretrained(args.model_dir)
+            total = mem.total or (torch.cuda.mem_get_info()[1] if cuda else 80 * GIB)
+            want = param_count(hf_config) * 2 + 1.2 * kv_bytes_per_token(hf_config) * (P + L) * G + GIB
+            util = round(min(0.9, max(0.05, want / total)), 3)
+        fields.update(vllm_mode="colocate", vllm_gpu_memory_utilization=util, vllm_max_model_length=P + L,
+                      vllm_enable_sleep_mode=args.trl_vllm_sleep == "on")
+    rec["trl_config"] = {k: v for k, v in fields.items() if k != "output_dir"}
+    rec["trl_peft_config"] = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": list(TARGETS),
+                              "task_type": "CAUSAL_LM"}
+    rec["full_length_method"] = ("GRPOConfig.generation_kwargs={'ignore_eos': True} (vLLM SamplingParams)"
+                                 if use_vllm else "GRPOConfig.generation_kwargs={'min_new_tokens': L}")
     from trl import GRPOConfig, GRPOTrainer
 
     with tempfile.TemporaryDirectory(prefix="aha-bench-trl-") as tmp:
         fields["output_dir"] = tmp
         r.phase("trainer init (model, LoRA" + (", vLLM colocate)" if use_vllm else ")"))
-        t0 = time.perf_counter()
-        config = GRPOConfig(**fields)
-        peft_config = LoraConfig(**rec["trl_peft_config"])
-        trainer = GRPOTrainer(model=args.model_dir, reward_funcs=bench_reward, args=config, train_dataset=dataset,
-                              processing_class=tok, peft_config=peft_config, callbacks=[StepClock()])
-        _sync(torch)
-        rec["init_seconds"] = round(time.perf_counter() - t0, 2)
-        rec["after_init_device_gib"] = gib(mem.now())
-        rec["after_init_torch_allocated_gib"] = gib(torch.cuda.memory_allocated()) if cuda else None
-        rec["full_length_method"] = ("GRPOConfig.generation_kwargs={'ignore_eos': True} (vLLM SamplingParams)"
-                                     if use_vllm else "GRPOConfig.generation_kwargs={'min_new_tokens': L}")
-        eos_ids = set(trainer.eos_token_ids)
-        inner = trainer._generate_single_turn
 
-        def timed_generate(prompt_ids, *a, **kw):
-            _sync(torch)
-            t = time.perf_counter()
-            out = inner(prompt_ids, *a, **kw)
-            _sync(torch)
-            completion_ids = out[0]
-            current["rollout"] = {
-                "seconds": round(time.perf_counter() - t, 3),
-                "prompt_tokens": _lengths_summary([len(p) for p in prompt_ids]),
-                "completion_tokens": _lengths_summary([len(c) for c in completion_ids]),
-                "stopped_at_eos": sum(1 for c in completion_ids if len(c) and int(c[-1]) in eos_ids)}
-            r.phase(f"step {current.get('step')}: scoring + forward/backward")
-            return out
+        def make(callbacks):
+            return GRPOTrainer(model=args.model_dir, reward_funcs=bench_reward, args=GRPOConfig(**fields),
+                               train_dataset=dataset, processing_class=tok,
+                               peft_config=LoraConfig(**rec["trl_peft_config"]), callbacks=callbacks)
 
-        trainer._generate_single_turn = timed_generate
-        trainer.train()
+        run_trl_trainer(args, rec, r, mem, make)
+
+
+# ---------------------------------------------------------------------------- Unsloth (child)
+# Unsloth is measured through its public API only (FastLanguageModel, TRL's GRPOTrainer as it
+# patches it); its code (LGPL/AGPL) is never copied here. What it switches on is read from its log.
+
+
+def unsloth_share(hf_config, *, prompt_len: int, length: int, generations: int, total_bytes: int,
+                  four_bit: bool, overhead_gib: float) -> tuple[float, int]:
+    """(gpu_memory_utilization, target KV bytes): the share at which Unsloth's vLLM keeps a KV cache
+    of the size ours asks for (core.planner.engine_kv_bytes). vLLM makes KV cache of what the share
+    leaves after the weights and its profiled peak; on the H200 (2026-12-04) shares of 0.024 and
+    0.035 left 0.28 and 1.81 GiB, i.e. the weights + 0.22 GiB, hence `overhead_gib`. The KV cache it
+    really made is recorded beside this.
+
+    >>> from types import SimpleNamespace as C
+    >>> c = C(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+    ...       num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
+    >>> util, kv = unsloth_share(c, prompt_len=256, length=1024, generations=8, total_bytes=int(140.4 * GIB),
+    ...                          four_bit=False, overhead_gib=0.25)
+    >>> util, round(kv / GIB, 3)
+    (0.0244, 0.301)
+    """
+    from core.planner import engine_kv_bytes, weight_bytes
+
+    kv = engine_kv_bytes(hf_config, prompt_len + length, generations)
+    # a 4-bit engine's profiled peak was never measured: 0.25 GiB more, so that its cache is not too
+    # small to start (vLLM refuses) or to hold one step's rollouts (it would preempt and look slow)
+    extra = overhead_gib + (0.25 if four_bit else 0.0)
+    want = weight_bytes(hf_config, load_in_4bit=four_bit) + kv + extra * GIB
+    return round(min(0.95, want / total_bytes), 4), kv
+
+
+# what Unsloth's log says it switched on: a name for each phrase worth a column
+UNSLOTH_FEATURES = {
+    "merged_rollouts": "merged-weight rollouts on",
+    "merged_rollouts_fallback": "falling back to vllm lora",
+    "offloaded_gradient_checkpointing": "smartly offload gradients",
+    "double_buffering_off": "disabled double buffering",
+    "standby": "standby mode is enabled",
+    "fast_lora_layers": "qkv layers",  # its banner: "... patched 28 layers with 28 QKV layers, ..."
+}
+
+
+def unsloth_log_facts(text: str, limit: int = 80) -> dict:
+    """From an Unsloth process's log: its own lines ("Unsloth: ...", "==((====))==" banner), vLLM's
+    lines about the KV cache, the KV cache size it reports (GiB, tokens) and which UNSLOTH_FEATURES
+    phrases occur.
+
+    >>> f = unsloth_log_facts(chr(10).join(["Unsloth: Will smartly offload gradients to save VRAM!",
+    ...                                     "INFO [gpu_worker.py] Available KV cache memory: 0.28 GiB"]))
+    >>> f["kv_cache_gib"], f["switched_on"]["offloaded_gradient_checkpointing"], f["switched_on"]["merged_rollouts"]
+    (0.28, True, False)
+    """
+    import re
+
+    lines, kv_lines, seen = [], [], set()
+    for raw in text.splitlines():
+        line = raw.strip()
+        low = line.lower()
+        if ("unsloth" in low[:40] or "==((====))==" in line) and line not in seen:
+            seen.add(line)
+            lines.append(line[:300])
+        if "kv cache" in low and ("memory" in low or "size" in low or "tokens" in low) and line not in seen:
+            seen.add(line)
+            kv_lines.append(line[:300])
+    joined = "\n".join(lines).lower()
+    facts = {"unsloth_lines": lines[:limit], "kv_cache_lines": kv_lines[:20],
+             "switched_on": {k: phrase in joined for k, phrase in UNSLOTH_FEATURES.items()}}
+    m = re.findall(r"available kv cache memory:\s*([\d.]+)\s*gib", text, flags=re.I)
+    facts["kv_cache_gib"] = float(m[-1]) if m else None
+    m = re.findall(r"gpu kv cache size:\s*([\d,]+)\s*tokens", text, flags=re.I)
+    facts["kv_cache_tokens"] = int(m[-1].replace(",", "")) if m else None
+    return facts
+
+
+def child_unsloth(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
+    """Unsloth's FastLanguageModel (fast_inference: its in-process vLLM, sharing the weights) with
+    TRL's GRPOTrainer as Unsloth patches it, on the workload of the other systems. `import unsloth`
+    already ran (run_child: before transformers, as Unsloth requires)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoConfig, AutoTokenizer
+
+    from unsloth import FastLanguageModel  # noqa: I001 - after `import unsloth`, before trl
+
+    from core.engines.vllm_compat import kv_capacity_tokens
+    from core.planner import kv_bytes_per_token
+
+    four_bit = args.child == "unsloth-4bit"
+    defaults = args.child == "unsloth-defaults"
+    L, G, P = args.length, args.generations, args.prompt_len
+    hf_config = AutoConfig.from_pretrained(args.model_dir)
+    total = mem.total or torch.cuda.mem_get_info()[1]
+    kwargs = dict(model_name=args.model_dir, max_seq_length=P + L, load_in_4bit=four_bit, fast_inference=True,
+                  max_lora_rank=16)
+    util, kv_target = unsloth_share(hf_config, prompt_len=P, length=L, generations=G, total_bytes=total,
+                                    four_bit=four_bit, overhead_gib=args.unsloth_overhead_gib)
+    if args.unsloth_util:
+        util = args.unsloth_util
+    if not defaults:
+        kwargs["gpu_memory_utilization"] = util
+    rec["unsloth_config"] = {"from_pretrained": dict(kwargs),
+                             "kv_cache_asked_gib": None if defaults else gib(kv_target),
+                             "share_from": ("Unsloth's default" if defaults else
+                                            "--unsloth-util" if args.unsloth_util else
+                                            f"unsloth_share (overhead {args.unsloth_overhead_gib} GiB)")}
+    r.phase("Unsloth from_pretrained (fast_inference: its vLLM engine)")
+    t0 = time.perf_counter()
+    model, _ = FastLanguageModel.from_pretrained(**kwargs)
+    rec["from_pretrained_seconds"] = round(time.perf_counter() - t0, 1)
+    engine = getattr(model, "vllm_engine", None)
+    tokens = kv_capacity_tokens(engine) if engine is not None else None
+    rec["unsloth_kv_cache"] = {"tokens": tokens,
+                               "gib": gib(tokens * kv_bytes_per_token(hf_config)) if tokens else None,
+                               "ours_asks_gib": gib(kv_target)}
+    rec["after_from_pretrained_device_gib"] = gib(mem.now())
+    peft = dict(r=16, target_modules=list(TARGETS), lora_alpha=32, lora_dropout=0.0, bias="none",
+                use_gradient_checkpointing="unsloth" if args.gradient_checkpointing == "on" else False,
+                random_state=42)
+    rec["unsloth_peft_config"] = peft
+    r.phase("Unsloth get_peft_model")
+    model = FastLanguageModel.get_peft_model(model, **peft)
+    tok = AutoTokenizer.from_pretrained(args.model_dir, padding_side="left", truncation_side="left")
+    prompts = make_prompts(tok, max(4, args.steps), args.prompt_len, seed=1)
+    dataset = Dataset.from_dict({"prompt": prompts})
+    from trl import GRPOConfig, GRPOTrainer  # Unsloth's patched classes, imported after unsloth
+
+    fields = trl_fields(args, True, True)
+    fields.pop("model_init_kwargs")  # the model is already built
+    fields.pop("generation_kwargs")
+    try:
+        from vllm import SamplingParams
+
+        fields["vllm_sampling_params"] = SamplingParams(ignore_eos=True, temperature=1.0, top_p=1.0, max_tokens=L)
+        how = "GRPOConfig(vllm_sampling_params=SamplingParams(ignore_eos=True, ...)) (Unsloth's field)"
+    except ImportError:
+        fields["generation_kwargs"] = {"ignore_eos": True}
+        how = "GRPOConfig.generation_kwargs={'ignore_eos': True}"
+    with tempfile.TemporaryDirectory(prefix="aha-bench-unsloth-") as tmp:
+        fields["output_dir"] = tmp
+        kept, dropped = known_fields(GRPOConfig, fields)
+        if "vllm_sampling_params" in dropped:  # this GRPOConfig does not know Unsloth's field
+            kept["generation_kwargs"] = {"ignore_eos": True}
+            how = "GRPOConfig.generation_kwargs={'ignore_eos': True}"
+        rec["trl_config"] = {k: (repr(v) if k == "vllm_sampling_params" else v) for k, v in kept.items()
+                             if k != "output_dir"}
+        rec["trl_config_dropped"] = dropped
+        rec["full_length_method"] = how
+        r.phase("trainer init (Unsloth's GRPOTrainer)")
+
+        def make(callbacks):
+            return GRPOTrainer(model=model, reward_funcs=bench_reward, args=GRPOConfig(**kept),
+                               train_dataset=dataset, processing_class=tok, callbacks=callbacks)
+
+        run_trl_trainer(args, rec, r, mem, make, eos_ids=[hf_config.eos_token_id])
 
 
 def run_child(args) -> int:
@@ -716,6 +1051,15 @@ def run_child(args) -> int:
     mem = DeviceMemory(args.interval_ms / 1000.0)  # before torch touches CUDA: the baseline
     code = 1
     try:
+        if args.child in UNSLOTH_SYSTEMS:  # first of all: Unsloth patches transformers, peft and trl on import
+            r.phase("import unsloth")
+            t0 = time.perf_counter()
+            import unsloth  # noqa: F401
+            import unsloth_zoo  # noqa: F401
+
+            rec["unsloth_import_seconds"] = round(time.perf_counter() - t0, 1)
+            rec["unsloth_version"] = {"unsloth": getattr(unsloth, "__version__", None),
+                                      "unsloth_zoo": getattr(unsloth_zoo, "__version__", None)}
         import torch
 
         mem.on_tick = lambda: (rec.__setitem__("process_peak_gib_so_far", gib(mem.process_peak())), r.save())
@@ -723,14 +1067,18 @@ def run_child(args) -> int:
         rec["memory_method"] = mem.method or "n/a on CPU"
         rec["memory_note"] = mem.note
         rec["baseline_device_used_gib"] = gib(mem.baseline)
-        rec["versions"] = versions()
+        rec["versions"] = versions() if args.child not in UNSLOTH_SYSTEMS else versions(
+            ("torch", "vllm", "trl", "transformers", "peft", "accelerate", "datasets", "tokenizers", "unsloth",
+             "unsloth_zoo", "bitsandbytes"))
         rec["gpu"] = gpu_info()
         from transformers import AutoConfig
 
         hf_config = AutoConfig.from_pretrained(args.model_dir)
         rec["weights_gib"] = gib(base_weight_bytes(args.child, hf_config, torch.cuda.is_available()))
         r.save()
-        (child_ours if args.child in OURS_SYSTEMS else child_trl)(args, rec, r, mem)
+        child = (child_ours if args.child in OURS_SYSTEMS else
+                 child_unsloth if args.child in UNSLOTH_SYSTEMS else child_trl)
+        child(args, rec, r, mem)
         rec["status"] = "ok" if rec["steps"] else "error"
         if not rec["steps"]:
             rec["reason"] = "no step finished"
@@ -778,14 +1126,16 @@ def variant_of(args) -> str:
     """The non-default settings of ours, as a results-name suffix ('' for the defaults).
 
     >>> from types import SimpleNamespace
-    >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=True, ours_kv_dtype="fp8", ours_micro_batch=0))
+    >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=True, ours_kv_dtype="fp8", ours_micro_batch=0,
+    ...                            ours_merged="on"))
     'eager_fp8kv'
-    >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=8))
-    'mb8'
+    >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=8,
+    ...                            ours_merged="off"))
+    'mb8_lora_kernels'
     """
     mb = args.ours_micro_batch
     parts = [("offload", args.ours_offload), ("eager", args.ours_eager), ("fp8kv", args.ours_kv_dtype != "auto"),
-             (f"mb{mb}", mb > 0)]
+             (f"mb{mb}", mb > 0), ("lora_kernels", args.ours_merged == "off")]
     return "_".join(name for name, on in parts if on)
 
 
@@ -842,20 +1192,31 @@ def log_tail(path: Path, n: int = 25) -> str:
     return "\n".join(keep[-n:])
 
 
+def child_command(args, system: str, length: int, model_dir: Path, json_out: Path, deadline: float,
+                  python: str = sys.executable, unsloth_env: str = UNSLOTH_ENV) -> list[str]:
+    """The command line of one measurement (its own process). An Unsloth system's Python starts
+    from a shell that sources the Unsloth part's env.sh first (its trl 1.15 before the kit's)."""
+    cmd = [python, str(Path(__file__).resolve()), "--child", system, "--length", str(length),
+           "--model-dir", str(model_dir), "--json-out", str(json_out), "--deadline", f"{deadline:.1f}",
+           "--prompt-len", str(args.prompt_len), "--generations", str(args.generations), "--steps", str(args.steps),
+           "--gradient-checkpointing", args.gradient_checkpointing, "--interval-ms", str(args.interval_ms),
+           "--trl-vllm-util", str(args.trl_vllm_util), "--trl-vllm-sleep", args.trl_vllm_sleep,
+           "--ours-engine", args.ours_engine, "--ours-micro-batch", str(args.ours_micro_batch),
+           "--ours-kv-dtype", args.ours_kv_dtype, "--ours-merged", args.ours_merged,
+           "--unsloth-util", str(args.unsloth_util), "--unsloth-overhead-gib", str(args.unsloth_overhead_gib),
+           ] + (["--ours-offload"] if args.ours_offload else []) + (["--ours-eager"] if args.ours_eager else [])
+    if system in UNSLOTH_SYSTEMS:
+        return ["bash", "-c", 'source "$1" && shift && exec "$@"', "unsloth-env", unsloth_env] + cmd
+    return cmd
+
+
 def run_one(args, system: str, length: int, requested: int, model_dir: Path, log_dir: Path, timeout: float,
             common: dict) -> dict:
     json_out = log_dir / f"{system}-{length}.json"
     log_path = log_dir / f"{system}-{length}.log"
     json_out.unlink(missing_ok=True)
     deadline = time.time() + timeout - 5
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", system, "--length", str(length),
-           "--model-dir", str(model_dir), "--json-out", str(json_out), "--deadline", f"{deadline:.1f}",
-           "--prompt-len", str(args.prompt_len), "--generations", str(args.generations), "--steps", str(args.steps),
-           "--gradient-checkpointing", args.gradient_checkpointing, "--interval-ms", str(args.interval_ms),
-           "--trl-vllm-util", str(args.trl_vllm_util), "--trl-vllm-sleep", args.trl_vllm_sleep,
-           "--ours-engine", args.ours_engine, "--ours-micro-batch", str(args.ours_micro_batch),
-           "--ours-kv-dtype", args.ours_kv_dtype] + (["--ours-offload"] if args.ours_offload else []) + (
-               ["--ours-eager"] if args.ours_eager else [])
+    cmd = child_command(args, system, length, model_dir, json_out, deadline)
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -907,6 +1268,9 @@ def run_one(args, system: str, length: int, requested: int, model_dir: Path, log
         rec["status"] = "error"
         rec["reason"] = f"the process exited with code {rc} during {rec.get('phase') or 'start-up'}"
     rec.pop("process_peak_gib_so_far", None)
+    if system in UNSLOTH_SYSTEMS:  # what Unsloth said it switched on, and the KV cache vLLM reported
+        with contextlib.suppress(OSError):
+            rec["unsloth_log"] = unsloth_log_facts(log_path.read_text(errors="replace"))
     if rec["status"] != "ok":
         rec["log_tail"] = log_tail(log_path)
     why = f" - {rec['reason']}" if rec.get("reason") else ""
@@ -928,7 +1292,9 @@ def headline(rec: dict) -> dict:
             "torch_max_reserved_gib": s.get("torch_max_reserved_gib"), "step_seconds": s.get("seconds"),
             "rollout_seconds": ro.get("seconds"), "rollout_tokens_per_s": ro.get("tokens_per_s"),
             "completion_tokens": ro.get("completion_tokens"), "prompt_tokens": ro.get("prompt_tokens"),
-            "stopped_at_eos": ro.get("stopped_at_eos")}
+            "stopped_at_eos": ro.get("stopped_at_eos"), "merged_rollout": ro.get("merged"),
+            "time_breakdown": s.get("time_breakdown"), "phase_peaks_gib": s.get("phase_peaks_gib"),
+            "process_peak_gib": rec.get("process_peak_gib")}
 
 
 def _f(x, fmt="{:.2f}", na="n/a"):
@@ -1008,7 +1374,100 @@ def goal_rows(records: list[dict], meta: dict) -> list[dict]:
         rows.append({"id": "2", "goal": GOAL_TEXT["2"], "completion": L, "value": value,
                      "target": f"<= {GOAL_4BIT_PEAK_GB:g} GB",
                      "result": why or ("pass" if q * GIB / GB <= GOAL_4BIT_PEAK_GB else "fail")})
+    return rows + speed_goal_rows(by)
+
+
+def speed_goal_rows(by: dict) -> list[dict]:
+    """Issue 21's goals (3: fast mode, 4: lowest-memory mode, 5: 4-bit vs Unsloth), one row per goal
+    and completion length <= GOAL_MAX_LENGTH where ours' system for it has a measurement. `by`:
+    (system, length) -> record. The peer a goal is judged against is named in its value."""
+    def ok(system, L):
+        rec = by.get((system, L))
+        h = headline(rec) if rec and rec.get("status") == "ok" else {}
+        return h if h.get("device_peak_gib") is not None and h.get("step_seconds") else None
+
+    rows = []
+    lengths = sorted({L for (_, L) in by if L and L <= GOAL_MAX_LENGTH})
+    for L in lengths:
+        peers = {p: h for p in BF16_PEERS if (h := ok(p, L))}
+        tried = [p for p in BF16_PEERS if (p, L) in by]
+        if not tried:  # no peer of these goals was even tried at this length: no rows for them
+            none = "skip"
+        else:
+            none = None if peers else "; ".join(f"{p}: {_reason(by[(p, L)])}" for p in tried)[:200]
+        fast = ok("ours-fast", L)
+        if ("ours-fast", L) in by and none != "skip":
+            if fast is None or none:
+                value, result = "", none or f"ours-fast: {_reason(by[('ours-fast', L)])}"
+            else:
+                p, h = min(peers.items(), key=lambda kv: kv[1]["step_seconds"])
+                ratio = fast["step_seconds"] / h["step_seconds"]
+                value = (f"{fast['step_seconds']:.2f} / {h['step_seconds']:.2f} s ({p}) = {ratio:.2f}; peak "
+                         f"{fast['device_peak_gib']:.2f} vs {h['device_peak_gib']:.2f} GiB")
+                lean_enough = fast["device_peak_gib"] <= h["device_peak_gib"]
+                result = "pass" if ratio <= GOAL_FAST_STEP and lean_enough else "fail"
+            rows.append({"id": "3", "goal": GOAL_TEXT["3"], "completion": L, "value": value,
+                         "target": f"<= {GOAL_FAST_STEP}, peak <= peer's", "result": result})
+        lean = ok("ours", L)
+        if ("ours", L) in by and none != "skip":
+            if lean is None or none:
+                value, result = "", none or f"ours: {_reason(by[('ours', L)])}"
+            else:
+                p, h = min(peers.items(), key=lambda kv: kv[1]["device_peak_gib"])
+                ratio = lean["device_peak_gib"] / h["device_peak_gib"]
+                value = (f"{lean['device_peak_gib']:.2f} / {h['device_peak_gib']:.2f} GiB ({p}) = {ratio:.2f}; step "
+                         f"{lean['step_seconds']:.2f} vs {h['step_seconds']:.2f} s")
+                result = "pass" if ratio <= GOAL_LEAN_PEAK and lean["step_seconds"] <= h["step_seconds"] else "fail"
+            rows.append({"id": "4", "goal": GOAL_TEXT["4"], "completion": L, "value": value,
+                         "target": f"<= {GOAL_LEAN_PEAK}, step <= peer's", "result": result})
+        q, u = ok("ours-4bit", L), ok("unsloth-4bit", L)
+        if ("ours-4bit", L) in by and ("unsloth-4bit", L) in by:
+            if not (q and u and q.get("process_peak_gib") and u.get("process_peak_gib")):
+                value, result = "", ("ours-4bit: " + _reason(by[("ours-4bit", L)]) if not q else
+                                     "unsloth-4bit: " + _reason(by[("unsloth-4bit", L)]) if not u else
+                                     "a whole-process peak is missing")
+            else:
+                ratio = q["process_peak_gib"] / u["process_peak_gib"]
+                value = f"{q['process_peak_gib']:.2f} / {u['process_peak_gib']:.2f} GiB = {ratio:.2f}"
+                result = "pass" if ratio <= GOAL_4BIT_VS_UNSLOTH else "fail"
+            rows.append({"id": "5", "goal": GOAL_TEXT["5"], "completion": L, "value": value,
+                         "target": f"<= {GOAL_4BIT_VS_UNSLOTH}", "result": result})
     return rows
+
+
+def memory_bandwidth_gbs(records: list[dict], given: float = 0.0) -> tuple[float | None, str]:
+    """(GB/s, where it came from): `given`, else the vendor figure for the GPU the records ran on.
+
+    >>> memory_bandwidth_gbs([{"gpu": {"device": "NVIDIA H200"}}])
+    (4800.0, 'NVIDIA H200: vendor figure')
+    """
+    if given:
+        return given, "--bandwidth-gbs"
+    for rec in records:
+        device = (rec.get("gpu") or {}).get("device") or ""
+        for name, gbs in BANDWIDTH_GBS.items():  # longest names first would matter for "H100 NVL"
+            if name in device and not (name == "H100" and "NVL" in device):
+                return gbs, f"{device}: vendor figure"
+    return None, "no GPU in these records"
+
+
+def decode_limit_tokens_per_s(hf_config, *, four_bit: bool, streams: int, context: float, bandwidth_gbs: float
+                              ) -> tuple[float, float]:
+    """(tokens/s if a decode step only read the weights, tokens/s if it also read the KV cache of
+    `streams` sequences of `context` tokens): streams x bandwidth / bytes per decode step.
+
+    >>> from types import SimpleNamespace as C
+    >>> c = C(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+    ...       num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
+    >>> [round(x) for x in decode_limit_tokens_per_s(c, four_bit=False, streams=8, context=768, bandwidth_gbs=4800)]
+    [12439, 11767]
+    """
+    from core.planner import kv_bytes_per_token, weight_bytes
+
+    weights = weight_bytes(hf_config, load_in_4bit=four_bit)
+    kv = streams * context * kv_bytes_per_token(hf_config)
+    bw = bandwidth_gbs * 1e9
+    return streams * bw / weights, streams * bw / (weights + kv)
 
 
 def render_markdown(records: list[dict], meta: dict) -> str:
@@ -1120,12 +1579,16 @@ def render_markdown(records: list[dict], meta: dict) -> str:
 
     lines += pivot("Peak GPU memory (GiB) against context length", mem_cell)
     lines += pivot("Step time and rollout tokens/s against context length", time_cell)
-    lines += ratio_table("ours", ("trl", "trl-vllm"))
-    # the 4-bit base against our bf16 run and against TRL
-    lines += ratio_table("ours-4bit", ("ours", "trl", "trl-vllm"))
+    lines += ratio_table("ours", ("trl", "trl-vllm", "unsloth", "unsloth-defaults"))
+    lines += ratio_table("ours-fast", ("ours", "trl", "trl-vllm", "unsloth", "unsloth-defaults"))
+    # the 4-bit base against our bf16 run and against TRL and Unsloth
+    lines += ratio_table("ours-4bit", ("ours", "trl", "trl-vllm", "unsloth-4bit"))
+    lines += time_table(records)
+    lines += bandwidth_table(records, meta)
+    lines += unsloth_section(records)
     goals = goal_rows(records, meta)
     if goals:
-        lines += ["", "## Goals (benchmark issue)", "",
+        lines += ["", "## Goals (benchmark issues 6 and 21)", "",
                   ("Judged on the device peak of the reported step (as above: all the process holds on the GPU, "
                    "vLLM's pool and the CUDA context included). GiB = 2^30 bytes, GB = 10^9 bytes."), "",
                   "| # | goal | completion | value | target | result |", "|---|---|---|---|---|---|"]
@@ -1149,6 +1612,17 @@ def render_markdown(records: list[dict], meta: dict) -> str:
             lora = ", ".join(f"{k}={v!r}" for k, v in rec["trl_peft_config"].items())
             lines.append(f"- {rec['system']}: `GRPOConfig({grpo})`, `LoraConfig({lora})`, "
                          "reward: share of distinct characters.")
+    for system in UNSLOTH_SYSTEMS:
+        rec = next((r for r in records if r.get("trl_config") and r.get("system") == system), None)
+        if rec:
+            uc = (rec.get("unsloth_config") or {}).get("from_pretrained") or {}
+            fp = ", ".join(f"{k}={v!r}" for k, v in uc.items())
+            peft = ", ".join(f"{k}={v!r}" for k, v in (rec.get("unsloth_peft_config") or {}).items())
+            grpo = ", ".join(f"{k}={v!r}" for k, v in rec["trl_config"].items())
+            dropped = rec.get("trl_config_dropped")
+            lines.append(f"- {system}: `FastLanguageModel.from_pretrained({fp})`, `get_peft_model({peft})`, "
+                         f"`GRPOConfig({grpo})`" + (f" (this TRL has no {dropped})" if dropped else "")
+                         + f"; full length: {rec.get('full_length_method')}.")
     lines += ["", "## Versions", ""]
     seen: dict = {}
     for rec in records:
@@ -1176,8 +1650,101 @@ def render_markdown(records: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-PLOT_STYLE = {"ours": ("tab:blue", "o", "-"), "ours-4bit": ("tab:cyan", "s", "-"),
-              "trl": ("tab:red", "^", "--"), "trl-vllm": ("tab:orange", "v", "--")}
+def _ok_records(records: list[dict]):
+    order = {s: i for i, s in enumerate(SYSTEMS)}
+    for rec in sorted(records, key=lambda r: (r.get("completion_length") or 0, order.get(r.get("system"), 9))):
+        h = headline(rec) if rec.get("status") == "ok" else {}
+        if h:
+            yield rec, h
+
+
+def time_table(records: list[dict]) -> list[str]:
+    """Where each measured step's time went (ours: the trainer's own clock, time/<phase>; the peers:
+    their rollout and the rest), and each phase's device peak where it was polled."""
+    rows = []
+    for rec, h in _ok_records(records):
+        t = h.get("time_breakdown") or {}
+        if not t:
+            continue
+        peaks = h.get("phase_peaks_gib") or {}
+        cells = [_f(t.get(k), "{:.2f}", "") for k in ("rollout",) + TIME_PHASES]
+        phase_peak = " / ".join(_f(peaks.get(k), "{:.2f}", "-") for k in ("rollout", "training"))
+        merged = {True: "folded", False: "LoRA kernels"}.get(h.get("merged_rollout"), "")
+        rows.append(f"| {rec.get('system')} | {rec.get('completion_length')} | {_f(h.get('step_seconds'), '{:.2f}')} | "
+                    + " | ".join(cells) + f" | {merged} | {phase_peak} |")
+    if not rows:
+        return []
+    return ["", "## Where the step's time goes", "",
+            ("Seconds of the reported step. Ours: the trainer's clock (`core/rollouts.StepClock`, each phase ends "
+             "with a CUDA synchronize): rollout = fold + sample (KV cache back, generate, release) + unfold; "
+             "log-probs = pi_old / reference passes (none here: one pass, beta 0). TRL and Unsloth: the rollout "
+             "(`_generate_single_turn`, with its weight sync or fold) and the rest of the step. Phase peaks: the "
+             "device peak while sampling / while training (NVML, polled)."), "",
+            "| system | completion | step s | rollout | fold | sample | unfold | scoring | log-probs | fwd/bwd | "
+            "optimizer | adapter push | other | rollouts | peak GiB rollout / training |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"] + rows
+
+
+def bandwidth_table(records: list[dict], meta: dict) -> list[str]:
+    """Rollout tokens/s against what the device's memory bandwidth allows: every decode step reads
+    all weights once for the G streams (and their KV cache)."""
+    from types import SimpleNamespace
+
+    config = meta.get("model_config")
+    bw, source = memory_bandwidth_gbs(records, meta.get("bandwidth_gbs") or 0.0)
+    if not config or not bw:
+        return []
+    c = SimpleNamespace(**config)
+    rows = []
+    for rec, h in _ok_records(records):
+        tps = h.get("rollout_tokens_per_s")
+        if not tps:
+            continue
+        G = rec.get("num_generations") or 1
+        L, P = rec.get("completion_length") or 0, rec.get("prompt_length") or 0
+        w_only, with_kv = decode_limit_tokens_per_s(c, four_bit=rec.get("system") in FOUR_BIT, streams=G,
+                                                    context=P + L / 2, bandwidth_gbs=bw)
+        rows.append(f"| {rec.get('system')} | {L} | {tps:.0f} | {w_only:.0f} | {tps / w_only:.2f} | {with_kv:.0f} | "
+                    f"{tps / with_kv:.2f} |")
+    if not rows:
+        return []
+    return ["", "## Rollout tokens/s against the memory-bandwidth limit", "",
+            (f"Limit = G streams x bandwidth / bytes read per decode step: the weights (bf16, or NF4 for the 4-bit "
+             f"systems), and with the KV cache of G sequences at their mean context (prompt + L/2). Bandwidth "
+             f"{bw:.0f} GB/s ({source}). The rollout's tokens/s include its prefill, sampler and (ours) fold and "
+             f"memory hand-over, so 1.0 is out of reach."), "",
+            "| system | completion | rollout tok/s | limit, weights only | share | limit, weights + KV | share |",
+            "|---|---|---|---|---|---|---|"] + rows
+
+
+def unsloth_section(records: list[dict]) -> list[str]:
+    """Unsloth's versions, its KV cache (asked for vs what vLLM made of the share), and what its log
+    says it switched on."""
+    recs = [r for r in records if r.get("system") in UNSLOTH_SYSTEMS and r.get("status") != "not run"]
+    if not recs:
+        return []
+    out = ["", "## Unsloth", "", "| system | completion | version | share | KV cache asked (ours) GiB | "
+           "KV cache made GiB (tokens) | vLLM said | switched on |", "|---|---|---|---|---|---|---|---|"]
+    for rec in recs:
+        uc, kv, lg = rec.get("unsloth_config") or {}, rec.get("unsloth_kv_cache") or {}, rec.get("unsloth_log") or {}
+        share = (uc.get("from_pretrained") or {}).get("gpu_memory_utilization", "its default")
+        version = (rec.get("unsloth_version") or {}).get("unsloth") or (rec.get("versions") or {}).get("unsloth")
+        made = f"{_f(kv.get('gib'))} ({kv.get('tokens') or lg.get('kv_cache_tokens') or 'n/a'})"
+        on = ", ".join(k for k, v in (lg.get("switched_on") or {}).items() if v) or "n/a"
+        out.append(f"| {rec.get('system')} | {rec.get('completion_length')} | {version} | {share} | "
+                   f"{_f(uc.get('kv_cache_asked_gib'))} | {made} | {_f(lg.get('kv_cache_gib'))} GiB | {on} |")
+    said = next((r.get("unsloth_log", {}).get("unsloth_lines") for r in recs if r.get("unsloth_log")), None)
+    if said:
+        fence = "`" * 3
+        out += ["", "What its log said (the first run with a log; `unsloth_log` in the JSON has each run's):", "",
+                fence] + [line.replace(fence, "'''") for line in said[:30]] + [fence]
+    return out
+
+
+PLOT_STYLE = {"ours": ("tab:blue", "o", "-"), "ours-fast": ("navy", "D", "-"), "ours-4bit": ("tab:cyan", "s", "-"),
+              "trl": ("tab:red", "^", "--"), "trl-vllm": ("tab:orange", "v", "--"),
+              "unsloth": ("tab:green", "P", ":"), "unsloth-4bit": ("yellowgreen", "X", ":"),
+              "unsloth-defaults": ("darkgreen", "*", ":")}
 
 
 def plot_results(records: list[dict], meta: dict, path: Path) -> bool:
@@ -1331,6 +1898,7 @@ def run_parent(args) -> int:
             "prompt_length": args.prompt_len, "num_generations": args.generations, "steps": args.steps,
             "gradient_checkpointing": args.gradient_checkpointing, "interval_ms": args.interval_ms,
             "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "targets": TARGETS}, "tiny": tiny,
+            "bandwidth_gbs": args.bandwidth_gbs,
             "parent_versions": versions(), "git": git_commit(),
             "command": " ".join([Path(sys.executable).name] + sys.argv)}
     common = {"model": model_label, "gradient_checkpointing": args.gradient_checkpointing,
@@ -1394,6 +1962,17 @@ def main(argv=None) -> int:
                         "outside torch, slower decode); results go to trl_compare[_<config>]_eager.*")
     p.add_argument("--ours-kv-dtype", choices=["auto", "fp8"], default="auto",
                    help="ours: run.vllm_kv_cache_dtype (fp8 halves the rollouts' KV cache); results: *_fp8kv.*")
+    p.add_argument("--ours-merged", choices=["on", "off"], default="on",
+                   help="ours: run.merged_rollouts (fold the adapter into the base for the rollouts; the 4-bit "
+                        "base samples through the adapter either way); off: results go to *_lora_kernels.*")
+    p.add_argument("--unsloth-util", type=float, default=0.0,
+                   help="unsloth, unsloth-4bit: gpu_memory_utilization (0 = the share whose KV cache is what ours "
+                        "asks for: bench.trl_compare.unsloth_share); unsloth-defaults never passes one")
+    p.add_argument("--unsloth-overhead-gib", type=float, default=0.25,
+                   help="unsloth_share: what vLLM's share holds besides the weights and the KV cache (0.22 GiB "
+                        "on the H200, 2026-12-04)")
+    p.add_argument("--bandwidth-gbs", type=float, default=0.0,
+                   help="device memory bandwidth for the decode-speed limit (0 = by device name: H200 4800 GB/s)")
     p.add_argument("--ours-engine", choices=["auto", "vllm", "hf"], default="auto",
                    help="ours: run.engine (auto = vLLM on a GPU, HF generate on CPU)")
     p.add_argument("--trl-vllm-util", type=float, default=0.0,

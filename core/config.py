@@ -269,6 +269,11 @@ class RunConfig:
         "auto", "Rollout engine. auto = vLLM on a GPU when installed, else Hugging Face generate.",
         choices=["auto", "hf", "vllm"],
     )
+    merged_rollouts: bool = _f(
+        True, "Sample each step's rollouts from the base weights with the adapter folded in (W + scale x B x A, "
+        "undone bit for bit after sampling), so the engine decodes without LoRA kernels: faster rollouts, the same "
+        "model up to bf16 rounding. On a GPU with a 16/32-bit base only; a 4-bit base and the CPU sample through the "
+        "adapter. Chat and evaluation always use the adapter. Off = rollouts through the adapter too.")
     # vLLM engine settings: 0 / "auto" = chosen from the GPU and the run (core/engines/vllm_engine.plan_settings)
     vllm_gpu_memory_utilization: float = _f(
         0.0, "vLLM's share of the GPU memory (weights + KV cache). 0 = sized from free memory and this run's plan.",

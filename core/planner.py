@@ -304,8 +304,9 @@ def micro_batch_peak(c, *, sequences: int, seq_len: int, completion_len: int, lo
         loss = n * (L * saved - 4 * h + rope + 4 * h) + kernel_bwd + once
     else:
         # each layer's input is all that the forward keeps (checkpoint: on the GPU, bf16 [N, h]
-        # per layer; offload: in pinned CPU memory, copied back for one layer at a time)
-        kept = L * 2 * h if not offload else 2 * h
+        # per layer; offload: in pinned CPU memory, copied back one layer at a time, and the next
+        # layer's already on its way back: core/offload.py prefetches one layer ahead)
+        kept = L * 2 * h if not offload else 2 * 2 * h
         trans = _mlp_transient_per_token(c, lora_rank, lora_targets, recompute=True)
         # the last layer's recompute: its saved tensors, the MLP transient, two bf16 [N, h]
         # locals (post-attention residual, normed MLP input) and the gradients in flight when the

@@ -1,8 +1,10 @@
 """What every algorithm's step shares: rollouts sampled and scored, the update, the metrics.
 
 Owns: sampling G completions per prompt through the engine and scoring them with the reward
-functions (`sample_and_score`), the AdamW update with data-parallel gradient averaging
-(`apply_update`), retrying a pass with a smaller micro-batch on out-of-memory (`retry_on_oom`),
+functions (`sample_and_score`; folded into the base weights when `trainer.merged_rollouts`), the
+clock that says where a step's time goes (`StepClock`, logged as `time/<phase>`), trimming a
+micro-batch to the columns its rows need (`padding_trim`), the AdamW update with data-parallel
+gradient averaging (`apply_update`), retrying a pass with a smaller micro-batch on out-of-memory (`retry_on_oom`),
 and the metrics and samples every run logs under TRL's names (`rollout_metrics`,
 `sample_rows`), so the plots read every algorithm the same way.
 
@@ -11,8 +13,10 @@ Refuses to know: any algorithm's advantages or loss (`core/objectives.py` and ea
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +25,47 @@ import torch
 from core import distributed
 from core.engines import Completion, SamplingSettings
 from core.rewards import RewardResult
+
+
+# ---------------------------------------------------------------------------
+# where a step's time goes
+
+
+class StepClock:
+    """Wall seconds per phase of one step, logged as `time/<phase>`: rollout (and inside it fold,
+    sample, unfold), scoring, logps (pi_old / reference), forward_backward, optimizer,
+    adapter_push; `time/other` is the rest of the step. On a GPU each phase starts and ends with
+    a synchronize, so its kernels count in it (the step already waits at each micro-batch's
+    loss.item(), so this costs next to nothing)."""
+
+    PARTS = ("fold", "sample", "unfold")  # of the rollout, from the engine's rollout_stats
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        _sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync()
+            self.seconds[phase] += time.perf_counter() - t0
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] += seconds
+
+    def metrics(self, step_seconds: float) -> dict:
+        m = {f"time/{k}": v for k, v in self.seconds.items()}
+        top = sum(v for k, v in self.seconds.items() if k not in self.PARTS)
+        m["time/other"] = max(0.0, step_seconds - top)
+        return m
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 # ---------------------------------------------------------------------------
@@ -57,21 +102,27 @@ def sample_and_score(trainer, step: int) -> ScoredRollouts:
 
     cfg, a = trainer.cfg, trainer.cfg.algorithm
     G = a.num_generations
-    t0 = time.perf_counter()
+    clock = trainer.clock = StepClock()  # a step starts with its rollouts
     rows = trainer.prompt_rows(step - 1)
     prompt_ids = [trainer.prompt_ids(r) for r in rows]  # (P, Lp_i)
-    trainer.engine.restore_memory()
+    engine = trainer.engine
     if trainer.adapter is None:  # train_step() called without train(): push the adapter first
-        trainer.adapter = trainer.engine.update_adapter(trainer.model)
-    groups = trainer.engine.generate(
-        prompt_ids,
-        SamplingSettings(n=G, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_completion_length,
-                         seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank(),
-                         ignore_eos=trainer.ignore_eos),
-        adapter=trainer.adapter,
-    )  # (P, G)
-    trainer.engine.release_memory()
+        with clock("adapter_push"):
+            trainer.adapter = engine.update_adapter(trainer.model)
+    t0 = time.perf_counter()
+    with clock("rollout"):  # restore the engine's memory, [fold,] sample, [unfold,] release it
+        groups = engine.rollout(
+            prompt_ids,
+            SamplingSettings(n=G, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_completion_length,
+                             seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank(),
+                             ignore_eos=trainer.ignore_eos),
+            trainer.adapter, model=trainer.model, merged=trainer.merged_rollouts,
+        )  # (P, G)
     t_gen = time.perf_counter() - t0
+    trainer.rollout_stats = dict(getattr(engine, "rollout_stats", None) or {})
+    for part in StepClock.PARTS:
+        if f"{part}_s" in trainer.rollout_stats:
+            clock.add(part, trainer.rollout_stats[f"{part}_s"])
     completions = [c for g in groups for c in g]  # (B,)
     flat_rows = [r for r in rows for _ in range(G)]
     prompts_msgs = [build_messages(r["question"], cfg.data.system_prompt) for r in flat_rows]
@@ -79,8 +130,29 @@ def sample_and_score(trainer, step: int) -> ScoredRollouts:
     completions_msgs = [[{"role": "assistant", "content": prefix + c.text}] for c in completions]
     columns = {k: [r.get(k) for r in flat_rows] for k in flat_rows[0] if k != "prompt"}
     columns["completion_ids"] = [c.token_ids for c in completions]  # as TRL passes it
-    scored = trainer.rewards(prompts_msgs, completions_msgs, columns)
+    with clock("scoring"):
+        scored = trainer.rewards(prompts_msgs, completions_msgs, columns)
     return ScoredRollouts(rows, prompt_ids, completions, scored, G, t_gen)
+
+
+def padding_trim(attention_mask: torch.Tensor, completion_len: int) -> tuple[int, int]:
+    """(k, t) for a micro-batch of left-padded prompts + right-padded completions: columns
+    [k, Lp + t) hold every real token of its rows, so slicing inputs to them (and completion
+    tensors to [:, :t]) drops only padding columns. Exact: padding attends to nothing and
+    positions count real tokens. A batch padded to its longest row then costs each micro-batch
+    only its own longest row (with micro-batch 1, every sequence its own length).
+
+    >>> padding_trim(torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 0, 0]]), completion_len=3)
+    (1, 2)
+    """
+    real = attention_mask.bool().any(0)  # (Lp + T,) columns with a real token in some row
+    L = attention_mask.size(1)
+    cols = real.nonzero().squeeze(1)
+    if cols.numel() == 0:
+        return 0, completion_len
+    first, last = int(cols[0]), int(cols[-1])
+    prompt_len = L - completion_len
+    return min(first, prompt_len - 1), max(1, last - prompt_len + 1)
 
 
 # ---------------------------------------------------------------------------
@@ -91,15 +163,16 @@ def apply_update(trainer) -> float:
     """Average the gradients over ranks, clip, AdamW step (skipped when the norm is not finite),
     advance the schedule, clear the gradients. Returns the gradient norm before clipping."""
     a = trainer.cfg.algorithm
-    distributed.all_reduce_grads(trainer.params)
-    max_norm = a.max_grad_norm if a.max_grad_norm > 0 else float("inf")
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(trainer.params, max_norm))
-    if math.isfinite(grad_norm):
-        trainer.optimizer.step()
-    else:
-        trainer.skipped_steps += 1
-    trainer.scheduler.step()
-    trainer.optimizer.zero_grad(set_to_none=True)
+    with trainer.clock("optimizer"):
+        distributed.all_reduce_grads(trainer.params)
+        max_norm = a.max_grad_norm if a.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainer.params, max_norm))
+        if math.isfinite(grad_norm):
+            trainer.optimizer.step()
+        else:
+            trainer.skipped_steps += 1
+        trainer.scheduler.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
     return grad_norm
 
 
@@ -148,6 +221,12 @@ def rollout_metrics(trainer, batch: ScoredRollouts, step: int, t0: float) -> dic
         "skipped_steps": trainer.skipped_steps,
         "micro_batch_size": trainer.micro_batch_size,
     }
+    m.update(trainer.clock.metrics(m["step_time"]))
+    stats = trainer.rollout_stats
+    if stats:
+        m["rollout/merged"] = float(bool(stats.get("merged")))
+        if stats.get("merged"):
+            m["rollout/kept_share"] = float(stats.get("kept_share", 0.0))  # elements the fold kept aside
     for name, values in batch.scored.per_reward.items():
         v = torch.tensor(values, dtype=torch.float32)
         m[f"rewards/{name}/mean"] = v.mean().item()

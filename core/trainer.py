@@ -39,7 +39,8 @@ from core.config import Config
 from core.engines import make_engine
 from core.objectives import LossStats, compute_advantages, policy_loss
 from core.rewards import RewardError
-from core.rollouts import apply_update, retry_on_oom, rollout_metrics, sample_and_score, sample_rows
+from core.rollouts import (StepClock, apply_update, padding_trim, retry_on_oom, rollout_metrics,
+                           sample_and_score, sample_rows)
 from core.runs import RunDir, free_run_name
 from kernels import token_logprobs
 
@@ -158,10 +159,15 @@ class Rollouts:
     ref_logps: torch.Tensor | None = None  # (B, T), when beta > 0
 
     def slice(self, i: int, j: int) -> "Rollouts":
-        def s(t):
-            return None if t is None else t[i:j]
-        return Rollouts(s(self.input_ids), s(self.attention_mask), s(self.completion_ids),
-                        s(self.completion_mask), s(self.advantages), s(self.old_logps), s(self.ref_logps))
+        """Rows [i, j), without the columns that are padding in all of them (rollouts.padding_trim)."""
+        T = self.completion_ids.size(1)
+        k, t = padding_trim(self.attention_mask[i:j], T)
+        L = self.input_ids.size(1)
+
+        def s(x):
+            return None if x is None else x[i:j, :t]
+        return Rollouts(self.input_ids[i:j, k:L - T + t], self.attention_mask[i:j, k:L - T + t], s(self.completion_ids),
+                        s(self.completion_mask), self.advantages[i:j], s(self.old_logps), s(self.ref_logps))
 
 
 def pad_rollouts(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
@@ -297,6 +303,9 @@ class GRPOTrainer:
         self.scheduler = get_scheduler(a.lr_scheduler, self.optimizer, num_warmup_steps=a.warmup_steps,
                                        num_training_steps=a.max_steps)
         self.step = 0
+        # rollouts from the base with the adapter folded in (core/engines/merged_lora.py): GPU, 16/32-bit base
+        self.merged_rollouts = cfg.run.merged_rollouts and not cfg.model.load_in_4bit and "cuda" in str(self.device)
+        self.clock, self.rollout_stats = StepClock(), {}  # where the step's time went; the last rollout's stats
         self.micro_batch_size = resolve_micro_batch_size(cfg, self.plan)
         self.ignore_eos = False  # benchmarks set it: every rollout runs to max_completion_length
         self.skipped_steps = 0
@@ -362,16 +371,18 @@ class GRPOTrainer:
             cmask = cmask * (~truncated).unsqueeze(1).long()
         batch = Rollouts(ids, attn, comp, cmask, advantages.to(self.device))
         self.model.train()
-        if a.num_iterations > 1:  # pi_old for the ratio; with one pass it equals pi_theta
-            batch.old_logps = self._logps_no_grad(batch)
-        if a.beta > 0:  # the reference is the same weights with the adapter switched off
-            with self.model.disable_adapter():
-                batch.ref_logps = self._logps_no_grad(batch)
+        with self.clock("logps"):
+            if a.num_iterations > 1:  # pi_old for the ratio; with one pass it equals pi_theta
+                batch.old_logps = self._logps_no_grad(batch)
+            if a.beta > 0:  # the reference is the same weights with the adapter switched off
+                with self.model.disable_adapter():
+                    batch.ref_logps = self._logps_no_grad(batch)
 
         # 5) + 6) loss, backward over micro-batches, clip, step; mu passes over the rollouts
         for _ in range(a.num_iterations):
             loss_value, stats, entropy, grad_norm = retry_on_oom(self, self._optimize_once, batch)
-        self.adapter = self.engine.update_adapter(self.model)
+        with self.clock("adapter_push"):
+            self.adapter = self.engine.update_adapter(self.model)
         self.step = step
 
         # metrics, named as TRL logs them
@@ -394,8 +405,9 @@ class GRPOTrainer:
         out = []
         for i in range(0, batch.input_ids.size(0), self.micro_batch_size):
             mb = batch.slice(i, i + self.micro_batch_size)
-            out.append(completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
-                                           mb.completion_mask, self.cfg.algorithm.temperature))
+            lp = completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
+                                     mb.completion_mask, self.cfg.algorithm.temperature)  # (b, t <= T)
+            out.append(torch.nn.functional.pad(lp, (0, batch.completion_ids.size(1) - lp.size(1))))
         return torch.cat(out)
 
     def _optimize_once(self, batch: Rollouts) -> tuple[float, LossStats, float, float]:
@@ -409,7 +421,7 @@ class GRPOTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         for i in range(0, B, mbs):
             mb = batch.slice(i, i + mbs)
-            with self._activation_context():
+            with self.clock("forward_backward"), self._activation_context():
                 logps, ent = completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
                                                  mb.completion_mask, a.temperature, return_entropy=True)  # (b, T)
                 loss, st = self._micro_batch_loss(logps, mb, total_tokens, n_micro)

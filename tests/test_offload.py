@@ -76,3 +76,37 @@ def test_offload_keeps_weights_and_small_tensors_on_the_device():
     assert not hooks.wants(weight.detach())  # the same storage, not a Parameter object
     assert hooks.wants(torch.zeros(256, 256))  # an activation of 256 KiB
     assert not hooks.wants(torch.zeros(8))  # 32 bytes: not worth a copy
+
+
+def test_offload_copies_back_one_layer_ahead_and_shares_what_every_layer_saves(tiny_model_dir):
+    """The offload's bookkeeping, run on CPU copies (simulate): gradients as without offload; a
+    tensor saved more than once goes out once; in backward every slot but the first ones the
+    loss needs comes back prefetched (its copy was started while the layer above it ran)."""
+    import contextlib
+
+    from core.models import add_lora, load_base_model
+
+    cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=4, lora_alpha=8)
+    model = add_lora(load_base_model(cfg, "cpu"), cfg)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    ids = torch.randint(3, 300, (2, 24))
+    plain = _grads(model, ids, contextlib.nullcontext())
+    off = _grads(model, ids, offloaded_activations(model, min_bytes=0, simulate=True))
+    for n in plain:
+        torch.testing.assert_close(off[n], plain[n], rtol=1e-5, atol=1e-6)
+    # once more, keeping the hook object to read its counts
+    model.zero_grad(set_to_none=True)
+    with offloaded_activations(model, min_bytes=0, simulate=True) as hooks:
+        model(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
+    c = hooks.counts
+    assert c["shared"] > 0 and hooks.offloaded_bytes > 0
+    assert c["prefetched"] + c["waited"] >= c["slots"] - c["shared"]  # every slot came back
+    assert c["waited"] <= 2 and c["prefetched"] >= c["slots"] - c["shared"] - 2, c  # 2: the loss's own
+    without = offloaded_activations(model, min_bytes=0, simulate=True, prefetch=False)
+    model.zero_grad(set_to_none=True)
+    with without as h2:
+        model(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
+    assert h2.counts["prefetched"] == 0 and h2.counts["waited"] == c["prefetched"] + c["waited"]

@@ -175,3 +175,33 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
     for r_ref, r_got in zip(ref[6:], got[6:]):
         for k in keys:
             assert r_got[k] == pytest.approx(r_ref[k], rel=1e-4, abs=1e-6), (r_got["step"], k)
+
+
+def test_micro_batches_drop_padding_columns_and_keep_the_logprobs(tiny_model_dir):
+    """A micro-batch runs only the columns its own rows need (Rollouts.slice): the same log-probs
+    as on the batch padded to its longest row, for a fraction of the columns."""
+    from core.models import add_lora, load_base_model, load_tokenizer
+    from core.trainer import Rollouts, completion_logprobs, pad_rollouts
+
+    cfg = _model_cfg(tiny_model_dir)
+    model = add_lora(load_base_model(cfg, "cpu"), cfg).eval()
+    tok = load_tokenizer(str(tiny_model_dir))
+    prompts = [[5, 6, 7, 8, 9, 10, 11], [12, 13], [14, 15, 16], [17]]
+    comps = [[20, 21], [22, 23, 24, 25, 26, 27, 28], [29], [30, 31, 32]]
+    ids, attn, comp, mask = pad_rollouts(prompts, comps, tok.pad_token_id, "cpu")
+    batch = Rollouts(ids, attn, comp, mask, torch.zeros(4))
+    with torch.no_grad():
+        full = completion_logprobs(model, ids, attn, comp, mask, 1.0)  # (4, 7)
+        for i, (k_cols, t_cols) in enumerate([(9, 2), (9, 7), (4, 1), (4, 3)]):  # (input, completion) columns
+            mb = batch.slice(i, i + 1)
+            assert mb.input_ids.shape == (1, k_cols) and mb.completion_ids.shape == (1, t_cols)
+            lp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_ids, mb.completion_mask, 1.0)
+            assert torch.allclose(lp, full[i:i + 1, :t_cols], atol=1e-5)
+        pair = batch.slice(2, 4)  # rows 2-3: prompts of 3 and 1 tokens, completions of 1 and 3
+        assert pair.input_ids.shape == (2, 3 + 3) and pair.completion_ids.shape == (2, 3)
+
+
+def _model_cfg(model_dir):
+    from core.config import ModelConfig
+
+    return ModelConfig(name_or_path=str(model_dir), dtype="float32", lora_r=8, lora_alpha=16)

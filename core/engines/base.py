@@ -3,8 +3,9 @@
 Owns: the contract. An engine generates `n` completions per prompt (token ids in, token ids and
 text out), with an optional adapter (None = the base model, adapter switched off), takes new
 adapter weights from the trainer, and can release / restore its memory around the trainer's
-forward/backward. Backends live in their own modules (`hf.py`, and `vllm` on a GPU) and are
-chosen by `core.engines.make_engine`.
+forward/backward. A training step's rollouts (`rollout`) may fold the adapter into the base
+weights for the duration, exactly undone after. Backends live in their own modules (`hf.py`,
+and `vllm` on a GPU) and are chosen by `core.engines.make_engine`.
 
 Refuses to know: rewards, losses, optimizers, chat templates. The trainer tokenizes; the engine
 only sees token ids (like nanochat's engine) and hands back decoded text for convenience.
@@ -71,6 +72,24 @@ class Engine(Protocol):
         adapter: AdapterRef | None = None,
     ) -> list[list[Completion]]:  # (B, n)
         """Sample `sampling.n` completions for each prompt, with the adapter (or the base model)."""
+        ...
+
+    def rollout(
+        self,
+        prompts: list[list[int]],
+        sampling: SamplingSettings,
+        adapter: AdapterRef | None,
+        *,
+        model=None,  # the trainer's peft model, whose current adapter `adapter` is
+        merged: bool | None = None,  # None: the engine's own setting
+    ) -> list[list[Completion]]:  # (B, n)
+        """A training step's rollouts: take the memory back, sample as `generate` does, free it again.
+
+        With merged rollouts the adapter is folded into the (shared) base weights for the sampling
+        and unfolded bit for bit after (`core/engines/merged_lora.py`), so no LoRA kernel runs;
+        where it cannot be folded (a 4-bit base, weights not shared) it samples through the
+        adapter. What it did and what each part took: `rollout_stats` (a dict).
+        """
         ...
 
     def update_adapter(self, model) -> AdapterRef:

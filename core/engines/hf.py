@@ -45,10 +45,14 @@ def sequences_that_fit(model_config, free_bytes: int, seq_len: int, *, dtype_byt
 
 
 class HFEngine:
-    def __init__(self, model, tokenizer, *, max_batch_sequences: int = 64):
+    def __init__(self, model, tokenizer, *, max_batch_sequences: int = 64, merged_rollouts: bool = False):
         self.model = model  # a peft model; its "default" adapter is the one being trained
         self.tokenizer = tokenizer
         self.max_batch_sequences = max_batch_sequences
+        # rollout(): fold the training adapter into the base for the sampling (merged_lora.py);
+        # the caller's `merged=` wins (the trainer passes the run's run.merged_rollouts)
+        self.merged_rollouts = merged_rollouts
+        self.rollout_stats: dict = {}
         self._versions = itertools.count(1)
         self._train_ref: AdapterRef | None = None
         self._loaded: dict[str, AdapterRef] = {}
@@ -122,6 +126,25 @@ class HFEngine:
         pass
 
     # -- generation -----------------------------------------------------------
+    def rollout(self, prompts: list[list[int]], sampling: SamplingSettings, adapter: AdapterRef | None, *,
+                model=None, merged: bool | None = None) -> list[list[Completion]]:
+        """`generate` for a training step (see base.Engine.rollout). Folded, it samples with the
+        adapter switched off from base weights that hold the adapter: no LoRA path per token."""
+        from core.engines.merged_lora import rollout_with_fold
+
+        merged = self.merged_rollouts if merged is None else merged
+        blocked = None if model is None or model is self.model else "the model is not the one this engine samples"
+
+        def sample(a):
+            self.restore_memory()
+            try:
+                return self.generate(prompts, sampling, a)
+            finally:
+                self.release_memory()
+
+        out, self.rollout_stats = rollout_with_fold(self.model, sample, adapter, merged, blocked=blocked)
+        return out
+
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings,
                  adapter: AdapterRef | None = None) -> list[list[Completion]]:

@@ -1,6 +1,6 @@
 """Every reach into vLLM's internals, in one place, with the versions it was checked against.
 
-Owns: the three things public vLLM does not offer and Aha Studio needs —
+Owns: the things public vLLM does not offer and Aha Studio needs —
   1. adding a LoRA adapter from in-memory tensors (vLLM only loads adapters from a path;
      https://github.com/vllm-project/vllm/issues/6275 asks for tensors),
   2. reading the engine's weight tensors so the trainer's frozen base can be views of them
@@ -23,6 +23,18 @@ Owns: the three things public vLLM does not offer and Aha Studio needs —
      older versions, so `kv_cache_size_kwargs` passes it only where `EngineArgs` has the field.
      Without it vLLM turns all of gpu_memory_utilization that the weights leave into KV cache,
      however few tokens the run needs (https://github.com/vllm-project/vllm/issues/33263).
+
+  7. merged-weight rollouts (`core/engines/merged_lora.py`, `VLLMEngine.rollout`) write the
+     folded adapter into the weight tensors that (2) exposes, in place, between requests. That
+     vLLM then serves them rests on three things of 0.24 on CUDA: an unquantized linear layer
+     multiplies by `layer.weight` itself on every call (`UnquantizedLinearMethod.apply`; the CPU
+     build repacks weights instead, so the engine folds only where `weights_shared` is set);
+     CUDA graphs replay by address and torch.compile (Dynamo) takes parameters as graph inputs,
+     not constants, so new values at the same addresses are read; and a request without a
+     LoRA request dispatches to the CUDA graphs captured without LoRA kernels
+     (https://github.com/vllm-project/vllm/pull/25914, `cudagraph_specialize_lora`, on by
+     default). `worker_weight_fingerprints` lets a GPU test see every weight come back bit for
+     bit after the unfold.
 
 Nothing here patches vLLM: functions are handed to `LLM.collective_rpc`, which in-process
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) calls them with the worker object. Each function names
@@ -213,6 +225,14 @@ def worker_named_weights(worker) -> dict[str, torch.Tensor]:
     for name, p in worker.model_runner.model.named_parameters():
         out[name.replace(".base_layer", "")] = p.data
     return out
+
+
+def worker_weight_fingerprints(worker) -> dict[str, int]:
+    """One exact number per served parameter (the int64 sum of its bit patterns): equal before a
+    fold and after the unfold when every weight came back bit for bit."""
+    bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    return {name: int(p.data.view(bits[p.element_size()]).sum(dtype=torch.int64))
+            for name, p in worker.model_runner.model.named_parameters()}
 
 
 def worker_bnb_quant_states(worker) -> dict[str, tuple[dict, list[int]]]:

@@ -15,6 +15,9 @@ Owns: a single `vllm.LLM` created before the training model, in the same process
     scheduler admits sequences only while that fixed pool has blocks (at most `max_num_seqs`,
     `max_num_batched_tokens` per step) and preempts when a long rollout outgrows it, so a step's
     rollouts are batched by the memory the plan gave it;
+  - samples a training step's rollouts (`rollout`) with the adapter folded into the shared base
+    weights and unfolded bit for bit after (`merged_rollouts`, `core/engines/merged_lora.py`):
+    vLLM then decodes the base model, without LoRA kernels;
   - lends its weights: `shared_hf_model()` is a transformers model whose frozen parameters are
     views of the engine's tensors, so the base model is stored once on the GPU. With a 4-bit
     base (`quantization="bitsandbytes"`, QLoRA) the trainer's layers are bitsandbytes
@@ -74,6 +77,11 @@ class VLLMSettings:
     dtype: str = "bfloat16"
     quantization: str | None = None  # "bitsandbytes" for a 4-bit base (QLoRA)
     seed: int = 0
+    # rollout(): fold the training adapter into the shared base weights for the sampling and unfold
+    # it bit for bit after (core/engines/merged_lora.py), so vLLM decodes the base model, without
+    # LoRA kernels; only where the trainer's base is views of these weights and not 4-bit (else
+    # through the adapter). A caller's `merged=` wins (the trainer passes run.merged_rollouts).
+    merged_rollouts: bool = True
 
 
 def plan_settings(hf_config, *, num_sequences: int, max_prompt_length: int, max_completion_length: int,
@@ -119,6 +127,8 @@ class EngineError(RuntimeError):
 
 class VLLMEngine:
     """See the module docstring. Construct it before the training model."""
+
+    rollout_stats: dict = {}  # what the last rollout() did (merged or not, its times); replaced, never mutated
 
     def __init__(self, model_path: str, tokenizer, settings: VLLMSettings | None = None):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -349,6 +359,31 @@ class VLLMEngine:
         self._released = False
 
     # -- generation ----------------------------------------------------------------------
+    def rollout(self, prompts: list[list[int]], sampling: SamplingSettings, adapter: AdapterRef | None, *,
+                model=None, merged: bool | None = None) -> list[list[Completion]]:
+        """A training step's rollouts (base.Engine.rollout): fold (while the KV cache is still
+        released, so the fold's scratch never sits beside it), take the KV cache back, sample
+        with no LoRA request, release it, unfold; the prefix cache is reset after the fold and
+        after the unfold. Unfoldable (4-bit, the trainer's own copy of the weights, no model):
+        restore, sample through `adapter`, release. `rollout_stats` says which and the times."""
+        from core.engines.merged_lora import rollout_with_fold
+
+        merged = self.settings.merged_rollouts if merged is None else merged
+        blocked = ("a 4-bit base: vLLM's weights are packed NF4" if self.settings.quantization else
+                   None if self.info.details.get("weights_shared") else
+                   "the trainer's base is not a view of the engine's weights")
+
+        def sample(a):
+            self.restore_memory()
+            try:
+                return self.generate(prompts, sampling, a)
+            finally:
+                self.release_memory()
+
+        out, self.rollout_stats = rollout_with_fold(model, sample, adapter, merged, blocked=blocked,
+                                                    reset=self.llm.reset_prefix_cache)
+        return out
+
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings,
                  adapter: AdapterRef | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams

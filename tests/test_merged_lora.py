@@ -1,0 +1,198 @@
+"""Merged-weight rollouts on the CPU: fold the adapter into the base, unfold it bit for bit.
+
+`core/engines/merged_lora.py` folds W' = round(W + scale * B @ A) in place and keeps the elements
+that do not round-trip, so the unfold restores W exactly. These hold it to that on tiny bf16 and
+fp32 models: bitwise restoration (small deltas, several ranks, dropout on or off, and a hard case
+whose deltas are large enough that most elements must be kept), merged logits as close to the
+fp32 LoRA computation as the bf16 LoRA model itself is, and the HF engine's greedy tokens with
+the fold equal to its tokens through the adapter.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.config import ModelConfig
+from core.engines import SamplingSettings
+from core.engines.merged_lora import NotFoldable, fold_adapter, foldable, merged_adapter, unfold_adapter
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from core.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("fold") / "model", hidden_size=128, num_heads=2)
+
+
+def lora_model(model_dir, dtype=torch.bfloat16, *, rank=8, dropout=0.0, a_std=0.1, b_std=0.01, seed=0,
+               base_dtype=torch.bfloat16):
+    """A peft model on the tiny base (weights rounded to `base_dtype`, then held in `dtype`) with
+    random A and B (peft starts B at zero: nothing to fold)."""
+    from transformers import AutoModelForCausalLM
+
+    from core.models import add_lora
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=base_dtype).to(dtype)
+    model = add_lora(base, ModelConfig(lora_r=rank, lora_alpha=2 * rank, lora_dropout=dropout))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_A" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * a_std)
+            elif "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * b_std)
+    return model.eval()
+
+
+def base_bits(model) -> dict[str, torch.Tensor]:
+    bits = {2: torch.int16, 4: torch.int32}
+    return {n: p.detach().clone().view(bits[p.element_size()]) for n, p in model.named_parameters()
+            if "lora_" not in n}
+
+
+def assert_bitwise(before: dict, model) -> None:
+    after = base_bits(model)
+    assert before.keys() == after.keys()
+    bad = [n for n in before if not torch.equal(before[n], after[n])]
+    assert not bad, f"{len(bad)} weights changed, e.g. {bad[:3]}"
+
+
+@pytest.mark.parametrize("rank,dropout,b_std,dtype", [
+    (8, 0.0, 0.002, torch.bfloat16),  # a small delta, as after some training
+    (8, 0.1, 0.01, torch.bfloat16),  # dropout changes nothing (the fold is the eval-mode adapter)
+    (4, 0.0, 0.01, torch.bfloat16),
+    (16, 0.0, 0.01, torch.bfloat16),
+    (8, 0.0, 0.01, torch.float32),
+], ids=["bf16-r8-small", "bf16-r8-dropout", "bf16-r4", "bf16-r16", "fp32-r8"])
+def test_unfold_restores_every_weight_bit_for_bit(model_dir, rank, dropout, b_std, dtype):
+    model = lora_model(model_dir, dtype, rank=rank, dropout=dropout, b_std=b_std)
+    with torch.no_grad():  # signed zeros differ in bits: -0.0 must come back as -0.0
+        w = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight
+        w[0, :4] = torch.tensor([-0.0, 0.0, -0.0, 0.0])
+    before = base_bits(model)
+    record = fold_adapter(model, chunk_elements=5000)  # several chunks per weight
+    stats = record.stats()
+    assert stats["layers"] == 2 * 7 and stats["elements"] == sum(
+        m.base_layer.weight.numel() for n, m in model.named_modules() if n.endswith("_proj"))
+    assert 0 < stats["kept_share"] < 1 / 3 and stats["dense_chunks"] == 0  # sparse: a few elements kept
+    changed = sum(int((a != b).sum()) for a, b in zip(before.values(), base_bits(model).values()))
+    assert changed > 0.5 * stats["elements"]  # the fold really wrote the weights
+    unfold_adapter(record)
+    assert_bitwise(before, model)
+
+
+def test_large_deltas_keep_whole_chunks_and_still_restore(model_dir):
+    """The hard case: deltas as large as the weights, so most elements do not round-trip and
+    their chunks are kept whole (cheaper than index + value); the restore is still exact."""
+    model = lora_model(model_dir, b_std=0.3, a_std=0.3)
+    before = base_bits(model)
+    record = fold_adapter(model, chunk_elements=5000)
+    stats = record.stats()
+    assert stats["kept_share"] > 0.9 and stats["dense_chunks"] > 0
+    assert stats["kept_bytes"] <= 2 * stats["elements"] * 1.01  # never more than a bf16 copy (+ sparse chunks)
+    unfold_adapter(record)
+    assert_bitwise(before, model)
+
+
+@pytest.mark.parametrize("b_std", [0.002, 0.01, 0.05])
+def test_merged_logits_are_lora_logits_within_bf16_noise(model_dir, b_std):
+    """Tolerance: against the fp32 computation of the same model (same bf16-valued base, same fp32
+    adapter), the merged bf16 model's mean |logit error| is within 1.25x, and its max within 2x,
+    of the bf16 LoRA model's own; the adapter itself moves the logits 10-100x more than that."""
+    model = lora_model(model_dir, b_std=b_std)
+    truth_model = lora_model(model_dir, torch.float32, b_std=b_std)
+    ids = torch.randint(0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        truth = truth_model(input_ids=ids).logits.float()
+        lora = model(input_ids=ids).logits.float()
+        with merged_adapter(model), model.disable_adapter():
+            merged = model(input_ids=ids).logits.float()
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits.float()
+    e_lora, e_merged = (lora - truth).abs(), (merged - truth).abs()
+    effect = (truth - base).abs().max()
+    assert e_merged.mean() <= 1.25 * e_lora.mean(), (e_merged.mean(), e_lora.mean())
+    assert e_merged.max() <= 2 * e_lora.max(), (e_merged.max(), e_lora.max())
+    assert effect > 10 * e_lora.max()
+
+
+def test_hf_engine_greedy_tokens_with_fold_equal_the_adapter_s(model_dir):
+    """The HF engine's rollout with the fold (adapter off, merged weights) gives the tokens its
+    rollout through the adapter gives; the base model's tokens differ (the adapter matters)."""
+    from core.engines.hf import HFEngine
+    from core.models import load_tokenizer
+
+    model = lora_model(model_dir, torch.float32, b_std=0.05, base_dtype=torch.float32)
+    engine = HFEngine(model, load_tokenizer(str(model_dir)))
+    ref = engine.update_adapter(model)
+    prompts = [engine.tokenizer(q, add_special_tokens=False)["input_ids"]
+               for q in ("Which is bigger, 9.11 or 9.9?", "Tom has 3 apples", "Using the numbers 3 4 5")]
+    greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=12, ignore_eos=True)
+    before = base_bits(model)
+    lora = engine.rollout(prompts, greedy, ref, model=model, merged=False)
+    assert engine.rollout_stats == {"merged": False, "why_not_merged": "off",
+                                    "sample_s": engine.rollout_stats["sample_s"]}
+    folded = engine.rollout(prompts, greedy, ref, model=model, merged=True)
+    stats = engine.rollout_stats
+    assert stats["merged"] and stats["folded_layers"] == 14 and stats["fold_s"] > 0 and stats["unfold_s"] > 0
+    base = engine.generate(prompts, greedy, None)
+    tokens = [[g[0].token_ids for g in out] for out in (lora, folded, base)]
+    assert tokens[1] == tokens[0]
+    assert tokens[2] != tokens[0]
+    assert_bitwise(before, model)  # and the engine's weights are the base again after the rollout
+    assert [g[0].token_ids for g in engine.generate(prompts, greedy, ref)] == tokens[0]
+
+
+def test_what_cannot_be_folded_is_refused_and_the_engine_samples_through_the_adapter(model_dir):
+    from core.engines.hf import HFEngine
+    from core.models import load_tokenizer
+
+    model = lora_model(model_dir, torch.float32)
+    layer = model.base_model.model.model.layers[0].mlp.down_proj
+    layer.lora_B["default"].bias = torch.nn.Parameter(torch.zeros(layer.out_features))
+    assert "bias" in foldable(model)
+    with pytest.raises(NotFoldable):
+        fold_adapter(model)
+    engine = HFEngine(model, load_tokenizer(str(model_dir)), merged_rollouts=True)
+    out = engine.rollout([[1, 2, 3]], SamplingSettings(n=2, max_tokens=3), engine.update_adapter(model), model=model)
+    assert len(out[0]) == 2 and not engine.rollout_stats["merged"]
+    assert "bias" in engine.rollout_stats["why_not_merged"]
+
+
+def test_a_failure_while_folded_still_restores_the_weights(model_dir):
+    model = lora_model(model_dir)
+    before = base_bits(model)
+    with pytest.raises(RuntimeError, match="sampling failed"):
+        with merged_adapter(model):
+            raise RuntimeError("sampling failed")
+    assert_bitwise(before, model)
+
+
+def test_an_adapter_changed_while_folded_is_reported(model_dir):
+    model = lora_model(model_dir)
+    record = fold_adapter(model)
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "lora_B" in n).mul_(2)
+    with pytest.raises(RuntimeError, match="changed while folded"):
+        unfold_adapter(record)
+
+
+def test_a_training_step_with_merged_rollouts_logs_where_the_time_went(tiny_model_dir, tmp_path):
+    """The trainer's step with the fold on (HF engine, CPU): rollouts come from the merged weights,
+    the metrics split the step's time by phase, and the base weights are the base again."""
+    from test_trainer import make_trainer, tiny_config
+
+    trainer = make_trainer(tiny_model_dir, tiny_config(tmp_path, prompts_per_step=2, num_generations=4))
+    with torch.no_grad():  # a non-zero adapter, so there is something to fold
+        for n, p in trainer.model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    before = base_bits(trainer.model)
+    trainer.merged_rollouts = True
+    m = trainer.train_step().metrics
+    assert m["rollout/merged"] == 1.0 and 0 <= m["rollout/kept_share"] < 1
+    parts = ("rollout", "scoring", "forward_backward", "optimizer", "adapter_push")
+    assert all(m[f"time/{p}"] > 0 for p in parts), {k: v for k, v in m.items() if k.startswith("time/")}
+    assert m["time/fold"] + m["time/sample"] + m["time/unfold"] <= m["time/rollout"] + 1e-6
+    assert_bitwise(before, trainer.model)
