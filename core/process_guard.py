@@ -14,11 +14,12 @@ Owns the process-management side of the custom reward worker (`core/sandbox.py`)
   passes its limit, keeping the reason for the error message; `kill()` ends the group and every
   process of the tree ever seen.
 
-What it is not: a security boundary. A process started from outside the tree, one that leaves
-it between two polls, or code running as root (exempt from RLIMIT_NPROC) can get past these
-limits. When the app itself is killed with SIGKILL the worker dies with it, but processes the
-reward code started keep running (Linux does not pass the parent-death signal on to children).
-All of this is Linux; elsewhere the worker runs with the time limit alone.
+What it is not: a security boundary. Memory is sampled every `POLL_S` (a faster spike is not
+seen; pages shared after a fork count once per process); root is exempt from RLIMIT_NPROC, so a
+fork bomb run as root is stopped only at the next poll; when the app itself is killed with
+SIGKILL the worker dies with it, but processes the reward code started keep running (Linux
+does not pass the parent-death signal on to children). All of this is Linux; elsewhere the
+worker runs with the time limit (and RLIMIT_AS where there is one) alone.
 
 Refuses to know: what runs in the worker and the worker's protocol (`core/sandbox.py`).
 """
