@@ -1,7 +1,10 @@
 # Aha Studio on a Hugging Face Space with a GPU (Docker SDK; README front matter: `sdk: docker`,
 # `app_port: 7860`). Build and run elsewhere with:
 #   docker build -t aha-studio . && docker run --gpus all -p 7860:7860 aha-studio
-# Set the Space secret AHA_AUTH=user:password to put the app behind a login.
+# Set the Space secret AHA_AUTH=user:password to choose the login. Without it the app (listening on
+# 0.0.0.0) makes up a password at each start and prints it to the log (the Space's Logs tab): it
+# never opens without a login. Anyone who logs in can run Python in the container through the
+# custom reward editor, Space secrets included (README, "Security").
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \

@@ -1,16 +1,22 @@
 """Aha Studio: teach a language model to reason with GRPO, in the browser.
 
     python app.py                                   # http://127.0.0.1:7860, the offline default model
-    python app.py --model Qwen/Qwen2.5-0.5B-Instruct --host 0.0.0.0 --port 7860
+    python app.py --model Qwen/Qwen2.5-0.5B-Instruct --host 0.0.0.0 --port 7860   # prints a password
     python app.py --share                           # a public link, always behind a password
     python app.py --auth alice:s3cret --runs-dir /data/runs   # or AHA_AUTH=alice:s3cret
+    python app.py --data-dir /data/sets             # let the page load data files from /data/sets too
 
 Training keeps going when the browser closes; open the page again to re-attach.
+
+The app never opens to a network without a login: on any host but a loopback one (and with
+--share) it makes up a password and prints it unless --auth (or $AHA_AUTH) gives one. Anyone
+who logs in can run Python on the server through the custom reward editor (README, "Security").
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import secrets
 import sys
@@ -33,20 +39,39 @@ def parse_auth(text: str | None) -> tuple[str, str] | None:
     return user, password
 
 
-def resolve_auth(share: bool, auth: str | None) -> tuple[tuple[str, str] | None, str]:
-    """The credentials to launch with and a line to print. A share link never opens without a
-    password: with --share and no --auth, a random one is made up and printed.
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only.
+
+    >>> is_loopback("127.0.0.1"), is_loopback("localhost"), is_loopback("::1"), is_loopback("0.0.0.0")
+    (True, True, True, False)
+    """
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def resolve_auth(share: bool, auth: str | None, host: str = "127.0.0.1") -> tuple[tuple[str, str] | None, str]:
+    """The credentials to launch with and a line to print. The app never opens to a network
+    without a login: with --share, or on a host that is not loopback (0.0.0.0, a LAN address),
+    and no --auth, a random password is made up and printed.
 
     >>> creds, note = resolve_auth(True, None)
     >>> creds[0], len(creds[1]) >= 12, "password" in note
     ('aha', True, True)
+    >>> resolve_auth(False, None, "0.0.0.0")[0][0]
+    'aha'
     >>> resolve_auth(False, None)
     (None, '')
     """
     creds = parse_auth(auth)
-    if share and creds is None:
+    if creds is None and (share or not is_loopback(host)):
         creds = ("aha", secrets.token_urlsafe(12))
-        return creds, f"Share link login: user 'aha', password '{creds[1]}' (pass --auth user:pass to choose)"
+        where = "Share link" if share else f"Listening on {host}, so the page needs a"
+        return creds, (f"{where} login: user 'aha', password '{creds[1]}' "
+                       "(pass --auth user:pass or set AHA_AUTH=user:pass to choose)")
     return creds, ""
 
 
@@ -59,12 +84,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="user:password required to open the app (default: $AHA_AUTH)")
     ap.add_argument("--model", default="", help="hub id or folder of the default model (default: bundled SmolLM2)")
     ap.add_argument("--runs-dir", default="runs", help="folder holding one sub-folder per run")
+    ap.add_argument("--data-dir", action="append", default=[], metavar="FOLDER",
+                    help="a folder of data files the page may load (repeatable); by default only "
+                         "uploads, built-in tasks and hub datasets")
     ap.add_argument("--no-preload", action="store_true", help="load the model on first use, not at start")
     ap.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
                     help="rollout and chat engine (auto: vLLM on a GPU when installed)")
     args = ap.parse_args(argv)
     try:
-        auth, note = resolve_auth(args.share, args.auth)
+        auth, note = resolve_auth(args.share, args.auth, args.host)
     except ValueError as e:
         ap.error(str(e))
 
@@ -72,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     from core.manager import RunManager, set_manager
     from ui.studio import build_app, launch_app
 
-    manager = set_manager(RunManager(args.runs_dir, ModelConfig(name_or_path=args.model), engine=args.engine))
+    manager = set_manager(RunManager(args.runs_dir, ModelConfig(name_or_path=args.model), engine=args.engine,
+                                     data_dirs=args.data_dir))
     if not args.no_preload:
         manager.preload()  # in the background: the page opens while the model loads
     demo = build_app(manager)

@@ -41,12 +41,14 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from core.access import AccessError, PathPolicy
 from core.config import Config, ConfigError, ModelConfig, RewardsConfig, DataConfig
 
-# States of a run as `status()` reports them. The first three mean "active": a second start
-# is refused until the run reaches one of the last four.
+# States of a run as `status()` reports them. The first four mean "active": a second start
+# is refused until the run reaches one of the last five ("interrupted": its process died, found
+# at start-up; Resume continues it).
 ACTIVE_STATES = ("loading", "running", "paused", "stopping")
-FINAL_STATES = ("idle", "finished", "stopped", "failed")
+FINAL_STATES = ("idle", "finished", "stopped", "failed", "interrupted")
 
 
 # Checkpoint files that stay home: optimizer and RNG state, bookkeeping, peft's generic model card
@@ -236,11 +238,13 @@ class RunManager:
     """The one owner of the model and the active run. See the module docstring."""
 
     def __init__(self, runs_dir: str | Path = "runs", model_cfg: ModelConfig | None = None,
-                 device: str | None = None, engine: str = "auto"):
+                 device: str | None = None, engine: str = "auto", data_dirs: list[str | Path] | tuple = ()):
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.default_model = model_cfg or ModelConfig()
         self.default_engine = engine  # run.engine of the default config (preload, chat, the form)
+        # the paths a request may name: runs, uploads, the operator's data roots (core/access.py)
+        self.paths = PathPolicy(self.runs_dir, data_dirs, models=[self.default_model.name_or_path])
         self.worker = ModelWorker()
         self._lock = threading.RLock()
         self._device = device
@@ -271,6 +275,8 @@ class RunManager:
         self._step_times: list[float] = []
         self._last_step = 0
         self._last_metrics: dict = {}
+        self._note = ""  # what a resume had to do (an older checkpoint, a changed learning rate)
+        self._offer_interrupted()
 
     # -- properties --------------------------------------------------------------
     @property
@@ -296,6 +302,37 @@ class RunManager:
 
     def is_active(self) -> bool:
         return self._starting or self._state in ACTIVE_STATES
+
+    def _offer_interrupted(self) -> None:
+        """At start-up: runs left `running` by a process that is gone become `interrupted`, and
+        when the newest run is one of them the Train tab shows it with Resume ready."""
+        from core.runs import list_runs
+
+        runs = list_runs(self.runs_dir)
+        for run in runs:
+            run.mark_if_interrupted()
+        newest = runs[0] if runs else None
+        status = newest.read_status() if newest is not None else {}
+        if status.get("state") != "interrupted":
+            return
+        try:
+            self._cfg = Config.load(newest.config_path)
+        except Exception:  # a hand-edited config: Resume will say what is wrong with it
+            self._cfg = None
+        self._run_name, self._state = newest.name, "interrupted"
+        self._last_step = int(status.get("step") or 0)
+        self._note = status.get("reason", "")
+        self._error = status.get("error", "")
+
+    def _check_paths(self, data_cfg: DataConfig | None = None, model_cfg: ModelConfig | None = None) -> None:
+        """Refuse a data source or model folder outside the folders requests may name (core/access.py)."""
+        try:
+            if data_cfg is not None:
+                self.paths.data_source(data_cfg.source)
+            if model_cfg is not None:
+                self.paths.model_source(model_cfg.name_or_path)
+        except AccessError as e:
+            raise ManagerError(str(e)) from None
 
     # -- the model (worker thread) -----------------------------------------------
     def _engine_cfg(self, model_cfg: ModelConfig, run_cfg: Config | None = None) -> Config:
@@ -411,6 +448,7 @@ class RunManager:
     def load_model(self, model_cfg: ModelConfig | None = None) -> dict:
         """Load (or keep) the base model now; returns `model_info()`. Refused during a run."""
         model_cfg = model_cfg or self.default_model
+        self._check_paths(model_cfg=model_cfg)
         if self.is_active() and self._model_key != _model_key_safe(model_cfg):
             raise ManagerError("a run is active: stop it before switching the model")
         try:
@@ -532,6 +570,8 @@ class RunManager:
                     raise ManagerError(f"a run named '{name}' exists already: pick another name or leave it empty")
         if cfg.model.load_in_4bit and not self.has_gpu:
             raise ManagerError("4-bit (QLoRA) needs a CUDA GPU; switch it off on this machine")
+        if run_dir is None:  # a request's config (a resumed run's comes from its own folder)
+            self._check_paths(cfg.data, cfg.model)
         self._refuse_what_no_engine_serves(cfg)
         # 2) data and rewards before any model work: bad input gives a message, not a crash
         try:
@@ -546,7 +586,7 @@ class RunManager:
         ready: concurrent.futures.Future = concurrent.futures.Future()
         control = _worker_control(self.worker)
         with self._lock:
-            self._state, self._error, self._traceback = "loading", "", ""
+            self._state, self._error, self._traceback, self._note = "loading", "", "", ""
             self._control, self._cfg, self._task = control, cfg, task
             self._trainer, self._run_name, self._last_step = None, None, 0
             self._step_times, self._last_metrics = [], {}
@@ -588,6 +628,7 @@ class RunManager:
                                    device=self.device, run_dir=run_dir)
             if run_dir is not None:
                 trainer.resume()
+                self._note = " ".join(trainer.resume_notes)
         except BaseException as e:
             rewards.close()
             self._engine_recover()
@@ -656,7 +697,7 @@ class RunManager:
 
         name = run_name or self._run_name
         if not name:
-            raise ManagerError("there is no run to resume: start one")
+            raise ManagerError("there is no run to resume: start one (or pick a run on the Runs tab)")
         run = self._run_dir(name)
         state = run.read_status().get("state")
         if state == "finished":
@@ -746,6 +787,7 @@ class RunManager:
             "error": error,
             "traceback": tb,
             "pause_reason": pause_reason,
+            "note": self._note,
             "model": (self._model_cfg.name_or_path or "SmolLM2-135M-Instruct") if self._model_cfg else None,
             # answers (chat, evaluation) waiting for the current training step to end
             "queued": self.worker.pending() if state in ACTIVE_STATES else 0,
@@ -801,8 +843,10 @@ class RunManager:
             except Exception:  # a hand-edited config: still list the run
                 model = task = rewards = "?"
             state = status.get("state", "unknown")
-            if run.name == self._run_name:
+            if run.name == self._run_name:  # the manager's own run: its word is the newest
                 state = self.status()["state"]
+            elif run.mark_if_interrupted():  # its process died since start-up (a headless run, say)
+                state = "interrupted"
             metrics = run.read_metrics()
             out.append({
                 "run": run.name, "state": state, "step": status.get("step", len(metrics)),
@@ -818,7 +862,12 @@ class RunManager:
         run = self._named_or_current(run_name)
         return [str(p) for p in run.checkpoints()] if run is not None else []
 
-    def config_path(self, run_name: str | None = None) -> str:
+    def config_path(self, run_name: str | None = None, checkpoint: str | None = None) -> str:
+        """The config.yaml of the run `checkpoint` belongs to, else of `run_name` or the current run."""
+        if checkpoint:
+            path = self._checkpoint_path(checkpoint).parent.parent / "config.yaml"
+            if path.exists():
+                return str(path)
         run = self._named_or_current(run_name)
         if run is None:
             raise ManagerError("there is no run yet")
@@ -826,7 +875,13 @@ class RunManager:
 
     # -- chat and evaluation -----------------------------------------------------------
     def _checkpoint_path(self, checkpoint: str) -> Path:
-        path = Path(checkpoint).expanduser().resolve()
+        """A checkpoint folder inside the runs folder (runs/<run>/checkpoints/step-N): what the
+        app reads, exports next to (<run>/exports) and serves the config of (<run>/config.yaml)."""
+        try:
+            path = self.paths.in_runs(checkpoint, "checkpoint")
+            self.paths.in_runs(path.parent.parent, "checkpoint")  # a run folder holds it
+        except AccessError as e:
+            raise ManagerError(str(e)) from None
         if not (path / "adapter_model.safetensors").exists():
             raise ManagerError(f"{checkpoint} is not a checkpoint folder (no adapter_model.safetensors)")
         return path
@@ -945,6 +1000,7 @@ class RunManager:
         if data_cfg is None and self._task is not None and cfg is self._cfg:
             rows = self._task.eval
         if rows is None:
+            self._check_paths(data_cfg)  # a request's data; a run's own config is the runs folder's
             try:
                 rows = load_task_data(data_cfg or cfg.data).eval
             except DataError as e:
@@ -978,6 +1034,7 @@ class RunManager:
         from core.engines import SamplingSettings
         from core.rewards import RewardError, RewardSet
 
+        self._check_paths(data_cfg)
         try:
             task = load_task_data(dataclasses.replace(data_cfg, train_size=min(data_cfg.train_size, 200),
                                                       eval_size=min(data_cfg.eval_size, 20)))
@@ -1045,9 +1102,11 @@ class RunManager:
         """{'table': the first rows as the model sees them, 'train': n, 'eval': n, 'columns', 'notes'}."""
         from core.data import DataError, load_task_data, preview
 
+        self._check_paths(data_cfg)
         try:
             task = load_task_data(data_cfg)
             try:
+                self._check_paths(model_cfg=model_cfg or self.default_model)
                 tok = self._tokenizer_for(model_cfg)
             except Exception:  # no model reachable yet: render with the plain default template
                 tok = None
@@ -1062,31 +1121,19 @@ class RunManager:
         """Column names of a file, folder or hub dataset (for the column-mapping dropdowns)."""
         from core.data import DataError, load_table
 
+        self._check_paths(DataConfig(source=source))
         try:
             return [str(c) for c in load_table(source, split=split, subset=subset).columns]
         except DataError as e:
             raise ManagerError(f"data: {e}") from e
 
     def store_upload(self, path: str) -> str:
-        """Copy an uploaded data file under the runs folder, so a run can be rerun later."""
-        from core.data import DEFAULT_MAX_BYTES, FILE_FORMATS
-
-        src = Path(path)
-        suffix = src.suffix.lower()
-        if suffix not in FILE_FORMATS:
-            raise ManagerError(f"{src.name}: unsupported file type '{suffix or '(none)'}'; "
-                               f"upload one of {', '.join(sorted(FILE_FORMATS))}")
-        size = src.stat().st_size
-        if size > DEFAULT_MAX_BYTES:
-            raise ManagerError(f"{src.name} is {size / 2**20:.0f} MB; uploads are limited to "
-                               f"{DEFAULT_MAX_BYTES / 2**20:.0f} MB (load large datasets by hub id or folder)")
-        if size == 0:
-            raise ManagerError(f"{src.name} is empty")
-        dest_dir = self.runs_dir / "_uploads"
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        dest = dest_dir / re.sub(r"[^A-Za-z0-9._-]+", "_", src.name)
-        shutil.copyfile(src, dest)
-        return str(dest)
+        """Copy an uploaded data file into the uploads folder under a name holding its content
+        hash, so a run's data never changes under it (core/access.py)."""
+        try:
+            return str(self.paths.store_upload(path))
+        except AccessError as e:
+            raise ManagerError(str(e)) from None
 
     # -- past runs ------------------------------------------------------------------
     def load_run(self, run_name: str, checkpoint: str | None = None) -> dict:
@@ -1218,7 +1265,8 @@ def _read_hf_config(name_or_path: str) -> tuple[dict, str]:
 
 
 # Errors whose message is written for a person: shown as they are, without the type's name.
-_USER_ERRORS = ("ManagerError", "ConfigError", "DataError", "ModelError", "RewardError", "EngineError")
+_USER_ERRORS = ("ManagerError", "ConfigError", "DataError", "ModelError", "RewardError", "AccessError",
+                "CheckpointError", "EngineError")
 
 
 def _user_message(e: BaseException) -> str:

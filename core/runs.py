@@ -3,12 +3,17 @@
 Owns: the on-disk layout and the rules that keep it whole across crashes — checkpoints are
 written to a temporary folder and renamed into place, metric and sample lines are appended and
 flushed one step at a time, and resuming truncates the logs back to the checkpoint's step so
-nothing is duplicated. Run names are sanitised so no name can leave the runs folder.
+nothing is duplicated. Run names are sanitised so no name can leave the runs folder. The status
+names the process that wrote it (pid, its start time, the host), so a later process can tell a
+run whose process died (kill -9, a crash, a full disk) from one still training, and mark it
+`interrupted`; a status that cannot be written atomically (a full disk, a read-only folder) is
+written over the old file in place, so the error is still there after a restart.
 
 Refuses to know: what a step computes.
 
     runs/<name>/config.yaml          the run's full config (rerun headless with it)
-    runs/<name>/status.json          state (running, paused, stopped, finished, failed), step, error
+    runs/<name>/status.json          state (running, paused, stopped, finished, failed, interrupted),
+                                     step, error, and the writing process (pid, pid_start, host)
     runs/<name>/metrics.jsonl        one line per step (TRL's metric names)
     runs/<name>/samples.jsonl        a few completions per step with their rewards
     runs/<name>/checkpoints/step-000025/   adapter (peft format) + trainer_state.pt + state.json
@@ -16,10 +21,12 @@ Refuses to know: what a step computes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -41,11 +48,71 @@ def sanitize_run_name(name: str) -> str:
 
 def _fsync_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _overwrite_in_place(path: Path, text: str) -> None:
+    """Write over an existing file without creating one: works in a read-only folder, and on a
+    full disk for a text no longer than the blocks the file already holds."""
+    with open(path, "r+") as fh:
         fh.write(text)
+        fh.truncate()
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+
+
+# States a status file can be left in by a process that died without a last word.
+LIVE_STATES = ("running", "paused")
+# The error of a status that had to be written in place is cut to this many characters.
+_IN_PLACE_ERROR_CHARS = 1500
+
+
+def _process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _writer() -> dict:
+    """Who writes a status: this process, so that a later one can tell whether it still lives."""
+    return {"pid": os.getpid(), "pid_start": _process_start(os.getpid()), "host": socket.gethostname()}
+
+
+def writer_alive(status: dict) -> bool | None:
+    """Whether the process that wrote `status` still runs: True, False, or None when it ran on
+    another host (a shared runs folder: nobody here can tell). A status without a writer (an
+    older version's) counts as dead.
+
+    >>> writer_alive({"state": "running", **_writer()})
+    True
+    >>> writer_alive({"state": "running"})
+    False
+    """
+    pid = status.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if status.get("host") not in (None, socket.gethostname()):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    started = status.get("pid_start")
+    return started is None or _process_start(pid) == started
 
 
 class RunDir:
@@ -87,14 +154,42 @@ class RunDir:
 
     # -- status ----------------------------------------------------------------
     def write_status(self, state: str, **extra) -> None:
-        data = {"state": state, "time": time.time(), **extra}
-        _fsync_write(self.status_path, json.dumps(data))
+        data = {"state": state, "time": time.time(), **extra, **_writer()}
+        try:
+            _fsync_write(self.status_path, json.dumps(data))
+        except OSError as first:
+            # a full disk or a read-only folder: the old file can still be written over in place,
+            # so the state and the error survive a restart (the traceback is left out to fit)
+            data.pop("traceback", None)
+            if isinstance(data.get("error"), str):
+                data["error"] = data["error"][:_IN_PLACE_ERROR_CHARS]
+            data["written_in_place"] = f"{type(first).__name__}: {first}"[:300]
+            try:
+                _overwrite_in_place(self.status_path, json.dumps(data))
+            except OSError:
+                raise first from None
 
     def read_status(self) -> dict:
         try:
             return json.loads(self.status_path.read_text())
         except (OSError, json.JSONDecodeError):
             return {"state": "unknown"}
+
+    def mark_if_interrupted(self) -> bool:
+        """A status left `running` or `paused` by a process that is gone becomes `interrupted`
+        (its step and error kept), and the half-written checkpoint it may have left is removed.
+        True when the run was interrupted (even if the folder is read-only and nothing could be
+        written)."""
+        status = self.read_status()
+        if status.get("state") not in LIVE_STATES or writer_alive(status) is not False:
+            return False
+        reason = ("the process training this run ended without saving its state (killed, crashed, "
+                  "or its disk was full): Resume continues from the last checkpoint")
+        keep = {k: status[k] for k in ("step", "max_steps", "error", "reason") if k in status}
+        with contextlib.suppress(OSError):
+            self.remove_partial_checkpoints()
+            self.write_status("interrupted", **{"reason": reason, **keep}, was=status.get("state"))
+        return True
 
     # -- logs --------------------------------------------------------------------
     def append_jsonl(self, path: Path, rows: list[dict]) -> None:
@@ -148,6 +243,17 @@ class RunDir:
     def latest_checkpoint(self) -> Path | None:
         cps = self.checkpoints()
         return cps[-1] if cps else None
+
+    def remove_partial_checkpoints(self) -> list[str]:
+        """Delete the temporary folders of checkpoints whose writing never finished; their names.
+        Call it only where nothing writes a checkpoint now (the run's own trainer at start, or
+        for a run whose process is gone)."""
+        root = self.path / "checkpoints"
+        gone = []
+        for tmp in sorted(root.glob(".tmp-step-*")) if root.exists() else []:
+            shutil.rmtree(tmp, ignore_errors=True)
+            gone.append(tmp.name)
+        return gone
 
     def new_checkpoint_dir(self, step: int) -> tuple[Path, Path]:
         """(temporary folder to write into, final folder); call `commit_checkpoint` after writing."""

@@ -7,11 +7,15 @@ over a Pipe. Only plain data crosses: (function name, prompts, completions, colu
 a list of numbers (or an error and its traceback) out. A call gets `timeout_s` seconds; one
 that overruns kills the worker, which starts again on the next call. The worker's address
 space is capped with RLIMIT_AS, so a runaway allocation ends in a MemoryError, not in the
-app's death.
+app's death. `core/process_guard.py` keeps the worker and what it starts in check: one process
+group killed together, death with the app, at most `max_processes` processes, `memory_mb`
+counted over all of them, and at most `output_bytes` of their stdout and stderr in the app's log.
 
 Refuses to know: what a reward means, weights, the registry (`core.rewards`). It is process
-isolation with time and memory limits, not a security boundary: user code can still read
-files, environment variables and the network, like any code the user runs.
+isolation with time and memory limits, not a security boundary: user code runs as the app's
+user and can still read files the app can read (its run folders, uploads, the model cache),
+environment variables (secrets included), other processes of that user through /proc, and the
+network, like any code the user runs.
 
     >>> worker = CustomRewardProcess("def brevity(prompts, completions, **kwargs):\\n"
     ...                              "    return [-len(c) / 100 for c in completions]", timeout_s=5)
@@ -36,11 +40,14 @@ import types
 import weakref
 from typing import Any
 
+from core.process_guard import TreeWatch, confine_worker
 from core.rewards import RewardError, check_rewards
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MEMORY_MB = 2048
+DEFAULT_MAX_PROCESSES = 32  # processes the reward code may start (a multiprocessing pool, a compiler)
+DEFAULT_OUTPUT_BYTES = 64 * 1024  # of print() and other output per worker, into the app's log
 STARTUP_TIMEOUT_S = 60.0  # a fresh Python on a busy machine; not charged to the user's time limit
 MIN_LOAD_TIMEOUT_S = 10.0  # running the code's top level (its imports) gets at least this long
 USER_FILENAME = "<custom reward code>"
@@ -53,9 +60,12 @@ _SPAWN = multiprocessing.get_context("spawn")
 # The worker (child process). Top level of this module so spawn can find it by name.
 
 
-def _worker_main(conn, code: str, memory_mb: int | None) -> None:
+def _worker_main(conn, code: str, memory_mb: int | None, parent_pid: int = 0, max_processes: int = 0,
+                 output_bytes: int = 0) -> None:
     # 1) limits first, before any user code runs; Ctrl-C in the terminal is for the parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid:
+        confine_worker(parent_pid, max_processes, output_bytes)
     if memory_mb:
         import resource
 
@@ -167,17 +177,58 @@ def _main_module_hidden():
                 sys.modules["__main__"] = main
 
 
-def _stop(process, conn) -> None:
-    """Ask the worker to leave, then make sure it has."""
-    with contextlib.suppress(Exception):
-        conn.send(("close",))
-    with contextlib.suppress(Exception):
-        process.join(1.0)
+def _stop(process, conn, watch=None) -> None:
+    """End the worker and every process it started (it holds no state worth a goodbye)."""
+    if watch is not None:
+        watch.kill()  # before the join reaps the worker: its pid still names its group
+    else:
+        with contextlib.suppress(Exception):
+            conn.send(("close",))
+        with contextlib.suppress(Exception):
+            process.join(1.0)
     if process.is_alive():
         process.kill()
+    with contextlib.suppress(Exception):
         process.join(5.0)
     with contextlib.suppress(Exception):
         conn.close()
+
+
+class _Launcher:
+    """Starts workers from one thread that lives as long as the app: Linux sends the parent-death
+    signal when the *thread* that started a child ends, and a request's thread may end any time."""
+
+    def __init__(self):
+        import queue
+
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def start(self, process) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="aha-reward-launcher", daemon=True)
+                self._thread.start()
+        done: dict = {}
+        event = threading.Event()
+        self._jobs.put((process, done, event))
+        event.wait()
+        if "error" in done:
+            raise done["error"]
+
+    def _loop(self) -> None:
+        while True:
+            process, done, event = self._jobs.get()
+            try:
+                with _main_module_hidden():
+                    process.start()
+            except BaseException as e:
+                done["error"] = e
+            event.set()
+
+
+_LAUNCHER = _Launcher()
 
 
 class CustomRewardProcess:
@@ -188,10 +239,14 @@ class CustomRewardProcess:
     completion. After a failure, build a new CustomRewardProcess with the corrected code.
     """
 
-    def __init__(self, code: str, timeout_s: float = 10.0, memory_mb: int | None = DEFAULT_MEMORY_MB):
+    def __init__(self, code: str, timeout_s: float = 10.0, memory_mb: int | None = DEFAULT_MEMORY_MB,
+                 max_processes: int = DEFAULT_MAX_PROCESSES, output_bytes: int = DEFAULT_OUTPUT_BYTES):
         self.code = code
         self.timeout_s = float(timeout_s)
         self.memory_mb = memory_mb
+        self.max_processes = int(max_processes)
+        self.output_bytes = int(output_bytes)
+        self._watch: TreeWatch | None = None
         self.descriptions: dict[str, str] = {}
         self._lock = threading.Lock()
         self._process = None
@@ -221,13 +276,14 @@ class CustomRewardProcess:
     def _start(self) -> None:
         parent_conn, child_conn = _SPAWN.Pipe()
         process = _SPAWN.Process(
-            target=_worker_main, args=(child_conn, self.code, self.memory_mb), name="aha-custom-reward", daemon=True
+            target=_worker_main, name="aha-custom-reward", daemon=True,
+            args=(child_conn, self.code, self.memory_mb, os.getpid(), self.max_processes, self.output_bytes),
         )
-        with _main_module_hidden():
-            process.start()
+        _LAUNCHER.start(process)
         child_conn.close()
         self._process, self._conn = process, parent_conn
-        self._finalizer = weakref.finalize(self, _stop, process, parent_conn)
+        self._watch = TreeWatch(process.pid, self.memory_mb, self.max_processes)
+        self._finalizer = weakref.finalize(self, _stop, process, parent_conn, self._watch)
 
         self._receive(STARTUP_TIMEOUT_S, "starting the custom reward worker")
         load_timeout = max(self.timeout_s, MIN_LOAD_TIMEOUT_S)
@@ -240,11 +296,11 @@ class CustomRewardProcess:
     def _kill(self) -> None:
         if self._finalizer is not None:
             self._finalizer()  # runs _stop once
-        self._process = self._conn = self._finalizer = None
+        self._process = self._conn = self._finalizer = self._watch = None
 
     def _receive(self, timeout_s: float, what: str, reward_name: str | None = None):
         if not self._conn.poll(timeout_s):
-            self._process.kill()  # busy in user code: no polite goodbye
+            self._watch.kill()  # busy in user code: no polite goodbye, for it or what it started
             self._kill()
             raise RewardError(
                 f"{what} timed out after {timeout_s:g}s; the worker was stopped and restarts on the next call",
@@ -253,11 +309,14 @@ class CustomRewardProcess:
         try:
             return self._conn.recv()
         except (EOFError, OSError):
-            process = self._process
+            process, watch = self._process, self._watch
             process.join(5.0)
             code = process.exitcode
             self._kill()
-            hint = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
+            if watch.reason:  # a limit of core/process_guard.py stopped it
+                hint = f" (stopped: {watch.reason})"
+            else:
+                hint = " (killed: out of memory?)" if code == -signal.SIGKILL else ""
             raise RewardError(
                 f"{what}: the worker process died with exit code {code}{hint}; it restarts on the next call",
                 reward_name=reward_name,

@@ -9,6 +9,7 @@ launch` or `torchrun`, each process drives one GPU and the run is data parallel
 
     python -m core.train --config configs/quickstart.yaml
     python -m core.train --config configs/quickstart.yaml --set algorithm.max_steps=5 model.name_or_path=Qwen/Qwen2.5-0.5B-Instruct
+    python -m core.train --config configs/quickstart.yaml --set algorithm.max_steps=5 --set run.run_name=try2
     python -m core.train --resume runs/quickstart
     accelerate launch --num_processes 4 -m core.train --config configs/quickstart.yaml
 """
@@ -37,14 +38,33 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
     return Config.from_dict(d)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is written for a person: printed without a traceback."""
+    from core.checkpoints import CheckpointError
+    from core.data import DataError
+    from core.models import ModelError
+    from core.planner import DoesNotFit
+    from core.rewards import RewardError
+
+    return ConfigError, DataError, ModelError, RewardError, CheckpointError, DoesNotFit
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Train a LoRA adapter with GRPO, headless.")
     ap.add_argument("--config", help="run config YAML (see configs/)")
     ap.add_argument("--resume", help="a run folder to continue from its latest checkpoint")
-    ap.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE", help="override config fields")
+    ap.add_argument("--set", nargs="+", action="extend", default=[], metavar="SECTION.FIELD=VALUE",
+                    help="override config fields (repeatable: every --set applies)")
     ap.add_argument("--eval", action="store_true", help="evaluate base and tuned on the held-out split at the end")
     args = ap.parse_args(argv)
+    try:
+        return _train(ap, args)
+    except _user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
+
+def _train(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from core import distributed
@@ -54,20 +74,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.resume:
             run = RunDir(args.resume)
+            if not run.config_path.is_file():
+                raise ConfigError(f"{args.resume} is not a run folder (it has no config.yaml)")
             cfg = apply_overrides(Config.load(run.config_path), args.set)
         elif args.config:
             run = None
             cfg = apply_overrides(Config.load(args.config), args.set)
         else:
             ap.error("give --config or --resume")
-    except ConfigError as e:
+    except (ConfigError, OSError) as e:  # OSError: no such config file
         print(f"config error: {e}", file=sys.stderr)
         return 2
 
+    from core.data import load_task_data
+
+    task = load_task_data(cfg.data)  # a bad data file says so before minutes of model loading
     device = distributed.setup()  # None unless launched with several processes
-    trainer = make_trainer(cfg, run_dir=run, device=device)
+    trainer = make_trainer(cfg, run_dir=run, device=device, task=task)
     if run is not None and trainer.resume() and distributed.is_main():
         print(f"resumed {run.path} at step {trainer.step}")
+        for note in trainer.resume_notes:
+            print(note, file=sys.stderr)
     bar = tqdm(total=cfg.algorithm.max_steps, initial=trainer.step, desc=trainer.run.name, unit="step",
                disable=not distributed.is_main())
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import random
 import threading
 import time
 import warnings
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import distributed
+from core import checkpoints, distributed
 from core.config import Config
 from core.engines import make_engine
 from core.objectives import LossStats, compute_advantages, policy_loss
@@ -310,6 +309,7 @@ class GRPOTrainer:
         self.ignore_eos = False  # benchmarks set it: every rollout runs to max_completion_length
         self.skipped_steps = 0
         self.adapter = None
+        self.resume_notes: list[str] = []
         if run_dir is None:  # a new run: a folder of its own (rank 0 picks the name)
             name = cfg.run.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.data.source.split(':')[-1]}"
             if distributed.is_main():
@@ -462,40 +462,23 @@ class GRPOTrainer:
     # -- checkpoints ---------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         tmp, final = self.run.new_checkpoint_dir(self.step)
-        self.model.save_pretrained(tmp)  # adapter only (peft)
-        torch.save({
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                    "numpy": np.random.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            "micro_batch_size": self.micro_batch_size,
-            "skipped_steps": self.skipped_steps,
-        }, tmp / "trainer_state.pt")
+        checkpoints.save_trainer_files(self, tmp)  # adapter + plain-data trainer state
         self.save_extra_state(tmp)
         return self.run.commit_checkpoint(tmp, final, {"step": self.step, "time": time.time()},
                                           keep=self.cfg.run.keep_checkpoints)
 
-    def load_checkpoint(self, path: str | Path) -> None:
-        from peft.utils import set_peft_model_state_dict
-        from safetensors.torch import load_file
+    def load_checkpoint(self, path: str | Path) -> list[str]:
+        """Resume from `path` exactly (core/checkpoints.py: safe loading, a config that must fit);
+        returns the notes to show (an edited learning rate that now applies)."""
+        ckpt = checkpoints.read_checkpoint(path)
+        checkpoints.check_adapter_fits(ckpt, self.model)
+        notes = checkpoints.apply_checkpoint(self, ckpt)
+        self._resumed_at(ckpt)
+        return notes
 
-        path = Path(path)
-        set_peft_model_state_dict(self.model, load_file(str(path / "adapter_model.safetensors")))
-        state = torch.load(path / "trainer_state.pt", weights_only=False)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
-        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        self.micro_batch_size = state.get("micro_batch_size", self.micro_batch_size)
-        self.skipped_steps = state.get("skipped_steps", 0)
-        self.load_extra_state(path)
-        import json
-
-        self.step = json.loads((path / "state.json").read_text())["step"]
+    def _resumed_at(self, ckpt) -> None:
+        self.load_extra_state(ckpt.path)
+        self.step = ckpt.step
         self.run.truncate_logs(self.step)
         self.adapter = self.engine.update_adapter(self.model)
 
@@ -506,11 +489,18 @@ class GRPOTrainer:
         """Read back what `save_extra_state` wrote."""
 
     def resume(self, checkpoint: str | Path | None = None) -> bool:
-        """Load `checkpoint` or the run's latest; False when there is none."""
-        path = Path(checkpoint) if checkpoint else self.run.latest_checkpoint()
-        if path is None:
+        """Load `checkpoint`, or the run's newest checkpoint that reads back whole; False when
+        there is none. What it had to do (skip a damaged checkpoint, apply an edited learning
+        rate) is in `resume_notes`. Half-written checkpoint folders of this run are removed."""
+        if distributed.is_main():
+            self.run.remove_partial_checkpoints()  # this trainer is the run's only writer now
+        if checkpoint:
+            self.resume_notes = self.load_checkpoint(checkpoint)
+            return True
+        ckpt, self.resume_notes = checkpoints.load_newest_intact(self, self.run.checkpoints())
+        if ckpt is None:
             return False
-        self.load_checkpoint(path)
+        self._resumed_at(ckpt)
         return True
 
     # -- the loop --------------------------------------------------------------------

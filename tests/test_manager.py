@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -152,8 +153,10 @@ def test_chat_targets_differ_after_training(manager, finished_run):
     base = manager.chat(prompt, target="base", max_tokens=12)
     assert manager.chat(prompt, target="base", max_tokens=12) == base  # greedy is repeatable
     assert isinstance(manager.chat(prompt, target=checkpoint, max_tokens=12), str)
-    with pytest.raises(ManagerError, match="not a checkpoint"):
+    with pytest.raises(ManagerError, match="not inside the runs folder"):  # core/access.py
         manager.chat(prompt, target="/nonexistent/step-000001")
+    with pytest.raises(ManagerError, match="not a checkpoint"):
+        manager.chat(prompt, target=str(manager.runs_dir / finished_run / "checkpoints" / "step-000099"))
     with pytest.raises(ManagerError, match="prompt"):
         manager.chat("   ")
 
@@ -249,7 +252,8 @@ def test_uploads_are_checked_and_names_sanitised(manager, tmp_path):
     good = tmp_path / "my data (v2).csv"
     good.write_text("prompt,answer\nWhich is bigger, 9.11 or 9.9?,9.9\n")
     stored = Path(manager.store_upload(str(good)))
-    assert stored.parent == manager.runs_dir / "_uploads" and stored.name == "my_data_v2_.csv"
+    assert stored.parent == manager.runs_dir / "_uploads"
+    assert re.fullmatch(r"my_data_v2_-[0-9a-f]{16}\.csv", stored.name), stored.name  # name + content hash
     assert stored.read_text() == good.read_text()
     bad = tmp_path / "../evil.exe"
     (tmp_path.parent / "evil.exe").write_text("x")

@@ -84,6 +84,16 @@ TEXT: dict[str, tuple[str, str]] = {
         "按 TRL 的签名编写函数 `def name(prompts, completions, **kwargs) -> list[float]`；每个顶层函数都是一个奖励（权重 1）。"
         "数据集的列（如 `answer`）以关键字列表的形式传入。代码在独立进程中运行，并有时间限制。",
     ),
+    "rewards.custom_security": (
+        "⚠️ **This code runs on the server**, as the app's user, with the rights of any program you start there: "
+        "it can read the files the app can read (run folders, uploads, the model cache), its environment "
+        "variables (secrets such as `HF_TOKEN` or `AHA_AUTH` included), other processes of that user through "
+        "`/proc`, and the network. Its limits (time, memory, processes, output) stop accidents, not an attacker: "
+        "give the login only to people you would give a shell on this machine.",
+        "⚠️ **这段代码在服务器上运行**，以本应用的用户身份、拥有你在那里启动的任何程序的权限：它可以读取应用能读取的文件"
+        "（运行文件夹、上传的文件、模型缓存）、环境变量（包括 `HF_TOKEN`、`AHA_AUTH` 等密钥）、通过 `/proc` 访问该用户的其他进程，"
+        "以及访问网络。它的限制（时间、内存、进程数、输出）只防意外，不防攻击者：只把登录信息交给你愿意让其登录这台机器的人。",
+    ),
     "rewards.example": ("Insert example", "插入示例"),
     "rewards.try": ("Try on samples", "在样本上试一试"),
     "rewards.try_table": (

@@ -1,7 +1,9 @@
 """The Aha Studio page: a status bar and the tabs in the order a person works, over one RunManager.
 
-Owns: the page's frame (title, status bar, tabs, timer) and how it is launched (auth, i18n,
-which folders may be served). Each tab draws itself (`ui/tabs/`); the manager does the work.
+Owns: the page's frame (title, status bar, tabs, timer) and how it is launched (auth with a
+lock-out after failed logins, i18n, which folders may be served, no run history in the browser:
+Gradio's run history would keep every input, the Hub token included, in the browser's storage
+and show it on /gradio_api/runs). Each tab draws itself (`ui/tabs/`); the manager does the work.
 
 Refuses to know: training, models, rewards. Nothing here keeps run state: the page reads the
 manager on load and on each timer tick, so closing the browser never stops a run.
@@ -10,11 +12,13 @@ manager on load and on each timer tick, so closing the browser never stops a run
 from __future__ import annotations
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from core.manager import RunManager
 from ui.common import Ctx
 from ui.forms import Form
 from ui.i18n import I18N, t
+from ui.login_guard import LoginGuard
 from ui.tabs import compare, data, export, model, rewards, runs, train
 from ui.tabs.train import QUICK_CPU
 
@@ -78,5 +82,6 @@ def launch_app(demo: gr.Blocks, manager: RunManager, *, host: str = "127.0.0.1",
     return demo.launch(
         server_name=host, server_port=port, share=share, auth=auth, i18n=I18N, css=CSS,
         allowed_paths=[str(manager.runs_dir)], prevent_thread_lock=prevent_thread_lock, quiet=quiet,
-        show_error=True, max_file_size="200mb", ssr_mode=False,
+        show_error=True, max_file_size="200mb", ssr_mode=False, run_history=False,
+        app_kwargs={"middleware": [Middleware(LoginGuard)]},  # a lock-out after failed logins
     )

@@ -74,7 +74,7 @@ def _gb(x: float) -> str:
 def status_line(s: dict) -> str:
     """One Markdown line: state, run, step, ETA, speed (and the error or pause reason)."""
     icons = {"idle": "⚪", "loading": "⏳", "running": "🟢", "paused": "⏸️", "stopping": "🟠",
-             "finished": "✅", "stopped": "⏹️", "failed": "❌"}
+             "finished": "✅", "stopped": "⏹️", "failed": "❌", "interrupted": "⚠️"}
     state = s.get("state", "idle")
     if state == "idle" and not s.get("run_name"):
         return "⚪ **idle**: no run yet. Set up the tabs in order, then press **Start** on the Train tab."
@@ -100,6 +100,8 @@ def status_line(s: dict) -> str:
         line += f"\n\n⏸️ {s['pause_reason']}"
         if s["pause_reason"].startswith("reward"):
             line += " — fix it on the Rewards tab, then press **Resume**."
+    if s.get("note"):  # an interrupted run, or what a resume had to do
+        line += f"\n\nℹ️ {s['note']}"
     if s.get("error"):
         line += f"\n\n❌ {s['error']}"
     if s.get("traceback") and state in ("paused", "failed"):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import gradio as gr
 
+from core.manager import ManagerError
 from ui.common import Ctx, warn
 from ui.i18n import t
 from ui.views import checkpoint_choices
@@ -39,7 +38,7 @@ def build(ctx: Ctx) -> None:
 
     def need(path):
         if not path:
-            raise ValueError("pick a checkpoint first (train a run, then press Refresh)")
+            raise ManagerError("pick a checkpoint first (train a run, then press Refresh)")
         return path
 
     def export_zip(path):
@@ -51,9 +50,7 @@ def build(ctx: Ctx) -> None:
 
     def config_file(path):
         try:
-            out = str(Path(need(path)).resolve().parent.parent / "config.yaml")
-            if not Path(out).exists():
-                out = manager.config_path()
+            out = manager.config_path(checkpoint=need(path))
         except Exception as e:
             return gr.skip(), warn(e)
         return out, f"✅ config: `{out}` (train it again with `python -m core.train --config config.yaml`)"

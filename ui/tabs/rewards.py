@@ -48,6 +48,7 @@ def build(ctx: Ctx) -> None:
             form.reward_names.append(spec.name)
     with gr.Accordion(t("rewards.custom"), open=bool(r.custom_code)):
         gr.Markdown(t("rewards.custom_help"))
+        gr.Markdown(t("rewards.custom_security"))
         code = form.add("rewards_custom_code", gr.Code(value=r.custom_code, language="python", lines=12,
                                                         label=t("f.rewards.custom_code")))
         with gr.Row():

@@ -129,7 +129,7 @@ def build(ctx: Ctx) -> None:
             status_bar: status_line(s), progress: progress_html(s), details: s, seen: key,
             start: gr.update(interactive=state not in ("loading", "running", "paused", "stopping")),
             pause: gr.update(interactive=state == "running"),
-            resume: gr.update(interactive=state in ("paused", "stopped", "failed")),
+            resume: gr.update(interactive=state in ("paused", "stopped", "failed", "interrupted")),
             stop: gr.update(interactive=state in ("loading", "running", "paused")),
         }
         if last_seen is not None and tuple(last_seen) == key:
