@@ -146,7 +146,8 @@ def _plot_retention(ax, retention: dict | None) -> None:
     ax.set_yticks(list(x), labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_title(f"retention off the task: KL(base||tuned) {g['kl']:.3f} per token on {g['n']} general prompts")
+    ax.set_title(f"retention off the task\nKL(base || tuned) {g['kl']:.4f} per token on {g['n']} general prompts",
+                 fontsize=10)
     ax.legend(fontsize=8)
 
 
@@ -414,8 +415,9 @@ def report_lines(result: dict, max_steps: int) -> list[str]:
         for when in ("early", "late"):
             sample = grown[when]
             text = (sample.get("completion") or "").replace("\n", " ")
-            lines.append(f"- step {sample['step']} ({sample['thought_words']} words of thought): {sample['question']} "
-                         f"→ `{text[:400]}`")
+            verdict = "correct" if sample.get("correct") else "wrong"
+            lines.append(f"- step {sample['step']} ({verdict}, {sample['thought_words']} words of thought): "
+                         f"{sample['question']} → `{text[:400]}`")
     return lines + [""]
 
 

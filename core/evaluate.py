@@ -185,8 +185,9 @@ def _is_correct(sample: dict) -> bool:
 def grown_thinking(samples: list[dict], share: float = 0.2) -> dict | None:
     """A sample whose thinking grew: from the first `share` of the logged steps, a correct sample
     with the shortest thought (any sample when none is correct); from the last `share`, the correct
-    one with the longest thought whose equations check out (else the longest correct one).
-    {'early': sample, 'late': sample} with `thought_words` added; None before two steps are logged.
+    one with the longest thought whose equations check out (else the longest correct one, else the
+    longest). {'early': sample, 'late': sample} with `thought_words` and `correct` added; None before
+    two steps are logged.
 
     >>> s = [{"step": 1, "completion": "<think>7</think>", "rewards": {"correctness": 1.0}},
     ...      {"step": 9, "completion": "<think>3 + 4 = 7</think>", "rewards": {"correctness": 1.0}}]
@@ -204,5 +205,5 @@ def grown_thinking(samples: list[dict], share: float = 0.2) -> dict | None:
     checked = [s for s in late_right if thought_check(s.get("completion") or "")["checks_out"]]
     pick_early = min(early, key=_thought_words)
     pick_late = max(checked or late_right or late, key=_thought_words)
-    return {"early": {**pick_early, "thought_words": _thought_words(pick_early)},
-            "late": {**pick_late, "thought_words": _thought_words(pick_late)}}
+    return {when: {**pick, "thought_words": _thought_words(pick), "correct": _is_correct(pick)}
+            for when, pick in (("early", pick_early), ("late", pick_late))}

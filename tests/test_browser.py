@@ -202,7 +202,6 @@ def test_compare_screenshot_script_on_a_tiny_run(tiny_model_dir, tmp_path):
     question, evaluates, and leaves both screenshots."""
     import tarfile
 
-    from bench import compare_screenshot
     from core.models import add_lora, load_base_model, load_tokenizer
     from core.trainer import GRPOTrainer
     from test_trainer import tiny_config
@@ -220,7 +219,11 @@ def test_compare_screenshot_script_on_a_tiny_run(tiny_model_dir, tmp_path):
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(trainer.run.path, arcname="tiny-aha")
     out = tmp_path / "shots"
-    assert compare_screenshot.main(["--run-archive", str(archive), "--run", "tiny-aha", "--model", str(tiny_model_dir),
-                                    "--out", str(out), "--eval-n", "2", "--timeout-s", "120"]) == 0
+    # its own process, as the lead runs it (and Playwright's sync API allows one driver per thread)
+    done = subprocess.run([sys.executable, "bench/compare_screenshot.py", "--run-archive", str(archive), "--run",
+                           "tiny-aha", "--model", str(tiny_model_dir), "--out", str(out), "--eval-n", "2",
+                           "--timeout-s", "120"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "question: What" in done.stdout
     for name in ("screenshot-compare-aha.png", "screenshot-compare-aha-eval.png"):
         assert 10_000 < (out / name).stat().st_size < MAX_PNG_BYTES

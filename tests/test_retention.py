@@ -212,6 +212,9 @@ def test_grown_thinking_picks_a_short_early_and_a_checked_long_late_sample():
     g = grown_thinking(samples)
     assert g["early"]["completion"] == "<think>47</think>" and g["early"]["thought_words"] == 1
     assert g["late"]["completion"] == "<think>6 * 7 = 42. 42 + 5 = 47.</think>"  # checks out beats longer
+    assert g["early"]["correct"] and g["late"]["correct"]
+    wrong_only = grown_thinking([sample(1, "<think>a</think>", 0.0), sample(2, "<think>a b</think>", 0.0)])
+    assert wrong_only["late"]["correct"] is False  # the panel says so rather than call it grown thinking
     assert grown_thinking([sample(1, "<think>1</think>")]) is None
 
 

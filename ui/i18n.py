@@ -139,14 +139,13 @@ TEXT: dict[str, tuple[str, str]] = {
         "请关注**正确**回答的长度：如果它们比错误回答更长，说明思考正在带来回报。",
     ),
     "train.advice": (
-        "⏳ **Patience and size** — rewards often stay flat for the first **few hundred steps** before they rise. "
-        "A model under about **1.5B parameters rarely learns to produce thinking tokens** by itself: with a small "
-        "model, show the steps in a worked example and prefill `<think>`. A **base (non-instruct) model needs the "
-        "right chat template** (Data tab). Keep the KL coefficient β above 0 and the learning rate low to keep "
-        "what the model could already do (check it on the Compare tab's retention view).",
-        "⏳ **耐心与模型大小** —— 奖励常常在最初的**几百步**里几乎不动，之后才上升。参数量低于约 **1.5B 的模型很少能自己学会输出思考 token**："
-        "对小模型，请在示例中写出步骤并预填 `<think>`。**基础（非 instruct）模型需要正确的对话模板**（数据页）。"
-        "让 KL 系数 β 大于 0、学习率低一些，可以保住模型原有的能力（在“对比”页的保持度视图中检查）。",
+        "⏳ Rewards often stay flat for the first **few hundred steps**, then rise. A model under about **1.5B "
+        "parameters rarely learns to write thinking tokens** by itself: show the steps in a worked example and "
+        "prefill `<think>`. A **base (non-instruct) model needs the right chat template** (Data tab). β > 0 and a "
+        "low learning rate keep what the model could already do (Compare tab: retention).",
+        "⏳ 奖励常常在最初的**几百步**里几乎不动，之后才上升。参数量低于约 **1.5B 的模型很少能自己学会写思考 token**："
+        "请在示例中写出步骤并预填 `<think>`。**基础（非 instruct）模型需要正确的对话模板**（数据页）。"
+        "β > 0 和较低的学习率可以保住模型原有的能力（对比页：能力保持）。",
     ),
     "train.plot.aha_length": ("Length of correct and wrong completions (10-step mean)", "正确与错误回答的长度（10 步均值）"),
     "train.aha_sample": ("A sample whose thinking grew", "思考变长的样本"),

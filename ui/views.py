@@ -218,7 +218,8 @@ def aha_length_frame(metrics: pd.DataFrame, window: int = 10) -> pd.DataFrame:
 def _sample_block(sample: dict, chars: int = 700) -> str:
     text = sample.get("completion") or ""
     text = text if len(text) <= chars else text[: chars - 1] + "…"
-    return (f"**step {sample.get('step')}** · {sample.get('thought_words', 0)} words of thought · "
+    verdict = "correct" if sample.get("correct") else "wrong"
+    return (f"**step {sample.get('step')}** · {verdict} · {sample.get('thought_words', 0)} words of thought · "
             f"{html.escape(str(sample.get('question', '')))}\n\n```\n{text}\n```")
 
 

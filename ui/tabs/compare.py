@@ -122,7 +122,7 @@ def retention_view(manager, target) -> None:
     with gr.Accordion(t("compare.retention"), open=True):
         gr.Markdown(t("compare.retention_note"))
         with gr.Row():
-            n_prompts = gr.Slider(5, 60, value=60, step=1, label=t("compare.retention_prompts"))
+            n_prompts = gr.Slider(1, 60, value=60, step=1, label=t("compare.retention_prompts"))
             n_task = gr.Slider(0, 50, value=10, step=1, label=t("compare.retention_tasks"))
             run = gr.Button(t("compare.retention_run"), variant="secondary", elem_id="retention-run")
         summary = gr.Markdown(elem_id="retention-summary")
