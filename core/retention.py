@@ -196,8 +196,13 @@ def answer_kl(model, prompt_ids: list[list[int]], answer_ids: list[list[int]], *
 
 @contextlib.contextmanager
 def adapter_weights(model, checkpoint: str | Path | None):
-    """The model's trained adapter ("default") holds `checkpoint`'s weights inside the block, its
-    own again after it (None: nothing changes). The checkpoint must have the same LoRA shapes."""
+    """Inside the block the model's active adapter holds `checkpoint`'s weights (None: no change).
+
+    A checkpoint of the same LoRA shapes is copied into the trained adapter ("default") and its
+    own weights copied back after; any other (another rank, other target modules) is loaded beside
+    it as a named adapter, made active, then switched back and deleted. Either way the model leaves
+    the block as it came in.
+    """
     if checkpoint is None:
         yield
         return
@@ -206,15 +211,21 @@ def adapter_weights(model, checkpoint: str | Path | None):
 
     saved = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
     loaded = load_file(str(Path(checkpoint) / "adapter_model.safetensors"))
-    mismatched = [k for k, v in loaded.items() if k in saved and saved[k].shape != v.shape]
-    if mismatched or not loaded:
-        raise ValueError(f"{Path(checkpoint).name}: its LoRA shapes differ from the loaded adapter's "
-                         f"(e.g. {mismatched[:1]}); load a model with the same LoRA rank first")
-    set_peft_model_state_dict(model, loaded)
+    if set(loaded) == set(saved) and all(saved[k].shape == v.shape for k, v in loaded.items()):
+        set_peft_model_state_dict(model, loaded)
+        try:
+            yield
+        finally:
+            set_peft_model_state_dict(model, saved)
+        return
+    name, active = "retention-scoring", model.active_adapter
+    model.load_adapter(str(checkpoint), adapter_name=name, is_trainable=False)
+    model.set_adapter(name)
     try:
         yield
     finally:
-        set_peft_model_state_dict(model, saved)
+        model.set_adapter(active)  # also gives the trained adapter back its requires_grad
+        model.delete_adapter(name)
 
 
 # ---------------------------------------------------------------------------

@@ -122,15 +122,28 @@ def test_adapter_weights_swaps_a_checkpoint_in_and_back_out(peft_model, tmp_path
         assert all(torch.equal(get_peft_model_state_dict(model)[k], live[k]) for k in live)
 
 
-def test_adapter_weights_refuses_other_lora_shapes(tiny_model_dir, peft_model, tmp_path):
+def test_adapter_weights_scores_a_checkpoint_of_another_rank_and_leaves_the_model_as_it_was(
+        tiny_model_dir, peft_model, tmp_path):
+    from peft.utils import get_peft_model_state_dict
+
     from core.models import load_model_and_tokenizer
 
-    other, _ = load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=8), "cpu")
+    other, _ = load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=8,
+                                                    lora_alpha=16), "cpu")
+    _perturb(other, seed=5)
     other.save_pretrained(tmp_path / "r8")
-    model, _ = peft_model
-    with pytest.raises(ValueError, match="LoRA shapes differ"):
-        with adapter_weights(model, tmp_path / "r8"):
-            pass
+    model, tok = peft_model  # rank 4
+    prompts, answers = [tok("Hi there")["input_ids"]], [tok(" hello friend")["input_ids"]]
+    want = answer_kl(other, prompts, answers, pad_id=tok.pad_token_id)["kl"]
+    before = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    with adapter_weights(model, tmp_path / "r8"):
+        got = answer_kl(model, prompts, answers, pad_id=tok.pad_token_id)["kl"]
+    assert want > 1e-4 and got == pytest.approx(want, rel=1e-5)
+    after = get_peft_model_state_dict(model)
+    assert set(after) == set(before) and all(torch.equal(after[k], before[k]) for k in before)
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == trainable
+    assert list(model.peft_config) == ["default"]
 
 
 class EchoEngine:
