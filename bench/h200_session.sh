@@ -14,6 +14,10 @@
 #   bash bench/h200_session.sh proof1    # issue 8: the decimal recipe (bench/results/proof_of_learning.*)
 #   bash bench/h200_session.sh proofs A.yaml:a B.yaml:b -- ARGS   # issue 8: several recipes at once (PLANNER=1:
 #        + planner), e.g. configs/smollm2-largest.yaml:proof_largest ... -- --deadline-s 470 --report-partial
+#   bash bench/h200_session.sh aha       # issue 22: the aha recipe, unattended, figures as it goes
+#        (bench/results/proof_aha.*; DEADLINE=420 s by default: training stops there, then the last
+#        evaluation and retention; the final adapter comes back in proof_aha_run.tgz)
+#   bash bench/h200_session.sh aha-contrast   # the same without beta and with rank 32 (proof_aha_contrast.*)
 #   bash bench/h200_session.sh tests     # GPU tests, one process per vLLM test file
 #   bash bench/h200_session.sh vllm      # issue 4: engine measurements
 #   bash bench/h200_session.sh planner   # issue 5: planner vs measured peak
@@ -92,6 +96,32 @@ case "${1:-}" in
       --runs-dir /root/proof-runs --out "$OUT" "$@" > "$OUT/proof_of_learning.log" 2>&1
     grep -v -e 'it/s\]' -e 'INFO' -e 'Warning' -e 'warn' "$OUT/proof_of_learning.log" | tail -n 60
     mkdir -p "$OUT/runs/decimal" && cp /root/proof-runs/smollm2-decimal-compare/*.json* "$OUT/runs/decimal/" 2>/dev/null
+    ;;
+  aha|aha-contrast)
+    # issue 22: one recipe, one call (< 10 min): training stops at $DEADLINE s after the start (vLLM's first
+    # compile included), evaluates, measures retention and writes the results; <name>_partial.json is
+    # rewritten after every evaluation, so even a killed run leaves figures. `aha` brings back the run's
+    # logs and its final adapter (rank 8, ~10 MB) for the Compare-tab screenshot (bench/compare_screenshot.py);
+    # `aha-contrast` is the same run without the retention levers (beta 0, rank 32: the earlier recipes'
+    # settings), for the retention figures side by side (no adapter back: rank 32 is ~39 MB).
+    mode=$1; shift
+    export PYTHONUNBUFFERED=1
+    name=proof_aha; run=smollm2-aha; sets=()
+    if [ "$mode" = aha-contrast ]; then
+      name=proof_aha_contrast; run=smollm2-aha-contrast
+      sets=(--set algorithm.beta=0 model.lora_r=32 model.lora_alpha=64 run.run_name=$run)
+    fi
+    python -c "from core.models import default_model_path; print('model:', default_model_path())" || exit 1
+    python bench/proof_of_learning.py --config configs/smollm2-aha.yaml --name $name --runs-dir /root/proof-runs \
+      --out "$OUT" --deadline-s "${DEADLINE:-420}" --report-partial ${sets[@]+"${sets[@]}"} "$@" 2>&1 \
+      | grep --line-buffered -v -e 'it/s\]' -e 'INFO' -e 'Warning' -e 'warn' > "$OUT/$name.log"
+    tail -n 60 "$OUT/$name.log"
+    last=""
+    [ "$mode" = aha ] && last=$(ls -d /root/proof-runs/$run/checkpoints/step-* 2>/dev/null | sort | tail -n 1)
+    tar czf "$OUT/${name}_run.tgz" -C /root/proof-runs --exclude='trainer_state.pt' \
+      $run/config.yaml $run/metrics.jsonl $run/samples.jsonl $run/status.json $run/proof.json \
+      ${last:+$run/checkpoints/$(basename "$last")} 2>/dev/null
+    ls -la "$OUT"
     ;;
   proofs)
     # several recipes side by side, engines built one after the other (vLLM's start-up memory
@@ -175,7 +205,7 @@ print(w(sys.argv[1], json.load(open(sys.argv[2])), 'bfloat16'))" "$dir" "$cfg"
       | grep -v -e 'it/s\]' -e '^INFO' | tail -n 60
     ;;
   *)
-    echo "usage: $0 smol|proof1|proof|proofs|tests|vllm|planner|prebuild|trl"; exit 2
+    echo "usage: $0 smol|proof1|proof|proofs|aha|aha-contrast|tests|vllm|planner|prebuild|trl"; exit 2
     ;;
 esac
 

@@ -1026,6 +1026,35 @@ class RunManager:
         pick = ("accuracy", "accuracy_flexible", "format_rate", "n")
         return {"base": {k: base[k] for k in pick}, "tuned": {k: tuned[k] for k in pick}, "items": items}
 
+    def retention(self, target: str = "current", n_prompts: int = 60, n_task: int = 10, max_tokens: int = 128) -> dict:
+        """Off the trained task, base vs `target` (core.retention.measure_retention): the first
+        `n_prompts` general prompts, `n_task` questions of each built-in task not trained on."""
+        from core.retention import GENERAL_PROMPTS, measure_retention
+
+        cfg = None
+        checkpoint = None
+        if target not in (None, "", "base", "current"):
+            checkpoint = self._checkpoint_path(target)
+            cfg = self._checkpoint_config(checkpoint)
+        cfg = cfg or self._cfg or self.default_config()
+
+        def job() -> dict:
+            self._ensure_model_for(target)
+            adapter = self._resolve_target(target)
+            return measure_retention(self._engine, self._tokenizer, self._model, adapter, source=cfg.data.source,
+                                     prompts=GENERAL_PROMPTS[:max(1, int(n_prompts))], n_task=int(n_task),
+                                     max_tokens=int(max_tokens), chat_template=cfg.data.chat_template,
+                                     checkpoint=checkpoint)
+
+        return self._call(job)
+
+    def thinking_growth(self, run_name: str | None = None) -> dict | None:
+        """A logged sample from early in the run and one from late (core.evaluate.grown_thinking)."""
+        from core.evaluate import grown_thinking
+
+        run = self._named_or_current(run_name)
+        return grown_thinking(run.read_samples()) if run is not None else None
+
     def try_rewards(self, rewards_cfg: RewardsConfig, data_cfg: DataConfig, n: int = 4,
                     max_tokens: int = 128, temperature: float = 1.0) -> pd.DataFrame:
         """Score `n` completions sampled from the current model, plus one ideally formatted

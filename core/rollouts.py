@@ -227,11 +227,29 @@ def rollout_metrics(trainer, batch: ScoredRollouts, step: int, t0: float) -> dic
         m["rollout/merged"] = float(bool(stats.get("merged")))
         if stats.get("merged"):
             m["rollout/kept_share"] = float(stats.get("kept_share", 0.0))  # elements the fold kept aside
+    correct = correct_mask(batch.scored.per_reward)
+    if correct is not None:  # the aha panel: does thinking longer pay? (nan: none of that kind this step)
+        m["completions/mean_length_correct"] = lengths[correct].mean().item() if correct.any() else math.nan
+        m["completions/mean_length_incorrect"] = lengths[~correct].mean().item() if (~correct).any() else math.nan
     for name, values in batch.scored.per_reward.items():
         v = torch.tensor(values, dtype=torch.float32)
         m[f"rewards/{name}/mean"] = v.mean().item()
         m[f"rewards/{name}/std"] = v.std().item() if len(v) > 1 else 0.0
     return m
+
+
+# the rewards that say whether an answer is right, the first one a run uses deciding
+CORRECTNESS_REWARDS = ("correctness", "countdown_equation", "math_equivalence", "numeric_match", "exact_match")
+
+
+def correct_mask(per_reward: dict[str, list[float]]) -> torch.Tensor | None:
+    """(B,) bool: the completion's correctness reward is at least 1; None when no reward says.
+
+    >>> correct_mask({"format_strict": [1.0, 1.0], "correctness": [0.0, 1.0]}).tolist()
+    [False, True]
+    """
+    name = next((n for n in CORRECTNESS_REWARDS if n in per_reward), None)
+    return None if name is None else torch.tensor(per_reward[name], dtype=torch.float32) >= 1.0
 
 
 def sample_rows(trainer, batch: ScoredRollouts, step: int, extra: dict[int, dict] | None = None) -> list[dict]:

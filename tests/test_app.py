@@ -54,10 +54,10 @@ def app(tiny_model_dir, tmp_path_factory):
 
 
 def status(client) -> dict:
-    """The page's re-attach endpoint: (status bar, progress, status JSON, 8 plots, samples)."""
+    """The page's re-attach endpoint: (status bar, progress, status JSON, 8 plots, aha sample, samples)."""
     out = client.predict(api_name="/status")
-    assert len(out) == 12
-    return {"bar": out[0], "json": out[2], "reward_plot": out[3], "samples": out[-1]}
+    assert len(out) == 13
+    return {"bar": out[0], "json": out[2], "reward_plot": out[3], "aha_sample": out[-2], "samples": out[-1]}
 
 
 def wait_state(client, states, timeout=120.0) -> dict:
@@ -118,6 +118,14 @@ def test_train_chat_evaluate_through_the_api(app):
         assert 0.0 <= result[who]["accuracy"] <= 1.0 and 0.0 <= result[who]["format_rate"] <= 1.0
     # accuracy, last-number accuracy (numeric answers), format rate x base, tuned
     assert "| base |" in table and len(items["data"]) == 4 and len(bars["data"]) == 6
+
+    # the aha panel's sample from early and late in the run; retention off the task beside the accuracy
+    assert "Early: **step 1**" in s["aha_sample"] and "Late: **step 3**" in s["aha_sample"]
+    summary, answers = client.predict(target_value="current", prompts=3, per_task=1, api_name="/retention")
+    assert "KL(base ‖ tuned)" in summary and "| builtin:addition: accuracy" in summary
+    assert "builtin:decimal_compare" not in summary  # the task trained on is not a retention task
+    assert [row[0] for row in answers["data"]] == ["What is the capital of France?", "Name three primary colours.",
+                                                   "Write a short poem about the sea."]
 
     # the runs list and the export of the run's adapter
     runs_table, _ = client.predict(api_name="/list_runs")

@@ -194,3 +194,36 @@ def test_chinese_interface(app_url, browser):
     assert page.get_by_text("GRPO 的 loss 接近 0 是正常的").count() >= 1
     shot(page, "screenshot-zh.png")
     context.close()
+
+
+def test_compare_screenshot_script_on_a_tiny_run(tiny_model_dir, tmp_path):
+    """bench/compare_screenshot.py (run by hand after the GPU run, on its adapter) end to end on a
+    2-step run of the tiny model: it picks the run's checkpoint in Compare, asks one held-out
+    question, evaluates, and leaves both screenshots."""
+    import tarfile
+
+    from core.models import add_lora, load_base_model, load_tokenizer
+    from core.trainer import GRPOTrainer
+    from test_trainer import tiny_config
+
+    cfg = tiny_config(tmp_path, max_steps=2, max_completion_length=8)
+    cfg.model.name_or_path = str(tiny_model_dir)
+    cfg.data.source, cfg.data.train_size, cfg.data.eval_size = "builtin:chain_arithmetic", 20, 4
+    cfg.data.system_prompt, cfg.data.response_prefix = "Think step by step.", "<think>"
+    cfg.rewards.names, cfg.rewards.weights = ["correctness", "format_strict"], [1.0, 0.5]
+    cfg.run.run_name, cfg.run.save_steps = "tiny-aha", 2
+    model = add_lora(load_base_model(cfg.model, "cpu"), cfg.model)
+    trainer = GRPOTrainer(cfg, model=model, tokenizer=load_tokenizer(str(tiny_model_dir)), device="cpu")
+    assert trainer.train() == "finished"
+    archive = tmp_path / "run.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(trainer.run.path, arcname="tiny-aha")
+    out = tmp_path / "shots"
+    # its own process, as the lead runs it (and Playwright's sync API allows one driver per thread)
+    done = subprocess.run([sys.executable, "bench/compare_screenshot.py", "--run-archive", str(archive), "--run",
+                           "tiny-aha", "--model", str(tiny_model_dir), "--out", str(out), "--eval-n", "2",
+                           "--timeout-s", "120"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "question: What" in done.stdout
+    for name in ("screenshot-compare-aha.png", "screenshot-compare-aha-eval.png"):
+        assert 10_000 < (out / name).stat().st_size < MAX_PNG_BYTES

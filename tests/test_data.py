@@ -418,9 +418,34 @@ def test_largest_answers_are_right():
     assert len({r["choices"].index(max(r["choices"])) for r in rows}) == 4
 
 
+def test_chain_arithmetic_steps_check_out_and_lead_to_the_answer():
+    from core.evaluate import thought_check
+
+    rows = BUILTIN_TASKS["chain_arithmetic"].generate(600, seed=6)
+    by_steps = Counter(r["steps"] for r in rows)
+    assert set(by_steps) == {2, 3} and min(by_steps.values()) > 240  # about half and half
+    assert len({r["question"].split()[0] for r in rows}) >= 3  # several phrasings
+    for r in rows:
+        a, b = (int(x) for x in re.findall(r"\d+", r["expression"])[:2])
+        assert 2 <= a <= 9 and 2 <= b <= 9 and r["expression"] in r["question"]
+        assert normalise_answer(r["answer_raw"]) == r["answer"] and int(r["answer"]) >= 0
+        steps = _STEP.findall(r["answer_raw"])
+        assert len(steps) == r["steps"] and steps[0][:3] == (str(a), "*", str(b))
+        for x, op, y, z in steps:  # each step is right, starts from the last result and stays >= 0
+            assert _OPS[op](int(x), int(y)) == int(z) >= 0
+        assert all(steps[i][0] == steps[i - 1][3] for i in range(1, len(steps)))
+        assert int(steps[-1][3]) == int(r["answer"])
+        # the worked steps, written as a thought, pass the evaluation's thought check
+        worked = "<think>" + r["answer_raw"].split("\n")[0] + "</think>"
+        assert thought_check(worked) == {"equations": r["steps"], "right": r["steps"], "checks_out": True}
+    # the same problem asked with its factors swapped is not a new problem
+    task = BUILTIN_TASKS["chain_arithmetic"]
+    assert task.problem({"expression": "4 * 3 + 5"}) == task.problem({"expression": "3 * 4 + 5"})
+
+
 def test_unknown_builtin_lists_the_choices():
     choices = ("builtin:decimal_compare, builtin:arithmetic, builtin:countdown, builtin:addition, "
-               "builtin:multiplication, builtin:largest")
+               "builtin:multiplication, builtin:largest, builtin:chain_arithmetic")
     with pytest.raises(DataError, match=f"no built-in task 'nope'; choose one of {choices}"):
         load_task_data(DataConfig(source="builtin:nope"))
 

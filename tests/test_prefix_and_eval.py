@@ -120,10 +120,13 @@ def test_proof_of_learning_script_runs_and_resumes_on_cpu(tiny_model_dir, tmp_pa
         "            max_steps: 4, seed: 3}\n"
         "run: {run_name: proof, save_steps: 1, engine: hf}\n" % tiny_model_dir)
     out = tmp_path / "out"
-    common = ["--config", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--eval-every", "2"]
+    common = ["--config", str(cfg), "--runs-dir", str(tmp_path / "runs"), "--out", str(out), "--eval-every", "2",
+              "--retention-items", "1", "--retention-tokens", "4", "--retention-prompts", "3"]
     torch.manual_seed(0)
     assert proof_of_learning.main(common + ["--deadline-s", "0.001"]) == 0  # stops after step 1
     assert not (out / "proof_of_learning.json").exists()
+    partial = json.loads((out / "proof_of_learning_partial.json").read_text())  # written at each evaluation
+    assert partial["finished"] is False and [e["step"] for e in partial["evals"]] == [0]
     state = json.loads((tmp_path / "runs" / "proof" / "proof.json").read_text())
     assert [e["step"] for e in state["evals"]] == [0]
     assert proof_of_learning.main(common) == 0  # resumes at step 1, runs to 4
@@ -134,6 +137,17 @@ def test_proof_of_learning_script_runs_and_resumes_on_cpu(tiny_model_dir, tmp_pa
     steps = [json.loads(line)["step"] for line in (out / "proof_of_learning_metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
     assert result["finished"] is True
+    # issue 22: lengths of correct answers, thoughts, the grown sample, retention off the task
+    for key in ("mean_tokens_correct", "thought_with_steps", "thought_check_share"):
+        assert key in result["base"] and key in result["final"]
+    assert {"length_correct_first_50", "length_correct_rising", "thought_check_share_final"} <= set(result)
+    assert result["settings"]["beta"] == 0.0 and result["grown_thinking"]["late"]["step"] >= 3
+    g = result["retention"]["general"]
+    assert g["n"] == 3 and g["kl"] >= 0 and 0 <= g["tuned"]["degenerate_rate"] <= 1 and len(g["items"]) == 3
+    assert sorted(result["retention"]["tasks"]) == ["addition", "arithmetic", "chain_arithmetic", "largest",
+                                                    "multiplication"]  # not decimal_compare: trained on
+    md = (out / "proof_of_learning.md").read_text()
+    assert "Retention on 3 general prompts" in md and "steps check out" in md
 
     # --report-partial: a run cut by its deadline still writes its results, evaluated where it stopped
     part = tmp_path / "part"

@@ -48,6 +48,16 @@ TEXT: dict[str, tuple[str, str]] = {
     "model.memory": ("Memory estimate", "显存估计"),
     "model.load": ("Load model now", "立即加载模型"),
     "model.gpu_only": ("4-bit needs a CUDA GPU (none found).", "4-bit 需要 CUDA GPU（未检测到）。"),
+    "model.advice": (
+        "💡 **Before you pick** — a model under about **1.5B parameters rarely learns to write thinking tokens "
+        "on its own**: give it a worked example in the system prompt and start its answer with `<think>` (the "
+        "SmolLM2 recipes in `configs/` do). A **base (non-instruct) model needs the right chat template**: set "
+        "one on the Data tab (the ChatML default works for most), or it reads the prompt as plain text. Rewards "
+        "often rise only **after a few hundred steps**.",
+        "💡 **选择之前** —— 参数量低于约 **15 亿（1.5B）的模型很少能自己学会写思考过程**：请在系统提示词中给一个带步骤的示例，"
+        "并让回答以 `<think>` 开头（`configs/` 中的 SmolLM2 配方就是这样做的）。**基础（非 instruct）模型需要正确的对话模板**："
+        "在“数据”页设置一个（默认的 ChatML 对大多数模型可用），否则它会把提示当作普通文本。奖励常常要**几百步之后**才开始上升。",
+    ),
     # data tab
     "data.intro": (
         "Questions with reference answers. Start with a built-in task, or bring a CSV / JSONL / Parquet file "
@@ -133,10 +143,22 @@ TEXT: dict[str, tuple[str, str]] = {
     "train.aha": ("The “aha” panel", "“顿悟”面板"),
     "train.aha_note": (
         "When a model discovers that thinking longer and checking itself pays off, its completions grow and "
-        "phrases like *wait*, *let me check* appear: the “aha moment” of DeepSeek-R1-Zero.",
-        "当模型发现“多想一会儿、检查自己”能得到更高奖励时，回答会变长，并出现 *wait*、*let me check* 之类的短语：这就是 DeepSeek-R1-Zero 的“顿悟时刻”。",
+        "phrases like *wait*, *let me check* appear: the “aha moment” of DeepSeek-R1-Zero. Watch the **correct** "
+        "completions: if they grow longer than the wrong ones, thinking is paying.",
+        "当模型发现“多想一会儿、检查自己”能得到更高奖励时，回答会变长，并出现 *wait*、*let me check* 之类的短语：这就是 DeepSeek-R1-Zero 的“顿悟时刻”。"
+        "请关注**正确**回答的长度：如果它们比错误回答更长，说明思考正在带来回报。",
     ),
-    "train.plot.aha_length": ("Mean completion length", "平均回答长度"),
+    "train.advice": (
+        "⏳ Rewards often stay flat for the first **few hundred steps**, then rise. A model under about **1.5B "
+        "parameters rarely learns to write thinking tokens** by itself: show the steps in a worked example and "
+        "prefill `<think>`. A **base (non-instruct) model needs the right chat template** (Data tab). β > 0 and a "
+        "low learning rate keep what the model could already do (Compare tab: retention).",
+        "⏳ 奖励常常在最初的**几百步**里几乎不动，之后才上升。参数量低于约 **1.5B 的模型很少能自己学会写思考 token**："
+        "请在示例中写出步骤并预填 `<think>`。**基础（非 instruct）模型需要正确的对话模板**（数据页）。"
+        "β > 0 和较低的学习率可以保住模型原有的能力（对比页：能力保持）。",
+    ),
+    "train.plot.aha_length": ("Length of correct and wrong completions (10-step mean)", "正确与错误回答的长度（10 步均值）"),
+    "train.aha_sample": ("A sample whose thinking grew", "思考变长的样本"),
     "train.plot.aha_reflections": ("Reflection phrases per completion", "每个回答中的反思短语数"),
     "train.samples": ("Latest samples", "最新样本"),
     "train.details": ("Status details (JSON)", "状态详情（JSON）"),
@@ -163,6 +185,19 @@ TEXT: dict[str, tuple[str, str]] = {
     "compare.eval_run": ("Evaluate base vs tuned", "评估：基础 vs 微调"),
     "compare.eval_plot": ("Accuracy and format rate", "准确率与格式正确率"),
     "compare.eval_items": ("Answers", "逐题回答"),
+    "compare.retention": ("Retention off the task", "任务之外的能力保持"),
+    "compare.retention_note": (
+        "Has training kept what the base model could do? The same fixed general prompts go to both models "
+        "(no system prompt), plus held-out questions of the built-in tasks the run did not train on. **KL** is the "
+        "tuned model's divergence from the base on the base's own answers (0 = unchanged); a **degenerate** answer "
+        "repeats itself or runs away with tags.",
+        "训练是否保住了基础模型原有的能力？同一组固定的通用提示（不带系统提示词）同时发给两个模型，另加本次训练未使用的内置任务的留出题。"
+        "**KL** 是微调模型在基础模型自身回答上相对基础模型的偏离（0 = 没有变化）；**退化**回答指不断重复或标签失控的回答。",
+    ),
+    "compare.retention_prompts": ("General prompts", "通用提示数"),
+    "compare.retention_tasks": ("Questions per other task", "每个其他任务的题目数"),
+    "compare.retention_run": ("Measure retention", "测量能力保持"),
+    "compare.retention_items": ("General answers", "通用回答"),
     # export tab
     "export.intro": (
         "Take the result with you: the LoRA adapter (small, loads with peft), a merged 16-bit model (loads "

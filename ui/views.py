@@ -195,3 +195,77 @@ def memory_markdown(info: dict) -> str:
         f"{_gb(info['optimizer_gb'])} = **{_gb(info['total_gb'])}**, before activations and the KV cache (they "
         f"grow with batch size and completion length)."
     )
+
+
+# ---------------------------------------------------------------------------
+# the aha panel (Train tab) and the retention view (Compare tab), issue 22
+
+AHA_LENGTHS = {"completions/mean_length_correct": "correct", "completions/mean_length_incorrect": "wrong"}
+
+
+def aha_length_frame(metrics: pd.DataFrame, window: int = 10) -> pd.DataFrame:
+    """Mean length of the correct and of the wrong completions, each a `window`-step rolling mean
+    (steps with none of a kind are skipped, not counted as 0).
+
+    >>> m = pd.DataFrame({"step": [1, 2, 3], "completions/mean_length_correct": [10.0, None, 20.0],
+    ...                   "completions/mean_length_incorrect": [30.0, 30.0, 30.0]})
+    >>> aha_length_frame(m, window=2).query("series == 'correct'")["value"].tolist()
+    [10.0, 10.0, 20.0]
+    """
+    if metrics is None or metrics.empty or "step" not in metrics:
+        return long_frame(metrics, {})
+    smooth = metrics[["step"]].copy()
+    for column in AHA_LENGTHS:
+        if column in metrics:
+            smooth[column] = pd.to_numeric(metrics[column], errors="coerce").rolling(window, min_periods=1).mean()
+    return long_frame(smooth, AHA_LENGTHS)
+
+
+def _sample_block(sample: dict, chars: int = 700) -> str:
+    text = sample.get("completion") or ""
+    text = text if len(text) <= chars else text[: chars - 1] + "…"
+    verdict = "correct" if sample.get("correct") else "wrong"
+    return (f"**step {sample.get('step')}** · {verdict} · {sample.get('thought_words', 0)} words of thought · "
+            f"{html.escape(str(sample.get('question', '')))}\n\n```\n{text}\n```")
+
+
+def aha_sample_markdown(grown: dict | None) -> str:
+    """One logged sample from early in the run and one from late (core.evaluate.grown_thinking)."""
+    if not grown:
+        return "*A sample from early and one from late in the run show here once a few steps are logged.*"
+    return "\n\n".join([f"Early: {_sample_block(grown['early'])}", f"Late: {_sample_block(grown['late'])}"])
+
+
+def retention_markdown(result: dict) -> str:
+    """core.retention's figures, base beside tuned.
+
+    >>> g = {"n": 60, "kl": 0.0123, "logprob_drop": 0.01, "tokens": 900,
+    ...      "base": {"degenerate_rate": 0.0, "tag_rate": 0.0, "truncated_rate": 0.1, "mean_tokens": 40.0},
+    ...      "tuned": {"degenerate_rate": 0.05, "tag_rate": 0.2, "truncated_rate": 0.1, "mean_tokens": 42.0}}
+    >>> t = {"addition": {"base": {"accuracy_flexible": 0.4, "n": 10}, "tuned": {"accuracy_flexible": 0.5, "n": 10}}}
+    >>> print(retention_markdown({"general": g, "tasks": t}).splitlines()[4])
+    | general prompts: degenerate answers | 0.0% | 5.0% |
+    """
+    g = result["general"]
+    lines = [f"KL(base ‖ tuned) on the base's answers to {g['n']} general prompts: **{g['kl']:.4f}** per token "
+             f"(log-prob drop {g['logprob_drop']:.4f}; 0 = unchanged).", "",
+             "| off the task | base | tuned |", "|---|---|---|"]
+    for key, label in (("degenerate_rate", "degenerate answers"), ("tag_rate", "answers with think/answer tags"),
+                       ("truncated_rate", "cut at the token limit")):
+        lines.append(f"| general prompts: {label} | {g['base'][key]:.1%} | {g['tuned'][key]:.1%} |")
+    for name, r in result.get("tasks", {}).items():
+        key = "accuracy_flexible" if r["base"].get("accuracy_flexible") is not None else "accuracy"
+        how = "last number" if key == "accuracy_flexible" else "in tags"
+        lines.append(f"| builtin:{name}: accuracy ({how}, {r['base']['n']} questions) | {r['base'][key]:.1%} | "
+                     f"{r['tuned'][key]:.1%} |")
+    return "\n".join(lines)
+
+
+def retention_items_frame(result: dict | None) -> pd.DataFrame:
+    """The general prompts' answers: prompt, base, tuned, KL of the answer, what looked broken."""
+    columns = ["prompt", "base", "tuned", "kl", "tuned_flags"]
+    if not result:
+        return pd.DataFrame(columns=columns)
+    rows = [{**{k: i.get(k) for k in columns}, "tuned_flags": ", ".join(i.get("tuned_flags") or [])}
+            for i in result["general"]["items"]]
+    return pd.DataFrame(rows, columns=columns).round(4)

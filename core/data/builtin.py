@@ -1,9 +1,11 @@
 """Built-in tasks: small reasoning problems generated on the spot, with no download.
 
-Owns: six generators, each deterministic for a seed and each refusing to repeat a problem:
+Owns: seven generators, each deterministic for a seed and each refusing to repeat a problem:
 `decimal_compare`, `arithmetic` (2-4 step word problems) and `countdown` for models that can
-already reason a little, and three one-step drills (`addition`, `multiplication`, `largest`)
-sized for the smallest models (SmolLM2-135M); and `load_builtin`, which draws the held-out rows
+already reason a little, three one-step drills (`addition`, `multiplication`, `largest`) sized
+for the smallest models (SmolLM2-135M), and `chain_arithmetic` (4 * 3 + 5 - 2), where the same
+small model gains from writing one step at a time (bench/results/aha_task_search.md); and
+`load_builtin`, which draws the held-out rows
 and the training rows from different seeds and keeps every held-out problem out of training.
 Every answer is computed while the question is built, so it is right by construction.
 
@@ -11,7 +13,7 @@ Refuses to know: files, column mapping, chat templates, and how a completion is 
 reward presets do that; countdown's `solution` column is one valid expression, not the only one).
 
     >>> sorted(BUILTIN_TASKS)
-    ['addition', 'arithmetic', 'countdown', 'decimal_compare', 'largest', 'multiplication']
+    ['addition', 'arithmetic', 'chain_arithmetic', 'countdown', 'decimal_compare', 'largest', 'multiplication']
     >>> BUILTIN_TASKS["decimal_compare"].generate(2, seed=0) == BUILTIN_TASKS["decimal_compare"].generate(2, seed=0)
     True
 """
@@ -301,6 +303,46 @@ def _draw_largest(rng: random.Random) -> dict:
 
 
 # ---------------------------------------------------------------------------
+# chain_arithmetic: a times table fact, then one or two small additions or subtractions
+# ---------------------------------------------------------------------------
+_CHAIN_PHRASES = ("What is {e}?", "Compute {e}.", "Work out {e}.", "What does {e} equal?")
+
+
+def _draw_chain_arithmetic(rng: random.Random) -> dict:
+    """a * b (2-9 each), then 1 or 2 more steps of + or - a number 1-9, never below 0.
+
+    Each step is one the 135M model mostly knows (a times-table fact, a 2-digit number plus or
+    minus a 1-digit one); the whole expression in one go it mostly does not. Half the problems
+    take 2 steps, half 3: as a model learns, it solves more of the longer ones, so the length of
+    its correct answers can grow.
+    """
+    a, b = rng.randint(2, 9), rng.randint(2, 9)
+    total = a * b
+    expression, steps = f"{a} * {b}", [f"{a} * {b} = {total}."]
+    for _ in range(rng.choice((1, 2))):
+        x = rng.randint(1, 9)
+        op = "-" if x <= total and rng.random() < 0.5 else "+"
+        new = total + x if op == "+" else total - x
+        expression += f" {op} {x}"
+        steps.append(f"{total} {op} {x} = {new}.")
+        total = new
+    question = rng.choice(_CHAIN_PHRASES).format(e=expression)
+    return {"question": question, "answer": str(total), "answer_raw": " ".join(steps) + f"\n#### {total}",
+            "expression": expression, "steps": len(steps)}
+
+
+def _chain_problem(expression: str) -> str:
+    """4 * 3 + 5 and 3 * 4 + 5 are one problem: the factors in order, then the rest.
+
+    >>> _chain_problem("4 * 3 + 5 - 2")
+    '3 * 4 + 5 - 2'
+    """
+    a, _, b, *rest = expression.split()
+    low, high = sorted((a, b), key=int)
+    return " ".join([low, "*", high, *rest])
+
+
+# ---------------------------------------------------------------------------
 BUILTIN_TASKS: dict[str, BuiltinTask] = {
     t.name: t
     for t in (
@@ -340,6 +382,13 @@ BUILTIN_TASKS: dict[str, BuiltinTask] = {
             "The largest of four 2-digit numbers. Answer: that number.",
             _draw_largest,
             problem=lambda row: str(sorted(row["choices"])),
+        ),
+        BuiltinTask(
+            "chain_arithmetic",
+            "A times-table fact then one or two small steps (4 * 3 + 5 - 2): thinking step by step pays "
+            "even for a 135M model. Answer: the value; answer_raw holds the steps ending in '#### N'.",
+            _draw_chain_arithmetic,
+            problem=lambda row: _chain_problem(row["expression"]),
         ),
     )
 }

@@ -10,7 +10,7 @@ import pandas as pd
 from core.config import DEFAULT_SYSTEM_PROMPT
 from ui.common import Ctx, warn
 from ui.i18n import t
-from ui.views import checkpoint_choices, eval_frame, eval_markdown
+from ui.views import checkpoint_choices, eval_frame, eval_markdown, retention_items_frame, retention_markdown
 
 CURRENT = "current"
 PRESET_PROMPTS = [
@@ -50,9 +50,10 @@ def build(ctx: Ctx) -> None:
         clear = gr.Button(t("compare.clear"), scale=0)
     gr.Examples(examples=[[p] for p in PRESET_PROMPTS], inputs=[prompt], label=t("compare.examples"))
     with gr.Accordion(t("compare.settings"), open=False):
-        system = gr.Textbox(value=DEFAULT_SYSTEM_PROMPT, label=t("compare.system"), lines=2)
+        system = gr.Textbox(value=DEFAULT_SYSTEM_PROMPT, label=t("compare.system"), lines=2, elem_id="compare-system")
         with gr.Row():
-            max_tokens = gr.Slider(8, 1024, value=256, step=8, label=t("compare.max_tokens"))
+            max_tokens = gr.Slider(8, 1024, value=256, step=8, label=t("compare.max_tokens"),
+                                   elem_id="compare-max-tokens")
             temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label=t("compare.temperature"))
     with gr.Accordion(t("compare.eval"), open=True):
         with gr.Row():
@@ -67,6 +68,7 @@ def build(ctx: Ctx) -> None:
         eval_items = gr.Dataframe(label=t("compare.eval_items"), wrap=True, interactive=False, max_height=360,
                                   headers=["question", "answer", "base", "base_correct", "tuned", "tuned_correct"])
         eval_json = gr.JSON(visible=False)
+    retention_view(manager, target)
 
     def ask(prompt_text, base_history, tuned_history, target_value, system_prompt, max_new, temp):
         """Ask the base model, then the tuned one; each answer shows as soon as it is ready."""
@@ -113,3 +115,25 @@ def build(ctx: Ctx) -> None:
     refresh.click(refresh_targets, [target], [target], api_visibility="private")
     ctx.shared["compare_target"] = target
     ctx.shared["compare_refresh"] = (refresh_targets, [target], [target])
+
+
+def retention_view(manager, target) -> None:
+    """Beside the held-out accuracy: what the tuned model kept off the task (core/retention.py)."""
+    with gr.Accordion(t("compare.retention"), open=True):
+        gr.Markdown(t("compare.retention_note"))
+        with gr.Row():
+            n_prompts = gr.Slider(1, 60, value=60, step=1, label=t("compare.retention_prompts"))
+            n_task = gr.Slider(0, 50, value=10, step=1, label=t("compare.retention_tasks"))
+            run = gr.Button(t("compare.retention_run"), variant="secondary", elem_id="retention-run")
+        summary = gr.Markdown(elem_id="retention-summary")
+        items = gr.Dataframe(value=retention_items_frame(None), label=t("compare.retention_items"), wrap=True,
+                             interactive=False, max_height=360)
+
+    def measure(target_value, prompts, per_task):
+        try:
+            result = manager.retention(target_value or CURRENT, n_prompts=int(prompts), n_task=int(per_task))
+        except Exception as e:
+            return warn(e), gr.skip()
+        return retention_markdown(result), retention_items_frame(result)
+
+    run.click(measure, [target, n_prompts, n_task], [summary, items], api_name="retention")

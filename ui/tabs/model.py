@@ -26,6 +26,7 @@ def build(ctx: Ctx) -> None:
     form, manager = ctx.form, ctx.manager
     d = form.defaults.model
     gr.Markdown(t("model.intro"))
+    gr.Markdown(t("model.advice"), elem_id="model-advice")
     kind = gr.Radio(
         choices=[(t("model.kind.default"), "default"), (t("model.kind.hub"), "hub"), (t("model.kind.local"), "local")],
         value=_kind(d.name_or_path), label=t("model.kind"),

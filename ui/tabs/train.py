@@ -13,7 +13,8 @@ from core.config import Config
 from ui.common import Ctx, warn
 from ui.forms import config_fields
 from ui.i18n import t
-from ui.views import SAMPLE_COLUMNS, long_frame, progress_html, reward_frame, samples_view, status_line
+from ui.views import (SAMPLE_COLUMNS, aha_length_frame, aha_sample_markdown, long_frame, progress_html, reward_frame,
+                      samples_view, status_line)
 
 # settings a CPU finishes in minutes on the bundled 135M model (as configs/quickstart.yaml)
 QUICK_CPU = {"algorithm_num_generations": 4, "algorithm_prompts_per_step": 2, "algorithm_micro_batch_size": 8,
@@ -38,6 +39,7 @@ def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | Non
 def build(ctx: Ctx) -> None:
     form, manager = ctx.form, ctx.manager
     gr.Markdown(t("train.intro"))
+    gr.Markdown(t("train.advice"), elem_id="train-advice")
     with gr.Row():
         with gr.Column(scale=1, min_width=340):
             with gr.Row():
@@ -93,8 +95,11 @@ def build(ctx: Ctx) -> None:
                 gr.Markdown(t("train.aha"))
                 gr.Markdown(t("train.aha_note"))
                 with gr.Row():
-                    aha_length = _plot("train.plot.aha_length", "tokens", y_format=None)
+                    aha_length = _plot("train.plot.aha_length", "tokens", multi=True, y_format=None,
+                                       elem_id="aha-length-plot")
                     aha_reflections = _plot("train.plot.aha_reflections", "phrases")
+                with gr.Accordion(t("train.aha_sample"), open=False):
+                    aha_sample = gr.Markdown(aha_sample_markdown(None), elem_id="aha-sample")
             samples = gr.Dataframe(label=t("train.samples"), wrap=True, interactive=False, max_height=420,
                                    headers=SAMPLE_COLUMNS)
             with gr.Accordion(t("train.details"), open=False):
@@ -108,7 +113,7 @@ def build(ctx: Ctx) -> None:
     # that: a series that first appears later is drawn without a colour. A caption change makes the
     # chart redraw, but in the same update it can win the race against the new data, so the
     # caption naming the series follows in a second event (`apply_captions`), after the data.
-    multi = [reward_plot, length_plot]
+    multi = [reward_plot, length_plot, aha_length]
     plots = {
         reward_plot: reward_frame,
         length_plot: lambda m: long_frame(m, {"completions/mean_length": "mean", "completions/max_length": "max",
@@ -117,7 +122,7 @@ def build(ctx: Ctx) -> None:
         kl_plot: lambda m: long_frame(m, {"kl": "kl"}),
         zero_plot: lambda m: long_frame(m, {"frac_reward_zero_std": "frac_reward_zero_std"}),
         memory_plot: lambda m: long_frame(m, {"peak_memory_gb": "peak memory"}),
-        aha_length: lambda m: long_frame(m, {"completions/mean_length": "mean length"}),
+        aha_length: aha_length_frame,
         aha_reflections: lambda m: long_frame(m, {"reflections_per_completion": "reflections"}),
     }
 
@@ -134,19 +139,20 @@ def build(ctx: Ctx) -> None:
         }
         if last_seen is not None and tuple(last_seen) == key:
             out.update({p: gr.skip() for p in plots})
-            out[samples] = out[series] = gr.skip()
+            out[samples] = out[series] = out[aha_sample] = gr.skip()
             return out
         m = manager.metrics() if s["run_name"] else pd.DataFrame()
         out.update({plot: make(m) for plot, make in plots.items()})
         out[series] = tuple(" · ".join(dict.fromkeys(out[plot]["series"])) or None for plot in multi)
         out[samples] = samples_view(manager.samples(last=12)) if s["run_name"] else samples_view(pd.DataFrame())
+        out[aha_sample] = aha_sample_markdown(manager.thinking_growth() if s["run_name"] else None)
         return out
 
-    outputs = [status_bar, progress, details, seen, series, start, pause, resume, stop, *plots, samples]
+    outputs = [status_bar, progress, details, seen, series, start, pause, resume, stop, *plots, aha_sample, samples]
 
     def apply_captions(wanted, shown):
         if wanted is None or tuple(wanted) == tuple(shown or ()):
-            return gr.skip(), gr.skip(), gr.skip()
+            return (gr.skip(),) * (len(multi) + 1)
         return (*(gr.update(caption=c) for c in wanted), tuple(wanted))
 
     def wire_refresh(event, **kwargs):
