@@ -225,6 +225,12 @@ def main(argv=None) -> int:
             if run_dir and (run_dir / "metrics.jsonl").exists():
                 rec.put("app_steps", step_times(run_dir / "metrics.jsonl"))
                 (out / "app_metrics.jsonl").write_text((run_dir / "metrics.jsonl").read_text())
+                import tarfile  # the run's logs (no adapter: rank 32 is ~39 MB), for the Train-tab screenshot
+
+                with tarfile.open(out / "app_run.tgz", "w:gz") as tar:
+                    for f in ("config.yaml", "metrics.jsonl", "samples.jsonl", "status.json"):
+                        if (run_dir / f).exists():
+                            tar.add(run_dir / f, arcname=f"{run_dir.name}/{f}")
             rec.put("gpu_peak_gib_seen", max((p["gpu_gib"] or 0) for p in timeline) if timeline else None)
             # 3) chat and evaluation
             rec.put("chat", [ask(client, p) for p in PROMPTS])
