@@ -165,13 +165,14 @@ case "${1:-}" in
     # model converted from its gguf into the cache (30-40 s; the app and the recipes wait on its file
     # lock) and the Qwen2.5-1.5B random folder of the trl mode (~70 s), both CPU only
     python -c "from core.models import default_model_path; print('model:', default_model_path())"
+    touch /tmp/smol.done  # the app mode waits for the model only
     bash bench/h200_session.sh prebuild
     touch /tmp/prep.done
     ;;
   app)
     # issue 17: python app.py driven over HTTP (bench/app_drive.py), the CLI of the same recipe after it
     shift
-    for _ in $(seq 120); do [ -f /tmp/prep.done ] && break; sleep 1; done
+    for _ in $(seq 120); do [ -f /tmp/smol.done ] && break; sleep 1; done
     PYTHONUNBUFFERED=1 python bench/app_drive.py --out "$OUT" "$@" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
     ;;
   prebuild)
