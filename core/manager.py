@@ -385,10 +385,20 @@ class RunManager:
         cfg = self._engine_cfg(model_cfg, run_cfg)
         key = _model_key(model_cfg)
         if self._model is not None and key == self._model_key:
+            from core.engines import must_rebuild
+
             reasons = self._engine_reasons(cfg) if run_cfg is not None else []
-            if not reasons:
+            hard = must_rebuild(reasons, self._engine)
+            if not hard:
+                # a smaller KV cache than the run's rollouts on an engine that cannot be rebuilt
+                # here (vLLM's sleep mode: one engine per process) samples them in waves
+                self._engine_note = ("engine kept: " + "; ".join(reasons) + " - rollouts are sampled in waves"
+                                     if reasons else "")
                 return
-            self._engine_note = "engine rebuilt for this run: " + "; ".join(reasons)
+            self._engine_note = "engine rebuilt for this run: " + "; ".join(hard)
+            if getattr(self._engine, "sleep_mode", False):
+                self._engine_note += (" (vLLM allows one sleep-mode engine per process: this one keeps its KV "
+                                      "cache during training steps; restart the app to get that memory back)")
         else:
             self._engine_note = ""
         self._drop_model()
@@ -523,12 +533,16 @@ class RunManager:
         from core.engines import vllm_settings_for
 
         current = self._engine if self._engine is not None and self._engine.info.backend == "vllm" else None
+        from core.engines import must_rebuild
+
         reasons = (self._engine_reasons(self._engine_cfg(cfg.model, cfg)) if loaded else ["another base model"]
                    ) if current is not None else []
-        if current is not None and not reasons:
+        if current is not None and not must_rebuild(reasons, current):
             s = current.settings
+            waves = " - its rollouts are sampled in waves" if reasons else ""
             return s, (f"It runs on the loaded vLLM engine (LoRA rank up to {s.max_lora_rank}, a context of "
-                       f"{s.max_model_len} tokens, KV cache {(s.kv_cache_memory_bytes or 0) / 2**30:.2f} GB).")
+                       f"{s.max_model_len} tokens, KV cache {(s.kv_cache_memory_bytes or 0) / 2**30:.2f} GB){waves}.")
+        reasons = must_rebuild(reasons, current) if current is not None else reasons
         s = vllm_settings_for(cfg, hf_config, headroom=True, free_bytes=free_bytes, total_bytes=total_bytes)
         verb = "rebuilt for it (" + "; ".join(reasons) + ")" if current is not None else "built for it"
         return s, (f"Its vLLM engine is {verb}: LoRA rank up to {s.max_lora_rank}, a context of "

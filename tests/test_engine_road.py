@@ -110,6 +110,34 @@ def test_the_engine_is_built_with_headroom_and_serves_later_runs_exactly(app_man
     assert m.chat("Which is bigger, 9.11 or 9.9?", target="current", max_tokens=4)
 
 
+def test_a_sleep_mode_engine_is_kept_for_a_larger_kv_cache_and_rebuilt_only_for_what_it_cannot_serve(
+        app_manager, vllm_stand_in):
+    """vLLM 0.24 builds one sleep-mode engine per process (vllm_compat.cumem_bytes_in_use): on the
+    H200 a rebuild for a larger KV cache failed with "CuMem allocator can only be used for one
+    instance per process" and left every chat failing. Such an engine is kept when only the KV
+    cache is short (rollouts in waves); a larger LoRA rank still rebuilds it, and says what it costs."""
+    m = app_manager
+    m.preload().result(timeout=120)
+    vllm_stand_in[0].sleep_mode = True
+    cfg = _run(m, max_prompt_length=3500)  # 8 x 3,516 tokens: more KV cache than the preloaded engine
+    m.start(cfg)
+    assert m.wait(timeout=300) == "finished", m.status()["error"]
+    assert len(vllm_stand_in) == 1 and StandInVLLM.closed == []
+    note = m.status()["engine_note"]
+    assert note.startswith("engine kept: KV cache") and "waves" in note
+    from types import SimpleNamespace
+
+    _, plan = m._engine_for_plan(cfg, SimpleNamespace(**m._hf_config), True, 80 * 2**30, 80 * 2**30)
+    assert "runs on the loaded vLLM engine" in plan and "waves" in plan
+    cfg = _run(m)
+    cfg.model.lora_r, cfg.model.lora_alpha = 128, 128
+    m.start(cfg)
+    assert m.wait(timeout=300) == "finished", m.status()["error"]
+    assert len(vllm_stand_in) == 2 and StandInVLLM.closed == [vllm_stand_in[0]]
+    note = m.status()["engine_note"]
+    assert "LoRA rank limit 128" in note and "KV cache 0" not in note and "one sleep-mode engine per process" in note
+
+
 @pytest.mark.parametrize("change, words", [
     (lambda c: setattr(c.model, "lora_r", 128), "LoRA rank limit 128"),
     (lambda c: setattr(c.algorithm, "max_prompt_length", 4090), "context length"),  # 4,090 + 16 > 4,096

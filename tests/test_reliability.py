@@ -37,7 +37,8 @@ def _cli_config(tmp_path, model_dir, max_steps=8) -> Path:
 def test_sigkill_mid_run_then_resume_is_continuous(tiny_model_dir, tmp_path):
     from core.runs import RunDir, list_runs
 
-    cfg_path = _cli_config(tmp_path, tiny_model_dir)
+    # 14 steps: the kill lands mid-run even when a loaded machine polls late (8 was too few)
+    cfg_path = _cli_config(tmp_path, tiny_model_dir, max_steps=14)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "core.train", "--config", str(cfg_path)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -48,17 +49,18 @@ def test_sigkill_mid_run_then_resume_is_continuous(tiny_model_dir, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = len(run.read_metrics())
-    assert 5 <= killed_at < 8, killed_at
+    assert 5 <= killed_at < 14, killed_at
     assert run.read_status()["state"] == "running"  # it never got to say goodbye
     # a restart lists the run and resumes from its last complete checkpoint
     assert [r.name for r in list_runs(tmp_path / "runs")] == ["crash"]
     last = run.latest_checkpoint()
-    assert last is not None and int(last.name.split("-")[1]) in (4, 6)
+    saved = int(last.name.split("-")[1]) if last is not None else None
+    assert saved is not None and saved % 2 == 0 and 4 <= saved <= killed_at, (saved, killed_at)
     p = subprocess.run([sys.executable, "-m", "core.train", "--resume", str(run.path)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-2000:]
     steps = [r["step"] for r in run.read_metrics()]
-    assert steps == list(range(1, 9))  # continuous, nothing duplicated
+    assert steps == list(range(1, 15))  # continuous, nothing duplicated
     assert run.read_status()["state"] == "finished"
     assert not list((run.path / "checkpoints").glob(".tmp-*"))  # no half-written checkpoint left
 

@@ -7,8 +7,8 @@ Refuses to know: rewards, losses, chat templates (see `base.py`).
 from __future__ import annotations
 
 from core.engines.base import AdapterRef, Completion, Engine, EngineInfo, SamplingSettings
-from core.engines.factory import (backend_for, close_engine, engine_mismatch, make_engine, make_policy_and_engine,
+from core.engines.factory import (backend_for, close_engine, engine_mismatch, make_engine, must_rebuild, make_policy_and_engine,
                                   pick_backend, vllm_settings_for)
 
 __all__ = ["AdapterRef", "Completion", "Engine", "EngineInfo", "SamplingSettings", "backend_for", "close_engine",
-           "engine_mismatch", "make_engine", "make_policy_and_engine", "pick_backend", "vllm_settings_for"]
+           "engine_mismatch", "make_engine", "must_rebuild", "make_policy_and_engine", "pick_backend", "vllm_settings_for"]

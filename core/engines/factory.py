@@ -130,9 +130,33 @@ def engine_mismatch(engine, model_path: str, wanted) -> list[str]:
             reasons.append(f"memory share {wanted.gpu_memory_utilization}")
     elif have.kv_cache_memory_bytes is not None and wanted.kv_cache_memory_bytes > have.kv_cache_memory_bytes:
         # a smaller cache than one step's rollouts would sample them in waves: slower than the CLI
-        reasons.append(f"KV cache {wanted.kv_cache_memory_bytes / 2**30:.2f} GB for this run's rollouts "
+        reasons.append(f"{KV_REASON}{wanted.kv_cache_memory_bytes / 2**30:.2f} GB for this run's rollouts "
                        f"(engine: {have.kv_cache_memory_bytes / 2**30:.2f} GB)")
     return reasons
+
+
+KV_REASON = "KV cache "  # how engine_mismatch words the one reason that need not rebuild
+
+
+def must_rebuild(reasons: list[str], engine) -> list[str]:
+    """Of `engine_mismatch`'s reasons, those that need another engine for the run.
+
+    A KV cache smaller than one step's rollouts only makes vLLM sample them in waves (slower, the
+    same numbers), so an engine that could not be rebuilt as it is keeps serving: one with sleep
+    mode on, since vLLM 0.24 allows one sleep-mode engine per process (vllm_compat.
+    cumem_bytes_in_use) and a rebuilt one would have to hold its KV cache through every step.
+
+    >>> from types import SimpleNamespace as E
+    >>> must_rebuild(["KV cache 2.32 GB for this run's rollouts (engine: 0.58 GB)"], E(sleep_mode=True))
+    []
+    >>> must_rebuild(["KV cache 2.32 GB (engine: 0.58 GB)", "LoRA rank 128 (engine: 64)"], E(sleep_mode=True))
+    ['LoRA rank 128 (engine: 64)']
+    >>> len(must_rebuild(["KV cache 2.32 GB (engine: 0.58 GB)"], E(sleep_mode=False)))
+    1
+    """
+    if not getattr(engine, "sleep_mode", False):
+        return list(reasons)
+    return [r for r in reasons if not r.startswith(KV_REASON)]
 
 
 def engine_refusals(cfg, hf_config, device: str) -> list[str]:
@@ -214,5 +238,5 @@ def make_policy_and_engine(cfg, device: str, *, headroom: bool = False, hf_confi
     return add_lora(base, cfg.model), tok, engine
 
 
-__all__ = ["pick_backend", "backend_for", "make_engine", "vllm_settings_for", "engine_mismatch", "close_engine",
+__all__ = ["pick_backend", "backend_for", "make_engine", "vllm_settings_for", "engine_mismatch", "must_rebuild", "close_engine",
            "make_policy_and_engine"]

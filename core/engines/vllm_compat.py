@@ -112,6 +112,24 @@ def abort_unfinished(llm) -> int:
     return len(ids)
 
 
+def cumem_bytes_in_use() -> int:
+    """Bytes vLLM's sleep-mode allocator (vllm.device_allocator.cumem.CuMemAllocator, a process-wide
+    singleton) still holds; 0 where it was never used (the CPU, a first engine).
+
+    Why it matters: a worker loading weights with `enable_sleep_mode` asserts that this is 0
+    ("CuMem allocator can only be used for one instance per process", gpu_worker.py
+    `_maybe_get_memory_pool_context` in 0.24). After a first engine is shut down its pool keeps
+    allocations (the trainer's views of its weights, freed blocks the pluggable allocator never
+    returns), so a second sleep-mode engine in the same process fails to build: seen in the app on
+    the H200, 2026-12-04, when a run asked for a larger KV cache than the preloaded engine had."""
+    try:
+        from vllm.device_allocator.cumem import CuMemAllocator
+    except Exception:  # noqa: BLE001 - a vLLM without it: nothing held
+        return 0
+    inst = getattr(CuMemAllocator, "instance", None)
+    return 0 if inst is None else int(inst.get_current_usage())
+
+
 def shutdown(llm) -> None:
     """Stop an in-process engine so that another can be built in this process: its engine core
     (llm.llm_engine.engine_core.shutdown) and the process-wide model-parallel and distributed state

@@ -139,6 +139,10 @@ class VLLMEngine:
             warnings.warn(f"vLLM {version} is not in vllm_compat.CHECKED_VERSIONS {list(compat.CHECKED_VERSIONS)}")
         self.settings = s = effective_settings(settings or VLLMSettings())
         self.on_gpu = torch.cuda.is_available()
+        # sleep mode (the KV cache let go during training) serves one engine per process in vLLM
+        # 0.24: an engine rebuilt in a process whose first engine used it goes without
+        # (vllm_compat.cumem_bytes_in_use) and keeps its KV cache through the step instead
+        self.sleep_mode = self.on_gpu and compat.cumem_bytes_in_use() == 0
         self.tokenizer = tokenizer
         self.model_path = model_path
         self.llm = LLM(
@@ -155,7 +159,7 @@ class VLLMEngine:
             max_num_seqs=s.max_num_seqs,
             max_num_batched_tokens=s.max_num_batched_tokens,
             enable_prefix_caching=s.enable_prefix_caching,
-            enable_sleep_mode=self.on_gpu,
+            enable_sleep_mode=self.sleep_mode,
             enforce_eager=s.enforce_eager,
             kv_cache_dtype=s.kv_cache_dtype,
             quantization=s.quantization,
@@ -331,7 +335,7 @@ class VLLMEngine:
         Otherwise, and as its fallback: vLLM's public sleep(level=1) + wake_up(weights), which
         also sends every weight through pinned CPU memory and back.
         """
-        if self._released or not self.on_gpu or not self.settings.release_kv:
+        if self._released or not self.sleep_mode or not self.settings.release_kv:
             return
         if self._kv_only_release:
             try:
