@@ -57,6 +57,8 @@ def build_app(manager: RunManager) -> gr.Blocks:
                 export.build(ctx)
             with gr.Tab(t("tab.runs"), id="runs") as runs_tab:
                 runs.build(ctx)
+        # outside the tabs: a Timer inside a tab stopped ticking (the status froze until a reload)
+        timer = gr.Timer(2.0)
         for wire in ctx.late:
             wire()
         # lists that change as runs save checkpoints: refreshed when their tab opens
@@ -65,6 +67,7 @@ def build_app(manager: RunManager) -> gr.Blocks:
             tab.select(fn, inputs, outputs, api_visibility="private")
         # re-attach on page load: status, plots and samples of whatever run the manager holds
         ctx.shared["wire_refresh"](demo.load, api_name="status")
+        ctx.shared["wire_refresh"](timer.tick, api_visibility="private", show_progress="hidden")
         estimate, model_inputs = ctx.shared["model_estimate"]
         demo.load(estimate, inputs_kwargs=model_inputs, outputs=[ctx.shared["model_memory"]],
                   api_visibility="private")

@@ -225,6 +225,6 @@ def build(ctx: Ctx) -> None:
     ctx.after_all_tabs(lambda: wire_refresh(resume.click(resume_run, inputs_kwargs=dict(form.components),
                                                          outputs=[message], api_name="resume").then,
                                             api_visibility="private"))
-    timer = gr.Timer(2.0)
-    wire_refresh(timer.tick, api_visibility="private", show_progress="hidden")
+    # the timer that ticks `refresh` lives outside the tabs (studio.py): a Timer inside a tab
+    # stopped ticking when the page's tabs re-rendered, and the status froze until a reload
     ctx.shared["wire_refresh"] = wire_refresh
