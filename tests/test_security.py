@@ -185,6 +185,26 @@ def test_case3_second_upload_with_the_same_name_keeps_the_first(tiny_model_dir, 
 
 
 # ---------------------------------------------------------------------------
+# case 4
+
+
+def test_case4_one_column_is_never_both_question_and_answer(tmp_path):
+    from core.data import DataError, guess_columns, load_task_data
+
+    # the old Data-tab guess fell back to the first column for both roles
+    assert guess_columns(["text", "value"]) == ("text", "value")
+    assert guess_columns(["id", "q", "a"]) == ("q", "a")  # an id column is not a question
+    assert guess_columns(["Question", "Answer"]) == ("Question", "Answer")
+    assert guess_columns(["only"]) == ("only", None)
+    path = tmp_path / "data.csv"
+    path.write_text("text,value\nWhich is bigger?,9.9\n")
+    with pytest.raises(DataError, match="both column 'text'"):
+        load_task_data(DataConfig(source=str(path), prompt_column="text", answer_column="text", eval_size=0))
+    rows = load_task_data(DataConfig(source=str(path), prompt_column="text", answer_column="value", eval_size=0))
+    assert rows.train[0]["answer"] == "9.9"
+
+
+# ---------------------------------------------------------------------------
 # case 5
 
 

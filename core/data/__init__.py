@@ -15,7 +15,7 @@ from .base import DataError, TaskData
 from .builtin import BUILTIN_TASKS, BuiltinTask, load_builtin
 from .chat import DEFAULT_CHAT_TEMPLATE, build_messages, preview, render_prompt
 from .loaders import DEFAULT_MAX_BYTES, FILE_FORMATS, load_table, split_names
-from .task import load_task_data, normalise_answer, task_rows
+from .task import guess_columns, load_task_data, normalise_answer, task_rows
 
 __all__ = [
     "BUILTIN_TASKS",
@@ -26,6 +26,7 @@ __all__ = [
     "FILE_FORMATS",
     "TaskData",
     "build_messages",
+    "guess_columns",
     "load_builtin",
     "load_table",
     "load_task_data",

@@ -105,6 +105,10 @@ def task_rows(
     Rows with an empty question or answer are dropped (counted in `notes`); none left is an error.
     """
     table = table.rename(columns=str)
+    if prompt_column == answer_column:
+        raise DataError(f"{where}: the question and the answer are both column {prompt_column!r}: the answers "
+                        "would be the questions; pick two different columns (data.prompt_column, "
+                        "data.answer_column)")
     for role, column in (("question", prompt_column), ("answer", answer_column)):
         if column not in table.columns:
             raise DataError(_missing_column(where, role, column, list(table.columns)))
@@ -182,3 +186,37 @@ def _shuffled(rows: list[dict], seed: int) -> list[dict]:
     rows = list(rows)
     random.Random(seed).shuffle(rows)
     return rows
+
+
+PROMPT_GUESSES = ("prompt", "question", "problem", "query", "input", "instruction")
+ANSWER_GUESSES = ("answer", "solution", "target", "output", "label", "response")
+_ID_LIKE = ("id", "idx", "index", "uid", "key", "unnamed: 0")
+
+
+def guess_columns(columns: list[str], prompt_default: str = "prompt",
+                  answer_default: str = "answer") -> tuple[str | None, str | None]:
+    """(question column, answer column) guessed from a table's column names, never the same one
+    twice and never an id-like column when another is left; None where nothing is left to pick.
+    A guess, to be shown and confirmed by the user before training (the Data tab does).
+
+    >>> guess_columns(["id", "Question", "final"])
+    ('Question', 'final')
+    >>> guess_columns(["text"])
+    ('text', None)
+    >>> guess_columns(["a", "b"], "a", "a")
+    ('a', 'b')
+    """
+    columns = [str(c) for c in columns]
+    lower = {c.lower(): c for c in columns}
+
+    def pick(guesses, default, taken):
+        for name in (*guesses, default.lower()):
+            if name in lower and lower[name] not in taken:
+                return lower[name]
+        rest = [c for c in columns if c not in taken]
+        plain = [c for c in rest if c.lower() not in _ID_LIKE]
+        return (plain or rest or [None])[0]
+
+    prompt = pick(PROMPT_GUESSES, prompt_default, set())
+    answer = pick(ANSWER_GUESSES, answer_default, {prompt})
+    return prompt, answer

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core.data import BUILTIN_TASKS
+from core.data import BUILTIN_TASKS, guess_columns
 from ui.common import Ctx, warn
 from ui.i18n import t
 
 BUILTIN_PREFIX = "builtin:"
-PROMPT_GUESSES = ("prompt", "question", "problem", "query", "input", "instruction")
-ANSWER_GUESSES = ("answer", "solution", "target", "output", "label", "response")
-
-
-def _guess(columns: list[str], guesses: tuple[str, ...], fallback: str) -> str:
-    lower = {c.lower(): c for c in columns}
-    for g in guesses:
-        if g in lower:
-            return lower[g]
-    return fallback if fallback in columns else (columns[0] if columns else fallback)
 
 
 def build(ctx: Ctx) -> None:
@@ -72,10 +62,11 @@ def build(ctx: Ctx) -> None:
 
     def columns_of(src: str, split: str = "train", subset: str = ""):
         cols = manager.table_columns(src, split=split, subset=subset)
-        p = _guess(cols, PROMPT_GUESSES, d.prompt_column)
-        a = _guess(cols, ANSWER_GUESSES, d.answer_column)
+        p, a = guess_columns(cols, d.prompt_column, d.answer_column)
+        guessed = (f"Guessed: question = `{p}`, answer = `{a}`. Check both before training."
+                   if a is not None else "Only one column: pick the answer column before training.")
         return gr.update(choices=cols, value=p), gr.update(choices=cols, value=a), \
-            f"Columns: {', '.join(f'`{c}`' for c in cols)}"
+            f"Columns: {', '.join(f'`{c}`' for c in cols)}. {guessed}"
 
     def on_upload(path):
         if not path:
