@@ -129,6 +129,11 @@ VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 HEADROOM_LORA_RANK = 64
 HEADROOM_MODEL_LEN = 4096
 HEADROOM_NUM_SEQS = 128  # sequences decoded at once (e.g. 16 prompts x G = 8)
+# ... and a KV cache for that many sequences of this many tokens (512 prompt + 1,024 completion),
+# at most a quarter of what the trainer leaves free: vLLM 0.24 cannot rebuild a sleep-mode engine
+# in the same process, and a short cache samples a step's rollouts in waves (3.26 vs 0.91 s a
+# step on the H200, bench/results/gpu_session_2026-12-04.md)
+HEADROOM_KV_TOKENS = 1536
 
 
 def sequences_per_step(cfg) -> int:
@@ -190,6 +195,9 @@ def engine_sizes(c, *, num_sequences: int, prompt_length: int, completion_length
         room = HEADROOM_MODEL_LEN if model_max_len is None else min(HEADROOM_MODEL_LEN, model_max_len)
         max_len = max(need_len, room)
     kv = max(engine_kv_bytes(c, need_len, num_sequences, fp8_kv), engine_kv_bytes(c, max_len, 1, fp8_kv))
+    if headroom:
+        spare = (free_bytes - weight_bytes - training_bytes - 2 * GIB) // 4
+        kv = max(kv, min(engine_kv_bytes(c, HEADROOM_KV_TOKENS, HEADROOM_NUM_SEQS, fp8_kv), spare // MIB * MIB))
     want = weight_bytes + kv + GIB  # + ~1 GiB for activations of sampling, graphs
     cap = free_bytes - training_bytes - GIB
     share = min(want, max(cap, weight_bytes + GIB)) / total_bytes

@@ -119,7 +119,8 @@ def test_a_sleep_mode_engine_is_kept_for_a_larger_kv_cache_and_rebuilt_only_for_
     m = app_manager
     m.preload().result(timeout=120)
     vllm_stand_in[0].sleep_mode = True
-    cfg = _run(m, max_prompt_length=3500)  # 8 x 3,516 tokens: more KV cache than the preloaded engine
+    # 64 x 3,516 tokens: more KV cache than the preloaded engine's headroom (128 x 1,536)
+    cfg = _run(m, max_prompt_length=3500, prompts_per_step=8, num_generations=8)
     m.start(cfg)
     assert m.wait(timeout=300) == "finished", m.status()["error"]
     assert len(vllm_stand_in) == 1 and StandInVLLM.closed == []
@@ -141,7 +142,8 @@ def test_a_sleep_mode_engine_is_kept_for_a_larger_kv_cache_and_rebuilt_only_for_
 @pytest.mark.parametrize("change, words", [
     (lambda c: setattr(c.model, "lora_r", 128), "LoRA rank limit 128"),
     (lambda c: setattr(c.algorithm, "max_prompt_length", 4090), "context length"),  # 4,090 + 16 > 4,096
-    (lambda c: setattr(c.algorithm, "max_prompt_length", 3500), "KV cache"),  # 8 x 3,516 tokens
+    (lambda c: (setattr(c.algorithm, "max_prompt_length", 3500), setattr(c.algorithm, "prompts_per_step", 8),
+                setattr(c.algorithm, "num_generations", 8)), "KV cache"),  # 64 x 3,516 tokens
     (lambda c: setattr(c.run, "vllm_kv_cache_dtype", "fp8"), "KV-cache precision"),
     (lambda c: setattr(c.run, "vllm_enable_prefix_caching", False), "prefix caching"),
     (lambda c: setattr(c.model, "dtype", "bfloat16"), None),  # another base model: rebuilt, not refused
