@@ -274,6 +274,24 @@ class RunDir:
         return final
 
 
+def default_run_name(source: str, when: float | None = None) -> str:
+    """A new run's name from its data source: the date, then the built-in task, the file's stem
+    (without the `-<hash>` an upload is stored under) or the hub dataset's name.
+
+    >>> default_run_name("builtin:decimal_compare", 0).endswith("-decimal_compare")
+    True
+    >>> default_run_name("/srv/runs/_uploads/my data-0123456789abcdef.csv", 0)[-7:]
+    'my_data'
+    >>> default_run_name("openai/gsm8k", 0).endswith("-gsm8k")
+    True
+    """
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if when is None else when))
+    name = source.split(":", 1)[1] if source.startswith("builtin:") else source.rstrip("/").split("/")[-1]
+    stem = Path(name).stem if Path(name).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".parquet") else name
+    stem = re.sub(r"-[0-9a-f]{16}$", "", stem)
+    return sanitize_run_name(f"{stamp}-{stem}")
+
+
 def free_run_name(output_dir: str | Path, name: str) -> str:
     """`name`, or `name-2`, `name-3`, ... : the first that no run in `output_dir` uses yet, so a
     new run never appends to another run's logs (two runs started in the same second, or a

@@ -40,7 +40,7 @@ from core.objectives import LossStats, compute_advantages, policy_loss
 from core.rewards import RewardError
 from core.rollouts import (StepClock, apply_update, padding_trim, retry_on_oom, rollout_metrics,
                            sample_and_score, sample_rows)
-from core.runs import RunDir, free_run_name
+from core.runs import RunDir, default_run_name, free_run_name
 from kernels import token_logprobs
 
 
@@ -311,7 +311,7 @@ class GRPOTrainer:
         self.adapter = None
         self.resume_notes: list[str] = []
         if run_dir is None:  # a new run: a folder of its own (rank 0 picks the name)
-            name = cfg.run.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.data.source.split(':')[-1]}"
+            name = cfg.run.run_name or default_run_name(cfg.data.source)
             if distributed.is_main():
                 name = free_run_name(cfg.run.output_dir, name)
             run_dir = RunDir.create(cfg.run.output_dir, distributed.broadcast_object(name))

@@ -515,3 +515,19 @@ def test_case10_login_lockout_repeated_set_and_cli_messages(app, tiny_model_dir,
     assert train.main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "error: " in err and "bad.csv: no column 'prompt'" in err and "Traceback" not in err, err
+
+
+def test_a_run_from_an_upload_is_named_after_the_file_not_its_stored_path(tiny_model_dir, tmp_path):
+    """Before: the run folder was named after the whole stored path (`...-_uploads_data-<hash>.csv`)."""
+    from core.runs import default_run_name
+
+    manager = manager_for(tiny_model_dir, tmp_path / "runs")
+    try:
+        src = tmp_path / "Grade school.csv"
+        src.write_text("prompt,answer\nWhich is bigger, 9.11 or 9.9?,9.9\n")
+        stored = manager.store_upload(str(src))
+        name = default_run_name(str(stored), when=0)
+        assert name.endswith("-Grade_school") and "/" not in name and "_uploads" not in name, name
+        assert default_run_name("builtin:largest", when=0).endswith("-largest")
+    finally:
+        manager.close()
