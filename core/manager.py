@@ -275,6 +275,7 @@ class RunManager:
         self._step_times: list[float] = []
         self._last_step = 0
         self._last_metrics: dict = {}
+        self._zero_std: list[float] = []  # frac_reward_zero_std per step of the active run
         self._note = ""  # what a resume had to do (an older checkpoint, a changed learning rate)
         self._offer_interrupted()
 
@@ -603,7 +604,7 @@ class RunManager:
             self._state, self._error, self._traceback, self._note = "loading", "", "", ""
             self._control, self._cfg, self._task = control, cfg, task
             self._trainer, self._run_name, self._last_step = None, None, 0
-            self._step_times, self._last_metrics = [], {}
+            self._step_times, self._last_metrics, self._zero_std = [], {}, []
             self._started_at, self._ended_at = time.time(), None
             self._job = self.worker.submit(lambda: self._train_job(cfg, task, rewards, control, ready, run_dir))
         try:
@@ -690,6 +691,8 @@ class RunManager:
         """Between two training steps, on the worker: note the step, then serve waiting jobs."""
         self._last_metrics = result.metrics
         self._step_times.append(result.metrics.get("step_time", 0.0))
+        if "frac_reward_zero_std" in result.metrics:
+            self._zero_std.append(result.metrics["frac_reward_zero_std"])
         self.worker.drain()
 
     # -- controlling the run --------------------------------------------------------
@@ -773,6 +776,8 @@ class RunManager:
     # -- reading ------------------------------------------------------------------
     def status(self) -> dict:
         """Where the active (or last) run stands: safe to call from any thread, any time."""
+        from core.rollouts import no_signal_warning
+
         trainer, control = self._trainer, self._control
         state = self._state
         if state == "running" and control is not None and control.paused:
@@ -806,6 +811,7 @@ class RunManager:
             # answers (chat, evaluation) waiting for the current training step to end
             "queued": self.worker.pending() if state in ACTIVE_STATES else 0,
             "engine_note": self._engine_note,
+            "signal_warning": no_signal_warning(self._zero_std),  # kept after the run: it explains a flat curve
         }
 
     def _run_dir(self, run_name: str):

@@ -194,6 +194,30 @@ def retry_on_oom(trainer, fn, *args, smallest: int = 1):
 # metrics every algorithm logs
 
 
+NO_SIGNAL_STEPS = 10  # steps in a row with no group of differing rewards before the run says so
+
+
+def no_signal_warning(zero_std_fractions: list[float]) -> str:
+    """What to tell the user when the last NO_SIGNAL_STEPS steps each had every group's
+    completions scored alike (`frac_reward_zero_std` 1.0): GRPO's advantages are then zero and
+    the adapter does not move. "" otherwise.
+
+    >>> no_signal_warning([1.0] * 9)
+    ''
+    >>> no_signal_warning([0.5] + [1.0] * 10)[:21]
+    'Nothing to learn from'
+    >>> no_signal_warning([1.0] * 9 + [0.75])
+    ''
+    """
+    recent = zero_std_fractions[-NO_SIGNAL_STEPS:]
+    if len(recent) < NO_SIGNAL_STEPS or min(recent) < 1.0:
+        return ""
+    return (f"Nothing to learn from: in each of the last {NO_SIGNAL_STEPS} steps every prompt's completions got "
+            "the same reward, so the advantages are zero and the model does not change. Add a reward that "
+            "gives partial credit (format_soft, xml_tag_count), sample more completions per prompt, raise the "
+            "temperature, or pick an easier task.")
+
+
 def rollout_metrics(trainer, batch: ScoredRollouts, step: int, t0: float) -> dict:
     """The rollout half of a step's metrics, under the names GRPO logs (the plots read these)."""
     from reward_presets.reflection_bonus import count_reflections

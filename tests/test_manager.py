@@ -306,3 +306,19 @@ def test_memory_plan_in_plain_words(manager, tmp_path):
     unknown = dataclasses.replace(cfg.model, name_or_path=str(tmp_path / "missing"))
     cfg.model = unknown
     assert manager.memory_plan(cfg)["text"].startswith("Memory plan: unknown")
+
+
+def test_a_run_with_nothing_to_learn_from_says_so(manager):
+    """A reward the tiny random model never earns (correctness alone): every group scores alike,
+    step after step; the status says so (shown on the Train tab) instead of a silent flat curve."""
+    from core.rollouts import NO_SIGNAL_STEPS
+
+    cfg = tiny_config(manager, max_steps=NO_SIGNAL_STEPS + 1, max_completion_length=4)
+    cfg.rewards.names, cfg.rewards.weights = ["correctness"], []
+    manager.start(cfg)
+    assert manager.wait(timeout=300) == "finished"
+    s = manager.status()
+    assert s["signal_warning"].startswith("Nothing to learn from") and s["reward"] == 0.0
+    from ui.views import status_line
+
+    assert "Nothing to learn from" in status_line(s)

@@ -96,6 +96,8 @@ def status_line(s: dict) -> str:
     line = " · ".join(parts)
     if s.get("engine_note") and state in ("loading", "running", "paused"):
         line += f"\n\n🔧 {s['engine_note']}"
+    if s.get("signal_warning"):
+        line += f"\n\n⚠️ {s['signal_warning']}"
     if s.get("pause_reason"):
         line += f"\n\n⏸️ {s['pause_reason']}"
         if s["pause_reason"].startswith("reward"):
