@@ -116,7 +116,8 @@ class DataConfig:
         "Jinja chat template. Empty = the tokenizer's own, or a plain default for base models without one.",
     )
     train_size: int = _f(2000, "Training rows to generate (built-in tasks) or keep at most (files).", range=(1, 10_000_000))
-    eval_size: int = _f(200, "Held-out rows for evaluation.", range=(0, 1_000_000))
+    eval_size: int = _f(200, "Held-out rows for evaluation, at most (a file without an evaluation split holds out "
+                             "a tenth of its rows, at least 5, up to this).", range=(0, 1_000_000))
     seed: int = _f(0, "Seed for built-in task generation and for the train/held-out split.", range=(0, 2**31 - 1))
 
 

@@ -292,18 +292,22 @@ def test_carved_split_is_seeded_disjoint_and_capped(tmp_path):
     cfg = _cfg(path, eval_size=10, train_size=30, seed=3)
     a, b = load_task_data(cfg), load_task_data(cfg)
     assert a.train == b.train and a.eval == b.eval
-    assert len(a.eval) == 10 and len(a.train) == 30
+    assert len(a.eval) == 5 and len(a.train) == 30  # 51 rows: a tenth, at least 5, at most 10
     assert not {r["question"] for r in a.train} & {r["question"] for r in a.eval}
     other = load_task_data(_cfg(path, eval_size=10, train_size=30, seed=4))
     assert [r["question"] for r in other.eval] != [r["question"] for r in a.eval]
     assert any("dropped 1 training rows whose question is also held out" in n for n in a.notes) == (
         sum(r["question"] == "q0" for r in a.eval) == 1
     )
-    # Too few rows for the held-out size: keep one training row and say so.
+    # Too few rows for the held-out size: hold out a tenth (at least 5, at most half) and say so.
     (tmp_path / "few.csv").write_text("prompt,answer\n" + "".join(f"q{i},{i}\n" for i in range(5)))
     small = load_task_data(_cfg(tmp_path / "few.csv", eval_size=1000))
-    assert len(small.eval) == 4 and len(small.train) == 1
-    assert small.notes == ["only 5 usable rows: held out 4 instead of 1000"]
+    assert len(small.eval) == 2 and len(small.train) == 3
+    assert small.notes == ["5 usable rows: held out 2 (a tenth, at least 5) instead of 1000"]
+    # the 20-row CSV with the default eval_size (200): 5 held out, 15 to train on (was 1)
+    (tmp_path / "twenty.csv").write_text("prompt,answer\n" + "".join(f"q{i},{i}\n" for i in range(20)))
+    twenty = load_task_data(DataConfig(source=str(tmp_path / "twenty.csv")))
+    assert len(twenty.eval) == 5 and len(twenty.train) == 15
 
 
 # ---------------------------------------------------------------------------

@@ -46,6 +46,19 @@ def normalise_answer(text: str) -> str:
     return text.strip()
 
 
+def held_out_count(n_rows: int, eval_size: int) -> int:
+    """Rows to hold out of a file of `n_rows` when it has no evaluation split: a tenth, at least
+    5 (but never more than half the rows), at most `eval_size`.
+
+    >>> [held_out_count(n, 200) for n in (1, 4, 20, 100, 5000)]
+    [0, 2, 5, 10, 200]
+    >>> held_out_count(1000, 0)
+    0
+    """
+    floor = min(5, n_rows // 2)
+    return min(eval_size, max(floor, n_rows // 10))
+
+
 def load_task_data(cfg: DataConfig) -> TaskData:
     """Train and held-out rows for `cfg` (a built-in task, a file, a folder or a hub dataset)."""
     source = cfg.source.strip()
@@ -77,12 +90,13 @@ def load_task_data(cfg: DataConfig) -> TaskData:
         else:
             notes.append(f"no split {cfg.eval_split!r} in {source}{why}; held out rows of {cfg.split!r} instead")
 
-    # 3) else carve the held-out rows off a seeded shuffle, keeping at least one training row
+    # 3) else carve the held-out rows off a seeded shuffle: a tenth of the rows, at least 5 (at
+    #    most half of a tiny file), at most eval_size; most rows stay for training
     rows = _shuffled(rows, cfg.seed)
     if held_out is None:
-        k = min(cfg.eval_size, len(rows) - 1)
+        k = held_out_count(len(rows), cfg.eval_size)
         if k < cfg.eval_size:
-            notes.append(f"only {len(rows)} usable rows: held out {k} instead of {cfg.eval_size}")
+            notes.append(f"{len(rows)} usable rows: held out {k} (a tenth, at least 5) instead of {cfg.eval_size}")
         held_out, rows = rows[:k], rows[k:]
 
     # 4) a question seen in training says nothing when it is asked again at evaluation
