@@ -53,9 +53,6 @@ FINAL_STATES = ("idle", "finished", "stopped", "failed", "interrupted")
 
 # Checkpoint files that stay home: optimizer and RNG state, bookkeeping, peft's generic model card
 # (an export gets its own README).
-_NOT_EXPORTED = ("trainer_state.pt", "state.json", "README.md")
-
-
 class ManagerError(RuntimeError):
     """Something the user asked for cannot be done; the message says why and what to do."""
 
@@ -1204,13 +1201,11 @@ class RunManager:
         out_dir = run_dir / "exports"
         out_dir.mkdir(exist_ok=True)
         out = out_dir / f"{run_dir.name}-{path.name}-adapter.zip"
+        from core.model_card import export_files
+
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-            for f in sorted(path.iterdir()):
-                if f.is_file() and f.name not in _NOT_EXPORTED:
-                    zf.write(f, f.name)
-            if (run_dir / "config.yaml").exists():
-                zf.write(run_dir / "config.yaml", "aha_config.yaml")
-            zf.writestr("README.md", _adapter_readme(self._checkpoint_model_cfg(path).name_or_path, path.name))
+            for name, data in export_files(path, self._checkpoint_model_cfg(path).name_or_path).items():
+                zf.writestr(name, data)
         return str(out)
 
     def merge_and_save(self, checkpoint: str, out_dir: str | None = None, dtype: str = "bfloat16") -> str:
@@ -1263,11 +1258,10 @@ class RunManager:
                 folder = path.parent.parent / "exports" / f"{path.name}-adapter"
                 shutil.rmtree(folder, ignore_errors=True)
                 folder.mkdir(parents=True)
-                for f in path.iterdir():
-                    if f.is_file() and f.name not in _NOT_EXPORTED:
-                        shutil.copy2(f, folder / f.name)
-                (folder / "README.md").write_text(
-                    _adapter_readme(self._checkpoint_model_cfg(path).name_or_path, path.name))
+                from core.model_card import export_files
+
+                for name, data in export_files(path, self._checkpoint_model_cfg(path).name_or_path).items():
+                    (folder / name).write_bytes(data)
             from huggingface_hub import HfApi
 
             api = HfApi(token=token)
@@ -1326,15 +1320,6 @@ def _user_message(e: BaseException) -> str:
 def _reward_message(e) -> str:
     tb = getattr(e, "traceback_text", "")
     return f"rewards: {e}" + (f"\n\n{tb}" if tb else "")
-
-
-def _adapter_readme(base: str, step: str) -> str:
-    base = base or "HuggingFaceTB/SmolLM2-135M-Instruct"
-    return (f"# LoRA adapter trained with GRPO in Aha Studio ({step})\n\n"
-            f"Base model: `{base}`\n\n```python\nfrom peft import PeftModel\n"
-            f"from transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-            f"base = AutoModelForCausalLM.from_pretrained(\"{base}\")\n"
-            f"model = PeftModel.from_pretrained(base, \"path/to/this/folder\")\n```\n")
 
 
 # ---------------------------------------------------------------------------

@@ -216,6 +216,13 @@ def test_exports(manager, finished_run, tmp_path):
         names = set(zf.namelist())
     assert {"adapter_model.safetensors", "adapter_config.json", "aha_config.yaml", "README.md"} <= names
     assert "trainer_state.pt" not in names
+    with zipfile.ZipFile(manager.export_adapter_zip(checkpoint)) as zf:
+        card = zf.read("README.md").decode()
+        exported = json.loads(zf.read("adapter_config.json"))
+    saved = json.loads((Path(checkpoint) / "adapter_config.json").read_text())
+    # the card holds Hub metadata and the run's settings (was PEFT's empty template)
+    assert card.startswith("---\nbase_model: ") and "library_name: peft" in card and "| rewards | " in card
+    assert exported["r"] == saved["r"] == 8 and exported["base_model_name_or_path"] in card
     # the merged 16-bit model gives the adapter model's outputs (up to bfloat16 rounding)
     merged_dir = manager.merge_and_save(checkpoint, str(tmp_path / "merged"))
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
