@@ -241,6 +241,8 @@ class RewardSet:
         if len(prompts) != n:
             raise ValueError(f"{len(prompts)} prompts for {n} completions: give one prompt per completion")
         kwargs = {k: v for k, v in (columns or {}).items() if k not in RESERVED_COLUMNS}
+        if "answer" in kwargs and "solution" not in kwargs:
+            kwargs["solution"] = kwargs["answer"]  # TRL's name (trl.rewards.accuracy_reward reads `solution`)
         for key, values in kwargs.items():
             if isinstance(values, (list, tuple)) and len(values) != n:
                 raise ValueError(f"column {key!r} has {len(values)} values for {n} completions")

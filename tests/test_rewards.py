@@ -517,3 +517,17 @@ def test_custom_code_errors_surface_from_from_config():
     clash = "def correctness(prompts, completions, **kwargs):\n    return [0.0 for _ in completions]\n"
     with pytest.raises(RewardError, match="custom reward 'correctness' has the name of a selected preset"):
         RewardSet.from_config(RewardsConfig(names=["correctness"], custom_code=clash))
+
+
+def test_trl_style_reward_reads_solution_beside_answer():
+    """TRL's rewards (trl.rewards.accuracy_reward) read the reference from `solution`: it is
+    passed as an alias of our `answer` column, unless the data has its own `solution`."""
+
+    def solution_match(prompts, completions, solution, **kwargs):
+        return [1.0 if completion_text(c).strip() == s else 0.0 for c, s in zip(completions, solution)]
+
+    rewards = RewardSet([_spec(solution_match)])
+    result = rewards(["q1", "q2"], ["9.9", "7"], {"answer": ["9.9", "8"]})
+    assert result.per_reward["solution_match"] == [1.0, 0.0]
+    own = rewards(["q1", "q2"], ["9.9", "7"], {"answer": ["9.9", "8"], "solution": ["1", "7"]})
+    assert own.per_reward["solution_match"] == [0.0, 1.0]
