@@ -51,8 +51,6 @@ ACTIVE_STATES = ("loading", "running", "paused", "stopping")
 FINAL_STATES = ("idle", "finished", "stopped", "failed", "interrupted")
 
 
-# Checkpoint files that stay home: optimizer and RNG state, bookkeeping, peft's generic model card
-# (an export gets its own README).
 class ManagerError(RuntimeError):
     """Something the user asked for cannot be done; the message says why and what to do."""
 
@@ -528,11 +526,9 @@ class RunManager:
     def _engine_for_plan(self, cfg: Config, hf_config, loaded: bool, free_bytes: int, total_bytes: int):
         """(VLLMSettings, words): the engine a run on vLLM will use — the loaded one when it serves
         the run exactly, else one built (or rebuilt) for it — for the memory plan."""
-        from core.engines import vllm_settings_for
+        from core.engines import must_rebuild, vllm_settings_for
 
         current = self._engine if self._engine is not None and self._engine.info.backend == "vllm" else None
-        from core.engines import must_rebuild
-
         reasons = (self._engine_reasons(self._engine_cfg(cfg.model, cfg)) if loaded else ["another base model"]
                    ) if current is not None else []
         if current is not None and not must_rebuild(reasons, current):
