@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", help="a run folder to continue from its latest checkpoint")
     ap.add_argument("--set", nargs="+", action="extend", default=[], metavar="SECTION.FIELD=VALUE",
                     help="override config fields (repeatable: every --set applies)")
+    ap.add_argument("--rewards-file", metavar="PATH",
+                    help="a Python file of reward functions with TRL's signature (prompts, completions, **kwargs); "
+                         "its text goes into the run's config (rewards.custom_code), so the run keeps its own copy")
     ap.add_argument("--eval", action="store_true", help="evaluate base and tuned on the held-out split at the end")
     args = ap.parse_args(argv)
     try:
@@ -82,7 +86,9 @@ def _train(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             cfg = apply_overrides(Config.load(args.config), args.set)
         else:
             ap.error("give --config or --resume")
-    except (ConfigError, OSError) as e:  # OSError: no such config file
+        if args.rewards_file:
+            cfg.rewards.custom_code = Path(args.rewards_file).read_text()
+    except (ConfigError, OSError) as e:  # OSError: no such config or rewards file
         print(f"config error: {e}", file=sys.stderr)
         return 2
 

@@ -214,3 +214,20 @@ def test_a_resume_pressed_while_the_pause_is_announced_is_not_lost():
     control.pause("reward failed", announce=announce)
     seen["thread"].join(timeout=5)
     assert seen["resume_waited"] and not control.paused and control.pause_reason == ""
+
+
+def test_cli_rewards_file_goes_into_the_run_config_and_is_scored(tiny_model_dir, tmp_path):
+    from core.runs import RunDir
+    from core.train import main
+
+    cfg_path = _cli_config(tmp_path, tiny_model_dir, max_steps=1)
+    rewards = tmp_path / "my_rewards.py"
+    code = "def short_is_good(prompts, completions, **kwargs):\n    return [1.0 / (1 + len(str(c))) for c in completions]\n"
+    rewards.write_text(code)
+    assert main(["--config", str(cfg_path), "--rewards-file", str(rewards)]) == 0
+    run = RunDir(tmp_path / "runs" / "crash")
+    assert Config.load(run.config_path).rewards.custom_code == code  # the run keeps its own copy
+    assert rewards.read_text() == code  # the user's file is untouched
+    (m,) = run.read_metrics()
+    assert 0.0 < m["rewards/short_is_good/mean"] <= 1.0
+    assert main(["--config", str(cfg_path), "--rewards-file", str(tmp_path / "missing.py")]) == 2
