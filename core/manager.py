@@ -1089,38 +1089,42 @@ class RunManager:
             raise ManagerError(_reward_message(e)) from e
         template = data_cfg.chat_template
 
-        def job() -> list[str]:
+        # each question twice: the model's completion, then a reference in the target format
+        references = [f"<think>\nThe answer is {r['answer']}.\n</think>\n<answer>\n{r['answer']}\n</answer>"
+                      for r in rows]
+
+        def job() -> list[tuple[str, list[int], list[int]]]:
             self._ensure_model_for("current")
-            prompts = [self._tokenizer(render_prompt(self._tokenizer, build_messages(r["question"],
-                                       data_cfg.system_prompt), template, data_cfg.response_prefix),
-                                       add_special_tokens=False)["input_ids"]
+            tok = self._tokenizer
+            prompts = [tok(render_prompt(tok, build_messages(r["question"], data_cfg.system_prompt), template,
+                                         data_cfg.response_prefix), add_special_tokens=False)["input_ids"]
                        for r in rows]
             adapter = self._resolve_target("current")
             groups = self._engine.generate(prompts, SamplingSettings(
                 n=1, temperature=temperature, max_tokens=int(max_tokens), seed=0), adapter)
-            return [data_cfg.response_prefix + g[0].text for g in groups]
+            return [(data_cfg.response_prefix + g[0].text, list(g[0].token_ids),
+                     tok(ref, add_special_tokens=False)["input_ids"]) for g, ref in zip(groups, references)]
 
         try:
-            texts = self._call(job)
-            # each question twice: the model's completion, then a reference in the target format
-            table = []
-            for r, text in zip(rows, texts, strict=True):
-                table.append((r, "model", text))
-                table.append((r, "reference", f"<think>\nThe answer is {r['answer']}.\n</think>\n"
-                                              f"<answer>\n{r['answer']}\n</answer>"))
-            prompts = [build_messages(r["question"], data_cfg.system_prompt) for r, _, _ in table]
-            completions = [[{"role": "assistant", "content": c}] for _, _, c in table]
-            columns = {k: [r.get(k) for r, _, _ in table] for k in rows[0] if k != "prompt"}
+            sampled = self._call(job)
+            table = []  # (row, source, completion text, completion token ids)
+            for r, (text, ids, ref_ids), ref in zip(rows, sampled, references, strict=True):
+                table.append((r, "model", text, ids))
+                table.append((r, "reference", ref, ref_ids))
+            prompts = [build_messages(r["question"], data_cfg.system_prompt) for r, *_ in table]
+            completions = [[{"role": "assistant", "content": c}] for _, _, c, _ in table]
+            columns = {k: [r.get(k) for r, *_ in table] for k in rows[0] if k != "prompt"}
+            columns["completion_ids"] = [ids for *_, ids in table]  # as training passes it (core/rollouts.py)
             scored = rewards(prompts, completions, columns)
         except RewardError as e:
             raise ManagerError(_reward_message(e)) from e
         finally:
             rewards.close()
         df = pd.DataFrame({
-            "question": [r["question"] for r, _, _ in table],
-            "answer": [r["answer"] for r, _, _ in table],
-            "source": [s for _, s, _ in table],
-            "completion": [c for _, _, c in table],
+            "question": [r["question"] for r, *_ in table],
+            "answer": [r["answer"] for r, *_ in table],
+            "source": [s for _, s, *_ in table],
+            "completion": [c for _, _, c, _ in table],
         })
         for name, values in scored.per_reward.items():
             df[name] = values

@@ -194,6 +194,12 @@ def test_try_rewards_scores_model_and_reference(manager):
     bad = RewardsConfig(names=["correctness"], custom_code="def broken(prompts, completions, **kw):\n    return 1/0\n")
     with pytest.raises(ManagerError, match="ZeroDivisionError"):
         manager.try_rewards(bad, cfg.data, n=1, max_tokens=4)
+    # TRL passes completion_ids; training does (core/rollouts.py), and so does "Try on samples"
+    by_ids = RewardsConfig(names=[], custom_code="def n_ids(prompts, completions, completion_ids, **kw):\n"
+                                                  "    return [float(len(i)) for i in completion_ids]\n")
+    df = manager.try_rewards(by_ids, cfg.data, n=2, max_tokens=8)
+    model, reference = df[df["source"] == "model"], df[df["source"] == "reference"]
+    assert ((model["n_ids"] >= 1) & (model["n_ids"] <= 8)).all() and (reference["n_ids"] > 8).all()
 
 
 def test_reward_error_pauses_then_fixed_rewards_resume(manager):
