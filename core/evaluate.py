@@ -164,6 +164,20 @@ def evaluate_base_and_tuned(trainer, max_items: int = 200) -> dict:
     }
 
 
+def changed_answers(report: dict) -> list[dict]:
+    """The held-out questions whose tuned answer differs from the base's, from
+    `evaluate_base_and_tuned`'s report: [{question, answer, base, tuned}] (greedy, so any
+    difference is the adapter's doing).
+
+    >>> item = lambda q, c: {"question": q, "answer": "1", "completion": c}
+    >>> changed_answers({"base": {"items": [item("a", "x"), item("b", "y")]},
+    ...                  "tuned": {"items": [item("a", "x"), item("b", "z")]}})
+    [{'question': 'b', 'answer': '1', 'base': 'y', 'tuned': 'z'}]
+    """
+    return [{"question": b["question"], "answer": b["answer"], "base": b["completion"], "tuned": t["completion"]}
+            for b, t in zip(report["base"]["items"], report["tuned"]["items"]) if b["completion"] != t["completion"]]
+
+
 # ---------------------------------------------------------------------------
 # the aha example: one logged sample from early in a run and one from late
 

@@ -199,9 +199,11 @@ def estimate_memory(model_cfg: ModelConfig, n_params: int | None = None, hf_conf
         n_params = layers * per_layer + vocab * h * (1 if tied else 2) + h
     targets = model_cfg.lora_target_modules or []
     adapter_params = layers * sum(model_cfg.lora_r * (i + o) for name, (i, o) in shapes.items() if name in targets)
+    from core.models import pick_dtype
+
     dtype = model_cfg.dtype
-    if dtype == "auto":
-        dtype = "bfloat16" if on_gpu else "float32"
+    if dtype == "auto":  # as load_base_model picks it (a planned GPU: bfloat16)
+        dtype = "bfloat16" if on_gpu else str(pick_dtype("auto", "cpu")).removeprefix("torch.")
     per_param = 0.55 if model_cfg.load_in_4bit else _BYTES_PER_PARAM[dtype]  # NF4 + its scales
     gb = 1024**3
     weights = (n_params or 0) * per_param / gb
@@ -270,7 +272,8 @@ class RunManager:
         self._step_times: list[float] = []
         self._last_step = 0
         self._last_metrics: dict = {}
-        self._zero_std: list[float] = []  # frac_reward_zero_std per step of the active run
+        self._signal: list[dict] = []  # per step of the active run: frac_reward_zero_std, rewards/<name>/mean
+        self._signal_warning = ""  # what no_signal_warning said after the last step
         self._note = ""  # what a resume had to do (an older checkpoint, a changed learning rate)
         self._offer_interrupted()
 
@@ -597,7 +600,7 @@ class RunManager:
             self._state, self._error, self._traceback, self._note = "loading", "", "", ""
             self._control, self._cfg, self._task = control, cfg, task
             self._trainer, self._run_name, self._last_step = None, None, 0
-            self._step_times, self._last_metrics, self._zero_std = [], {}, []
+            self._step_times, self._last_metrics, self._signal, self._signal_warning = [], {}, [], ""
             self._started_at, self._ended_at = time.time(), None
             self._job = self.worker.submit(lambda: self._train_job(cfg, task, rewards, control, ready, run_dir))
         try:
@@ -685,8 +688,23 @@ class RunManager:
         self._last_metrics = result.metrics
         self._step_times.append(result.metrics.get("step_time", 0.0))
         if "frac_reward_zero_std" in result.metrics:
-            self._zero_std.append(result.metrics["frac_reward_zero_std"])
+            self._signal.append({k: v for k, v in result.metrics.items()
+                                 if k == "frac_reward_zero_std" or (k.startswith("rewards/") and k.endswith("/mean"))})
+            self._signal_warning = self._no_signal_warning()
         self.worker.drain()
+
+    def _no_signal_warning(self) -> str:
+        """no_signal_warning for the active run, with whether its adapter is still exactly zero
+        (read from the live model, on the worker between steps)."""
+        from core.models import lora_b_max_abs
+        from core.rollouts import no_signal_warning
+
+        cfg, trainer = self._cfg, self._trainer
+        if cfg is None or not no_signal_warning(self._signal):
+            return ""
+        zero = None if trainer is None else lora_b_max_abs(trainer.model.named_parameters()) == 0.0
+        return no_signal_warning(self._signal, reward_names=cfg.rewards.names,
+                                 response_prefix=cfg.data.response_prefix, adapter_zero=zero)
 
     # -- controlling the run --------------------------------------------------------
     def pause(self) -> dict:
@@ -769,8 +787,6 @@ class RunManager:
     # -- reading ------------------------------------------------------------------
     def status(self) -> dict:
         """Where the active (or last) run stands: safe to call from any thread, any time."""
-        from core.rollouts import no_signal_warning
-
         trainer, control = self._trainer, self._control
         state = self._state
         if state == "running" and control is not None and control.paused:
@@ -804,7 +820,7 @@ class RunManager:
             # answers (chat, evaluation) waiting for the current training step to end
             "queued": self.worker.pending() if state in ACTIVE_STATES else 0,
             "engine_note": self._engine_note,
-            "signal_warning": no_signal_warning(self._zero_std),  # kept after the run: it explains a flat curve
+            "signal_warning": self._signal_warning,  # kept after the run: it explains a flat curve
         }
 
     def _run_dir(self, run_name: str):

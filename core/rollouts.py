@@ -195,27 +195,58 @@ def retry_on_oom(trainer, fn, *args, smallest: int = 1):
 
 
 NO_SIGNAL_STEPS = 10  # steps in a row with no group of differing rewards before the run says so
+FORMAT_REWARDS = ("format_strict", "format_soft", "xml_tag_count")  # pay for the <think>/<answer> tags
+PARTIAL_CREDIT = ("format_soft", "xml_tag_count")  # pay something for a near miss
 
 
-def no_signal_warning(zero_std_fractions: list[float]) -> str:
+def no_signal_warning(history: list[dict], *, reward_names=(), response_prefix: str = "",
+                      adapter_zero: bool | None = None) -> str:
     """What to tell the user when the last NO_SIGNAL_STEPS steps each had every group's
     completions scored alike (`frac_reward_zero_std` 1.0): GRPO's advantages are then zero and
-    the adapter does not move. "" otherwise.
+    the adapter does not move. Names what is actually missing, from the steps' own metrics
+    (`history`: one metrics dict per step, `rewards/<name>/mean` per reward): the rewards that
+    never paid, an answer format that never matched (and the prefix, when none is set), and a
+    partial-credit reward only when it is not already selected. "" while there is signal.
 
-    >>> no_signal_warning([1.0] * 9)
+    >>> flat = [{"frac_reward_zero_std": 1.0, "rewards/correctness/mean": 0.0,
+    ...          "rewards/format_soft/mean": 0.0}] * 10
+    >>> w = no_signal_warning(flat, reward_names=["format_soft", "correctness"], adapter_zero=True)
+    >>> w[:21], "format_soft" in w.split("To fix:")[-1], "never matched" in w, "exactly zero" in w
+    ('Nothing to learn from', False, True, True)
+    >>> no_signal_warning(flat[:9])
     ''
-    >>> no_signal_warning([0.5] + [1.0] * 10)[:21]
-    'Nothing to learn from'
-    >>> no_signal_warning([1.0] * 9 + [0.75])
+    >>> no_signal_warning(flat[:9] + [{"frac_reward_zero_std": 0.5}])
     ''
     """
-    recent = zero_std_fractions[-NO_SIGNAL_STEPS:]
-    if len(recent) < NO_SIGNAL_STEPS or min(recent) < 1.0:
+    recent = history[-NO_SIGNAL_STEPS:]
+    if len(recent) < NO_SIGNAL_STEPS or min(m.get("frac_reward_zero_std", 0.0) for m in recent) < 1.0:
         return ""
-    return (f"Nothing to learn from: in each of the last {NO_SIGNAL_STEPS} steps every prompt's completions got "
-            "the same reward, so the advantages are zero and the model does not change. Add a reward that "
-            "gives partial credit (format_soft, xml_tag_count), sample more completions per prompt, raise the "
-            "temperature, or pick an easier task.")
+    names = list(reward_names)
+    means = {n: [m.get(f"rewards/{n}/mean") for m in recent] for n in names}
+    never = [n for n, v in means.items() if v and all(x == 0.0 for x in v)]
+    flat_paid = [n for n, v in means.items() if v and None not in v and n not in never and max(v) == min(v)]
+    parts = [f"Nothing to learn from: in each of the last {NO_SIGNAL_STEPS} steps every prompt's completions got "
+             "the same reward, so the advantages are zero and the model does not change"]
+    if adapter_zero:
+        parts[0] += " (the adapter is still exactly zero: the tuned model is the base)"
+    parts[0] += "."
+    if never:
+        parts.append(f"{', '.join(never)} paid 0 to every completion.")
+    if flat_paid:
+        parts.append(f"{', '.join(flat_paid)} paid every completion the same.")
+    advice = []
+    formats = [n for n in names if n in FORMAT_REWARDS]
+    if formats and all(n in never for n in formats):
+        fix = "the answer format never matched: a small model rarely writes the tags on its own; put one worked " \
+              "example in the system prompt"
+        fix += " and set the answer prefix to <think> (Data tab)" if not response_prefix.strip() else ""
+        advice.append(fix)
+    missing = [n for n in PARTIAL_CREDIT if n not in names]
+    if missing:
+        advice.append(f"add a reward that gives partial credit ({' or '.join(missing)})")
+    advice.append("sample more completions per prompt, raise the temperature, or pick an easier task")
+    parts.append("To fix: " + "; ".join(advice) + ".")
+    return " ".join(parts)
 
 
 def rollout_metrics(trainer, batch: ScoredRollouts, step: int, t0: float) -> dict:

@@ -123,12 +123,17 @@ def _train(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"stopped because: {trainer.control.pause_reason}", file=sys.stderr)
         return 1
     if args.eval:
-        from core.evaluate import evaluate_base_and_tuned
+        from core.evaluate import changed_answers, evaluate_base_and_tuned
 
         report = evaluate_base_and_tuned(trainer)
         for who, r in report.items():
             flexible = "" if r["accuracy_flexible"] is None else f"  last-number {r['accuracy_flexible']:.1%}"
             print(f"{who:>5}: accuracy {r['accuracy']:.1%}{flexible}  format {r['format_rate']:.1%}  (n={r['n']})")
+        changed = changed_answers(report)
+        print(f"held-out answers that changed: {len(changed)} of {report['base']['n']} (greedy, base vs tuned)")
+        if changed:
+            c = changed[0]
+            print(f"  e.g. {c['question']!r} (answer {c['answer']})\n   base: {c['base']!r}\n  tuned: {c['tuned']!r}")
     return 0 if state in ("finished", "stopped") else 1
 
 

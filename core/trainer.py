@@ -302,8 +302,8 @@ class GRPOTrainer:
         self.scheduler = get_scheduler(a.lr_scheduler, self.optimizer, num_warmup_steps=a.warmup_steps,
                                        num_training_steps=a.max_steps)
         self.step = 0
-        # rollouts from the base with the adapter folded in (core/engines/merged_lora.py): GPU, 16/32-bit base
-        self.merged_rollouts = cfg.run.merged_rollouts and not cfg.model.load_in_4bit and "cuda" in str(self.device)
+        # rollouts from the base with the adapter folded in (core/engines/merged_lora.py): 16/32-bit base
+        self.merged_rollouts = cfg.run.merged_rollouts and not cfg.model.load_in_4bit
         self.clock, self.rollout_stats = StepClock(), {}  # where the step's time went; the last rollout's stats
         self.micro_batch_size = resolve_micro_batch_size(cfg, self.plan)
         self.ignore_eos = False  # benchmarks set it: every rollout runs to max_completion_length

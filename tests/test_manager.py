@@ -331,7 +331,31 @@ def test_a_run_with_nothing_to_learn_from_says_so(manager):
     manager.start(cfg)
     assert manager.wait(timeout=300) == "finished"
     s = manager.status()
-    assert s["signal_warning"].startswith("Nothing to learn from") and s["reward"] == 0.0
+    w = s["signal_warning"]
+    assert w.startswith("Nothing to learn from") and s["reward"] == 0.0
+    # it names what is missing, from the run's own figures: the reward that never paid, the adapter
+    # that never moved, and partial credit that is not selected yet (never one that already is)
+    assert "correctness paid 0 to every completion" in w
+    assert "the adapter is still exactly zero" in w
+    assert "format_soft or xml_tag_count" in w
     from ui.views import status_line
 
     assert "Nothing to learn from" in status_line(s)
+
+
+def test_the_nothing_to_learn_warning_never_advises_what_is_already_selected():
+    """Format rewards that never matched, with format_soft already on and no prefix: the warning
+    says the format never matched and names the prefix, and does not advise format_soft."""
+    from core.rollouts import NO_SIGNAL_STEPS, no_signal_warning
+
+    flat = [{"frac_reward_zero_std": 1.0, "rewards/format_soft/mean": 0.0, "rewards/correctness/mean": 0.0}]
+    w = no_signal_warning(flat * NO_SIGNAL_STEPS, reward_names=["format_soft", "correctness"], adapter_zero=False)
+    advice = w.split("To fix:")[1]
+    assert "format never matched" in advice and "prefix" in advice and "format_soft" not in advice
+    assert "xml_tag_count" in advice and "exactly zero" not in w
+    # with a prefix already set, it does not ask for one
+    w2 = no_signal_warning(flat * NO_SIGNAL_STEPS, reward_names=["format_soft", "correctness"],
+                           response_prefix="<think>")
+    assert "prefix" not in w2.split("To fix:")[1]
+    # one step with a group of differing rewards among the last ten: no warning
+    assert no_signal_warning(flat * (NO_SIGNAL_STEPS - 1) + [{"frac_reward_zero_std": 0.5}]) == ""
