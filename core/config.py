@@ -134,8 +134,9 @@ class RewardsConfig:
     custom_code: str = _f(
         "",
         "Python source of extra reward functions with TRL's signature "
-        "`def my_reward(prompts, completions, **kwargs) -> list[float]`. Runs in a separate process "
-        "with a time limit.",
+        "`def my_reward(prompts, completions, **kwargs) -> list[float]` (async, or imported: "
+        "`from trl.rewards import accuracy_reward`); one named like a preset replaces it. Runs in a "
+        "separate process with a time limit.",
     )
     custom_timeout_s: float = _f(10.0, "Time limit for one call of the custom reward code.", range=(0.1, 600.0))
 

@@ -42,7 +42,6 @@ reward presets): run it from there, or set AHA_STUDIO_ROOT. See README.md beside
 """
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -72,21 +71,25 @@ def dataset(cfg):
 
 
 def reward_functions(cfg):
-    """(functions, weights): the presets with our weights, then the custom functions, weight 1."""
+    """(functions, weights): the presets with our weights and the custom functions, weight 1, as the
+    app combines them (a custom function with a preset's name takes that preset's place)."""
+    from core.reward_code import find_rewards
+    from core.rewards import combine
     from reward_presets import load_preset
 
-    funcs = [getattr(load_preset(name), name) for name in cfg.rewards.names]
-    weights = [float(w) for w in cfg.rewards.weights] or [float(load_preset(n).DEFAULT_WEIGHT) for n in cfg.rewards.names]
+    names = cfg.rewards.names
+    weights = [float(w) for w in cfg.rewards.weights] or [float(load_preset(n).DEFAULT_WEIGHT) for n in names]
+    custom, notes = {{}}, []
     if (HERE / "custom_rewards.py").exists():
         import custom_rewards  # the run's own code, in this process (no sandbox here)
 
-        for name, fn in vars(custom_rewards).items():
-            params = inspect.signature(fn).parameters if inspect.isfunction(fn) else {{}}
-            if (not name.startswith("_") and inspect.isfunction(fn) and fn.__module__ == "custom_rewards"
-                    and "completions" in params and any(p.kind is p.VAR_KEYWORD for p in params.values())):
-                funcs.append(fn)
-                weights.append(1.0)
-    return funcs, weights
+        found = find_rewards(vars(custom_rewards))
+        custom, notes = found.functions, found.notes
+    slots, combined = combine(names, weights, list(custom))
+    for note in notes + combined:
+        print(f"rewards: {{note}}", file=sys.stderr)
+    funcs = [custom[n] if source == "custom" else getattr(load_preset(n), n) for n, _, source in slots]
+    return funcs, [w for _, w, _ in slots]
 
 
 def grpo_config(cfg, weights, output_dir, world_size):

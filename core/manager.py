@@ -597,7 +597,8 @@ class RunManager:
         ready: concurrent.futures.Future = concurrent.futures.Future()
         control = _worker_control(self.worker)
         with self._lock:
-            self._state, self._error, self._traceback, self._note = "loading", "", "", ""
+            self._state, self._error, self._traceback = "loading", "", ""
+            self._note = " ".join(rewards.notes)  # said once, in the status: a custom reward replaced a preset
             self._control, self._cfg, self._task = control, cfg, task
             self._trainer, self._run_name, self._last_step = None, None, 0
             self._step_times, self._last_metrics, self._signal, self._signal_warning = [], {}, [], ""
@@ -639,7 +640,7 @@ class RunManager:
                                    device=self.device, run_dir=run_dir)
             if run_dir is not None:
                 trainer.resume()
-                self._note = " ".join(trainer.resume_notes)
+                self._note = " ".join([*rewards.notes, *trainer.resume_notes])
         except BaseException as e:
             rewards.close()
             self._engine_recover()
@@ -774,6 +775,8 @@ class RunManager:
                 old.close()
 
         self.worker.call(swap)
+        if new.notes:
+            self._note = " ".join(new.notes)
         self._control.resume()
         return self.status()
 
@@ -1087,7 +1090,9 @@ class RunManager:
     def try_rewards(self, rewards_cfg: RewardsConfig, data_cfg: DataConfig, n: int = 4,
                     max_tokens: int = 128, temperature: float = 1.0) -> pd.DataFrame:
         """Score `n` completions sampled from the current model, plus one ideally formatted
-        reference answer per question, with each reward: one column per reward and the total."""
+        reference answer per question, with each reward: one column per reward and the total.
+        Completions reach the rewards as in training and TRL: `[{"role": "assistant", "content": ...}]`.
+        `df.attrs["notes"]` holds what the rewards' notes say (a custom reward replaced a preset)."""
         from core.data import DataError, build_messages, load_task_data, render_prompt
         from core.engines import SamplingSettings
         from core.rewards import RewardError, RewardSet
@@ -1145,6 +1150,7 @@ class RunManager:
         for name, values in scored.per_reward.items():
             df[name] = values
         df["total"] = scored.total
+        df.attrs["notes"] = list(rewards.notes)
         return df
 
     # -- data helpers for the UI -------------------------------------------------------

@@ -1,13 +1,15 @@
 """Rewards: the registry of reward functions and the weighted score of a batch.
 
 Owns: `REGISTRY` (every preset of `reward_presets`, by name), `RewardSet` (the rewards one run
-uses, with their weights, plus the user's custom functions served by `core.sandbox`), and the
-check every reward output must pass: exactly one finite float per completion. The total is the
-weighted sum; the unweighted value of each function is kept beside it, so each part can be
-plotted.
+uses, with their weights, plus the user's custom functions served by `core.sandbox`), how the
+two are put together (`combine`: a custom function with a preset's name takes that preset's
+place), and the check every reward output must pass: exactly one finite float per completion.
+The total is the weighted sum; the unweighted value of each function is kept beside it, so each
+part can be plotted.
 
-Refuses to know: what any reward means (that is `reward_presets`), how user code is kept apart
-(`core.sandbox`), advantages, tokens, models. No gradio, no torch.
+Refuses to know: what any reward means (that is `reward_presets`), which objects of user code are
+reward functions (`core.reward_code`), how user code is kept apart (`core.sandbox`), advantages,
+tokens, models. No gradio, no torch.
 
     >>> from core.config import RewardsConfig
     >>> rewards = RewardSet.from_config(RewardsConfig(names=["format_soft", "correctness"], weights=[0.5, 1.0]))
@@ -28,6 +30,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from core.reward_code import call_reward
 from reward_presets import PRESET_NAMES, load_preset
 
 if TYPE_CHECKING:
@@ -97,6 +100,33 @@ def get_reward(name: str) -> RewardSpec:
     if spec is None:
         raise RewardError(f"unknown reward {name!r}; known: {', '.join(REGISTRY)}", reward_name=name)
     return spec
+
+
+def combine(preset_names: list[str], preset_weights: list[float],
+            custom_names: list[str]) -> tuple[list[tuple[str, float, str]], list[str]]:
+    """The rewards of a run in order, as (name, weight, source), and notes for the user.
+
+    Each selected preset keeps its place and weight unless a custom function has its name: then
+    the custom function takes both (code written for TRL or copied from a notebook often names a
+    function `correctness`). The other custom functions follow, weight 1.0, as TRL's default.
+
+    >>> slots, notes = combine(["format_soft", "correctness"], [0.5, 2.0], ["correctness", "brevity"])
+    >>> slots
+    [('format_soft', 0.5, 'preset'), ('correctness', 2.0, 'custom'), ('brevity', 1.0, 'custom')]
+    >>> notes
+    ["custom reward 'correctness' replaces the preset of that name (weight 2)"]
+    """
+    custom = set(custom_names)
+    slots = [(name, float(w), "custom" if name in custom else "preset")
+             for name, w in zip(preset_names, preset_weights)]
+    notes = [f"custom reward {name!r} replaces the preset of that name (weight {w:g})"
+             for name, w, source in slots if source == "custom"]
+    for name in custom_names:
+        if name not in preset_names:
+            slots.append((name, CUSTOM_DEFAULT_WEIGHT, "custom"))
+            if name in REGISTRY:
+                notes.append(f"custom reward {name!r} is used under the name of a preset that is not selected")
+    return slots, notes
 
 
 # ---------------------------------------------------------------------------
@@ -189,8 +219,10 @@ class RewardSet:
         specs: list[RewardSpec],
         weights: list[float] | None = None,
         sandbox: CustomRewardProcess | None = None,
+        notes: list[str] | None = None,
     ):
         self.specs = list(specs)
+        self.notes = list(notes or [])  # to say once where the run is started (a replaced preset)
         self.names = [s.name for s in self.specs]
         dupes = sorted({n for n in self.names if self.names.count(n) > 1})
         if dupes:
@@ -207,12 +239,13 @@ class RewardSet:
     @classmethod
     def from_config(cls, cfg: RewardsConfig, memory_mb: int | None = None) -> RewardSet:
         """Presets named in `cfg.names` with `cfg.weights` (or their default weights), plus every
-        reward function found in `cfg.custom_code`, weight 1.0, run by a sandboxed worker with
-        `cfg.custom_timeout_s` per call and `memory_mb` of address space (default 2 GiB)."""
-        specs = [get_reward(name) for name in cfg.names]
-        weights = [float(w) for w in cfg.weights] if cfg.weights else [s.default_weight for s in specs]
-        if len(weights) != len(specs):
-            raise RewardError(f"{len(weights)} weights for {len(specs)} rewards: give one weight per reward")
+        reward function found in `cfg.custom_code` (`combine` says in which place and with which
+        weight), run by a sandboxed worker with `cfg.custom_timeout_s` per call and `memory_mb` of
+        address space (default 2 GiB)."""
+        presets = {name: get_reward(name) for name in cfg.names}
+        weights = [float(w) for w in cfg.weights] if cfg.weights else [presets[n].default_weight for n in cfg.names]
+        if len(weights) != len(cfg.names):
+            raise RewardError(f"{len(weights)} weights for {len(cfg.names)} rewards: give one weight per reward")
         sandbox = None
         if cfg.custom_code.strip():
             from core.sandbox import DEFAULT_MEMORY_MB, CustomRewardProcess  # imports core.rewards itself
@@ -222,19 +255,13 @@ class RewardSet:
                 timeout_s=cfg.custom_timeout_s,
                 memory_mb=DEFAULT_MEMORY_MB if memory_mb is None else memory_mb,
             )
-            taken = {s.name for s in specs}
-            clash = [n for n in sandbox.names if n in taken]
-            if clash:
-                sandbox.close()
-                raise RewardError(
-                    f"custom reward {clash[0]!r} has the name of a selected preset: rename the function",
-                    reward_name=clash[0],
-                )
-            for name in sandbox.names:
-                description = sandbox.descriptions[name]
-                specs.append(RewardSpec(name, sandbox.function(name), description, CUSTOM_DEFAULT_WEIGHT, "custom"))
-                weights.append(CUSTOM_DEFAULT_WEIGHT)
-        return cls(specs, weights, sandbox)
+        slots, notes = combine(list(cfg.names), weights, sandbox.names if sandbox else [])
+        specs = [
+            presets[name] if source == "preset"
+            else RewardSpec(name, sandbox.function(name), sandbox.descriptions[name], CUSTOM_DEFAULT_WEIGHT, "custom")
+            for name, _, source in slots
+        ]
+        return cls(specs, [w for _, w, _ in slots], sandbox, (sandbox.notes if sandbox else []) + notes)
 
     def __call__(self, prompts: list, completions: list, columns: dict[str, list] | None = None) -> RewardResult:
         n = len(completions)
@@ -251,7 +278,7 @@ class RewardSet:
         per_reward: dict[str, list[float]] = {}
         for spec in self.specs:
             try:
-                values = spec.fn(prompts=prompts, completions=completions, **kwargs)
+                values = call_reward(spec.fn, prompts=prompts, completions=completions, **kwargs)
             except RewardError:
                 raise
             except Exception as e:

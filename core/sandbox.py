@@ -2,16 +2,18 @@
 
 Owns: the life of that worker. It is started with multiprocessing's *spawn* (a fresh Python,
 not a fork), so nothing of the app — models, the trainer, the UI, module globals — exists in
-it; it runs the user's code once, finds the reward functions in it, and then answers calls
-over a Pipe. Only plain data crosses: (function name, prompts, completions, columns) in,
-a list of numbers (or an error and its traceback) out. A call gets `timeout_s` seconds; one
-that overruns kills the worker, which starts again on the next call. The worker's address
-space is capped with RLIMIT_AS, so a runaway allocation ends in a MemoryError, not in the
-app's death. `core/process_guard.py` keeps the worker and what it starts in check: one process
-group killed together, death with the app, at most `max_processes` processes, `memory_mb`
-counted over all of them, and at most `output_bytes` of their stdout and stderr in the app's log.
+it; it runs the user's code once, finds the reward functions in it (`core.reward_code`'s
+rules: defined, imported, listed, `async def` too), and then answers calls over a Pipe. Only
+plain data crosses: (function name, prompts, completions, columns) in, a list of numbers (or an
+error and its traceback) out. A call gets `timeout_s` seconds; one that overruns kills the
+worker, which starts again on the next call. The worker's address space is capped with
+RLIMIT_AS, so a runaway allocation ends in a MemoryError, not in the app's death.
+`core/process_guard.py` keeps the worker and what it starts in check: one process group killed
+together, death with the app, at most `max_processes` processes, `memory_mb` counted over all of
+them, and at most `output_bytes` of their stdout and stderr in the app's log.
 
-Refuses to know: what a reward means, weights, the registry (`core.rewards`). It is process
+Refuses to know: what a reward means, weights, the registry (`core.rewards`), which objects of
+the code are reward functions and how one is awaited (`core.reward_code`). It is process
 isolation with time and memory limits, not a security boundary: user code runs as the app's
 user and can still read files the app can read (its run folders, uploads, the model cache),
 environment variables (secrets included), other processes of that user through /proc, and the
@@ -27,7 +29,6 @@ network, like any code the user runs.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import linecache
 import logging
 import multiprocessing
@@ -41,6 +42,7 @@ import weakref
 from typing import Any
 
 from core.process_guard import TreeWatch, confine_worker
+from core.reward_code import FoundRewards, call_reward, description, find_rewards
 from core.rewards import RewardError, check_rewards
 
 logger = logging.getLogger(__name__)
@@ -75,11 +77,12 @@ def _worker_main(conn, code: str, memory_mb: int | None, parent_pid: int = 0, ma
 
     # 2) run the code's top level once and find its reward functions
     try:
-        functions = _load(code)
+        found = _load(code)
     except BaseException as e:
         conn.send(("load_error", _describe(e, memory_mb), _user_traceback(e)))
         return
-    conn.send(("loaded", [(name, _first_line(fn.__doc__)) for name, fn in functions.items()]))
+    functions = found.functions
+    conn.send(("loaded", [(name, description(fn)) for name, fn in functions.items()], found.notes))
 
     # 3) answer calls until told to stop or the parent goes away
     while True:
@@ -91,7 +94,8 @@ def _worker_main(conn, code: str, memory_mb: int | None, parent_pid: int = 0, ma
             return
         _, name, prompts, completions, kwargs = message
         try:
-            result = _as_plain_result(functions[name](prompts=prompts, completions=completions, **kwargs))
+            result = _as_plain_result(call_reward(functions[name], prompts=prompts, completions=completions,
+                                                  **kwargs))
             conn.send(("ok", result))
         except BaseException as e:  # SystemExit and MemoryError too: report them, keep serving
             try:
@@ -100,24 +104,13 @@ def _worker_main(conn, code: str, memory_mb: int | None, parent_pid: int = 0, ma
                 conn.send(("error", f"{type(e).__name__} ({send_error})", ""))
 
 
-def _load(code: str) -> dict:
+def _load(code: str) -> FoundRewards:
     # Registering the source lets tracebacks show the user's lines, not just line numbers.
     linecache.cache[USER_FILENAME] = (len(code), None, code.splitlines(True), USER_FILENAME)
     module = types.ModuleType(USER_MODULE)
     sys.modules[USER_MODULE] = module  # so pickling and dataclasses in user code find the module
     exec(compile(code, USER_FILENAME, "exec"), module.__dict__)
-    return {name: fn for name, fn in vars(module).items() if _looks_like_reward(name, fn)}
-
-
-def _looks_like_reward(name: str, obj: Any) -> bool:
-    """A public function defined in the user's code that TRL could call: it takes `completions`
-    by keyword and accepts **kwargs (TRL passes every dataset column as a keyword)."""
-    if name.startswith("_") or not inspect.isfunction(obj) or obj.__module__ != USER_MODULE:
-        return False
-    params = inspect.signature(obj).parameters.values()
-    return any(p.kind is p.VAR_KEYWORD for p in params) and any(
-        p.name == "completions" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params
-    )
+    return find_rewards(vars(module))
 
 
 def _as_plain_result(result: Any) -> Any:
@@ -144,10 +137,6 @@ def _user_traceback(e: BaseException) -> str:
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:  # drop the worker's frames
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(e), e, tb))
-
-
-def _first_line(doc: str | None) -> str:
-    return inspect.cleandoc(doc).splitlines()[0] if doc and doc.strip() else ""
 
 
 # ---------------------------------------------------------------------------
@@ -248,6 +237,7 @@ class CustomRewardProcess:
         self.output_bytes = int(output_bytes)
         self._watch: TreeWatch | None = None
         self.descriptions: dict[str, str] = {}
+        self.notes: list[str] = []  # what the code's author should know (core.reward_code.find_rewards)
         self._lock = threading.Lock()
         self._process = None
         self._conn = None
@@ -259,7 +249,9 @@ class CustomRewardProcess:
             self._kill()
             raise RewardError(
                 "no reward function found in the custom code: define a function like "
-                "`def my_reward(prompts, completions, **kwargs) -> list[float]` at the top level"
+                "`def my_reward(prompts, completions, **kwargs) -> list[float]` at the top level, "
+                "import one (`from trl.rewards import accuracy_reward`) or list them (`reward_funcs = [...]`)"
+                + "".join(f"; {note}" for note in self.notes)
             )
 
     @property
@@ -291,7 +283,7 @@ class CustomRewardProcess:
         if reply[0] == "load_error":
             self._kill()
             raise RewardError(f"custom reward code failed to load: {reply[1]}", traceback_text=reply[2])
-        self.descriptions = dict(reply[1])
+        self.descriptions, self.notes = dict(reply[1]), list(reply[2])
 
     def _kill(self) -> None:
         if self._finalizer is not None:

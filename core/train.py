@@ -97,6 +97,9 @@ def _train(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     task = load_task_data(cfg.data)  # a bad data file says so before minutes of model loading
     device = distributed.setup()  # None unless launched with several processes
     trainer = make_trainer(cfg, run_dir=run, device=device, task=task)
+    if distributed.is_main():
+        for note in getattr(trainer.rewards, "notes", []):  # a custom reward replaced a preset
+            print(f"rewards: {note}", file=sys.stderr)
     if run is not None and trainer.resume() and distributed.is_main():
         print(f"resumed {run.path} at step {trainer.step}")
         for note in trainer.resume_notes:

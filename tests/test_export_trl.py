@@ -12,9 +12,15 @@ import yaml
 from core.config import Config
 from core.export_trl import export_trl
 
-CUSTOM = '''def brevity(prompts, completions, **kwargs):
+# TRL's own rewards imported, and a function named like a preset: it replaces the preset (issue 30)
+CUSTOM = '''from trl.rewards import think_format_reward
+
+def brevity(prompts, completions, **kwargs):
     """Shorter is better."""
     return [-len(c[0]["content"]) / 100 for c in completions]
+
+def correctness(prompts, completions, answer, **kwargs):
+    return [1.0 if str(a) in c[0]["content"] else 0.0 for c, a in zip(completions, answer)]
 '''
 
 
@@ -49,10 +55,11 @@ def test_exported_script_builds_trl_grpo_trainer(tiny_model_dir, tmp_path):
     built = json.loads(proc.stdout.strip().splitlines()[-1])
     assert built["trainer"] == "GRPOTrainer" and built["peft"].startswith("PeftModel")
     assert built["model"] == str(tiny_model_dir)
-    assert built["reward_funcs"] == ["format_soft", "correctness", "brevity"]
+    assert built["reward_funcs"] == ["format_soft", "correctness", "think_format_reward", "brevity"]
+    assert "rewards: custom reward 'correctness' replaces the preset of that name (weight 2)" in proc.stderr
     assert built["train_rows"] == 24
     args = built["args"]
-    assert args["reward_weights"] == [0.25, 2.0, 1.0]
+    assert args["reward_weights"] == [0.25, 2.0, 1.0, 1.0]
     assert (args["loss_type"], args["beta"], args["epsilon"], args["epsilon_high"]) == ("grpo", 0.04, 0.15, 0.3)
     assert args["importance_sampling_level"] == "sequence"  # gspo
     assert (args["num_generations"], args["num_iterations"], args["max_completion_length"]) == (4, 2, 48)

@@ -514,9 +514,25 @@ def test_correctness_is_the_same_outside_the_main_thread():
 def test_custom_code_errors_surface_from_from_config():
     with pytest.raises(RewardError, match="failed to load: NameError"):
         RewardSet.from_config(RewardsConfig(names=["correctness"], custom_code="undefined_name + 1"))
-    clash = "def correctness(prompts, completions, **kwargs):\n    return [0.0 for _ in completions]\n"
-    with pytest.raises(RewardError, match="custom reward 'correctness' has the name of a selected preset"):
-        RewardSet.from_config(RewardsConfig(names=["correctness"], custom_code=clash))
+
+
+def test_a_custom_function_with_a_presets_name_replaces_the_preset():
+    """Code written for TRL often names a function `correctness`: it takes the preset's place and
+    weight, and a note says so (it was refused: "rename the function")."""
+    mine = "def correctness(prompts, completions, **kwargs):\n    return [0.25 for _ in completions]\n"
+    cfg = RewardsConfig(names=["correctness", "format_soft"], weights=[2.0, 0.5], custom_code=mine)
+    with RewardSet.from_config(cfg) as rewards:
+        assert rewards.names == ["correctness", "format_soft"]
+        assert [s.source for s in rewards.specs] == ["custom", "preset"]
+        assert rewards.weights == [2.0, 0.5]
+        assert rewards.notes == ["custom reward 'correctness' replaces the preset of that name (weight 2)"]
+        result = rewards(["q"], [GOOD], {"answer": ["42"]})
+    assert result.per_reward == {"correctness": [0.25], "format_soft": [1.0]}  # the preset would give 1.0
+    assert result.total == [2.0 * 0.25 + 0.5 * 1.0]
+    # not selected: the custom one runs under the preset's name, weight 1.0, and a note says so
+    with RewardSet.from_config(RewardsConfig(names=["format_soft"], custom_code=mine)) as rewards:
+        assert rewards.names == ["format_soft", "correctness"] and rewards.weights == [0.5, 1.0]
+        assert rewards.notes == ["custom reward 'correctness' is used under the name of a preset that is not selected"]
 
 
 def test_trl_style_reward_reads_solution_beside_answer():

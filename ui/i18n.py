@@ -88,11 +88,17 @@ TEXT: dict[str, tuple[str, str]] = {
     "rewards.weight": ("weight", "权重"),
     "rewards.custom": ("Custom reward (Python)", "自定义奖励（Python）"),
     "rewards.custom_help": (
-        "Write functions with TRL's signature `def name(prompts, completions, **kwargs) -> list[float]`; "
-        "every top-level function is a reward (weight 1). Dataset columns (e.g. `answer`) arrive as keyword "
-        "lists. The code runs in a separate process with a time limit.",
-        "按 TRL 的签名编写函数 `def name(prompts, completions, **kwargs) -> list[float]`；每个顶层函数都是一个奖励（权重 1）。"
-        "数据集的列（如 `answer`）以关键字列表的形式传入。代码在独立进程中运行，并有时间限制。",
+        "Write functions with TRL's signature `def name(prompts, completions, **kwargs) -> list[float]` "
+        "(`async def` too) or import them (`from trl.rewards import accuracy_reward`): every top-level reward "
+        "function is used (weight 1), or only those in a list (`reward_funcs = [...]`) or `__all__`. A function "
+        "named like a preset replaces that preset. Completions arrive as `[{\"role\": \"assistant\", "
+        "\"content\": ...}]`, dataset columns (e.g. `answer`, also as `solution`) as keyword lists. The code "
+        "runs in a separate process with a time limit.",
+        "按 TRL 的签名编写函数 `def name(prompts, completions, **kwargs) -> list[float]`（也可以是 `async def`），"
+        "或直接导入（`from trl.rewards import accuracy_reward`）：每个顶层奖励函数都会被使用（权重 1），"
+        "或只用列表（`reward_funcs = [...]`）或 `__all__` 中的函数。与预设同名的函数会替换该预设。"
+        "补全以 `[{\"role\": \"assistant\", \"content\": ...}]` 的形式传入，数据集的列（如 `answer`，"
+        "也以 `solution` 传入）以关键字列表的形式传入。代码在独立进程中运行，并有时间限制。",
     ),
     "rewards.custom_security": (
         "⚠️ **This code runs on the server**, as the app's user, with the rights of any program you start there: "

@@ -66,7 +66,7 @@ def build(ctx: Ctx) -> None:
                                      max_tokens=min(cfg.algorithm.max_completion_length, 128))
         except Exception as e:
             return gr.skip(), warn(e)
-        return df, ""
+        return df, "\n\n".join(f"ℹ️ {note}" for note in df.attrs.get("notes", []))
 
     example.click(lambda: CUSTOM_TEMPLATE, outputs=[code], api_visibility="private")
     ctx.after_all_tabs(lambda: try_btn.click(try_rewards, inputs_kwargs=dict(form.components),
