@@ -38,7 +38,10 @@ TAGS = ["correctness", "format_strict", "xml_tag_count"]
 
 # name -> overrides on top of core.config.cpu_defaults()
 CANDIDATES = {
-    "old_defaults": {},  # the defaults before issue 30: decimal_compare, no example, no prefix
+    "defaults": {},  # core.config.cpu_defaults() as it is now (= decimal_generic_lr3e-4)
+    # the defaults before issue 30: decimal_compare, no example, no prefix, format_soft + correctness, lr 5e-5
+    "old_defaults": {"data.system_prompt": PROMPT, "data.response_prefix": "", "rewards.names": ["format_soft", "correctness"],
+                     "rewards.weights": [], "algorithm.learning_rate": 5e-5, "algorithm.lr_scheduler": "constant_with_warmup"},
     "decimal_example": {"data.system_prompt": DECIMAL_EXAMPLE, "data.response_prefix": "<think>",
                         "rewards.names": TAGS, "rewards.weights": [1.0, 0.5, 0.5],
                         "algorithm.learning_rate": 1e-4, "algorithm.lr_scheduler": "constant"},

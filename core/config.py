@@ -45,9 +45,16 @@ def _f(default, help: str, *, choices=None, range=None, factory=None):
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
-DEFAULT_SYSTEM_PROMPT = (
+FORMAT_INSTRUCTION = (
     "You are a careful assistant. Think step by step inside <think> and </think>, "
     "then give only the final answer inside <answer> and </answer>."
+)
+# The default system prompt shows the format once, on a question of no task's own (a worked example
+# from the task itself would hand the model the answer to its headline question, 9.11 vs 9.9): with
+# it and the answer prefilled with <think>, the bundled 135M model writes the tags often enough for
+# the rewards to differ within a group from the first step (bench/results/default_search.md).
+DEFAULT_SYSTEM_PROMPT = FORMAT_INSTRUCTION + (
+    "\nExample:\nQuestion: What is 2 + 3?\n<think>2 + 3 = 5.</think>\n<answer>5</answer>"
 )
 
 
@@ -106,10 +113,11 @@ class DataConfig:
     )
     system_prompt: str = _f(DEFAULT_SYSTEM_PROMPT, "System message put before every question.")
     response_prefix: str = _f(
-        "",
+        "<think>",
         "Text every answer starts with, written after the chat template's assistant header (R1-Zero "
         "style '<think>'). The model continues from it; rewards, samples and chat see it as part of "
-        "the answer. Helps small models that never write the tags on their own.",
+        "the answer. Helps small models that never write the tags on their own (the bundled 135M model "
+        "never does without it). Empty = the model starts the answer itself.",
     )
     chat_template: str = _f(
         "",
@@ -125,11 +133,13 @@ class DataConfig:
 class RewardsConfig:
     names: list = _f(
         None,
-        "Reward presets to use (see the registry). The total reward is their weighted sum.",
-        factory=lambda: ["format_soft", "correctness"],
+        "Reward presets to use (see the registry). The total reward is their weighted sum. The default pays "
+        "for the right answer, the exact format and each tag written (partial credit from the first step).",
+        factory=lambda: ["correctness", "format_strict", "xml_tag_count"],
     )
     weights: list = _f(
-        None, "One weight per reward, same order. Empty = each preset's default weight.", factory=list
+        None, "One weight per reward, same order. Empty = each preset's default weight.",
+        factory=lambda: [1.0, 0.5, 0.5],
     )
     custom_code: str = _f(
         "",
@@ -211,7 +221,9 @@ class AlgorithmConfig:
     top_p: float = _f(1.0, "Nucleus sampling for rollouts. 1.0 = off.", range=(0.01, 1.0))
     max_prompt_length: int = _f(512, "Prompts longer than this many tokens are cut from the left.", range=(8, 1_000_000))
     max_completion_length: int = _f(256, "Longest completion sampled, in tokens.", range=(1, 1_000_000))
-    learning_rate: float = _f(5e-5, "AdamW learning rate for the LoRA weights. 1e-5..1e-4 is typical.", range=(0.0, 1.0))
+    learning_rate: float = _f(1e-4, "AdamW learning rate for the LoRA weights. 1e-5..3e-4 is typical for LoRA; "
+                                    "the SmolLM2 recipes use 1e-4, the CPU quick settings 3e-4 (20 short steps).",
+                              range=(0.0, 1.0))
     lr_scheduler: str = _f(
         "constant_with_warmup", "Learning-rate schedule.", choices=["constant", "constant_with_warmup", "linear", "cosine"]
     )
@@ -404,7 +416,8 @@ def validate(cfg: Config) -> Config:
 # settings a 2-core CPU finishes in minutes on the bundled 135M model (the app starts from them
 # when there is no GPU; configs/quickstart.yaml is the same run headless)
 CPU_QUICK = {"algorithm.num_generations": 4, "algorithm.prompts_per_step": 2, "algorithm.micro_batch_size": 8,
-             "algorithm.max_completion_length": 64, "algorithm.max_steps": 20, "run.save_steps": 10}
+             "algorithm.max_completion_length": 64, "algorithm.max_steps": 20, "algorithm.learning_rate": 3e-4,
+             "run.save_steps": 10}
 
 
 def cpu_defaults() -> Config:

@@ -42,7 +42,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from core.access import AccessError, PathPolicy
-from core.config import Config, ConfigError, ModelConfig, RewardsConfig, DataConfig
+from core.config import Config, ConfigError, DataConfig, ModelConfig, RewardsConfig, cpu_defaults
 
 # States of a run as `status()` reports them. The first four mean "active": a second start
 # is refused until the run reaches one of the last five ("interrupted": its process died, found
@@ -291,8 +291,9 @@ class RunManager:
         return self.device.startswith("cuda")
 
     def default_config(self) -> Config:
-        """A fresh config with this manager's default model and runs folder."""
-        cfg = Config()
+        """A fresh config with this manager's default model and runs folder; without a GPU, the
+        settings a CPU finishes in minutes (`config.cpu_defaults`)."""
+        cfg = Config() if self.has_gpu else cpu_defaults()
         cfg.model = dataclasses.replace(self.default_model, lora_target_modules=list(
             self.default_model.lora_target_modules))
         cfg.run.output_dir = str(self.runs_dir)

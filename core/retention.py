@@ -257,7 +257,7 @@ def measure_retention(engine, tokenizer, model, adapter, *, source: str = "", pr
     Returns {'general': {n, kl, logprob_drop, tokens, base: {...rates}, tuned: {...}, items},
     'tasks': {name: {'base': {accuracy, accuracy_flexible, format_rate, n}, 'tuned': {...}}}}.
     """
-    from core.config import DEFAULT_SYSTEM_PROMPT
+    from core.config import FORMAT_INSTRUCTION
     from core.data import build_messages, load_builtin, render_prompt
     from core.engines import SamplingSettings
     from core.evaluate import evaluate
@@ -288,7 +288,7 @@ def measure_retention(engine, tokenizer, model, adapter, *, source: str = "", pr
     # 3) the built-in tasks the run did not train on
     tasks = {}
     pick = ("accuracy", "accuracy_flexible", "format_rate", "n")
-    kw = dict(system_prompt=DEFAULT_SYSTEM_PROMPT, chat_template=chat_template, max_items=n_task,
+    kw = dict(system_prompt=FORMAT_INSTRUCTION, chat_template=chat_template, max_items=n_task,
               max_tokens=max_tokens)
     for name in tasks_not_trained(source) if n_task > 0 else []:
         rows = load_builtin(name, train_size=0, eval_size=n_task, seed=0).eval

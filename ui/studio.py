@@ -20,7 +20,6 @@ from ui.forms import Form
 from ui.i18n import I18N, t
 from ui.login_guard import LoginGuard
 from ui.tabs import compare, data, export, model, rewards, runs, train
-from ui.tabs.train import QUICK_CPU
 
 CSS = """
 #start-btn {min-width: 110px}
@@ -30,12 +29,7 @@ CSS = """
 
 def build_app(manager: RunManager) -> gr.Blocks:
     """The page over `manager`; launch it with `launch_app`."""
-    defaults = manager.default_config()
-    if not manager.has_gpu:  # start from settings a CPU finishes in minutes, not hours
-        for key, value in QUICK_CPU.items():
-            section, name = key.split("_", 1)
-            setattr(getattr(defaults, section), name, value)
-    form = Form(defaults)
+    form = Form(manager.default_config())  # on a CPU: settings it finishes in minutes, not hours
     with gr.Blocks(title="Aha Studio") as demo:
         ctx = Ctx(manager, form)
         gr.Markdown(t("title"))

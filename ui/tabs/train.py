@@ -9,16 +9,15 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from core.config import Config
+from core.config import CPU_QUICK, Config
 from ui.common import Ctx, warn
 from ui.forms import config_fields
 from ui.i18n import t
 from ui.views import (SAMPLE_COLUMNS, aha_length_frame, aha_sample_markdown, long_frame, progress_html, reward_frame,
                       samples_view, status_line)
 
-# settings a CPU finishes in minutes on the bundled 135M model (as configs/quickstart.yaml)
-QUICK_CPU = {"algorithm_num_generations": 4, "algorithm_prompts_per_step": 2, "algorithm_micro_batch_size": 8,
-             "algorithm_max_completion_length": 64, "algorithm_max_steps": 20, "run_save_steps": 10}
+# settings a CPU finishes in minutes on the bundled 135M model (core.config.CPU_QUICK), by widget name
+QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
 
 
 # the settings the memory plan depends on (model tab and this one)
