@@ -101,15 +101,24 @@ def test_train_chat_evaluate_through_the_api(app):
     assert cfg.rewards.names == ["format_soft", "correctness"] and cfg.rewards.weights == [0.5, 1.0]
     assert (cfg.algorithm.num_generations, cfg.algorithm.max_steps, cfg.data.source) == (4, 3, "builtin:decimal_compare")
 
-    # one prompt to base and tuned: the same greedy answers the manager gives
+    # one prompt to base and tuned, asked alike with the boxes' system prompt and prefix: the same
+    # greedy answers the manager gives; alike answers come with a note on whether the adapter moved
     prompt = "Which is bigger? 9.11 or 9.9?"
-    base, tuned, box = client.predict(prompt_text=prompt, base_history=[], tuned_history=[], target_value="current",
-                                      system_prompt="Answer briefly.", max_new=12, temp=0.0, api_name="/ask")
+    base, tuned, box, note = client.predict(prompt_text=prompt, base_history=[], tuned_history=[],
+                                            target_value="current", system_prompt="Answer briefly.",
+                                            response_prefix="<answer>", max_new=12, temp=0.0, api_name="/ask")
     assert box == "" and len(base) == 2 and len(tuned) == 2 and base[0]["role"] == "user"
-    expected_base = manager.chat(prompt, "base", system_prompt="Answer briefly.", max_tokens=12).strip()
-    expected_tuned = manager.chat(prompt, "current", system_prompt="Answer briefly.", max_tokens=12).strip()
-    assert last_text(base).strip() == (expected_base or "(empty answer)")
-    assert last_text(tuned).strip() == (expected_tuned or "(empty answer)")
+    asked = dict(system_prompt="Answer briefly.", response_prefix="<answer>", max_tokens=12)
+    expected_base = manager.chat(prompt, "base", **asked).strip()
+    expected_tuned = manager.chat(prompt, "current", **asked).strip()
+    assert expected_base.startswith("<answer>") and expected_tuned.startswith("<answer>")
+    assert last_text(base).strip() == expected_base and last_text(tuned).strip() == expected_tuned
+    from ui.views import same_answer_note
+
+    change = manager.adapter_change("current")
+    assert note == (same_answer_note(change, "the current adapter") if expected_base == expected_tuned else "")
+    if expected_base == expected_tuned:
+        assert ("exactly zero" if not change["moved"] else "has moved") in note
 
     # held-out evaluation of base vs tuned
     table, bars, items, result = client.predict(target_value="current", n=4, api_name="/evaluate")

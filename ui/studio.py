@@ -73,6 +73,7 @@ def build_app(manager: RunManager) -> gr.Blocks:
                   api_visibility="private")
         plan_fn, plan_md = ctx.shared["memory_plan"]
         demo.load(plan_fn, inputs_kwargs=dict(form.components), outputs=[plan_md], api_visibility="private")
+        ctx.shared["compare_on_load"](demo.load)
     demo.form = form  # for tests and scripts: the widget names the API accepts
     return demo
 
