@@ -695,14 +695,23 @@ class RunManager:
         self._control.pause("paused by you")
         return self.status()
 
-    def resume(self, run_name: str | None = None) -> dict:
+    def resume(self, run_name: str | None = None, rewards: RewardsConfig | None = None) -> dict:
         """Unpause the active run; or, with no active run, continue a stopped or failed run (the
-        last one by default) from its latest checkpoint."""
+        last one by default) from its latest checkpoint.
+
+        `rewards`, when given, are the rewards the person has on screen: a run keeps its own unless
+        they differ (`core.rewards.same_rewards`), then they replace the run's from here on (and in
+        its config.yaml). The status returned says which it used: `rewards_changed`.
+        """
+        from core.rewards import same_rewards
+
         if self.is_active():
             if self._control is None or not self._control.paused:
                 raise ManagerError("the run is not paused")
+            if rewards is not None and self._cfg is not None and not same_rewards(rewards, self._cfg.rewards):
+                return {**self.update_rewards(rewards), "rewards_changed": True}
             self._control.resume()
-            return self.status()
+            return {**self.status(), "rewards_changed": False}
         from core.runs import RunDir
 
         name = run_name or self._run_name
@@ -720,12 +729,17 @@ class RunManager:
             self._starting = True
         try:
             cfg = Config.load(run.config_path)
+            changed = rewards is not None and not same_rewards(rewards, cfg.rewards)
+            if changed:
+                cfg.rewards = dataclasses.replace(rewards)
             self._start(cfg, run_dir=RunDir(run.path))
+            if changed:  # the run's own record of what it trains with, from this step on
+                self._cfg.save(run.config_path)
         except ConfigError as e:
             raise ManagerError(f"run '{name}': its config.yaml is not valid ({e})") from e
         finally:
             self._starting = False
-        return self.status()
+        return {**self.status(), "rewards_changed": changed}
 
     def stop(self) -> dict:
         """Ask the run to stop after the current step; it saves a checkpoint first."""
@@ -738,7 +752,8 @@ class RunManager:
         return self.status()
 
     def update_rewards(self, rewards_cfg: RewardsConfig) -> dict:
-        """Swap the reward functions of a paused run (after a reward failed), then resume it."""
+        """Swap the reward functions of a paused run (after a reward failed, say), then resume it;
+        the run's config (`run_config`, config.yaml) holds the new rewards from then on."""
         from core.rewards import RewardError, RewardSet
 
         if not self.is_active() or self._trainer is None or not self._control.paused:
@@ -808,7 +823,8 @@ class RunManager:
         }
 
     def run_config(self) -> Config | None:
-        """A copy of the active (or last) run's config, as the run uses it now; None before any run."""
+        """A copy of the active (or last) run's config, as the run uses it now (rewards swapped on
+        a resume included); None before any run. The page shows it in its form after a reload."""
         cfg = self._cfg
         return cfg.copy() if cfg is not None else None
 

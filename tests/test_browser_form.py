@@ -1,4 +1,5 @@
-"""Issue 30 in a real Chromium: Compare shows the system prompt and answer prefix of the
+"""Issue 30 in a real Chromium: a page reloaded mid-run shows the run's settings (not the defaults),
+so the next Start repeats them; Compare shows the system prompt and answer prefix of the
 checkpoint picked (not of the current run) and asks both models with them.
 
 Starts `python app.py` (the real entry point) on a tiny model in a subprocess; runs start through
@@ -31,6 +32,7 @@ from test_app import ALL_PRESETS, TINY, free_port  # noqa: E402  (after the skip
 from test_browser import FLAGS, REPO  # noqa: E402
 
 PROMPT = "Reply with the number only."
+LENGTH_REWARD = "def longer(completions, **kwargs):\n    return [len(c[0]['content']) / 50 for c in completions]\n"
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,73 @@ def start(client, **settings) -> None:
 
 def open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
+
+
+def field(page, key: str, kind: str = "input"):
+    """A form widget's input by its API name (ui/forms.py gives each the elem_id form-<name>)."""
+    return page.locator(f"#form-{key} {kind}").first
+
+
+def test_a_reload_mid_run_shows_the_runs_settings(app, browser):
+    url, runs, data = app
+    csv = data / "sums.csv"
+    csv.write_text("question,solution\n" + "".join(f"What is {i} + {i + 1}?,{2 * i + 1}\n" for i in range(30)))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    open_tab(page, "4 · Train")
+    expect(field(page, "algorithm_max_steps")).to_have_value("20", timeout=60_000)  # the Quick CPU default
+
+    client = gradio_client.Client(url, verbose=False)
+    start(client, rewards=("xml_tag_count", "correctness"), data_source=str(csv), data_prompt_column="question",
+          data_answer_column="solution", data_system_prompt=PROMPT, data_response_prefix="<think>",
+          weight_xml_tag_count=0.7, rewards_custom_code=LENGTH_REWARD, algorithm_max_steps=500, run_save_steps=500,
+          run_run_name="sums")
+    try:
+        wait_state(client, ("running",))
+        page.reload()
+        # Train: the run's steps, not the default 20
+        open_tab(page, "4 · Train")
+        expect(field(page, "algorithm_max_steps")).to_have_value("500", timeout=60_000)
+        assert "running" in page.locator("#status-bar").inner_text()
+        # Data: the CSV (as an upload), its columns, the prompt and the prefix
+        open_tab(page, "2 · Data")
+        expect(field(page, "data_source", "textarea")).to_have_value(str(csv))
+        expect(page.get_by_label("Upload a file")).to_be_checked()
+        expect(field(page, "data_prompt_column")).to_have_value("question")
+        expect(field(page, "data_answer_column")).to_have_value("solution")
+        page.get_by_role("button", name="Prompt and template").click()  # a closed accordion is not drawn
+        expect(field(page, "data_system_prompt", "textarea")).to_have_value(PROMPT)
+        expect(field(page, "data_response_prefix", "textarea")).to_have_value("<think>")
+        # Rewards: the run's presets, weight and custom code
+        open_tab(page, "3 · Rewards")
+        expect(field(page, "reward_xml_tag_count")).to_be_checked()
+        expect(field(page, "reward_correctness")).to_be_checked()
+        expect(field(page, "reward_format_soft")).not_to_be_checked()
+        expect(field(page, "weight_xml_tag_count")).to_have_value("0.7")
+        expect(page.locator("#form-rewards_custom_code")).to_contain_text("def longer(completions, **kwargs):")
+    finally:
+        client.predict(api_name="/stop")
+    wait_state(client, ("stopped",))
+
+    # a Start from the reloaded page repeats the run's settings (under a new name)
+    open_tab(page, "4 · Train")
+    expect(page.locator("#start-btn")).to_be_enabled(timeout=30_000)
+    page.locator("#start-btn").click()
+    expect(page.locator("#train-message")).to_contain_text("started run", timeout=60_000)
+    client.predict(api_name="/stop")
+    wait_state(client, ("stopped", "finished"))
+    first = yaml.safe_load((runs / "sums" / "config.yaml").read_text())
+    (second,) = [p for p in runs.iterdir() if p.name not in ("sums", "_uploads") and (p / "config.yaml").exists()]
+    again = yaml.safe_load((second / "config.yaml").read_text())
+    assert again["run"]["run_name"] == second.name
+    first["run"]["run_name"] = again["run"]["run_name"]
+    for cfg in (first, again):  # the presets in any order, each with its weight
+        r = cfg["rewards"]
+        r["names"], r["weights"] = dict(zip(r["names"], r["weights"])), None
+        r["custom_code"] = r["custom_code"].rstrip()  # the page's code editor drops the last newline
+    assert first["rewards"]["names"] == {"xml_tag_count": 0.7, "correctness": 1.0}
+    assert again == first
+    page.close()
 
 
 def test_compare_shows_the_checkpoints_prefix_and_system_prompt(app, browser):

@@ -244,6 +244,50 @@ def test_an_adapter_that_never_moved_is_the_base(manager):
         prompt, target="base", asked_as=checkpoint, max_tokens=8)
 
 
+def test_resume_keeps_the_runs_rewards_unless_changed(manager):
+    """Resume with the rewards on screen: the same choice (in another order, weights spelled out)
+    keeps the run's own; another replaces them from then on, in the run's config too."""
+    from core.config import Config
+
+    cfg = tiny_config(manager, max_steps=8)
+    cfg.rewards.names, cfg.rewards.weights = ["xml_tag_count", "correctness"], [0.7, 1.0]
+    cfg.rewards.custom_code = LONGER
+    name = manager.start(cfg)
+
+    def pause_after_a_step() -> int:
+        step = manager.status()["step"]
+        wait_for(lambda: manager.status()["step"] > step)
+        manager.pause()
+        return wait_for(lambda: (st := manager.status())["state"] == "paused" and st)["step"]
+
+    pause_after_a_step()
+    same = RewardsConfig(names=["correctness", "xml_tag_count"], weights=[1.0, 0.7], custom_code=LONGER + "\n\n")
+    s = manager.resume(rewards=same)
+    assert s["rewards_changed"] is False and s["state"] == "running"
+    assert manager.run_config().rewards == cfg.rewards
+    paused_at = pause_after_a_step()
+    changed = RewardsConfig(names=["format_soft"], weights=[0.25], custom_code=LONGER)
+    s = manager.resume(rewards=changed)
+    assert s["rewards_changed"] is True
+    assert manager.run_config().rewards == changed
+    assert Config.load(manager.runs_dir / name / "config.yaml").rewards == changed
+    wait_for(lambda: manager.status()["step"] > paused_at)
+    stopped = manager.stop()
+    assert manager.wait(timeout=120) == "stopped" and stopped["step"] < 8
+    metrics = manager.metrics(name)
+    after = metrics[metrics["step"] > paused_at]
+    assert after["rewards/format_soft/mean"].notna().all() and after["rewards/xml_tag_count/mean"].isna().all()
+    # a stopped run continues with its own rewards when the screen shows them, or with the screen's
+    s = manager.resume(name, rewards=changed)
+    assert s["rewards_changed"] is False
+    manager.stop()
+    assert manager.wait(timeout=120) == "stopped"
+    s = manager.resume(name, rewards=RewardsConfig(names=["correctness"], custom_code=LONGER))
+    assert s["rewards_changed"] is True and manager.run_config().rewards.names == ["correctness"]
+    assert Config.load(manager.runs_dir / name / "config.yaml").rewards.names == ["correctness"]
+    assert manager.wait(timeout=120) == "finished"
+
+
 def test_bad_input_is_a_message_not_a_crash(manager, finished_run):
     cfg = tiny_config(manager)
     cfg.data.source = "builtin:no_such_task"
