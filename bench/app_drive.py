@@ -110,6 +110,8 @@ def ask(client, prompt: str, target: str = "current") -> dict:
     params = endpoint_params(client, "/ask")
     kw = {"prompt_text": prompt, "base_history": [], "tuned_history": [], "target_value": target,
           "max_new": 128, "temp": 0.0}
+    if "response_prefix" in params:  # as the page asks: with the target's own system prompt and prefix
+        kw["system_prompt"], kw["response_prefix"], _ = client.predict(value=target, api_name="/asked_as")
     out = client.predict(**{k: v for k, v in kw.items() if k in params}, api_name="/ask")
     def text(history):
         content = history[-1]["content"] if history else ""
@@ -117,7 +119,9 @@ def ask(client, prompt: str, target: str = "current") -> dict:
             return "".join(part.get("text", "") for part in content)
         return content
 
-    return {"prompt": prompt, "base": text(out[0]), "tuned": text(out[1])}
+    return {"prompt": prompt, "base": text(out[0]), "tuned": text(out[1]),
+            "system_prompt": kw.get("system_prompt"), "response_prefix": kw.get("response_prefix"),
+            "note": out[3] if len(out) > 3 else ""}  # why base and tuned agree, when they do
 
 
 def watch(client, rec: Record, key: str, budget_s: float, until=("finished", "failed", "stopped", "paused")):

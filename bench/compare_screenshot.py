@@ -7,16 +7,16 @@ script runs on the CPU with the bundled model.
 
 How: unpack the run into a fresh runs folder, start `python app.py` on it, and drive Chromium
 (Debian's /usr/bin/chromium through Playwright, as tests/test_browser.py does): on the Compare tab
-pick the run's last checkpoint, put the run's system prompt and token limit in the generation
-settings, send the question to both models, then evaluate base vs tuned on the first held-out
-questions; one screenshot of each.
+pick the run's last checkpoint (its system prompt and answer prefix fill in from the run's
+config.yaml), put the run's token limit in the generation settings, send the question to both
+models, then evaluate base vs tuned on the first held-out questions; one screenshot of each.
 
     python bench/compare_screenshot.py --run-archive /work/.device/N/proof_aha_run.tgz
     # writes docs/screenshot-compare-aha.png (the chat) and docs/screenshot-compare-aha-eval.png
     python bench/compare_screenshot.py --runs-dir runs --run smollm2-aha --question "What is 7 * 8 + 6 - 3?"
 
-The chat sends the question without the recipe's prefilled "<think>" (the Compare chat prefills
-only for the run the app itself trains); the evaluation table uses the checkpoint's own settings.
+Both the chat and the evaluation table ask with the checkpoint's own settings, the recipe's
+prefilled "<think>" included (issue 30).
 """
 
 from __future__ import annotations
@@ -111,9 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             page.locator("#compare-target input").click()
             page.get_by_role("option", name=label).click()
             expect(page.locator("#compare-target input")).to_have_value(label, timeout=15_000)
-            # 2) the run's own system prompt and token limit
+            # 2) the run's own system prompt and answer prefix (filled in from its config.yaml), its token limit
+            expect(page.locator("#compare-system textarea")).to_have_value(cfg.data.system_prompt, timeout=15_000)
+            expect(page.locator("#compare-prefix textarea")).to_have_value(cfg.data.response_prefix)
             page.get_by_text("Generation settings").click()
-            page.locator("#compare-system textarea").fill(cfg.data.system_prompt)
             tokens = page.locator("#compare-max-tokens input[type=number]")
             tokens.fill(str(cfg.algorithm.max_completion_length))
             tokens.press("Enter")

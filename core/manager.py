@@ -715,14 +715,23 @@ class RunManager:
         self._control.pause("paused by you")
         return self.status()
 
-    def resume(self, run_name: str | None = None) -> dict:
+    def resume(self, run_name: str | None = None, rewards: RewardsConfig | None = None) -> dict:
         """Unpause the active run; or, with no active run, continue a stopped or failed run (the
-        last one by default) from its latest checkpoint."""
+        last one by default) from its latest checkpoint.
+
+        `rewards`, when given, are the rewards the person has on screen: a run keeps its own unless
+        they differ (`core.rewards.same_rewards`), then they replace the run's from here on (and in
+        its config.yaml). The status returned says which it used: `rewards_changed`.
+        """
+        from core.rewards import same_rewards
+
         if self.is_active():
             if self._control is None or not self._control.paused:
                 raise ManagerError("the run is not paused")
+            if rewards is not None and self._cfg is not None and not same_rewards(rewards, self._cfg.rewards):
+                return {**self.update_rewards(rewards), "rewards_changed": True}
             self._control.resume()
-            return self.status()
+            return {**self.status(), "rewards_changed": False}
         from core.runs import RunDir
 
         name = run_name or self._run_name
@@ -740,12 +749,17 @@ class RunManager:
             self._starting = True
         try:
             cfg = Config.load(run.config_path)
+            changed = rewards is not None and not same_rewards(rewards, cfg.rewards)
+            if changed:
+                cfg.rewards = dataclasses.replace(rewards)
             self._start(cfg, run_dir=RunDir(run.path))
+            if changed:  # the run's own record of what it trains with, from this step on
+                self._cfg.save(run.config_path)
         except ConfigError as e:
             raise ManagerError(f"run '{name}': its config.yaml is not valid ({e})") from e
         finally:
             self._starting = False
-        return self.status()
+        return {**self.status(), "rewards_changed": changed}
 
     def stop(self) -> dict:
         """Ask the run to stop after the current step; it saves a checkpoint first."""
@@ -758,7 +772,8 @@ class RunManager:
         return self.status()
 
     def update_rewards(self, rewards_cfg: RewardsConfig) -> dict:
-        """Swap the reward functions of a paused run (after a reward failed), then resume it."""
+        """Swap the reward functions of a paused run (after a reward failed, say), then resume it;
+        the run's config (`run_config`, config.yaml) holds the new rewards from then on."""
         from core.rewards import RewardError, RewardSet
 
         if not self.is_active() or self._trainer is None or not self._control.paused:
@@ -826,6 +841,12 @@ class RunManager:
             "engine_note": self._engine_note,
             "signal_warning": self._signal_warning,  # kept after the run: it explains a flat curve
         }
+
+    def run_config(self) -> Config | None:
+        """A copy of the active (or last) run's config, as the run uses it now (rewards swapped on
+        a resume included); None before any run. The page shows it in its form after a reload."""
+        cfg = self._cfg
+        return cfg.copy() if cfg is not None else None
 
     def _run_dir(self, run_name: str):
         from core.runs import RunDir, sanitize_run_name
@@ -921,11 +942,9 @@ class RunManager:
 
     def _checkpoint_config(self, path: Path) -> Config | None:
         """The config of the run a checkpoint belongs to (runs/<run>/checkpoints/step-N)."""
-        cfg_path = path.parent.parent / "config.yaml"
-        try:
-            return Config.load(cfg_path) if cfg_path.exists() else None
-        except ConfigError:
-            return None
+        from core.chat import checkpoint_run_config
+
+        return checkpoint_run_config(path)
 
     def _checkpoint_model_cfg(self, path: Path) -> ModelConfig:
         cfg = self._checkpoint_config(path)
@@ -975,40 +994,67 @@ class RunManager:
         if self._model is None:
             self._ensure_model(self.default_model)
 
-    def chat(self, prompt: str, target: str = "base", system_prompt: str | None = None,
-             max_tokens: int = 256, temperature: float = 0.0) -> str:
-        """One answer to `prompt` from the base model, the current adapter or a checkpoint.
+    def chat_settings(self, target: str = "current") -> dict:
+        """How `target` was trained to be asked: {system_prompt, response_prefix, chat_template} of
+        its run's config.yaml (a checkpoint), of the active or last run ('current', 'base'), else
+        the defaults; `source` says which (shown beside the Compare tab's boxes)."""
+        from core.chat import prompt_settings
 
-        Served on the worker; during training it waits for the end of the current step.
+        if target not in (None, "", "base", "current"):
+            path = self._checkpoint_path(target)
+            cfg = self._checkpoint_config(path)
+            source = (f"the config.yaml of run `{path.parent.parent.name}` ({path.name})" if cfg is not None
+                      else f"the defaults ({path.name} has no run config)")
+        else:
+            cfg = self.run_config()
+            source = (f"the current run `{self._run_name or '(not started)'}`" if cfg is not None
+                      else "the defaults (no run yet)")
+        return {**prompt_settings(cfg or self.default_config()), "source": source}
+
+    def chat(self, prompt: str, target: str = "base", system_prompt: str | None = None,
+             max_tokens: int = 256, temperature: float = 0.0, response_prefix: str | None = None,
+             asked_as: str | None = None) -> str:
+        """One answer to `prompt` from the base model, the current adapter or a checkpoint, prefix included.
+
+        The system prompt, answer prefix and chat template are those `asked_as` (default: `target`)
+        was trained with (`chat_settings`); `system_prompt` and `response_prefix` replace theirs. The
+        Compare tab asks base and tuned alike, both as the tuned checkpoint's run did. Served on the
+        worker; during training it waits for the end of the current step.
         """
-        from core.config import DEFAULT_SYSTEM_PROMPT
+        from core.chat import answer
 
         if not prompt or not prompt.strip():
             raise ManagerError("type a prompt first")
-        if system_prompt is None:
-            system_prompt = self._cfg.data.system_prompt if self._cfg else DEFAULT_SYSTEM_PROMPT
-        template = self._cfg.data.chat_template if self._cfg else ""
-        prefix = self._cfg.data.response_prefix if self._cfg else ""
+        asked = self.chat_settings(asked_as or target)
+        if system_prompt is not None:
+            asked["system_prompt"] = system_prompt
+        if response_prefix is not None:
+            asked["response_prefix"] = response_prefix
 
         def job() -> str:
-            from core.data import build_messages, render_prompt
-            from core.engines import SamplingSettings
-
             self._ensure_model_for(target)
             adapter = self._resolve_target(target)
-            text = render_prompt(self._tokenizer, build_messages(prompt, system_prompt or ""), template, prefix)
-            ids = self._tokenizer(text, add_special_tokens=False)["input_ids"]
-            out = self._engine.generate(
-                [ids], SamplingSettings(n=1, temperature=float(temperature),
-                                        max_tokens=self._tokens_that_fit(ids, int(max_tokens))), adapter)
-            return prefix + out[0][0].text
+            return answer(self._engine, self._tokenizer, prompt, adapter=adapter, system_prompt=asked["system_prompt"],
+                          response_prefix=asked["response_prefix"], chat_template=asked["chat_template"],
+                          max_tokens=int(max_tokens), temperature=float(temperature))
 
         return self._call(job)
 
-    def _tokens_that_fit(self, prompt_ids: list[int], max_tokens: int) -> int:
-        """A chat answer's token budget within the engine's context (vLLM's max_model_len)."""
-        limit = getattr(getattr(self._engine, "settings", None), "max_model_len", None)
-        return max(1, min(max_tokens, limit - len(prompt_ids))) if limit else max_tokens
+    def adapter_change(self, target: str = "current") -> dict | None:
+        """How far `target`'s adapter has moved the base model (core.adapter_change): {matrices,
+        nonzero, delta_norm, largest_b, moved}; `moved` False = every LoRA B matrix is exactly zero,
+        the adapter is the base. None for 'base', or 'current' before any model is loaded."""
+        from core.adapter_change import checkpoint_change, model_change
+
+        if target in (None, "", "base"):
+            return None
+        if target != "current":
+            return checkpoint_change(self._checkpoint_path(target))  # a file read: no worker needed
+
+        def job() -> dict | None:  # the trained adapter is the live model's "default" one (_resolve_target)
+            return model_change(self._model) if self._model is not None else None
+
+        return self._call(job)
 
     def _call(self, job):
         try:

@@ -309,3 +309,29 @@ class RewardSet:
     def __repr__(self) -> str:
         parts = ", ".join(f"{n}={w:g}" for n, w in zip(self.names, self.weights))
         return f"RewardSet({parts})"
+
+
+# ---------------------------------------------------------------------------
+# Comparing two choices of rewards
+
+
+def reward_choice(cfg: RewardsConfig) -> tuple:
+    """What a rewards config picks, as a value two configs compare by: each preset with the weight it
+    gets (an empty `weights` means each preset's default), the custom code and its time limit. The
+    order of the presets does not count; nor do trailing blanks or line endings of the code.
+
+    >>> from core.config import RewardsConfig
+    >>> reward_choice(RewardsConfig(names=["correctness", "format_soft"])) == reward_choice(
+    ...     RewardsConfig(names=["format_soft", "correctness"], weights=[0.5, 1.0], custom_code="\\n"))
+    True
+    """
+    names = list(cfg.names)
+    weights = [float(w) for w in cfg.weights] if cfg.weights else [
+        REGISTRY[n].default_weight if n in REGISTRY else None for n in names]
+    code = cfg.custom_code.replace("\r\n", "\n").strip()
+    return frozenset(zip(names, weights)), code, float(cfg.custom_timeout_s)
+
+
+def same_rewards(a: RewardsConfig, b: RewardsConfig) -> bool:
+    """Whether two rewards configs score alike (`reward_choice` of both is equal)."""
+    return reward_choice(a) == reward_choice(b)

@@ -131,6 +131,11 @@ class RunDir:
         (path / "checkpoints").mkdir(exist_ok=True)
         return cls(path)
 
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> "RunDir":
+        """The run folder a checkpoint folder belongs to (runs/<name>/checkpoints/step-N)."""
+        return cls(Path(checkpoint).parent.parent)
+
     # -- files -----------------------------------------------------------------
     @property
     def config_path(self) -> Path:

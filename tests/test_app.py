@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
-from core.config import ModelConfig
+from core.config import Config, ModelConfig
 from core.manager import RunManager
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -101,15 +102,24 @@ def test_train_chat_evaluate_through_the_api(app):
     assert cfg.rewards.names == ["format_soft", "correctness"] and cfg.rewards.weights == [0.5, 1.0]
     assert (cfg.algorithm.num_generations, cfg.algorithm.max_steps, cfg.data.source) == (4, 3, "builtin:decimal_compare")
 
-    # one prompt to base and tuned: the same greedy answers the manager gives
+    # one prompt to base and tuned, asked alike with the boxes' system prompt and prefix: the same
+    # greedy answers the manager gives; alike answers come with a note on whether the adapter moved
     prompt = "Which is bigger? 9.11 or 9.9?"
-    base, tuned, box = client.predict(prompt_text=prompt, base_history=[], tuned_history=[], target_value="current",
-                                      system_prompt="Answer briefly.", max_new=12, temp=0.0, api_name="/ask")
+    base, tuned, box, note = client.predict(prompt_text=prompt, base_history=[], tuned_history=[],
+                                            target_value="current", system_prompt="Answer briefly.",
+                                            response_prefix="<answer>", max_new=12, temp=0.0, api_name="/ask")
     assert box == "" and len(base) == 2 and len(tuned) == 2 and base[0]["role"] == "user"
-    expected_base = manager.chat(prompt, "base", system_prompt="Answer briefly.", max_tokens=12).strip()
-    expected_tuned = manager.chat(prompt, "current", system_prompt="Answer briefly.", max_tokens=12).strip()
-    assert last_text(base).strip() == (expected_base or "(empty answer)")
-    assert last_text(tuned).strip() == (expected_tuned or "(empty answer)")
+    asked = dict(system_prompt="Answer briefly.", response_prefix="<answer>", max_tokens=12)
+    expected_base = manager.chat(prompt, "base", **asked).strip()
+    expected_tuned = manager.chat(prompt, "current", **asked).strip()
+    assert expected_base.startswith("<answer>") and expected_tuned.startswith("<answer>")
+    assert last_text(base).strip() == expected_base and last_text(tuned).strip() == expected_tuned
+    from ui.views import same_answer_note
+
+    change = manager.adapter_change("current")
+    assert note == (same_answer_note(change, "the current adapter") if expected_base == expected_tuned else "")
+    if expected_base == expected_tuned:
+        assert ("exactly zero" if not change["moved"] else "has moved") in note
 
     # held-out evaluation of base vs tuned
     table, bars, items, result = client.predict(target_value="current", n=4, api_name="/evaluate")
@@ -188,6 +198,74 @@ def test_a_new_session_reattaches_to_a_running_run(app):
         assert fresh.predict(api_name="/stop").startswith("stop")
     s = wait_state(fresh, ("stopped",))
     assert s["json"]["step"] < 40
+
+
+LENGTH_REWARD = "def longer(completions, **kwargs):\n    return [len(c[0]['content']) / 50 for c in completions]\n"
+
+
+def test_a_reloaded_form_shows_the_runs_settings_and_resume_keeps_its_rewards(app, tmp_path):
+    """Issue 30: a page loaded mid-run shows the run's settings, rewards included, not the defaults;
+    so Start would repeat them and Resume keeps the run's own rewards (and says so)."""
+    from core.rewards import same_rewards
+    from ui.studio import build_app
+
+    manager, url = app
+    csv = tmp_path / "sums.csv"
+    csv.write_text("question,solution\n" + "".join(f"What is {i} + {i + 1}?,{2 * i + 1}\n" for i in range(30)))
+    settings = {**TINY, **{f"reward_{n}": n in ("xml_tag_count", "correctness") for n in ALL_PRESETS},
+                "data_source": manager.store_upload(str(csv)), "data_prompt_column": "question",
+                "data_answer_column": "solution", "data_system_prompt": "Reply with the number only.",
+                "data_response_prefix": "<think>", "weight_xml_tag_count": 0.7, "rewards_custom_code": LENGTH_REWARD,
+                "algorithm_max_steps": 200, "algorithm_temperature": 0.9, "model_lora_r": 4, "run_run_name": "sums"}
+    client = gradio_client.Client(url, verbose=False)
+    assert client.predict(**settings, api_name="/start").startswith("🟢 started run `sums`")
+    try:
+        wait_state(client, ("running",))
+        run = manager.run_config()
+        assert (run.data.source, run.data.system_prompt, run.data.response_prefix, run.algorithm.max_steps) == (
+            settings["data_source"], "Reply with the number only.", "<think>", 200)
+        assert (run.rewards.names, run.rewards.weights) == (["xml_tag_count", "correctness"], [0.7, 1.0])
+
+        # a fresh page (its form built on the defaults) shows the run's values once loaded
+        form = build_app(manager).form
+        assert form.defaults.algorithm.max_steps == 20 and form.defaults.data.response_prefix == ""
+        values = form.values(run)
+        for key in ("data_source", "data_prompt_column", "data_answer_column", "data_system_prompt",
+                    "data_response_prefix", "algorithm_max_steps", "algorithm_temperature", "model_lora_r",
+                    "weight_xml_tag_count", "rewards_custom_code"):
+            assert values[key] == settings[key], key
+        assert [n for n in ALL_PRESETS if values[f"reward_{n}"]] == ["xml_tag_count", "correctness"]
+        assert values["weight_correctness"] == 1.0 and values["run_run_name"] == ""  # a name is the run's own
+        # ... and that is the run's config again (the name aside: a next Start gets a fresh one)
+        back = form.to_config(values)
+        assert same_rewards(back.rewards, run.rewards)
+        expected = run.to_dict()
+        expected["run"]["run_name"], expected["rewards"] = "", back.to_dict()["rewards"]
+        assert back.to_dict() == expected
+        # the widgets beside the config follow: the data source is an uploaded file, the model a folder
+        shown = form.show(run)
+        kinds = [shown[widgets[0]] for widgets, _ in form.followers]
+        assert kinds[:2] == ["local", "upload"] and kinds[2]["open"] is True  # the custom code's accordion
+        assert all(shown[c]["value"] == values[k] for k, c in form.components.items())
+        assert len(form.outputs()) == len(form.components) + 5  # 2 radios, the task, the hub id, the accordion
+
+        # Resume from that page keeps the run's own rewards, and says so
+        client.predict(api_name="/pause")
+        wait_state(client, ("paused",))
+        message = client.predict(**values, api_name="/resume")
+        assert message == "resume: running, with the run's own rewards (xml_tag_count, correctness, custom code)"
+        assert manager.run_config().rewards == run.rewards
+    finally:
+        client.predict(api_name="/stop")
+    wait_state(client, ("stopped",))
+    assert Config.load(manager.runs_dir / "sums" / "config.yaml").rewards == run.rewards
+
+    # Compare's boxes for its checkpoint (the stop saved one): the run's own prompt and prefix
+    checkpoint = manager.checkpoints("sums")[-1]
+    system, prefix, words = client.predict(value=checkpoint, api_name="/asked_as")
+    assert (system, prefix) == ("Reply with the number only.", "<think>")
+    source = f"the config.yaml of run `sums` ({Path(checkpoint).name})"
+    assert words.startswith(f"System prompt and answer prefix from {source};")
 
 
 def test_auth_app_refuses_a_client_without_credentials(app):

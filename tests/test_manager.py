@@ -144,21 +144,148 @@ def test_evaluate_base_vs_tuned(manager, finished_run):
     assert on_checkpoint["tuned"]["n"] == 2
 
 
-def test_chat_targets_differ_after_training(manager, finished_run):
-    """Greedy answers: the same prompt through base and through the trained checkpoint."""
-    checkpoint = manager.checkpoints(finished_run)[-1]
-    info = manager.load_run(finished_run)
-    assert info["checkpoint"] == checkpoint
-    prompt = "Which is bigger? 9.11 or 9.9?"
-    base = manager.chat(prompt, target="base", max_tokens=12)
-    assert manager.chat(prompt, target="base", max_tokens=12) == base  # greedy is repeatable
-    assert isinstance(manager.chat(prompt, target=checkpoint, max_tokens=12), str)
+LONGER = "def longer(completions, **kwargs):\n    return [len(c[0]['content']) / 50 for c in completions]\n"
+
+
+def greedy_reply(model_dir, checkpoint, prompt, system_prompt, prefix, max_tokens):
+    """The answer plain transformers + peft give (no engine, no manager): what chat must return."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from core.data import build_messages, render_prompt
+    from core.models import load_tokenizer
+
+    tok = load_tokenizer(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    if checkpoint:
+        model = PeftModel.from_pretrained(model, checkpoint)
+    ids = tok(render_prompt(tok, build_messages(prompt, system_prompt), "", prefix),
+              add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        out = model.eval().generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False,
+                                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    new = out[0, len(ids):].tolist()
+    if tok.eos_token_id in new:
+        new = new[: new.index(tok.eos_token_id) + 1]
+    return prefix + tok.decode(new, skip_special_tokens=True)
+
+
+def test_chat_asks_a_checkpoint_as_its_run_trained(manager):
+    """Issue 30: a checkpoint is asked with its own run's system prompt and answer prefix (not the
+    current run's), base and tuned alike; the answers are the ones transformers + peft give."""
+    # a reward with spread and a large step: the adapter moves enough to change a greedy answer
+    cfg = tiny_config(manager, max_steps=3, learning_rate=5e-2)
+    cfg.data.system_prompt, cfg.data.response_prefix = "Answer in one word.", "<think>"
+    cfg.rewards.names, cfg.rewards.custom_code = [], LONGER
+    trained = manager.start(cfg)
+    assert manager.wait(timeout=120) == "finished"
+    checkpoint = manager.checkpoints(trained)[-1]
+    live = manager.adapter_change("current")  # the run's adapter in memory, after its last step
+    other = manager.start(tiny_config(manager, max_steps=1))  # another run becomes the current one
+    assert manager.wait(timeout=120) == "finished"
+
+    asked = manager.chat_settings(checkpoint)
+    assert (asked["system_prompt"], asked["response_prefix"], asked["chat_template"]) == (
+        "Answer in one word.", "<think>", "")
+    assert asked["source"] == f"the config.yaml of run `{trained}` ({Path(checkpoint).name})"
+    current = manager.chat_settings("current")
+    assert (current["system_prompt"], current["response_prefix"]) == (manager.default_config().data.system_prompt, "")
+    assert current["source"] == f"the current run `{other}`"
+
+    model_dir, prompt = manager.default_model.name_or_path, "Which is bigger? 9.11 or 9.9?"
+    tuned = manager.chat(prompt, target=checkpoint, max_tokens=12)
+    base = manager.chat(prompt, target="base", asked_as=checkpoint, max_tokens=12)
+    assert tuned == greedy_reply(model_dir, checkpoint, prompt, "Answer in one word.", "<think>", 12)
+    assert base == greedy_reply(model_dir, None, prompt, "Answer in one word.", "<think>", 12)
+    assert tuned.startswith("<think>") and base.startswith("<think>") and tuned != base
+    # the boxes of the Compare tab replace the run's settings when edited
+    edited = manager.chat(prompt, target=checkpoint, system_prompt="", response_prefix="", max_tokens=12)
+    assert edited == greedy_reply(model_dir, checkpoint, prompt, "", "", 12)
+    assert manager.chat(prompt, target="base", max_tokens=12) == greedy_reply(
+        model_dir, None, prompt, current["system_prompt"], "", 12)  # base alone: as the current run
+
+    # how far the adapter moved: the sum over layers of PEFT's own delta weights
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32),
+                                           checkpoint)
+    deltas = [m.get_delta_weight("default") for m in peft_model.modules() if hasattr(m, "get_delta_weight")
+              and "default" in getattr(m, "lora_B", {})]
+    change = manager.adapter_change(checkpoint)
+    assert change["matrices"] == len(deltas) == 2 * 7 and change["moved"] is True
+    assert change["nonzero"] == sum(bool(d.abs().max() > 0) for d in deltas) > 0
+    assert change["delta_norm"] == pytest.approx(sum(float(d.pow(2).sum()) for d in deltas) ** 0.5, rel=1e-5)
+    assert live == pytest.approx(change)  # the checkpoint of the last step holds the live adapter
+    assert manager.adapter_change("base") is None
+
     with pytest.raises(ManagerError, match="not inside the runs folder"):  # core/access.py
         manager.chat(prompt, target="/nonexistent/step-000001")
     with pytest.raises(ManagerError, match="not a checkpoint"):
-        manager.chat(prompt, target=str(manager.runs_dir / finished_run / "checkpoints" / "step-000099"))
+        manager.chat(prompt, target=str(manager.runs_dir / trained / "checkpoints" / "step-000099"))
     with pytest.raises(ManagerError, match="prompt"):
         manager.chat("   ")
+
+
+def test_an_adapter_that_never_moved_is_the_base(manager):
+    """Rewards the tiny model never earns: no spread, no gradient; every LoRA B matrix stays exactly
+    zero, the checkpoint answers as the base does, and adapter_change says why."""
+    cfg = tiny_config(manager, max_steps=2, max_completion_length=4)
+    cfg.rewards.names, cfg.rewards.weights = ["correctness"], []
+    name = manager.start(cfg)
+    assert manager.wait(timeout=120) == "finished"
+    assert set(manager.metrics(name)["reward"]) == {0.0}
+    checkpoint = manager.checkpoints(name)[-1]
+    assert manager.adapter_change(checkpoint) == {"matrices": 14, "nonzero": 0, "delta_norm": 0.0, "largest_b": 0.0,
+                                                  "moved": False}
+    assert manager.adapter_change("current") == manager.adapter_change(checkpoint)
+    prompt = "What is 2 + 3?"
+    assert manager.chat(prompt, target=checkpoint, max_tokens=8) == manager.chat(
+        prompt, target="base", asked_as=checkpoint, max_tokens=8)
+
+
+def test_resume_keeps_the_runs_rewards_unless_changed(manager):
+    """Resume with the rewards on screen: the same choice (in another order, weights spelled out)
+    keeps the run's own; another replaces them from then on, in the run's config too."""
+    from core.config import Config
+
+    cfg = tiny_config(manager, max_steps=8)
+    cfg.rewards.names, cfg.rewards.weights = ["xml_tag_count", "correctness"], [0.7, 1.0]
+    cfg.rewards.custom_code = LONGER
+    name = manager.start(cfg)
+
+    def pause_after_a_step() -> int:
+        step = manager.status()["step"]
+        wait_for(lambda: manager.status()["step"] > step)
+        manager.pause()
+        return wait_for(lambda: (st := manager.status())["state"] == "paused" and st)["step"]
+
+    pause_after_a_step()
+    same = RewardsConfig(names=["correctness", "xml_tag_count"], weights=[1.0, 0.7], custom_code=LONGER + "\n\n")
+    s = manager.resume(rewards=same)
+    assert s["rewards_changed"] is False and s["state"] == "running"
+    assert manager.run_config().rewards == cfg.rewards
+    paused_at = pause_after_a_step()
+    changed = RewardsConfig(names=["format_soft"], weights=[0.25], custom_code=LONGER)
+    s = manager.resume(rewards=changed)
+    assert s["rewards_changed"] is True
+    assert manager.run_config().rewards == changed
+    assert Config.load(manager.runs_dir / name / "config.yaml").rewards == changed
+    wait_for(lambda: manager.status()["step"] > paused_at)
+    stopped = manager.stop()
+    assert manager.wait(timeout=120) == "stopped" and stopped["step"] < 8
+    metrics = manager.metrics(name)
+    after = metrics[metrics["step"] > paused_at]
+    assert after["rewards/format_soft/mean"].notna().all() and after["rewards/xml_tag_count/mean"].isna().all()
+    # a stopped run continues with its own rewards when the screen shows them, or with the screen's
+    s = manager.resume(name, rewards=changed)
+    assert s["rewards_changed"] is False
+    manager.stop()
+    assert manager.wait(timeout=120) == "stopped"
+    s = manager.resume(name, rewards=RewardsConfig(names=["correctness"], custom_code=LONGER))
+    assert s["rewards_changed"] is True and manager.run_config().rewards.names == ["correctness"]
+    assert Config.load(manager.runs_dir / name / "config.yaml").rewards.names == ["correctness"]
+    assert manager.wait(timeout=120) == "finished"
 
 
 def test_bad_input_is_a_message_not_a_crash(manager, finished_run):

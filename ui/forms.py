@@ -6,16 +6,24 @@ values of every widget (passed by name through Gradio's `inputs_kwargs`) into a 
 `Config`. Widget names are `<section>_<field>` (`algorithm_max_steps`), plus `reward_<preset>`
 and `weight_<preset>` for the reward checklist, so API clients call actions by those names.
 
+`Form.values` is the inverse of `to_config`: the widget values that show a given config. The page
+uses it on load to show the running (or last) run's settings (`Form.show`), so a reloaded page
+neither shows the defaults beside a run that uses other settings nor starts the next run, or
+resumes this one, with them (issue 30). Widgets outside the config that show something of it
+(which kind of data source is picked) register with `Form.follow`.
+
 Refuses to know: what a run does with the config (the manager), page layout (the tabs).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable
 
 import gradio as gr
 
 from core.config import Config, field_help, field_spec
+from core.rewards import REGISTRY
 from ui.i18n import TEXT, t
 
 # fields shown as sliders: (min, max, step)
@@ -33,6 +41,7 @@ class Form:
         self.defaults = defaults
         self.components: dict[str, gr.components.Component] = {}
         self.reward_names: list[str] = []
+        self.followers: list[tuple[list[gr.components.Component], Callable[[Config], list]]] = []
 
     # -- building ------------------------------------------------------------------
     def field(self, section: str, name: str, **overrides) -> gr.components.Component:
@@ -63,8 +72,15 @@ class Form:
     def add(self, key: str, widget: gr.components.Component) -> gr.components.Component:
         if key in self.components:
             raise ValueError(f"widget {key!r} defined twice")
+        if widget.elem_id is None:  # found by its API name in a page (tests, scripts)
+            widget.elem_id = f"form-{key}"
         self.components[key] = widget
         return widget
+
+    def follow(self, outputs: list[gr.components.Component], fn: Callable[[Config], list]) -> None:
+        """Widgets outside the config that show something of it (the kind of data source, the task
+        picked) follow the form when it shows a config: `fn(cfg)` gives their values, in order."""
+        self.followers.append((list(outputs), fn))
 
     # -- reading -------------------------------------------------------------------
     def to_config(self, values: dict) -> Config:
@@ -79,6 +95,42 @@ class Form:
             d["rewards"]["names"] = names
             d["rewards"]["weights"] = [float(values.get(f"weight_{n}") or 0.0) for n in names]
         return Config.from_dict(d)
+
+    # -- showing -------------------------------------------------------------------
+    def values(self, cfg: Config) -> dict[str, Any]:
+        """The widget values, by name, that show `cfg`: `to_config(values(cfg))` gives `cfg` back,
+        but for the run name, left empty (a run's name is its own: a Start with it is refused)."""
+        d = cfg.to_dict()
+        out: dict[str, Any] = {}
+        for key in self.components:
+            section, _, name = key.partition("_")
+            if section in d and name in d[section]:
+                out[key] = d[section][name]
+        if "run_run_name" in out:
+            out["run_run_name"] = ""
+        r = cfg.rewards
+        weights = [float(w) for w in r.weights] if r.weights else [
+            REGISTRY[n].default_weight if n in REGISTRY else 0.0 for n in r.names]
+        chosen = dict(zip(r.names, weights))
+        for n in self.reward_names:
+            out[f"reward_{n}"] = n in chosen
+            out[f"weight_{n}"] = chosen.get(n, REGISTRY[n].default_weight if n in REGISTRY else 0.0)
+        return out
+
+    def outputs(self) -> list[gr.components.Component]:
+        """Every widget `show` sets: the config's and their followers."""
+        out = list(self.components.values())
+        for widgets, _ in self.followers:
+            out += [w for w in widgets if w not in out]
+        return out
+
+    def show(self, cfg: Config) -> dict[gr.components.Component, Any]:
+        """Updates that make the page show `cfg` (for an event whose outputs are `outputs()`)."""
+        out: dict[gr.components.Component, Any] = {
+            self.components[k]: gr.update(value=v) for k, v in self.values(cfg).items()}
+        for widgets, fn in self.followers:
+            out.update(zip(widgets, fn(cfg), strict=True))
+        return out
 
 
 def _coerce(default, value):

@@ -184,6 +184,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "compare.examples": ("Try these", "试试这些"),
     "compare.settings": ("Generation settings", "生成设置"),
     "compare.system": ("System prompt", "系统提示词"),
+    "compare.prefix": ("Answer prefix", "回答前缀"),
     "compare.max_tokens": ("Max new tokens", "最大生成 token 数"),
     "compare.temperature": ("Temperature (0 = greedy)", "温度（0 = 贪心）"),
     "compare.eval": ("Held-out evaluation", "留出集评估"),

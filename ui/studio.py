@@ -6,7 +6,8 @@ Gradio's run history would keep every input, the Hub token included, in the brow
 and show it on /gradio_api/runs). Each tab draws itself (`ui/tabs/`); the manager does the work.
 
 Refuses to know: training, models, rewards. Nothing here keeps run state: the page reads the
-manager on load and on each timer tick, so closing the browser never stops a run.
+manager on load (the run's status and its settings, into the form) and on each timer tick, so
+closing the browser never stops a run and a reload shows what the run uses.
 """
 
 from __future__ import annotations
@@ -62,11 +63,19 @@ def build_app(manager: RunManager) -> gr.Blocks:
         # re-attach on page load: status, plots and samples of whatever run the manager holds
         ctx.shared["wire_refresh"](demo.load, api_name="status")
         ctx.shared["wire_refresh"](timer.tick, api_visibility="private", show_progress="hidden")
+
+        # ... and the form shows that run's settings, not the defaults (Start and Resume read the
+        # form); the estimate and plan then follow the values shown
+        def show_run():
+            cfg = manager.run_config()
+            return form.show(cfg) if cfg is not None else {}
+
         estimate, model_inputs = ctx.shared["model_estimate"]
-        demo.load(estimate, inputs_kwargs=model_inputs, outputs=[ctx.shared["model_memory"]],
-                  api_visibility="private")
         plan_fn, plan_md = ctx.shared["memory_plan"]
-        demo.load(plan_fn, inputs_kwargs=dict(form.components), outputs=[plan_md], api_visibility="private")
+        demo.load(show_run, outputs=form.outputs(), api_visibility="private").then(
+            estimate, inputs_kwargs=model_inputs, outputs=[ctx.shared["model_memory"]], api_visibility="private"
+        ).then(plan_fn, inputs_kwargs=dict(form.components), outputs=[plan_md], api_visibility="private")
+        ctx.shared["compare_on_load"](demo.load)
     demo.form = form  # for tests and scripts: the widget names the API accepts
     return demo
 

@@ -1,4 +1,9 @@
-"""Tab 5, Compare: base and tuned side by side on one prompt, and the held-out evaluation."""
+"""Tab 5, Compare: base and tuned side by side on one prompt, and the held-out evaluation.
+
+Both models are asked as the tuned checkpoint's run trained: its system prompt and answer prefix
+(from the run's config.yaml, `RunManager.chat_settings`) fill two editable boxes that follow the
+checkpoint picked. When both answer alike, a note says whether the adapter has moved at all.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,10 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from core.config import DEFAULT_SYSTEM_PROMPT
 from ui.common import Ctx, warn
 from ui.i18n import t
-from ui.views import checkpoint_choices, eval_frame, eval_markdown, retention_items_frame, retention_markdown
+from ui.views import (checkpoint_choices, eval_frame, eval_markdown, retention_items_frame, retention_markdown,
+                      same_answer_note)
 
 CURRENT = "current"
 PRESET_PROMPTS = [
@@ -40,9 +45,20 @@ def build(ctx: Ctx) -> None:
         target = gr.Dropdown(choices=[("Current adapter (live)", CURRENT)], value=CURRENT, label=t("compare.target"),
                              allow_custom_value=True, scale=4, elem_id="compare-target")
         refresh = gr.Button(t("compare.refresh"), size="sm", scale=0)
+    # filled on load and on each pick with the target's own; these values are what an API call
+    # that leaves them out asks with (the page's defaults)
+    shown = ctx.form.defaults.data
+    with gr.Row():
+        system = gr.Textbox(value=shown.system_prompt, label=t("compare.system"), lines=2, scale=4,
+                            elem_id="compare-system")
+        prefix = gr.Textbox(value=shown.response_prefix, label=t("compare.prefix"), lines=1, scale=1,
+                            elem_id="compare-prefix")
+    asked_md = gr.Markdown(elem_id="compare-asked")
+    asked_for = gr.State(None)  # where the boxes' values came from (chat_settings' source)
     with gr.Row():
         base_chat = gr.Chatbot(label=t("compare.base"), height=380, elem_id="base-chat")
         tuned_chat = gr.Chatbot(label=t("compare.tuned"), height=380, elem_id="tuned-chat")
+    note = gr.Markdown(elem_id="compare-note")
     with gr.Row():
         prompt = gr.Textbox(label=t("compare.prompt"), placeholder=PRESET_PROMPTS[0], scale=5, lines=1,
                             elem_id="compare-prompt")
@@ -50,7 +66,6 @@ def build(ctx: Ctx) -> None:
         clear = gr.Button(t("compare.clear"), scale=0)
     gr.Examples(examples=[[p] for p in PRESET_PROMPTS], inputs=[prompt], label=t("compare.examples"))
     with gr.Accordion(t("compare.settings"), open=False):
-        system = gr.Textbox(value=DEFAULT_SYSTEM_PROMPT, label=t("compare.system"), lines=2, elem_id="compare-system")
         with gr.Row():
             max_tokens = gr.Slider(8, 1024, value=256, step=8, label=t("compare.max_tokens"),
                                    elem_id="compare-max-tokens")
@@ -70,24 +85,47 @@ def build(ctx: Ctx) -> None:
         eval_json = gr.JSON(visible=False)
     retention_view(manager, target)
 
-    def ask(prompt_text, base_history, tuned_history, target_value, system_prompt, max_new, temp):
-        """Ask the base model, then the tuned one; each answer shows as soon as it is ready."""
+    def ask(prompt_text, base_history, tuned_history, target_value, system_prompt, response_prefix, max_new, temp):
+        """Ask the base model, then the tuned one, both with the boxes' system prompt and prefix; each
+        answer shows as soon as it is ready. Alike answers get a note on whether the adapter moved."""
         prompt_text = (prompt_text or "").strip()
         if not prompt_text:
             gr.Warning("Type a question first.")
-            yield gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
+        target_value = target_value or CURRENT
         base_history = list(base_history or []) + [{"role": "user", "content": prompt_text}]
         tuned_history = list(tuned_history or []) + [{"role": "user", "content": prompt_text}]
-        yield base_history, tuned_history, ""
-        for history, who in ((base_history, "base"), (tuned_history, target_value or CURRENT)):
+        yield base_history, tuned_history, "", ""
+        replies = []
+        for history, who in ((base_history, "base"), (tuned_history, target_value)):
             try:
-                reply = manager.chat(prompt_text, target=who, system_prompt=system_prompt,
+                reply = manager.chat(prompt_text, target=who, system_prompt=system_prompt or "",
+                                     response_prefix=response_prefix or "", asked_as=target_value,
                                      max_tokens=int(max_new), temperature=float(temp))
+                replies.append(reply)
             except Exception as e:
                 reply = warn(e)
             history.append({"role": "assistant", "content": reply if reply.strip() else "(empty answer)"})
-            yield base_history, tuned_history, ""
+            yield base_history, tuned_history, "", ""
+        if len(replies) == 2 and replies[0] == replies[1]:
+            try:
+                text = same_answer_note(manager.adapter_change(target_value), _label(target_value))
+            except Exception as e:  # a note is never worth a failed answer
+                text = f"Base and tuned gave the same answer (the adapter could not be read: {e})"
+            yield base_history, tuned_history, "", text
+
+    def asked_as(target_value, shown_for):
+        """The boxes: the system prompt and prefix `target_value` trained with, unless already shown."""
+        try:
+            s = manager.chat_settings(target_value or CURRENT)
+        except Exception as e:
+            return gr.skip(), gr.skip(), warn(e), gr.skip()
+        if shown_for is not None and s["source"] == shown_for:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # keep the person's edits
+        return (s["system_prompt"], s["response_prefix"],
+                f"System prompt and answer prefix from {s['source']}; both models are asked with them (edit them to "
+                "ask otherwise).", s["source"])
 
     def evaluate(target_value, n):
         try:
@@ -95,26 +133,36 @@ def build(ctx: Ctx) -> None:
         except Exception as e:
             return warn(e), gr.skip(), gr.skip(), gr.skip()
         items = result.pop("items")
-        tuned = "the current adapter"
-        if target_value and target_value != CURRENT:
-            tuned = f"`{Path(target_value).parent.parent.name} · {Path(target_value).name}`"
-        note = f"\n\nGreedy answers to {result['tuned']['n']} held-out questions; tuned = {tuned}."
-        return eval_markdown(result) + note, eval_frame(result), pd.DataFrame(items), result
+        done = f"\n\nGreedy answers to {result['tuned']['n']} held-out questions; tuned = {_label(target_value)}."
+        return eval_markdown(result) + done, eval_frame(result), pd.DataFrame(items), result
 
-    def refresh_targets(current):
+    def refresh_targets(current, shown_for):
+        """The checkpoint list anew; the boxes anew if what `current` means changed (another run)."""
         choices = target_choices(manager)
         values = [v for _, v in choices]
-        return gr.update(choices=choices, value=current if current in values else CURRENT)
+        value = current if current in values else CURRENT
+        return gr.update(choices=choices, value=value), *asked_as(value, shown_for)
 
-    send.click(ask, [prompt, base_chat, tuned_chat, target, system, max_tokens, temperature],
-               [base_chat, tuned_chat, prompt], api_name="ask")
-    prompt.submit(ask, [prompt, base_chat, tuned_chat, target, system, max_tokens, temperature],
-                  [base_chat, tuned_chat, prompt], api_visibility="private")
-    clear.click(lambda: ([], []), outputs=[base_chat, tuned_chat], api_visibility="private")
+    asked_outputs = [system, prefix, asked_md, asked_for]
+    inputs = [prompt, base_chat, tuned_chat, target, system, prefix, max_tokens, temperature]
+    send.click(ask, inputs, [base_chat, tuned_chat, prompt, note], api_name="ask")
+    prompt.submit(ask, inputs, [base_chat, tuned_chat, prompt, note], api_visibility="private")
+    clear.click(lambda: ([], [], ""), outputs=[base_chat, tuned_chat, note], api_visibility="private")
     eval_btn.click(evaluate, [target, eval_n], [eval_md, eval_plot, eval_items, eval_json], api_name="evaluate")
-    refresh.click(refresh_targets, [target], [target], api_visibility="private")
+    refresh.click(refresh_targets, [target, asked_for], [target, *asked_outputs], api_visibility="private")
+    # another checkpoint picked (here, or loaded from the Runs tab): its own prompt and prefix
+    target.change(lambda value: asked_as(value, None), [target], asked_outputs, api_name="asked_as")
     ctx.shared["compare_target"] = target
-    ctx.shared["compare_refresh"] = (refresh_targets, [target], [target])
+    ctx.shared["compare_refresh"] = (refresh_targets, [target, asked_for], [target, *asked_outputs])
+    ctx.shared["compare_on_load"] = lambda load: load(lambda value: asked_as(value, None), [target], asked_outputs,
+                                                      api_visibility="private")
+
+
+def _label(target_value: str) -> str:
+    """'the current adapter' or '`run · step-000010`' for a checkpoint folder."""
+    if not target_value or target_value == CURRENT:
+        return "the current adapter"
+    return f"`{Path(target_value).parent.parent.name} · {Path(target_value).name}`"
 
 
 def retention_view(manager, target) -> None:

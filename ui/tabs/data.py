@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
 from core.data import BUILTIN_TASKS, guess_columns
@@ -52,6 +54,17 @@ def build(ctx: Ctx) -> None:
     table = gr.Dataframe(label=t("data.preview_table"), wrap=True, interactive=False, max_height=420,
                          elem_id="data-preview",
                          headers=["question", "answer", "rendered_prompt"])
+
+    def shown_source(cfg):
+        """[kind, built-in task, hub id] that show `cfg.data.source` (a run's, after a reload)."""
+        src = cfg.data.source
+        if src.startswith(BUILTIN_PREFIX):
+            return ["builtin", src[len(BUILTIN_PREFIX):], gr.skip()]
+        if Path(src).expanduser().exists():  # an uploaded file, or one in a --data-dir folder
+            return ["upload", None, gr.skip()]
+        return ["hub", None, src]
+
+    form.follow([kind, builtin, hub], shown_source)
 
     def on_kind(kind):
         return (gr.update(visible=kind == "builtin"), gr.update(visible=kind == "upload"),

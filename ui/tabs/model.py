@@ -75,6 +75,7 @@ def build(ctx: Ctx) -> None:
         gr.Info("Model loaded")
         return memory_markdown(info), f"✅ loaded **{info['name']}** on {info['device']}"
 
+    form.follow([kind], lambda cfg: [_kind(cfg.model.name_or_path)])  # a run's model, after a reload
     kind.change(on_kind, [kind, name], [name], api_visibility="private")
     for key in ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r",
                 "model_lora_target_modules"):

@@ -46,7 +46,7 @@ def build(ctx: Ctx) -> None:
                     form.add(f"weight_{spec.name}", gr.Number(
                         value=weights.get(spec.name, spec.default_weight), label=t("rewards.weight")))
             form.reward_names.append(spec.name)
-    with gr.Accordion(t("rewards.custom"), open=bool(r.custom_code)):
+    with gr.Accordion(t("rewards.custom"), open=bool(r.custom_code)) as custom_box:
         gr.Markdown(t("rewards.custom_help"))
         gr.Markdown(t("rewards.custom_security"))
         code = form.add("rewards_custom_code", gr.Code(value=r.custom_code, language="python", lines=12,
@@ -54,6 +54,8 @@ def build(ctx: Ctx) -> None:
         with gr.Row():
             example = gr.Button(t("rewards.example"), size="sm", scale=0)
             form.field("rewards", "custom_timeout_s", scale=1)
+    # a run's custom code, shown after a reload, is in sight
+    form.follow([custom_box], lambda cfg: [gr.update(open=True) if cfg.rewards.custom_code.strip() else gr.skip()])
     try_btn = gr.Button(t("rewards.try"), variant="secondary")
     error = gr.Markdown()
     table = gr.Dataframe(label=t("rewards.try_table"), wrap=True, interactive=False, max_height=480,

@@ -179,17 +179,16 @@ def build(ctx: Ctx) -> None:
         return act
 
     def resume_run(**values):
-        """Resume a paused run, or continue a stopped one. A run paused because a reward failed
-        resumes with the rewards as the Rewards tab now has them (fix the code there first)."""
+        """Resume a paused run, or continue a stopped one, with the run's own rewards unless those on
+        the Rewards tab differ (the manager decides, `RunManager.resume`); the message says which."""
         try:
-            s = manager.status()
-            if s["state"] == "paused" and s["pause_reason"].startswith("reward"):
-                s = manager.update_rewards(form.to_config(values).rewards)
-                return f"resume: {s['state']}, with the rewards of the Rewards tab"
-            s = manager.resume()
+            s = manager.resume(rewards=form.to_config(values).rewards)
         except Exception as e:
             return warn(e)
-        return f"resume: {s['state']}"
+        cfg = manager.run_config()
+        names = ", ".join(cfg.rewards.names + (["custom code"] if cfg.rewards.custom_code.strip() else []))
+        which = "the rewards of the Rewards tab" if s["rewards_changed"] else "the run's own rewards"
+        return f"resume: {s['state']}, with {which} ({names})"
 
     def memory_plan(**values) -> str:
         """The memory planner's words for the settings on screen (before anything loads)."""

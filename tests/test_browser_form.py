@@ -1,0 +1,214 @@
+"""Issue 30 in a real Chromium: a page reloaded mid-run shows the run's settings (not the defaults),
+so the next Start repeats them; Compare shows the system prompt and answer prefix of the
+checkpoint picked (not of the current run) and asks both models with them.
+
+Starts `python app.py` (the real entry point) on a tiny model in a subprocess; runs start through
+the page's API (another session, as a script or a second browser would). Writes nothing into the
+repository. Skipped when Debian's /usr/bin/chromium is missing (../shared/ENVIRONMENT.md).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip("no /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+gradio_client = pytest.importorskip("gradio_client")
+expect = sync_api.expect
+
+from test_app import ALL_PRESETS, TINY, free_port  # noqa: E402  (after the skips above)
+from test_browser import FLAGS, REPO  # noqa: E402
+
+PROMPT = "Reply with the number only."
+LENGTH_REWARD = "def longer(completions, **kwargs):\n    return [len(c[0]['content']) / 50 for c in completions]\n"
+
+
+@pytest.fixture(scope="module")
+def app(tiny_model_dir, tmp_path_factory):
+    """(url, runs folder, data folder) of `python app.py` on the tiny model."""
+    runs, data = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("data")
+    port = free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO)}
+    env.pop("AHA_AUTH", None)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "app.py", "--model", str(tiny_model_dir), "--port", str(port), "--runs-dir", str(runs),
+             "--data-dir", str(data)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        end = time.time() + 180
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > end:
+                    pytest.fail(f"app did not start:\n{log.read_text()[-3000:]}")
+                time.sleep(0.5)
+        yield url, runs, data
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def run_state(client) -> dict:
+    return client.predict(api_name="/status")[2]
+
+
+def wait_state(client, states, timeout=180.0) -> dict:
+    end = time.time() + timeout
+    while (s := run_state(client))["state"] not in states:
+        assert time.time() < end, f"state never reached {states}: {s}"
+        time.sleep(0.3)
+    return s
+
+
+def start(client, **settings) -> None:
+    rewards = settings.pop("rewards", ("format_soft", "correctness"))
+    flags = {f"reward_{n}": n in rewards for n in ALL_PRESETS}
+    message = client.predict(**{**TINY, **flags, **settings}, api_name="/start")
+    assert message.startswith("🟢 started run"), message
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name).click()
+
+
+def field(page, key: str, kind: str = "input"):
+    """A form widget's input by its API name (ui/forms.py gives each the elem_id form-<name>)."""
+    return page.locator(f"#form-{key} {kind}").first
+
+
+def test_a_reload_mid_run_shows_the_runs_settings(app, browser):
+    url, runs, data = app
+    csv = data / "sums.csv"
+    csv.write_text("question,solution\n" + "".join(f"What is {i} + {i + 1}?,{2 * i + 1}\n" for i in range(30)))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    open_tab(page, "4 · Train")
+    expect(field(page, "algorithm_max_steps")).to_have_value("20", timeout=60_000)  # the Quick CPU default
+
+    client = gradio_client.Client(url, verbose=False)
+    start(client, rewards=("xml_tag_count", "correctness"), data_source=str(csv), data_prompt_column="question",
+          data_answer_column="solution", data_system_prompt=PROMPT, data_response_prefix="<think>",
+          weight_xml_tag_count=0.7, rewards_custom_code=LENGTH_REWARD, algorithm_max_steps=500, run_save_steps=500,
+          run_run_name="sums")
+    try:
+        wait_state(client, ("running",))
+        page.reload()
+        # Train: the run's steps, not the default 20
+        open_tab(page, "4 · Train")
+        expect(field(page, "algorithm_max_steps")).to_have_value("500", timeout=60_000)
+        assert "running" in page.locator("#status-bar").inner_text()
+        # Data: the CSV (as an upload), its columns, the prompt and the prefix
+        open_tab(page, "2 · Data")
+        expect(field(page, "data_source", "textarea")).to_have_value(str(csv))
+        expect(page.get_by_label("Upload a file")).to_be_checked()
+        expect(field(page, "data_prompt_column")).to_have_value("question")
+        expect(field(page, "data_answer_column")).to_have_value("solution")
+        page.get_by_role("button", name="Prompt and template").click()  # a closed accordion is not drawn
+        expect(field(page, "data_system_prompt", "textarea")).to_have_value(PROMPT)
+        expect(field(page, "data_response_prefix", "textarea")).to_have_value("<think>")
+        # Rewards: the run's presets, weight and custom code
+        open_tab(page, "3 · Rewards")
+        expect(field(page, "reward_xml_tag_count")).to_be_checked()
+        expect(field(page, "reward_correctness")).to_be_checked()
+        expect(field(page, "reward_format_soft")).not_to_be_checked()
+        expect(field(page, "weight_xml_tag_count")).to_have_value("0.7")
+        expect(page.locator("#form-rewards_custom_code")).to_contain_text("def longer(completions, **kwargs):")
+    finally:
+        client.predict(api_name="/stop")
+    wait_state(client, ("stopped",))
+
+    # a Start from the reloaded page repeats the run's settings (under a new name)
+    open_tab(page, "4 · Train")
+    expect(page.locator("#start-btn")).to_be_enabled(timeout=30_000)
+    page.locator("#start-btn").click()
+    expect(page.locator("#train-message")).to_contain_text("started run", timeout=60_000)
+    client.predict(api_name="/stop")
+    wait_state(client, ("stopped", "finished"))
+    first = yaml.safe_load((runs / "sums" / "config.yaml").read_text())
+    (second,) = [p for p in runs.iterdir() if p.name not in ("sums", "_uploads") and (p / "config.yaml").exists()]
+    again = yaml.safe_load((second / "config.yaml").read_text())
+    assert again["run"]["run_name"] == second.name
+    first["run"]["run_name"] = again["run"]["run_name"]
+    for cfg in (first, again):  # the presets in any order, each with its weight
+        r = cfg["rewards"]
+        r["names"], r["weights"] = dict(zip(r["names"], r["weights"])), None
+        r["custom_code"] = r["custom_code"].rstrip()  # the page's code editor drops the last newline
+    assert first["rewards"]["names"] == {"xml_tag_count": 0.7, "correctness": 1.0}
+    assert again == first
+    page.close()
+
+
+def test_compare_shows_the_checkpoints_prefix_and_system_prompt(app, browser):
+    url, runs, _ = app
+    client = gradio_client.Client(url, verbose=False)
+    # run A trained with its own prompt and prefix; run B, the current one, with the defaults
+    start(client, data_system_prompt=PROMPT, data_response_prefix="<think>", algorithm_max_steps=2,
+          run_save_steps=2, run_run_name="asked-a")
+    wait_state(client, ("finished",))
+    start(client, algorithm_max_steps=1, run_save_steps=1, run_run_name="plain-b")
+    wait_state(client, ("finished",))
+    default_prompt = yaml.safe_load((runs / "plain-b" / "config.yaml").read_text())["data"]["system_prompt"]
+    assert default_prompt != PROMPT
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    open_tab(page, "5 · Compare")
+    system, prefix = page.locator("#compare-system textarea"), page.locator("#compare-prefix textarea")
+    expect(system).to_have_value(default_prompt, timeout=60_000)  # the current adapter: run B's
+    expect(prefix).to_have_value("")
+    expect(page.locator("#compare-asked")).to_contain_text("from the current run plain-b;")
+
+    page.locator("#compare-target input").click()
+    page.get_by_role("option", name="asked-a · step-000002").click()
+    expect(system).to_have_value(PROMPT, timeout=30_000)
+    expect(prefix).to_have_value("<think>")
+    expect(page.locator("#compare-asked")).to_contain_text("from the config.yaml of run asked-a (step-000002);")
+
+    # both models asked with them: the answers start at the prefix; alike answers are explained
+    page.locator("#compare-prompt textarea").fill("What is 2 + 3?")
+    page.get_by_role("button", name="Send to both").click()
+    bots = [page.locator(f"{chat} [data-testid='bot']").first for chat in ("#base-chat", "#tuned-chat")]
+    for bot in bots:
+        bot.wait_for(timeout=60_000)
+    expect(page.locator("#compare-prompt textarea")).to_have_value("")
+    base, tuned = (b.inner_text().strip() for b in bots)
+    note = page.locator("#compare-note")
+    if base == tuned:
+        expect(note).to_contain_text("Base and tuned gave the same answer", timeout=30_000)
+        expect(note).to_contain_text("asked-a · step-000002")
+    else:
+        assert note.inner_text().strip() == ""
+
+    # back to the current adapter: run B's prompt, no prefix
+    page.locator("#compare-target input").click()
+    page.get_by_role("option", name="Current adapter (live)").click()
+    expect(system).to_have_value(default_prompt, timeout=30_000)
+    expect(prefix).to_have_value("")
+    page.close()
