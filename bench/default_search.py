@@ -83,7 +83,9 @@ def run_one(name: str, overrides: dict, seed: int, steps: int) -> dict:
     trainer.on_step = lambda r: rows.append(r.metrics)
     trainer.train()
     rewards = [m["reward"] for m in rows]
-    lora_b = max(float(p.detach().abs().max()) for n, p in trainer.model.named_parameters() if "lora_B" in n)
+    from core.adapter_change import model_change
+
+    lora_b = model_change(trainer.model)["largest_b"]
     out = {
         "candidate": name, "seed": seed, "steps": len(rows), "seconds": round(time.perf_counter() - t0, 1),
         "rewards": [round(r, 4) for r in rewards],

@@ -698,13 +698,13 @@ class RunManager:
     def _no_signal_warning(self) -> str:
         """no_signal_warning for the active run, with whether its adapter is still exactly zero
         (read from the live model, on the worker between steps)."""
-        from core.models import lora_b_max_abs
+        from core.adapter_change import model_change
         from core.rollouts import no_signal_warning
 
         cfg, trainer = self._cfg, self._trainer
         if cfg is None or not no_signal_warning(self._signal):
             return ""
-        zero = None if trainer is None else lora_b_max_abs(trainer.model.named_parameters()) == 0.0
+        zero = None if trainer is None else not model_change(trainer.model)["moved"]
         return no_signal_warning(self._signal, reward_names=cfg.rewards.names,
                                  response_prefix=cfg.data.response_prefix, adapter_zero=zero)
 

@@ -235,17 +235,6 @@ def add_lora(model, cfg: ModelConfig):
     return peft_model
 
 
-def lora_b_max_abs(named_tensors) -> float:
-    """The largest |value| of any LoRA B matrix among (name, tensor) pairs (a peft model's
-    `named_parameters()` or an adapter file's state dict). LoRA starts with B = 0, so 0.0 means the
-    adapter has never moved: the tuned model is exactly the base.
-
-    >>> lora_b_max_abs([("x.lora_A.default.weight", torch.ones(2, 2)), ("x.lora_B.default.weight", torch.zeros(2, 2))])
-    0.0
-    """
-    return max((float(t.detach().abs().max()) for n, t in named_tensors if "lora_B" in n and t.numel()), default=0.0)
-
-
 def load_model_and_tokenizer(cfg: ModelConfig, device: str | None = None):
     """(peft model with a fresh LoRA adapter, tokenizer) for a ModelConfig."""
     path = resolve_model_path(cfg.name_or_path)
