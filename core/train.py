@@ -20,9 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-from core.config import Config, ConfigError
+from core.config import Config, ConfigError, read_yaml
 
 
 def apply_overrides(cfg: Config, items: list[str]) -> Config:
@@ -35,7 +33,7 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
         section, name = key.split(".", 1)
         if section not in d:
             raise ConfigError(f"--set {item!r}: unknown section {section!r}")
-        d[section][name] = yaml.safe_load(value)
+        d[section][name] = read_yaml(value, f"--set {item!r}")
     return Config.from_dict(d)
 
 
