@@ -880,9 +880,12 @@ class RunManager:
             elif run.mark_if_interrupted():  # its process died since start-up (a headless run, say)
                 state = "interrupted"
             metrics = run.read_metrics()
+            reward = metrics[-1].get("reward") if metrics and isinstance(metrics[-1], dict) else None
+            if isinstance(reward, bool) or not isinstance(reward, (int, float)):
+                reward = None  # a hand-edited log: the list shows no reward rather than failing
             out.append({
                 "run": run.name, "state": state, "step": status.get("step", len(metrics)),
-                "max_steps": status.get("max_steps"), "reward": metrics[-1].get("reward") if metrics else None,
+                "max_steps": status.get("max_steps"), "reward": reward,
                 "model": model, "data": task, "rewards": rewards,
                 "checkpoints": len(run.checkpoints()),
                 "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.config_path.stat().st_mtime)),

@@ -31,6 +31,19 @@ import time
 from pathlib import Path
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")  # anything that is not a letter, digit, dot, underscore or dash
+# a checkpoint folder's name: "step-" and the step, six digits or more ("step-000026"); a copied
+# "step-000026 copy" or a crafted "step--00005" is not one (issue 29)
+_CHECKPOINT_NAME = re.compile(r"^step-(\d{6,12})$")
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step a checkpoint folder's name says, or None when the name is not a checkpoint's.
+
+    >>> checkpoint_step("runs/a/checkpoints/step-000026"), checkpoint_step("step-000026 copy"), checkpoint_step("step--00005")
+    (26, None, None)
+    """
+    match = _CHECKPOINT_NAME.match(Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 def sanitize_run_name(name: str) -> str:
@@ -170,10 +183,22 @@ class RunDir:
                 raise first from None
 
     def read_status(self) -> dict:
+        """The status file, with anything a hand-edited or copied-in file got wrong left out: a
+        state that is not text is "unknown", a step or max_steps that is not a whole number >= 0
+        is dropped (the lists and Resume read them as numbers)."""
         try:
-            return json.loads(self.status_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            status = json.loads(self.status_path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return {"state": "unknown"}
+        if not isinstance(status, dict):
+            return {"state": "unknown"}
+        if not isinstance(status.get("state"), str):
+            status["state"] = "unknown"
+        for key in ("step", "max_steps"):
+            value = status.get(key)
+            if key in status and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                status.pop(key)
+        return status
 
     def mark_if_interrupted(self) -> bool:
         """A status left `running` or `paused` by a process that is gone becomes `interrupted`
@@ -213,9 +238,11 @@ class RunDir:
             return rows
         for line in path.read_text().splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 break  # a half-written last line after a crash: everything before it is whole
+            if isinstance(row, dict):  # a hand-edited line that is not a record is skipped
+                rows.append(row)
         return rows
 
     def read_metrics(self) -> list[dict]:
@@ -228,7 +255,8 @@ class RunDir:
         """Drop log lines after `step` (resume from a checkpoint must not duplicate steps)."""
         for path in (self.metrics_path, self.samples_path):
             if path.exists():
-                kept = [r for r in self.read_jsonl(path) if r.get("step", 0) <= step]
+                kept = [r for r in self.read_jsonl(path) if isinstance(r.get("step", 0), (int, float))
+                        and r.get("step", 0) <= step]
                 _fsync_write(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))
 
     # -- checkpoints -------------------------------------------------------------
@@ -237,8 +265,8 @@ class RunDir:
         root = self.path / "checkpoints"
         if not root.exists():
             return []
-        done = [p for p in root.glob("step-*") if (p / "state.json").exists()]
-        return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+        done = [p for p in root.glob("step-*") if checkpoint_step(p) is not None and (p / "state.json").exists()]
+        return sorted(done, key=checkpoint_step)
 
     def latest_checkpoint(self) -> Path | None:
         cps = self.checkpoints()

@@ -115,3 +115,60 @@ def test_case8_cli_reads_configs_safely(tiny_model_dir, tmp_path, capsys):
     code, err = run("--config", str(bomb))
     assert code == 2 and "expand to more than" in err, err
     assert time.time() - started < 5
+
+
+# ---------------------------------------------------------------------------
+# case 5
+
+
+def test_case5_odd_checkpoint_folders_and_counters_break_no_list(tiny_model_dir, tmp_path):
+    import shutil
+
+    import torch
+    from test_trainer import make_trainer, tiny_config
+
+    from core.runs import RunDir
+    from ui.views import checkpoint_choices, runs_frame
+
+    small = dict(num_generations=2, prompts_per_step=1, micro_batch_size=2, max_steps=3, max_completion_length=4)
+
+    def config():
+        cfg = tiny_config(tmp_path, **small)
+        cfg.run.save_steps = 1
+        return cfg
+
+    trainer = make_trainer(tiny_model_dir, config())
+    assert trainer.train() == "finished"
+    run, checkpoints = trainer.run, trainer.run.path / "checkpoints"
+    # a copied folder, a crafted name, a crafted step, a crafted micro-batch of 0
+    shutil.copytree(checkpoints / "step-000002", checkpoints / "step-000002 copy")
+    shutil.copytree(checkpoints / "step-000001", checkpoints / "step--00005")
+    state = json.loads((checkpoints / "step-000003" / "state.json").read_text())
+    (checkpoints / "step-000003" / "state.json").write_text(json.dumps({**state, "step": -5}))
+    trainer_state = checkpoints / "step-000002" / "trainer_state.pt"
+    saved = torch.load(trainer_state, weights_only=True)
+    torch.save({**saved, "micro_batch_size": 0}, trainer_state)
+    # a status and a log line edited by hand
+    run.status_path.write_text(json.dumps({"state": "finished", "step": "abc", "max_steps": -1}))
+    with open(run.metrics_path, "a") as fh:
+        fh.write(json.dumps({"step": "x", "reward": "lots"}) + "\n" + "[1, 2]\n")
+
+    # 1) the lists of every tab: only the real checkpoints, no exception
+    manager = manager_for(tiny_model_dir, tmp_path / "runs")
+    try:
+        names = [Path(p).name for p in manager.checkpoints(run.name)]
+        assert names == ["step-000001", "step-000002", "step-000003"], names
+        runs = manager.list_runs()
+        assert runs[0]["run"] == run.name and runs[0]["reward"] is None
+        assert len(runs_frame(runs)) == 1
+        assert len(checkpoint_choices(runs, manager.checkpoints)) == 3
+    finally:
+        manager.close()
+
+    # 2) resume skips the crafted step (-5) and the 0 micro-batch, and says so
+    resumed = make_trainer(tiny_model_dir, config(), run_dir=RunDir(run.path))
+    assert resumed.resume() and resumed.step == 1
+    note = " ".join(resumed.resume_notes)
+    assert "step -5" in note and "micro_batch_size = 0" in note, note
+    resumed.train(max_steps=2)
+    assert not any("--" in p.name for p in run.checkpoints())
