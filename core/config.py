@@ -241,7 +241,8 @@ class AlgorithmConfig:
         "",
         "online_dpo: who ranks the completions. Empty = the reward functions. 'self' = the run's base model "
         "(adapter off) asked 'Which answer is better, A or B?'. An http(s) URL = an OpenAI-compatible "
-        "chat endpoint (e.g. http://localhost:8000/v1), asked the same; its key is read from OPENAI_API_KEY.",
+        "chat endpoint (e.g. http://localhost:8000/v1), asked the same; the key in OPENAI_API_KEY is sent only "
+        "to OpenAI's API or an address the operator listed in AHA_JUDGE_KEY_URLS.",
     )
     judge_model: str = _f("", "online_dpo: model name sent to the judge endpoint (when judge is a URL).")
     # -- ppo ---------------------------------------------------------------------------

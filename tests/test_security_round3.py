@@ -172,3 +172,53 @@ def test_case5_odd_checkpoint_folders_and_counters_break_no_list(tiny_model_dir,
     assert "step -5" in note and "micro_batch_size = 0" in note, note
     resumed.train(max_steps=2)
     assert not any("--" in p.name for p in run.checkpoints())
+
+
+# ---------------------------------------------------------------------------
+# case 7
+
+
+def test_case7_judge_key_goes_only_to_an_address_the_operator_named(monkeypatch):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from core.judges import make_judge
+
+    seen: list[str | None] = []
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(self.headers.get("Authorization"))
+            body = json.dumps({"choices": [{"message": {"content": "B"}}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    try:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-operator-secret")
+        monkeypatch.delenv("AHA_JUDGE_KEY_URLS", raising=False)
+        cfg = Config()
+        cfg.algorithm.algorithm, cfg.algorithm.judge = "online_dpo", url
+        judge = make_judge(cfg, engine=None, tokenizer=None)
+        # 1) a URL any logged-in user typed: asked, but without the operator's key
+        assert judge.compare(["q"], ["a"], ["b"]) == [1]
+        assert seen == [None]
+        # 2) the operator lists the address: the key goes there
+        monkeypatch.setenv("AHA_JUDGE_KEY_URLS", f"https://judge.example/v1, {url}")
+        assert judge.compare(["q"], ["a"], ["b"]) == [1]
+        assert seen[-1] == "Bearer sk-operator-secret"
+        # 3) the same host on another port, or a path outside the listed one, is another address
+        monkeypatch.setenv("AHA_JUDGE_KEY_URLS", url.replace("/v1", "/other"))
+        assert judge.compare(["q"], ["a"], ["b"]) == [1]
+        assert seen[-1] is None and len(seen) == 3
+    finally:
+        server.shutdown()
+        server.server_close()
