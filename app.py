@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", action="append", default=[], metavar="FOLDER",
                     help="a folder of data files the page may load (repeatable); by default only "
                          "uploads, built-in tasks and hub datasets")
+    ap.add_argument("--trusted-proxy", action="append",
+                    default=[a.strip() for a in os.environ.get("AHA_TRUSTED_PROXIES", "").split(",") if a.strip()],
+                    metavar="ADDRESS", help="a reverse proxy whose X-Forwarded-For names the client (repeatable; "
+                    "default: $AHA_TRUSTED_PROXIES, comma-separated, else none: the connection's address counts)")
     ap.add_argument("--no-preload", action="store_true", help="load the model on first use, not at start")
     ap.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
                     help="rollout and chat engine (auto: vLLM on a GPU when installed)")
@@ -107,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_app(manager)
     if note:
         print(note, flush=True)
-    launch_app(demo, manager, host=args.host, port=args.port, share=args.share, auth=auth)
+    launch_app(demo, manager, host=args.host, port=args.port, share=args.share, auth=auth,
+               trusted_proxies=args.trusted_proxy)
     return 0
 
 

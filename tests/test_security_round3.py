@@ -222,3 +222,158 @@ def test_case7_judge_key_goes_only_to_an_address_the_operator_named(monkeypatch)
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------------------
+# cases 1 and 2: the real app.py, reached over 127.0.0.1
+
+
+def status_line(port: int, request: bytes, timeout: float = 15.0) -> tuple[int, socket.socket]:
+    """Send a raw request; (HTTP status, the open socket) once the status line is in."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.sendall(request)
+    data = b""
+    while b"\r\n" not in data:
+        chunk = sock.recv(1024)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]), sock
+
+
+def get(port: int, path: str, cookie: str = "", headers: str = "") -> tuple[int, socket.socket]:
+    extra = (f"Cookie: {cookie}\r\n" if cookie else "") + headers
+    return status_line(port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode())
+
+
+def login(port: int, password: str, forwarded_for: str = "") -> tuple[int, str]:
+    """(status, the session cookie 'name=value' or '') of POST /login."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if forwarded_for:
+        headers["X-Forwarded-For"] = forwarded_for
+    conn.request("POST", "/login", urllib.parse.urlencode({"username": "alice", "password": password}), headers)
+    response = conn.getresponse()
+    response.read()
+    cookies = [c.split(";", 1)[0] for c in response.headers.get_all("set-cookie") or []]
+    conn.close()
+    return response.status, next((c for c in cookies if c.startswith("access-token")), "")
+
+
+@pytest.fixture(scope="module")
+def app_process(tiny_model_dir, tmp_path_factory):
+    """app.py with a login, started as the issue's attacker found it: 1,024 open files."""
+    import resource
+
+    tmp = tmp_path_factory.mktemp("app29")
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT),
+           "AHA_AUTH": "alice:s3cret"}
+    env.pop("AHA_TRUSTED_PROXIES", None)
+    env.pop("FORWARDED_ALLOW_IPS", None)
+
+    def low_file_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    log = tmp / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "app.py", "--port", str(port), "--no-preload", "--model", str(tiny_model_dir),
+             "--runs-dir", str(tmp / "runs")],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=low_file_limit)
+
+    def up() -> bool:
+        try:
+            return proc.poll() is not None or get(port, "/")[0] == 200
+        except OSError:
+            return False
+
+    assert wait_for(up, 180, 0.5), log.read_text()[-3000:]
+    assert proc.poll() is None, log.read_text()[-3000:]
+    yield port, proc, log
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_case1_anonymous_clients_cannot_hold_the_apps_connections(app_process):
+    port, proc, log = app_process
+    # 1) every /gradio_api/* route needs the login, the heartbeat stream too
+    for path in ("/gradio_api/heartbeat/abc123", "/gradio_api/info", "/gradio_api/token",
+                 "/gradio_api/app_id", "/gradio_api/queue/data?session_hash=x"):
+        code, sock = get(port, path)
+        sock.close()
+        assert code == 401, (path, code)
+    # 2) 1,100 half-sent requests (more than the 1,024 files it was started with): the page still opens
+    held = []
+    try:
+        for _ in range(1100):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+            held.append(sock)
+        started = time.time()
+        code, sock = get(port, "/")
+        sock.close()
+        assert code == 200 and time.time() - started < 10
+    finally:
+        for sock in held:
+            sock.close()
+    assert b"Too many open files" not in log.read_bytes()
+    # 3) a logged-in client holds at most 64 requests open; the 65th is answered 503 at once
+    code, cookie = login(port, "s3cret")
+    assert code == 200 and cookie
+    streams = []
+    try:
+        for _ in range(64):
+            code, sock = get(port, "/gradio_api/heartbeat/abc123", cookie)
+            streams.append(sock)
+            assert code == 200
+        code, sock = get(port, "/gradio_api/heartbeat/abc123", cookie)
+        sock.close()
+        assert code == 503
+    finally:
+        for sock in streams:
+            sock.close()
+    assert wait_for(lambda: get(port, "/gradio_api/info", cookie)[0] == 200, 10, 0.5)
+
+
+def test_case2_forwarded_addresses_are_not_believed_and_failures_have_a_global_budget(app_process):
+    import asyncio
+
+    from ui.login_guard import LoginGuard
+
+    port, _, _ = app_process
+    # 1) a new X-Forwarded-For on each attempt is the same client: locked out after 5
+    codes = [login(port, f"guess{i}", forwarded_for=f"203.0.113.{i}")[0] for i in range(8)]
+    assert codes == [400] * 5 + [429] * 3, codes
+    # 2) ... and cannot lock out a victim's address: a header naming it changes nothing for it
+    #    (here the victim is the connection's own address, which is locked above: it waits it out)
+    time.sleep(1.2)
+    assert login(port, "s3cret", forwarded_for="198.51.100.7")[0] == 200
+
+    # 3) the global budget: many addresses together fail at most `global_failures` times a window
+    async def wrong_password(scope, receive, send):
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    guard = LoginGuard(wrong_password, max_failures=5, global_failures=10, global_window_s=60)
+
+    async def attempt(address: str) -> int:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/login", "client": (address, 1234)}
+        await guard(scope, None, send)
+        return sent[0]["status"]
+
+    async def many() -> list[int]:
+        return await asyncio.gather(*[attempt(f"10.0.0.{i}") for i in range(30)])
+
+    codes = asyncio.run(asyncio.wait_for(many(), 10))
+    assert codes.count(400) == 10 and codes.count(429) == 20, codes
