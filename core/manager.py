@@ -581,14 +581,17 @@ class RunManager:
                     raise ManagerError(f"a run named '{name}' exists already: pick another name or leave it empty")
         if cfg.model.load_in_4bit and not self.has_gpu:
             raise ManagerError("4-bit (QLoRA) needs a CUDA GPU; switch it off on this machine")
-        if run_dir is None:  # a request's config (a resumed run's comes from its own folder)
-            self._check_paths(cfg.data, cfg.model)
+        self._check_paths(cfg.data, cfg.model)  # a request's config, or a resumed run folder's
         self._refuse_what_no_engine_serves(cfg)
         # 2) data and rewards before any model work: bad input gives a message, not a crash
         try:
             task = load_task_data(cfg.data)
         except DataError as e:
             raise ManagerError(f"data: {e}") from e
+        if run_dir is None:  # code typed into this app: resuming its run later asks nothing
+            from core.runs import remember_reward_code
+
+            remember_reward_code(self.runs_dir, cfg.rewards.custom_code)
         try:
             rewards = RewardSet.from_config(cfg.rewards)
         except RewardError as e:
@@ -714,9 +717,14 @@ class RunManager:
         self._control.pause("paused by you")
         return self.status()
 
-    def resume(self, run_name: str | None = None) -> dict:
+    def resume(self, run_name: str | None = None, run_code: bool = False) -> dict:
         """Unpause the active run; or, with no active run, continue a stopped or failed run (the
-        last one by default) from its latest checkpoint."""
+        last one by default) from its latest checkpoint.
+
+        A run folder is trusted no more than a request (issue 29): its data source and model must
+        lie where a request's may, no link in it may lead outside it, and custom reward code this
+        app has not run before (a folder copied in, a config edited by hand) runs only with
+        `run_code=True`, the person's yes after reading it."""
         if self.is_active():
             if self._control is None or not self._control.paused:
                 raise ManagerError("the run is not paused")
@@ -728,6 +736,7 @@ class RunManager:
         if not name:
             raise ManagerError("there is no run to resume: start one (or pick a run on the Runs tab)")
         run = self._run_dir(name)
+        self._refuse_links_outside(run.path, f"run '{name}' is not resumed")
         state = run.read_status().get("state")
         if state == "finished":
             raise ManagerError(f"run '{name}' has finished; start a new run to train more")
@@ -738,13 +747,41 @@ class RunManager:
                 raise ManagerError("a run is active already")
             self._starting = True
         try:
-            cfg = Config.load(run.config_path)
+            cfg = self._trusted_run_config(run, run_code)
             self._start(cfg, run_dir=RunDir(run.path))
-        except ConfigError as e:
-            raise ManagerError(f"run '{name}': its config.yaml is not valid ({e})") from e
         finally:
             self._starting = False
         return self.status()
+
+    @staticmethod
+    def _refuse_links_outside(folder: Path, what: str) -> None:
+        """ManagerError when a link in `folder` leads outside it: the app would read, write or
+        delete (keep_checkpoints) where the link points."""
+        from core.runs import links_outside
+
+        outside = links_outside(folder)
+        if outside:
+            raise ManagerError(f"{what}: links in its folder lead outside it ({'; '.join(outside[:3])}); "
+                               "replace them with the files themselves")
+
+    def _trusted_run_config(self, run, run_code: bool) -> Config:
+        """The config of a run folder about to be resumed, once the folder passed the checks of
+        `resume`; ManagerError saying what to do otherwise."""
+        from core.runs import knows_reward_code, remember_reward_code
+
+        try:
+            cfg = Config.load(run.config_path)
+        except ConfigError as e:
+            raise ManagerError(f"run '{run.name}': its config.yaml is not valid ({e})") from e
+        self._check_paths(cfg.data, cfg.model)
+        if not knows_reward_code(self.runs_dir, cfg.rewards.custom_code):
+            if not run_code:
+                raise ManagerError(
+                    f"run '{run.name}' holds custom reward code this app has not run (a folder copied in, or a "
+                    f"config edited by hand), and Resume would run it on this server: read rewards.custom_code "
+                    f"in {run.config_path.name} first, then resume with 'Run its reward code' ticked (Runs tab)")
+            remember_reward_code(self.runs_dir, cfg.rewards.custom_code)
+        return cfg
 
     def stop(self) -> dict:
         """Ask the run to stop after the current step; it saves a checkpoint first."""
@@ -766,6 +803,10 @@ class RunManager:
             new = RewardSet.from_config(rewards_cfg)
         except RewardError as e:
             raise ManagerError(_reward_message(e)) from e
+
+        from core.runs import remember_reward_code
+
+        remember_reward_code(self.runs_dir, rewards_cfg.custom_code)
 
         def swap():
             old, self._trainer.rewards = self._trainer.rewards, new
@@ -919,6 +960,7 @@ class RunManager:
             raise ManagerError(str(e)) from None
         if not (path / "adapter_model.safetensors").exists():
             raise ManagerError(f"{checkpoint} is not a checkpoint folder (no adapter_model.safetensors)")
+        self._refuse_links_outside(path, path.name)  # an export would zip the file a link points to
         return path
 
     def _checkpoint_config(self, path: Path) -> Config | None:
@@ -1035,7 +1077,7 @@ class RunManager:
         if data_cfg is None and self._task is not None and cfg is self._cfg:
             rows = self._task.eval
         if rows is None:
-            self._check_paths(data_cfg)  # a request's data; a run's own config is the runs folder's
+            self._check_paths(data_cfg or cfg.data)  # a request's data, or a run folder's
             try:
                 rows = load_task_data(data_cfg or cfg.data).eval
             except DataError as e:

@@ -377,3 +377,95 @@ def test_case2_forwarded_addresses_are_not_believed_and_failures_have_a_global_b
 
     codes = asyncio.run(asyncio.wait_for(many(), 10))
     assert codes.count(400) == 10 and codes.count(429) == 20, codes
+
+
+# ---------------------------------------------------------------------------
+# case 4
+
+
+def test_case4_resume_trusts_nothing_of_a_copied_in_run_folder(tiny_model_dir, tmp_path):
+    import shutil
+
+    from core.algorithms import make_trainer
+    from core.runs import RunDir
+
+    runs = tmp_path / "runs"
+    cfg = tiny_run_config(tiny_model_dir, runs, max_steps=2)
+    cfg.run.run_name, cfg.run.save_steps, cfg.run.keep_checkpoints = "copied", 1, 1
+    trainer = make_trainer(cfg, device="cpu")
+    assert trainer.train(max_steps=1) == "finished"
+    trainer.rewards.close()
+    run = RunDir(trainer.run.path)
+    run.write_status("stopped", step=1, max_steps=2)  # as a Stop leaves it
+    config_text = run.config_path.read_text()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+
+    def with_config(**changes) -> None:
+        edited = Config.load(tmp_path / "original.yaml")
+        for key, value in changes.items():
+            section, name = key.split(".")
+            setattr(getattr(edited, section), name, value)
+        edited.save(run.config_path)
+
+    run.config_path.rename(tmp_path / "original.yaml")
+    run.config_path.write_text(config_text)
+    manager = manager_for(tiny_model_dir, runs)
+    try:
+        # 1) a data source and a model folder outside the allowed folders are refused on resume
+        (outside / "secret.csv").write_text("prompt,answer\nthe secret question,42\n" * 20)
+        with_config(**{"data.source": str(outside / "secret.csv")})
+        with pytest.raises(ManagerError, match="outside the folders this app may read data from"):
+            manager.resume("copied")
+        shutil.copytree(tiny_model_dir, outside / "model")
+        with_config(**{"model.name_or_path": str(outside / "model")})
+        with pytest.raises(ManagerError, match="outside the folders this app may load models from"):
+            manager.resume("copied")
+        with_config()
+
+        # 2) a `checkpoints` link to an outside folder: refused, nothing there deleted
+        precious = outside / "precious"
+        shutil.copytree(run.path / "checkpoints", precious)
+        (precious / "step-000000").mkdir()
+        (precious / "step-000000" / "state.json").write_text('{"step": 0}')
+        shutil.rmtree(run.path / "checkpoints")
+        (run.path / "checkpoints").symlink_to(precious)
+        with pytest.raises(ManagerError, match="links in its folder lead outside it"):
+            manager.resume("copied")
+        assert sorted(p.name for p in precious.iterdir()) == ["step-000000", "step-000001"]
+        (run.path / "checkpoints").unlink()
+        shutil.copytree(precious, run.path / "checkpoints")
+        shutil.rmtree(run.path / "checkpoints" / "step-000000")
+
+        # 3) a `metrics.jsonl` link: resume refused, and the log is never written through a link
+        home = outside / "home"
+        home.mkdir()
+        run.metrics_path.rename(tmp_path / "metrics.jsonl")
+        run.metrics_path.symlink_to(home / ".profile")
+        with pytest.raises(ManagerError, match="metrics.jsonl"):
+            manager.resume("copied")
+        with pytest.raises(OSError):
+            run.append_metrics({"step": 9})
+        assert not (home / ".profile").exists()
+        run.metrics_path.unlink()
+        (tmp_path / "metrics.jsonl").rename(run.metrics_path)
+
+        # 4) reward code this app did not write: a question first, then it runs
+        marker = outside / "reward-code-ran"
+        code = textwrap.dedent(f'''
+            open({str(marker)!r}, "w").write("ran")
+
+            def brevity(prompts, completions, **kwargs):
+                return [0.0 for _ in completions]
+        ''')
+        edited = Config.load(tmp_path / "original.yaml")
+        edited.rewards.custom_code = code
+        edited.save(run.config_path)
+        with pytest.raises(ManagerError, match="custom reward code this app has not run"):
+            manager.resume("copied")
+        assert not marker.exists()
+        manager.resume("copied", run_code=True)
+        assert manager.wait(timeout=180) == "finished" and marker.exists()
+        assert [m["step"] for m in run.read_metrics()] == [1, 2]
+    finally:
+        manager.close()
