@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
 
     from core.config import ModelConfig
-    from core.manager import RunManager, set_manager
+    from core.manager import RunManager, set_manager, stop_on_sigterm
     from ui.studio import build_app, launch_app
 
     manager = set_manager(RunManager(args.runs_dir, ModelConfig(name_or_path=args.model), engine=args.engine,
@@ -109,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_preload:
         manager.preload()  # in the background: the page opens while the model loads
     demo = build_app(manager)
+
+    def end_server():  # Gradio's launch ends on a KeyboardInterrupt: it closes the server and returns
+        raise KeyboardInterrupt
+
+    stop_on_sigterm(manager, then=end_server)  # docker stop / a Space restart: a checkpoint, not a loss
     if note:
         print(note, flush=True)
     launch_app(demo, manager, host=args.host, port=args.port, share=args.share, auth=auth,

@@ -26,6 +26,7 @@ Every error meant for a person is a `ManagerError` whose message says what to do
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import math
@@ -1346,6 +1347,37 @@ class RunManager:
         if self._control is not None and self.is_active():
             self._control.stop()
         self.worker.close()
+
+    def shutdown(self, timeout_s: float = 120.0) -> str:
+        """The process is asked to end (SIGTERM: docker stop, a Space restart): stop the active run
+        as Stop does (a checkpoint of the last whole step, status "stopped"; a rollout in progress
+        ends at its next generation batch), wait up to `timeout_s` for that, end the reward
+        worker and every process its code started, and close. Returns the run's final state; a run
+        that did not stop in time is found "interrupted" at the next start (issue 29)."""
+        job, trainer = self._job, self._trainer
+        if self._control is not None and self.is_active():
+            self._control.stop()
+            with contextlib.suppress(Exception):
+                job.result(timeout=timeout_s)
+        rewards = getattr(trainer, "rewards", None)
+        if hasattr(rewards, "close"):  # _train_job closed it unless the run outlived the timeout
+            rewards.close()
+        self.close()
+        return self._state
+
+
+def stop_on_sigterm(manager: RunManager, then: Callable[[], None] | None = None) -> None:
+    """From now on SIGTERM runs `manager.shutdown()`, then `then()` (app.py: end the server).
+    Call it from the main thread of an entry point, never at import."""
+    import signal
+
+    def on_sigterm(signum, frame):
+        print("SIGTERM: stopping the run with a checkpoint, then exiting", flush=True)
+        manager.shutdown()
+        if then is not None:
+            then()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 # ---------------------------------------------------------------------------

@@ -113,6 +113,10 @@ def _train(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     trainer.on_step = on_step
     trainer.control.stop_on_pause = True  # headless: a pause (failing reward, OOM) stops with a checkpoint
+    if not distributed.active():  # one process: SIGTERM stops after the step, with a checkpoint (several
+        import signal             # ranks would each stop at a step of their own; torchrun's handling stays)
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: trainer.control.stop())
     state = trainer.train()
     bar.close()
     main_process = distributed.is_main()

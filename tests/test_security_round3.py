@@ -469,3 +469,62 @@ def test_case4_resume_trusts_nothing_of_a_copied_in_run_folder(tiny_model_dir, t
         assert [m["step"] for m in run.read_metrics()] == [1, 2]
     finally:
         manager.close()
+
+
+# ---------------------------------------------------------------------------
+# case 6
+
+
+def test_case6_sigterm_checkpoints_the_run_and_ends_the_reward_workers_tree(tiny_model_dir, tmp_path):
+    from core.runs import RunDir
+
+    runs, pids = tmp_path / "runs", tmp_path / "pids"
+    cfg = tiny_run_config(tiny_model_dir, runs, max_steps=10_000)
+    cfg.run.run_name, cfg.run.save_steps = "term", 1000
+    cfg.rewards.custom_code = textwrap.dedent(f'''
+        import subprocess, sys
+        _child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+        open({str(pids)!r}, "w").write(str(_child.pid))
+
+        def brevity(prompts, completions, **kwargs):
+            return [0.0 for _ in completions]
+    ''')
+    cfg.save(tmp_path / "run.yaml")
+    script = textwrap.dedent(f'''
+        import sys, time
+        from core.config import Config
+        from core.manager import RunManager, stop_on_sigterm
+
+        def leave():
+            raise SystemExit(0)
+
+        cfg = Config.load({str(tmp_path / "run.yaml")!r})
+        manager = RunManager({str(runs)!r}, cfg.model, device="cpu")
+        stop_on_sigterm(manager, then=leave)  # as app.py does
+        manager.start(cfg)
+        while manager.status()["step"] < 3:
+            time.sleep(0.05)
+        print("STEPPING", flush=True)
+        time.sleep(300)
+    ''')
+    log = tmp_path / "app.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+    child = None
+    try:
+        assert wait_for(lambda: "STEPPING" in log.read_text() or proc.poll() is not None, 180, 0.2), log.read_text()
+        assert proc.poll() is None, log.read_text()[-3000:]
+        child = int(pids.read_text())
+        proc.terminate()  # SIGTERM, as docker stop sends it
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        status = RunDir(runs / "term").read_status()
+        assert status["state"] == "stopped" and status["step"] >= 3, status
+        assert [p.name for p in RunDir(runs / "term").checkpoints()][-1] == f"step-{status['step']:06d}"
+        assert wait_for(lambda: not Path(f"/proc/{child}").exists()
+                        or Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z", 10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if child and Path(f"/proc/{child}").exists():
+            os.kill(child, 9)
