@@ -582,6 +582,11 @@ class RunManager:
                     raise ManagerError(f"a run named '{name}' exists already: pick another name or leave it empty")
         if cfg.model.load_in_4bit and not self.has_gpu:
             raise ManagerError("4-bit (QLoRA) needs a CUDA GPU; switch it off on this machine")
+        from core.planner import available_host_bytes, step_size_refusal
+
+        too_large = step_size_refusal(cfg, on_gpu=self.has_gpu, available_bytes=available_host_bytes())
+        if too_large:
+            raise ManagerError(f"this run cannot start: {too_large}")
         self._check_paths(cfg.data, cfg.model)  # a request's config, or a resumed run folder's
         self._refuse_what_no_engine_serves(cfg)
         # 2) data and rewards before any model work: bad input gives a message, not a crash

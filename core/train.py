@@ -90,8 +90,14 @@ def _train(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
 
-    from core.data import load_task_data
+    import torch
 
+    from core.data import load_task_data
+    from core.planner import available_host_bytes, step_size_refusal
+
+    too_large = step_size_refusal(cfg, on_gpu=torch.cuda.is_available(), available_bytes=available_host_bytes())
+    if too_large:
+        raise ConfigError(too_large)
     task = load_task_data(cfg.data)  # a bad data file says so before minutes of model loading
     device = distributed.setup()  # None unless launched with several processes
     trainer = make_trainer(cfg, run_dir=run, device=device, task=task)

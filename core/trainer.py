@@ -35,7 +35,7 @@ import torch
 
 from core import checkpoints, distributed
 from core.config import Config
-from core.engines import make_engine
+from core.engines import RolloutStopped, make_engine
 from core.objectives import LossStats, compute_advantages, policy_loss
 from core.rewards import RewardError
 from core.rollouts import (StepClock, apply_update, padding_trim, retry_on_oom, rollout_metrics,
@@ -546,7 +546,7 @@ class GRPOTrainer:
                     self.on_step(result)
                 if self.control.stop_requested:
                     raise TrainingStopped()
-        except TrainingStopped:
+        except (TrainingStopped, RolloutStopped):  # between steps, or inside a step's rollouts
             latest = self.run.latest_checkpoint()
             if self.step and (latest is None or checkpoint_step(latest) != self.step):
                 self.save_checkpoint()

@@ -528,3 +528,50 @@ def test_case6_sigterm_checkpoints_the_run_and_ends_the_reward_workers_tree(tiny
             proc.kill()
         if child and Path(f"/proc/{child}").exists():
             os.kill(child, 9)
+
+
+# ---------------------------------------------------------------------------
+# case 3
+
+
+def test_case3_steps_too_large_are_refused_and_stop_ends_a_step_inside_its_rollouts(tiny_model_dir, tmp_path):
+    from test_trainer import make_trainer, tiny_config
+
+    # 1) a step the machine cannot take: refused at Start, at once, twice
+    manager = manager_for(tiny_model_dir, tmp_path / "runs")
+    try:
+        huge = tiny_run_config(tiny_model_dir, tmp_path / "runs", num_generations=256, prompts_per_step=4096)
+        for _ in range(2):
+            started = time.time()
+            with pytest.raises(ManagerError, match=r"cannot start: one step samples 1,048,576 completions"):
+                manager.start(huge)
+            assert time.time() - started < 5 and manager.status()["state"] in ("idle", "failed")
+        # 2) train_size 10^7 of a built-in task: a message at once, not 10 minutes and 6 GB
+        big = tiny_run_config(tiny_model_dir, tmp_path / "runs")
+        big.data.train_size = 10_000_000
+        started = time.time()
+        with pytest.raises(ManagerError, match=r"train_size = 10,000,000 asks for more training rows than the 100,000"):
+            manager.start(big)
+        assert time.time() - started < 5
+    finally:
+        manager.close()
+
+    # 3) Stop pressed during a step's rollouts ends them at the next generation batch
+    cfg = tiny_config(tmp_path, num_generations=2, prompts_per_step=32, micro_batch_size=8, max_steps=2)
+    trainer = make_trainer(tiny_model_dir, cfg)
+    trainer.engine.max_batch_sequences = 2  # one prompt's group per generation batch: 32 batches a step
+    batches = []
+    generate = trainer.model.generate
+
+    def counting_generate(*args, **kwargs):
+        batches.append(1)
+        if len(batches) == 3:
+            trainer.control.stop()  # as the Stop button does, from another thread
+        return generate(*args, **kwargs)
+
+    trainer.model.generate = counting_generate
+    started = time.time()
+    assert trainer.train() == "stopped"
+    assert len(batches) == 3 and trainer.step == 0, len(batches)  # not the 32 batches of the step
+    assert trainer.run.read_status()["state"] == "stopped"
+    assert time.time() - started < 60
