@@ -554,6 +554,9 @@ class RunManager:
         does not load, or while another run is active.
         """
         with self._lock:
+            if self._starting:  # another client's Start (or Resume) is loading data and the model
+                raise ManagerError("another Start is being prepared right now: wait for it, then follow "
+                                   "that run on the Train tab (or stop it to start yours)")
             if self.is_active():
                 raise ManagerError(
                     f"run '{self._run_name or '...'}' is {self._state}: stop it (or wait for it to finish) "

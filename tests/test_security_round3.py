@@ -575,3 +575,30 @@ def test_case3_steps_too_large_are_refused_and_stop_ends_a_step_inside_its_rollo
     assert len(batches) == 3 and trainer.step == 0, len(batches)  # not the 32 batches of the step
     assert trainer.run.read_status()["state"] == "stopped"
     assert time.time() - started < 60
+
+
+# ---------------------------------------------------------------------------
+# case 9 (the messages; the uploads quota is not done)
+
+
+def test_case9_messages_say_what_happened(tiny_model_dir, tmp_path):
+    from core.data import DataError, load_task_data
+
+    # 1) a file of identical rows: not "no training rows left after holding out 200"
+    path = tmp_path / "same.csv"
+    path.write_text("prompt,answer\n" + "\"Which is bigger, 9.11 or 9.9?\",9.9\n" * 50)
+    with pytest.raises(DataError, match=r"hold 1 distinct question\): add rows with other questions, or set "
+                                        r"eval_size to 0"):
+        load_task_data(DataConfig(source=str(path)))
+    assert len(load_task_data(DataConfig(source=str(path), eval_size=0)).train) == 50
+
+    # 2) a Start while another client's Start is still being prepared: not "run is idle: stop it"
+    manager = manager_for(tiny_model_dir, tmp_path / "runs")
+    try:
+        manager._starting = True  # as while the other client's Start loads its data
+        with pytest.raises(ManagerError) as refused:
+            manager.start(tiny_run_config(tiny_model_dir, tmp_path / "runs"))
+        assert "is idle" not in str(refused.value) and "another Start is being prepared" in str(refused.value)
+    finally:
+        manager._starting = False
+        manager.close()
