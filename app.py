@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", action="append", default=[], metavar="FOLDER",
                     help="a folder of data files the page may load (repeatable); by default only "
                          "uploads, built-in tasks and hub datasets")
+    ap.add_argument("--trusted-proxy", action="append",
+                    default=[a.strip() for a in os.environ.get("AHA_TRUSTED_PROXIES", "").split(",") if a.strip()],
+                    metavar="ADDRESS", help="a reverse proxy whose X-Forwarded-For names the client (repeatable; "
+                    "default: $AHA_TRUSTED_PROXIES, comma-separated, else none: the connection's address counts)")
     ap.add_argument("--no-preload", action="store_true", help="load the model on first use, not at start")
     ap.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
                     help="rollout and chat engine (auto: vLLM on a GPU when installed)")
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
 
     from core.config import ModelConfig
-    from core.manager import RunManager, set_manager
+    from core.manager import RunManager, set_manager, stop_on_sigterm
     from ui.studio import build_app, launch_app
 
     manager = set_manager(RunManager(args.runs_dir, ModelConfig(name_or_path=args.model), engine=args.engine,
@@ -105,9 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_preload:
         manager.preload()  # in the background: the page opens while the model loads
     demo = build_app(manager)
+
+    def end_server():  # Gradio's launch ends on a KeyboardInterrupt: it closes the server and returns
+        raise KeyboardInterrupt
+
+    stop_on_sigterm(manager, then=end_server)  # docker stop / a Space restart: a checkpoint, not a loss
     if note:
         print(note, flush=True)
-    launch_app(demo, manager, host=args.host, port=args.port, share=args.share, auth=auth)
+    launch_app(demo, manager, host=args.host, port=args.port, share=args.share, auth=auth,
+               trusted_proxies=args.trusted_proxy)
     return 0
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.runs import checkpoint_step
+
 ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 STATE_FILE = "trainer_state.pt"
@@ -99,11 +101,16 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         if not (path / name).is_file():
             raise DamagedCheckpoint(f"{path.name}: {name} is missing")
     try:
-        step = int(json.loads((path / "state.json").read_text())["step"])
+        step = json.loads((path / "state.json").read_text())["step"]
         adapter_config = json.loads((path / ADAPTER_CONFIG).read_text())
         adapter = load_file(str(path / ADAPTER_FILE))
     except Exception as e:  # json, safetensors: a torn or edited file
         raise DamagedCheckpoint(f"{path.name}: the adapter does not read back ({_short(e)})") from None
+    named = checkpoint_step(path)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0 or named not in (None, step):
+        raise DamagedCheckpoint(f"{path.name}: state.json says step {step!r}, not the folder's step {named}")
+    if not isinstance(adapter_config, dict):
+        raise DamagedCheckpoint(f"{path.name}: {ADAPTER_CONFIG} is not a mapping")
     try:
         state = _safe_torch_load(path / STATE_FILE)
     except Exception as e:  # truncated (zip reader), or an object that is not plain data (unpickler)
@@ -113,6 +120,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         raise DamagedCheckpoint(f"{path.name}: {STATE_FILE}: {why}") from None
     if not isinstance(state, dict) or not {"optimizer", "scheduler", "rng"} <= set(state):
         raise DamagedCheckpoint(f"{path.name}: {STATE_FILE} lacks the optimizer, schedule or RNG state")
+    for counter, lowest in (("micro_batch_size", 1), ("skipped_steps", 0)):  # a 0 micro-batch divides by zero
+        value = state.get(counter, lowest)
+        if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+            raise DamagedCheckpoint(f"{path.name}: {STATE_FILE} holds {counter} = {value!r} "
+                                    f"(a whole number of at least {lowest} expected)")
     return Checkpoint(path, step, adapter, adapter_config, state)
 
 

@@ -253,7 +253,8 @@ class AlgorithmConfig:
         "",
         "online_dpo: who ranks the completions. Empty = the reward functions. 'self' = the run's base model "
         "(adapter off) asked 'Which answer is better, A or B?'. An http(s) URL = an OpenAI-compatible "
-        "chat endpoint (e.g. http://localhost:8000/v1), asked the same; its key is read from OPENAI_API_KEY.",
+        "chat endpoint (e.g. http://localhost:8000/v1), asked the same; the key in OPENAI_API_KEY is sent only "
+        "to OpenAI's API or an address the operator listed in AHA_JUDGE_KEY_URLS.",
     )
     judge_model: str = _f("", "online_dpo: model name sent to the judge endpoint (when judge is a URL).")
     # -- ppo ---------------------------------------------------------------------------
@@ -328,7 +329,10 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Config":
-        d = d or {}
+        d = {} if d is None else d
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config is a mapping of sections (model, data, rewards, algorithm, run), "
+                              f"not {type(d).__name__}")
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ConfigError(f"unknown section(s) {sorted(unknown)}; expected model, data, rewards, algorithm, run")
@@ -338,11 +342,11 @@ class Config:
             sub_cls = f.default_factory
             if not isinstance(sub, dict):
                 raise ConfigError(f"{f.name}: expected a mapping, got {type(sub).__name__}")
-            names = {sf.name for sf in dataclasses.fields(sub_cls)}
-            bad = set(sub) - names
+            fields = {sf.name: sf for sf in dataclasses.fields(sub_cls)}
+            bad = set(sub) - set(fields)
             if bad:
                 raise ConfigError(f"{f.name}: unknown field(s) {sorted(bad)}")
-            parts[f.name] = sub_cls(**sub)
+            parts[f.name] = sub_cls(**{k: _coerce_number(fields[k], v) for k, v in sub.items()})
         cfg = cls(**parts)
         validate(cfg)
         return cfg
@@ -350,13 +354,85 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> "Config":
         try:
-            d = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from e
-        return cls.from_dict(d)
+            text = Path(path).read_text()
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not a text file ({e.reason})") from None
+        d = read_yaml(text, str(path))
+        if d is None:
+            raise ConfigError(f"{path} is empty: a config names at least the sections it changes "
+                              "(see configs/quickstart.yaml)")
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     def copy(self) -> "Config":
         return Config.from_dict(self.to_dict())
+
+
+# ---------------------------------------------------------------------------
+# reading YAML written by a person (or by someone else: a copied-in run folder)
+
+# Values a config may expand to, aliases counted as often as they are used: a real config has a
+# few hundred; a "billion laughs" file (aliases of aliases) expands to billions and would hang
+# whatever walks it (issue 29).
+MAX_YAML_VALUES = 100_000
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """How many values `node` stands for once every alias is expanded (memoised: linear time)."""
+    key = id(node)
+    if key not in memo:
+        memo[key] = 1  # a cycle counts once (SafeLoader builds it as a self-reference)
+        if isinstance(node, yaml.SequenceNode):
+            memo[key] = 1 + sum(_expanded_size(child, memo) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            memo[key] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    return memo[key]
+
+
+def read_yaml(text: str, where: str = "config") -> Any:
+    """`text` parsed as plain YAML data (no Python tags), or ConfigError naming `where` and what
+    is wrong: a syntax error, a tag, or aliases that expand past MAX_YAML_VALUES values.
+
+    >>> read_yaml("a: &x [1, 2]\\nb: *x")
+    {'a': [1, 2], 'b': [1, 2]}
+    >>> read_yaml("x: !!python/name:os.system ''", "--set")
+    Traceback (most recent call last):
+    ...
+    core.config.ConfigError: --set: not plain YAML data: could not determine a constructor for the tag 'tag:yaml.org,2002:python/name:os.system'
+    """
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise ConfigError(f"{where}: its aliases (&name / *name) expand to more than "
+                              f"{MAX_YAML_VALUES:,} values; write the values out")
+        return yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as e:
+        raise ConfigError(f"{where}: not plain YAML data: {e.problem}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML ({e})") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be a config") from None
+
+
+def _coerce_number(f: dataclasses.Field, value: Any) -> Any:
+    """A number written as text into a number field ("1e-4": YAML 1.1 reads an exponent without a
+    dot as a string) becomes that number; anything else is left for `_check` to judge.
+
+    >>> _coerce_number(next(f for f in dataclasses.fields(AlgorithmConfig) if f.name == "learning_rate"), "1e-4")
+    0.0001
+    """
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if isinstance(default, bool) or not isinstance(default, (int, float)) or not isinstance(value, str):
+        return value
+    try:
+        number = float(value.strip().replace("_", ""))
+    except ValueError:
+        return value
+    if isinstance(default, int):
+        return int(number) if math.isfinite(number) and number == int(number) else value
+    return number
 
 
 # ---------------------------------------------------------------------------

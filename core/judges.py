@@ -9,6 +9,11 @@ with one verb, `compare(questions, answers_a, answers_b) -> [0 (A), 1 (B) or Non
 A judge that cannot be reached raises `RewardError`, so the training loop pauses with the reason
 (as it does for a broken reward function) and resumes the same step once it is fixed.
 
+The operator's key (OPENAI_API_KEY) goes only to a judge the operator named: OpenAI's API, or an
+address listed in AHA_JUDGE_KEY_URLS (comma-separated URL prefixes). Anyone logged in may set the
+judge URL, so without this any of them could have the key sent to an address of their own
+(issue 29); a judge elsewhere is asked without a key.
+
 Refuses to know: which answers get compared (that is `core.online_dpo`), losses, adapters.
 """
 
@@ -18,6 +23,7 @@ import json
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -86,9 +92,48 @@ class EngineJudge:
         return [parse_verdict(group[0].text) for group in out]
 
 
+KEY_URLS_ENV = "AHA_JUDGE_KEY_URLS"
+DEFAULT_KEY_URLS = ("https://api.openai.com/",)
+
+
+def _url_parts(url: str) -> tuple[str, str, int | None, str]:
+    parsed = urllib.parse.urlsplit(url.strip())
+    try:
+        port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme.lower())
+    except ValueError:  # a port that is not a number
+        port = -1
+    return parsed.scheme.lower(), (parsed.hostname or "").lower(), port, parsed.path or "/"
+
+
+def key_allowed(endpoint: str, allowed: str | None = None) -> bool:
+    """Whether the operator's API key may go to `endpoint`: its scheme, host and port are those of
+    an allowed URL and its path lies under that URL's path. `allowed` defaults to OpenAI's API and
+    $AHA_JUDGE_KEY_URLS.
+
+    >>> key_allowed("https://api.openai.com/v1/chat/completions")
+    True
+    >>> key_allowed("https://api.openai.com.evil.example/v1/chat/completions")
+    False
+    >>> key_allowed("http://127.0.0.1:7997/v1/chat/completions", "http://127.0.0.1:8000/v1")
+    False
+    >>> key_allowed("http://127.0.0.1:8000/v1/chat/completions", "http://127.0.0.1:8000/v1")
+    True
+    """
+    listed = os.environ.get(KEY_URLS_ENV, "") if allowed is None else allowed
+    prefixes = [*(DEFAULT_KEY_URLS if allowed is None else ()), *(u for u in listed.split(",") if u.strip())]
+    scheme, host, port, path = _url_parts(endpoint)
+    for prefix in prefixes:
+        p_scheme, p_host, p_port, p_path = _url_parts(prefix)
+        if (scheme, host, port) == (p_scheme, p_host, p_port) and host and (
+                path == p_path or path.startswith(p_path.rstrip("/") + "/")):
+            return True
+    return False
+
+
 class HTTPJudge:
     """An OpenAI-compatible chat endpoint as the judge. `url` is the API base (".../v1") or the
-    full ".../chat/completions"; the key, if any, comes from OPENAI_API_KEY."""
+    full ".../chat/completions"; the key, if any, comes from OPENAI_API_KEY and is sent only
+    where `key_allowed` says."""
 
     def __init__(self, url: str, model: str = "", *, timeout_s: float = 60.0, max_workers: int = 8,
                  max_tokens: int = 8):
@@ -100,7 +145,7 @@ class HTTPJudge:
         body = json.dumps({"model": self.model, "messages": messages, "temperature": 0.0,
                            "max_tokens": self.max_tokens}).encode()
         headers = {"Content-Type": "application/json"}
-        if os.environ.get("OPENAI_API_KEY"):
+        if os.environ.get("OPENAI_API_KEY") and key_allowed(self.endpoint):
             headers["Authorization"] = f"Bearer {os.environ['OPENAI_API_KEY']}"
         request = urllib.request.Request(self.endpoint, data=body, headers=headers, method="POST")
         try:

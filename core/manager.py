@@ -26,6 +26,7 @@ Every error meant for a person is a `ManagerError` whose message says what to do
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import math
@@ -554,6 +555,9 @@ class RunManager:
         does not load, or while another run is active.
         """
         with self._lock:
+            if self._starting:  # another client's Start (or Resume) is loading data and the model
+                raise ManagerError("another Start is being prepared right now: wait for it, then follow "
+                                   "that run on the Train tab (or stop it to start yours)")
             if self.is_active():
                 raise ManagerError(
                     f"run '{self._run_name or '...'}' is {self._state}: stop it (or wait for it to finish) "
@@ -582,14 +586,22 @@ class RunManager:
                     raise ManagerError(f"a run named '{name}' exists already: pick another name or leave it empty")
         if cfg.model.load_in_4bit and not self.has_gpu:
             raise ManagerError("4-bit (QLoRA) needs a CUDA GPU; switch it off on this machine")
-        if run_dir is None:  # a request's config (a resumed run's comes from its own folder)
-            self._check_paths(cfg.data, cfg.model)
+        from core.planner import available_host_bytes, step_size_refusal
+
+        too_large = step_size_refusal(cfg, on_gpu=self.has_gpu, available_bytes=available_host_bytes())
+        if too_large:
+            raise ManagerError(f"this run cannot start: {too_large}")
+        self._check_paths(cfg.data, cfg.model)  # a request's config, or a resumed run folder's
         self._refuse_what_no_engine_serves(cfg)
         # 2) data and rewards before any model work: bad input gives a message, not a crash
         try:
             task = load_task_data(cfg.data)
         except DataError as e:
             raise ManagerError(f"data: {e}") from e
+        if run_dir is None:  # code typed into this app: resuming its run later asks nothing
+            from core.runs import remember_reward_code
+
+            remember_reward_code(self.runs_dir, cfg.rewards.custom_code)
         try:
             rewards = RewardSet.from_config(cfg.rewards)
         except RewardError as e:
@@ -715,14 +727,19 @@ class RunManager:
         self._control.pause("paused by you")
         return self.status()
 
-    def resume(self, run_name: str | None = None, rewards: RewardsConfig | None = None) -> dict:
+    def resume(self, run_name: str | None = None, rewards: RewardsConfig | None = None,
+               run_code: bool = False) -> dict:
         """Unpause the active run; or, with no active run, continue a stopped or failed run (the
         last one by default) from its latest checkpoint.
 
         `rewards`, when given, are the rewards the person has on screen: a run keeps its own unless
         they differ (`core.rewards.same_rewards`), then they replace the run's from here on (and in
         its config.yaml). The status returned says which it used: `rewards_changed`.
-        """
+
+        A run folder is trusted no more than a request (issue 29): its data source and model must
+        lie where a request's may, no link in it may lead outside it, and custom reward code this
+        app has not run before (a folder copied in, a config edited by hand) runs only with
+        `run_code=True`, the person's yes after reading it."""
         from core.rewards import same_rewards
 
         if self.is_active():
@@ -738,6 +755,7 @@ class RunManager:
         if not name:
             raise ManagerError("there is no run to resume: start one (or pick a run on the Runs tab)")
         run = self._run_dir(name)
+        self._refuse_links_outside(run.path, f"run '{name}' is not resumed")
         state = run.read_status().get("state")
         if state == "finished":
             raise ManagerError(f"run '{name}' has finished; start a new run to train more")
@@ -748,18 +766,50 @@ class RunManager:
                 raise ManagerError("a run is active already")
             self._starting = True
         try:
-            cfg = Config.load(run.config_path)
+            cfg = self._trusted_run_config(run, run_code, rewards)
             changed = rewards is not None and not same_rewards(rewards, cfg.rewards)
             if changed:
                 cfg.rewards = dataclasses.replace(rewards)
             self._start(cfg, run_dir=RunDir(run.path))
             if changed:  # the run's own record of what it trains with, from this step on
                 self._cfg.save(run.config_path)
-        except ConfigError as e:
-            raise ManagerError(f"run '{name}': its config.yaml is not valid ({e})") from e
         finally:
             self._starting = False
         return {**self.status(), "rewards_changed": changed}
+
+    @staticmethod
+    def _refuse_links_outside(folder: Path, what: str) -> None:
+        """ManagerError when a link in `folder` leads outside it: the app would read, write or
+        delete (keep_checkpoints) where the link points."""
+        from core.runs import links_outside
+
+        outside = links_outside(folder)
+        if outside:
+            raise ManagerError(f"{what}: links in its folder lead outside it ({'; '.join(outside[:3])}); "
+                               "replace them with the files themselves")
+
+    def _trusted_run_config(self, run, run_code: bool, rewards: RewardsConfig | None = None) -> Config:
+        """The config of a run folder about to be resumed, once the folder passed the checks of
+        `resume`; ManagerError saying what to do otherwise. Rewards the person gave in place of the
+        folder's (`rewards`, when they differ) are theirs: the folder's code then never runs."""
+        from core.rewards import same_rewards
+        from core.runs import knows_reward_code, remember_reward_code
+
+        try:
+            cfg = Config.load(run.config_path)
+        except ConfigError as e:
+            raise ManagerError(f"run '{run.name}': its config.yaml is not valid ({e})") from e
+        self._check_paths(cfg.data, cfg.model)
+        if rewards is not None and not same_rewards(rewards, cfg.rewards):
+            remember_reward_code(self.runs_dir, rewards.custom_code)
+        elif not knows_reward_code(self.runs_dir, cfg.rewards.custom_code):
+            if not run_code:
+                raise ManagerError(
+                    f"run '{run.name}' holds custom reward code this app has not run (a folder copied in, or a "
+                    f"config edited by hand), and Resume would run it on this server: read rewards.custom_code "
+                    f"in {run.config_path.name} first, then resume with 'Run its reward code' ticked (Runs tab)")
+            remember_reward_code(self.runs_dir, cfg.rewards.custom_code)
+        return cfg
 
     def stop(self) -> dict:
         """Ask the run to stop after the current step; it saves a checkpoint first."""
@@ -782,6 +832,10 @@ class RunManager:
             new = RewardSet.from_config(rewards_cfg)
         except RewardError as e:
             raise ManagerError(_reward_message(e)) from e
+
+        from core.runs import remember_reward_code
+
+        remember_reward_code(self.runs_dir, rewards_cfg.custom_code)
 
         def swap():
             old, self._trainer.rewards = self._trainer.rewards, new
@@ -902,9 +956,12 @@ class RunManager:
             elif run.mark_if_interrupted():  # its process died since start-up (a headless run, say)
                 state = "interrupted"
             metrics = run.read_metrics()
+            reward = metrics[-1].get("reward") if metrics and isinstance(metrics[-1], dict) else None
+            if isinstance(reward, bool) or not isinstance(reward, (int, float)):
+                reward = None  # a hand-edited log: the list shows no reward rather than failing
             out.append({
                 "run": run.name, "state": state, "step": status.get("step", len(metrics)),
-                "max_steps": status.get("max_steps"), "reward": metrics[-1].get("reward") if metrics else None,
+                "max_steps": status.get("max_steps"), "reward": reward,
                 "model": model, "data": task, "rewards": rewards,
                 "checkpoints": len(run.checkpoints()),
                 "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.config_path.stat().st_mtime)),
@@ -938,6 +995,7 @@ class RunManager:
             raise ManagerError(str(e)) from None
         if not (path / "adapter_model.safetensors").exists():
             raise ManagerError(f"{checkpoint} is not a checkpoint folder (no adapter_model.safetensors)")
+        self._refuse_links_outside(path, path.name)  # an export would zip the file a link points to
         return path
 
     def _checkpoint_config(self, path: Path) -> Config | None:
@@ -1079,7 +1137,7 @@ class RunManager:
         if data_cfg is None and self._task is not None and cfg is self._cfg:
             rows = self._task.eval
         if rows is None:
-            self._check_paths(data_cfg)  # a request's data; a run's own config is the runs folder's
+            self._check_paths(data_cfg or cfg.data)  # a request's data, or a run folder's
             try:
                 rows = load_task_data(data_cfg or cfg.data).eval
             except DataError as e:
@@ -1348,6 +1406,37 @@ class RunManager:
         if self._control is not None and self.is_active():
             self._control.stop()
         self.worker.close()
+
+    def shutdown(self, timeout_s: float = 120.0) -> str:
+        """The process is asked to end (SIGTERM: docker stop, a Space restart): stop the active run
+        as Stop does (a checkpoint of the last whole step, status "stopped"; a rollout in progress
+        ends at its next generation batch), wait up to `timeout_s` for that, end the reward
+        worker and every process its code started, and close. Returns the run's final state; a run
+        that did not stop in time is found "interrupted" at the next start (issue 29)."""
+        job, trainer = self._job, self._trainer
+        if self._control is not None and self.is_active():
+            self._control.stop()
+            with contextlib.suppress(Exception):
+                job.result(timeout=timeout_s)
+        rewards = getattr(trainer, "rewards", None)
+        if hasattr(rewards, "close"):  # _train_job closed it unless the run outlived the timeout
+            rewards.close()
+        self.close()
+        return self._state
+
+
+def stop_on_sigterm(manager: RunManager, then: Callable[[], None] | None = None) -> None:
+    """From now on SIGTERM runs `manager.shutdown()`, then `then()` (app.py: end the server).
+    Call it from the main thread of an entry point, never at import."""
+    import signal
+
+    def on_sigterm(signum, frame):
+        print("SIGTERM: stopping the run with a checkpoint, then exiting", flush=True)
+        manager.shutdown()
+        if then is not None:
+            then()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
 
 
 # ---------------------------------------------------------------------------

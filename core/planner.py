@@ -511,3 +511,59 @@ def preflight(model_config, cfg, free_bytes: int, total_bytes: int | None = None
     if not p.fits:
         raise DoesNotFit(f"The model is too large for this GPU with these settings. {p.summary()}")
     return p
+
+
+# ---------------------------------------------------------------------------
+# the size of one step, against the machine, before Start (issue 29: group 256 x 4,096 prompts
+# was accepted; step 0 never finished)
+
+# Host memory one step's rollouts hold per token until the step ends: the token ids in Python
+# lists (~36 bytes an int in a list), the padded id and mask tensors, old and reference log-probs
+# and advantages (float32). A round figure on the high side.
+HOST_BYTES_PER_TOKEN = 96
+# Tokens one step may sample: on a CPU about a million (the bundled 135M model decodes a few
+# thousand tokens a second on a laptop: minutes a step); on a GPU 2^27 (an hour-long step of a
+# small model on an H100 at ~40k tokens a second).
+MAX_SAMPLED_TOKENS = {"cpu": 1 << 20, "gpu": 1 << 27}
+
+
+def step_size_refusal(cfg, *, on_gpu: bool, available_bytes: int | None) -> str | None:
+    """Why one optimizer step of `cfg` is too large for this machine, in words, or None: it
+    samples more tokens than MAX_SAMPLED_TOKENS allows, or its rollouts would hold more than half
+    the host memory that is `available_bytes` now.
+
+    >>> from core.config import Config
+    >>> cfg = Config(); cfg.algorithm.num_generations, cfg.algorithm.prompts_per_step = 256, 4096
+    >>> step_size_refusal(cfg, on_gpu=True, available_bytes=64 * GIB)[:60]
+    'one step samples 1,048,576 completions (prompts_per_step 409'
+    >>> step_size_refusal(Config(), on_gpu=False, available_bytes=8 * GIB) is None
+    True
+    """
+    a = cfg.algorithm
+    sequences = sequences_per_step(cfg)
+    sampled = sequences * a.max_completion_length
+    held = sequences * (a.max_prompt_length + a.max_completion_length) * HOST_BYTES_PER_TOKEN
+    what = (f"one step samples {sequences:,} completions (prompts_per_step {a.prompts_per_step} x "
+            f"gradient_accumulation_steps {a.gradient_accumulation_steps} x num_generations {a.num_generations}) "
+            f"of up to {a.max_completion_length:,} tokens")
+    fix = "lower prompts_per_step, num_generations or max_completion_length"
+    limit = MAX_SAMPLED_TOKENS["gpu" if on_gpu else "cpu"]
+    if sampled > limit:
+        return (f"{what}: {sampled:,} tokens, more than the {limit:,} a step may sample on "
+                f"{'a GPU' if on_gpu else 'this CPU'}; {fix}")
+    if available_bytes and held > available_bytes // 2:
+        return (f"{what}: its rollouts would hold about {held / GIB:.1f} GB of host memory, more than half "
+                f"of the {available_bytes / GIB:.1f} GB free; {fix}")
+    return None
+
+
+def available_host_bytes() -> int | None:
+    """Host memory free for new allocations now (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

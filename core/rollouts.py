@@ -117,6 +117,7 @@ def sample_and_score(trainer, step: int) -> ScoredRollouts:
                              seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank(),
                              ignore_eos=trainer.ignore_eos),
             trainer.adapter, model=trainer.model, merged=trainer.merged_rollouts,
+            should_stop=lambda: trainer.control.stop_requested,  # Stop ends a large step between batches
         )  # (P, G)
     t_gen = time.perf_counter() - t0
     trainer.rollout_stats = dict(getattr(engine, "rollout_stats", None) or {})

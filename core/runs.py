@@ -31,6 +31,19 @@ import time
 from pathlib import Path
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")  # anything that is not a letter, digit, dot, underscore or dash
+# a checkpoint folder's name: "step-" and the step, six digits or more ("step-000026"); a copied
+# "step-000026 copy" or a crafted "step--00005" is not one (issue 29)
+_CHECKPOINT_NAME = re.compile(r"^step-(\d{6,12})$")
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The step a checkpoint folder's name says, or None when the name is not a checkpoint's.
+
+    >>> checkpoint_step("runs/a/checkpoints/step-000026"), checkpoint_step("step-000026 copy"), checkpoint_step("step--00005")
+    (26, None, None)
+    """
+    match = _CHECKPOINT_NAME.match(Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 def sanitize_run_name(name: str) -> str:
@@ -46,10 +59,43 @@ def sanitize_run_name(name: str) -> str:
     return name[:100] or "run"
 
 
+def open_nofollow(path: Path, mode: str = "r"):
+    """`open(path, mode)` that refuses a symbolic link at `path` (OSError ELOOP) instead of
+    following it: a run folder copied in with `metrics.jsonl -> ~/.bashrc` must not make the app
+    write (or read) outside it (issue 29). Modes: "r", "a", "w" (created 0644) and "r+"."""
+    flags = {"r": os.O_RDONLY, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+             "w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "r+": os.O_RDWR}[mode]
+    fd = os.open(path, flags | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        return os.fdopen(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def links_outside(folder: Path) -> list[str]:
+    """Symbolic links under `folder` (and `folder` itself) that lead outside it, as
+    'name -> target' (relative to `folder`); [] when there are none. Links are not followed
+    while walking, so a link to a large tree costs nothing."""
+    folder = Path(folder)
+    root = folder.resolve()
+    found = []
+    if folder.is_symlink() and root != Path(os.path.abspath(folder)):
+        found.append(f"{folder.name} -> {root}")
+    for here, dirs, files in os.walk(root, followlinks=False):
+        for name in dirs + files:
+            path = Path(here) / name
+            if path.is_symlink():
+                target = path.resolve()
+                if target != root and root not in target.parents:
+                    found.append(f"{path.relative_to(root)} -> {target}")
+    return found
+
+
 def _fsync_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w") as fh:
+        with open_nofollow(tmp, "w") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -63,7 +109,7 @@ def _fsync_write(path: Path, text: str) -> None:
 def _overwrite_in_place(path: Path, text: str) -> None:
     """Write over an existing file without creating one: works in a read-only folder, and on a
     full disk for a text no longer than the blocks the file already holds."""
-    with open(path, "r+") as fh:
+    with open_nofollow(path, "r+") as fh:
         fh.write(text)
         fh.truncate()
         fh.flush()
@@ -175,10 +221,23 @@ class RunDir:
                 raise first from None
 
     def read_status(self) -> dict:
+        """The status file, with anything a hand-edited or copied-in file got wrong left out: a
+        state that is not text is "unknown", a step or max_steps that is not a whole number >= 0
+        is dropped (the lists and Resume read them as numbers)."""
         try:
-            return json.loads(self.status_path.read_text())
-        except (OSError, json.JSONDecodeError):
+            with open_nofollow(self.status_path) as fh:
+                status = json.loads(fh.read())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return {"state": "unknown"}
+        if not isinstance(status, dict):
+            return {"state": "unknown"}
+        if not isinstance(status.get("state"), str):
+            status["state"] = "unknown"
+        for key in ("step", "max_steps"):
+            value = status.get(key)
+            if key in status and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                status.pop(key)
+        return status
 
     def mark_if_interrupted(self) -> bool:
         """A status left `running` or `paused` by a process that is gone becomes `interrupted`
@@ -198,7 +257,7 @@ class RunDir:
 
     # -- logs --------------------------------------------------------------------
     def append_jsonl(self, path: Path, rows: list[dict]) -> None:
-        with open(path, "a") as fh:
+        with open_nofollow(path, "a") as fh:
             for row in rows:
                 fh.write(json.dumps(row, default=float) + "\n")
             fh.flush()
@@ -214,13 +273,20 @@ class RunDir:
     @staticmethod
     def read_jsonl(path: Path) -> list[dict]:
         rows = []
-        if not path.exists():
+        try:
+            with open_nofollow(path) as fh:
+                text = fh.read()
+        except FileNotFoundError:
             return rows
-        for line in path.read_text().splitlines():
+        except (OSError, UnicodeDecodeError):  # a link (refused) or a file that is not text
+            return rows
+        for line in text.splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 break  # a half-written last line after a crash: everything before it is whole
+            if isinstance(row, dict):  # a hand-edited line that is not a record is skipped
+                rows.append(row)
         return rows
 
     def read_metrics(self) -> list[dict]:
@@ -233,17 +299,19 @@ class RunDir:
         """Drop log lines after `step` (resume from a checkpoint must not duplicate steps)."""
         for path in (self.metrics_path, self.samples_path):
             if path.exists():
-                kept = [r for r in self.read_jsonl(path) if r.get("step", 0) <= step]
+                kept = [r for r in self.read_jsonl(path) if isinstance(r.get("step", 0), (int, float))
+                        and r.get("step", 0) <= step]
                 _fsync_write(path, "".join(json.dumps(r, default=float) + "\n" for r in kept))
 
     # -- checkpoints -------------------------------------------------------------
     def checkpoints(self) -> list[Path]:
         """Complete checkpoints, oldest first (a half-written one is never listed)."""
         root = self.path / "checkpoints"
-        if not root.exists():
+        if not root.is_dir() or root.is_symlink():
             return []
-        done = [p for p in root.glob("step-*") if (p / "state.json").exists()]
-        return sorted(done, key=lambda p: int(p.name.split("-")[1]))
+        done = [p for p in root.glob("step-*") if checkpoint_step(p) is not None and not p.is_symlink()
+                and (p / "state.json").exists()]
+        return sorted(done, key=checkpoint_step)
 
     def latest_checkpoint(self) -> Path | None:
         cps = self.checkpoints()
@@ -277,6 +345,36 @@ class RunDir:
             for old in self.checkpoints()[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
         return final
+
+
+# ---------------------------------------------------------------------------
+# reward code this app has run: a run folder copied in from elsewhere asks before its code runs
+
+_CODE_LEDGER = ".reward_code_run"  # in the runs folder: sha256 of each custom reward code this app ran
+
+
+def _code_digest(code: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(code.strip().encode()).hexdigest()
+
+
+def remember_reward_code(runs_dir: str | Path, code: str) -> None:
+    """Note that this app runs `code` (typed into its editor, or confirmed by the person resuming)."""
+    if code.strip() and not knows_reward_code(runs_dir, code):
+        with open_nofollow(Path(runs_dir) / _CODE_LEDGER, "a") as fh:
+            fh.write(_code_digest(code) + "\n")
+
+
+def knows_reward_code(runs_dir: str | Path, code: str) -> bool:
+    """Whether this app ran `code` before (no code at all is known: nothing runs)."""
+    if not code.strip():
+        return True
+    try:
+        with open_nofollow(Path(runs_dir) / _CODE_LEDGER) as fh:
+            return _code_digest(code) in fh.read().split()
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def default_run_name(source: str, when: float | None = None) -> str:

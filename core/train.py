@@ -20,9 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
-
-from core.config import Config, ConfigError
+from core.config import Config, ConfigError, read_yaml
 
 
 def apply_overrides(cfg: Config, items: list[str]) -> Config:
@@ -35,7 +33,7 @@ def apply_overrides(cfg: Config, items: list[str]) -> Config:
         section, name = key.split(".", 1)
         if section not in d:
             raise ConfigError(f"--set {item!r}: unknown section {section!r}")
-        d[section][name] = yaml.safe_load(value)
+        d[section][name] = read_yaml(value, f"--set {item!r}")
     return Config.from_dict(d)
 
 
@@ -92,8 +90,14 @@ def _train(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"config error: {e}", file=sys.stderr)
         return 2
 
-    from core.data import load_task_data
+    import torch
 
+    from core.data import load_task_data
+    from core.planner import available_host_bytes, step_size_refusal
+
+    too_large = step_size_refusal(cfg, on_gpu=torch.cuda.is_available(), available_bytes=available_host_bytes())
+    if too_large:
+        raise ConfigError(too_large)
     task = load_task_data(cfg.data)  # a bad data file says so before minutes of model loading
     device = distributed.setup()  # None unless launched with several processes
     trainer = make_trainer(cfg, run_dir=run, device=device, task=task)
@@ -115,6 +119,10 @@ def _train(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     trainer.on_step = on_step
     trainer.control.stop_on_pause = True  # headless: a pause (failing reward, OOM) stops with a checkpoint
+    if not distributed.active():  # one process: SIGTERM stops after the step, with a checkpoint (several
+        import signal             # ranks would each stop at a step of their own; torchrun's handling stays)
+
+        signal.signal(signal.SIGTERM, lambda signum, frame: trainer.control.stop())
     state = trainer.train()
     bar.close()
     main_process = distributed.is_main()

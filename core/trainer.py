@@ -35,12 +35,12 @@ import torch
 
 from core import checkpoints, distributed
 from core.config import Config
-from core.engines import make_engine
+from core.engines import RolloutStopped, make_engine
 from core.objectives import LossStats, compute_advantages, policy_loss
 from core.rewards import RewardError
 from core.rollouts import (StepClock, apply_update, padding_trim, retry_on_oom, rollout_metrics,
                            sample_and_score, sample_rows)
-from core.runs import RunDir, default_run_name, free_run_name
+from core.runs import RunDir, checkpoint_step, default_run_name, free_run_name
 from kernels import token_logprobs
 
 
@@ -546,9 +546,9 @@ class GRPOTrainer:
                     self.on_step(result)
                 if self.control.stop_requested:
                     raise TrainingStopped()
-        except TrainingStopped:
-            if self.step and (self.run.latest_checkpoint() is None
-                              or int(self.run.latest_checkpoint().name.split("-")[1]) != self.step):
+        except (TrainingStopped, RolloutStopped):  # between steps, or inside a step's rollouts
+            latest = self.run.latest_checkpoint()
+            if self.step and (latest is None or checkpoint_step(latest) != self.step):
                 self.save_checkpoint()
             self.run.write_status("stopped", step=self.step, max_steps=max_steps,
                                   **({"reason": self.control.pause_reason} if self.control.pause_reason else {}))

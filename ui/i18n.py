@@ -233,6 +233,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "runs.checkpoint": ("Checkpoint", "检查点"),
     "runs.load": ("Load into Compare", "加载到对比页"),
     "runs.resume": ("Resume this run", "继续此运行"),
+    "runs.run_code": ("Run its reward code", "运行其奖励代码"),
+    "runs.run_code_info": ("Needed once for a run folder whose custom reward code this app has not run (copied in "
+                           "or edited by hand): read it in the run's config.yaml first",
+                           "对本应用未运行过其自定义奖励代码的运行文件夹（复制而来或手动编辑）需勾选一次：请先在其 config.yaml 中阅读代码"),
     "common.message": ("Message", "消息"),
 }
 

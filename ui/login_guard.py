@@ -8,8 +8,19 @@ at a time; after `max_failures` failures in a row every further attempt is refus
 passwords a second (issue 19); with the defaults it gets 5, then 1 after a second, 1 after two
 more seconds, and so on.
 
-Behind a reverse proxy (a Hugging Face Space) every client has the proxy's address, so the
-lock-out is then shared by all clients: a guesser can keep the owner out for a while, but not in.
+The address is the one the connection comes from. An X-Forwarded-For header is believed only
+from a proxy the operator named (`--trusted-proxy` / $AHA_TRUSTED_PROXIES, passed to uvicorn by
+`forwarded_allow_ips`): uvicorn trusted it from 127.0.0.1 by default, so a client could name a
+new address on every attempt, never be locked out, and lock out an address of its choice
+(issue 29). Behind a reverse proxy that is not named (a Hugging Face Space) every client has the
+proxy's address, so the lock-out is then shared by all clients: a guesser can keep the owner out
+for a while, but not in.
+
+On top, a global failure budget: more than `global_failures` failed logins within
+`global_window_s` from all addresses together refuse every attempt until the window has room
+again, so many addresses (an IPv6 block, a botnet, a proxy that forwards what it is told) guess
+no faster than that either. The price, said in the README: a guesser can keep everyone out while
+it keeps guessing.
 
 Refuses to know: the credentials, Gradio's routes beyond the login path.
 """
@@ -17,6 +28,7 @@ Refuses to know: the credentials, Gradio's routes beyond the login path.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import math
 import time
@@ -35,11 +47,25 @@ class _Client:
 class LoginGuard:
     """ASGI middleware: `Middleware(LoginGuard, max_failures=5)` in the app's middleware list."""
 
-    def __init__(self, app, max_failures: int = 5, base_lock_s: float = 1.0, max_lock_s: float = 300.0):
+    def __init__(self, app, max_failures: int = 5, base_lock_s: float = 1.0, max_lock_s: float = 300.0,
+                 global_failures: int = 60, global_window_s: float = 60.0):
         self.app = app
         self.max_failures, self.base_lock_s, self.max_lock_s = max_failures, base_lock_s, max_lock_s
+        self.global_failures, self.global_window_s = global_failures, global_window_s
         self._clients: dict[str, _Client] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._recent_failures: collections.deque[float] = collections.deque()  # times, all clients
+        self._in_flight = 0  # attempts being answered: each may fail, so each takes room in the budget
+
+    def _global_wait(self, now: float) -> float:
+        """Seconds until the global failure budget has room again (0 when it has)."""
+        while self._recent_failures and self._recent_failures[0] <= now - self.global_window_s:
+            self._recent_failures.popleft()
+        if len(self._recent_failures) + self._in_flight < self.global_failures:
+            return 0.0
+        if not self._recent_failures:  # the room is taken by attempts still being answered
+            return 1.0
+        return self._recent_failures[0] + self.global_window_s - now
 
     @staticmethod
     def _is_login(scope) -> bool:
@@ -59,6 +85,7 @@ class LoginGuard:
             client.failures, client.locked_until = 0, 0.0
             return
         client.failures += 1
+        self._recent_failures.append(client.last)
         if client.failures >= self.max_failures:
             lock = self.base_lock_s * 2 ** (client.failures - self.max_failures)
             client.locked_until = client.last + min(lock, self.max_lock_s)
@@ -69,7 +96,8 @@ class LoginGuard:
         key = (scope.get("client") or ("?", 0))[0]
         async with self._locks.setdefault(key, asyncio.Lock()):  # one attempt at a time per client
             client = self._client(key)
-            wait = client.locked_until - time.monotonic()
+            now = time.monotonic()
+            wait = max(client.locked_until - now, self._global_wait(now))
             if wait > 0:
                 return await _refuse(send, wait)
             status = {}
@@ -79,7 +107,11 @@ class LoginGuard:
                     status["code"] = message["status"]
                 await send(message)
 
-            await self.app(scope, receive, watch)
+            self._in_flight += 1
+            try:
+                await self.app(scope, receive, watch)
+            finally:
+                self._in_flight -= 1
             if status.get("code") in (200, 400, 401):
                 self._record(client, ok=status["code"] == 200)
 

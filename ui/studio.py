@@ -1,7 +1,8 @@
 """The Aha Studio page: a status bar and the tabs in the order a person works, over one RunManager.
 
 Owns: the page's frame (title, status bar, tabs, timer) and how it is launched (auth with a
-lock-out after failed logins, i18n, which folders may be served, no run history in the browser:
+lock-out after failed logins, the API behind the login and a bound on requests held open
+(`ui/gate.py`), which proxies' forwarded addresses are believed, i18n, which folders may be served, no run history in the browser:
 Gradio's run history would keep every input, the Hub token included, in the browser's storage
 and show it on /gradio_api/runs). Each tab draws itself (`ui/tabs/`); the manager does the work.
 
@@ -18,6 +19,7 @@ from starlette.middleware import Middleware
 from core.manager import RunManager
 from ui.common import Ctx
 from ui.forms import Form
+from ui.gate import ApiGate, raise_open_file_limit
 from ui.i18n import I18N, t
 from ui.login_guard import LoginGuard
 from ui.tabs import compare, data, export, model, rewards, runs, train
@@ -82,12 +84,23 @@ def build_app(manager: RunManager) -> gr.Blocks:
 
 def launch_app(demo: gr.Blocks, manager: RunManager, *, host: str = "127.0.0.1", port: int | None = None,
                share: bool = False, auth: tuple[str, str] | None = None, prevent_thread_lock: bool = False,
-               quiet: bool = False):
-    """Launch with the settings every entry point shares (app.py, tests)."""
+               quiet: bool = False, trusted_proxies: list[str] | tuple = (), max_requests_per_client: int = 64):
+    """Launch with the settings every entry point shares (app.py, tests).
+
+    `trusted_proxies`: addresses whose X-Forwarded-For is believed (the login lock-out's client
+    address); none by default. Gradio builds uvicorn's config itself and passes it nothing, so the
+    one way in is uvicorn's own environment variable, read when the server starts."""
+    import os
+
+    os.environ["FORWARDED_ALLOW_IPS"] = ",".join(trusted_proxies)  # "" = no proxy is trusted
+    open_files = raise_open_file_limit()
+    max_total = max(64, min(512, open_files // 4)) if open_files else 512
     demo.queue(default_concurrency_limit=4)
     return demo.launch(
         server_name=host, server_port=port, share=share, auth=auth, i18n=I18N, css=CSS,
         allowed_paths=[str(manager.runs_dir)], prevent_thread_lock=prevent_thread_lock, quiet=quiet,
         show_error=True, max_file_size="200mb", ssr_mode=False, run_history=False,
-        app_kwargs={"middleware": [Middleware(LoginGuard)]},  # a lock-out after failed logins
+        app_kwargs={"middleware": [  # the API behind the login, bounded requests; a lock-out after failed logins
+            Middleware(ApiGate, max_per_client=max_requests_per_client, max_total=max_total),
+            Middleware(LoginGuard)]},
     )

@@ -105,7 +105,11 @@ def load_task_data(cfg: DataConfig) -> TaskData:
     if len(kept) < len(rows):
         notes.append(f"dropped {len(rows) - len(kept)} training rows whose question is also held out")
     if not kept:
-        raise DataError(f"{source}: no training rows left after holding out {len(held_out)} rows")
+        distinct = len({r["question"] for r in rows} | asked)
+        raise DataError(f"{source}: every training row asks a question that is also held out for evaluation "
+                        f"(the {len(rows) + len(held_out)} usable rows hold {distinct} distinct question"
+                        f"{'s' if distinct != 1 else ''}): add rows with other questions, or set eval_size to 0 "
+                        "to train on them all")
     notes = list(dict.fromkeys(notes))  # the train and held-out tables can say the same thing
     return TaskData(train=kept[: cfg.train_size], eval=held_out, source=source, columns=columns, notes=notes)
 

@@ -6,9 +6,9 @@ Refuses to know: rewards, losses, chat templates (see `base.py`).
 
 from __future__ import annotations
 
-from core.engines.base import AdapterRef, Completion, Engine, EngineInfo, SamplingSettings
+from core.engines.base import AdapterRef, Completion, Engine, EngineInfo, RolloutStopped, SamplingSettings
 from core.engines.factory import (backend_for, close_engine, engine_mismatch, make_engine, must_rebuild, make_policy_and_engine,
                                   pick_backend, vllm_settings_for)
 
-__all__ = ["AdapterRef", "Completion", "Engine", "EngineInfo", "SamplingSettings", "backend_for", "close_engine",
+__all__ = ["AdapterRef", "Completion", "Engine", "EngineInfo", "RolloutStopped", "SamplingSettings", "backend_for", "close_engine",
            "engine_mismatch", "make_engine", "must_rebuild", "make_policy_and_engine", "pick_backend", "vllm_settings_for"]

@@ -16,7 +16,12 @@ Modelled on verl's rollout base (generate / update weights / release / resume).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
+
+
+class RolloutStopped(Exception):
+    """A rollout gave up between two generation batches because its `should_stop()` said so (Stop
+    pressed, SIGTERM): a large step ends in one batch's time, not the whole step's (issue 29)."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class Engine(Protocol):
         *,
         model=None,  # the trainer's peft model, whose current adapter `adapter` is
         merged: bool | None = None,  # None: the engine's own setting
+        should_stop: Callable[[], bool] | None = None,  # checked between generation batches (HF)
     ) -> list[list[Completion]]:  # (B, n)
         """A training step's rollouts: take the memory back, sample as `generate` does, free it again.
 

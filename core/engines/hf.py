@@ -19,7 +19,7 @@ import itertools
 
 import torch
 
-from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings
+from core.engines.base import AdapterRef, Completion, EngineInfo, RolloutStopped, SamplingSettings
 
 TRAIN_ADAPTER = "default"  # peft's name for the adapter being trained
 
@@ -127,7 +127,7 @@ class HFEngine:
 
     # -- generation -----------------------------------------------------------
     def rollout(self, prompts: list[list[int]], sampling: SamplingSettings, adapter: AdapterRef | None, *,
-                model=None, merged: bool | None = None) -> list[list[Completion]]:
+                model=None, merged: bool | None = None, should_stop=None) -> list[list[Completion]]:
         """`generate` for a training step (see base.Engine.rollout). Folded, it samples with the
         adapter switched off from base weights that hold the adapter: no LoRA path per token."""
         from core.engines.merged_lora import rollout_with_fold
@@ -138,7 +138,7 @@ class HFEngine:
         def sample(a):
             self.restore_memory()
             try:
-                return self.generate(prompts, sampling, a)
+                return self.generate(prompts, sampling, a, should_stop=should_stop)
             finally:
                 self.release_memory()
 
@@ -147,7 +147,9 @@ class HFEngine:
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings,
-                 adapter: AdapterRef | None = None) -> list[list[Completion]]:
+                 adapter: AdapterRef | None = None, should_stop=None) -> list[list[Completion]]:
+        """n completions per prompt, in batches that fit; RolloutStopped between two batches once
+        `should_stop()` is true."""
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         device = next(self.model.parameters()).device
@@ -160,6 +162,8 @@ class HFEngine:
         try:
             with self._adapter(adapter):
                 for start in range(0, len(prompts), per_chunk):
+                    if should_stop is not None and should_stop():
+                        raise RolloutStopped(f"stopped after {start} of {len(prompts)} prompts")
                     chunk = prompts[start:start + per_chunk]
                     # 1) left-pad the prompts into one batch
                     L = max(len(p) for p in chunk)

@@ -364,12 +364,13 @@ class VLLMEngine:
 
     # -- generation ----------------------------------------------------------------------
     def rollout(self, prompts: list[list[int]], sampling: SamplingSettings, adapter: AdapterRef | None, *,
-                model=None, merged: bool | None = None) -> list[list[Completion]]:
+                model=None, merged: bool | None = None, should_stop=None) -> list[list[Completion]]:
         """A training step's rollouts (base.Engine.rollout): fold (while the KV cache is still
         released, so the fold's scratch never sits beside it), take the KV cache back, sample
         with no LoRA request, release it, unfold; the prefix cache is reset after the fold and
         after the unfold. Unfoldable (4-bit, the trainer's own copy of the weights, no model):
-        restore, sample through `adapter`, release. `rollout_stats` says which and the times."""
+        restore, sample through `adapter`, release. `rollout_stats` says which and the times.
+        `should_stop` is not checked: vLLM samples the whole step in one call."""
         from core.engines.merged_lora import rollout_with_fold
 
         merged = self.settings.merged_rollouts if merged is None else merged

@@ -23,6 +23,7 @@ def build(ctx: Ctx) -> None:
     with gr.Row():
         load = gr.Button(t("runs.load"), variant="primary")
         resume = gr.Button(t("runs.resume"))
+        run_code = gr.Checkbox(False, label=t("runs.run_code"), info=t("runs.run_code_info"))
     message = gr.Markdown()
     target, tabs = ctx.shared["compare_target"], ctx.shared["tabs"]
 
@@ -47,9 +48,9 @@ def build(ctx: Ctx) -> None:
         return (f"✅ `{info['run_name']}` · `{Path(info['checkpoint']).name}` is the tuned model in Compare",
                 gr.update(choices=target_choices(manager), value=info["checkpoint"]), gr.Tabs(selected="compare"))
 
-    def resume_run(name):
+    def resume_run(name, run_code):
         try:
-            s = manager.resume(name)
+            s = manager.resume(name, run_code=bool(run_code))
         except Exception as e:
             return warn(e)
         return f"⏵ resumed `{s['run_name']}` at step {s['step']}: follow it on the Train tab"
@@ -57,5 +58,5 @@ def build(ctx: Ctx) -> None:
     refresh.click(list_runs, [run], [table, run], api_name="list_runs")
     run.change(on_run, [run], [checkpoint], api_visibility="private")
     load.click(load_run, [run, checkpoint], [message, target, tabs], api_name="load_run")
-    resume.click(resume_run, [run], [message], api_name="resume_run")
+    resume.click(resume_run, [run, run_code], [message], api_name="resume_run")
     ctx.shared["runs_refresh"] = (list_runs, [run], [table, run])
