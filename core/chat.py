@@ -12,7 +12,7 @@ Refuses to know: which model or adapter is loaded (the caller passes an engine a
 reference), the UI.
 
     python -m core.chat                                        # the offline default model
-    python -m core.chat --adapter runs/quickstart/checkpoints/step-000005
+    python -m core.chat --adapter runs/quickstart/checkpoints/step-000010
     echo "Which is bigger, 9.11 or 9.9?" | python -m core.chat --adapter ... --compare
 
 With `--compare` each prompt is answered by the base model and by the adapter, one after the

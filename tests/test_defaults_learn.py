@@ -4,7 +4,7 @@ the model learns from the first steps.
 One seeded run of the app's CPU defaults (`core.config.cpu_defaults`, what the Train tab shows
 without a GPU) on the bundled SmolLM2-135M-Instruct for 10 steps: the rewards of step 1 already
 differ (so GRPO has advantages), the mean reward of steps 6-10 is above that of steps 1-5, the
-gradient is never zero, and afterwards the adapter has moved away from zero. The seeds measured
+gradient is non-zero in nearly every step (a step whose groups all score alike has none), and afterwards the adapter has moved away from zero. The seeds measured
 beside this one are in bench/results/default_search.md; about 1 minute on 2 idle cores.
 """
 
@@ -33,6 +33,6 @@ def test_the_cpu_defaults_learn_from_the_first_step(smollm2_dir):
     rewards = [m["reward"] for m in steps]
     assert steps[0]["reward_std"] > 0 and steps[0]["frac_reward_zero_std"] < 1.0, steps[0]
     assert statistics.mean(rewards[5:10]) > statistics.mean(rewards[:5]), rewards
-    assert min(m["grad_norm"] for m in steps) > 0, [m["grad_norm"] for m in steps]
+    assert sum(m["grad_norm"] > 0 for m in steps) >= 8, [m["grad_norm"] for m in steps]  # a step may score all alike
     change = model_change(trainer.model)
     assert change["moved"] and change["nonzero"] == change["matrices"] > 0, change
