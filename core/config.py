@@ -138,8 +138,8 @@ class RewardsConfig:
         factory=lambda: ["correctness", "format_strict", "xml_tag_count"],
     )
     weights: list = _f(
-        None, "One weight per reward, same order. Empty = each preset's default weight.",
-        factory=lambda: [1.0, 0.5, 0.5],
+        None, "One weight per reward, same order. Empty = each preset's default weight (correctness 1.0, "
+        "format_strict 0.5, xml_tag_count 0.5, ...).", factory=list
     )
     custom_code: str = _f(
         "",

@@ -215,7 +215,7 @@ def test_a_reloaded_form_shows_the_runs_settings_and_resume_keeps_its_rewards(ap
     settings = {**TINY, **{f"reward_{n}": n in ("xml_tag_count", "correctness") for n in ALL_PRESETS},
                 "data_source": manager.store_upload(str(csv)), "data_prompt_column": "question",
                 "data_answer_column": "solution", "data_system_prompt": "Reply with the number only.",
-                "data_response_prefix": "<think>", "weight_xml_tag_count": 0.7, "rewards_custom_code": LENGTH_REWARD,
+                "data_response_prefix": "<reasoning>", "weight_xml_tag_count": 0.7, "rewards_custom_code": LENGTH_REWARD,
                 "algorithm_max_steps": 200, "algorithm_temperature": 0.9, "model_lora_r": 4, "run_run_name": "sums"}
     client = gradio_client.Client(url, verbose=False)
     assert client.predict(**settings, api_name="/start").startswith("🟢 started run `sums`")
@@ -223,12 +223,12 @@ def test_a_reloaded_form_shows_the_runs_settings_and_resume_keeps_its_rewards(ap
         wait_state(client, ("running",))
         run = manager.run_config()
         assert (run.data.source, run.data.system_prompt, run.data.response_prefix, run.algorithm.max_steps) == (
-            settings["data_source"], "Reply with the number only.", "<think>", 200)
+            settings["data_source"], "Reply with the number only.", "<reasoning>", 200)
         assert (run.rewards.names, run.rewards.weights) == (["xml_tag_count", "correctness"], [0.7, 1.0])
 
         # a fresh page (its form built on the defaults) shows the run's values once loaded
         form = build_app(manager).form
-        assert form.defaults.algorithm.max_steps == 20 and form.defaults.data.response_prefix == ""
+        assert form.defaults.algorithm.max_steps == 20 and form.defaults.data.response_prefix == "<think>"
         values = form.values(run)
         for key in ("data_source", "data_prompt_column", "data_answer_column", "data_system_prompt",
                     "data_response_prefix", "algorithm_max_steps", "algorithm_temperature", "model_lora_r",
@@ -263,7 +263,7 @@ def test_a_reloaded_form_shows_the_runs_settings_and_resume_keeps_its_rewards(ap
     # Compare's boxes for its checkpoint (the stop saved one): the run's own prompt and prefix
     checkpoint = manager.checkpoints("sums")[-1]
     system, prefix, words = client.predict(value=checkpoint, api_name="/asked_as")
-    assert (system, prefix) == ("Reply with the number only.", "<think>")
+    assert (system, prefix) == ("Reply with the number only.", "<reasoning>")
     source = f"the config.yaml of run `sums` ({Path(checkpoint).name})"
     assert words.startswith(f"System prompt and answer prefix from {source};")
 

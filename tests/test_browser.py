@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from core.config import Config
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,6 +33,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
          "--disable-component-update", "--disable-sync"]
 TABS = ["1 · Model", "2 · Data", "3 · Rewards", "4 · Train", "5 · Compare", "6 · Export", "Runs"]
 STEPS = 5
+SERIES = 1 + len(Config().rewards.names)  # reward plot series: the total and each default reward
 MAX_PNG_BYTES = 300 * 1024
 
 
@@ -150,10 +153,10 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser):
     end = time.time() + 240
     while time.time() < end:
         seen.append(line_points(page, "reward-plot"))
-        if "finished" in page.locator("#status-bar").inner_text() and seen[-1] == 3 * STEPS:
+        if "finished" in page.locator("#status-bar").inner_text() and seen[-1] == SERIES * STEPS:
             break
         page.wait_for_timeout(400)
-    assert seen[-1] == 3 * STEPS, seen  # total + format_soft + correctness, one point per step each
+    assert seen[-1] == SERIES * STEPS, seen  # the total and each default reward, one point per step each
     assert seen == sorted(seen) and len(set(seen)) >= 2, seen
     assert f"step {STEPS}/{STEPS}" in page.locator("#status-bar").inner_text()
     page.locator("#reward-plot").scroll_into_view_if_needed()

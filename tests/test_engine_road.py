@@ -33,9 +33,9 @@ class StandInVLLM(HFEngine):
 
         self.settings, self.model_path, self.delay = effective_settings(settings), model_path, delay
 
-    def generate(self, prompts, sampling, adapter=None):
+    def generate(self, prompts, sampling, adapter=None, **kwargs):  # should_stop: HF's rollout passes it
         time.sleep(self.delay)
-        return super().generate(prompts, sampling, adapter)
+        return super().generate(prompts, sampling, adapter, **kwargs)
 
     def close(self):
         StandInVLLM.closed.append(self)

@@ -175,7 +175,7 @@ def test_chat_asks_a_checkpoint_as_its_run_trained(manager):
     current run's), base and tuned alike; the answers are the ones transformers + peft give."""
     # a reward with spread and a large step: the adapter moves enough to change a greedy answer
     cfg = tiny_config(manager, max_steps=3, learning_rate=5e-2)
-    cfg.data.system_prompt, cfg.data.response_prefix = "Answer in one word.", "<think>"
+    cfg.data.system_prompt, cfg.data.response_prefix = "Answer in one word.", "<reasoning>"  # not the defaults
     cfg.rewards.names, cfg.rewards.custom_code = [], LONGER
     trained = manager.start(cfg)
     assert manager.wait(timeout=120) == "finished"
@@ -186,23 +186,24 @@ def test_chat_asks_a_checkpoint_as_its_run_trained(manager):
 
     asked = manager.chat_settings(checkpoint)
     assert (asked["system_prompt"], asked["response_prefix"], asked["chat_template"]) == (
-        "Answer in one word.", "<think>", "")
+        "Answer in one word.", "<reasoning>", "")
     assert asked["source"] == f"the config.yaml of run `{trained}` ({Path(checkpoint).name})"
     current = manager.chat_settings("current")
-    assert (current["system_prompt"], current["response_prefix"]) == (manager.default_config().data.system_prompt, "")
+    defaults = manager.default_config().data
+    assert (current["system_prompt"], current["response_prefix"]) == (defaults.system_prompt, defaults.response_prefix)
     assert current["source"] == f"the current run `{other}`"
 
     model_dir, prompt = manager.default_model.name_or_path, "Which is bigger? 9.11 or 9.9?"
     tuned = manager.chat(prompt, target=checkpoint, max_tokens=12)
     base = manager.chat(prompt, target="base", asked_as=checkpoint, max_tokens=12)
-    assert tuned == greedy_reply(model_dir, checkpoint, prompt, "Answer in one word.", "<think>", 12)
-    assert base == greedy_reply(model_dir, None, prompt, "Answer in one word.", "<think>", 12)
-    assert tuned.startswith("<think>") and base.startswith("<think>") and tuned != base
+    assert tuned == greedy_reply(model_dir, checkpoint, prompt, "Answer in one word.", "<reasoning>", 12)
+    assert base == greedy_reply(model_dir, None, prompt, "Answer in one word.", "<reasoning>", 12)
+    assert tuned.startswith("<reasoning>") and base.startswith("<reasoning>") and tuned != base
     # the boxes of the Compare tab replace the run's settings when edited
     edited = manager.chat(prompt, target=checkpoint, system_prompt="", response_prefix="", max_tokens=12)
     assert edited == greedy_reply(model_dir, checkpoint, prompt, "", "", 12)
     assert manager.chat(prompt, target="base", max_tokens=12) == greedy_reply(
-        model_dir, None, prompt, current["system_prompt"], "", 12)  # base alone: as the current run
+        model_dir, None, prompt, current["system_prompt"], current["response_prefix"], 12)  # base alone: as the current run
 
     # how far the adapter moved: the sum over layers of PEFT's own delta weights
     from peft import PeftModel

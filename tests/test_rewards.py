@@ -311,8 +311,8 @@ def test_get_reward_unknown_names_the_known_ones():
 
 def test_default_config_builds():
     rewards = RewardSet.from_config(RewardsConfig())
-    assert rewards.names == ["format_soft", "correctness"]
-    assert rewards.weights == [0.5, 1.0]
+    assert rewards.names == ["correctness", "format_strict", "xml_tag_count"]
+    assert rewards.weights == [1.0, 0.5, 0.5]  # each preset's default weight
 
 
 # ---------------------------------------------------------------------------
