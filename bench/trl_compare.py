@@ -648,11 +648,11 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         current: dict = {}
         inner = trainer.engine.generate
 
-        def timed_generate(prompt_ids, sampling, adapter=None):
+        def timed_generate(prompt_ids, sampling, adapter=None, **kwargs):  # should_stop (HF engine)
             r.phase(f"step {current.get('step')}: generation")
             _sync(torch)
             t = time.perf_counter()
-            out = inner(prompt_ids, sampling, adapter)
+            out = inner(prompt_ids, sampling, adapter, **kwargs)
             _sync(torch)
             comps = [c for g in out for c in g]
             current["rollout"] = {

@@ -114,7 +114,7 @@ def test_a_reload_mid_run_shows_the_runs_settings(app, browser):
 
     client = gradio_client.Client(url, verbose=False)
     start(client, rewards=("xml_tag_count", "correctness"), data_source=str(csv), data_prompt_column="question",
-          data_answer_column="solution", data_system_prompt=PROMPT, data_response_prefix="<think>",
+          data_answer_column="solution", data_system_prompt=PROMPT, data_response_prefix="<reasoning>",
           weight_xml_tag_count=0.7, rewards_custom_code=LENGTH_REWARD, algorithm_max_steps=500, run_save_steps=500,
           run_run_name="sums")
     try:
@@ -132,7 +132,7 @@ def test_a_reload_mid_run_shows_the_runs_settings(app, browser):
         expect(field(page, "data_answer_column")).to_have_value("solution")
         page.get_by_role("button", name="Prompt and template").click()  # a closed accordion is not drawn
         expect(field(page, "data_system_prompt", "textarea")).to_have_value(PROMPT)
-        expect(field(page, "data_response_prefix", "textarea")).to_have_value("<think>")
+        expect(field(page, "data_response_prefix", "textarea")).to_have_value("<reasoning>")
         # Rewards: the run's presets, weight and custom code
         open_tab(page, "3 · Rewards")
         expect(field(page, "reward_xml_tag_count")).to_be_checked()
@@ -169,26 +169,27 @@ def test_compare_shows_the_checkpoints_prefix_and_system_prompt(app, browser):
     url, runs, _ = app
     client = gradio_client.Client(url, verbose=False)
     # run A trained with its own prompt and prefix; run B, the current one, with the defaults
-    start(client, data_system_prompt=PROMPT, data_response_prefix="<think>", algorithm_max_steps=2,
+    start(client, data_system_prompt=PROMPT, data_response_prefix="<reasoning>", algorithm_max_steps=2,
           run_save_steps=2, run_run_name="asked-a")
     wait_state(client, ("finished",))
     start(client, algorithm_max_steps=1, run_save_steps=1, run_run_name="plain-b")
     wait_state(client, ("finished",))
-    default_prompt = yaml.safe_load((runs / "plain-b" / "config.yaml").read_text())["data"]["system_prompt"]
-    assert default_prompt != PROMPT
+    plain = yaml.safe_load((runs / "plain-b" / "config.yaml").read_text())["data"]
+    default_prompt, default_prefix = plain["system_prompt"], plain["response_prefix"]
+    assert default_prompt != PROMPT and default_prefix != "<reasoning>"
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(url)
     open_tab(page, "5 · Compare")
     system, prefix = page.locator("#compare-system textarea"), page.locator("#compare-prefix textarea")
     expect(system).to_have_value(default_prompt, timeout=60_000)  # the current adapter: run B's
-    expect(prefix).to_have_value("")
+    expect(prefix).to_have_value(default_prefix)
     expect(page.locator("#compare-asked")).to_contain_text("from the current run plain-b;")
 
     page.locator("#compare-target input").click()
     page.get_by_role("option", name="asked-a · step-000002").click()
     expect(system).to_have_value(PROMPT, timeout=30_000)
-    expect(prefix).to_have_value("<think>")
+    expect(prefix).to_have_value("<reasoning>")
     expect(page.locator("#compare-asked")).to_contain_text("from the config.yaml of run asked-a (step-000002);")
 
     # both models asked with them: the answers start at the prefix; alike answers are explained
@@ -206,9 +207,9 @@ def test_compare_shows_the_checkpoints_prefix_and_system_prompt(app, browser):
     else:
         assert note.inner_text().strip() == ""
 
-    # back to the current adapter: run B's prompt, no prefix
+    # back to the current adapter: run B's prompt and prefix
     page.locator("#compare-target input").click()
     page.get_by_role("option", name="Current adapter (live)").click()
     expect(system).to_have_value(default_prompt, timeout=30_000)
-    expect(prefix).to_have_value("")
+    expect(prefix).to_have_value(default_prefix)
     page.close()

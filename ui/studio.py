@@ -70,7 +70,9 @@ def build_app(manager: RunManager) -> gr.Blocks:
         # form); the estimate and plan then follow the values shown
         def show_run():
             cfg = manager.run_config()
-            return form.show(cfg) if cfg is not None else {}
+            if cfg is None:  # no run yet: the defaults stay (an empty dict is no update to Gradio)
+                return [gr.skip()] * len(form.outputs())
+            return form.show(cfg)
 
         estimate, model_inputs = ctx.shared["model_estimate"]
         plan_fn, plan_md = ctx.shared["memory_plan"]
