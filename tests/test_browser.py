@@ -1,5 +1,6 @@
 """The page in a real Chromium: every tab opens, a short run makes the reward plot gain points,
-base and tuned answer in Compare, the Chinese interface shows; screenshots go to docs/.
+base and tuned answer in Compare, the Chinese interface shows. Screenshots go to a temporary
+folder; `AHA_SCREENSHOTS=docs python -m pytest tests/test_browser.py` writes the README's.
 
 Starts `python app.py` (the real entry point) on a tiny model in a subprocess. Skipped when
 Debian's /usr/bin/chromium is missing (see ../shared/ENVIRONMENT.md, "Browser testing").
@@ -25,7 +26,6 @@ if not Path(CHROMIUM).exists():
 sync_api = pytest.importorskip("playwright.sync_api")
 
 REPO = Path(__file__).resolve().parent.parent
-DOCS = REPO / "docs"
 # ENVIRONMENT.md's flags; Playwright adds --headless and its own --user-data-dir
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
@@ -79,11 +79,15 @@ def browser():
         b.close()
 
 
-def shot(page, name: str) -> Path:
-    DOCS.mkdir(exist_ok=True)
-    path = DOCS / name
+@pytest.fixture
+def shot(screenshot_dir):
+    """shot(page, name): a screenshot into `screenshot_dir` (conftest.py), checked for size."""
+    return lambda page, name: _shot(page, screenshot_dir / name)
+
+
+def _shot(page, path: Path) -> Path:
     page.screenshot(path=str(path))
-    assert path.stat().st_size < MAX_PNG_BYTES, f"{name} is {path.stat().st_size} bytes"
+    assert path.stat().st_size < MAX_PNG_BYTES, f"{path.name} is {path.stat().st_size} bytes"
     return path
 
 
@@ -103,7 +107,7 @@ def line_points(page, plot_id: str) -> int:
     return sum(d.count("L") + 1 for d, stroke in paths if d.startswith("M") and stroke)
 
 
-def test_tabs_training_and_compare_in_a_browser(app_url, browser):
+def test_tabs_training_and_compare_in_a_browser(app_url, browser, shot):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(app_url)
     tabs = page.get_by_role("tab")
@@ -184,7 +188,7 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser):
     page.close()
 
 
-def test_chinese_interface(app_url, browser):
+def test_chinese_interface(app_url, browser, shot):
     context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto(app_url)
