@@ -9,6 +9,7 @@ Debian's /usr/bin/chromium is missing (see ../shared/ENVIRONMENT.md, "Browser te
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from ui.zh import HELP_ZH
 
 pytestmark = pytest.mark.browser
 
@@ -107,8 +110,16 @@ def line_points(page, plot_id: str) -> int:
     return sum(d.count("L") + 1 for d, stroke in paths if d.startswith("M") and stroke)
 
 
+def axis_labels(page, plot_id: str) -> list[str]:
+    """The x axis's tick labels of a plot (Vega's SVG), left to right."""
+    return page.locator(f"#{plot_id}").evaluate(
+        "e => Array.from(e.querySelector('g.role-axis-label')?.querySelectorAll('text') || []).map(t => t.textContent)")
+
+
 def test_tabs_training_and_compare_in_a_browser(app_url, browser, shot):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    console = []
+    page.on("console", lambda m: console.append(m.text))
     page.goto(app_url)
     tabs = page.get_by_role("tab")
     tabs.first.wait_for(timeout=60_000)
@@ -132,13 +143,21 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser, shot):
     sync_api.expect(page.locator("#data-info")).to_contain_text("2000 training questions · 200 held out")
 
     page.get_by_role("tab", name="3 · Rewards").click()
+    # Try on samples: the scores in the first columns, the long texts after them
+    page.get_by_role("button", name="Try on samples").click()
+    headers = lambda: [h.strip() for h in page.locator("#try-table th").all_inner_texts() if h.strip()]  # noqa: E731
+    wait_until(lambda: len(headers()) > 5, timeout=120)  # the two rewards' columns came
+    headers = headers()
+    assert headers[:3] == ["total", "format_soft", "correctness"] and headers[-1] == "question", headers
     shot(page, "screenshot-rewards.png")
 
-    # Train: the memory plan for the settings on screen (this CPU: its RAM)
+    # Train: the memory plan for the settings on screen (this CPU: its RAM); empty plots, no GPU plot
     page.get_by_role("tab", name="4 · Train").click()
     sync_api.expect(page.locator("#memory-plan")).to_contain_text("CPU run: about", timeout=30_000)
     plan_before = page.locator("#memory-plan").inner_text()
     assert "of RAM" in plan_before and "GPU" not in plan_before and "CUDA" not in plan_before
+    assert page.get_by_text("Peak RAM of the app's process").count() == 1
+    assert page.get_by_text("Peak GPU memory").count() == 0
     # a tiny run; the reward plot gains points as steps finish
     for label, value in (("Completions per question (G)", "4"), ("Questions per step", "2"),
                          ("Max completion tokens", "16"), ("Training steps", str(STEPS))):
@@ -161,6 +180,9 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser, shot):
     assert seen[-1] == 3 * STEPS, seen  # total + format_soft + correctness, one point per step each
     assert seen == sorted(seen) and len(set(seen)) >= 2, seen
     assert f"step {STEPS}/{STEPS}" in page.locator("#status-bar").inner_text()
+    # whole steps on the x axis, each labelled once (Vega's own ticks were 1, 1.5, 2, ...)
+    wait_until(lambda: axis_labels(page, "reward-plot") == [str(i) for i in range(1, STEPS + 1)])
+    assert axis_labels(page, "memory-plot") == [str(i) for i in range(1, STEPS + 1)]
     page.locator("#reward-plot").scroll_into_view_if_needed()
     shot(page, "screenshot-train.png")
 
@@ -186,6 +208,9 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser, shot):
     shot(page, "screenshot-evaluate.png")
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, "screenshot-compare.png")
+    # the plots were empty before step 1 without Vega complaining about them (the line plots' fields
+    # are step and value; Compare's bar plot holds NaN bars before an evaluation, its `sum_value`)
+    assert not [m for m in console if "Infinite extent" in m and "sum_value" not in m], console[:5]
     page.close()
 
 
@@ -197,6 +222,12 @@ def test_chinese_interface(app_url, browser, shot):
     page.get_by_role("tab", name="4 · 训练").click()
     page.get_by_role("button", name="▶ 开始").wait_for(timeout=15_000)
     assert page.get_by_text("GRPO 的 loss 接近 0 是正常的").count() >= 1
+    # computed on the server, in the browser's language too: the status line and the memory plan
+    sync_api.expect(page.locator("#memory-plan")).to_contain_text("CPU 运行：每步峰值约需", timeout=30_000)
+    assert re.search(r"\*?\*?(空闲|已完成|已停止)", page.locator("#status-bar").inner_text())
+    # every field's help: from core/config.py in English, ui/zh.py in Chinese
+    assert page.get_by_text(HELP_ZH["algorithm.num_generations"]).count() == 1
+    assert page.get_by_text("G: completions sampled per prompt").count() == 0
     shot(page, "screenshot-zh.png")
     context.close()
 
