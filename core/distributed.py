@@ -161,7 +161,7 @@ def all_reduce_grads(params: list[torch.Tensor], *, poison: bool = False) -> Non
 # Standard deviations averaged over ranks approximate the batch's (each rank holds whole groups).
 _SUM = {"tokens_per_second"}
 _MIN = {"completions/min_length", "micro_batch_size"}
-_MAX = {"completions/max_length", "peak_memory_gb", "step_time", "generation_time", "skipped_steps"}
+_MAX = {"completions/max_length", "peak_memory_gb", "peak_ram_gb", "step_time", "generation_time", "skipped_steps"}
 
 
 def reduce_metrics(metrics: dict) -> dict:

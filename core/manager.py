@@ -477,7 +477,8 @@ class RunManager:
         return self.worker.submit(lambda: self._model is not None or self._ensure_model(self.default_model))
 
     def model_info(self, model_cfg: ModelConfig | None = None) -> dict:
-        """What is loaded and a memory estimate for `model_cfg` (from its config.json if not loaded)."""
+        """What is loaded and a memory estimate for `model_cfg` (from its config.json if not loaded);
+        on a CPU also the RAM available (`available_gb`)."""
         model_cfg = model_cfg or self.default_model
         loaded = self._model_key is not None and self._model_key == _model_key_safe(model_cfg)
         info = {"loaded": loaded, "device": self.device, "name": model_cfg.name_or_path or "SmolLM2-135M-Instruct",
@@ -489,13 +490,20 @@ class RunManager:
             info["note"] = note
             est = estimate_memory(model_cfg, None, hf_config, self.has_gpu) if hf_config else {}
         info.update(est)
+        if not self.has_gpu:  # a CPU run's memory is the machine's RAM: say what it has free
+            from core import ram
+
+            available = ram.available_bytes()
+            info["available_gb"] = available / 2**30 if available else None
         return info
 
     def memory_plan(self, cfg: Config, free_bytes: int | None = None, total_bytes: int | None = None) -> dict:
-        """The memory planner's plan for `cfg` on this machine's GPU, before anything loads.
+        """The memory planner's plan for `cfg` on this machine, before anything loads: on a GPU
+        (or given its `free_bytes`) the GPU's memory, on a CPU the RAM.
 
-        Returns {"text": plain words for the UI, "fits", "peak_gb", "micro_batch_size", "engine"};
-        without a GPU (and no `free_bytes` given), what the run would need on one.
+        Returns {"text": plain words for the UI, "sentences": the same as keyed fragments (see
+        core.planner.say: what the UI translates), "device": "gpu" | "cpu", "fits", "peak_gb",
+        "micro_batch_size", "engine"}.
         """
         from types import SimpleNamespace
 
@@ -507,30 +515,41 @@ class RunManager:
         hf, note = (self._hf_config, "") if loaded and self._hf_config else _read_hf_config(m.name_or_path)
         need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
         if not hf or any(not hf.get(k) for k in need):
-            return {"text": f"Memory plan: unknown for this model. {note}".strip(), "fits": None}
+            sentences = [[("unknown_note", {"note": note}) if note else ("unknown", {})]]
+            return {"text": planner.say(sentences), "sentences": sentences, "fits": None, "device": None}
         c = SimpleNamespace(**{**hf, "num_key_value_heads": hf.get("num_key_value_heads") or hf["num_attention_heads"],
                                "tie_word_embeddings": hf.get("tie_word_embeddings", False)})
-        gpu = free_bytes is not None or self.has_gpu
-        if gpu and free_bytes is None:
+        if free_bytes is None and not self.has_gpu:
+            return self._cpu_plan(cfg, c, loaded)
+        if free_bytes is None:
             free = self._free_for_plan()
             free_bytes, total_bytes = free["free_bytes"], free["total_bytes"]
-        engine = pick_backend(cfg.run.engine) if free_bytes is not None else (
-            "hf" if cfg.run.engine == "hf" else "vllm")
-        settings, engine_words = None, ""
-        if gpu and engine == "vllm":
+        engine = pick_backend(cfg.run.engine)
+        settings, engine_words = None, []
+        if engine == "vllm":
             settings, engine_words = self._engine_for_plan(cfg, c, loaded, free_bytes, total_bytes)
-        p = planner.plan_config(c, cfg, free_bytes if gpu else 10**15, total_bytes, engine, engine_settings=settings)
-        peak = p.total_peak / 2**30
-        if gpu:
-            text = p.summary() + (f" {engine_words}" if engine_words else "")
-        else:
-            text = f"No GPU here: this run trains on the CPU. On a GPU ({engine} engine): {p.summary(with_free=False)}"
-        return {"text": text, "fits": p.fits if gpu else None, "peak_gb": peak,
-                "micro_batch_size": p.micro_batch_size, "engine": engine}
+        p = planner.plan_config(c, cfg, free_bytes, total_bytes, engine, engine_settings=settings)
+        sentences = p.sentences() + engine_words
+        return {"text": planner.say(sentences), "sentences": sentences, "device": "gpu", "fits": p.fits,
+                "peak_gb": p.total_peak / 2**30, "micro_batch_size": p.micro_batch_size, "engine": engine}
+
+    def _cpu_plan(self, cfg: Config, hf_config, loaded: bool) -> dict:
+        """The RAM a step of `cfg` needs on this CPU (core.planner.plan_cpu), beside what is available."""
+        from core import planner, ram
+        from core.models import pick_dtype
+        from core.trainer import resolve_micro_batch_size
+
+        dtype = pick_dtype(cfg.model.dtype, self.device)
+        p = planner.plan_cpu(hf_config, cfg, micro_batch_size=resolve_micro_batch_size(cfg),
+                             dtype_bytes=dtype.itemsize, dtype=str(dtype).removeprefix("torch."),
+                             available_bytes=ram.available_bytes(), weights_loaded=loaded)
+        sentences = p.sentences()
+        return {"text": planner.say(sentences), "sentences": sentences, "device": "cpu", "fits": p.fits,
+                "peak_gb": p.total_peak / 2**30, "micro_batch_size": p.micro_batch_size, "engine": "hf"}
 
     def _engine_for_plan(self, cfg: Config, hf_config, loaded: bool, free_bytes: int, total_bytes: int):
-        """(VLLMSettings, words): the engine a run on vLLM will use — the loaded one when it serves
-        the run exactly, else one built (or rebuilt) for it — for the memory plan."""
+        """(VLLMSettings, sentences): the engine a run on vLLM will use — the loaded one when it
+        serves the run exactly, else one built (or rebuilt) for it — for the memory plan."""
         from core.engines import must_rebuild, vllm_settings_for
 
         current = self._engine if self._engine is not None and self._engine.info.backend == "vllm" else None
@@ -538,14 +557,16 @@ class RunManager:
                    ) if current is not None else []
         if current is not None and not must_rebuild(reasons, current):
             s = current.settings
-            waves = " - its rollouts are sampled in waves" if reasons else ""
-            return s, (f"It runs on the loaded vLLM engine (LoRA rank up to {s.max_lora_rank}, a context of "
-                       f"{s.max_model_len} tokens, KV cache {(s.kv_cache_memory_bytes or 0) / 2**30:.2f} GB){waves}.")
-        reasons = must_rebuild(reasons, current) if current is not None else reasons
-        s = vllm_settings_for(cfg, hf_config, headroom=True, free_bytes=free_bytes, total_bytes=total_bytes)
-        verb = "rebuilt for it (" + "; ".join(reasons) + ")" if current is not None else "built for it"
-        return s, (f"Its vLLM engine is {verb}: LoRA rank up to {s.max_lora_rank}, a context of "
-                   f"{s.max_model_len} tokens, KV cache {(s.kv_cache_memory_bytes or 0) / 2**30:.2f} GB.")
+            key = "engine.loaded_waves" if reasons else "engine.loaded"
+        else:
+            reasons = must_rebuild(reasons, current) if current is not None else reasons
+            s = vllm_settings_for(cfg, hf_config, headroom=True, free_bytes=free_bytes, total_bytes=total_bytes)
+            key = "engine.rebuilt" if current is not None else "engine.built"
+        values = {"rank": s.max_lora_rank, "context": s.max_model_len,
+                  "kv": f"{(s.kv_cache_memory_bytes or 0) / 2**30:.2f} GB", "reasons": "; ".join(reasons)}
+        if key != "engine.rebuilt":
+            values.pop("reasons")
+        return s, [[(key, values)]]
 
     # -- starting a run ---------------------------------------------------------------
     def start(self, cfg: Config) -> str:
@@ -1193,15 +1214,24 @@ class RunManager:
         return grown_thinking(run.read_samples()) if run is not None else None
 
     def try_rewards(self, rewards_cfg: RewardsConfig, data_cfg: DataConfig, n: int = 4,
-                    max_tokens: int = 128, temperature: float = 1.0) -> pd.DataFrame:
+                    max_tokens: int = 128, temperature: float = 1.0,
+                    progress: Callable[[float, str, dict], None] | None = None) -> pd.DataFrame:
         """Score `n` completions sampled from the current model, plus one ideally formatted
         reference answer per question, with each reward: one column per reward and the total.
         Completions reach the rewards as in training and TRL: `[{"role": "assistant", "content": ...}]`.
-        `df.attrs["notes"]` holds what the rewards' notes say (a custom reward replaced a preset)."""
+        `df.attrs["notes"]` holds what the rewards' notes say (a custom reward replaced a preset).
+
+        `progress(fraction, stage, facts)` hears of each stage before it starts, on the calling
+        thread: "data"; "sampling" ({"completions", "max_tokens", "load_model": the model loads
+        first, "after_step": a training step finishes first}), the slow one on a CPU;
+        "scoring" ({"completions", "rewards"}).
+        """
         from core.data import DataError, build_messages, load_task_data, render_prompt
         from core.engines import SamplingSettings
         from core.rewards import RewardError, RewardSet
 
+        report = progress or (lambda fraction, stage, facts: None)
+        report(0.0, "data", {})
         self._check_paths(data_cfg)
         try:
             task = load_task_data(dataclasses.replace(data_cfg, train_size=min(data_cfg.train_size, 200),
@@ -1232,7 +1262,10 @@ class RunManager:
                      tok(ref, add_special_tokens=False)["input_ids"]) for g, ref in zip(groups, references)]
 
         try:
+            report(0.1, "sampling", {"completions": len(rows), "max_tokens": int(max_tokens),
+                                     "load_model": self._model is None, "after_step": self._state == "running"})
             sampled = self._call(job)
+            report(0.9, "scoring", {"completions": 2 * len(rows), "rewards": len(rewards.names)})
             table = []  # (row, source, completion text, completion token ids)
             for r, (text, ids, ref_ids), ref in zip(rows, sampled, references, strict=True):
                 table.append((r, "model", text, ids))

@@ -1,4 +1,5 @@
-"""Memory planner: predict a run's peak GPU memory before step 1, and pick settings that fit.
+"""Memory planner: predict a run's peak GPU memory (or, on a CPU, RAM) before step 1, and pick
+settings that fit.
 
 Owns: arithmetic from a model's config and the run's settings to bytes — base weights (bf16 or
 4-bit), LoRA adapter + gradient + AdamW state, the engine's KV cache for one step's rollouts,
@@ -8,7 +9,8 @@ offload) through the trainer's loss path: decoder -> fused log-prob from hidden 
 engine's memory share that fit the free memory, and says so in plain words (the UI shows
 `Plan.summary`). With micro_batch_size 0 (auto) it picks for the lowest peak instead: the largest
 micro-batch whose forward/backward needs no more than the rollouts' KV cache, which the engine
-frees while the trainer runs.
+frees while the trainer runs. On a CPU, `plan_cpu` counts the same tensors in the CPU's dtype, in
+RAM. The words are keyed fragments (`WORDS`, `say`) so that the UI can translate them.
 
 Refuses to know: torch (it reads plain numbers), engines, the UI.
 
@@ -65,6 +67,80 @@ VLLM_OUTSIDE_TORCH_BYTES = 1 * GIB
 # auto_micro_batch "fastest": the share of the free memory its step may plan to use (the rest is
 # headroom for what the plan does not count: fragmentation, a longer-than-planned prompt)
 FASTEST_SHARE = 0.9
+# A CPU step's resident memory beyond the tensors plan_cpu counts, in copies of the weights:
+# bench/cpu_ram_check.py measured 1.0 GiB for SmolLM2-135M in float32 (0.50 GiB of weights) at
+# micro-batch 4 and 8 and at 130- and 492-token sequences alike, 0.65 GiB for the same model cut
+# to 15 layers (0.30 GiB), next to nothing for the tests' tiny model: it follows the weights,
+# not the tokens. It appears during the first forward + backward and stays resident. Not
+# attributed tensor by tensor (candidates: weight-sized scratch of the CPU matmuls' backward,
+# what glibc's per-thread arenas keep after it).
+CPU_STEP_WEIGHT_COPIES = 2
+
+
+# ---------------------------------------------------------------------------
+# The plan in words. Each sentence is a list of fragments (key, values); `say` renders them in
+# English with WORDS. The keys are what the UI translates (ui/zh.py PLAN_ZH holds the same keys
+# with the same {placeholders}), so the words are written once here and the numbers never twice.
+WORDS = {
+    # a GPU plan's first sentence, fragment by fragment
+    "peak": "Predicted peak {peak}",
+    "phase.sampling": " (sampling)",
+    "phase.training": " (training)",
+    "of_free": " of {free} free",
+    "parts": ": weights {weights}, adapter + optimizer {adapter}, rollout KV cache {kv}",
+    "kv_freed": " (freed while training)",
+    "activations": ", activations {activations} (micro-batch {mbs})",
+    "loss_buffers": ", loss buffers {loss}",
+    "engine_extras": ", engine extras {extra}",
+    "cuda": ", CUDA context {outside}.",
+    "cuda_vllm": ", CUDA context and vLLM kernels {outside}.",
+    # notes on the micro-batch
+    "note.fastest": "Micro-batch {mbs} (auto, fastest: the largest whose step fits {share} of the free {free}).",
+    "note.lowest": "Micro-batch {mbs} (auto: training needs no more than the rollouts' {budget} KV cache, "
+                   "which is freed while it runs).",
+    "note.one_too_big": "Micro-batch 1 (auto); even one sequence's forward/backward ({one}) needs more than the "
+                        "rollouts' {budget} KV cache: activation offload would lower it.",
+    "note.one_too_big_offload": "Micro-batch 1 (auto); even one sequence's forward/backward ({one}) needs more "
+                                "than the rollouts' {budget} KV cache.",
+    "note.lowered": "Micro-batch lowered from {before} to {mbs} to fit.",
+    "does_not_fit": "It does not fit: lower the completion length or G, turn on activation offload, "
+                    "or load the base in 4-bit.",
+    # a CPU plan (RAM)
+    "cpu.peak": "CPU run: about {peak} of RAM at the step's peak",
+    "cpu.of_available": " ({available} available)",
+    "cpu.parts": ": weights {weights} ({dtype}), adapter + optimizer {adapter}, the larger of sampling's KV cache "
+                 "{kv} and training's activations {activations} (micro-batch {mbs}, sequences of up to {tokens} "
+                 "tokens), and {besides} that training holds besides.",
+    "cpu.does_not_fit": "It may not fit: lower the completion length, G or the micro-batch.",
+    # the run's engine (core/manager.py), and what the planner cannot know
+    "engine.loaded": "It runs on the loaded vLLM engine (LoRA rank up to {rank}, a context of {context} tokens, "
+                     "KV cache {kv}).",
+    "engine.loaded_waves": "It runs on the loaded vLLM engine (LoRA rank up to {rank}, a context of {context} "
+                           "tokens, KV cache {kv}) - its rollouts are sampled in waves.",
+    "engine.built": "Its vLLM engine is built for it: LoRA rank up to {rank}, a context of {context} tokens, "
+                    "KV cache {kv}.",
+    "engine.rebuilt": "Its vLLM engine is rebuilt for it ({reasons}): LoRA rank up to {rank}, a context of "
+                      "{context} tokens, KV cache {kv}.",
+    "unknown": "Memory plan: unknown for this model.",
+    "unknown_note": "Memory plan: unknown for this model. {note}",
+}
+
+Sentence = list  # [(key, values), ...]: fragments read in order
+
+
+def say(sentences: list[Sentence], words: dict[str, str] | None = None, sep: str = " ") -> str:
+    """The sentences in words (English unless another table with the same keys is given).
+
+    >>> say([[("peak", {"peak": "1.00 GB"}), ("phase.training", {})], [("note.lowered", {"before": 8, "mbs": 4})]])
+    'Predicted peak 1.00 GB (training) Micro-batch lowered from 8 to 4 to fit.'
+    """
+    words = words or WORDS
+    return sep.join("".join(words[key].format(**values) for key, values in sentence) for sentence in sentences)
+
+
+def gb(b: float) -> str:
+    """Bytes in GB the way the plan writes them: one decimal from 10 GB up, two below."""
+    return f"{b / GIB:.1f} GB" if b >= 10 * GIB else f"{b / GIB:.2f} GB"
 
 
 def _head_dim(c) -> int:
@@ -107,8 +183,8 @@ def lora_param_count(c, rank: int, targets: list[str]) -> int:
     return per_layer * c.num_hidden_layers
 
 
-def kv_bytes_per_token(c, fp8: bool = False) -> int:
-    return 2 * c.num_hidden_layers * c.num_key_value_heads * _head_dim(c) * (1 if fp8 else 2)
+def kv_bytes_per_token(c, fp8: bool = False, dtype_bytes: int = 2) -> int:
+    return 2 * c.num_hidden_layers * c.num_key_value_heads * _head_dim(c) * (1 if fp8 else dtype_bytes)
 
 
 def engine_kv_bytes(c, seq_len: int, num_sequences: int, fp8: bool = False) -> int:
@@ -217,13 +293,14 @@ def engine_extra_bytes(c, lora_rank: int, max_loras: int = 2) -> int:
     return max_loras * 2 * lora_param_count(c, max_rank, ALL_PROJECTIONS) + 256 * MIB
 
 
-def layer_saved_bytes_per_token(c, rank: int, targets, padded_seq_len: int = 0) -> int:
+def layer_saved_bytes_per_token(c, rank: int, targets, padded_seq_len: int = 0, base_bytes: int = 2) -> int:
     """Bytes autograd keeps per token for one decoder layer's backward (bf16 base, fp32 LoRA).
 
     The frozen base projections keep nothing but their own weight (the input's gradient needs
-    only the weight) and the residual adds keep nothing. What is kept, tensor by tensor:
+    only the weight) and the residual adds keep nothing. What is kept, tensor by tensor (`bb`:
+    bytes of the base's dtype, 2 for bf16; a float32 base on a CPU keeps 4):
     """
-    h, i = c.hidden_size, c.intermediate_size
+    h, i, bb = c.hidden_size, c.intermediate_size, base_bytes
     hd, nh = _head_dim(c), c.num_attention_heads
     q, kv = nh * hd, c.num_key_value_heads * hd
     proj = _projections(c)
@@ -235,22 +312,22 @@ def layer_saved_bytes_per_token(c, rank: int, targets, padded_seq_len: int = 0) 
     b += sum(4 * proj[t][0] + 4 * rank for t in targets if t in proj)
     # SDPA keeps its inputs and output: RoPE'd queries and the output (bf16 [N, q] each) and the
     # fp32 logsumexp per head ...
-    b += 2 * q + 2 * q + 4 * nh
+    b += bb * q + bb * q + 4 * nh
     if padded_seq_len:
         # ... with padding there is an attention mask: transformers repeats k and v to all heads
         # (bf16 [N, q] each) and SDPA runs the memory-efficient kernel, which keeps the mask as a
         # bf16 bias [B, 1, S, S] of its own in every layer: 2 S bytes per token
-        b += 2 * q + 2 * q + 2 * padded_seq_len
+        b += bb * q + bb * q + bb * padded_seq_len
     else:
         # ... without, flash attention takes k and v as they are (bf16 [N, kv] each)
-        b += 2 * kv + 2 * kv
+        b += bb * kv + bb * kv
     # SwiGLU MLP: SiLU keeps its input (gate_proj's output), the product keeps both factors
     # (SiLU's output, up_proj's output): bf16 [N, i] each
-    b += 3 * 2 * i
+    b += 3 * bb * i
     return b
 
 
-def _mlp_transient_per_token(c, rank: int, targets, recompute: bool) -> int:
+def _mlp_transient_per_token(c, rank: int, targets, recompute: bool, base_bytes: int = 2) -> int:
     """Per token, what the last layer's MLP holds at its peak beyond that layer's saved tensors.
 
     Two candidate moments. Inside up_proj: the LoRA branch's output lora_B(lora_A(x)) and its
@@ -267,7 +344,7 @@ def _mlp_transient_per_token(c, rank: int, targets, recompute: bool) -> int:
         up = 8 * i - ((4 * i + 4 * rank) if "down_proj" in targets else 0)
     else:
         up = 8 * max([proj[t][1] for t in targets if t in proj], default=0)
-    down = 2 * i + 2 * h + (8 * h if "down_proj" in targets else 0)
+    down = base_bytes * (i + h) + (8 * h if "down_proj" in targets else 0)
     return up if recompute else max(up, down)
 
 
@@ -285,45 +362,46 @@ class MicroBatchPeak:
 
 def micro_batch_peak(c, *, sequences: int, seq_len: int, completion_len: int, lora_rank: int = 16,
                      lora_targets=ALL_PROJECTIONS, checkpointing: bool = False, offload: bool = False,
-                     padded: bool = False, load_in_4bit: bool = False) -> MicroBatchPeak:
+                     padded: bool = False, load_in_4bit: bool = False, base_bytes: int = 2) -> MicroBatchPeak:
     """Peak bytes of one micro-batch's forward + backward (trainer's loss path), by tensor.
 
     Shapes: N = sequences x seq_len tokens go through the decoder, Nc = sequences x
-    completion_len rows through the fused log-prob. h, i: hidden and intermediate size.
+    completion_len rows through the fused log-prob. h, i: hidden and intermediate size. bb
+    (`base_bytes`): bytes per element of the base's activations (bf16: 2; a float32 CPU run: 4).
     """
-    h, L, hd = c.hidden_size, c.num_hidden_layers, _head_dim(c)
+    h, L, hd, bb = c.hidden_size, c.num_hidden_layers, _head_dim(c), base_bytes
     n, nc = sequences * seq_len, sequences * completion_len
-    saved = layer_saved_bytes_per_token(c, lora_rank, lora_targets, seq_len if padded else 0)
-    rope = 2 * 2 * hd  # RoPE's cos and sin tables (bf16 [N, head_dim]), shared by all layers
+    saved = layer_saved_bytes_per_token(c, lora_rank, lora_targets, seq_len if padded else 0, bb)
+    rope = 2 * bb * hd  # RoPE's cos and sin tables (bf16 [N, head_dim]), shared by all layers
     once = sequences * seq_len * seq_len if padded else 0  # the bool [B, 1, S, S] mask, shared
     if load_in_4bit:  # bitsandbytes dequantizes the widest frozen weight to bf16 for each matmul
-        once += 2 * max(a * b for a, b in _projections(c).values())
+        once += bb * max(a * b for a, b in _projections(c).values())
     # the loss path's backward: the kernel keeps a bf16 copy of the completion rows' hidden states
     # (hidden[mask]); its backward adds an fp32 [Nc, h] gradient accumulator and its bf16 cast
-    kernel_bwd = nc * (2 + 4 + 2) * h
+    kernel_bwd = nc * (bb + 4 + bb) * h
     if not checkpointing and not offload:
         # every layer's saved tensors, less layer 0's input-norm copy (its input, the frozen
         # embedding, needs no gradient); in the last layer's MLP, its transient and four bf16
         # [N, h] tensors: the embedding output (kept by the decoder), the layer's input, the
         # post-attention residual and the normed MLP input
-        trans = _mlp_transient_per_token(c, lora_rank, lora_targets, recompute=False)
-        layers = n * (L * saved - 4 * h + trans + 4 * 2 * h + rope) + once
+        trans = _mlp_transient_per_token(c, lora_rank, lora_targets, recompute=False, base_bytes=bb)
+        layers = n * (L * saved - 4 * h + trans + 4 * bb * h + rope) + once
         # at the kernel's backward: all saved tensors still, and the final norm's fp32 input copy
         loss = n * (L * saved - 4 * h + rope + 4 * h) + kernel_bwd + once
     else:
         # each layer's input is all that the forward keeps (checkpoint: on the GPU, bf16 [N, h]
         # per layer; offload: in pinned CPU memory, copied back one layer at a time, and the next
         # layer's already on its way back: core/offload.py prefetches one layer ahead)
-        kept = L * 2 * h if not offload else 2 * 2 * h
-        trans = _mlp_transient_per_token(c, lora_rank, lora_targets, recompute=True)
+        kept = L * bb * h if not offload else 2 * bb * h
+        trans = _mlp_transient_per_token(c, lora_rank, lora_targets, recompute=True, base_bytes=bb)
         # the last layer's recompute: its saved tensors, the MLP transient, two bf16 [N, h]
         # locals (post-attention residual, normed MLP input) and the gradients in flight when the
         # recompute starts (output grad and base-branch grad, bf16; LoRA-branch grad, fp32)
-        layers = n * (kept + saved + trans + 2 * 2 * h + (2 + 2 + 4) * h + rope) + once
+        layers = n * (kept + saved + trans + 2 * bb * h + (bb + bb + 4) * h + rope) + once
         if offload:
             # the offload hook also sends the kernel's saved head weight (vocab x h, bf16) to the
             # CPU with the hidden rows, and both come back for the kernel's backward
-            loss = 2 * c.vocab_size * h + kernel_bwd
+            loss = bb * c.vocab_size * h + kernel_bwd
         else:
             loss = n * (kept + rope + 4 * h) + kernel_bwd + once
     return MicroBatchPeak(int(layers), int(loss))
@@ -350,7 +428,7 @@ class Plan:
     micro_batch_size: int
     engine_share: float
     free: int
-    notes: list[str] = field(default_factory=list)
+    notes: list[Sentence] = field(default_factory=list)  # one sentence each (see `say`)
     workspace: int = ALLOCATOR_FIXED_BYTES  # cuBLAS workspaces etc., counted by torch's allocator
     engine_extra: int = 0  # a vLLM engine's LoRA slots, CUDA graphs, sampler (engine_extra_bytes)
     release_kv: bool = True  # the engine frees its KV cache while the trainer runs
@@ -388,25 +466,32 @@ class Plan:
     def fits(self) -> bool:
         return self.total_peak <= self.free
 
-    def summary(self, with_free: bool = True) -> str:
-        g = lambda b: f"{b / GIB:.1f} GB" if b >= 10 * GIB else f"{b / GIB:.2f} GB"  # noqa: E731
-        loss = f", loss buffers {g(self.loss_buffers)}" if self.loss_buffers else ""
-        engine = f", engine extras {g(self.engine_extra)}" if self.engine_extra else ""
-        phase = (" (sampling)" if self.sampling_is_peak else " (training)") if self.kv_cache and self.release_kv else ""
-        lines = [
-            f"Predicted peak {g(self.total_peak)}{phase}{f' of {g(self.free)} free' if with_free else ''}: "
-            f"weights {g(self.weights)}, "
-            f"adapter + optimizer {g(self.adapter_and_optimizer)}, rollout KV cache {g(self.kv_cache)}"
-            f"{' (freed while training)' if self.kv_cache and self.release_kv else ''}, "
-            f"activations {g(self.activations)} (micro-batch {self.micro_batch_size}){loss}{engine}, "
-            f"CUDA context{' and vLLM kernels' if self.outside_torch > CUDA_CONTEXT_BYTES else ''} "
-            f"{g(self.outside_torch)}.",
-        ]
-        lines += self.notes
+    def sentences(self, with_free: bool = True) -> list[Sentence]:
+        """The summary as keyed fragments (see `say`): the peak and its parts, then the notes."""
+        freed = bool(self.kv_cache and self.release_kv)
+        first = [("peak", {"peak": gb(self.total_peak)})]
+        if freed:
+            first.append(("phase.sampling" if self.sampling_is_peak else "phase.training", {}))
+        if with_free:
+            first.append(("of_free", {"free": gb(self.free)}))
+        first.append(("parts", {"weights": gb(self.weights), "adapter": gb(self.adapter_and_optimizer),
+                                "kv": gb(self.kv_cache)}))
+        if freed:
+            first.append(("kv_freed", {}))
+        first.append(("activations", {"activations": gb(self.activations), "mbs": self.micro_batch_size}))
+        if self.loss_buffers:
+            first.append(("loss_buffers", {"loss": gb(self.loss_buffers)}))
+        if self.engine_extra:
+            first.append(("engine_extras", {"extra": gb(self.engine_extra)}))
+        first.append(("cuda_vllm" if self.outside_torch > CUDA_CONTEXT_BYTES else "cuda",
+                      {"outside": gb(self.outside_torch)}))
+        out = [first, *self.notes]
         if with_free and not self.fits:
-            lines.append("It does not fit: lower the completion length or G, turn on activation offload, "
-                         "or load the base in 4-bit.")
-        return " ".join(lines)
+            out.append([("does_not_fit", {})])
+        return out
+
+    def summary(self, with_free: bool = True) -> str:
+        return say(self.sentences(with_free))
 
 
 def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prompt_length: int,
@@ -454,8 +539,7 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
         while mbs * 2 <= num_sequences and plan_of(mbs * 2).total_peak <= FASTEST_SHARE * free:
             mbs *= 2
         micro_batch_size = mbs
-        notes.append(f"Micro-batch {mbs} (auto, fastest: the largest whose step fits "
-                     f"{FASTEST_SHARE:.0%} of the free {free / GIB:.1f} GB).")
+        notes.append([("note.fastest", {"mbs": mbs, "share": f"{FASTEST_SHARE:.0%}", "free": f"{free / GIB:.1f} GB"})])
     elif micro_batch_size <= 0:  # auto, lowest memory
         budget = rollout_kv
         mbs = 1
@@ -464,12 +548,10 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
         micro_batch_size = mbs
         one = peak_of(1).peak
         if one <= budget:
-            notes.append(f"Micro-batch {mbs} (auto: training needs no more than the rollouts' "
-                         f"{budget / GIB:.2f} GB KV cache, which is freed while it runs).")
+            notes.append([("note.lowest", {"mbs": mbs, "budget": f"{budget / GIB:.2f} GB"})])
         else:
-            notes.append(f"Micro-batch 1 (auto); even one sequence's forward/backward ({one / GIB:.2f} GB) needs "
-                         f"more than the rollouts' {budget / GIB:.2f} GB KV cache"
-                         + ("." if offload else ": activation offload would lower it."))
+            notes.append([("note.one_too_big_offload" if offload else "note.one_too_big",
+                           {"one": f"{one / GIB:.2f} GB", "budget": f"{budget / GIB:.2f} GB"})])
     mbs = max(1, micro_batch_size)
     while True:
         p = plan_of(mbs)
@@ -477,10 +559,88 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
             break
         mbs //= 2
     if mbs != micro_batch_size:
-        notes.append(f"Micro-batch lowered from {micro_batch_size} to {mbs} to fit.")
+        notes.append([("note.lowered", {"before": micro_batch_size, "mbs": mbs})])
     total = total_bytes or free
     p.engine_share = round(min(0.92, (weights + kv + GIB) / total), 3) if engine == "vllm" else 0.0
     return p
+
+
+@dataclass
+class CpuPlan:
+    """A step on the CPU, in RAM: the weights and the adapter's training state stay, and sampling's
+    KV cache (HF generate's, gone when it returns) and training's activations take turns."""
+
+    weights: int
+    adapter_and_optimizer: int
+    kv_cache: int
+    activations: int  # one micro-batch's forward + backward at its peak, with the attention probabilities
+    micro_batch_size: int
+    dtype: str
+    sequence_length: int  # prompt limit + completion limit: what the plan assumes of every sequence
+    available: int | None = None  # RAM the machine has available now (None: unknown)
+    weights_loaded: bool = False  # the weights are in RAM already, so not counted against `available`
+    besides: int = 0  # what a CPU step holds beyond these tensors (CPU_STEP_WEIGHT_COPIES x weights)
+
+    @property
+    def total_peak(self) -> int:
+        return self.weights + self.adapter_and_optimizer + max(self.kv_cache, self.activations) + self.besides
+
+    @property
+    def fits(self) -> bool | None:
+        if self.available is None:
+            return None
+        return self.total_peak - (self.weights if self.weights_loaded else 0) <= self.available
+
+    def sentences(self) -> list[Sentence]:
+        first = [("cpu.peak", {"peak": gb(self.total_peak)})]
+        if self.available is not None:
+            first.append(("cpu.of_available", {"available": gb(self.available)}))
+        first.append(("cpu.parts", {"weights": gb(self.weights), "dtype": self.dtype,
+                                    "adapter": gb(self.adapter_and_optimizer), "kv": gb(self.kv_cache),
+                                    "activations": gb(self.activations), "mbs": self.micro_batch_size,
+                                    "tokens": self.sequence_length, "besides": gb(self.besides)}))
+        return [first] + ([[("cpu.does_not_fit", {})]] if self.fits is False else [])
+
+    def summary(self) -> str:
+        return say(self.sentences())
+
+
+def plan_cpu(c, cfg, *, micro_batch_size: int, dtype_bytes: int = 4, dtype: str = "float32",
+             available_bytes: int | None = None, weights_loaded: bool = False) -> CpuPlan:
+    """RAM for one step of `cfg` on the CPU (`c`: the model's config), with the base in a dtype of
+    `dtype_bytes` bytes (float32 on most CPUs) and LoRA in float32.
+
+    The sampling side is HF generate's KV cache for the step's rollouts at full length (it samples
+    them in one batch); the training side one micro-batch's forward + backward, tensor by tensor as
+    on a GPU (micro_batch_peak) with the base's activations in its dtype, plus what the CPU keeps
+    that a GPU does not: with padding, torch's CPU attention runs the math kernel, which keeps each
+    layer's attention probabilities [B, heads, S, S] for backward. Then CPU_STEP_WEIGHT_COPIES.
+    Checked against the measured peak by bench/cpu_ram_check.py.
+
+    >>> from types import SimpleNamespace as C
+    >>> c = C(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    ...       num_key_value_heads=2, vocab_size=100, tie_word_embeddings=True)
+    >>> cfg = C(model=C(lora_r=8, lora_target_modules=list(ALL_PROJECTIONS), gradient_checkpointing=False,
+    ...                 offload_activations=False),
+    ...         algorithm=C(prompts_per_step=2, gradient_accumulation_steps=1, num_generations=4,
+    ...                     max_prompt_length=32, max_completion_length=16))
+    >>> p = plan_cpu(c, cfg, micro_batch_size=8)
+    >>> p.weights == 2 * weight_bytes(c), p.kv_cache == 8 * 48 * kv_bytes_per_token(c, dtype_bytes=4)
+    (True, True)
+    """
+    a, m = cfg.algorithm, cfg.model
+    seq = a.max_prompt_length + a.max_completion_length
+    weights = param_count(c) * dtype_bytes
+    adapter = lora_param_count(c, m.lora_r, m.lora_target_modules) * LORA_BYTES_PER_PARAM
+    kv = kv_bytes_per_token(c, dtype_bytes=dtype_bytes) * seq * sequences_per_step(cfg)
+    act = micro_batch_peak(c, sequences=micro_batch_size, seq_len=seq, completion_len=a.max_completion_length,
+                           lora_rank=m.lora_r, lora_targets=m.lora_target_modules,
+                           checkpointing=m.gradient_checkpointing, offload=False, padded=True,
+                           base_bytes=dtype_bytes).peak
+    layers_kept = 1 if m.gradient_checkpointing else c.num_hidden_layers  # a checkpoint recomputes one at a time
+    probs = layers_kept * micro_batch_size * c.num_attention_heads * seq * seq * dtype_bytes
+    return CpuPlan(weights, adapter, kv, act + probs, micro_batch_size, dtype, seq, available_bytes, weights_loaded,
+                   besides=CPU_STEP_WEIGHT_COPIES * weights)
 
 
 class DoesNotFit(RuntimeError):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core import distributed
+from core import distributed, ram
 from core.engines import Completion, SamplingSettings
 from core.rewards import RewardResult
 
@@ -103,6 +103,7 @@ def sample_and_score(trainer, step: int) -> ScoredRollouts:
     cfg, a = trainer.cfg, trainer.cfg.algorithm
     G = a.num_generations
     clock = trainer.clock = StepClock()  # a step starts with its rollouts
+    ram.reset_peak()  # so `peak_ram_gb` is this step's own peak (the process's RAM)
     rows = trainer.prompt_rows(step - 1)
     prompt_ids = [trainer.prompt_ids(r) for r in rows]  # (P, Lp_i)
     engine = trainer.engine
@@ -274,6 +275,7 @@ def rollout_metrics(trainer, batch: ScoredRollouts, step: int, t0: float) -> dic
         "generation_time": batch.generation_time,
         "step_time": time.perf_counter() - t0,
         "peak_memory_gb": (torch.cuda.max_memory_allocated() / 2**30) if torch.cuda.is_available() else 0.0,
+        "peak_ram_gb": (ram.peak_bytes() or 0) / 2**30,  # the process's resident memory at its peak
         "skipped_steps": trainer.skipped_steps,
         "micro_batch_size": trainer.micro_batch_size,
     }

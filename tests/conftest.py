@@ -1,8 +1,10 @@
-"""Shared fixtures: tiny offline models (built in < 1 s) and GPU/skip markers."""
+"""Shared fixtures: tiny offline models (built in < 1 s), GPU/skip markers, where screenshots go,
+and the guard that fails a session which leaves the working tree dirty (tests/tree_guard.py)."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +12,45 @@ import torch
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
+
+
+REPO = Path(__file__).resolve().parent.parent
+SCREENSHOTS = "AHA_SCREENSHOTS"  # a folder: the browser tests write their screenshots there (e.g. docs)
+
+
+def pytest_sessionstart(session):
+    from tree_guard import snapshot
+
+    session.config._tree_before = snapshot(REPO)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the session when it left the tree dirty (tests/tree_guard.py)."""
+    from tree_guard import changed, snapshot
+
+    before = getattr(session.config, "_tree_before", None)
+    after = snapshot(REPO) if before is not None else None
+    if after is None:
+        return
+    exempt = [Path(os.environ[SCREENSHOTS])] if os.environ.get(SCREENSHOTS) else []
+    dirtied = changed(before, after, exempt, REPO)
+    if dirtied:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = ("the tests changed the working tree (tests must write to tmp_path; README screenshots only "
+                   f"with {SCREENSHOTS}=docs): " + ", ".join(dirtied))
+        if reporter is not None:
+            reporter.write_line(f"FAILED tree guard: {message}", red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir(tmp_path_factory) -> Path:
+    """Where the browser tests write their screenshots: a temporary folder, or $AHA_SCREENSHOTS
+    (`AHA_SCREENSHOTS=docs python -m pytest tests/test_browser.py` regenerates the README's)."""
+    folder = os.environ.get(SCREENSHOTS)
+    path = (REPO / folder) if folder else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def pytest_collection_modifyitems(config, items):

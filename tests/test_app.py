@@ -81,7 +81,9 @@ def last_text(history) -> str:
 def test_train_chat_evaluate_through_the_api(app):
     manager, url = app
     client = gradio_client.Client(url, verbose=False)
-    assert status(client)["json"]["state"] == "idle"
+    idle = status(client)
+    assert idle["json"]["state"] == "idle"
+    assert idle["reward_plot"] is None  # no frame before the first step: Gradio's empty placeholder
     message = client.predict(**TINY, **TWO_REWARDS, api_name="/start")
     assert message.startswith("🟢 started run")
     run_name = manager.status()["run_name"]
@@ -293,3 +295,25 @@ def test_share_always_has_a_password():
     assert resolve_auth(share=False, auth=None) == (None, "")
     with pytest.raises(ValueError):
         parse_auth("no-colon")
+
+
+def test_server_text_follows_the_browsers_language_and_try_on_samples_scores_first(app):
+    """A client whose browser prefers Chinese gets the status line in Chinese (the English one in
+    English); Try on samples reports its stages as progress and puts the scores in the first columns."""
+    from ui.zh import STATUS_ZH
+
+    manager, url = app
+    chinese = gradio_client.Client(url, verbose=False, headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    english = gradio_client.Client(url, verbose=False)
+    state = manager.status()["state"]
+    assert f"**{STATUS_ZH[f'state.{state}']}**" in status(chinese)["bar"]
+    assert f"**{state}**" in status(english)["bar"]
+    job = english.submit(**TINY, **TWO_REWARDS, api_name="/try_rewards")
+    table, error = job.result(timeout=120)
+    assert error == "" and table["headers"][:3] == ["total", "format_soft", "correctness"]
+    assert table["headers"][3:] == ["source", "answer", "completion", "question"]
+    descs = []
+    while not job.communicator.updates.empty():
+        update = job.communicator.updates.get_nowait()
+        descs += [p.desc for p in getattr(update, "progress_data", None) or []]
+    assert any(d and d.startswith("2/3 · sampling 3 completions") for d in descs), descs

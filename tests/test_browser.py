@@ -1,5 +1,6 @@
 """The page in a real Chromium: every tab opens, a short run makes the reward plot gain points,
-base and tuned answer in Compare, the Chinese interface shows; screenshots go to docs/.
+base and tuned answer in Compare, the Chinese interface shows. Screenshots go to a temporary
+folder; `AHA_SCREENSHOTS=docs python -m pytest tests/test_browser.py` writes the README's.
 
 Starts `python app.py` (the real entry point) on a tiny model in a subprocess. Skipped when
 Debian's /usr/bin/chromium is missing (see ../shared/ENVIRONMENT.md, "Browser testing").
@@ -8,6 +9,7 @@ Debian's /usr/bin/chromium is missing (see ../shared/ENVIRONMENT.md, "Browser te
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Config
+from ui.zh import HELP_ZH
 
 pytestmark = pytest.mark.browser
 
@@ -27,7 +30,6 @@ if not Path(CHROMIUM).exists():
 sync_api = pytest.importorskip("playwright.sync_api")
 
 REPO = Path(__file__).resolve().parent.parent
-DOCS = REPO / "docs"
 # ENVIRONMENT.md's flags; Playwright adds --headless and its own --user-data-dir
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
@@ -82,11 +84,15 @@ def browser():
         b.close()
 
 
-def shot(page, name: str) -> Path:
-    DOCS.mkdir(exist_ok=True)
-    path = DOCS / name
+@pytest.fixture
+def shot(screenshot_dir):
+    """shot(page, name): a screenshot into `screenshot_dir` (conftest.py), checked for size."""
+    return lambda page, name: _shot(page, screenshot_dir / name)
+
+
+def _shot(page, path: Path) -> Path:
     page.screenshot(path=str(path))
-    assert path.stat().st_size < MAX_PNG_BYTES, f"{name} is {path.stat().st_size} bytes"
+    assert path.stat().st_size < MAX_PNG_BYTES, f"{path.name} is {path.stat().st_size} bytes"
     return path
 
 
@@ -106,8 +112,16 @@ def line_points(page, plot_id: str) -> int:
     return sum(d.count("L") + 1 for d, stroke in paths if d.startswith("M") and stroke)
 
 
-def test_tabs_training_and_compare_in_a_browser(app_url, browser):
+def axis_labels(page, plot_id: str) -> list[str]:
+    """The x axis's tick labels of a plot (Vega's SVG), left to right."""
+    return page.locator(f"#{plot_id}").evaluate(
+        "e => Array.from(e.querySelector('g.role-axis-label')?.querySelectorAll('text') || []).map(t => t.textContent)")
+
+
+def test_tabs_training_and_compare_in_a_browser(app_url, browser, shot):
     page = browser.new_page(viewport={"width": 1280, "height": 900})
+    console = []
+    page.on("console", lambda m: console.append(m.text))
     page.goto(app_url)
     tabs = page.get_by_role("tab")
     tabs.first.wait_for(timeout=60_000)
@@ -131,22 +145,31 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser):
     sync_api.expect(page.locator("#data-info")).to_contain_text("2000 training questions · 200 held out")
 
     page.get_by_role("tab", name="3 · Rewards").click()
+    # Try on samples: the scores in the first columns, the long texts after them
+    page.get_by_role("button", name="Try on samples").click()
+    headers = lambda: [h.strip() for h in page.locator("#try-table th").all_inner_texts() if h.strip()]  # noqa: E731
+    wait_until(lambda: len(headers()) > 5, timeout=120)  # the two rewards' columns came
+    headers = headers()
+    assert headers[:3] == ["total", "format_soft", "correctness"] and headers[-1] == "question", headers
     shot(page, "screenshot-rewards.png")
 
-    # Train: the memory plan for the settings on screen (this CPU: what a GPU would need)
+    # Train: the memory plan for the settings on screen (this CPU: its RAM); empty plots, no GPU plot
     page.get_by_role("tab", name="4 · Train").click()
-    sync_api.expect(page.locator("#memory-plan")).to_contain_text("No GPU here", timeout=30_000)
+    sync_api.expect(page.locator("#memory-plan")).to_contain_text("CPU run: about", timeout=30_000)
     plan_before = page.locator("#memory-plan").inner_text()
+    assert "of RAM" in plan_before and "GPU" not in plan_before and "CUDA" not in plan_before
+    assert page.get_by_text("Peak RAM of the app's process").count() == 1
+    assert page.get_by_text("Peak GPU memory").count() == 0
     # a tiny run; the reward plot gains points as steps finish
     for label, value in (("Completions per question (G)", "4"), ("Questions per step", "2"),
                          ("Max completion tokens", "16"), ("Training steps", str(STEPS))):
         page.get_by_label(label).first.fill(value)
     # the plan follows the settings on screen
-    assert "Predicted peak" in plan_before and "(micro-batch 8)" in plan_before
+    assert "(micro-batch 8," in plan_before
     page.get_by_label("Micro-batch size").first.fill("2")
-    sync_api.expect(page.locator("#memory-plan")).to_contain_text("(micro-batch 2)", timeout=30_000)
+    sync_api.expect(page.locator("#memory-plan")).to_contain_text("(micro-batch 2,", timeout=30_000)
     page.get_by_label("Micro-batch size").first.fill("8")
-    sync_api.expect(page.locator("#memory-plan")).to_contain_text("(micro-batch 8)", timeout=30_000)
+    sync_api.expect(page.locator("#memory-plan")).to_contain_text("(micro-batch 8,", timeout=30_000)
     assert line_points(page, "reward-plot") == 0
     page.locator("#start-btn").click()
     seen = []
@@ -159,6 +182,9 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser):
     assert seen[-1] == SERIES * STEPS, seen  # the total and each default reward, one point per step each
     assert seen == sorted(seen) and len(set(seen)) >= 2, seen
     assert f"step {STEPS}/{STEPS}" in page.locator("#status-bar").inner_text()
+    # whole steps on the x axis, each labelled once (Vega's own ticks were 1, 1.5, 2, ...)
+    wait_until(lambda: axis_labels(page, "reward-plot") == [str(i) for i in range(1, STEPS + 1)])
+    assert axis_labels(page, "memory-plot") == [str(i) for i in range(1, STEPS + 1)]
     page.locator("#reward-plot").scroll_into_view_if_needed()
     shot(page, "screenshot-train.png")
 
@@ -184,10 +210,13 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser):
     shot(page, "screenshot-evaluate.png")
     page.evaluate("window.scrollTo(0, 0)")
     shot(page, "screenshot-compare.png")
+    # the plots were empty before step 1 without Vega complaining about them (the line plots' fields
+    # are step and value; Compare's bar plot holds NaN bars before an evaluation, its `sum_value`)
+    assert not [m for m in console if "Infinite extent" in m and "sum_value" not in m], console[:5]
     page.close()
 
 
-def test_chinese_interface(app_url, browser):
+def test_chinese_interface(app_url, browser, shot):
     context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto(app_url)
@@ -195,6 +224,12 @@ def test_chinese_interface(app_url, browser):
     page.get_by_role("tab", name="4 · 训练").click()
     page.get_by_role("button", name="▶ 开始").wait_for(timeout=15_000)
     assert page.get_by_text("GRPO 的 loss 接近 0 是正常的").count() >= 1
+    # computed on the server, in the browser's language too: the status line and the memory plan
+    sync_api.expect(page.locator("#memory-plan")).to_contain_text("CPU 运行：每步峰值约需", timeout=30_000)
+    assert re.search(r"\*?\*?(空闲|已完成|已停止)", page.locator("#status-bar").inner_text())
+    # every field's help: from core/config.py in English, ui/zh.py in Chinese
+    assert page.get_by_text(HELP_ZH["algorithm.num_generations"]).count() == 1
+    assert page.get_by_text("G: completions sampled per prompt").count() == 0
     shot(page, "screenshot-zh.png")
     context.close()
 

@@ -423,16 +423,17 @@ def test_other_algorithms_run_through_the_manager(manager, algorithm, extra):
 
 
 def test_memory_plan_in_plain_words(manager, tmp_path):
-    """The Train tab's memory plan: on this CPU what a GPU would need; with a GPU's free memory the
-    planner's summary, and a refusal in words when it does not fit."""
+    """The Train tab's memory plan: on this CPU the RAM a step needs (no GPU figures); with a GPU's
+    free memory the planner's summary, and a refusal in words when it does not fit."""
     from core import planner
 
     cfg = tiny_config(manager)
     cpu = manager.memory_plan(cfg)
-    assert cpu["text"].startswith("No GPU here") and cpu["fits"] is None and cpu["peak_gb"] > 0
+    assert cpu["device"] == "cpu" and cpu["text"].startswith("CPU run: about") and "of RAM" in cpu["text"]
+    assert not re.search(r"GPU|CUDA|vLLM", cpu["text"]) and cpu["fits"] is True and cpu["peak_gb"] > 0
     gpu = manager.memory_plan(cfg, free_bytes=16 * 2**30, total_bytes=16 * 2**30)
+    assert gpu["device"] == "gpu" and planner.say(gpu["sentences"]) == gpu["text"]
     assert gpu["fits"] is True and "Predicted peak" in gpu["text"] and "of 16.0 GB free" in gpu["text"]
-    assert "Predicted peak" in cpu["text"] and "free" not in cpu["text"].split("Predicted peak")[1][:20]
     # the same numbers as the planner's own, from the model's config.json
     c = SimpleNamespace(**json.loads((Path(cfg.model.name_or_path) / "config.json").read_text()))
     a = cfg.algorithm
@@ -447,6 +448,38 @@ def test_memory_plan_in_plain_words(manager, tmp_path):
     unknown = dataclasses.replace(cfg.model, name_or_path=str(tmp_path / "missing"))
     cfg.model = unknown
     assert manager.memory_plan(cfg)["text"].startswith("Memory plan: unknown")
+
+
+def test_cpu_memory_plan_is_the_planners_ram(manager):
+    """On a CPU the plan is core.planner.plan_cpu for the model's config, the dtype the CPU loads
+    (float32), the micro-batch the trainer will use and the RAM available now."""
+    from core import planner, ram
+    from core.trainer import resolve_micro_batch_size
+
+    cfg = tiny_config(manager, micro_batch_size=0)  # auto: 8 on a CPU
+    plan = manager.memory_plan(cfg)
+    c = SimpleNamespace(**json.loads((Path(cfg.model.name_or_path) / "config.json").read_text()))
+    expected = planner.plan_cpu(c, cfg, micro_batch_size=resolve_micro_batch_size(cfg), dtype_bytes=4)
+    assert plan["micro_batch_size"] == expected.micro_batch_size == 8
+    assert plan["peak_gb"] == pytest.approx(expected.total_peak / 2**30)
+    assert "(float32)" in plan["text"] and "sequences of up to 144 tokens" in plan["text"]
+    available = float(re.search(r"\(([\d.]+) GB available\)", plan["text"]).group(1))
+    assert available == pytest.approx(ram.available_bytes() / 2**30, abs=0.5)
+    # the model tab's estimate says how much RAM there is too
+    assert manager.model_info()["available_gb"] == pytest.approx(available, abs=0.5)
+
+
+def test_try_rewards_reports_its_stages(manager):
+    """Try on samples says what it does before each stage (the page shows it as progress)."""
+    cfg = tiny_config(manager)
+    manager.load_model()  # loaded already: no "after loading the model"
+    stages = []
+    manager.try_rewards(RewardsConfig(names=["format_soft", "correctness"]), cfg.data, n=2, max_tokens=8,
+                        progress=lambda fraction, stage, facts: stages.append((fraction, stage, facts)))
+    assert [s for _, s, _ in stages] == ["data", "sampling", "scoring"]
+    assert [f for f, _, _ in stages] == sorted(f for f, _, _ in stages) and stages[0][0] == 0.0
+    assert stages[1][2] == {"completions": 2, "max_tokens": 8, "load_model": False, "after_step": False}
+    assert stages[2][2] == {"completions": 4, "rewards": 2}
 
 
 def test_a_run_with_nothing_to_learn_from_says_so(manager):

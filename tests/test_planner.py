@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from core import planner
+from core.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -231,3 +232,65 @@ def test_planner_predicts_the_measured_device_peaks_of_whole_steps():
     for r in rows:
         err = r["now"] / r["measured"] - 1
         assert -0.03 <= err <= 0.15, (r["system"], r["completion"], r["measured"], r["now"])
+
+
+# ---------------------------------------------------------------------------
+# the CPU plan (RAM) and the plan's words
+
+
+def test_base_bytes_default_is_the_gpu_arithmetic_and_float32_doubles_the_base_tensors():
+    c = _config("qwen2.5-0.5b")
+    kw = dict(sequences=4, seq_len=320, completion_len=64, lora_rank=16, padded=True)
+    assert planner.micro_batch_peak(c, **kw) == planner.micro_batch_peak(c, **kw, base_bytes=2)
+    bf16, fp32 = planner.micro_batch_peak(c, **kw).peak, planner.micro_batch_peak(c, **kw, base_bytes=4).peak
+    # the fp32 parts (norm copies, LoRA inputs, the kernel's accumulator) stay: less than double
+    assert bf16 < fp32 < 2 * bf16
+    assert planner.kv_bytes_per_token(c, dtype_bytes=4) == 2 * planner.kv_bytes_per_token(c)
+
+
+def test_cpu_plan_parts_and_words():
+    """plan_cpu: float32 weights, LoRA state, the larger of generate's KV cache and the micro-batch's
+    activations (with the CPU attention's probabilities), two weight copies besides; and a warning
+    when it may not fit the RAM available."""
+    c = _config("qwen2.5-0.5b")
+    cfg = Config()
+    cfg.algorithm.max_prompt_length, cfg.algorithm.max_completion_length = 256, 64
+    cfg.algorithm.num_generations, cfg.algorithm.prompts_per_step = 4, 2
+    p = planner.plan_cpu(c, cfg, micro_batch_size=4, available_bytes=64 * 2**30)
+    seq, L, H = 320, c.num_hidden_layers, c.num_attention_heads
+    assert p.weights == 4 * planner.param_count(c) and p.besides == 2 * p.weights
+    assert p.adapter_and_optimizer == planner.lora_param_count(c, 16, cfg.model.lora_target_modules) * 16
+    assert p.kv_cache == 8 * seq * planner.kv_bytes_per_token(c, dtype_bytes=4)
+    mb = planner.micro_batch_peak(c, sequences=4, seq_len=seq, completion_len=64, lora_rank=16, padded=True,
+                                  base_bytes=4).peak
+    assert p.activations == mb + L * 4 * H * seq * seq * 4
+    assert p.total_peak == p.weights + p.adapter_and_optimizer + p.activations + p.besides  # activations > KV
+    assert p.fits and p.summary().startswith(f"CPU run: about {planner.gb(p.total_peak)} of RAM")
+    assert "(64.0 GB available)" in p.summary() and "sequences of up to 320 tokens" in p.summary()
+    tight = planner.plan_cpu(c, cfg, micro_batch_size=4, available_bytes=2**30)
+    assert tight.fits is False and tight.summary().endswith("It may not fit: lower the completion length, G or "
+                                                            "the micro-batch.")
+    # the weights in RAM already do not count against what is available
+    loaded = planner.plan_cpu(c, cfg, micro_batch_size=4, weights_loaded=True,
+                              available_bytes=p.total_peak - p.weights)
+    assert loaded.fits and not planner.plan_cpu(c, cfg, micro_batch_size=4,
+                                                available_bytes=p.total_peak - p.weights).fits
+    # checkpointing recomputes one layer at a time: one layer's attention probabilities
+    cfg.model.gradient_checkpointing = True
+    ck = planner.plan_cpu(c, cfg, micro_batch_size=4)
+    assert ck.activations == planner.micro_batch_peak(
+        c, sequences=4, seq_len=seq, completion_len=64, lora_rank=16, padded=True, checkpointing=True,
+        base_bytes=4).peak + 4 * H * seq * seq * 4
+    assert planner.plan_cpu(c, cfg, micro_batch_size=4).fits is None  # RAM unknown: no verdict
+
+
+def test_every_sentence_of_a_plan_is_said_from_its_words():
+    """The summary is the keyed fragments said in English (what the UI translates key by key)."""
+    c = _config("qwen2.5-1.5b")
+    p = planner.plan(c, lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=16,
+                     prompt_length=256, completion_length=1024, micro_batch_size=0, free_bytes=2**20)
+    keys = [key for sentence in p.sentences() for key, _ in sentence]
+    assert keys[:3] == ["peak", "phase.sampling", "of_free"] or keys[:3] == ["peak", "phase.training", "of_free"]
+    assert "note.lowest" in keys or "note.one_too_big" in keys
+    assert keys[-1] == "does_not_fit" and planner.say(p.sentences()) == p.summary()
+    assert set(keys) <= set(planner.WORDS)

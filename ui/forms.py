@@ -1,9 +1,9 @@
 """Config fields as widgets, and widget values back into a `Config`.
 
 Owns: one widget per config field, its label (translated) and its tooltip (`info=`, the field's
-help text from `core/config.py`, written once there), and `Form.to_config`, which turns the
-values of every widget (passed by name through Gradio's `inputs_kwargs`) into a validated
-`Config`. Widget names are `<section>_<field>` (`algorithm_max_steps`), plus `reward_<preset>`
+help text from `core/config.py`, written once there, translated through `ui/i18n.py`), and
+`Form.to_config`, which turns the values of every widget (passed by name through Gradio's
+`inputs_kwargs`) into a validated `Config`. Widget names are `<section>_<field>` (`algorithm_max_steps`), plus `reward_<preset>`
 and `weight_<preset>` for the reward checklist, so API clients call actions by those names.
 
 `Form.values` is the inverse of `to_config`: the widget values that show a given config. The page
@@ -50,7 +50,8 @@ class Form:
         value = getattr(getattr(self.defaults, section), name)
         key = f"f.{section}.{name}"
         label = t(key) if key in TEXT else name.replace("_", " ")  # a field newer than the translations
-        kw = dict(label=label, info=field_help(section, name), value=value)
+        help_key = f"h.{section}.{name}"
+        kw = dict(label=label, info=t(help_key) if help_key in TEXT else field_help(section, name), value=value)
         kw.update(overrides)
         if "choices" in spec and not isinstance(value, list):
             widget = gr.Dropdown(choices=spec["choices"], **kw)

@@ -2,17 +2,28 @@
 
 Owns: every static string of the page (tab names, labels, buttons, short explanations), keyed,
 with its English and Chinese form side by side so neither can be forgotten. The browser's
-language picks one (Gradio's footer Settings can switch it). Values computed on the server
-(status lines, warnings) stay English: Gradio translates only static text in the frontend.
-The long help text of each config field (the tooltips) is written once, in English, in
-`core/config.py`.
+language picks one (Gradio's footer Settings can switch it). The long help text of each config
+field (the tooltips) is written once, in English, in `core/config.py`; its Chinese is in
+`ui/zh.py` (HELP_ZH, keyed section.field), and both are served here under "h.<section>.<name>".
+
+Gradio translates only static text in the frontend: values computed on the server (the status
+line, the memory plan) are rendered by `ui/views.py` in the language of the request
+(`lang_of`: the browser's first language, which is also what picks the page's locale; a
+switch in Gradio's footer Settings changes the static text only). Messages a run writes
+(warnings, errors) stay English.
 
 Refuses to know: layout and behaviour.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import gradio as gr
+
+from core.config import Config, field_help
+from ui.views import language
+from ui.zh import HELP_ZH
 
 # key: (English, 简体中文)
 TEXT: dict[str, tuple[str, str]] = {
@@ -146,6 +157,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "train.plot.length": ("Completion length (tokens)", "回答长度（token）"),
     "train.plot.zero_std": ("Groups with no reward spread (frac_reward_zero_std)", "奖励无差异的组占比"),
     "train.plot.memory": ("Peak GPU memory (GB)", "GPU 峰值显存（GB）"),
+    "train.plot.ram": ("Peak RAM of the app's process, per step (GB)", "应用进程每步的内存峰值（GB）"),
     "train.aha": ("The “aha” panel", "“顿悟”面板"),
     "train.aha_note": (
         "When a model discovers that thinking longer and checking itself pays off, its completions grow and "
@@ -238,6 +250,13 @@ TEXT: dict[str, tuple[str, str]] = {
                            "or edited by hand): read it in the run's config.yaml first",
                            "对本应用未运行过其自定义奖励代码的运行文件夹（复制而来或手动编辑）需勾选一次：请先在其 config.yaml 中阅读代码"),
     "common.message": ("Message", "消息"),
+    # tooltips set by a tab instead of a field's own help
+    "h.model.load_in_4bit.no_gpu": (
+        field_help("model", "load_in_4bit") + " — no CUDA GPU here: off.",
+        HELP_ZH["model.load_in_4bit"] + " —— 这里没有 CUDA GPU：已关闭。",
+    ),
+    "data.prompt_column_info": ("Built-in tasks map their columns themselves.", "内置任务会自己对应列。"),
+    "data.answer_column_info": ("GSM8K-style '... #### 42' keeps only 42.", "GSM8K 风格的 '... #### 42' 只保留 42。"),
 }
 
 # labels of config fields: key "f.<section>.<name>"
@@ -309,6 +328,19 @@ for _key, _pair in FIELD_LABELS.items():
     TEXT[f"f.{_key}"] = _pair
 
 
+def config_field_keys() -> list[str]:
+    """'section.field' of every config field, in declared order."""
+    return [f"{section.name}.{f.name}" for section in dataclasses.fields(Config)
+            for f in dataclasses.fields(section.default_factory)]
+
+
+# help text of config fields (the tooltips): key "h.<section>.<name>"; English from core/config.py.
+# A field newer than its translation shows English in both (tests/test_i18n.py fails on it).
+for _key in config_field_keys():
+    _english = field_help(*_key.split("."))
+    TEXT[f"h.{_key}"] = (_english, HELP_ZH.get(_key, _english))
+
+
 def _table(index: int) -> dict[str, str]:
     return {key: pair[index] for key, pair in TEXT.items()}
 
@@ -327,3 +359,9 @@ def t(key: str):
 def en(key: str) -> str:
     """The English text of `key`, for values computed on the server."""
     return TEXT[key][0]
+
+
+def lang_of(request: gr.Request | None) -> str:
+    """The language ("en" or "zh") to render server-side text in for this request."""
+    headers = getattr(request, "headers", None) or {}
+    return language(headers.get("accept-language"))

@@ -2,7 +2,9 @@
 
 Owns: pure functions from manager data (status dicts, metric and sample frames, evaluation
 results) to display values — long-format DataFrames for `gr.LinePlot`, a status line, a
-progress bar, checkpoint choices. No gradio import, so each is testable on its own.
+progress bar, checkpoint choices. No gradio import, so each is testable on its own. Text
+computed on the server (the status line, the memory estimate and plan) comes in the browser's
+language (`lang`: "en" or "zh", see `language`); the Chinese is in `ui/zh.py`.
 
 Refuses to know: how the numbers were made (the manager and the trainer).
 
@@ -20,8 +22,44 @@ from pathlib import Path
 import pandas as pd
 
 from core.manager import format_seconds
+from core.planner import say
+from ui.zh import MEMORY_ZH, PLAN_ZH, STATUS_ZH, TRY_ZH
 
 PLOT_COLUMNS = ["step", "value", "series"]
+LANGUAGES = ("en", "zh")
+
+
+def language(accept_language: str | None) -> str:
+    """'zh' when the browser's first language is Chinese, else 'en' (the page's own choice too:
+    Gradio's frontend picks its locale from the same browser setting).
+
+    >>> language("zh-CN,zh;q=0.9,en;q=0.8"), language("en-US,en;q=0.9,zh-CN;q=0.8"), language(None)
+    ('zh', 'en', 'en')
+    """
+    first = (accept_language or "").split(",")[0].split(";")[0].strip().lower()
+    return "zh" if first == "zh" or first.startswith("zh-") else "en"
+
+
+# ---------------------------------------------------------------------------
+# plots
+
+
+def step_axis(frame: pd.DataFrame | None) -> list[int]:
+    """The step axis of a plot: from 1 to the last step shown, at least to 4. With an integer
+    format Vega-Lite puts its ticks on whole steps once the axis spans 3 or more (1-3 would
+    tick every half step and print each label twice).
+
+    >>> step_axis(None), step_axis(pd.DataFrame({"step": [1, 2, 9]}))
+    ([1, 4], [1, 9])
+    """
+    last = int(frame["step"].max()) if frame is not None and not frame.empty else 0
+    return [1, max(4, last)]
+
+
+def plot_value(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+    """A plot's value: the frame, or None while it has no points (Gradio then draws its empty
+    placeholder; an empty frame made Vega log "Infinite extent" for every axis)."""
+    return None if frame is None or frame.empty else frame
 
 
 def long_frame(metrics: pd.DataFrame, series: dict[str, str]) -> pd.DataFrame:
@@ -66,33 +104,100 @@ def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_ch
     return df.round(3)
 
 
+# ---------------------------------------------------------------------------
+# "Try on samples" (Rewards tab)
+
+TRY_TEXT_COLUMNS = ["source", "answer", "completion", "question"]
+# the stages RunManager.try_rewards reports; ui/zh.py TRY_ZH has the same keys
+TRY_EN = {
+    "data": "1/3 · loading the questions",
+    "sampling": "2/3 · sampling {completions} completions of up to {max_tokens} tokens from the current model",
+    "sampling.load_model": ", after loading the model",
+    "sampling.after_step": ", after the current training step",
+    "scoring": "3/3 · scoring {completions} completions with {rewards} reward function(s)",
+}
+
+
+def try_view(scored: pd.DataFrame) -> pd.DataFrame:
+    """Try on samples' table as shown: the scores first (total, then each reward), then the texts,
+    the long ones last, so the numbers never sit off-screen to the right.
+
+    >>> df = pd.DataFrame({"question": ["q"], "answer": ["1"], "source": ["model"], "completion": ["c"],
+    ...                    "format_soft": [0.5], "correctness": [1.0], "total": [1.25]})
+    >>> list(try_view(df).columns)
+    ['total', 'format_soft', 'correctness', 'source', 'answer', 'completion', 'question']
+    """
+    scores = ["total"] + [c for c in scored.columns if c not in TRY_TEXT_COLUMNS and c != "total"]
+    columns = [c for c in scores if c in scored] + [c for c in TRY_TEXT_COLUMNS if c in scored]
+    return scored[columns].round(3)
+
+
+def try_stage_text(stage: str, facts: dict, lang: str = "en") -> str:
+    """One stage of Try on samples in words (RunManager.try_rewards' `progress`).
+
+    >>> try_stage_text("sampling", {"completions": 3, "max_tokens": 64, "load_model": True, "after_step": False})
+    '2/3 · sampling 3 completions of up to 64 tokens from the current model, after loading the model'
+    """
+    w = TRY_ZH if lang == "zh" else TRY_EN
+    text = w[stage].format(**facts)
+    for extra in ("load_model", "after_step"):
+        if facts.get(extra):
+            text += w[f"{stage}.{extra}"]
+    return text
+
+
 def _gb(x: float) -> str:
     """Sizes in GB, or MB when below 0.1 GB (tiny models and adapters)."""
     return f"{x:.2f} GB" if x >= 0.1 else f"{x * 1024:.1f} MB"
 
 
-def status_line(s: dict) -> str:
-    """One Markdown line: state, run, step, ETA, speed (and the error or pause reason)."""
+# the status line's words; ui/zh.py STATUS_ZH has the same keys
+STATUS_EN = {
+    "idle": "⚪ **idle**: no run yet. Set up the tabs in order, then press **Start** on the Train tab.",
+    **{f"state.{state}": state for state in ("idle", "loading", "running", "paused", "stopping", "finished",
+                                             "stopped", "failed", "interrupted")},
+    "run": "run `{run}`",
+    "step": "step **{step}/{max_steps}**",
+    "eta": "ETA {eta}",
+    "tps": "{tps} tokens/s",
+    "reward": "reward {reward}",
+    "elapsed": "elapsed {elapsed}",
+    "queued": "{queued} answer(s) queued behind the current step",
+    "fix_rewards": " — fix it on the Rewards tab, then press **Resume**.",
+    "traceback": "traceback",
+    "progress.steps": "{done}/{total} steps",
+    "progress.none": "no run",
+}
+
+
+def status_line(s: dict, lang: str = "en") -> str:
+    """One Markdown line: state, run, step, ETA, speed (and the error or pause reason). The
+    messages the run itself wrote (warnings, errors, notes) stay as written.
+
+    >>> status_line({"state": "running", "run_name": "r", "step": 2, "max_steps": 5}, "zh")
+    '🟢 **运行中** · 运行 `r` · 第 **2/5** 步'
+    """
+    w = STATUS_ZH if lang == "zh" else STATUS_EN
     icons = {"idle": "⚪", "loading": "⏳", "running": "🟢", "paused": "⏸️", "stopping": "🟠",
              "finished": "✅", "stopped": "⏹️", "failed": "❌", "interrupted": "⚠️"}
     state = s.get("state", "idle")
     if state == "idle" and not s.get("run_name"):
-        return "⚪ **idle**: no run yet. Set up the tabs in order, then press **Start** on the Train tab."
-    parts = [f"{icons.get(state, '•')} **{state}**"]
+        return w["idle"]
+    parts = [f"{icons.get(state, '•')} **{w.get(f'state.{state}', state)}**"]
     if s.get("run_name"):
-        parts.append(f"run `{s['run_name']}`")
+        parts.append(w["run"].format(run=s["run_name"]))
     if s.get("max_steps"):
-        parts.append(f"step **{s.get('step', 0)}/{s['max_steps']}**")
+        parts.append(w["step"].format(step=s.get("step", 0), max_steps=s["max_steps"]))
     if state in ("running", "paused") and s.get("eta_seconds") is not None:
-        parts.append(f"ETA {format_seconds(s['eta_seconds'])}")
+        parts.append(w["eta"].format(eta=format_seconds(s["eta_seconds"])))
     if s.get("tokens_per_second"):
-        parts.append(f"{s['tokens_per_second']:.0f} tokens/s")
+        parts.append(w["tps"].format(tps=f"{s['tokens_per_second']:.0f}"))
     if s.get("reward") is not None:
-        parts.append(f"reward {s['reward']:.3f}")
+        parts.append(w["reward"].format(reward=f"{s['reward']:.3f}"))
     if s.get("elapsed"):
-        parts.append(f"elapsed {format_seconds(s['elapsed'])}")
+        parts.append(w["elapsed"].format(elapsed=format_seconds(s["elapsed"])))
     if s.get("queued"):
-        parts.append(f"{s['queued']} answer(s) queued behind the current step")
+        parts.append(w["queued"].format(queued=s["queued"]))
     line = " · ".join(parts)
     if s.get("engine_note") and state in ("loading", "running", "paused"):
         line += f"\n\n🔧 {s['engine_note']}"
@@ -101,23 +206,24 @@ def status_line(s: dict) -> str:
     if s.get("pause_reason"):
         line += f"\n\n⏸️ {s['pause_reason']}"
         if s["pause_reason"].startswith("reward"):
-            line += " — fix it on the Rewards tab, then press **Resume**."
+            line += w["fix_rewards"]
     if s.get("note"):  # an interrupted run, or what a resume had to do
         line += f"\n\nℹ️ {s['note']}"
     if s.get("error"):
         line += f"\n\n❌ {s['error']}"
     if s.get("traceback") and state in ("paused", "failed"):
         tb = html.escape(s["traceback"].strip())
-        line += f"\n\n<details><summary>traceback</summary><pre>{tb}</pre></details>"
+        line += f"\n\n<details><summary>{w['traceback']}</summary><pre>{tb}</pre></details>"
     return line
 
 
-def progress_html(s: dict) -> str:
+def progress_html(s: dict, lang: str = "en") -> str:
     """A plain progress bar for the Train tab."""
+    w = STATUS_ZH if lang == "zh" else STATUS_EN
     total = s.get("max_steps") or 0
     done = s.get("step") or 0
     pct = 100.0 * done / total if total else 0.0
-    label = html.escape(f"{done}/{total} steps" if total else "no run")
+    label = html.escape(w["progress.steps"].format(done=done, total=total) if total else w["progress.none"])
     return (
         "<div style='border:1px solid var(--border-color-primary);border-radius:6px;height:22px;"
         "position:relative;overflow:hidden'>"
@@ -186,17 +292,53 @@ def eval_markdown(result: dict) -> str:
     return "\n".join([head, "|---" * (len(metrics) + 2) + "|", *rows])
 
 
-def memory_markdown(info: dict) -> str:
+# the model tab's memory estimate; ui/zh.py MEMORY_ZH has the same keys
+MEMORY_EN = {
+    "unknown": "Memory estimate: unknown until the model loads. {note}",
+    "loaded": "loaded",
+    "not_loaded": "not loaded yet",
+    "line": "**{params} M parameters** ({state}, on {device}) · weights **{weights}** + LoRA adapter "
+            "({adapter_params} M parameters) {adapter} + its gradients {grads} + AdamW states {optimizer} = "
+            "**{total}**{where}, before activations and the KV cache (they grow with batch size and completion "
+            "length).",
+    "ram": " of RAM ({available} available)",
+    "gpu": " of GPU memory",
+}
+
+
+def memory_markdown(info: dict, lang: str = "en") -> str:
+    """The model tab's estimate: weights and the adapter's training state, in RAM on a CPU (with
+    what is available) and in GPU memory on a GPU.
+
+    >>> info = {"params": 135e6, "loaded": True, "device": "cpu", "weights_gb": 0.5, "adapter_params": 4.9e6,
+    ...         "adapter_gb": 0.02, "gradients_gb": 0.02, "optimizer_gb": 0.04, "total_gb": 0.58, "available_gb": 19.5}
+    >>> memory_markdown(info).split("= ")[1].split(", before")[0]
+    '**0.58 GB** of RAM (19.50 GB available)'
+    """
+    w = MEMORY_ZH if lang == "zh" else MEMORY_EN
     if not info.get("params"):
-        return f"Memory estimate: unknown until the model loads. {info.get('note', '')}".strip()
-    state = "loaded" if info.get("loaded") else "not loaded yet"
-    return (
-        f"**{info['params'] / 1e6:,.1f} M parameters** ({state}, on {info['device']}) · "
-        f"weights **{_gb(info['weights_gb'])}** + LoRA adapter ({info['adapter_params'] / 1e6:.2f} M parameters) "
-        f"{_gb(info['adapter_gb'])} + its gradients {_gb(info['gradients_gb'])} + AdamW states "
-        f"{_gb(info['optimizer_gb'])} = **{_gb(info['total_gb'])}**, before activations and the KV cache (they "
-        f"grow with batch size and completion length)."
-    )
+        return w["unknown"].format(note=info.get("note", "")).strip()
+    if str(info.get("device", "")).startswith("cuda"):
+        where = w["gpu"]
+    else:
+        where = w["ram"].format(available=_gb(info["available_gb"])) if info.get("available_gb") else ""
+    return w["line"].format(
+        params=f"{info['params'] / 1e6:,.1f}", state=w["loaded" if info.get("loaded") else "not_loaded"],
+        device=info["device"], weights=_gb(info["weights_gb"]), adapter_params=f"{info['adapter_params'] / 1e6:.2f}",
+        adapter=_gb(info["adapter_gb"]), grads=_gb(info["gradients_gb"]), optimizer=_gb(info["optimizer_gb"]),
+        total=_gb(info["total_gb"]), where=where)
+
+
+def memory_plan_markdown(plan: dict, lang: str = "en") -> str:
+    """The Train tab's memory plan (RunManager.memory_plan) in words, in `lang`.
+
+    >>> plan = {"text": "Memory plan: unknown for this model.", "sentences": [[("unknown", {})]]}
+    >>> memory_plan_markdown(plan), memory_plan_markdown(plan, "zh")
+    ('🧮 Memory plan: unknown for this model.', '🧮 内存规划：此模型未知。')
+    """
+    if lang == "zh" and plan.get("sentences"):
+        return "🧮 " + say(plan["sentences"], PLAN_ZH, sep="")
+    return "🧮 " + plan["text"]
 
 
 # ---------------------------------------------------------------------------

@@ -37,10 +37,10 @@ def build(ctx: Ctx) -> None:
         with gr.Row():
             prompt_col = form.add("data_prompt_column", gr.Dropdown(
                 choices=[d.prompt_column], value=d.prompt_column, allow_custom_value=True,
-                label=t("f.data.prompt_column"), info="Built-in tasks map their columns themselves."))
+                label=t("f.data.prompt_column"), info=t("data.prompt_column_info")))
             answer_col = form.add("data_answer_column", gr.Dropdown(
                 choices=[d.answer_column], value=d.answer_column, allow_custom_value=True,
-                label=t("f.data.answer_column"), info="GSM8K-style '... #### 42' keeps only 42."))
+                label=t("f.data.answer_column"), info=t("data.answer_column_info")))
     with gr.Accordion(t("data.prompting"), open=False):
         form.field("data", "system_prompt", lines=3)
         form.field("data", "response_prefix")

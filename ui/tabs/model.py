@@ -6,9 +6,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.config import DEFAULT_TARGETS, field_help
+from core.config import DEFAULT_TARGETS
 from ui.common import Ctx, warn
-from ui.i18n import t
+from ui.i18n import lang_of, t
 from ui.views import memory_markdown
 
 MODEL_KEYS = ["model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_alpha",
@@ -37,7 +37,7 @@ def build(ctx: Ctx) -> None:
         form.field("model", "dtype")
         gpu = manager.has_gpu
         form.field("model", "load_in_4bit", interactive=gpu, value=d.load_in_4bit and gpu,
-                   info=field_help("model", "load_in_4bit") + ("" if gpu else " — no CUDA GPU here: off."))
+                   info=t("h.model.load_in_4bit" if gpu else "h.model.load_in_4bit.no_gpu"))
     with gr.Accordion(t("model.lora"), open=True):
         with gr.Row():
             form.field("model", "lora_r")
@@ -46,7 +46,7 @@ def build(ctx: Ctx) -> None:
         form.add("model_lora_target_modules", gr.Dropdown(
             choices=list(DEFAULT_TARGETS), value=list(d.lora_target_modules), multiselect=True,
             allow_custom_value=True, label=t("f.model.lora_target_modules"),
-            info=field_help("model", "lora_target_modules")))
+            info=t("h.model.lora_target_modules")))
         with gr.Row():
             form.field("model", "gradient_checkpointing")
             form.field("model", "offload_activations", interactive=gpu)
@@ -61,19 +61,19 @@ def build(ctx: Ctx) -> None:
             return gr.update(value="", interactive=False)
         return gr.update(interactive=True, value=current)
 
-    def estimate(**values) -> str:
+    def estimate(request: gr.Request, **values) -> str:
         try:
-            return memory_markdown(manager.model_info(form.to_config(values).model))
+            return memory_markdown(manager.model_info(form.to_config(values).model), lang_of(request))
         except Exception as e:  # an estimate is never worth a warning toast
             return f"Memory estimate unavailable: {e}"
 
-    def load_model(**values):
+    def load_model(request: gr.Request, **values):
         try:
             info = manager.load_model(form.to_config(values).model)
         except Exception as e:
             return gr.skip(), warn(e)
         gr.Info("Model loaded")
-        return memory_markdown(info), f"✅ loaded **{info['name']}** on {info['device']}"
+        return memory_markdown(info, lang_of(request)), f"✅ loaded **{info['name']}** on {info['device']}"
 
     form.follow([kind], lambda cfg: [_kind(cfg.model.name_or_path)])  # a run's model, after a reload
     kind.change(on_kind, [kind, name], [name], api_visibility="private")

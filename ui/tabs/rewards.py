@@ -1,4 +1,5 @@
-"""Tab 3, Rewards: the preset checklist with weights, a custom reward editor, "Try on samples"."""
+"""Tab 3, Rewards: the preset checklist with weights, a custom reward editor, "Try on samples"
+(its stages shown as they start, its scores in the table's first columns)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import gradio as gr
 
 from core.rewards import RewardError, get_reward, list_rewards
 from ui.common import Ctx, warn
-from ui.i18n import t
+from ui.i18n import lang_of, t
+from ui.views import TRY_TEXT_COLUMNS, try_stage_text, try_view
 
 CUSTOM_TEMPLATE = '''import re
 
@@ -59,16 +61,21 @@ def build(ctx: Ctx) -> None:
     try_btn = gr.Button(t("rewards.try"), variant="secondary")
     error = gr.Markdown()
     table = gr.Dataframe(label=t("rewards.try_table"), wrap=True, interactive=False, max_height=480,
-                         headers=["question", "answer", "source", "completion", "total"])
+                         headers=["total", *TRY_TEXT_COLUMNS], elem_id="try-table")
 
-    def try_rewards(**values):
+    def try_rewards(request: gr.Request, progress=gr.Progress(), **values):
+        lang = lang_of(request)
+
+        def report(fraction: float, stage: str, facts: dict) -> None:
+            progress(fraction, desc=try_stage_text(stage, facts, lang))
+
         try:
             cfg = form.to_config(values)
-            df = manager.try_rewards(cfg.rewards, cfg.data, n=3,
+            df = manager.try_rewards(cfg.rewards, cfg.data, n=3, progress=report,
                                      max_tokens=min(cfg.algorithm.max_completion_length, 128))
         except Exception as e:
             return gr.skip(), warn(e)
-        return df, "\n\n".join(f"ℹ️ {note}" for note in df.attrs.get("notes", []))
+        return try_view(df), "\n\n".join(f"ℹ️ {note}" for note in df.attrs.get("notes", []))
 
     example.click(lambda: CUSTOM_TEMPLATE, outputs=[code], api_visibility="private")
     ctx.after_all_tabs(lambda: try_btn.click(try_rewards, inputs_kwargs=dict(form.components),

@@ -12,9 +12,9 @@ import pandas as pd
 from core.config import CPU_QUICK, Config
 from ui.common import Ctx, warn
 from ui.forms import config_fields
-from ui.i18n import t
-from ui.views import (SAMPLE_COLUMNS, aha_length_frame, aha_sample_markdown, long_frame, progress_html, reward_frame,
-                      samples_view, status_line)
+from ui.i18n import lang_of, t
+from ui.views import (SAMPLE_COLUMNS, aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown,
+                      plot_value, progress_html, reward_frame, samples_view, status_line, step_axis)
 
 # settings a CPU finishes in minutes on the bundled 135M model (core.config.CPU_QUICK), by widget name
 QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
@@ -29,10 +29,12 @@ PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_l
 
 
 def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | None = ".3~g", **kw) -> gr.LinePlot:
-    """A live line plot of `value` over `step`; one colour per `series` (with a legend) when `multi`."""
-    return gr.LinePlot(value=long_frame(pd.DataFrame(), {}), x="step", y="value", color="series" if multi else None,
-                       color_title="", label=t(label_key), x_title="step", y_title=y_title,
-                       height=None if multi else 250, y_axis_format=y_format, **kw)
+    """A live line plot of `value` over `step`; one colour per `series` (with a legend) when `multi`.
+    Empty (Gradio's placeholder) until the first step; whole-number steps on the x axis."""
+    return gr.LinePlot(value=None, x="step", y="value", color="series" if multi else None,
+                       color_title="", label=t(label_key), x_title="step", y_title=y_title, x_axis_format="d",
+                       x_lim=step_axis(None), height=None if multi else 250, y_axis_format=y_format, **kw)
+
 
 
 def build(ctx: Ctx) -> None:
@@ -89,7 +91,10 @@ def build(ctx: Ctx) -> None:
                 kl_plot = _plot("train.plot.kl", "kl")
             with gr.Row():
                 zero_plot = _plot("train.plot.zero_std", "fraction", y_lim=[0, 1])
-                memory_plot = _plot("train.plot.memory", "GB", y_format=".2f")
+                # a CPU has no GPU memory to plot: the process's RAM there, labelled so
+                gpu = manager.has_gpu
+                memory_plot = _plot("train.plot.memory" if gpu else "train.plot.ram", "GB", y_format=".2f",
+                                    y_lim=[0, None], elem_id="memory-plot")
             with gr.Group():
                 gr.Markdown(t("train.aha"))
                 gr.Markdown(t("train.aha_note"))
@@ -106,12 +111,15 @@ def build(ctx: Ctx) -> None:
     seen = gr.State(None)  # (run, step, state) last drawn: unchanged -> the plots are skipped
     series = gr.State(None)  # captions naming the series of the multi-series plots, as last computed
     captioned = gr.State(None)  # captions the page shows now
+    axis = gr.State(None)  # the step axis (x_lim) the plots should have, as last computed
+    axis_shown = gr.State(step_axis(None))  # the step axis the page shows now
     status_bar = ctx.shared["status_bar"]
 
     # Gradio's plot fixes its colour domain when the chart is drawn and only swaps the data after
     # that: a series that first appears later is drawn without a colour. A caption change makes the
     # chart redraw, but in the same update it can win the race against the new data, so the
-    # caption naming the series follows in a second event (`apply_captions`), after the data.
+    # caption naming the series follows in a second event (`apply_layout`), after the data; so does
+    # the step axis, which also keeps the /status API's plots plain values (frames, or None).
     multi = [reward_plot, length_plot, aha_length]
     plots = {
         reward_plot: reward_frame,
@@ -120,17 +128,18 @@ def build(ctx: Ctx) -> None:
         loss_plot: lambda m: long_frame(m, {"loss": "loss"}),
         kl_plot: lambda m: long_frame(m, {"kl": "kl"}),
         zero_plot: lambda m: long_frame(m, {"frac_reward_zero_std": "frac_reward_zero_std"}),
-        memory_plot: lambda m: long_frame(m, {"peak_memory_gb": "peak memory"}),
+        memory_plot: (lambda m: long_frame(m, {"peak_memory_gb": "peak memory"})) if gpu else (
+            lambda m: long_frame(m, {"peak_ram_gb": "peak RAM"})),
         aha_length: aha_length_frame,
         aha_reflections: lambda m: long_frame(m, {"reflections_per_completion": "reflections"}),
     }
 
-    def refresh(last_seen):
+    def refresh(last_seen, request: gr.Request):
         s = manager.status()
         key = (s["run_name"], s["step"], s["state"])
-        state = s["state"]
+        state, lang = s["state"], lang_of(request)
         out = {
-            status_bar: status_line(s), progress: progress_html(s), details: s, seen: key,
+            status_bar: status_line(s, lang), progress: progress_html(s, lang), details: s, seen: key,
             start: gr.update(interactive=state not in ("loading", "running", "paused", "stopping")),
             pause: gr.update(interactive=state == "running"),
             resume: gr.update(interactive=state in ("paused", "stopped", "failed", "interrupted")),
@@ -138,26 +147,37 @@ def build(ctx: Ctx) -> None:
         }
         if last_seen is not None and tuple(last_seen) == key:
             out.update({p: gr.skip() for p in plots})
-            out[samples] = out[series] = out[aha_sample] = gr.skip()
+            out[samples] = out[series] = out[axis] = out[aha_sample] = gr.skip()
             return out
         m = manager.metrics() if s["run_name"] else pd.DataFrame()
-        out.update({plot: make(m) for plot, make in plots.items()})
-        out[series] = tuple(" · ".join(dict.fromkeys(out[plot]["series"])) or None for plot in multi)
+        frames = {plot: make(m) for plot, make in plots.items()}
+        out.update({plot: plot_value(frame) for plot, frame in frames.items()})
+        out[series] = tuple(" · ".join(dict.fromkeys(frames[plot]["series"])) or None for plot in multi)
+        out[axis] = step_axis(m if "step" in m else None)
         out[samples] = samples_view(manager.samples(last=12)) if s["run_name"] else samples_view(pd.DataFrame())
         out[aha_sample] = aha_sample_markdown(manager.thinking_growth() if s["run_name"] else None)
         return out
 
-    outputs = [status_bar, progress, details, seen, series, start, pause, resume, stop, *plots, aha_sample, samples]
+    outputs = [status_bar, progress, details, seen, series, axis, start, pause, resume, stop, *plots, aha_sample,
+               samples]
 
-    def apply_captions(wanted, shown):
-        if wanted is None or tuple(wanted) == tuple(shown or ()):
-            return (gr.skip(),) * (len(multi) + 1)
-        return (*(gr.update(caption=c) for c in wanted), tuple(wanted))
+    def apply_layout(wanted, shown, wanted_axis, shown_axis):
+        """Captions of the multi-series plots and the step axis of all, where they changed."""
+        captions = wanted is not None and tuple(wanted) != tuple(shown or ())
+        steps = wanted_axis is not None and list(wanted_axis) != list(shown_axis or ())
+        updates = []
+        for plot in plots:
+            kw = {"x_lim": list(wanted_axis)} if steps else {}
+            if captions and plot in multi:
+                kw["caption"] = wanted[multi.index(plot)]
+            updates.append(gr.update(**kw) if kw else gr.skip())
+        return (*updates, tuple(wanted) if captions else gr.skip(), list(wanted_axis) if steps else gr.skip())
 
     def wire_refresh(event, **kwargs):
-        """`event(refresh)` then the captions: every trigger of a refresh goes through here."""
+        """`event(refresh)` then captions and axes: every trigger of a refresh goes through here."""
         return event(refresh, [seen], outputs, **kwargs).then(
-            apply_captions, [series, captioned], [*multi, captioned], api_visibility="private")
+            apply_layout, [series, captioned, axis, axis_shown], [*plots, captioned, axis_shown],
+            api_visibility="private")
 
     def start_run(**values):
         try:
@@ -190,10 +210,11 @@ def build(ctx: Ctx) -> None:
         which = "the rewards of the Rewards tab" if s["rewards_changed"] else "the run's own rewards"
         return f"resume: {s['state']}, with {which} ({names})"
 
-    def memory_plan(**values) -> str:
-        """The memory planner's words for the settings on screen (before anything loads)."""
+    def memory_plan(request: gr.Request, **values) -> str:
+        """The memory planner's words for the settings on screen (before anything loads): GPU
+        memory on a GPU, RAM on a CPU, in the browser's language."""
         try:
-            return "🧮 " + manager.memory_plan(form.to_config(values))["text"]
+            return memory_plan_markdown(manager.memory_plan(form.to_config(values)), lang_of(request))
         except Exception as e:  # a plan is never worth a warning toast
             return f"🧮 Memory plan unavailable: {e}"
 

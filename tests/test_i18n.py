@@ -1,0 +1,134 @@
+"""The Chinese interface: every config field's help, the memory plan, the model's memory estimate,
+the status line and Try on samples' stages have Chinese with the same keys and placeholders as
+their English; the server renders them in the language of the request."""
+
+from __future__ import annotations
+
+import re
+import string
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from core import planner
+from core.config import Config, field_help
+from ui import views, zh
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def placeholders(text: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
+
+
+def config_fields() -> list[str]:
+    import dataclasses
+
+    return [f"{s.name}.{f.name}" for s in dataclasses.fields(Config) for f in dataclasses.fields(s.default_factory)]
+
+
+def test_every_config_field_has_chinese_help():
+    fields = config_fields()
+    assert len(fields) > 60
+    missing = [k for k in fields if k not in zh.HELP_ZH]
+    assert not missing, f"add these to ui/zh.py HELP_ZH: {missing}"
+    stale = sorted(set(zh.HELP_ZH) - set(fields))
+    assert not stale, f"no such config fields: {stale}"
+    for key in fields:
+        text = zh.HELP_ZH[key]
+        assert CJK.search(text) and text != field_help(*key.split(".")), key
+
+
+@pytest.mark.parametrize("english,chinese", [
+    (planner.WORDS, zh.PLAN_ZH), (views.STATUS_EN, zh.STATUS_ZH), (views.MEMORY_EN, zh.MEMORY_ZH),
+    (views.TRY_EN, zh.TRY_ZH)], ids=["plan", "status", "memory", "try"])
+def test_chinese_tables_match_their_english(english, chinese):
+    assert set(chinese) == set(english)
+    for key, text in english.items():
+        assert placeholders(chinese[key]) == placeholders(text), key
+
+
+def test_help_is_served_through_i18n_in_both_languages():
+    from ui.i18n import I18N, TEXT, lang_of
+
+    assert TEXT["h.algorithm.beta"] == (field_help("algorithm", "beta"), zh.HELP_ZH["algorithm.beta"])
+    assert I18N.translations["zh-CN"]["h.model.lora_r"] == zh.HELP_ZH["model.lora_r"]
+    assert I18N.translations["en"]["h.model.lora_r"] == field_help("model", "lora_r")
+    assert lang_of(SimpleNamespace(headers={"accept-language": "zh-CN,zh;q=0.9"})) == "zh"
+    assert lang_of(SimpleNamespace(headers={})) == lang_of(None) == "en"
+
+
+def test_form_widgets_take_their_tooltip_from_the_translation_table():
+    import gradio as gr
+
+    from ui.forms import Form
+
+    with gr.Blocks():
+        form = Form(Config())
+        widget = form.field("algorithm", "num_generations")
+    assert getattr(widget.info, "key", None) == "h.algorithm.num_generations"
+
+
+def test_status_line_in_chinese_and_english():
+    s = {"state": "paused", "run_name": "r1", "step": 3, "max_steps": 10, "eta_seconds": 185,
+         "tokens_per_second": 412.4, "reward": 0.25, "elapsed": 70, "queued": 2,
+         "pause_reason": "reward 'flaky' failed", "error": "boom"}
+    en, cn = views.status_line(s), views.status_line(s, "zh")
+    assert en.startswith("⏸️ **paused** · run `r1` · step **3/10** · ETA 3m 05s · 412 tokens/s · reward 0.250")
+    assert "fix it on the Rewards tab" in en
+    assert cn.startswith("⏸️ **已暂停** · 运行 `r1` · 第 **3/10** 步 · 预计剩余 3m 05s · 412 token/秒 · 奖励 0.250 · "
+                         "已用 1m 10s · 2 个回答排在当前步之后")
+    assert "请在“奖励”页修正" in cn and "❌ boom" in cn  # what the run wrote stays as written
+    assert views.status_line({}, "zh").startswith("⚪ **空闲**")
+
+
+def _plan_words_left_in_english(text: str) -> list[str]:
+    """English words in a Chinese plan besides units, dtypes and names (GB, KV, LoRA, CUDA, vLLM, ...)."""
+    allowed = {"GB", "KV", "LoRA", "CUDA", "CPU", "vLLM", "G", "float32", "bfloat16", "token", "bit"}
+    return [w for w in re.findall(r"[A-Za-z][A-Za-z0-9-]*", text) if w not in allowed]
+
+
+def test_memory_plans_in_chinese():
+    c = SimpleNamespace(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                        num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)
+    cfg = Config()
+    cpu = planner.plan_cpu(c, cfg, micro_batch_size=8, available_bytes=2**30)
+    gpu = planner.plan_config(c, cfg, free_bytes=2**20, total_bytes=2**20)
+    for p in (cpu, gpu):
+        text = views.memory_plan_markdown({"text": p.summary(), "sentences": p.sentences()}, "zh")
+        assert text.startswith("🧮 ") and CJK.search(text) and not _plan_words_left_in_english(text), text
+        assert views.memory_plan_markdown({"text": p.summary(), "sentences": p.sentences()}) == "🧮 " + p.summary()
+    cn = views.memory_plan_markdown({"text": "", "sentences": cpu.sentences()}, "zh")
+    assert cn.startswith(f"🧮 CPU 运行：每步峰值约需 {planner.gb(cpu.total_peak)} 内存（可用 1.00 GB）")
+    assert cn.endswith("可能放不下：请减小回答长度、G 或微批。")
+
+
+def test_memory_estimate_in_ram_on_a_cpu_and_in_chinese():
+    info = {"params": 135e6, "loaded": False, "device": "cpu", "weights_gb": 0.5, "adapter_params": 4.9e6,
+            "adapter_gb": 0.02, "gradients_gb": 0.02, "optimizer_gb": 0.04, "total_gb": 0.58, "available_gb": 19.5}
+    assert "= **0.58 GB** of RAM (19.50 GB available), before activations" in views.memory_markdown(info)
+    cn = views.memory_markdown(info, "zh")
+    assert cn.startswith("**135.0 M 参数**（尚未加载，在 cpu 上）") and "= **0.58 GB** 内存（可用 19.50 GB）" in cn
+    gpu = views.memory_markdown({**info, "device": "cuda:0", "available_gb": None})
+    assert "= **0.58 GB** of GPU memory, before" in gpu
+
+
+def test_plots_start_empty_and_count_whole_steps():
+    empty = views.long_frame(pd.DataFrame(), {"loss": "loss"})
+    assert views.plot_value(empty) is None and views.step_axis(empty) == [1, 4]
+    frame = views.long_frame(pd.DataFrame({"step": [1, 2, 3, 4, 5, 6], "loss": [0.1] * 6}), {"loss": "loss"})
+    assert views.plot_value(frame) is frame and views.step_axis(frame) == [1, 6]
+
+
+def test_try_on_samples_shows_scores_first_and_its_stages():
+    df = pd.DataFrame({"question": ["q"] * 2, "answer": ["1"] * 2, "source": ["model", "reference"],
+                       "completion": ["a", "b"], "format_soft": [0.1234, 1.0], "correctness": [0.0, 1.0],
+                       "total": [0.0617, 1.5]})
+    view = views.try_view(df)
+    assert list(view.columns)[:3] == ["total", "format_soft", "correctness"]
+    assert list(view.columns)[-1] == "question" and view["format_soft"].tolist() == [0.123, 1.0]
+    facts = {"completions": 3, "max_tokens": 64, "load_model": False, "after_step": True}
+    assert views.try_stage_text("sampling", facts) == ("2/3 · sampling 3 completions of up to 64 tokens from the "
+                                                       "current model, after the current training step")
+    assert views.try_stage_text("sampling", facts, "zh") == "2/3 · 用当前模型采样 3 个回答（每个最多 64 个 token），等当前训练步结束后"

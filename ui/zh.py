@@ -1,0 +1,203 @@
+"""Chinese (简体中文) for the words that are written once, in English, elsewhere.
+
+Owns: the Chinese of every config field's help text (`HELP_ZH`, keyed `section.field`; the English
+is `core/config.py`'s `_f(..., help)`), of the memory plan's fragments (`PLAN_ZH`, the keys and
+{placeholders} of `core.planner.WORDS`), of the model tab's memory estimate (`MEMORY_ZH`) and
+of the status line (`STATUS_ZH`) and of Try on samples' stages (`TRY_ZH`; the English of these
+three beside them in `ui/views.py`). Values computed on the
+server (the status line, the plan) are rendered in the browser's language by `ui/views.py`;
+static text goes through `gr.I18n` (`ui/i18n.py`). No gradio import here.
+
+Refuses to know: layout, and how any number was made.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------------------
+# help text of every config field (tooltips), keyed section.field
+
+HELP_ZH: dict[str, str] = {
+    # model
+    "model.name_or_path": "Hugging Face Hub ID（例如 Qwen/Qwen2.5-1.5B-Instruct）或本地文件夹。留空 = 内置的离线默认模型 "
+                          "SmolLM2-135M-Instruct。",
+    "model.dtype": "权重精度。'auto' = 在支持的 GPU 上用 bfloat16，在 CPU 上用 float32。",
+    "model.load_in_4bit": "QLoRA：把冻结的基础模型保存为 4-bit NF4（bitsandbytes，仅限 GPU）。权重显存约减为 1/4。",
+    "model.lora_r": "LoRA 秩。常用 8-64；越大学得越多，但占用内存也越多。",
+    "model.lora_alpha": "LoRA 缩放分子（缩放 = alpha / r）。通常取秩的 2 倍。",
+    "model.lora_dropout": "LoRA 路径上的 dropout。强化学习中通常为 0。",
+    "model.lora_target_modules": "加 LoRA 适配器的线性层。默认是所有注意力与 MLP 投影层。",
+    "model.gradient_checkpointing": "反向传播时重新计算激活值以节省内存（更慢，约 30%）。",
+    "model.offload_activations": "只把每个解码层的输入保存在锁页 CPU 内存中，其余在反向传播时重新计算（仅限 GPU）。"
+                                 "回答越长，节省越多。",
+    # data
+    "data.source": "问题的来源：'builtin:decimal_compare'、'builtin:arithmetic'、'builtin:countdown'、"
+                   "'builtin:addition'、'builtin:multiplication'、'builtin:largest'、'builtin:chain_arithmetic'、"
+                   "CSV/JSONL/Parquet 文件、数据集文件夹，或 Hub 数据集 ID。",
+    "data.subset": "Hub 数据集的配置名（例如 GSM8K 的 'main'）。没有则留空。",
+    "data.split": "数据来源有命名划分时，用于训练的划分。",
+    "data.eval_split": "留作评估的划分。留空 = 从训练划分中切出 `eval_size` 行。",
+    "data.prompt_column": "存放问题文本的列。",
+    "data.answer_column": "存放参考答案的列。GSM8K 风格的 '... #### 42' 只保留 42。",
+    "data.system_prompt": "放在每个问题之前的系统消息。",
+    "data.response_prefix": "每个回答开头的文本，写在对话模板的 assistant 标记之后（R1-Zero 风格的 '<think>'）。"
+                            "模型从这里接着写；奖励、样本和对话都把它当作回答的一部分。对从不自己写标签的小模型有帮助。",
+    "data.chat_template": "Jinja 对话模板。留空 = 使用分词器自带的模板；没有模板的基础模型使用一个简单的默认模板。",
+    "data.train_size": "要生成（内置任务）或最多保留（文件）的训练行数。",
+    "data.eval_size": "用于评估的留出行数上限（没有评估划分的文件会留出十分之一的行，至少 5 行，至多此数）。",
+    "data.seed": "内置任务生成以及训练/留出划分所用的随机种子。",
+    # rewards
+    "rewards.names": "使用的预设奖励（见注册表）。总奖励是它们的加权和。",
+    "rewards.weights": "每个奖励一个权重，顺序相同。留空 = 各预设的默认权重。",
+    "rewards.custom_code": "额外奖励函数的 Python 源码，使用 TRL 的签名 "
+                           "`def my_reward(prompts, completions, **kwargs) -> list[float]`。在独立进程中运行，并有时间限制。",
+    "rewards.custom_timeout_s": "自定义奖励代码每次调用的时间限制。",
+    # algorithm
+    "algorithm.algorithm": "训练方法。grpo：组内归一化的优势值（DeepSeekMath）。gspo：使用序列级重要性比率的 grpo"
+                           "（Qwen，arXiv:2507.18071）。rloo：留一法基线（Ahmadian 等，2024）。online_dpo：在采样得到的"
+                           "最好与最差回答对上做一步 DPO，由奖励或评判者排序（Guo 等，2024，arXiv:2402.04792）。ppo：由价值头"
+                           "和 GAE 得到逐 token 的优势值（Schulman 等，2017；Ouyang 等，2022）。",
+    "algorithm.loss_type": "token 损失如何平均。grpo：先在每个序列内平均，再在序列间平均（有长度偏差）。bnpo：在微批的所有"
+                           " token 上平均。dr_grpo：求和 / (批大小 x max_completion_length)（Dr. GRPO，arXiv:2503.20783）。"
+                           "dapo：在整个批次的所有 token 上平均（DAPO，arXiv:2503.14476；TRL 的默认值）。",
+    "algorithm.num_generations": "G：每个提示采样的回答数。优势值在同一组回答之间比较。",
+    "algorithm.prompts_per_step": "每个优化步的不同提示数（批大小 = prompts_per_step x num_generations）。",
+    "algorithm.micro_batch_size": "每次前向/反向传播的序列数。0 = 自动：在 GPU 上由内存规划器选择（见“自动微批目标”；"
+                                  "默认取所需内存不超过采样 KV 缓存的最大值，该缓存在训练时是空闲的：峰值最低）；在 CPU 上为 8。"
+                                  "越大训练越快，需要的内存也越多。",
+    "algorithm.auto_micro_batch": "微批为 0（自动）时在 GPU 上如何选择。lowest_memory：训练所需内存不超过采样。fastest："
+                                  "能放进 GPU 空闲内存 90% 的最大微批（最多整个步）；次数更少、每次更大（在 H200 上 1024 token 时"
+                                  "用 8 而不是 1：每步缩短 28%，多用 2.6 GB）。",
+    "algorithm.num_iterations": "μ：对每批采样结果做的优化遍数。大于 1 时裁剪才会起作用。",
+    "algorithm.epsilon": "重要性比率的裁剪下界（PPO 的 epsilon）。",
+    "algorithm.epsilon_high": "裁剪上界。DAPO 的 clip-higher 用 0.28；与 epsilon 相同则为对称裁剪。",
+    "algorithm.beta": "与参考模型（关闭适配器的基础模型）之间 KL 项的系数。0 = 没有 KL 项，与 DAPO 和 Dr. GRPO 相同；"
+                      "DeepSeekMath 用 0.04。",
+    "algorithm.use_bias_correction_kl": "把 KL 项乘以重要性比率，使其梯度成为无偏的反向 KL 梯度（DeepSeek-V3.2，"
+                                        "arXiv:2512.02556；TRL 的默认值）。只在 beta > 0 时有影响。",
+    "algorithm.scale_rewards": "把优势值除以组内、整个批次的奖励标准差，或不除（Dr. GRPO 建议不除）。",
+    "algorithm.mask_truncated_completions": "把在 max_completion_length 处被截断的回答排除在损失之外（DAPO）。",
+    "algorithm.temperature": "采样时的温度。",
+    "algorithm.top_p": "采样时的核采样（nucleus）。1.0 = 关闭。",
+    "algorithm.max_prompt_length": "超过这么多 token 的提示会从左侧截断。",
+    "algorithm.max_completion_length": "采样回答的最大长度（token 数）。",
+    "algorithm.learning_rate": "LoRA 权重的 AdamW 学习率。常用 1e-5..1e-4。",
+    "algorithm.lr_scheduler": "学习率调度方式。",
+    "algorithm.warmup_steps": "线性预热步数。",
+    "algorithm.weight_decay": "AdamW 权重衰减。",
+    "algorithm.max_steps": "要训练的优化步数。",
+    "algorithm.gradient_accumulation_steps": "每个优化步之前累积的采样批次数。",
+    "algorithm.max_grad_norm": "把梯度范数裁剪到此值。0 = 不裁剪。",
+    "algorithm.seed": "采样、提示顺序和初始化所用的随机种子。",
+    "algorithm.dpo_beta": "online_dpo：DPO 损失 -log sigmoid(beta x (选中回答的对数比 - 拒绝回答的对数比)) 中拉向参考模型"
+                          "的强度。DPO 通常用 0.1（Rafailov 等，2023）；越小，适配器可以偏离得越远。",
+    "algorithm.dpo_pair_rule": "online_dpo：一个提示的 G 个回答中哪两个组成一对。best_vs_worst：排名最高对最低。"
+                               "random_pair：随机两个，按排名排序（同 TRL 的 Online DPO）。",
+    "algorithm.judge": "online_dpo：由谁给回答排序。留空 = 奖励函数。'self' = 本次运行的基础模型（关闭适配器），问它"
+                       "“A 和 B 哪个答案更好？”。http(s) URL = 兼容 OpenAI 的对话接口（例如 http://localhost:8000/v1），"
+                       "问同样的问题；其密钥从 OPENAI_API_KEY 读取。",
+    "algorithm.judge_model": "online_dpo：发送给评判接口的模型名（当 judge 是 URL 时）。",
+    "algorithm.gae_lambda": "ppo：GAE 的 lambda。1 = 蒙特卡洛回报（无偏差，方差最大）；越小越信任价值头"
+                            "（Schulman 等，2016，arXiv:1506.02438）。",
+    "algorithm.gamma": "ppo：每个 token 的折扣。对大语言模型通常取 1.0（奖励在最后才给出）。",
+    "algorithm.vf_coef": "ppo：价值头损失相对策略损失的权重（TRL 的 PPO 默认值）。",
+    "algorithm.cliprange_value": "ppo：在裁剪的价值损失中，价值头的新预测与旧预测之差不超过此值。",
+    # run
+    "run.output_dir": "存放运行的文件夹，每次运行一个子文件夹。",
+    "run.run_name": "本次运行的文件夹名。留空 = 时间戳加任务名。",
+    "run.save_steps": "每 N 步写一个检查点（适配器、优化器、随机数状态）。",
+    "run.keep_checkpoints": "只保留最新的 N 个检查点（0 = 全部保留）。",
+    "run.log_samples": "每步为样本表保留的回答数。",
+    "run.engine": "采样引擎。auto = 在装有 vLLM 的 GPU 上用 vLLM，否则用 Hugging Face generate。",
+    "run.merged_rollouts": "每步的采样使用把适配器合并进去的基础权重（W + scale x B x A，采样后逐位还原），引擎解码时不需要 "
+                           "LoRA 内核：采样更快，模型相同（仅差 bf16 舍入）。仅在 16/32 位基础模型的 GPU 上；4-bit 基础模型"
+                           "和 CPU 通过适配器采样。对话和评估总是使用适配器。关闭 = 采样也通过适配器。",
+    "run.vllm_gpu_memory_utilization": "vLLM 占用的 GPU 显存比例（权重 + KV 缓存）。0 = 根据空闲显存和本次运行的规划确定。",
+    "run.vllm_max_num_seqs": "vLLM 同时解码的最大序列数。0 = 一步的采样数（提示数 x G），至少 16。",
+    "run.vllm_max_num_batched_tokens": "vLLM 一个调度步（预填充分块）的 token 预算。0 = max(8192, 提示长度 + 回答长度)。",
+    "run.vllm_enable_prefix_caching": "复用共享提示前缀的 KV 缓存（同一提示的 G 个样本共享它）。",
+    "run.vllm_enforce_eager": "跳过 CUDA Graph 捕获：启动快 1-3 分钟，解码慢约 2 倍。适合短运行和小模型。",
+    "run.vllm_free_kv_between_steps": "在训练器做前向/反向时释放 vLLM 的 KV 缓存，在下一次采样前取回。关闭可在内存充足时"
+                                      "（小模型）每步省一点时间。",
+    "run.vllm_kv_cache_dtype": "KV 缓存精度。fp8 使其内存减半：可以采样更长或更多，精度略有损失。",
+}
+
+# ---------------------------------------------------------------------------
+# the memory plan's fragments: core.planner.WORDS, key by key
+
+PLAN_ZH: dict[str, str] = {
+    "peak": "预计峰值 {peak}",
+    "phase.sampling": "（采样时）",
+    "phase.training": "（训练时）",
+    "of_free": "，空闲 {free}",
+    "parts": "：权重 {weights}，适配器 + 优化器 {adapter}，采样 KV 缓存 {kv}",
+    "kv_freed": "（训练时释放）",
+    "activations": "，激活值 {activations}（微批 {mbs}）",
+    "loss_buffers": "，损失缓冲区 {loss}",
+    "engine_extras": "，引擎额外占用 {extra}",
+    "cuda": "，CUDA 上下文 {outside}。",
+    "cuda_vllm": "，CUDA 上下文与 vLLM 内核 {outside}。",
+    "note.fastest": "微批 {mbs}（自动，最快：能放进空闲 {free} 的 {share} 的最大微批）。",
+    "note.lowest": "微批 {mbs}（自动：训练所需不超过采样的 {budget} KV 缓存，该缓存在训练时释放）。",
+    "note.one_too_big": "微批 1（自动）；即使一个序列的前向/反向（{one}）也超过采样的 {budget} KV 缓存：激活值卸载可以降低它。",
+    "note.one_too_big_offload": "微批 1（自动）；即使一个序列的前向/反向（{one}）也超过采样的 {budget} KV 缓存。",
+    "note.lowered": "为放得下，微批从 {before} 降到 {mbs}。",
+    "does_not_fit": "放不下：请减小回答长度或 G、打开激活值卸载，或以 4-bit 加载基础模型。",
+    "cpu.peak": "CPU 运行：每步峰值约需 {peak} 内存",
+    "cpu.of_available": "（可用 {available}）",
+    "cpu.parts": "：权重 {weights}（{dtype}），适配器 + 优化器 {adapter}，采样的 KV 缓存 {kv} 与训练的激活值 {activations}"
+                 "（微批 {mbs}，序列最长 {tokens} 个 token）取较大者，另有训练额外占用的 {besides}。",
+    "cpu.does_not_fit": "可能放不下：请减小回答长度、G 或微批。",
+    "engine.loaded": "使用已加载的 vLLM 引擎（LoRA 秩最高 {rank}，上下文 {context} 个 token，KV 缓存 {kv}）。",
+    "engine.loaded_waves": "使用已加载的 vLLM 引擎（LoRA 秩最高 {rank}，上下文 {context} 个 token，KV 缓存 {kv}）——"
+                           "采样分批进行。",
+    "engine.built": "为它新建 vLLM 引擎：LoRA 秩最高 {rank}，上下文 {context} 个 token，KV 缓存 {kv}。",
+    "engine.rebuilt": "为它重建 vLLM 引擎（{reasons}）：LoRA 秩最高 {rank}，上下文 {context} 个 token，KV 缓存 {kv}。",
+    "unknown": "内存规划：此模型未知。",
+    "unknown_note": "内存规划：此模型未知。{note}",
+}
+
+# ---------------------------------------------------------------------------
+# the model tab's memory estimate and the status line: ui/views.py's MEMORY_EN and STATUS_EN
+
+MEMORY_ZH: dict[str, str] = {
+    "unknown": "内存估算：加载模型后才能得知。{note}",
+    "loaded": "已加载",
+    "not_loaded": "尚未加载",
+    "line": "**{params} M 参数**（{state}，在 {device} 上）· 权重 **{weights}** + LoRA 适配器（{adapter_params} M 参数）"
+            "{adapter} + 其梯度 {grads} + AdamW 状态 {optimizer} = **{total}**{where}，不含激活值和 KV 缓存"
+            "（它们随批大小和回答长度增长）。",
+    "ram": " 内存（可用 {available}）",
+    "gpu": " 显存",
+}
+
+STATUS_ZH: dict[str, str] = {
+    "idle": "⚪ **空闲**：还没有运行。按顺序设置各页，然后在“训练”页点击**开始**。",
+    "state.idle": "空闲",
+    "state.loading": "加载中",
+    "state.running": "运行中",
+    "state.paused": "已暂停",
+    "state.stopping": "停止中",
+    "state.finished": "已完成",
+    "state.stopped": "已停止",
+    "state.failed": "失败",
+    "state.interrupted": "已中断",
+    "run": "运行 `{run}`",
+    "step": "第 **{step}/{max_steps}** 步",
+    "eta": "预计剩余 {eta}",
+    "tps": "{tps} token/秒",
+    "reward": "奖励 {reward}",
+    "elapsed": "已用 {elapsed}",
+    "queued": "{queued} 个回答排在当前步之后",
+    "fix_rewards": " —— 请在“奖励”页修正，然后点击**继续**。",
+    "traceback": "错误堆栈",
+    "progress.steps": "{done}/{total} 步",
+    "progress.none": "尚无运行",
+}
+
+TRY_ZH: dict[str, str] = {
+    "data": "1/3 · 读取题目",
+    "sampling": "2/3 · 用当前模型采样 {completions} 个回答（每个最多 {max_tokens} 个 token）",
+    "sampling.load_model": "，先加载模型",
+    "sampling.after_step": "，等当前训练步结束后",
+    "scoring": "3/3 · 用 {rewards} 个奖励函数给 {completions} 个回答打分",
+}
