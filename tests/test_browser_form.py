@@ -115,14 +115,14 @@ def test_a_reload_mid_run_shows_the_runs_settings(app, browser):
     client = gradio_client.Client(url, verbose=False)
     start(client, rewards=("xml_tag_count", "correctness"), data_source=str(csv), data_prompt_column="question",
           data_answer_column="solution", data_system_prompt=PROMPT, data_response_prefix="<reasoning>",
-          weight_xml_tag_count=0.7, rewards_custom_code=LENGTH_REWARD, algorithm_max_steps=500, run_save_steps=500,
+          weight_xml_tag_count=0.7, rewards_custom_code=LENGTH_REWARD, algorithm_max_steps=20000, run_save_steps=20000,
           run_run_name="sums")
     try:
         wait_state(client, ("running",))
         page.reload()
         # Train: the run's steps, not the default 20
         open_tab(page, "4 · Train")
-        expect(field(page, "algorithm_max_steps")).to_have_value("500", timeout=60_000)
+        expect(field(page, "algorithm_max_steps")).to_have_value("20000", timeout=60_000)
         assert "running" in page.locator("#status-bar").inner_text()
         # Data: the CSV (as an upload), its columns, the prompt and the prefix
         open_tab(page, "2 · Data")
