@@ -119,11 +119,14 @@ def test_a_reload_mid_run_shows_the_runs_settings(app, browser):
           run_run_name="sums")
     try:
         wait_state(client, ("running",))
+        # paused mid-run: the tiny model's steps would otherwise take both cores from the browser
+        client.predict(api_name="/pause")
+        wait_state(client, ("paused",))
         page.reload()
         # Train: the run's steps, not the default 20
         open_tab(page, "4 · Train")
         expect(field(page, "algorithm_max_steps")).to_have_value("20000", timeout=60_000)
-        assert "running" in page.locator("#status-bar").inner_text()
+        assert "paused" in page.locator("#status-bar").inner_text()
         # Data: the CSV (as an upload), its columns, the prompt and the prefix
         open_tab(page, "2 · Data")
         expect(field(page, "data_source", "textarea")).to_have_value(str(csv))
