@@ -578,7 +578,7 @@ def test_case3_steps_too_large_are_refused_and_stop_ends_a_step_inside_its_rollo
 
 
 # ---------------------------------------------------------------------------
-# case 9 (the messages; the uploads quota is not done)
+# case 9
 
 
 def test_case9_messages_say_what_happened(tiny_model_dir, tmp_path):
@@ -601,4 +601,64 @@ def test_case9_messages_say_what_happened(tiny_model_dir, tmp_path):
         assert "is idle" not in str(refused.value) and "another Start is being prepared" in str(refused.value)
     finally:
         manager._starting = False
+        manager.close()
+
+
+def test_case9_uploads_have_a_quota_and_gradios_copy_is_removed(tiny_model_dir, tmp_path, monkeypatch):
+    """Before: every upload stayed twice (the uploads folder and Gradio's cache), with no bound."""
+    from core.access import PathPolicy
+
+    def data_file(name: str, kb: int) -> Path:
+        path = tmp_path / "incoming" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("prompt,answer\n" + f"q {name},1\n" * (kb * 1024 // (len(name) + 5)))
+        return path
+
+    def aged(path: str, seconds_ago: float) -> None:
+        os.utime(path, (time.time() - seconds_ago,) * 2)
+
+    # 1) past the quota the oldest upload no run names goes; one a run's config.yaml names stays
+    runs = tmp_path / "runs"
+    manager = manager_for(tiny_model_dir, runs, uploads_quota_mb=10 / 1024)  # 10 KB
+    try:
+        used = manager.store_upload(str(data_file("used.csv", 4)))
+        spare = manager.store_upload(str(data_file("spare.csv", 4)))
+        aged(used, 300), aged(spare, 200)  # `used` is the oldest, but a run needs it
+        (runs / "r1").mkdir()
+        cfg = Config()
+        cfg.data.source = used
+        cfg.save(runs / "r1" / "config.yaml")
+        third = manager.store_upload(str(data_file("third.csv", 4)))
+        assert Path(used).exists() and Path(third).exists() and not Path(spare).exists()
+        assert manager.store_upload(str(data_file("third.csv", 4))) == third  # the same bytes: room not needed
+        # 2) a file that would not fit even with every free upload gone: refused, nothing deleted
+        with pytest.raises(ManagerError, match=r"uploads folder is full: this file \(.* MB\) would take it past its quota of 0.00977 MB.*AHA_UPLOADS_QUOTA_MB"):
+            manager.store_upload(str(data_file("big.csv", 8)))
+        assert Path(third).exists() and sorted(p.name for p in (runs / "_uploads").iterdir()) == sorted(
+            [Path(used).name, Path(third).name])
+    finally:
+        manager.close()
+
+    # 3) the quota comes from $AHA_UPLOADS_QUOTA_MB when the app is not given one
+    monkeypatch.setenv("AHA_UPLOADS_QUOTA_MB", "3")
+    assert PathPolicy(tmp_path / "other").uploads_quota_bytes == 3 * 2**20
+    monkeypatch.delenv("AHA_UPLOADS_QUOTA_MB")
+    assert PathPolicy(tmp_path / "other").uploads_quota_bytes == 1024 * 2**20
+
+    # 4) the Data tab deletes Gradio's temporary copy once the upload is stored
+    from ui.studio import build_app
+
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    gradio_copy = cache / "0123abcd" / "sums.csv"
+    gradio_copy.parent.mkdir(parents=True)
+    gradio_copy.write_text("question,answer\n1+1,2\n2+2,4\n")
+    manager = manager_for(tiny_model_dir, tmp_path / "runs2")
+    try:
+        demo = build_app(manager)
+        (on_upload,) = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_upload"]
+        stored, *_ = on_upload(str(gradio_copy))
+        assert Path(stored).read_text().startswith("question,answer") and Path(stored).parent.name == "_uploads"
+        assert not gradio_copy.exists() and not gradio_copy.parent.exists() and cache.exists()
+    finally:
         manager.close()
