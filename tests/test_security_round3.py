@@ -662,3 +662,60 @@ def test_case9_uploads_have_a_quota_and_gradios_copy_is_removed(tiny_model_dir, 
         assert not gradio_copy.exists() and not gradio_copy.parent.exists() and cache.exists()
     finally:
         manager.close()
+
+
+def test_case9_unreadable_or_broken_weights_are_named(tiny_model_dir, tmp_path):
+    """Before: an unreadable weights file read "No such file or directory", a truncated one a bare
+    SafetensorError that was no ModelError at all."""
+    import shutil
+
+    from core.models import ModelError, load_base_model
+
+    def copy_of_tiny(name: str) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(tiny_model_dir, folder)
+        return folder
+
+    def load(folder: Path):
+        return load_base_model(ModelConfig(name_or_path=str(folder), dtype="float32"), "cpu")
+
+    # 1) a weights file that is a folder, one cut short, one that is empty: named, with what is wrong
+    folder = copy_of_tiny("folder")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").mkdir()
+    with pytest.raises(ModelError, match=r"weights file .*folder/model.safetensors is a folder, not a file"):
+        load(folder)
+    for name, keep in (("truncated", 1000), ("empty", 0)):
+        folder = copy_of_tiny(name)
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:keep])
+        with pytest.raises(ModelError, match=rf"weights file .*{name}/model.safetensors could not be parsed as "
+                                             r"safetensors \(truncated or corrupt\?"):
+            load(folder)
+
+    # 2) a weights file without read permission: "exists but cannot be read", not "No such file"
+    folder = copy_of_tiny("unreadable")
+    weights = folder / "model.safetensors"
+    weights.chmod(0)
+    try:
+        if not os.access(weights, os.R_OK):  # an ordinary user: chmod binds
+            with pytest.raises(ModelError) as refused:
+                load(folder)
+            message = str(refused.value)
+        else:  # root reads anything: load in a child without the capabilities that let it
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.skip("running as root without setpriv: chmod 000 cannot be made to bind")
+            code = ("import sys\nfrom core.config import ModelConfig\nfrom core.models import ModelError, load_base_model\n"
+                    "try:\n    load_base_model(ModelConfig(name_or_path=sys.argv[1], dtype='float32'), 'cpu')\n"
+                    "except ModelError as e:\n    print(e)\n")
+            child = subprocess.run([setpriv, "--bounding-set=-dac_override,-dac_read_search", sys.executable,
+                                    "-c", code, str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if "Operation not permitted" in child.stderr and child.returncode != 0:
+                pytest.skip(f"setpriv cannot drop capabilities here: {child.stderr.strip()[:200]}")
+            message = child.stdout
+        assert f"the weights file {weights} exists but cannot be read (permission denied)" in message, message
+        assert "No such file" not in message, message
+    finally:
+        weights.chmod(0o644)
