@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -719,3 +720,52 @@ def test_case9_unreadable_or_broken_weights_are_named(tiny_model_dir, tmp_path):
         assert "No such file" not in message, message
     finally:
         weights.chmod(0o644)
+
+
+def test_case9_a_looping_chat_template_fails_fast(tiny_model_dir, tmp_path):
+    """Before: a template of nested loops ran for minutes (10^10 turns) in the preview and in training."""
+    from core.data import DataError, build_messages, render_prompt
+
+    loops = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+             "{{ messages[-1]['content'] }}")
+    message = r"the chat template given took more than 1 s to render one prompt, so it was stopped: it loops too long"
+
+    def within(seconds: float, fn):
+        """fn's result or exception, or AssertionError when it is still running after `seconds`
+        (a daemon thread: on the old code it spins on until the tests end)."""
+        box = {}
+
+        def run():
+            try:
+                box["value"] = fn()
+            except Exception as e:  # handed to the caller
+                box["error"] = e
+
+        thread = threading.Thread(target=run, daemon=True)
+        started = time.time()
+        thread.start()
+        thread.join(seconds)
+        assert not thread.is_alive(), f"still rendering after {seconds} s"
+        return box, time.time() - started
+
+    # 1) the preview without a tokenizer (our own Jinja environment)
+    box, took = within(3, lambda: render_prompt(None, build_messages("2 + 2?", ""), loops))
+    assert isinstance(box.get("error"), DataError) and took < 3, (box, took)
+    assert re.search(message, str(box["error"])), box["error"]
+
+    # 2) the Data tab's preview with the model's tokenizer (transformers' environment)
+    manager = manager_for(tiny_model_dir, tmp_path / "runs")
+    try:
+        data = DataConfig(source="builtin:decimal_compare", train_size=20, eval_size=2)
+        model = manager.default_model
+        assert len(manager.preview_data(data, model)["table"]) == 5  # the tokenizer is loaded here, untimed
+        data.chat_template = loops
+        box, took = within(3, lambda: manager.preview_data(data, model))
+        assert isinstance(box.get("error"), ManagerError) and took < 3, (box, took)
+        assert re.search(message, str(box["error"])), box["error"]
+        # a macro that calls itself: a message too, not a bare RecursionError
+        data.chat_template = "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"
+        with pytest.raises(ManagerError, match="calls itself without end"):
+            manager.preview_data(data, model)
+    finally:
+        manager.close()
