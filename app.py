@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", action="append", default=[], metavar="FOLDER",
                     help="a folder of data files the page may load (repeatable); by default only "
                          "uploads, built-in tasks and hub datasets")
+    ap.add_argument("--uploads-quota-mb", type=float, default=None, metavar="MB",
+                    help="room for uploaded data files; past it the oldest uploads no run uses are deleted, "
+                         "then uploads are refused (default: $AHA_UPLOADS_QUOTA_MB, else 1024)")
     ap.add_argument("--trusted-proxy", action="append",
                     default=[a.strip() for a in os.environ.get("AHA_TRUSTED_PROXIES", "").split(",") if a.strip()],
                     metavar="ADDRESS", help="a reverse proxy whose X-Forwarded-For names the client (repeatable; "
@@ -95,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
                     help="rollout and chat engine (auto: vLLM on a GPU when installed)")
     args = ap.parse_args(argv)
+    from core.access import resolve_uploads_quota_mb
+
     try:
         auth, note = resolve_auth(args.share, args.auth, args.host)
+        args.uploads_quota_mb = resolve_uploads_quota_mb(args.uploads_quota_mb)  # $AHA_UPLOADS_QUOTA_MB read here
     except ValueError as e:
         ap.error(str(e))
 
@@ -105,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from ui.studio import build_app, launch_app
 
     manager = set_manager(RunManager(args.runs_dir, ModelConfig(name_or_path=args.model), engine=args.engine,
-                                     data_dirs=args.data_dir))
+                                     data_dirs=args.data_dir, uploads_quota_mb=args.uploads_quota_mb))
     if not args.no_preload:
         manager.preload()  # in the background: the page opens while the model loads
     demo = build_app(manager)

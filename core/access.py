@@ -14,6 +14,10 @@ holding an adapter (issue 19). The policy:
 - models: the bundled default, the operator's `--model`, a hub id, or a folder inside the runs
   folder (merged exports) or a data root.
 
+The uploads folder has a quota (`--uploads-quota-mb`, `$AHA_UPLOADS_QUOTA_MB`, 1 GB by default):
+an upload that would pass it first deletes the oldest uploads no run uses (the caller names the
+ones in use: the runs' data sources), and is refused when that is not enough (issue 29).
+
 Every path is resolved (symlinks, `..`) before it is compared, and a refusal reads the same
 whether or not the path exists, so it tells nothing about the rest of the disk.
 
@@ -33,14 +37,18 @@ Refuses to know: how data, checkpoints or models are read (`core.data`, `core.tr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import threading
 import time
 from pathlib import Path
+from typing import Iterable
 
 UPLOADS = "_uploads"  # the uploads folder's name inside the runs folder
+DEFAULT_UPLOADS_QUOTA_MB = 1024
+_TMP_PREFIX = ".tmp-"  # an upload being copied in: not yet a stored upload
 BUILTIN_PREFIX = "builtin:"
 
 # A hub id: one name or owner/name of letters, digits, '_', '-', '.', not starting with '.' or
@@ -56,15 +64,34 @@ def _inside(path: Path, roots: list[Path]) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
+def resolve_uploads_quota_mb(value: float | None = None) -> float:
+    """The uploads quota in MB: `value` when given, else $AHA_UPLOADS_QUOTA_MB, else 1024.
+
+    >>> resolve_uploads_quota_mb(5), resolve_uploads_quota_mb(None) > 0
+    (5.0, True)
+    """
+    if value is None:
+        text = os.environ.get("AHA_UPLOADS_QUOTA_MB", "").strip()
+        try:
+            value = float(text) if text else DEFAULT_UPLOADS_QUOTA_MB
+        except ValueError:
+            raise ValueError(f"AHA_UPLOADS_QUOTA_MB must be a number of MB, not {text!r}") from None
+    if not value > 0:
+        raise ValueError(f"the uploads quota must be a positive number of MB, not {value}")
+    return float(value)
+
+
 class PathPolicy:
     """The folders requests may name (see the module docstring)."""
 
     def __init__(self, runs_dir: str | Path, data_dirs: list[str | Path] | tuple = (),
-                 models: list[str] | tuple = ()):
+                 models: list[str] | tuple = (), uploads_quota_mb: float | None = None):
         self.runs_dir = Path(runs_dir).expanduser().resolve()
         self.uploads_dir = self.runs_dir / UPLOADS
         self.data_dirs = [Path(d).expanduser().resolve() for d in data_dirs]
         self.models = {str(Path(m).expanduser().resolve()) for m in models if m}  # the operator's choices
+        self.uploads_quota_bytes = int(resolve_uploads_quota_mb(uploads_quota_mb) * 2**20)
+        self._uploads_lock = threading.Lock()  # two uploads at once count the quota one after the other
 
     # -- what the operator configured, in words ------------------------------------
     def _data_roots_text(self) -> str:
@@ -116,9 +143,12 @@ class PathPolicy:
                           + "; a hub id is always allowed")
 
     # -- the uploads folder -------------------------------------------------------
-    def store_upload(self, path: str | Path, max_bytes: int | None = None) -> Path:
+    def store_upload(self, path: str | Path, max_bytes: int | None = None, in_use: Iterable[str] = ()) -> Path:
         """Copy an uploaded data file into the uploads folder as `name-<sha256[:16]>.ext`; the
-        same bytes uploaded twice share one copy, other bytes under the same name get their own."""
+        same bytes uploaded twice share one copy, other bytes under the same name get their own.
+
+        Past the quota, the oldest uploads not named in `in_use` (data sources of runs) are
+        deleted first; when that does not make room the upload is refused."""
         from core.data import DEFAULT_MAX_BYTES, FILE_FORMATS
 
         max_bytes = max_bytes or DEFAULT_MAX_BYTES
@@ -135,7 +165,7 @@ class PathPolicy:
             raise AccessError(f"{src.name} is empty")
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         # copy and hash in one pass into a temporary name, then move into place: never a half file
-        tmp = self.uploads_dir / f".tmp-{threading.get_ident()}-{time.time_ns()}"
+        tmp = self.uploads_dir / f"{_TMP_PREFIX}{threading.get_ident()}-{time.time_ns()}"
         digest = hashlib.sha256()
         try:
             with open(src, "rb") as fin, open(tmp, "wb") as fout:
@@ -144,8 +174,46 @@ class PathPolicy:
                     fout.write(chunk)
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", src.stem)[:80] or "upload"
             dest = self.uploads_dir / f"{stem}-{digest.hexdigest()[:16]}{suffix}"
-            if not dest.exists():  # the same bytes uploaded before: that copy serves both
-                os.replace(tmp, dest)
+            with self._uploads_lock:
+                if dest.exists():  # the same bytes uploaded before: that copy serves both, newest again
+                    os.utime(dest)
+                else:
+                    self._make_room(tmp.stat().st_size, in_use)
+                    os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
         return dest
+
+    def _make_room(self, size: int, in_use: Iterable[str]) -> None:
+        """Delete the oldest uploads no run uses until `size` more bytes fit in the quota, or
+        raise AccessError (deleting nothing) when even that would not make room."""
+        used_by_runs = set()
+        for source in in_use:
+            with contextlib.suppress(OSError, ValueError):
+                used_by_runs.add(self._resolve(source))
+        stored = []  # (mtime, path, bytes) of every stored upload
+        for p in self.uploads_dir.iterdir():
+            with contextlib.suppress(OSError):
+                if p.is_file() and not p.name.startswith(_TMP_PREFIX):
+                    st = p.stat()
+                    stored.append((st.st_mtime, p, st.st_size))
+        total = sum(n for _, _, n in stored)
+        over = total + size - self.uploads_quota_bytes
+        if over <= 0:
+            return
+        free = sorted((entry for entry in stored if entry[1].resolve() not in used_by_runs),
+                      key=lambda entry: entry[0])  # oldest first
+        if sum(n for _, _, n in free) < over:
+            quota = self.uploads_quota_bytes / 2**20
+            raise AccessError(
+                f"the uploads folder is full: this file ({size / 2**20:.3g} MB) would take it past its "
+                f"quota of {quota:.3g} MB, and {(total - sum(n for _, _, n in free)) / 2**20:.3g} MB of it "
+                "are the data of existing runs (an upload is kept while a run's config.yaml names it); "
+                "ask the operator to remove old runs or to raise the quota (--uploads-quota-mb, "
+                "$AHA_UPLOADS_QUOTA_MB), or load the data by hub id")
+        for _, p, n in free:  # the oldest first, until the new file fits
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+            over -= n
+            if over <= 0:
+                break

@@ -236,13 +236,15 @@ class RunManager:
     """The one owner of the model and the active run. See the module docstring."""
 
     def __init__(self, runs_dir: str | Path = "runs", model_cfg: ModelConfig | None = None,
-                 device: str | None = None, engine: str = "auto", data_dirs: list[str | Path] | tuple = ()):
+                 device: str | None = None, engine: str = "auto", data_dirs: list[str | Path] | tuple = (),
+                 uploads_quota_mb: float | None = None):
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.default_model = model_cfg or ModelConfig()
         self.default_engine = engine  # run.engine of the default config (preload, chat, the form)
         # the paths a request may name: runs, uploads, the operator's data roots (core/access.py)
-        self.paths = PathPolicy(self.runs_dir, data_dirs, models=[self.default_model.name_or_path])
+        self.paths = PathPolicy(self.runs_dir, data_dirs, models=[self.default_model.name_or_path],
+                                uploads_quota_mb=uploads_quota_mb)
         self.worker = ModelWorker()
         self._lock = threading.RLock()
         self._device = device
@@ -1335,9 +1337,15 @@ class RunManager:
 
     def store_upload(self, path: str) -> str:
         """Copy an uploaded data file into the uploads folder under a name holding its content
-        hash, so a run's data never changes under it (core/access.py)."""
+        hash, so a run's data never changes under it (core/access.py). Past the uploads quota the
+        oldest uploads that no run (nor the active one) uses are deleted first."""
+        from core.runs import data_sources
+
+        in_use = data_sources(self.runs_dir)
+        if self._cfg is not None:
+            in_use.add(self._cfg.data.source)
         try:
-            return str(self.paths.store_upload(path))
+            return str(self.paths.store_upload(path, in_use=in_use))
         except AccessError as e:
             raise ManagerError(str(e)) from None
 

@@ -155,8 +155,45 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+# the weights files transformers looks for in a model folder (one file, or the shards of an index)
+_WEIGHTS_PATTERNS = ("*.safetensors", "pytorch_model*.bin")
+
+
+def _weights_problem(folder: Path) -> str | None:
+    """What is wrong with the weights files of a local model folder, in words, or None.
+
+    transformers reports an unreadable weights file as "No such file or directory" and a
+    truncated safetensors file as a bare header error (issue 29); the file's own state says more."""
+    from safetensors import safe_open
+
+    for pattern in _WEIGHTS_PATTERNS:
+        for weights in sorted(folder.glob(pattern)):
+            if weights.is_dir():
+                return f"the weights file {weights} is a folder, not a file"
+            try:
+                with open(weights, "rb"):
+                    pass
+            except PermissionError:
+                return (f"the weights file {weights} exists but cannot be read (permission denied): make it "
+                        "readable by the user the app runs as")
+            except OSError as e:
+                return f"the weights file {weights} exists but cannot be read ({e.strerror or e})"
+            if weights.suffix == ".safetensors":
+                try:
+                    with safe_open(str(weights), framework="pt"):
+                        pass
+                except Exception as e:  # SafetensorError: a truncated or corrupt header
+                    return (f"the weights file {weights} could not be parsed as safetensors (truncated or "
+                            f"corrupt? {str(e).splitlines()[0][:200]}): copy or download it again")
+    return None
+
+
 def _load_error(path: str, e: Exception) -> ModelError:
-    if Path(path).exists():
+    folder = Path(path)
+    problem = _weights_problem(folder) if folder.is_dir() else None
+    if problem:  # transformers' own words would mislead ("No such file or directory")
+        return ModelError(f"Could not load the model: {problem}")
+    if folder.exists():
         hint = f"the folder {path} has no loadable model (config.json + weights + tokenizer)"
     else:
         hint = (f"'{path}' is neither a local folder nor a reachable hub model id "
@@ -196,9 +233,11 @@ def load_base_model(cfg: ModelConfig, device: str | None = None):
             bnb_4bit_use_double_quant=True,
         )
         kwargs["device_map"] = {"": device}
+    from safetensors import SafetensorError
+
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise _load_error(path, e) from e
     if not cfg.load_in_4bit:
         model.to(device)

@@ -407,6 +407,23 @@ def free_run_name(output_dir: str | Path, name: str) -> str:
     return candidate
 
 
+def data_sources(output_dir: str | Path) -> set[str]:
+    """The `data.source` of every run's config.yaml under `output_dir`: the uploads those runs
+    need to resume, which the uploads quota never deletes. A config that cannot be read names none."""
+    from core.config import read_yaml
+
+    sources = set()
+    for run in list_runs(output_dir):
+        try:
+            config = read_yaml(run.config_path.read_text(), str(run.config_path))
+            source = config["data"]["source"]
+        except Exception:  # a hand-edited or half-written config: it cannot resume anyway
+            continue
+        if isinstance(source, str) and source:
+            sources.add(source)
+    return sources
+
+
 def list_runs(output_dir: str | Path) -> list[RunDir]:
     """Runs under `output_dir`, newest first."""
     root = Path(output_dir)

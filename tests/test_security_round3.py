@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -578,7 +579,7 @@ def test_case3_steps_too_large_are_refused_and_stop_ends_a_step_inside_its_rollo
 
 
 # ---------------------------------------------------------------------------
-# case 9 (the messages; the uploads quota is not done)
+# case 9
 
 
 def test_case9_messages_say_what_happened(tiny_model_dir, tmp_path):
@@ -601,4 +602,170 @@ def test_case9_messages_say_what_happened(tiny_model_dir, tmp_path):
         assert "is idle" not in str(refused.value) and "another Start is being prepared" in str(refused.value)
     finally:
         manager._starting = False
+        manager.close()
+
+
+def test_case9_uploads_have_a_quota_and_gradios_copy_is_removed(tiny_model_dir, tmp_path, monkeypatch):
+    """Before: every upload stayed twice (the uploads folder and Gradio's cache), with no bound."""
+    from core.access import PathPolicy
+
+    def data_file(name: str, kb: int) -> Path:
+        path = tmp_path / "incoming" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("prompt,answer\n" + f"q {name},1\n" * (kb * 1024 // (len(name) + 5)))
+        return path
+
+    def aged(path: str, seconds_ago: float) -> None:
+        os.utime(path, (time.time() - seconds_ago,) * 2)
+
+    # 1) past the quota the oldest upload no run names goes; one a run's config.yaml names stays
+    runs = tmp_path / "runs"
+    manager = manager_for(tiny_model_dir, runs, uploads_quota_mb=10 / 1024)  # 10 KB
+    try:
+        used = manager.store_upload(str(data_file("used.csv", 4)))
+        spare = manager.store_upload(str(data_file("spare.csv", 4)))
+        aged(used, 300), aged(spare, 200)  # `used` is the oldest, but a run needs it
+        (runs / "r1").mkdir()
+        cfg = Config()
+        cfg.data.source = used
+        cfg.save(runs / "r1" / "config.yaml")
+        third = manager.store_upload(str(data_file("third.csv", 4)))
+        assert Path(used).exists() and Path(third).exists() and not Path(spare).exists()
+        assert manager.store_upload(str(data_file("third.csv", 4))) == third  # the same bytes: room not needed
+        # 2) a file that would not fit even with every free upload gone: refused, nothing deleted
+        with pytest.raises(ManagerError, match=r"uploads folder is full: this file \(.* MB\) would take it past its quota of 0.00977 MB.*AHA_UPLOADS_QUOTA_MB"):
+            manager.store_upload(str(data_file("big.csv", 8)))
+        assert Path(third).exists() and sorted(p.name for p in (runs / "_uploads").iterdir()) == sorted(
+            [Path(used).name, Path(third).name])
+    finally:
+        manager.close()
+
+    # 3) the quota comes from $AHA_UPLOADS_QUOTA_MB when the app is not given one
+    monkeypatch.setenv("AHA_UPLOADS_QUOTA_MB", "3")
+    assert PathPolicy(tmp_path / "other").uploads_quota_bytes == 3 * 2**20
+    monkeypatch.delenv("AHA_UPLOADS_QUOTA_MB")
+    assert PathPolicy(tmp_path / "other").uploads_quota_bytes == 1024 * 2**20
+
+    # 4) the Data tab deletes Gradio's temporary copy once the upload is stored
+    from ui.studio import build_app
+
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    gradio_copy = cache / "0123abcd" / "sums.csv"
+    gradio_copy.parent.mkdir(parents=True)
+    gradio_copy.write_text("question,answer\n1+1,2\n2+2,4\n")
+    manager = manager_for(tiny_model_dir, tmp_path / "runs2")
+    try:
+        demo = build_app(manager)
+        (on_upload,) = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_upload"]
+        stored, *_ = on_upload(str(gradio_copy))
+        assert Path(stored).read_text().startswith("question,answer") and Path(stored).parent.name == "_uploads"
+        assert not gradio_copy.exists() and not gradio_copy.parent.exists() and cache.exists()
+    finally:
+        manager.close()
+
+
+def test_case9_unreadable_or_broken_weights_are_named(tiny_model_dir, tmp_path):
+    """Before: an unreadable weights file read "No such file or directory", a truncated one a bare
+    SafetensorError that was no ModelError at all."""
+    import shutil
+
+    from core.models import ModelError, load_base_model
+
+    def copy_of_tiny(name: str) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(tiny_model_dir, folder)
+        return folder
+
+    def load(folder: Path):
+        return load_base_model(ModelConfig(name_or_path=str(folder), dtype="float32"), "cpu")
+
+    # 1) a weights file that is a folder, one cut short, one that is empty: named, with what is wrong
+    folder = copy_of_tiny("folder")
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").mkdir()
+    with pytest.raises(ModelError, match=r"weights file .*folder/model.safetensors is a folder, not a file"):
+        load(folder)
+    for name, keep in (("truncated", 1000), ("empty", 0)):
+        folder = copy_of_tiny(name)
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:keep])
+        with pytest.raises(ModelError, match=rf"weights file .*{name}/model.safetensors could not be parsed as "
+                                             r"safetensors \(truncated or corrupt\?"):
+            load(folder)
+
+    # 2) a weights file without read permission: "exists but cannot be read", not "No such file"
+    folder = copy_of_tiny("unreadable")
+    weights = folder / "model.safetensors"
+    weights.chmod(0)
+    try:
+        if not os.access(weights, os.R_OK):  # an ordinary user: chmod binds
+            with pytest.raises(ModelError) as refused:
+                load(folder)
+            message = str(refused.value)
+        else:  # root reads anything: load in a child without the capabilities that let it
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.skip("running as root without setpriv: chmod 000 cannot be made to bind")
+            code = ("import sys\nfrom core.config import ModelConfig\nfrom core.models import ModelError, load_base_model\n"
+                    "try:\n    load_base_model(ModelConfig(name_or_path=sys.argv[1], dtype='float32'), 'cpu')\n"
+                    "except ModelError as e:\n    print(e)\n")
+            child = subprocess.run([setpriv, "--bounding-set=-dac_override,-dac_read_search", sys.executable,
+                                    "-c", code, str(folder)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
+            if "Operation not permitted" in child.stderr and child.returncode != 0:
+                pytest.skip(f"setpriv cannot drop capabilities here: {child.stderr.strip()[:200]}")
+            message = child.stdout
+        assert f"the weights file {weights} exists but cannot be read (permission denied)" in message, message
+        assert "No such file" not in message, message
+    finally:
+        weights.chmod(0o644)
+
+
+def test_case9_a_looping_chat_template_fails_fast(tiny_model_dir, tmp_path):
+    """Before: a template of nested loops ran for minutes (10^10 turns) in the preview and in training."""
+    from core.data import DataError, build_messages, render_prompt
+
+    loops = ("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+             "{{ messages[-1]['content'] }}")
+    message = r"the chat template given took more than 1 s to render one prompt, so it was stopped: it loops too long"
+
+    def within(seconds: float, fn):
+        """fn's result or exception, or AssertionError when it is still running after `seconds`
+        (a daemon thread: on the old code it spins on until the tests end)."""
+        box = {}
+
+        def run():
+            try:
+                box["value"] = fn()
+            except Exception as e:  # handed to the caller
+                box["error"] = e
+
+        thread = threading.Thread(target=run, daemon=True)
+        started = time.time()
+        thread.start()
+        thread.join(seconds)
+        assert not thread.is_alive(), f"still rendering after {seconds} s"
+        return box, time.time() - started
+
+    # 1) the preview without a tokenizer (our own Jinja environment)
+    box, took = within(3, lambda: render_prompt(None, build_messages("2 + 2?", ""), loops))
+    assert isinstance(box.get("error"), DataError) and took < 3, (box, took)
+    assert re.search(message, str(box["error"])), box["error"]
+
+    # 2) the Data tab's preview with the model's tokenizer (transformers' environment)
+    manager = manager_for(tiny_model_dir, tmp_path / "runs")
+    try:
+        data = DataConfig(source="builtin:decimal_compare", train_size=20, eval_size=2)
+        model = manager.default_model
+        assert len(manager.preview_data(data, model)["table"]) == 5  # the tokenizer is loaded here, untimed
+        data.chat_template = loops
+        box, took = within(3, lambda: manager.preview_data(data, model))
+        assert isinstance(box.get("error"), ManagerError) and took < 3, (box, took)
+        assert re.search(message, str(box["error"])), box["error"]
+        # a macro that calls itself: a message too, not a bare RecursionError
+        data.chat_template = "{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"
+        with pytest.raises(ManagerError, match="calls itself without end"):
+            manager.preview_data(data, model)
+    finally:
         manager.close()

@@ -8,6 +8,11 @@ Refuses to know: where questions come from, tokenization beyond `apply_chat_temp
 models. With `tokenizer=None` the template is rendered here with the same Jinja settings
 transformers uses, so the UI can preview before a model is loaded.
 
+A chat template is code a user typed (or a hub model shipped): Jinja's sandbox keeps it from
+the app's objects but not from looping for minutes (`range` is capped at 100,000 items, so two
+nested loops make 10^10 turns; issue 29 measured a 21 s preview). Each render therefore runs
+under a deadline of `RENDER_SECONDS`, checked on every line the compiled template executes.
+
     >>> build_messages("Which is bigger, 9.11 or 9.9?", "Answer briefly.")
     [{'role': 'system', 'content': 'Answer briefly.'}, {'role': 'user', 'content': 'Which is bigger, 9.11 or 9.9?'}]
     >>> print(render_prompt(None, build_messages("2 + 2?", "")))
@@ -18,6 +23,10 @@ transformers uses, so the UI can preview before a model is loaded.
 """
 
 from __future__ import annotations
+
+import contextlib
+import sys
+import time
 
 import jinja2
 import pandas as pd
@@ -33,6 +42,13 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+# A real chat template renders in about a millisecond; one that runs for a second is looping.
+RENDER_SECONDS = 1.0
+
+
+class TemplateTimeout(Exception):
+    """A chat template ran past its deadline (deliberately not a jinja2.TemplateError, so the
+    system-message fallback does not render it a second time)."""
 
 
 # ---------------------------------------------------------------------------
@@ -52,10 +68,20 @@ def render_prompt(tokenizer, messages: list[dict], chat_template: str = "", resp
     template = chat_template if chat_template.strip() else None
     if template is None and not getattr(tokenizer, "chat_template", None):
         template = DEFAULT_CHAT_TEMPLATE
-    return _render_or_fold_system(tokenizer, messages, template, chat_template) + response_prefix
+    which = "the chat template given" if chat_template.strip() else "the tokenizer's chat template"
+    try:
+        with _deadline(RENDER_SECONDS):
+            text = _render_or_fold_system(tokenizer, messages, template, which)
+    except TemplateTimeout:
+        raise DataError(f"{which} took more than {RENDER_SECONDS:g} s to render one prompt, so it was "
+                        "stopped: it loops too long (nested for-loops over range()?); a chat template "
+                        "should only join the messages") from None
+    except RecursionError:
+        raise DataError(f"{which} calls itself without end (a macro that recurses)") from None
+    return text + response_prefix
 
 
-def _render_or_fold_system(tokenizer, messages: list[dict], template, chat_template: str) -> str:
+def _render_or_fold_system(tokenizer, messages: list[dict], template, which: str) -> str:
     try:
         return _apply(tokenizer, messages, template)
     except jinja2.TemplateError as e:
@@ -66,7 +92,6 @@ def _render_or_fold_system(tokenizer, messages: list[dict], template, chat_templ
             except jinja2.TemplateError:
                 pass
         line = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
-        which = "the chat template given" if chat_template.strip() else "the tokenizer's chat template"
         raise DataError(f"{which} failed{line}: {e}") from e
 
 
@@ -106,3 +131,27 @@ def _render(template: str, messages: list[dict]) -> str:
 
 def _raise_exception(message: str):
     raise jinja2.TemplateError(message)
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Raise TemplateTimeout inside a compiled Jinja template (ours or transformers') that runs
+    past `seconds`. Jinja compiles a template to Python code named "<template>"; a trace on this
+    thread follows only those frames, whose every loop turn is a line event. Any tracer already
+    set (a debugger, coverage) is paused for the render and put back after it."""
+    end = time.monotonic() + seconds
+
+    def on_line(frame, event, arg):
+        if time.monotonic() > end:
+            raise TemplateTimeout
+        return on_line
+
+    def on_call(frame, event, arg):
+        return on_line if frame.f_code.co_filename == "<template>" else None
+
+    previous = sys.gettrace()
+    sys.settrace(on_call)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)

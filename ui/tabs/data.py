@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import gradio as gr
@@ -11,6 +12,22 @@ from ui.common import Ctx, warn
 from ui.i18n import t
 
 BUILTIN_PREFIX = "builtin:"
+
+
+def discard_gradio_copy(path: str) -> None:
+    """Delete Gradio's temporary copy of an uploaded file (and its folder, when that empties)
+    once the uploads folder holds ours: otherwise every upload stays on the disk twice, the
+    second copy outside any quota (issue 29). A path outside Gradio's upload folder is left alone."""
+    from gradio.utils import get_upload_folder
+
+    cache = Path(get_upload_folder()).resolve()
+    copy = Path(path).resolve()
+    if cache not in copy.parents or not copy.is_file():
+        return
+    copy.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: another file of Gradio's is still in it
+        if copy.parent != cache:
+            copy.parent.rmdir()
 
 
 def build(ctx: Ctx) -> None:
@@ -89,6 +106,8 @@ def build(ctx: Ctx) -> None:
             p, a, msg = columns_of(stored)
         except Exception as e:
             return gr.skip(), gr.skip(), gr.skip(), warn(e)
+        finally:
+            discard_gradio_copy(path)  # stored or refused, Gradio's copy is of no more use
         return stored, p, a, msg
 
     def on_hub(name, split, subset):
