@@ -288,7 +288,7 @@ class RunConfig:
     merged_rollouts: bool = _f(
         True, "Sample each step's rollouts from the base weights with the adapter folded in (W + scale x B x A, "
         "undone bit for bit after sampling), so the engine decodes without LoRA kernels: faster rollouts, the same "
-        "model up to bf16 rounding. On a GPU with a 16/32-bit base only; a 4-bit base and the CPU sample through the "
+        "model up to bf16 rounding. With a 16/32-bit base, on a GPU or a CPU; a 4-bit base samples through the "
         "adapter. Chat and evaluation always use the adapter. Off = rollouts through the adapter too.")
     # vLLM engine settings: 0 / "auto" = chosen from the GPU and the run (core/engines/vllm_engine.plan_settings)
     vllm_gpu_memory_utilization: float = _f(

@@ -109,8 +109,8 @@ HELP_ZH: dict[str, str] = {
     "run.log_samples": "每步为样本表保留的回答数。",
     "run.engine": "采样引擎。auto = 在装有 vLLM 的 GPU 上用 vLLM，否则用 Hugging Face generate。",
     "run.merged_rollouts": "每步的采样使用把适配器合并进去的基础权重（W + scale x B x A，采样后逐位还原），引擎解码时不需要 "
-                           "LoRA 内核：采样更快，模型相同（仅差 bf16 舍入）。仅在 16/32 位基础模型的 GPU 上；4-bit 基础模型"
-                           "和 CPU 通过适配器采样。对话和评估总是使用适配器。关闭 = 采样也通过适配器。",
+                           "LoRA 内核：采样更快，模型相同（仅差 bf16 舍入）。适用于 16/32 位基础模型（GPU 或 CPU）；"
+                           "4-bit 基础模型通过适配器采样。对话和评估总是使用适配器。关闭 = 采样也通过适配器。",
     "run.vllm_gpu_memory_utilization": "vLLM 占用的 GPU 显存比例（权重 + KV 缓存）。0 = 根据空闲显存和本次运行的规划确定。",
     "run.vllm_max_num_seqs": "vLLM 同时解码的最大序列数。0 = 一步的采样数（提示数 x G），至少 16。",
     "run.vllm_max_num_batched_tokens": "vLLM 一个调度步（预填充分块）的 token 预算。0 = max(8192, 提示长度 + 回答长度)。",
