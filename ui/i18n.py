@@ -167,12 +167,14 @@ TEXT: dict[str, tuple[str, str]] = {
         "请关注**正确**回答的长度：如果它们比错误回答更长，说明思考正在带来回报。",
     ),
     "train.advice": (
-        "⏳ Rewards often stay flat for the first **few hundred steps**, then rise. A model under about **1.5B "
-        "parameters rarely learns to write thinking tokens** by itself: show the steps in a worked example and "
-        "prefill `<think>`. A **base (non-instruct) model needs the right chat template** (Data tab). β > 0 and a "
+        "⏳ With the defaults the reward moves within the first steps; with your own task and rewards it can stay "
+        "flat for **hundreds of steps** if no completion of a group scores differently. A model under about **1.5B "
+        "parameters rarely learns to write thinking tokens** by itself: the default system prompt shows the format "
+        "in a worked example and prefills `<think>`; keep both for your task. A **base (non-instruct) model needs the right chat template** (Data tab). β > 0 and a "
         "low learning rate keep what the model could already do (Compare tab: retention).",
-        "⏳ 奖励常常在最初的**几百步**里几乎不动，之后才上升。参数量低于约 **1.5B 的模型很少能自己学会写思考 token**："
-        "请在示例中写出步骤并预填 `<think>`。**基础（非 instruct）模型需要正确的对话模板**（数据页）。"
+        "⏳ 使用默认设置时，奖励在最初几步内就会变化；换成你自己的任务和奖励时，如果同组的回答得分都一样，奖励可能"
+        "在**几百步**里都不动。参数量低于约 **1.5B 的模型很少能自己学会写思考 token**：默认的系统提示用一个示例展示"
+        "格式并预填 `<think>`，在你的任务中请保留这两项。**基础（非 instruct）模型需要正确的对话模板**（数据页）。"
         "β > 0 和较低的学习率可以保住模型原有的能力（对比页：能力保持）。",
     ),
     "train.plot.aha_length": ("Length of correct and wrong completions (10-step mean)", "正确与错误回答的长度（10 步均值）"),
