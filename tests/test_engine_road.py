@@ -128,7 +128,10 @@ def test_a_sleep_mode_engine_is_kept_for_a_larger_kv_cache_and_rebuilt_only_for_
     assert note.startswith("engine kept: KV cache") and "waves" in note
     from types import SimpleNamespace
 
-    _, plan = m._engine_for_plan(cfg, SimpleNamespace(**m._hf_config), True, 80 * 2**30, 80 * 2**30)
+    from core.planner import say
+
+    _, sentences = m._engine_for_plan(cfg, SimpleNamespace(**m._hf_config), True, 80 * 2**30, 80 * 2**30)
+    plan = say(sentences)  # the plan's words, as the memory plan says them
     assert "runs on the loaded vLLM engine" in plan and "waves" in plan
     cfg = _run(m)
     cfg.model.lora_r, cfg.model.lora_alpha = 128, 128
