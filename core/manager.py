@@ -739,7 +739,10 @@ class RunManager:
         cfg, trainer = self._cfg, self._trainer
         if cfg is None or not no_signal_warning(self._signal):
             return ""
-        zero = None if trainer is None else not model_change(trainer.model)["moved"]
+        try:
+            zero = None if trainer is None else not model_change(trainer.model)["moved"]
+        except Exception:  # a diagnostic never fails a run (an unusual adapter layout: say less)
+            zero = None
         return no_signal_warning(self._signal, reward_names=cfg.rewards.names,
                                  response_prefix=cfg.data.response_prefix, adapter_zero=zero)
 
@@ -922,8 +925,17 @@ class RunManager:
     def run_config(self) -> Config | None:
         """A copy of the active (or last) run's config, as the run uses it now (rewards swapped on
         a resume included); None before any run. The page shows it in its form after a reload."""
+        from core.runs import knows_reward_code
+
         cfg = self._cfg
-        return cfg.copy() if cfg is not None else None
+        if cfg is None:
+            return None
+        cfg = cfg.copy()
+        if not knows_reward_code(self.runs_dir, cfg.rewards.custom_code):
+            # a run folder this app did not write (found interrupted at start-up): its code is never put
+            # into the form, where a Start would run it without the question Resume asks (issue 29, case 4)
+            cfg.rewards.custom_code = ""
+        return cfg
 
     def _run_dir(self, run_name: str):
         from core.runs import RunDir, sanitize_run_name

@@ -769,3 +769,58 @@ def test_case9_a_looping_chat_template_fails_fast(tiny_model_dir, tmp_path):
             manager.preview_data(data, model)
     finally:
         manager.close()
+
+
+def test_case9_the_render_deadline_counts_only_the_renders_own_time(monkeypatch):
+    """Review of issue 29 case 9: the deadline was wall-clock time, so a render waiting for the GIL
+    behind a busy thread (a training step, the UI) failed a healthy run. It counts the rendering
+    thread's own CPU time now: a short template renders while another thread holds the GIL, and
+    a looping one still stops."""
+    import threading
+    import time
+
+    import core.data.chat as chat
+    from core.data import DataError, build_messages, render_prompt
+
+    monkeypatch.setattr(chat, "RENDER_SECONDS", 0.1)
+    template = ("{% for m in messages %}{% for i in range(3000) %}{% endfor %}{{ m['role'] }}: {{ m['content'] }}\n"
+                "{% endfor %}")
+    stop = time.time() + 3.0
+
+    def hog():  # pure Python: holds the GIL between switch intervals
+        x = 0
+        while time.time() < stop:
+            x += 1
+
+    threads = [threading.Thread(target=hog, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    t0 = time.thread_time()
+    rendered = [render_prompt(None, build_messages(f"q{i}", "sys"), template) for i in range(10)]
+    assert time.thread_time() - t0 < 0.5  # each render well inside its 0.1 s of CPU
+    assert all(r.endswith(f"user: q{i}\n") for i, r in enumerate(rendered))
+    for t in threads:
+        t.join()
+    loops = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"
+    with pytest.raises(DataError, match="loops too long"):
+        render_prompt(None, build_messages("q", ""), loops)
+
+
+def test_case4_a_foreign_runs_reward_code_never_reaches_the_form(tmp_path, tiny_model_dir):
+    """Review of issue 29 case 4: the run found interrupted at start-up fills the form after a reload;
+    a Start would then run its custom code without Resume's question. Code this app has not run
+    is left out of the form's config; code it ran is kept."""
+    from core.config import Config
+    from core.manager import RunManager
+    from core.runs import remember_reward_code
+
+    m = RunManager(tmp_path / "runs", device="cpu")
+    try:
+        cfg = Config()
+        cfg.rewards.custom_code = "def mine(completions, **kwargs):\n    return [0.0] * len(completions)\n"
+        m._cfg = cfg  # as _offer_interrupted sets it from a run folder's config.yaml
+        assert m.run_config().rewards.custom_code == ""
+        remember_reward_code(m.runs_dir, cfg.rewards.custom_code)
+        assert m.run_config().rewards.custom_code == cfg.rewards.custom_code
+    finally:
+        m.close()

@@ -138,11 +138,12 @@ def _deadline(seconds: float):
     """Raise TemplateTimeout inside a compiled Jinja template (ours or transformers') that runs
     past `seconds`. Jinja compiles a template to Python code named "<template>"; a trace on this
     thread follows only those frames, whose every loop turn is a line event. Any tracer already
-    set (a debugger, coverage) is paused for the render and put back after it."""
-    end = time.monotonic() + seconds
+    set (a debugger, coverage) is paused for the render and put back after it. The clock is the
+    thread's own CPU time: waiting for the GIL (a busy training or UI thread) never counts."""
+    end = time.thread_time() + seconds
 
     def on_line(frame, event, arg):
-        if time.monotonic() > end:
+        if time.thread_time() > end:
             raise TemplateTimeout
         return on_line
 
