@@ -36,34 +36,28 @@ LARGEST_EXAMPLE = (PROMPT + "\nExample:\nQuestion: Which is the largest of 31, 7
 GENERIC_EXAMPLE = (PROMPT + "\nExample:\nQuestion: What is 2 + 3?\n<think>2 + 3 = 5.</think>\n<answer>5</answer>")
 TAGS = ["correctness", "format_strict", "xml_tag_count"]
 
+
+
+def tagged(system_prompt: str, learning_rate: float, source: str = "builtin:decimal_compare") -> dict:
+    """A candidate: a worked example in the system prompt, <think> prefilled, the three tag rewards."""
+    return {"data.source": source, "data.system_prompt": system_prompt, "data.response_prefix": "<think>",
+            "rewards.names": TAGS, "rewards.weights": [1.0, 0.5, 0.5],
+            "algorithm.learning_rate": learning_rate, "algorithm.lr_scheduler": "constant"}
+
+
 # name -> overrides on top of core.config.cpu_defaults()
 CANDIDATES = {
     "defaults": {},  # core.config.cpu_defaults() as it is now (= decimal_generic_lr3e-4)
     # the defaults before issue 30: decimal_compare, no example, no prefix, format_soft + correctness, lr 5e-5
     "old_defaults": {"data.system_prompt": PROMPT, "data.response_prefix": "", "rewards.names": ["format_soft", "correctness"],
                      "rewards.weights": [], "algorithm.learning_rate": 5e-5, "algorithm.lr_scheduler": "constant_with_warmup"},
-    "decimal_example": {"data.system_prompt": DECIMAL_EXAMPLE, "data.response_prefix": "<think>",
-                        "rewards.names": TAGS, "rewards.weights": [1.0, 0.5, 0.5],
-                        "algorithm.learning_rate": 1e-4, "algorithm.lr_scheduler": "constant"},
-    "decimal_generic": {"data.system_prompt": GENERIC_EXAMPLE, "data.response_prefix": "<think>",
-                        "rewards.names": TAGS, "rewards.weights": [1.0, 0.5, 0.5],
-                        "algorithm.learning_rate": 1e-4, "algorithm.lr_scheduler": "constant"},
-    "decimal_generic_lr3e-4": {"data.system_prompt": GENERIC_EXAMPLE, "data.response_prefix": "<think>",
-                               "rewards.names": TAGS, "rewards.weights": [1.0, 0.5, 0.5],
-                               "algorithm.learning_rate": 3e-4, "algorithm.lr_scheduler": "constant"},
-    "decimal_example_lr3e-4": {"data.system_prompt": DECIMAL_EXAMPLE, "data.response_prefix": "<think>",
-                               "rewards.names": TAGS, "rewards.weights": [1.0, 0.5, 0.5],
-                               "algorithm.learning_rate": 3e-4, "algorithm.lr_scheduler": "constant"},
-    "decimal_example_lr2e-4": {"data.system_prompt": DECIMAL_EXAMPLE, "data.response_prefix": "<think>",
-                               "rewards.names": TAGS, "rewards.weights": [1.0, 0.5, 0.5],
-                               "algorithm.learning_rate": 2e-4, "algorithm.lr_scheduler": "constant"},
-    "largest_example": {"data.source": "builtin:largest", "data.system_prompt": LARGEST_EXAMPLE,
-                        "data.response_prefix": "<think>", "rewards.names": TAGS, "rewards.weights": [1.0, 0.5, 0.5],
-                        "algorithm.learning_rate": 1e-4, "algorithm.lr_scheduler": "constant"},
-    "largest_example_lr2e-4": {"data.source": "builtin:largest", "data.system_prompt": LARGEST_EXAMPLE,
-                               "data.response_prefix": "<think>", "rewards.names": TAGS,
-                               "rewards.weights": [1.0, 0.5, 0.5],
-                               "algorithm.learning_rate": 2e-4, "algorithm.lr_scheduler": "constant"},
+    "decimal_example": tagged(DECIMAL_EXAMPLE, 1e-4),
+    "decimal_example_lr2e-4": tagged(DECIMAL_EXAMPLE, 2e-4),
+    "decimal_example_lr3e-4": tagged(DECIMAL_EXAMPLE, 3e-4),
+    "decimal_generic": tagged(GENERIC_EXAMPLE, 1e-4),
+    "decimal_generic_lr3e-4": tagged(GENERIC_EXAMPLE, 3e-4),
+    "largest_example": tagged(LARGEST_EXAMPLE, 1e-4, "builtin:largest"),
+    "largest_example_lr2e-4": tagged(LARGEST_EXAMPLE, 2e-4, "builtin:largest"),
 }
 
 

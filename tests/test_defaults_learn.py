@@ -16,7 +16,19 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def test_the_cpu_defaults_learn_from_the_first_step(smollm2_dir):
+@pytest.fixture
+def two_threads():
+    """The app's own thread count on this machine (the search measured the seeds with it; the test
+    session runs on one thread, tests/conftest.py)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_cpu_defaults_learn_from_the_first_step(smollm2_dir, two_threads):
     from core.adapter_change import model_change
     from core.algorithms import make_trainer
     from core.config import cpu_defaults
