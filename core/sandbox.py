@@ -61,6 +61,27 @@ _SPAWN = multiprocessing.get_context("spawn")
 # ---------------------------------------------------------------------------
 # The worker (child process). Top level of this module so spawn can find it by name.
 
+# variables that hold a secret by name: the Hub token, the app's login, an API key for the judge
+_SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AHA_AUTH", "OPENAI_API_KEY")
+_SECRET_PARTS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "ACCESS_KEY", "PRIVATE_KEY")
+
+
+def scrub_secrets(environ) -> list[str]:
+    """Remove from `environ` the variables whose names say they hold a secret; returns their names.
+    The reward worker does this before any user code runs, so `os.environ` in reward code holds no
+    token. A mitigation, not a wall: the code still runs as the app's user and can read the app's
+    own environment through /proc (README, Security).
+
+    >>> env = {"HF_TOKEN": "x", "MY_API_KEY": "y", "PATH": "/bin", "AHA_AUTH": "a:b"}
+    >>> scrub_secrets(env), env
+    (['AHA_AUTH', 'HF_TOKEN', 'MY_API_KEY'], {'PATH': '/bin'})
+    """
+    names = sorted(k for k in environ if k.upper() in _SECRET_NAMES or any(p in k.upper() for p in _SECRET_PARTS))
+    for k in names:
+        del environ[k]
+    return names
+
+
 
 def _worker_main(conn, code: str, memory_mb: int | None, parent_pid: int = 0, max_processes: int = 0,
                  output_bytes: int = 0) -> None:
@@ -73,6 +94,7 @@ def _worker_main(conn, code: str, memory_mb: int | None, parent_pid: int = 0, ma
 
         limit = int(memory_mb) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    scrub_secrets(os.environ)
     conn.send(("started", os.getpid()))
 
     # 2) run the code's top level once and find its reward functions

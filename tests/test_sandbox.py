@@ -274,3 +274,21 @@ def test_closed_worker_refuses_calls():
         worker.call("one", ["q"], ["c"], {})
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # gone
+
+
+def test_reward_code_finds_no_secret_in_its_environment(monkeypatch):
+    """The worker removes the variables that name a secret (the Hub token, the app's login, an API
+    key) before any user code runs; other variables stay."""
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("AHA_AUTH", "aha:pw")
+    monkeypatch.setenv("AHA_HARMLESS", "kept")
+    code = ("import os\n"
+            "SEEN = {k: os.environ.get(k) for k in ('HF_TOKEN', 'OPENAI_API_KEY', 'AHA_AUTH', 'AHA_HARMLESS')}\n"
+            "def peek(completions, **kwargs):\n"
+            "    return [float(sum(v is not None for v in SEEN.values())), float(SEEN['AHA_HARMLESS'] == 'kept')]\n")
+    w = CustomRewardProcess(code, timeout_s=5.0)
+    try:
+        assert w.call("peek", ["q", "q"], ["a", "b"], {}) == [1.0, 1.0]  # only AHA_HARMLESS is left
+    finally:
+        w.close()
