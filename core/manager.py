@@ -1483,8 +1483,15 @@ def stop_on_sigterm(manager: RunManager, then: Callable[[], None] | None = None)
     Call it from the main thread of an entry point, never at import."""
     import signal
 
+    stopping = threading.Event()
+
     def on_sigterm(signum, frame):
-        print("SIGTERM: stopping the run with a checkpoint, then exiting", flush=True)
+        if stopping.is_set():  # a second SIGTERM while the first one's stop runs: that one finishes it
+            print("SIGTERM again: already stopping", flush=True)
+            return
+        stopping.set()
+        print("SIGTERM: stopping the run with a checkpoint, then exiting (give docker stop a --time of "
+              "at least one step: the step in progress ends first)", flush=True)
         manager.shutdown()
         if then is not None:
             then()

@@ -824,3 +824,27 @@ def test_case4_a_foreign_runs_reward_code_never_reaches_the_form(tmp_path, tiny_
         assert m.run_config().rewards.custom_code == cfg.rewards.custom_code
     finally:
         m.close()
+
+
+def test_case6_a_second_sigterm_does_not_start_a_second_shutdown():
+    """Review of issue 29 case 6: a second SIGTERM (docker stop sends it again, a person presses
+    Ctrl-C twice) arrived inside the first one's shutdown and began another; it now returns."""
+    import signal
+
+    from core.manager import stop_on_sigterm
+
+    calls = []
+
+    class Fake:
+        def shutdown(self):
+            calls.append("shutdown")
+            handler(signal.SIGTERM, None)  # the second one arrives while the first one stops
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        stop_on_sigterm(Fake(), then=lambda: calls.append("then"))
+        handler = signal.getsignal(signal.SIGTERM)
+        handler(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert calls == ["shutdown", "then"]
