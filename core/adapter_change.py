@@ -28,8 +28,7 @@ from typing import Iterable
 
 import torch
 
-ADAPTER_FILE = "adapter_model.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
+from core.checkpoints import ADAPTER_CONFIG, ADAPTER_FILE  # peft's file names, named once
 
 
 def summarise(layers: Iterable[tuple[str, torch.Tensor, torch.Tensor, float]]) -> dict:

@@ -609,9 +609,10 @@ class RunManager:
                     raise ManagerError(f"a run named '{name}' exists already: pick another name or leave it empty")
         if cfg.model.load_in_4bit and not self.has_gpu:
             raise ManagerError("4-bit (QLoRA) needs a CUDA GPU; switch it off on this machine")
-        from core.planner import available_host_bytes, step_size_refusal
+        from core.planner import step_size_refusal
+        from core.ram import available_bytes
 
-        too_large = step_size_refusal(cfg, on_gpu=self.has_gpu, available_bytes=available_host_bytes())
+        too_large = step_size_refusal(cfg, on_gpu=self.has_gpu, available_bytes=available_bytes())
         if too_large:
             raise ManagerError(f"this run cannot start: {too_large}")
         self._check_paths(cfg.data, cfg.model)  # a request's config, or a resumed run folder's

@@ -717,13 +717,3 @@ def step_size_refusal(cfg, *, on_gpu: bool, available_bytes: int | None) -> str 
     return None
 
 
-def available_host_bytes() -> int | None:
-    """Host memory free for new allocations now (Linux's MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None

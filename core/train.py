@@ -93,9 +93,10 @@ def _train(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     import torch
 
     from core.data import load_task_data
-    from core.planner import available_host_bytes, step_size_refusal
+    from core.planner import step_size_refusal
+    from core.ram import available_bytes
 
-    too_large = step_size_refusal(cfg, on_gpu=torch.cuda.is_available(), available_bytes=available_host_bytes())
+    too_large = step_size_refusal(cfg, on_gpu=torch.cuda.is_available(), available_bytes=available_bytes())
     if too_large:
         raise ConfigError(too_large)
     task = load_task_data(cfg.data)  # a bad data file says so before minutes of model loading
