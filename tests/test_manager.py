@@ -272,7 +272,8 @@ def test_resume_keeps_the_runs_rewards_unless_changed(manager):
     assert s["rewards_changed"] is True
     assert manager.run_config().rewards == changed
     assert Config.load(manager.runs_dir / name / "config.yaml").rewards == changed
-    wait_for(lambda: manager.status()["step"] > paused_at)
+    # the step counter moves before the step's metrics line is written: wait for the line itself
+    wait_for(lambda: (manager.metrics(name)["step"] > paused_at).any())
     stopped = manager.stop()
     assert manager.wait(timeout=120) == "stopped" and stopped["step"] < 8
     metrics = manager.metrics(name)
