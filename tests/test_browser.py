@@ -8,17 +8,15 @@ Debian's /usr/bin/chromium is missing (see ../shared/ENVIRONMENT.md, "Browser te
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from app_process import running_app
 from core.config import Config
 from ui.zh import HELP_ZH
 
@@ -39,41 +37,11 @@ SERIES = 1 + len(Config().rewards.names)  # reward plot series: the total and ea
 MAX_PNG_BYTES = 300 * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(tiny_model_dir, tmp_path_factory):
-    port = free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO)}
-    env.pop("AHA_AUTH", None)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "app.py", "--model", str(tiny_model_dir), "--port", str(port),
-             "--runs-dir", str(tmp_path_factory.mktemp("runs"))],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        end = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > end:
-                    pytest.fail(f"app did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
+    with running_app(["--model", str(tiny_model_dir), "--runs-dir", str(tmp_path_factory.mktemp("runs"))], log) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,7 @@ repository. Skipped when Debian's /usr/bin/chromium is missing (../shared/ENVIRO
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,8 +24,9 @@ sync_api = pytest.importorskip("playwright.sync_api")
 gradio_client = pytest.importorskip("gradio_client")
 expect = sync_api.expect
 
-from test_app import ALL_PRESETS, TINY, free_port  # noqa: E402  (after the skips above)
-from test_browser import FLAGS, REPO  # noqa: E402
+from app_process import running_app  # noqa: E402
+from test_app import ALL_PRESETS, TINY  # noqa: E402  (after the skips above)
+from test_browser import FLAGS  # noqa: E402
 
 PROMPT = "Reply with the number only."
 LENGTH_REWARD = "def longer(completions, **kwargs):\n    return [len(c[0]['content']) / 50 for c in completions]\n"
@@ -39,32 +36,9 @@ LENGTH_REWARD = "def longer(completions, **kwargs):\n    return [len(c[0]['conte
 def app(tiny_model_dir, tmp_path_factory):
     """(url, runs folder, data folder) of `python app.py` on the tiny model."""
     runs, data = tmp_path_factory.mktemp("runs"), tmp_path_factory.mktemp("data")
-    port = free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO)}
-    env.pop("AHA_AUTH", None)
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "app.py", "--model", str(tiny_model_dir), "--port", str(port), "--runs-dir", str(runs),
-             "--data-dir", str(data)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        end = time.time() + 180
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > end:
-                    pytest.fail(f"app did not start:\n{log.read_text()[-3000:]}")
-                time.sleep(0.5)
+    with running_app(["--model", str(tiny_model_dir), "--runs-dir", str(runs), "--data-dir", str(data)], log) as url:
         yield url, runs, data
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
