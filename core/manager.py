@@ -148,8 +148,12 @@ def _worker_control(worker: ModelWorker):
         def wait_if_paused(self, on_pause=None) -> None:
             if self.paused and on_pause:
                 on_pause()
-            while self.paused:
-                worker.wait_and_drain(0.2)
+            self.holding = self.paused
+            try:
+                while self.paused:
+                    worker.wait_and_drain(0.2)
+            finally:
+                self.holding = False
             if self.stop_requested:
                 raise TrainingStopped()
 
@@ -889,11 +893,16 @@ class RunManager:
         """Where the active (or last) run stands: safe to call from any thread, any time."""
         trainer, control = self._trainer, self._control
         state = self._state
-        if state == "running" and control is not None and control.paused:
-            state = "paused"
+        # "paused" once the loop holds between steps; a pause pressed mid-step lets that step end
+        # first (its rewards, its metrics line), and until then the run says so while running
+        pausing = state == "running" and control is not None and control.paused
+        if pausing and control.holding:
+            state, pausing = "paused", False
         step = trainer.step if trainer is not None else self._last_step
         max_steps = self._cfg.algorithm.max_steps if self._cfg is not None else 0
         pause_reason = control.pause_reason if (control is not None and control.paused) else ""
+        if pausing:
+            pause_reason = f"pausing once step {step + 1} ends" + (f" ({pause_reason})" if pause_reason else "")
         error, tb = self._error, self._traceback
         if state == "paused" and trainer is not None:
             disk = trainer.run.read_status()

@@ -67,6 +67,8 @@ class TrainerControl:
         self.stop_requested = False
         self.stop_on_pause = stop_on_pause
         self.pause_reason = ""
+        # True while the loop is held between steps: a pause asked for mid-step is not yet one
+        self.holding = False
 
     def pause(self, reason: str = "", announce=None) -> None:
         """Pause; `announce()` (e.g. writing the status file with the traceback) runs first, under
@@ -94,7 +96,11 @@ class TrainerControl:
     def wait_if_paused(self, on_pause=None) -> None:
         if self.paused and on_pause:
             on_pause()
-        self._running.wait()
+        self.holding = self.paused
+        try:
+            self._running.wait()
+        finally:
+            self.holding = False
         if self.stop_requested:
             raise TrainingStopped()
 

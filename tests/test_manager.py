@@ -259,7 +259,10 @@ def test_resume_keeps_the_runs_rewards_unless_changed(manager):
         step = manager.status()["step"]
         wait_for(lambda: manager.status()["step"] > step)
         manager.pause()
-        return wait_for(lambda: (st := manager.status())["state"] == "paused" and st)["step"]
+        paused = wait_for(lambda: (st := manager.status())["state"] == "paused" and st)["step"]
+        # "paused" is said once the loop holds: the step in flight has ended, its line written
+        assert manager.metrics(name)["step"].max() == paused
+        return paused
 
     pause_after_a_step()
     same = RewardsConfig(names=["correctness", "xml_tag_count"], weights=[1.0, 0.7], custom_code=LONGER + "\n\n")
