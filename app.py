@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engine", default="auto", choices=["auto", "hf", "vllm"],
                     help="rollout and chat engine (auto: vLLM on a GPU when installed)")
     args = ap.parse_args(argv)
-    from core.access import resolve_uploads_quota_mb
+    from core.runs.access import resolve_uploads_quota_mb
 
     try:
         auth, note = resolve_auth(args.share, args.auth, args.host)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
 
     from core.config import ModelConfig
-    from core.manager import RunManager, set_manager, stop_on_sigterm
+    from core.app.manager import RunManager, set_manager, stop_on_sigterm
     from ui.studio import build_app, launch_app
 
     manager = set_manager(RunManager(args.runs_dir, ModelConfig(name_or_path=args.model), engine=args.engine,

@@ -238,8 +238,8 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(ROOT))
     from core.data import build_messages, render_prompt
-    from core.models import default_model_path, load_tokenizer
-    from core.evaluate import _EQUATION_RE, thought_check
+    from core.models.loading import default_model_path, load_tokenizer
+    from core.evaluation.evaluate import _EQUATION_RE, thought_check
     from reward_presets._common import extract_answer, normalize_answer
 
     out = Path(args.out)

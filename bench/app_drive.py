@@ -10,7 +10,7 @@ What it does, each part with its own time budget, writing its JSON record as it 
   4) failed runs: a reward that raises at step 2 (the run pauses; /stop), a setting no engine
      serves (refused before it starts), a LoRA rank above the engine's headroom (the engine is
      rebuilt in the process); after each, /ask must still answer;
-  0) first, `--cli`: the same recipe through `python -m core.train` (fresh process; it pays vLLM's
+  0) first, `--cli`: the same recipe through `python -m scripts.train` (fresh process; it pays vLLM's
      first compile), and `--cli-before` the CLI with the engine sized as the app used to size it
      (max_num_seqs 32: the default run's 4 prompts x 8), to show where the app's 3.2x went; step
      times from each run's metrics.jsonl.
@@ -151,7 +151,7 @@ def step_times(metrics_path: Path) -> dict:
 
 
 def run_cli(cfg_path: str, sets: list[str], runs: Path, name: str, budget_s: float) -> dict:
-    cmd = [sys.executable, "-m", "core.train", "--config", cfg_path, "--set", *sets,
+    cmd = [sys.executable, "-m", "scripts.train", "--config", cfg_path, "--set", *sets,
            f"run.output_dir={runs}", f"run.run_name={name}"]
     t0 = time.time()
     try:
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-n", type=int, default=200)
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--runs-dir", default="/tmp/app-drive-runs")
-    ap.add_argument("--cli", action="store_true", help="also the same recipe through python -m core.train")
+    ap.add_argument("--cli", action="store_true", help="also the same recipe through python -m scripts.train")
     ap.add_argument("--cli-before", type=int, default=0, help="steps of the CLI with the old app engine sizing")
     ap.add_argument("--skip-app", action="store_true")
     ap.add_argument("--model", default="", help="app.py --model (default: the bundled SmolLM2)")
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from core.config import Config
-    from core.train import apply_overrides
+    from scripts.train import apply_overrides
 
     t_start = time.time()
     left = lambda: args.budget_s - (time.time() - t_start)  # noqa: E731

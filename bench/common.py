@@ -28,7 +28,7 @@ def build_tokenizer(vocab_size: int, special_ids: dict[str, int]):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from core.models import TINY_CHAT_TEMPLATE
+    from core.models.loading import TINY_CHAT_TEMPLATE
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     assert vocab_size >= len(alphabet) + len(special_ids), vocab_size

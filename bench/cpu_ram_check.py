@@ -1,15 +1,15 @@
-"""The CPU memory plan (core.planner.plan_cpu) against the measured RAM of one training step.
+"""The CPU memory plan (core.memory.planner.plan_cpu) against the measured RAM of one training step.
 
 For each setting it starts the app's RunManager on the CPU, loads the bundled SmolLM2-135M and
 answers one chat (so the libraries and the weights are in RAM), notes the process's resident
 memory, then trains one step of configs/quickstart.yaml and reads that step's peak resident
-memory (`peak_ram_gb`, core/ram.py). The step's own RAM is the peak minus the resident memory
+memory (`peak_ram_gb`, core/memory/ram.py). The step's own RAM is the peak minus the resident memory
 before it; the plan's is its total less the weights, which were loaded already. The prompt
 limit is set to the longest prompt of the setting, so plan and step see the same lengths.
 
     python bench/cpu_ram_check.py          # 5-17 minutes on 2 cores (idle to busy); writes bench/results/cpu_ram_check.{json,md}
 
-The rows are the ones CPU_STEP_WEIGHT_COPIES (core/planner.py) was chosen from; the last one cuts
+The rows are the ones CPU_STEP_WEIGHT_COPIES (core/memory/planner.py) was chosen from; the last one cuts
 the model to 15 of its 30 layers (the first 15, its own weights) to see what follows the weights.
 """
 
@@ -40,7 +40,7 @@ def cut_model(layers: int) -> str:
     """The bundled model's folder with only its first `layers` decoder layers (a copy in /tmp)."""
     import shutil
 
-    from core.models import default_model_path
+    from core.models.loading import default_model_path
 
     folder = Path(tempfile.mkdtemp(prefix="aha-ram-model-")) / "model"
     shutil.copytree(default_model_path(), folder)
@@ -56,7 +56,7 @@ def measure(name: str, micro_batch: int, long: bool, layers: int) -> dict:
 
     from core.config import Config, ModelConfig
     from core.data import build_messages, load_task_data, render_prompt
-    from core.manager import RunManager
+    from core.app.manager import RunManager
 
     torch.set_num_threads(2)
     cfg = Config.load(ROOT / "configs" / "quickstart.yaml")

@@ -37,9 +37,9 @@ def main(argv=None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from core.algorithms import make_trainer
+    from core.rl.algorithms import make_trainer
     from core.config import Config, cpu_defaults
-    from core.train import apply_overrides
+    from scripts.train import apply_overrides
 
     cfg = Config.load(args.config) if args.config else cpu_defaults()
     cfg.run.output_dir = tempfile.mkdtemp(prefix="cpu-step-")

@@ -62,7 +62,7 @@ CANDIDATES = {
 
 
 def run_one(name: str, overrides: dict, seed: int, steps: int) -> dict:
-    from core.algorithms import make_trainer
+    from core.rl.algorithms import make_trainer
     from core.config import Config, cpu_defaults
 
     d = cpu_defaults().to_dict()
@@ -77,7 +77,7 @@ def run_one(name: str, overrides: dict, seed: int, steps: int) -> dict:
     trainer.on_step = lambda r: rows.append(r.metrics)
     trainer.train()
     rewards = [m["reward"] for m in rows]
-    from core.adapter_change import model_change
+    from core.runs.adapter_change import model_change
 
     lora_b = model_change(trainer.model)["largest_b"]
     out = {

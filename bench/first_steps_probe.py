@@ -7,9 +7,9 @@ sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.par
 import torch
 torch.set_num_threads(2)
 from core.config import Config
-from core.algorithms import make_trainer
+from core.rl.algorithms import make_trainer
 from core.data import load_task_data
-from core.train import apply_overrides
+from scripts.train import apply_overrides
 import tempfile
 base = {
  "data": {"source": "builtin:largest", "train_size": 500, "eval_size": 20,

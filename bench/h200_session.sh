@@ -96,7 +96,7 @@ case "${1:-}" in
   proof1)
     # one recipe: the decimal comparison
     shift
-    python -c "from core.models import default_model_path; print('model:', default_model_path())" || exit 1
+    python -c "from core.models.loading import default_model_path; print('model:', default_model_path())" || exit 1
     python bench/proof_of_learning.py --config configs/smollm2-decimal-compare.yaml --name proof_of_learning \
       --runs-dir /root/proof-runs --out "$OUT" "$@" > "$OUT/proof_of_learning.log" 2>&1
     grep -v -e 'it/s\]' -e 'INFO' -e 'Warning' -e 'warn' "$OUT/proof_of_learning.log" | tail -n 60
@@ -116,7 +116,7 @@ case "${1:-}" in
       name=proof_aha_contrast; run=smollm2-aha-contrast
       sets=(--set algorithm.beta=0 model.lora_r=32 model.lora_alpha=64 run.run_name=$run)
     fi
-    python -c "from core.models import default_model_path; print('model:', default_model_path())" || exit 1
+    python -c "from core.models.loading import default_model_path; print('model:', default_model_path())" || exit 1
     python bench/proof_of_learning.py --config configs/smollm2-aha.yaml --name $name --runs-dir /root/proof-runs \
       --out "$OUT" --deadline-s "${DEADLINE:-420}" --report-partial ${sets[@]+"${sets[@]}"} "$@" 2>&1 \
       | grep --line-buffered -v -e 'it/s\]' -e 'INFO' -e 'Warning' -e 'warn' > "$OUT/$name.log"
@@ -135,7 +135,7 @@ case "${1:-}" in
     #   bash bench/h200_session.sh proofs configs/a.yaml:name_a configs/b.yaml:name_b -- --deadline-s 500
     shift
     specs=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do specs+=("$1"); shift; done; [ "${1:-}" = "--" ] && shift
-    python -c "from core.models import default_model_path; print('model:', default_model_path())" || exit 1
+    python -c "from core.models.loading import default_model_path; print('model:', default_model_path())" || exit 1
     rm -f /tmp/proof-*.ready; prev=""; last="/tmp/proof-${#specs[@]}.ready"; i=0
     for spec in "${specs[@]}"; do
       i=$((i + 1)); cfg=${spec%%:*}; name=${spec##*:}
@@ -169,7 +169,7 @@ case "${1:-}" in
     # started in the background by the last kit run (setsid: it outlives that command): the bundled
     # model converted from its gguf into the cache (30-40 s; the app and the recipes wait on its file
     # lock) and the Qwen2.5-1.5B random folder of the trl mode (~70 s), both CPU only
-    python -c "from core.models import default_model_path; print('model:', default_model_path())"
+    python -c "from core.models.loading import default_model_path; print('model:', default_model_path())"
     touch /tmp/smol.done  # the app mode waits for the model only
     bash bench/h200_session.sh prebuild
     touch /tmp/prep.done

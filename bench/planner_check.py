@@ -3,7 +3,7 @@
 For each setting (model shape x completion length x micro-batch x activation mode, with or
 without padding) it measures the peak of one micro-batch's forward + backward through the
 trainer's own loss path (decoder -> fused log-prob -> GRPO loss) and compares it with
-`core.planner`'s prediction of the same quantity. Each model is built once with random weights
+`core.memory.planner`'s prediction of the same quantity. Each model is built once with random weights
 from a real configuration (bench/configs/), gets LoRA r16 on all projections and one AdamW step
 (so gradients and optimizer state exist), then serves all of its settings; before each, garbage
 is collected and the cache emptied, so `static_gb` is the same for a model's rows and the peak
@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core import planner  # noqa: E402
+from core.memory import planner  # noqa: E402
 
 GIB = 2**30
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -97,9 +97,9 @@ def batch(V, mbs, prompt_len, comp_len, padded, device="cuda"):
 def one_step(model, cfg, mbs, prompt_len, comp_len, mode, padded=False, device="cuda"):
     import torch
 
-    from core.objectives import policy_loss
-    from core.offload import checkpointed_layers, offloaded_activations
-    from core.trainer import completion_logprobs
+    from core.rl.objectives import policy_loss
+    from core.models.offload import checkpointed_layers, offloaded_activations
+    from core.rl.trainer import completion_logprobs
 
     ids, attn, comp, mask = batch(cfg.vocab_size, mbs, prompt_len, comp_len, padded, device)
     adv = torch.randn(mbs, device=device)
@@ -202,7 +202,7 @@ def compare(path=ROOT / "bench" / "results" / "planner_check.json"):
               f"{new / meas - 1:+.0%} | {leftover:.2f} | {meas - leftover:.2f} | {new / (meas - leftover) - 1:+.1%} |")
 
 
-# when core.planner's constants for memory outside torch were chosen (commit 4c15319), from the runs
+# when core.memory.planner's constants for memory outside torch were chosen (commit 4c15319), from the runs
 # measured before: steps measured later check them out of sample
 FIT_UNTIL = "2026-11-29 01:42:33"
 
@@ -245,7 +245,7 @@ def compare_device(results=ROOT / "bench" / "results", out=None) -> str:
              "r16, gradient checkpointing, vLLM engine, completions forced to full length). **Measured** = the "
              "process's device peak (NVML: vLLM's pool, the CUDA context and torch's cache included). **At the run** = "
              "the prediction the run stored (the planner of that day: 0.5 GiB outside torch). **Today** = "
-             "`core.planner.plan_config` now, from the run's recorded settings: its constant for memory outside "
+             "`core.memory.planner.plan_config` now, from the run's recorded settings: its constant for memory outside "
              f"torch's allocator (CUDA context {planner.CUDA_CONTEXT_BYTES / GIB:g} GiB + vLLM's kernels "
              f"{planner.VLLM_OUTSIDE_TORCH_BYTES / GIB:g} GiB) was chosen from these same runs "
              f"(their 'outside torch at start-up' column) on {FIT_UNTIL[:16]} UTC: for the rows marked 'fit' today's "

@@ -5,16 +5,16 @@ measured the same way before and after, does. This script runs one recipe (a con
 configs/), evaluates the base model (adapter off) on the held-out split first, then the adapter
 every `--eval-every` steps, and writes the before/after figures, the curve and a plot.
 
-How: the same trainer the app and `python -m core.train` use (vLLM rollouts on a GPU when vLLM
-is installed, HF generate otherwise), the same `core.evaluate.evaluate` as the Compare tab.
+How: the same trainer the app and `python -m scripts.train` use (vLLM rollouts on a GPU when vLLM
+is installed, HF generate otherwise), the same `core.evaluation.evaluate.evaluate` as the Compare tab.
 A run longer than one sitting continues where it stopped: `--deadline-s` stops cleanly with a
 checkpoint, and the next call with the same `--runs-dir` resumes it (the evaluations so far are
 kept in the run folder's `proof.json`).
 
 Beside accuracy (issue 22): the completion length of the correct answers at each evaluation and
 in training (does thinking grow?), the share of thoughts whose stated equations are right
-(`core.evaluate.thought_check`), one logged sample from early and one from late in the run, and
-after training the retention figures of `core.retention` (general prompts and the built-in tasks
+(`core.evaluation.evaluate.thought_check`), one logged sample from early and one from late in the run, and
+after training the retention figures of `core.evaluation.retention` (general prompts and the built-in tasks
 not trained on: degenerate-answer rate, KL of tuned from base on the base's greedy answers).
 `<name>_partial.json` is rewritten after every evaluation, so a run cut off by a time limit
 still leaves its figures.
@@ -191,11 +191,11 @@ def main(argv: list[str] | None = None) -> int:
              result.get("retention"))
         return 0
 
-    from core.algorithms import make_trainer
+    from core.rl.algorithms import make_trainer
     from core.config import Config
-    from core.evaluate import evaluate
-    from core.runs import RunDir
-    from core.train import apply_overrides
+    from core.evaluation.evaluate import evaluate
+    from core.runs.folders import RunDir
+    from scripts.train import apply_overrides
 
     t_start = time.perf_counter()
     cfg = apply_overrides(Config.load(args.config), args.set)
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- retention: off the trained task, is the tuned model still the base? -----------------
     if args.retention_items > 0 and state.get("retention_step") != trainer.step:
-        from core.retention import GENERAL_PROMPTS, measure_retention
+        from core.evaluation.retention import GENERAL_PROMPTS, measure_retention
 
         t0 = time.perf_counter()
         r = measure_retention(trainer.engine, trainer.tokenizer, trainer.model, trainer.adapter,
@@ -316,7 +316,7 @@ def compact_retention(r: dict, keep: int = 8) -> dict:
 
 
 def build_result(args, c, trainer, state: dict, metrics: list[dict], *, finished: bool) -> dict:
-    from core.evaluate import grown_thinking
+    from core.evaluation.evaluate import grown_thinking
 
     evals = state["evals"]
     base, last = evals[0], evals[-1]

@@ -13,10 +13,10 @@ command, on the same random-weight model built from a real configuration
   - GRPO, loss 'dapo', beta 0, epsilon 0.2 / 0.28, temperature 1, lr 1e-5, gradient checkpointing on
     (TRL's default; ours defaults to off, so it is switched on here for both: --gradient-checkpointing);
   - micro-batch: TRL runs the G completions in one pass (per_device_train_batch_size = G), ours uses
-    the product's auto setting (micro_batch_size 0: core.planner picks the largest micro-batch that
+    the product's auto setting (micro_batch_size 0: core.memory.planner picks the largest micro-batch that
     needs no more memory than the rollouts' KV cache; recorded per measurement; --ours-micro-batch N
     fixes it). Runs before 2026-11-28 night 2 used 8 for ours too;
-  - systems: `ours` (core.algorithms.make_trainer, vLLM engine on a GPU, HF generate on CPU),
+  - systems: `ours` (core.rl.algorithms.make_trainer, vLLM engine on a GPU, HF generate on CPU),
     `ours-4bit` (the same trainer with model.load_in_4bit=True: a bitsandbytes NF4 base; with the
     vLLM engine, vLLM serves the 4-bit weights and the trainer's base is views of them; CUDA only,
     recorded as "not run" without a GPU), `trl` (GRPOTrainer, use_vllm=False: HF generate),
@@ -44,7 +44,7 @@ step is skipped when the first one leaves too little of the time limit):
     allocator caches, which torch.cuda.max_memory_allocated() does not see; that figure and
     max_memory_reserved() are reported beside it. Both systems are measured the same way;
   - working memory = device peak - base weights (param count x 2 bytes; 2.88 GiB for this model;
-    for ours-4bit the NF4 bytes of core.planner.weight_bytes(load_in_4bit=True): 1.12 GiB);
+    for ours-4bit the NF4 bytes of core.memory.planner.weight_bytes(load_in_4bit=True): 1.12 GiB);
   - step time (wall, synchronised), rollout time (getting the completions: ours = restore + generate
     + release; TRL = its _generate_single_turn, which includes its vLLM weight sync / wake-up) and
     rollout tokens/s (completion tokens / rollout time);
@@ -253,7 +253,7 @@ def cannot_run(system: str, cuda: bool, unsloth_env: str = UNSLOTH_ENV) -> str |
 
 def base_weight_bytes(system: str, hf_config, cuda: bool) -> int:
     """The base weights that working memory is measured above: NF4 for the 4-bit systems, else bf16 (fp32 on CPU)."""
-    from core.planner import param_count, weight_bytes
+    from core.memory.planner import param_count, weight_bytes
 
     if system in FOUR_BIT:
         return weight_bytes(hf_config, load_in_4bit=True)
@@ -524,7 +524,7 @@ def _begin_step(torch, mem: DeviceMemory) -> float:
 def force_full_length_ours(trainer) -> str:
     """Make our rollouts ignore EOS so every completion runs to max_tokens. Returns how.
 
-    `trainer.ignore_eos` makes core/rollouts.py sample with SamplingSettings(ignore_eos=True):
+    `trainer.ignore_eos` makes core/rl/rollouts.py sample with SamplingSettings(ignore_eos=True):
     vLLM gets SamplingParams(ignore_eos=True), HF generate gets min_new_tokens = max_new_tokens.
     """
     trainer.ignore_eos = True
@@ -536,7 +536,7 @@ def weight_fingerprints(engine) -> dict | None:
     another engine or where the reach fails."""
     if getattr(engine, "llm", None) is None:
         return None
-    from core.engines import vllm_compat
+    from core.engines.vllm import compat as vllm_compat
 
     try:
         return engine.llm.collective_rpc(vllm_compat.worker_weight_fingerprints)[0]
@@ -568,10 +568,10 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     import torch
     from transformers import AutoTokenizer
 
-    from core.algorithms import make_trainer
+    from core.rl.algorithms import make_trainer
     from core.config import Config, validate
     from core.data import TaskData
-    from core.rewards import RewardSet, RewardSpec
+    from core.rewards.registry import RewardSet, RewardSpec
 
     cuda = torch.cuda.is_available()
     cfg = Config()
@@ -585,7 +585,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     m.offload_activations = bool(args.ours_offload)
     d.system_prompt, d.chat_template, d.response_prefix = "", PLAIN_TEMPLATE, ""
     a.algorithm, a.loss_type = "grpo", "dapo"
-    # micro-batch: 0 = the product's auto (core.planner.plan: no more than the rollouts' KV cache)
+    # micro-batch: 0 = the product's auto (core.memory.planner.plan: no more than the rollouts' KV cache)
     a.num_generations, a.prompts_per_step, a.micro_batch_size = args.generations, 1, args.ours_micro_batch
     # ours-fast: auto picks the micro-batch for speed (the largest whose step fits 90% of the free memory)
     a.auto_micro_batch = "fastest" if args.child == "ours-fast" else "lowest_memory"
@@ -848,7 +848,7 @@ def child_trl(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     from peft import LoraConfig
     from transformers import AutoConfig, AutoTokenizer
 
-    from core.planner import kv_bytes_per_token, param_count
+    from core.memory.planner import kv_bytes_per_token, param_count
 
     cuda = torch.cuda.is_available()
     use_vllm = args.child == "trl-vllm"
@@ -893,7 +893,7 @@ def child_trl(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
 def unsloth_share(hf_config, *, prompt_len: int, length: int, generations: int, total_bytes: int,
                   four_bit: bool, overhead_gib: float) -> tuple[float, int]:
     """(gpu_memory_utilization, target KV bytes): the share at which Unsloth's vLLM keeps a KV cache
-    of the size ours asks for (core.planner.engine_kv_bytes). vLLM makes KV cache of what the share
+    of the size ours asks for (core.memory.planner.engine_kv_bytes). vLLM makes KV cache of what the share
     leaves after the weights and its profiled peak; on the H200 (2026-12-04) shares of 0.024 and
     0.035 left 0.28 and 1.81 GiB, i.e. the weights + 0.22 GiB, hence `overhead_gib`. The KV cache it
     really made is recorded beside this.
@@ -906,7 +906,7 @@ def unsloth_share(hf_config, *, prompt_len: int, length: int, generations: int, 
     >>> util, round(kv / GIB, 3)
     (0.0244, 0.301)
     """
-    from core.planner import engine_kv_bytes, weight_bytes
+    from core.memory.planner import engine_kv_bytes, weight_bytes
 
     kv = engine_kv_bytes(hf_config, prompt_len + length, generations)
     # a 4-bit engine's profiled peak was never measured: 0.25 GiB more, so that its cache is not too
@@ -969,8 +969,8 @@ def child_unsloth(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
 
     from unsloth import FastLanguageModel  # noqa: I001 - after `import unsloth`, before trl
 
-    from core.engines.vllm_compat import kv_capacity_tokens
-    from core.planner import kv_bytes_per_token
+    from core.engines.vllm.compat import kv_capacity_tokens
+    from core.memory.planner import kv_bytes_per_token
 
     four_bit = args.child == "unsloth-4bit"
     defaults = args.child == "unsloth-defaults"
@@ -1462,7 +1462,7 @@ def decode_limit_tokens_per_s(hf_config, *, four_bit: bool, streams: int, contex
     >>> [round(x) for x in decode_limit_tokens_per_s(c, four_bit=False, streams=8, context=768, bandwidth_gbs=4800)]
     [12439, 11767]
     """
-    from core.planner import kv_bytes_per_token, weight_bytes
+    from core.memory.planner import kv_bytes_per_token, weight_bytes
 
     weights = weight_bytes(hf_config, load_in_4bit=four_bit)
     kv = streams * context * kv_bytes_per_token(hf_config)
@@ -1493,7 +1493,7 @@ def render_markdown(records: list[dict], meta: dict) -> str:
         f"{meta.get('interval_ms')} ms from a thread; the low-water mark of free memory) at its highest during the "
         "step, minus what was in use before the process started: it includes vLLM's pool (weights + KV cache), the "
         "CUDA context and allocator caches. **Working** = peak - base weights"
-        + (" (for ours-4bit its NF4 weights, `core.planner.weight_bytes(load_in_4bit=True)`)"
+        + (" (for ours-4bit its NF4 weights, `core.memory.planner.weight_bytes(load_in_4bit=True)`)"
            if any(r.get("system") == "ours-4bit" for r in records) else "")
         + ". torch's max_memory_allocated "
         "(blind to vLLM's pool) is given beside it. Rollout = getting the completions (ours: engine wake-up + "
@@ -1601,7 +1601,7 @@ def render_markdown(records: list[dict], meta: dict) -> str:
     for system in OURS_SYSTEMS:
         ours_rec = next((r for r in records if r.get("ours_config") and r.get("system") == system), None)
         if ours_rec:
-            lines.append(f"- {system}: `core.algorithms.make_trainer(cfg)`, then `train_step()` x {meta.get('steps')}; "
+            lines.append(f"- {system}: `core.rl.algorithms.make_trainer(cfg)`, then `train_step()` x {meta.get('steps')}; "
                          f"cfg = `{json.dumps(ours_rec['ours_config'])}`; engine "
                          f"`{json.dumps((ours_rec.get('engine') or {}).get('details', {}))}`; "
                          f"full length: {ours_rec.get('full_length_method')}; config defaults were "

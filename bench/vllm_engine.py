@@ -1,6 +1,6 @@
 """Benchmark: the vLLM engine on a Qwen2.5-1.5B-shaped model, in the trainer's own setting.
 
-Why: the vLLM backend (core/engines/vllm_engine.py) exists for four promises, each measured here
+Why: the vLLM backend (core/engines/vllm/engine.py) exists for four promises, each measured here
 on a random-weight model with the real Qwen2.5-1.5B configuration (bench/configs/), bf16:
   1. adapter sync: `update_adapter(model)` pushes a rank-16 LoRA on all 7 projections from the
      trainer's peft model (built on `shared_hf_model()` + `add_lora`) in <= 50 ms (median of
@@ -226,7 +226,7 @@ class Child:
         return self.torch.randint(0, high, (n, length), generator=g).tolist()
 
     def timed_generate(self, engine, prompts, max_tokens: int, adapter, n: int = 1) -> dict:
-        from core.engines import SamplingSettings
+        from core.engines.base import SamplingSettings
 
         sampling = SamplingSettings(n=n, temperature=1.0, top_p=1.0, max_tokens=max_tokens)
         self.sync()
@@ -243,7 +243,7 @@ class Child:
     def start_engine(self):
         from transformers import AutoConfig, AutoTokenizer
 
-        from core.engines.vllm_engine import VLLMEngine, VLLMSettings
+        from core.engines.vllm.engine import VLLMEngine, VLLMSettings
 
         a = self.args
         self.hf_config = AutoConfig.from_pretrained(a.model_dir)
@@ -269,8 +269,8 @@ class Child:
         return rec
 
     def kv_capacity(self):
-        from core.engines import vllm_compat as compat
-        from core.planner import kv_bytes_per_token
+        from core.engines.vllm import compat
+        from core.memory.planner import kv_bytes_per_token
 
         rec: dict = {"max_model_len": self.max_model_len}
         try:  # vLLM internals (in-process engine shares its config object); the log line is the fallback
@@ -310,7 +310,7 @@ class Child:
 
     def trainer_model(self):
         from core.config import ModelConfig
-        from core.models import add_lora
+        from core.models.loading import add_lora
 
         m0 = self.mem()
         t0 = time.perf_counter()
@@ -407,7 +407,7 @@ class Child:
         id again; the engine's own adapter and counters are untouched. `adapter_tensors` uses the
         engine's cached parameter references, as every push after the first does.
         """
-        from core.engines import vllm_compat as compat
+        from core.engines.vllm import compat
 
         llm = self.engine.llm
         cfg = self.model.peft_config["default"].to_dict()

@@ -71,7 +71,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    from core.models import build_tiny_model
+    from core.models.loading import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
@@ -79,7 +79,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smollm2_dir():
     """The converted offline default model (converted once into the cache)."""
-    from core.models import ModelError, default_model_path
+    from core.models.loading import ModelError, default_model_path
 
     try:
         return default_model_path()

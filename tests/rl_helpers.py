@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from test_trainer import TargetTokenReward, tiny_config, tiny_task  # noqa: F401  (re-exported)
 
-from core.algorithms import make_trainer
+from core.rl.algorithms import make_trainer
 
 
 class FirstTokenParity:
@@ -16,7 +16,7 @@ class FirstTokenParity:
     names = ["parity"]
 
     def __call__(self, prompts, completions, columns):
-        from core.rewards import RewardResult
+        from core.rewards.registry import RewardResult
 
         values = [float(ids[0] % 2 == 0) if ids else 0.0 for ids in columns["completion_ids"]]
         return RewardResult(total=values, per_reward={"parity": values})
@@ -24,7 +24,7 @@ class FirstTokenParity:
 
 def build_trainer(model_dir, cfg, target_id: int, run_dir=None, **kwargs):
     """`make_trainer(cfg)` on a fresh LoRA adapter over the tiny model in `model_dir` (seeded)."""
-    from core.models import add_lora, load_base_model, load_tokenizer
+    from core.models.loading import add_lora, load_base_model, load_tokenizer
 
     torch.manual_seed(cfg.algorithm.seed)
     cfg.model.name_or_path = str(model_dir)
@@ -36,7 +36,7 @@ def build_trainer(model_dir, cfg, target_id: int, run_dir=None, **kwargs):
 
 def most_frequent_token(model_dir, tmp_path) -> tuple[int, float]:
     """The token the untrained model samples most often, and its share of all sampled tokens."""
-    from core.engines import SamplingSettings
+    from core.engines.base import SamplingSettings
 
     probe = build_trainer(model_dir, tiny_config(tmp_path / "probe"), target_id=0)
     ids = [probe.prompt_ids(r) for r in probe.task.train[:8]]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Config, ModelConfig
-from core.manager import RunManager
+from core.app.manager import RunManager
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -208,7 +208,7 @@ LENGTH_REWARD = "def longer(completions, **kwargs):\n    return [len(c[0]['conte
 def test_a_reloaded_form_shows_the_runs_settings_and_resume_keeps_its_rewards(app, tmp_path):
     """Issue 30: a page loaded mid-run shows the run's settings, rewards included, not the defaults;
     so Start would repeat them and Resume keeps the run's own rewards (and says so)."""
-    from core.rewards import same_rewards
+    from core.rewards.registry import same_rewards
     from ui.studio import build_app
 
     manager, url = app

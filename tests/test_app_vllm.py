@@ -38,8 +38,8 @@ def vllm_app(tmp_path_factory):
     pytest.importorskip("vllm")
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     from core.config import ModelConfig
-    from core.manager import RunManager
-    from core.models import build_tiny_model
+    from core.app.manager import RunManager
+    from core.models.loading import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path_factory.mktemp("tiny_vllm_app") / "model", hidden_size=128, num_heads=2,
                                  num_kv_heads=1, initializer_range=0.4)
@@ -65,7 +65,7 @@ def _cfg(m, **algorithm):
 
 def _answers(m):
     """The engine serves base and tuned answers, and nothing of an earlier call is still queued."""
-    from core.engines import vllm_compat as compat
+    from core.engines.vllm import compat
 
     assert isinstance(m.chat("Which is bigger, 9.11 or 9.9?", target="base", max_tokens=8), str)
     assert isinstance(m.chat("Which is bigger, 9.11 or 9.9?", target="current", max_tokens=8), str)

@@ -61,7 +61,7 @@ def test_our_rollouts_are_made_to_ignore_eos(bench, tiny_model_dir, tmp_path):
     cfg = tiny_config(tmp_path, prompts_per_step=1, num_generations=2, temperature=0.01)
     trainer = make_trainer(tiny_model_dir, cfg)
     prompt = trainer.prompt_ids(trainer.task.train[0])
-    from core.engines import SamplingSettings
+    from core.engines.base import SamplingSettings
 
     first = trainer.engine.generate([prompt], SamplingSettings(temperature=0.0, max_tokens=1))[0][0].token_ids[0]
     trainer.tokenizer.eos_token = trainer.tokenizer.convert_ids_to_tokens(first)  # "stops" at once
@@ -226,7 +226,7 @@ def test_ours_4bit_is_recorded_as_not_run_on_cpu(bench, tmp_path):
 
 
 def test_ours_4bit_working_memory_is_above_the_4bit_weights(bench):
-    from core.planner import param_count, weight_bytes
+    from core.memory.planner import param_count, weight_bytes
 
     c = _qwen15()
     nf4 = bench.base_weight_bytes("ours-4bit", c, cuda=True)
@@ -370,9 +370,9 @@ def test_unsloth_child_command_sources_its_env_first(bench, tmp_path):
 def test_unsloth_share_gives_the_kv_cache_ours_asks_for(bench):
     """On the H200 (2026-12-04) Unsloth's vLLM made 0.28 GiB of KV cache at a share of 0.024 and 1.81 GiB
     at 0.035 (140.4 GiB device): the weights + 0.22 GiB besides. With that overhead the share puts
-    exactly ours' KV cache (core.planner.engine_kv_bytes) into vLLM's hands; the 4-bit share keeps a
+    exactly ours' KV cache (core.memory.planner.engine_kv_bytes) into vLLM's hands; the 4-bit share keeps a
     0.25 GiB margin more."""
-    from core.planner import engine_kv_bytes, weight_bytes
+    from core.memory.planner import engine_kv_bytes, weight_bytes
 
     c, total = _qwen15(), int(140.4 * 2**30)
     for L in (1024, 4096):

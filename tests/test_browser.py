@@ -210,8 +210,8 @@ def test_compare_screenshot_script_on_a_tiny_run(tiny_model_dir, tmp_path):
     question, evaluates, and leaves both screenshots."""
     import tarfile
 
-    from core.models import add_lora, load_base_model, load_tokenizer
-    from core.trainer import GRPOTrainer
+    from core.models.loading import add_lora, load_base_model, load_tokenizer
+    from core.rl.trainer import GRPOTrainer
     from test_trainer import tiny_config
 
     cfg = tiny_config(tmp_path, max_steps=2, max_completion_length=8)

@@ -19,7 +19,7 @@ def test_checkpoint_from_before_the_move_loads_and_resumes(tiny_model_dir, tmp_p
     from rl_helpers import FirstTokenParity, build_trainer
     from safetensors.torch import load_file
 
-    from core.runs import RunDir
+    from core.runs.folders import RunDir
 
     run = RunDir(shutil.copytree(FIXTURE, tmp_path / "runs" / "fixture"))
     cfg = fixture_config(tmp_path)

@@ -53,7 +53,7 @@ def test_every_field_has_help_text():
 
 
 def test_cli_overrides():
-    from core.train import apply_overrides
+    from scripts.train import apply_overrides
 
     cfg = apply_overrides(Config(), ["algorithm.max_steps=7", "model.lora_target_modules=[q_proj, v_proj]"])
     assert cfg.algorithm.max_steps == 7 and cfg.model.lora_target_modules == ["q_proj", "v_proj"]
@@ -62,9 +62,9 @@ def test_cli_overrides():
 
 
 def test_offline_default_model_answers_a_chat_prompt(smollm2_dir):
-    from core.chat import answer
+    from core.evaluation.chat import answer
     from core.engines.hf import HFEngine
-    from core.models import load_model_and_tokenizer
+    from core.models.loading import load_model_and_tokenizer
     from core.config import ModelConfig
 
     model, tok = load_model_and_tokenizer(ModelConfig(), "cpu")
@@ -77,7 +77,7 @@ def test_offline_default_model_answers_a_chat_prompt(smollm2_dir):
 
 def test_unknown_model_gives_a_clear_error(tmp_path):
     from core.config import ModelConfig
-    from core.models import ModelError, load_base_model
+    from core.models.loading import ModelError, load_base_model
 
     with pytest.raises(ModelError, match="neither a local folder nor a reachable hub model id"):
         load_base_model(ModelConfig(name_or_path="no-such-org/no-such-model-xyz"), "cpu")

@@ -423,7 +423,7 @@ def test_largest_answers_are_right():
 
 
 def test_chain_arithmetic_steps_check_out_and_lead_to_the_answer():
-    from core.evaluate import thought_check
+    from core.evaluation.evaluate import thought_check
 
     rows = BUILTIN_TASKS["chain_arithmetic"].generate(600, seed=6)
     by_steps = Counter(r["steps"] for r in rows)

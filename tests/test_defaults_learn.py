@@ -29,8 +29,8 @@ def two_threads():
 
 
 def test_the_cpu_defaults_learn_from_the_first_step(smollm2_dir, two_threads):
-    from core.adapter_change import model_change
-    from core.algorithms import make_trainer
+    from core.runs.adapter_change import model_change
+    from core.rl.algorithms import make_trainer
     from core.config import cpu_defaults
 
     cfg = cpu_defaults()

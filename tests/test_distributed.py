@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from rl_helpers import FirstTokenParity, build_trainer, tiny_config
 
-from core import distributed
+from core.rl import distributed
 
 KEYS = ("reward", "loss", "grad_norm", "completions/mean_length", "entropy", "learning_rate")
 
@@ -72,8 +72,8 @@ def _rank_main(rank: int, world: int, tmp: str, model_dir: str, port: int) -> No
                                                  "completions/max_length": 5.0 + rank})
     out["shard"] = distributed.shard(list(range(5)))
     # 2) training: each rank starts from a different random adapter, on purpose
-    from core.algorithms import make_trainer
-    from core.models import add_lora, load_base_model, load_tokenizer
+    from core.rl.algorithms import make_trainer
+    from core.models.loading import add_lora, load_base_model, load_tokenizer
     from rl_helpers import tiny_task
 
     cfg = tiny_config(tmp, max_steps=2, num_generations=4, prompts_per_step=4)

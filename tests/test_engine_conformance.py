@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from core.config import ModelConfig
-from core.engines import AdapterRef, SamplingSettings
+from core.engines.base import AdapterRef, SamplingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +36,7 @@ def _randomize_adapter(model, seed: int, scale: float = 0.5):
 
 @pytest.fixture(scope="module")
 def vllm_model_dir(tmp_path_factory):
-    from core.models import build_tiny_model
+    from core.models.loading import build_tiny_model
 
     # head_dim 64 (vLLM's attention kernels reject 16); peaked weights so greedy argmaxes have margin
     return build_tiny_model(tmp_path_factory.mktemp("tiny_vllm") / "model", hidden_size=128, num_heads=2,
@@ -45,7 +45,7 @@ def vllm_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def backend_setup(request, vllm_model_dir):
-    from core.models import add_lora, load_base_model, load_tokenizer
+    from core.models.loading import add_lora, load_base_model, load_tokenizer
 
     backend = request.param
     cfg = ModelConfig(name_or_path=str(vllm_model_dir), lora_r=8, lora_alpha=16)
@@ -59,7 +59,7 @@ def backend_setup(request, vllm_model_dir):
     else:
         pytest.importorskip("vllm")
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        from core.engines.vllm_engine import VLLMEngine, VLLMSettings
+        from core.engines.vllm.engine import VLLMEngine, VLLMSettings
 
         engine = VLLMEngine(str(vllm_model_dir), tok, VLLMSettings(gpu_memory_utilization=0.15, max_model_len=512,
                                                                    enforce_eager=True, max_lora_rank=8))
@@ -206,7 +206,7 @@ def test_hf_engine_batches_by_free_memory(tiny_model_dir):
     without a limit they run as one call."""
     from core.config import ModelConfig
     from core.engines.hf import HFEngine, sequences_that_fit
-    from core.models import add_lora, load_base_model, load_tokenizer
+    from core.models.loading import add_lora, load_base_model, load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32")
@@ -241,7 +241,7 @@ def test_vllm_adapter_tensors_are_fresh_copies_of_the_current_weights(backend_se
     place), see the latest values, keep peft's keys, and notice a different model."""
     from peft.utils import get_peft_model_state_dict
 
-    from core.models import add_lora
+    from core.models.loading import add_lora
 
     _, engine, model, _ = backend_setup
     first = engine._adapter_tensors(model)
@@ -270,7 +270,7 @@ def test_vllm_knows_the_exact_kv_cache_size_argument(tiny_model_dir, monkeypatch
     pytest.importorskip("vllm")
     from vllm.engine.arg_utils import EngineArgs
 
-    from core.engines import vllm_compat as compat
+    from core.engines.vllm import compat
 
     assert compat.kv_cache_size_kwargs(None) == {} and compat.kv_cache_size_kwargs(0) == {}
     kw = compat.kv_cache_size_kwargs(3 * 2**30 + 1)
@@ -300,7 +300,7 @@ def test_vllm_kv_cache_is_the_size_asked_for(vllm_model_dir):
     pytest.importorskip("vllm")
     from transformers import AutoConfig
 
-    from core.planner import kv_bytes_per_token
+    from core.memory.planner import kv_bytes_per_token
 
     per_token = kv_bytes_per_token(AutoConfig.from_pretrained(vllm_model_dir))
     if not torch.cuda.is_available():

@@ -13,11 +13,10 @@ import time
 
 import pytest
 
-import core.engines
-from core import planner
+from core.memory import planner
 from core.config import ModelConfig
 from core.engines.hf import HFEngine
-from core.manager import ManagerError, RunManager
+from core.app.manager import ManagerError, RunManager
 from tests.test_manager import tiny_config
 
 
@@ -29,7 +28,7 @@ class StandInVLLM(HFEngine):
     def __init__(self, model, tok, settings, model_path, delay: float = 0.0):
         super().__init__(model, tok)
         self.info.backend = "vllm"
-        from core.engines.vllm_engine import effective_settings
+        from core.engines.vllm.engine import effective_settings
 
         self.settings, self.model_path, self.delay = effective_settings(settings), model_path, delay
 
@@ -46,8 +45,8 @@ def vllm_stand_in(monkeypatch):
     """Every engine the manager builds is a StandInVLLM sized by the real factory; returns the list."""
     from transformers import AutoConfig
 
-    from core.engines import factory
-    from core.models import add_lora, load_base_model, load_tokenizer
+    from core.engines import registry as factory
+    from core.models.loading import add_lora, load_base_model, load_tokenizer
 
     built, StandInVLLM.closed = [], []
 
@@ -128,7 +127,7 @@ def test_a_sleep_mode_engine_is_kept_for_a_larger_kv_cache_and_rebuilt_only_for_
     assert note.startswith("engine kept: KV cache") and "waves" in note
     from types import SimpleNamespace
 
-    from core.planner import say
+    from core.memory.planner import say
 
     _, sentences = m._engine_for_plan(cfg, SimpleNamespace(**m._hf_config), True, 80 * 2**30, 80 * 2**30)
     plan = say(sentences)  # the plan's words, as the memory plan says them
@@ -224,7 +223,7 @@ def test_chat_traffic_never_starves_training(app_manager, vllm_stand_in):
 
 def test_drain_serves_only_what_was_waiting():
     """Jobs that arrive while a drain serves the waiting ones are left for the next step."""
-    from core.manager import ModelWorker
+    from core.app.manager import ModelWorker
 
     worker = ModelWorker()
     try:

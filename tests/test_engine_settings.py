@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-from core import planner
+from core.memory import planner
 from core.config import Config
-from core.engines.vllm_engine import plan_settings
-from core.trainer import resolve_micro_batch_size
+from core.engines.vllm.engine import plan_settings
+from core.rl.trainer import resolve_micro_batch_size
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -72,8 +72,8 @@ def test_plan_for_a_loaded_model_never_refuses(tiny_model_dir, monkeypatch):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from core.planner import DoesNotFit
-    from core.trainer import _preflight_on_gpu
+    from core.memory.planner import DoesNotFit
+    from core.rl.trainer import _preflight_on_gpu
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     cfg = Config()

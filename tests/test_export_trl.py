@@ -10,7 +10,7 @@ import sys
 import yaml
 
 from core.config import Config
-from core.export_trl import export_trl
+from core.export.trl_script import export_trl
 
 # TRL's own rewards imported, and a function named like a preset: it replaces the preset (issue 30)
 CUSTOM = '''from trl.rewards import think_format_reward

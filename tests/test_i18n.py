@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from core import planner
+from core.memory import planner
 from core.config import Config, field_help
 from ui import views, zh
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from core.config import ModelConfig, RewardsConfig
-from core.manager import ManagerError, ModelWorker, RunManager, estimate_memory
+from core.app.manager import ManagerError, ModelWorker, RunManager, estimate_memory
 
 
 def tiny_config(manager: RunManager, **algorithm):
@@ -153,7 +153,7 @@ def greedy_reply(model_dir, checkpoint, prompt, system_prompt, prefix, max_token
     from transformers import AutoModelForCausalLM
 
     from core.data import build_messages, render_prompt
-    from core.models import load_tokenizer
+    from core.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
@@ -220,7 +220,7 @@ def test_chat_asks_a_checkpoint_as_its_run_trained(manager):
     assert live == pytest.approx(change)  # the checkpoint of the last step holds the live adapter
     assert manager.adapter_change("base") is None
 
-    with pytest.raises(ManagerError, match="not inside the runs folder"):  # core/access.py
+    with pytest.raises(ManagerError, match="not inside the runs folder"):  # core/runs/access.py
         manager.chat(prompt, target="/nonexistent/step-000001")
     with pytest.raises(ManagerError, match="not a checkpoint"):
         manager.chat(prompt, target=str(manager.runs_dir / trained / "checkpoints" / "step-000099"))
@@ -326,7 +326,7 @@ def test_try_rewards_scores_model_and_reference(manager):
     bad = RewardsConfig(names=["correctness"], custom_code="def broken(prompts, completions, **kw):\n    return 1/0\n")
     with pytest.raises(ManagerError, match="ZeroDivisionError"):
         manager.try_rewards(bad, cfg.data, n=1, max_tokens=4)
-    # TRL passes completion_ids; training does (core/rollouts.py), and so does "Try on samples"
+    # TRL passes completion_ids; training does (core/rl/rollouts.py), and so does "Try on samples"
     by_ids = RewardsConfig(names=[], custom_code="def n_ids(prompts, completions, completion_ids, **kw):\n"
                                                   "    return [float(len(i)) for i in completion_ids]\n")
     df = manager.try_rewards(by_ids, cfg.data, n=2, max_tokens=8)
@@ -429,7 +429,7 @@ def test_other_algorithms_run_through_the_manager(manager, algorithm, extra):
 def test_memory_plan_in_plain_words(manager, tmp_path):
     """The Train tab's memory plan: on this CPU the RAM a step needs (no GPU figures); with a GPU's
     free memory the planner's summary, and a refusal in words when it does not fit."""
-    from core import planner
+    from core.memory import planner
 
     cfg = tiny_config(manager)
     cpu = manager.memory_plan(cfg)
@@ -455,10 +455,10 @@ def test_memory_plan_in_plain_words(manager, tmp_path):
 
 
 def test_cpu_memory_plan_is_the_planners_ram(manager):
-    """On a CPU the plan is core.planner.plan_cpu for the model's config, the dtype the CPU loads
+    """On a CPU the plan is core.memory.planner.plan_cpu for the model's config, the dtype the CPU loads
     (float32), the micro-batch the trainer will use and the RAM available now."""
-    from core import planner, ram
-    from core.trainer import resolve_micro_batch_size
+    from core.memory import planner, ram
+    from core.rl.trainer import resolve_micro_batch_size
 
     cfg = tiny_config(manager, micro_batch_size=0)  # auto: 8 on a CPU
     plan = manager.memory_plan(cfg)
@@ -489,7 +489,7 @@ def test_try_rewards_reports_its_stages(manager):
 def test_a_run_with_nothing_to_learn_from_says_so(manager):
     """A reward the tiny random model never earns (correctness alone): every group scores alike,
     step after step; the status says so (shown on the Train tab) instead of a silent flat curve."""
-    from core.rollouts import NO_SIGNAL_STEPS
+    from core.rl.rollouts import NO_SIGNAL_STEPS
 
     cfg = tiny_config(manager, max_steps=NO_SIGNAL_STEPS + 1, max_completion_length=4)
     cfg.rewards.names, cfg.rewards.weights = ["correctness"], []
@@ -511,7 +511,7 @@ def test_a_run_with_nothing_to_learn_from_says_so(manager):
 def test_the_nothing_to_learn_warning_never_advises_what_is_already_selected():
     """Format rewards that never matched, with format_soft already on and no prefix: the warning
     says the format never matched and names the prefix, and does not advise format_soft."""
-    from core.rollouts import NO_SIGNAL_STEPS, no_signal_warning
+    from core.rl.rollouts import NO_SIGNAL_STEPS, no_signal_warning
 
     flat = [{"frac_reward_zero_std": 1.0, "rewards/format_soft/mean": 0.0, "rewards/correctness/mean": 0.0}]
     w = no_signal_warning(flat * NO_SIGNAL_STEPS, reward_names=["format_soft", "correctness"], adapter_zero=False)

@@ -1,6 +1,6 @@
 """Merged-weight rollouts on the CPU: fold the adapter into the base, unfold it bit for bit.
 
-`core/engines/merged_lora.py` folds W' = round(W + scale * B @ A) in place and keeps the elements
+`core/engines/registry/merged_lora.py` folds W' = round(W + scale * B @ A) in place and keeps the elements
 that do not round-trip, so the unfold restores W exactly. These hold it to that on tiny bf16 and
 fp32 models: bitwise restoration (small deltas, several ranks, dropout on or off, and a hard case
 whose deltas are large enough that most elements must be kept), merged logits as close to the
@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from core.config import ModelConfig
-from core.engines import SamplingSettings
+from core.engines.base import SamplingSettings
 from core.engines.merged_lora import NotFoldable, fold_adapter, foldable, merged_adapter, unfold_adapter
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from core.models import build_tiny_model
+    from core.models.loading import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("fold") / "model", hidden_size=128, num_heads=2)
 
@@ -31,7 +31,7 @@ def lora_model(model_dir, dtype=torch.bfloat16, *, rank=8, dropout=0.0, a_std=0.
     random A and B (peft starts B at zero: nothing to fold)."""
     from transformers import AutoModelForCausalLM
 
-    from core.models import add_lora
+    from core.models.loading import add_lora
 
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=base_dtype).to(dtype)
     model = add_lora(base, ModelConfig(lora_r=rank, lora_alpha=2 * rank, lora_dropout=dropout))
@@ -121,7 +121,7 @@ def test_hf_engine_greedy_tokens_with_fold_equal_the_adapter_s(model_dir):
     """The HF engine's rollout with the fold (adapter off, merged weights) gives the tokens its
     rollout through the adapter gives; the base model's tokens differ (the adapter matters)."""
     from core.engines.hf import HFEngine
-    from core.models import load_tokenizer
+    from core.models.loading import load_tokenizer
 
     model = lora_model(model_dir, torch.float32, b_std=0.05, base_dtype=torch.float32)
     engine = HFEngine(model, load_tokenizer(str(model_dir)))
@@ -146,7 +146,7 @@ def test_hf_engine_greedy_tokens_with_fold_equal_the_adapter_s(model_dir):
 
 def test_what_cannot_be_folded_is_refused_and_the_engine_samples_through_the_adapter(model_dir):
     from core.engines.hf import HFEngine
-    from core.models import load_tokenizer
+    from core.models.loading import load_tokenizer
 
     model = lora_model(model_dir, torch.float32)
     layer = model.base_model.model.model.layers[0].mlp.down_proj

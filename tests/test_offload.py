@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.config import ModelConfig
-from core.offload import checkpointed_layers, offloaded_activations
+from core.models.offload import checkpointed_layers, offloaded_activations
 
 
 def _grads(model, ids, ctx):
@@ -21,7 +21,7 @@ def _grads(model, ids, ctx):
 def test_offload_and_checkpointing_give_identical_gradients(tiny_model_dir, device):
     import contextlib
 
-    from core.models import add_lora, load_base_model
+    from core.models.loading import add_lora, load_base_model
 
     cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=4, lora_alpha=8)
     model = add_lora(load_base_model(cfg, device), cfg)
@@ -49,8 +49,8 @@ def test_checkpointing_leaves_no_reference_cycle(tiny_model_dir):
     import weakref
 
     from core.config import ModelConfig
-    from core.models import load_base_model
-    from core.offload import _decoder_layers, checkpointed_layers
+    from core.models.loading import load_base_model
+    from core.models.offload import _decoder_layers, checkpointed_layers
 
     model = load_base_model(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"), "cpu")
     ids = torch.tensor([[1, 2, 3, 4]])
@@ -68,7 +68,7 @@ def test_checkpointing_leaves_no_reference_cycle(tiny_model_dir):
 
 
 def test_offload_keeps_weights_and_small_tensors_on_the_device():
-    from core.offload import _PinnedOffload
+    from core.models.offload import _PinnedOffload
 
     weight = torch.nn.Parameter(torch.zeros(256, 256))
     hooks = _PinnedOffload(min_bytes=1024, params=[weight])
@@ -84,7 +84,7 @@ def test_offload_copies_back_one_layer_ahead_and_shares_what_every_layer_saves(t
     loss needs comes back prefetched (its copy was started while the layer above it ran)."""
     import contextlib
 
-    from core.models import add_lora, load_base_model
+    from core.models.loading import add_lora, load_base_model
 
     cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=4, lora_alpha=8)
     model = add_lora(load_base_model(cfg, "cpu"), cfg)

@@ -11,17 +11,18 @@ import pytest
 import torch
 from rl_helpers import build_trainer, mean, most_frequent_token, tiny_config
 
-from core.rollouts import ScoredRollouts
-from core.engines import Completion
-from core.judges import JUDGE_QUESTION, EngineJudge, HTTPJudge, parse_verdict
-from core.objectives import dpo_loss
-from core.online_dpo import OnlineDPOTrainer
-from core.rewards import RewardError, RewardResult
+from core.rl.rollouts import ScoredRollouts
+from core.engines.base import Completion
+from core.rl.judges import JUDGE_QUESTION, EngineJudge, HTTPJudge, parse_verdict
+from core.rl.objectives import dpo_loss
+from core.rl.online_dpo import OnlineDPOTrainer
+from core.rewards.base import RewardError
+from core.rewards.registry import RewardResult
 
 
 @pytest.fixture(scope="module")
 def peaked_model_dir(tmp_path_factory):
-    from core.models import build_tiny_model
+    from core.models.loading import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("peaked") / "model", initializer_range=0.4)
 
@@ -181,7 +182,7 @@ class RecordingEngine:
 
 
 def test_engine_judge_asks_the_base_model_and_parses(tiny_model_dir):
-    from core.models import load_tokenizer
+    from core.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     engine = RecordingEngine("**B**, clearly")

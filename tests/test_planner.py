@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from core import planner
+from core.memory import planner
 from core.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,13 +7,13 @@ import pytest
 import torch
 from rl_helpers import FirstTokenParity, build_trainer, mean, most_frequent_token, tiny_config
 
-from core.objectives import gae_advantages, masked_whiten, ppo_losses
-from core.ppo import VALUE_HEAD_FILE, PPOTrainer, explained_variance
+from core.rl.objectives import gae_advantages, masked_whiten, ppo_losses
+from core.rl.ppo import VALUE_HEAD_FILE, PPOTrainer, explained_variance
 
 
 @pytest.fixture(scope="module")
 def peaked_model_dir(tmp_path_factory):
-    from core.models import build_tiny_model
+    from core.models.loading import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("peaked") / "model", initializer_range=0.4)
 
@@ -117,9 +117,9 @@ def test_value_head_checkpoints_and_resumes_exactly(tiny_model_dir, tmp_path):
 
 
 def test_make_trainer_picks_the_class_and_grpo_refuses_the_others(tiny_model_dir, tmp_path):
-    from core.algorithms import trainer_class
-    from core.online_dpo import OnlineDPOTrainer
-    from core.trainer import GRPOTrainer
+    from core.rl.algorithms import trainer_class
+    from core.rl.online_dpo import OnlineDPOTrainer
+    from core.rl.trainer import GRPOTrainer
 
     assert [trainer_class(a) for a in ("grpo", "gspo", "rloo", "online_dpo", "ppo")] == [
         GRPOTrainer, GRPOTrainer, GRPOTrainer, OnlineDPOTrainer, PPOTrainer]

@@ -12,8 +12,8 @@ import torch
 from test_trainer import make_trainer, tiny_config
 
 from core.data import build_messages, render_prompt
-from core.engines import Completion
-from core.evaluate import evaluate, last_number_correct
+from core.engines.base import Completion
+from core.evaluation.evaluate import evaluate, last_number_correct
 
 
 class RecordingReward:
@@ -23,7 +23,7 @@ class RecordingReward:
         self.texts = []
 
     def __call__(self, prompts, completions, columns):
-        from core.rewards import RewardResult
+        from core.rewards.registry import RewardResult
 
         texts = [c[0]["content"] for c in completions]
         self.texts += texts
@@ -32,7 +32,7 @@ class RecordingReward:
 
 
 def test_render_prompt_ends_with_the_prefix(tiny_model_dir):
-    from core.models import load_tokenizer
+    from core.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     plain = render_prompt(tok, build_messages("2 + 2?", "sys"))
@@ -67,7 +67,7 @@ class ScriptedEngine:
 
 
 def test_evaluate_counts_tagged_and_last_number_accuracy_with_a_prefix(tiny_model_dir):
-    from core.models import load_tokenizer
+    from core.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     rows = [{"question": f"Which is bigger, {a} or {b}?", "answer": a} for a, b in
@@ -97,7 +97,7 @@ def test_last_number_extraction():
 
 
 def test_countdown_has_no_flexible_accuracy(tiny_model_dir):
-    from core.models import load_tokenizer
+    from core.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     rows = [{"question": "Using 1, 2, 3 make 6", "answer": "6", "numbers": [1, 2, 3], "target": 6}]
@@ -168,7 +168,8 @@ class FailsAfter:
         self.ok_calls = ok_calls
 
     def __call__(self, prompts, completions, columns):
-        from core.rewards import RewardError, RewardResult
+        from core.rewards.base import RewardError
+        from core.rewards.registry import RewardResult
 
         if self.ok_calls <= 0:
             raise RewardError("flaky: boom", reward_name="flaky")

@@ -1,4 +1,4 @@
-"""core/ram.py and the per-step RAM metric: what a CPU run's Train tab plots instead of GPU memory."""
+"""core/memory/ram.py and the per-step RAM metric: what a CPU run's Train tab plots instead of GPU memory."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from core import ram
+from core.memory import ram
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux's /proc")
 MB = 2**20

@@ -35,12 +35,12 @@ def _cli_config(tmp_path, model_dir, max_steps=8) -> Path:
 
 
 def test_sigkill_mid_run_then_resume_is_continuous(tiny_model_dir, tmp_path):
-    from core.runs import RunDir, list_runs
+    from core.runs.folders import RunDir, list_runs
 
     # 14 steps: the kill lands mid-run even when a loaded machine polls late (8 was too few)
     cfg_path = _cli_config(tmp_path, tiny_model_dir, max_steps=14)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "core.train", "--config", str(cfg_path)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "scripts.train", "--config", str(cfg_path)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = RunDir(tmp_path / "runs" / "crash")
     deadline = time.time() + 240
@@ -56,7 +56,7 @@ def test_sigkill_mid_run_then_resume_is_continuous(tiny_model_dir, tmp_path):
     last = run.latest_checkpoint()
     saved = int(last.name.split("-")[1]) if last is not None else None
     assert saved is not None and saved % 2 == 0 and 4 <= saved <= killed_at, (saved, killed_at)
-    p = subprocess.run([sys.executable, "-m", "core.train", "--resume", str(run.path)], cwd=ROOT, env=env,
+    p = subprocess.run([sys.executable, "-m", "scripts.train", "--resume", str(run.path)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-2000:]
     steps = [r["step"] for r in run.read_metrics()]
@@ -113,7 +113,7 @@ def test_nan_loss_skips_the_update_and_counts_it(tiny_model_dir, tmp_path, monke
 def test_model_too_large_is_refused_before_loading():
     from transformers import AutoConfig
 
-    from core.planner import DoesNotFit, preflight
+    from core.memory.planner import DoesNotFit, preflight
 
     big = AutoConfig.from_pretrained(ROOT / "bench" / "configs" / "llama-3.1-8b.json")
     cfg = Config()
@@ -136,7 +136,7 @@ def test_dataset_with_zero_usable_rows_is_refused(tmp_path):
 
 
 def test_run_names_cannot_escape_the_runs_folder(tmp_path):
-    from core.runs import RunDir
+    from core.runs.folders import RunDir
 
     run = RunDir.create(tmp_path / "runs", "../../../etc/evil")
     assert run.path.parent == (tmp_path / "runs").resolve()
@@ -144,7 +144,7 @@ def test_run_names_cannot_escape_the_runs_folder(tmp_path):
 
 
 def test_metrics_survive_a_torn_last_line(tmp_path):
-    from core.runs import RunDir
+    from core.runs.folders import RunDir
 
     run = RunDir.create(tmp_path, "torn")
     run.append_metrics({"step": 1, "reward": 0.5})
@@ -184,7 +184,7 @@ def test_out_of_memory_at_micro_batch_one_pauses_with_advice(tiny_model_dir, tmp
 
 
 def test_a_new_run_never_appends_to_another_runs_logs(tmp_path):
-    from core.runs import RunDir, free_run_name
+    from core.runs.folders import RunDir, free_run_name
 
     assert free_run_name(tmp_path, "quick start") == "quick_start"
     for expected in ("quick_start", "quick_start-2", "quick_start-3"):
@@ -199,7 +199,7 @@ def test_a_resume_pressed_while_the_pause_is_announced_is_not_lost():
     arrives in between (the user saw "paused" and pressed at once) must win, not be overwritten."""
     import threading
 
-    from core.trainer import TrainerControl
+    from core.rl.trainer import TrainerControl
 
     control = TrainerControl()
     seen = {}
@@ -217,8 +217,8 @@ def test_a_resume_pressed_while_the_pause_is_announced_is_not_lost():
 
 
 def test_cli_rewards_file_goes_into_the_run_config_and_is_scored(tiny_model_dir, tmp_path):
-    from core.runs import RunDir
-    from core.train import main
+    from core.runs.folders import RunDir
+    from scripts.train import main
 
     cfg_path = _cli_config(tmp_path, tiny_model_dir, max_steps=1)
     rewards = tmp_path / "my_rewards.py"

@@ -10,15 +10,14 @@ import pytest
 import torch
 
 from core.config import ModelConfig
-from core.engines import Completion
-from core.evaluate import grown_thinking, thought_check, thought_summary
-from core.retention import (GENERAL_PROMPTS, RETENTION_TASKS, adapter_weights, answer_kl, degenerate_reasons,
-                            measure_retention, tasks_not_trained)
+from core.engines.base import Completion
+from core.evaluation.evaluate import grown_thinking, thought_check, thought_summary
+from core.evaluation.retention import GENERAL_PROMPTS, RETENTION_TASKS, adapter_weights, answer_kl, degenerate_reasons, measure_retention, tasks_not_trained
 
 
 @pytest.fixture()
 def peft_model(tiny_model_dir):
-    from core.models import load_model_and_tokenizer
+    from core.models.loading import load_model_and_tokenizer
 
     torch.manual_seed(0)
     model, tok = load_model_and_tokenizer(
@@ -126,7 +125,7 @@ def test_adapter_weights_scores_a_checkpoint_of_another_rank_and_leaves_the_mode
         tiny_model_dir, peft_model, tmp_path):
     from peft.utils import get_peft_model_state_dict
 
-    from core.models import load_model_and_tokenizer
+    from core.models.loading import load_model_and_tokenizer
 
     other, _ = load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=8,
                                                     lora_alpha=16), "cpu")
@@ -177,7 +176,7 @@ def test_measure_retention_counts_broken_answers_and_scores_the_base_words(peft_
 
 
 def test_manager_retention_of_a_fresh_adapter_is_no_change(tiny_model_dir, tmp_path):
-    from core.manager import RunManager
+    from core.app.manager import RunManager
 
     manager = RunManager(tmp_path / "runs", ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=4),
                          device="cpu")
@@ -238,8 +237,8 @@ def test_grown_thinking_picks_a_short_early_and_a_checked_long_late_sample():
 def test_rollout_metrics_split_lengths_by_correctness(tiny_model_dir, tmp_path):
     from test_trainer import make_trainer, tiny_config
 
-    from core.rewards import RewardResult
-    from core.rollouts import ScoredRollouts, rollout_metrics
+    from core.rewards.registry import RewardResult
+    from core.rl.rollouts import ScoredRollouts, rollout_metrics
 
     trainer = make_trainer(tiny_model_dir, tiny_config(tmp_path))
     comps = [Completion(token_ids=[1] * n, text="x" * n, finish_reason="stop") for n in (4, 10, 6, 2)]

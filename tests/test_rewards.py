@@ -7,15 +7,8 @@ import math
 import pytest
 
 from core.config import RewardsConfig
-from core.rewards import (
-    REGISTRY,
-    RewardError,
-    RewardSet,
-    RewardSpec,
-    check_rewards,
-    get_reward,
-    list_rewards,
-)
+from core.rewards.registry import REGISTRY, RewardSet, RewardSpec, get_reward, list_rewards
+from core.rewards.base import RewardError, check_rewards
 from reward_presets import PRESET_NAMES
 from reward_presets._common import completion_text, extract_answer, parse_number
 from reward_presets.correctness import correctness

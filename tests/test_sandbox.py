@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import core.rewards
-from core.rewards import RewardError
-from core.sandbox import CustomRewardProcess
+import core.rewards.registry
+from core.rewards.base import RewardError
+from core.rewards.sandbox import CustomRewardProcess
 
 # Set here, in the test process; the worker must not see it.
 PARENT_ONLY_MARKER = "set-by-the-test-process"
@@ -91,9 +91,9 @@ def identity(prompts, completions, **kwargs):
     ]
 
 def tamper(prompts, completions, **kwargs):
-    import core.rewards
-    core.rewards.REGISTRY.clear()
-    return [float(len(core.rewards.REGISTRY)) for _ in completions]
+    import core.rewards.registry
+    core.rewards.registry.REGISTRY.clear()
+    return [float(len(core.rewards.registry.REGISTRY)) for _ in completions]
 '''
 
 EXPECTED_NAMES = [
@@ -141,9 +141,9 @@ def test_runs_in_a_separate_process_that_cannot_see_the_parent(worker):
 
 
 def test_user_code_cannot_change_the_parents_objects(worker):
-    before = len(core.rewards.REGISTRY)
+    before = len(core.rewards.registry.REGISTRY)
     assert call(worker, "tamper") == [0.0, 0.0]  # the worker cleared its own copy ...
-    assert len(core.rewards.REGISTRY) == before > 0  # ... not ours
+    assert len(core.rewards.registry.REGISTRY) == before > 0  # ... not ours
 
 
 def test_function_wraps_a_custom_reward_with_trls_signature(worker):

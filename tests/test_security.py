@@ -34,7 +34,7 @@ import pytest
 import torch
 
 from core.config import Config, DataConfig, ModelConfig
-from core.manager import ManagerError, RunManager
+from core.app.manager import ManagerError, RunManager
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -283,14 +283,14 @@ def test_case6_path_taking_endpoints_stay_inside_the_served_folders(app, tmp_pat
 
 def _write_status_from_a_process_that_dies(run_path: Path, **status) -> None:
     """A process writes `running` and dies without a last word, as after kill -9."""
-    code = f"from core.runs import RunDir; RunDir({str(run_path)!r}).write_status('running', **{status!r})"
+    code = f"from core.runs.folders import RunDir; RunDir({str(run_path)!r}).write_status('running', **{status!r})"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                    check=True, timeout=60)
 
 
 def test_case7_dead_run_is_interrupted_and_resume_offers_it(tiny_model_dir, tmp_path):
-    from core.algorithms import make_trainer
-    from core.runs import RunDir
+    from core.rl.algorithms import make_trainer
+    from core.runs.folders import RunDir
 
     runs = tmp_path / "runs"
     cfg = Config()
@@ -366,7 +366,7 @@ def test_case8_resume_survives_damaged_checkpoints_and_edited_settings(tiny_mode
     assert "adapter_model.safetensors is missing" in " ".join(again.resume_notes)
 
     # 3) an edited lora_r: a message that says what to change, not a size mismatch
-    from core.checkpoints import CheckpointError
+    from core.runs.checkpoints import CheckpointError
 
     edited = config()
     edited.model.lora_r, edited.model.lora_alpha = 4, 16
@@ -387,8 +387,8 @@ def test_case8_resume_survives_damaged_checkpoints_and_edited_settings(tiny_mode
 
 
 def test_case9_reward_worker_processes_memory_and_output_are_bounded(tmp_path):
-    from core.rewards import RewardError
-    from core.sandbox import CustomRewardProcess
+    from core.rewards.base import RewardError
+    from core.rewards.sandbox import CustomRewardProcess
 
     pids_file = tmp_path / "pids"
     code = textwrap.dedent(f'''
@@ -479,7 +479,7 @@ def test_case9_reward_worker_processes_memory_and_output_are_bounded(tmp_path):
 
 
 def test_case10_login_lockout_repeated_set_and_cli_messages(app, tiny_model_dir, tmp_path, capsys):
-    from core import train
+    from scripts import train
 
     # 1) failed logins: after 5 in a row, attempts from that address are refused for a while
     manager, _ = app
@@ -519,7 +519,7 @@ def test_case10_login_lockout_repeated_set_and_cli_messages(app, tiny_model_dir,
 
 def test_a_run_from_an_upload_is_named_after_the_file_not_its_stored_path(tiny_model_dir, tmp_path):
     """Before: the run folder was named after the whole stored path (`...-_uploads_data-<hash>.csv`)."""
-    from core.runs import default_run_name
+    from core.runs.folders import default_run_name
 
     manager = manager_for(tiny_model_dir, tmp_path / "runs")
     try:

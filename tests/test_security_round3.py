@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from core.config import Config, ConfigError, DataConfig, ModelConfig
-from core.manager import ManagerError, RunManager
+from core.app.manager import ManagerError, RunManager
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -76,7 +76,7 @@ def wait_for(predicate, timeout: float, every: float = 0.1):
 
 
 def test_case8_cli_reads_configs_safely(tiny_model_dir, tmp_path, capsys):
-    from core import train
+    from scripts import train
 
     def run(*argv) -> tuple[int, str]:
         code = train.main(list(argv))
@@ -128,7 +128,7 @@ def test_case5_odd_checkpoint_folders_and_counters_break_no_list(tiny_model_dir,
     import torch
     from test_trainer import make_trainer, tiny_config
 
-    from core.runs import RunDir
+    from core.runs.folders import RunDir
     from ui.views import checkpoint_choices, runs_frame
 
     small = dict(num_generations=2, prompts_per_step=1, micro_batch_size=2, max_steps=3, max_completion_length=4)
@@ -182,7 +182,7 @@ def test_case5_odd_checkpoint_folders_and_counters_break_no_list(tiny_model_dir,
 def test_case7_judge_key_goes_only_to_an_address_the_operator_named(monkeypatch):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from core.judges import make_judge
+    from core.rl.judges import make_judge
 
     seen: list[str | None] = []
 
@@ -387,8 +387,8 @@ def test_case2_forwarded_addresses_are_not_believed_and_failures_have_a_global_b
 def test_case4_resume_trusts_nothing_of_a_copied_in_run_folder(tiny_model_dir, tmp_path):
     import shutil
 
-    from core.algorithms import make_trainer
-    from core.runs import RunDir
+    from core.rl.algorithms import make_trainer
+    from core.runs.folders import RunDir
 
     runs = tmp_path / "runs"
     cfg = tiny_run_config(tiny_model_dir, runs, max_steps=2)
@@ -477,7 +477,7 @@ def test_case4_resume_trusts_nothing_of_a_copied_in_run_folder(tiny_model_dir, t
 
 
 def test_case6_sigterm_checkpoints_the_run_and_ends_the_reward_workers_tree(tiny_model_dir, tmp_path):
-    from core.runs import RunDir
+    from core.runs.folders import RunDir
 
     runs, pids = tmp_path / "runs", tmp_path / "pids"
     cfg = tiny_run_config(tiny_model_dir, runs, max_steps=10_000)
@@ -607,7 +607,7 @@ def test_case9_messages_say_what_happened(tiny_model_dir, tmp_path):
 
 def test_case9_uploads_have_a_quota_and_gradios_copy_is_removed(tiny_model_dir, tmp_path, monkeypatch):
     """Before: every upload stayed twice (the uploads folder and Gradio's cache), with no bound."""
-    from core.access import PathPolicy
+    from core.runs.access import PathPolicy
 
     def data_file(name: str, kb: int) -> Path:
         path = tmp_path / "incoming" / name
@@ -670,7 +670,7 @@ def test_case9_unreadable_or_broken_weights_are_named(tiny_model_dir, tmp_path):
     SafetensorError that was no ModelError at all."""
     import shutil
 
-    from core.models import ModelError, load_base_model
+    from core.models.loading import ModelError, load_base_model
 
     def copy_of_tiny(name: str) -> Path:
         folder = tmp_path / name
@@ -707,7 +707,7 @@ def test_case9_unreadable_or_broken_weights_are_named(tiny_model_dir, tmp_path):
             setpriv = shutil.which("setpriv")
             if setpriv is None:
                 pytest.skip("running as root without setpriv: chmod 000 cannot be made to bind")
-            code = ("import sys\nfrom core.config import ModelConfig\nfrom core.models import ModelError, load_base_model\n"
+            code = ("import sys\nfrom core.config import ModelConfig\nfrom core.models.loading import ModelError, load_base_model\n"
                     "try:\n    load_base_model(ModelConfig(name_or_path=sys.argv[1], dtype='float32'), 'cpu')\n"
                     "except ModelError as e:\n    print(e)\n")
             child = subprocess.run([setpriv, "--bounding-set=-dac_override,-dac_read_search", sys.executable,
@@ -811,8 +811,8 @@ def test_case4_a_foreign_runs_reward_code_never_reaches_the_form(tmp_path, tiny_
     a Start would then run its custom code without Resume's question. Code this app has not run
     is left out of the form's config; code it ran is kept."""
     from core.config import Config
-    from core.manager import RunManager
-    from core.runs import remember_reward_code
+    from core.app.manager import RunManager
+    from core.runs.folders import remember_reward_code
 
     m = RunManager(tmp_path / "runs", device="cpu")
     try:
@@ -831,7 +831,7 @@ def test_case6_a_second_sigterm_does_not_start_a_second_shutdown():
     Ctrl-C twice) arrived inside the first one's shutdown and began another; it now returns."""
     import signal
 
-    from core.manager import stop_on_sigterm
+    from core.app.manager import stop_on_sigterm
 
     calls = []
 

@@ -9,7 +9,7 @@ import torch
 
 from core.config import Config
 from core.data import TaskData
-from core.trainer import GRPOTrainer
+from core.rl.trainer import GRPOTrainer
 
 
 class TargetTokenReward:
@@ -27,7 +27,7 @@ class TargetTokenReward:
         return [sum(t == self.target_id for t in ids) / max(1, len(ids)) for ids in completion_ids]
 
     def __call__(self, prompts, completions, columns):
-        from core.rewards import RewardResult
+        from core.rewards.registry import RewardResult
 
         values = self.fn(prompts, completions, **columns)
         return RewardResult(total=list(values), per_reward={"target_token": list(values)})
@@ -58,7 +58,7 @@ def tiny_task(n=64) -> TaskData:
 
 
 def make_trainer(model_dir, cfg, target_id=None, run_dir=None):
-    from core.models import add_lora, load_base_model, load_tokenizer
+    from core.models.loading import add_lora, load_base_model, load_tokenizer
 
     torch.manual_seed(cfg.algorithm.seed)
     cfg.model.name_or_path = str(model_dir)
@@ -74,13 +74,13 @@ def make_trainer(model_dir, cfg, target_id=None, run_dir=None):
 def peaked_model_dir(tmp_path_factory):
     """A tiny random model with larger initial weights: its next-token distribution is peaked
     enough (top token ~3%) that a one-token reward has variance within groups from step 1."""
-    from core.models import build_tiny_model
+    from core.models.loading import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("peaked") / "model", initializer_range=0.4)
 
 
 def test_learns_to_emit_the_target_token(peaked_model_dir, tmp_path):
-    from core.engines import SamplingSettings
+    from core.engines.base import SamplingSettings
 
     cfg = tiny_config(tmp_path, max_steps=40, learning_rate=1e-2)
     cfg.run.save_steps = 100
@@ -128,7 +128,7 @@ def test_saved_adapter_reloads_with_plain_peft(tiny_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from core.trainer import completion_logprobs, pad_rollouts
+    from core.rl.trainer import completion_logprobs, pad_rollouts
 
     cfg = tiny_config(tmp_path, max_steps=3)
     trainer = make_trainer(tiny_model_dir, cfg)
@@ -180,8 +180,8 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
 def test_micro_batches_drop_padding_columns_and_keep_the_logprobs(tiny_model_dir):
     """A micro-batch runs only the columns its own rows need (Rollouts.slice): the same log-probs
     as on the batch padded to its longest row, for a fraction of the columns."""
-    from core.models import add_lora, load_base_model, load_tokenizer
-    from core.trainer import Rollouts, completion_logprobs, pad_rollouts
+    from core.models.loading import add_lora, load_base_model, load_tokenizer
+    from core.rl.trainer import Rollouts, completion_logprobs, pad_rollouts
 
     cfg = _model_cfg(tiny_model_dir)
     model = add_lora(load_base_model(cfg, "cpu"), cfg).eval()

@@ -17,8 +17,8 @@ import pytest
 
 from core.config import Config, ModelConfig, RewardsConfig
 from core.data import build_messages
-from core.reward_code import find_rewards
-from core.rewards import RewardSet
+from core.rewards.code import find_rewards
+from core.rewards.registry import RewardSet
 
 # The app's default presets: a custom `correctness` replaces the second.
 PRESETS = ["format_soft", "correctness"]
@@ -206,7 +206,7 @@ def test_discovery_takes_callable_objects_and_skips_helpers():
 
 @pytest.fixture(scope="module")
 def manager(tiny_model_dir, tmp_path_factory):
-    from core.manager import RunManager
+    from core.app.manager import RunManager
 
     m = RunManager(tmp_path_factory.mktemp("runs"),
                    ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=4, lora_alpha=8),
@@ -271,8 +271,8 @@ def _cli_config(tmp_path, model_dir, max_steps: int):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_rewards_file_trains_and_scores_as_called_directly(tiny_model_dir, tmp_path, capsys, case):
-    from core.runs import RunDir
-    from core.train import main
+    from core.runs.folders import RunDir
+    from scripts.train import main
 
     code, names = CASES[case]
     steps = 2 if case == "notebook_set" else 1  # the notebook set trains as written

@@ -23,7 +23,7 @@ import torch
 bnb = pytest.importorskip("bitsandbytes")
 
 from core.config import ModelConfig  # noqa: E402
-from core.engines import vllm_compat as compat  # noqa: E402
+from core.engines.vllm import compat  # noqa: E402
 
 
 def _qwen2(vocab=96):
@@ -115,7 +115,7 @@ def test_4bit_views_share_vllm_bytes_and_match_transformers_quantization():
 def test_peft_lora_on_shared_4bit_base_trains_only_the_adapter():
     from peft.tuners.lora.bnb import Linear4bit as LoraLinear4bit
 
-    from core.models import add_lora
+    from core.models.loading import add_lora
 
     cfg, model = _qwen2()
     weights, quant = _vllm_like_4bit(model)

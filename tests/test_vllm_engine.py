@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from core.config import ModelConfig
-from core.engines import SamplingSettings
+from core.engines.base import SamplingSettings
 
 pytestmark = pytest.mark.gpu
 
@@ -27,7 +27,7 @@ def _random_qwen2(where, **shape):
     """(tokenizer, folder) of a Qwen2 model with random bf16 weights, 2 KV heads, tied embeddings."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
-    from core.models import build_tiny_model
+    from core.models.loading import build_tiny_model
 
     tok = AutoTokenizer.from_pretrained(build_tiny_model(where / "tok", hidden_size=128, num_heads=2))
     config = Qwen2Config(vocab_size=len(tok), num_key_value_heads=2, tie_word_embeddings=True,
@@ -42,8 +42,8 @@ def _random_qwen2(where, **shape):
 def engine_and_model(tmp_path_factory):
     pytest.importorskip("vllm")
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    from core.engines.vllm_engine import VLLMEngine, VLLMSettings
-    from core.models import add_lora
+    from core.engines.vllm.engine import VLLMEngine, VLLMSettings
+    from core.models.loading import add_lora
 
     # a Qwen2.5-0.5B-shaped model with random weights (~1 GB in bf16): big enough to account memory
     tok, folder = _random_qwen2(tmp_path_factory.mktemp("qwen05"), hidden_size=896, intermediate_size=4864,
@@ -96,7 +96,7 @@ def test_greedy_matches_hf_backend_for_same_weights(engine_and_model):
     from vllm.inputs import TokensPrompt
 
     from core.engines.hf import HFEngine
-    from core.trainer import completion_logprobs, pad_rollouts
+    from core.rl.trainer import completion_logprobs, pad_rollouts
 
     engine, model, tok, _ = engine_and_model
     prompts = [tok(f"Which is bigger, 9.{i}1 or 9.9?", add_special_tokens=False)["input_ids"] for i in range(4)]
@@ -194,9 +194,9 @@ def test_merged_rollout_serves_the_adapter_and_restores_every_weight(engine_and_
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from core.engines import vllm_compat as compat
+    from core.engines.vllm import compat
     from core.engines.merged_lora import merged_adapter
-    from core.trainer import completion_logprobs, pad_rollouts
+    from core.rl.trainer import completion_logprobs, pad_rollouts
 
     engine, model, tok, _ = engine_and_model
     ref = engine.update_adapter(model)
@@ -269,7 +269,7 @@ def test_grpo_loop_with_vllm_rollouts(tmp_path, load_in_4bit):
     if load_in_4bit:
         pytest.importorskip("bitsandbytes")
     from core.config import Config
-    from core.models import build_tiny_model
+    from core.models.loading import build_tiny_model
 
     folder = build_tiny_model(tmp_path / "m", hidden_size=128, num_heads=2, initializer_range=0.4)
     cfg = Config()
@@ -284,7 +284,7 @@ def test_grpo_loop_with_vllm_rollouts(tmp_path, load_in_4bit):
     cfg.run.output_dir, cfg.run.run_name, cfg.run.engine, cfg.run.save_steps = str(tmp_path / "runs"), "gpu", "vllm", 2
     cfg.save(tmp_path / "run.yaml")
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    p = subprocess.run([sys.executable, "-m", "core.train", "--config", str(tmp_path / "run.yaml")],
+    p = subprocess.run([sys.executable, "-m", "scripts.train", "--config", str(tmp_path / "run.yaml")],
                        env=env, capture_output=True, text=True, timeout=500)
     assert p.returncode == 0, p.stderr[-3000:]
     rows = [json.loads(line) for line in (tmp_path / "runs" / "gpu" / "metrics.jsonl").read_text().splitlines()]
@@ -301,10 +301,10 @@ def _qlora_check(folder: str) -> dict:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from core.engines import vllm_compat as compat
-    from core.engines.vllm_engine import VLLMEngine, VLLMSettings
-    from core.models import add_lora
-    from core.trainer import completion_logprobs, pad_rollouts
+    from core.engines.vllm import compat
+    from core.engines.vllm.engine import VLLMEngine, VLLMSettings
+    from core.models.loading import add_lora
+    from core.rl.trainer import completion_logprobs, pad_rollouts
 
     tok = AutoTokenizer.from_pretrained(folder)
     torch.cuda.empty_cache()

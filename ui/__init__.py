@@ -1,4 +1,4 @@
-"""The browser app: Gradio Blocks that draw and forward to `core.manager.RunManager`, nothing more.
+"""The browser app: Gradio Blocks that draw and forward to `core.app.manager.RunManager`, nothing more.
 
 `build_app(manager)` makes the page, `launch_app(demo, manager, ...)` serves it; `app.py` is the
 command line around both.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 
 from core.config import ConfigError
-from core.manager import ManagerError, RunManager
+from core.app.manager import ManagerError, RunManager
 from ui.forms import Form
 
 log = logging.getLogger("aha.ui")

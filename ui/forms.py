@@ -23,7 +23,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from core.config import Config, field_help, field_spec
-from core.rewards import REGISTRY
+from core.rewards.registry import REGISTRY
 from ui.i18n import TEXT, t
 
 # fields shown as sliders: (min, max, step)

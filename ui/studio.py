@@ -16,7 +16,7 @@ from __future__ import annotations
 import gradio as gr
 from starlette.middleware import Middleware
 
-from core.manager import RunManager
+from core.app.manager import RunManager
 from ui.common import Ctx
 from ui.forms import Form
 from ui.gate import ApiGate, raise_open_file_limit

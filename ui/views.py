@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.manager import format_seconds
-from core.planner import say
+from core.app.manager import format_seconds
+from core.memory.planner import say
 from ui.zh import MEMORY_ZH, PLAN_ZH, STATUS_ZH, TRY_ZH
 
 PLOT_COLUMNS = ["step", "value", "series"]
@@ -374,14 +374,14 @@ def _sample_block(sample: dict, chars: int = 700) -> str:
 
 
 def aha_sample_markdown(grown: dict | None) -> str:
-    """One logged sample from early in the run and one from late (core.evaluate.grown_thinking)."""
+    """One logged sample from early in the run and one from late (core.evaluation.evaluate.grown_thinking)."""
     if not grown:
         return "*A sample from early and one from late in the run show here once a few steps are logged.*"
     return "\n\n".join([f"Early: {_sample_block(grown['early'])}", f"Late: {_sample_block(grown['late'])}"])
 
 
 def retention_markdown(result: dict) -> str:
-    """core.retention's figures, base beside tuned.
+    """core.evaluation.retention's figures, base beside tuned.
 
     >>> g = {"n": 60, "kl": 0.0123, "logprob_drop": 0.01, "tokens": 900,
     ...      "base": {"degenerate_rate": 0.0, "tag_rate": 0.0, "truncated_rate": 0.1, "mean_tokens": 40.0},
@@ -420,7 +420,7 @@ def retention_items_frame(result: dict | None) -> pd.DataFrame:
 
 
 def same_answer_note(change: dict | None, tuned: str = "the tuned model") -> str:
-    """What an identical base and tuned answer means, from the adapter's change (core.adapter_change).
+    """What an identical base and tuned answer means, from the adapter's change (core.runs.adapter_change).
 
     >>> zero = {"matrices": 14, "nonzero": 0, "delta_norm": 0.0, "moved": False}
     >>> print(same_answer_note(zero, "`a · step-000002`").split(", so")[0])

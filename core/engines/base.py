@@ -5,7 +5,7 @@ text out), with an optional adapter (None = the base model, adapter switched off
 adapter weights from the trainer, and can release / restore its memory around the trainer's
 forward/backward. A training step's rollouts (`rollout`) may fold the adapter into the base
 weights for the duration, exactly undone after. Backends live in their own modules (`hf.py`,
-and `vllm` on a GPU) and are chosen by `core.engines.make_engine`.
+and `vllm` on a GPU) and are chosen by `core.engines.registry.make_engine`.
 
 Refuses to know: rewards, losses, optimizers, chat templates. The trainer tokenizes; the engine
 only sees token ids (like nanochat's engine) and hands back decoded text for convenience.
@@ -92,7 +92,7 @@ class Engine(Protocol):
         """A training step's rollouts: take the memory back, sample as `generate` does, free it again.
 
         With merged rollouts the adapter is folded into the (shared) base weights for the sampling
-        and unfolded bit for bit after (`core/engines/merged_lora.py`), so no LoRA kernel runs;
+        and unfolded bit for bit after (`core/engines/registry/merged_lora.py`), so no LoRA kernel runs;
         where it cannot be folded (a 4-bit base, weights not shared) it samples through the
         adapter. What it did and what each part took: `rollout_stats` (a dict).
         """

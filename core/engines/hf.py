@@ -37,7 +37,7 @@ def sequences_that_fit(model_config, free_bytes: int, seq_len: int, *, dtype_byt
     >>> sequences_that_fit(c, free_bytes=1 << 20, seq_len=4096)  # never below one
     1
     """
-    from core.planner import kv_bytes_per_token
+    from core.memory.planner import kv_bytes_per_token
 
     kv = kv_bytes_per_token(model_config) * dtype_bytes // 2 * seq_len
     logits = 4 * model_config.vocab_size * 2  # fp32 logits of the last position + the sampling copy

@@ -166,7 +166,7 @@ def _label(target_value: str) -> str:
 
 
 def retention_view(manager, target) -> None:
-    """Beside the held-out accuracy: what the tuned model kept off the task (core/retention.py)."""
+    """Beside the held-out accuracy: what the tuned model kept off the task (core/evaluation/retention.py)."""
     with gr.Accordion(t("compare.retention"), open=True):
         gr.Markdown(t("compare.retention_note"))
         with gr.Row():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core.manager import ManagerError
+from core.app.manager import ManagerError
 from ui.common import Ctx, warn
 from ui.i18n import t
 from ui.views import checkpoint_choices
@@ -53,7 +53,7 @@ def build(ctx: Ctx) -> None:
             out = manager.config_path(checkpoint=need(path))
         except Exception as e:
             return gr.skip(), warn(e)
-        return out, f"✅ config: `{out}` (train it again with `python -m core.train --config config.yaml`)"
+        return out, f"✅ config: `{out}` (train it again with `python -m scripts.train --config config.yaml`)"
 
     def merge(path):
         try:

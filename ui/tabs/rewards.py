@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core.rewards import RewardError, get_reward, list_rewards
+from core.rewards.base import RewardError
+from core.rewards.registry import get_reward, list_rewards
 from ui.common import Ctx, warn
 from ui.i18n import lang_of, t
 from ui.views import TRY_TEXT_COLUMNS, try_stage_text, try_view

