@@ -26,8 +26,10 @@ from typing import Any
 
 import yaml
 
+from core.errors import AhaError
 
-class ConfigError(ValueError):
+
+class ConfigError(AhaError, ValueError):
     """A config value is out of range; the message names the field."""
 
 

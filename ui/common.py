@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from core.config import ConfigError
-from core.app.manager import ManagerError, RunManager
+from core.app.manager import RunManager
+from core.errors import AhaError
 from ui.forms import Form
 
 log = logging.getLogger("aha.ui")
@@ -34,7 +34,7 @@ class Ctx:
 
 def warn(e: BaseException) -> str:
     """Show `e` as a warning toast; return the inline text (Markdown) for the same message."""
-    if isinstance(e, (ManagerError, ConfigError)):
+    if isinstance(e, AhaError):  # written for a person: shown as it is
         message = str(e)
     else:  # a bug, not the user's fault: keep the traceback in the log, tell the user briefly
         log.exception("unexpected error in a UI action")

@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from core.errors import AhaError, user_message
 from core.runs.access import AccessError, PathPolicy
 from core.config import Config, ConfigError, DataConfig, ModelConfig, RewardsConfig, cpu_defaults
 
@@ -52,7 +53,7 @@ ACTIVE_STATES = ("loading", "running", "paused", "stopping")
 FINAL_STATES = ("idle", "finished", "stopped", "failed", "interrupted")
 
 
-class ManagerError(RuntimeError):
+class ManagerError(AhaError, RuntimeError):
     """Something the user asked for cannot be done; the message says why and what to do."""
 
 
@@ -473,7 +474,7 @@ class RunManager:
         except ManagerError:
             raise
         except Exception as e:
-            raise ManagerError(_user_message(e)) from e
+            raise ManagerError(user_message(e)) from e
         if not self.is_active():
             self.default_model = dataclasses.replace(model_cfg)
         return self.model_info(model_cfg)
@@ -651,8 +652,8 @@ class RunManager:
         except Exception as e:
             with self._lock:
                 self._state = "failed"
-                self._error = _user_message(e)
-            raise ManagerError(_user_message(e)) from e
+                self._error = user_message(e)
+            raise ManagerError(user_message(e)) from e
 
     def _refuse_what_no_engine_serves(self, cfg: Config) -> None:
         """Settings no engine can serve exactly (a context longer than the model's, a LoRA rank vLLM
@@ -696,7 +697,7 @@ class RunManager:
             final = trainer.train()
         except Exception as e:
             final = "failed"
-            self._error = _user_message(e)
+            self._error = user_message(e)
             self._traceback = traceback.format_exc()
         finally:
             if hasattr(trainer.rewards, "close"):
@@ -1072,7 +1073,7 @@ class RunManager:
             try:
                 self._adapters[key] = self._engine.load_adapter(key)
             except Exception as e:
-                raise ManagerError(f"could not load the checkpoint {path.name}: {_user_message(e)}") from e
+                raise ManagerError(f"could not load the checkpoint {path.name}: {user_message(e)}") from e
         return self._adapters[key]
 
     def _ensure_model_for(self, target: str) -> None:
@@ -1167,7 +1168,7 @@ class RunManager:
         except ManagerError:
             raise
         except Exception as e:
-            raise ManagerError(_user_message(e)) from e
+            raise ManagerError(user_message(e)) from e
 
     def evaluate(self, target: str = "current", n: int = 20, data_cfg: DataConfig | None = None,
                  max_tokens: int | None = None) -> dict:
@@ -1466,7 +1467,7 @@ class RunManager:
             raise ManagerError(_redact(str(e), token)) from None
         except Exception as e:
             # `from None`: the original exception (and any token inside it) is not chained
-            raise ManagerError(_redact(f"push to the Hub failed: {_user_message(e)}", token)) from None
+            raise ManagerError(_redact(f"push to the Hub failed: {user_message(e)}", token)) from None
 
     def close(self) -> None:
         if self._control is not None and self.is_active():
@@ -1535,17 +1536,7 @@ def _read_hf_config(name_or_path: str) -> tuple[dict, str]:
 
         return json.loads(Path(hf_hub_download(str(path), "config.json")).read_text()), ""
     except Exception as e:
-        return {}, f"no estimate before the model loads ({_user_message(e)[:160]})"
-
-
-# Errors whose message is written for a person: shown as they are, without the type's name.
-_USER_ERRORS = ("ManagerError", "ConfigError", "DataError", "ModelError", "RewardError", "AccessError",
-                "CheckpointError", "EngineError")
-
-
-def _user_message(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text if type(e).__name__ in _USER_ERRORS else f"{type(e).__name__}: {text}"
+        return {}, f"no estimate before the model loads ({user_message(e)[:160]})"
 
 
 def _reward_message(e) -> str:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.errors import AhaError
 
-class DataError(ValueError):
+
+class DataError(AhaError, ValueError):
     """Something is wrong with the user's data; the message names the file, column or row."""
 
 

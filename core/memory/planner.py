@@ -39,6 +39,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.errors import AhaError
+
 GIB = 2**30
 MIB = 2**20
 
@@ -643,7 +645,7 @@ def plan_cpu(c, cfg, *, micro_batch_size: int, dtype_bytes: int = 4, dtype: str 
                    besides=CPU_STEP_WEIGHT_COPIES * weights)
 
 
-class DoesNotFit(RuntimeError):
+class DoesNotFit(AhaError, RuntimeError):
     """The run cannot fit on this GPU even with the smallest micro-batch."""
 
 

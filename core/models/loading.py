@@ -27,13 +27,14 @@ from pathlib import Path
 
 import torch
 
+from core.errors import AhaError
 from core.config import ModelConfig
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class ModelError(RuntimeError):
+class ModelError(AhaError, RuntimeError):
     """A model could not be loaded; the message says why and what to do."""
 
 

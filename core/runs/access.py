@@ -46,6 +46,8 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from core.errors import AhaError
+
 UPLOADS = "_uploads"  # the uploads folder's name inside the runs folder
 DEFAULT_UPLOADS_QUOTA_MB = 1024
 _TMP_PREFIX = ".tmp-"  # an upload being copied in: not yet a stored upload
@@ -56,7 +58,7 @@ BUILTIN_PREFIX = "builtin:"
 _HUB_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?$")
 
 
-class AccessError(ValueError):
+class AccessError(AhaError, ValueError):
     """A request named a path outside the folders the app serves; the message says which are allowed."""
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.errors import AhaError
 from core.runs.folders import checkpoint_step
 
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -36,7 +37,7 @@ ADAPTER_CONFIG = "adapter_config.json"
 STATE_FILE = "trainer_state.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(AhaError, RuntimeError):
     """A checkpoint cannot be resumed; the message says why and what to do."""
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from core.errors import AhaError
 from core.engines.vllm import compat
 from core.memory.planner import engine_sizes
 from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings
@@ -121,7 +122,7 @@ def effective_settings(settings: VLLMSettings) -> VLLMSettings:
     return s
 
 
-class EngineError(RuntimeError):
+class EngineError(AhaError, RuntimeError):
     """A request the engine could not serve; it is left ready for the next one."""
 
 
