@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.memory import planner  # noqa: E402
+from core.memory import planner, sizes  # noqa: E402
 
 GIB = 2**30
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -246,8 +246,8 @@ def compare_device(results=ROOT / "bench" / "results", out=None) -> str:
              "process's device peak (NVML: vLLM's pool, the CUDA context and torch's cache included). **At the run** = "
              "the prediction the run stored (the planner of that day: 0.5 GiB outside torch). **Today** = "
              "`core.memory.planner.plan_config` now, from the run's recorded settings: its constant for memory outside "
-             f"torch's allocator (CUDA context {planner.CUDA_CONTEXT_BYTES / GIB:g} GiB + vLLM's kernels "
-             f"{planner.VLLM_OUTSIDE_TORCH_BYTES / GIB:g} GiB) was chosen from these same runs "
+             f"torch's allocator (CUDA context {sizes.CUDA_CONTEXT_BYTES / GIB:g} GiB + vLLM's kernels "
+             f"{sizes.VLLM_OUTSIDE_TORCH_BYTES / GIB:g} GiB) was chosen from these same runs "
              f"(their 'outside torch at start-up' column) on {FIT_UNTIL[:16]} UTC: for the rows marked 'fit' today's "
              "column is a fit, not an out-of-sample check; rows marked 'check' were measured after, against the "
              "planner as it stands. The micro-batch part of the planner is checked out of sample in "

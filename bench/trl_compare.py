@@ -44,7 +44,7 @@ step is skipped when the first one leaves too little of the time limit):
     allocator caches, which torch.cuda.max_memory_allocated() does not see; that figure and
     max_memory_reserved() are reported beside it. Both systems are measured the same way;
   - working memory = device peak - base weights (param count x 2 bytes; 2.88 GiB for this model;
-    for ours-4bit the NF4 bytes of core.memory.planner.weight_bytes(load_in_4bit=True): 1.12 GiB);
+    for ours-4bit the NF4 bytes of core.memory.sizes.weight_bytes(load_in_4bit=True): 1.12 GiB);
   - step time (wall, synchronised), rollout time (getting the completions: ours = restore + generate
     + release; TRL = its _generate_single_turn, which includes its vLLM weight sync / wake-up) and
     rollout tokens/s (completion tokens / rollout time);
@@ -253,7 +253,7 @@ def cannot_run(system: str, cuda: bool, unsloth_env: str = UNSLOTH_ENV) -> str |
 
 def base_weight_bytes(system: str, hf_config, cuda: bool) -> int:
     """The base weights that working memory is measured above: NF4 for the 4-bit systems, else bf16 (fp32 on CPU)."""
-    from core.memory.planner import param_count, weight_bytes
+    from core.memory.sizes import param_count, weight_bytes
 
     if system in FOUR_BIT:
         return weight_bytes(hf_config, load_in_4bit=True)
@@ -848,7 +848,7 @@ def child_trl(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     from peft import LoraConfig
     from transformers import AutoConfig, AutoTokenizer
 
-    from core.memory.planner import kv_bytes_per_token, param_count
+    from core.memory.sizes import kv_bytes_per_token, param_count
 
     cuda = torch.cuda.is_available()
     use_vllm = args.child == "trl-vllm"
@@ -893,7 +893,7 @@ def child_trl(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
 def unsloth_share(hf_config, *, prompt_len: int, length: int, generations: int, total_bytes: int,
                   four_bit: bool, overhead_gib: float) -> tuple[float, int]:
     """(gpu_memory_utilization, target KV bytes): the share at which Unsloth's vLLM keeps a KV cache
-    of the size ours asks for (core.memory.planner.engine_kv_bytes). vLLM makes KV cache of what the share
+    of the size ours asks for (core.memory.sizes.engine_kv_bytes). vLLM makes KV cache of what the share
     leaves after the weights and its profiled peak; on the H200 (2026-12-04) shares of 0.024 and
     0.035 left 0.28 and 1.81 GiB, i.e. the weights + 0.22 GiB, hence `overhead_gib`. The KV cache it
     really made is recorded beside this.
@@ -906,7 +906,7 @@ def unsloth_share(hf_config, *, prompt_len: int, length: int, generations: int, 
     >>> util, round(kv / GIB, 3)
     (0.0244, 0.301)
     """
-    from core.memory.planner import engine_kv_bytes, weight_bytes
+    from core.memory.sizes import engine_kv_bytes, weight_bytes
 
     kv = engine_kv_bytes(hf_config, prompt_len + length, generations)
     # a 4-bit engine's profiled peak was never measured: 0.25 GiB more, so that its cache is not too
@@ -970,7 +970,7 @@ def child_unsloth(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     from unsloth import FastLanguageModel  # noqa: I001 - after `import unsloth`, before trl
 
     from core.engines.vllm.compat import kv_capacity_tokens
-    from core.memory.planner import kv_bytes_per_token
+    from core.memory.sizes import kv_bytes_per_token
 
     four_bit = args.child == "unsloth-4bit"
     defaults = args.child == "unsloth-defaults"
@@ -1462,7 +1462,7 @@ def decode_limit_tokens_per_s(hf_config, *, four_bit: bool, streams: int, contex
     >>> [round(x) for x in decode_limit_tokens_per_s(c, four_bit=False, streams=8, context=768, bandwidth_gbs=4800)]
     [12439, 11767]
     """
-    from core.memory.planner import kv_bytes_per_token, weight_bytes
+    from core.memory.sizes import kv_bytes_per_token, weight_bytes
 
     weights = weight_bytes(hf_config, load_in_4bit=four_bit)
     kv = streams * context * kv_bytes_per_token(hf_config)
@@ -1493,7 +1493,7 @@ def render_markdown(records: list[dict], meta: dict) -> str:
         f"{meta.get('interval_ms')} ms from a thread; the low-water mark of free memory) at its highest during the "
         "step, minus what was in use before the process started: it includes vLLM's pool (weights + KV cache), the "
         "CUDA context and allocator caches. **Working** = peak - base weights"
-        + (" (for ours-4bit its NF4 weights, `core.memory.planner.weight_bytes(load_in_4bit=True)`)"
+        + (" (for ours-4bit its NF4 weights, `core.memory.sizes.weight_bytes(load_in_4bit=True)`)"
            if any(r.get("system") == "ours-4bit" for r in records) else "")
         + ". torch's max_memory_allocated "
         "(blind to vLLM's pool) is given beside it. Rollout = getting the completions (ours: engine wake-up + "

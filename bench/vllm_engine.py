@@ -270,7 +270,7 @@ class Child:
 
     def kv_capacity(self):
         from core.engines.vllm import compat
-        from core.memory.planner import kv_bytes_per_token
+        from core.memory.sizes import kv_bytes_per_token
 
         rec: dict = {"max_model_len": self.max_model_len}
         try:  # vLLM internals (in-process engine shares its config object); the log line is the fallback

@@ -226,7 +226,7 @@ def test_ours_4bit_is_recorded_as_not_run_on_cpu(bench, tmp_path):
 
 
 def test_ours_4bit_working_memory_is_above_the_4bit_weights(bench):
-    from core.memory.planner import param_count, weight_bytes
+    from core.memory.sizes import param_count, weight_bytes
 
     c = _qwen15()
     nf4 = bench.base_weight_bytes("ours-4bit", c, cuda=True)
@@ -370,9 +370,9 @@ def test_unsloth_child_command_sources_its_env_first(bench, tmp_path):
 def test_unsloth_share_gives_the_kv_cache_ours_asks_for(bench):
     """On the H200 (2026-12-04) Unsloth's vLLM made 0.28 GiB of KV cache at a share of 0.024 and 1.81 GiB
     at 0.035 (140.4 GiB device): the weights + 0.22 GiB besides. With that overhead the share puts
-    exactly ours' KV cache (core.memory.planner.engine_kv_bytes) into vLLM's hands; the 4-bit share keeps a
+    exactly ours' KV cache (core.memory.sizes.engine_kv_bytes) into vLLM's hands; the 4-bit share keeps a
     0.25 GiB margin more."""
-    from core.memory.planner import engine_kv_bytes, weight_bytes
+    from core.memory.sizes import engine_kv_bytes, weight_bytes
 
     c, total = _qwen15(), int(140.4 * 2**30)
     for L in (1024, 4096):

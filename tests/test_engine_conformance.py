@@ -300,7 +300,7 @@ def test_vllm_kv_cache_is_the_size_asked_for(vllm_model_dir):
     pytest.importorskip("vllm")
     from transformers import AutoConfig
 
-    from core.memory.planner import kv_bytes_per_token
+    from core.memory.sizes import kv_bytes_per_token
 
     per_token = kv_bytes_per_token(AutoConfig.from_pretrained(vllm_model_dir))
     if not torch.cuda.is_available():

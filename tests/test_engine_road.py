@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from core.memory import planner
+from core.memory import sizes
 from core.config import ModelConfig
 from core.engines.hf import HFEngine
 from core.app.manager import ManagerError, RunManager
@@ -43,24 +43,22 @@ class StandInVLLM(HFEngine):
 @pytest.fixture
 def vllm_stand_in(monkeypatch):
     """Every engine the manager builds is a StandInVLLM sized by the real factory; returns the list."""
-    from transformers import AutoConfig
-
     from core.engines import registry as factory
     from core.models.loading import add_lora, load_base_model, load_tokenizer
 
     built, StandInVLLM.closed = [], []
 
-    def policy_and_engine(cfg, device, *, headroom=False, hf_config=None):
+    def policy_and_engine(cfg, device, plan=None, *, headroom=False):
         path = cfg.model.name_or_path
-        settings = factory.vllm_settings_for(cfg, AutoConfig.from_pretrained(path), headroom=headroom)
+        plan = plan or factory.plan_for(cfg, device, headroom=headroom)  # the registry's own road
+        settings = factory.vllm_settings_for(cfg, plan.engine_sizes)
         tok = load_tokenizer(path)
         model = add_lora(load_base_model(cfg.model, device), cfg.model)
         engine = StandInVLLM(model, tok, settings, path, delay=getattr(cfg, "_delay", 0.0))
         built.append(engine)
         return model, tok, engine
 
-    monkeypatch.setattr(core.engines, "make_policy_and_engine", policy_and_engine)
-    monkeypatch.setattr(core.engines, "backend_for", lambda cfg, device: "hf" if cfg.run.engine == "hf" else "vllm")
+    monkeypatch.setattr(factory, "make_policy_and_engine", policy_and_engine)
     monkeypatch.setattr(factory, "backend_for", lambda cfg, device: "hf" if cfg.run.engine == "hf" else "vllm")
     return built
 
@@ -99,7 +97,7 @@ def test_the_engine_is_built_with_headroom_and_serves_later_runs_exactly(app_man
     assert len(vllm_stand_in) == 1
     first = vllm_stand_in[0].settings
     # headroom: the LoRA rank and context people change next need no rebuild
-    assert first.max_lora_rank == planner.HEADROOM_LORA_RANK and first.max_model_len >= planner.HEADROOM_MODEL_LEN
+    assert first.max_lora_rank == sizes.HEADROOM_LORA_RANK and first.max_model_len >= sizes.HEADROOM_MODEL_LEN
     # a run with LoRA rank 32 and a completion length above the default (256) runs on it
     cfg = _run(m, max_completion_length=300, prompts_per_step=1, num_generations=2)
     cfg.model.lora_r, cfg.model.lora_alpha = 32, 64
@@ -127,9 +125,10 @@ def test_a_sleep_mode_engine_is_kept_for_a_larger_kv_cache_and_rebuilt_only_for_
     assert note.startswith("engine kept: KV cache") and "waves" in note
     from types import SimpleNamespace
 
-    from core.memory.planner import say
+    from core.memory.words import say
 
-    _, sentences = m._engine_for_plan(cfg, SimpleNamespace(**m._hf_config), True, 80 * 2**30, 80 * 2**30)
+    _, sentences = m._engine_for_plan(cfg, SimpleNamespace(**m._hf_config), True,
+                                      {"free_bytes": 80 * 2**30, "total_bytes": 80 * 2**30})
     plan = say(sentences)  # the plan's words, as the memory plan says them
     assert "runs on the loaded vLLM engine" in plan and "waves" in plan
     cfg = _run(m)

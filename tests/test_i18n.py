@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from core.memory import planner
+from core.memory import planner, words
 from core.config import Config, field_help
 from ui import views, zh
 
@@ -41,7 +41,7 @@ def test_every_config_field_has_chinese_help():
 
 
 @pytest.mark.parametrize("english,chinese", [
-    (planner.WORDS, zh.PLAN_ZH), (views.STATUS_EN, zh.STATUS_ZH), (views.MEMORY_EN, zh.MEMORY_ZH),
+    (words.WORDS, zh.PLAN_ZH), (views.STATUS_EN, zh.STATUS_ZH), (views.MEMORY_EN, zh.MEMORY_ZH),
     (views.TRY_EN, zh.TRY_ZH)], ids=["plan", "status", "memory", "try"])
 def test_chinese_tables_match_their_english(english, chinese):
     assert set(chinese) == set(english)
@@ -100,7 +100,7 @@ def test_memory_plans_in_chinese():
         assert text.startswith("🧮 ") and CJK.search(text) and not _plan_words_left_in_english(text), text
         assert views.memory_plan_markdown({"text": p.summary(), "sentences": p.sentences()}) == "🧮 " + p.summary()
     cn = views.memory_plan_markdown({"text": "", "sentences": cpu.sentences()}, "zh")
-    assert cn.startswith(f"🧮 CPU 运行：每步峰值约需 {planner.gb(cpu.total_peak)} 内存（可用 1.00 GB）")
+    assert cn.startswith(f"🧮 CPU 运行：每步峰值约需 {words.gb(cpu.total_peak)} 内存（可用 1.00 GB）")
     assert cn.endswith("可能放不下：请减小回答长度、G 或微批。")
 
 

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from core.config import ModelConfig, RewardsConfig
-from core.app.manager import ManagerError, ModelWorker, RunManager, estimate_memory
+from core.app.manager import ManagerError, ModelWorker, RunManager
+from core.memory.sizes import estimate_memory
 
 
 def tiny_config(manager: RunManager, **algorithm):
@@ -382,7 +383,8 @@ def test_exports(manager, finished_run, tmp_path):
 
 
 def test_memory_estimate_and_model_info(manager):
-    est = estimate_memory(ModelConfig(lora_r=8, dtype="bfloat16"), hf_config={
+    m = ModelConfig(lora_r=8, dtype="bfloat16")
+    est = estimate_memory(m.lora_r, m.lora_target_modules, m.dtype, hf_config={
         "hidden_size": 64, "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 128,
         "num_hidden_layers": 2, "vocab_size": 512, "tie_word_embeddings": True})
     # per layer: q 64x64, k 64x32, v 64x32, o 64x64, gate/up 64x128, down 128x64, two norms of 64
@@ -429,14 +431,14 @@ def test_other_algorithms_run_through_the_manager(manager, algorithm, extra):
 def test_memory_plan_in_plain_words(manager, tmp_path):
     """The Train tab's memory plan: on this CPU the RAM a step needs (no GPU figures); with a GPU's
     free memory the planner's summary, and a refusal in words when it does not fit."""
-    from core.memory import planner
+    from core.memory import planner, words
 
     cfg = tiny_config(manager)
     cpu = manager.memory_plan(cfg)
     assert cpu["device"] == "cpu" and cpu["text"].startswith("CPU run: about") and "of RAM" in cpu["text"]
     assert not re.search(r"GPU|CUDA|vLLM", cpu["text"]) and cpu["fits"] is True and cpu["peak_gb"] > 0
     gpu = manager.memory_plan(cfg, free_bytes=16 * 2**30, total_bytes=16 * 2**30)
-    assert gpu["device"] == "gpu" and planner.say(gpu["sentences"]) == gpu["text"]
+    assert gpu["device"] == "gpu" and words.say(gpu["sentences"]) == gpu["text"]
     assert gpu["fits"] is True and "Predicted peak" in gpu["text"] and "of 16.0 GB free" in gpu["text"]
     # the same numbers as the planner's own, from the model's config.json
     c = SimpleNamespace(**json.loads((Path(cfg.model.name_or_path) / "config.json").read_text()))
@@ -457,13 +459,12 @@ def test_memory_plan_in_plain_words(manager, tmp_path):
 def test_cpu_memory_plan_is_the_planners_ram(manager):
     """On a CPU the plan is core.memory.planner.plan_cpu for the model's config, the dtype the CPU loads
     (float32), the micro-batch the trainer will use and the RAM available now."""
-    from core.memory import planner, ram
-    from core.rl.trainer import resolve_micro_batch_size
+    from core.memory import planner, words, ram
 
     cfg = tiny_config(manager, micro_batch_size=0)  # auto: 8 on a CPU
     plan = manager.memory_plan(cfg)
     c = SimpleNamespace(**json.loads((Path(cfg.model.name_or_path) / "config.json").read_text()))
-    expected = planner.plan_cpu(c, cfg, micro_batch_size=resolve_micro_batch_size(cfg), dtype_bytes=4)
+    expected = planner.plan_cpu(c, cfg, micro_batch_size=planner.micro_batch_size(cfg), dtype_bytes=4)
     assert plan["micro_batch_size"] == expected.micro_batch_size == 8
     assert plan["peak_gb"] == pytest.approx(expected.total_peak / 2**30)
     assert "(float32)" in plan["text"] and "sequences of up to 144 tokens" in plan["text"]

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from core.memory import planner
+from core.memory import planner, sizes, words
 from core.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ def _config(name):
 
 
 def _predicted_peak(row) -> float:
-    p = planner.plan(_config(row["model"]), lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS),
+    p = planner.plan(_config(row["model"]), lora_rank=16, lora_targets=list(sizes.ALL_PROJECTIONS),
                      num_sequences=row.get("micro_batch", 2), prompt_length=row.get("prompt_length", 256),
                      completion_length=row["completion_length"], micro_batch_size=row.get("micro_batch", 2),
                      checkpointing=row["mode"] != "none", offload=row["mode"] == "offload", engine="hf",
@@ -54,14 +54,14 @@ def test_qwen_0_5b_row_by_hand():
     """One measured row spelled out: qwen2.5-0.5b, 2 x (256 + 1024) tokens, per-layer checkpointing,
     measured 1.493 GiB on the H200 (first row of its model: nothing left over)."""
     c = _config("qwen2.5-0.5b")
-    assert planner.layer_saved_bytes_per_token(c, 16, planner.ALL_PROJECTIONS) == 81920
-    mb = planner.micro_batch_peak(c, sequences=2, seq_len=1280, completion_len=1024, checkpointing=True)
+    assert sizes.layer_saved_bytes_per_token(c, 16, sizes.ALL_PROJECTIONS) == 81920
+    mb = sizes.micro_batch_peak(c, sequences=2, seq_len=1280, completion_len=1024, checkpointing=True)
     h, i = c.hidden_size, c.intermediate_size
     # 24 kept layer inputs + the recomputed layer + up_proj's fp32 LoRA output and its scaled copy
     # (less down_proj's input copy, not made yet) + 2 bf16 [N, h] locals + 2 bf16 and 1 fp32 [N, h]
     # gradients in flight + RoPE's cos and sin
     assert mb.layers == 2560 * (24 * 2 * h + 81920 + (4 * i - 4 * 16) + 2 * 2 * h + (2 * 2 + 4) * h + 2 * 2 * 64)
-    p = planner.plan(c, lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=2,
+    p = planner.plan(c, lora_rank=16, lora_targets=list(sizes.ALL_PROJECTIONS), num_sequences=2,
                      prompt_length=256, completion_length=1024, micro_batch_size=2, checkpointing=True,
                      engine="hf", free_bytes=10**15, padded=False)
     assert p.training_peak / GIB == pytest.approx(1.4927, rel=0.02)
@@ -80,7 +80,7 @@ def test_layer_saved_bytes_match_what_autograd_keeps(padded):
     torch.manual_seed(0)
     model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
     model.config._attn_implementation = "sdpa"
-    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(planner.ALL_PROJECTIONS), task_type="CAUSAL_LM")
+    lora = peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(sizes.ALL_PROJECTIONS), task_type="CAUSAL_LM")
     model = peft.get_peft_model(model, lora)
     current, first_saved_in = [None], {}  # storage -> (layer that first saved it, bytes)
     for k, layer in enumerate(model.get_base_model().model.layers):
@@ -103,23 +103,23 @@ def test_layer_saved_bytes_match_what_autograd_keeps(padded):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model.get_base_model().model(input_ids=ids, attention_mask=mask, use_cache=False)
     # layer 1: layer 0's input needs no gradient (one tensor fewer), and saves the shared RoPE tables
-    want = planner.layer_saved_bytes_per_token(cfg, 4, planner.ALL_PROJECTIONS, T if padded else 0) * B * T
+    want = sizes.layer_saved_bytes_per_token(cfg, 4, sizes.ALL_PROJECTIONS, T if padded else 0) * B * T
     assert sum(b for k, b in first_saved_in.values() if k == 1) == want
 
 
 def test_modes_order_and_the_summary():
     c = _config("qwen2.5-1.5b")
     kw = dict(sequences=2, seq_len=1280, completion_len=1024)
-    none = planner.micro_batch_peak(c, **kw).peak
-    ckpt = planner.micro_batch_peak(c, checkpointing=True, **kw).peak
-    off = planner.micro_batch_peak(c, checkpointing=True, offload=True, **kw).peak
+    none = sizes.micro_batch_peak(c, **kw).peak
+    ckpt = sizes.micro_batch_peak(c, checkpointing=True, **kw).peak
+    off = sizes.micro_batch_peak(c, checkpointing=True, offload=True, **kw).peak
     assert off < ckpt < none / 10
-    padded = planner.micro_batch_peak(c, padded=True, **kw).peak
+    padded = sizes.micro_batch_peak(c, padded=True, **kw).peak
     assert none < padded < 1.1 * none  # mask + repeated k/v heads cost a few percent per layer
     # offload with few tokens: the head weight coming back for the log-prob's backward is the peak
-    small = planner.micro_batch_peak(c, sequences=1, seq_len=512, completion_len=256, checkpointing=True, offload=True)
+    small = sizes.micro_batch_peak(c, sequences=1, seq_len=512, completion_len=256, checkpointing=True, offload=True)
     assert small.loss > small.layers and small.peak >= 2 * c.vocab_size * c.hidden_size
-    p = planner.plan(c, lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=8, prompt_length=256,
+    p = planner.plan(c, lora_rank=16, lora_targets=list(sizes.ALL_PROJECTIONS), num_sequences=8, prompt_length=256,
                      completion_length=1024, micro_batch_size=8, free_bytes=12 * GIB, engine="hf")
     assert p.micro_batch_size < 8 and "Micro-batch lowered" in p.summary() and p.fits
 
@@ -129,16 +129,16 @@ def test_modes_order_and_the_summary():
 def test_auto_micro_batch_keeps_training_under_the_rollouts_kv_cache(model, completion, sequences):
     """micro_batch_size=0: the largest power of two whose forward/backward fits in the KV cache."""
     c = _config(model)
-    kw = dict(lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=sequences, prompt_length=256,
+    kw = dict(lora_rank=16, lora_targets=list(sizes.ALL_PROJECTIONS), num_sequences=sequences, prompt_length=256,
               completion_length=completion, checkpointing=True, free_bytes=10**15)
     p = planner.plan(c, micro_batch_size=0, **kw)
-    kv = planner.engine_kv_bytes(c, 256 + completion, sequences)
+    kv = sizes.engine_kv_bytes(c, 256 + completion, sequences)
     assert p.kv_cache == kv
     mbs = p.micro_batch_size
     assert mbs >= 1 and mbs & (mbs - 1) == 0 and mbs <= sequences
 
     def peak(n):
-        return planner.micro_batch_peak(c, sequences=n, seq_len=256 + completion, completion_len=completion,
+        return sizes.micro_batch_peak(c, sequences=n, seq_len=256 + completion, completion_len=completion,
                                         checkpointing=True, padded=True).peak
 
     if mbs > 1 or peak(1) <= kv:
@@ -154,7 +154,7 @@ def test_auto_micro_batch_keeps_training_under_the_rollouts_kv_cache(model, comp
 def test_auto_micro_batch_grows_with_the_step_s_sequences():
     """More rollouts per step hold a larger KV cache, so more of them fit in one pass afterwards."""
     c = _config("qwen2.5-1.5b")
-    kw = dict(lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), prompt_length=256, completion_length=1024,
+    kw = dict(lora_rank=16, lora_targets=list(sizes.ALL_PROJECTIONS), prompt_length=256, completion_length=1024,
               micro_batch_size=0, checkpointing=True, free_bytes=10**15)
     few = planner.plan(c, num_sequences=8, **kw).micro_batch_size
     many = planner.plan(c, num_sequences=64, **kw).micro_batch_size
@@ -166,7 +166,7 @@ def test_auto_micro_batch_fastest_takes_the_largest_that_fits_the_free_memory():
     of the free memory; on the H200 measurement's shape (1.5B, 8 x 1280) that is the whole step, where
     lowest_memory picks 1 (bench/results/trl_compare_mb8.md: 8.20 GiB, 4.4 s vs 5.61 GiB, 6.1 s)."""
     c = _config("qwen2.5-1.5b")
-    kw = dict(lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=8, prompt_length=256,
+    kw = dict(lora_rank=16, lora_targets=list(sizes.ALL_PROJECTIONS), num_sequences=8, prompt_length=256,
               completion_length=1024, micro_batch_size=0, checkpointing=True)
     assert planner.plan(c, free_bytes=139 * GIB, **kw).micro_batch_size == 1  # lowest_memory, the default
     fast = planner.plan(c, free_bytes=139 * GIB, auto_micro_batch="fastest", **kw)
@@ -176,9 +176,9 @@ def test_auto_micro_batch_fastest_takes_the_largest_that_fits_the_free_memory():
     by_mbs = {n: planner.plan(c, free_bytes=139 * GIB, **{**kw, "micro_batch_size": n}).total_peak
               for n in (1, 2, 4, 8)}
     assert by_mbs[1] < by_mbs[2] < by_mbs[4] < by_mbs[8]
-    free = int((by_mbs[4] + by_mbs[8]) / 2 / planner.FASTEST_SHARE)  # 4 fits 90% of it, 8 does not
+    free = int((by_mbs[4] + by_mbs[8]) / 2 / sizes.FASTEST_SHARE)  # 4 fits 90% of it, 8 does not
     mid = planner.plan(c, free_bytes=free, auto_micro_batch="fastest", **kw)
-    assert mid.micro_batch_size == 4 and mid.total_peak <= planner.FASTEST_SHARE * free
+    assert mid.micro_batch_size == 4 and mid.total_peak <= sizes.FASTEST_SHARE * free
     assert planner.plan(c, free_bytes=2 * GIB, auto_micro_batch="fastest", **kw).micro_batch_size == 1
     # an explicit micro-batch ignores the aim
     assert planner.plan(c, free_bytes=139 * GIB, auto_micro_batch="fastest",
@@ -190,22 +190,22 @@ def test_auto_micro_batch_fastest_takes_the_largest_that_fits_the_free_memory():
                                           "max_completion_length": 1024, "micro_batch_size": 0,
                                           "auto_micro_batch": "fastest"},
                             "model": {"lora_r": 16, "gradient_checkpointing": True,
-                                      "lora_target_modules": list(planner.ALL_PROJECTIONS)}})
+                                      "lora_target_modules": list(sizes.ALL_PROJECTIONS)}})
     assert planner.plan_config(c, cfg, free_bytes=139 * GIB, total_bytes=140 * GIB).micro_batch_size == 8
 
 
 def test_step_peak_is_the_higher_phase_when_the_kv_cache_is_released():
     c = _config("qwen2.5-1.5b")
-    kw = dict(lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=8, prompt_length=256,
+    kw = dict(lora_rank=16, lora_targets=list(sizes.ALL_PROJECTIONS), num_sequences=8, prompt_length=256,
               completion_length=4096, micro_batch_size=0, checkpointing=True, free_bytes=80 * GIB)
     p = planner.plan(c, **kw)
-    extra = planner.engine_extra_bytes(c, 16)
+    extra = sizes.engine_extra_bytes(c, 16)
     assert p.engine_extra == extra and 256 * 2**20 < extra < 512 * 2**20  # 2 LoRA slots at r16 + 256 MiB
     sampling = p.weights + p.adapter_and_optimizer + p.workspace + p.kv_cache + extra
     training = p.training_peak + extra
     assert p.rollout_peak == sampling
     # outside torch's allocator: the CUDA context, and with a vLLM engine its own kernels too
-    outside = planner.CUDA_CONTEXT_BYTES + planner.VLLM_OUTSIDE_TORCH_BYTES
+    outside = sizes.CUDA_CONTEXT_BYTES + sizes.VLLM_OUTSIDE_TORCH_BYTES
     assert p.outside_torch == outside and 1.5 * GIB <= outside <= 2 * GIB  # measured 1.42-1.86 GiB
     assert p.total_peak == max(sampling, training) + outside
     kept = planner.plan(c, release_kv=False, **kw)  # KV cache held while training: both at once
@@ -216,7 +216,7 @@ def test_step_peak_is_the_higher_phase_when_the_kv_cache_is_released():
     # HF generate: no engine pool, the trainer's peak plus the context (as before)
     hf = planner.plan(c, engine="hf", **kw)
     assert hf.kv_cache == hf.engine_extra == 0
-    assert hf.total_peak == hf.training_peak + planner.CUDA_CONTEXT_BYTES
+    assert hf.total_peak == hf.training_peak + sizes.CUDA_CONTEXT_BYTES
 
 
 def test_planner_predicts_the_measured_device_peaks_of_whole_steps():
@@ -241,11 +241,11 @@ def test_planner_predicts_the_measured_device_peaks_of_whole_steps():
 def test_base_bytes_default_is_the_gpu_arithmetic_and_float32_doubles_the_base_tensors():
     c = _config("qwen2.5-0.5b")
     kw = dict(sequences=4, seq_len=320, completion_len=64, lora_rank=16, padded=True)
-    assert planner.micro_batch_peak(c, **kw) == planner.micro_batch_peak(c, **kw, base_bytes=2)
-    bf16, fp32 = planner.micro_batch_peak(c, **kw).peak, planner.micro_batch_peak(c, **kw, base_bytes=4).peak
+    assert sizes.micro_batch_peak(c, **kw) == sizes.micro_batch_peak(c, **kw, base_bytes=2)
+    bf16, fp32 = sizes.micro_batch_peak(c, **kw).peak, sizes.micro_batch_peak(c, **kw, base_bytes=4).peak
     # the fp32 parts (norm copies, LoRA inputs, the kernel's accumulator) stay: less than double
     assert bf16 < fp32 < 2 * bf16
-    assert planner.kv_bytes_per_token(c, dtype_bytes=4) == 2 * planner.kv_bytes_per_token(c)
+    assert sizes.kv_bytes_per_token(c, dtype_bytes=4) == 2 * sizes.kv_bytes_per_token(c)
 
 
 def test_cpu_plan_parts_and_words():
@@ -258,14 +258,14 @@ def test_cpu_plan_parts_and_words():
     cfg.algorithm.num_generations, cfg.algorithm.prompts_per_step = 4, 2
     p = planner.plan_cpu(c, cfg, micro_batch_size=4, available_bytes=64 * 2**30)
     seq, L, H = 320, c.num_hidden_layers, c.num_attention_heads
-    assert p.weights == 4 * planner.param_count(c) and p.besides == 2 * p.weights
-    assert p.adapter_and_optimizer == planner.lora_param_count(c, 16, cfg.model.lora_target_modules) * 16
-    assert p.kv_cache == 8 * seq * planner.kv_bytes_per_token(c, dtype_bytes=4)
-    mb = planner.micro_batch_peak(c, sequences=4, seq_len=seq, completion_len=64, lora_rank=16, padded=True,
+    assert p.weights == 4 * sizes.param_count(c) and p.besides == 2 * p.weights
+    assert p.adapter_and_optimizer == sizes.lora_param_count(c, 16, cfg.model.lora_target_modules) * 16
+    assert p.kv_cache == 8 * seq * sizes.kv_bytes_per_token(c, dtype_bytes=4)
+    mb = sizes.micro_batch_peak(c, sequences=4, seq_len=seq, completion_len=64, lora_rank=16, padded=True,
                                   base_bytes=4).peak
     assert p.activations == mb + L * 4 * H * seq * seq * 4
     assert p.total_peak == p.weights + p.adapter_and_optimizer + p.activations + p.besides  # activations > KV
-    assert p.fits and p.summary().startswith(f"CPU run: about {planner.gb(p.total_peak)} of RAM")
+    assert p.fits and p.summary().startswith(f"CPU run: about {words.gb(p.total_peak)} of RAM")
     assert "(64.0 GB available)" in p.summary() and "sequences of up to 320 tokens" in p.summary()
     tight = planner.plan_cpu(c, cfg, micro_batch_size=4, available_bytes=2**30)
     assert tight.fits is False and tight.summary().endswith("It may not fit: lower the completion length, G or "
@@ -278,7 +278,7 @@ def test_cpu_plan_parts_and_words():
     # checkpointing recomputes one layer at a time: one layer's attention probabilities
     cfg.model.gradient_checkpointing = True
     ck = planner.plan_cpu(c, cfg, micro_batch_size=4)
-    assert ck.activations == planner.micro_batch_peak(
+    assert ck.activations == sizes.micro_batch_peak(
         c, sequences=4, seq_len=seq, completion_len=64, lora_rank=16, padded=True, checkpointing=True,
         base_bytes=4).peak + 4 * H * seq * seq * 4
     assert planner.plan_cpu(c, cfg, micro_batch_size=4).fits is None  # RAM unknown: no verdict
@@ -287,10 +287,10 @@ def test_cpu_plan_parts_and_words():
 def test_every_sentence_of_a_plan_is_said_from_its_words():
     """The summary is the keyed fragments said in English (what the UI translates key by key)."""
     c = _config("qwen2.5-1.5b")
-    p = planner.plan(c, lora_rank=16, lora_targets=list(planner.ALL_PROJECTIONS), num_sequences=16,
+    p = planner.plan(c, lora_rank=16, lora_targets=list(sizes.ALL_PROJECTIONS), num_sequences=16,
                      prompt_length=256, completion_length=1024, micro_batch_size=0, free_bytes=2**20)
     keys = [key for sentence in p.sentences() for key, _ in sentence]
     assert keys[:3] == ["peak", "phase.sampling", "of_free"] or keys[:3] == ["peak", "phase.training", "of_free"]
     assert "note.lowest" in keys or "note.one_too_big" in keys
-    assert keys[-1] == "does_not_fit" and planner.say(p.sentences()) == p.summary()
-    assert set(keys) <= set(planner.WORDS)
+    assert keys[-1] == "does_not_fit" and words.say(p.sentences()) == p.summary()
+    assert set(keys) <= set(words.WORDS)

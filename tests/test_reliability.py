@@ -113,17 +113,18 @@ def test_nan_loss_skips_the_update_and_counts_it(tiny_model_dir, tmp_path, monke
 def test_model_too_large_is_refused_before_loading():
     from transformers import AutoConfig
 
-    from core.memory.planner import DoesNotFit, preflight
+    from core.memory.planner import DoesNotFit, plan_run
 
     big = AutoConfig.from_pretrained(ROOT / "bench" / "configs" / "llama-3.1-8b.json")
     cfg = Config()
     cfg.algorithm.max_completion_length = 4096
     with pytest.raises(DoesNotFit, match=r"too large for this GPU.*Predicted peak .* of 8.00 GB free"):
-        preflight(big, cfg, free_bytes=8 * 2**30, total_bytes=8 * 2**30)
+        plan_run(big, cfg, engine="vllm", free_bytes=8 * 2**30, total_bytes=8 * 2**30).refuse_if_too_large()
     small = AutoConfig.from_pretrained(ROOT / "bench" / "configs" / "qwen2.5-0.5b.json")
     cfg.algorithm.max_completion_length = 256
-    ok = preflight(small, cfg, free_bytes=80 * 2**30, total_bytes=80 * 2**30)
-    assert ok.fits and 0 < ok.engine_share < 0.92 and "Predicted peak" in ok.summary()
+    ok = plan_run(small, cfg, engine="vllm", free_bytes=80 * 2**30, total_bytes=80 * 2**30).refuse_if_too_large()
+    assert ok.fits and 0 < ok.memory.engine_share < 0.92 and "Predicted peak" in ok.memory.summary()
+    assert ok.memory.kv_cache == ok.engine_sizes.kv_cache_bytes  # the plan counts the engine it sizes
 
 
 def test_dataset_with_zero_usable_rows_is_refused(tmp_path):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.app.manager import format_seconds
-from core.memory.planner import say
+from core.memory.words import say
 from ui.zh import MEMORY_ZH, PLAN_ZH, STATUS_ZH, TRY_ZH
 
 PLOT_COLUMNS = ["step", "value", "series"]

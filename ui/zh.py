@@ -2,7 +2,7 @@
 
 Owns: the Chinese of every config field's help text (`HELP_ZH`, keyed `section.field`; the English
 is `core/config.py`'s `_f(..., help)`), of the memory plan's fragments (`PLAN_ZH`, the keys and
-{placeholders} of `core.memory.planner.WORDS`), of the model tab's memory estimate (`MEMORY_ZH`) and
+{placeholders} of `core.memory.words.WORDS`), of the model tab's memory estimate (`MEMORY_ZH`) and
 of the status line (`STATUS_ZH`) and of Try on samples' stages (`TRY_ZH`; the English of these
 three beside them in `ui/views.py`). Values computed on the
 server (the status line, the plan) are rendered in the browser's language by `ui/views.py`;
@@ -122,7 +122,7 @@ HELP_ZH: dict[str, str] = {
 }
 
 # ---------------------------------------------------------------------------
-# the memory plan's fragments: core.memory.planner.WORDS, key by key
+# the memory plan's fragments: core.memory.words.WORDS, key by key
 
 PLAN_ZH: dict[str, str] = {
     "peak": "预计峰值 {peak}",

@@ -162,67 +162,6 @@ def _worker_control(worker: ModelWorker):
 
 
 # ---------------------------------------------------------------------------
-# memory estimate (arithmetic on the model's config; nothing is loaded)
-
-_BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0}
-
-
-def _linear_shapes(cfg: dict) -> dict[str, tuple[int, int]]:
-    """(in, out) features of each projection of one decoder layer of a Llama/Qwen-shaped model."""
-    h = cfg.get("hidden_size") or cfg.get("n_embd") or 0
-    heads = cfg.get("num_attention_heads") or cfg.get("n_head") or 1
-    kv = cfg.get("num_key_value_heads") or heads
-    hd = cfg.get("head_dim") or (h // heads if heads else 0)
-    inter = cfg.get("intermediate_size") or 4 * h
-    return {
-        "q_proj": (h, heads * hd), "k_proj": (h, kv * hd), "v_proj": (h, kv * hd), "o_proj": (heads * hd, h),
-        "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h),
-    }
-
-
-def estimate_memory(model_cfg: ModelConfig, n_params: int | None = None, hf_config: dict | None = None,
-                    on_gpu: bool = False) -> dict:
-    """Weights + LoRA adapter + its gradients and AdamW states, in GB.
-
-    `n_params` (the base model's parameter count) is taken as given when known (a loaded model),
-    else estimated from `hf_config` (its config.json). Activations and the KV cache are not
-    included: they grow with batch size and completion length.
-
-    >>> est = estimate_memory(ModelConfig(lora_r=16, dtype="bfloat16"), n_params=135_000_000, hf_config={
-    ...     "hidden_size": 576, "num_attention_heads": 9, "num_key_value_heads": 3,
-    ...     "intermediate_size": 1536, "num_hidden_layers": 30, "vocab_size": 49152})
-    >>> round(est["weights_gb"], 2), est["adapter_params"]
-    (0.25, 4884480)
-    """
-    hf_config = hf_config or {}
-    layers = hf_config.get("num_hidden_layers") or hf_config.get("n_layer") or 0
-    shapes = _linear_shapes(hf_config) if layers else {}
-    if n_params is None and shapes:
-        h = shapes["q_proj"][0]
-        vocab = hf_config.get("vocab_size", 0)
-        per_layer = sum(i * o for i, o in shapes.values()) + 2 * h
-        tied = hf_config.get("tie_word_embeddings", True)
-        n_params = layers * per_layer + vocab * h * (1 if tied else 2) + h
-    targets = model_cfg.lora_target_modules or []
-    adapter_params = layers * sum(model_cfg.lora_r * (i + o) for name, (i, o) in shapes.items() if name in targets)
-    from core.models.loading import pick_dtype
-
-    dtype = model_cfg.dtype
-    if dtype == "auto":  # as load_base_model picks it (a planned GPU: bfloat16)
-        dtype = "bfloat16" if on_gpu else str(pick_dtype("auto", "cpu")).removeprefix("torch.")
-    per_param = 0.55 if model_cfg.load_in_4bit else _BYTES_PER_PARAM[dtype]  # NF4 + its scales
-    gb = 1024**3
-    weights = (n_params or 0) * per_param / gb
-    adapter = adapter_params * 4 / gb  # peft keeps adapter weights in float32
-    grads = adapter_params * 4 / gb
-    optimizer = adapter_params * 8 / gb  # AdamW: two float32 moments per weight
-    return {
-        "params": n_params, "adapter_params": adapter_params, "weights_gb": weights, "adapter_gb": adapter,
-        "gradients_gb": grads, "optimizer_gb": optimizer, "total_gb": weights + adapter + grads + optimizer,
-    }
-
-
-# ---------------------------------------------------------------------------
 
 
 def _model_key(cfg: ModelConfig) -> tuple:
@@ -350,9 +289,13 @@ class RunManager:
         cfg.model = dataclasses.replace(model_cfg, lora_target_modules=list(model_cfg.lora_target_modules))
         return cfg
 
-    def _engine_reasons(self, cfg: Config) -> list[str]:
-        """Why the engine loaded now cannot serve `cfg` exactly ([] = it can, or none is loaded)."""
-        from core.engines.registry import backend_for, engine_mismatch, vllm_settings_for
+    def _engine_reasons(self, cfg: Config, free: dict | None = None) -> list[str]:
+        """Why the engine loaded now cannot serve `cfg` exactly ([] = it can, or none is loaded):
+        compared with the engine the run's own plan would build (`plan_for` with headroom, counting
+        what this process's torch holds as free: a rebuild lets it go)."""
+        from types import SimpleNamespace
+
+        from core.engines.registry import backend_for, engine_mismatch, plan_for, vllm_settings_for
 
         if self._engine is None:
             return []
@@ -361,21 +304,9 @@ class RunManager:
             return [f"the {backend} engine (loaded: {self._engine.info.backend})"]
         if backend != "vllm":
             return []
-        from types import SimpleNamespace
-
-        wanted = vllm_settings_for(cfg, SimpleNamespace(**self._hf_config), headroom=True,
-                                   **self._free_for_plan())
-        return engine_mismatch(self._engine, self._engine.model_path, wanted)
-
-    def _free_for_plan(self) -> dict:
-        """GPU memory a rebuilt engine and its run could use: what is free plus what this process's
-        torch holds now (the engine and model that a rebuild lets go)."""
-        import torch
-
-        if not torch.cuda.is_available():
-            return {}
-        free, total = torch.cuda.mem_get_info()
-        return {"free_bytes": min(total, free + torch.cuda.memory_reserved()), "total_bytes": total}
+        plan = plan_for(cfg, self.device, hf_config=SimpleNamespace(**self._hf_config), headroom=True,
+                        count_reserved=True, **(free or {}))
+        return engine_mismatch(self._engine, self._engine.model_path, vllm_settings_for(cfg, plan.engine_sizes))
 
     def _ensure_model(self, model_cfg: ModelConfig, run_cfg: Config | None = None) -> None:
         """Make sure the loaded base model and engine serve `model_cfg` and, for a run, `run_cfg`
@@ -411,6 +342,7 @@ class RunManager:
             self._engine_note = ""
         self._drop_model()
         try:
+            # planned after the old engine let go, with headroom for the runs after this one
             self._model, self._tokenizer, self._engine = make_policy_and_engine(cfg, self.device, headroom=True)
         except BaseException:
             self._drop_model()  # nothing half-built stays: the next call starts clean
@@ -438,7 +370,6 @@ class RunManager:
 
     def _fresh_adapter(self, model_cfg: ModelConfig) -> None:
         """Drop every adapter (the trained one and loaded checkpoints), add a new LoRA adapter."""
-        from core.engines.registry import make_engine
         from core.models.loading import add_lora
 
         for ref in self._adapters.values():
@@ -449,9 +380,7 @@ class RunManager:
         self._model = add_lora(base, model_cfg)
         self._model_cfg = dataclasses.replace(model_cfg)
         self._adapters.clear()
-        if self._engine.info.backend == "vllm":
-            return  # the same engine serves the new adapter from its next update_adapter()
-        self._engine = make_engine("hf", self._model, self._tokenizer)
+        self._engine.bind(self._model)  # vLLM: the same engine serves it from its next update_adapter()
 
     @staticmethod
     def _free_memory() -> None:
@@ -490,12 +419,20 @@ class RunManager:
         loaded = self._model_key is not None and self._model_key == _model_key_safe(model_cfg)
         info = {"loaded": loaded, "device": self.device, "name": model_cfg.name_or_path or "SmolLM2-135M-Instruct",
                 "note": ""}
+        from core.memory.sizes import estimate_memory
+        from core.models.loading import pick_dtype
+
+        m = model_cfg
+        dtype = "bfloat16" if self.has_gpu and m.dtype == "auto" else str(  # as load_base_model picks it
+            pick_dtype(m.dtype, self.device)).removeprefix("torch.")
         if loaded:
-            est = estimate_memory(model_cfg, self._n_params, self._hf_config, self.has_gpu)
+            est = estimate_memory(m.lora_r, m.lora_target_modules, dtype, m.load_in_4bit, self._n_params,
+                                  self._hf_config)
         else:
             hf_config, note = _read_hf_config(model_cfg.name_or_path)
             info["note"] = note
-            est = estimate_memory(model_cfg, None, hf_config, self.has_gpu) if hf_config else {}
+            est = estimate_memory(m.lora_r, m.lora_target_modules, dtype, m.load_in_4bit,
+                                  hf_config=hf_config) if hf_config else {}
         info.update(est)
         if not self.has_gpu:  # a CPU run's memory is the machine's RAM: say what it has free
             from core.memory import ram
@@ -509,13 +446,13 @@ class RunManager:
         (or given its `free_bytes`) the GPU's memory, on a CPU the RAM.
 
         Returns {"text": plain words for the UI, "sentences": the same as keyed fragments (see
-        core.memory.planner.say: what the UI translates), "device": "gpu" | "cpu", "fits", "peak_gb",
+        core.memory.words.say: what the UI translates), "device": "gpu" | "cpu", "fits", "peak_gb",
         "micro_batch_size", "engine"}.
         """
         from types import SimpleNamespace
 
-        from core.memory import planner
-        from core.engines.registry import pick_backend
+        from core.engines.registry import plan_for
+        from core.memory import words
 
         m = cfg.model
         loaded = self._model_key is not None and self._model_key == _model_key_safe(m)
@@ -523,57 +460,44 @@ class RunManager:
         need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
         if not hf or any(not hf.get(k) for k in need):
             sentences = [[("unknown_note", {"note": note}) if note else ("unknown", {})]]
-            return {"text": planner.say(sentences), "sentences": sentences, "fits": None, "device": None}
+            return {"text": words.say(sentences), "sentences": sentences, "fits": None, "device": None}
         c = SimpleNamespace(**{**hf, "num_key_value_heads": hf.get("num_key_value_heads") or hf["num_attention_heads"],
                                "tie_word_embeddings": hf.get("tie_word_embeddings", False)})
-        if free_bytes is None and not self.has_gpu:
-            return self._cpu_plan(cfg, c, loaded)
-        if free_bytes is None:
-            free = self._free_for_plan()
-            free_bytes, total_bytes = free["free_bytes"], free["total_bytes"]
-        engine = pick_backend(cfg.run.engine)
-        settings, engine_words = None, []
-        if engine == "vllm":
-            settings, engine_words = self._engine_for_plan(cfg, c, loaded, free_bytes, total_bytes)
-        p = planner.plan_config(c, cfg, free_bytes, total_bytes, engine, engine_settings=settings)
+        free = {} if free_bytes is None else {"free_bytes": free_bytes, "total_bytes": total_bytes or free_bytes}
+        sizes, engine_words = self._engine_for_plan(cfg, c, loaded, free)
+        # the run's own plan, as its start will make it: this process's model and engine count as free
+        p = plan_for(cfg, self.device, hf_config=c, headroom=True, count_reserved=True, engine_sizes=sizes,
+                     weights_loaded=loaded, **free)
         sentences = p.sentences() + engine_words
-        return {"text": planner.say(sentences), "sentences": sentences, "device": "gpu", "fits": p.fits,
-                "peak_gb": p.total_peak / 2**30, "micro_batch_size": p.micro_batch_size, "engine": engine}
+        return {"text": words.say(sentences), "sentences": sentences, "device": p.device, "fits": p.fits,
+                "peak_gb": p.peak_bytes / 2**30, "micro_batch_size": p.micro_batch_size, "engine": p.engine}
 
-    def _cpu_plan(self, cfg: Config, hf_config, loaded: bool) -> dict:
-        """The RAM a step of `cfg` needs on this CPU (core.memory.planner.plan_cpu), beside what is available."""
-        from core.memory import planner, ram
-        from core.models.loading import pick_dtype
-        from core.rl.trainer import resolve_micro_batch_size
+    def _engine_for_plan(self, cfg: Config, hf_config, loaded: bool, free: dict):
+        """(EngineSizes or None, sentences): the engine a run on vLLM will use — the loaded one when
+        it serves the run exactly (its sizes), else one built (or rebuilt) for it (None: the run's
+        plan sizes it) — and the words that say which."""
+        from core.engines.registry import backend_for, must_rebuild, plan_for, sizes_of
 
-        dtype = pick_dtype(cfg.model.dtype, self.device)
-        p = planner.plan_cpu(hf_config, cfg, micro_batch_size=resolve_micro_batch_size(cfg),
-                             dtype_bytes=dtype.itemsize, dtype=str(dtype).removeprefix("torch."),
-                             available_bytes=ram.available_bytes(), weights_loaded=loaded)
-        sentences = p.sentences()
-        return {"text": planner.say(sentences), "sentences": sentences, "device": "cpu", "fits": p.fits,
-                "peak_gb": p.total_peak / 2**30, "micro_batch_size": p.micro_batch_size, "engine": "hf"}
-
-    def _engine_for_plan(self, cfg: Config, hf_config, loaded: bool, free_bytes: int, total_bytes: int):
-        """(VLLMSettings, sentences): the engine a run on vLLM will use — the loaded one when it
-        serves the run exactly, else one built (or rebuilt) for it — for the memory plan."""
-        from core.engines.registry import must_rebuild, vllm_settings_for
-
+        if backend_for(cfg, self.device) != "vllm":
+            return None, []
         current = self._engine if self._engine is not None and self._engine.info.backend == "vllm" else None
-        reasons = (self._engine_reasons(self._engine_cfg(cfg.model, cfg)) if loaded else ["another base model"]
+        reasons = (self._engine_reasons(self._engine_cfg(cfg.model, cfg), free) if loaded else ["another base model"]
                    ) if current is not None else []
         if current is not None and not must_rebuild(reasons, current):
-            s = current.settings
+            sizes = sizes_of(current.settings)
             key = "engine.loaded_waves" if reasons else "engine.loaded"
+            shown = sizes
         else:
             reasons = must_rebuild(reasons, current) if current is not None else reasons
-            s = vllm_settings_for(cfg, hf_config, headroom=True, free_bytes=free_bytes, total_bytes=total_bytes)
+            sizes = None
+            shown = plan_for(cfg, self.device, hf_config=hf_config, headroom=True, count_reserved=True,
+                             **free).engine_sizes
             key = "engine.rebuilt" if current is not None else "engine.built"
-        values = {"rank": s.max_lora_rank, "context": s.max_model_len,
-                  "kv": f"{(s.kv_cache_memory_bytes or 0) / 2**30:.2f} GB", "reasons": "; ".join(reasons)}
+        values = {"rank": shown.max_lora_rank, "context": shown.max_model_len,
+                  "kv": f"{(shown.kv_cache_bytes or 0) / 2**30:.2f} GB", "reasons": "; ".join(reasons)}
         if key != "engine.rebuilt":
             values.pop("reasons")
-        return s, [[(key, values)]]
+        return sizes, [[(key, values)]]
 
     # -- starting a run ---------------------------------------------------------------
     def start(self, cfg: Config) -> str:
@@ -711,18 +635,15 @@ class RunManager:
 
     def _engine_configure(self, cfg: Config) -> None:
         """The run's settings that a built engine takes as they are (no rebuild)."""
-        settings = getattr(self._engine, "settings", None)
-        if settings is not None and hasattr(settings, "release_kv"):
-            settings.release_kv = cfg.run.vllm_free_kv_between_steps
+        self._engine.configure(release_kv=cfg.run.vllm_free_kv_between_steps)
 
     def _engine_recover(self) -> None:
         """After a run ends, however it ended: nothing of it stays queued in the engine, and its
         memory is back for the chat (on the worker)."""
-        reset = getattr(self._engine, "reset", None)
-        if reset is None:
+        if self._engine is None:
             return
         try:
-            reset()
+            self._engine.reset()
         except Exception:  # an engine that cannot even reset is rebuilt by the next call
             traceback.print_exc()
             self._drop_model()
@@ -1085,7 +1006,7 @@ class RunManager:
                 rank = int(json.loads((path / "adapter_config.json").read_text()).get("r") or 0)
             except (OSError, ValueError):
                 rank = 0
-            limit = getattr(getattr(self._engine, "settings", None), "max_lora_rank", None)
+            limit = self._engine.limits()["max_lora_rank"] if self._engine is not None else None
             fits = limit is None or rank <= limit
             if self._model is not None and _model_key(want)[0] == self._model_key[0] and fits:
                 return

@@ -121,6 +121,25 @@ class Engine(Protocol):
         """Take back what `release_memory` freed, before the next generation."""
         ...
 
+    def reset(self) -> None:
+        """Ready for the next caller whatever the last one left (after a failed step or run):
+        nothing still queued, the memory taken back."""
+        ...
+
+    def limits(self) -> dict:
+        """What this engine was built to serve, for the callers that must not ask more of it:
+        {"max_model_len": tokens or None, "max_lora_rank": rank or None} (None: no limit)."""
+        ...
+
+    def configure(self, *, release_kv: bool) -> None:
+        """The run's settings a built engine takes as they are (no rebuild): whether it frees its
+        KV cache while the trainer runs."""
+        ...
+
+    def bind(self, model) -> None:
+        """The trainer's peft model changed (a fresh adapter on the same base): serve from it."""
+        ...
+
     def close(self) -> None:
         """Shut down, so that another engine can be built in this process (vLLM)."""
         ...

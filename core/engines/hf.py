@@ -37,7 +37,7 @@ def sequences_that_fit(model_config, free_bytes: int, seq_len: int, *, dtype_byt
     >>> sequences_that_fit(c, free_bytes=1 << 20, seq_len=4096)  # never below one
     1
     """
-    from core.memory.planner import kv_bytes_per_token
+    from core.memory.sizes import kv_bytes_per_token
 
     kv = kv_bytes_per_token(model_config) * dtype_bytes // 2 * seq_len
     logits = 4 * model_config.vocab_size * 2  # fp32 logits of the last position + the sampling copy
@@ -114,6 +114,19 @@ class HFEngine:
 
     def reset(self) -> None:
         """Nothing is ever left queued: `generate` runs to the end or raises."""
+
+    def limits(self) -> dict:
+        """`generate` takes any length the model's context allows and any adapter rank."""
+        return {"max_model_len": None, "max_lora_rank": None}
+
+    def configure(self, *, release_kv: bool) -> None:
+        """Its KV cache lives only inside one `generate` call: nothing to keep or free."""
+
+    def bind(self, model) -> None:
+        """Sample from the trainer's new peft model (the adapters loaded before are gone with the old one)."""
+        self.model = model
+        self._loaded.clear()
+        self._train_ref = None
 
     def has_adapter(self, ref: AdapterRef) -> bool:
         return ref.name in self._loaded

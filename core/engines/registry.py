@@ -1,13 +1,14 @@
 """The one road from a run's config to its engine: which backend, sized how, built in which order.
 
 Owns: `pick_backend` (vLLM on a CUDA GPU when installed, else Hugging Face `generate`),
-`vllm_settings_for` (a run's `Config` -> the vLLM engine's settings, through the memory planner,
-once), `make_policy_and_engine` (the trainer's peft model, the tokenizer and the engine, built in
+`plan_for` (the one memory plan of a run start: the model's config and the device's free memory
+read once, `core.memory.planner.plan_run`), `vllm_settings_for` (a run's `Config` and its plan's
+engine sizes -> the vLLM engine's settings), `make_policy_and_engine` (the trainer's peft model, the tokenizer and the engine, built in
 the order the backend needs), and, for a long-lived engine that serves many runs (the app's),
 `engine_mismatch` (why a built engine cannot serve a run exactly, hence must be rebuilt for it)
 and `close_engine`.
 
-A CLI run builds its engine for itself (`headroom=False`). The app builds one with headroom
+A CLI run builds its engine for itself (a plan without headroom). The app builds one with headroom
 (`planner.HEADROOM_*`: LoRA rank 64, a 4,096-token context) so that the runs people start next
 fit it; a run that needs more, or other build-time settings (4-bit, fp8 KV cache, eager mode,
 prefix caching, a share the user chose), gets the engine rebuilt for it before its first step.
@@ -55,29 +56,49 @@ def make_engine(backend: str, model, tokenizer, **kwargs):
 # vLLM: settings from the run
 
 
-def vllm_settings_for(cfg, hf_config, *, headroom: bool = False, free_bytes: int | None = None,
-                      total_bytes: int | None = None):
-    """The `VLLMSettings` a run's `Config` asks for: sizes from the memory planner (KV cache in
-    bytes for one step's rollouts, the share, the limits; with `headroom`, room for later runs),
-    then the run's own engine fields (0 / "auto" = planned)."""
-    from core.memory import planner
+def plan_for(cfg, device: str, *, hf_config=None, headroom: bool = False, count_reserved: bool = False,
+             engine_sizes=None, weights_loaded: bool = False, free_bytes: int | None = None,
+             total_bytes: int | None = None):
+    """The one memory plan of a run of `cfg` on `device` (`core.memory.planner.RunPlan`): the
+    model's config read once (or given), the device's free memory read once (`count_reserved`:
+    what this process's torch holds counts as free, the app's model and engine that the plan
+    counts itself), the backend this device runs it on. Every run start, the app's memory panel
+    and the CLI go through here; the plan is then handed to `make_policy_and_engine` and the trainer.
+    `engine_sizes`: the sizes of an engine already built that the run will use (the app's)."""
+    from core.memory import device as device_memory
+    from core.memory import ram
+    from core.memory.planner import plan_run
+    from core.models.loading import pick_dtype
+
+    if hf_config is None:
+        hf_config = model_config(cfg)
+    engine = backend_for(cfg, device)
+    if free_bytes is None and str(device).startswith("cuda"):
+        free_bytes, total_bytes = device_memory.gpu_memory(count_reserved)
+    if free_bytes is not None:  # a GPU (the plan assumes the trainer's bf16 base there)
+        return plan_run(hf_config, cfg, engine=engine, free_bytes=free_bytes, total_bytes=total_bytes,
+                        headroom=headroom, engine_sizes=engine_sizes)
+    dtype = pick_dtype(cfg.model.dtype, device)  # a CPU: RAM, in the dtype the weights load in
+    return plan_run(hf_config, cfg, engine=engine, headroom=headroom, engine_sizes=engine_sizes,
+                    dtype=str(dtype).removeprefix("torch."), dtype_bytes=dtype.itemsize,
+                    available_bytes=ram.available_bytes(), weights_loaded=weights_loaded)
+
+
+def model_config(cfg):
+    """The run's model's config (transformers' AutoConfig), read from its folder or the hub."""
+    from transformers import AutoConfig
+
+    from core.models.loading import resolve_model_path
+
+    return AutoConfig.from_pretrained(resolve_model_path(cfg.model.name_or_path))
+
+
+def vllm_settings_for(cfg, sizes):
+    """The `VLLMSettings` a run's `Config` asks for, its engine sized by the run's plan (`sizes`:
+    `RunPlan.engine_sizes`), then the run's own engine fields (0 / "auto" = planned)."""
     from core.engines.vllm.engine import VLLMSettings
 
-    if free_bytes is None or total_bytes is None:
-        if torch.cuda.is_available():
-            free_bytes, total_bytes = torch.cuda.mem_get_info()
-        else:  # vLLM's CPU build: memory is the machine's, the plan only sizes the KV cache
-            free_bytes = total_bytes = 64 * planner.GIB
     a, m, r = cfg.algorithm, cfg.model, cfg.run
-    plan = planner.plan_config(hf_config, cfg, free_bytes, total_bytes, engine="vllm")
-    sizes = planner.engine_sizes(
-        hf_config, num_sequences=planner.sequences_per_step(cfg), prompt_length=a.max_prompt_length,
-        completion_length=a.max_completion_length, lora_rank=m.lora_r, weight_bytes=plan.weights,
-        training_bytes=plan.training_peak - plan.weights, free_bytes=free_bytes, total_bytes=total_bytes,
-        fp8_kv=str(r.vllm_kv_cache_dtype).startswith("fp8"), headroom=headroom,
-        model_max_len=getattr(hf_config, "max_position_embeddings", None))
-    if headroom:
-        sizes.max_num_seqs = max(sizes.max_num_seqs, planner.HEADROOM_NUM_SEQS)
     s = VLLMSettings(
         gpu_memory_utilization=sizes.gpu_memory_utilization, kv_cache_memory_bytes=sizes.kv_cache_bytes,
         max_model_len=sizes.max_model_len, max_num_seqs=sizes.max_num_seqs,
@@ -93,6 +114,17 @@ def vllm_settings_for(cfg, hf_config, *, headroom: bool = False, free_bytes: int
     if r.vllm_max_num_batched_tokens:
         s.max_num_batched_tokens = r.vllm_max_num_batched_tokens
     return s
+
+
+def sizes_of(settings):
+    """The `EngineSizes` of a built engine's `VLLMSettings` (its KV cache and LoRA slots), for the
+    plan of a run that uses that engine."""
+    from core.memory.sizes import EngineSizes
+
+    return EngineSizes(max_lora_rank=settings.max_lora_rank, max_model_len=settings.max_model_len,
+                       kv_cache_bytes=settings.kv_cache_memory_bytes, max_num_seqs=settings.max_num_seqs,
+                       max_num_batched_tokens=settings.max_num_batched_tokens,
+                       gpu_memory_utilization=settings.gpu_memory_utilization)
 
 
 # build-time settings a run must find exactly as it asks (the rest are limits: more is fine)
@@ -169,7 +201,7 @@ def engine_refusals(cfg, hf_config, device: str) -> list[str]:
     >>> print(engine_refusals(cfg, C(max_position_embeddings=8192), "cpu")[0])
     algorithm.max_prompt_length + algorithm.max_completion_length = 512 + 8000: more than the model's context of 8192 tokens; lower them to 8192 together
     """
-    from core.memory import planner
+    from core.memory import planner, sizes
 
     a, m, r = cfg.algorithm, cfg.model, cfg.run
     out = []
@@ -181,10 +213,25 @@ def engine_refusals(cfg, hf_config, device: str) -> list[str]:
     if r.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         out.append("run.engine = vllm: vLLM is not installed here (pip install -e \".[gpu]\" on a GPU); "
                    "set it to auto or hf")
-    if backend_for(cfg, device) == "vllm" and planner.engine_lora_rank(m.lora_r) is None:
-        out.append(f"model.lora_r = {m.lora_r}: vLLM serves LoRA ranks up to {planner.VLLM_LORA_RANKS[-1]}; "
+    if backend_for(cfg, device) == "vllm" and sizes.engine_lora_rank(m.lora_r) is None:
+        out.append(f"model.lora_r = {m.lora_r}: vLLM serves LoRA ranks up to {sizes.VLLM_LORA_RANKS[-1]}; "
                    "lower it, or set run.engine to hf")
     return out
+
+
+def refuse_what_no_engine_serves(cfg, device: str, hf_config=None) -> None:
+    """ConfigError naming the field (`engine_refusals`) before anything is loaded; a model whose
+    config cannot be read says so itself, a moment later, when it loads."""
+    from core.config import ConfigError
+
+    if hf_config is None:
+        try:
+            hf_config = model_config(cfg)
+        except Exception:
+            return
+    refusals = engine_refusals(cfg, hf_config, device)
+    if refusals:
+        raise ConfigError("; ".join(refusals))
 
 
 def close_engine(engine) -> None:
@@ -198,12 +245,13 @@ def close_engine(engine) -> None:
 # ---------------------------------------------------------------------------
 
 
-def make_policy_and_engine(cfg, device: str, *, headroom: bool = False, hf_config=None):
+def make_policy_and_engine(cfg, device: str, plan=None, *, headroom: bool = False):
     """(peft policy model, tokenizer, engine) for a run, built in the order the backend needs.
 
     hf: load the model, add LoRA, sample from it directly.
-    vllm: start the engine first (sized by `vllm_settings_for`), then build the trainer's model on
-    views of the engine's weights, then add LoRA: one copy of the base.
+    vllm: start the engine first (sized by the run's `plan`, a RunPlan from `plan_for`; made here,
+    with `headroom` for the runs after it, when not given), then build the trainer's model on views
+    of the engine's weights, then add LoRA: one copy of the base.
     """
     from core.models.loading import add_lora, load_model_and_tokenizer, load_tokenizer, resolve_model_path
 
@@ -213,15 +261,12 @@ def make_policy_and_engine(cfg, device: str, *, headroom: bool = False, hf_confi
 
         return model, tok, HFEngine(model, tok)
 
-    from transformers import AutoConfig
-
     from core.engines.vllm.engine import VLLMEngine
 
     path = resolve_model_path(cfg.model.name_or_path)
     tok = load_tokenizer(path)
-    hf_config = hf_config or AutoConfig.from_pretrained(path)
-    settings = vllm_settings_for(cfg, hf_config, headroom=headroom)
-    engine = VLLMEngine(path, tok, settings)
+    plan = plan or plan_for(cfg, device, headroom=headroom)
+    engine = VLLMEngine(path, tok, vllm_settings_for(cfg, plan.engine_sizes))
     try:
         # 4-bit too: vLLM's packed nf4 shards become bitsandbytes Linear4bit weights (vllm_compat)
         base = engine.shared_hf_model()
@@ -238,5 +283,6 @@ def make_policy_and_engine(cfg, device: str, *, headroom: bool = False, hf_confi
     return add_lora(base, cfg.model), tok, engine
 
 
-__all__ = ["pick_backend", "backend_for", "make_engine", "vllm_settings_for", "engine_mismatch", "must_rebuild", "close_engine",
+__all__ = ["pick_backend", "backend_for", "make_engine", "plan_for", "model_config", "vllm_settings_for", "sizes_of",
+           "engine_mismatch", "must_rebuild", "engine_refusals", "refuse_what_no_engine_serves", "close_engine",
            "make_policy_and_engine"]

@@ -83,7 +83,7 @@ def answer(engine, tok, prompt: str, *, adapter=None, system_prompt: str = DEFAU
     text = render_prompt(tok, build_messages(prompt, system_prompt or ""), chat_template, response_prefix)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     # 2) a token budget that fits the engine's context
-    limit = getattr(getattr(engine, "settings", None), "max_model_len", None)
+    limit = engine.limits()["max_model_len"]
     if limit:
         max_tokens = max(1, min(max_tokens, limit - len(ids)))
     # 3) generate; the answer reads as the model wrote it, from the prefix on

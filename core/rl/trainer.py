@@ -37,7 +37,7 @@ from core.runs import checkpoints
 from core.rl import distributed
 from core.config import Config
 from core.engines.base import RolloutStopped
-from core.engines.registry import make_engine
+from core.engines.registry import backend_for, make_engine
 from core.rl.objectives import LossStats, compute_advantages, policy_loss
 from core.rewards.base import RewardError
 from core.rl.rollouts import StepClock, apply_update, padding_trim, retry_on_oom, rollout_metrics, sample_and_score, sample_rows
@@ -198,57 +198,6 @@ def pad_rollouts(prompt_ids: list[list[int]], completion_ids: list[list[int]], p
 # ---------------------------------------------------------------------------
 
 
-def _preflight_on_gpu(cfg: Config, model=None, strict: bool = True):
-    """The memory plan for `cfg` on this GPU; strict: raise DoesNotFit before anything loads.
-    With a `model` already loaded (the app's), its config is read from it and nothing is refused;
-    the memory torch already holds for this process (the weights, the engine's pool) counts as free
-    then, since the plan counts those itself (else auto_micro_batch "fastest" counted them twice)."""
-    from transformers import AutoConfig
-
-    from core.engines.registry import pick_backend
-    from core.models.loading import resolve_model_path
-    from core.memory.planner import plan_config, preflight
-
-    free, total = torch.cuda.mem_get_info()
-    if model is not None:
-        free = min(total, free + torch.cuda.memory_reserved())
-    hf_config = getattr(model, "config", None) or AutoConfig.from_pretrained(
-        resolve_model_path(cfg.model.name_or_path))
-    engine = pick_backend(cfg.run.engine)
-    if strict:
-        return preflight(hf_config, cfg, free, total, engine=engine)
-    return plan_config(hf_config, cfg, free, total, engine=engine)
-
-
-def _refuse_what_no_engine_serves(cfg: Config, device: str) -> None:
-    """A context longer than the model's, a LoRA rank vLLM does not take, ...: a ConfigError
-    naming the field, before anything is loaded (core.engines.registry.engine_refusals)."""
-    from transformers import AutoConfig
-
-    from core.config import ConfigError
-    from core.engines.registry import engine_refusals
-    from core.models.loading import resolve_model_path
-
-    try:
-        hf_config = AutoConfig.from_pretrained(resolve_model_path(cfg.model.name_or_path))
-    except Exception:  # a model that does not load says so itself, a moment later
-        return
-    refusals = engine_refusals(cfg, hf_config, device)
-    if refusals:
-        raise ConfigError("; ".join(refusals))
-
-
-def resolve_micro_batch_size(cfg: Config, plan=None) -> int:
-    """The config's micro-batch, or for 0 (auto) the memory planner's pick on a GPU; on a CPU
-    (no plan) auto means 8, memory there being the cheap kind."""
-    a = cfg.algorithm
-    if a.micro_batch_size > 0:
-        return a.micro_batch_size
-    if plan is not None:
-        return plan.micro_batch_size
-    return min(8, a.prompts_per_step * a.num_generations)
-
-
 @dataclass
 class StepResult:
     step: int
@@ -261,8 +210,11 @@ class GRPOTrainer:
 
     def __init__(self, cfg: Config, *, model=None, tokenizer=None, engine=None, task=None,
                  reward_set=None, control: TrainerControl | None = None, on_step=None,
-                 device: str | None = None, run_dir: RunDir | None = None):
-        from core.engines.registry import make_policy_and_engine
+                 device: str | None = None, run_dir: RunDir | None = None, plan=None):
+        """`plan`: the run's one memory plan (`core.engines.registry.plan_for`), made by whoever
+        starts the run (the app, the CLI); made here from the config when not given."""
+        from core.engines.registry import make_policy_and_engine, plan_for, refuse_what_no_engine_serves
+        from core.memory.planner import micro_batch_size
         from core.models.loading import default_device
 
         if type(self) is GRPOTrainer and cfg.algorithm.algorithm not in GRPO_FAMILY:
@@ -273,15 +225,18 @@ class GRPOTrainer:
         self.control = control or TrainerControl()
         self.on_step = on_step
         # model + tokenizer (a peft model with a fresh adapter), and the engine that samples
-        self.plan = None  # the memory planner's plan (GPU only)
+        on_gpu = str(self.device).startswith("cuda")
+        self.plan = plan
         if model is None:
-            _refuse_what_no_engine_serves(cfg, self.device)
-            if str(self.device).startswith("cuda"):
-                self.plan = _preflight_on_gpu(cfg)  # a clear "too large" before anything is loaded
-            model, tokenizer, engine = make_policy_and_engine(cfg, self.device)
-        elif str(self.device).startswith("cuda") and cfg.algorithm.micro_batch_size <= 0:
-            try:  # a loaded model (the app's) and an auto micro-batch: the plan picks it
-                self.plan = _preflight_on_gpu(cfg, model=model, strict=False)
+            refuse_what_no_engine_serves(cfg, self.device)
+            if self.plan is None and (on_gpu or backend_for(cfg, self.device) == "vllm"):
+                self.plan = plan_for(cfg, self.device)
+            if self.plan is not None:
+                self.plan.refuse_if_too_large()  # a clear "too large" before anything is loaded
+            model, tokenizer, engine = make_policy_and_engine(cfg, self.device, self.plan)
+        elif self.plan is None and on_gpu and cfg.algorithm.micro_batch_size <= 0:
+            try:  # a loaded model and an auto micro-batch: the plan picks it, from that model's config
+                self.plan = plan_for(cfg, self.device, hf_config=model.config, count_reserved=True)
             except Exception as e:  # never worth failing a run: auto then falls back to 8
                 warnings.warn(f"no memory plan for the auto micro-batch ({type(e).__name__}: {e})")
         self.model, self.tokenizer = model, tokenizer
@@ -312,7 +267,7 @@ class GRPOTrainer:
         # rollouts from the base with the adapter folded in (core/engines/registry/merged_lora.py): 16/32-bit base
         self.merged_rollouts = cfg.run.merged_rollouts and not cfg.model.load_in_4bit
         self.clock, self.rollout_stats = StepClock(), {}  # where the step's time went; the last rollout's stats
-        self.micro_batch_size = resolve_micro_batch_size(cfg, self.plan)
+        self.micro_batch_size = micro_batch_size(cfg, self.plan)
         self.ignore_eos = False  # benchmarks set it: every rollout runs to max_completion_length
         self.skipped_steps = 0
         self.adapter = None

@@ -11,7 +11,7 @@ Owns: a single `vllm.LLM` created before the training model, in the same process
   - frees its KV cache while the trainer runs forward/backward and takes it back before the
     next generation (`release_memory` / `restore_memory`);
   - holds a KV cache of the size one step's rollouts need (`kv_cache_memory_bytes`, planned by
-    `plan_settings`), not whatever a memory share leaves, and never spikes past it: vLLM's
+    `core.memory.planner.run_engine_sizes`), not whatever a memory share leaves, and never spikes past it: vLLM's
     scheduler admits sequences only while that fixed pool has blocks (at most `max_num_seqs`,
     `max_num_batched_tokens` per step) and preempts when a long rollout outgrows it, so a step's
     rollouts are batched by the memory the plan gave it;
@@ -46,13 +46,13 @@ import torch
 
 from core.errors import AhaError
 from core.engines.vllm import compat
-from core.memory.planner import engine_sizes
+from core.memory.sizes import engine_sizes
 from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings
 
 
 @dataclass
 class VLLMSettings:
-    """Engine settings; `plan_settings` picks them from the GPU and the run, each overridable."""
+    """Engine settings; `core.engines.registry.vllm_settings_for` picks them from a run's plan and config."""
 
     gpu_memory_utilization: float = 0.5
     # the KV cache's exact size in bytes (vLLM >= 0.11); when set, vLLM skips sizing the cache from
@@ -83,30 +83,6 @@ class VLLMSettings:
     # LoRA kernels; only where the trainer's base is views of these weights and not 4-bit (else
     # through the adapter). A caller's `merged=` wins (the trainer passes run.merged_rollouts).
     merged_rollouts: bool = True
-
-
-def plan_settings(hf_config, *, num_sequences: int, max_prompt_length: int, max_completion_length: int,
-                  lora_rank: int, weight_bytes: int, training_bytes: int, total_bytes: int | None = None,
-                  free_bytes: int | None = None, **overrides) -> VLLMSettings:
-    """Engine settings from plain numbers (the memory planner's `engine_sizes`), each overridable.
-
-    Runs reach the engine through `core.engines.registry.vllm_settings_for`, which reads a `Config`;
-    this is the same arithmetic for callers that have numbers only (benchmarks, tests).
-    """
-    if total_bytes is None or free_bytes is None:
-        free_bytes, total_bytes = torch.cuda.mem_get_info()
-    sizes = engine_sizes(hf_config, num_sequences=num_sequences, prompt_length=max_prompt_length,
-                         completion_length=max_completion_length, lora_rank=lora_rank, weight_bytes=weight_bytes,
-                         training_bytes=training_bytes, free_bytes=free_bytes, total_bytes=total_bytes,
-                         fp8_kv=str(overrides.get("kv_cache_dtype", "auto")).startswith("fp8"))
-    s = VLLMSettings(gpu_memory_utilization=sizes.gpu_memory_utilization, kv_cache_memory_bytes=sizes.kv_cache_bytes,
-                     max_model_len=sizes.max_model_len, max_num_seqs=sizes.max_num_seqs,
-                     max_num_batched_tokens=sizes.max_num_batched_tokens, max_lora_rank=sizes.max_lora_rank)
-    for k, v in overrides.items():
-        setattr(s, k, v)
-    if "gpu_memory_utilization" in overrides and "kv_cache_memory_bytes" not in overrides:
-        s.kv_cache_memory_bytes = None  # a share the user chose: vLLM sizes the cache from it, as documented
-    return s
 
 
 def effective_settings(settings: VLLMSettings) -> VLLMSettings:
@@ -308,6 +284,15 @@ class VLLMEngine:
 
     def has_adapter(self, ref: AdapterRef) -> bool:
         return ref.name in self._requests
+
+    def limits(self) -> dict:
+        return {"max_model_len": self.settings.max_model_len, "max_lora_rank": self.settings.max_lora_rank}
+
+    def configure(self, *, release_kv: bool) -> None:
+        self.settings.release_kv = release_kv
+
+    def bind(self, model) -> None:
+        """Nothing to do: the engine serves the base it owns and whatever adapter `update_adapter` pushes."""
 
     def close(self) -> None:
         """Shut the engine down (its engine core and the process's distributed state), so that

@@ -1,0 +1,23 @@
+"""The one reader of a GPU's free memory, for the planner and the engines.
+
+Owns: `gpu_memory` — (free, total) bytes of the current CUDA device, optionally counting what this
+process's torch holds as free (memory a rebuild or a plan that counts it itself would reuse).
+Refuses to know: the arithmetic (`sizes.py`, `planner.py`); RAM (`ram.py`). Imports torch inside
+the function only, so the arithmetic rooms stay free of it.
+"""
+
+from __future__ import annotations
+
+
+def gpu_memory(count_reserved: bool = False, device=None) -> tuple[int, int] | None:
+    """(free, total) bytes of the CUDA device, or None without one. With `count_reserved`, what
+    torch's allocator holds for this process counts as free (the model and engine a plan counts
+    itself, or a rebuild lets go)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    free, total = torch.cuda.mem_get_info(device)
+    if count_reserved:
+        free = min(total, free + torch.cuda.memory_reserved(device))
+    return int(free), int(total)
