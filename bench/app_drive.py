@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from core.config import Config
-    from scripts.train import apply_overrides
+    from core.config_text import apply_overrides
 
     t_start = time.time()
     left = lambda: args.budget_s - (time.time() - t_start)  # noqa: E731

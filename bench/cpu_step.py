@@ -39,7 +39,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     from core.rl.algorithms import make_trainer
     from core.config import Config, cpu_defaults
-    from scripts.train import apply_overrides
+    from core.config_text import apply_overrides
 
     cfg = Config.load(args.config) if args.config else cpu_defaults()
     cfg.run.output_dir = tempfile.mkdtemp(prefix="cpu-step-")

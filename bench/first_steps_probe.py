@@ -9,7 +9,7 @@ torch.set_num_threads(2)
 from core.config import Config
 from core.rl.algorithms import make_trainer
 from core.data import load_task_data
-from scripts.train import apply_overrides
+from core.config_text import apply_overrides
 import tempfile
 base = {
  "data": {"source": "builtin:largest", "train_size": 500, "eval_size": 20,

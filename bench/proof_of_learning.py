@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     from core.config import Config
     from core.evaluation.evaluate import evaluate
     from core.runs.folders import RunDir
-    from scripts.train import apply_overrides
+    from core.config_text import apply_overrides
 
     t_start = time.perf_counter()
     cfg = apply_overrides(Config.load(args.config), args.set)

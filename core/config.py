@@ -13,7 +13,7 @@ Refuses to know: how any of it is used. Nothing here imports torch.
     >>> validate(cfg)
     Traceback (most recent call last):
     ...
-    core.config.ConfigError: algorithm.loss_type = 'nope': must be one of grpo, bnpo, dr_grpo, dapo
+    core.errors.ConfigError: algorithm.loss_type = 'nope': must be one of grpo, bnpo, dr_grpo, dapo
 """
 
 from __future__ import annotations
@@ -26,11 +26,8 @@ from typing import Any
 
 import yaml
 
-from core.errors import AhaError
-
-
-class ConfigError(AhaError, ValueError):
-    """A config value is out of range; the message names the field."""
+from core.config_text import read_yaml
+from core.errors import ConfigError
 
 
 def _f(default, help: str, *, choices=None, range=None, factory=None):
@@ -370,52 +367,6 @@ class Config:
 
     def copy(self) -> "Config":
         return Config.from_dict(self.to_dict())
-
-
-# ---------------------------------------------------------------------------
-# reading YAML written by a person (or by someone else: a copied-in run folder)
-
-# Values a config may expand to, aliases counted as often as they are used: a real config has a
-# few hundred; a "billion laughs" file (aliases of aliases) expands to billions and would hang
-# whatever walks it (issue 29).
-MAX_YAML_VALUES = 100_000
-
-
-def _expanded_size(node, memo: dict) -> int:
-    """How many values `node` stands for once every alias is expanded (memoised: linear time)."""
-    key = id(node)
-    if key not in memo:
-        memo[key] = 1  # a cycle counts once (SafeLoader builds it as a self-reference)
-        if isinstance(node, yaml.SequenceNode):
-            memo[key] = 1 + sum(_expanded_size(child, memo) for child in node.value)
-        elif isinstance(node, yaml.MappingNode):
-            memo[key] = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
-    return memo[key]
-
-
-def read_yaml(text: str, where: str = "config") -> Any:
-    """`text` parsed as plain YAML data (no Python tags), or ConfigError naming `where` and what
-    is wrong: a syntax error, a tag, or aliases that expand past MAX_YAML_VALUES values.
-
-    >>> read_yaml("a: &x [1, 2]\\nb: *x")
-    {'a': [1, 2], 'b': [1, 2]}
-    >>> read_yaml("x: !!python/name:os.system ''", "--set")
-    Traceback (most recent call last):
-    ...
-    core.config.ConfigError: --set: not plain YAML data: could not determine a constructor for the tag 'tag:yaml.org,2002:python/name:os.system'
-    """
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        if node is not None and _expanded_size(node, {}) > MAX_YAML_VALUES:
-            raise ConfigError(f"{where}: its aliases (&name / *name) expand to more than "
-                              f"{MAX_YAML_VALUES:,} values; write the values out")
-        return yaml.safe_load(text)
-    except yaml.constructor.ConstructorError as e:
-        raise ConfigError(f"{where}: not plain YAML data: {e.problem}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: not valid YAML ({e})") from None
-    except RecursionError:
-        raise ConfigError(f"{where}: nested too deeply to be a config") from None
 
 
 def _coerce_number(f: dataclasses.Field, value: Any) -> Any:

@@ -20,32 +20,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.config import Config, ConfigError, read_yaml
-
-
-def apply_overrides(cfg: Config, items: list[str]) -> Config:
-    """`section.field=value` pairs (value parsed as YAML) applied on top of `cfg`, then validated."""
-    d = cfg.to_dict()
-    for item in items:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ConfigError(f"--set {item!r}: expected section.field=value")
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1)
-        if section not in d:
-            raise ConfigError(f"--set {item!r}: unknown section {section!r}")
-        d[section][name] = read_yaml(value, f"--set {item!r}")
-    return Config.from_dict(d)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message is written for a person: printed without a traceback."""
-    from core.runs.checkpoints import CheckpointError
-    from core.data import DataError
-    from core.models.loading import ModelError
-    from core.memory.planner import DoesNotFit
-    from core.rewards.base import RewardError
-
-    return ConfigError, DataError, ModelError, RewardError, CheckpointError, DoesNotFit
+from core.config import Config, ConfigError
+from core.config_text import apply_overrides
+from core.errors import AhaError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return _train(ap, args)
-    except _user_errors() as e:
+    except AhaError as e:  # written for a person: printed without a traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
 

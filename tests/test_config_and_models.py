@@ -53,7 +53,7 @@ def test_every_field_has_help_text():
 
 
 def test_cli_overrides():
-    from scripts.train import apply_overrides
+    from core.config_text import apply_overrides
 
     cfg = apply_overrides(Config(), ["algorithm.max_steps=7", "model.lora_target_modules=[q_proj, v_proj]"])
     assert cfg.algorithm.max_steps == 7 and cfg.model.lora_target_modules == ["q_proj", "v_proj"]

@@ -283,9 +283,9 @@ def test_vllm_knows_the_exact_kv_cache_size_argument(tiny_model_dir, monkeypatch
 
 _KV_SCRIPT = """
 import json, sys
-from core.engines import vllm_compat as compat
-from core.engines.vllm_engine import VLLMEngine, VLLMSettings
-from core.models import load_tokenizer
+from core.engines.vllm import compat
+from core.engines.vllm.engine import VLLMEngine, VLLMSettings
+from core.models.loading import load_tokenizer
 path, kv_bytes = sys.argv[1], int(sys.argv[2])
 engine = VLLMEngine(path, load_tokenizer(path), VLLMSettings(gpu_memory_utilization=0.15, max_model_len=512,
                     enforce_eager=True, max_lora_rank=8, kv_cache_memory_bytes=kv_bytes))

@@ -252,7 +252,7 @@ def test_spawn_does_not_rerun_the_parents_main_script(tmp_path):
         from pathlib import Path
         if __name__ != "__main__":
             Path({str(marker)!r}).write_text(__name__)
-        from core.sandbox import CustomRewardProcess
+        from core.rewards.sandbox import CustomRewardProcess
         if __name__ == "__main__":
             with CustomRewardProcess("def one(prompts, completions, **kwargs):\\n    return [1.0]", timeout_s=5) as w:
                 print(w.call("one", ["q"], ["c"], {{}}))

@@ -436,7 +436,7 @@ def test_case9_reward_worker_processes_memory_and_output_are_bounded(tmp_path):
     # 5) a reward that prints without end puts at most 64 KiB into the app's log
     app = textwrap.dedent('''
         import sys, threading, time
-        from core.sandbox import CustomRewardProcess
+        from core.rewards.sandbox import CustomRewardProcess
         code = (
             "def loud(prompts, completions, **kwargs):\\n"
             "    for _ in range(200):\\n"

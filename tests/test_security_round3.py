@@ -76,6 +76,7 @@ def wait_for(predicate, timeout: float, every: float = 0.1):
 
 
 def test_case8_cli_reads_configs_safely(tiny_model_dir, tmp_path, capsys):
+    from core import config_text
     from scripts import train
 
     def run(*argv) -> tuple[int, str]:
@@ -100,12 +101,12 @@ def test_case8_cli_reads_configs_safely(tiny_model_dir, tmp_path, capsys):
     assert code == 2 and "not plain YAML data" in err and "Traceback" not in err, err
 
     # 3) numbers written as YAML 1.1 reads them as text: "1e-4" is a number for a number field
-    cfg = train.apply_overrides(Config.load(path), ["algorithm.learning_rate=1e-4", "algorithm.max_steps=1e1"])
+    cfg = config_text.apply_overrides(Config.load(path), ["algorithm.learning_rate=1e-4", "algorithm.max_steps=1e1"])
     assert cfg.algorithm.learning_rate == pytest.approx(1e-4) and cfg.algorithm.max_steps == 10
     with pytest.raises(ConfigError, match="must be text"):
-        train.apply_overrides(cfg, ["run.run_name=12"])  # a text field keeps its rule
+        config_text.apply_overrides(cfg, ["run.run_name=12"])  # a text field keeps its rule
     with pytest.raises(ConfigError, match="must be a whole number"):
-        train.apply_overrides(cfg, ["algorithm.max_steps=1.5"])
+        config_text.apply_overrides(cfg, ["algorithm.max_steps=1.5"])
 
     # 4) an alias bomb (9 levels of 10 aliases: 10^9 values) is refused at once
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
@@ -494,7 +495,7 @@ def test_case6_sigterm_checkpoints_the_run_and_ends_the_reward_workers_tree(tiny
     script = textwrap.dedent(f'''
         import sys, time
         from core.config import Config
-        from core.manager import RunManager, stop_on_sigterm
+        from core.app.manager import RunManager, stop_on_sigterm
 
         def leave():
             raise SystemExit(0)

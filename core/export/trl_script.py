@@ -73,7 +73,7 @@ def dataset(cfg):
 def reward_functions(cfg):
     """(functions, weights): the presets with our weights and the custom functions, weight 1, as the
     app combines them (a custom function with a preset's name takes that preset's place)."""
-    from core.reward_code import find_rewards
+    from core.rewards.code import find_rewards
     from core.rewards import combine
     from reward_presets import load_preset
 
@@ -161,7 +161,7 @@ def main():
 
     from core.config import Config
     from core.data import DEFAULT_CHAT_TEMPLATE
-    from core.models import load_tokenizer, resolve_model_path
+    from core.models.loading import load_tokenizer, resolve_model_path
 
     cfg = Config.from_dict(CONFIG)
     cfg.algorithm.max_steps = args.max_steps or cfg.algorithm.max_steps

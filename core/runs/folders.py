@@ -410,7 +410,7 @@ def free_run_name(output_dir: str | Path, name: str) -> str:
 def data_sources(output_dir: str | Path) -> set[str]:
     """The `data.source` of every run's config.yaml under `output_dir`: the uploads those runs
     need to resume, which the uploads quota never deletes. A config that cannot be read names none."""
-    from core.config import read_yaml
+    from core.config_text import read_yaml
 
     sources = set()
     for run in list_runs(output_dir):
