@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
 
     from core.config import ModelConfig
-    from core.app.manager import RunManager, set_manager, stop_on_sigterm
+    from core.app.manager import RunManager, stop_on_sigterm
     from ui.studio import build_app, launch_app
 
-    manager = set_manager(RunManager(args.runs_dir, ModelConfig(name_or_path=args.model), engine=args.engine,
-                                     data_dirs=args.data_dir, uploads_quota_mb=args.uploads_quota_mb))
+    manager = RunManager(args.runs_dir, ModelConfig(name_or_path=args.model), engine=args.engine,
+                         data_dirs=args.data_dir, uploads_quota_mb=args.uploads_quota_mb)
     if not args.no_preload:
         manager.preload()  # in the background: the page opens while the model loads
     demo = build_app(manager)

@@ -16,7 +16,8 @@ import pytest
 from core.memory import sizes
 from core.config import ModelConfig
 from core.engines.hf import HFEngine
-from core.app.manager import ManagerError, RunManager
+from core.app.messages import ManagerError
+from core.app.manager import RunManager
 from tests.test_manager import tiny_config
 
 
@@ -222,7 +223,7 @@ def test_chat_traffic_never_starves_training(app_manager, vllm_stand_in):
 
 def test_drain_serves_only_what_was_waiting():
     """Jobs that arrive while a drain serves the waiting ones are left for the next step."""
-    from core.app.manager import ModelWorker
+    from core.app.worker import ModelWorker
 
     worker = ModelWorker()
     try:

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from core.config import ModelConfig, RewardsConfig
-from core.app.manager import ManagerError, ModelWorker, RunManager
+from core.app.messages import ManagerError
+from core.app.worker import ModelWorker
+from core.app.manager import RunManager
 from core.memory.sizes import estimate_memory
 
 

@@ -34,7 +34,8 @@ import pytest
 import torch
 
 from core.config import Config, DataConfig, ModelConfig
-from core.app.manager import ManagerError, RunManager
+from core.app.messages import ManagerError
+from core.app.manager import RunManager
 
 gradio_client = pytest.importorskip("gradio_client")
 

@@ -33,7 +33,8 @@ from pathlib import Path
 import pytest
 
 from core.config import Config, ConfigError, DataConfig, ModelConfig
-from core.app.manager import ManagerError, RunManager
+from core.app.messages import ManagerError
+from core.app.manager import RunManager
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

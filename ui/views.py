@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.app.manager import format_seconds
+from core.app.messages import format_seconds
 from core.memory.words import say
 from ui.zh import MEMORY_ZH, PLAN_ZH, STATUS_ZH, TRY_ZH
 

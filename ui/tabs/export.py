@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core.app.manager import ManagerError
+from core.app.messages import ManagerError
 from ui.common import Ctx, warn
 from ui.i18n import t
 from ui.views import checkpoint_choices

@@ -1,0 +1,105 @@
+"""How the active (or last) run looks from outside, safe from any thread: its state, step, ETA,
+errors, notes, and the config it trains with now.
+
+Owns: the run states (`ACTIVE_STATES`, `FINAL_STATES`) and `RunStatus`, a part of `RunManager`.
+Refuses to know: how the run is driven (core/app/manager.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from core.config import Config
+
+
+# States of a run as `status()` reports them. The first four mean "active": a second start
+# is refused until the run reaches one of the last five ("interrupted": its process died, found
+# at start-up; Resume continues it).
+ACTIVE_STATES = ("loading", "running", "paused", "stopping")
+FINAL_STATES = ("idle", "finished", "stopped", "failed", "interrupted")
+
+
+class RunStatus:
+    """The run as seen from outside (see the module docstring)."""
+
+    # -- reading ------------------------------------------------------------------
+    def status(self) -> dict:
+        """Where the active (or last) run stands: safe to call from any thread, any time."""
+        trainer, control = self._trainer, self._control
+        state = self._state
+        # "paused" once the loop holds between steps; a pause pressed mid-step lets that step end
+        # first (its rewards, its metrics line), and until then the run says so while running
+        pausing = state == "running" and control is not None and control.paused
+        if pausing and control.holding:
+            state, pausing = "paused", False
+        step = trainer.step if trainer is not None else self._last_step
+        max_steps = self._cfg.algorithm.max_steps if self._cfg is not None else 0
+        pause_reason = control.pause_reason if (control is not None and control.paused) else ""
+        if pausing:
+            pause_reason = f"pausing once step {step + 1} ends" + (f" ({pause_reason})" if pause_reason else "")
+        error, tb = self._error, self._traceback
+        if state == "paused" and trainer is not None:
+            disk = trainer.run.read_status()
+            tb = disk.get("traceback", "") or tb
+        recent = self._step_times[-10:]
+        eta = None
+        if recent and state in ("running", "paused") and max_steps:
+            eta = (sum(recent) / len(recent)) * max(0, max_steps - step)
+        end = self._ended_at or time.time()
+        return {
+            "state": state,
+            "run_name": self._run_name,
+            "step": step,
+            "max_steps": max_steps,
+            "eta_seconds": eta,
+            "tokens_per_second": self._last_metrics.get("tokens_per_second"),
+            "reward": self._last_metrics.get("reward"),
+            "elapsed": (end - self._started_at) if self._started_at else 0.0,
+            "error": error,
+            "traceback": tb,
+            "pause_reason": pause_reason,
+            "note": self._note,
+            "model": (self._model_cfg.name_or_path or "SmolLM2-135M-Instruct") if self._model_cfg else None,
+            # answers (chat, evaluation) waiting for the current training step to end
+            "queued": self.worker.pending() if state in ACTIVE_STATES else 0,
+            "engine_note": self._engine_note,
+            "signal_warning": self._signal_warning,  # kept after the run: it explains a flat curve
+        }
+
+    def run_config(self) -> Config | None:
+        """A copy of the active (or last) run's config, as the run uses it now (rewards swapped on
+        a resume included); None before any run. The page shows it in its form after a reload."""
+        from core.runs.folders import knows_reward_code
+
+        cfg = self._cfg
+        if cfg is None:
+            return None
+        cfg = cfg.copy()
+        if not knows_reward_code(self.runs_dir, cfg.rewards.custom_code):
+            # a run folder this app did not write (found interrupted at start-up): its code is never put
+            # into the form, where a Start would run it without the question Resume asks (issue 29, case 4)
+            cfg.rewards.custom_code = ""
+        return cfg
+
+    def _no_signal_warning(self) -> str:
+        """no_signal_warning for the active run, with whether its adapter is still exactly zero
+        (read from the live model, on the worker between steps)."""
+        from core.runs.adapter_change import model_change
+        from core.rl.rollouts import no_signal_warning
+
+        cfg, trainer = self._cfg, self._trainer
+        if cfg is None or not no_signal_warning(self._signal):
+            return ""
+        try:
+            zero = None if trainer is None else not model_change(trainer.model)["moved"]
+        except Exception:  # a diagnostic never fails a run (an unusual adapter layout: say less)
+            zero = None
+        return no_signal_warning(self._signal, reward_names=cfg.rewards.names,
+                                 response_prefix=cfg.data.response_prefix, adapter_zero=zero)
+
+    def wait(self, timeout: float | None = None) -> str:
+        """Block until the active run's job ends; returns its final state (for scripts and tests)."""
+        job = self._job
+        if job is not None:
+            job.result(timeout=timeout)
+        return self._state
