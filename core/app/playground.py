@@ -211,7 +211,7 @@ class Playground:
         first, "after_step": a training step finishes first}), the slow one on a CPU;
         "scoring" ({"completions", "rewards"}).
         """
-        from core.data import DataError, build_messages, load_task_data, render_prompt
+        from core.data import DataError, build_messages, load_task_data, prompt_ids
         from core.engines.base import SamplingSettings
         from core.rewards.base import RewardError
         from core.rewards.registry import RewardSet
@@ -238,9 +238,9 @@ class Playground:
         def job() -> list[tuple[str, list[int], list[int]]]:
             self._ensure_model_for("current")
             tok = self._tokenizer
-            prompts = [tok(render_prompt(tok, build_messages(r["question"], data_cfg.system_prompt), template,
-                                         data_cfg.response_prefix), add_special_tokens=False)["input_ids"]
-                       for r in rows]
+            # whole: a few questions of the data, asked as its config renders them
+            prompts = [prompt_ids(tok, build_messages(r["question"], data_cfg.system_prompt), template,
+                                  data_cfg.response_prefix, max_length=None) for r in rows]
             adapter = self._resolve_target("current")
             groups = self._engine.generate(prompts, SamplingSettings(
                 n=1, temperature=temperature, max_tokens=int(max_tokens), seed=0), adapter)

@@ -13,7 +13,7 @@ tasks), `chat` (messages, templates, preview), `base` (the shared shapes).
 
 from .base import DataError, TaskData
 from .builtin import BUILTIN_TASKS, BuiltinTask, load_builtin
-from .chat import DEFAULT_CHAT_TEMPLATE, build_messages, preview, render_prompt
+from .chat import DEFAULT_CHAT_TEMPLATE, build_messages, preview, prompt_ids, render_prompt
 from .loaders import DEFAULT_MAX_BYTES, FILE_FORMATS, load_table, split_names
 from .task import guess_columns, load_task_data, normalise_answer, task_rows
 
@@ -32,6 +32,7 @@ __all__ = [
     "load_task_data",
     "normalise_answer",
     "preview",
+    "prompt_ids",
     "render_prompt",
     "split_names",
     "task_rows",

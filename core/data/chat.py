@@ -95,6 +95,19 @@ def _render_or_fold_system(tokenizer, messages: list[dict], template, which: str
         raise DataError(f"{which} failed{line}: {e}") from e
 
 
+
+def prompt_ids(tokenizer, messages: list[dict], chat_template: str = "", response_prefix: str = "", *,
+               max_length: int | None) -> list[int]:
+    """The token ids a model is prompted with — the one way a question becomes them, for training,
+    evaluation, retention, the judge, chat and reward trials: `messages` rendered (`render_prompt`)
+    and tokenised without adding special tokens (the template writes them). `max_length`: keep the
+    last that many tokens (training cuts from the left, so the answer's start stays), or None for
+    the whole prompt; every caller says which.
+    """
+    ids = tokenizer(render_prompt(tokenizer, messages, chat_template, response_prefix),
+                    add_special_tokens=False)["input_ids"]
+    return ids[-max_length:] if max_length else ids
+
 def preview(task: TaskData, tokenizer, system_prompt: str, chat_template: str = "", n: int = 5,
             response_prefix: str = "") -> pd.DataFrame:
     """The first `n` training rows as the model will see them: question, answer, rendered prompt."""

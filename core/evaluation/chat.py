@@ -76,12 +76,12 @@ def answer(engine, tok, prompt: str, *, adapter=None, system_prompt: str = DEFAU
            temperature: float = 0.0) -> str:
     """One answer to `prompt`, `response_prefix` included (the model continues from it, as in
     training), at most `max_tokens` and never past the engine's context (vLLM's max_model_len)."""
-    from core.data import build_messages, render_prompt
+    from core.data import build_messages, prompt_ids
     from core.engines.base import SamplingSettings
 
     # 1) the prompt as training rendered it: system message, template, the answer's first words
-    text = render_prompt(tok, build_messages(prompt, system_prompt or ""), chat_template, response_prefix)
-    ids = tok(text, add_special_tokens=False)["input_ids"]
+    # whole: the token budget below is what gives way to the engine's context
+    ids = prompt_ids(tok, build_messages(prompt, system_prompt or ""), chat_template, response_prefix, max_length=None)
     # 2) a token budget that fits the engine's context
     limit = engine.limits()["max_model_len"]
     if limit:

@@ -113,15 +113,15 @@ def evaluate(engine, tokenizer, rows: list[dict], *, system_prompt: str, chat_te
     `mean_tokens_correct` (completion tokens of the correct answers) is None when none is correct;
     the thought figures are `thought_summary`'s, and an item's `checks_out` is None when its
     thought states no equation."""
-    from core.data import build_messages, render_prompt
+    from core.data import build_messages, prompt_ids
 
     rows = rows[:max_items]
     if not rows:
         return {"accuracy": float("nan"), "accuracy_flexible": None, "format_rate": float("nan"), "n": 0,
                 "mean_tokens_correct": None, "thought_with_steps": 0.0, "thought_check_share": None, "items": []}
     msgs = [build_messages(r["question"], system_prompt) for r in rows]
-    prompts = [tokenizer(render_prompt(tokenizer, m, chat_template, response_prefix), add_special_tokens=False)["input_ids"]
-               [-max_prompt_length:] for m in msgs]
+    prompts = [prompt_ids(tokenizer, m, chat_template, response_prefix, max_length=max_prompt_length)  # as trained
+               for m in msgs]
     groups = engine.generate(prompts, SamplingSettings(n=1, temperature=0.0, max_tokens=max_tokens), adapter=adapter)
     texts = [response_prefix + g[0].text for g in groups]
     correct_fn, format_fn = _scorers(rows)

@@ -258,14 +258,14 @@ def measure_retention(engine, tokenizer, model, adapter, *, source: str = "", pr
     'tasks': {name: {'base': {accuracy, accuracy_flexible, format_rate, n}, 'tuned': {...}}}}.
     """
     from core.config import FORMAT_INSTRUCTION
-    from core.data import build_messages, load_builtin, render_prompt
+    from core.data import build_messages, load_builtin, prompt_ids
     from core.engines.base import SamplingSettings
     from core.evaluation.evaluate import evaluate
 
     # 1) the general prompts, answered by both
     prompts = list(prompts)
-    ids = [tokenizer(render_prompt(tokenizer, build_messages(p, ""), chat_template), add_special_tokens=False)
-           ["input_ids"] for p in prompts]
+    # general prompts, short and not the task's: asked whole
+    ids = [prompt_ids(tokenizer, build_messages(p, ""), chat_template, max_length=None) for p in prompts]
     greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=max_tokens)
     base = [g[0] for g in engine.generate(ids, greedy, adapter=None)]
     tuned = [g[0] for g in engine.generate(ids, greedy, adapter=adapter)]

@@ -78,15 +78,15 @@ class EngineJudge:
         self.chat_template, self.max_tokens = chat_template, max_tokens
 
     def compare(self, questions: list[str], answers_a: list[str], answers_b: list[str]) -> list[int | None]:
-        from core.data import render_prompt
+        from core.data import prompt_ids
         from core.engines.base import SamplingSettings
 
         if not questions:
             return []
         prompts = []
         for q, a, b in zip(questions, answers_a, answers_b):
-            text = render_prompt(self.tokenizer, judge_messages(q, a, b), self.chat_template)
-            prompts.append(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            # whole: the question and both answers are what it judges
+            prompts.append(prompt_ids(self.tokenizer, judge_messages(q, a, b), self.chat_template, max_length=None))
         out = self.engine.generate(prompts, SamplingSettings(n=1, temperature=0.0, max_tokens=self.max_tokens),
                                    adapter=None)  # (K, 1)
         return [parse_verdict(group[0].text) for group in out]

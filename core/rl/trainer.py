@@ -296,14 +296,14 @@ class GRPOTrainer:
         return distributed.shard(rows)  # data parallel: this rank's share
 
     def prompt_ids(self, row: dict) -> list[int]:
-        from core.data import build_messages, render_prompt
+        from core.data import build_messages, prompt_ids
 
         key = id(row)
         if key not in self._prompt_cache:
-            text = render_prompt(self.tokenizer, build_messages(row["question"], self.cfg.data.system_prompt),
-                                 self.cfg.data.chat_template, self.cfg.data.response_prefix)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-            self._prompt_cache[key] = ids[-self.cfg.algorithm.max_prompt_length:]  # cut from the left
+            d = self.cfg.data
+            self._prompt_cache[key] = prompt_ids(self.tokenizer, build_messages(row["question"], d.system_prompt),
+                                                 d.chat_template, d.response_prefix,
+                                                 max_length=self.cfg.algorithm.max_prompt_length)  # cut from the left
         return self._prompt_cache[key]
 
     # -- one step ------------------------------------------------------------------
