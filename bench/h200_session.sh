@@ -34,7 +34,7 @@
 # now; those rows ran with it off; the first engine on a fresh machine compiles for ~3 minutes, so
 # give the first call --budget-s 500):
 #   bash bench/h200_session.sh trl --systems ours,ours-4bit --lengths 1024,4096 --budget-s 560
-# then here: PYTHONPATH=. python bench/trl_compare.py --render /work/.device/N/trl_compare.json ... (same
+# then here: python -m bench.trl_compare --render /work/.device/N/trl_compare.json ... (same
 # --ours-eager/--ours-kv-dtype/--model-config flags as the run), and python bench/planner_check.py --compare-device
 #
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
@@ -51,7 +51,7 @@
 #        bash bench/h200_session.sh tests           # ~3 min: the fold in vLLM's own tensors, bit for bit back
 # (ours-fast = auto micro-batch 'fastest'; merged rollouts are on by default, --ours-merged off puts the
 # adapter-kernel path in trl_compare_lora_kernels.*). Then here, from the folders the runs brought back:
-#   PYTHONPATH=. python bench/trl_compare.py --render /work/.device/N1/trl_compare.json /work/.device/N2/... 
+#   python -m bench.trl_compare --render /work/.device/N1/trl_compare.json /work/.device/N2/... 
 #
 # Outputs go to $OUT (the device tool brings that folder back) or bench/results/.
 set -uo pipefail
@@ -192,13 +192,13 @@ print(w(sys.argv[1], json.load(open(sys.argv[2])), 'bfloat16'))" "$dir" "$cfg"
   vllm)
     shift
     md=(); [ -f /root/bench-qwen15/bench_model.json ] && md=(--model-dir /root/bench-qwen15)
-    python bench/vllm_engine.py --budget-s 540 --out "$OUT" "${md[@]}" "$@" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
+    python -m bench.vllm_engine --budget-s 540 --out "$OUT" "${md[@]}" "$@" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
     ;;
   planner)
     python bench/planner_check.py --out "$OUT" 2>&1 | tail -n 40
     ;;
   trl)
-    # issue 6: one bench/trl_compare.py command (its docstring lists the set, each < 10 min); the
+    # issue 6: one python -m bench.trl_compare command (its __main__.py lists the set, each < 10 min); the
     # results already in the repo are copied in first, so the command's records merge with them;
     # the default model (Qwen2.5-1.5B shape, bf16) is the vLLM benchmark's folder (same digest)
     shift
@@ -207,7 +207,7 @@ print(w(sys.argv[1], json.load(open(sys.argv[2])), 'bfloat16'))" "$dir" "$cfg"
     for ((i = 1; i <= $#; i++)); do  # another model: its own folder, /root/bench-<config name>
       [ "${!i}" = --model-config ] && j=$((i + 1)) && md=(--model-dir "/root/bench-$(basename "${!j}" .json)")
     done
-    python bench/trl_compare.py --out "$OUT" "${md[@]}" "$@" 2>&1 \
+    python -m bench.trl_compare --out "$OUT" "${md[@]}" "$@" 2>&1 \
       | grep -v -e 'it/s\]' -e '^INFO' | tail -n 60
     ;;
   *)

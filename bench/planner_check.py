@@ -208,7 +208,7 @@ FIT_UNTIL = "2026-11-29 01:42:33"
 
 
 def device_rows(results=ROOT / "bench" / "results") -> list[dict]:
-    """The whole process's device peak (NVML) of every GRPO step of ours that bench/trl_compare.py
+    """The whole process's device peak (NVML) of every GRPO step of ours that bench/trl_compare/
     measured, beside the planner's prediction for the same run: the one stored with the run (the
     planner of its day) and today's (from the run's recorded settings). No GPU needed."""
     from types import SimpleNamespace

@@ -1,4 +1,4 @@
-"""bench/vllm_engine.py without vLLM: its tokenizer, its verdicts and its guard on where results go.
+"""bench/vllm_engine/ without vLLM: its tokenizer, its verdicts and its guard on where results go.
 
 The benchmark itself runs on a GPU (or with --tiny on vLLM's CPU build); these check the parts
 that decide what it reports.
@@ -10,21 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import build_tokenizer
+from bench.vllm_engine.__main__ import main
+from bench.vllm_engine.report import render_markdown, summarize
+from bench.vllm_engine.workload import WORKLOAD
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    from bench import vllm_engine
-
-    return vllm_engine
-
-
-def test_tokenizer_covers_the_whole_vocabulary(bench, tmp_path):
+def test_tokenizer_covers_the_whole_vocabulary(tmp_path):
     from transformers import AutoTokenizer
 
     specials = {"<|endoftext|>": 509, "<|im_start|>": 510, "<|im_end|>": 511}
-    bench.build_tokenizer(512, specials).save_pretrained(tmp_path)
+    build_tokenizer(512, specials).save_pretrained(tmp_path)
     tok = AutoTokenizer.from_pretrained(tmp_path)
     assert len(tok) == 512
     assert tok.eos_token_id == 511 and tok.pad_token_id == 509
@@ -66,8 +64,8 @@ def _verdicts(rows):
     return out
 
 
-def test_summary_passes_and_fails_on_the_goals(bench):
-    rows = bench.summarize(_runs())
+def test_summary_passes_and_fails_on_the_goals():
+    rows = summarize(_runs())
     v = _verdicts(rows)
     assert v["update_adapter(model)"] == "pass"
     assert v["adapter pushes in memory / through disk"] == "pass"
@@ -76,26 +74,26 @@ def test_summary_passes_and_fails_on_the_goals(bench):
     assert v["GPU memory taken by the trainer's base model on views"] == "pass"
     assert v["long rollouts"] == "pass"
     assert v["release_memory / restore_memory"].startswith("error: RuntimeError")
-    slow = _verdicts(bench.summarize(_runs(adapter_ms=80.0, hf_tps=5000.0)))
+    slow = _verdicts(summarize(_runs(adapter_ms=80.0, hf_tps=5000.0)))
     assert slow["update_adapter(model)"] == "fail" and slow["vLLM / HF tokens/s"] == "fail"
 
 
-def test_summary_says_why_when_fp8_was_not_run(bench):
-    rows = bench.summarize(_runs(fp8=False))
+def test_summary_says_why_when_fp8_was_not_run():
+    rows = summarize(_runs(fp8=False))
     v = _verdicts(rows)
     assert v["KV-cache capacity"] == "info"  # the auto row comes first, fp8's row says why
     fp8_rows = [r for r in rows if "fp8" in r["measurement"]]
     assert fp8_rows and all(r["result"] == "skipped: no CUDA" for r in fp8_rows)
-    meta = {"versions": {"torch": "x"}, "device": "cpu", "workload": {k: g for k, (g, _) in bench.WORKLOAD.items()},
+    meta = {"versions": {"torch": "x"}, "device": "cpu", "workload": {k: g for k, (g, _) in WORKLOAD.items()},
             "config": "c", "mode": "gpu", "date": "d", "model": {"params": 1}, "wall_seconds": 1.0}
-    md = bench.render_markdown(meta, rows)
+    md = render_markdown(meta, rows)
     assert md.count("\n| ") == len(rows) + 2  # header, rule, one line per row
 
 
-def test_tiny_results_never_go_to_bench_results(bench, monkeypatch):
+def test_tiny_results_never_go_to_bench_results(monkeypatch):
     # main() sets these defaults in os.environ; monkeypatch undoes them after the test
     for var, value in (("VLLM_ENABLE_V1_MULTIPROCESSING", "0"), ("TOKENIZERS_PARALLELISM", "false"),
                        ("HF_HUB_OFFLINE", "1")):
         monkeypatch.setenv(var, value)
     with pytest.raises(SystemExit, match="never go to bench/results"):
-        bench.main(["--tiny", "--out", str(ROOT / "bench" / "results")])
+        main(["--tiny", "--out", str(ROOT / "bench" / "results")])
