@@ -74,7 +74,7 @@ def reward_functions(cfg):
     """(functions, weights): the presets with our weights and the custom functions, weight 1, as the
     app combines them (a custom function with a preset's name takes that preset's place)."""
     from core.rewards.code import find_rewards
-    from core.rewards import combine
+    from core.rewards.registry import combine
     from reward_presets import load_preset
 
     names = cfg.rewards.names
