@@ -38,18 +38,13 @@ class LoadedModel:
         what this process's torch holds as free: a rebuild lets it go)."""
         from types import SimpleNamespace
 
-        from core.engines.registry import backend_for, engine_mismatch, plan_for, vllm_settings_for
+        from core.engines.registry import plan_for, why_not_serve
 
         if self._engine is None:
             return []
-        backend = backend_for(cfg, self.device)
-        if self._engine.info.backend != backend:
-            return [f"the {backend} engine (loaded: {self._engine.info.backend})"]
-        if backend != "vllm":
-            return []
-        plan = plan_for(cfg, self.device, hf_config=SimpleNamespace(**self._hf_config), headroom=True,
-                        count_reserved=True, **(free or {}))
-        return engine_mismatch(self._engine, self._engine.model_path, vllm_settings_for(cfg, plan.engine_sizes))
+        return why_not_serve(self._engine, cfg, self.device, lambda: plan_for(
+            cfg, self.device, hf_config=SimpleNamespace(**self._hf_config), headroom=True, count_reserved=True,
+            **(free or {})))
 
     def _ensure_model(self, model_cfg: ModelConfig, run_cfg: Config | None = None) -> None:
         """Make sure the loaded base model and engine serve `model_cfg` and, for a run, `run_cfg`
@@ -67,7 +62,7 @@ class LoadedModel:
         cfg = self._engine_cfg(model_cfg, run_cfg)
         key = model_key(model_cfg)
         if self._model is not None and key == self._model_key:
-            from core.engines.registry import must_rebuild
+            from core.engines.registry import must_rebuild, one_per_process
 
             reasons = self._engine_reasons(cfg) if run_cfg is not None else []
             hard = must_rebuild(reasons, self._engine)
@@ -78,7 +73,7 @@ class LoadedModel:
                                      if reasons else "")
                 return
             self._engine_note = "engine rebuilt for this run: " + "; ".join(hard)
-            if getattr(self._engine, "sleep_mode", False):
+            if one_per_process(self._engine):
                 self._engine_note += (" (vLLM allows one sleep-mode engine per process: this one keeps its KV "
                                       "cache during training steps; restart the app to get that memory back)")
         else:
@@ -219,15 +214,15 @@ class LoadedModel:
         """(EngineSizes or None, sentences): the engine a run on vLLM will use — the loaded one when
         it serves the run exactly (its sizes), else one built (or rebuilt) for it (None: the run's
         plan sizes it) — and the words that say which."""
-        from core.engines.registry import backend_for, must_rebuild, plan_for, sizes_of
+        from core.engines.registry import backend_for, built_sizes, must_rebuild, plan_for
 
         if backend_for(cfg, self.device) != "vllm":
             return None, []
-        current = self._engine if self._engine is not None and self._engine.info.backend == "vllm" else None
+        current = self._engine if self._engine is not None and built_sizes(self._engine) is not None else None
         reasons = (self._engine_reasons(self._engine_cfg(cfg.model, cfg), free) if loaded else ["another base model"]
                    ) if current is not None else []
         if current is not None and not must_rebuild(reasons, current):
-            sizes = sizes_of(current.settings)
+            sizes = built_sizes(current)
             key = "engine.loaded_waves" if reasons else "engine.loaded"
             shown = sizes
         else:

@@ -170,6 +170,30 @@ def engine_mismatch(engine, model_path: str, wanted) -> list[str]:
 KV_REASON = "KV cache "  # how engine_mismatch words the one reason that need not rebuild
 
 
+def why_not_serve(engine, cfg, device: str, make_plan) -> list[str]:
+    """Why a built `engine` cannot serve a run of `cfg` on `device` exactly ([] = it can): another
+    backend, or (vLLM) build settings other than those the run's own plan (`make_plan()`, asked only
+    then) gives. The app keeps or rebuilds its one engine by this."""
+    backend = backend_for(cfg, device)
+    if engine.info.backend != backend:
+        return [f"the {backend} engine (loaded: {engine.info.backend})"]
+    if backend != "vllm":
+        return []
+    return engine_mismatch(engine, engine.model_path, vllm_settings_for(cfg, make_plan().engine_sizes))
+
+
+def built_sizes(engine):
+    """The `EngineSizes` a built vLLM engine serves with (a run on it is planned with them); None
+    for an engine that sizes nothing ahead (Hugging Face `generate`)."""
+    return sizes_of(engine.settings) if engine.info.backend == "vllm" else None
+
+
+def one_per_process(engine) -> bool:
+    """Whether no second engine of this kind can be built in this process while it lives (vLLM's
+    sleep mode: vllm_compat); a rebuild then keeps the memory it could not give back."""
+    return bool(getattr(engine, "sleep_mode", False))
+
+
 def must_rebuild(reasons: list[str], engine) -> list[str]:
     """Of `engine_mismatch`'s reasons, those that need another engine for the run.
 
@@ -186,7 +210,7 @@ def must_rebuild(reasons: list[str], engine) -> list[str]:
     >>> len(must_rebuild(["KV cache 2.32 GB (engine: 0.58 GB)"], E(sleep_mode=False)))
     1
     """
-    if not getattr(engine, "sleep_mode", False):
+    if not one_per_process(engine):
         return list(reasons)
     return [r for r in reasons if not r.startswith(KV_REASON)]
 
@@ -284,5 +308,6 @@ def make_policy_and_engine(cfg, device: str, plan=None, *, headroom: bool = Fals
 
 
 __all__ = ["pick_backend", "backend_for", "make_engine", "plan_for", "model_config", "vllm_settings_for", "sizes_of",
+           "why_not_serve", "built_sizes", "one_per_process",
            "engine_mismatch", "must_rebuild", "engine_refusals", "refuse_what_no_engine_serves", "close_engine",
            "make_policy_and_engine"]
