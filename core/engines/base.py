@@ -92,7 +92,7 @@ class Engine(Protocol):
         """A training step's rollouts: take the memory back, sample as `generate` does, free it again.
 
         With merged rollouts the adapter is folded into the (shared) base weights for the sampling
-        and unfolded bit for bit after (`core/engines/registry/merged_lora.py`), so no LoRA kernel runs;
+        and unfolded bit for bit after (`core/engines/merged_lora.py`), so no LoRA kernel runs;
         where it cannot be folded (a 4-bit base, weights not shared) it samples through the
         adapter. What it did and what each part took: `rollout_stats` (a dict).
         """

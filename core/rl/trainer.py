@@ -264,7 +264,7 @@ class GRPOTrainer:
         self.scheduler = get_scheduler(a.lr_scheduler, self.optimizer, num_warmup_steps=a.warmup_steps,
                                        num_training_steps=a.max_steps)
         self.step = 0
-        # rollouts from the base with the adapter folded in (core/engines/registry/merged_lora.py): 16/32-bit base
+        # rollouts from the base with the adapter folded in (core/engines/merged_lora.py): 16/32-bit base
         self.merged_rollouts = cfg.run.merged_rollouts and not cfg.model.load_in_4bit
         self.clock, self.rollout_stats = StepClock(), {}  # where the step's time went; the last rollout's stats
         self.micro_batch_size = micro_batch_size(cfg, self.plan)

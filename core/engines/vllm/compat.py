@@ -24,7 +24,7 @@ Owns: the things public vLLM does not offer and Aha Studio needs —
      Without it vLLM turns all of gpu_memory_utilization that the weights leave into KV cache,
      however few tokens the run needs (https://github.com/vllm-project/vllm/issues/33263).
 
-  7. merged-weight rollouts (`core/engines/registry/merged_lora.py`, `VLLMEngine.rollout`) write the
+  7. merged-weight rollouts (`core/engines/merged_lora.py`, `VLLMEngine.rollout`) write the
      folded adapter into the weight tensors that (2) exposes, in place, between requests. That
      vLLM then serves them rests on three things of 0.24 on CUDA: an unquantized linear layer
      multiplies by `layer.weight` itself on every call (`UnquantizedLinearMethod.apply`; the CPU

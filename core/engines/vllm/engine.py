@@ -16,7 +16,7 @@ Owns: a single `vllm.LLM` created before the training model, in the same process
     `max_num_batched_tokens` per step) and preempts when a long rollout outgrows it, so a step's
     rollouts are batched by the memory the plan gave it;
   - samples a training step's rollouts (`rollout`) with the adapter folded into the shared base
-    weights and unfolded bit for bit after (`merged_rollouts`, `core/engines/registry/merged_lora.py`):
+    weights and unfolded bit for bit after (`merged_rollouts`, `core/engines/merged_lora.py`):
     vLLM then decodes the base model, without LoRA kernels;
   - lends its weights: `shared_hf_model()` is a transformers model whose frozen parameters are
     views of the engine's tensors, so the base model is stored once on the GPU. With a 4-bit
@@ -79,7 +79,7 @@ class VLLMSettings:
     quantization: str | None = None  # "bitsandbytes" for a 4-bit base (QLoRA)
     seed: int = 0
     # rollout(): fold the training adapter into the shared base weights for the sampling and unfold
-    # it bit for bit after (core/engines/registry/merged_lora.py), so vLLM decodes the base model, without
+    # it bit for bit after (core/engines/merged_lora.py), so vLLM decodes the base model, without
     # LoRA kernels; only where the trainer's base is views of these weights and not 4-bit (else
     # through the adapter). A caller's `merged=` wins (the trainer passes run.merged_rollouts).
     merged_rollouts: bool = True
