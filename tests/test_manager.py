@@ -461,7 +461,7 @@ def test_memory_plan_in_plain_words(manager, tmp_path):
 def test_cpu_memory_plan_is_the_planners_ram(manager):
     """On a CPU the plan is core.memory.planner.plan_cpu for the model's config, the dtype the CPU loads
     (float32), the micro-batch the trainer will use and the RAM available now."""
-    from core.memory import planner, words, ram
+    from core.memory import planner, ram
 
     cfg = tiny_config(manager, micro_batch_size=0)  # auto: 8 on a CPU
     plan = manager.memory_plan(cfg)

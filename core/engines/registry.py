@@ -225,7 +225,7 @@ def engine_refusals(cfg, hf_config, device: str) -> list[str]:
     >>> print(engine_refusals(cfg, C(max_position_embeddings=8192), "cpu")[0])
     algorithm.max_prompt_length + algorithm.max_completion_length = 512 + 8000: more than the model's context of 8192 tokens; lower them to 8192 together
     """
-    from core.memory import planner, sizes
+    from core.memory import sizes
 
     a, m, r = cfg.algorithm, cfg.model, cfg.run
     out = []

@@ -16,17 +16,15 @@ see `core/rl/distributed.py`); TRL + DeepSpeed is the road to several nodes.
 Refuses to know: how TRL trains. The script imports this repository (data loader, reward
 presets), so it runs from the repository root or with AHA_STUDIO_ROOT set.
 
-    python -m core.export.trl_script --config configs/quickstart.yaml --out exported/quickstart
+    python -m scripts.export_trl --config configs/quickstart.yaml --out exported/quickstart
 """
 
 from __future__ import annotations
 
-import argparse
 import pprint
-import sys
 from pathlib import Path
 
-from core.config import Config, ConfigError
+from core.config import Config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -34,7 +32,7 @@ SCRIPT = '''#!/usr/bin/env python
 """GRPO with TRL for the Aha Studio run {run_name!r}: the same model, data, rewards and
 hyper-parameters on TRL's GRPOTrainer, so the run can grow past one host (accelerate + DeepSpeed).
 
-Exported by `python -m core.export.trl_script`. It imports the Aha Studio repository (data loader,
+Exported by `python -m scripts.export_trl`. It imports the Aha Studio repository (data loader,
 reward presets): run it from there, or set AHA_STUDIO_ROOT. See README.md beside it.
 
     accelerate launch --config_file accelerate_zero2.yaml train_trl.py
@@ -225,7 +223,7 @@ use_cpu: false
 README = """\
 # {run_name}: GRPO with TRL, on one host or several
 
-Exported from Aha Studio by `python -m core.export.trl_script`. `train_trl.py` rebuilds the run's
+Exported from Aha Studio by `python -m scripts.export_trl`. `train_trl.py` rebuilds the run's
 model, LoRA adapter, data and reward functions and trains them with TRL's `GRPOTrainer`
 (needs `pip install trl==1.16.0 deepspeed`, and this repository: run from its root or set
 `AHA_STUDIO_ROOT`). One optimizer step sees {completions} completions, split over all processes:
@@ -278,22 +276,3 @@ def export_trl(cfg: Config, out_dir: str | Path) -> dict[str, Path]:
         paths["custom_rewards"] = out / "custom_rewards.py"
         paths["custom_rewards"].write_text(custom)
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Export a run config as a TRL GRPOTrainer script (+ DeepSpeed ZeRO-2).")
-    ap.add_argument("--config", required=True, help="run config YAML (or a run folder's config.yaml)")
-    ap.add_argument("--out", required=True, help="folder to write into")
-    args = ap.parse_args(argv)
-    try:
-        cfg = Config.load(args.config)
-    except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    for kind, path in export_trl(cfg, args.out).items():
-        print(f"{kind:>18}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

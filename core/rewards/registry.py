@@ -24,11 +24,9 @@ tokens, models. No gradio, no torch.
 
 from __future__ import annotations
 
-import math
-import numbers
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from core.rewards.code import call_reward
 from core.rewards.base import RewardError, check_rewards

@@ -46,7 +46,6 @@ import torch
 
 from core.errors import AhaError
 from core.engines.vllm import compat
-from core.memory.sizes import engine_sizes
 from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings
 
 
