@@ -30,13 +30,12 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import gradio_client  # gradio's own client, installed with gradio (a dependency)
 import pytest
 import torch
 
 from core.config import Config, DataConfig, ModelConfig
 from core.manager import ManagerError, RunManager
-
-gradio_client = pytest.importorskip("gradio_client")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
