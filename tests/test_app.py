@@ -8,12 +8,11 @@ import socket
 import time
 from pathlib import Path
 
+import gradio_client  # gradio's own client, installed with gradio (a dependency)
 import pytest
 
 from core.config import Config, ModelConfig
 from core.app.manager import RunManager
-
-gradio_client = pytest.importorskip("gradio_client")
 
 # the tiny-run settings, by the API names of the Train and Data widgets
 TINY = dict(

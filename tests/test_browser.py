@@ -25,7 +25,7 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip("no /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+from playwright import sync_api  # noqa: E402  (the test extra installs it: only the browser may be missing)
 
 REPO = Path(__file__).resolve().parent.parent
 # ENVIRONMENT.md's flags; Playwright adds --headless and its own --user-data-dir

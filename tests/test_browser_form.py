@@ -20,8 +20,8 @@ pytestmark = pytest.mark.browser
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip("no /usr/bin/chromium (apt-get install -y chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
-gradio_client = pytest.importorskip("gradio_client")
+import gradio_client  # noqa: E402
+from playwright import sync_api  # noqa: E402  (the test extra installs it: only the browser may be missing)
 expect = sync_api.expect
 
 from app_process import running_app  # noqa: E402

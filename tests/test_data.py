@@ -114,7 +114,8 @@ def test_dataframe_is_copied():
 
 
 def test_datasets_folders_single_and_dict(tmp_path):
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     datasets.Dataset.from_list(ROWS).save_to_disk(str(tmp_path / "one"))
     datasets.DatasetDict(
         {
@@ -231,7 +232,7 @@ def test_semicolon_file_gets_a_hint(tmp_path):
 
 
 def test_unknown_hub_id_offline_is_a_clean_error(monkeypatch):
-    datasets = pytest.importorskip("datasets")
+    import datasets
     import huggingface_hub.constants
 
     # Offline mode answers at once; with the network merely unreachable it retries for ~25 s.

@@ -18,7 +18,7 @@ from core.config import ModelConfig
 from core.engines.hf import HFEngine
 from core.app.messages import ManagerError
 from core.app.manager import RunManager
-from tests.test_manager import tiny_config
+from tests.test_manager import greedy_reply, tiny_config
 
 
 class StandInVLLM(HFEngine):
@@ -32,8 +32,10 @@ class StandInVLLM(HFEngine):
         from core.engines.vllm.engine import effective_settings
 
         self.settings, self.model_path, self.delay = effective_settings(settings), model_path, delay
+        self.calls = 0  # generate calls served (rollouts and chats)
 
     def generate(self, prompts, sampling, adapter=None, **kwargs):  # should_stop: HF's rollout passes it
+        self.calls += 1
         time.sleep(self.delay)
         return super().generate(prompts, sampling, adapter, **kwargs)
 
@@ -102,10 +104,17 @@ def test_the_engine_is_built_with_headroom_and_serves_later_runs_exactly(app_man
     # a run with LoRA rank 32 and a completion length above the default (256) runs on it
     cfg = _run(m, max_completion_length=300, prompts_per_step=1, num_generations=2)
     cfg.model.lora_r, cfg.model.lora_alpha = 32, 64
-    m.start(cfg)
+    name = m.start(cfg)
     assert m.wait(timeout=120) == "finished"
     assert len(vllm_stand_in) == 1 and m.status()["engine_note"] == ""
-    assert m.chat("Which is bigger, 9.11 or 9.9?", target="current", max_tokens=4)
+    # the chat is served by that engine, with the run's rank-32 adapter: its last checkpoint's answer
+    # (one step without reward spread leaves the adapter at zero: tests/test_manager.py tells 'current'
+    # from 'base' on an adapter that moved)
+    prompt, calls = "Which is bigger, 9.11 or 9.9?", vllm_stand_in[0].calls
+    reply = m.chat(prompt, target="current", max_tokens=4)
+    assert vllm_stand_in[0].calls == calls + 1
+    assert reply == greedy_reply(cfg.model.name_or_path, m.checkpoints(name)[-1], prompt, cfg.data.system_prompt,
+                                 cfg.data.response_prefix, 4)
 
 
 def test_a_sleep_mode_engine_is_kept_for_a_larger_kv_cache_and_rebuilt_only_for_what_it_cannot_serve(
@@ -167,8 +176,12 @@ def test_a_run_the_engine_cannot_serve_exactly_gets_it_rebuilt(app_manager, vllm
     rebuilt = vllm_stand_in[1].settings
     assert rebuilt.max_lora_rank >= cfg.model.lora_r
     assert rebuilt.max_model_len >= cfg.algorithm.max_prompt_length + cfg.algorithm.max_completion_length
-    # the chat works on the new engine, and an identical run afterwards needs no rebuild
-    assert m.chat("hi", max_tokens=2) is not None
+    # the chat works on the new engine (the base model's answer, asked as the run asks), and an
+    # identical run afterwards needs no rebuild
+    calls = (vllm_stand_in[0].calls, vllm_stand_in[1].calls)
+    reply = m.chat("hi", max_tokens=2)
+    assert (vllm_stand_in[0].calls, vllm_stand_in[1].calls) == (calls[0], calls[1] + 1)
+    assert reply == greedy_reply(cfg.model.name_or_path, None, "hi", cfg.data.system_prompt, cfg.data.response_prefix, 2)
     again = _run(m)
     change(again)
     if again.model.dtype == "bfloat16":

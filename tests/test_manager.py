@@ -58,8 +58,11 @@ def manager(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished_run(manager):
-    """A finished 3-step run (shared by the tests that only read it)."""
-    name = manager.start(tiny_config(manager))
+    """A finished 3-step run (shared by the tests that only read it), with a reward that has spread
+    and a large step, so that its adapter moves enough to change greedy answers."""
+    cfg = tiny_config(manager, learning_rate=5e-2)
+    cfg.rewards.custom_code = LONGER
+    name = manager.start(cfg)
     assert manager.wait(timeout=120) == "finished"
     return name
 
@@ -88,18 +91,27 @@ def test_worker_runs_jobs_in_order_on_one_thread():
     worker.close()
 
 
-def test_run_pause_chat_resume_and_refuse_second_start(manager):
-    cfg = tiny_config(manager)
+def test_run_pause_chat_resume_and_refuse_second_start(manager, tmp_path):
+    # a reward with spread and a large step: from the first step on, the adapter changes the answer
+    cfg = tiny_config(manager, learning_rate=0.1)
+    cfg.rewards.custom_code = LONGER
     name = manager.start(cfg)
+    wait_for(lambda: manager.status()["step"] >= 1)
     manager.pause()
     # the run pauses between steps; the worker keeps serving jobs while it waits
     s = wait_for(lambda: (st := manager.status())["state"] == "paused" and st)
     assert s["run_name"] == name and s["max_steps"] == 3 and s["step"] < 3 and s["pause_reason"]
     with pytest.raises(ManagerError, match="stop it"):
         manager.start(tiny_config(manager))
-    reply = manager.chat("Which is bigger? 9.11 or 9.9?", target="current", max_tokens=8)
-    assert isinstance(reply, str)
+    prompt = "Which is bigger? 9.11 or 9.9?"
+    reply = manager.chat(prompt, target="current", max_tokens=8)
     assert manager.status()["state"] == "paused"  # answered while the run still holds the worker
+    # the paused run's adapter answers, asked as the run asks: what transformers + peft give for it,
+    # and not what the base model gives
+    asked = (prompt, cfg.data.system_prompt, cfg.data.response_prefix, 8)
+    assert manager.adapter_change("current")["moved"]
+    assert reply == greedy_reply(cfg.model.name_or_path, live_adapter(manager, tmp_path / "live"), *asked)
+    assert reply != greedy_reply(cfg.model.name_or_path, None, *asked)
     manager.resume()
     assert manager.wait(timeout=120) == "finished"
     s = manager.status()
@@ -120,11 +132,17 @@ def test_run_pause_chat_resume_and_refuse_second_start(manager):
 
 
 def test_chat_is_answered_between_steps_then_stop_and_resume(manager):
-    name = manager.start(tiny_config(manager, max_steps=6))
+    # the adapter changes the answer from the first step on: 'base' must switch it off
+    cfg = tiny_config(manager, max_steps=6, learning_rate=0.1)
+    cfg.rewards.custom_code = LONGER
+    name = manager.start(cfg)
+    wait_for(lambda: manager.status()["step"] >= 1)
     reply = manager.chat("What is 2 + 3?", target="base", max_tokens=4)
     s = manager.status()
-    assert isinstance(reply, str)
     assert s["state"] == "running" and 1 <= s["step"] < 6  # served after a step, long before the end
+    # the base model's answer (the adapter off), asked as the running run asks
+    assert reply == greedy_reply(cfg.model.name_or_path, None, "What is 2 + 3?", cfg.data.system_prompt,
+                                 cfg.data.response_prefix, 4)
     stopped_at = manager.stop()["step"]
     assert manager.wait(timeout=120) == "stopped"
     step = manager.status()["step"]
@@ -138,20 +156,39 @@ def test_chat_is_answered_between_steps_then_stop_and_resume(manager):
 
 def test_evaluate_base_vs_tuned(manager, finished_run):
     result = manager.evaluate("current", n=4)
+    items = result["items"]
+    assert len(items) == 4 and {"question", "base", "tuned"} <= set(items[0])
     for who in ("base", "tuned"):
         assert result[who]["n"] == 4
-        assert 0.0 <= result[who]["accuracy"] <= 1.0 and 0.0 <= result[who]["format_rate"] <= 1.0
-    assert len(result["items"]) == 4 and {"question", "base", "tuned"} <= set(result["items"][0])
-    checkpoint = manager.checkpoints(finished_run)[-1]
+        assert result[who]["accuracy"] == sum(i[f"{who}_correct"] for i in items) / 4
+        assert 0.0 <= result[who]["format_rate"] <= 1.0
+    # the answers are greedy ones, of the run's length, to the prompt cut as training cut it: what
+    # transformers + peft give for the base model and for the finished run's last checkpoint
+    cfg, checkpoint = manager.run_config(), manager.checkpoints(finished_run)[-1]
+    asked = (cfg.data.system_prompt, cfg.data.response_prefix, cfg.algorithm.max_completion_length)
+    keep = cfg.algorithm.max_prompt_length
+    model_dir = cfg.model.name_or_path
+    assert items[0]["base"] == greedy_reply(model_dir, None, items[0]["question"], *asked, keep_last=keep)
+    assert items[0]["tuned"] == greedy_reply(model_dir, checkpoint, items[0]["question"], *asked, keep_last=keep)
+    assert any(i["tuned"] != i["base"] for i in items)  # the run's adapter moved: 'tuned' is not the base
     on_checkpoint = manager.evaluate(checkpoint, n=2)
     assert on_checkpoint["tuned"]["n"] == 2
+    assert [i["tuned"] for i in on_checkpoint["items"]] == [i["tuned"] for i in items[:2]]  # the same adapter
+
+
+def live_adapter(manager, folder: Path) -> str:
+    """The active run's adapter as it is in memory now, saved by peft: a job on the worker, so it
+    runs between two steps (or while paused), the moment a chat with target 'current' is served."""
+    manager.worker.call(lambda: manager._model.save_pretrained(str(folder), selected_adapters=["default"]))
+    return str(folder)
 
 
 LONGER = "def longer(completions, **kwargs):\n    return [len(c[0]['content']) / 50 for c in completions]\n"
 
 
-def greedy_reply(model_dir, checkpoint, prompt, system_prompt, prefix, max_tokens):
-    """The answer plain transformers + peft give (no engine, no manager): what chat must return."""
+def greedy_reply(model_dir, checkpoint, prompt, system_prompt, prefix, max_tokens, keep_last=None):
+    """The answer plain transformers + peft give (no engine, no manager): what chat must return.
+    `keep_last`: only the prompt's last tokens, as evaluation cuts it (max_prompt_length)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -164,6 +201,8 @@ def greedy_reply(model_dir, checkpoint, prompt, system_prompt, prefix, max_token
         model = PeftModel.from_pretrained(model, checkpoint)
     ids = tok(render_prompt(tok, build_messages(prompt, system_prompt), "", prefix),
               add_special_tokens=False)["input_ids"]
+    if keep_last:
+        ids = ids[-keep_last:]
     with torch.no_grad():
         out = model.eval().generate(torch.tensor([ids]), max_new_tokens=max_tokens, do_sample=False,
                                     pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
@@ -184,6 +223,10 @@ def test_chat_asks_a_checkpoint_as_its_run_trained(manager):
     assert manager.wait(timeout=120) == "finished"
     checkpoint = manager.checkpoints(trained)[-1]
     live = manager.adapter_change("current")  # the run's adapter in memory, after its last step
+    model_dir, prompt = manager.default_model.name_or_path, "Which is bigger? 9.11 or 9.9?"
+    # asked while the trained adapter is live: 'current' is it, 'base' is the model with it switched off
+    current_reply = manager.chat(prompt, target="current", max_tokens=12)
+    base_reply = manager.chat(prompt, target="base", max_tokens=12)
     other = manager.start(tiny_config(manager, max_steps=1))  # another run becomes the current one
     assert manager.wait(timeout=120) == "finished"
 
@@ -196,12 +239,13 @@ def test_chat_asks_a_checkpoint_as_its_run_trained(manager):
     assert (current["system_prompt"], current["response_prefix"]) == (defaults.system_prompt, defaults.response_prefix)
     assert current["source"] == f"the current run `{other}`"
 
-    model_dir, prompt = manager.default_model.name_or_path, "Which is bigger? 9.11 or 9.9?"
     tuned = manager.chat(prompt, target=checkpoint, max_tokens=12)
     base = manager.chat(prompt, target="base", asked_as=checkpoint, max_tokens=12)
     assert tuned == greedy_reply(model_dir, checkpoint, prompt, "Answer in one word.", "<reasoning>", 12)
     assert base == greedy_reply(model_dir, None, prompt, "Answer in one word.", "<reasoning>", 12)
     assert tuned.startswith("<reasoning>") and base.startswith("<reasoning>") and tuned != base
+    # 'current' was the trained adapter (its last checkpoint's answer), 'base' the base model's
+    assert current_reply == tuned and base_reply == base
     # the boxes of the Compare tab replace the run's settings when edited
     edited = manager.chat(prompt, target=checkpoint, system_prompt="", response_prefix="", max_tokens=12)
     assert edited == greedy_reply(model_dir, checkpoint, prompt, "", "", 12)
@@ -393,8 +437,28 @@ def test_memory_estimate_and_model_info(manager):
     assert est["params"] == 2 * (4096 + 2048 + 2048 + 4096 + 3 * 8192 + 128) + 512 * 64 + 64
     assert est["adapter_params"] == 2 * 8 * ((64 + 64) * 2 + (64 + 32) * 2 + (64 + 128) * 3)
     assert est["weights_gb"] == pytest.approx(est["params"] * 2 / 1024**3)
+    manager.load_model()
     info = manager.model_info()
-    assert info["loaded"] and info["params"] > 0 and info["total_gb"] > info["weights_gb"]
+    assert info["loaded"] and info["total_gb"] > info["weights_gb"]
+    # from the tiny model's config.json alone: its real parameter count within 1% (the formula
+    # leaves out Qwen2's q/k/v biases, 256 of its 99,008)
+    path = manager.default_model.name_or_path
+    d = manager.default_model
+    from_config = estimate_memory(d.lora_r, d.lora_target_modules, "float32",
+                                  hf_config=json.loads((Path(path) / "config.json").read_text()))
+    assert from_config["params"] == pytest.approx(base_parameter_count(path), rel=0.01)
+
+
+def base_parameter_count(model_dir) -> int:
+    from transformers import AutoModelForCausalLM
+
+    return sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
+
+
+def test_model_info_counts_the_base_models_parameters(manager):
+    manager.load_model()
+    info = manager.model_info()
+    assert info["loaded"] and info["params"] == base_parameter_count(manager.default_model.name_or_path)
 
 
 def test_uploads_are_checked_and_names_sanitised(manager, tmp_path):

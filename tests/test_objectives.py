@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import trl  # noqa: F401  a dependency (pyproject.toml): without it this module fails instead of being skipped
 
 from core.rl.objectives import compute_advantages, policy_loss
-
-trl = pytest.importorskip("trl")
 
 
 def _trl_trainer(model_dir, tmp_path, **kw):

@@ -72,7 +72,7 @@ def test_layer_saved_bytes_match_what_autograd_keeps(padded):
     """Count, on the CPU, the bytes autograd saves inside one decoder layer of a tiny Qwen2 with
     LoRA on all projections (bf16 base, peft's fp32 adapters, SDPA; with padding an attention
     mask, which costs a bf16 copy of it per layer and k/v repeated to every head)."""
-    peft = pytest.importorskip("peft")
+    import peft
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     cfg = Qwen2Config(hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,

@@ -30,14 +30,13 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import gradio_client  # gradio's own client, installed with gradio (a dependency)
 import pytest
 import torch
 
 from core.config import Config, DataConfig, ModelConfig
 from core.app.messages import ManagerError
 from core.app.manager import RunManager
-
-gradio_client = pytest.importorskip("gradio_client")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

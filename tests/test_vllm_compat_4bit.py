@@ -17,13 +17,11 @@ The same path on a real vLLM engine: tests/test_vllm_engine.py::test_qlora_share
 
 from __future__ import annotations
 
-import pytest
+import bitsandbytes as bnb  # the test extra installs it (its CPU backend is what this test uses)
 import torch
 
-bnb = pytest.importorskip("bitsandbytes")
-
-from core.config import ModelConfig  # noqa: E402
-from core.engines.vllm import compat  # noqa: E402
+from core.config import ModelConfig
+from core.engines.vllm import compat
 
 
 def _qwen2(vocab=96):

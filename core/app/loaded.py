@@ -86,7 +86,8 @@ class LoadedModel:
             self._drop_model()  # nothing half-built stays: the next call starts clean
             raise
         base = self._model.get_base_model()
-        self._n_params = sum(p.numel() for p in base.parameters())
+        # the base model's own weights: the peft layers wrapped around them hold the adapter too
+        self._n_params = sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)
         self._hf_config = base.config.to_dict()
         self._model_key = key
         self._model_cfg = dataclasses.replace(model_cfg)

