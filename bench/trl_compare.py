@@ -712,7 +712,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         rec["micro_batch_size_final"] = trainer.micro_batch_size
         if trainer.micro_batch_size < rec["micro_batch_size_start"]:
             rec["notes"].append(f"ours lowered its micro-batch from {rec['micro_batch_size_start']} to "
-                                f"{trainer.micro_batch_size} after running out of memory (core/rollouts.retry_on_oom)")
+                                f"{trainer.micro_batch_size} after running out of memory (GRPOTrainer.train_step halves it)")
 
 
 def _time_for_another(rec: dict, deadline: float) -> bool:

@@ -128,7 +128,7 @@ def test_saved_adapter_reloads_with_plain_peft(tiny_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from core.rl.trainer import completion_logprobs, pad_rollouts
+    from core.rl.logprobs import completion_logprobs, pad_rollouts
 
     cfg = tiny_config(tmp_path, max_steps=3)
     trainer = make_trainer(tiny_model_dir, cfg)
@@ -181,7 +181,7 @@ def test_micro_batches_drop_padding_columns_and_keep_the_logprobs(tiny_model_dir
     """A micro-batch runs only the columns its own rows need (Rollouts.slice): the same log-probs
     as on the batch padded to its longest row, for a fraction of the columns."""
     from core.models.loading import add_lora, load_base_model, load_tokenizer
-    from core.rl.trainer import Rollouts, completion_logprobs, pad_rollouts
+    from core.rl.logprobs import Rollouts, completion_logprobs, pad_rollouts
 
     cfg = _model_cfg(tiny_model_dir)
     model = add_lora(load_base_model(cfg, "cpu"), cfg).eval()
