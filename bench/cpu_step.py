@@ -39,6 +39,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     from core.rl.algorithms import make_trainer
     from core.config import Config, cpu_defaults
+    from core.memory.planner import sequences_per_step
     from scripts.train import apply_overrides
 
     cfg = Config.load(args.config) if args.config else cpu_defaults()
@@ -62,8 +63,7 @@ def main(argv=None) -> dict:
     trainer.train()
     steps = [m["step_time"] for m in rows]
     phases = sorted({k for m in rows for k in m if k.startswith("time/")})
-    tokens = [m["completions/mean_length"] * cfg.algorithm.num_generations * cfg.algorithm.prompts_per_step
-              for m in rows]
+    tokens = [m["completions/mean_length"] * sequences_per_step(cfg) for m in rows]  # x accumulation too
     sample_s = [m.get("time/rollout", 0.0) for m in rows]
     summary = {
         "label": args.label, "config": args.config or "app CPU defaults", "set": args.set,
