@@ -550,7 +550,7 @@ TIME_PHASES = ("fold", "sample", "unfold", "scoring", "logps", "forward_backward
 
 def time_breakdown_ours(metrics: dict) -> dict:
     """Seconds per phase of one step of ours, from the trainer's `time/<phase>` metrics
-    (core/rollouts.StepClock): the rollout split into fold / sample / unfold, then scoring,
+    (core/rl/rollouts.StepClock): the rollout split into fold / sample / unfold, then scoring,
     log-probs, forward/backward, optimizer, adapter push and the rest.
 
     >>> time_breakdown_ours({"time/rollout": 1.5, "time/fold": 0.02, "time/sample": 1.45, "time/unfold": 0.03,
@@ -1675,7 +1675,7 @@ def time_table(records: list[dict]) -> list[str]:
     if not rows:
         return []
     return ["", "## Where the step's time goes", "",
-            ("Seconds of the reported step. Ours: the trainer's clock (`core/rollouts.StepClock`, each phase ends "
+            ("Seconds of the reported step. Ours: the trainer's clock (`core/rl/rollouts.StepClock`, each phase ends "
              "with a CUDA synchronize): rollout = fold + sample (KV cache back, generate, release) + unfold; "
              "log-probs = pi_old / reference passes (none here: one pass, beta 0). TRL and Unsloth: the rollout "
              "(`_generate_single_turn`, with its weight sync or fold) and the rest of the step. Phase peaks: the "
