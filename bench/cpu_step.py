@@ -40,6 +40,7 @@ def main(argv=None) -> dict:
     from core.rl.algorithms import make_trainer
     from core.config import Config, cpu_defaults
     from core.config_text import apply_overrides
+    from core.memory.sizes import sequences_per_step
 
     cfg = Config.load(args.config) if args.config else cpu_defaults()
     cfg.run.output_dir = tempfile.mkdtemp(prefix="cpu-step-")
@@ -62,8 +63,7 @@ def main(argv=None) -> dict:
     trainer.train()
     steps = [m["step_time"] for m in rows]
     phases = sorted({k for m in rows for k in m if k.startswith("time/")})
-    tokens = [m["completions/mean_length"] * cfg.algorithm.num_generations * cfg.algorithm.prompts_per_step
-              for m in rows]
+    tokens = [m["completions/mean_length"] * sequences_per_step(cfg) for m in rows]  # x accumulation too
     sample_s = [m.get("time/rollout", 0.0) for m in rows]
     summary = {
         "label": args.label, "config": args.config or "app CPU defaults", "set": args.set,

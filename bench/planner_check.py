@@ -99,7 +99,7 @@ def one_step(model, cfg, mbs, prompt_len, comp_len, mode, padded=False, device="
 
     from core.rl.objectives import policy_loss
     from core.models.offload import checkpointed_layers, offloaded_activations
-    from core.rl.trainer import completion_logprobs
+    from core.rl.logprobs import completion_logprobs
 
     ids, attn, comp, mask = batch(cfg.vocab_size, mbs, prompt_len, comp_len, padded, device)
     adv = torch.randn(mbs, device=device)

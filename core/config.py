@@ -230,7 +230,12 @@ class AlgorithmConfig:
     weight_decay: float = _f(0.0, "AdamW weight decay.", range=(0.0, 1.0))
     max_steps: int = _f(100, "Optimizer steps to train.", range=(1, 10_000_000))
     gradient_accumulation_steps: int = _f(
-        1, "Batches of rollouts accumulated before each optimizer step.", range=(1, 1024)
+        1,
+        "Batches of prompts_per_step prompts accumulated into each optimizer step: a step samples and scores "
+        "prompts_per_step x this many prompts (G completions each) and sums the gradients of all of them, "
+        "micro-batch by micro-batch, before its one AdamW step: the same update as prompts_per_step x this many "
+        "with 1 here, and the same memory and time: micro_batch_size, not this, bounds what one backward holds.",
+        range=(1, 1024),
     )
     max_grad_norm: float = _f(1.0, "Clip the gradient norm to this. 0 = no clipping.", range=(0.0, 1e6))
     seed: int = _f(42, "Seed for sampling, prompt order and initialisation.", range=(0, 2**31 - 1))

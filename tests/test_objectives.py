@@ -76,7 +76,7 @@ def test_loss_matches_trl(tiny_model_dir, tmp_path, loss_type, level, beta):
 
 def test_hidden_state_logprobs_match_trl(tiny_model_dir, tmp_path):
     """Our decoder + fused log-prob path gives TRL's per-token log-probs (no padding in prompts)."""
-    from core.rl.trainer import completion_logprobs
+    from core.rl.logprobs import completion_logprobs
 
     trainer = _trl_trainer(tiny_model_dir, tmp_path)
     inputs = _inputs(trainer.model.config.vocab_size, seed=3)

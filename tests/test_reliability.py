@@ -73,17 +73,20 @@ def _small_trainer(tiny_model_dir, tmp_path, **algo):
 
 
 def test_out_of_memory_retries_with_smaller_micro_batch(tiny_model_dir, tmp_path, monkeypatch):
+    import core.rl.trainer as trainer_module
+
     trainer = _small_trainer(tiny_model_dir, tmp_path, max_steps=1, micro_batch_size=16)
-    real = trainer._optimize_once
+    real = trainer_module.completion_logprobs
     seen = []
 
-    def flaky(batch):
-        seen.append(trainer.micro_batch_size)
+    def flaky(*args, **kwargs):  # the forward of every micro-batch of the update's pass
+        if not seen or seen[-1] != trainer.micro_batch_size:
+            seen.append(trainer.micro_batch_size)
         if trainer.micro_batch_size > 4:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(batch)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "_optimize_once", flaky)
+    monkeypatch.setattr(trainer_module, "completion_logprobs", flaky)
     assert trainer.train() == "finished"
     assert seen == [16, 8, 4]
     m = trainer.run.read_metrics()[-1]
@@ -91,9 +94,11 @@ def test_out_of_memory_retries_with_smaller_micro_batch(tiny_model_dir, tmp_path
 
 
 def test_nan_loss_skips_the_update_and_counts_it(tiny_model_dir, tmp_path, monkeypatch):
+    import core.rl.trainer as trainer_module
+
     trainer = _small_trainer(tiny_model_dir, tmp_path, max_steps=2)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    real = trainer._micro_batch_loss
+    real = trainer_module.policy_loss
     calls = {"n": 0}
 
     def nan_first_step(logps, *a, **kw):
@@ -101,7 +106,7 @@ def test_nan_loss_skips_the_update_and_counts_it(tiny_model_dir, tmp_path, monke
         calls["n"] += 1
         return (loss * float("nan"), st) if trainer.step == 0 else (loss, st)
 
-    monkeypatch.setattr(trainer, "_micro_batch_loss", nan_first_step)
+    monkeypatch.setattr(trainer_module, "policy_loss", nan_first_step)
     trainer.train_step()  # step 1: NaN -> skipped, adapter untouched
     assert trainer.skipped_steps == 1
     after = {n: p.detach() for n, p in trainer.model.named_parameters() if p.requires_grad}
@@ -159,16 +164,18 @@ def test_metrics_survive_a_torn_last_line(tmp_path):
 def test_out_of_memory_at_micro_batch_one_pauses_with_advice(tiny_model_dir, tmp_path, monkeypatch):
     import threading
 
+    import core.rl.trainer as trainer_module
+
     trainer = _small_trainer(tiny_model_dir, tmp_path, max_steps=2, micro_batch_size=2)
-    real = trainer._optimize_once
+    real = trainer_module.completion_logprobs
     state = {"oom": True}
 
-    def always_oom(batch):
+    def always_oom(*args, **kwargs):
         if state["oom"]:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(batch)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "_optimize_once", always_oom)
+    monkeypatch.setattr(trainer_module, "completion_logprobs", always_oom)
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("state", trainer.train()))
     t.start()
@@ -200,7 +207,7 @@ def test_a_resume_pressed_while_the_pause_is_announced_is_not_lost():
     arrives in between (the user saw "paused" and pressed at once) must win, not be overwritten."""
     import threading
 
-    from core.rl.trainer import TrainerControl
+    from core.rl.control import TrainerControl
 
     control = TrainerControl()
     seen = {}

@@ -238,7 +238,7 @@ def test_rollout_metrics_split_lengths_by_correctness(tiny_model_dir, tmp_path):
     from test_trainer import make_trainer, tiny_config
 
     from core.rewards.registry import RewardResult
-    from core.rl.rollouts import ScoredRollouts, rollout_metrics
+    from core.rl.rollouts import ScoredRollouts
 
     trainer = make_trainer(tiny_model_dir, tiny_config(tmp_path))
     comps = [Completion(token_ids=[1] * n, text="x" * n, finish_reason="stop") for n in (4, 10, 6, 2)]
@@ -246,14 +246,14 @@ def test_rollout_metrics_split_lengths_by_correctness(tiny_model_dir, tmp_path):
                           per_reward={"format_strict": [1.0, 1.0, 0.5, 1.0], "correctness": [0.0, 1.0, 0.0, 1.0]})
     batch = ScoredRollouts(rows=[{"question": "q"}] * 2, prompt_ids=[[1], [1]], completions=comps, scored=scored,
                            num_generations=2, generation_time=1.0)
-    m = rollout_metrics(trainer, batch, 1, 0.0)
+    m = trainer.step_metrics(batch, 1, 0.0)
     assert m["completions/mean_length_correct"] == 6.0  # (10 + 2) / 2
     assert m["completions/mean_length_incorrect"] == 5.0  # (4 + 6) / 2
     none_right = ScoredRollouts(batch.rows, batch.prompt_ids, comps, RewardResult(
         total=[0.0] * 4, per_reward={"correctness": [0.0] * 4}), 2, 1.0)
-    m = rollout_metrics(trainer, none_right, 1, 0.0)
+    m = trainer.step_metrics(none_right, 1, 0.0)
     assert m["completions/mean_length_correct"] != m["completions/mean_length_correct"]  # nan: none right
     assert m["completions/mean_length_incorrect"] == 5.5
     no_correctness = ScoredRollouts(batch.rows, batch.prompt_ids, comps, RewardResult(
         total=[0.0] * 4, per_reward={"format_strict": [0.0] * 4}), 2, 1.0)
-    assert "completions/mean_length_correct" not in rollout_metrics(trainer, no_correctness, 1, 0.0)
+    assert "completions/mean_length_correct" not in trainer.step_metrics(no_correctness, 1, 0.0)

@@ -128,7 +128,7 @@ def test_saved_adapter_reloads_with_plain_peft(tiny_model_dir, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from core.rl.trainer import completion_logprobs, pad_rollouts
+    from core.rl.logprobs import completion_logprobs, pad_rollouts
 
     cfg = tiny_config(tmp_path, max_steps=3)
     trainer = make_trainer(tiny_model_dir, cfg)
@@ -177,11 +177,32 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
             assert r_got[k] == pytest.approx(r_ref[k], rel=1e-4, abs=1e-6), (r_got["step"], k)
 
 
+def test_gradient_accumulation_is_one_step_over_k_times_the_prompts(tiny_model_dir, tmp_path):
+    """algorithm.gradient_accumulation_steps = k, as its help says: each optimizer step samples and
+    scores k batches of prompts_per_step prompts and sums all their gradients before one AdamW
+    step, so it is the same update as one step over k x prompts_per_step prompts."""
+    accumulated = make_trainer(tiny_model_dir, tiny_config(tmp_path / "k2", prompts_per_step=2,
+                                                           gradient_accumulation_steps=2, micro_batch_size=4))
+    wide = make_trainer(tiny_model_dir, tiny_config(tmp_path / "p4", prompts_per_step=4, micro_batch_size=4))
+    start = [p.detach().clone() for p in accumulated.params]
+    for step in range(2):
+        assert accumulated.prompt_rows(step) == wide.prompt_rows(step)  # the same 2 x 2 = 4 prompts
+        assert len(accumulated.prompt_rows(step)) == 4
+        a, w = accumulated.train_step(), wide.train_step()
+        assert a.metrics["reward"] == w.metrics["reward"] and a.metrics["grad_norm"] > 0
+        assert a.metrics["loss"] == pytest.approx(w.metrics["loss"], rel=1e-6, abs=1e-9)
+        assert a.metrics["grad_norm"] == pytest.approx(w.metrics["grad_norm"], rel=1e-6)
+    assert all(accumulated.optimizer.state[p]["step"] == 2 for p in accumulated.params)  # one AdamW step a step
+    for p, q in zip(accumulated.params, wide.params):
+        assert torch.allclose(p, q, rtol=1e-6, atol=1e-8)
+    assert any(not torch.equal(p, p0) for p, p0 in zip(accumulated.params, start))  # the adapter did move
+
+
 def test_micro_batches_drop_padding_columns_and_keep_the_logprobs(tiny_model_dir):
     """A micro-batch runs only the columns its own rows need (Rollouts.slice): the same log-probs
     as on the batch padded to its longest row, for a fraction of the columns."""
     from core.models.loading import add_lora, load_base_model, load_tokenizer
-    from core.rl.trainer import Rollouts, completion_logprobs, pad_rollouts
+    from core.rl.logprobs import Rollouts, completion_logprobs, pad_rollouts
 
     cfg = _model_cfg(tiny_model_dir)
     model = add_lora(load_base_model(cfg, "cpu"), cfg).eval()

@@ -96,7 +96,7 @@ def test_greedy_matches_hf_backend_for_same_weights(engine_and_model):
     from vllm.inputs import TokensPrompt
 
     from core.engines.hf import HFEngine
-    from core.rl.trainer import completion_logprobs, pad_rollouts
+    from core.rl.logprobs import completion_logprobs, pad_rollouts
 
     engine, model, tok, _ = engine_and_model
     prompts = [tok(f"Which is bigger, 9.{i}1 or 9.9?", add_special_tokens=False)["input_ids"] for i in range(4)]
@@ -196,7 +196,7 @@ def test_merged_rollout_serves_the_adapter_and_restores_every_weight(engine_and_
 
     from core.engines.vllm import compat
     from core.engines.merged_lora import merged_adapter
-    from core.rl.trainer import completion_logprobs, pad_rollouts
+    from core.rl.logprobs import completion_logprobs, pad_rollouts
 
     engine, model, tok, _ = engine_and_model
     ref = engine.update_adapter(model)
@@ -304,7 +304,7 @@ def _qlora_check(folder: str) -> dict:
     from core.engines.vllm import compat
     from core.engines.vllm.engine import VLLMEngine, VLLMSettings
     from core.models.loading import add_lora
-    from core.rl.trainer import completion_logprobs, pad_rollouts
+    from core.rl.logprobs import completion_logprobs, pad_rollouts
 
     tok = AutoTokenizer.from_pretrained(folder)
     torch.cuda.empty_cache()

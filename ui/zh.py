@@ -85,7 +85,10 @@ HELP_ZH: dict[str, str] = {
     "algorithm.warmup_steps": "线性预热步数。",
     "algorithm.weight_decay": "AdamW 权重衰减。",
     "algorithm.max_steps": "要训练的优化步数。",
-    "algorithm.gradient_accumulation_steps": "每个优化步之前累积的采样批次数。",
+    "algorithm.gradient_accumulation_steps": "累积进每个优化步的批次数（每批 prompts_per_step 个提示）：每步采样并评分 "
+                                             "prompts_per_step x 此值 个提示（每个 G 个回答），逐个微批次累加全部梯度后只做"
+                                             "一次 AdamW 更新，与此值为 1、提示数为 prompts_per_step x 此值 时的更新相同。"
+                                             "所需内存和时间也与之相同：一次反向传播占用多少由 micro_batch_size 决定，而非此值。",
     "algorithm.max_grad_norm": "把梯度范数裁剪到此值。0 = 不裁剪。",
     "algorithm.seed": "采样、提示顺序和初始化所用的随机种子。",
     "algorithm.dpo_beta": "online_dpo：DPO 损失 -log sigmoid(beta x (选中回答的对数比 - 拒绝回答的对数比)) 中拉向参考模型"

@@ -50,7 +50,7 @@ TIME_PHASES = ("fold", "sample", "unfold", "scoring", "logps", "forward_backward
 
 def time_breakdown_ours(metrics: dict) -> dict:
     """Seconds per phase of one step of ours, from the trainer's `time/<phase>` metrics
-    (core/rollouts.StepClock): the rollout split into fold / sample / unfold, then scoring,
+    (core/rl/rollouts.StepClock): the rollout split into fold / sample / unfold, then scoring,
     log-probs, forward/backward, optimizer, adapter push and the rest.
 
     >>> time_breakdown_ours({"time/rollout": 1.5, "time/fold": 0.02, "time/sample": 1.45, "time/unfold": 0.03,
@@ -212,4 +212,4 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         rec["micro_batch_size_final"] = trainer.micro_batch_size
         if trainer.micro_batch_size < rec["micro_batch_size_start"]:
             rec["notes"].append(f"ours lowered its micro-batch from {rec['micro_batch_size_start']} to "
-                                f"{trainer.micro_batch_size} after running out of memory (core/rollouts.retry_on_oom)")
+                                f"{trainer.micro_batch_size} after running out of memory (GRPOTrainer.train_step halves it and redoes the pass)")

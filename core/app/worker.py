@@ -102,7 +102,7 @@ class ModelWorker:
 
 def worker_control(worker: ModelWorker):
     """A TrainerControl whose pause keeps serving the worker's queue (chat while paused)."""
-    from core.rl.trainer import TrainerControl, TrainingStopped
+    from core.rl.control import TrainerControl, TrainingStopped
 
     class WorkerControl(TrainerControl):
         def wait_if_paused(self, on_pause=None) -> None:

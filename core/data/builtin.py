@@ -79,8 +79,8 @@ def load_builtin(name: str, train_size: int, eval_size: int, seed: int) -> TaskD
     for what, n, field in (("training", train_size, "train_size"), ("held-out", eval_size, "eval_size")):
         if n > MAX_BUILTIN_ROWS:
             raise DataError(f"{BUILTIN_PREFIX}{name}: data.{field} = {n:,} asks for more {what} rows than the "
-                            f"{MAX_BUILTIN_ROWS:,} a built-in task makes (a run of max_steps x prompts_per_step "
-                            "questions needs no more); lower it")
+                            f"{MAX_BUILTIN_ROWS:,} a built-in task makes (a run of max_steps x prompts_per_step x "
+                            "gradient_accumulation_steps questions needs no more); lower it")
     held_out = task.generate(eval_size, seed=2 * seed + 1)
     train = task.generate(train_size, seed=2 * seed, exclude=[task.problem(r) for r in held_out])
     return TaskData(

@@ -166,7 +166,7 @@ def answer_kl(model, prompt_ids: list[list[int]], answer_ids: list[list[int]], *
     the mean of -d (how much less likely the tuned model finds the base's words), `per_answer` the
     k3 mean of each answer (None for an empty one). The adapter must be the tuned weights.
     """
-    from core.rl.trainer import completion_logprobs, pad_rollouts
+    from core.rl.logprobs import completion_logprobs, pad_rollouts
 
     device = next(model.parameters()).device
     was_training = model.training

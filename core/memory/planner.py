@@ -326,7 +326,8 @@ def step_size_refusal(cfg, *, on_gpu: bool, available_bytes: int | None) -> str 
 
 def micro_batch_size(cfg, plan=None) -> int:
     """The config's micro-batch, or for 0 (auto) the planner's pick on a GPU (`plan`); on a CPU
-    (no plan) auto means 8, memory there being the cheap kind, never more than a step's sequences.
+    (no plan) auto means 8, memory there being the cheap kind, never more than a step's sequences
+    (gradient accumulation's included).
 
     >>> from core.config import Config
     >>> cfg = Config(); cfg.algorithm.micro_batch_size = 0
@@ -339,7 +340,7 @@ def micro_batch_size(cfg, plan=None) -> int:
         return a.micro_batch_size
     if plan is not None:
         return plan.micro_batch_size
-    return min(8, a.prompts_per_step * a.num_generations)
+    return min(8, sequences_per_step(cfg))
 
 
 def run_engine_sizes(c, cfg, weights: int, training_peak: int, free_bytes: int, total_bytes: int,

@@ -17,7 +17,7 @@ Refuses to know: losses, engines, models beyond "a list of parameters".
 
 Why an all_reduce and not DistributedDataParallel: the trainer never calls the model's forward
 (it runs the decoder and the fused log-prob kernel on hidden states, see
-`core.rl.trainer.completion_logprobs`), and DDP's gradient hooks only fire through its own forward.
+`core.rl.logprobs.completion_logprobs`), and DDP's gradient hooks only fire through its own forward.
 One flat all_reduce of the LoRA gradients per update (a few MB) is all that data parallelism
 needs here.
 

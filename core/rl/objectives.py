@@ -14,7 +14,7 @@ Shapes: B = sequences (prompts x G), T = completion length (padded).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -80,6 +80,10 @@ class LossStats:
     region_clip_sum: float = 0.0
     tokens: float = 0.0
     clip_units: float = 0.0  # what the clip sums count: tokens, or sequences for GSPO (as TRL logs)
+
+    def __add__(self, other: "LossStats") -> "LossStats":
+        """Field by field: a step's statistics are the sum of its micro-batches'."""
+        return LossStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 def policy_loss(

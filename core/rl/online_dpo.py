@@ -10,9 +10,10 @@ Owns: one Online DPO step —
      under the reference, the same weights with the adapter switched off,
   5) DPO's loss -log sigmoid(beta x (chosen log-ratio - rejected log-ratio)), backward over
      micro-batches of pairs,
-  6) average over ranks, clip, AdamW step, push the adapter into the engine.
-The loop around it — pause / stop / resume, checkpoints, the metrics file, `on_step` — is
-GRPOTrainer's, unchanged.
+  6) average over ranks, clip, AdamW step, 7) push the adapter into the engine.
+The start of the step (1 and 2), the skip of a NaN/inf loss, the smaller micro-batch after
+out-of-memory and the loop around it — pause / stop / resume, checkpoints, the metrics file,
+`on_step` — are GRPOTrainer's, unchanged.
 
 Refuses to know: how a judge answers (`core/rl/judges.py`), the loss arithmetic
 (`core.rl.objectives.dpo_loss`).
@@ -23,16 +24,22 @@ TRL's OnlineDPOTrainer logs the same `rewards/chosen`-style statistics, here und
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import torch
 
 from core.rl import distributed
-from core.rl.rollouts import ScoredRollouts, apply_update, retry_on_oom, rollout_metrics, sample_and_score, sample_rows
 from core.rl.judges import make_judge
+from core.rl.logprobs import completion_logprobs, pad_rollouts
 from core.rl.objectives import dpo_loss
-from core.rl.trainer import GRPOTrainer, StepResult, completion_logprobs, pad_rollouts
+from core.rl.rollouts import ScoredRollouts
+from core.rl.trainer import GRPOTrainer, StepResult, halved_micro_batch
+
+# a step's DPO metrics, in the order they are logged
+DPO_METRICS = ("loss", "grad_norm", "kl", "entropy", "dpo/margin", "dpo/chosen_reward", "dpo/rejected_reward",
+               "dpo/accuracy")
 
 
 class OnlineDPOTrainer(GRPOTrainer):
@@ -45,26 +52,97 @@ class OnlineDPOTrainer(GRPOTrainer):
     # -- one step ------------------------------------------------------------------
     def train_step(self) -> StepResult:
         a = self.cfg.algorithm
-        step = self.step + 1
-        t0 = time.perf_counter()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
 
-        # 1) + 2) sample G completions per prompt and score them
-        batch = sample_and_score(self, step)
+        # 1) + 2) sample G completions per prompt and score them (the start every algorithm shares)
+        step, t0, batch = self.sample_and_score()
 
         # 3) one (chosen, rejected) pair per prompt
         rng = np.random.default_rng([a.seed, step, distributed.rank()])
         pairs, no_verdict = self.choose_pairs(batch, rng)
         pairs = [(c, r) for c, r in pairs if batch.completions[c].token_ids != batch.completions[r].token_ids]
+        K = len(pairs)
+        order = [c for c, _ in pairs] + [r for _, r in pairs]  # (2K,): chosen, then rejected
 
-        # 4) + 5) + 6) log-probs, DPO loss, update
-        out = retry_on_oom(self, self._optimize_pairs, batch, pairs, smallest=2)
+        # 4) + 5) + 6) log-probs, DPO loss, update; out of memory: redo with half the micro-batch (>= 1 pair)
+        while True:
+            try:
+                self.optimizer.zero_grad(set_to_none=True)
+                out, finite = dict.fromkeys(DPO_METRICS, math.nan), True
+                if K:  # else every prompt tied: nothing to learn, but the ranks still meet in the all_reduce
+                    ids, attn, comp, cmask = pad_rollouts([batch.flat_prompt_ids[i] for i in order],
+                                                          [batch.completions[i].token_ids for i in order],
+                                                          self.tokenizer.pad_token_id, self.device)  # (2K, Lp + T)
+                    self.model.train()
+                    k = max(1, self.micro_batch_size // 2)  # pairs per micro-batch
+                    chunks = [torch.tensor(list(range(i, min(i + k, K))) + list(range(K + i, K + min(i + k, K))),
+                                           device=self.device) for i in range(0, K, k)]  # rows of each micro-batch
+
+                    # 4) the reference: the same weights, adapter off, no gradient; DPO's log-probs are
+                    #    the model's own (temperature 1), as in TRL
+                    with torch.no_grad(), self.model.disable_adapter():
+                        ref = torch.zeros(2 * K, device=self.device)  # (2K,)
+                        for rows in chunks:
+                            ref[rows] = (completion_logprobs(self.model, ids[rows], attn[rows], comp[rows],
+                                                             cmask[rows], 1.0) * cmask[rows]).sum(-1)
+
+                    # 5) policy log-probs with gradient, DPO loss per pair, averaged over the step's pairs
+                    loss_sum, ent_sum, kl_sum = 0.0, 0.0, 0.0
+                    chosen_r, rejected_r = [], []
+                    for rows in chunks:
+                        logps, ent = completion_logprobs(self.model, ids[rows], attn[rows], comp[rows], cmask[rows],
+                                                         1.0, return_entropy=True)  # (2b, T)
+                        seq = (logps * cmask[rows]).sum(-1)  # (2b,)
+                        b = len(rows) // 2
+                        losses, c_r, r_r = dpo_loss(seq[:b], seq[b:], ref[rows][:b], ref[rows][b:], a.dpo_beta)  # (b,)
+                        loss = losses.sum() / K
+                        finite = bool(torch.isfinite(loss))
+                        if not finite:
+                            break
+                        loss.backward()
+                        loss_sum += loss.item()
+                        ent_sum += float((ent * cmask[rows]).sum())
+                        kl_sum += float((seq.detach() - ref[rows]).sum())
+                        chosen_r.append(c_r)
+                        rejected_r.append(r_r)
+                if not finite:  # a NaN/inf loss would poison the adapter: this step updates nothing
+                    self.skip_update()
+                    break
+
+                # 6) average over ranks, clip, AdamW step (none when the norm is inf/NaN), schedule
+                with self.clock("optimizer"):
+                    distributed.all_reduce_grads(self.params)  # data parallel: the mean gradient on every rank
+                    max_norm = a.max_grad_norm if a.max_grad_norm > 0 else math.inf
+                    grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+                    if math.isfinite(grad_norm):
+                        self.optimizer.step()
+                    else:
+                        self.skipped_steps += 1
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                out["grad_norm"] = grad_norm
+                if K:
+                    chosen_r, rejected_r = torch.cat(chosen_r), torch.cat(rejected_r)  # (K,)
+                    tokens = float(cmask.sum())
+                    out.update({
+                        "loss": loss_sum,
+                        "kl": kl_sum / max(tokens, 1.0),  # mean log(pi / ref) per token of the pair completions
+                        "entropy": ent_sum / max(tokens, 1.0),
+                        "dpo/margin": (chosen_r - rejected_r).mean().item(),
+                        "dpo/chosen_reward": chosen_r.mean().item(),
+                        "dpo/rejected_reward": rejected_r.mean().item(),
+                        "dpo/accuracy": (chosen_r > rejected_r).float().mean().item(),
+                    })
+                break
+            except torch.OutOfMemoryError as oom:
+                self.optimizer.zero_grad(set_to_none=True)
+                self.micro_batch_size = halved_micro_batch(self.micro_batch_size, oom, smallest=2)
+
+        # 7) push the new adapter into the engine
         self.adapter = self.engine.update_adapter(self.model)
         self.step = step
 
         # metrics: the rollout ones every algorithm logs, then DPO's own
-        m = rollout_metrics(self, batch, step, t0)
+        m = self.step_metrics(batch, step, t0)
         total = batch.scored.total
         m.update(out)
         m["dpo/pairs"] = len(pairs)
@@ -74,7 +152,7 @@ class OnlineDPOTrainer(GRPOTrainer):
             m["judge/no_verdict"] = no_verdict
         m["step_time"] = time.perf_counter() - t0
         roles = {c: {"dpo_role": "chosen"} for c, _ in pairs} | {r: {"dpo_role": "rejected"} for _, r in pairs}
-        return StepResult(step, m, sample_rows(self, batch, step, roles))
+        return StepResult(step, m, self.step_samples(batch, step, roles))
 
     # -- 3) pairs ------------------------------------------------------------------
     def choose_pairs(self, batch: ScoredRollouts, rng: np.random.Generator) -> tuple[list[tuple[int, int]], float]:
@@ -132,71 +210,3 @@ class OnlineDPOTrainer(GRPOTrainer):
                 v = int(rng.integers(2))
             out.append(1 - v if s else v)
         return out
-
-    # -- 4) 5) 6) the DPO update -------------------------------------------------
-    def _optimize_pairs(self, batch: ScoredRollouts, pairs: list[tuple[int, int]]) -> dict:
-        """One update on `pairs`: DPO's loss averaged over them; the step's DPO metrics."""
-        a = self.cfg.algorithm
-        nan = float("nan")
-        K = len(pairs)
-        self.optimizer.zero_grad(set_to_none=True)
-        if K == 0:  # every prompt tied: nothing to learn, but the ranks still meet in the all_reduce
-            grad_norm = apply_update(self)
-            return {"loss": nan, "grad_norm": grad_norm, "kl": nan, "entropy": nan, "dpo/margin": nan,
-                    "dpo/chosen_reward": nan, "dpo/rejected_reward": nan, "dpo/accuracy": nan}
-        order = [c for c, _ in pairs] + [r for _, r in pairs]  # (2K,): chosen, then rejected
-        ids, attn, comp, cmask = pad_rollouts([batch.flat_prompt_ids[i] for i in order],
-                                              [batch.completions[i].token_ids for i in order],
-                                              self.tokenizer.pad_token_id, self.device)
-        self.model.train()
-        k = max(1, self.micro_batch_size // 2)  # pairs per micro-batch
-        chunks = [torch.tensor(list(range(i, min(i + k, K))) + list(range(K + i, K + min(i + k, K))),
-                               device=self.device) for i in range(0, K, k)]  # rows of each micro-batch
-
-        # 4) the reference: the same weights, adapter off, no gradient; DPO's log-probs are the
-        #    model's own (temperature 1), as in TRL
-        with torch.no_grad(), self.model.disable_adapter():
-            ref = torch.zeros(2 * K, device=self.device)
-            for rows in chunks:
-                ref[rows] = (completion_logprobs(self.model, ids[rows], attn[rows], comp[rows], cmask[rows], 1.0)
-                             * cmask[rows]).sum(-1)
-
-        # 5) policy log-probs with gradient, DPO loss per pair, averaged over the step's pairs
-        loss_sum, ent_sum, kl_sum = 0.0, 0.0, 0.0
-        chosen_r, rejected_r = [], []
-        for rows in chunks:
-            logps, ent = completion_logprobs(self.model, ids[rows], attn[rows], comp[rows], cmask[rows], 1.0,
-                                             return_entropy=True)  # (2b, T)
-            seq = (logps * cmask[rows]).sum(-1)  # (2b,)
-            b = len(rows) // 2
-            losses, c_r, r_r = dpo_loss(seq[:b], seq[b:], ref[rows][:b], ref[rows][b:], a.dpo_beta)
-            loss = losses.sum() / K
-            if not torch.isfinite(loss):
-                # a NaN/inf loss would poison the adapter: skip this update, count it
-                self.optimizer.zero_grad(set_to_none=True)
-                self.skipped_steps += 1
-                distributed.all_reduce_grads(self.params, poison=True)  # the other ranks skip it too
-                return {"loss": nan, "grad_norm": nan, "kl": nan, "entropy": nan, "dpo/margin": nan,
-                        "dpo/chosen_reward": nan, "dpo/rejected_reward": nan, "dpo/accuracy": nan}
-            loss.backward()
-            loss_sum += loss.item()
-            ent_sum += float((ent * cmask[rows]).sum())
-            kl_sum += float((seq.detach() - ref[rows]).sum())
-            chosen_r.append(c_r)
-            rejected_r.append(r_r)
-
-        # 6) average over ranks, clip, step
-        grad_norm = apply_update(self)
-        chosen_r, rejected_r = torch.cat(chosen_r), torch.cat(rejected_r)  # (K,)
-        tokens = float(cmask.sum())
-        return {
-            "loss": loss_sum,
-            "grad_norm": grad_norm,
-            "kl": kl_sum / max(tokens, 1.0),  # mean log(pi / ref) per token of the pair completions
-            "entropy": ent_sum / max(tokens, 1.0),
-            "dpo/margin": (chosen_r - rejected_r).mean().item(),
-            "dpo/chosen_reward": chosen_r.mean().item(),
-            "dpo/rejected_reward": rejected_r.mean().item(),
-            "dpo/accuracy": (chosen_r > rejected_r).float().mean().item(),
-        }
-

@@ -11,9 +11,11 @@ LoRA weights and saved in checkpoints as `value_head.pt`) and one PPO step —
      reward on its last token,
   5) GAE (gamma, lambda) gives advantages and returns; advantages are whitened over the batch,
   6) mu passes of the clipped policy loss + vf_coef x the clipped value loss, backward over
-     micro-batches, averaged over ranks, clipped, AdamW step; push the adapter into the engine.
-The loop around it — pause / stop / resume, checkpoints, the metrics file, `on_step` — is
-GRPOTrainer's, unchanged.
+     micro-batches, each pass then 7) averaged over ranks, clipped, one AdamW step,
+  8) push the adapter into the engine.
+The start of the step (1 and 2), the skip of a NaN/inf loss, the smaller micro-batch after
+out-of-memory and the loop around it — pause / stop / resume, checkpoints, the metrics file,
+`on_step` — are GRPOTrainer's, unchanged.
 
 Refuses to know: the arithmetic (`gae_advantages`, `masked_whiten`, `ppo_losses` in
 `core/rl/objectives.py`).
@@ -24,16 +26,16 @@ PPOTrainer (k1 KL penalty per token, whitened advantages, clipped value loss).
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
 import torch
 
 from core.rl import distributed
-from core.rl.rollouts import apply_update, retry_on_oom, rollout_metrics, sample_and_score, sample_rows
+from core.rl.logprobs import completion_hidden_states, logprobs_from_hidden, pad_rollouts
 from core.rl.objectives import gae_advantages, masked_whiten, ppo_losses
-from core.rl.trainer import GRPOTrainer, StepResult, _decoder_and_head, pad_rollouts
-from kernels import token_logprobs
+from core.rl.trainer import GRPOTrainer, StepResult, halved_micro_batch
 
 VALUE_HEAD_FILE = "value_head.pt"
 
@@ -42,24 +44,15 @@ def logps_and_values(model, value_head, input_ids, attention_mask, completion_id
                      return_entropy: bool = False):
     """Per-token log-probs (B, T) and values (B, T) from one decoder pass (entropy (B, T) too if asked).
 
-    As `core.rl.trainer.completion_logprobs`, plus the value head on the same hidden states: the
+    As `core.rl.logprobs.completion_logprobs`, plus the value head on the same hidden states: the
     value at position t is read from the state that predicts completion token t.
     """
-    decoder, head = _decoder_and_head(model)
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # left padding
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     use_cache=False).last_hidden_state  # (B, Lp + T, H)
-    T = completion_ids.size(1)
-    hidden = hidden[:, -T - 1:-1]  # (B, T, H)
-    sel = completion_mask.bool()
-    out = token_logprobs(hidden[sel], head, completion_ids[sel], temperature, return_entropy=return_entropy)
-    logps_flat, ent_flat = out if return_entropy else (out, None)
-    logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=hidden.device)
-    logps = logps.masked_scatter(sel, logps_flat)  # (B, T)
+    hidden, head = completion_hidden_states(model, input_ids, attention_mask, completion_ids.size(1))  # (B, T, H)
+    out = logprobs_from_hidden(hidden, head, completion_ids, completion_mask, temperature, return_entropy)
     values = value_head(hidden.float()).squeeze(-1) * completion_mask  # (B, T), float32
     if not return_entropy:
-        return logps, values
-    ent = torch.zeros_like(logps).masked_scatter(sel, ent_flat.detach().float())
+        return out, values
+    logps, ent = out
     return logps, values, ent
 
 
@@ -104,16 +97,12 @@ class PPOTrainer(GRPOTrainer):
     # -- one step ------------------------------------------------------------------
     def train_step(self) -> StepResult:
         a = self.cfg.algorithm
-        step = self.step + 1
-        t0 = time.perf_counter()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
 
-        # 1) + 2) sample and score
-        batch = sample_and_score(self, step)
+        # 1) + 2) sample and score (the start every algorithm shares: GRPOTrainer.sample_and_score)
+        step, t0, batch = self.sample_and_score()
         rewards = batch.rewards.to(self.device)  # (B,)
         ids, attn, comp, cmask = pad_rollouts(batch.flat_prompt_ids, [c.token_ids for c in batch.completions],
-                                              self.tokenizer.pad_token_id, self.device)
+                                              self.tokenizer.pad_token_id, self.device)  # (B, Lp + T), (B, T)
         truncated = torch.tensor([c.truncated for c in batch.completions], device=self.device)
         if a.mask_truncated_completions:
             cmask = cmask * (~truncated).unsqueeze(1).long()
@@ -135,17 +124,64 @@ class PPOTrainer(GRPOTrainer):
         token_rewards[torch.arange(len(lengths), device=self.device), last] += rewards * (lengths > 0)
 
         # 5) GAE, then whitened advantages
-        advantages, returns = gae_advantages(token_rewards, old_values, mask, a.gamma, a.gae_lambda)
+        advantages, returns = gae_advantages(token_rewards, old_values, mask, a.gamma, a.gae_lambda)  # (B, T) each
         advantages = masked_whiten(advantages, mask)
 
-        # 6) mu passes of the clipped policy and value losses
-        for _ in range(a.num_iterations):
-            out = retry_on_oom(self, self._optimize, ids, attn, comp, cmask, old_logps, old_values, advantages,
-                               returns)
+        # 6) + 7) mu passes of the clipped policy loss + vf_coef x the clipped value loss (token means),
+        #         backward per micro-batch, then one update; out of memory: redo with half the micro-batch
+        n_tokens = float(cmask.sum())
+        done = 0
+        while done < a.num_iterations:
+            try:
+                mbs = self.micro_batch_size
+                pg_sum = vf_sum = ent_sum = clipped = 0.0
+                finite = True
+                self.optimizer.zero_grad(set_to_none=True)
+                for i in range(0, ids.size(0), mbs):
+                    s = slice(i, i + mbs)
+                    logps, values, ent = logps_and_values(self.model, self.value_head, ids[s], attn[s], comp[s],
+                                                          cmask[s], a.temperature, return_entropy=True)  # (b, T)
+                    pg, vf, n_clip = ppo_losses(logps, old_logps[s], advantages[s], values, old_values[s], returns[s],
+                                                cmask[s], epsilon_low=a.epsilon, epsilon_high=a.epsilon_high,
+                                                cliprange_value=a.cliprange_value, num_items_in_batch=n_tokens)
+                    loss = pg + a.vf_coef * vf
+                    finite = bool(torch.isfinite(loss))
+                    if not finite:
+                        break
+                    loss.backward()
+                    pg_sum += pg.item()
+                    vf_sum += vf.item()
+                    ent_sum += float((ent * cmask[s]).sum())
+                    clipped += n_clip
+                if finite:
+                    # 7) average over ranks, clip, AdamW step (none when the norm is inf/NaN), schedule
+                    with self.clock("optimizer"):
+                        distributed.all_reduce_grads(self.params)  # data parallel: the mean gradient on every rank
+                        max_norm = a.max_grad_norm if a.max_grad_norm > 0 else math.inf
+                        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+                        if math.isfinite(grad_norm):
+                            self.optimizer.step()
+                        else:
+                            self.skipped_steps += 1
+                        self.scheduler.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                    out = {"loss": pg_sum + a.vf_coef * vf_sum, "grad_norm": grad_norm,
+                           "entropy": ent_sum / max(n_tokens, 1.0), "ppo/policy_loss": pg_sum, "ppo/value_loss": vf_sum,
+                           "clip_ratio/region_mean": clipped / max(n_tokens, 1.0)}
+                else:  # a NaN/inf loss would poison the adapter: this pass updates nothing
+                    self.skip_update()
+                    out = dict.fromkeys(("loss", "grad_norm", "entropy", "ppo/policy_loss", "ppo/value_loss",
+                                         "clip_ratio/region_mean"), math.nan)
+                done += 1
+            except torch.OutOfMemoryError as oom:  # redo this pass with half the micro-batch
+                self.optimizer.zero_grad(set_to_none=True)
+                self.micro_batch_size = halved_micro_batch(self.micro_batch_size, oom)
+
+        # 8) push the new adapter into the engine
         self.adapter = self.engine.update_adapter(self.model)
         self.step = step
 
-        m = rollout_metrics(self, batch, step, t0)
+        m = self.step_metrics(batch, step, t0)
         tokens = max(float(mask.sum()), 1.0)
         m.update(out)
         m["kl"] = float(kl.sum()) / tokens if a.beta > 0 else 0.0
@@ -153,7 +189,7 @@ class PPOTrainer(GRPOTrainer):
         m["ppo/value_mean"] = float((old_values * mask).sum()) / tokens
         m["ppo/returns_mean"] = float((returns * mask).sum()) / tokens
         m["step_time"] = time.perf_counter() - t0
-        return StepResult(step, m, sample_rows(self, batch, step))
+        return StepResult(step, m, self.step_samples(batch, step))
 
     @torch.no_grad()
     def _no_grad_pass(self, ids, attn, comp, cmask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,39 +201,3 @@ class PPOTrainer(GRPOTrainer):
             logps.append(lp)
             values.append(v)
         return torch.cat(logps), torch.cat(values)
-
-    def _optimize(self, ids, attn, comp, cmask, old_logps, old_values, advantages, returns) -> dict:
-        """One update over the batch: token-mean policy loss + vf_coef x value loss."""
-        a = self.cfg.algorithm
-        nan = float("nan")
-        n_tokens = float(cmask.sum())
-        pg_sum = vf_sum = ent_sum = clipped = 0.0
-        self.optimizer.zero_grad(set_to_none=True)
-        for i in range(0, ids.size(0), self.micro_batch_size):
-            s = slice(i, i + self.micro_batch_size)
-            logps, values, ent = logps_and_values(self.model, self.value_head, ids[s], attn[s], comp[s], cmask[s],
-                                                  a.temperature, return_entropy=True)
-            pg, vf, n_clip = ppo_losses(logps, old_logps[s], advantages[s], values, old_values[s], returns[s],
-                                        cmask[s], epsilon_low=a.epsilon, epsilon_high=a.epsilon_high,
-                                        cliprange_value=a.cliprange_value, num_items_in_batch=n_tokens)
-            loss = pg + a.vf_coef * vf
-            if not torch.isfinite(loss):
-                self.optimizer.zero_grad(set_to_none=True)
-                self.skipped_steps += 1
-                distributed.all_reduce_grads(self.params, poison=True)  # the other ranks skip it too
-                return {"loss": nan, "grad_norm": nan, "entropy": nan, "ppo/policy_loss": nan,
-                        "ppo/value_loss": nan, "clip_ratio/region_mean": nan}
-            loss.backward()
-            pg_sum += pg.item()
-            vf_sum += vf.item()
-            ent_sum += float((ent * cmask[s]).sum())
-            clipped += n_clip
-        grad_norm = apply_update(self)
-        return {
-            "loss": pg_sum + a.vf_coef * vf_sum,
-            "grad_norm": grad_norm,
-            "entropy": ent_sum / max(n_tokens, 1.0),
-            "ppo/policy_loss": pg_sum,
-            "ppo/value_loss": vf_sum,
-            "clip_ratio/region_mean": clipped / max(n_tokens, 1.0),
-        }

@@ -1,14 +1,14 @@
-"""What every algorithm's step shares: rollouts sampled and scored, the update, the metrics.
+"""What every algorithm's step shares: rollouts sampled and scored, the step's clock, the metrics.
 
 Owns: sampling G completions per prompt through the engine and scoring them with the reward
-functions (`sample_and_score`; folded into the base weights when `trainer.merged_rollouts`), the
-clock that says where a step's time goes (`StepClock`, logged as `time/<phase>`), trimming a
-micro-batch to the columns its rows need (`padding_trim`), the AdamW update with data-parallel
-gradient averaging (`apply_update`), retrying a pass with a smaller micro-batch on out-of-memory (`retry_on_oom`),
-and the metrics and samples every run logs under TRL's names (`rollout_metrics`,
-`sample_rows`), so the plots read every algorithm the same way.
+functions (`rollout_and_score`; folded into the base weights when `merged`), the clock that says
+where a step's time goes (`StepClock`, logged as `time/<phase>`), and the metrics and samples
+every run logs under TRL's names (`rollout_metrics`, `sample_rows`), so the plots read every
+algorithm the same way. Every function here takes what it needs and returns values: none holds
+or changes a trainer.
 
-Refuses to know: any algorithm's advantages or loss (`core/rl/objectives.py` and each trainer).
+Refuses to know: any algorithm's advantages, loss or update (`core/rl/objectives.py` and each
+trainer's step), the trainer's state.
 """
 
 from __future__ import annotations
@@ -97,35 +97,29 @@ class ScoredRollouts:
         return [p for p in self.prompt_ids for _ in range(self.num_generations)]
 
 
-def sample_and_score(trainer, step: int) -> ScoredRollouts:
-    """1) sample G completions for each of step `step`'s prompts, 2) score them, as GRPO's step does."""
+def rollout_and_score(engine, rewards, cfg, rows: list[dict], prompt_ids: list[list[int]], *, step: int, adapter,
+                      model, merged: bool, ignore_eos: bool, should_stop, clock: StepClock) -> tuple[ScoredRollouts, dict]:
+    """1) sample G completions for each of `rows` (tokenised: `prompt_ids`) through `engine` with
+    `adapter`, 2) score them with `rewards`. The time goes to `clock` (rollout and its fold /
+    sample / unfold parts, scoring). Returns the scored rollouts and the engine's rollout stats."""
     from core.data import build_messages
 
-    cfg, a = trainer.cfg, trainer.cfg.algorithm
+    a = cfg.algorithm
     G = a.num_generations
-    clock = trainer.clock = StepClock()  # a step starts with its rollouts
-    ram.reset_peak()  # so `peak_ram_gb` is this step's own peak (the process's RAM)
-    rows = trainer.prompt_rows(step - 1)
-    prompt_ids = [trainer.prompt_ids(r) for r in rows]  # (P, Lp_i)
-    engine = trainer.engine
-    if trainer.adapter is None:  # train_step() called without train(): push the adapter first
-        with clock("adapter_push"):
-            trainer.adapter = engine.update_adapter(trainer.model)
     t0 = time.perf_counter()
     with clock("rollout"):  # restore the engine's memory, [fold,] sample, [unfold,] release it
         groups = engine.rollout(
             prompt_ids,
             SamplingSettings(n=G, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_completion_length,
-                             seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank(),
-                             ignore_eos=trainer.ignore_eos),
-            trainer.adapter, model=trainer.model, merged=trainer.merged_rollouts,
-            should_stop=lambda: trainer.control.stop_requested,  # Stop ends a large step between batches
+                             seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank(), ignore_eos=ignore_eos),
+            adapter, model=model, merged=merged,
+            should_stop=should_stop,  # Stop ends a large step between batches
         )  # (P, G)
     t_gen = time.perf_counter() - t0
-    trainer.rollout_stats = dict(getattr(engine, "rollout_stats", None) or {})
+    rollout_stats = dict(getattr(engine, "rollout_stats", None) or {})
     for part in StepClock.PARTS:
-        if f"{part}_s" in trainer.rollout_stats:
-            clock.add(part, trainer.rollout_stats[f"{part}_s"])
+        if f"{part}_s" in rollout_stats:
+            clock.add(part, rollout_stats[f"{part}_s"])
     completions = [c for g in groups for c in g]  # (B,)
     flat_rows = [r for r in rows for _ in range(G)]
     prompts_msgs = [build_messages(r["question"], cfg.data.system_prompt) for r in flat_rows]
@@ -134,63 +128,8 @@ def sample_and_score(trainer, step: int) -> ScoredRollouts:
     columns = {k: [r.get(k) for r in flat_rows] for k in flat_rows[0] if k != "prompt"}
     columns["completion_ids"] = [c.token_ids for c in completions]  # as TRL passes it
     with clock("scoring"):
-        scored = trainer.rewards(prompts_msgs, completions_msgs, columns)
-    return ScoredRollouts(rows, prompt_ids, completions, scored, G, t_gen)
-
-
-def padding_trim(attention_mask: torch.Tensor, completion_len: int) -> tuple[int, int]:
-    """(k, t) for a micro-batch of left-padded prompts + right-padded completions: columns
-    [k, Lp + t) hold every real token of its rows, so slicing inputs to them (and completion
-    tensors to [:, :t]) drops only padding columns. Exact: padding attends to nothing and
-    positions count real tokens. A batch padded to its longest row then costs each micro-batch
-    only its own longest row (with micro-batch 1, every sequence its own length).
-
-    >>> padding_trim(torch.tensor([[0, 0, 1, 1, 1, 0], [0, 1, 1, 1, 0, 0]]), completion_len=3)
-    (1, 2)
-    """
-    real = attention_mask.bool().any(0)  # (Lp + T,) columns with a real token in some row
-    L = attention_mask.size(1)
-    cols = real.nonzero().squeeze(1)
-    if cols.numel() == 0:
-        return 0, completion_len
-    first, last = int(cols[0]), int(cols[-1])
-    prompt_len = L - completion_len
-    return min(first, prompt_len - 1), max(1, last - prompt_len + 1)
-
-
-# ---------------------------------------------------------------------------
-# the update
-
-
-def apply_update(trainer) -> float:
-    """Average the gradients over ranks, clip, AdamW step (skipped when the norm is not finite),
-    advance the schedule, clear the gradients. Returns the gradient norm before clipping."""
-    a = trainer.cfg.algorithm
-    with trainer.clock("optimizer"):
-        distributed.all_reduce_grads(trainer.params)
-        max_norm = a.max_grad_norm if a.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainer.params, max_norm))
-        if math.isfinite(grad_norm):
-            trainer.optimizer.step()
-        else:
-            trainer.skipped_steps += 1
-        trainer.scheduler.step()
-        trainer.optimizer.zero_grad(set_to_none=True)
-    return grad_norm
-
-
-def retry_on_oom(trainer, fn, *args, smallest: int = 1):
-    """`fn(*args)`, halving `trainer.micro_batch_size` and trying again on out-of-memory (as GRPO does)."""
-    while True:
-        try:
-            return fn(*args)
-        except torch.OutOfMemoryError:
-            trainer.optimizer.zero_grad(set_to_none=True)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            if trainer.micro_batch_size <= smallest:
-                raise
-            trainer.micro_batch_size = max(smallest, trainer.micro_batch_size // 2)
+        scored = rewards(prompts_msgs, completions_msgs, columns)
+    return ScoredRollouts(rows, prompt_ids, completions, scored, G, t_gen), rollout_stats
 
 
 # ---------------------------------------------------------------------------
@@ -252,8 +191,10 @@ def no_signal_warning(history: list[dict], *, reward_names=(), response_prefix: 
     return " ".join(parts)
 
 
-def rollout_metrics(trainer, batch: ScoredRollouts, step: int, t0: float) -> dict:
-    """The rollout half of a step's metrics, under the names GRPO logs (the plots read these)."""
+def rollout_metrics(batch: ScoredRollouts, step: int, t0: float, *, clock: StepClock, rollout_stats: dict,
+                    learning_rate: float, skipped_steps: int, micro_batch_size: int) -> dict:
+    """The rollout half of a step's metrics, under the names GRPO logs (the plots read these);
+    `t0`: when the step started."""
     from reward_presets.reflection_bonus import count_reflections
 
     rewards = batch.rewards
@@ -270,18 +211,18 @@ def rollout_metrics(trainer, batch: ScoredRollouts, step: int, t0: float) -> dic
         "completions/min_length": lengths.min().item(),
         "completions/max_length": lengths.max().item(),
         "completions/clipped_ratio": float(np.mean([c.truncated for c in batch.completions])),
-        "learning_rate": trainer.scheduler.get_last_lr()[0],
+        "learning_rate": learning_rate,
         "reflections_per_completion": float(np.mean([count_reflections(c.text) for c in batch.completions])),
         "tokens_per_second": float(lengths.sum().item() / max(batch.generation_time, 1e-9)),
         "generation_time": batch.generation_time,
         "step_time": time.perf_counter() - t0,
         "peak_memory_gb": (torch.cuda.max_memory_allocated() / 2**30) if torch.cuda.is_available() else 0.0,
         "peak_ram_gb": (ram.peak_bytes() or 0) / 2**30,  # the process's resident memory at its peak
-        "skipped_steps": trainer.skipped_steps,
-        "micro_batch_size": trainer.micro_batch_size,
+        "skipped_steps": skipped_steps,
+        "micro_batch_size": micro_batch_size,
     }
-    m.update(trainer.clock.metrics(m["step_time"]))
-    stats = trainer.rollout_stats
+    m.update(clock.metrics(m["step_time"]))
+    stats = rollout_stats
     if stats:
         m["rollout/merged"] = float(bool(stats.get("merged")))
         if stats.get("merged"):
@@ -311,10 +252,12 @@ def correct_mask(per_reward: dict[str, list[float]]) -> torch.Tensor | None:
     return None if name is None else torch.tensor(per_reward[name], dtype=torch.float32) >= 1.0
 
 
-def sample_rows(trainer, batch: ScoredRollouts, step: int, extra: dict[int, dict] | None = None) -> list[dict]:
-    """A few completions for the samples table, spread over the groups; `extra[i]` adds fields to completion i."""
+def sample_rows(batch: ScoredRollouts, step: int, *, count: int, response_prefix: str,
+                extra: dict[int, dict] | None = None) -> list[dict]:
+    """`count` completions for the samples table, spread over the groups, shown after the
+    `response_prefix` they continue; `extra[i]` adds fields to completion i."""
     n = len(batch.completions)
-    k = min(trainer.cfg.run.log_samples, n)
+    k = min(count, n)
     flat_rows = batch.flat_rows
     out = []
     for idx in range(0, n, max(1, n // max(k, 1)))[:k]:
@@ -322,7 +265,7 @@ def sample_rows(trainer, batch: ScoredRollouts, step: int, extra: dict[int, dict
             "step": step,
             "question": flat_rows[idx]["question"],
             "answer": flat_rows[idx].get("answer"),
-            "completion": trainer.cfg.data.response_prefix + batch.completions[idx].text,
+            "completion": response_prefix + batch.completions[idx].text,
             "reward": batch.scored.total[idx],
             "rewards": {name: v[idx] for name, v in batch.scored.per_reward.items()},
             **((extra or {}).get(idx, {})),

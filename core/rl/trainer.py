@@ -1,20 +1,22 @@
 """The GRPO training loop, top to bottom in one file (after nano-aha-moment).
 
-Owns: one optimizer step of GRPO / GSPO / RLOO and the loop around it —
+Owns: one optimizer step of GRPO / GSPO / RLOO, read top to bottom in `GRPOTrainer.train_step` —
   1) pick this step's prompts and sample G completions each through the engine,
   2) score them with the reward functions (each function's values kept for plotting),
   3) turn rewards into group-normalised advantages,
-  4) compute per-token log-probs from hidden states (the [B, T, V] logits never exist),
-  5) the clipped surrogate loss for the configured loss type, optional KL to the adapter-off
-     reference, backward over micro-batches,
-  6) clip, AdamW step, push the new adapter into the engine,
-and then the bookkeeping: metrics and samples per step, atomic checkpoints, pause / stop /
-resume. The arithmetic lives in `core/rl/objectives.py`, the run folder in `core/runs/folders.py`; Online
-DPO and PPO subclass this trainer with their own step (`core/rl/algorithms.py` picks the class), and
-data parallel over several GPUs is a few calls into `core/rl/distributed.py` (no-ops when alone).
+  4) pad them into tensors, 5) old / reference log-probs from hidden states (no [B, T, V] logits),
+  6) the clipped surrogate loss (+ KL to the adapter-off reference) and backward per micro-batch,
+  7) clip, AdamW step, 8) push the new adapter into the engine —
+what every algorithm's step shares (the start: clock, memory peaks, sampling and scoring; the
+skip of a NaN/inf loss; a smaller micro-batch after out-of-memory), and the loop around it:
+metrics and samples per step, atomic checkpoints, pause / stop / resume. The arithmetic lives in
+`core/rl/objectives.py`, log-probs and padding in `core/rl/logprobs.py`, the run folder in
+`core/runs/folders.py`; Online DPO and PPO subclass this trainer with their own step
+(`core/rl/algorithms.py` picks the class), and data parallel over several GPUs is a few calls
+into `core/rl/distributed.py` (no-ops when alone).
 
-Refuses to know: the UI (it reports through `on_step`), tokenizer internals beyond the chat
-template, how the engine samples.
+Refuses to know: the UI (it reports through `on_step`, is steered through `core/rl/control.py`),
+tokenizer internals beyond the chat template, how the engine samples.
 
     python -m scripts.train --config configs/quickstart.yaml     # headless, with a progress bar
 """
@@ -23,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 import time
 import warnings
 import traceback
@@ -38,164 +39,29 @@ from core.rl import distributed
 from core.config import Config
 from core.engines.base import RolloutStopped
 from core.engines.registry import backend_for, make_engine
+from core.memory import ram
+from core.rl.control import TrainerControl, TrainingStopped
+from core.rl.logprobs import Rollouts, completion_logprobs, pad_rollouts
 from core.rl.objectives import LossStats, compute_advantages, policy_loss
 from core.rewards.base import RewardError
-from core.rl.rollouts import StepClock, apply_update, padding_trim, retry_on_oom, rollout_metrics, sample_and_score, sample_rows
+from core.rl.rollouts import ScoredRollouts, StepClock, rollout_and_score, rollout_metrics, sample_rows
 from core.runs.folders import RunDir, checkpoint_step, default_run_name, free_run_name
-from kernels import token_logprobs
 
 
 GRPO_FAMILY = ("grpo", "gspo", "rloo")  # the other algorithms subclass GRPOTrainer: core.rl.algorithms.make_trainer
 
 
-class TrainingStopped(Exception):
-    """Raised inside the loop when the user asked to stop."""
-
-
 # ---------------------------------------------------------------------------
-# control: pause / resume / stop from another thread (the UI) between steps
 
 
-class TrainerControl:
-    """Pause / resume / stop from another thread. `stop_on_pause` is for headless runs (CLI,
-    benchmarks): nobody is there to press Resume, so a pause (a failing reward, out of memory at
-    micro-batch 1) stops the run with its checkpoint and the reason instead of waiting forever."""
-
-    def __init__(self, stop_on_pause: bool = False):
-        self._running = threading.Event()
-        self._running.set()
-        self._lock = threading.Lock()
-        self.stop_requested = False
-        self.stop_on_pause = stop_on_pause
-        self.pause_reason = ""
-        # True while the loop is held between steps: a pause asked for mid-step is not yet one
-        self.holding = False
-
-    def pause(self, reason: str = "", announce=None) -> None:
-        """Pause; `announce()` (e.g. writing the status file with the traceback) runs first, under
-        the same lock as `resume`: whoever sees the pause also finds its reason, and a Resume
-        pressed as soon as the status says "paused" is never lost."""
-        with self._lock:
-            if announce is not None:
-                announce()
-            self.pause_reason = reason
-            self._running.clear()
-
-    def resume(self) -> None:
-        with self._lock:
-            self.pause_reason = ""
-            self._running.set()
-
-    def stop(self) -> None:
-        self.stop_requested = True
-        self._running.set()
-
-    @property
-    def paused(self) -> bool:
-        return not self._running.is_set()
-
-    def wait_if_paused(self, on_pause=None) -> None:
-        if self.paused and on_pause:
-            on_pause()
-        self.holding = self.paused
-        try:
-            self._running.wait()
-        finally:
-            self.holding = False
-        if self.stop_requested:
-            raise TrainingStopped()
-
-
-# ---------------------------------------------------------------------------
-# log-probs from hidden states
-
-
-def _decoder_and_head(model):
-    """(decoder that returns hidden states, LM head weight) of a (peft-wrapped) causal LM."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else base.model
-    return decoder, base.get_output_embeddings().weight
-
-
-def completion_logprobs(
-    model,
-    input_ids: torch.Tensor,  # (B, Lp + T): left-padded prompt then right-padded completion
-    attention_mask: torch.Tensor,  # (B, Lp + T)
-    completion_ids: torch.Tensor,  # (B, T)
-    completion_mask: torch.Tensor,  # (B, T)
-    temperature: float,
-    return_entropy: bool = False,
-):
-    """Per-token log-probs (B, T) of the completion tokens (and entropy (B, T) if asked).
-
-    Runs the decoder only (no LM head), then the fused kernel gathers each target's log-prob
-    from hidden states and the head weight chunk by chunk: peak memory is O(rows x chunk), not
-    O(B x T x V) as with `model(...).logits`.
-    """
-    decoder, head = _decoder_and_head(model)
-    # left padding: positions count real tokens only, as in generation
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     use_cache=False).last_hidden_state  # (B, Lp + T, H)
-    T = completion_ids.size(1)
-    hidden = hidden[:, -T - 1:-1]  # (B, T, H): the state before each completion token predicts it
-    sel = completion_mask.bool()  # only real tokens go through the head
-    out = token_logprobs(hidden[sel], head, completion_ids[sel], temperature, return_entropy=return_entropy)
-    logps_flat, ent_flat = out if return_entropy else (out, None)
-    logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=hidden.device)
-    logps = logps.masked_scatter(sel, logps_flat)  # (B, T)
-    if not return_entropy:
-        return logps
-    ent = torch.zeros_like(logps).masked_scatter(sel, ent_flat.detach().float())
-    return logps, ent
-
-
-# ---------------------------------------------------------------------------
-# a batch of rollouts as tensors
-
-
-@dataclass
-class Rollouts:
-    input_ids: torch.Tensor  # (B, Lp + T)
-    attention_mask: torch.Tensor  # (B, Lp + T)
-    completion_ids: torch.Tensor  # (B, T)
-    completion_mask: torch.Tensor  # (B, T)
-    advantages: torch.Tensor  # (B,)
-    old_logps: torch.Tensor | None = None  # (B, T), when num_iterations > 1
-    ref_logps: torch.Tensor | None = None  # (B, T), when beta > 0
-
-    def slice(self, i: int, j: int) -> "Rollouts":
-        """Rows [i, j), without the columns that are padding in all of them (rollouts.padding_trim)."""
-        T = self.completion_ids.size(1)
-        k, t = padding_trim(self.attention_mask[i:j], T)
-        L = self.input_ids.size(1)
-
-        def s(x):
-            return None if x is None else x[i:j, :t]
-        return Rollouts(self.input_ids[i:j, k:L - T + t], self.attention_mask[i:j, k:L - T + t], s(self.completion_ids),
-                        s(self.completion_mask), self.advantages[i:j], s(self.old_logps), s(self.ref_logps))
-
-
-def pad_rollouts(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int,
-                 device) -> tuple[torch.Tensor, ...]:
-    """Left-pad prompts, right-pad completions: (input_ids, attention_mask, completion_ids, completion_mask)."""
-    B = len(prompt_ids)
-    Lp = max(len(p) for p in prompt_ids)
-    T = max(1, max(len(c) for c in completion_ids))
-    ids = torch.full((B, Lp + T), pad_id, dtype=torch.long)
-    attn = torch.zeros((B, Lp + T), dtype=torch.long)
-    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
-        ids[i, Lp - len(p):Lp] = torch.tensor(p, dtype=torch.long)
-        attn[i, Lp - len(p):Lp] = 1
-        if c:
-            ids[i, Lp:Lp + len(c)] = torch.tensor(c, dtype=torch.long)
-            attn[i, Lp:Lp + len(c)] = 1
-    comp = ids[:, Lp:].clone()
-    cmask = attn[:, Lp:].clone()
-    return ids.to(device), attn.to(device), comp.to(device), cmask.to(device)
-
-
-# ---------------------------------------------------------------------------
+def halved_micro_batch(size: int, oom: torch.OutOfMemoryError, smallest: int = 1) -> int:
+    """The micro-batch to redo a pass with after it ran out of memory: half of `size`; `oom`
+    raised again once `size` is `smallest` (train() then pauses the run and says what to change)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if size <= smallest:
+        raise oom
+    return max(smallest, size // 2)
 
 
 @dataclass
@@ -310,45 +176,91 @@ class GRPOTrainer:
     def train_step(self) -> StepResult:
         a = self.cfg.algorithm
         G = a.num_generations
-        step = self.step + 1
-        t0 = time.perf_counter()
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
 
-        # 1) + 2) sample G completions for each of this step's prompts and score them: each
-        #         reward function's values, then the weighted total (core/rl/rollouts.py)
-        rollouts = sample_and_score(self, step)
-        completions = rollouts.completions  # (B = P * G)
-        rewards = rollouts.rewards  # (B,)
+        # 1) + 2) this step's prompts (prompts_per_step x gradient_accumulation_steps), G completions
+        #         each from the engine, scored by each reward function, then the weighted total
+        step, t0, rollouts = self.sample_and_score()
+        completions = rollouts.completions  # (B = P * G,): G consecutive per prompt
 
-        # 3) advantages, normalised within each group of G
-        advantages, is_std_zero = compute_advantages(
-            rewards, G, estimator="rloo" if a.algorithm == "rloo" else "grpo", scale_rewards=a.scale_rewards)
+        # 3) advantages, normalised within each group of G (RLOO: against the other G - 1)
+        advantages, is_std_zero = compute_advantages(rollouts.rewards, G, scale_rewards=a.scale_rewards,
+                                                     estimator="rloo" if a.algorithm == "rloo" else "grpo")  # (B,)
 
         # 4) tensors: prompt left-padded, completion right-padded
         ids, attn, comp, cmask = pad_rollouts(rollouts.flat_prompt_ids, [c.token_ids for c in completions],
-                                              self.tokenizer.pad_token_id, self.device)
-        if a.mask_truncated_completions:
-            truncated = torch.tensor([c.truncated for c in completions], device=self.device)
+                                              self.tokenizer.pad_token_id, self.device)  # (B, Lp + T), (B, T)
+        if a.mask_truncated_completions:  # DAPO: a completion cut at the length limit teaches nothing
+            truncated = torch.tensor([c.truncated for c in completions], device=self.device)  # (B,)
             cmask = cmask * (~truncated).unsqueeze(1).long()
         batch = Rollouts(ids, attn, comp, cmask, advantages.to(self.device))
         self.model.train()
+
+        # 5) log-probs without gradient: pi_old and the reference
         with self.clock("logps"):
             if a.num_iterations > 1:  # pi_old for the ratio; with one pass it equals pi_theta
-                batch.old_logps = self._logps_no_grad(batch)
+                batch.old_logps = self._logps_no_grad(batch)  # (B, T)
             if a.beta > 0:  # the reference is the same weights with the adapter switched off
                 with self.model.disable_adapter():
-                    batch.ref_logps = self._logps_no_grad(batch)
+                    batch.ref_logps = self._logps_no_grad(batch)  # (B, T)
 
-        # 5) + 6) loss, backward over micro-batches, clip, step; mu passes over the rollouts
-        for _ in range(a.num_iterations):
-            loss_value, stats, entropy, grad_norm = retry_on_oom(self, self._optimize_once, batch)
+        # 6) + 7) mu passes over the rollouts, each: loss and backward per micro-batch, then one update;
+        #         a pass that runs out of memory is redone with half the micro-batch
+        B = ids.size(0)
+        loss_settings = dict(  # how policy_loss (core/rl/objectives.py) reads this config
+            loss_type=a.loss_type, importance_sampling_level="sequence" if a.algorithm == "gspo" else "token",
+            epsilon_low=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta, bias_correction_kl=a.use_bias_correction_kl,
+            max_completion_length=a.max_completion_length, num_items_in_batch=float(cmask.sum()))  # dapo: step's tokens
+        done = 0
+        while done < a.num_iterations:
+            try:
+                mbs = self.micro_batch_size
+                loss_value, entropy_sum, stats, finite = 0.0, 0.0, LossStats(), True
+                self.optimizer.zero_grad(set_to_none=True)
+                # 6) the clipped surrogate (+ beta x KL) of each micro-batch, backward: the gradients add up
+                for i in range(0, B, mbs):
+                    mb = batch.slice(i, i + mbs)  # (b, ...) without the columns that are padding in all b rows
+                    with self.clock("forward_backward"), self._activation_context():
+                        logps, ent = completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
+                                                         mb.completion_mask, a.temperature, return_entropy=True)  # (b, t)
+                        loss, st = policy_loss(logps, mb.old_logps, mb.advantages, mb.completion_mask,
+                                               ref_per_token_logps=mb.ref_logps, num_micro_batches=math.ceil(B / mbs),
+                                               **loss_settings)  # summed over micro-batches = the step's loss
+                        finite = bool(torch.isfinite(loss))
+                        if finite:
+                            loss.backward()
+                    if not finite:
+                        break
+                    loss_value += loss.item()
+                    entropy_sum += float((ent * mb.completion_mask).sum())
+                    stats = stats + st
+                if finite:
+                    # 7) average over ranks, clip, AdamW step (none when the norm is inf/NaN), schedule
+                    with self.clock("optimizer"):
+                        distributed.all_reduce_grads(self.params)  # data parallel: the mean gradient on every rank
+                        max_norm = a.max_grad_norm if a.max_grad_norm > 0 else math.inf
+                        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+                        if math.isfinite(grad_norm):
+                            self.optimizer.step()
+                        else:
+                            self.skipped_steps += 1
+                        self.scheduler.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                    entropy = entropy_sum / max(stats.tokens, 1.0)
+                else:  # a NaN/inf loss would poison the adapter: this pass updates nothing
+                    self.skip_update()
+                    loss_value = entropy = grad_norm = math.nan
+                done += 1
+            except torch.OutOfMemoryError as oom:
+                self.optimizer.zero_grad(set_to_none=True)
+                self.micro_batch_size = halved_micro_batch(self.micro_batch_size, oom)
+
+        # 8) push the new adapter into the engine
         with self.clock("adapter_push"):
             self.adapter = self.engine.update_adapter(self.model)
         self.step = step
 
         # metrics, named as TRL logs them
-        m = rollout_metrics(self, rollouts, step, t0)
+        m = self.step_metrics(rollouts, step, t0)
         m.update({
             "frac_reward_zero_std": is_std_zero.float().mean().item(),  # by the std the advantages used
             "loss": loss_value,
@@ -360,7 +272,46 @@ class GRPOTrainer:
             "clip_ratio/region_mean": stats.region_clip_sum / max(stats.clip_units, 1.0),
         })
         extra = {i: {"advantage": float(advantages[i])} for i in range(len(completions))}
-        return StepResult(step, m, sample_rows(self, rollouts, step, extra))
+        return StepResult(step, m, self.step_samples(rollouts, step, extra))
+
+    # -- what every algorithm's step shares ---------------------------------------------
+    def sample_and_score(self) -> tuple[int, float, ScoredRollouts]:
+        """Steps 1) and 2) of every algorithm: a fresh clock and memory peaks, then this step's
+        prompts sampled G times each through the engine and scored (core/rl/rollouts.py).
+        Returns (the step's number, when it started, the scored rollouts)."""
+        step, t0 = self.step + 1, time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self.clock = StepClock()  # a step starts with its rollouts
+        ram.reset_peak()  # so `peak_ram_gb` is this step's own peak (the process's RAM)
+        rows = self.prompt_rows(step - 1)
+        prompt_ids = [self.prompt_ids(r) for r in rows]  # (P, Lp_i)
+        if self.adapter is None:  # train_step() called without train(): push the adapter first
+            with self.clock("adapter_push"):
+                self.adapter = self.engine.update_adapter(self.model)
+        rollouts, self.rollout_stats = rollout_and_score(
+            self.engine, self.rewards, self.cfg, rows, prompt_ids, step=step, adapter=self.adapter, model=self.model,
+            merged=self.merged_rollouts, ignore_eos=self.ignore_eos, clock=self.clock,
+            should_stop=lambda: self.control.stop_requested)  # Stop ends a large step between batches
+        return step, t0, rollouts
+
+    def skip_update(self) -> None:
+        """A pass whose loss is NaN/inf: drop its gradients, count it in `skipped_steps`, and send
+        NaN to the other ranks so they skip the same update (data parallel)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        distributed.all_reduce_grads(self.params, poison=True)
+
+    def step_metrics(self, rollouts: ScoredRollouts, step: int, t0: float) -> dict:
+        """The metrics every algorithm logs for a step (rollouts, time, memory, this trainer's state)."""
+        return rollout_metrics(rollouts, step, t0, clock=self.clock, rollout_stats=self.rollout_stats,
+                               learning_rate=self.scheduler.get_last_lr()[0], skipped_steps=self.skipped_steps,
+                               micro_batch_size=self.micro_batch_size)
+
+    def step_samples(self, rollouts: ScoredRollouts, step: int, extra: dict[int, dict] | None = None) -> list[dict]:
+        """A few of the step's completions for the samples table (`extra[i]`: fields for completion i)."""
+        return sample_rows(rollouts, step, count=self.cfg.run.log_samples,
+                           response_prefix=self.cfg.data.response_prefix, extra=extra)
 
     @torch.no_grad()
     def _logps_no_grad(self, batch: Rollouts) -> torch.Tensor:
@@ -372,54 +323,12 @@ class GRPOTrainer:
             out.append(torch.nn.functional.pad(lp, (0, batch.completion_ids.size(1) - lp.size(1))))
         return torch.cat(out)
 
-    def _optimize_once(self, batch: Rollouts) -> tuple[float, LossStats, float, float]:
-        a = self.cfg.algorithm
-        B = batch.input_ids.size(0)
-        mbs = self.micro_batch_size
-        n_micro = math.ceil(B / mbs)
-        total_tokens = float(batch.completion_mask.sum())
-        total = LossStats()
-        loss_sum, ent_sum = 0.0, 0.0
-        self.optimizer.zero_grad(set_to_none=True)
-        for i in range(0, B, mbs):
-            mb = batch.slice(i, i + mbs)
-            with self.clock("forward_backward"), self._activation_context():
-                logps, ent = completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
-                                                 mb.completion_mask, a.temperature, return_entropy=True)  # (b, T)
-                loss, st = self._micro_batch_loss(logps, mb, total_tokens, n_micro)
-                if torch.isfinite(loss):
-                    loss.backward()
-            if not torch.isfinite(loss):
-                # a NaN/inf loss would poison the adapter: skip this update, count it
-                self.optimizer.zero_grad(set_to_none=True)
-                self.skipped_steps += 1
-                distributed.all_reduce_grads(self.params, poison=True)  # the other ranks skip it too
-                return float("nan"), total, float("nan"), float("nan")
-            loss_sum += loss.item()
-            ent_sum += float((ent * mb.completion_mask).sum())
-            for f in ("kl_sum", "low_clip_sum", "high_clip_sum", "region_clip_sum", "tokens", "clip_units"):
-                setattr(total, f, getattr(total, f) + getattr(st, f))
-        grad_norm = apply_update(self)  # average over ranks, clip, AdamW, schedule
-        return loss_sum, total, ent_sum / max(total.tokens, 1.0), grad_norm
-
     def _activation_context(self):
         if self.cfg.model.offload_activations:
             from core.models.offload import offloaded_activations
 
             return offloaded_activations(self.model)
         return contextlib.nullcontext()
-
-    def _micro_batch_loss(self, logps: torch.Tensor, mb: Rollouts, total_tokens: float, n_micro: int):
-        a = self.cfg.algorithm
-        return policy_loss(
-            logps, mb.old_logps, mb.advantages, mb.completion_mask,
-            loss_type=a.loss_type,
-            importance_sampling_level="sequence" if a.algorithm == "gspo" else "token",
-            epsilon_low=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta,
-            ref_per_token_logps=mb.ref_logps, bias_correction_kl=a.use_bias_correction_kl,
-            max_completion_length=a.max_completion_length,
-            num_items_in_batch=total_tokens, num_micro_batches=n_micro,
-        )
 
     # -- checkpoints ---------------------------------------------------------------
     def save_checkpoint(self) -> Path:

@@ -1,0 +1,66 @@
+"""Pause / resume / stop a training loop from another thread (the UI, a signal handler).
+
+Owns: `TrainerControl`, the flags the loop checks between steps (and the engine between
+generation batches, through `stop_requested`), and `TrainingStopped`, what the loop raises
+when asked to stop.
+
+Refuses to know: what a step is, the run folder, the UI that presses the buttons.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class TrainingStopped(Exception):
+    """Raised inside the loop when the user asked to stop."""
+
+
+class TrainerControl:
+    """Pause / resume / stop from another thread. `stop_on_pause` is for headless runs (CLI,
+    benchmarks): nobody is there to press Resume, so a pause (a failing reward, out of memory at
+    micro-batch 1) stops the run with its checkpoint and the reason instead of waiting forever."""
+
+    def __init__(self, stop_on_pause: bool = False):
+        self._running = threading.Event()
+        self._running.set()
+        self._lock = threading.Lock()
+        self.stop_requested = False
+        self.stop_on_pause = stop_on_pause
+        self.pause_reason = ""
+        # True while the loop is held between steps: a pause asked for mid-step is not yet one
+        self.holding = False
+
+    def pause(self, reason: str = "", announce=None) -> None:
+        """Pause; `announce()` (e.g. writing the status file with the traceback) runs first, under
+        the same lock as `resume`: whoever sees the pause also finds its reason, and a Resume
+        pressed as soon as the status says "paused" is never lost."""
+        with self._lock:
+            if announce is not None:
+                announce()
+            self.pause_reason = reason
+            self._running.clear()
+
+    def resume(self) -> None:
+        with self._lock:
+            self.pause_reason = ""
+            self._running.set()
+
+    def stop(self) -> None:
+        self.stop_requested = True
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_if_paused(self, on_pause=None) -> None:
+        if self.paused and on_pause:
+            on_pause()
+        self.holding = self.paused
+        try:
+            self._running.wait()
+        finally:
+            self.holding = False
+        if self.stop_requested:
+            raise TrainingStopped()
