@@ -346,14 +346,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
 
         remember_reward_code(self.runs_dir, rewards_cfg.custom_code)
 
-        def swap():
-            old, self._trainer.rewards = self._trainer.rewards, new
-            self._trainer.cfg.rewards = dataclasses.replace(rewards_cfg)
-            self._trainer.cfg.save(self._trainer.run.config_path)
-            if hasattr(old, "close"):
-                old.close()
-
-        self.worker.call(swap)
+        self.worker.call(lambda: self._trainer.use_rewards(new, rewards_cfg))
         if new.notes:
             self._note = " ".join(new.notes)
         self._control.resume()

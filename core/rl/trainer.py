@@ -24,6 +24,7 @@ tokenizer internals beyond the chat template, how the engine samples.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import warnings
@@ -343,15 +344,26 @@ class GRPOTrainer:
         returns the notes to show (an edited learning rate that now applies)."""
         ckpt = checkpoints.read_checkpoint(path)
         checkpoints.check_adapter_fits(ckpt, self.model)
-        notes = checkpoints.apply_checkpoint(self, ckpt)
-        self._resumed_at(ckpt)
-        return notes
+        return self._resumed_at(ckpt)
 
-    def _resumed_at(self, ckpt) -> None:
+    def _resumed_at(self, ckpt) -> list[str]:
+        """Adapter, optimizer, schedule, RNG and counters from `ckpt` (read and checked by
+        core/runs/checkpoints.py); the notes to show (an edited learning rate that now applies)."""
+        from peft.utils import set_peft_model_state_dict
+
+        state = ckpt.state
+        set_peft_model_state_dict(self.model, ckpt.adapter)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        checkpoints.restore_rng(state["rng"])
+        self.micro_batch_size = state.get("micro_batch_size", self.micro_batch_size)
+        self.skipped_steps = state.get("skipped_steps", 0)
+        notes = checkpoints.edited_optimizer_settings(self.optimizer, self.scheduler, self.cfg.algorithm, ckpt.step)
         self.load_extra_state(ckpt.path)
         self.step = ckpt.step
         self.run.truncate_logs(self.step)
         self.adapter = self.engine.update_adapter(self.model)
+        return notes
 
     def save_extra_state(self, folder: Path) -> None:
         """What a subclass adds to a checkpoint folder (PPO: its value head). GRPO adds nothing."""
@@ -368,11 +380,20 @@ class GRPOTrainer:
         if checkpoint:
             self.resume_notes = self.load_checkpoint(checkpoint)
             return True
-        ckpt, self.resume_notes = checkpoints.load_newest_intact(self, self.run.checkpoints())
+        ckpt, skipped = checkpoints.newest_intact(self.run.checkpoints(), self.model)
         if ckpt is None:
             return False
-        self._resumed_at(ckpt)
+        self.resume_notes = skipped + self._resumed_at(ckpt)
         return True
+
+    def use_rewards(self, reward_set, rewards_cfg) -> None:
+        """Score with `reward_set` (built from `rewards_cfg`) from the next step on, and say so in the
+        run's config.yaml; the old set's worker process ends. Called between steps (a paused run)."""
+        old, self.rewards = self.rewards, reward_set
+        self.cfg.rewards = dataclasses.replace(rewards_cfg)
+        self.cfg.save(self.run.config_path)
+        if hasattr(old, "close"):
+            old.close()
 
     # -- the loop --------------------------------------------------------------------
     def train(self, max_steps: int | None = None) -> str:

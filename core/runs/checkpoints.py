@@ -165,18 +165,11 @@ def check_adapter_fits(ckpt: Checkpoint, model) -> None:
 
 
 # ---------------------------------------------------------------------------
-# putting it into the trainer
+# what a resume sets besides the trainer's own state (the trainer assigns that itself)
 
 
-def apply_checkpoint(trainer, ckpt: Checkpoint) -> list[str]:
-    """Adapter, optimizer, schedule, RNG and counters from `ckpt` into `trainer`; the notes to show."""
-    from peft.utils import set_peft_model_state_dict
-
-    state = ckpt.state
-    set_peft_model_state_dict(trainer.model, ckpt.adapter)
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scheduler.load_state_dict(state["scheduler"])
-    rng = state["rng"]
+def restore_rng(rng: dict) -> None:
+    """The process's random generators as a checkpoint saved them (torch, Python, numpy, CUDA)."""
     torch.set_rng_state(rng["torch"])
     python = rng["python"]
     random.setstate((python[0], tuple(python[1]), python[2]))
@@ -188,51 +181,49 @@ def apply_checkpoint(trainer, ckpt: Checkpoint) -> list[str]:
         np.random.set_state(np_state)
     if rng.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    trainer.micro_batch_size = state.get("micro_batch_size", trainer.micro_batch_size)
-    trainer.skipped_steps = state.get("skipped_steps", 0)
-    return _apply_edited_optimizer_settings(trainer, ckpt.step)
 
 
-def _apply_edited_optimizer_settings(trainer, step: int) -> list[str]:
-    """The optimizer state restores the old learning rate and weight decay; the config's win."""
-    a = trainer.cfg.algorithm
+def edited_optimizer_settings(optimizer, scheduler, algorithm, step: int) -> list[str]:
+    """The optimizer state restores the old learning rate and weight decay; the config's
+    (`algorithm`) win: `optimizer` and `scheduler` (just loaded) are set to them; the notes say so."""
+    a = algorithm
     notes = []
-    base_lrs = list(getattr(trainer.scheduler, "base_lrs", []))
-    saved_lr = base_lrs[0] if base_lrs else trainer.optimizer.param_groups[0].get("initial_lr")
+    base_lrs = list(getattr(scheduler, "base_lrs", []))
+    saved_lr = base_lrs[0] if base_lrs else optimizer.param_groups[0].get("initial_lr")
     if saved_lr and not math.isclose(saved_lr, a.learning_rate, rel_tol=1e-9, abs_tol=0.0):
         factor = a.learning_rate / saved_lr  # every group and the schedule's current value alike
-        trainer.scheduler.base_lrs = [b * factor for b in base_lrs]
-        for group in trainer.optimizer.param_groups:
+        scheduler.base_lrs = [b * factor for b in base_lrs]
+        for group in optimizer.param_groups:
             group["lr"] *= factor
             if "initial_lr" in group:
                 group["initial_lr"] *= factor
-        trainer.scheduler._last_lr = [g["lr"] for g in trainer.optimizer.param_groups]
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
         notes.append(f"The learning rate changed from {saved_lr:g} to {a.learning_rate:g}: "
                      f"the new rate applies from step {step + 1}.")
-    saved_wd = trainer.optimizer.param_groups[0].get("weight_decay")
+    saved_wd = optimizer.param_groups[0].get("weight_decay")
     if saved_wd is not None and not math.isclose(saved_wd, a.weight_decay, rel_tol=1e-9, abs_tol=1e-12):
-        for group in trainer.optimizer.param_groups:
+        for group in optimizer.param_groups:
             group["weight_decay"] = a.weight_decay
         notes.append(f"Weight decay changed from {saved_wd:g} to {a.weight_decay:g}: applied from step {step + 1}.")
     return notes
 
 
-def load_newest_intact(trainer, candidates: list[Path]) -> tuple[Checkpoint | None, list[str]]:
-    """The newest of `candidates` (oldest first) that reads back whole, applied to `trainer`;
-    with notes naming any newer one that was skipped and why. CheckpointError when none reads
-    back, or when the config no longer fits (an older checkpoint would not fit either)."""
+def newest_intact(candidates: list[Path], model) -> tuple[Checkpoint | None, list[str]]:
+    """The newest of `candidates` (oldest first) that reads back whole and fits `model`, with
+    notes naming any newer one that was skipped and why (the caller applies it). CheckpointError
+    when none reads back, or when the config no longer fits (an older checkpoint would not fit either)."""
     skipped = []
     for path in reversed(candidates):
         try:
             ckpt = read_checkpoint(path)
-            check_adapter_fits(ckpt, trainer.model)
+            check_adapter_fits(ckpt, model)
         except DamagedCheckpoint as e:
             skipped.append(str(e))
             continue
-        notes = apply_checkpoint(trainer, ckpt)
+        notes = []
         if skipped:
-            notes.insert(0, f"Resumed from {path.name}, the newest checkpoint that reads back whole; skipped: "
-                            + "; ".join(skipped) + ".")
+            notes.append(f"Resumed from {path.name}, the newest checkpoint that reads back whole; skipped: "
+                         + "; ".join(skipped) + ".")
         return ckpt, notes
     if skipped:
         raise CheckpointError("no checkpoint of this run can be resumed: " + "; ".join(skipped))
