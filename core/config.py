@@ -294,7 +294,7 @@ class RunConfig:
         "undone bit for bit after sampling), so the engine decodes without LoRA kernels: faster rollouts, the same "
         "model up to bf16 rounding. With a 16/32-bit base, on a GPU or a CPU; a 4-bit base samples through the "
         "adapter. Chat and evaluation always use the adapter. Off = rollouts through the adapter too.")
-    # vLLM engine settings: 0 / "auto" = chosen from the GPU and the run (core/engines/vllm_engine.plan_settings)
+    # vLLM engine settings: 0 / "auto" = chosen from the GPU and the run (core/memory/planner.run_engine_sizes, core/engines/registry.vllm_settings_for)
     vllm_gpu_memory_utilization: float = _f(
         0.0, "vLLM's share of the GPU memory (weights + KV cache). 0 = sized from free memory and this run's plan.",
         range=(0.0, 0.95))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -46,6 +47,10 @@ def test_exported_script_builds_trl_grpo_trainer(tiny_model_dir, tmp_path):
     assert "accelerate launch --config_file accelerate_zero2.yaml" in readme
     assert "--num_machines 2" in readme and "--machine_rank" in readme and "--main_process_ip" in readme
     assert "24 completions" in readme  # 3 prompts x 4 completions x 2 accumulation steps
+
+    # it finds this repository without an install: the path it puts first is the repository's root
+    root = Path(__file__).resolve().parents[1]
+    assert f"AHA_STUDIO_ROOT\", {str(root)!r})" in paths["script"].read_text() and (root / "core" / "config.py").is_file()
 
     # run it in its own process, offline, from another folder: it builds the trainer and prints
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "2"}

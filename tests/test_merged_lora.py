@@ -1,6 +1,6 @@
 """Merged-weight rollouts on the CPU: fold the adapter into the base, unfold it bit for bit.
 
-`core/engines/registry/merged_lora.py` folds W' = round(W + scale * B @ A) in place and keeps the elements
+`core/engines/merged_lora.py` folds W' = round(W + scale * B @ A) in place and keeps the elements
 that do not round-trip, so the unfold restores W exactly. These hold it to that on tiny bf16 and
 fp32 models: bitwise restoration (small deltas, several ranks, dropout on or off, and a hard case
 whose deltas are large enough that most elements must be kept), merged logits as close to the

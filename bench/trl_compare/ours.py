@@ -130,8 +130,9 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         rec["after_init_torch_allocated_gib"] = gib(torch.cuda.memory_allocated()) if cuda else None
         rec["engine"] = {"backend": trainer.engine.info.backend, "details": trainer.engine.info.details}
         rec["micro_batch_size_start"] = trainer.micro_batch_size  # what auto (0) resolved to
-        plan = getattr(trainer, "plan", None)
-        if plan is not None:
+        run_plan = getattr(trainer, "plan", None)  # a RunPlan; the GPU's numbers are in its .memory
+        if run_plan is not None and run_plan.device == "gpu":
+            plan = run_plan.memory
             rec["plan"] = {"summary": plan.summary(), "micro_batch_size": plan.micro_batch_size,
                            "training_peak_gib": gib(plan.training_peak), "kv_cache_gib": gib(plan.kv_cache),
                            "rollout_peak_gib": gib(plan.rollout_peak),

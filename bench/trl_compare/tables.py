@@ -79,7 +79,7 @@ def time_table(records: list[dict]) -> list[str]:
     if not rows:
         return []
     return ["", "## Where the step's time goes", "",
-            ("Seconds of the reported step. Ours: the trainer's clock (`core/rollouts.StepClock`, each phase ends "
+            ("Seconds of the reported step. Ours: the trainer's clock (`core/rl/rollouts.StepClock`, each phase ends "
              "with a CUDA synchronize): rollout = fold + sample (KV cache back, generate, release) + unfold; "
              "log-probs = pi_old / reference passes (none here: one pass, beta 0). TRL and Unsloth: the rollout "
              "(`_generate_single_turn`, with its weight sync or fold) and the rest of the step. Phase peaks: the "

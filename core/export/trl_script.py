@@ -26,7 +26,7 @@ from pathlib import Path
 
 from core.config import Config
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # core/export/trl_script.py -> the repository
 
 SCRIPT = '''#!/usr/bin/env python
 """GRPO with TRL for the Aha Studio run {run_name!r}: the same model, data, rewards and

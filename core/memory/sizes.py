@@ -115,7 +115,7 @@ def kv_bytes_per_token(c, fp8: bool = False, dtype_bytes: int = 2) -> int:
 
 def engine_kv_bytes(c, seq_len: int, num_sequences: int, fp8: bool = False) -> int:
     """The KV cache the vLLM engine asks for: one step's rollouts at full length + 10% (block
-    rounding), never less than one full-length sequence's, in whole MiB (see plan_settings)."""
+    rounding), never less than one full-length sequence's, in whole MiB (see engine_sizes)."""
     per_seq = kv_bytes_per_token(c, fp8) * seq_len
     b = int(per_seq * max(1, num_sequences) * 1.1)
     return -(-b // MIB) * MIB
