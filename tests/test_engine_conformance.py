@@ -205,7 +205,8 @@ def test_hf_engine_batches_by_free_memory(tiny_model_dir):
     """With room for only 2 sequences, 3 prompts x n=2 run as 3 generate calls of one group each;
     without a limit they run as one call."""
     from core.config import ModelConfig
-    from core.engines.hf import HFEngine, sequences_that_fit
+    from core.engines.hf import HFEngine
+    from core.memory.sizes import sequences_that_fit
     from core.models.loading import add_lora, load_base_model, load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))

@@ -4,7 +4,7 @@ Read from the source (nothing is imported): every import counts, those inside fu
 - No import cycle among the project's modules.
 - Room to room, imports go only to a lower layer (`LAYERS`); a new room must be placed here.
 - core/ never imports gradio; the memory arithmetic never imports torch (only memory/device.py
-  reads the device, and only inside its function).
+  reads the device, and only inside its function); no other module of core/ reads free GPU memory.
 - No file of core/, bench/, ui/, scripts/, kernels/ or reward_presets/ is over 500 lines.
     python -m pytest -q tests/test_layout.py
 """
@@ -152,6 +152,14 @@ def test_core_never_imports_gradio_and_memory_arithmetic_never_torch():
     assert [m for m, f in MODS.items() if m.startswith("core") and "gradio" in third_party(f)] == []
     arithmetic = [m for m in MODS if room(m) == "memory" and m != "core.memory.device"]
     assert len(arithmetic) >= 4 and [m for m in arithmetic if {"torch", "transformers"} & third_party(MODS[m])] == []
+
+
+def test_device_memory_is_read_in_one_place():
+    """core/memory/device.py is the one reader of a GPU's free memory: no other module of core/
+    calls torch.cuda.mem_get_info or memory_reserved (each reader used to count it its own way)."""
+    readers = sorted(m for m, f in MODS.items() if m.startswith("core") for node in ast.walk(ast.parse(f.read_text()))
+                     if isinstance(node, ast.Attribute) and node.attr in ("mem_get_info", "memory_reserved"))
+    assert set(readers) == {"core.memory.device"}
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -20,28 +20,9 @@ import itertools
 import torch
 
 from core.engines.base import AdapterRef, Completion, EngineInfo, RolloutStopped, SamplingSettings
+from core.memory.sizes import sequences_that_fit
 
 TRAIN_ADAPTER = "default"  # peft's name for the adapter being trained
-
-
-def sequences_that_fit(model_config, free_bytes: int, seq_len: int, *, dtype_bytes: int = 2,
-                       reserve: float = 0.8) -> int:
-    """How many sequences of `seq_len` tokens one `generate` call can hold in `free_bytes`:
-    each needs its KV cache (every layer's keys and values) plus one row of fp32 logits.
-
-    >>> from types import SimpleNamespace as C
-    >>> c = C(num_hidden_layers=28, num_key_value_heads=2, num_attention_heads=12, hidden_size=1536,
-    ...       vocab_size=151936)  # Qwen2.5-1.5B: 28 KiB of KV cache per token in bf16
-    >>> sequences_that_fit(c, free_bytes=8 << 30, seq_len=4096)
-    57
-    >>> sequences_that_fit(c, free_bytes=1 << 20, seq_len=4096)  # never below one
-    1
-    """
-    from core.memory.sizes import kv_bytes_per_token
-
-    kv = kv_bytes_per_token(model_config) * dtype_bytes // 2 * seq_len
-    logits = 4 * model_config.vocab_size * 2  # fp32 logits of the last position + the sampling copy
-    return max(1, int(free_bytes * reserve) // (kv + logits))
 
 
 class HFEngine:
@@ -71,8 +52,10 @@ class HFEngine:
 
     def _free_bytes(self) -> int | None:
         """Free memory of the model's GPU; None on the CPU (no limit worth planning for)."""
+        from core.memory.device import gpu_memory
+
         device = next(self.model.parameters()).device
-        return torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else None
+        return gpu_memory(device=device)[0] if device.type == "cuda" else None
 
     # -- adapters -------------------------------------------------------------
     def update_adapter(self, model=None) -> AdapterRef:
