@@ -188,9 +188,6 @@ class LoadedModel:
         core.memory.words.say: what the UI translates), "device": "gpu" | "cpu", "fits", "peak_gb",
         "micro_batch_size", "engine"}.
         """
-        from types import SimpleNamespace
-
-        from core.engines.registry import plan_for
         from core.memory import words
 
         m = cfg.model
@@ -200,16 +197,37 @@ class LoadedModel:
         if not hf or any(not hf.get(k) for k in need):
             sentences = [[("unknown_note", {"note": note}) if note else ("unknown", {})]]
             return {"text": words.say(sentences), "sentences": sentences, "fits": None, "device": None}
-        c = SimpleNamespace(**{**hf, "num_key_value_heads": hf.get("num_key_value_heads") or hf["num_attention_heads"],
-                               "tie_word_embeddings": hf.get("tie_word_embeddings", False)})
+        c = model_namespace(hf)
         free = {} if free_bytes is None else {"free_bytes": free_bytes, "total_bytes": total_bytes or free_bytes}
         sizes, engine_words = self._engine_for_plan(cfg, c, loaded, free)
-        # the run's own plan, as its start will make it: this process's model and engine count as free
-        p = plan_for(cfg, self.device, hf_config=c, headroom=True, count_reserved=True, engine_sizes=sizes,
-                     weights_loaded=loaded, **free)
+        p = self._run_plan(cfg, c, loaded, sizes, free)
         sentences = p.sentences() + engine_words
         return {"text": words.say(sentences), "sentences": sentences, "device": p.device, "fits": p.fits,
-                "peak_gb": p.peak_bytes / 2**30, "micro_batch_size": p.micro_batch_size, "engine": p.engine}
+                "peak_gb": p.peak_bytes / 2**30, "micro_batch_size": p.memory.micro_batch_size, "engine": p.engine}
+
+    def _run_plan(self, cfg: Config, c, loaded: bool, engine_sizes=None, free: dict | None = None):
+        """The one plan of a run of `cfg` in this app (`core.engines.registry.plan_for`): an engine
+        with headroom for the runs after it, sized as `engine_sizes` when it is already built, and
+        what this process's torch holds (the model, the engine) counted as free since the plan
+        counts those itself. The Train tab shows it; the run's trainer is handed it."""
+        from core.engines.registry import plan_for
+
+        return plan_for(cfg, self.device, hf_config=c, headroom=True, count_reserved=True, engine_sizes=engine_sizes,
+                        weights_loaded=loaded, **(free or {}))
+
+    def _plan_for_loaded(self, cfg: Config):
+        """`_run_plan` for a run about to start on the loaded model and engine (on the worker); None,
+        with a warning, when this model's config cannot be planned for (the micro-batch then
+        follows the config: auto means 8)."""
+        import warnings
+
+        from core.engines.registry import built_sizes
+
+        try:
+            return self._run_plan(cfg, model_namespace(self._hf_config), True, built_sizes(self._engine))
+        except Exception as e:  # never worth failing a run over
+            warnings.warn(f"no memory plan for this run ({type(e).__name__}: {e})")
+            return None
 
     def _engine_for_plan(self, cfg: Config, hf_config, loaded: bool, free: dict):
         """(EngineSizes or None, sentences): the engine a run on vLLM will use — the loaded one when
@@ -282,3 +300,12 @@ def read_hf_config(name_or_path: str) -> tuple[dict, str]:
         return json.loads(Path(hf_hub_download(str(path), "config.json")).read_text()), ""
     except Exception as e:
         return {}, f"no estimate before the model loads ({user_message(e)[:160]})"
+
+
+def model_namespace(hf: dict):
+    """A model's config.json (a dict) as the planner reads it: attributes, with the two fields some
+    configs leave out filled as transformers does (no separate KV heads; untied embeddings)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{**hf, "num_key_value_heads": hf.get("num_key_value_heads") or hf["num_attention_heads"],
+                              "tie_word_embeddings": hf.get("tie_word_embeddings", False)})

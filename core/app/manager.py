@@ -218,9 +218,10 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             self._engine_configure(cfg)
             torch.manual_seed(cfg.algorithm.seed)  # the adapter's initial weights
             self._fresh_adapter(cfg.model)
+            plan = self._plan_for_loaded(cfg)  # the run's one plan: what the Train tab showed, handed over
             trainer = make_trainer(cfg, model=self._model, tokenizer=self._tokenizer, engine=self._engine,
                                    task=task, reward_set=rewards, control=control, on_step=self._on_step,
-                                   device=self.device, run_dir=run_dir)
+                                   device=self.device, run_dir=run_dir, plan=plan)
             if run_dir is not None:
                 trainer.resume()
                 self._note = " ".join([*rewards.notes, *trainer.resume_notes])
