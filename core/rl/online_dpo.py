@@ -109,16 +109,7 @@ class OnlineDPOTrainer(GRPOTrainer):
                     break
 
                 # 6) average over ranks, clip, AdamW step (none when the norm is inf/NaN), schedule
-                with self.clock("optimizer"):
-                    distributed.all_reduce_grads(self.params)  # data parallel: the mean gradient on every rank
-                    max_norm = a.max_grad_norm if a.max_grad_norm > 0 else math.inf
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-                    if math.isfinite(grad_norm):
-                        self.optimizer.step()
-                    else:
-                        self.skipped_steps += 1
-                    self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
+                grad_norm = self.optimizer_step()  # GRPOTrainer.optimizer_step: the same step 7
                 out["grad_norm"] = grad_norm
                 if K:
                     chosen_r, rejected_r = torch.cat(chosen_r), torch.cat(rejected_r)  # (K,)

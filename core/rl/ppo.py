@@ -32,7 +32,6 @@ from pathlib import Path
 
 import torch
 
-from core.rl import distributed
 from core.rl.logprobs import completion_hidden_states, logprobs_from_hidden, pad_rollouts
 from core.rl.objectives import gae_advantages, masked_whiten, ppo_losses
 from core.rl.trainer import GRPOTrainer, StepResult, halved_micro_batch
@@ -155,16 +154,7 @@ class PPOTrainer(GRPOTrainer):
                     clipped += n_clip
                 if finite:
                     # 7) average over ranks, clip, AdamW step (none when the norm is inf/NaN), schedule
-                    with self.clock("optimizer"):
-                        distributed.all_reduce_grads(self.params)  # data parallel: the mean gradient on every rank
-                        max_norm = a.max_grad_norm if a.max_grad_norm > 0 else math.inf
-                        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-                        if math.isfinite(grad_norm):
-                            self.optimizer.step()
-                        else:
-                            self.skipped_steps += 1
-                        self.scheduler.step()
-                        self.optimizer.zero_grad(set_to_none=True)
+                    grad_norm = self.optimizer_step()  # GRPOTrainer.optimizer_step: the same step 7
                     out = {"loss": pg_sum + a.vf_coef * vf_sum, "grad_norm": grad_norm,
                            "entropy": ent_sum / max(n_tokens, 1.0), "ppo/policy_loss": pg_sum, "ppo/value_loss": vf_sum,
                            "clip_ratio/region_mean": clipped / max(n_tokens, 1.0)}

@@ -236,16 +236,7 @@ class GRPOTrainer:
                     stats = stats + st
                 if finite:
                     # 7) average over ranks, clip, AdamW step (none when the norm is inf/NaN), schedule
-                    with self.clock("optimizer"):
-                        distributed.all_reduce_grads(self.params)  # data parallel: the mean gradient on every rank
-                        max_norm = a.max_grad_norm if a.max_grad_norm > 0 else math.inf
-                        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
-                        if math.isfinite(grad_norm):
-                            self.optimizer.step()
-                        else:
-                            self.skipped_steps += 1
-                        self.scheduler.step()
-                        self.optimizer.zero_grad(set_to_none=True)
+                    grad_norm = self.optimizer_step()  # (below: every algorithm's step 7)
                     entropy = entropy_sum / max(stats.tokens, 1.0)
                 else:  # a NaN/inf loss would poison the adapter: this pass updates nothing
                     self.skip_update()
@@ -295,6 +286,23 @@ class GRPOTrainer:
             merged=self.merged_rollouts, ignore_eos=self.ignore_eos, clock=self.clock,
             should_stop=lambda: self.control.stop_requested)  # Stop ends a large step between batches
         return step, t0, rollouts
+
+    def optimizer_step(self) -> float:
+        """Step 7 of every algorithm, after its backward passes: the mean gradient over ranks,
+        clipped to max_grad_norm, one AdamW step (none when the norm is inf/NaN: counted in
+        skipped_steps), the schedule's step, gradients zeroed. Returns the gradient norm."""
+        a = self.cfg.algorithm
+        with self.clock("optimizer"):
+            distributed.all_reduce_grads(self.params)  # data parallel: the mean gradient on every rank
+            max_norm = a.max_grad_norm if a.max_grad_norm > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+            if math.isfinite(grad_norm):
+                self.optimizer.step()
+            else:
+                self.skipped_steps += 1
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
 
     def skip_update(self) -> None:
         """A pass whose loss is NaN/inf: drop its gradients, count it in `skipped_steps`, and send
