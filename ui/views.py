@@ -419,22 +419,22 @@ def retention_items_frame(result: dict | None) -> pd.DataFrame:
 # Compare: why base and tuned answered alike (issue 30)
 
 
-def same_answer_note(change: dict | None, tuned: str = "the tuned model") -> str:
+def same_answer_note(change: dict | None, adapter: str = "the tuned model's adapter") -> str:
     """What an identical base and tuned answer means, from the adapter's change (core.runs.adapter_change).
 
     >>> zero = {"matrices": 14, "nonzero": 0, "delta_norm": 0.0, "moved": False}
-    >>> print(same_answer_note(zero, "`a · step-000002`").split(", so")[0])
+    >>> print(same_answer_note(zero, "the adapter of `a · step-000002`").split(", so")[0])
     ℹ️ Base and tuned gave the same answer because the adapter of `a · step-000002` has not moved: all 14 LoRA B matrices are exactly zero
     >>> print(same_answer_note({"matrices": 14, "nonzero": 3, "delta_norm": 0.0123, "moved": True}).split(": ")[0])
-    ℹ️ Base and tuned gave the same answer, though the adapter of the tuned model has moved (3 of 14 LoRA B matrices non-zero, ‖ΔW‖ = 0.0123)
+    ℹ️ Base and tuned gave the same answer, though the tuned model's adapter has moved (3 of 14 LoRA B matrices non-zero, ‖ΔW‖ = 0.0123)
     """
     if not change:
         return ""
     if not change["moved"]:
-        return (f"ℹ️ Base and tuned gave the same answer because the adapter of {tuned} has not moved: all "
+        return (f"ℹ️ Base and tuned gave the same answer because {adapter} has not moved: all "
                 f"{change['matrices']} LoRA B matrices are exactly zero, so it *is* the base model. A training "
                 "step moves it only when the completions of a question score differently (reward spread: an "
                 "advantage, a gradient); see the Train tab's reward plot.")
-    return (f"ℹ️ Base and tuned gave the same answer, though the adapter of {tuned} has moved ({change['nonzero']} "
+    return (f"ℹ️ Base and tuned gave the same answer, though {adapter} has moved ({change['nonzero']} "
             f"of {change['matrices']} LoRA B matrices non-zero, ‖ΔW‖ = {change['delta_norm']:.4g}): not enough "
             "to change this answer. Try another question, a temperature above 0, or the held-out evaluation.")

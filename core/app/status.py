@@ -43,7 +43,7 @@ class RunStatus:
             tb = disk.get("traceback", "") or tb
         recent = self._step_times[-10:]
         eta = None
-        if recent and state in ("running", "paused") and max_steps:
+        if recent and state == "running" and max_steps:  # a paused run has no time to go
             eta = (sum(recent) / len(recent)) * max(0, max_steps - step)
         end = self._ended_at or time.time()
         return {

@@ -159,10 +159,10 @@ def build(ctx: Ctx) -> None:
 
 
 def _label(target_value: str) -> str:
-    """'the current adapter' or '`run · step-000010`' for a checkpoint folder."""
+    """'the current adapter' or 'the adapter of `run · step-000010`' for a checkpoint folder."""
     if not target_value or target_value == CURRENT:
         return "the current adapter"
-    return f"`{Path(target_value).parent.parent.name} · {Path(target_value).name}`"
+    return f"the adapter of `{Path(target_value).parent.parent.name} · {Path(target_value).name}`"
 
 
 def retention_view(manager, target) -> None:
