@@ -25,6 +25,7 @@ import pprint
 from pathlib import Path
 
 from core.config import Config
+from core.memory.sizes import sequences_per_step
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # core/export/trl_script.py -> the repository
 
@@ -96,8 +97,10 @@ def grpo_config(cfg, weights, output_dir, world_size):
     import torch
     from trl import GRPOConfig
 
+    from core.memory.sizes import sequences_per_step
+
     a = cfg.algorithm
-    completions = a.prompts_per_step * a.num_generations * a.gradient_accumulation_steps
+    completions = sequences_per_step(cfg)
     if completions % world_size:
         raise SystemExit(f"{{completions}} completions per step do not split over {{world_size}} processes")
     per_process = completions // world_size
@@ -269,9 +272,7 @@ def export_trl(cfg: Config, out_dir: str | Path) -> dict[str, Path]:
     paths["script"].write_text(SCRIPT.format(run_name=name, repo_root=str(REPO_ROOT),
                                              config=pprint.pformat(d, sort_dicts=False, width=100)))
     paths["accelerate_config"].write_text(ZERO2_YAML)
-    a = cfg.algorithm
-    paths["readme"].write_text(README.format(
-        run_name=name, completions=a.prompts_per_step * a.num_generations * a.gradient_accumulation_steps))
+    paths["readme"].write_text(README.format(run_name=name, completions=sequences_per_step(cfg)))
     if custom.strip():
         paths["custom_rewards"] = out / "custom_rewards.py"
         paths["custom_rewards"].write_text(custom)
