@@ -39,7 +39,7 @@ from core.runs import checkpoints
 from core.rl import distributed
 from core.config import Config
 from core.engines.base import RolloutStopped
-from core.engines.registry import backend_for, make_engine
+from core.engines.registry import make_engine
 from core.memory import ram
 from core.rl.control import TrainerControl, TrainingStopped
 from core.rl.logprobs import Rollouts, completion_logprobs, pad_rollouts
@@ -96,7 +96,7 @@ class GRPOTrainer:
         self.plan = plan
         if model is None:
             refuse_what_no_engine_serves(cfg, self.device)
-            if self.plan is None and (on_gpu or backend_for(cfg, self.device) == "vllm"):
+            if self.plan is None and on_gpu:  # (a vLLM engine on a CPU is sized by the registry itself)
                 self.plan = plan_for(cfg, self.device)
             if self.plan is not None:
                 self.plan.refuse_if_too_large()  # a clear "too large" before anything is loaded
