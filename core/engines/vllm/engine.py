@@ -47,6 +47,7 @@ import torch
 from core.errors import AhaError
 from core.engines.vllm import compat
 from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings
+from core.memory.device import memory_snapshot
 
 
 @dataclass
@@ -363,15 +364,23 @@ class VLLMEngine:
                    None if self.info.details.get("weights_shared") else
                    "the trainer's base is not a view of the engine's weights")
 
+        memory = {"start": memory_snapshot()}  # GiB at each edge: which part holds the rollout's peak
+
         def sample(a):
+            memory["folded"] = memory_snapshot()
             self.restore_memory()
+            memory["kv_mapped"] = memory_snapshot()
             try:
                 return self.generate(prompts, sampling, a)
             finally:
+                memory["sampled"] = memory_snapshot()
                 self.release_memory()
+                memory["released"] = memory_snapshot()
 
-        out, self.rollout_stats = rollout_with_fold(model, sample, adapter, merged, blocked=blocked,
-                                                    reset=self.llm.reset_prefix_cache)
+        out, stats = rollout_with_fold(model, sample, adapter, merged, blocked=blocked,
+                                       reset=self.llm.reset_prefix_cache)
+        memory["end"] = memory_snapshot()
+        self.rollout_stats = {**stats, "memory_gib": memory} if memory["start"] else stats
         return out
 
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings,
