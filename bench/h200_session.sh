@@ -37,6 +37,16 @@
 # then here: python -m bench.trl_compare --render /work/.device/N/trl_compare.json ... (same
 # --ours-eager/--ours-kv-dtype/--model-config flags as the run), and python bench/planner_check.py --compare-device
 #
+# Issue 31, as run on 2026-12-05 21:17-21:45 (H100; kit 146 s, then these four back to back, 1,582 s in
+# all; records in bench/results/2026-12-05_h100_b/), carry .devkit/unsloth on the first call after the kit:
+#   bash bench/h200_session.sh app --config configs/smollm2-largest.yaml --set model.lora_r=32 \
+#        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --eval-n 200 --cli --budget-s 540  # 477 s
+#   bash bench/h200_session.sh trl --systems ours,ours-fast,trl-vllm,unsloth-defaults --lengths 1024 --budget-s 560  # 346 s
+#   DEADLINE=430 bash bench/h200_session.sh aha                                                          # 326 s, 300 steps
+#   TESTS="tests/test_engine_conformance.py kernels/test_logprob.py tests/test_vllm_engine.py" bash bench/h200_session.sh tests  # 251 s
+# Next: the same trl call (the cache handed back after the build: ours' and ours-fast's peaks), then
+# --lengths 4096 and the 4-bit pair (ours-4bit,unsloth-4bit); the app call shows the GPU held after a run.
+#
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):

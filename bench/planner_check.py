@@ -226,6 +226,8 @@ def device_rows(results=ROOT / "bench" / "results") -> list[dict]:
             total = (r.get("gpu") or {}).get("total_gib", 80.0) * GIB
             now = planner.plan_config(model_cfg, cfg, free_bytes=int(total * 0.99), total_bytes=int(total))
             h = r["headline"]
+            first = ((r.get("steps") or [{}])[0].get("rollout") or {}).get("fold") or {}
+            start = (first.get("memory_gib") or {}).get("start")  # recorded since 2026-12-05 21:00
             rows.append({"model": data["meta"]["model_label"].replace(" shape", ""), "system": r["system"],
                          "completion": r["completion_length"], "micro_batch": r.get("micro_batch_size_final"),
                          "measured": h["device_peak_gib"], "stored": r["plan"]["predicted_device_peak_gib"],
@@ -233,14 +235,16 @@ def device_rows(results=ROOT / "bench" / "results") -> list[dict]:
                          "phase": "sampling" if now.sampling_is_peak else "training",
                          "start_outside_torch": (r.get("after_init_device_gib") or 0)
                          - (r.get("after_init_torch_allocated_gib") or 0), "date": r.get("started", "")[:10],
-                         "role": "fit" if r.get("started", "") <= FIT_UNTIL else "check"})
+                         "role": "fit" if r.get("started", "") <= FIT_UNTIL else "check",
+                         # torch's cache left by building the engine at step 1 (handed back since caee1f7+1)
+                         "build_cache_gib": start["torch_reserved"] - start["torch_allocated"] if start else None})
     return rows
 
 
 def compare_device(results=ROOT / "bench" / "results", out=None) -> str:
     """device_rows as a table: writes planner_check_device.md beside the results (or into `out`)."""
     rows = device_rows(results)
-    lines = ["# Planner vs measured device peak of whole GRPO steps (NVIDIA H200)", "",
+    lines = ["# Planner vs measured device peak of whole GRPO steps (NVIDIA H200; the 2026-12-05 rows: H100)", "",
              "Every step of ours in `bench/results/trl_compare*.json` (one prompt x G = 8, prompt 256 tokens, LoRA "
              "r16, gradient checkpointing, vLLM engine, completions forced to full length). **Measured** = the "
              "process's device peak (NVML: vLLM's pool, the CUDA context and torch's cache included). **At the run** = "
@@ -254,12 +258,13 @@ def compare_device(results=ROOT / "bench" / "results", out=None) -> str:
              "`planner_check.md`.",
              "", "`python bench/planner_check.py --compare-device` (no GPU) rewrites this file.", "",
              "| model | system | completion | micro-batch | measured GiB | at the run GiB | error | today GiB | error "
-             "| today's peak phase | outside torch at start-up GiB | measured on | row |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|"]
+             "| today's peak phase | outside torch at start-up GiB | torch cache at step 1 GiB | measured on | row |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['system']} | {r['completion']} | {r['micro_batch']} | {r['measured']:.2f} | "
                      f"{r['stored']:.2f} | {r['stored'] / r['measured'] - 1:+.0%} | {r['now']:.2f} | "
                      f"{r['now'] / r['measured'] - 1:+.0%} | {r['phase']} | {r['start_outside_torch']:.2f} | "
+                     f"{'' if r['build_cache_gib'] is None else format(r['build_cache_gib'], '.2f')} | "
                      f"{r['date']} | {r['role']} |")
     md = "\n".join(lines) + "\n"
     (Path(out) if out else results).joinpath("planner_check_device.md").write_text(md)

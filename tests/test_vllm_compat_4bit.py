@@ -136,3 +136,23 @@ def test_peft_lora_on_shared_4bit_base_trains_only_the_adapter():
     assert grads and all("lora_" in n for n in grads)
     assert all(g is not None for n, g in grads.items() if "lora_B" in n)
     assert sum(g.abs().sum().item() for n, g in grads.items() if "lora_B" in n) > 0
+
+
+def test_weight_fingerprints_are_the_int64_sum_of_the_bits_in_bounded_chunks():
+    """worker_weight_fingerprints sums each weight's bit patterns in chunks of 2**24 elements (a
+    whole-tensor sum(dtype=int64) widened the embedding first: 1.74 GiB cached, H100 2026-12-05):
+    the same number as the whole sum, and one flipped bit changes it."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(0)
+    big = torch.nn.Parameter(torch.randn(2**24 + 5, generator=g).to(torch.bfloat16), requires_grad=False)
+    small = torch.nn.Parameter(torch.randn(3, 7, generator=g), requires_grad=False)
+    model = torch.nn.Module()
+    model.big, model.small = big, small
+    worker = SimpleNamespace(model_runner=SimpleNamespace(model=model))
+    fp = compat.worker_weight_fingerprints(worker)
+    assert fp == {"big": int(big.data.view(torch.int16).sum(dtype=torch.int64)),
+                  "small": int(small.data.view(torch.int32).sum(dtype=torch.int64))}
+    big.data.view(torch.int16)[2**24 + 1] ^= 1  # one bit, in the last chunk
+    after = compat.worker_weight_fingerprints(worker)["big"]
+    assert after != fp["big"] and after == int(big.data.view(torch.int16).sum(dtype=torch.int64))

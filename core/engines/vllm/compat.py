@@ -258,8 +258,12 @@ def worker_weight_fingerprints(worker) -> dict[str, int]:
     """One exact number per served parameter (the int64 sum of its bit patterns): equal before a
     fold and after the unfold when every weight came back bit for bit."""
     bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-    return {name: int(p.data.view(bits[p.element_size()]).sum(dtype=torch.int64))
-            for name, p in worker.model_runner.model.named_parameters()}
+    chunk = 2**24  # sum(dtype=int64) widens its input first: a whole embedding would take 1.74 GiB
+    out = {}
+    for name, p in worker.model_runner.model.named_parameters():
+        flat = p.data.reshape(-1).view(bits[p.element_size()])
+        out[name] = sum(int(flat[i:i + chunk].sum(dtype=torch.int64)) for i in range(0, flat.numel(), chunk))
+    return out
 
 
 def worker_bnb_quant_states(worker) -> dict[str, tuple[dict, list[int]]]:
