@@ -397,6 +397,7 @@ class VLLMEngine:
             max_tokens=sampling.max_tokens,
             seed=sampling.seed,
             ignore_eos=sampling.ignore_eos,
+            detokenize=False,  # the text is decoded below, once; vLLM's per-token detokenizer was work thrown away
         )
         lora = self._lora_request(adapter) if adapter is not None else None
         too_long = [len(p) for p in prompts if len(p) + sampling.max_tokens > self.settings.max_model_len]
