@@ -148,10 +148,14 @@ def test_chat_is_answered_between_steps_then_stop_and_resume(manager):
     step = manager.status()["step"]
     assert stopped_at <= step < 6
     assert manager.checkpoints(name)[-1].endswith(f"step-{step:06d}")  # stop saves the step it reached
+    kept = float(manager.metrics(name)["step_time"].iloc[:step].sum())
     # a stopped run continues from its checkpoint, logs stay continuous
     manager.resume(name)
+    assert manager.status()["elapsed"] >= kept > 0  # the kept steps' time is not lost on a resume
     assert manager.wait(timeout=120) == "finished"
     assert list(manager.metrics(name)["step"]) == list(range(1, 7))
+    after = float(manager.metrics(name)["step_time"].iloc[step:].sum())
+    assert manager.status()["elapsed"] >= kept + after
 
 
 def test_evaluate_base_vs_tuned(manager, finished_run):

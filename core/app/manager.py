@@ -80,6 +80,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         self._traceback = ""
         self._started_at: float | None = None
         self._ended_at: float | None = None
+        self._elapsed_before = 0.0  # a resumed run's training time before this session of it
         self._step_times: list[float] = []
         self._last_step = 0
         self._last_metrics: dict = {}
@@ -185,7 +186,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             self._control, self._cfg, self._task = control, cfg, task
             self._trainer, self._run_name, self._last_step = None, None, 0
             self._step_times, self._last_metrics, self._signal, self._signal_warning = [], {}, [], ""
-            self._started_at, self._ended_at = time.time(), None
+            self._started_at, self._ended_at, self._elapsed_before = time.time(), None, 0.0
             self._job = self.worker.submit(lambda: self._train_job(cfg, task, rewards, control, ready, run_dir))
         try:
             return ready.result()
@@ -225,6 +226,9 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             if run_dir is not None:
                 trainer.resume()
                 self._note = " ".join([*rewards.notes, *trainer.resume_notes])
+                # the steps it kept: their time counts in the run's elapsed, not from zero again
+                self._elapsed_before = sum(float(r.get("step_time") or 0.0) for r in trainer.run.read_metrics()
+                                           if int(r.get("step") or 0) <= trainer.step)
         except BaseException as e:
             rewards.close()
             self._engine_recover()

@@ -54,7 +54,8 @@ class RunStatus:
             "eta_seconds": eta,
             "tokens_per_second": self._last_metrics.get("tokens_per_second"),
             "reward": self._last_metrics.get("reward"),
-            "elapsed": (end - self._started_at) if self._started_at else 0.0,
+            # a resumed run counts the training time of the steps it kept (their step_time)
+            "elapsed": self._elapsed_before + ((end - self._started_at) if self._started_at else 0.0),
             "error": error,
             "traceback": tb,
             "pause_reason": pause_reason,
