@@ -144,6 +144,12 @@ def test_train_chat_evaluate_through_the_api(app):
     checkpoint = manager.checkpoints(run_name)[-1]
     file, note = client.predict(path=checkpoint, api_name="/export_zip")
     assert note.startswith("✅") and str(file).endswith("-adapter.zip")
+    # a script picks a checkpoint of a run by name for Compare; another run's or a made-up one is refused
+    loaded, target = client.predict(name=run_name, path=Path(checkpoint).name, api_name="/load_run")
+    assert loaded.startswith("✅") and Path(checkpoint).name in loaded
+    assert target["value"] == str(Path(checkpoint).resolve())  # the Compare tab's tuned model
+    refused, _ = client.predict(name=run_name, path="step-999999", api_name="/load_run")
+    assert "step-999999" in refused and not refused.startswith("✅")
 
 
 def test_errors_are_messages(app):

@@ -204,12 +204,18 @@ class RunLibrary:
 
     # -- past runs ------------------------------------------------------------------
     def load_run(self, run_name: str, checkpoint: str | None = None) -> dict:
-        """Make an old run's checkpoint (its latest by default) ready to chat with in Compare."""
+        """Make an old run's checkpoint (its latest by default; or by name, step-000300, or path)
+        ready to chat with in Compare. A checkpoint of another run is refused."""
         run = self._run_dir(run_name)
         cps = run.checkpoints()
         if not cps:
             raise ManagerError(f"run '{run_name}' has no checkpoint yet")
+        if checkpoint and "/" not in checkpoint and "\\" not in checkpoint:
+            checkpoint = str(run.path / "checkpoints" / checkpoint)  # a name: step-000300
         path = self._checkpoint_path(checkpoint) if checkpoint else cps[-1]
+        if path.resolve() not in {p.resolve() for p in cps}:
+            raise ManagerError(f"{Path(checkpoint).name} is not a checkpoint of run '{run.name}' "
+                               f"(it has {', '.join(p.name for p in cps)})")
         key = str(path.resolve())
         self._call(lambda: (self._ensure_model_for(key), self._resolve_target(key)))
         return {"run_name": run.name, "checkpoint": key, "checkpoints": [str(p.resolve()) for p in cps]}

@@ -19,7 +19,9 @@ def build(ctx: Ctx) -> None:
     table = gr.Dataframe(label=t("runs.table"), interactive=False, wrap=True)
     with gr.Row():
         run = gr.Dropdown(choices=[], label=t("runs.run"), scale=2)
-        checkpoint = gr.Dropdown(choices=[], label=t("runs.checkpoint"), scale=2)
+        # custom values: a script (the /load_run API) names a checkpoint (step-000300) the choices,
+        # filled by a private event, do not hold yet; the manager checks it is one of the run's
+        checkpoint = gr.Dropdown(choices=[], label=t("runs.checkpoint"), scale=2, allow_custom_value=True)
     with gr.Row():
         load = gr.Button(t("runs.load"), variant="primary")
         resume = gr.Button(t("runs.resume"))
