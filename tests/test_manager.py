@@ -519,6 +519,11 @@ def test_memory_plan_in_plain_words(manager, tmp_path):
                      micro_batch_size=a.micro_batch_size, checkpointing=cfg.model.gradient_checkpointing,
                      offload=cfg.model.offload_activations, free_bytes=16 * 2**30, engine=gpu["engine"])
     assert abs(gpu["peak_gb"] - p.total_peak / 2**30) < 1e-9
+    assert "LoRA rank" not in cpu["text"] + gpu["text"]
+    wide = tiny_config(manager)
+    wide.model = dataclasses.replace(wide.model, lora_r=c.hidden_size + 1)  # accepted, but said
+    for plan in (manager.memory_plan(wide), manager.memory_plan(wide, free_bytes=16 * 2**30)):
+        assert f"LoRA rank {c.hidden_size + 1} is above the model's width ({c.hidden_size})" in plan["text"]
     tight = manager.memory_plan(cfg, free_bytes=2**20, total_bytes=2**20)
     assert tight["fits"] is False and "It does not fit" in tight["text"]
     unknown = dataclasses.replace(cfg.model, name_or_path=str(tmp_path / "missing"))

@@ -144,6 +144,7 @@ PLAN_ZH: dict[str, str] = {
     "note.one_too_big": "微批 1（自动）；即使一个序列的前向/反向（{one}）也超过采样的 {budget} KV 缓存：激活值卸载可以降低它。",
     "note.one_too_big_offload": "微批 1（自动）；即使一个序列的前向/反向（{one}）也超过采样的 {budget} KV 缓存。",
     "note.lowered": "为放得下，微批从 {before} 降到 {mbs}。",
+    "note.rank_above_width": "LoRA 秩 {rank} 超过模型宽度（{width}）：任何层最多只能用到 {width}，多出的部分只占内存、没有作用。",
     "does_not_fit": "放不下：请减小回答长度或 G、打开激活值卸载，或以 4-bit 加载基础模型。",
     "cpu.peak": "CPU 运行：每步峰值约需 {peak} 内存",
     "cpu.of_available": "（可用 {available}）",

@@ -202,6 +202,9 @@ class LoadedModel:
         sizes, engine_words = self._engine_for_plan(cfg, c, loaded, free)
         p = self._run_plan(cfg, c, loaded, sizes, free)
         sentences = p.sentences() + engine_words
+        if m.lora_r > c.hidden_size:  # accepted (the HF engine serves it), but said: a LoRA update of a
+            # layer has rank at most its width, so the rest is memory without capacity
+            sentences.append([("note.rank_above_width", {"rank": m.lora_r, "width": c.hidden_size})])
         return {"text": words.say(sentences), "sentences": sentences, "device": p.device, "fits": p.fits,
                 "peak_gb": p.peak_bytes / 2**30, "micro_batch_size": p.memory.micro_batch_size, "engine": p.engine}
 

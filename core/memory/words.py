@@ -31,6 +31,9 @@ WORDS = {
     "note.one_too_big_offload": "Micro-batch 1 (auto); even one sequence's forward/backward ({one}) needs more "
                                 "than the rollouts' {budget} KV cache.",
     "note.lowered": "Micro-batch lowered from {before} to {mbs} to fit.",
+    # a note on the adapter
+    "note.rank_above_width": "LoRA rank {rank} is above the model's width ({width}): no layer can use more "
+                             "than {width}, so the rest costs memory and adds nothing.",
     "does_not_fit": "It does not fit: lower the completion length or G, turn on activation offload, "
                     "or load the base in 4-bit.",
     # a CPU plan (RAM)
