@@ -236,7 +236,8 @@ def device_rows(results=ROOT / "bench" / "results") -> list[dict]:
                          "start_outside_torch": (r.get("after_init_device_gib") or 0)
                          - (r.get("after_init_torch_allocated_gib") or 0), "date": r.get("started", "")[:10],
                          "role": "fit" if r.get("started", "") <= FIT_UNTIL else "check",
-                         # torch's cache left by building the engine at step 1 (handed back since caee1f7+1)
+                         # torch's cache held at step 1: the bench's weight check and the engine build left it (both
+                         # handed back since 2026-12-05; tests/test_planner.py keeps the rows that held it out of its bound)
                          "build_cache_gib": start["torch_reserved"] - start["torch_allocated"] if start else None})
     return rows
 
