@@ -49,11 +49,26 @@ def versions() -> dict:
 
 
 EVAL_KEYS = ("accuracy", "accuracy_flexible", "format_rate", "n", "mean_tokens_correct", "thought_with_steps",
-             "thought_check_share")
+             "thought_check_share", "by_steps")
 
 
 def summarise(eval_result: dict, step: int) -> dict:
-    return {"step": step, **{k: eval_result.get(k) for k in EVAL_KEYS}}
+    return {"step": step, **{k: eval_result.get(k) for k in EVAL_KEYS if k in eval_result}}
+
+
+def held_out_length(evals: list[dict]) -> dict:
+    """The mean length of correct held-out answers at the first evaluation that has one and at the last.
+
+    >>> held_out_length([{"step": 0, "mean_tokens_correct": None}, {"step": 50, "mean_tokens_correct": 30.0},
+    ...                  {"step": 100, "mean_tokens_correct": 36.0}])
+    {'first_step': 50, 'first': 30.0, 'last_step': 100, 'last': 36.0, 'rising': True}
+    """
+    have = [e for e in evals if e.get("mean_tokens_correct") is not None]
+    if len(have) < 2:
+        return {"first_step": None, "first": None, "last_step": None, "last": None, "rising": None}
+    first, last = have[0], have[-1]
+    return {"first_step": first["step"], "first": first["mean_tokens_correct"], "last_step": last["step"],
+            "last": last["mean_tokens_correct"], "rising": last["mean_tokens_correct"] > first["mean_tokens_correct"]}
 
 
 def rolling(values: list[float], k: int = 10) -> list[float]:
@@ -356,6 +371,7 @@ def build_result(args, c, trainer, state: dict, metrics: list[dict], *, finished
         "length_correct_first_50": trend["first"],
         "length_correct_last_50": trend["last"],
         "length_correct_rising": None if trend["first"] is None else trend["last"] > trend["first"],
+        "held_out_length_correct": held_out_length(evals),
         "thought_check_share_base": base.get("thought_check_share"),
         "thought_check_share_final": last.get("thought_check_share"),
         "grown_thinking": grown,
@@ -367,6 +383,33 @@ def build_result(args, c, trainer, state: dict, metrics: list[dict], *, finished
 
 def _pct(v) -> str:
     return "-" if v is None else f"{v:.1%}"
+
+
+def by_steps_lines(evals: list[dict]) -> list[str]:
+    """Held-out accuracy and correct answers' length by the problem's number of steps, per evaluation
+    (tasks whose rows say how many steps a problem takes); [] otherwise. Keys may be ints or, read
+    back from JSON, strings.
+
+    >>> by_steps_lines([{"step": 0, "by_steps": {"2": {"n": 4, "accuracy": 0.25, "mean_tokens_correct": 30.0},
+    ...                                          "3": {"n": 4, "accuracy": 0.0, "mean_tokens_correct": None}}}])[-1]
+    '| 0 | 25%, 30.0 tok (4) | 0%, - (4) |'
+    """
+    ks = sorted({int(k) for e in evals for k in (e.get("by_steps") or {})})
+    if not ks:
+        return []
+    lines = ["", "Held-out by the problem's number of steps: accuracy (tags), and tokens of the correct answers:", "",
+             "| step | " + " | ".join(f"{k} steps (n)" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for e in evals:
+        cells = []
+        for k in ks:
+            g = (e.get("by_steps") or {}).get(k) or (e.get("by_steps") or {}).get(str(k))
+            if not g:
+                cells.append("-")
+                continue
+            tokens = "-" if g["mean_tokens_correct"] is None else f"{g['mean_tokens_correct']:.1f} tok"
+            cells.append(f"{g['accuracy']:.0%}, {tokens} ({g['n']})")
+        lines.append(f"| {e['step']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def report_lines(result: dict, max_steps: int) -> list[str]:
@@ -395,6 +438,12 @@ def report_lines(result: dict, max_steps: int) -> list[str]:
     if first is not None:
         lines += ["", f"Mean length of correct training completions: {first:.1f} tokens over the first 50 steps, "
                   f"{last:.1f} over the last 50 ({'rising' if result['length_correct_rising'] else 'not rising'})."]
+    held = result.get("held_out_length_correct") or {}
+    if held.get("first") is not None:
+        lines += ["", f"Mean length of correct held-out answers: {held['first']:.1f} tokens at step {held['first_step']} "
+                  f"(the first evaluation with one), {held['last']:.1f} at step {held['last_step']} "
+                  f"({'rising' if held['rising'] else 'not rising'})."]
+    lines += by_steps_lines(evals)
     r = result.get("retention")
     if r:
         g = r["general"]

@@ -98,7 +98,7 @@ class DataConfig:
         "builtin:decimal_compare",
         "Where the questions come from: 'builtin:decimal_compare', 'builtin:arithmetic', "
         "'builtin:countdown', 'builtin:addition', 'builtin:multiplication', 'builtin:largest', "
-        "'builtin:chain_arithmetic', "
+        "'builtin:chain_arithmetic', 'builtin:long_chain_arithmetic', "
         "a CSV/JSONL/Parquet file, a dataset folder, or a hub dataset id.",
     )
     subset: str = _f("", "Hub dataset configuration name (e.g. 'main' for GSM8K). Empty if none.")

@@ -423,12 +423,13 @@ def test_largest_answers_are_right():
     assert len({r["choices"].index(max(r["choices"])) for r in rows}) == 4
 
 
-def test_chain_arithmetic_steps_check_out_and_lead_to_the_answer():
+@pytest.mark.parametrize("name, steps", [("chain_arithmetic", {2, 3}), ("long_chain_arithmetic", {2, 3, 4, 5})])
+def test_chain_arithmetic_steps_check_out_and_lead_to_the_answer(name, steps):
     from core.evaluation.evaluate import thought_check
 
-    rows = BUILTIN_TASKS["chain_arithmetic"].generate(600, seed=6)
+    rows = BUILTIN_TASKS[name].generate(600, seed=6)
     by_steps = Counter(r["steps"] for r in rows)
-    assert set(by_steps) == {2, 3} and min(by_steps.values()) > 240  # about half and half
+    assert set(by_steps) == steps and min(by_steps.values()) > 0.8 * 600 / len(steps)  # about even shares
     assert len({r["question"].split()[0] for r in rows}) >= 3  # several phrasings
     for r in rows:
         a, b = (int(x) for x in re.findall(r"\d+", r["expression"])[:2])
@@ -444,13 +445,13 @@ def test_chain_arithmetic_steps_check_out_and_lead_to_the_answer():
         worked = "<think>" + r["answer_raw"].split("\n")[0] + "</think>"
         assert thought_check(worked) == {"equations": r["steps"], "right": r["steps"], "checks_out": True}
     # the same problem asked with its factors swapped is not a new problem
-    task = BUILTIN_TASKS["chain_arithmetic"]
+    task = BUILTIN_TASKS[name]
     assert task.problem({"expression": "4 * 3 + 5"}) == task.problem({"expression": "3 * 4 + 5"})
 
 
 def test_unknown_builtin_lists_the_choices():
     choices = ("builtin:decimal_compare, builtin:arithmetic, builtin:countdown, builtin:addition, "
-               "builtin:multiplication, builtin:largest, builtin:chain_arithmetic")
+               "builtin:multiplication, builtin:largest, builtin:chain_arithmetic, builtin:long_chain_arithmetic")
     with pytest.raises(DataError, match=f"no built-in task 'nope'; choose one of {choices}"):
         load_task_data(DataConfig(source="builtin:nope"))
 

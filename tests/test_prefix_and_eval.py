@@ -89,6 +89,32 @@ def test_evaluate_counts_tagged_and_last_number_accuracy_with_a_prefix(tiny_mode
     assert all(tok.decode(p).endswith("<think>") for p in engine.prompts)
 
 
+def test_evaluate_splits_accuracy_and_length_by_the_problems_steps(tiny_model_dir):
+    """Chain tasks say how many steps a problem takes: the evaluation gives accuracy and the length of
+    the correct answers for each, so a longer mean can be told apart into longer problems solved."""
+    from core.models.loading import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    rows = [{"question": q, "answer": a, "steps": k} for q, a, k in
+            (("2 * 3 + 1?", "7", 2), ("2 * 4 + 1?", "9", 2), ("2 * 3 + 1 + 1?", "8", 3), ("2 * 2 + 1 + 1?", "6", 3))]
+    answers = ["2 * 3 = 6. 6 + 1 = 7.</think><answer>7</answer>", "</think><answer>5</answer>",
+               "2 * 3 = 6. 6 + 1 = 7. 7 + 1 = 8.</think><answer>8</answer>", "2 * 2 = 4.</think><answer>6</answer>"]
+    lengths = [10, 3, 16, 5]
+
+    class Sized(ScriptedEngine):
+        def generate(self, prompts, sampling, adapter=None):
+            return [[Completion(token_ids=[1] * n, text=a, finish_reason="stop")] for a, n in zip(self.answers, lengths)]
+
+    r = evaluate(Sized(answers), tok, rows, system_prompt="", response_prefix="<think>")
+    assert r["accuracy"] == pytest.approx(0.75) and r["mean_tokens_correct"] == pytest.approx((10 + 16 + 5) / 3)
+    assert r["by_steps"] == {2: {"n": 2, "accuracy": 0.5, "mean_tokens_correct": 10.0},
+                             3: {"n": 2, "accuracy": 1.0, "mean_tokens_correct": 10.5}}
+    assert [i["steps"] for i in r["items"]] == [2, 2, 3, 3]
+    # rows without the column: no breakdown
+    assert "by_steps" not in evaluate(Sized(answers), tok, [{k: v for k, v in x.items() if k != "steps"} for x in rows],
+                                      system_prompt="", response_prefix="<think>")
+
+
 def test_last_number_extraction():
     assert last_number_correct("so the total is 1,234", "1234")
     assert last_number_correct("<answer>0.5</answer>", "0.50")

@@ -31,7 +31,7 @@ HELP_ZH: dict[str, str] = {
                                  "回答越长，节省越多。",
     # data
     "data.source": "问题的来源：'builtin:decimal_compare'、'builtin:arithmetic'、'builtin:countdown'、"
-                   "'builtin:addition'、'builtin:multiplication'、'builtin:largest'、'builtin:chain_arithmetic'、"
+                   "'builtin:addition'、'builtin:multiplication'、'builtin:largest'、'builtin:chain_arithmetic'、'builtin:long_chain_arithmetic'、"
                    "CSV/JSONL/Parquet 文件、数据集文件夹，或 Hub 数据集 ID。",
     "data.subset": "Hub 数据集的配置名（例如 GSM8K 的 'main'）。没有则留空。",
     "data.split": "数据来源有命名划分时，用于训练的划分。",

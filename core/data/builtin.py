@@ -1,10 +1,11 @@
 """Built-in tasks: small reasoning problems generated on the spot, with no download.
 
-Owns: seven generators, each deterministic for a seed and each refusing to repeat a problem:
+Owns: eight generators, each deterministic for a seed and each refusing to repeat a problem:
 `decimal_compare`, `arithmetic` (2-4 step word problems) and `countdown` for models that can
 already reason a little, three one-step drills (`addition`, `multiplication`, `largest`) sized
 for the smallest models (SmolLM2-135M), and `chain_arithmetic` (4 * 3 + 5 - 2), where the same
-small model gains from writing one step at a time (bench/results/aha_task_search.md); and
+small model gains from writing one step at a time (bench/results/aha_task_search.md), with
+`long_chain_arithmetic` its 2-5-step form; and
 `load_builtin`, which draws the held-out rows
 and the training rows from different seeds and keeps every held-out problem out of training.
 Every answer is computed while the question is built, so it is right by construction.
@@ -13,7 +14,7 @@ Refuses to know: files, column mapping, chat templates, and how a completion is 
 reward presets do that; countdown's `solution` column is one valid expression, not the only one).
 
     >>> sorted(BUILTIN_TASKS)
-    ['addition', 'arithmetic', 'chain_arithmetic', 'countdown', 'decimal_compare', 'largest', 'multiplication']
+    ['addition', 'arithmetic', 'chain_arithmetic', 'countdown', 'decimal_compare', 'largest', 'long_chain_arithmetic', 'multiplication']
     >>> BUILTIN_TASKS["decimal_compare"].generate(2, seed=0) == BUILTIN_TASKS["decimal_compare"].generate(2, seed=0)
     True
 """
@@ -316,18 +317,12 @@ def _draw_largest(rng: random.Random) -> dict:
 _CHAIN_PHRASES = ("What is {e}?", "Compute {e}.", "Work out {e}.", "What does {e} equal?")
 
 
-def _draw_chain_arithmetic(rng: random.Random) -> dict:
-    """a * b (2-9 each), then 1 or 2 more steps of + or - a number 1-9, never below 0.
-
-    Each step is one the 135M model mostly knows (a times-table fact, a 2-digit number plus or
-    minus a 1-digit one); the whole expression in one go it mostly does not. Half the problems
-    take 2 steps, half 3: as a model learns, it solves more of the longer ones, so the length of
-    its correct answers can grow.
-    """
+def _draw_chain(rng: random.Random, extra_steps: tuple[int, ...]) -> dict:
+    """a * b (2-9 each), then `rng.choice(extra_steps)` more steps of + or - a number 1-9, never below 0."""
     a, b = rng.randint(2, 9), rng.randint(2, 9)
     total = a * b
     expression, steps = f"{a} * {b}", [f"{a} * {b} = {total}."]
-    for _ in range(rng.choice((1, 2))):
+    for _ in range(rng.choice(extra_steps)):
         x = rng.randint(1, 9)
         op = "-" if x <= total and rng.random() < 0.5 else "+"
         new = total + x if op == "+" else total - x
@@ -337,6 +332,28 @@ def _draw_chain_arithmetic(rng: random.Random) -> dict:
     question = rng.choice(_CHAIN_PHRASES).format(e=expression)
     return {"question": question, "answer": str(total), "answer_raw": " ".join(steps) + f"\n#### {total}",
             "expression": expression, "steps": len(steps)}
+
+
+def _draw_chain_arithmetic(rng: random.Random) -> dict:
+    """a * b (2-9 each), then 1 or 2 more steps of + or - a number 1-9, never below 0.
+
+    Each step is one the 135M model mostly knows (a times-table fact, a 2-digit number plus or
+    minus a 1-digit one); the whole expression in one go it mostly does not. Half the problems
+    take 2 steps, half 3.
+    """
+    return _draw_chain(rng, (1, 2))
+
+
+def _draw_long_chain_arithmetic(rng: random.Random) -> dict:
+    """The same steps, 2 to 5 of them (a quarter each): 7 * 4 - 6 + 8 + 3 - 5.
+
+    With 2-3 steps the length of a correct answer is fixed by its problem, so a model that learns
+    only drops filler (2026-12-05 H100: 42 -> 38 tokens while accuracy rose 20% -> 82%). With a
+    wider spread the base solves almost only the shortest chains, and a model that learns to carry
+    a thought through more steps solves longer ones: what lengthens is the thought a correct
+    answer needed (each row's `steps` says how many; the evaluation reports length by steps).
+    """
+    return _draw_chain(rng, (1, 2, 3, 4))
 
 
 def _chain_problem(expression: str) -> str:
@@ -396,6 +413,14 @@ BUILTIN_TASKS: dict[str, BuiltinTask] = {
             "A times-table fact then one or two small steps (4 * 3 + 5 - 2): thinking step by step pays "
             "even for a 135M model. Answer: the value; answer_raw holds the steps ending in '#### N'.",
             _draw_chain_arithmetic,
+            problem=lambda row: _chain_problem(row["expression"]),
+        ),
+        BuiltinTask(
+            "long_chain_arithmetic",
+            "The same with one to four small steps after the times-table fact (7 * 4 - 6 + 8 + 3): the "
+            "base model solves mostly the short ones, so the thought a correct answer needs grows as a "
+            "model learns. Answer: the value; column steps: how many (2-5).",
+            _draw_long_chain_arithmetic,
             problem=lambda row: _chain_problem(row["expression"]),
         ),
     )

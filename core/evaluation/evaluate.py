@@ -112,7 +112,9 @@ def evaluate(engine, tokenizer, rows: list[dict], *, system_prompt: str, chat_te
     `accuracy_flexible` is None for tasks whose answer is not a number to find (Countdown);
     `mean_tokens_correct` (completion tokens of the correct answers) is None when none is correct;
     the thought figures are `thought_summary`'s, and an item's `checks_out` is None when its
-    thought states no equation."""
+    thought states no equation. Rows with a `steps` column (the chain tasks) also give
+    'by_steps': {steps: {'n', 'accuracy', 'mean_tokens_correct'}}, so a change in the length of
+    correct answers can be told apart into harder problems solved and each problem's answer."""
     from core.data import build_messages, prompt_ids
 
     rows = rows[:max_items]
@@ -134,11 +136,18 @@ def evaluate(engine, tokenizer, rows: list[dict], *, system_prompt: str, chat_te
     items = [{"question": r["question"], "answer": r.get("answer"), "completion": t,
               "correct": bool(c >= 1.0), "formatted": bool(f >= 1.0),
               "correct_flexible": last_number_correct(t, r.get("answer")) if numeric else None,
-              "tokens": len(g[0].token_ids), "checks_out": ch["checks_out"] if ch["equations"] else None}
+              "tokens": len(g[0].token_ids), "checks_out": ch["checks_out"] if ch["equations"] else None,
+              **({"steps": r["steps"]} if "steps" in r else {})}
              for r, t, c, f, g, ch in zip(rows, texts, correct, formatted, groups, checks)]
     n = len(items)
     right = [i["tokens"] for i in items if i["correct"]]
     thoughts = thought_summary(texts)
+    by_steps = {}
+    for k in sorted({i["steps"] for i in items if "steps" in i}):
+        group = [i for i in items if i.get("steps") == k]
+        ok = [i["tokens"] for i in group if i["correct"]]
+        by_steps[k] = {"n": len(group), "accuracy": len(ok) / len(group),
+                       "mean_tokens_correct": sum(ok) / len(ok) if ok else None}
     return {
         "accuracy": sum(i["correct"] for i in items) / n,
         "accuracy_flexible": sum(bool(i["correct_flexible"]) for i in items) / n if numeric else None,
@@ -147,6 +156,7 @@ def evaluate(engine, tokenizer, rows: list[dict], *, system_prompt: str, chat_te
         "mean_tokens_correct": sum(right) / len(right) if right else None,
         "thought_with_steps": thoughts["with_steps"],
         "thought_check_share": thoughts["check_share"],
+        **({"by_steps": by_steps} if by_steps else {}),
         "items": items,
     }
 

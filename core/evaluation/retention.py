@@ -95,6 +95,8 @@ GENERAL_PROMPTS: tuple[str, ...] = (
 # built-in tasks measured for retention when the run did not train on them (Countdown is left
 # out: the bundled model scores 0 on it with or without an adapter, so it shows nothing)
 RETENTION_TASKS = ("addition", "multiplication", "largest", "decimal_compare", "arithmetic", "chain_arithmetic")
+# a built-in task whose questions are another's, more of them: training on it is training on that one
+SAME_TASK = {"long_chain_arithmetic": ("chain_arithmetic",)}
 
 
 # ---------------------------------------------------------------------------
@@ -237,9 +239,12 @@ def tasks_not_trained(source: str) -> list[str]:
 
     >>> tasks_not_trained("builtin:largest")
     ['addition', 'multiplication', 'decimal_compare', 'arithmetic', 'chain_arithmetic']
+    >>> tasks_not_trained("builtin:long_chain_arithmetic")
+    ['addition', 'multiplication', 'largest', 'decimal_compare', 'arithmetic']
     """
     trained = source.split(":", 1)[1].strip() if source.startswith("builtin:") else None
-    return [t for t in RETENTION_TASKS if t != trained]
+    same = {trained, *SAME_TASK.get(trained, ())}
+    return [t for t in RETENTION_TASKS if t not in same]
 
 
 def measure_retention(engine, tokenizer, model, adapter, *, source: str = "", prompts=GENERAL_PROMPTS,
