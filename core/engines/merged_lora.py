@@ -109,6 +109,7 @@ class _LayerFold:
     kept: list[_Kept] = field(default_factory=list)
     fingerprint: list[torch.Tensor] = field(default_factory=list)  # one int64 sum of d's bits per chunk
     versions: tuple = ()  # A's and B's tensor versions: the adapter must not change while folded
+    fused: bool = False  # folded by the Triton kernels: one _Kept for the whole weight (flat indices)
 
 
 @dataclass
@@ -122,6 +123,7 @@ class FoldRecord:
     kept_elements: int = 0  # elements whose original value is kept (sparse and dense)
     kept_bytes: int = 0
     dense_chunks: int = 0
+    fused_layers: int = 0  # layers folded by the Triton kernels (the rest: chunked PyTorch)
     chunk_elements: int = CHUNK_ELEMENTS
     fold_seconds: float = 0.0
     unfolded: bool = False
@@ -130,7 +132,7 @@ class FoldRecord:
     def stats(self) -> dict:
         return {"layers": len(self.layers), "elements": self.elements, "kept_elements": self.kept_elements,
                 "kept_share": self.kept_elements / max(1, self.elements), "kept_bytes": self.kept_bytes,
-                "dense_chunks": self.dense_chunks, "kept_on": self.keep_on}
+                "dense_chunks": self.dense_chunks, "kept_on": self.keep_on, "fused_layers": self.fused_layers}
 
 
 def _delta(layer, adapter: str, r0: int, r1: int) -> torch.Tensor:
@@ -168,47 +170,100 @@ def _chunks(W: torch.Tensor, chunk_elements: int):
 # fold / unfold
 
 
+def _fold_layer_torch(record: FoldRecord, lf: _LayerFold, W: torch.Tensor) -> None:
+    """Fold one layer chunk by chunk in PyTorch (a float32 chunk, one host sync a chunk)."""
+    layer, adapter, keep_on = lf.layer, record.adapter, record.keep_on
+    for r0, r1 in _chunks(W, record.chunk_elements):
+        w = W[r0:r1]  # (rows, in), contiguous: rows of a row-major matrix
+        d = _delta(layer, adapter, r0, r1)  # (rows, in) fp32
+        lf.fingerprint.append(_fingerprint(d))
+        new = (w + d).to(W.dtype)  # W' = round(W + d): the sum is fp32
+        bad = _bits((new - d).to(W.dtype)) != _bits(w)  # does W' - d round back to W?
+        flat = bad.view(-1).nonzero().squeeze(1)  # (k,)
+        k = flat.numel()
+        if k > DENSE_SHARE * w.numel():
+            lf.kept.append(_Kept(r0, r1, _to_keep(w, keep_on)))
+            record.dense_chunks += 1
+            record.kept_elements += w.numel()
+        elif k:
+            index = flat.to(torch.int32) if w.numel() < 2**31 else flat
+            lf.kept.append(_Kept(r0, r1, _to_keep(w.reshape(-1)[flat], keep_on), _to_keep(index, keep_on)))
+            record.kept_elements += k
+        w.copy_(new)
+        lf.rows_done = r1
+        record.elements += w.numel()
+
+
+def _adapter_of(lf: _LayerFold, adapter: str):
+    layer = lf.layer
+    return layer.lora_A[adapter].weight, layer.lora_B[adapter].weight, float(layer.scaling[adapter])
+
+
+def _kernel_counts(record: FoldRecord, backend: str) -> list:
+    """Pass 1 of the fused fold (`kernels/lora_fold_triton.py`): each layer's kept count per tile,
+    or None where the kernels do not serve the layer; then the totals in one host sync."""
+    if backend == "torch":
+        return [None] * len(record.layers)
+    from kernels import lora_fold_triton as fused
+
+    counts = []
+    for lf in record.layers:
+        W = lf.layer.get_base_layer().weight.data
+        A, B, scale = _adapter_of(lf, record.adapter)
+        why = fused.supported(W, A, B)
+        if why is not None and backend == "triton":
+            raise NotFoldable(f"{lf.name}: the fused fold cannot serve it ({why})")
+        counts.append(None if why is not None else fused.fold_count(W, A, B, scale))
+    have = [c for c in counts if c is not None]
+    totals = iter(torch.stack([c.sum(dtype=torch.int64) for c in have]).tolist() if have else [])
+    return [None if c is None else (c, next(totals)) for c in counts]
+
+
 @torch.no_grad()
 def fold_adapter(model, adapter: str = TRAIN_ADAPTER, *, keep_on: str | None = None,
-                 chunk_elements: int = CHUNK_ELEMENTS) -> FoldRecord:
+                 chunk_elements: int = CHUNK_ELEMENTS, backend: str = "auto") -> FoldRecord:
     """Fold `adapter` into the base weights in place; returns the record `unfold_adapter` needs.
 
     keep_on: "host" (pinned CPU memory; the default on a GPU) or "device". While folded, run the
     model with the adapter switched off (`model.disable_adapter()`), or the delta counts twice.
+    backend: "auto" (the fused Triton kernels for bf16/fp16 weights on a GPU, PyTorch for the
+    rest and for a layer whose kept share is above DENSE_SHARE), "torch", or "triton" (refuses
+    a layer the kernels cannot fold).
     """
     why = foldable(model, adapter)
     if why is not None:
         raise NotFoldable(why)
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"backend={backend!r}: auto, torch or triton")
     t0 = time.perf_counter()
     layers = list(_lora_layers(model, adapter))
     on_gpu = any(m.get_base_layer().weight.is_cuda for _, m in layers)
     keep_on = keep_on or ("host" if on_gpu else "device")
     record = FoldRecord(adapter, [], keep_on, chunk_elements=chunk_elements)
+    for name, layer in layers:
+        record.layers.append(_LayerFold(name, layer, versions=(layer.lora_A[adapter].weight._version,
+                                                               layer.lora_B[adapter].weight._version)))
     try:
-        for name, layer in layers:
-            W = layer.get_base_layer().weight.data  # (out, in); a view of the engine's tensor with vLLM
-            lf = _LayerFold(name, layer, versions=(layer.lora_A[adapter].weight._version,
-                                                   layer.lora_B[adapter].weight._version))
-            record.layers.append(lf)
-            for r0, r1 in _chunks(W, chunk_elements):
-                w = W[r0:r1]  # (rows, in), contiguous: rows of a row-major matrix
-                d = _delta(layer, adapter, r0, r1)  # (rows, in) fp32
-                lf.fingerprint.append(_fingerprint(d))
-                new = (w + d).to(W.dtype)  # W' = round(W + d): the sum is fp32
-                bad = _bits((new - d).to(W.dtype)) != _bits(w)  # does W' - d round back to W?
-                flat = bad.view(-1).nonzero().squeeze(1)  # (k,)
-                k = flat.numel()
-                if k > DENSE_SHARE * w.numel():
-                    lf.kept.append(_Kept(r0, r1, _to_keep(w, keep_on)))
-                    record.dense_chunks += 1
-                    record.kept_elements += w.numel()
-                elif k:
-                    index = flat.to(torch.int32) if w.numel() < 2**31 else flat
-                    lf.kept.append(_Kept(r0, r1, _to_keep(w.reshape(-1)[flat], keep_on), _to_keep(index, keep_on)))
-                    record.kept_elements += k
-                w.copy_(new)
-                lf.rows_done = r1
-                record.elements += w.numel()
+        planned = _kernel_counts(record, backend)
+        for lf, plan in zip(record.layers, planned):
+            W = lf.layer.get_base_layer().weight.data  # (out, in); a view of the engine's tensor with vLLM
+            if plan is None or plan[1] > DENSE_SHARE * W.numel():
+                _fold_layer_torch(record, lf, W)  # the kernels do not serve it, or most of it is kept
+                continue
+            from kernels import lora_fold_triton as fused
+
+            counts, total = plan
+            A, B, scale = _adapter_of(lf, adapter)
+            index, values, prints = fused.fold_write(W, A, B, scale, counts, total)
+            if total:
+                index = index.to(torch.int32) if W.numel() < 2**31 else index
+                lf.kept.append(_Kept(0, W.shape[0], _to_keep(values, keep_on), _to_keep(index, keep_on)))
+            lf.fingerprint.append(prints)
+            lf.fused = True
+            lf.rows_done = W.shape[0]
+            record.kept_elements += total
+            record.elements += W.numel()
+            record.fused_layers += 1
         record.kept_bytes = sum(k.values.numel() * k.values.element_size()
                                 + (0 if k.index is None else k.index.numel() * k.index.element_size())
                                 for lf in record.layers for k in lf.kept)
@@ -236,6 +291,15 @@ def unfold_adapter(record: FoldRecord) -> dict:
         W = layer.get_base_layer().weight.data
         if (layer.lora_A[adapter].weight._version, layer.lora_B[adapter].weight._version) != lf.versions:
             changed.append(lf.name)
+        if lf.fused:
+            from kernels import lora_fold_triton as fused
+
+            A, B, scale = _adapter_of(lf, adapter)
+            k = lf.kept[0] if lf.kept else None
+            index = k.index.to(W.device, non_blocking=True).long() if k else torch.empty(0, dtype=torch.long)
+            values = k.values if k else torch.empty(0, dtype=W.dtype)
+            prints.append((lf.fingerprint[0], fused.unfold(W, A, B, scale, index, values)))
+            continue
         kept = {k.r0: k for k in lf.kept}
         for i, (r0, r1) in enumerate(_chunks(W, record.chunk_elements)):
             if r0 >= lf.rows_done:
@@ -257,7 +321,7 @@ def unfold_adapter(record: FoldRecord) -> dict:
     if changed:
         raise RuntimeError(f"the adapter changed while folded ({', '.join(changed[:3])}, ...): "
                            "the base weights may be off")
-    if prints and not bool(torch.stack([a == b for a, b in prints]).all()):
+    if prints and not bool(torch.stack([(a == b).all() for a, b in prints]).all()):
         raise RuntimeError("the LoRA delta did not recompute bit for bit: the base weights may be off by an ulp")
     return {"unfold_seconds": seconds}
 

@@ -1,0 +1,214 @@
+"""The fused LoRA fold (`lora_fold_triton.py`) held to its PyTorch maths (`lora_fold_reference.py`).
+
+What must hold, per weight: after fold + unfold every element is W's bit pattern again, the kept
+values are W's at the kept indices, and the unfold's fingerprints of d equal the fold's; the
+folded W' is `round(W + d)` (the reference's W', bit for bit, where both compute the same d).
+On the CPU the kernels run in Triton's interpreter (a child process with TRITON_INTERPRET=1).
+The interpreter rounds float32 -> float16 as numpy does (to nearest even, as a GPU does) but
+float32 -> bfloat16 by its own approximation (it truncates, or rounds half away from zero), so on
+the CPU W' and the kept counts are compared with the reference for float16 only; bfloat16 is held
+to the restore properties there, and to the reference on a GPU (`test_cuda_*`).
+Through `core/engines/merged_lora.fold_adapter` the kernels and the chunked PyTorch fold give the
+same W' (float16, interpreter) and both restore a peft model bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kernels.lora_fold_reference import bits, fold_reference, unfold_reference
+from kernels.lora_fold_triton import HAVE_TRITON
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CUDA = torch.cuda.is_available()
+
+# (dtype, out, in, rank, B's std): no size a multiple of a tile (32 x 128); r 8 is padded to 16;
+# B's std 0.5 makes most elements kept (the dense case), 0.001 almost none
+CASES = [
+    ("float16", 70, 200, 8, 0.001),
+    ("float16", 33, 130, 16, 0.5),
+    ("float16", 40, 96, 20, 0.01),
+    ("bfloat16", 70, 200, 8, 0.001),
+    ("bfloat16", 33, 130, 16, 0.5),
+    ("bfloat16", 65, 300, 64, 0.01),
+]
+
+
+def make(dtype, m, n, r, b_std, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(m, n, generator=g).mul_(0.05).to(dtype)
+    W[0, :4] = torch.tensor([-0.0, 0.0, -0.0, 0.0])  # signed zeros must come back as they were
+    A = torch.randn(r, n, generator=g) * 0.1
+    B = torch.randn(m, r, generator=g) * b_std
+    return W.to(device), A.to(device), B.to(device)
+
+
+def test_reference_fold_and_unfold_restore_bit_for_bit():
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        W, A, B = make(dtype, 50, 70, 8, 0.05)
+        new, kept, d = fold_reference(W, A, B, 2.0)
+        assert int((bits(new) != bits(W)).sum()) > 0.5 * W.numel()  # it folded something
+        back = unfold_reference(new, d, kept, W[kept])
+        assert torch.equal(bits(back), bits(W))
+        # without the kept values it would not: those are the elements that do not round back
+        if kept.any():
+            assert not torch.equal(bits((new.float() - d).to(dtype)), bits(W))
+
+
+def _run_case(dtype, m, n, r, b_std, device):
+    from kernels import lora_fold_triton as fused
+
+    W, A, B = make(dtype, m, n, r, b_std, device=device)
+    orig = W.clone()
+    new_ref, kept_ref, _ = fold_reference(W, A, B, 2.0)
+    counts = fused.fold_count(W, A, B, 2.0)
+    untouched = torch.equal(bits(W), bits(orig))
+    total = int(counts.sum())
+    index, values, prints = fused.fold_write(W, A, B, 2.0, counts, total)
+    out = {"untouched_by_count": untouched, "total": total, "ref_kept": int(kept_ref.sum()),
+           "w_diff_vs_ref": int((bits(W) != bits(new_ref)).sum()), "n": W.numel(),
+           "indices_unique": int(index.unique().numel()) == total,
+           "values_are_originals": torch.equal(bits(values), bits(orig.view(-1)[index]))}
+    prints_again = fused.unfold(W, A, B, 2.0, index, values)
+    out["restored"] = torch.equal(bits(W), bits(orig))
+    out["prints_equal"] = torch.equal(prints, prints_again)
+    return out
+
+
+def _fold_adapter_case():
+    """merged_lora.fold_adapter, kernels vs PyTorch, on a tiny float16 peft model."""
+    from core.engines.merged_lora import fold_adapter, unfold_adapter
+    from tests.test_merged_lora import base_bits, lora_model
+
+    from core.models.loading import build_tiny_model
+    import tempfile
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_model(Path(tmp) / "model", hidden_size=64, num_heads=2)
+        folded = {}
+        for backend in ("torch", "triton"):
+            model = lora_model(model_dir, torch.float16, b_std=0.01, base_dtype=torch.float16)
+            before = base_bits(model)
+            record = fold_adapter(model, backend=backend, chunk_elements=3000)
+            folded[backend] = base_bits(model)
+            out[f"{backend}_fused_layers"] = record.stats()["fused_layers"]
+            out[f"{backend}_kept"] = record.stats()["kept_elements"]
+            unfold_adapter(record)
+            out[f"{backend}_restored"] = all(torch.equal(before[k], v) for k, v in base_bits(model).items())
+        out["same_folded_weights"] = all(torch.equal(folded["torch"][k], folded["triton"][k]) for k in folded["torch"])
+        # large deltas: most of a layer is kept, so "auto" folds it in PyTorch (whole chunks kept)
+        model = lora_model(model_dir, torch.float16, b_std=0.3, a_std=0.3, base_dtype=torch.float16)
+        before = base_bits(model)
+        record = fold_adapter(model, chunk_elements=3000)
+        out["dense_fused_layers"], out["dense_chunks"] = record.stats()["fused_layers"], record.dense_chunks
+        unfold_adapter(record)
+        out["dense_restored"] = all(torch.equal(before[k], v) for k, v in base_bits(model).items())
+    return out
+
+
+def _interpreter_child():
+    from kernels.lora_fold_triton import INTERPRETED
+
+    assert INTERPRETED
+    results = [_run_case(getattr(torch, c[0]), *c[1:], device="cpu") for c in CASES]
+    print("RESULTS " + json.dumps({"cases": results, "fold_adapter": _fold_adapter_case()}))
+
+
+@pytest.fixture(scope="module")
+def interpreted():
+    if not HAVE_TRITON:
+        pytest.skip("triton is not importable here, so its interpreter cannot run the kernels")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO_ROOT)}
+    code = "from kernels.test_lora_fold import _interpreter_child; _interpreter_child()"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULTS "))[len("RESULTS "):])
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=lambda i: "-".join(map(str, CASES[i])))
+def test_interpreter_fold_restores_and_matches_the_reference(interpreted, case):
+    r = interpreted["cases"][case]
+    assert r["untouched_by_count"] and r["restored"] and r["prints_equal"], r
+    assert r["indices_unique"] and r["values_are_originals"], r
+    if CASES[case][0] == "float16":  # the interpreter rounds as a GPU does: the reference's W' exactly
+        assert r["w_diff_vs_ref"] == 0 and r["total"] == r["ref_kept"], r
+    if CASES[case][4] >= 0.5:
+        assert r["total"] > W_SHARE * r["n"], r  # the dense case really keeps most elements
+
+
+W_SHARE = 0.5
+
+
+def test_interpreter_fold_adapter_kernels_equal_pytorch_and_restore(interpreted):
+    r = interpreted["fold_adapter"]
+    assert r["torch_fused_layers"] == 0 and r["triton_fused_layers"] == 2 * 7, r
+    assert r["torch_restored"] and r["triton_restored"] and r["same_folded_weights"], r
+    assert r["torch_kept"] == r["triton_kept"] > 0, r
+    assert r["dense_fused_layers"] == 0 and r["dense_chunks"] > 0 and r["dense_restored"], r
+
+
+# ---------------------------------------------------------------------------- CUDA
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.skipif(not HAVE_TRITON, reason="needs triton")
+@pytest.mark.parametrize("case", range(len(CASES)), ids=lambda i: "-".join(map(str, CASES[i])))
+def test_cuda_fold_restores_and_matches_the_reference(case):
+    r = _run_case(getattr(torch, CASES[case][0]), *CASES[case][1:], device="cuda")
+    assert r["untouched_by_count"] and r["restored"] and r["prints_equal"], r
+    assert r["indices_unique"] and r["values_are_originals"], r
+    # tl.dot (IEEE fp32) and cuBLAS sum B @ A in their own orders: a d a last bit apart can
+    # round W + d the other way, in a few elements at most
+    assert r["w_diff_vs_ref"] <= max(2, 1e-3 * r["n"]), r
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.skipif(not HAVE_TRITON, reason="needs triton")
+def test_cuda_fold_of_a_qwen_sized_layer_is_exact_and_faster():
+    """Qwen2.5-1.5B's MLP weight (8960 x 1536, bf16, r 16): restore exact; the fused fold + unfold
+    timed against the chunked PyTorch one (printed; the kernels must not be slower)."""
+    from kernels import lora_fold_triton as fused
+
+    W, A, B = make(torch.bfloat16, 8960, 1536, 16, 0.002, device="cuda")
+    orig = W.clone()
+    new_ref, _, _ = fold_reference(W, A, B, 2.0)
+
+    def fused_round():
+        counts = fused.fold_count(W, A, B, 2.0)
+        total = int(counts.sum())
+        index, values, prints = fused.fold_write(W, A, B, 2.0, counts, total)
+        folded = W.clone()
+        assert torch.equal(prints, fused.unfold(W, A, B, 2.0, index, values))
+        return folded
+
+    folded = fused_round()  # compiles
+    assert torch.equal(bits(W), bits(orig))
+    assert int((bits(folded) != bits(new_ref)).sum()) <= 1e-4 * W.numel()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        fused_round()
+    torch.cuda.synchronize()
+    t_fused = (time.perf_counter() - t0) / 5
+    t0 = time.perf_counter()
+    for _ in range(5):
+        new, kept, d = fold_reference(W, A, B, 2.0)
+        kept_values = W[kept]
+        W.copy_(unfold_reference(new, d, kept, kept_values))
+    torch.cuda.synchronize()
+    t_torch = (time.perf_counter() - t0) / 5
+    print(f"lora fold+unfold 8960x1536 r16 bf16: fused {t_fused * 1e3:.2f} ms, PyTorch {t_torch * 1e3:.2f} ms")
+    assert torch.equal(bits(W), bits(orig))
+    assert t_fused <= t_torch
