@@ -44,8 +44,14 @@
 #   bash bench/h200_session.sh trl --systems ours,ours-fast,trl-vllm,unsloth-defaults --lengths 1024 --budget-s 560  # 346 s
 #   DEADLINE=430 bash bench/h200_session.sh aha                                                          # 326 s, 300 steps
 #   TESTS="tests/test_engine_conformance.py kernels/test_logprob.py tests/test_vllm_engine.py" bash bench/h200_session.sh tests  # 251 s
-# Next: the same trl call (the cache handed back after the build: ours' and ours-fast's peaks), then
-# --lengths 4096 and the 4-bit pair (ours-4bit,unsloth-4bit); the app call shows the GPU held after a run.
+# Issue 31, the next session (2026-12-05 23:xx, after the aha recipe moved to 2-5-step chains and the
+# LoRA fold to fused Triton kernels), in order of importance after the kit:
+#   TESTS=kernels/test_lora_fold.py bash bench/h200_session.sh tests          # the fused fold on the GPU
+#   DEADLINE=420 bash bench/h200_session.sh aha                                # the 2-5-step aha recipe
+#   bash bench/h200_session.sh trl --systems ours,ours-fast,trl-vllm --lengths 1024 --budget-s 560
+#   TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests
+# Then: --lengths 4096, the 4-bit pair (ours-4bit,unsloth-4bit), unsloth sized like ours, the app
+# call (the GPU held after a run).
 #
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
