@@ -72,8 +72,9 @@ def _run_case(dtype, m, n, r, b_std, device):
     counts = fused.fold_count(W, A, B, 2.0)
     untouched = torch.equal(bits(W), bits(orig))
     total = int(counts.sum())
-    index, values, prints = fused.fold_write(W, A, B, 2.0, counts, total)
+    index, values, prints, written = fused.fold_write(W, A, B, 2.0, counts, total)
     out = {"untouched_by_count": untouched, "total": total, "ref_kept": int(kept_ref.sum()),
+           "recount_equal": torch.equal(counts, written),
            "w_diff_vs_ref": int((bits(W) != bits(new_ref)).sum()), "n": W.numel(),
            "indices_unique": int(index.unique().numel()) == total,
            "values_are_originals": torch.equal(bits(values), bits(orig.view(-1)[index]))}
@@ -138,7 +139,7 @@ def interpreted():
 @pytest.mark.parametrize("case", range(len(CASES)), ids=lambda i: "-".join(map(str, CASES[i])))
 def test_interpreter_fold_restores_and_matches_the_reference(interpreted, case):
     r = interpreted["cases"][case]
-    assert r["untouched_by_count"] and r["restored"] and r["prints_equal"], r
+    assert r["untouched_by_count"] and r["restored"] and r["prints_equal"] and r["recount_equal"], r
     assert r["indices_unique"] and r["values_are_originals"], r
     if CASES[case][0] == "float16":  # the interpreter rounds as a GPU does: the reference's W' exactly
         assert r["w_diff_vs_ref"] == 0 and r["total"] == r["ref_kept"], r
@@ -166,7 +167,7 @@ def test_interpreter_fold_adapter_kernels_equal_pytorch_and_restore(interpreted)
 @pytest.mark.parametrize("case", range(len(CASES)), ids=lambda i: "-".join(map(str, CASES[i])))
 def test_cuda_fold_restores_and_matches_the_reference(case):
     r = _run_case(getattr(torch, CASES[case][0]), *CASES[case][1:], device="cuda")
-    assert r["untouched_by_count"] and r["restored"] and r["prints_equal"], r
+    assert r["untouched_by_count"] and r["restored"] and r["prints_equal"] and r["recount_equal"], r
     assert r["indices_unique"] and r["values_are_originals"], r
     # tl.dot (IEEE fp32) and cuBLAS sum B @ A in their own orders: a d a last bit apart can
     # round W + d the other way, in a few elements at most
@@ -188,7 +189,8 @@ def test_cuda_fold_of_a_qwen_sized_layer_is_exact_and_faster():
     def fused_round():
         counts = fused.fold_count(W, A, B, 2.0)
         total = int(counts.sum())
-        index, values, prints = fused.fold_write(W, A, B, 2.0, counts, total)
+        index, values, prints, written = fused.fold_write(W, A, B, 2.0, counts, total)
+        assert torch.equal(counts, written)
         folded = W.clone()
         assert torch.equal(prints, fused.unfold(W, A, B, 2.0, index, values))
         return folded

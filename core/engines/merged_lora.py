@@ -245,6 +245,7 @@ def fold_adapter(model, adapter: str = TRAIN_ADAPTER, *, keep_on: str | None = N
                                                                layer.lora_B[adapter].weight._version)))
     try:
         planned = _kernel_counts(record, backend)
+        recounts = []  # the fused fold's two passes must have found the same kept elements
         for lf, plan in zip(record.layers, planned):
             W = lf.layer.get_base_layer().weight.data  # (out, in); a view of the engine's tensor with vLLM
             if plan is None or plan[1] > DENSE_SHARE * W.numel():
@@ -254,7 +255,8 @@ def fold_adapter(model, adapter: str = TRAIN_ADAPTER, *, keep_on: str | None = N
 
             counts, total = plan
             A, B, scale = _adapter_of(lf, adapter)
-            index, values, prints = fused.fold_write(W, A, B, scale, counts, total)
+            index, values, prints, written = fused.fold_write(W, A, B, scale, counts, total)
+            recounts.append((counts, written))
             if total:
                 index = index.to(torch.int32) if W.numel() < 2**31 else index
                 lf.kept.append(_Kept(0, W.shape[0], _to_keep(values, keep_on), _to_keep(index, keep_on)))
@@ -264,6 +266,8 @@ def fold_adapter(model, adapter: str = TRAIN_ADAPTER, *, keep_on: str | None = N
             record.kept_elements += total
             record.elements += W.numel()
             record.fused_layers += 1
+        if recounts and bool(torch.stack([(c != w).any() for c, w in recounts]).any()):
+            raise RuntimeError("the fused fold's count and write passes disagreed: not folding")
         record.kept_bytes = sum(k.values.numel() * k.values.element_size()
                                 + (0 if k.index is None else k.index.numel() * k.index.element_size())
                                 for lf in record.layers for k in lf.kept)
