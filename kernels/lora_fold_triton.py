@@ -23,6 +23,7 @@ path folds those).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -61,41 +62,53 @@ if HAVE_TRITON:
         w = tl.load(W + offs, mask=inside, other=0.0)  # (BM, BN) W's dtype
         return offs, inside, w, d, rows, cols
 
-    @triton.jit
-    def _fold_kernel(W, A, B, counts, offsets, kept_index, kept_value, prints, total, scale, M, N, R,
+    @triton.jit(do_not_specialize=["total"])
+    def _fold_kernel(W, A, B, counts, written, offsets, kept_index, kept_value, prints, total, scale, M, N, R,
                      stride_w, stride_a, stride_b,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, WRITE: tl.constexpr):
-        """WRITE=False: each tile's kept count into `counts`, W untouched. WRITE=True: W', the kept
-        (index, value) pairs at the tile's offset, the tile's count again and d's fingerprint.
-        One kernel for both, so the count and the write decide "kept" with the same code."""
+        """WRITE=False: each tile's kept count into `counts`, W untouched. WRITE=True: the tile's
+        count again into `written`, and only where it equals `counts` (else -1 and the tile is left
+        as it is: the unfold skips it) W' and the kept (index, value) pairs at the tile's offset;
+        d's fingerprint in every case. One kernel for both passes, so both decide "kept" with the
+        same code."""
         offs, inside, w, d, rows, cols = _tile(W, A, B, scale, M, N, R, stride_w, stride_a, stride_b,
                                                BLOCK_M, BLOCK_N, BLOCK_R)
         new = (w.to(tl.float32) + d).to(w.dtype, fp_downcast_rounding="rtne")
         back = (new.to(tl.float32) - d).to(w.dtype, fp_downcast_rounding="rtne")
         kept = (back.to(tl.int16, bitcast=True) != w.to(tl.int16, bitcast=True)) & inside
         tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
-        tl.store(counts + tile, tl.sum(tl.sum(kept.to(tl.int32), axis=1), axis=0))
+        count = tl.sum(tl.sum(kept.to(tl.int32), axis=1), axis=0)
         if WRITE:
-            tl.store(W + offs, new, mask=inside)
+            agree = count == tl.load(counts + tile)
+            tl.store(written + tile, tl.where(agree, count, -1))
+            fold = inside & (tl.zeros([BLOCK_M, BLOCK_N], tl.int32) + agree.to(tl.int32) > 0)  # (BM, BN)
+            tl.store(W + offs, new, mask=fold)
             # the kept elements, compacted at this tile's offset in the tile's row-major order
             flat_kept = tl.reshape(kept.to(tl.int32), (BLOCK_M * BLOCK_N,))
             slot = tl.load(offsets + tile) + tl.cumsum(flat_kept, axis=0) - 1  # (BM*BN,) int64
-            ok = (flat_kept > 0) & (slot < total)  # never past the buffer, whatever happens
+            ok = (tl.reshape(fold.to(tl.int32), (BLOCK_M * BLOCK_N,)) * flat_kept > 0) & (slot < total)
             index = tl.reshape(rows[:, None] * N + cols[None, :], (BLOCK_M * BLOCK_N,))
-            tl.store(kept_index + slot, index, mask=ok)
+            tl.store(kept_index + slot, index.to(kept_index.dtype.element_ty), mask=ok)
             tl.store(kept_value + slot, tl.reshape(w, (BLOCK_M * BLOCK_N,)), mask=ok)
             d_bits = d.to(tl.int32, bitcast=True).to(tl.int64)
             tl.store(prints + tile, tl.sum(tl.sum(tl.where(inside, d_bits, 0), axis=1), axis=0))
+        else:
+            tl.store(counts + tile, count)
 
     @triton.jit
-    def _unfold_kernel(W, A, B, prints, scale, M, N, R, stride_w, stride_a, stride_b,
+    def _unfold_kernel(W, A, B, written, prints, scale, M, N, R, stride_w, stride_a, stride_b,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr):
         offs, inside, w, d, rows, cols = _tile(W, A, B, scale, M, N, R, stride_w, stride_a, stride_b,
                                                BLOCK_M, BLOCK_N, BLOCK_R)
-        tl.store(W + offs, (w.to(tl.float32) - d).to(w.dtype, fp_downcast_rounding="rtne"), mask=inside)
         tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+        folded = tl.load(written + tile) >= 0  # a tile the write pass left alone stays as it is
+        unfold = inside & (tl.zeros([BLOCK_M, BLOCK_N], tl.int32) + folded.to(tl.int32) > 0)
+        tl.store(W + offs, (w.to(tl.float32) - d).to(w.dtype, fp_downcast_rounding="rtne"), mask=unfold)
         d_bits = d.to(tl.int32, bitcast=True).to(tl.int64)
         tl.store(prints + tile, tl.sum(tl.sum(tl.where(inside, d_bits, 0), axis=1), axis=0))
+
+
+MAX_RANK = 64  # one tl.dot holds the whole rank: 48 KiB of shared memory at 64 (r 256 needs 160)
 
 
 def supported(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> str | None:
@@ -110,6 +123,8 @@ def supported(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> str | None:
         return "weight is not a contiguous row-major matrix"
     if A.stride(1) != 1 or B.stride(1) != 1 or A.shape[1] != W.shape[1] or B.shape[0] != W.shape[0]:
         return "adapter shapes or strides do not fit the weight"
+    if A.shape[0] > MAX_RANK:
+        return f"rank {A.shape[0]} > {MAX_RANK}"
     return None
 
 
@@ -132,40 +147,62 @@ def _adapter(W, A, B):
     return A.detach().to(W.device).contiguous(), B.detach().to(W.device).contiguous()
 
 
+def _on(W):
+    """Launch on W's GPU (Triton launches on the current device)."""
+    return torch.cuda.device(W.device) if W.is_cuda else contextlib.nullcontext()
+
+
 def fold_count(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
     """(tiles,) int32: how many elements of each tile of W would not round back (no host sync)."""
     A, B = _adapter(W, A, B)
     grid = _grid(W)
     counts = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=W.device)
     args, meta = _args(W, A, B, scale)
-    _fold_kernel[grid](W, A, B, counts, counts, counts, counts, counts, 0, *args, **meta, WRITE=False)
+    with _on(W):
+        _fold_kernel[grid](W, A, B, counts, counts, counts, counts, counts, counts, 0, *args, **meta, WRITE=False)
     return counts
 
 
-def fold_write(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float, counts: torch.Tensor, total: int):
-    """W <- round(W + d) in place; returns (kept flat indices int64 (total,), their original values
-    (total,) in W's dtype, per-tile fingerprints of d (tiles,) int64, the per-tile kept counts this
-    pass found (tiles,) int32: equal to `counts`, which the caller checks with its other checks).
-    `counts` is `fold_count`'s, `total` its sum (the caller's one host sync covers every layer)."""
+def fold_buffers(W: torch.Tensor, counts: torch.Tensor, total: int):
+    """The write pass's outputs, allocated before it runs (so nothing can fail between writing W'
+    and the caller recording it): (written (tiles,) int32, kept index (total,) int32 below 2^31
+    elements else int64, kept values (total,) W's dtype, prints (tiles,) int64)."""
+    index_dtype = torch.int32 if W.numel() < 2**31 else torch.int64
+    # -1 until the write pass runs: a fold that failed before it leaves every tile to be skipped
+    return (torch.full_like(counts, -1), torch.full((total,), -1, dtype=index_dtype, device=W.device),
+            torch.empty(total, dtype=W.dtype, device=W.device),
+            torch.empty(counts.numel(), dtype=torch.int64, device=W.device))
+
+
+def fold_write(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float, counts: torch.Tensor,
+               buffers: tuple) -> None:
+    """W <- round(W + d) in place, tile by tile where the recount equals `counts` (`fold_count`'s);
+    fills `buffers` (`fold_buffers`): the recount (-1 for a tile left alone), the kept elements'
+    flat indices and original values, d's fingerprint per tile."""
     A, B = _adapter(W, A, B)
+    written, index, value, prints = buffers
     offsets = torch.cumsum(counts, 0, dtype=torch.int64) - counts  # exclusive
-    index = torch.empty(total, dtype=torch.int64, device=W.device)
-    value = torch.empty(total, dtype=W.dtype, device=W.device)
-    prints = torch.empty(counts.numel(), dtype=torch.int64, device=W.device)
-    written = torch.empty_like(counts)
     args, meta = _args(W, A, B, scale)
-    _fold_kernel[_grid(W)](W, A, B, written, offsets, index, value, prints, total, *args, **meta, WRITE=True)
-    return index, value, prints, written
+    with _on(W):
+        _fold_kernel[_grid(W)](W, A, B, counts, written, offsets, index, value, prints, index.numel(), *args, **meta,
+                               WRITE=True)
 
 
-def unfold(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float, index: torch.Tensor,
-           value: torch.Tensor) -> torch.Tensor:
-    """W' <- round(W' - d), then the kept values back in place; returns the per-tile fingerprints of d."""
+def unfold(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float, written: torch.Tensor,
+           index: torch.Tensor, value: torch.Tensor, *, clean: bool = True) -> torch.Tensor:
+    """W' <- round(W' - d) on the tiles the write pass folded, then the kept values back in place;
+    returns d's fingerprints per tile. `clean=False` (a fold that failed): slots never written
+    (index -1) are skipped, at the cost of a host sync."""
     A, B = _adapter(W, A, B)
     grid = _grid(W)
     prints = torch.empty(grid[0] * grid[1], dtype=torch.int64, device=W.device)
     args, meta = _args(W, A, B, scale)
-    _unfold_kernel[grid](W, A, B, prints, *args, **meta)
+    with _on(W):
+        _unfold_kernel[grid](W, A, B, written.to(W.device), prints, *args, **meta)
     if index.numel():
-        W.view(-1).index_copy_(0, index.to(W.device, non_blocking=True), value.to(W.device, non_blocking=True))
+        index = index.to(W.device, non_blocking=True).long()
+        value = value.to(W.device, non_blocking=True)
+        if not clean:  # after a failed fold: skip the slots never written
+            value, index = value[index >= 0], index[index >= 0]
+        W.view(-1).index_copy_(0, index, value)
     return prints

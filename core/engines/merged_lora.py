@@ -110,6 +110,7 @@ class _LayerFold:
     fingerprint: list[torch.Tensor] = field(default_factory=list)  # one int64 sum of d's bits per chunk
     versions: tuple = ()  # A's and B's tensor versions: the adapter must not change while folded
     fused: bool = False  # folded by the Triton kernels: one _Kept for the whole weight (flat indices)
+    written: torch.Tensor | None = None  # the fused write pass's per-tile recount (-1: tile left alone)
 
 
 @dataclass
@@ -124,6 +125,7 @@ class FoldRecord:
     kept_bytes: int = 0
     dense_chunks: int = 0
     fused_layers: int = 0  # layers folded by the Triton kernels (the rest: chunked PyTorch)
+    fused_clean: bool = True  # False after a fused fold that failed part way (the unfold checks slots)
     chunk_elements: int = CHUNK_ELEMENTS
     fold_seconds: float = 0.0
     unfolded: bool = False
@@ -207,15 +209,22 @@ def _kernel_counts(record: FoldRecord, backend: str) -> list:
     from kernels import lora_fold_triton as fused
 
     counts = []
-    for lf in record.layers:
-        W = lf.layer.get_base_layer().weight.data
-        A, B, scale = _adapter_of(lf, record.adapter)
-        why = fused.supported(W, A, B)
-        if why is not None and backend == "triton":
-            raise NotFoldable(f"{lf.name}: the fused fold cannot serve it ({why})")
-        counts.append(None if why is not None else fused.fold_count(W, A, B, scale))
-    have = [c for c in counts if c is not None]
-    totals = iter(torch.stack([c.sum(dtype=torch.int64) for c in have]).tolist() if have else [])
+    try:  # the count pass writes nothing into the weights: any failure here just means PyTorch folds
+        for lf in record.layers:
+            W = lf.layer.get_base_layer().weight.data
+            A, B, scale = _adapter_of(lf, record.adapter)
+            why = fused.supported(W, A, B)
+            if why is not None and backend == "triton":
+                raise NotFoldable(f"{lf.name}: the fused fold cannot serve it ({why})")
+            counts.append(None if why is not None else fused.fold_count(W, A, B, scale))
+        have = [c for c in counts if c is not None]
+        totals = iter(torch.stack([c.sum(dtype=torch.int64) for c in have]).tolist() if have else [])
+    except Exception as e:
+        if backend == "triton":
+            raise
+        warnings.warn(f"the fused LoRA fold failed before writing anything ({type(e).__name__}: {e}); "
+                      "folding in PyTorch")
+        return [None] * len(record.layers)
     return [None if c is None else (c, next(totals)) for c in counts]
 
 
@@ -255,23 +264,27 @@ def fold_adapter(model, adapter: str = TRAIN_ADAPTER, *, keep_on: str | None = N
 
             counts, total = plan
             A, B, scale = _adapter_of(lf, adapter)
-            index, values, prints, written = fused.fold_write(W, A, B, scale, counts, total)
-            recounts.append((counts, written))
-            if total:
-                index = index.to(torch.int32) if W.numel() < 2**31 else index
-                lf.kept.append(_Kept(0, W.shape[0], _to_keep(values, keep_on), _to_keep(index, keep_on)))
+            written, index, values, prints = fused.fold_buffers(W, counts, total)  # before W changes
+            # recorded before the launch: its buffers say "not folded" (-1) until the kernel writes
+            lf.fused, lf.written, lf.rows_done = True, written, W.shape[0]
+            lf.kept.append(_Kept(0, W.shape[0], values, index))
             lf.fingerprint.append(prints)
-            lf.fused = True
-            lf.rows_done = W.shape[0]
+            fused.fold_write(W, A, B, scale, counts, (written, index, values, prints))
+            recounts.append((counts, written))
+            if total and keep_on == "host":  # then off the device; the device copies serve until done
+                lf.kept[0] = _Kept(0, W.shape[0], _to_keep(values, keep_on), _to_keep(index, keep_on))
             record.kept_elements += total
             record.elements += W.numel()
             record.fused_layers += 1
         if recounts and bool(torch.stack([(c != w).any() for c, w in recounts]).any()):
-            raise RuntimeError("the fused fold's count and write passes disagreed: not folding")
+            record.fused_clean = False
+            raise RuntimeError("the fused fold's count and write passes disagreed: the weights are put back "
+                               "and this rollout samples through the adapter")
         record.kept_bytes = sum(k.values.numel() * k.values.element_size()
                                 + (0 if k.index is None else k.index.numel() * k.index.element_size())
                                 for lf in record.layers for k in lf.kept)
     except BaseException:
+        record.fused_clean = False  # a fused layer may be recorded with its write pass not (fully) run
         unfold_adapter(record)  # what was folded so far goes back before the error does
         raise
     record.fold_seconds = time.perf_counter() - t0
@@ -299,10 +312,9 @@ def unfold_adapter(record: FoldRecord) -> dict:
             from kernels import lora_fold_triton as fused
 
             A, B, scale = _adapter_of(lf, adapter)
-            k = lf.kept[0] if lf.kept else None
-            index = k.index.to(W.device, non_blocking=True).long() if k else torch.empty(0, dtype=torch.long)
-            values = k.values if k else torch.empty(0, dtype=W.dtype)
-            prints.append((lf.fingerprint[0], fused.unfold(W, A, B, scale, index, values)))
+            k = lf.kept[0]
+            prints.append((lf.fingerprint[0], fused.unfold(W, A, B, scale, lf.written, k.index, k.values,
+                                                           clean=record.fused_clean)))
             continue
         kept = {k.r0: k for k in lf.kept}
         for i, (r0, r1) in enumerate(_chunks(W, record.chunk_elements)):
