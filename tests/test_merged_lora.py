@@ -10,6 +10,8 @@ the fold equal to its tokens through the adapter.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -196,3 +198,103 @@ def test_a_training_step_with_merged_rollouts_logs_where_the_time_went(tiny_mode
     assert all(m[f"time/{p}"] > 0 for p in parts), {k: v for k, v in m.items() if k.startswith("time/")}
     assert m["time/fold"] + m["time/sample"] + m["time/unfold"] <= m["time/rollout"] + 1e-6
     assert_bitwise(before, trainer.model)
+
+
+# ---------------------------------------------------------------------------- the fused (Triton) fold
+# fold_adapter's kernel path, run through Triton's CPU interpreter in a child process (the kernels'
+# own tests are kernels/test_lora_fold.py): float16, where the interpreter rounds as a GPU does
+
+
+def _fold_adapter_case():
+    """merged_lora.fold_adapter, kernels vs PyTorch, on a tiny float16 peft model."""
+    import tempfile
+
+    from core.models.loading import build_tiny_model
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_model(Path(tmp) / "model", hidden_size=64, num_heads=2)
+        folded = {}
+        for backend in ("torch", "triton"):
+            model = lora_model(model_dir, torch.float16, b_std=0.01, base_dtype=torch.float16)
+            before = base_bits(model)
+            record = fold_adapter(model, backend=backend, chunk_elements=3000)
+            folded[backend] = base_bits(model)
+            out[f"{backend}_fused_layers"] = record.stats()["fused_layers"]
+            out[f"{backend}_kept"] = record.stats()["kept_elements"]
+            unfold_adapter(record)
+            out[f"{backend}_restored"] = all(torch.equal(before[k], v) for k, v in base_bits(model).items())
+        out["same_folded_weights"] = all(torch.equal(folded["torch"][k], folded["triton"][k]) for k in folded["torch"])
+        # large deltas: most of a layer is kept, so "auto" folds it in PyTorch (whole chunks kept)
+        model = lora_model(model_dir, torch.float16, b_std=0.3, a_std=0.3, base_dtype=torch.float16)
+        before = base_bits(model)
+        record = fold_adapter(model, chunk_elements=3000)
+        out["dense_fused_layers"], out["dense_chunks"] = record.stats()["fused_layers"], record.dense_chunks
+        unfold_adapter(record)
+        out["dense_restored"] = all(torch.equal(before[k], v) for k, v in base_bits(model).items())
+        # a failure after some layers' write passes (here: keeping the 5th layer's values off the
+        # device): every weight comes back, fused ones included
+        import core.engines.merged_lora as ml
+
+        model = lora_model(model_dir, torch.float16, b_std=0.01, base_dtype=torch.float16)
+        before = base_bits(model)
+        real, calls = ml._to_keep, {"n": 0}
+
+        def failing(t, keep_on):
+            calls["n"] += 1
+            if calls["n"] == 9:
+                raise torch.OutOfMemoryError("no pinned memory")
+            return real(t, keep_on)
+
+        ml._to_keep = failing
+        try:
+            fold_adapter(model, keep_on="host", backend="triton")
+            out["failure_raised"] = False
+        except torch.OutOfMemoryError:
+            out["failure_raised"] = True
+        finally:
+            ml._to_keep = real
+        out["failure_calls"] = calls["n"]
+        out["failure_restored"] = all(torch.equal(before[k], v) for k, v in base_bits(model).items())
+        # a rank the kernels do not take (one tl.dot holds the rank) is folded in PyTorch
+        model = lora_model(model_dir, torch.float16, rank=96, b_std=0.01, base_dtype=torch.float16)
+        record = fold_adapter(model)
+        out["rank96_fused_layers"] = record.stats()["fused_layers"]
+        unfold_adapter(record)
+    return out
+
+
+
+def _fused_fold_child():
+    import json
+
+    print("RESULTS " + json.dumps(_fold_adapter_case()))
+
+
+@pytest.fixture(scope="module")
+def fused_fold_results():
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from kernels.lora_fold_triton import HAVE_TRITON
+
+    if not HAVE_TRITON:
+        pytest.skip("triton is not importable here, so its interpreter cannot run the kernels")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, "-c", "from tests.test_merged_lora import _fused_fold_child; _fused_fold_child()"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULTS "))[len("RESULTS "):])
+
+
+def test_interpreter_fold_adapter_kernels_equal_pytorch_and_restore(fused_fold_results):
+    r = fused_fold_results
+    assert r["torch_fused_layers"] == 0 and r["triton_fused_layers"] == 2 * 7, r
+    assert r["torch_restored"] and r["triton_restored"] and r["same_folded_weights"], r
+    assert r["torch_kept"] == r["triton_kept"] > 0, r
+    assert r["dense_fused_layers"] == 0 and r["dense_chunks"] > 0 and r["dense_restored"], r
+    assert r["failure_raised"] and r["failure_calls"] == 9 and r["failure_restored"], r
+    assert r["rank96_fused_layers"] == 0, r
