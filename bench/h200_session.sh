@@ -88,8 +88,10 @@ case "${1:-}" in
     # 8 MB a chunk: a 50 MiB kit part + a chunk + the repo (6 MB) must stay under 64 MiB (at 9 MB it no
     # longer did, 2026-12-05; with s6 holding the 53 MB rest, p6's run came to 64 MiB once the repo
     # reached 6.5 MB, 2026-12-06): s7, the rest, rides alone in a seventh run
-    for i in 1 2 3 4 5 6; do dd if="$W" of=.devkit/s$i/smol.$i bs=1000000 skip=$(( (i - 1) * 8 )) count=8 status=none; done
-    tail -c +48000001 "$W" > .devkit/s7/smol.7 && sha256sum "$W" | cut -d' ' -f1 > .devkit/s7/SHA
+    # 2026-12-06: the limit counts disk blocks (p1 51,212 KiB + repo 7,036 + an 8 MB chunk 7,820 > 65,536):
+    # 6.5 MB chunks
+    for i in 1 2 3 4 5 6; do dd if="$W" of=.devkit/s$i/smol.$i bs=500000 skip=$(( (i - 1) * 13 )) count=13 status=none; done
+    tail -c +39000001 "$W" > .devkit/s7/smol.7 && sha256sum "$W" | cut -d' ' -f1 > .devkit/s7/SHA
     exit 0
     ;;
   smol)

@@ -14,16 +14,13 @@ Run: `python -m pytest -q kernels` (add `-m gpu` on a GPU machine for the CUDA t
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from kernels import HAVE_TRITON, naive_token_logprobs, token_logprobs
+from kernels.interpreted import print_results, run_interpreted
 from kernels.logprob_reference import reference_token_logprobs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -212,21 +209,14 @@ def _interpreter_child():
             h_naive = hidden.float().requires_grad_(True)
             naive_token_logprobs(h_naive, weight.float(), targets, 0.7).sum().backward()
             results[-1]["frozen_weight_grad_hidden_rel"] = rel_err(h_leaf.grad, h_naive.grad)
-    print("RESULTS " + json.dumps(results))
+    print_results(results)
 
 
 @pytest.fixture(scope="module")
 def interpreter_results():
     if not HAVE_TRITON:
         pytest.skip("triton is not importable here, so its interpreter cannot run the kernels")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO_ROOT)}
-    code = "from kernels.test_logprob import _interpreter_child; _interpreter_child()"
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULTS "))
-    return json.loads(line[len("RESULTS ") :])
+    return run_interpreted("kernels.test_logprob", "_interpreter_child")
 
 
 @pytest.mark.parametrize("case", range(len(INTERPRETER_CASES)), ids=lambda i: "-".join(map(str, INTERPRETER_CASES[i])))

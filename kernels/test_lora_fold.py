@@ -14,10 +14,6 @@ chunked PyTorch fold (same W', both restore a peft model bit for bit, failures p
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +21,7 @@ import pytest
 import torch
 
 from kernels.lora_fold_reference import bits, fold_reference, unfold_reference
+from kernels.interpreted import print_results, run_interpreted
 from kernels.lora_fold_triton import HAVE_TRITON
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -102,19 +99,14 @@ def _interpreter_child():
 
     assert INTERPRETED
     results = [_run_case(getattr(torch, c[0]), *c[1:], device="cpu") for c in CASES]
-    print("RESULTS " + json.dumps({"cases": results}))
+    print_results({"cases": results})
 
 
 @pytest.fixture(scope="module")
 def interpreted():
     if not HAVE_TRITON:
         pytest.skip("triton is not importable here, so its interpreter cannot run the kernels")
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO_ROOT)}
-    code = "from kernels.test_lora_fold import _interpreter_child; _interpreter_child()"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULTS "))[len("RESULTS "):])
+    return run_interpreted("kernels.test_lora_fold", "_interpreter_child")
 
 
 @pytest.mark.parametrize("case", range(len(CASES)), ids=lambda i: "-".join(map(str, CASES[i])))

@@ -267,28 +267,19 @@ def _fold_adapter_case():
 
 
 def _fused_fold_child():
-    import json
+    from kernels.interpreted import print_results
 
-    print("RESULTS " + json.dumps(_fold_adapter_case()))
+    print_results(_fold_adapter_case())
 
 
 @pytest.fixture(scope="module")
 def fused_fold_results():
-    import json
-    import os
-    import subprocess
-    import sys
-
+    from kernels.interpreted import run_interpreted
     from kernels.lora_fold_triton import HAVE_TRITON
 
     if not HAVE_TRITON:
         pytest.skip("triton is not importable here, so its interpreter cannot run the kernels")
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
-    proc = subprocess.run([sys.executable, "-c", "from tests.test_merged_lora import _fused_fold_child; _fused_fold_child()"],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(next(l for l in proc.stdout.splitlines() if l.startswith("RESULTS "))[len("RESULTS "):])
+    return run_interpreted("tests.test_merged_lora", "_fused_fold_child")
 
 
 def test_interpreter_fold_adapter_kernels_equal_pytorch_and_restore(fused_fold_results):
