@@ -322,3 +322,19 @@ def test_server_text_follows_the_browsers_language_and_try_on_samples_scores_fir
         update = job.communicator.updates.get_nowait()
         descs += [p.desc for p in getattr(update, "progress_data", None) or []]
     assert any(d and d.startswith("2/3 · sampling 3 completions") for d in descs), descs
+
+
+def test_an_emptied_number_box_is_refused_by_name_not_replaced_by_its_default():
+    """A cleared Number widget arrives as None: Start must say which box is empty, not quietly run
+    on the default the page no longer shows (2026-12-06: G emptied, a run started with G = 4)."""
+    from core.config import cpu_defaults
+    from core.errors import ConfigError
+    from ui.forms import Form
+
+    form = Form(cpu_defaults())
+    with pytest.raises(ConfigError, match=r"is empty: enter a number \(its default is 4\)"):
+        form.to_config({"algorithm_num_generations": None})
+    with pytest.raises(ConfigError, match="empty"):
+        form.to_config({"algorithm_learning_rate": None})
+    assert form.to_config({"algorithm_num_generations": 6.0}).algorithm.num_generations == 6
+    assert form.to_config({"data_chat_template": None}).data.chat_template == ""  # text: None is empty text

@@ -663,6 +663,15 @@ def test_case9_uploads_have_a_quota_and_gradios_copy_is_removed(tiny_model_dir, 
         stored, *_ = on_upload(str(gradio_copy))
         assert Path(stored).read_text().startswith("question,answer") and Path(stored).parent.name == "_uploads"
         assert not gradio_copy.exists() and not gradio_copy.parent.exists() and cache.exists()
+        # a refused upload after it says that the source in use is still the earlier file
+        import gradio as gr
+
+        broken = cache / "4567cdef" / "broken.jsonl"
+        broken.parent.mkdir(parents=True)
+        broken.write_text("{not json\n")
+        out = on_upload(str(broken), stored)
+        assert [o for o in out[:3]] == [gr.skip()] * 3 and out[3].startswith("⚠️")
+        assert f"The data source is unchanged: `{stored}`." in out[3]
     finally:
         manager.close()
 
@@ -850,3 +859,19 @@ def test_case6_a_second_sigterm_does_not_start_a_second_shutdown():
     finally:
         signal.signal(signal.SIGTERM, before)
     assert calls == ["shutdown", "then"]
+
+
+def test_the_memory_estimate_reads_no_model_folder_that_load_would_refuse(tiny_model_dir, tmp_path):
+    """2026-12-06: Model folder `/etc` -> the estimate read /etc/config.json and showed the
+    FileNotFoundError (whether a file exists anywhere), while Load refused the folder."""
+    from core.app.manager import ManagerError
+    from core.config import ModelConfig
+
+    manager = manager_for(tiny_model_dir, tmp_path / "runs")
+    try:
+        for folder in ("/etc", str(tmp_path)):
+            with pytest.raises(ManagerError, match="outside the folders this app may load models from"):
+                manager.model_info(ModelConfig(name_or_path=folder))
+        assert manager.model_info(ModelConfig(name_or_path=str(tiny_model_dir)))["params"] > 0
+    finally:
+        manager.close()

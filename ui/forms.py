@@ -23,6 +23,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from core.config import Config, field_help, field_spec
+from core.errors import ConfigError
 from core.rewards.registry import REGISTRY
 from ui.i18n import TEXT, t
 
@@ -48,8 +49,7 @@ class Form:
         """A widget for `section.name`, labelled, with the config's help text as its tooltip."""
         spec = field_spec(section, name)
         value = getattr(getattr(self.defaults, section), name)
-        key = f"f.{section}.{name}"
-        label = t(key) if key in TEXT else name.replace("_", " ")  # a field newer than the translations
+        label = self._label(section, name)
         help_key = f"h.{section}.{name}"
         kw = dict(label=label, info=t(help_key) if help_key in TEXT else field_help(section, name), value=value)
         kw.update(overrides)
@@ -69,6 +69,11 @@ class Form:
         else:
             widget = gr.Textbox(**kw)
         return self.add(f"{section}_{name}", widget)
+
+    @staticmethod
+    def _label(section: str, name: str) -> str:
+        key = f"f.{section}.{name}"
+        return t(key) if key in TEXT else name.replace("_", " ")  # a field newer than the translations
 
     def add(self, key: str, widget: gr.components.Component) -> gr.components.Component:
         if key in self.components:
@@ -90,7 +95,12 @@ class Form:
         for key, value in values.items():
             section, _, name = key.partition("_")
             if section in d and name in d[section]:
-                d[section][name] = _coerce(d[section][name], value)
+                default = d[section][name]
+                if value is None and isinstance(default, (int, float)) and not isinstance(default, bool):
+                    # an emptied number box: never run on a value the page does not show
+                    raise ConfigError(f"'{self._label(section, name)}' is empty: enter a number "
+                                      f"(its default is {default}).")
+                d[section][name] = _coerce(default, value)
         names = [n for n in self.reward_names if values.get(f"reward_{n}")]
         if any(f"reward_{n}" in values for n in self.reward_names):
             d["rewards"]["names"] = names

@@ -155,6 +155,7 @@ class LoadedModel:
         """What is loaded and a memory estimate for `model_cfg` (from its config.json if not loaded);
         on a CPU also the RAM available (`available_gb`)."""
         model_cfg = model_cfg or self.default_model
+        self._check_paths(model_cfg=model_cfg)  # as Load does: nothing read outside the allowed folders
         loaded = self._model_key is not None and self._model_key == model_key_safe(model_cfg)
         info = {"loaded": loaded, "device": self.device, "name": model_cfg.name_or_path or "SmolLM2-135M-Instruct",
                 "note": ""}

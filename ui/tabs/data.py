@@ -98,14 +98,15 @@ def build(ctx: Ctx) -> None:
         return gr.update(choices=cols, value=p), gr.update(choices=cols, value=a), \
             f"Columns: {', '.join(f'`{c}`' for c in cols)}. {guessed}"
 
-    def on_upload(path):
+    def on_upload(path, current=""):
         if not path:
             return gr.skip(), gr.skip(), gr.skip(), ""
         try:
             stored = manager.store_upload(path)
             p, a, msg = columns_of(stored)
-        except Exception as e:
-            return gr.skip(), gr.skip(), gr.skip(), warn(e)
+        except Exception as e:  # the source stays what it was: say which, or Start trains on it unawares
+            kept = f"\n\nThe data source is unchanged: `{current}`." if current else ""
+            return gr.skip(), gr.skip(), gr.skip(), warn(e) + kept
         finally:
             discard_gradio_copy(path)  # stored or refused, Gradio's copy is of no more use
         return stored, p, a, msg
@@ -123,15 +124,15 @@ def build(ctx: Ctx) -> None:
         try:
             cfg = form.to_config(values)
             result = manager.preview_data(cfg.data, cfg.model)
-        except Exception as e:
-            return gr.skip(), warn(e)
+        except Exception as e:  # no rows of an earlier source left under the error
+            return gr.update(value=None), warn(e)
         notes = "".join(f"\n- {n}" for n in result["notes"])
         text = (f"**{result['train']}** training questions · **{result['eval']}** held out · source "
                 f"`{cfg.data.source}`{notes}")
         return result["table"], text
 
     kind.change(on_kind, [kind], [builtin, upload, hub_box, columns_box], api_visibility="private")
-    upload.upload(on_upload, [upload], [source, prompt_col, answer_col, info], api_visibility="private")
+    upload.upload(on_upload, [upload, source], [source, prompt_col, answer_col, info], api_visibility="private")
     hub.submit(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
                [source, prompt_col, answer_col, info], api_visibility="private")
     hub.blur(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
