@@ -336,5 +336,11 @@ def test_an_emptied_number_box_is_refused_by_name_not_replaced_by_its_default():
         form.to_config({"algorithm_num_generations": None})
     with pytest.raises(ConfigError, match="empty"):
         form.to_config({"algorithm_learning_rate": None})
+    with pytest.raises(ConfigError, match="enter a finite number"):
+        form.to_config({"algorithm_max_steps": float("inf")})
+    # out of range: the config's own check, once, naming the field and its range (the widgets carry
+    # no minimum/maximum, whose Gradio check toasted per event without a name)
+    with pytest.raises(ConfigError, match=r"num_generations = -3: must be between 2 and 256"):
+        form.to_config({"algorithm_num_generations": -3.0})
     assert form.to_config({"algorithm_num_generations": 6.0}).algorithm.num_generations == 6
     assert form.to_config({"data_chat_template": None}).data.chat_template == ""  # text: None is empty text

@@ -18,6 +18,7 @@ Refuses to know: what a run does with the config (the manager), page layout (the
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import gradio as gr
@@ -60,12 +61,11 @@ class Form:
         elif (section, name) in _SLIDERS:
             lo, hi, step = _SLIDERS[(section, name)]
             widget = gr.Slider(minimum=lo, maximum=hi, step=step, **kw)
-        elif isinstance(value, int):
-            lo, hi = spec.get("range", (None, None))
-            widget = gr.Number(precision=0, minimum=lo, maximum=hi, **kw)
-        elif isinstance(value, float):
-            lo, hi = spec.get("range", (None, None))
-            widget = gr.Number(minimum=lo, maximum=hi, **kw)
+        elif isinstance(value, (int, float)):
+            # no minimum/maximum on the widget: Gradio's own check raised a toast per event that reads
+            # the box (twice, naming no field) and a traceback in the log; the config's check
+            # (`core.config.validate`) refuses the value once, by its name and range
+            widget = gr.Number(precision=0 if isinstance(value, int) else None, **kw)
         else:
             widget = gr.Textbox(**kw)
         return self.add(f"{section}_{name}", widget)
@@ -96,10 +96,12 @@ class Form:
             section, _, name = key.partition("_")
             if section in d and name in d[section]:
                 default = d[section][name]
-                if value is None and isinstance(default, (int, float)) and not isinstance(default, bool):
-                    # an emptied number box: never run on a value the page does not show
-                    raise ConfigError(f"'{self._label(section, name)}' is empty: enter a number "
-                                      f"(its default is {default}).")
+                if isinstance(default, (int, float)) and not isinstance(default, bool):
+                    if value is None:  # an emptied number box: never run on a value the page does not show
+                        raise ConfigError(f"'{self._label(section, name)}' is empty: enter a number "
+                                          f"(its default is {default}).")
+                    if not math.isfinite(float(value)):
+                        raise ConfigError(f"'{self._label(section, name)}' = {value}: enter a finite number.")
                 d[section][name] = _coerce(default, value)
         names = [n for n in self.reward_names if values.get(f"reward_{n}")]
         if any(f"reward_{n}" in values for n in self.reward_names):
