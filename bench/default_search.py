@@ -34,6 +34,8 @@ DECIMAL_EXAMPLE = (PROMPT + "\nExample:\nQuestion: Which is bigger, 9.11 or 9.9?
 LARGEST_EXAMPLE = (PROMPT + "\nExample:\nQuestion: Which is the largest of 31, 74, 58, 19?\n"
                    "<think>74 is more than 31, 58 and 19.</think>\n<answer>74</answer>")
 GENERIC_EXAMPLE = (PROMPT + "\nExample:\nQuestion: What is 2 + 3?\n<think>2 + 3 = 5.</think>\n<answer>5</answer>")
+OTHER_DECIMAL_EXAMPLE = (PROMPT + "\nExample:\nQuestion: Which is bigger, 4.7 or 4.25?\n"
+                         "<think>4.7 is 4.70, and 4.70 is more than 4.25.</think>\n<answer>4.7</answer>")
 TAGS = ["correctness", "format_strict", "xml_tag_count"]
 
 
@@ -58,10 +60,16 @@ CANDIDATES = {
     "decimal_generic_lr3e-4": tagged(GENERIC_EXAMPLE, 3e-4),
     "largest_example": tagged(LARGEST_EXAMPLE, 1e-4, "builtin:largest"),
     "largest_example_lr2e-4": tagged(LARGEST_EXAMPLE, 2e-4, "builtin:largest"),
+    # 2026-12-06: a new user's 15-step run of the defaults learned to answer the worked example
+    # ("<think>2 + 3 = 5.</think><answer>5</answer>") to every question: the two format rewards pay 1.0
+    # for it. Candidates where the format pays less, or there is no example to copy
+    "defaults_format_quarter": {"rewards.weights": [1.0, 0.25, 0.25]},
+    "no_example_lr3e-4": tagged(PROMPT, 3e-4),
+    "decimal_other_example_lr3e-4": tagged(OTHER_DECIMAL_EXAMPLE, 3e-4),
 }
 
 
-def run_one(name: str, overrides: dict, seed: int, steps: int) -> dict:
+def run_one(name: str, overrides: dict, seed: int, steps: int, eval_n: int = 0) -> dict:
     from core.rl.algorithms import make_trainer
     from core.config import Config, cpu_defaults
 
@@ -77,7 +85,19 @@ def run_one(name: str, overrides: dict, seed: int, steps: int) -> dict:
     trainer.on_step = lambda r: rows.append(r.metrics)
     trainer.train()
     rewards = [m["reward"] for m in rows]
+    from core.evaluation.evaluate import evaluate_base_and_tuned
     from core.runs.adapter_change import model_change
+
+    # what the reward rise bought: the right answers (not only the format), and whether the model
+    # learned to copy the system prompt's worked example instead (its answer, whatever the question)
+    report = evaluate_base_and_tuned(trainer, max_items=eval_n) if eval_n else None
+    copied = _example_answer(cfg.data.system_prompt)
+
+    def copy_share(items):
+        from reward_presets._common import extract_answer
+
+        hits = [copied is not None and extract_answer(i["completion"]) == copied for i in items]
+        return round(sum(hits) / max(1, len(hits)), 3)
 
     lora_b = model_change(trainer.model)["largest_b"]
     out = {
@@ -87,10 +107,23 @@ def run_one(name: str, overrides: dict, seed: int, steps: int) -> dict:
         "grad_norm": [round(m.get("grad_norm", 0.0), 4) for m in rows],
         "mean_1_5": round(statistics.mean(rewards[:5]), 4), "mean_6_10": round(statistics.mean(rewards[5:10]), 4),
         "max_abs_lora_B": lora_b, "mean_step_s": round(statistics.mean(m["step_time"] for m in rows), 2),
+        "correctness": [round(m.get("rewards/correctness/mean", float("nan")), 4) for m in rows],
     }
+    if report:
+        for side in ("base", "tuned"):
+            r = report[side]
+            out[side] = {"accuracy": r["accuracy"], "accuracy_flexible": r["accuracy_flexible"],
+                         "format_rate": r["format_rate"], "copied_example": copy_share(r["items"]), "n": r["n"]}
     out["passes"] = bool(out["step1_std"] > 0 and out["mean_6_10"] > out["mean_1_5"] and max(out["grad_norm"]) > 0)
     print(json.dumps(out), flush=True)
     return out
+
+
+def _example_answer(system_prompt: str) -> str | None:
+    """The answer of the worked example in a system prompt (what a copying model answers), if any."""
+    from reward_presets._common import extract_answer
+
+    return extract_answer(system_prompt)
 
 
 def render(results: list[dict], steps: int) -> str:
@@ -118,9 +151,11 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="*", type=int, default=[1, 2, 3])
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--out", default="", help="write OUT.md and OUT.json")
+    ap.add_argument("--eval-n", type=int, default=0, help="after training: base and tuned, greedy, on this many "
+                    "held-out questions (accuracy, format, the share answering the worked example's answer)")
     args = ap.parse_args(argv)
     names = args.only or list(CANDIDATES)
-    results = [run_one(n, CANDIDATES[n], s, args.steps) for n in names for s in args.seeds]
+    results = [run_one(n, CANDIDATES[n], s, args.steps, args.eval_n) for n in names for s in args.seeds]
     text = render(results, args.steps)
     print(text)
     if args.out:

@@ -96,7 +96,8 @@ def load_task_data(cfg: DataConfig) -> TaskData:
     if held_out is None:
         k = held_out_count(len(rows), cfg.eval_size)
         if k < cfg.eval_size:
-            notes.append(f"{len(rows)} usable rows: held out {k} (a tenth, at least 5, at most half) instead of {cfg.eval_size}")
+            notes.append(f"{len(rows)} usable rows: held out {k} (a tenth, at least 5, at most half) "
+                         f"instead of {cfg.eval_size}")
         held_out, rows = rows[:k], rows[k:]
 
     # 4) a question seen in training says nothing when it is asked again at evaluation
