@@ -615,3 +615,21 @@ def test_a_run_hands_its_cached_memory_back_when_it_ends(manager, monkeypatch):
     # loading may free memory before the run; after the start, once: after the last step, before
     # the state is final
     assert [s for s in seen if s[1] is not None] == [("running", 2)] and seen[-1] == ("running", 2)
+
+
+def test_the_status_warns_when_the_model_gives_one_answer_to_every_question():
+    """The run's signal history carries completions/same_answer_share (core/rl/rollouts.py); three
+    steps in a row at >= 75% put the warning where a flat curve's is shown (status signal_warning)."""
+    from types import SimpleNamespace
+
+    from core.app.status import RunStatus
+    from core.config import cpu_defaults
+
+    def warning(shares):
+        signal = [{"frac_reward_zero_std": 0.5, "rewards/correctness/mean": 0.0,
+                   "completions/same_answer_share": v} for v in shares]
+        fake = SimpleNamespace(_cfg=cpu_defaults(), _trainer=None, _signal=signal)
+        return RunStatus._no_signal_warning(fake)
+
+    assert warning([0.9, 0.875, 1.0]).startswith("The model gives one answer to most questions (100%")
+    assert warning([0.9, 0.5, 1.0]) == "" and warning([float("nan")] * 3) == "" and warning([0.9, 0.9]) == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -115,6 +116,8 @@ def test_metrics_samples_and_checkpoint_files(tiny_model_dir, tmp_path):
     assert m[-1]["kl"] > 0  # beta > 0: the adapter has moved away from the reference
     assert 0 < m[-1]["entropy"] < torch.log(torch.tensor(float(len(trainer.tokenizer)))).item() + 1e-3
     assert m[0]["completions/max_length"] <= 12
+    share = [r["completions/same_answer_share"] for r in m]  # nan: the step's questions share one answer
+    assert all(math.isnan(v) or 0.0 <= v <= 1.0 for v in share), share
     samples = trainer.run.read_samples()
     assert len(samples) == 6 and {"question", "completion", "reward", "rewards", "advantage"} <= set(samples[0])
     ck = trainer.run.latest_checkpoint()

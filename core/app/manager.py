@@ -265,7 +265,8 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         self._step_times.append(result.metrics.get("step_time", 0.0))
         if "frac_reward_zero_std" in result.metrics:
             self._signal.append({k: v for k, v in result.metrics.items()
-                                 if k == "frac_reward_zero_std" or (k.startswith("rewards/") and k.endswith("/mean"))})
+                                 if k in ("frac_reward_zero_std", "completions/same_answer_share")
+                                 or (k.startswith("rewards/") and k.endswith("/mean"))})
             self._signal_warning = self._no_signal_warning()
         self.worker.drain()
 

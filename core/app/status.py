@@ -86,11 +86,13 @@ class RunStatus:
         """no_signal_warning for the active run, with whether its adapter is still exactly zero
         (read from the live model, on the worker between steps)."""
         from core.runs.adapter_change import model_change
-        from core.rl.rollouts import no_signal_warning
+        from core.rl.rollouts import no_signal_warning, same_answer_warning
 
         cfg, trainer = self._cfg, self._trainer
-        if cfg is None or not no_signal_warning(self._signal):
+        if cfg is None:
             return ""
+        if not no_signal_warning(self._signal):  # a signal, but maybe one answer for every question
+            return same_answer_warning(self._signal)
         try:
             zero = None if trainer is None else not model_change(trainer.model)["moved"]
         except Exception:  # a diagnostic never fails a run (an unusual adapter layout: say less)

@@ -191,6 +191,57 @@ def no_signal_warning(history: list[dict], *, reward_names=(), response_prefix: 
     return " ".join(parts)
 
 
+SAME_ANSWER_STEPS, SAME_ANSWER_SHARE = 3, 0.75  # one answer to most questions, steps in a row
+
+
+def same_answer_share(rows: list[dict], completions: list[Completion]) -> float:
+    """The share of a step's completions that give its most common answer (`<answer>` content),
+    when the step's questions have at least two different right answers; else nan (one answer
+    could then be right for all). High: the model answers alike whatever it is asked.
+
+    >>> c = lambda t: Completion(token_ids=[1], text=t, finish_reason="stop")
+    >>> rows = [{"answer": "9.9"}, {"answer": "4.7"}]
+    >>> same_answer_share(rows, [c("<answer>5</answer>")] * 3 + [c("<answer>4.7</answer>")])
+    0.75
+    >>> math.isnan(same_answer_share([{"answer": "5"}] * 2, [c("<answer>5</answer>")] * 4))
+    True
+    """
+    from reward_presets._common import extract_answer
+
+    if len({str(r.get("answer")) for r in rows}) < 2 or not completions:
+        return math.nan
+    answers = [extract_answer(c.text) for c in completions]
+    counts: dict[str, int] = defaultdict(int)
+    for a in answers:
+        if a is not None:
+            counts[a] += 1
+    return max(counts.values(), default=0) / len(completions)
+
+
+def same_answer_warning(history: list[dict]) -> str:
+    """What to tell the user when the last SAME_ANSWER_STEPS steps each gave one answer in most
+    completions (`completions/same_answer_share` >= SAME_ANSWER_SHARE) to questions whose right
+    answers differ: a reward pays for an answer whatever the question. "" otherwise.
+
+    2026-12-06, the CPU defaults at seed 42: by step 15 the model answered the system prompt's
+    worked example ("<answer>5</answer>") to 95% of held-out questions: the format rewards paid
+    1.0 for it (bench/results/default_search.md).
+
+    >>> same_answer_warning([{"completions/same_answer_share": 0.875}] * 3)[:38]
+    'The model gives one answer to most que'
+    >>> same_answer_warning([{"completions/same_answer_share": 0.5}] * 3)
+    ''
+    """
+    recent = [m.get("completions/same_answer_share", math.nan) for m in history[-SAME_ANSWER_STEPS:]]
+    if len(recent) < SAME_ANSWER_STEPS or not all(v >= SAME_ANSWER_SHARE for v in recent):  # nan: False
+        return ""
+    return (f"The model gives one answer to most questions ({recent[-1]:.0%} of the last step's completions), "
+            "though their right answers differ: a reward pays for that answer whatever the question, often "
+            "the format rewards for a copy of the system prompt's worked example. To fix: lower the format "
+            "rewards' weights (Rewards tab), or show a worked example of this task on a question it does not "
+            "ask (Data tab), and start again from a checkpoint before it began.")
+
+
 def rollout_metrics(batch: ScoredRollouts, step: int, t0: float, *, clock: StepClock, rollout_stats: dict,
                     learning_rate: float, skipped_steps: int, micro_batch_size: int) -> dict:
     """The rollout half of a step's metrics, under the names GRPO logs (the plots read these);
@@ -211,6 +262,7 @@ def rollout_metrics(batch: ScoredRollouts, step: int, t0: float, *, clock: StepC
         "completions/min_length": lengths.min().item(),
         "completions/max_length": lengths.max().item(),
         "completions/clipped_ratio": float(np.mean([c.truncated for c in batch.completions])),
+        "completions/same_answer_share": same_answer_share(batch.rows, batch.completions),
         "learning_rate": learning_rate,
         "reflections_per_completion": float(np.mean([count_reflections(c.text) for c in batch.completions])),
         "tokens_per_second": float(lengths.sum().item() / max(batch.generation_time, 1e-9)),
