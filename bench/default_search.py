@@ -66,6 +66,8 @@ CANDIDATES = {
     "defaults_format_quarter": {"rewards.weights": [1.0, 0.25, 0.25]},
     "no_example_lr3e-4": tagged(PROMPT, 3e-4),
     "decimal_other_example_lr3e-4": tagged(OTHER_DECIMAL_EXAMPLE, 3e-4),
+    "decimal_other_example_lr1e-4": tagged(OTHER_DECIMAL_EXAMPLE, 1e-4),
+    "decimal_other_example_t0.7": {**tagged(OTHER_DECIMAL_EXAMPLE, 3e-4), "algorithm.temperature": 0.7},
 }
 
 

@@ -48,12 +48,16 @@ FORMAT_INSTRUCTION = (
     "You are a careful assistant. Think step by step inside <think> and </think>, "
     "then give only the final answer inside <answer> and </answer>."
 )
-# The default system prompt shows the format once, on a question of no task's own (a worked example
-# from the task itself would hand the model the answer to its headline question, 9.11 vs 9.9): with
-# it and the answer prefilled with <think>, the bundled 135M model writes the tags often enough for
-# the rewards to differ within a group from the first step (bench/results/default_search.md).
+# The default system prompt shows the format once, on a question of the default task's kind (its trap:
+# the longer decimal is the smaller) but not its headline (9.11 vs 9.9, which Compare asks): with it and the
+# answer prefilled with <think>, the bundled 135M model writes the tags often enough for the rewards
+# to differ within a group from the first step. Until 2026-12-06 the example was "What is 2 + 3?":
+# at the app's seed (42) the model learned to answer "5" to 95% of held-out questions within 20
+# steps, the format rewards paying 1.0 for the copy; with this one no seed measured copied it
+# (bench/results/default_search.md).
 DEFAULT_SYSTEM_PROMPT = FORMAT_INSTRUCTION + (
-    "\nExample:\nQuestion: What is 2 + 3?\n<think>2 + 3 = 5.</think>\n<answer>5</answer>"
+    "\nExample:\nQuestion: Which is bigger, 4.7 or 4.25?\n"
+    "<think>4.7 is 4.70, and 4.70 is more than 4.25.</think>\n<answer>4.7</answer>"
 )
 
 

@@ -1,11 +1,13 @@
 """The product's promise on a CPU (issue 30): Start on the bundled model with nothing changed, and
 the model learns from the first steps.
 
-One seeded run of the app's CPU defaults (`core.config.cpu_defaults`, what the Train tab shows
-without a GPU) on the bundled SmolLM2-135M-Instruct for 10 steps: the rewards of step 1 already
-differ (so GRPO has advantages), the mean reward of steps 6-10 is above that of steps 1-5, the
-gradient is non-zero in nearly every step (a step whose groups all score alike has none), and afterwards the adapter has moved away from zero. The seeds measured
-beside this one are in bench/results/default_search.md; about 1 minute on 2 idle cores.
+One run of the app's CPU defaults (`core.config.cpu_defaults`, what the Train tab shows without a
+GPU, at the seed Start uses) on the bundled SmolLM2-135M-Instruct for 10 steps: the rewards of step 1
+already differ (so GRPO has advantages), the mean reward of steps 6-10 is above that of steps 1-5,
+the gradient is non-zero in nearly every step (a step whose groups all score alike has none),
+afterwards the adapter has moved away from zero, some completions were right, and the last steps do
+not give one answer to most questions. The seeds measured beside this one are in
+bench/results/default_search.md; about 1.5 minutes on 2 idle cores.
 """
 
 import statistics
@@ -35,7 +37,8 @@ def test_the_cpu_defaults_learn_from_the_first_step(smollm2_dir, two_threads):
 
     cfg = cpu_defaults()
     assert cfg.model.name_or_path == ""  # the bundled model, as Start uses it
-    cfg.algorithm.seed, cfg.algorithm.max_steps = 1, 10
+    assert cfg.algorithm.seed == 42  # the seed Start uses: the one measured here
+    cfg.algorithm.max_steps = 10
     cfg.run.output_dir, cfg.run.save_steps = tempfile.mkdtemp(prefix="defaults-learn-"), 10_000
     trainer = make_trainer(cfg)
     assert not model_change(trainer.model)["moved"]  # LoRA starts as the base
@@ -48,3 +51,9 @@ def test_the_cpu_defaults_learn_from_the_first_step(smollm2_dir, two_threads):
     assert sum(m["grad_norm"] > 0 for m in steps) >= 8, [m["grad_norm"] for m in steps]  # a step may score all alike
     change = model_change(trainer.model)
     assert change["moved"] and change["nonzero"] == change["matrices"] > 0, change
+    # what the reward rise buys: not one answer (the worked example's) to every question; with the old
+    # example ("What is 2 + 3?") a 20-step run at this seed answered "5" to 95% of held-out questions
+    # (bench/results/default_search.md; CPU runs differ in their last bits, so that run is not this one)
+    shares = [m["completions/same_answer_share"] for m in steps[-3:]]
+    assert max(shares) < 0.75, shares
+    assert sum(m["rewards/correctness/mean"] for m in steps) > 0, "no completion was ever right"
