@@ -344,3 +344,9 @@ def test_an_emptied_number_box_is_refused_by_name_not_replaced_by_its_default():
         form.to_config({"algorithm_num_generations": -3.0})
     assert form.to_config({"algorithm_num_generations": 6.0}).algorithm.num_generations == 6
     assert form.to_config({"data_chat_template": None}).data.chat_template == ""  # text: None is empty text
+    form.reward_names = ["correctness", "format_strict"]
+    with pytest.raises(ConfigError, match="the weight of format_strict is empty"):
+        form.to_config({"reward_correctness": True, "weight_correctness": 1.0, "reward_format_strict": True,
+                        "weight_format_strict": None})
+    assert form.to_config({"reward_correctness": True, "weight_correctness": 2.0, "reward_format_strict": False,
+                           "weight_format_strict": None}).rewards.weights == [2.0]  # unticked: its box is unread

@@ -55,5 +55,5 @@ def test_the_cpu_defaults_learn_from_the_first_step(smollm2_dir, two_threads):
     # example ("What is 2 + 3?") a 20-step run at this seed answered "5" to 95% of held-out questions
     # (bench/results/default_search.md; CPU runs differ in their last bits, so that run is not this one)
     shares = [m["completions/same_answer_share"] for m in steps[-3:]]
-    assert max(shares) < 0.75, shares
+    assert not any(v >= 0.75 for v in shares), shares  # nan (one right answer for the step) passes
     assert sum(m["rewards/correctness/mean"] for m in steps) > 0, "no completion was ever right"

@@ -526,9 +526,11 @@ def test_memory_plan_in_plain_words(manager, tmp_path):
         assert f"LoRA rank {c.hidden_size + 1} is above the model's width ({c.hidden_size})" in plan["text"]
     tight = manager.memory_plan(cfg, free_bytes=2**20, total_bytes=2**20)
     assert tight["fits"] is False and "It does not fit" in tight["text"]
-    unknown = dataclasses.replace(cfg.model, name_or_path=str(tmp_path / "missing"))
-    cfg.model = unknown
+    cfg.model = dataclasses.replace(cfg.model, name_or_path=str(Path(manager.runs_dir) / "missing"))
     assert manager.memory_plan(cfg)["text"].startswith("Memory plan: unknown")
+    cfg.model = dataclasses.replace(cfg.model, name_or_path=str(tmp_path / "elsewhere"))  # outside: not read
+    with pytest.raises(ManagerError, match="outside the folders this app may load models from"):
+        manager.memory_plan(cfg)
 
 
 def test_cpu_memory_plan_is_the_planners_ram(manager):

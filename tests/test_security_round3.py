@@ -872,6 +872,10 @@ def test_the_memory_estimate_reads_no_model_folder_that_load_would_refuse(tiny_m
         for folder in ("/etc", str(tmp_path)):
             with pytest.raises(ManagerError, match="outside the folders this app may load models from"):
                 manager.model_info(ModelConfig(name_or_path=folder))
+            cfg = Config()
+            cfg.model.name_or_path = folder
+            with pytest.raises(ManagerError, match="outside the folders this app may load models from"):
+                manager.memory_plan(cfg)  # the Train tab's plan reads config.json too
         assert manager.model_info(ModelConfig(name_or_path=str(tiny_model_dir)))["params"] > 0
     finally:
         manager.close()

@@ -106,6 +106,9 @@ class Form:
         names = [n for n in self.reward_names if values.get(f"reward_{n}")]
         if any(f"reward_{n}" in values for n in self.reward_names):
             d["rewards"]["names"] = names
+            empty = [n for n in names if f"weight_{n}" in values and values[f"weight_{n}"] is None]
+            if empty:  # as for the other number boxes: never a weight the page does not show
+                raise ConfigError(f"the weight of {', '.join(empty)} is empty: enter a number.")
             d["rewards"]["weights"] = [float(values.get(f"weight_{n}") or 0.0) for n in names]
         return Config.from_dict(d)
 

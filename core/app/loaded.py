@@ -192,6 +192,7 @@ class LoadedModel:
         from core.memory import words
 
         m = cfg.model
+        self._check_paths(model_cfg=m)  # as Load does: no config.json read outside the allowed folders
         loaded = self._model_key is not None and self._model_key == model_key_safe(m)
         hf, note = (self._hf_config, "") if loaded and self._hf_config else read_hf_config(m.name_or_path)
         need = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")

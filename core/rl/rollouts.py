@@ -195,26 +195,32 @@ SAME_ANSWER_STEPS, SAME_ANSWER_SHARE = 3, 0.75  # one answer to most questions, 
 
 
 def same_answer_share(rows: list[dict], completions: list[Completion]) -> float:
-    """The share of a step's completions that give its most common answer (`<answer>` content),
-    when the step's questions have at least two different right answers; else nan (one answer
-    could then be right for all). High: the model answers alike whatever it is asked.
+    """The share of a step's completions that give its most common wrong answer (`<answer>`
+    content that is not their own question's answer), when the step's questions have at least
+    two different right answers; else nan (one answer could then be right for all). High: the
+    model answers alike whatever it is asked. Right answers never count, so a model that is
+    always right on yes/no questions scores 0. On several GPUs each rank counts its own prompts
+    (`reduce_metrics` averages the ranks' figures; a rank with one question gives nan).
 
     >>> c = lambda t: Completion(token_ids=[1], text=t, finish_reason="stop")
-    >>> rows = [{"answer": "9.9"}, {"answer": "4.7"}]
+    >>> rows = [{"answer": "9.9"}, {"answer": "4.7"}]  # G = 2: completions 0-1 for row 0, 2-3 for row 1
     >>> same_answer_share(rows, [c("<answer>5</answer>")] * 3 + [c("<answer>4.7</answer>")])
     0.75
+    >>> same_answer_share([{"answer": "yes"}, {"answer": "no"}], [c("<answer>yes</answer>")] * 2 + [c("<answer>no</answer>")] * 2)
+    0.0
     >>> math.isnan(same_answer_share([{"answer": "5"}] * 2, [c("<answer>5</answer>")] * 4))
     True
     """
-    from reward_presets._common import extract_answer
+    from reward_presets._common import extract_answer, normalize_answer
 
-    if len({str(r.get("answer")) for r in rows}) < 2 or not completions:
+    if len({str(r.get("answer")) for r in rows}) < 2 or not completions or len(completions) % len(rows):
         return math.nan
-    answers = [extract_answer(c.text) for c in completions]
+    per_row = len(completions) // len(rows)
     counts: dict[str, int] = defaultdict(int)
-    for a in answers:
-        if a is not None:
-            counts[a] += 1
+    for i, c in enumerate(completions):
+        a = extract_answer(c.text)
+        if a is not None and normalize_answer(a) != normalize_answer(str(rows[i // per_row].get("answer"))):
+            counts[normalize_answer(a)] += 1
     return max(counts.values(), default=0) / len(completions)
 
 
