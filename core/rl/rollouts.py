@@ -229,7 +229,7 @@ def same_answer_warning(history: list[dict]) -> str:
     completions (`completions/same_answer_share` >= SAME_ANSWER_SHARE) to questions whose right
     answers differ: a reward pays for an answer whatever the question. "" otherwise.
 
-    2026-12-06, the CPU defaults at seed 42: by step 15 the model answered the system prompt's
+    2026-12-06, the CPU defaults at seed 42: after 20 steps the model answered the system prompt's
     worked example ("<answer>5</answer>") to 95% of held-out questions: the format rewards paid
     1.0 for it (bench/results/default_search.md).
 
