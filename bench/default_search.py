@@ -49,7 +49,7 @@ def tagged(system_prompt: str, learning_rate: float, source: str = "builtin:deci
 
 # name -> overrides on top of core.config.cpu_defaults()
 CANDIDATES = {
-    "defaults": {},  # core.config.cpu_defaults() as it is now (= decimal_generic_lr3e-4)
+    "defaults": {},  # core.config.cpu_defaults() as it is now (= decimal_other_example_lr3e-4 since 2026-12-06)
     # the defaults before issue 30: decimal_compare, no example, no prefix, format_soft + correctness, lr 5e-5
     "old_defaults": {"data.system_prompt": PROMPT, "data.response_prefix": "", "rewards.names": ["format_soft", "correctness"],
                      "rewards.weights": [], "algorithm.learning_rate": 5e-5, "algorithm.lr_scheduler": "constant_with_warmup"},
@@ -57,7 +57,7 @@ CANDIDATES = {
     "decimal_example_lr2e-4": tagged(DECIMAL_EXAMPLE, 2e-4),
     "decimal_example_lr3e-4": tagged(DECIMAL_EXAMPLE, 3e-4),
     "decimal_generic": tagged(GENERIC_EXAMPLE, 1e-4),
-    "decimal_generic_lr3e-4": tagged(GENERIC_EXAMPLE, 3e-4),
+    "decimal_generic_lr3e-4": tagged(GENERIC_EXAMPLE, 3e-4),  # the defaults until 2026-12-06
     "largest_example": tagged(LARGEST_EXAMPLE, 1e-4, "builtin:largest"),
     "largest_example_lr2e-4": tagged(LARGEST_EXAMPLE, 2e-4, "builtin:largest"),
     # 2026-12-06: a new user's 15-step run of the defaults learned to answer the worked example
@@ -89,15 +89,14 @@ def run_one(name: str, overrides: dict, seed: int, steps: int, eval_n: int = 0) 
     rewards = [m["reward"] for m in rows]
     from core.evaluation.evaluate import evaluate_base_and_tuned
     from core.runs.adapter_change import model_change
+    from reward_presets._common import extract_answer
 
     # what the reward rise bought: the right answers (not only the format), and whether the model
     # learned to copy the system prompt's worked example instead (its answer, whatever the question)
     report = evaluate_base_and_tuned(trainer, max_items=eval_n) if eval_n else None
-    copied = _example_answer(cfg.data.system_prompt)
+    copied = extract_answer(cfg.data.system_prompt)  # the worked example's answer, if the prompt has one
 
     def copy_share(items):
-        from reward_presets._common import extract_answer
-
         hits = [copied is not None and extract_answer(i["completion"]) == copied for i in items]
         return round(sum(hits) / max(1, len(hits)), 3)
 
@@ -119,13 +118,6 @@ def run_one(name: str, overrides: dict, seed: int, steps: int, eval_n: int = 0) 
     out["passes"] = bool(out["step1_std"] > 0 and out["mean_6_10"] > out["mean_1_5"] and max(out["grad_norm"]) > 0)
     print(json.dumps(out), flush=True)
     return out
-
-
-def _example_answer(system_prompt: str) -> str | None:
-    """The answer of the worked example in a system prompt (what a copying model answers), if any."""
-    from reward_presets._common import extract_answer
-
-    return extract_answer(system_prompt)
 
 
 def render(results: list[dict], steps: int) -> str:
