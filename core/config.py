@@ -130,6 +130,16 @@ class DataConfig:
     eval_size: int = _f(200, "Held-out rows for evaluation, at most (a file without an evaluation split holds out "
                              "a tenth of its rows, at least 5, up to this).", range=(0, 1_000_000))
     seed: int = _f(0, "Seed for built-in task generation and for the train/held-out split.", range=(0, 2**31 - 1))
+    curriculum_column: str = _f(
+        "",
+        "Easy questions first: a numeric column saying how hard each question is (the chain tasks' "
+        "'steps'). Training starts on the rows with its smallest value and each larger value joins in "
+        "turn, the last at `curriculum_steps`; held-out evaluation always asks every row. Empty = every "
+        "step draws from all rows.",
+    )
+    curriculum_steps: int = _f(100, "With a curriculum column: the step from which every row is drawn (the "
+                                    "levels in between join evenly spaced). 0 = all rows from the start.",
+                               range=(0, 10_000_000))
 
 
 @dataclass

@@ -528,3 +528,86 @@ def test_preview_columns_and_values(tokenizer):
         assert prompt.startswith("<|im_start|>system\nThink.<|im_end|>\n")
         assert f"<|im_start|>user\n{question}<|im_end|>" in prompt
     assert list(preview(task, None, "", n=0).columns) == ["question", "answer", "rendered_prompt"]
+
+
+# ---------------------------------------------------------------------------
+# the order of training rows and the curriculum (core/data/order.py)
+
+def _old_order(rows, step, per_step, seed):
+    """The order every run had before the curriculum (trainer.prompt_rows until 2026-12-06)."""
+    import numpy as np
+
+    out = []
+    for k in range(per_step):
+        epoch, j = divmod(step * per_step + k, len(rows))
+        out.append(rows[int(np.random.default_rng(seed + 7919 * epoch).permutation(len(rows))[j])])
+    return out
+
+
+def test_step_rows_without_a_curriculum_keep_the_order_runs_had():
+    from core.data.order import step_rows
+
+    rows = [{"question": f"q{i}", "answer": str(i)} for i in range(37)]
+    for step in (0, 1, 5, 9, 30):  # 30 x 4 > 37: several epochs
+        assert step_rows(rows, step, 4, seed=3) == _old_order(rows, step, 4, 3)
+    assert step_rows(rows, 2, 4, seed=3) != step_rows(rows, 2, 4, seed=4)
+
+
+def test_curriculum_starts_on_the_easiest_rows_and_widens_to_all_by_its_last_step():
+    from core.data import load_task_data
+    from core.data.order import step_rows
+
+    cfg = DataConfig(source="builtin:long_chain_arithmetic", train_size=400, eval_size=40,
+                     curriculum_column="steps", curriculum_steps=60)
+    task = load_task_data(cfg)
+    assert sorted({r["steps"] for r in task.train}) == [2, 3, 4, 5]
+    assert any("curriculum by steps 2: " in n and "every row from step 60" in n for n in task.notes), task.notes
+    assert {r["steps"] for r in task.eval} == {2, 3, 4, 5}  # held-out rows are every kind, always
+
+    def steps_of(step):  # the run's step (1-based) -> the chain lengths it asks
+        return [r["steps"] for r in step_rows(task.train, step - 1, 16, seed=1, curriculum_column="steps",
+                                               curriculum_steps=60)]
+
+    for s in (1, 10, 19):  # levels join at steps 0, 20, 40, 60
+        assert set(steps_of(s)) == {2}
+    assert set(steps_of(25)) <= {2, 3} and 3 in steps_of(25) + steps_of(26) + steps_of(27)
+    assert max(steps_of(45)) <= 4
+    seen = set()
+    for s in range(60, 80):
+        got = step_rows(task.train, s - 1, 16, seed=1, curriculum_column="steps", curriculum_steps=60)
+        assert got == _old_order(task.train, s - 1, 16, 1)  # from step 60 on: the order without a curriculum
+        seen |= {r["steps"] for r in got}
+    assert seen == {2, 3, 4, 5}
+    # 0 steps = every row from the start
+    assert step_rows(task.train, 0, 16, 1, curriculum_column="steps", curriculum_steps=0) == _old_order(task.train, 0, 16, 1)
+
+
+@pytest.mark.parametrize("column,rows,needle", [
+    ("level", [{"question": "a", "answer": "1", "steps": 2}], "has no such column"),
+    ("steps", [{"question": "a", "answer": "1", "steps": "hard"}, {"question": "b", "answer": "1", "steps": 2}],
+     "holds 'hard', not a number"),
+    ("steps", [{"question": "a", "answer": "1", "steps": 2}, {"question": "b", "answer": "1", "steps": 2}],
+     "nothing to order by"),
+    ("steps", [{"question": "a", "answer": "1", "steps": True}, {"question": "b", "answer": "1", "steps": 2}],
+     "not a number"),
+])
+def test_a_bad_curriculum_column_is_refused_by_name(column, rows, needle):
+    from core.data.order import curriculum_levels
+
+    with pytest.raises(DataError) as e:
+        curriculum_levels(rows, column)
+    assert f"data.curriculum_column {column!r}" in str(e.value) and needle in str(e.value)
+
+
+def test_a_bad_curriculum_column_is_refused_when_the_data_loads(tmp_path):
+    from core.data import load_task_data
+
+    p = tmp_path / "qa.csv"
+    p.write_text("prompt,answer,difficulty\n" + "".join(f"q{i},{i},{'easy' if i % 2 else 1}\n" for i in range(30)))
+    with pytest.raises(DataError, match="not a number"):
+        load_task_data(DataConfig(source=str(p), curriculum_column="difficulty"))
+    with pytest.raises(DataError, match="has no such column"):
+        load_task_data(DataConfig(source=str(p), curriculum_column="level"))
+    p.write_text("prompt,answer,difficulty\n" + "".join(f"q{i},{i},{i % 3}\n" for i in range(30)))
+    task = load_task_data(DataConfig(source=str(p), curriculum_column="difficulty", curriculum_steps=10))
+    assert any("curriculum by difficulty 0: " in n for n in task.notes)

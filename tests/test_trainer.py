@@ -229,3 +229,18 @@ def _model_cfg(model_dir):
     from core.config import ModelConfig
 
     return ModelConfig(name_or_path=str(model_dir), dtype="float32", lora_r=8, lora_alpha=16)
+
+
+def test_a_curriculum_asks_the_easiest_rows_first(tiny_model_dir, tmp_path):
+    """data.curriculum_column: the trainer's steps draw from the rows with the smallest value first,
+    every row from data.curriculum_steps on (the order itself is tests/test_data.py's)."""
+    cfg = tiny_config(tmp_path, prompts_per_step=4)
+    cfg.data.curriculum_column, cfg.data.curriculum_steps = " level ", 4  # spaces, as typed in a box
+    trainer = make_trainer(tiny_model_dir, cfg)
+    for r in trainer.task.train:
+        r["level"] = int(r["answer"]) % 3  # three levels: 0, 1, 2, joining at steps 1, 2 and 4
+    levels = [{r["level"] for r in trainer.prompt_rows(s - 1)} for s in range(1, 9)]
+    assert levels[0] == {0}
+    assert all(lv <= {0, 1} for lv in levels[1:3]) and 1 in set().union(*levels[1:3])
+    assert set().union(*levels[3:]) == {0, 1, 2}
+    assert trainer.train_step().metrics["reward"] >= 0  # a step runs on the curriculum's rows

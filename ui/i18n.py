@@ -86,6 +86,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "data.preview": ("Preview", "预览"),
     "data.preview_table": ("The first questions, as the model will see them", "前几个问题（模型实际看到的样子）"),
     "data.prompting": ("Prompt and template", "提示词与模板"),
+    "data.curriculum": ("Order: easy questions first", "顺序：先易后难"),
     "data.sizes": ("Sizes", "数据量"),
     # rewards tab
     "rewards.intro": (
@@ -285,6 +286,8 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "data.train_size": ("Training questions", "训练题目数"),
     "data.eval_size": ("Held-out questions", "留出题目数"),
     "data.seed": ("Data seed", "数据随机种子"),
+    "data.curriculum_column": ("Curriculum: difficulty column", "课程：难度列"),
+    "data.curriculum_steps": ("Curriculum: all rows from step", "课程：从第几步起用全部行"),
     "rewards.custom_code": ("Custom reward code", "自定义奖励代码"),
     "rewards.custom_timeout_s": ("Time limit per call (s)", "每次调用时间限制（秒）"),
     "algorithm.algorithm": ("Algorithm", "算法"),

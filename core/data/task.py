@@ -24,6 +24,7 @@ from core.config import DataConfig
 from .base import DataError, TaskData
 from .builtin import BUILTIN_PREFIX, load_builtin
 from .loaders import load_table, split_names
+from .order import curriculum_levels, curriculum_summary
 
 # A thousands separator: a comma with a digit before it and exactly three digits after it.
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -60,7 +61,18 @@ def held_out_count(n_rows: int, eval_size: int) -> int:
 
 
 def load_task_data(cfg: DataConfig) -> TaskData:
-    """Train and held-out rows for `cfg` (a built-in task, a file, a folder or a hub dataset)."""
+    """Train and held-out rows for `cfg` (a built-in task, a file, a folder or a hub dataset); a
+    curriculum column is checked here, so a bad one is refused when the data is loaded."""
+    task = _load_rows(cfg)
+    column = cfg.curriculum_column.strip()
+    if column:
+        curriculum_levels(task.train, column)
+        task.notes.append(f"curriculum by {curriculum_summary(task.train, column)}: the smallest first, "
+                          f"every row from step {max(1, cfg.curriculum_steps)}")
+    return task
+
+
+def _load_rows(cfg: DataConfig) -> TaskData:
     source = cfg.source.strip()
     if source.startswith(BUILTIN_PREFIX):
         return load_builtin(source[len(BUILTIN_PREFIX):].strip(), cfg.train_size, cfg.eval_size, cfg.seed)

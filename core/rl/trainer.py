@@ -32,7 +32,6 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from core.runs import checkpoints
@@ -149,17 +148,20 @@ class GRPOTrainer:
         if not self.run.config_path.exists():
             cfg.save(self.run.config_path)
         self._prompt_cache: dict[int, list[int]] = {}
+        self._levels: list[float] | None = None  # the curriculum column's values, once
 
-    # -- data order: a seeded permutation per epoch, so any step's prompts can be recomputed
+    # -- data order: a pure function of the step (core/data/order.py), so a resumed run asks the same
     def prompt_rows(self, step: int) -> list[dict]:
-        n = len(self.task.train)
-        P = self.cfg.algorithm.prompts_per_step * self.cfg.algorithm.gradient_accumulation_steps
-        rows = []
-        for k in range(P):
-            i = step * P + k
-            epoch, j = divmod(i, n)
-            perm = np.random.default_rng(self.cfg.algorithm.seed + 7919 * epoch).permutation(n)
-            rows.append(self.task.train[int(perm[j])])
+        from core.data.order import step_rows
+
+        d, a = self.cfg.data, self.cfg.algorithm
+        if d.curriculum_column.strip() and self._levels is None:
+            from core.data.order import curriculum_levels
+
+            self._levels = curriculum_levels(self.task.train, d.curriculum_column.strip())
+        rows = step_rows(self.task.train, step, a.prompts_per_step * a.gradient_accumulation_steps, a.seed,
+                         curriculum_column=d.curriculum_column.strip(), curriculum_steps=d.curriculum_steps,
+                         levels=self._levels)
         return distributed.shard(rows)  # data parallel: this rank's share
 
     def prompt_ids(self, row: dict) -> list[int]:

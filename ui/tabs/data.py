@@ -66,6 +66,10 @@ def build(ctx: Ctx) -> None:
         form.field("data", "train_size")
         form.field("data", "eval_size")
         form.field("data", "seed")
+    with gr.Accordion(t("data.curriculum"), open=bool(d.curriculum_column)):
+        with gr.Row():
+            form.field("data", "curriculum_column")
+            form.field("data", "curriculum_steps")
     preview_btn = gr.Button(t("data.preview"), variant="secondary")
     info = gr.Markdown(elem_id="data-info")
     table = gr.Dataframe(label=t("data.preview_table"), wrap=True, interactive=False, max_height=420,

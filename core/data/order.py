@@ -1,0 +1,104 @@
+"""Which training rows a step asks: the seeded order, and the curriculum (easy questions first).
+
+Owns: `step_rows` — the prompts of step `s` as a pure function of `s` (a seeded permutation per
+epoch, so a resumed run asks what it would have asked), and the curriculum: with
+`data.curriculum_column` set (a numeric column, e.g. the chain tasks' `steps`), step 1 draws only
+from the rows with the smallest value, and each larger value joins the pool in turn, the last at
+step `curriculum_steps`; from there on every row is drawn, in exactly the order a run without a
+curriculum has. `curriculum_levels` checks the column once, when the data is loaded.
+
+Refuses to know: prompts and templates (`chat`), where rows come from (`task`, `loaders`), and
+data parallelism (the trainer shards what this returns).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+
+from .base import DataError
+
+
+def curriculum_levels(rows: list[dict], column: str, *, where: str = "the training rows") -> list[float]:
+    """The sorted distinct values of `column` over `rows`; a DataError that says why when the
+    column is missing from a row, not a number, or holds one value only (nothing to order).
+
+    >>> curriculum_levels([{"steps": 3}, {"steps": 2}, {"steps": "3"}], "steps")
+    [2.0, 3.0]
+    """
+    values = []
+    for i, row in enumerate(rows):
+        if column not in row or row[column] is None:
+            have = ", ".join(repr(k) for k in row if k not in ("answer_raw",))
+            raise DataError(f"data.curriculum_column {column!r}: {where} row {i + 1} has no such column "
+                            f"(its columns: {have}); leave it empty to train in random order")
+        values.append(_number(row[column], column, i, where))
+    levels = sorted(set(values))
+    if len(levels) < 2:
+        raise DataError(f"data.curriculum_column {column!r}: every one of {where} has the value "
+                        f"{_show(levels[0]) if levels else '(none)'}, so there is nothing to order by; "
+                        "pick a column whose values say how hard a question is, or leave it empty")
+    return levels
+
+
+def curriculum_summary(rows: list[dict], column: str) -> str:
+    """'steps 2: 1,250 rows, 3: 1,249 rows, ...' for the data notes."""
+    counts = Counter(_number(r[column], column, i, "") for i, r in enumerate(rows))
+    return f"{column} " + ", ".join(f"{_show(v)}: {counts[v]:,} rows" for v in sorted(counts))
+
+
+def unlocked_levels(step: int, n_levels: int, ramp_steps: int) -> int:
+    """How many of the `n_levels` easiest values step `step` draws from (steps counted from 1, as
+    the run shows them): level i joins at step round(ramp_steps * i / (n_levels - 1)), the last at
+    `ramp_steps`.
+
+    >>> [unlocked_levels(s, 4, 150) for s in (1, 49, 50, 99, 100, 149, 150, 1000)]
+    [1, 1, 2, 2, 3, 3, 4, 4]
+    >>> unlocked_levels(1, 4, 0)
+    4
+    """
+    if n_levels <= 1 or ramp_steps <= 0:
+        return max(1, n_levels)
+    return sum(1 for i in range(n_levels) if step >= round(ramp_steps * i / (n_levels - 1)))
+
+
+def step_rows(rows: list[dict], step: int, per_step: int, seed: int, *, curriculum_column: str = "",
+              curriculum_steps: int = 0, levels: list[float] | None = None) -> list[dict]:
+    """The `per_step` rows of step `step` (0-based here: the run's step 1 is step 0).
+
+    Row k of the step is entry (step * per_step + k) of the pool's order: epoch e of a pool of n
+    rows is `default_rng(seed + 7919 e).permutation(n)`. The pool is every row, or, under a
+    curriculum, the rows whose value is among the levels unlocked at this step (kept in their
+    original order, so once every level is in, the order is the one without a curriculum).
+    """
+    pool = rows
+    if curriculum_column:
+        levels = levels if levels is not None else curriculum_levels(rows, curriculum_column)
+        k = unlocked_levels(step + 1, len(levels), curriculum_steps)
+        if k < len(levels):
+            top = levels[k - 1]
+            pool = [r for i, r in enumerate(rows) if _number(r[curriculum_column], curriculum_column, i, "") <= top]
+    n = len(pool)
+    out = []
+    for k in range(per_step):
+        epoch, j = divmod(step * per_step + k, n)
+        perm = np.random.default_rng(seed + 7919 * epoch).permutation(n)
+        out.append(pool[int(perm[j])])
+    return out
+
+
+def _number(value, column: str, i: int, where: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if isinstance(value, bool) or not math.isfinite(x):
+        raise DataError(f"data.curriculum_column {column!r}: {where} row {i + 1} holds {value!r}, not a number; "
+                        "the curriculum orders rows by a numeric column (smallest first)")
+    return x
+
+
+def _show(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
