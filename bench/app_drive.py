@@ -147,7 +147,20 @@ def step_times(metrics_path: Path) -> dict:
     steady = times[1:] or times  # step 1 carries the first CUDA-graph warm-up
     return {"steps": len(rows), "mean_step_s": statistics.mean(steady), "median_step_s": statistics.median(steady),
             "mean_generation_s": statistics.mean(gen[1:] or gen), "first_step_s": times[0] if times else None,
-            "final_reward": rows[-1]["reward"] if rows else None}
+            "final_reward": rows[-1]["reward"] if rows else None, "step_times": [round(t, 4) for t in times]}
+
+
+def matched_ratio(app: dict, cli: dict) -> dict | None:
+    """App / CLI mean step over the same steps (2..n, n = the fewer of the two runs' steps): early
+    steps sample longer answers than late ones, so runs cut at different steps do not compare
+    (2026-12-06: an app run cut at step 62 read 1.23x against the CLI's 100 steps)."""
+    a, c = app.get("step_times") or [], cli.get("step_times") or []
+    n = min(len(a), len(c))
+    if n < 3:
+        return None
+    return {"steps": f"2-{n}", "app_mean_s": statistics.mean(a[1:n]), "cli_mean_s": statistics.mean(c[1:n]),
+            "ratio": statistics.mean(a[1:n]) / statistics.mean(c[1:n]),
+            "median_ratio": statistics.median(a[1:n]) / statistics.median(c[1:n])}
 
 
 def run_cli(cfg_path: str, sets: list[str], runs: Path, name: str, budget_s: float) -> dict:
@@ -234,6 +247,10 @@ def main(argv=None) -> int:
             rec.put("start_message", message)
             timeline = watch(client, rec, "status_timeline", max(60, left() - 150))
             s = status(client)
+            if s["state"] == "running":  # out of budget: stop it, so the parts below start from a quiet app
+                rec.put("app_run_cut", {"at_step": s["step"], "of": s.get("max_steps"), "stop": client.predict(api_name="/stop")})
+                watch(client, rec, "cut_timeline", 60, until=("stopped", "failed", "finished"))
+                s = status(client)
             rec.put("run_status", s)
             run_dir = runs / "app" / s["run_name"] if s.get("run_name") else None
             if run_dir and (run_dir / "metrics.jsonl").exists():
@@ -290,7 +307,8 @@ def main(argv=None) -> int:
     d = rec.data
     if "app_steps" in d and "mean_step_s" in d.get("cli", {}):
         rec.put("app_over_cli", d["app_steps"]["mean_step_s"] / d["cli"]["mean_step_s"])
-    print(json.dumps({k: d.get(k) for k in ("app_steps", "cli", "cli_before", "app_over_cli", "evaluation",
+        rec.put("app_over_cli_matched", matched_ratio(d["app_steps"], d["cli"]))
+    print(json.dumps({k: d.get(k) for k in ("app_steps", "cli", "cli_before", "app_over_cli", "app_over_cli_matched", "evaluation",
                                             "failures", "chat")}, indent=1, default=str)[:6000])
     return 0
 

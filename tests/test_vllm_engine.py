@@ -314,17 +314,28 @@ def test_building_the_engine_leaves_nothing_in_torchs_cache(tmp_path):
                "engine = VLLMEngine(cfg.model.name_or_path, load_tokenizer(cfg.model.name_or_path),\n"
                "                    vllm_settings_for(cfg, plan_for(cfg, 'cuda').engine_sizes))\n"
                "policy = add_lora(engine.shared_hf_model(), cfg.model)\n")
-    tail = ("print('CACHED', torch.cuda.memory_reserved() - torch.cuda.memory_allocated())\n")
+    # what empty_cache can hand back: whole segments of torch's default pool with nothing in them.
+    # Measured on an H100 (2026-12-06): reserved - allocated after the build was 121.7 MiB through the
+    # registry and 129.7 by hand, so most of that gap is not in whole free default-pool segments
+    # (free space inside live segments, or vLLM's own memory pool, which empty_cache does not touch).
+    tail = ("segs = torch.cuda.memory_snapshot()\n"
+            "free = sum(s['total_size'] for s in segs if s['allocated_size'] == 0\n"
+            "           and tuple(s.get('segment_pool_id') or (0, 0)) == (0, 0))\n"
+            "print('CACHED', torch.cuda.memory_reserved() - torch.cuda.memory_allocated(), 'FREE_SEGMENTS', free)\n")
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    cached = {}
+    cached, free = {}, {}
     for name, body in (("registry", built), ("by hand", by_hand)):
         p = subprocess.run([sys.executable, "-c", head + body + tail], env=env, capture_output=True, text=True,
                            timeout=400)
         assert p.returncode == 0, p.stderr[-3000:]
-        cached[name] = int(p.stdout.split("CACHED", 1)[1].split()[0])
-    print("cached after build (MiB):", {k: round(v / 2**20, 1) for k, v in cached.items()})
-    assert cached["by hand"] > 64 * 2**20  # something to hand back at this size
-    assert cached["registry"] < 64 * 2**20  # the allocator's rounding, not a step's worth
+        words = p.stdout.split("CACHED", 1)[1].split()
+        cached[name], free[name] = int(words[0]), int(words[2])
+    print("after the build (MiB): reserved - allocated", {k: round(v / 2**20, 1) for k, v in cached.items()},
+          "whole free segments of the default pool", {k: round(v / 2**20, 1) for k, v in free.items()})
+    assert free["registry"] == 0  # every whole free segment went back to the driver
+    assert cached["registry"] <= cached["by hand"]
+    if free["by hand"] == 0:
+        pytest.skip("the build by hand left no whole free segment either: nothing to tell apart at this size")
 
 
 def _qlora_check(folder: str) -> dict:

@@ -1,0 +1,24 @@
+"""bench/app_drive.py's arithmetic (the drive itself needs a GPU machine and runs there)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def test_app_and_cli_compare_over_the_same_steps(tmp_path):
+    from bench.app_drive import matched_ratio, step_times
+
+    # a run's early steps are slow (long answers), its late ones fast; the app's run was cut at step 4
+    cli = tmp_path / "cli.jsonl"
+    cli.write_text("".join(json.dumps({"step": i + 1, "step_time": t, "reward": 1.0}) + "\n"
+                           for i, t in enumerate([9.0, 2.0, 2.0, 2.0, 0.5, 0.5, 0.5, 0.5])))
+    app = tmp_path / "app.jsonl"
+    app.write_text("".join(json.dumps({"step": i + 1, "step_time": t, "reward": 1.0}) + "\n"
+                           for i, t in enumerate([9.0, 2.2, 2.2, 2.2])))
+    c, a = step_times(cli), step_times(app)
+    assert c["mean_step_s"] == pytest.approx(1.142857, rel=1e-5) and a["mean_step_s"] == pytest.approx(2.2)
+    m = matched_ratio(a, c)
+    assert m["steps"] == "2-4" and m["ratio"] == pytest.approx(1.1) and m["median_ratio"] == pytest.approx(1.1)
+    assert matched_ratio({"step_times": [1.0, 1.0]}, c) is None  # too few steps to say anything
