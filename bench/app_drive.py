@@ -247,9 +247,9 @@ def main(argv=None) -> int:
             rec.put("start_message", message)
             timeline = watch(client, rec, "status_timeline", max(60, left() - 150))
             s = status(client)
-            if s["state"] == "running":  # out of budget: stop it, so the parts below start from a quiet app
+            if s["state"] in ("loading", "running", "paused"):  # out of budget: stop it, so the parts below start from a quiet app
                 rec.put("app_run_cut", {"at_step": s["step"], "of": s.get("max_steps"), "stop": client.predict(api_name="/stop")})
-                watch(client, rec, "cut_timeline", 60, until=("stopped", "failed", "finished"))
+                watch(client, rec, "cut_timeline", 120, until=("stopped", "failed", "finished"))
                 s = status(client)
             rec.put("run_status", s)
             run_dir = runs / "app" / s["run_name"] if s.get("run_name") else None

@@ -49,12 +49,18 @@
 # six refused starts and one machine taken back mid-run cost 1,150 of the session's 1,800 s first):
 #   (kit run 6) ...; TESTS=kernels/test_lora_fold.py bash bench/h200_session.sh tests   # 41 s, 7 passed
 #   DEADLINE=420 bash bench/h200_session.sh aha                                # 436 s, 218 steps
-# Next, in order: the trl call below (the memory fixes and the fused fold at 1.5B, not yet measured),
-#   bash bench/h200_session.sh trl --systems ours,ours-fast,trl-vllm --lengths 1024 --budget-s 560
-#   TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests
-# then --lengths 4096, the 4-bit pair (ours-4bit,unsloth-4bit), unsloth sized like ours, the app
-# call (the GPU held after a run).
-#
+# Issue 31, as run on 2026-12-06 05:05-05:31 (H100; kit 69 s in six runs, the 7th wheel chunk with
+# the app call; records in bench/results/2026-12-06_h100_b/):
+#   bash bench/h200_session.sh smol && source /tmp/gpu-site/env.sh && bash bench/h200_session.sh app \
+#        --config configs/smollm2-largest.yaml --set model.lora_r=32 model.lora_alpha=64 \
+#        algorithm.max_completion_length=256 --steps 100 --eval-n 200 --cli --budget-s 500      # 467 s
+#        (500 s was too little: the drive cut the app's step record at 62; give it 560)
+#   DEADLINE=400 bash bench/h200_session.sh aha            # 382 s, 300 steps (the curriculum recipe)
+#   bash bench/h200_session.sh trl --systems ours,ours-fast,trl-vllm --lengths 1024 --budget-s 470   # 191 s
+#   TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests                             # 256 s
+# Next, in order: the app call with --budget-s 560 (the reward-failure pause, app/CLI over matched
+# steps), Unsloth sized like ours (carry .devkit/unsloth), TESTS=tests/test_vllm_engine.py again (the
+# cache test's new form), then --lengths 4096 and the 4-bit pair (ours-4bit,unsloth-4bit).
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):

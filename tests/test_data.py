@@ -583,13 +583,14 @@ def test_curriculum_starts_on_the_easiest_rows_and_widens_to_all_by_its_last_ste
 
 
 @pytest.mark.parametrize("column,rows,needle", [
-    ("level", [{"question": "a", "answer": "1", "steps": 2}], "has no such column"),
-    ("steps", [{"question": "a", "answer": "1", "steps": "hard"}, {"question": "b", "answer": "1", "steps": 2}],
-     "holds 'hard', not a number"),
+    ("level", [{"question": "a", "answer": "1", "steps": 2}], "have no such column (columns: 'question', 'answer', 'steps')"),
+    ("Steps", [{"question": "a", "answer": "1", "steps": 2}], "Did you mean 'steps'?"),
+    ("steps", [{"question": "What is 2 * 3?", "answer": "6", "steps": "hard"}, {"question": "b", "answer": "1", "steps": 2}],
+     "the question 'What is 2 * 3?' has 'hard', not a number"),
+    ("steps", [{"question": "a", "answer": "1", "steps": 2}, {"question": "q" * 80, "answer": "1", "steps": None}],
+     "the question '" + "q" * 59 + "…' has no value; "),
     ("steps", [{"question": "a", "answer": "1", "steps": 2}, {"question": "b", "answer": "1", "steps": 2}],
      "nothing to order by"),
-    ("steps", [{"question": "a", "answer": "1", "steps": True}, {"question": "b", "answer": "1", "steps": 2}],
-     "not a number"),
 ])
 def test_a_bad_curriculum_column_is_refused_by_name(column, rows, needle):
     from core.data.order import curriculum_levels
@@ -599,6 +600,16 @@ def test_a_bad_curriculum_column_is_refused_by_name(column, rows, needle):
     assert f"data.curriculum_column {column!r}" in str(e.value) and needle in str(e.value)
 
 
+def test_curriculum_levels_take_true_false_and_the_note_stays_short():
+    from core.data.order import curriculum_levels, curriculum_summary
+
+    rows = [{"question": f"q{i}", "answer": "1", "is_hard": i % 2 == 0, "score": i / 7} for i in range(300)]
+    assert curriculum_levels(rows, "is_hard") == [0.0, 1.0]
+    note = curriculum_summary(rows, "score")
+    assert note.startswith("score 0: 1 rows, 0.14285714285714285: 1 rows") and note.endswith("(300 levels up to 42.714285714285715)")
+    assert len(note) < 400
+
+
 def test_a_bad_curriculum_column_is_refused_when_the_data_loads(tmp_path):
     from core.data import load_task_data
 
@@ -606,7 +617,7 @@ def test_a_bad_curriculum_column_is_refused_when_the_data_loads(tmp_path):
     p.write_text("prompt,answer,difficulty\n" + "".join(f"q{i},{i},{'easy' if i % 2 else 1}\n" for i in range(30)))
     with pytest.raises(DataError, match="not a number"):
         load_task_data(DataConfig(source=str(p), curriculum_column="difficulty"))
-    with pytest.raises(DataError, match="has no such column"):
+    with pytest.raises(DataError, match="have no such column"):
         load_task_data(DataConfig(source=str(p), curriculum_column="level"))
     p.write_text("prompt,answer,difficulty\n" + "".join(f"q{i},{i},{i % 3}\n" for i in range(30)))
     task = load_task_data(DataConfig(source=str(p), curriculum_column="difficulty", curriculum_steps=10))

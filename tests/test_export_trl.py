@@ -37,6 +37,7 @@ def test_exported_script_builds_trl_grpo_trainer(tiny_model_dir, tmp_path):
     a.num_iterations, a.max_completion_length, a.learning_rate, a.max_steps = 2, 48, 3e-5, 7
     a.temperature, a.top_p, a.scale_rewards, a.seed = 0.9, 0.95, "batch", 11
     cfg.run.run_name = "exported"
+    cfg.data.curriculum_column = "a"  # a numeric column of decimal_compare; TRL cannot follow it
     paths = export_trl(cfg, tmp_path / "out")
     assert set(paths) == {"script", "accelerate_config", "readme", "custom_rewards"}
 
@@ -62,6 +63,7 @@ def test_exported_script_builds_trl_grpo_trainer(tiny_model_dir, tmp_path):
     assert built["model"] == str(tiny_model_dir)
     assert built["reward_funcs"] == ["format_soft", "correctness", "think_format_reward", "brevity"]
     assert "rewards: custom reward 'correctness' replaces the preset of that name (weight 2)" in proc.stderr
+    assert "note: data.curriculum_column 'a' is not carried" in proc.stderr
     assert built["train_rows"] == 24
     args = built["args"]
     assert args["reward_weights"] == [0.25, 2.0, 1.0, 1.0]

@@ -319,7 +319,7 @@ def test_building_the_engine_leaves_nothing_in_torchs_cache(tmp_path):
     # registry and 129.7 by hand, so most of that gap is not in whole free default-pool segments
     # (free space inside live segments, or vLLM's own memory pool, which empty_cache does not touch).
     tail = ("segs = torch.cuda.memory_snapshot()\n"
-            "free = sum(s['total_size'] for s in segs if s['allocated_size'] == 0\n"
+            "free = sum(s['total_size'] for s in segs if s.get('active_size', s['allocated_size']) == 0\n"
             "           and tuple(s.get('segment_pool_id') or (0, 0)) == (0, 0))\n"
             "print('CACHED', torch.cuda.memory_reserved() - torch.cuda.memory_allocated(), 'FREE_SEGMENTS', free)\n")
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0")
@@ -333,9 +333,9 @@ def test_building_the_engine_leaves_nothing_in_torchs_cache(tmp_path):
     print("after the build (MiB): reserved - allocated", {k: round(v / 2**20, 1) for k, v in cached.items()},
           "whole free segments of the default pool", {k: round(v / 2**20, 1) for k, v in free.items()})
     assert free["registry"] == 0  # every whole free segment went back to the driver
-    assert cached["registry"] <= cached["by hand"]
     if free["by hand"] == 0:
         pytest.skip("the build by hand left no whole free segment either: nothing to tell apart at this size")
+    assert cached["registry"] <= cached["by hand"] - free["by hand"] + 8 * 2**20  # what it handed back, less noise
 
 
 def _qlora_check(folder: str) -> dict:

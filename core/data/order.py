@@ -13,6 +13,7 @@ data parallelism (the trainer shards what this returns).
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections import Counter
 
@@ -23,18 +24,21 @@ from .base import DataError
 
 def curriculum_levels(rows: list[dict], column: str, *, where: str = "the training rows") -> list[float]:
     """The sorted distinct values of `column` over `rows`; a DataError that says why when the
-    column is missing from a row, not a number, or holds one value only (nothing to order).
+    column is missing from a row, empty, not a number, or holds one value only (nothing to order).
+    True / False count as 1 / 0 (an `is_hard` column).
 
     >>> curriculum_levels([{"steps": 3}, {"steps": 2}, {"steps": "3"}], "steps")
     [2.0, 3.0]
     """
     values = []
-    for i, row in enumerate(rows):
-        if column not in row or row[column] is None:
-            have = ", ".join(repr(k) for k in row if k not in ("answer_raw",))
-            raise DataError(f"data.curriculum_column {column!r}: {where} row {i + 1} has no such column "
-                            f"(its columns: {have}); leave it empty to train in random order")
-        values.append(_number(row[column], column, i, where))
+    for row in rows:
+        if column not in row:
+            have = [k for k in row if k not in ("answer_raw",)]
+            close = difflib.get_close_matches(column.lower(), [k.lower() for k in have], n=1, cutoff=0.6)
+            hint = next((f" Did you mean {k!r}?" for k in have if close and k.lower() == close[0]), "")
+            raise DataError(f"data.curriculum_column {column!r}: {where} have no such column (columns: "
+                            f"{', '.join(map(repr, have))}).{hint} Leave it empty to train in random order")
+        values.append(_number(row, column))
     levels = sorted(set(values))
     if len(levels) < 2:
         raise DataError(f"data.curriculum_column {column!r}: every one of {where} has the value "
@@ -43,10 +47,12 @@ def curriculum_levels(rows: list[dict], column: str, *, where: str = "the traini
     return levels
 
 
-def curriculum_summary(rows: list[dict], column: str) -> str:
-    """'steps 2: 1,250 rows, 3: 1,249 rows, ...' for the data notes."""
-    counts = Counter(_number(r[column], column, i, "") for i, r in enumerate(rows))
-    return f"{column} " + ", ".join(f"{_show(v)}: {counts[v]:,} rows" for v in sorted(counts))
+def curriculum_summary(rows: list[dict], column: str, most: int = 8) -> str:
+    """'steps 2: 1,250 rows, 3: 1,249 rows, ...' for the data notes (the first `most` levels)."""
+    counts = Counter(_number(r, column) for r in rows)
+    levels = sorted(counts)
+    shown = ", ".join(f"{_show(v)}: {counts[v]:,} rows" for v in levels[:most])
+    return f"{column} {shown}" + (f", ... ({len(levels)} levels up to {_show(levels[-1])})" if len(levels) > most else "")
 
 
 def unlocked_levels(step: int, n_levels: int, ramp_steps: int) -> int:
@@ -79,7 +85,7 @@ def step_rows(rows: list[dict], step: int, per_step: int, seed: int, *, curricul
         k = unlocked_levels(step + 1, len(levels), curriculum_steps)
         if k < len(levels):
             top = levels[k - 1]
-            pool = [r for i, r in enumerate(rows) if _number(r[curriculum_column], curriculum_column, i, "") <= top]
+            pool = [r for r in rows if _number(r, curriculum_column) <= top]
     n = len(pool)
     out = []
     for k in range(per_step):
@@ -89,15 +95,24 @@ def step_rows(rows: list[dict], step: int, per_step: int, seed: int, *, curricul
     return out
 
 
-def _number(value, column: str, i: int, where: str) -> float:
+def _number(row: dict, column: str) -> float:
+    value = row.get(column)
+    if isinstance(value, bool):
+        return float(value)
     try:
         x = float(value)
     except (TypeError, ValueError):
         x = math.nan
-    if isinstance(value, bool) or not math.isfinite(x):
-        raise DataError(f"data.curriculum_column {column!r}: {where} row {i + 1} holds {value!r}, not a number; "
-                        "the curriculum orders rows by a numeric column (smallest first)")
+    if not math.isfinite(x):
+        what = "no value" if value is None or (isinstance(value, str) and not value.strip()) else f"{value!r}, not a number"
+        raise DataError(f"data.curriculum_column {column!r}: the question {_short(row.get('question'))} has {what}; "
+                        "the curriculum orders rows by a numeric column (smallest first): fill it in or drop the row")
     return x
+
+
+def _short(text, n: int = 60) -> str:
+    text = str(text or "")
+    return repr(text if len(text) <= n else text[: n - 1] + "…")
 
 
 def _show(v: float) -> str:

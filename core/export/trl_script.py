@@ -168,6 +168,9 @@ def main():
     cfg.algorithm.max_steps = args.max_steps or cfg.algorithm.max_steps
     if cfg.algorithm.algorithm not in ("grpo", "gspo"):
         print(f"note: algorithm {{cfg.algorithm.algorithm!r}} runs as GRPO under TRL's GRPOTrainer", file=sys.stderr)
+    if cfg.data.curriculum_column.strip():
+        print(f"note: data.curriculum_column {{cfg.data.curriculum_column.strip()!r}} is not carried: TRL's GRPOTrainer "
+              "draws the rows in random order from the first step", file=sys.stderr)
     model_path = str(resolve_model_path(cfg.model.name_or_path))
     tokenizer = load_tokenizer(model_path)
     if cfg.data.chat_template.strip():

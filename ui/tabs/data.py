@@ -66,10 +66,12 @@ def build(ctx: Ctx) -> None:
         form.field("data", "train_size")
         form.field("data", "eval_size")
         form.field("data", "seed")
-    with gr.Accordion(t("data.curriculum"), open=bool(d.curriculum_column)):
+    with gr.Accordion(t("data.curriculum"), open=bool(d.curriculum_column.strip())) as curriculum_box:
         with gr.Row():
             form.field("data", "curriculum_column")
             form.field("data", "curriculum_steps")
+    # a run's curriculum, shown after a reload, is in sight
+    form.follow([curriculum_box], lambda cfg: [gr.update(open=True) if cfg.data.curriculum_column.strip() else gr.skip()])
     preview_btn = gr.Button(t("data.preview"), variant="secondary")
     info = gr.Markdown(elem_id="data-info")
     table = gr.Dataframe(label=t("data.preview_table"), wrap=True, interactive=False, max_height=420,
