@@ -60,7 +60,10 @@
 #   TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests                             # 256 s
 # Next, in order: the app call with --budget-s 560 (the reward-failure pause, app/CLI over matched
 # steps), Unsloth sized like ours (carry .devkit/unsloth), TESTS=tests/test_vllm_engine.py again (the
-# cache test's new form), then --lengths 4096 and the 4-bit pair (ours-4bit,unsloth-4bit).
+# cache test's new form), the compiled layers (model.compile_layers, CPU-tested only: a micro-batch's
+# fixed cost, ~0.15 s of launches at 1.5B, is what keeps lowest-memory mode slower than TRL):
+#   bash bench/h200_session.sh trl --systems ours,ours-fast --lengths 1024 --ours-compile --budget-s 500
+# then --lengths 4096 and the 4-bit pair (ours-4bit,unsloth-4bit).
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):

@@ -94,6 +94,10 @@ class ModelConfig:
         "Keep only each decoder layer's input, in pinned CPU memory, and recompute the rest in backward "
         "(GPU only). Largest saving for long completions.",
     )
+    compile_layers: bool = _f(False, "Compile each decoder layer with torch.compile for training (one graph for every "
+                                     "layer, any length): fewer, fused kernels in forward and backward, where a small "
+                                     "micro-batch spends most of its time on a GPU. The first step waits for the compile "
+                                     "(tens of seconds); needs a C compiler on a CPU.")
 
 
 @dataclass
@@ -130,16 +134,12 @@ class DataConfig:
     eval_size: int = _f(200, "Held-out rows for evaluation, at most (a file without an evaluation split holds out "
                              "a tenth of its rows, at least 5, up to this).", range=(0, 1_000_000))
     seed: int = _f(0, "Seed for built-in task generation and for the train/held-out split.", range=(0, 2**31 - 1))
-    curriculum_column: str = _f(
-        "",
-        "Easy questions first: a numeric column saying how hard each question is (the chain tasks' "
-        "'steps'). Training starts on the rows with its smallest value and each larger value joins in "
-        "turn, the last at `curriculum_steps`; held-out evaluation always asks every row. Empty = every "
-        "step draws from all rows.",
-    )
-    curriculum_steps: int = _f(100, "With a curriculum column: the step from which every row is drawn (the "
-                                    "levels in between join evenly spaced). 0 = all rows from the start.",
-                               range=(0, 10_000_000))
+    curriculum_column: str = _f("", "Easy questions first: a numeric column saying how hard each question is (the chain "
+                                "tasks' 'steps'). Training starts on the rows with its smallest value and each larger "
+                                "value joins in turn, the last at `curriculum_steps`; held-out evaluation always asks "
+                                "every row. Empty = every step draws from all rows.")
+    curriculum_steps: int = _f(100, "With a curriculum column: the step from which every row is drawn (the levels in "
+                                    "between join evenly spaced). 0 = all rows from the start.", range=(0, 10_000_000))
 
 
 @dataclass

@@ -252,9 +252,10 @@ def test_a_reloaded_form_shows_the_runs_settings_and_resume_keeps_its_rewards(ap
         # the widgets beside the config follow: the data source is an uploaded file, the model a folder
         shown = form.show(run)
         kinds = [shown[widgets[0]] for widgets, _ in form.followers]
-        assert kinds[:2] == ["local", "upload"] and kinds[2]["open"] is True  # the custom code's accordion
+        # the run's custom code's accordion opens; the curriculum's stays as it is (the run has none)
+        assert kinds[:2] == ["local", "upload"] and kinds[2] == {"__type__": "update"} and kinds[3]["open"] is True
         assert all(shown[c]["value"] == values[k] for k, c in form.components.items())
-        assert len(form.outputs()) == len(form.components) + 5  # 2 radios, the task, the hub id, the accordion
+        assert len(form.outputs()) == len(form.components) + 6  # 2 radios, the task, the hub id, 2 accordions
 
         # Resume from that page keeps the run's own rewards, and says so
         client.predict(api_name="/pause")

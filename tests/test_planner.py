@@ -236,7 +236,7 @@ def test_planner_predicts_the_measured_device_peaks_of_whole_steps():
     held = [r for r in rows if (r["build_cache_gib"] or 0) > 1.0]
     assert {r["date"] for r in held} <= {"2026-12-05"} and len(held) <= 2
     rows = [r for r in rows if r not in held]
-    assert {r["system"] for r in rows} == {"ours", "ours-4bit"}
+    assert {"ours", "ours-4bit"} <= {r["system"] for r in rows} <= {"ours", "ours-fast", "ours-4bit"}
     for r in rows:
         err = r["now"] / r["measured"] - 1
         assert -0.03 <= err <= 0.15, (r["system"], r["completion"], r["measured"], r["now"])

@@ -244,3 +244,50 @@ def test_a_curriculum_asks_the_easiest_rows_first(tiny_model_dir, tmp_path):
     assert all(lv <= {0, 1} for lv in levels[1:3]) and 1 in set().union(*levels[1:3])
     assert set().union(*levels[3:]) == {0, 1, 2}
     assert trainer.train_step().metrics["reward"] >= 0  # a step runs on the curriculum's rows
+
+
+@pytest.mark.parametrize("offload", [False, True], ids=["checkpointing", "offload"])
+def test_compiled_layers_train_as_the_eager_ones(peaked_model_dir, tmp_path, offload, caplog):
+    """model.compile_layers: the decoder layers run torch.compile'd graphs in the training passes
+    (sampling stays eager) and a step's loss, gradient and update match the eager run's within
+    float32 rounding; with activation offload (its bookkeeping simulated on the CPU) as well."""
+    import logging
+
+    from core.models.offload import offloaded_activations
+
+    caplog.set_level(logging.WARNING, logger="torch")  # torch.compile's trace logs, kept out of the report
+    from core.engines.base import SamplingSettings
+
+    probe = make_trainer(peaked_model_dir, tiny_config(tmp_path / "probe"))  # a target some completions hit
+    counts = torch.zeros(len(probe.tokenizer))
+    for g in probe.engine.generate([probe.prompt_ids(r) for r in probe.task.train[:4]], SamplingSettings(n=8, max_tokens=12, seed=0)):
+        for c in g:
+            counts += torch.bincount(torch.tensor(c.token_ids), minlength=len(counts))[: len(counts)]
+    target = int(counts.argmax())
+    results = []
+    for compiled in (False, True):
+        cfg = tiny_config(tmp_path / f"c{compiled}", prompts_per_step=2)
+        cfg.model.gradient_checkpointing, cfg.model.compile_layers = True, compiled
+        trainer = make_trainer(peaked_model_dir, cfg, target_id=target)
+        layers = trainer.model.get_base_model().model.layers
+        assert all((layer._compiled_call_impl is not None) == compiled for layer in layers)
+        if offload:
+            trainer._activation_context = lambda t=trainer: offloaded_activations(t.model, min_bytes=0, simulate=True)
+        m = trainer.train_step().metrics
+        results.append((m, [p.detach().clone() for p in trainer.params]))
+        if compiled:  # the app's next run builds its adapter on the same base: off again when it asks
+            import dataclasses
+
+            from core.models.loading import add_lora
+
+            again = add_lora(trainer.model.unload(), dataclasses.replace(cfg.model, compile_layers=False))
+            assert all(layer._compiled_call_impl is None for layer in again.get_base_model().model.layers)
+    (eager, p_eager), (comp, p_comp) = results
+    assert eager["reward"] == comp["reward"]  # the same rollouts: sampling is eager in both
+    assert comp["loss"] == pytest.approx(eager["loss"], rel=1e-4, abs=1e-6)
+    assert comp["grad_norm"] == pytest.approx(eager["grad_norm"], rel=1e-3) and eager["grad_norm"] > 0
+    # the whole update alike (element by element AdamW's first step, lr x g / |g|, magnifies the
+    # rounding of gradients near 0)
+    diff = torch.cat([(b - a).flatten() for a, b in zip(p_eager, p_comp)]).norm()
+    size = torch.cat([a.flatten() for a in p_eager]).norm()
+    assert diff < 1e-3 * size

@@ -274,6 +274,7 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "model.lora_target_modules": ("LoRA target modules", "LoRA 目标模块"),
     "model.gradient_checkpointing": ("Gradient checkpointing", "梯度检查点"),
     "model.offload_activations": ("Offload activations to CPU", "激活值卸载到 CPU"),
+    "model.compile_layers": ("Compile layers (torch.compile)", "编译解码层（torch.compile）"),
     "data.source": ("Source in use", "当前数据来源"),
     "data.subset": ("Subset (configuration)", "子集（配置名）"),
     "data.split": ("Training split", "训练划分"),

@@ -29,6 +29,8 @@ HELP_ZH: dict[str, str] = {
     "model.gradient_checkpointing": "反向传播时重新计算激活值以节省内存（更慢，约 30%）。",
     "model.offload_activations": "只把每个解码层的输入保存在锁页 CPU 内存中，其余在反向传播时重新计算（仅限 GPU）。"
                                  "回答越长，节省越多。",
+    "model.compile_layers": ("训练时用 torch.compile 编译每个解码层（所有层共用一个图，任意序列长度）：前向和反向的内核更少、"
+                             "更融合，小微批在 GPU 上的大部分时间正花在这里。第一步要等编译（几十秒）；在 CPU 上需要 C 编译器。"),
     # data
     "data.source": "问题的来源：'builtin:decimal_compare'、'builtin:arithmetic'、'builtin:countdown'、"
                    "'builtin:addition'、'builtin:multiplication'、'builtin:largest'、'builtin:chain_arithmetic'、'builtin:long_chain_arithmetic'、"

@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="steps per measurement; the last finished one is reported")
     p.add_argument("--gradient-checkpointing", choices=["on", "off"], default="on", help="for both systems")
     p.add_argument("--ours-offload", action="store_true", help="ours: activation offload (config default: off)")
+    p.add_argument("--ours-compile", action="store_true", help="ours: model.compile_layers (torch.compile each "
+                   "decoder layer; config default: off)")
     p.add_argument("--ours-micro-batch", type=int, default=0,
                    help="ours: algorithm.micro_batch_size (default 0 = auto: the memory planner's pick, no more "
                         "memory than the rollouts' KV cache; the G sequences in one pass = what TRL runs)")

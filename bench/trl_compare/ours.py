@@ -88,6 +88,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                             "offload_activations": m.offload_activations}
     m.gradient_checkpointing = args.gradient_checkpointing == "on"
     m.offload_activations = bool(args.ours_offload)
+    m.compile_layers = bool(getattr(args, "ours_compile", False))
     d.system_prompt, d.chat_template, d.response_prefix = "", PLAIN_TEMPLATE, ""
     a.algorithm, a.loss_type = "grpo", "dapo"
     # micro-batch: 0 = the product's auto (core.memory.planner.plan: no more than the rollouts' KV cache)
@@ -106,7 +107,8 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         validate(cfg)
         rec["ours_config"] = {"model": {k: getattr(m, k) for k in ("lora_r", "lora_alpha", "lora_dropout",
                                                                  "lora_target_modules", "gradient_checkpointing",
-                                                                 "offload_activations", "dtype", "load_in_4bit")},
+                                                                 "offload_activations", "compile_layers", "dtype",
+                                                                 "load_in_4bit")},
                               "algorithm": {k: getattr(a, k) for k in (
                                   "algorithm", "loss_type", "num_generations", "prompts_per_step",
                                   "micro_batch_size", "auto_micro_batch", "max_prompt_length",

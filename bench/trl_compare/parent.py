@@ -73,7 +73,8 @@ def child_command(args, system: str, length: int, model_dir: Path, json_out: Pat
            "--ours-engine", args.ours_engine, "--ours-micro-batch", str(args.ours_micro_batch),
            "--ours-kv-dtype", args.ours_kv_dtype, "--ours-merged", args.ours_merged,
            "--unsloth-util", str(args.unsloth_util), "--unsloth-overhead-gib", str(args.unsloth_overhead_gib),
-           ] + (["--ours-offload"] if args.ours_offload else []) + (["--ours-eager"] if args.ours_eager else [])
+           ] + (["--ours-offload"] if args.ours_offload else []) + (["--ours-eager"] if args.ours_eager else []) \
+        + (["--ours-compile"] if getattr(args, "ours_compile", False) else [])
     if system in UNSLOTH_SYSTEMS:
         return ["bash", "-c", 'source "$1" && shift && exec "$@"', "unsloth-env", unsloth_env] + cmd
     return cmd

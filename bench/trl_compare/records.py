@@ -48,7 +48,8 @@ def variant_of(args) -> str:
     'mb8_lora_kernels'
     """
     mb = args.ours_micro_batch
-    parts = [("offload", args.ours_offload), ("eager", args.ours_eager), ("fp8kv", args.ours_kv_dtype != "auto"),
+    parts = [("offload", args.ours_offload), ("compiled", getattr(args, "ours_compile", False)),
+             ("eager", args.ours_eager), ("fp8kv", args.ours_kv_dtype != "auto"),
              (f"mb{mb}", mb > 0), ("lora_kernels", args.ours_merged == "off")]
     return "_".join(name for name, on in parts if on)
 

@@ -182,9 +182,10 @@ class HFEngine:
                     if sampling.ignore_eos:
                         gen_kwargs.update(min_new_tokens=sampling.max_tokens)
                     # 2) sample n completions per prompt: (len(chunk) * n, L + new)
-                    seqs = self.model.generate(
-                        input_ids=ids.to(device), attention_mask=attn.to(device), **gen_kwargs
-                    )
+                    with torch.compiler.set_stance("force_eager"):  # compile_layers is for training's passes
+                        seqs = self.model.generate(
+                            input_ids=ids.to(device), attention_mask=attn.to(device), **gen_kwargs
+                        )
                     new = seqs[:, L:].tolist()
                     # 3) cut each at its first EOS (kept, as the trainer learns to stop)
                     for i in range(len(chunk)):

@@ -272,7 +272,31 @@ def add_lora(model, cfg: ModelConfig):
     if cfg.gradient_checkpointing:
         peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         peft_model.enable_input_require_grads()
+    compile_layers(peft_model, cfg.compile_layers)  # on or off: the app's next run may reuse this base
     return peft_model
+
+
+def compile_layers(model, on: bool = True) -> int:
+    """torch.compile each decoder layer in place (`nn.Module.compile`, dynamic shapes), or undo it
+    (`on=False`: the app builds each run's adapter on the base the last run used); returns how many
+    layers are compiled. The layers share their code, so one graph (per sequence-length regime,
+    and per adapter on / off for the reference pass) serves them all. Checkpointing and activation
+    offload wrap the compiled layers from outside; sampling runs them eagerly (HFEngine), and vLLM
+    never runs these modules (it has its own)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", None)
+    layers = getattr(decoder, "layers", None)
+    if layers is None:
+        if on:
+            raise ModelError(f"model.compile_layers: {type(base).__name__} has no decoder layers to compile "
+                             "(no .model.layers); turn the setting off")
+        return 0
+    for layer in layers:
+        if on:
+            layer.compile(dynamic=True)
+        elif getattr(layer, "_compiled_call_impl", None) is not None:
+            layer._compiled_call_impl = None  # what nn.Module.compile set: calls go to forward again
+    return len(layers) if on else 0
 
 
 def load_model_and_tokenizer(cfg: ModelConfig, device: str | None = None):

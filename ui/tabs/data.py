@@ -70,8 +70,6 @@ def build(ctx: Ctx) -> None:
         with gr.Row():
             form.field("data", "curriculum_column")
             form.field("data", "curriculum_steps")
-    # a run's curriculum, shown after a reload, is in sight
-    form.follow([curriculum_box], lambda cfg: [gr.update(open=True) if cfg.data.curriculum_column.strip() else gr.skip()])
     preview_btn = gr.Button(t("data.preview"), variant="secondary")
     info = gr.Markdown(elem_id="data-info")
     table = gr.Dataframe(label=t("data.preview_table"), wrap=True, interactive=False, max_height=420,
@@ -88,6 +86,8 @@ def build(ctx: Ctx) -> None:
         return ["hub", None, src]
 
     form.follow([kind, builtin, hub], shown_source)
+    # a run's curriculum, shown after a reload, is in sight
+    form.follow([curriculum_box], lambda cfg: [gr.update(open=True) if cfg.data.curriculum_column.strip() else gr.skip()])
 
     def on_kind(kind):
         return (gr.update(visible=kind == "builtin"), gr.update(visible=kind == "upload"),

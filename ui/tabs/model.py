@@ -13,7 +13,7 @@ from ui.views import memory_markdown
 
 MODEL_KEYS = ["model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_alpha",
               "model_lora_dropout", "model_lora_target_modules", "model_gradient_checkpointing",
-              "model_offload_activations"]
+              "model_offload_activations", "model_compile_layers"]
 
 
 def _kind(name_or_path: str) -> str:
@@ -50,6 +50,7 @@ def build(ctx: Ctx) -> None:
         with gr.Row():
             form.field("model", "gradient_checkpointing")
             form.field("model", "offload_activations", interactive=gpu)
+            form.field("model", "compile_layers")
     memory = gr.Markdown(label=t("model.memory"))
     with gr.Row():
         load = gr.Button(t("model.load"), variant="secondary", scale=0, min_width=200)
