@@ -22,6 +22,7 @@
 #   bash bench/h200_session.sh tests     # GPU tests, one process per vLLM test file
 #   bash bench/h200_session.sh vllm      # issue 4: engine measurements
 #   bash bench/h200_session.sh planner   # issue 5: planner vs measured peak
+#   bash bench/h200_session.sh compile   # issue 31: a micro-batch's forward + backward, eager vs compiled layers
 #   bash bench/h200_session.sh trl --systems ours,ours-4bit,trl --lengths 1024   # issue 6 (one command)
 #
 # Measured on 2026-11-29: every cell of bench/results/trl_compare.md but TRL without vLLM at 8K-32K
@@ -62,6 +63,7 @@
 # steps), Unsloth sized like ours (carry .devkit/unsloth), TESTS=tests/test_vllm_engine.py again (the
 # cache test's new form), the compiled layers (model.compile_layers, CPU-tested only: a micro-batch's
 # fixed cost, ~0.15 s of launches at 1.5B, is what keeps lowest-memory mode slower than TRL):
+#   bash bench/h200_session.sh compile       # eager vs compiled, one micro-batch (bench/compile_layers.py)
 #   bash bench/h200_session.sh trl --systems ours,ours-fast --lengths 1024 --ours-compile --budget-s 500
 # then --lengths 4096 and the 4-bit pair (ours-4bit,unsloth-4bit).
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
@@ -226,6 +228,11 @@ print(w(sys.argv[1], json.load(open(sys.argv[2])), 'bfloat16'))" "$dir" "$cfg"
     ;;
   planner)
     python bench/planner_check.py --out "$OUT" 2>&1 | tail -n 40
+    ;;
+  compile)
+    # issue 31: a micro-batch's forward + backward at the 1.5B shape, eager vs model.compile_layers (~2 min)
+    shift
+    python bench/compile_layers.py --out "$OUT/compile_layers_gpu" "$@" 2>&1 | grep -v -e DEBUG | tail -n 30
     ;;
   trl)
     # issue 6: one python -m bench.trl_compare command (its __main__.py lists the set, each < 10 min); the
