@@ -152,6 +152,8 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser, shot):
     assert seen[-1] == SERIES * STEPS, seen  # the total and each default reward, one point per step each
     assert seen == sorted(seen) and len(set(seen)) >= 2, seen
     assert f"step {STEPS}/{STEPS}" in page.locator("#status-bar").inner_text()
+    # the Start message does not outlive its run (a reward error would pause it: the status bar says so)
+    wait_until(lambda: "started run" not in page.locator("#train-message").inner_text(), timeout=15)
     # whole steps on the x axis, each labelled once (Vega's own ticks were 1, 1.5, 2, ...)
     wait_until(lambda: axis_labels(page, "reward-plot") == [str(i) for i in range(1, STEPS + 1)])
     assert axis_labels(page, "memory-plot") == [str(i) for i in range(1, STEPS + 1)]

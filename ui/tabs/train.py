@@ -20,6 +20,8 @@ from ui.views import (SAMPLE_COLUMNS, aha_length_frame, aha_sample_markdown, lon
 QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
 
 
+STARTED = "🟢 started run"  # the Start message, cleared once its run stops running (apply_layout)
+
 # the settings the memory plan depends on (model tab and this one)
 PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_target_modules",
              "model_gradient_checkpointing", "model_offload_activations", "algorithm_num_generations",
@@ -161,8 +163,10 @@ def build(ctx: Ctx) -> None:
     outputs = [status_bar, progress, details, seen, series, axis, start, pause, resume, stop, *plots, aha_sample,
                samples]
 
-    def apply_layout(wanted, shown, wanted_axis, shown_axis):
-        """Captions of the multi-series plots and the step axis of all, where they changed."""
+    def apply_layout(wanted, shown, wanted_axis, shown_axis, key, said):
+        """Captions of the multi-series plots and the step axis of all, where they changed; and the
+        Start message cleared once its run no longer runs (a reward error pauses a run a few seconds
+        after "started run": the status line above says why, the message must not say otherwise)."""
         captions = wanted is not None and tuple(wanted) != tuple(shown or ())
         steps = wanted_axis is not None and list(wanted_axis) != list(shown_axis or ())
         updates = []
@@ -171,12 +175,14 @@ def build(ctx: Ctx) -> None:
             if captions and plot in multi:
                 kw["caption"] = wanted[multi.index(plot)]
             updates.append(gr.update(**kw) if kw else gr.skip())
-        return (*updates, tuple(wanted) if captions else gr.skip(), list(wanted_axis) if steps else gr.skip())
+        stale = bool(key) and key[2] not in ("loading", "running") and str(said or "").startswith(STARTED)
+        return (*updates, tuple(wanted) if captions else gr.skip(), list(wanted_axis) if steps else gr.skip(),
+                "" if stale else gr.skip())
 
     def wire_refresh(event, **kwargs):
         """`event(refresh)` then captions and axes: every trigger of a refresh goes through here."""
         return event(refresh, [seen], outputs, **kwargs).then(
-            apply_layout, [series, captioned, axis, axis_shown], [*plots, captioned, axis_shown],
+            apply_layout, [series, captioned, axis, axis_shown, seen, message], [*plots, captioned, axis_shown, message],
             api_visibility="private")
 
     def start_run(**values):
@@ -186,7 +192,7 @@ def build(ctx: Ctx) -> None:
         except Exception as e:
             return warn(e)
         gr.Info(f"Run {name} started")
-        return f"🟢 started run `{name}`: the plots fill in as steps finish."
+        return f"{STARTED} `{name}`: the plots fill in as steps finish."
 
     def control(action: str):
         def act():
