@@ -672,6 +672,12 @@ def test_case9_uploads_have_a_quota_and_gradios_copy_is_removed(tiny_model_dir, 
         out = on_upload(str(broken), stored)
         assert [o for o in out[:3]] == [gr.skip()] * 3 and out[3].startswith("⚠️")
         assert f"The data source is unchanged: `{stored}`." in out[3]
+        # ... and the refused file is not kept against the uploads quota; the source in use stays
+        assert sorted(p.name for p in (tmp_path / "runs2" / "_uploads").iterdir()) == [Path(stored).name]
+        # a file the page names as its source is never deleted, nor one outside the uploads folder
+        assert not manager.discard_upload(stored, stored) and Path(stored).exists()
+        assert not manager.discard_upload(str(tiny_model_dir / "config.json"))  # only the uploads folder
+        assert (tiny_model_dir / "config.json").exists()
     finally:
         manager.close()
 

@@ -332,3 +332,13 @@ class Playground:
             return str(self.paths.store_upload(path, in_use=in_use))
         except AccessError as e:
             raise ManagerError(str(e)) from None
+
+    def discard_upload(self, stored: str, current: str = "") -> bool:
+        """Delete an upload stored a moment ago that did not parse (it would count to the quota
+        for nothing), unless a run, the active one or the page's `current` source uses it."""
+        from core.runs.folders import data_sources
+
+        in_use = data_sources(self.runs_dir) | {current}
+        if self._cfg is not None:
+            in_use.add(self._cfg.data.source)
+        return self.paths.discard_upload(stored, in_use=in_use)

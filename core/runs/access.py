@@ -186,6 +186,21 @@ class PathPolicy:
             tmp.unlink(missing_ok=True)
         return dest
 
+    def discard_upload(self, path: str | Path, in_use: Iterable[str] = ()) -> bool:
+        """Delete a stored upload the app refused (it did not parse), unless a run or the page's
+        current source (`in_use`) names it; returns whether it went. Only files directly in the
+        uploads folder: never a file of a --data-dir folder."""
+        target = self._resolve(str(path))
+        if target.parent != self._resolve(str(self.uploads_dir)) or not target.is_file():
+            return False
+        for source in in_use:
+            with contextlib.suppress(OSError, ValueError):
+                if source and self._resolve(source) == target:
+                    return False
+        with self._uploads_lock:
+            target.unlink(missing_ok=True)
+        return True
+
     def _make_room(self, size: int, in_use: Iterable[str]) -> None:
         """Delete the oldest uploads no run uses until `size` more bytes fit in the quota, or
         raise AccessError (deleting nothing) when even that would not make room."""

@@ -107,10 +107,13 @@ def build(ctx: Ctx) -> None:
     def on_upload(path, current=""):
         if not path:
             return gr.skip(), gr.skip(), gr.skip(), ""
+        stored = None
         try:
             stored = manager.store_upload(path)
             p, a, msg = columns_of(stored)
         except Exception as e:  # the source stays what it was: say which, or Start trains on it unawares
+            if stored is not None:  # stored but unreadable: not kept against the uploads quota
+                manager.discard_upload(stored, current)
             kept = f"\n\nThe data source is unchanged: `{current}`." if current else ""
             return gr.skip(), gr.skip(), gr.skip(), warn(e) + kept
         finally:
