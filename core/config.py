@@ -71,7 +71,7 @@ class ModelConfig:
     )
     dtype: str = _f(
         "auto",
-        "Weights dtype. 'auto' = bfloat16 on a GPU that supports it, float32 on CPU.",
+        "Weights dtype. 'auto' = bfloat16 on a GPU or CPU that supports it natively, else float32.",
         choices=["auto", "float32", "bfloat16", "float16"],
     )
     load_in_4bit: bool = _f(
@@ -94,10 +94,10 @@ class ModelConfig:
         "Keep only each decoder layer's input, in pinned CPU memory, and recompute the rest in backward "
         "(GPU only). Largest saving for long completions.",
     )
-    compile_layers: bool = _f(False, "Compile each decoder layer with torch.compile for training (one graph for every "
-                                     "layer, any length): fewer, fused kernels in forward and backward, where a small "
-                                     "micro-batch spends most of its time on a GPU. The first step waits for the compile "
-                                     "(tens of seconds); needs a C compiler on a CPU.")
+    compile_layers: bool = _f(False, "For GPUs: compile each decoder layer with torch.compile for training (one graph "
+                                     "for every layer, any length): fewer, fused kernels, where a small micro-batch "
+                                     "spends most of its time. The first step waits for the compile (tens of seconds); "
+                                     "on a CPU it costs more than it saves. Needs a C compiler.")
 
 
 @dataclass
@@ -136,8 +136,8 @@ class DataConfig:
     seed: int = _f(0, "Seed for built-in task generation and for the train/held-out split.", range=(0, 2**31 - 1))
     curriculum_column: str = _f("", "Easy questions first: a numeric column saying how hard each question is (the chain "
                                 "tasks' 'steps'). Training starts on the rows with its smallest value and each larger "
-                                "value joins in turn, the last at `curriculum_steps`; held-out evaluation always asks "
-                                "every row. Empty = every step draws from all rows.")
+                                "value joins in turn, the last at the step set beside it; held-out evaluation always "
+                                "asks every row. Empty = every step draws from all rows.")
     curriculum_steps: int = _f(100, "With a curriculum column: the step from which every row is drawn (the levels in "
                                     "between join evenly spaced). 0 = all rows from the start.", range=(0, 10_000_000))
 

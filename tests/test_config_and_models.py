@@ -97,3 +97,19 @@ def test_shipped_configs_load_and_their_builtin_data_builds(path):
     if cfg.data.source.startswith("builtin:"):
         task = load_task_data(cfg.data)
         assert len(task.train) == cfg.data.train_size and len(task.eval) == cfg.data.eval_size
+
+
+def test_compile_layers_without_a_c_compiler_is_refused_by_name(tiny_model_dir, monkeypatch):
+    """torch.compile needs a C compiler; without one the setting is refused when the model is built,
+    not with an inductor traceback at the first step."""
+    import shutil
+
+    from core.config import ModelConfig
+    from core.models.loading import ModelError, add_lora, load_base_model
+
+    cfg = ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32", lora_r=4, lora_alpha=8, compile_layers=True)
+    base = load_base_model(cfg, "cpu")
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(ModelError, match=r"model.compile_layers: torch.compile builds its kernels with a C compiler"):
+        add_lora(base, cfg)
+    assert not hasattr(base, "peft_config")  # refused before the model was touched

@@ -561,7 +561,8 @@ def test_curriculum_starts_on_the_easiest_rows_and_widens_to_all_by_its_last_ste
                      curriculum_column="steps", curriculum_steps=60)
     task = load_task_data(cfg)
     assert sorted({r["steps"] for r in task.train}) == [2, 3, 4, 5]
-    assert any("curriculum by steps 2: " in n and "every row from step 60" in n for n in task.notes), task.notes
+    assert any("curriculum by steps 2: " in n and "then 3 at step 20, 4 at step 40, 5 at step 60; every row from step 60"
+               in n for n in task.notes), task.notes
     assert {r["steps"] for r in task.eval} == {2, 3, 4, 5}  # held-out rows are every kind, always
 
     def steps_of(step):  # the run's step (1-based) -> the chain lengths it asks
@@ -586,9 +587,9 @@ def test_curriculum_starts_on_the_easiest_rows_and_widens_to_all_by_its_last_ste
     ("level", [{"question": "a", "answer": "1", "steps": 2}], "have no such column (columns: 'question', 'answer', 'steps')"),
     ("Steps", [{"question": "a", "answer": "1", "steps": 2}], "Did you mean 'steps'?"),
     ("steps", [{"question": "What is 2 * 3?", "answer": "6", "steps": "hard"}, {"question": "b", "answer": "1", "steps": 2}],
-     "the question 'What is 2 * 3?' has 'hard', not a number"),
+     "the row of question 'What is 2 * 3?' holds 'hard', not a number; pick a column of numbers"),
     ("steps", [{"question": "a", "answer": "1", "steps": 2}, {"question": "q" * 80, "answer": "1", "steps": None}],
-     "the question '" + "q" * 59 + "…' has no value; "),
+     "the row of question '" + "q" * 59 + "…' has no value there; "),
     ("steps", [{"question": "a", "answer": "1", "steps": 2}, {"question": "b", "answer": "1", "steps": 2}],
      "nothing to order by"),
 ])
@@ -608,6 +609,20 @@ def test_curriculum_levels_take_true_false_and_the_note_stays_short():
     note = curriculum_summary(rows, "score")
     assert note.startswith("score 0: 1 rows, 0.14285714285714285: 1 rows") and note.endswith("(300 levels up to 42.714285714285715)")
     assert len(note) < 400
+
+
+def test_the_data_notes_say_when_each_level_joins_and_when_there_is_no_curriculum():
+    from core.data import load_task_data
+
+    def notes(**kw):
+        return load_task_data(DataConfig(source="builtin:long_chain_arithmetic", train_size=300, eval_size=20, **kw)).notes
+
+    assert [n for n in notes(curriculum_column="steps", curriculum_steps=0) if "curriculum" in n] == [
+        "curriculum by 'steps': 'all rows from step' is 0, so every row is drawn from the start (no curriculum)"]
+    many = [n for n in notes(curriculum_column="answer", curriculum_steps=30) if "curriculum" in n][0]
+    assert "distinct values: a column with a few levels (a step count, a grade) orders best" in many
+    with pytest.raises(DataError, match=r"'question': a row holds 'W.*', not a number; pick a column of numbers"):
+        notes(curriculum_column="question")
 
 
 def test_a_bad_curriculum_column_is_refused_when_the_data_loads(tmp_path):

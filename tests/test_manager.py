@@ -635,3 +635,20 @@ def test_the_status_warns_when_the_model_gives_one_answer_to_every_question():
 
     assert warning([0.9, 0.875, 1.0]).startswith("The model gives one answer to most questions (100%")
     assert warning([0.9, 0.5, 1.0]) == "" and warning([float("nan")] * 3) == "" and warning([0.9, 0.9]) == ""
+
+
+def test_the_preview_shows_the_questions_a_curriculum_starts_on(manager):
+    """Data tab Preview with a curriculum: the easiest questions (the ones step 1 asks), and the
+    notes say when the others join; without it, the first training rows as before."""
+    from core.config import DataConfig
+
+    d = DataConfig(source="builtin:long_chain_arithmetic", train_size=300, eval_size=20)
+    plain = manager.preview_data(d)["table"]["question"].tolist()
+    d.curriculum_column, d.curriculum_steps = "steps", 30
+    got = manager.preview_data(d)
+    questions = got["table"]["question"].tolist()
+    assert len(questions) == 5 and questions != plain
+    import re
+
+    assert all(len(re.findall(r" [-+*] ", q)) == 2 for q in questions), questions  # "4 * 3 + 5": 2 steps
+    assert any("then 3 at step 10, 4 at step 20, 5 at step 30" in n for n in got["notes"]), got["notes"]

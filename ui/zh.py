@@ -20,7 +20,7 @@ HELP_ZH: dict[str, str] = {
     # model
     "model.name_or_path": "Hugging Face Hub ID（例如 Qwen/Qwen2.5-1.5B-Instruct）或本地文件夹。留空 = 内置的离线默认模型 "
                           "SmolLM2-135M-Instruct。",
-    "model.dtype": "权重精度。'auto' = 在支持的 GPU 上用 bfloat16，在 CPU 上用 float32。",
+    "model.dtype": "权重精度。'auto' = 在原生支持的 GPU 或 CPU 上用 bfloat16，否则用 float32。",
     "model.load_in_4bit": "QLoRA：把冻结的基础模型保存为 4-bit NF4（bitsandbytes，仅限 GPU）。权重显存约减为 1/4。",
     "model.lora_r": "LoRA 秩。常用 8-64；越大学得越多，但占用内存也越多。",
     "model.lora_alpha": "LoRA 缩放分子（缩放 = alpha / r）。通常取秩的 2 倍。",
@@ -29,8 +29,8 @@ HELP_ZH: dict[str, str] = {
     "model.gradient_checkpointing": "反向传播时重新计算激活值以节省内存（更慢，约 30%）。",
     "model.offload_activations": "只把每个解码层的输入保存在锁页 CPU 内存中，其余在反向传播时重新计算（仅限 GPU）。"
                                  "回答越长，节省越多。",
-    "model.compile_layers": ("训练时用 torch.compile 编译每个解码层（所有层共用一个图，任意序列长度）：前向和反向的内核更少、"
-                             "更融合，小微批在 GPU 上的大部分时间正花在这里。第一步要等编译（几十秒）；在 CPU 上需要 C 编译器。"),
+    "model.compile_layers": ("用于 GPU：训练时用 torch.compile 编译每个解码层（所有层共用一个图，任意序列长度）：内核更少、更融合，"
+                             "小微批的大部分时间正花在这里。第一步要等编译（几十秒）；在 CPU 上得不偿失。需要 C 编译器。"),
     # data
     "data.source": "问题的来源：'builtin:decimal_compare'、'builtin:arithmetic'、'builtin:countdown'、"
                    "'builtin:addition'、'builtin:multiplication'、'builtin:largest'、'builtin:chain_arithmetic'、'builtin:long_chain_arithmetic'、"
@@ -48,7 +48,7 @@ HELP_ZH: dict[str, str] = {
     "data.eval_size": "用于评估的留出行数上限（没有评估划分的文件会留出十分之一的行，至少 5 行，至多此数）。",
     "data.seed": "内置任务生成以及训练/留出划分所用的随机种子。",
     "data.curriculum_column": ("先易后难：一个表示题目难度的数值列（链式运算任务的 'steps'）。训练从该列值最小的行开始，"
-                               "更大的值依次加入，最后一级在 `curriculum_steps` 步加入；留出评估始终使用所有行。"
+                               "更大的值依次加入，最后一级在旁边设定的步数加入；留出评估始终使用所有行。"
                                "留空 = 每一步都从全部行中抽取。"),
     "data.curriculum_steps": "设置了课程列时：从这一步起抽取全部行（中间各级均匀加入）。0 = 一开始就用全部行。",
     # rewards

@@ -7,6 +7,8 @@ Refuses to know: models, engines, training.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import time
 from pathlib import Path
@@ -190,8 +192,8 @@ class RunLibrary:
 
     def _checkpoint_model_cfg(self, path: Path) -> ModelConfig:
         cfg = self._checkpoint_config(path)
-        if cfg is not None:
-            return cfg.model
+        if cfg is not None:  # serving a checkpoint never trains: its run's compile setting does not apply
+            return dataclasses.replace(cfg.model, compile_layers=False)
         adapter_cfg = json.loads((path / "adapter_config.json").read_text())
         return ModelConfig(name_or_path=adapter_cfg.get("base_model_name_or_path") or "")
 

@@ -302,8 +302,14 @@ class Playground:
                 tok = self._tokenizer_for(model_cfg)
             except Exception:  # no model reachable yet: render with the plain default template
                 tok = None
+            column = data_cfg.curriculum_column.strip()
+            first = None
+            if column and data_cfg.curriculum_steps > 0:  # the questions a curriculum starts on
+                from core.data.order import easiest_rows
+
+                first = easiest_rows(task.train, column, n)
             table = preview(task, tok, data_cfg.system_prompt, data_cfg.chat_template, n=n,
-                            response_prefix=data_cfg.response_prefix)
+                            response_prefix=data_cfg.response_prefix, rows=first)
         except DataError as e:
             raise ManagerError(f"data: {e}") from e
         return {"table": table, "train": len(task.train), "eval": len(task.eval), "columns": task.columns,

@@ -109,9 +109,9 @@ def prompt_ids(tokenizer, messages: list[dict], chat_template: str = "", respons
     return ids[-max_length:] if max_length else ids
 
 def preview(task: TaskData, tokenizer, system_prompt: str, chat_template: str = "", n: int = 5,
-            response_prefix: str = "") -> pd.DataFrame:
-    """The first `n` training rows as the model will see them: question, answer, rendered prompt."""
-    rows = (task.train or task.eval)[:n]
+            response_prefix: str = "", rows: list[dict] | None = None) -> pd.DataFrame:
+    """The first `n` training rows (or `rows`) as the model will see them: question, answer, rendered prompt."""
+    rows = (rows if rows is not None else (task.train or task.eval))[:n]
     return pd.DataFrame(
         {
             "question": [r["question"] for r in rows],

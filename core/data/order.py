@@ -55,6 +55,22 @@ def curriculum_summary(rows: list[dict], column: str, most: int = 8) -> str:
     return f"{column} {shown}" + (f", ... ({len(levels)} levels up to {_show(levels[-1])})" if len(levels) > most else "")
 
 
+def easiest_rows(rows: list[dict], column: str, n: int) -> list[dict]:
+    """The first `n` rows of the smallest value, in their order: what a curriculum starts on."""
+    low = min(_number(r, column) for r in rows)
+    return [r for r in rows if _number(r, column) == low][:n]
+
+
+def join_steps(n_levels: int, ramp_steps: int) -> list[int]:
+    """The step at which each level joins (steps counted from 1), as `unlocked_levels` decides.
+
+    >>> join_steps(4, 120)
+    [1, 40, 80, 120]
+    """
+    return [max(1, round(ramp_steps * i / (n_levels - 1))) if n_levels > 1 and ramp_steps > 0 else 1
+            for i in range(n_levels)]
+
+
 def unlocked_levels(step: int, n_levels: int, ramp_steps: int) -> int:
     """How many of the `n_levels` easiest values step `step` draws from (steps counted from 1, as
     the run shows them): level i joins at step round(ramp_steps * i / (n_levels - 1)), the last at
@@ -104,9 +120,12 @@ def _number(row: dict, column: str) -> float:
     except (TypeError, ValueError):
         x = math.nan
     if not math.isfinite(x):
-        what = "no value" if value is None or (isinstance(value, str) and not value.strip()) else f"{value!r}, not a number"
-        raise DataError(f"data.curriculum_column {column!r}: the question {_short(row.get('question'))} has {what}; "
-                        "the curriculum orders rows by a numeric column (smallest first): fill it in or drop the row")
+        which = "a row" if column == "question" else f"the row of question {_short(row.get('question'))}"
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise DataError(f"data.curriculum_column {column!r}: {which} has no value there; the curriculum "
+                            "orders rows by a numeric column (smallest first): fill it in or drop the row")
+        raise DataError(f"data.curriculum_column {column!r}: {which} holds {_short(value)}, not a number; pick a "
+                        "column of numbers saying how hard each question is (smallest first), e.g. a step count")
     return x
 
 

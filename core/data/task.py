@@ -24,7 +24,7 @@ from core.config import DataConfig
 from .base import DataError, TaskData
 from .builtin import BUILTIN_PREFIX, load_builtin
 from .loaders import load_table, split_names
-from .order import curriculum_levels, curriculum_summary
+from .order import curriculum_levels, curriculum_summary, join_steps
 
 # A thousands separator: a comma with a digit before it and exactly three digits after it.
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -66,10 +66,23 @@ def load_task_data(cfg: DataConfig) -> TaskData:
     task = _load_rows(cfg)
     column = cfg.curriculum_column.strip()
     if column:
-        curriculum_levels(task.train, column)
-        task.notes.append(f"curriculum by {curriculum_summary(task.train, column)}: the smallest first, "
-                          f"every row from step {max(1, cfg.curriculum_steps)}")
+        levels = curriculum_levels(task.train, column)
+        if cfg.curriculum_steps <= 0:
+            task.notes.append(f"curriculum by {column!r}: 'all rows from step' is 0, so every row is drawn from "
+                              "the start (no curriculum)")
+        else:
+            joins = join_steps(len(levels), cfg.curriculum_steps)
+            when = ", ".join(f"{_level(v)} at step {s}" for v, s in list(zip(levels, joins))[1:8])
+            many = (f"; {len(levels)} distinct values: a column with a few levels (a step count, a grade) orders "
+                    "best" if len(levels) > 10 else "")
+            task.notes.append(f"curriculum by {curriculum_summary(task.train, column)}: the smallest first, then "
+                              f"{when}{', ...' if len(levels) > 8 else ''}; every row from step {cfg.curriculum_steps}"
+                              f"{many}")
     return task
+
+
+def _level(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
 
 
 def _load_rows(cfg: DataConfig) -> TaskData:

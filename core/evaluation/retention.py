@@ -179,9 +179,10 @@ def answer_kl(model, prompt_ids: list[list[int]], answer_ids: list[list[int]], *
         for i in range(0, len(prompt_ids), micro_batch):
             prompts, answers = prompt_ids[i:i + micro_batch], answer_ids[i:i + micro_batch]
             ids, attn, comp, cmask = pad_rollouts(prompts, answers, pad_id, device)
-            tuned = completion_logprobs(model, ids, attn, comp, cmask, 1.0)  # (b, T)
-            with model.disable_adapter():
-                base = completion_logprobs(model, ids, attn, comp, cmask, 1.0)  # (b, T)
+            with torch.compiler.set_stance("force_eager"):  # model.compile_layers is for training's passes
+                tuned = completion_logprobs(model, ids, attn, comp, cmask, 1.0)  # (b, T)
+                with model.disable_adapter():
+                    base = completion_logprobs(model, ids, attn, comp, cmask, 1.0)  # (b, T)
             mask = cmask.float()
             d = (tuned - base) * mask  # log(p_tuned / p_base), 0 on padding
             k3 = (torch.exp(d) - d - 1) * mask

@@ -253,6 +253,8 @@ def add_lora(model, cfg: ModelConfig):
     # 4-bit: peft's prepare_model_for_kbit_training would also upcast every bf16 parameter that is
     # not 4-bit (embeddings, norms, LM head) to fp32: +0.9 GB for a 1.5B model, and a copy of
     # weights that may be views of vLLM's. Freezing is all LoRA needs; checkpointing comes below.
+    if cfg.compile_layers:
+        _need_a_c_compiler()  # refused before the model is touched
     model.requires_grad_(False)
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     targets = [t for t in cfg.lora_target_modules if t in present]
@@ -276,13 +278,23 @@ def add_lora(model, cfg: ModelConfig):
     return peft_model
 
 
+def _need_a_c_compiler() -> None:
+    if not any(shutil.which(cc) for cc in ("cc", "gcc", "g++", "clang")):
+        raise ModelError("model.compile_layers: torch.compile builds its kernels with a C compiler and this machine "
+                         "has none on its PATH (cc, gcc, clang); install one or turn the setting off")
+
+
 def compile_layers(model, on: bool = True) -> int:
     """torch.compile each decoder layer in place (`nn.Module.compile`, dynamic shapes), or undo it
     (`on=False`: the app builds each run's adapter on the base the last run used); returns how many
     layers are compiled. The layers share their code, so one graph (per sequence-length regime,
-    and per adapter on / off for the reference pass) serves them all. Checkpointing and activation
-    offload wrap the compiled layers from outside; sampling runs them eagerly (HFEngine), and vLLM
-    never runs these modules (it has its own)."""
+    and per adapter on / off for the reference pass) serves them all; dynamo's limit of graph
+    variants per code object is raised to 64, as every run of a long-lived app (each LoRA rank,
+    micro-batch of 1, grad or not) adds variants, and past the limit layers run eagerly. HF's
+    checkpointing wraps the compiled call from outside; activation offload replaces the layers'
+    `forward`, so it runs inside the compiled call and is compiled with it (same gradients, CPU
+    test). Sampling and retention scoring run eagerly (`force_eager`), and vLLM never runs these
+    modules (it has its own)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = base.get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", None)
     layers = getattr(decoder, "layers", None)
@@ -291,6 +303,12 @@ def compile_layers(model, on: bool = True) -> int:
             raise ModelError(f"model.compile_layers: {type(base).__name__} has no decoder layers to compile "
                              "(no .model.layers); turn the setting off")
         return 0
+    if on:
+        _need_a_c_compiler()
+        import torch._dynamo
+
+        limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+        setattr(torch._dynamo.config, limit, max(64, getattr(torch._dynamo.config, limit)))
     for layer in layers:
         if on:
             layer.compile(dynamic=True)

@@ -175,7 +175,9 @@ def build(ctx: Ctx) -> None:
             if captions and plot in multi:
                 kw["caption"] = wanted[multi.index(plot)]
             updates.append(gr.update(**kw) if kw else gr.skip())
-        stale = bool(key) and key[2] not in ("loading", "running") and str(said or "").startswith(STARTED)
+        stale = (bool(key) and key[2] not in ("loading", "running") and str(said or "").startswith(STARTED)
+                 and f"`{key[0]}`" in str(said))  # this run's message: a refresh read just before a new start
+                                                  # still holds the last run's status
         return (*updates, tuple(wanted) if captions else gr.skip(), list(wanted_axis) if steps else gr.skip(),
                 "" if stale else gr.skip())
 
