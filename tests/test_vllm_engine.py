@@ -205,9 +205,14 @@ def test_merged_rollout_serves_the_adapter_and_restores_every_weight(engine_and_
     before = engine.llm.collective_rpc(compat.worker_weight_fingerprints)[0]
     through = [g[0].token_ids for g in engine.rollout(prompts, greedy, ref, model=model, merged=False)]
     assert not engine.rollout_stats["merged"]
+    x = torch.empty(GIB, dtype=torch.uint8, device="cuda")  # what a step's backward leaves in torch's cache
+    del x
     folded = [g[0].token_ids for g in engine.rollout(prompts, greedy, ref, model=model, merged=True)]
     stats = engine.rollout_stats
     assert stats["merged"], stats
+    mem = stats["memory_gib"]  # the cache went back before the fold, so the fold's scratch never sat on it
+    assert mem["start"]["torch_reserved"] - mem["cache_returned"]["torch_reserved"] >= 0.9
+    assert mem["folded"]["torch_reserved"] < mem["start"]["torch_reserved"] - 0.9
     assert engine.llm.collective_rpc(compat.worker_weight_fingerprints)[0] == before  # bit for bit
     base = [g[0].token_ids for g in engine.generate(prompts, greedy, None)]
     assert folded != base  # the engine served the folded adapter, not the base
