@@ -652,3 +652,20 @@ def test_the_preview_shows_the_questions_a_curriculum_starts_on(manager):
 
     assert all(len(re.findall(r" [-+*] ", q)) == 2 for q in questions), questions  # "4 * 3 + 5": 2 steps
     assert any("then 3 at step 10, 4 at step 20, 5 at step 30" in n for n in got["notes"]), got["notes"]
+
+
+def test_a_run_with_compiled_layers_says_its_first_step_waits_and_finishes(manager, caplog):
+    """model.compile_layers through the app's manager: the status says why the first step takes
+    long, and the run finishes on the CPU (a C compiler is there)."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="torch")  # torch.compile's trace logs, kept out of the report
+    cfg = tiny_config(manager, max_steps=2)
+    cfg.model.compile_layers = True
+    manager.start(cfg)
+    assert "the first step waits for it" in manager.status()["note"]
+    wait_for(lambda: manager.status()["state"] in ("finished", "failed"), timeout=300)
+    s = manager.status()
+    assert s["state"] == "finished" and s["step"] == 2, s.get("error")
+    layers = manager._trainer.model.get_base_model().model.layers
+    assert all(layer._compiled_call_impl is not None for layer in layers)

@@ -182,7 +182,9 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         control = worker_control(self.worker)
         with self._lock:
             self._state, self._error, self._traceback = "loading", "", ""
-            self._note = " ".join(rewards.notes)  # said once, in the status: a custom reward replaced a preset
+            self._note = " ".join(rewards.notes + (  # said once, in the status: a custom reward replaced a preset
+                ["The layers are compiled (model.compile_layers): the first step waits for it, tens of seconds."]
+                if cfg.model.compile_layers else []))
             self._control, self._cfg, self._task = control, cfg, task
             self._trainer, self._run_name, self._last_step = None, None, 0
             self._step_times, self._last_metrics, self._signal, self._signal_warning = [], {}, [], ""
