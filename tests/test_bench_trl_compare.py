@@ -495,3 +495,30 @@ def test_issue_21_tables_and_goals():
     assert "| 1024 | unsloth | 1.13x |" in md  # peer / ours: peak 5.87 / 5.2
     # a goal whose peers were never tried at a length has no row there
     assert not [g for g in goal_rows(records[:2], meta) if g["id"] in ("3", "4")]
+
+
+def test_training_alone_has_its_torch_peak_above_where_it_started():
+    """_training_starts / _step_memory: the step's torch peaks are the larger of the rollout's and
+    the training's, and the training's own peak is told above what torch held when it began."""
+    from types import SimpleNamespace
+
+    from bench.trl_compare.measure import _step_memory, _training_starts
+
+    GB = 2**30
+    state = {"alloc": 3 * GB, "max_alloc": 5 * GB, "max_res": 6 * GB}
+
+    def reset():
+        state["max_alloc"], state["max_res"] = state["alloc"], state["alloc"]
+
+    cuda = SimpleNamespace(is_available=lambda: True, synchronize=lambda: None,
+                           memory_allocated=lambda: state["alloc"], max_memory_allocated=lambda: state["max_alloc"],
+                           max_memory_reserved=lambda: state["max_res"], reset_peak_memory_stats=reset)
+    torch = SimpleNamespace(cuda=cuda)
+    mem = SimpleNamespace(end_window=lambda: 7 * GB)
+    current = {}
+    _training_starts(torch, current)  # the rollout peaked at 5 GiB allocated, 6 reserved; 3 held now
+    state["max_alloc"], state["max_res"] = 4.5 * GB, 4.75 * GB  # training's forward/backward
+    got = _step_memory(torch, mem, current)
+    assert got["torch_max_allocated_gib"] == pytest.approx(5.0) and got["torch_max_reserved_gib"] == pytest.approx(6.0)
+    assert got["torch_training_above_start_gib"] == pytest.approx(1.5) and got["device_peak_gib"] == pytest.approx(7.0)
+    assert "torch_training_above_start_gib" not in _step_memory(torch, mem)  # no phase switch seen: not said

@@ -210,12 +210,33 @@ def _lengths_summary(lengths: list[int]) -> dict:
             "total": sum(lengths)}
 
 
-def _step_memory(torch, mem: DeviceMemory) -> dict:
+def _step_memory(torch, mem: DeviceMemory, current: dict | None = None) -> dict:
+    """The step's peaks: the device's (NVML, polled) and torch's; with `_training_starts` called at
+    the switch from rollout to training, also the most torch allocated in training above what it
+    held when training began: a transient the polling could miss (TRL's training phase read 6.97
+    GiB on 2026-12-06, below what its logits alone need if they are whole)."""
     if not torch.cuda.is_available():
         return {"device_peak_gib": None, "torch_max_allocated_gib": None, "torch_max_reserved_gib": None}
-    return {"device_peak_gib": gib(mem.end_window()),
-            "torch_max_allocated_gib": gib(torch.cuda.max_memory_allocated()),
-            "torch_max_reserved_gib": gib(torch.cuda.max_memory_reserved())}
+    current = current or {}
+    out = {"device_peak_gib": gib(mem.end_window()),
+           "torch_max_allocated_gib": gib(max(current.get("torch_rollout_max_allocated", 0),
+                                              torch.cuda.max_memory_allocated())),
+           "torch_max_reserved_gib": gib(max(current.get("torch_rollout_max_reserved", 0),
+                                             torch.cuda.max_memory_reserved()))}
+    if "torch_training_start" in current:
+        out["torch_training_above_start_gib"] = gib(torch.cuda.max_memory_allocated() - current["torch_training_start"])
+    return out
+
+
+def _training_starts(torch, current: dict) -> None:
+    """At the switch from rollout to training: keep the rollout's torch peaks, note what torch holds,
+    and restart its peak counters, so `_step_memory` can say what training alone allocated."""
+    if torch.cuda.is_available():
+        _sync(torch)
+        current["torch_rollout_max_allocated"] = torch.cuda.max_memory_allocated()
+        current["torch_rollout_max_reserved"] = torch.cuda.max_memory_reserved()
+        current["torch_training_start"] = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
 
 
 def _begin_step(torch, mem: DeviceMemory) -> float:

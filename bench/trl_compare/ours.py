@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from bench.trl_compare.measure import (DeviceMemory, Recorder, _begin_step, _lengths_summary, _step_memory, _sync,
-                                       _time_for_another, gib)
+                                       _time_for_another, _training_starts, gib)
 from bench.trl_compare.prompts import PLAIN_TEMPLATE, bench_reward, make_prompts
 from bench.trl_compare.systems import TARGETS
 
@@ -180,6 +180,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                 return inner_rollout(*a2, **kw)
             finally:
                 mem.set_phase("training")
+                _training_starts(torch, current)
 
         trainer.engine.rollout = phased_rollout
         rec["merged_rollouts_asked"] = trainer.merged_rollouts
@@ -197,7 +198,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             t = _begin_step(torch, mem)
             result = trainer.train_step()
             _sync(torch)
-            step = {"step": k, "seconds": round(time.perf_counter() - t, 3), **_step_memory(torch, mem)}
+            step = {"step": k, "seconds": round(time.perf_counter() - t, 3), **_step_memory(torch, mem, current)}
             ro = current.get("rollout", {})
             gen_s = result.metrics.get("generation_time")
             step["rollout"] = {**ro, "seconds": round(gen_s, 3) if gen_s is not None else None}

@@ -15,7 +15,7 @@ import tempfile
 import time
 
 from bench.trl_compare.measure import (DeviceMemory, Recorder, _begin_step, _lengths_summary, _step_memory, _sync,
-                                       _time_for_another, gib)
+                                       _time_for_another, _training_starts, gib)
 from bench.trl_compare.prompts import bench_reward, make_prompts
 from bench.trl_compare.systems import GIB, TARGETS, short
 
@@ -81,7 +81,7 @@ def run_trl_trainer(args, rec: dict, r: Recorder, mem: DeviceMemory, make_traine
         def on_step_end(self, targs, state, control, **kw):
             _sync(torch)
             step = {"step": state.global_step, "seconds": round(time.perf_counter() - self.t, 3),
-                    **_step_memory(torch, mem)}
+                    **_step_memory(torch, mem, current)}
             ro = dict(current.get("rollout", {}))
             if ro.get("seconds") and ro.get("completion_tokens", {}).get("total"):
                 ro["tokens_per_s"] = round(ro["completion_tokens"]["total"] / ro["seconds"], 1)
@@ -126,6 +126,7 @@ def run_trl_trainer(args, rec: dict, r: Recorder, mem: DeviceMemory, make_traine
             out = inner(prompt_ids, *a, **kw)
             _sync(torch)
             mem.set_phase("training")
+            _training_starts(torch, current)
             ro = {"seconds": round(time.perf_counter() - t, 3)}
             try:  # TRL 1.16 returns (completion ids, ...); another TRL may not: then no token counts
                 completion_ids = out[0]
