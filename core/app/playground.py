@@ -329,22 +329,21 @@ class Playground:
         """Copy an uploaded data file into the uploads folder under a name holding its content
         hash, so a run's data never changes under it (core/runs/access.py). Past the uploads quota the
         oldest uploads that no run (nor the active one) uses are deleted first."""
-        from core.runs.folders import data_sources
-
-        in_use = data_sources(self.runs_dir)
-        if self._cfg is not None:
-            in_use.add(self._cfg.data.source)
         try:
-            return str(self.paths.store_upload(path, in_use=in_use))
+            return str(self.paths.store_upload(path, in_use=self._uploads_in_use()))
         except AccessError as e:
             raise ManagerError(str(e)) from None
 
     def discard_upload(self, stored: str, current: str = "") -> bool:
         """Delete an upload stored a moment ago that did not parse (it would count to the quota
         for nothing), unless a run, the active one or the page's `current` source uses it."""
+        return self.paths.discard_upload(stored, in_use=self._uploads_in_use() | {current})
+
+    def _uploads_in_use(self) -> set[str]:
+        """The data sources of every run's config.yaml and of the active run: uploads never deleted."""
         from core.runs.folders import data_sources
 
-        in_use = data_sources(self.runs_dir) | {current}
+        in_use = data_sources(self.runs_dir)
         if self._cfg is not None:
             in_use.add(self._cfg.data.source)
-        return self.paths.discard_upload(stored, in_use=in_use)
+        return in_use

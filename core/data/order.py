@@ -62,7 +62,8 @@ def easiest_rows(rows: list[dict], column: str, n: int) -> list[dict]:
 
 
 def join_steps(n_levels: int, ramp_steps: int) -> list[int]:
-    """The step at which each level joins (steps counted from 1), as `unlocked_levels` decides.
+    """The step at which each level joins (steps counted from 1): level i at round(ramp_steps * i /
+    (n_levels - 1)), the first at step 1, the last at `ramp_steps` (all at step 1 when it is 0).
 
     >>> join_steps(4, 120)
     [1, 40, 80, 120]
@@ -73,17 +74,29 @@ def join_steps(n_levels: int, ramp_steps: int) -> list[int]:
 
 def unlocked_levels(step: int, n_levels: int, ramp_steps: int) -> int:
     """How many of the `n_levels` easiest values step `step` draws from (steps counted from 1, as
-    the run shows them): level i joins at step round(ramp_steps * i / (n_levels - 1)), the last at
-    `ramp_steps`.
+    the run shows them): those whose `join_steps` step has come.
 
     >>> [unlocked_levels(s, 4, 150) for s in (1, 49, 50, 99, 100, 149, 150, 1000)]
     [1, 1, 2, 2, 3, 3, 4, 4]
     >>> unlocked_levels(1, 4, 0)
     4
     """
-    if n_levels <= 1 or ramp_steps <= 0:
-        return max(1, n_levels)
-    return sum(1 for i in range(n_levels) if step >= round(ramp_steps * i / (n_levels - 1)))
+    return max(1, sum(step >= j for j in join_steps(n_levels, ramp_steps)))
+
+
+def curriculum_note(rows: list[dict], column: str, ramp_steps: int) -> str:
+    """The data note of a curriculum: its levels, when each joins, and a word when it is none or
+    orders poorly. Checks the column first (`curriculum_levels`' errors)."""
+    levels = curriculum_levels(rows, column)
+    if ramp_steps <= 0:
+        return (f"curriculum by {column!r}: 'all rows from step' is 0, so every row is drawn from the start "
+                "(no curriculum)")
+    joins = join_steps(len(levels), ramp_steps)
+    when = ", ".join(f"{_show(v)} at step {s}" for v, s in list(zip(levels, joins))[1:8])
+    many = (f"; {len(levels)} distinct values: a column with a few levels (a step count, a grade) orders best"
+            if len(levels) > 10 else "")
+    return (f"curriculum by {curriculum_summary(rows, column)}: the smallest first, then {when}"
+            f"{', ...' if len(levels) > 8 else ''}; every row from step {ramp_steps}{many}")
 
 
 def step_rows(rows: list[dict], step: int, per_step: int, seed: int, *, curriculum_column: str = "",

@@ -24,7 +24,7 @@ from core.config import DataConfig
 from .base import DataError, TaskData
 from .builtin import BUILTIN_PREFIX, load_builtin
 from .loaders import load_table, split_names
-from .order import curriculum_levels, curriculum_summary, join_steps
+from .order import curriculum_note
 
 # A thousands separator: a comma with a digit before it and exactly three digits after it.
 _THOUSANDS_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
@@ -64,25 +64,9 @@ def load_task_data(cfg: DataConfig) -> TaskData:
     """Train and held-out rows for `cfg` (a built-in task, a file, a folder or a hub dataset); a
     curriculum column is checked here, so a bad one is refused when the data is loaded."""
     task = _load_rows(cfg)
-    column = cfg.curriculum_column.strip()
-    if column:
-        levels = curriculum_levels(task.train, column)
-        if cfg.curriculum_steps <= 0:
-            task.notes.append(f"curriculum by {column!r}: 'all rows from step' is 0, so every row is drawn from "
-                              "the start (no curriculum)")
-        else:
-            joins = join_steps(len(levels), cfg.curriculum_steps)
-            when = ", ".join(f"{_level(v)} at step {s}" for v, s in list(zip(levels, joins))[1:8])
-            many = (f"; {len(levels)} distinct values: a column with a few levels (a step count, a grade) orders "
-                    "best" if len(levels) > 10 else "")
-            task.notes.append(f"curriculum by {curriculum_summary(task.train, column)}: the smallest first, then "
-                              f"{when}{', ...' if len(levels) > 8 else ''}; every row from step {cfg.curriculum_steps}"
-                              f"{many}")
+    if cfg.curriculum_column.strip():
+        task.notes.append(curriculum_note(task.train, cfg.curriculum_column.strip(), cfg.curriculum_steps))
     return task
-
-
-def _level(v: float) -> str:
-    return str(int(v)) if float(v).is_integer() else str(v)
 
 
 def _load_rows(cfg: DataConfig) -> TaskData:
