@@ -183,7 +183,7 @@ def test_tiny_run_end_to_end(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.trl_compare", "--tiny", "--lengths", "16", "--steps", "1",
-         "--out", str(out), "--model-dir", str(tmp_path / "model")],
+         "--out", str(out), "--model-dir", str(tmp_path / "model"), "--decode-probe", "all-ours"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "trl_compare.json").read_text())
@@ -196,6 +196,13 @@ def test_tiny_run_end_to_end(tmp_path):
         assert h["prompt_tokens"]["min"] == h["prompt_tokens"]["max"] == 32
         assert r["versions"]["trl"] and r["versions"]["torch"]
     assert recs["ours"]["ours_config"]["model"]["load_in_4bit"] is False
+    # the decode probe ran on ours' engine after its steps: three batch sizes, a host profile
+    probe = recs["ours"]["decode_probe"]
+    assert "error" not in probe, probe
+    assert set(probe["per_step_ms"]) == {"1", "8", "32"} and all(v > 0 for v in probe["per_step_ms"].values())
+    assert probe["tokens"] == 16 and probe["device_busy"]["share"] is None  # no device kernels on a CPU
+    assert probe["host_profile"]["top"] and probe["host_profile"]["top"][0]["tottime_s"] > 0
+    assert "decode_probe" not in recs["trl"]
     assert "n/a on CPU" in (out / "trl_compare.md").read_text()
 
 

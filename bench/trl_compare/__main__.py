@@ -147,6 +147,9 @@ def main(argv=None) -> int:
     p.add_argument("--ours-offload", action="store_true", help="ours: activation offload (config default: off)")
     p.add_argument("--ours-compile", action="store_true", help="ours: model.compile_layers (torch.compile each "
                    "decoder layer; config default: off)")
+    p.add_argument("--decode-probe", choices=["off", "ours-fast", "all-ours"], default="off",
+                   help="after the steps, measure where the decode's time goes on the same engine "
+                        "(bench/trl_compare/decode_probe.py): in ours-fast only, or in every ours system")
     p.add_argument("--ours-micro-batch", type=int, default=0,
                    help="ours: algorithm.micro_batch_size (default 0 = auto: the memory planner's pick, no more "
                         "memory than the rollouts' KV cache; the G sequences in one pass = what TRL runs)")

@@ -214,6 +214,18 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             mem.set_phase(None)
             rec["steps"].append(step)
             r.phase(f"step {k} done")
+        probe = getattr(args, "decode_probe", "off")
+        if probe == "all-ours" or (probe == "ours-fast" and args.child == "ours-fast"):
+            from bench.trl_compare.decode_probe import decode_probe
+
+            r.phase("decode probe")
+            mem.set_phase("decode probe")
+            ids = tok(prompts[0], add_special_tokens=False)["input_ids"][: args.prompt_len]
+            try:
+                rec["decode_probe"] = decode_probe(trainer.engine, ids, tokens=min(256, args.length))
+            except Exception as e:  # noqa: BLE001 - the steps are the record; the probe only adds to it
+                rec["decode_probe"] = {"error": f"{type(e).__name__}: {e}"[:400]}
+            mem.set_phase(None)
         if fingerprints is not None:  # frozen weights, folded and unfolded every step: bit for bit the same?
             rec["base_weights_bitwise_unchanged"] = weight_fingerprints(trainer.engine) == fingerprints
             if not rec["base_weights_bitwise_unchanged"]:

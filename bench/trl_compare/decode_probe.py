@@ -1,0 +1,93 @@
+"""Where a rollout's decode time goes, on the engine a finished `ours` child has built (`--decode-probe`).
+
+Owns: three measurements of `engine.generate`, the call every rollout and chat answer goes
+through, made after the child's steps on the same engine (the base model, no adapter):
+  1. `per_step_ms`: wall time per decode step at n = 1, 8 and 32 sequences (one prompt, every
+     completion forced to `tokens` tokens). Flat in n means a fixed cost per step (launches, the
+     scheduler, Python), not the weights' bytes, sets the pace.
+  2. `device_busy`: the same n = 8 call under `torch.profiler` (CPU + CUDA activities): the sum of
+     device kernel time over the wall time. CUPTI sees kernels replayed inside CUDA graphs, so
+     this is the GPU's busy share also with vLLM's graphs on; a share well under 1 means the GPU
+     waits on the host between steps.
+  3. `host_top`: the same call under cProfile, the functions with the most own (tottime) host
+     time, with the call that waits for the device's result among them.
+A memory-bandwidth floor per step (the weights' bytes over the GPU's bandwidth, given by the
+caller) sits beside the measured step, so the record says how far the decode is from it.
+
+Refuses to know: which system built the engine, the training step, rendering.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import time
+
+
+def _timed(engine, prompt_ids, n: int, tokens: int, sync) -> float:
+    from core.engines.base import SamplingSettings
+
+    s = SamplingSettings(n=n, temperature=1.0, top_p=1.0, max_tokens=tokens, seed=0, ignore_eos=True)
+    sync()
+    t = time.perf_counter()
+    out = engine.generate([list(prompt_ids)], s)
+    sync()
+    wall = time.perf_counter() - t
+    got = sorted(len(c.token_ids) for c in out[0])
+    if got[0] != tokens or got[-1] != tokens:
+        raise RuntimeError(f"decode probe: asked {n} x {tokens} tokens, got {got[0]}-{got[-1]}")
+    return wall
+
+
+def device_kernel_seconds(prof) -> float:
+    """Sum of device (CUDA) kernel time in a finished torch.profiler run, in seconds; 0.0 on a CPU."""
+    total_us = 0.0
+    for e in prof.events():
+        dev = getattr(e, "device_type", None)
+        if dev is not None and str(dev).endswith("CUDA"):
+            total_us += e.self_device_time_total if hasattr(e, "self_device_time_total") else e.cuda_time_total
+    return total_us / 1e6
+
+
+def host_top(stats: pstats.Stats, k: int = 15) -> list[dict]:
+    """The k functions with the most own host time: {"fn", "tottime_s", "calls"}."""
+    rows = []
+    for (path, line, name), (_cc, calls, tottime, _cum, _callers) in stats.stats.items():
+        rows.append({"fn": f"{'/'.join(path.rsplit('/', 2)[-2:])}:{line}({name})",
+                     "tottime_s": round(tottime, 4), "calls": calls})
+    rows.sort(key=lambda r: -r["tottime_s"])
+    return rows[:k]
+
+
+def decode_probe(engine, prompt_ids, tokens: int = 256, ns=(1, 8, 32), floor_ms: float | None = None) -> dict:
+    """The record described in the module docstring. `floor_ms`: the bandwidth floor of one decode step."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    rec: dict = {"tokens": tokens, "prompt_tokens": len(prompt_ids), "per_step_ms": {}}
+    _timed(engine, prompt_ids, ns[0], 8, sync)  # warm: any first-call work out of the timings
+    for n in ns:
+        rec["per_step_ms"][str(n)] = round(_timed(engine, prompt_ids, n, tokens, sync) / tokens * 1e3, 3)
+    n_mid = 8 if 8 in ns else ns[0]
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        wall = _timed(engine, prompt_ids, n_mid, tokens, sync)
+    busy = device_kernel_seconds(prof)
+    rec["device_busy"] = {"n": n_mid, "wall_s": round(wall, 4), "kernel_s": round(busy, 4),
+                          "share": round(busy / wall, 3) if cuda and wall > 0 else None,
+                          "kernel_ms_per_step": round(busy / tokens * 1e3, 3) if cuda else None}
+    pr = cProfile.Profile()
+    pr.enable()
+    wall = _timed(engine, prompt_ids, n_mid, tokens, sync)
+    pr.disable()
+    buf = io.StringIO()
+    st = pstats.Stats(pr, stream=buf)
+    rec["host_profile"] = {"n": n_mid, "wall_s_under_cprofile": round(wall, 4), "top": host_top(st)}
+    if floor_ms is not None:
+        rec["bandwidth_floor_ms_per_step"] = round(floor_ms, 3)
+        rec["per_step_over_floor"] = {n: round(v / floor_ms, 2) for n, v in rec["per_step_ms"].items()}
+    return rec
