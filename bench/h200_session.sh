@@ -240,6 +240,8 @@ print(w(sys.argv[1], json.load(open(sys.argv[2])), 'bfloat16'))" "$dir" "$cfg"
     # the default model (Qwen2.5-1.5B shape, bf16) is the vLLM benchmark's folder (same digest)
     shift
     cp -n bench/results/trl_compare*.json "$OUT/" 2>/dev/null  # -n: a second trl call keeps the first one's
+    # the random 1.5B folder may still be being written by the last kit run's background prep: wait for it
+    [ -f /tmp/prep.started ] && for _ in $(seq 240); do [ -f /tmp/prep.done ] && break; sleep 1; done
     md=(--model-dir /root/bench-qwen15)
     for ((i = 1; i <= $#; i++)); do  # another model: its own folder, /root/bench-<config name>
       [ "${!i}" = --model-config ] && j=$((i + 1)) && md=(--model-dir "/root/bench-$(basename "${!j}" .json)")

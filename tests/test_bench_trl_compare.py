@@ -202,6 +202,9 @@ def test_tiny_run_end_to_end(tmp_path):
     assert set(probe["per_step_ms"]) == {"1", "8", "32"} and all(v > 0 for v in probe["per_step_ms"].values())
     assert probe["tokens"] == 16 and probe["device_busy"]["share"] is None  # no device kernels on a CPU
     assert probe["host_profile"]["top"] and probe["host_profile"]["top"][0]["tottime_s"] > 0
+    hf = probe["hf_static"]  # transformers' static-cache generate on the same model, adapter off
+    assert "error" not in hf, hf
+    assert hf["new_tokens"] == 16 and hf["per_step_ms"] > 0
     assert "decode_probe" not in recs["trl"]
     assert "n/a on CPU" in (out / "trl_compare.md").read_text()
 

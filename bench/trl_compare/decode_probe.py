@@ -11,6 +11,11 @@ through, made after the child's steps on the same engine (the base model, no ada
      waits on the host between steps.
   3. `host_top`: the same call under cProfile, the functions with the most own (tottime) host
      time, with the call that waits for the device's result among them.
+  4. `hf_static` (optional, `model` given): the same n = 8 sampling through transformers'
+     `generate` with a static KV cache, which transformers compiles (torch.compile with CUDA
+     graphs, its `CompileConfig` default) on the trainer's own model with the adapter off: the
+     base weights are the same tensors vLLM decodes. Timed twice, the first call holding the
+     compile. It asks whether a graph-replayed decode loop beats vLLM's step at this batch.
 A memory-bandwidth floor per step (the weights' bytes over the GPU's bandwidth, given by the
 caller) sits beside the measured step, so the record says how far the decode is from it.
 
@@ -19,6 +24,7 @@ Refuses to know: which system built the engine, the training step, rendering.
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import io
 import pstats
@@ -60,7 +66,37 @@ def host_top(stats: pstats.Stats, k: int = 15) -> list[dict]:
     return rows[:k]
 
 
-def decode_probe(engine, prompt_ids, tokens: int = 256, ns=(1, 8, 32), floor_ms: float | None = None) -> dict:
+def hf_static(model, prompt_ids, n: int, tokens: int, pad_id: int) -> dict:
+    """Two timed `generate` calls of n x `tokens` sampled tokens with a static cache (module docstring, 4)."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt_ids)] * n, device=device)
+    kw = dict(max_new_tokens=tokens, min_new_tokens=tokens, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
+              use_cache=True, cache_implementation="static", pad_token_id=pad_id,
+              attention_mask=torch.ones_like(ids))
+    rec: dict = {"n": n, "tokens": tokens}
+    was_training = model.training
+    model.eval()
+    ctx = model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
+    try:
+        with ctx, torch.no_grad():
+            for key in ("first_s", "second_s"):
+                sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+                sync()
+                t = time.perf_counter()
+                out = model.generate(ids, **kw)
+                sync()
+                rec[key] = round(time.perf_counter() - t, 3)
+        rec["new_tokens"] = int(out.shape[1] - ids.shape[1])
+        rec["per_step_ms"] = round(rec["second_s"] / tokens * 1e3, 3)
+    finally:
+        model.train(was_training)
+    return rec
+
+
+def decode_probe(engine, prompt_ids, tokens: int = 256, ns=(1, 8, 32), floor_ms: float | None = None,
+                 model=None, pad_id: int = 0) -> dict:
     """The record described in the module docstring. `floor_ms`: the bandwidth floor of one decode step."""
     import torch
 
@@ -87,6 +123,11 @@ def decode_probe(engine, prompt_ids, tokens: int = 256, ns=(1, 8, 32), floor_ms:
     buf = io.StringIO()
     st = pstats.Stats(pr, stream=buf)
     rec["host_profile"] = {"n": n_mid, "wall_s_under_cprofile": round(wall, 4), "top": host_top(st)}
+    if model is not None:
+        try:
+            rec["hf_static"] = hf_static(model, prompt_ids, n_mid, tokens, pad_id)
+        except Exception as e:  # noqa: BLE001 - an answer too: this path does not run here
+            rec["hf_static"] = {"error": f"{type(e).__name__}: {e}"[:400]}
     if floor_ms is not None:
         rec["bandwidth_floor_ms_per_step"] = round(floor_ms, 3)
         rec["per_step_over_floor"] = {n: round(v / floor_ms, 2) for n, v in rec["per_step_ms"].items()}

@@ -222,7 +222,8 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             mem.set_phase("decode probe")
             ids = tok(prompts[0], add_special_tokens=False)["input_ids"][: args.prompt_len]
             try:
-                rec["decode_probe"] = decode_probe(trainer.engine, ids, tokens=min(256, args.length))
+                rec["decode_probe"] = decode_probe(trainer.engine, ids, tokens=min(256, args.length),
+                                                   model=trainer.model, pad_id=tok.pad_token_id or 0)
             except Exception as e:  # noqa: BLE001 - the steps are the record; the probe only adds to it
                 rec["decode_probe"] = {"error": f"{type(e).__name__}: {e}"[:400]}
             mem.set_phase(None)
