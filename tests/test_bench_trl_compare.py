@@ -532,3 +532,30 @@ def test_training_alone_has_its_torch_peak_above_where_it_started():
     assert got["torch_max_allocated_gib"] == pytest.approx(5.0) and got["torch_max_reserved_gib"] == pytest.approx(6.0)
     assert got["torch_training_above_start_gib"] == pytest.approx(1.5) and got["device_peak_gib"] == pytest.approx(7.0)
     assert "torch_training_above_start_gib" not in _step_memory(torch, mem)  # no phase switch seen: not said
+
+
+def test_a_measurement_dies_with_its_parent(tmp_path):
+    """2026-12-06: a parent stopped at its command's limit left its Unsloth child running beside the
+    next command. The child's process now gets SIGKILL from the kernel when the parent dies."""
+    import signal
+    import time
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from bench.trl_compare.parent import spawn_child; "
+            "p = spawn_child(['sleep', '60']); print(p.pid, flush=True); p.wait()")
+    parent = subprocess.Popen([sys.executable, "-c", code, str(ROOT)], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)  # running
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=10)
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        # a zombie (dead, not yet reaped by init) counts as gone
+        if Path(f"/proc/{child}/stat").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the child outlived its parent")

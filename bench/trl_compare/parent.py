@@ -81,6 +81,33 @@ def child_command(args, system: str, length: int, model_dir: Path, json_out: Pat
     return cmd
 
 
+def _die_with_parent() -> None:  # in the child, between fork and exec (Linux; elsewhere a no-op)
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def spawn_child(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """A measurement's process, in its own session (its group is what a timeout kills), that the
+    kernel kills when this parent dies however it dies: on 2026-12-06 the device tool stopped a
+    parent at its command's 600 s and the Unsloth child it was waiting on ran on for minutes beside
+    the next command's measurements."""
+    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the child's process group, then SIGKILL it if it has not gone within 15 s."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def run_one(args, system: str, length: int, requested: int, model_dir: Path, log_dir: Path, timeout: float,
             common: dict) -> dict:
     json_out = log_dir / f"{system}-{length}.json"
@@ -100,20 +127,16 @@ def run_one(args, system: str, length: int, requested: int, model_dir: Path, log
     t0 = time.time()
     status = None
     with open(log_path, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
+        proc = spawn_child(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             status = "timeout"
-            for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                try:
-                    proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
+            stop_group(proc)
             rc = proc.returncode
+        except BaseException:  # the parent interrupted (Ctrl-C): the child too (killed outright: _die_with_parent)
+            stop_group(proc)
+            raise
     wall = time.time() - t0
     try:
         rec = json.loads(json_out.read_text())
