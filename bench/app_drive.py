@@ -167,12 +167,15 @@ def run_cli(cfg_path: str, sets: list[str], runs: Path, name: str, budget_s: flo
     cmd = [sys.executable, "-m", "scripts.train", "--config", cfg_path, "--set", *sets,
            f"run.output_dir={runs}", f"run.run_name={name}"]
     t0 = time.time()
+    from bench.common import spawn_child
+
+    p = spawn_child(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=budget_s)
-        tail = (p.stdout + p.stderr)[-2000:]
+        tail = (p.communicate(timeout=budget_s)[0] or "")[-2000:]
         rc = p.returncode
-    except subprocess.TimeoutExpired as e:
-        tail, rc = (str(e.stdout or "") + str(e.stderr or ""))[-2000:], "timeout"
+    except subprocess.TimeoutExpired:
+        p.kill()
+        tail, rc = (p.communicate()[0] or "")[-2000:], "timeout"
     out = {"cmd": " ".join(cmd), "rc": rc, "wall_s": round(time.time() - t0, 1), "tail": tail}
     metrics = runs / name / "metrics.jsonl"
     if metrics.exists():
@@ -191,6 +194,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cli", action="store_true", help="also the same recipe through python -m scripts.train")
     ap.add_argument("--cli-before", type=int, default=0, help="steps of the CLI with the old app engine sizing")
     ap.add_argument("--skip-app", action="store_true")
+    ap.add_argument("--cli-from", default="", help="an app_drive.json whose 'cli' record (a --skip-app --cli "
+                    "run, its own command before this one) is the CLI side here: the app's run then has the whole "
+                    "command's budget")
     ap.add_argument("--model", default="", help="app.py --model (default: the bundled SmolLM2)")
     ap.add_argument("--budget-s", type=float, default=560)
     args = ap.parse_args(argv)
@@ -214,6 +220,11 @@ def main(argv=None) -> int:
 
     # 1) the CLI first, same recipe, and the old app sizing: it pays vLLM's first compile on a fresh
     # machine (step times exclude the engine start), so the app's run is not the one that waits for it
+    if args.cli_from:
+        earlier = json.loads(Path(args.cli_from).read_text())
+        if "mean_step_s" not in earlier.get("cli", {}):
+            raise SystemExit(f"{args.cli_from} holds no CLI run with step times")
+        rec.put("cli", {**earlier["cli"], "from": args.cli_from, "started": earlier.get("started")})
     if args.cli and left() > 60:
         rec.put("cli", run_cli(args.config, sets, runs / "cli", "cli", left() - 10))
     if args.cli_before and left() > 60:
@@ -224,9 +235,11 @@ def main(argv=None) -> int:
     if not args.skip_app:
         port = free_port()
         log = open(out / "app_drive_app.log", "w")
-        app = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--runs-dir", str(runs / "app"),
-                                *(["--model", args.model] if args.model else [])],
-                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        from bench.common import spawn_child
+
+        app = spawn_child([sys.executable, "app.py", "--port", str(port), "--runs-dir", str(runs / "app"),
+                           *(["--model", args.model] if args.model else [])],
+                          cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         try:
             from gradio_client import Client
 

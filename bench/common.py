@@ -14,6 +14,8 @@ import hashlib
 import itertools
 import json
 import platform
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -44,6 +46,23 @@ def build_tokenizer(vocab_size: int, special_ids: dict[str, int]):
                                   bos_token=None, unk_token=None)
     tok.chat_template = TINY_CHAT_TEMPLATE
     return tok
+
+
+def _die_with_parent() -> None:  # in the child, between fork and exec (Linux; elsewhere a no-op)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the caller's own clean-up is all there is
+        pass
+
+
+def spawn_child(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """A benchmark's child process that the kernel kills when this process dies, however it dies
+    (Linux). On 2026-12-06 the device tool stopped a trl_compare parent at its command's 600 s and
+    the Unsloth child it was waiting on ran on beside the next command's measurements. Keyword
+    arguments go to Popen (e.g. start_new_session=True, so a timeout can kill the child's group)."""
+    return subprocess.Popen(cmd, preexec_fn=_die_with_parent, **kwargs)
 
 
 def config_digest(config: dict) -> str:

@@ -66,6 +66,20 @@
 #   bash bench/h200_session.sh compile       # eager vs compiled, one micro-batch (bench/compile_layers.py)
 #   bash bench/h200_session.sh trl --systems ours,ours-fast --lengths 1024 --ours-compile --budget-s 500
 # then --lengths 4096 and the 4-bit pair (ours-4bit,unsloth-4bit).
+# Issue 31, as run on 2026-12-06 07:24-07:47 (H100; records in bench/results/2026-12-06_h100_c/): the kit
+# in seven runs, then `trl --systems ours,ours-fast,unsloth,trl-vllm --lengths 1024 --decode-probe
+# ours-fast --budget-s 540` ran past the command's 600 s (the prep wait + a fresh machine's first
+# vLLM compile, 4 min) and its Unsloth child outlived it (fixed: bench.common.spawn_child); the app
+# drive with --cli --budget-s 540 (454 s: the CLI's 254 s cut the app's run at step 33); ours-fast
+# with the decode probe (78 s); ours eager + fp8 KV, Unsloth (timed out at 105 s).
+# Next, in order (each its own command, all after the kit; the model folder's prep must be done first):
+#   bash bench/h200_session.sh app-cli --config configs/smollm2-largest.yaml --set model.lora_r=32 \
+#        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --budget-s 400      # ~260 s
+#   bash bench/h200_session.sh app --config configs/smollm2-largest.yaml --set model.lora_r=32 \
+#        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --eval-n 200 \
+#        --cli-from /root/app_drive_cli.json --budget-s 560                                     # ~500 s
+#   bash bench/h200_session.sh trl --systems ours,ours-fast,trl-vllm --lengths 1024 --budget-s 540  # ~5 min (fresh machine: the first vLLM compile ~3 min)
+#   bash bench/h200_session.sh trl --systems unsloth,unsloth-defaults --lengths 1024 --budget-s 560 # carry .devkit/unsloth
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
@@ -211,6 +225,14 @@ case "${1:-}" in
     shift
     for _ in $(seq 120); do [ -f /tmp/smol.done ] && break; sleep 1; done
     PYTHONUNBUFFERED=1 python bench/app_drive.py --out "$OUT" "$@" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 80
+    ;;
+  app-cli)
+    # the CLI half of the app drive, in its own command (then `app ... --cli-from /root/app_drive_cli.json`
+    # gives the app's run the whole next command); it pays vLLM's first compile, so run it first
+    shift
+    for _ in $(seq 120); do [ -f /tmp/smol.done ] && break; sleep 1; done
+    PYTHONUNBUFFERED=1 python bench/app_drive.py --out "$OUT" --skip-app --cli "$@" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 20
+    cp "$OUT/app_drive.json" /root/app_drive_cli.json
     ;;
   prebuild)
     # a random-weight model folder (CPU only), built while another run uses the GPU: the default

@@ -22,3 +22,25 @@ def test_app_and_cli_compare_over_the_same_steps(tmp_path):
     m = matched_ratio(a, c)
     assert m["steps"] == "2-4" and m["ratio"] == pytest.approx(1.1) and m["median_ratio"] == pytest.approx(1.1)
     assert matched_ratio({"step_times": [1.0, 1.0]}, c) is None  # too few steps to say anything
+
+
+def test_the_cli_side_can_come_from_an_earlier_command(tmp_path):
+    """The CLI runs in its own GPU command (--skip-app --cli), the app's drive in the next one with
+    --cli-from: the app's run then has the whole 600 s command (2026-12-06 07:35: the CLI's 254 s
+    left the app's run 126 s, and it was cut at step 33)."""
+    from bench.app_drive import ROOT, main
+
+    earlier = tmp_path / "cli_drive.json"
+    earlier.write_text(json.dumps({"started": "2026-12-06 07:35:04",
+                                   "cli": {"rc": 0, "steps": 3, "mean_step_s": 1.5, "step_times": [3.0, 1.0, 0.5]}}))
+    out = tmp_path / "out"
+    assert main(["--config", str(ROOT / "configs" / "smollm2-largest.yaml"), "--skip-app", "--cli-from",
+                 str(earlier), "--out", str(out)]) == 0
+    rec = json.loads((out / "app_drive.json").read_text())
+    assert rec["cli"]["mean_step_s"] == 1.5 and rec["cli"]["from"] == str(earlier)
+    assert rec["cli"]["started"] == "2026-12-06 07:35:04"
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"started": "x"}))
+    with pytest.raises(SystemExit, match="no CLI run"):
+        main(["--config", str(ROOT / "configs" / "smollm2-largest.yaml"), "--skip-app", "--cli-from", str(empty),
+              "--out", str(out)])

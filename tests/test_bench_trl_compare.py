@@ -540,7 +540,7 @@ def test_a_measurement_dies_with_its_parent(tmp_path):
     import signal
     import time
 
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from bench.trl_compare.parent import spawn_child; "
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from bench.common import spawn_child; "
             "p = spawn_child(['sleep', '60']); print(p.pid, flush=True); p.wait()")
     parent = subprocess.Popen([sys.executable, "-c", code, str(ROOT)], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())

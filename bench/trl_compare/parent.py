@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import config_digest, versions, write_model_folder
+from bench.common import config_digest, spawn_child, versions, write_model_folder
 from bench.trl_compare.records import _reason, load_existing, merge, prior_failure, results_name, variant_of
 from bench.trl_compare.render import write_results
 from bench.trl_compare.systems import (RESULTS, ROOT, SYSTEMS, SYSTEM_LABELS, TARGETS, TINY_CONFIG, UNSLOTH_ENV,
@@ -81,21 +81,6 @@ def child_command(args, system: str, length: int, model_dir: Path, json_out: Pat
     return cmd
 
 
-def _die_with_parent() -> None:  # in the child, between fork and exec (Linux; elsewhere a no-op)
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def spawn_child(cmd: list[str], **kwargs) -> subprocess.Popen:
-    """A measurement's process, in its own session (its group is what a timeout kills), that the
-    kernel kills when this parent dies however it dies: on 2026-12-06 the device tool stopped a
-    parent at its command's 600 s and the Unsloth child it was waiting on ran on for minutes beside
-    the next command's measurements."""
-    return subprocess.Popen(cmd, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)
-
-
 def stop_group(proc: subprocess.Popen) -> None:
     """SIGTERM the child's process group, then SIGKILL it if it has not gone within 15 s."""
     for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
@@ -127,7 +112,7 @@ def run_one(args, system: str, length: int, requested: int, model_dir: Path, log
     t0 = time.time()
     status = None
     with open(log_path, "w") as fh:
-        proc = spawn_child(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        proc = spawn_child(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
