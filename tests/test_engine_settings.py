@@ -99,3 +99,34 @@ def test_plan_for_a_loaded_model_never_reads_it_again(tiny_model_dir, monkeypatc
     assert tight.fits is False
     with pytest.raises(DoesNotFit, match="too large for this GPU"):
         tight.refuse_if_too_large()
+
+
+def test_expandable_segments_are_asked_for_unless_the_user_chose(monkeypatch):
+    """core.memory.device.use_expandable_segments: on a GPU, the allocator setting and the variable
+    vLLM's sleep-mode pool reads; the user's own PYTORCH_CUDA_ALLOC_CONF wins; nothing on a CPU."""
+    import torch
+
+    from core.memory.device import use_expandable_segments
+
+    calls = []
+    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", calls.append)
+    for key in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert use_expandable_segments() is False and calls == []
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in __import__("os").environ
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    assert use_expandable_segments() is True
+    assert calls == ["expandable_segments:True"]
+    import os
+
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128,expandable_segments:True"
+    # the user said no: left alone, reported off
+    calls.clear()
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False")
+    assert use_expandable_segments() is False and calls == []
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "expandable_segments:True")
+    assert use_expandable_segments() is True and calls == []

@@ -326,17 +326,23 @@ def test_building_the_engine_leaves_nothing_in_torchs_cache(tmp_path):
     tail = ("segs = torch.cuda.memory_snapshot()\n"
             "free = sum(s['total_size'] for s in segs if s.get('active_size', s['allocated_size']) == 0\n"
             "           and tuple(s.get('segment_pool_id') or (0, 0)) == (0, 0))\n"
+            "import os; print('CONF', os.environ.get('PYTORCH_CUDA_ALLOC_CONF', '-'))\n"
             "print('CACHED', torch.cuda.memory_reserved() - torch.cuda.memory_allocated(), 'FREE_SEGMENTS', free)\n")
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0")
-    cached, free = {}, {}
+    env.pop("PYTORCH_CUDA_ALLOC_CONF", None)  # an earlier test in this process may have set it
+    cached, free, conf = {}, {}, {}
     for name, body in (("registry", built), ("by hand", by_hand)):
         p = subprocess.run([sys.executable, "-c", head + body + tail], env=env, capture_output=True, text=True,
                            timeout=400)
         assert p.returncode == 0, p.stderr[-3000:]
         words = p.stdout.split("CACHED", 1)[1].split()
         cached[name], free[name] = int(words[0]), int(words[2])
+        conf[name] = p.stdout.split("CONF", 1)[1].split()[0]
     print("after the build (MiB): reserved - allocated", {k: round(v / 2**20, 1) for k, v in cached.items()},
           "whole free segments of the default pool", {k: round(v / 2**20, 1) for k, v in free.items()})
+    print("PYTORCH_CUDA_ALLOC_CONF", conf)
+    # the registry asked for expandable segments (this vLLM's sleep-mode pool turns them off inside itself)
+    assert "expandable_segments:True" in conf["registry"] and conf["by hand"] == "-"
     assert free["registry"] == 0  # every whole free segment went back to the driver
     if free["by hand"] == 0:
         pytest.skip("the build by hand left no whole free segment either: nothing to tell apart at this size")

@@ -61,6 +61,22 @@ CHECKED_VERSIONS = {
 }
 
 
+def cumem_pool_handles_expandable_segments() -> bool:
+    """Whether this vLLM's sleep-mode pool turns torch's expandable segments off inside itself when
+    PYTORCH_CUDA_ALLOC_CONF asks for them (0.24.0: `CuMemAllocator.use_memory_pool`,
+    vllm/device_allocator/cumem.py, "see #40812" in vllm/config/vllm.py), so the process may use them
+    for torch's own allocations (`core.memory.device.use_expandable_segments`). Older versions break
+    sleep mode with them (https://github.com/pytorch/pytorch/issues/147851). Read from the method itself."""
+    try:
+        import inspect
+
+        from vllm.device_allocator.cumem import CuMemAllocator
+
+        return "expandable_segments" in inspect.getsource(CuMemAllocator.use_memory_pool)
+    except Exception:  # noqa: BLE001 - no CUDA build, a moved module: assume it does not
+        return False
+
+
 def version_status() -> tuple[str, bool]:
     import vllm
 
