@@ -9,6 +9,7 @@ repository. Skipped when Debian's /usr/bin/chromium is missing (../shared/ENVIRO
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -189,4 +190,35 @@ def test_compare_shows_the_checkpoints_prefix_and_system_prompt(app, browser):
     page.get_by_role("option", name="Current adapter (live)").click()
     expect(system).to_have_value(default_prompt, timeout=30_000)
     expect(prefix).to_have_value(default_prefix)
+    page.close()
+
+
+def test_picking_a_task_shows_its_own_example_unless_the_prompt_was_written(app, browser):
+    """A new user (2026-12-06) picked an arithmetic task and kept a decimal comparison as the system
+    prompt's worked example. Picking a built-in task now puts that task's example in a default prompt;
+    a prompt the user wrote stays as written."""
+    url, _runs, _data = app
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    open_tab(page, "2 · Data")
+    page.get_by_role("button", name="Prompt and template").click()
+    prompt = field(page, "data_system_prompt", "textarea")
+    expect(prompt).to_have_value(re.compile(r"Which is bigger, 4\.7 or 4\.25\?"), timeout=30_000)  # the default task's
+
+    def pick(task: str) -> None:
+        page.locator("#data-builtin input").click()
+        page.get_by_role("option", name=f"{task} — ").first.click()
+
+    pick("addition")
+    expect(prompt).to_have_value(
+        "You are a careful assistant. Think step by step inside <think> and </think>, then give only the final "
+        "answer inside <answer> and </answer>.\nExample:\nQuestion: What is 47 + 38?\n<think>47 + 38 = 85."
+        "</think>\n<answer>85</answer>", timeout=30_000)
+    pick("largest")
+    expect(prompt).to_have_value(re.compile(r"Which is the largest of 31, 74, 58, 19\?"), timeout=30_000)
+    prompt.fill(PROMPT)  # the user's own words
+    prompt.blur()
+    pick("multiplication")
+    expect(page.locator("#data-info")).to_contain_text("multiplication", timeout=30_000)  # the preview followed
+    expect(prompt).to_have_value(PROMPT)
     page.close()

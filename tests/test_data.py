@@ -637,3 +637,22 @@ def test_a_bad_curriculum_column_is_refused_when_the_data_loads(tmp_path):
     p.write_text("prompt,answer,difficulty\n" + "".join(f"q{i},{i},{i % 3}\n" for i in range(30)))
     task = load_task_data(DataConfig(source=str(p), curriculum_column="difficulty", curriculum_steps=10))
     assert any("curriculum by difficulty 0: " in n for n in task.notes)
+
+
+def test_each_built_in_task_has_a_system_prompt_of_its_kind():
+    from core.config import DEFAULT_SYSTEM_PROMPT, FORMAT_INSTRUCTION
+    from core.data import BUILTIN_TASKS, is_a_default_system_prompt, system_prompt_for
+
+    assert system_prompt_for("builtin:decimal_compare") == DEFAULT_SYSTEM_PROMPT  # the default task's own
+    assert system_prompt_for("my.csv") == DEFAULT_SYSTEM_PROMPT and system_prompt_for("builtin:nope") == DEFAULT_SYSTEM_PROMPT
+    add = system_prompt_for("builtin:addition")
+    assert add.startswith(FORMAT_INSTRUCTION) and "Question: What is 47 + 38?" in add and "<answer>85</answer>" in add
+    prompts = {system_prompt_for("builtin:" + n) for n in BUILTIN_TASKS}
+    assert len(prompts) == len(BUILTIN_TASKS)  # every task its own example
+    assert all(is_a_default_system_prompt(p) for p in prompts)
+    assert not is_a_default_system_prompt("Reply with the number only.") and not is_a_default_system_prompt("")
+    # each example's answer is the task's kind of answer, and each is in the <think>/<answer> format
+    for n in BUILTIN_TASKS:
+        example = system_prompt_for("builtin:" + n).split("\nExample:\n", 1)[1]
+        assert example.startswith("Question: ") and example.count("<think>") == example.count("</think>") == 1, n
+        assert example.endswith("</answer>") and example.count("<answer>") == 1, n

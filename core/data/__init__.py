@@ -12,7 +12,7 @@ tasks), `chat` (messages, templates, preview), `base` (the shared shapes).
 """
 
 from .base import DataError, TaskData
-from .builtin import BUILTIN_TASKS, BuiltinTask, load_builtin
+from .builtin import BUILTIN_TASKS, BuiltinTask, is_a_default_system_prompt, load_builtin, system_prompt_for
 from .chat import DEFAULT_CHAT_TEMPLATE, build_messages, preview, prompt_ids, render_prompt
 from .loaders import DEFAULT_MAX_BYTES, FILE_FORMATS, load_table, split_names
 from .task import guess_columns, load_task_data, normalise_answer, task_rows
@@ -28,6 +28,8 @@ __all__ = [
     "build_messages",
     "guess_columns",
     "load_builtin",
+    "system_prompt_for",
+    "is_a_default_system_prompt",
     "load_table",
     "load_task_data",
     "normalise_answer",

@@ -43,6 +43,9 @@ class BuiltinTask:
     # The problem a row poses, for telling repeats apart: "9.9 or 9.11?" asked the other way
     # round, or countdown's numbers in another order, is the same problem in other words.
     problem: Callable[[dict], str] = lambda row: row["question"]
+    # one worked question of the task's kind for the system prompt (`system_prompt_for`): the
+    # configs/smollm2-*.yaml recipes' examples; empty = the default prompt's own example
+    example: str = ""
 
     def generate(self, n: int, seed: int, *, exclude: Iterable[str] = ()) -> list[dict]:
         """`n` rows posing distinct problems, none in `exclude` (keys from `problem`); same seed, same rows."""
@@ -382,6 +385,7 @@ BUILTIN_TASKS: dict[str, BuiltinTask] = {
             "Word problems of 2-4 arithmetic steps (buy, sell, share...). Answer: an integer; "
             "answer_raw holds a worked solution ending in '#### N'.",
             _draw_arithmetic,
+            example="Question: Tom buys 3 bags of 4 apples and eats 2 of them. How many apples are left?\n<think>3 * 4 = 12 apples. 12 - 2 = 10.</think>\n<answer>10</answer>",
         ),
         BuiltinTask(
             "countdown",
@@ -389,24 +393,28 @@ BUILTIN_TASKS: dict[str, BuiltinTask] = {
             "target; columns numbers, target and one solution.",
             _draw_countdown,
             problem=lambda row: f"{sorted(row['numbers'])} -> {row['target']}",
+            example="Question: Using the numbers 3, 7, 4, write an equation that equals 25. You may use +, -, * and /, and each number at most once.\n<think>3 * 7 = 21. 21 + 4 = 25.</think>\n<answer>3 * 7 + 4</answer>",
         ),
         BuiltinTask(
             "addition",
             "Add two 2-digit numbers (47 + 38). A first task for the smallest models. Answer: the sum.",
             _draw_addition,
             problem=lambda row: str(sorted((row["a"], row["b"]))),
+            example="Question: What is 47 + 38?\n<think>47 + 38 = 85.</think>\n<answer>85</answer>",
         ),
         BuiltinTask(
             "multiplication",
             "A 1-digit times a 2-digit number (6 * 47); 712 distinct problems. Answer: the product.",
             _draw_multiplication,
             problem=lambda row: str(sorted((row["a"], row["b"]))),
+            example="Question: What is 6 * 47?\n<think>6 * 47 = 282.</think>\n<answer>282</answer>",
         ),
         BuiltinTask(
             "largest",
             "The largest of four 2-digit numbers. Answer: that number.",
             _draw_largest,
             problem=lambda row: str(sorted(row["choices"])),
+            example="Question: Which is the largest of 31, 74, 58, 19?\n<think>74 is more than 31, 58 and 19.</think>\n<answer>74</answer>",
         ),
         BuiltinTask(
             "chain_arithmetic",
@@ -414,6 +422,7 @@ BUILTIN_TASKS: dict[str, BuiltinTask] = {
             "even for a 135M model. Answer: the value; answer_raw holds the steps ending in '#### N'.",
             _draw_chain_arithmetic,
             problem=lambda row: _chain_problem(row["expression"]),
+            example="Question: What is 6 * 7 + 5?\n<think>6 * 7 = 42. 42 + 5 = 47.</think>\n<answer>47</answer>",
         ),
         BuiltinTask(
             "long_chain_arithmetic",
@@ -422,6 +431,27 @@ BUILTIN_TASKS: dict[str, BuiltinTask] = {
             "model learns. Answer: the value; column steps: how many (2-5).",
             _draw_long_chain_arithmetic,
             problem=lambda row: _chain_problem(row["expression"]),
+            example="Question: What is 3 * 8 - 4 + 9 + 2?\n<think>3 * 8 = 24. 24 - 4 = 20. 20 + 9 = 29. 29 + 2 = 31.</think>\n<answer>31</answer>",
         ),
     )
 }
+
+
+def system_prompt_for(source: str) -> str:
+    """The system prompt a data source starts with: the format instruction and one worked question
+    of the built-in task's own kind (a decimal comparison before an addition problem showed the
+    tags on the wrong kind of question: a new user's try, 2026-12-06); for a built-in task without
+    an example, or any other source, `core.config.DEFAULT_SYSTEM_PROMPT`."""
+    from core.config import DEFAULT_SYSTEM_PROMPT, FORMAT_INSTRUCTION
+
+    task = BUILTIN_TASKS.get(source[len(BUILTIN_PREFIX):]) if source.startswith(BUILTIN_PREFIX) else None
+    if task is None or not task.example:
+        return DEFAULT_SYSTEM_PROMPT
+    return f"{FORMAT_INSTRUCTION}\nExample:\n{task.example}"
+
+
+def is_a_default_system_prompt(text: str) -> bool:
+    """Whether `text` is one of the prompts `system_prompt_for` gives (not one a user or a recipe
+    wrote): the Data tab swaps only such a prompt when another built-in task is picked."""
+    defaults = {system_prompt_for(BUILTIN_PREFIX + name).strip() for name in BUILTIN_TASKS}
+    return text.strip() in defaults

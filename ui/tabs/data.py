@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.data import BUILTIN_TASKS, guess_columns
+from core.data import BUILTIN_TASKS, guess_columns, is_a_default_system_prompt, system_prompt_for
 from ui.common import Ctx, warn
 from ui.i18n import t
 
@@ -40,7 +40,7 @@ def build(ctx: Ctx) -> None:
     builtin = gr.Dropdown(
         choices=[(f"{name} — {task.description}", name) for name, task in BUILTIN_TASKS.items()],
         value=d.source[len(BUILTIN_PREFIX):] if start_kind == "builtin" else None,
-        label=t("data.builtin"), visible=start_kind == "builtin")
+        label=t("data.builtin"), visible=start_kind == "builtin", elem_id="data-builtin")
     upload = gr.File(label=t("data.upload"), file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"],
                      type="filepath", visible=start_kind == "upload")
     with gr.Group(visible=False) as hub_box:
@@ -96,6 +96,14 @@ def build(ctx: Ctx) -> None:
     def on_builtin(name):
         return f"{BUILTIN_PREFIX}{name}" if name else gr.skip()
 
+    def example_for(name, prompt):
+        """The picked task's own worked example, where the system prompt is still one of the defaults:
+        a prompt a user or a recipe wrote stays. On the user's pick only (`input`), never when a run's
+        or a recipe's settings fill the form, whose prompt is what they ran with."""
+        if not name or not is_a_default_system_prompt(prompt or ""):
+            return gr.skip()
+        return system_prompt_for(f"{BUILTIN_PREFIX}{name}")
+
     def columns_of(src: str, split: str = "train", subset: str = ""):
         cols = manager.table_columns(src, split=split, subset=subset)
         p, a = guess_columns(cols, d.prompt_column, d.answer_column)
@@ -150,6 +158,8 @@ def build(ctx: Ctx) -> None:
     def wire_preview():
         preview_btn.click(preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_name="preview_data")
         # a built-in task previews itself as soon as it is picked
+        prompt = form.components["data_system_prompt"]
+        builtin.input(example_for, [builtin, prompt], [prompt], api_visibility="private")
         builtin.change(on_builtin, [builtin], [source], api_visibility="private").then(
             preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_visibility="private")
 
