@@ -10,8 +10,8 @@ What it does, each part with its own time budget, writing its JSON record as it 
   4) failed runs: a reward that raises at step 2 (the run pauses; /stop), a setting no engine
      serves (refused before it starts), a LoRA rank above the engine's headroom (the engine is
      rebuilt in the process); after each, /ask must still answer;
-  0) first, `--cli`: the same recipe through `python -m scripts.train` (fresh process; it pays vLLM's
-     first compile), and `--cli-before` the CLI with the engine sized as the app used to size it
+  0) first, `--cli`: the same recipe through `python -m scripts.train` (fresh process), or
+     `--cli-from` a record of that made by an earlier command (`--skip-app --cli`), and `--cli-before` the CLI with the engine sized as the app used to size it
      (max_num_seqs 32: the default run's 4 prompts x 8), to show where the app's 3.2x went; step
      times from each run's metrics.jsonl.
 
@@ -166,15 +166,19 @@ def run_cli(cfg_path: str, sets: list[str], runs: Path, name: str, budget_s: flo
     cmd = [sys.executable, "-m", "scripts.train", "--config", cfg_path, "--set", *sets,
            f"run.output_dir={runs}", f"run.run_name={name}"]
     t0 = time.time()
-    from bench.common import spawn_child
+    from bench.common import spawn_child, stop_group
 
-    p = spawn_child(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        tail = (p.communicate(timeout=budget_s)[0] or "")[-2000:]
-        rc = p.returncode
-    except subprocess.TimeoutExpired:
-        p.kill()
-        tail, rc = (p.communicate()[0] or "")[-2000:], "timeout"
+    log = runs / f"{name}.log"  # a file, not a pipe: a grandchild holding a pipe cannot keep this waiting
+    runs.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as fh:
+        p = spawn_child(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            p.wait(timeout=budget_s)
+            rc = p.returncode
+        except subprocess.TimeoutExpired:
+            stop_group(p)  # the CLI and whatever it started (compile workers)
+            rc = "timeout"
+    tail = log.read_text(errors="replace")[-2000:]
     out = {"cmd": " ".join(cmd), "rc": rc, "wall_s": round(time.time() - t0, 1), "tail": tail}
     metrics = runs / name / "metrics.jsonl"
     if metrics.exists():
@@ -217,9 +221,12 @@ def main(argv=None) -> int:
     runs = Path(args.runs_dir)
     runs.mkdir(parents=True, exist_ok=True)
 
-    # 1) the CLI first, same recipe, and the old app sizing: it pays vLLM's first compile on a fresh
-    # machine (step times exclude the engine start), so the app's run is not the one that waits for it
+    # 1) the CLI first, same recipe, and the old app sizing (step times exclude the engine start; the
+    # app's engine, sized otherwise, compiles again: 43.5 s on 2026-12-06), or its record from an
+    # earlier command (--cli-from), so the app's run has this command's whole budget
     if args.cli_from:
+        if not Path(args.cli_from).is_file():  # it lives on the machine that ran app-cli: a fresh one has none
+            raise SystemExit(f"{args.cli_from} is missing: run the CLI half (--skip-app --cli) on this machine first")
         earlier = json.loads(Path(args.cli_from).read_text())
         if "mean_step_s" not in earlier.get("cli", {}):
             raise SystemExit(f"{args.cli_from} holds no CLI run with step times")

@@ -48,21 +48,53 @@ def build_tokenizer(vocab_size: int, special_ids: dict[str, int]):
     return tok
 
 
-def _die_with_parent() -> None:  # in the child, between fork and exec (Linux; elsewhere a no-op)
+def _libc_prctl():
+    """libc's prctl, looked up once here: never between fork and exec, where loading a library is
+    unsafe in a process with threads. None off Linux."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return ctypes.CDLL(None, use_errno=True).prctl
     except Exception:  # noqa: BLE001 - not Linux: the caller's own clean-up is all there is
-        pass
+        return None
+
+
+_PRCTL = _libc_prctl()
 
 
 def spawn_child(cmd: list[str], **kwargs) -> subprocess.Popen:
-    """A benchmark's child process that the kernel kills when this process dies, however it dies
-    (Linux). On 2026-12-06 the device tool stopped a trl_compare parent at its command's 600 s and
-    the Unsloth child it was waiting on ran on beside the next command's measurements. Keyword
+    """A benchmark's child process that the kernel kills when this process's calling thread dies,
+    however it dies (Linux: PR_SET_PDEATHSIG; call it from the main thread, as every caller does, or
+    the child dies with the thread). On 2026-12-06 the device tool stopped a trl_compare parent at its
+    command's 600 s and the Unsloth child it was waiting on ran on beside the next command. Keyword
     arguments go to Popen (e.g. start_new_session=True, so a timeout can kill the child's group)."""
-    return subprocess.Popen(cmd, preexec_fn=_die_with_parent, **kwargs)
+    import os
+
+    parent = os.getpid()
+
+    def die_with_parent():  # in the child, between fork and exec
+        if _PRCTL is not None:
+            _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the line above: nobody would signal
+            os._exit(1)
+
+    return subprocess.Popen(cmd, preexec_fn=die_with_parent, **kwargs)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float = 15) -> None:
+    """SIGTERM a child started with start_new_session=True and its whole group (its own children
+    hold its pipes too), then SIGKILL the group if it has not gone within `grace_s`."""
+    import contextlib
+    import os
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def config_digest(config: dict) -> str:

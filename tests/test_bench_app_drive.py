@@ -35,7 +35,7 @@ def test_the_cli_side_can_come_from_an_earlier_command(tmp_path):
                                    "cli": {"rc": 0, "steps": 3, "mean_step_s": 1.5, "step_times": [3.0, 1.0, 0.5]}}))
     out = tmp_path / "out"
     assert main(["--config", str(ROOT / "configs" / "smollm2-largest.yaml"), "--skip-app", "--cli-from",
-                 str(earlier), "--out", str(out)]) == 0
+                 str(earlier), "--out", str(out), "--runs-dir", str(tmp_path / "runs")]) == 0
     rec = json.loads((out / "app_drive.json").read_text())
     assert rec["cli"]["mean_step_s"] == 1.5 and rec["cli"]["from"] == str(earlier)
     assert rec["cli"]["started"] == "2026-12-06 07:35:04"
@@ -43,4 +43,31 @@ def test_the_cli_side_can_come_from_an_earlier_command(tmp_path):
     empty.write_text(json.dumps({"started": "x"}))
     with pytest.raises(SystemExit, match="no CLI run"):
         main(["--config", str(ROOT / "configs" / "smollm2-largest.yaml"), "--skip-app", "--cli-from", str(empty),
-              "--out", str(out)])
+              "--out", str(out), "--runs-dir", str(tmp_path / "runs")])
+    with pytest.raises(SystemExit, match="is missing"):  # a fresh machine has no CLI record
+        main(["--config", str(ROOT / "configs" / "smollm2-largest.yaml"), "--skip-app", "--cli-from",
+              str(tmp_path / "none.json"), "--out", str(out), "--runs-dir", str(tmp_path / "runs")])
+
+
+def test_a_cli_past_its_budget_is_stopped_with_what_it_started(tmp_path, monkeypatch):
+    """run_cli waits on a log file, not a pipe, and stops the CLI's whole process group at its
+    budget: a grandchild holding the output cannot keep the drive waiting."""
+    import subprocess
+    import sys
+    import time
+
+    import bench.app_drive as drive
+
+    # the "CLI": a shell that starts a long-lived grandchild and sleeps
+    monkeypatch.setattr(sys, "executable", "/bin/sh")
+    monkeypatch.setattr(drive, "ROOT", tmp_path)
+    t0 = time.time()
+    real_popen = subprocess.Popen
+
+    def fake_cmd(cmd, **kw):  # replace `python -m scripts.train ...` by a shell line
+        return real_popen(["/bin/sh", "-c", "sleep 30 & echo started; sleep 30"], **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", fake_cmd)
+    out = drive.run_cli("x.yaml", [], tmp_path / "runs", "cli", budget_s=1.5)
+    assert out["rc"] == "timeout" and "started" in out["tail"]
+    assert time.time() - t0 < 20  # did not wait for the grandchild's 30 s

@@ -200,7 +200,8 @@ def test_tiny_run_end_to_end(tmp_path):
     probe = recs["ours"]["decode_probe"]
     assert "error" not in probe, probe
     assert set(probe["per_step_ms"]) == {"1", "8", "32"} and all(v > 0 for v in probe["per_step_ms"].values())
-    assert probe["tokens"] == 16 and probe["device_busy"]["share"] is None  # no device kernels on a CPU
+    assert probe["tokens"] == 16 and probe["device_busy"]["share_of_profiled_wall"] is None  # no device on a CPU
+    assert "bandwidth_floor_ms_per_step" not in probe  # no GPU, no bandwidth
     assert probe["host_profile"]["top"] and probe["host_profile"]["top"][0]["tottime_s"] > 0
     hf = probe["hf_static"]  # transformers' static-cache generate on the same model, adapter off
     assert "error" not in hf, hf

@@ -119,7 +119,7 @@ def test_expandable_segments_are_asked_for_unless_the_user_chose(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
     assert use_expandable_segments() is True
-    assert calls == ["expandable_segments:True"]
+    assert calls == ["max_split_size_mb:128,expandable_segments:True"]  # the whole string: torch resets the rest
     import os
 
     assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128,expandable_segments:True"
@@ -128,5 +128,25 @@ def test_expandable_segments_are_asked_for_unless_the_user_chose(monkeypatch):
     monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False")
     assert use_expandable_segments() is False and calls == []
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
-    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "expandable_segments:True")
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "expandable_segments:True")  # torch's newer name
     assert use_expandable_segments() is True and calls == []
+    assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"  # where vLLM's pool reads it
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "expandable_segments:False")
+    assert use_expandable_segments() is False and "PYTORCH_CUDA_ALLOC_CONF" not in os.environ
+
+
+def test_the_vllm_guard_reads_what_its_pool_does():
+    """vllm_compat.cumem_pool_handles_expandable_segments: True without vLLM (the HF engine), else
+    whether CuMemAllocator.use_memory_pool turns expandable segments off (read from its source)."""
+    import importlib.util
+
+    from core.engines.vllm import compat
+
+    if importlib.util.find_spec("vllm") is None:
+        assert compat.cumem_pool_handles_expandable_segments() is True
+    else:
+        import vllm
+
+        if vllm.__version__ in ("0.24.0", "0.31.0"):  # both read: each turns them off inside its pool
+            assert compat.cumem_pool_handles_expandable_segments() is True

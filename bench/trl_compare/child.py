@@ -75,6 +75,9 @@ def run_child(args) -> int:
     finally:
         mem.stop()
         rec["process_peak_gib"] = gib(mem.process_peak())
+        # torch's allocator mode (ours asks for expandable segments since 2026-12-06; the peers run
+        # torch's default unless the environment says otherwise)
+        rec["pytorch_cuda_alloc_conf"] = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
         rec["seconds_total"] = round(time.time() - t_start, 1)
         rec.pop("process_peak_gib_so_far", None)
         r.save()

@@ -48,12 +48,19 @@ def _timed(engine, prompt_ids, n: int, tokens: int, sync) -> float:
 
 def device_kernel_seconds(prof) -> float:
     """Sum of device (CUDA) kernel time in a finished torch.profiler run, in seconds; 0.0 on a CPU."""
-    total_us = 0.0
+    return sum(us for _, us in _device_events(prof)) / 1e6
+
+
+def _device_events(prof) -> list[tuple[str, float]]:
+    """(name, microseconds) of each device event: kernels, copies and sets, not the user-annotation
+    ranges that span them (as torch's own tables leave them out)."""
+    out = []
     for e in prof.events():
         dev = getattr(e, "device_type", None)
-        if dev is not None and str(dev).endswith("CUDA"):
-            total_us += e.self_device_time_total if hasattr(e, "self_device_time_total") else e.cuda_time_total
-    return total_us / 1e6
+        if dev is None or not str(dev).endswith("CUDA") or getattr(e, "is_user_annotation", False):
+            continue
+        out.append((e.name, e.self_device_time_total if hasattr(e, "self_device_time_total") else e.cuda_time_total))
+    return out
 
 
 def host_top(stats: pstats.Stats, k: int = 15) -> list[dict]:
@@ -112,10 +119,18 @@ def decode_probe(engine, prompt_ids, tokens: int = 256, ns=(1, 8, 32), floor_ms:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=acts) as prof:
         wall = _timed(engine, prompt_ids, n_mid, tokens, sync)
-    busy = device_kernel_seconds(prof)
-    rec["device_busy"] = {"n": n_mid, "wall_s": round(wall, 4), "kernel_s": round(busy, 4),
-                          "share": round(busy / wall, 3) if cuda and wall > 0 else None,
-                          "kernel_ms_per_step": round(busy / tokens * 1e3, 3) if cuda else None}
+    events = _device_events(prof)
+    busy = sum(us for _, us in events) / 1e6
+    kernel_ms = busy / tokens * 1e3
+    copies = sum(1 for name, _ in events if "memcpy" in name.lower() or "memset" in name.lower())
+    rec["device_busy"] = {
+        "n": n_mid, "wall_s": round(wall, 4), "kernel_s": round(busy, 4),
+        # the profiler slows the host: its wall is longer than the step without it
+        "share_of_profiled_wall": round(busy / wall, 3) if cuda and wall > 0 else None,
+        "kernel_ms_per_step": round(kernel_ms, 3) if cuda else None,
+        "share_of_unprofiled_step": round(kernel_ms / rec["per_step_ms"][str(n_mid)], 3) if cuda else None,
+        "device_events_per_step": round((len(events) - copies) / tokens, 1) if cuda else None,
+        "copies_per_step": round(copies / tokens, 1) if cuda else None}
     pr = cProfile.Profile()
     pr.enable()
     wall = _timed(engine, prompt_ids, n_mid, tokens, sync)

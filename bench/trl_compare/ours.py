@@ -215,14 +215,26 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             rec["steps"].append(step)
             r.phase(f"step {k} done")
         probe = getattr(args, "decode_probe", "off")
-        if probe == "all-ours" or (probe == "ours-fast" and args.child == "ours-fast"):
+        left = (args.deadline - time.time()) if args.deadline else float("inf")
+        if (probe == "all-ours" or (probe == "ours-fast" and args.child == "ours-fast")) and left < 90:
+            rec["notes"].append(f"decode probe not run: {left:.0f} s left of the time limit")
+        elif probe == "all-ours" or (probe == "ours-fast" and args.child == "ours-fast"):
             from bench.trl_compare.decode_probe import decode_probe
 
             r.phase("decode probe")
             mem.set_phase("decode probe")
             ids = tok(prompts[0], add_special_tokens=False)["input_ids"][: args.prompt_len]
             try:
-                rec["decode_probe"] = decode_probe(trainer.engine, ids, tokens=min(256, args.length),
+                trainer.engine.generate = inner  # the probe's calls are not steps: no step phases or records
+                floor = None
+                if cuda:
+                    from bench.trl_compare.systems import memory_bandwidth_gbs
+
+                    gbs, _ = memory_bandwidth_gbs([rec], getattr(args, "bandwidth_gbs", 0.0))
+                    weights = sum(p.numel() * p.element_size() for p in trainer.model.parameters()
+                                  if not p.requires_grad)  # the frozen base a decode step reads
+                    floor = weights / (gbs * 1e9) * 1e3 if gbs else None
+                rec["decode_probe"] = decode_probe(trainer.engine, ids, tokens=min(256, args.length), floor_ms=floor,
                                                    model=trainer.model, pad_id=tok.pad_token_id or 0)
             except Exception as e:  # noqa: BLE001 - the steps are the record; the probe only adds to it
                 rec["decode_probe"] = {"error": f"{type(e).__name__}: {e}"[:400]}

@@ -15,14 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.common import config_digest, spawn_child, versions, write_model_folder
+from bench.common import config_digest, spawn_child, stop_group, versions, write_model_folder
 from bench.trl_compare.records import _reason, load_existing, merge, prior_failure, results_name, variant_of
 from bench.trl_compare.render import write_results
 from bench.trl_compare.systems import (RESULTS, ROOT, SYSTEMS, SYSTEM_LABELS, TARGETS, TINY_CONFIG, UNSLOTH_ENV,
@@ -79,18 +78,6 @@ def child_command(args, system: str, length: int, model_dir: Path, json_out: Pat
     if system in UNSLOTH_SYSTEMS:
         return ["bash", "-c", 'source "$1" && shift && exec "$@"', "unsloth-env", unsloth_env] + cmd
     return cmd
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the child's process group, then SIGKILL it if it has not gone within 15 s."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def run_one(args, system: str, length: int, requested: int, model_dir: Path, log_dir: Path, timeout: float,

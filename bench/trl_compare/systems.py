@@ -4,8 +4,8 @@ Owns: the names of the systems (ours, ours-fast, ours-4bit, trl, trl-vllm and th
 their labels, which of them run which side (`OURS_SYSTEMS`, `UNSLOTH_SYSTEMS`, `FOUR_BIT`), the
 LoRA targets, the default and --tiny model configs, the workload knobs' defaults (GPU, --tiny),
 where results go, parsing and fitting completion lengths, why a system cannot run on this machine
-(`cannot_run`), the base weights that working memory is counted above, and the one log line
-format (`log`, `short`).
+(`cannot_run`), the base weights that working memory is counted above, the GPUs' memory bandwidth
+(`memory_bandwidth_gbs`), and the one log line format (`log`, `short`).
 
 Refuses to know: how any system is run or measured, and how results are rendered.
 """
@@ -109,3 +109,23 @@ def base_weight_bytes(system: str, hf_config, cuda: bool) -> int:
     if system in FOUR_BIT:
         return weight_bytes(hf_config, load_in_4bit=True)
     return weight_bytes(hf_config) if cuda else 4 * param_count(hf_config)
+
+
+# device memory bandwidth, vendor figures, for the decode-speed limit (tables.py) and the decode probe's floor
+BANDWIDTH_GBS = {"H200": 4800.0, "H100 NVL": 3900.0, "H100": 3350.0, "A100": 2039.0, "L40S": 864.0, "A10G": 600.0}
+
+
+def memory_bandwidth_gbs(records: list[dict], given: float = 0.0) -> tuple[float | None, str]:
+    """(GB/s, where it came from): `given`, else the vendor figure for the GPU the records ran on.
+
+    >>> memory_bandwidth_gbs([{"gpu": {"device": "NVIDIA H200"}}])
+    (4800.0, 'NVIDIA H200: vendor figure')
+    """
+    if given:
+        return given, "--bandwidth-gbs"
+    for rec in records:
+        device = (rec.get("gpu") or {}).get("device") or ""
+        for name, gbs in BANDWIDTH_GBS.items():  # longest names first would matter for "H100 NVL"
+            if name in device and not (name == "H100" and "NVL" in device):
+                return gbs, f"{device}: vendor figure"
+    return None, "no GPU in these records"

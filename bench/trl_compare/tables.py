@@ -1,8 +1,8 @@
 """The markdown's detail tables: where the step's time goes, the memory-bandwidth limit, Unsloth.
 
 Owns: the time breakdown per measured step (`time_table`), rollout tokens/s against the limit the
-device's memory bandwidth sets (`bandwidth_table`, `memory_bandwidth_gbs`, `decode_limit_tokens_per_s`,
-`BANDWIDTH_GBS`), and Unsloth's section (its share, its KV cache asked for and made, what its log
+device's memory bandwidth sets (`bandwidth_table`, `decode_limit_tokens_per_s`; the vendor figures
+are `systems.memory_bandwidth_gbs`), and Unsloth's section (its share, its KV cache asked for and made, what its log
 says it switched on).
 
 Refuses to know: measuring, merging, and the main tables and goals (render.py, goals.py).
@@ -12,29 +12,10 @@ from __future__ import annotations
 
 from bench.trl_compare.ours import TIME_PHASES
 from bench.trl_compare.records import _f, headline
-from bench.trl_compare.systems import FOUR_BIT, SYSTEMS, UNSLOTH_SYSTEMS
+from bench.trl_compare.systems import FOUR_BIT, SYSTEMS, UNSLOTH_SYSTEMS, memory_bandwidth_gbs
 
 
 # memory bandwidth per device (GB/s, the vendors' figures), for the decode-speed limit
-BANDWIDTH_GBS = {"H200": 4800.0, "H100 NVL": 3900.0, "H100": 3350.0, "A100": 2039.0, "L40S": 864.0, "A10G": 600.0}
-
-
-def memory_bandwidth_gbs(records: list[dict], given: float = 0.0) -> tuple[float | None, str]:
-    """(GB/s, where it came from): `given`, else the vendor figure for the GPU the records ran on.
-
-    >>> memory_bandwidth_gbs([{"gpu": {"device": "NVIDIA H200"}}])
-    (4800.0, 'NVIDIA H200: vendor figure')
-    """
-    if given:
-        return given, "--bandwidth-gbs"
-    for rec in records:
-        device = (rec.get("gpu") or {}).get("device") or ""
-        for name, gbs in BANDWIDTH_GBS.items():  # longest names first would matter for "H100 NVL"
-            if name in device and not (name == "H100" and "NVL" in device):
-                return gbs, f"{device}: vendor figure"
-    return None, "no GPU in these records"
-
-
 def decode_limit_tokens_per_s(hf_config, *, four_bit: bool, streams: int, context: float, bandwidth_gbs: float
                               ) -> tuple[float, float]:
     """(tokens/s if a decode step only read the weights, tokens/s if it also read the KV cache of

@@ -279,10 +279,14 @@ def make_policy_and_engine(cfg, device: str, plan=None, *, headroom: bool = Fals
     """
     from core.models.loading import add_lora, load_model_and_tokenizer, load_tokenizer, resolve_model_path
 
+    from core.engines.vllm import compat
     from core.memory.device import use_expandable_segments
 
+    # torch's reserved memory follows what it hands out; never where this vLLM's sleep-mode pool would
+    # break (a later run of the app's process may build a vLLM engine)
+    if str(device).startswith("cuda") and compat.cumem_pool_handles_expandable_segments():
+        use_expandable_segments()
     if backend_for(cfg, device) == "hf":
-        use_expandable_segments()  # reserved memory follows allocated (no-op on a CPU)
         model, tok = load_model_and_tokenizer(cfg.model, device)
         from core.engines.hf import HFEngine
 
@@ -293,10 +297,6 @@ def make_policy_and_engine(cfg, device: str, plan=None, *, headroom: bool = Fals
     path = resolve_model_path(cfg.model.name_or_path)
     tok = load_tokenizer(path)
     plan = plan or plan_for(cfg, device, headroom=headroom)
-    from core.engines.vllm import compat
-
-    if compat.cumem_pool_handles_expandable_segments():  # else sleep mode's pool would break
-        use_expandable_segments()
     engine = VLLMEngine(path, tok, vllm_settings_for(cfg, plan.engine_sizes))
     try:
         # 4-bit too: vLLM's packed nf4 shards become bitsandbytes Linear4bit weights (vllm_compat)

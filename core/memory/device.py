@@ -59,11 +59,19 @@ def use_expandable_segments() -> bool:
 
     if not torch.cuda.is_available():
         return False
-    for key in ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"):
-        if "expandable_segments" in os.environ.get(key, ""):
-            return "expandable_segments:True" in os.environ[key]
     conf = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")
-    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = f"{conf},expandable_segments:True" if conf else "expandable_segments:True"
-    # the allocator may have started already (it reads the variable once): new segments follow this
-    torch.cuda.memory._set_allocator_settings("expandable_segments:True")
+    if "expandable_segments" in conf:
+        return "expandable_segments:True" in conf
+    other = os.environ.get("PYTORCH_ALLOC_CONF", "")  # torch's newer name, which vLLM's pool does not read
+    if "expandable_segments" in other:
+        if "expandable_segments:True" not in other:
+            return False
+        # the user's choice, said where vLLM's sleep-mode pool looks too (else it would map inside it)
+        os.environ["PYTORCH_CUDA_ALLOC_CONF"] = f"{conf},expandable_segments:True" if conf else "expandable_segments:True"
+        return True
+    conf = f"{conf},expandable_segments:True" if conf else "expandable_segments:True"
+    os.environ["PYTORCH_CUDA_ALLOC_CONF"] = conf
+    # the allocator may have started already (it reads the variable once): new segments follow this.
+    # The whole string: torch resets every option absent from what it is handed (vLLM 0.31's cumem.py)
+    torch.cuda.memory._set_allocator_settings(conf)
     return True

@@ -66,13 +66,22 @@ def cumem_pool_handles_expandable_segments() -> bool:
     PYTORCH_CUDA_ALLOC_CONF asks for them (0.24.0: `CuMemAllocator.use_memory_pool`,
     vllm/device_allocator/cumem.py, "see #40812" in vllm/config/vllm.py), so the process may use them
     for torch's own allocations (`core.memory.device.use_expandable_segments`). Older versions break
-    sleep mode with them (https://github.com/pytorch/pytorch/issues/147851). Read from the method itself."""
+    sleep mode with them (https://github.com/pytorch/pytorch/issues/147851). Read from the method itself.
+    True where vLLM is not installed (the HF engine's runs)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return True  # no vLLM in this environment: no sleep-mode pool to protect
     try:
         import inspect
 
         from vllm.device_allocator.cumem import CuMemAllocator
 
-        return "expandable_segments" in inspect.getsource(CuMemAllocator.use_memory_pool)
+        src = inspect.getsource(CuMemAllocator.use_memory_pool)
+        # 0.24.0: _set_allocator_settings("expandable_segments:False"); 0.31.0: the whole config
+        # rewritten with the flag off, set_alloc_conf(with_conf_flag(..., EXPANDABLE_SEGMENTS, False))
+        return ('_set_allocator_settings("expandable_segments:False")' in src
+                or "EXPANDABLE_SEGMENTS, False" in src)
     except Exception:  # noqa: BLE001 - no CUDA build, a moved module: assume it does not
         return False
 
