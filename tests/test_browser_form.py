@@ -214,6 +214,7 @@ def test_picking_a_task_shows_its_own_example_unless_the_prompt_was_written(app,
         "You are a careful assistant. Think step by step inside <think> and </think>, then give only the final "
         "answer inside <answer> and </answer>.\nExample:\nQuestion: What is 47 + 38?\n<think>47 + 38 = 85."
         "</think>\n<answer>85</answer>", timeout=30_000)
+    expect(page.locator("#data-preview")).to_contain_text("What is 47 + 38?", timeout=30_000)  # previewed with it
     pick("largest")
     expect(prompt).to_have_value(re.compile(r"Which is the largest of 31, 74, 58, 19\?"), timeout=30_000)
     prompt.fill(PROMPT)  # the user's own words
@@ -221,4 +222,5 @@ def test_picking_a_task_shows_its_own_example_unless_the_prompt_was_written(app,
     pick("multiplication")
     expect(page.locator("#data-info")).to_contain_text("multiplication", timeout=30_000)  # the preview followed
     expect(prompt).to_have_value(PROMPT)
+    expect(page.locator("#data-preview")).to_contain_text(PROMPT, timeout=30_000)
     page.close()

@@ -96,13 +96,14 @@ def build(ctx: Ctx) -> None:
     def on_builtin(name):
         return f"{BUILTIN_PREFIX}{name}" if name else gr.skip()
 
-    def example_for(name, prompt):
-        """The picked task's own worked example, where the system prompt is still one of the defaults:
-        a prompt a user or a recipe wrote stays. On the user's pick only (`input`), never when a run's
-        or a recipe's settings fill the form, whose prompt is what they ran with."""
-        if not name or not is_a_default_system_prompt(prompt or ""):
-            return gr.skip()
-        return system_prompt_for(f"{BUILTIN_PREFIX}{name}")
+    def on_pick(name, prompt):
+        """The user's pick (`input`): the source, and the task's own worked example where the system
+        prompt is still one of the defaults (a prompt a user or a recipe wrote stays). Never when a
+        run's or a recipe's settings fill the form (`change`), whose prompt is what they ran with."""
+        if not name:
+            return gr.skip(), gr.skip()
+        src = f"{BUILTIN_PREFIX}{name}"
+        return src, (system_prompt_for(src) if is_a_default_system_prompt(prompt or "") else gr.skip())
 
     def columns_of(src: str, split: str = "train", subset: str = ""):
         cols = manager.table_columns(src, split=split, subset=subset)
@@ -157,10 +158,10 @@ def build(ctx: Ctx) -> None:
 
     def wire_preview():
         preview_btn.click(preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_name="preview_data")
-        # a built-in task previews itself as soon as it is picked
+        # a built-in task previews itself as soon as it is picked, with the source and prompt it set
         prompt = form.components["data_system_prompt"]
-        builtin.input(example_for, [builtin, prompt], [prompt], api_visibility="private")
-        builtin.change(on_builtin, [builtin], [source], api_visibility="private").then(
+        builtin.input(on_pick, [builtin, prompt], [source, prompt], api_visibility="private").then(
             preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_visibility="private")
+        builtin.change(on_builtin, [builtin], [source], api_visibility="private")  # a run's or recipe's too
 
     ctx.after_all_tabs(wire_preview)
