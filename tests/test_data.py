@@ -656,3 +656,19 @@ def test_each_built_in_task_has_a_system_prompt_of_its_kind():
         example = system_prompt_for("builtin:" + n).split("\nExample:\n", 1)[1]
         assert example.startswith("Question: ") and example.count("<think>") == example.count("</think>") == 1, n
         assert example.endswith("</answer>") and example.count("<answer>") == 1, n
+
+
+def test_a_small_task_trains_on_all_its_problems_and_says_so():
+    """multiplication has 712 distinct problems: the default train_size 2000 used to refuse the run
+    (a new user's first pick, 2026-12-06); now the 512 left after the 200 held out train, with a note."""
+    from core.data.builtin import load_builtin
+
+    task = load_builtin("multiplication", train_size=2000, eval_size=200, seed=42)
+    assert len(task.eval) == 200 and len(task.train) == 512
+    held = {BUILTIN_TASKS["multiplication"].problem(r) for r in task.eval}
+    assert not held & {BUILTIN_TASKS["multiplication"].problem(r) for r in task.train}  # still apart
+    assert task.notes == ["builtin:multiplication has 712 distinct problems: 200 held out, the other 512 for "
+                          "training (data.train_size asked for 2000)"]
+    assert load_builtin("multiplication", train_size=100, eval_size=200, seed=42).notes == []  # enough: no note
+    with pytest.raises(DataError, match="every one of its problems is held out"):
+        load_builtin("multiplication", train_size=10, eval_size=712, seed=1)

@@ -166,6 +166,8 @@ def test_evaluate_base_vs_tuned(manager, finished_run):
         assert result[who]["n"] == 4
         assert result[who]["accuracy"] == sum(i[f"{who}_correct"] for i in items) / 4
         assert 0.0 <= result[who]["format_rate"] <= 1.0
+        assert result[who]["cut_rate"] == sum(i[f"{who}_cut"] for i in items) / 4  # stopped at the token limit
+    assert result["max_tokens"] == manager.run_config().algorithm.max_completion_length
     # the answers are greedy ones, of the run's length, to the prompt cut as training cut it: what
     # transformers + peft give for the base model and for the finished run's last checkpoint
     cfg, checkpoint = manager.run_config(), manager.checkpoints(finished_run)[-1]

@@ -138,7 +138,8 @@ class Playground:
     def evaluate(self, target: str = "current", n: int = 20, data_cfg: DataConfig | None = None,
                  max_tokens: int | None = None) -> dict:
         """Greedy answers on `n` held-out rows from the base model and from `target`:
-        {'base': {accuracy, format_rate, n}, 'tuned': {...}, 'items': [per-question rows]}."""
+        {'base': {accuracy, format_rate, n, cut_rate}, 'tuned': {...}, 'items': [per-question rows],
+        'max_tokens': the answers' token limit (the run's max completion tokens unless given)}."""
         from core.data import DataError, load_task_data
         from core.evaluation.evaluate import evaluate
 
@@ -171,10 +172,12 @@ class Playground:
 
         base, tuned = self._call(job)
         items = [{"question": b["question"], "answer": b["answer"], "base": b["completion"],
-                  "base_correct": b["correct"], "tuned": t["completion"], "tuned_correct": t["correct"]}
+                  "base_correct": b["correct"], "tuned": t["completion"], "tuned_correct": t["correct"],
+                  "base_cut": b["cut"], "tuned_cut": t["cut"]}
                  for b, t in zip(base["items"], tuned["items"], strict=True)]
-        pick = ("accuracy", "accuracy_flexible", "format_rate", "n")
-        return {"base": {k: base[k] for k in pick}, "tuned": {k: tuned[k] for k in pick}, "items": items}
+        pick = ("accuracy", "accuracy_flexible", "format_rate", "n", "cut_rate")
+        return {"base": {k: base[k] for k in pick}, "tuned": {k: tuned[k] for k in pick}, "items": items,
+                "max_tokens": kw["max_tokens"]}
 
     def retention(self, target: str = "current", n_prompts: int = 60, n_task: int = 10, max_tokens: int = 128) -> dict:
         """Off the trained task, base vs `target` (core.evaluation.retention.measure_retention): the first

@@ -47,14 +47,17 @@ class BuiltinTask:
     # configs/smollm2-*.yaml recipes' examples; empty = the default prompt's own example
     example: str = ""
 
-    def generate(self, n: int, seed: int, *, exclude: Iterable[str] = ()) -> list[dict]:
-        """`n` rows posing distinct problems, none in `exclude` (keys from `problem`); same seed, same rows."""
+    def generate(self, n: int, seed: int, *, exclude: Iterable[str] = (), at_most: bool = False) -> list[dict]:
+        """`n` rows posing distinct problems, none in `exclude` (keys from `problem`); same seed, same rows.
+        A task with fewer distinct problems than asked for raises, or with `at_most` gives all it has."""
         rng = random.Random(seed)
         seen = set(exclude)
         rows: list[dict] = []
         budget = 50 * n + 1000  # draws before giving up: generous, the spaces are large
         while len(rows) < n:
             if budget == 0:
+                if at_most:
+                    return rows
                 raise DataError(
                     f"{BUILTIN_PREFIX}{self.name}: could only make {len(rows)} distinct problems "
                     f"of the {n} asked for; ask for fewer"
@@ -86,9 +89,19 @@ def load_builtin(name: str, train_size: int, eval_size: int, seed: int) -> TaskD
                             f"{MAX_BUILTIN_ROWS:,} a built-in task makes (a run of max_steps x prompts_per_step x "
                             "gradient_accumulation_steps questions needs no more); lower it")
     held_out = task.generate(eval_size, seed=2 * seed + 1)
-    train = task.generate(train_size, seed=2 * seed, exclude=[task.problem(r) for r in held_out])
+    # a small task (multiplication: 712 problems) trains on all it has left rather than refusing the
+    # default train_size of 2000 (a new user's first pick, 2026-12-06, could not start), and says so
+    train = task.generate(train_size, seed=2 * seed, exclude=[task.problem(r) for r in held_out], at_most=True)
+    notes = []
+    if len(train) < train_size:
+        if not train:
+            raise DataError(f"{BUILTIN_PREFIX}{name}: every one of its problems is held out (data.eval_size = "
+                            f"{eval_size}); lower data.eval_size")
+        notes.append(f"{BUILTIN_PREFIX}{name} has {len(train) + len(held_out)} distinct problems: {len(held_out)} "
+                     f"held out, the other {len(train)} for training (data.train_size asked for {train_size})")
     return TaskData(
-        train=train, eval=held_out, source=f"{BUILTIN_PREFIX}{name}", columns=list(train[0]) if train else []
+        train=train, eval=held_out, source=f"{BUILTIN_PREFIX}{name}", columns=list(train[0]) if train else [],
+        notes=notes,
     )
 
 

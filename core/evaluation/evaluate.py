@@ -105,9 +105,9 @@ def _scorers(rows: list[dict]):
 def evaluate(engine, tokenizer, rows: list[dict], *, system_prompt: str, chat_template: str = "", response_prefix: str = "",
              adapter: AdapterRef | None = None, max_items: int = 200, max_tokens: int = 256,
              max_prompt_length: int = 512) -> dict:
-    """{'accuracy', 'accuracy_flexible', 'format_rate', 'n', 'mean_tokens_correct',
+    """{'accuracy', 'accuracy_flexible', 'format_rate', 'n', 'cut_rate', 'mean_tokens_correct',
     'thought_with_steps', 'thought_check_share',
-    'items': [{question, answer, completion, correct, correct_flexible, formatted, tokens, checks_out}]}.
+    'items': [{question, answer, completion, correct, correct_flexible, formatted, tokens, cut, checks_out}]}.
 
     `accuracy_flexible` is None for tasks whose answer is not a number to find (Countdown);
     `mean_tokens_correct` (completion tokens of the correct answers) is None when none is correct;
@@ -119,7 +119,7 @@ def evaluate(engine, tokenizer, rows: list[dict], *, system_prompt: str, chat_te
 
     rows = rows[:max_items]
     if not rows:
-        return {"accuracy": float("nan"), "accuracy_flexible": None, "format_rate": float("nan"), "n": 0,
+        return {"accuracy": float("nan"), "accuracy_flexible": None, "format_rate": float("nan"), "n": 0, "cut_rate": None,
                 "mean_tokens_correct": None, "thought_with_steps": 0.0, "thought_check_share": None, "items": []}
     msgs = [build_messages(r["question"], system_prompt) for r in rows]
     prompts = [prompt_ids(tokenizer, m, chat_template, response_prefix, max_length=max_prompt_length)  # as trained
@@ -136,7 +136,8 @@ def evaluate(engine, tokenizer, rows: list[dict], *, system_prompt: str, chat_te
     items = [{"question": r["question"], "answer": r.get("answer"), "completion": t,
               "correct": bool(c >= 1.0), "formatted": bool(f >= 1.0),
               "correct_flexible": last_number_correct(t, r.get("answer")) if numeric else None,
-              "tokens": len(g[0].token_ids), "checks_out": ch["checks_out"] if ch["equations"] else None,
+              "tokens": len(g[0].token_ids), "cut": g[0].finish_reason == "length",
+              "checks_out": ch["checks_out"] if ch["equations"] else None,
               **({"steps": r["steps"]} if "steps" in r else {})}
              for r, t, c, f, g, ch in zip(rows, texts, correct, formatted, groups, checks)]
     n = len(items)
@@ -153,6 +154,7 @@ def evaluate(engine, tokenizer, rows: list[dict], *, system_prompt: str, chat_te
         "accuracy_flexible": sum(bool(i["correct_flexible"]) for i in items) / n if numeric else None,
         "format_rate": sum(i["formatted"] for i in items) / n,
         "n": n,
+        "cut_rate": sum(i["cut"] for i in items) / n,  # answers stopped by max_tokens, not by the model
         "mean_tokens_correct": sum(right) / len(right) if right else None,
         "thought_with_steps": thoughts["with_steps"],
         "thought_check_share": thoughts["check_share"],
