@@ -164,6 +164,9 @@ def test_errors_are_messages(app):
     assert message.startswith("⚠️") and "no built-in task" in message
     no_rewards = {k: False for k in TWO_REWARDS}
     assert "pick at least one reward" in client.predict(**TINY, **no_rewards, api_name="/start")
+    # a setting out of range is named by the label on the page, beside the config's name
+    message = client.predict(**{**TINY, "algorithm_num_generations": 1}, **TWO_REWARDS, api_name="/start")
+    assert message.startswith("⚠️ “Completions per question (G)” (algorithm.num_generations) = 1: must be between"), message
     assert client.predict(api_name="/pause").startswith("⚠️")
     # a broken custom reward: the message and the user's traceback come back inline
     broken = "def broken(prompts, completions, **kwargs):\n    return [1 / 0 for _ in completions]\n"

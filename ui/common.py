@@ -9,6 +9,7 @@ Refuses to know: any particular tab.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 import gradio as gr
@@ -16,6 +17,7 @@ import gradio as gr
 from core.app.manager import RunManager
 from core.errors import AhaError
 from ui.forms import Form
+from ui.i18n import FIELD_LABELS
 
 log = logging.getLogger("aha.ui")
 
@@ -32,10 +34,30 @@ class Ctx:
         self.late.append(fn)
 
 
+_FIELD = re.compile(r"(?<![\w.`])(" + "|".join(re.escape(k) for k in sorted(FIELD_LABELS, key=len, reverse=True))
+                    + r")(?![\w`])")
+
+
+def with_labels(message: str) -> str:
+    """A config field's name in a message, with the label the page shows beside it, once per field:
+    'algorithm.num_generations = 1: ...' -> '"Completions per question (G)" (algorithm.num_generations) = 1: ...'
+    (a new user, 2026-12-06, met the names and could not find the boxes). Names in `code` stay as they are."""
+    seen = set()
+
+    def label(m: re.Match) -> str:
+        key = m.group(1)
+        if key in seen:
+            return key
+        seen.add(key)
+        return f"“{FIELD_LABELS[key][0]}” ({key})"
+
+    return _FIELD.sub(label, message)
+
+
 def warn(e: BaseException) -> str:
     """Show `e` as a warning toast; return the inline text (Markdown) for the same message."""
-    if isinstance(e, AhaError):  # written for a person: shown as it is
-        message = str(e)
+    if isinstance(e, AhaError):  # written for a person: shown as it is, a field with its label
+        message = with_labels(str(e))
     else:  # a bug, not the user's fault: keep the traceback in the log, tell the user briefly
         log.exception("unexpected error in a UI action")
         message = f"Unexpected error: {type(e).__name__}: {e}"

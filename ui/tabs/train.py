@@ -10,7 +10,7 @@ import gradio as gr
 import pandas as pd
 
 from core.config import CPU_QUICK, Config
-from ui.common import Ctx, warn
+from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
 from ui.i18n import lang_of, t
 from ui.views import (SAMPLE_COLUMNS, aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown,
@@ -224,7 +224,7 @@ def build(ctx: Ctx) -> None:
         try:
             return memory_plan_markdown(manager.memory_plan(form.to_config(values)), lang_of(request))
         except Exception as e:  # a plan is never worth a warning toast
-            return f"🧮 Memory plan unavailable: {e}"
+            return f"🧮 Memory plan unavailable: {with_labels(str(e))}"
 
     def wire_plan():
         keys = [k for k in PLAN_KEYS if k in form.components]
