@@ -172,6 +172,10 @@ def test_errors_are_messages(app):
     broken = "def broken(prompts, completions, **kwargs):\n    return [1 / 0 for _ in completions]\n"
     _, error = client.predict(**TINY, **TWO_REWARDS, rewards_custom_code=broken, api_name="/try_rewards")
     assert error.startswith("⚠️") and "ZeroDivisionError" in error and "line 2" in error
+    # a syntax error's headline keeps its place in the code: "<custom reward code>" shown as text, not a tag
+    _, error = client.predict(**TINY, **TWO_REWARDS, rewards_custom_code="def f(x)\n    return 1\n",
+                              api_name="/try_rewards")
+    assert error.splitlines()[0].endswith("(&lt;custom reward code&gt;, line 1)"), error
     table, error = client.predict(**TINY, **TWO_REWARDS, api_name="/try_rewards")
     assert error == "" and {"format_soft", "correctness", "total"} <= set(table["headers"])
     _, note = client.predict(path="", api_name="/export_zip")

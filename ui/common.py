@@ -62,5 +62,9 @@ def warn(e: BaseException) -> str:
         log.exception("unexpected error in a UI action")
         message = f"Unexpected error: {type(e).__name__}: {e}"
     first, _, details = message.partition("\n\n")  # a reward error carries the user's traceback
+    # angle brackets as text: Python names code it did not read from a file "<custom reward code>",
+    # which Markdown and the toast took for a tag and dropped with the rest of the line (a new user
+    # saw "SyntaxError: expected ':' (")
+    first = first.replace("<", "&lt;").replace(">", "&gt;")
     gr.Warning(first[:500])
     return f"⚠️ {first}" + (f"\n\n```\n{details}\n```" if details else "")
