@@ -98,6 +98,9 @@ def test_train_chat_evaluate_through_the_api(app):
     assert sorted(set(series)) == ["correctness", "format_soft", "total"]
     assert series.count("total") == 3
     assert len(s["samples"]["data"]) == 6
+    # the numbers first, the long texts last (a new user found the rewards off to the right)
+    heads = s["samples"]["headers"]
+    assert heads[:2] == ["step", "reward"] and heads[-3:] == ["answer", "completion", "question"], heads
     # the run used exactly the widgets' values
     cfg = manager._cfg
     assert cfg.rewards.names == ["format_soft", "correctness"] and cfg.rewards.weights == [0.5, 1.0]

@@ -88,19 +88,29 @@ def reward_frame(metrics: pd.DataFrame) -> pd.DataFrame:
     return long_frame(metrics, series)
 
 
-SAMPLE_COLUMNS = ["step", "question", "completion", "answer", "reward"]
+SAMPLE_COLUMNS = ["step", "reward", "answer", "completion", "question"]
 
 
 def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_chars: int = 600) -> pd.DataFrame:
-    """The samples table as shown: question, completion, answer and rewards first, long text cut."""
+    """The samples table as shown: the short columns first (step, total reward, each reward's score,
+    the advantage, the expected answer), then the completion and the question, long text cut, so the
+    numbers are in sight on a laptop's screen (a new user found them off to the right, 2026-12-06).
+
+    >>> row = {"step": 3, "question": "q", "completion": "c", "answer": "4", "reward": 1.5,
+    ...        "advantage": 0.25, "correctness": 1.0, "format_soft": 0.5}
+    >>> list(samples_view(pd.DataFrame([row])).columns)
+    ['step', 'reward', 'correctness', 'format_soft', 'advantage', 'answer', 'completion', 'question']
+    """
     if samples is None or samples.empty:
         return pd.DataFrame(columns=SAMPLE_COLUMNS)
     df = samples.copy()
     cut = lambda n: (lambda v: v if not isinstance(v, str) or len(v) <= n else v[: n - 1] + "…")  # noqa: E731
     df["question"] = df["question"].map(cut(question_chars))
     df["completion"] = df["completion"].map(cut(completion_chars))
-    rest = [c for c in df.columns if c not in SAMPLE_COLUMNS and c != "advantage"]
-    df = df[[c for c in SAMPLE_COLUMNS if c in df] + rest + (["advantage"] if "advantage" in df else [])]
+    scores = [c for c in df.columns if c not in SAMPLE_COLUMNS and c != "advantage"]
+    first, text = ["step", "reward"], ["answer", "completion", "question"]
+    df = df[[c for c in first if c in df] + scores + (["advantage"] if "advantage" in df else [])
+            + [c for c in text if c in df]]
     return df.round(3)
 
 

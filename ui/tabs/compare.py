@@ -77,7 +77,7 @@ def build(ctx: Ctx) -> None:
         eval_md = gr.Markdown()
         # drawn from the start with empty bars: its colour domain (base, tuned) is fixed when first
         # drawn (see train.py on Gradio plots), so the real values only swap the data in
-        eval_plot = gr.BarPlot(value=eval_frame(None), x="bar", y="value", color="model", x_title="",
+        eval_plot = gr.BarPlot(value=eval_frame(None), x="bar", y="value", color="model", x_title=" ",
                                y_title="rate", y_lim=[0, 1], label=t("compare.eval_plot"),
                                elem_id="eval-plot")
         eval_items = gr.Dataframe(label=t("compare.eval_items"), wrap=True, interactive=False, max_height=360,
