@@ -80,6 +80,10 @@
 #        --cli-from /root/app_drive_cli.json --budget-s 560                                     # ~500 s
 #   bash bench/h200_session.sh trl --systems ours,ours-fast,trl-vllm --lengths 1024 --budget-s 540  # ~5 min (fresh machine: the first vLLM compile ~3 min)
 #   bash bench/h200_session.sh trl --systems unsloth,unsloth-defaults --lengths 1024 --budget-s 560 # carry .devkit/unsloth
+#   TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests   # the build test with expandable segments
+# The trl runs are the first with expandable segments (core.memory.device.use_expandable_segments, not
+# yet on a GPU): the records' pytorch_cuda_alloc_conf says so; lowest-memory mode's peak against
+# Unsloth sized like ours (5.80 GiB on 2026-12-05) is the lowest-memory goal's test.
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
