@@ -11,9 +11,10 @@ What it does, each part with its own time budget, writing its JSON record as it 
      serves (refused before it starts), a LoRA rank above the engine's headroom (the engine is
      rebuilt in the process); after each, /ask must still answer;
   0) first, `--cli`: the same recipe through `python -m scripts.train` (fresh process), or
-     `--cli-from` a record of that made by an earlier command (`--skip-app --cli`), and `--cli-before` the CLI with the engine sized as the app used to size it
-     (max_num_seqs 32: the default run's 4 prompts x 8), to show where the app's 3.2x went; step
-     times from each run's metrics.jsonl.
+     `--cli-from` a record of that made by an earlier command (`--skip-app --cli`), and
+     `--cli-before` the CLI with the engine sized as the app used to size it (max_num_seqs 32: the
+     default run's 4 prompts x 8), to show where the app's 3.2x went; step times from each run's
+     metrics.jsonl.
 
     python bench/app_drive.py --config configs/smollm2-largest.yaml --set model.lora_r=32 \\
         model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --cli --out $OUT

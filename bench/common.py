@@ -13,6 +13,7 @@ import gc
 import hashlib
 import itertools
 import json
+import os
 import platform
 import signal
 import subprocess
@@ -68,8 +69,6 @@ def spawn_child(cmd: list[str], **kwargs) -> subprocess.Popen:
     the child dies with the thread). On 2026-12-06 the device tool stopped a trl_compare parent at its
     command's 600 s and the Unsloth child it was waiting on ran on beside the next command. Keyword
     arguments go to Popen (e.g. start_new_session=True, so a timeout can kill the child's group)."""
-    import os
-
     parent = os.getpid()
 
     def die_with_parent():  # in the child, between fork and exec
@@ -85,7 +84,6 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 15) -> None:
     """SIGTERM a child started with start_new_session=True and its whole group (its own children
     hold its pipes too), then SIGKILL the group if it has not gone within `grace_s`."""
     import contextlib
-    import os
 
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):

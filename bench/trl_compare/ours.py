@@ -215,10 +215,11 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             rec["steps"].append(step)
             r.phase(f"step {k} done")
         probe = getattr(args, "decode_probe", "off")
+        wanted = probe == "all-ours" or (probe == "ours-fast" and args.child == "ours-fast")
         left = (args.deadline - time.time()) if args.deadline else float("inf")
-        if (probe == "all-ours" or (probe == "ours-fast" and args.child == "ours-fast")) and left < 90:
+        if wanted and left < 90:
             rec["notes"].append(f"decode probe not run: {left:.0f} s left of the time limit")
-        elif probe == "all-ours" or (probe == "ours-fast" and args.child == "ours-fast"):
+        elif wanted:
             from bench.trl_compare.decode_probe import decode_probe
 
             r.phase("decode probe")
