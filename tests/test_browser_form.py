@@ -201,6 +201,9 @@ def test_picking_a_task_shows_its_own_example_unless_the_prompt_was_written(app,
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(url)
     open_tab(page, "2 · Data")
+    # the default task's questions are there on the first look, without pressing Preview
+    expect(page.locator("#data-info")).to_contain_text("training questions", timeout=30_000)
+    expect(page.locator("#data-preview")).to_contain_text("<|im_start|>system", timeout=30_000)
     page.get_by_role("button", name="Prompt and template").click()
     prompt = field(page, "data_system_prompt", "textarea")
     expect(prompt).to_have_value(re.compile(r"Which is bigger, 4\.7 or 4\.25\?"), timeout=30_000)  # the default task's

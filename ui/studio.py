@@ -42,7 +42,8 @@ def build_app(manager: RunManager) -> gr.Blocks:
             ctx.shared["tabs"] = tabs
             with gr.Tab(t("tab.model"), id="model"):
                 model.build(ctx)
-            with gr.Tab(t("tab.data"), id="data"):
+            with gr.Tab(t("tab.data"), id="data") as data_tab:
+                ctx.shared["data_tab"] = data_tab
                 data.build(ctx)
             with gr.Tab(t("tab.rewards"), id="rewards"):
                 rewards.build(ctx)

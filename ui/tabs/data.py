@@ -156,8 +156,20 @@ def build(ctx: Ctx) -> None:
     hub.blur(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
              [source, prompt_col, answer_col, info], api_visibility="private")
 
+    def first_look(**values):
+        """The preview of a built-in task the first time the tab opens (nothing shown yet): a new user
+        found an empty table until they pressed Preview (2026-12-06). Other sources wait for the button
+        (a hub dataset may take a while to read)."""
+        shown = values.pop("_shown") or ""
+        if shown.strip() or not str(values.get("data_source", "")).startswith(BUILTIN_PREFIX):
+            return gr.skip(), gr.skip()
+        return preview(**values)
+
     def wire_preview():
         preview_btn.click(preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_name="preview_data")
+        if "data_tab" in ctx.shared:
+            ctx.shared["data_tab"].select(first_look, inputs_kwargs={**form.components, "_shown": info},
+                                          outputs=[table, info], api_visibility="private")
         # a built-in task previews itself as soon as it is picked, with the source and prompt it set
         prompt = form.components["data_system_prompt"]
         builtin.input(on_pick, [builtin, prompt], [source, prompt], api_visibility="private").then(
