@@ -80,6 +80,8 @@ def _train(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     device = distributed.setup()  # None unless launched with several processes
     trainer = make_trainer(cfg, run_dir=run, device=device, task=task)
     if distributed.is_main():
+        for note in task.notes:  # a small built-in task trains on what it has
+            print(f"data: {note}", file=sys.stderr)
         for note in getattr(trainer.rewards, "notes", []):  # a custom reward replaced a preset
             print(f"rewards: {note}", file=sys.stderr)
     if run is not None and trainer.resume() and distributed.is_main():

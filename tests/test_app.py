@@ -133,10 +133,14 @@ def test_train_chat_evaluate_through_the_api(app):
     # accuracy, last-number accuracy (numeric answers), format rate x base, tuned
     assert "| base |" in table and len(items["data"]) == 4 and len(bars["data"]) == 6
     limit = result["max_tokens"]
-    assert f"answers stop at {limit} tokens, the run's max completion tokens" in table
+    assert f"answers stop at {limit} tokens (Max completion tokens)" in table
     # a cut answer is said to be cut (the tiny model rarely stops by itself): how many, per model
-    if result["tuned"]["cut_rate"]:
-        assert f"tuned {result['tuned']['cut_rate']:.0%}** of the answers" in table
+    cut = {w: result[w]["cut_rate"] for w in ("base", "tuned")}
+    assert cut == {w: sum(row[items["headers"].index(f"{w}_cut")] for row in items["data"]) / 4 for w in cut}
+    if any(cut.values()):
+        assert f"base {cut['base']:.0%}, tuned {cut['tuned']:.0%}** of the answers" in table
+    else:
+        assert "Cut there" not in table
 
     # the aha panel's sample from early and late in the run; retention off the task beside the accuracy
     assert "Early: **step 1**" in s["aha_sample"] and "Late: **step 3**" in s["aha_sample"]

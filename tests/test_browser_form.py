@@ -227,3 +227,37 @@ def test_picking_a_task_shows_its_own_example_unless_the_prompt_was_written(app,
     expect(prompt).to_have_value(PROMPT)
     expect(page.locator("#data-preview")).to_contain_text(PROMPT, timeout=30_000)
     page.close()
+
+
+def test_leaving_the_task_list_without_a_pick_keeps_the_runs_prompt(app, browser):
+    """Gradio sends the list's `input` when it loses focus too. A run on addition with the default
+    (decimal) example, shown after a reload: opening the task list and leaving it must not swap
+    the run's prompt for addition's example (a reviewer's catch, 2026-12-06)."""
+    from core.config import DEFAULT_SYSTEM_PROMPT
+
+    url, _runs, _data = app
+    client = gradio_client.Client(url, verbose=False)
+    start(client, data_source="builtin:addition", data_system_prompt=DEFAULT_SYSTEM_PROMPT, algorithm_max_steps=20000,
+          run_save_steps=20000, run_run_name="adds")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        wait_state(client, ("running",))
+        client.predict(api_name="/pause")
+        wait_state(client, ("paused",))
+        page.goto(url)
+        open_tab(page, "2 · Data")
+        page.get_by_role("button", name="Prompt and template").click()
+        prompt = field(page, "data_system_prompt", "textarea")
+        expect(field(page, "data_source", "textarea")).to_have_value("builtin:addition", timeout=60_000)
+        expect(prompt).to_have_value(DEFAULT_SYSTEM_PROMPT, timeout=30_000)
+        page.locator("#data-builtin input").click()  # open the list ...
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Prompt and template").click()  # ... and leave it: focus elsewhere
+        page.wait_for_timeout(3000)  # what the server would answer has come by now
+        page.get_by_role("button", name="Prompt and template").click()
+        expect(prompt).to_have_value(DEFAULT_SYSTEM_PROMPT)
+        expect(field(page, "data_source", "textarea")).to_have_value("builtin:addition")
+    finally:
+        client.predict(api_name="/stop")
+        wait_state(client, ("stopped",))
+        page.close()

@@ -667,8 +667,17 @@ def test_a_small_task_trains_on_all_its_problems_and_says_so():
     assert len(task.eval) == 200 and len(task.train) == 512
     held = {BUILTIN_TASKS["multiplication"].problem(r) for r in task.eval}
     assert not held & {BUILTIN_TASKS["multiplication"].problem(r) for r in task.train}  # still apart
-    assert task.notes == ["builtin:multiplication has 712 distinct problems: 200 held out, the other 512 for "
-                          "training (data.train_size asked for 2000)"]
+    assert task.notes == ["builtin:multiplication has few distinct problems: 200 held out, the 512 others it made "
+                          "for training (data.train_size asked for 2000)"]
+    # a task drawn dry stops early, not after 50 draws per row asked for (100,000 took 18 s)
+    import time
+
+    t0 = time.perf_counter()
+    assert len(load_builtin("multiplication", train_size=100_000, eval_size=200, seed=42).train) == 512
+    assert time.perf_counter() - t0 < 5
+    # a large task asked for all it can: the same rows as the strict draw
+    big = BUILTIN_TASKS["addition"]
+    assert big.generate(300, seed=3, at_most=True) == big.generate(300, seed=3)
     assert load_builtin("multiplication", train_size=100, eval_size=200, seed=42).notes == []  # enough: no note
     with pytest.raises(DataError, match="every one of its problems is held out"):
         load_builtin("multiplication", train_size=10, eval_size=712, seed=1)

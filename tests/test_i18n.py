@@ -132,3 +132,23 @@ def test_try_on_samples_shows_scores_first_and_its_stages():
     assert views.try_stage_text("sampling", facts) == ("2/3 · sampling 3 completions of up to 64 tokens from the "
                                                        "current model, after the current training step")
     assert views.try_stage_text("sampling", facts, "zh") == "2/3 · 用当前模型采样 3 个回答（每个最多 64 个 token），等当前训练步结束后"
+
+
+def test_error_headlines_name_the_box_and_keep_their_text():
+    """ui.common.warn: a config field named in a headline gets the page's label beside it, once (not
+    in paths, identifiers or code, nor in the user's traceback); angle brackets show as text, but
+    inside `code`, where Markdown shows them as typed."""
+    from core.errors import AhaError
+    from ui.common import warn, with_labels
+
+    assert with_labels("algorithm.num_generations = 1: must be between 2 and 256; algorithm.num_generations") == (
+        "“Completions per question (G)” (algorithm.num_generations) = 1: must be between 2 and 256; "
+        "algorithm.num_generations")
+    for untouched in ("runs/a/data.seed/config.yaml", "https://x.org/docs/data.source", "data.seed-based",
+                      "cfg.data.source", "`data.seed`", "my_data.seed"):
+        assert with_labels(untouched) == untouched, untouched
+    shown = warn(AhaError("no reward function found: write `def r(prompts, completions) -> list[float]`"
+                          " (<custom reward code>, line 1)\n\nTraceback: random.seed(data.seed)"))
+    assert "`def r(prompts, completions) -> list[float]`" in shown  # as typed inside code
+    assert "(&lt;custom reward code&gt;, line 1)" in shown  # as text outside it
+    assert "random.seed(data.seed)" in shown  # the traceback is the user's, left as is

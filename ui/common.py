@@ -34,8 +34,8 @@ class Ctx:
         self.late.append(fn)
 
 
-_FIELD = re.compile(r"(?<![\w.`])(" + "|".join(re.escape(k) for k in sorted(FIELD_LABELS, key=len, reverse=True))
-                    + r")(?![\w`])")
+_FIELD = re.compile(r"(?<![\w./`-])(" + "|".join(re.escape(k) for k in sorted(FIELD_LABELS, key=len, reverse=True))
+                    + r")(?![\w`/-])")
 
 
 def with_labels(message: str) -> str:
@@ -57,14 +57,21 @@ def with_labels(message: str) -> str:
 def warn(e: BaseException) -> str:
     """Show `e` as a warning toast; return the inline text (Markdown) for the same message."""
     if isinstance(e, AhaError):  # written for a person: shown as it is, a field with its label
-        message = with_labels(str(e))
+        message = str(e)
+        labelled = True
     else:  # a bug, not the user's fault: keep the traceback in the log, tell the user briefly
         log.exception("unexpected error in a UI action")
         message = f"Unexpected error: {type(e).__name__}: {e}"
-    first, _, details = message.partition("\n\n")  # a reward error carries the user's traceback
+        labelled = False
+    first, _, details = message.partition("\n\n")  # a reward error carries the user's traceback, left as is
+    first = with_labels(first) if labelled else first
     # angle brackets as text: Python names code it did not read from a file "<custom reward code>",
     # which Markdown and the toast took for a tag and dropped with the rest of the line (a new user
-    # saw "SyntaxError: expected ':' (")
-    first = first.replace("<", "&lt;").replace(">", "&gt;")
-    gr.Warning(first[:500])
-    return f"⚠️ {first}" + (f"\n\n```\n{details}\n```" if details else "")
+    # saw "SyntaxError: expected ':' ("); inside `code` Markdown shows them as they are
+    gr.Warning(_escape(first)[:500])
+    shown = "".join(part if part.startswith("`") else _escape(part) for part in re.split(r"(`[^`]*`)", first))
+    return f"⚠️ {shown}" + (f"\n\n```\n{details}\n```" if details else "")
+
+
+def _escape(text: str) -> str:
+    return text.replace("<", "&lt;").replace(">", "&gt;")

@@ -182,7 +182,8 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         control = worker_control(self.worker)
         with self._lock:
             self._state, self._error, self._traceback = "loading", "", ""
-            self._note = " ".join(rewards.notes + (  # said once, in the status: a custom reward replaced a preset
+            self._note = " ".join(task.notes + rewards.notes + (  # said once, in the status: a small task's
+                # size, a custom reward that replaced a preset
                 ["The layers are compiled (model.compile_layers): the first step waits for it, tens of seconds."]
                 if cfg.model.compile_layers else []))
             self._control, self._cfg, self._task = control, cfg, task
@@ -227,7 +228,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
                                    device=self.device, run_dir=run_dir, plan=plan)
             if run_dir is not None:
                 trainer.resume()
-                self._note = " ".join([*rewards.notes, *trainer.resume_notes])
+                self._note = " ".join([*task.notes, *rewards.notes, *trainer.resume_notes])
                 # the steps it kept: their time counts in the run's elapsed, not from zero again
                 self._elapsed_before = sum(float(r.get("step_time") or 0.0) for r in trainer.run.read_metrics()
                                            if int(r.get("step") or 0) <= trainer.step)

@@ -54,7 +54,10 @@ class BuiltinTask:
         seen = set(exclude)
         rows: list[dict] = []
         budget = 50 * n + 1000  # draws before giving up: generous, the spaces are large
+        stale = 0  # draws in a row that found nothing new: with `at_most`, a task drawn dry ends early
         while len(rows) < n:
+            if at_most and stale >= max(1000, 10 * len(seen)):
+                return rows
             if budget == 0:
                 if at_most:
                     return rows
@@ -65,7 +68,9 @@ class BuiltinTask:
             budget -= 1
             row = self.draw(rng)
             key = self.problem(row)
+            stale += 1
             if key not in seen:
+                stale = 0
                 seen.add(key)
                 rows.append(row)
         return rows
@@ -97,8 +102,8 @@ def load_builtin(name: str, train_size: int, eval_size: int, seed: int) -> TaskD
         if not train:
             raise DataError(f"{BUILTIN_PREFIX}{name}: every one of its problems is held out (data.eval_size = "
                             f"{eval_size}); lower data.eval_size")
-        notes.append(f"{BUILTIN_PREFIX}{name} has {len(train) + len(held_out)} distinct problems: {len(held_out)} "
-                     f"held out, the other {len(train)} for training (data.train_size asked for {train_size})")
+        notes.append(f"{BUILTIN_PREFIX}{name} has few distinct problems: {len(held_out)} held out, the "
+                     f"{len(train)} others it made for training (data.train_size asked for {train_size})")
     return TaskData(
         train=train, eval=held_out, source=f"{BUILTIN_PREFIX}{name}", columns=list(train[0]) if train else [],
         notes=notes,

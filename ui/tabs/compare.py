@@ -134,11 +134,12 @@ def build(ctx: Ctx) -> None:
             return warn(e), gr.skip(), gr.skip(), gr.skip()
         items = result.pop("items")
         done = (f"\n\nGreedy answers to {result['tuned']['n']} held-out questions; tuned = {_label(target_value)}"
-                f"; answers stop at {result['max_tokens']} tokens, the run's max completion tokens.")
+                f"; answers stop at {result['max_tokens']} tokens (Max completion tokens).")
         cut = {w: result[w].get("cut_rate") or 0.0 for w in ("base", "tuned")}
-        if any(cut.values()):  # a cut answer has no <answer> yet: it scores 0 however right its thought
+        if any(cut.values()):  # a cut answer that had not yet given its <answer> scores 0, however right its thought
             done += (f" **Cut there before finishing: base {cut['base']:.0%}, tuned {cut['tuned']:.0%}** of the "
-                     "answers, which then score 0; a run with a larger Max completion tokens leaves room to finish.")
+                     "answers (one cut before its answer scores 0); a run with a larger Max completion tokens "
+                     "leaves room to finish.")
         return eval_markdown(result) + done, eval_frame(result), pd.DataFrame(items), result
 
     def refresh_targets(current, shown_for):

@@ -96,14 +96,20 @@ def build(ctx: Ctx) -> None:
     def on_builtin(name):
         return f"{BUILTIN_PREFIX}{name}" if name else gr.skip()
 
-    def on_pick(name, prompt):
-        """The user's pick (`input`): the source, and the task's own worked example where the system
-        prompt is still one of the defaults (a prompt a user or a recipe wrote stays). Never when a
-        run's or a recipe's settings fill the form (`change`), whose prompt is what they ran with."""
-        if not name:
-            return gr.skip(), gr.skip()
+    def on_pick(**values):
+        """The user's pick of a task (`input`): the source, the task's own worked example where the
+        system prompt is still one of the defaults (a prompt the user wrote stays), and the preview of
+        both. Gradio also sends `input` when the list loses focus without a pick: the task in use then
+        changes nothing, so a run's settings shown after a reload are never swapped (nor by `change`)."""
+        name = values.pop("_name")
         src = f"{BUILTIN_PREFIX}{name}"
-        return src, (system_prompt_for(src) if is_a_default_system_prompt(prompt or "") else gr.skip())
+        if not name or values.get("data_source") == src:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        values["data_source"] = src
+        prompt = gr.skip()
+        if is_a_default_system_prompt(values.get("data_system_prompt") or ""):
+            prompt = values["data_system_prompt"] = system_prompt_for(src)
+        return (src, prompt, *preview(**values))
 
     def columns_of(src: str, split: str = "train", subset: str = ""):
         cols = manager.table_columns(src, split=split, subset=subset)
@@ -169,11 +175,11 @@ def build(ctx: Ctx) -> None:
         preview_btn.click(preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_name="preview_data")
         if "data_tab" in ctx.shared:
             ctx.shared["data_tab"].select(first_look, inputs_kwargs={**form.components, "_shown": info},
-                                          outputs=[table, info], api_visibility="private")
+                                          outputs=[table, info], api_visibility="private", show_progress="hidden")
         # a built-in task previews itself as soon as it is picked, with the source and prompt it set
         prompt = form.components["data_system_prompt"]
-        builtin.input(on_pick, [builtin, prompt], [source, prompt], api_visibility="private").then(
-            preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_visibility="private")
+        builtin.input(on_pick, inputs_kwargs={**form.components, "_name": builtin},
+                      outputs=[source, prompt, table, info], api_visibility="private")
         builtin.change(on_builtin, [builtin], [source], api_visibility="private")  # a run's or recipe's too
 
     ctx.after_all_tabs(wire_preview)
