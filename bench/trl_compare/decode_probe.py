@@ -46,11 +46,6 @@ def _timed(engine, prompt_ids, n: int, tokens: int, sync) -> float:
     return wall
 
 
-def device_kernel_seconds(prof) -> float:
-    """Sum of device (CUDA) kernel time in a finished torch.profiler run, in seconds; 0.0 on a CPU."""
-    return sum(us for _, us in _device_events(prof)) / 1e6
-
-
 def _device_events(prof) -> list[tuple[str, float]]:
     """(name, microseconds) of each device event: kernels, copies and sets, not the user-annotation
     ranges that span them (as torch's own tables leave them out)."""

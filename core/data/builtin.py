@@ -469,7 +469,8 @@ def system_prompt_for(source: str) -> str:
 
 
 def is_a_default_system_prompt(text: str) -> bool:
-    """Whether `text` is one of the prompts `system_prompt_for` gives (not one a user or a recipe
-    wrote): the Data tab swaps only such a prompt when another built-in task is picked."""
+    """Whether `text` is one of the prompts `system_prompt_for` gives (a recipe's prompt counts when it
+    is a task's own, as most configs/smollm2-*.yaml are): the Data tab swaps only such a prompt when
+    the user picks another built-in task; one the user wrote stays."""
     defaults = {system_prompt_for(BUILTIN_PREFIX + name).strip() for name in BUILTIN_TASKS}
     return text.strip() in defaults
