@@ -197,10 +197,10 @@ class AlgorithmConfig:
         range=(0, 4096)
     )
     auto_micro_batch: str = _f(
-        "lowest_memory", "How micro-batch 0 (auto) picks on a GPU. lowest_memory: training needs no more "
-        "memory than sampling. fastest: the largest micro-batch (up to the whole step) that fits 90% of the "
-        "GPU's free memory; fewer, larger passes (on an H200 at 1024 tokens, 8 instead of 1: a 28% shorter "
-        "step for 2.6 GB more).",
+        "lowest_memory", "How micro-batch 0 (auto) picks on a GPU. lowest_memory: training needs no more memory "
+        "than sampling; AdamW's moments wait in host memory between updates. fastest: the largest micro-batch (up "
+        "to the whole step) that fits 90% of the GPU's free memory; fewer, larger passes (on an H200 at 1024 "
+        "tokens, 8 instead of 1: a 28% shorter step for 2.6 GB more).",
         choices=["lowest_memory", "fastest"]
     )
     num_iterations: int = _f(

@@ -70,7 +70,7 @@ HELP_ZH: dict[str, str] = {
     "algorithm.micro_batch_size": "每次前向/反向传播的序列数。0 = 自动：在 GPU 上由内存规划器选择（见“自动微批目标”；"
                                   "默认取所需内存不超过采样 KV 缓存的最大值，该缓存在训练时是空闲的：峰值最低）；在 CPU 上为 8。"
                                   "越大训练越快，需要的内存也越多。",
-    "algorithm.auto_micro_batch": "微批为 0（自动）时在 GPU 上如何选择。lowest_memory：训练所需内存不超过采样。fastest："
+    "algorithm.auto_micro_batch": "微批为 0（自动）时在 GPU 上如何选择。lowest_memory：训练所需内存不超过采样；两次更新之间 AdamW 的动量存放在主机内存中。fastest："
                                   "能放进 GPU 空闲内存 90% 的最大微批（最多整个步）；次数更少、每次更大（在 H200 上 1024 token 时"
                                   "用 8 而不是 1：每步缩短 28%，多用 2.6 GB）。",
     "algorithm.num_iterations": "μ：对每批采样结果做的优化遍数。大于 1 时裁剪才会起作用。",

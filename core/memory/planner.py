@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 from core.errors import AhaError
 from core.memory.sizes import (ALLOCATOR_FIXED_BYTES, CPU_STEP_WEIGHT_COPIES, CUDA_CONTEXT_BYTES,
-                               FASTEST_SHARE, GIB, HEADROOM_NUM_SEQS, LORA_BYTES_PER_PARAM, EngineSizes,
+                               FASTEST_SHARE, GIB, HEADROOM_NUM_SEQS, LORA_BYTES_PER_PARAM, LORA_MOMENT_BYTES,
+                               EngineSizes,
                                MicroBatchPeak, engine_sizes,
                                VLLM_OUTSIDE_TORCH_BYTES, engine_extra_bytes, engine_kv_bytes,
-                               kv_bytes_per_token, lora_param_count, micro_batch_peak, param_count,
+                               kv_bytes_per_token, lora_param_count, micro_batch_peak, moments_on_host, param_count,
                                sequences_per_step, weight_bytes)
 from core.memory.words import Sentence, gb, say
 
@@ -110,7 +111,8 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
          checkpointing: bool = False, offload: bool = False, free_bytes: int | None = None,
          total_bytes: int | None = None, fp8_kv: bool = False, engine: str = "vllm",
          padded: bool = True, release_kv: bool = True, auto_micro_batch: str = "lowest_memory",
-         engine_kv_cache_bytes: int | None = None, engine_max_lora_rank: int | None = None) -> Plan:
+         engine_kv_cache_bytes: int | None = None, engine_max_lora_rank: int | None = None,
+         moments_on_host_as: bool | None = None) -> Plan:
     """A plan for one step; shrinks the micro-batch (halving) until it fits `free_bytes`.
 
     micro_batch_size 0 = auto: the largest micro-batch (a power of two, at most the step's
@@ -121,9 +123,14 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
     of two, at most the step's sequences) whose step fits FASTEST_SHARE of the free memory.
     padded: whether micro-batches carry padding (the trainer's do: prompts and completions of
     different lengths), which costs an attention mask and repeated k/v heads in every layer.
+    moments_on_host_as: whether AdamW's moments wait on the host (None: the rule,
+    `sizes.moments_on_host`; a record of a run from before that rule says False).
     """
     weights = weight_bytes(c, load_in_4bit)
-    adapter = lora_param_count(c, lora_rank, lora_targets) * LORA_BYTES_PER_PARAM
+    # lowest-memory mode keeps AdamW's moments on the host between updates (core.rl.host_states)
+    on_host = moments_on_host(micro_batch_size, auto_micro_batch) if moments_on_host_as is None else moments_on_host_as
+    adapter = lora_param_count(c, lora_rank, lora_targets) * (
+        LORA_BYTES_PER_PARAM - (LORA_MOMENT_BYTES if on_host else 0))
     seq = prompt_length + completion_length
     # the rollouts' KV cache as the engine asks vLLM for it; it is freed while the trainer runs
     # (HF generate's too, which lives only while sampling, so the plan holds none for it)
@@ -259,7 +266,7 @@ class DoesNotFit(AhaError, RuntimeError):
 
 
 def plan_config(model_config, cfg, free_bytes: int | None, total_bytes: int | None = None,
-                engine: str = "vllm", engine_settings=None) -> Plan:
+                engine: str = "vllm", engine_settings=None, moments_on_host_as: bool | None = None) -> Plan:
     """`plan` for a run's `Config` (its model, algorithm and engine settings); `engine_settings`:
     the `EngineSizes` of the engine the run will use, when it is known (its KV cache and LoRA slots)."""
     a, m = cfg.algorithm, cfg.model
@@ -273,7 +280,8 @@ def plan_config(model_config, cfg, free_bytes: int | None, total_bytes: int | No
                 release_kv=cfg.run.vllm_free_kv_between_steps,
                 auto_micro_batch=a.auto_micro_batch,
                 engine_kv_cache_bytes=getattr(engine_settings, "kv_cache_bytes", None),
-                engine_max_lora_rank=getattr(engine_settings, "max_lora_rank", None))
+                engine_max_lora_rank=getattr(engine_settings, "max_lora_rank", None),
+                moments_on_host_as=moments_on_host_as)
 
 
 # ---------------------------------------------------------------------------

@@ -37,6 +37,16 @@ MIB = 2**20
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # peft keeps LoRA weights in fp32 (it upcasts adapters of a bf16 base): weight + grad + AdamW m and v
 LORA_BYTES_PER_PARAM = 16
+# of which AdamW's m and v: in pinned host memory between updates in lowest-memory mode
+# (core.rl.host_states), so not in that mode's device peak
+LORA_MOMENT_BYTES = 8
+
+
+def moments_on_host(micro_batch_size: int, auto_micro_batch: str) -> bool:
+    """Whether a GPU run keeps AdamW's moments on the host between updates: micro-batch 0 (auto)
+    picking for the lowest memory, the mode whose peak is the point (the one rule: the planner
+    counts by it, core.rl.host_states moves by it)."""
+    return micro_batch_size <= 0 and auto_micro_batch == "lowest_memory"
 # What torch's allocator holds on top of the tensors counted here. Measured: 67-73 MiB above
 # weights + adapter state before the first micro-batch (static_gb in
 # bench/results/planner_check.json). Most likely two cuBLAS workspaces of 32 MiB (Hopper's size;

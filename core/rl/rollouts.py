@@ -287,6 +287,9 @@ def rollout_metrics(batch: ScoredRollouts, step: int, t0: float, *, clock: StepC
             m["rollout/kept_share"] = float(stats.get("kept_share", 0.0))  # elements the fold kept aside
             # how much of the fold ran in the fused kernels (kernels/lora_fold_triton.py; GPU, bf16/fp16)
             m["rollout/fused_share"] = stats.get("fused_layers", 0) / max(1, stats.get("folded_layers", 1))
+        for part in ("kv_map", "kv_release"):  # vLLM: the KV cache mapped back before sampling, freed after
+            if f"{part}_s" in stats:
+                m[f"rollout/{part}_s"] = float(stats[f"{part}_s"])
     correct = correct_mask(batch.scored.per_reward)
     if correct is not None:  # the aha panel: does thinking longer pay? (nan: none of that kind this step)
         m["completions/mean_length_correct"] = lengths[correct].mean().item() if correct.any() else math.nan

@@ -40,6 +40,7 @@ from core.config import Config
 from core.engines.base import RolloutStopped
 from core.engines.registry import make_engine
 from core.memory import ram
+from core.rl.host_states import HostOptimizerStates, wanted as host_states_wanted
 from core.rl.control import TrainerControl, TrainingStopped
 from core.rl.logprobs import Rollouts, completion_logprobs, pad_rollouts
 from core.rl.objectives import LossStats, compute_advantages, policy_loss
@@ -127,6 +128,8 @@ class GRPOTrainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         distributed.broadcast_params(self.params)  # data parallel: every rank starts from rank 0's adapter
         self.optimizer = torch.optim.AdamW(self.params, lr=a.learning_rate, weight_decay=a.weight_decay)
+        # lowest-memory mode on a GPU: AdamW's moments wait in pinned host memory between updates
+        self.host_states = HostOptimizerStates(self.optimizer) if host_states_wanted(cfg, self.device) else None
         self.scheduler = get_scheduler(a.lr_scheduler, self.optimizer, num_warmup_steps=a.warmup_steps,
                                        num_training_steps=a.max_steps)
         self.step = 0
@@ -299,7 +302,8 @@ class GRPOTrainer:
             max_norm = a.max_grad_norm if a.max_grad_norm > 0 else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
             if math.isfinite(grad_norm):
-                self.optimizer.step()
+                with self.host_states.on_device() if self.host_states else contextlib.nullcontext():
+                    self.optimizer.step()
             else:
                 self.skipped_steps += 1
             self.scheduler.step()
@@ -363,7 +367,9 @@ class GRPOTrainer:
 
         state = ckpt.state
         set_peft_model_state_dict(self.model, ckpt.adapter)
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])  # (its moments land on the GPU: back to the host)
+        if self.host_states is not None:
+            self.host_states.to_host()
         self.scheduler.load_state_dict(state["scheduler"])
         checkpoints.restore_rng(state["rng"])
         self.micro_batch_size = state.get("micro_batch_size", self.micro_batch_size)

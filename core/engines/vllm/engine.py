@@ -37,6 +37,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -373,20 +374,27 @@ class VLLMEngine:
             torch.cuda.empty_cache()
             memory["cache_returned"] = memory_snapshot()
 
+        kv = {}  # seconds the KV cache's mapping and unmapping took (inside the sample's time)
+
         def sample(a):
             memory["folded"] = memory_snapshot()
+            t = time.perf_counter()
             self.restore_memory()
+            kv["kv_map_s"] = time.perf_counter() - t
             memory["kv_mapped"] = memory_snapshot()
             try:
                 return self.generate(prompts, sampling, a)
             finally:
                 memory["sampled"] = memory_snapshot()
+                t = time.perf_counter()
                 self.release_memory()
+                kv["kv_release_s"] = time.perf_counter() - t
                 memory["released"] = memory_snapshot()
 
         out, stats = rollout_with_fold(model, sample, adapter, merged, blocked=blocked,
                                        reset=self.llm.reset_prefix_cache)
         memory["end"] = memory_snapshot()
+        stats = {**stats, **kv}
         self.rollout_stats = {**stats, "memory_gib": memory} if memory["start"] else stats
         return out
 
