@@ -14,7 +14,8 @@ What it does, each part with its own time budget, writing its JSON record as it 
      `--cli-from` a record of that made by an earlier command (`--skip-app --cli`), and
      `--cli-before` the CLI with the engine sized as the app used to size it (max_num_seqs 32: the
      default run's 4 prompts x 8), to show where the app's 3.2x went; step times from each run's
-     metrics.jsonl.
+     metrics.jsonl, with each step's split into phases (`time/*`), and the app over the CLI phase
+     by phase, over the steps both ran and over those of them that sampled the same longest answer.
 
     python bench/app_drive.py --config configs/smollm2-largest.yaml --set model.lora_r=32 \\
         model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --cli --out $OUT
@@ -140,6 +141,25 @@ def watch(client, rec: Record, key: str, budget_s: float, until=("finished", "fa
     return timeline
 
 
+# beside the phases (`time/*`): the step's whole time and the work it did
+BREAKDOWN_KEYS = ("step_time", "generation_time", "completions/mean_length", "completions/max_length",
+                  "tokens_per_second", "rollout/kv_map_s", "rollout/kv_release_s")
+
+
+def breakdown(rows: list[dict]) -> dict:
+    """Each step's split: per step (None where a row lacks the key), each `time/*` key a row carries and
+    BREAKDOWN_KEYS, rounded to 4 digits; their mean and median over steps 2..n (as mean_step_s).
+    About 12 KB for 100 steps."""
+    keys = [k for k in BREAKDOWN_KEYS if any(k in r for r in rows)]
+    keys += sorted({k for r in rows for k in r if k.startswith("time/")})
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    per_step = {k: [round(r[k], 4) if number(r.get(k)) else None for r in rows] for k in keys}
+    steady = {k: [v for v in vs[1:] or vs if v is not None] for k, vs in per_step.items()}
+    return {"per_step": per_step,
+            "mean": {k: round(statistics.mean(vs), 4) for k, vs in steady.items() if vs},
+            "median": {k: round(statistics.median(vs), 4) for k, vs in steady.items() if vs}}
+
+
 def step_times(metrics_path: Path) -> dict:
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     times = [r["step_time"] for r in rows]
@@ -147,7 +167,17 @@ def step_times(metrics_path: Path) -> dict:
     steady = times[1:] or times  # step 1 carries the first CUDA-graph warm-up
     return {"steps": len(rows), "mean_step_s": statistics.mean(steady), "median_step_s": statistics.median(steady),
             "mean_generation_s": statistics.mean(gen[1:] or gen), "first_step_s": times[0] if times else None,
-            "final_reward": rows[-1]["reward"] if rows else None, "step_times": [round(t, 4) for t in times]}
+            "final_reward": rows[-1]["reward"] if rows else None, "step_times": [round(t, 4) for t in times],
+            "breakdown": breakdown(rows)}
+
+
+def engine_args(log_path: Path) -> str | None:
+    """The first vLLM engine's arguments as its log line gives them ("non-default args: {...}"),
+    at most 1,000 characters; None without a log or such a line."""
+    if not log_path.exists():
+        return None
+    line = next((ln for ln in log_path.read_text(errors="replace").splitlines() if "non-default args:" in ln), None)
+    return line[line.index("non-default args:"):][:1000] if line else None
 
 
 def matched_ratio(app: dict, cli: dict) -> dict | None:
@@ -161,6 +191,46 @@ def matched_ratio(app: dict, cli: dict) -> dict | None:
     return {"steps": f"2-{n}", "app_mean_s": statistics.mean(a[1:n]), "cli_mean_s": statistics.mean(c[1:n]),
             "ratio": statistics.mean(a[1:n]) / statistics.mean(c[1:n]),
             "median_ratio": statistics.median(a[1:n]) / statistics.median(c[1:n])}
+
+
+def phase_ratios(app: dict, cli: dict) -> dict | None:
+    """App mean / CLI mean of each key both breakdowns hold (the phases, step_time and the work), over
+    the steps both ran (2..n, as matched_ratio) and over those of them where both sampled the same
+    longest answer (completions/max_length: the same work, so what differs is how the step runs);
+    None where a side has no breakdown (a CLI record from before 2026-12-06 11:00) or too few steps."""
+    a, c = (app.get("breakdown") or {}).get("per_step") or {}, (cli.get("breakdown") or {}).get("per_step") or {}
+    n = min(len(a.get("step_time") or []), len(c.get("step_time") or []))
+    if n < 3:
+        return None
+    keys = [k for k in a if k in c]
+    la, lc = a.get("completions/max_length") or [None] * n, c.get("completions/max_length") or [None] * n
+    same = [i for i in range(1, n) if la[i] is not None and la[i] == lc[i]]
+
+    def over(steps):
+        out = {}
+        for k in keys:
+            pairs = [(a[k][i], c[k][i]) for i in steps if a[k][i] is not None and c[k][i] is not None]
+            if pairs:
+                am, cm = statistics.mean(p[0] for p in pairs), statistics.mean(p[1] for p in pairs)
+                out[k] = {"app": round(am, 4), "cli": round(cm, 4), "ratio": round(am / cm, 4) if cm else None}
+        return out
+
+    return {"steps": f"2-{n}", "by_phase": over(range(1, n)),
+            "equal_work": {"steps": len(same), "by_phase": over(same)}}
+
+
+def phase_table(by: dict) -> str:
+    """app_over_cli_by_phase as lines to read at the end of the drive's output."""
+    eq = by["equal_work"]
+
+    def cells(v: dict) -> str:
+        fmt = lambda x, w, p: format(x, f">{w}.{p}f") if x is not None else " " * w  # noqa: E731
+        return f"{fmt(v.get('app'), 9, 4)} {fmt(v.get('cli'), 9, 4)} {fmt(v.get('ratio'), 7, 3)}"
+
+    lines = [f"app/cli by phase, steps {by['steps']} | the {eq['steps']} of them with equal completions/max_length",
+             f"{'':24} {'app':>9} {'cli':>9} {'ratio':>7} | {'app':>9} {'cli':>9} {'ratio':>7}"]
+    lines += [f"{k:24} {cells(v)} | {cells(eq['by_phase'].get(k, {}))}" for k, v in by["by_phase"].items()]
+    return "\n".join(lines)
 
 
 def run_cli(cfg_path: str, sets: list[str], runs: Path, name: str, budget_s: float) -> dict:
@@ -184,7 +254,26 @@ def run_cli(cfg_path: str, sets: list[str], runs: Path, name: str, budget_s: flo
     metrics = runs / name / "metrics.jsonl"
     if metrics.exists():
         out.update(step_times(metrics))
+    out["engine_args"] = engine_args(log)
     return out
+
+
+def summarize(rec: Record) -> None:
+    """The app over the CLI (mean step, matched steps, phase by phase) into the record, and the
+    drive's printed summary: the records without their per-step breakdowns, then the phase table
+    last (the session's modes keep the output's tail)."""
+    d = rec.data
+    if "app_steps" in d and "mean_step_s" in d.get("cli", {}):
+        rec.put("app_over_cli", d["app_steps"]["mean_step_s"] / d["cli"]["mean_step_s"])
+        rec.put("app_over_cli_matched", matched_ratio(d["app_steps"], d["cli"]))
+        rec.put("app_over_cli_by_phase", phase_ratios(d["app_steps"], d["cli"]))
+    brief = lambda v: {k: x for k, x in v.items() if k != "breakdown"} if isinstance(v, dict) else v  # noqa: E731
+    print(json.dumps({k: brief(d.get(k)) for k in ("app_steps", "cli", "cli_before", "app_over_cli", "app_over_cli_matched",
+                                                   "evaluation", "failures", "chat")}, indent=1, default=str)[:6000])
+    if d.get("app_over_cli_by_phase"):
+        print(phase_table(d["app_over_cli_by_phase"]))
+    elif (d.get("cli") or {}).get("breakdown"):  # the CLI half alone (app-cli)
+        print("cli means, steps 2..n:", json.dumps(d["cli"]["breakdown"]["mean"]))
 
 
 def main(argv=None) -> int:
@@ -324,12 +413,8 @@ def main(argv=None) -> int:
             except subprocess.TimeoutExpired:
                 app.kill()
             log.close()
-    d = rec.data
-    if "app_steps" in d and "mean_step_s" in d.get("cli", {}):
-        rec.put("app_over_cli", d["app_steps"]["mean_step_s"] / d["cli"]["mean_step_s"])
-        rec.put("app_over_cli_matched", matched_ratio(d["app_steps"], d["cli"]))
-    print(json.dumps({k: d.get(k) for k in ("app_steps", "cli", "cli_before", "app_over_cli", "app_over_cli_matched", "evaluation",
-                                            "failures", "chat")}, indent=1, default=str)[:6000])
+        rec.put("app_engine_args", engine_args(out / "app_drive_app.log"))
+    summarize(rec)
     return 0
 
 

@@ -72,18 +72,23 @@
 # vLLM compile, 4 min) and its Unsloth child outlived it (fixed: bench.common.spawn_child); the app
 # drive with --cli --budget-s 540 (454 s: the CLI's 254 s cut the app's run at step 33); ours-fast
 # with the decode probe (78 s); ours eager + fp8 KV, Unsloth (timed out at 105 s).
-# Next, in order (each its own command, all after the kit; the model folder's prep must be done first):
-#   bash bench/h200_session.sh app-cli --config configs/smollm2-largest.yaml --set model.lora_r=32 \
-#        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --budget-s 400      # ~260 s
-#   bash bench/h200_session.sh app --config configs/smollm2-largest.yaml --set model.lora_r=32 \
-#        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --eval-n 200 \
-#        --cli-from /root/app_drive_cli.json --budget-s 560                                     # ~500 s
-#   bash bench/h200_session.sh trl --systems ours,ours-fast,trl-vllm --lengths 1024 --budget-s 540  # ~5 min (fresh machine: the first vLLM compile ~3 min)
-#   bash bench/h200_session.sh trl --systems unsloth,unsloth-defaults --lengths 1024 --budget-s 560 # carry .devkit/unsloth
-#   TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests   # the build test with expandable segments
-# The trl runs are the first with expandable segments (core.memory.device.use_expandable_segments, not
-# yet on a GPU): the records' pytorch_cuda_alloc_conf says so; lowest-memory mode's peak against
-# Unsloth sized like ours (5.80 GiB on 2026-12-05) is the lowest-memory goal's test.
+# Issue 31, as run on 2026-12-06 09:25-09:54 (H100, tree f4b8a86; records in bench/results/2026-12-06_h100_d/;
+# 1,708 of 1,800 s): the kit in six runs with carry [.devkit/pN] for N = 1..5, then [.devkit/p6, .devkit/s1 ..
+# s6] (the repo is 8.8 MB now: a 50 MB part + a chunk + the repo passed 64 MiB), then [.devkit/s7] with `smol`;
+#   app-cli ... --budget-s 400 (386 s; the CLI itself 347 s) -> app ... --cli-from ... --budget-s 560 (342 s)
+#   -> trl --systems ours,ours-fast,trl-vllm --lengths 1024 --budget-s 530 (267 s)
+#   -> (carry .devkit/unsloth) bash /root/gpu-kit/install-on-device.sh; source /tmp/gpu-site/env.sh &&
+#      bash bench/h200_session.sh trl --systems unsloth --lengths 1024 --budget-s 420 (229 s)
+#   -> TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests (328 s)
+# Next, in order (each its own command, all after the kit as above):
+#   bash bench/h200_session.sh trl --systems ours,ours-fast --lengths 1024 --budget-s 500
+#        # AdamW's moments on the host in lowest-memory mode (core.rl.host_states, CPU-tested only):
+#        # goal 4 needs ours <= 5.22 GiB (0.9x Unsloth sized like ours, 5.80); the record's
+#        # optimizer_moments_on_host_gib says it ran
+#   bash bench/h200_session.sh app-cli ... --budget-s 400, then app ... --cli-from ... --budget-s 560 (as above)
+#        # the app/CLI split by phase (app_over_cli_by_phase) and rollout/kv_map_s: where the 1.20x goes
+#   TESTS="tests/test_host_states.py tests/test_vllm_engine.py" bash bench/h200_session.sh tests
+#   then --lengths 4096, the 4-bit pair (ours-4bit,unsloth-4bit) and unsloth-defaults (carry .devkit/unsloth).
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):

@@ -71,3 +71,116 @@ def test_a_cli_past_its_budget_is_stopped_with_what_it_started(tmp_path, monkeyp
     out = drive.run_cli("x.yaml", [], tmp_path / "runs", "cli", budget_s=1.5)
     assert out["rc"] == "timeout" and "started" in out["tail"]
     assert time.time() - t0 < 20  # did not wait for the grandchild's 30 s
+
+
+def _metrics(path, columns: dict) -> None:
+    """A metrics.jsonl from columns (None: the row lacks the key)."""
+    n = len(next(iter(columns.values())))
+    rows = [{"step": i + 1, "reward": 1.0, **{k: v[i] for k, v in columns.items() if v[i] is not None}}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# the CLI ran 5 steps; the app was cut at 4, samples longer answers at step 3 (max_length 120 vs 100),
+# lacks time/scoring at step 3, has a phase the CLI does not (time/new_phase), and the CLI one the app does not
+CLI_COLUMNS = {"step_time": [9.0, 2.0, 1.0, 1.0, 1.0], "generation_time": [4.0, 1.0, 0.5, 0.5, 0.4],
+               "completions/max_length": [256.0, 256.0, 100.0, 80.0, 60.0],
+               "time/rollout": [4.0, 1.0, 0.5, 0.5, 0.4], "time/forward_backward": [4.0, 0.8, 0.4, 0.4, 0.5],
+               "time/scoring": [0.1, 0.1, 0.1, 0.1, 0.1], "time/fold": [0.3, 0.3, 0.3, 0.3, 0.3]}
+APP_COLUMNS = {"step_time": [9.0, 2.4, 1.5, 1.2], "generation_time": [4.0, 1.2, 1.0, 0.5],
+               "completions/max_length": [256.0, 256.0, 120.0, 80.0],
+               "time/rollout": [4.0, 1.2, 1.0, 0.5], "time/forward_backward": [4.0, 1.0, 0.4, 0.6],
+               "time/scoring": [0.1, 0.2, None, 0.3], "time/new_phase": [0.123456, 0.2, 0.3, True]}
+
+
+def test_a_runs_record_keeps_each_steps_phases(tmp_path):
+    from bench.app_drive import step_times
+
+    _metrics(tmp_path / "app.jsonl", APP_COLUMNS)
+    b = step_times(tmp_path / "app.jsonl")["breakdown"]
+    assert list(b["per_step"])[:3] == ["step_time", "generation_time", "completions/max_length"]
+    assert set(b["per_step"]) == set(APP_COLUMNS)  # every time/* key, the new one too; no reward, no step
+    assert b["per_step"]["time/new_phase"] == [0.1235, 0.2, 0.3, None]  # 4 digits; a bool is no time
+    assert b["per_step"]["time/scoring"] == [0.1, 0.2, None, 0.3]
+    assert b["mean"]["step_time"] == pytest.approx(1.7) and b["median"]["step_time"] == 1.5  # steps 2..4
+    assert b["mean"]["time/scoring"] == pytest.approx(0.25) and b["mean"]["time/new_phase"] == pytest.approx(0.25)
+
+
+def test_the_app_over_the_cli_phase_by_phase_and_on_equal_work(tmp_path):
+    from bench.app_drive import phase_ratios, step_times
+
+    _metrics(tmp_path / "cli.jsonl", CLI_COLUMNS)
+    _metrics(tmp_path / "app.jsonl", APP_COLUMNS)
+    r = phase_ratios(step_times(tmp_path / "app.jsonl"), step_times(tmp_path / "cli.jsonl"))
+    assert r["steps"] == "2-4"
+    by = r["by_phase"]
+    assert "time/new_phase" not in by and "time/fold" not in by  # only what both runs time
+    assert by["step_time"] == {"app": 1.7, "cli": 1.3333, "ratio": 1.275}
+    assert by["time/rollout"] == {"app": 0.9, "cli": 0.6667, "ratio": 1.35}
+    assert by["time/forward_backward"]["ratio"] == pytest.approx(1.25)
+    assert by["time/scoring"] == {"app": 0.25, "cli": 0.1, "ratio": 2.5}  # the steps where both have it
+    # equal work: steps 2 and 4 (step 1 is the warm-up, step 3's longest answers differ)
+    eq = r["equal_work"]
+    assert eq["steps"] == 2
+    assert eq["by_phase"]["step_time"] == {"app": 1.8, "cli": 1.5, "ratio": 1.2}
+    assert eq["by_phase"]["time/rollout"] == {"app": 0.85, "cli": 0.75, "ratio": 1.1333}
+    assert eq["by_phase"]["time/forward_backward"] == {"app": 0.8, "cli": 0.6, "ratio": 1.3333}
+    assert eq["by_phase"]["completions/max_length"]["ratio"] == 1.0
+    # a CLI record made before it had a breakdown, or too few steps: nothing to say
+    assert phase_ratios(step_times(tmp_path / "app.jsonl"), {"step_times": [1.0] * 5}) is None
+    _metrics(tmp_path / "short.jsonl", {"step_time": [9.0, 1.0]})
+    assert phase_ratios(step_times(tmp_path / "app.jsonl"), step_times(tmp_path / "short.jsonl")) is None
+
+
+def test_the_summary_prints_the_phase_table_last(tmp_path, capsys):
+    from bench.app_drive import Record, step_times, summarize
+
+    _metrics(tmp_path / "cli.jsonl", CLI_COLUMNS)
+    _metrics(tmp_path / "app.jsonl", APP_COLUMNS)
+    rec = Record(tmp_path / "app_drive.json")
+    rec.put("cli", step_times(tmp_path / "cli.jsonl"))
+    rec.put("app_steps", step_times(tmp_path / "app.jsonl"))
+    summarize(rec)
+    out = capsys.readouterr().out
+    saved = json.loads((tmp_path / "app_drive.json").read_text())
+    assert saved["app_over_cli_by_phase"]["equal_work"]["by_phase"]["time/rollout"]["ratio"] == 1.1333
+    assert saved["app_over_cli_matched"]["ratio"] == pytest.approx(1.275)
+    lines = out.splitlines()
+    assert lines[-8].startswith("app/cli by phase, steps 2-4 | the 2 of them")
+    assert lines[-6].split() == ["step_time", "1.7000", "1.3333", "1.275", "|", "1.8000", "1.5000", "1.200"]
+    assert lines[-1].split() == ["time/scoring", "0.2500", "0.1000", "2.500", "|", "0.2500", "0.1000", "2.500"]
+    assert '"per_step"' not in out  # the printed records leave the breakdowns in the file
+    # the CLI half alone (app-cli): its phase means
+    rec = Record(tmp_path / "cli_only.json")
+    rec.put("cli", step_times(tmp_path / "cli.jsonl"))
+    summarize(rec)
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("cli means, steps 2..n:") and json.loads(last.split(":", 1)[1])["time/fold"] == 0.3
+
+
+def test_the_cli_record_carries_its_phases_and_engine_args(tmp_path, monkeypatch):
+    """run_cli reads the CLI's metrics.jsonl where the run's output dir and name put it
+    (<runs>/<name>/metrics.jsonl), and the engine's "non-default args:" line from its log."""
+    import subprocess
+    import sys
+
+    import bench.app_drive as drive
+
+    runs = tmp_path / "runs"
+    (runs / "cli").mkdir(parents=True)
+    _metrics(runs / "cli" / "metrics.jsonl", CLI_COLUMNS)
+    monkeypatch.setattr(sys, "executable", "/bin/sh")
+    real_popen = subprocess.Popen
+    args = "{'max_num_seqs': 256, 'enable_lora': True, 'tokenizer': '" + "x" * 2000 + "'}"
+
+    def fake_cmd(cmd, **kw):
+        line = f"INFO 12-06 09:33:29 [api_utils.py:273] non-default args: {args}"
+        return real_popen(["/bin/sh", "-c", f"echo 'cli:  1%'; echo \"{line}\"; echo \"{line.replace('256', '8')}\""], **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", fake_cmd)
+    out = drive.run_cli("x.yaml", [], runs, "cli", budget_s=20)
+    assert out["rc"] == 0 and out["steps"] == 5
+    assert out["breakdown"]["per_step"]["time/fold"] == [0.3] * 5
+    assert out["engine_args"].startswith("non-default args: {'max_num_seqs': 256, 'enable_lora': True")
+    assert len(out["engine_args"]) == 1000  # the first such line, cut
+    assert drive.engine_args(tmp_path / "none.log") is None
