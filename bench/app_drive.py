@@ -196,7 +196,7 @@ def matched_ratio(app: dict, cli: dict) -> dict | None:
 def phase_ratios(app: dict, cli: dict) -> dict | None:
     """App mean / CLI mean of each key both breakdowns hold (the phases, step_time and the work), over
     the steps both ran (2..n, as matched_ratio) and over those of them where both sampled the same
-    longest answer (completions/max_length: the same work, so what differs is how the step runs);
+    longest answer and mean lengths within 1% (the same work, so what differs is how the step runs);
     None where a side has no breakdown (a CLI record from before 2026-12-06 11:00) or too few steps."""
     a, c = (app.get("breakdown") or {}).get("per_step") or {}, (cli.get("breakdown") or {}).get("per_step") or {}
     n = min(len(a.get("step_time") or []), len(c.get("step_time") or []))
@@ -204,7 +204,9 @@ def phase_ratios(app: dict, cli: dict) -> dict | None:
         return None
     keys = [k for k in a if k in c]
     la, lc = a.get("completions/max_length") or [None] * n, c.get("completions/max_length") or [None] * n
-    same = [i for i in range(1, n) if la[i] is not None and la[i] == lc[i]]
+    ma, mc = a.get("completions/mean_length") or [None] * n, c.get("completions/mean_length") or [None] * n
+    near = lambda x, y: x is None or y is None or abs(x - y) <= 0.01 * abs(y)  # noqa: E731 - mean lengths within 1%
+    same = [i for i in range(1, n) if la[i] is not None and la[i] == lc[i] and near(ma[i], mc[i])]
 
     def over(steps):
         out = {}

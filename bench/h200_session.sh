@@ -85,6 +85,9 @@
 #        # AdamW's moments on the host in lowest-memory mode (core.rl.host_states, CPU-tested only):
 #        # goal 4 needs ours <= 5.22 GiB (0.9x Unsloth sized like ours, 5.80); the record's
 #        # optimizer_moments_on_host_gib says it ran
+#   bash bench/h200_session.sh sizing --config configs/smollm2-largest.yaml --set model.lora_r=32 \
+#        model.lora_alpha=64 algorithm.max_completion_length=64 --steps 8 --budget-s 480
+#        # the app's engine sizes one at a time against the CLI's (~4 min): which one costs the 1.20x
 #   bash bench/h200_session.sh app-cli ... --budget-s 400, then app ... --cli-from ... --budget-s 560 (as above)
 #        # the app/CLI split by phase (app_over_cli_by_phase) and rollout/kv_map_s: where the 1.20x goes
 #   TESTS="tests/test_host_states.py tests/test_vllm_engine.py" bash bench/h200_session.sh tests
@@ -243,6 +246,15 @@ case "${1:-}" in
     for _ in $(seq 120); do [ -f /tmp/smol.done ] && break; sleep 1; done
     PYTHONUNBUFFERED=1 python bench/app_drive.py --out "$OUT" --skip-app --cli "$@" 2>&1 | grep -v -e 'it/s\]' -e '^INFO' | tail -n 20
     cp "$OUT/app_drive.json" /root/app_drive_cli.json
+    ;;
+  sizing)
+    # the app's engine sizing against the CLI's, one size set back at a time, each in its own process
+    # (bench/app_engine_sizing.py: which of the app's sizes makes its step slower than the CLI's)
+    shift
+    for _ in $(seq 120); do [ -f /tmp/smol.done ] && break; sleep 1; done
+    PYTHONUNBUFFERED=1 python -m bench.app_engine_sizing --out /tmp/app-engine-sizing "$@" 2>&1 \
+      | grep -v -e 'it/s\]' -e '^INFO' | tail -n 30
+    cp /tmp/app-engine-sizing/app_engine_sizing.json "$OUT/" 2>/dev/null
     ;;
   prebuild)
     # a random-weight model folder (CPU only), built while another run uses the GPU: the default

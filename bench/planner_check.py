@@ -226,7 +226,7 @@ def device_rows(results=ROOT / "bench" / "results") -> list[dict]:
             total = (r.get("gpu") or {}).get("total_gib", 80.0) * GIB
             # AdamW's moments on the host (lowest-memory mode) since 2026-12-06 10:30; runs before that held them
             now = planner.plan_config(model_cfg, cfg, free_bytes=int(total * 0.99), total_bytes=int(total),
-                                      moments_on_host_as=bool(r.get("optimizer_moments_on_host_gib")))
+                                      moments_on_host_as=bool(r.get("optimizer_moments_on_host")))
             h = r["headline"]
             first = ((r.get("steps") or [{}])[0].get("rollout") or {}).get("fold") or {}
             start = (first.get("memory_gib") or {}).get("start")  # recorded since 2026-12-05 21:00

@@ -85,10 +85,12 @@ def _metrics(path, columns: dict) -> None:
 # lacks time/scoring at step 3, has a phase the CLI does not (time/new_phase), and the CLI one the app does not
 CLI_COLUMNS = {"step_time": [9.0, 2.0, 1.0, 1.0, 1.0], "generation_time": [4.0, 1.0, 0.5, 0.5, 0.4],
                "completions/max_length": [256.0, 256.0, 100.0, 80.0, 60.0],
+               "completions/mean_length": [100.0, 100.0, 50.0, 40.0, 30.0],
                "time/rollout": [4.0, 1.0, 0.5, 0.5, 0.4], "time/forward_backward": [4.0, 0.8, 0.4, 0.4, 0.5],
                "time/scoring": [0.1, 0.1, 0.1, 0.1, 0.1], "time/fold": [0.3, 0.3, 0.3, 0.3, 0.3]}
 APP_COLUMNS = {"step_time": [9.0, 2.4, 1.5, 1.2], "generation_time": [4.0, 1.2, 1.0, 0.5],
                "completions/max_length": [256.0, 256.0, 120.0, 80.0],
+               "completions/mean_length": [100.0, 100.0, 60.0, 40.2],
                "time/rollout": [4.0, 1.2, 1.0, 0.5], "time/forward_backward": [4.0, 1.0, 0.4, 0.6],
                "time/scoring": [0.1, 0.2, None, 0.3], "time/new_phase": [0.123456, 0.2, 0.3, True]}
 
@@ -98,7 +100,7 @@ def test_a_runs_record_keeps_each_steps_phases(tmp_path):
 
     _metrics(tmp_path / "app.jsonl", APP_COLUMNS)
     b = step_times(tmp_path / "app.jsonl")["breakdown"]
-    assert list(b["per_step"])[:3] == ["step_time", "generation_time", "completions/max_length"]
+    assert list(b["per_step"])[:4] == ["step_time", "generation_time", "completions/mean_length", "completions/max_length"]
     assert set(b["per_step"]) == set(APP_COLUMNS)  # every time/* key, the new one too; no reward, no step
     assert b["per_step"]["time/new_phase"] == [0.1235, 0.2, 0.3, None]  # 4 digits; a bool is no time
     assert b["per_step"]["time/scoring"] == [0.1, 0.2, None, 0.3]
@@ -126,6 +128,9 @@ def test_the_app_over_the_cli_phase_by_phase_and_on_equal_work(tmp_path):
     assert eq["by_phase"]["time/rollout"] == {"app": 0.85, "cli": 0.75, "ratio": 1.1333}
     assert eq["by_phase"]["time/forward_backward"] == {"app": 0.8, "cli": 0.6, "ratio": 1.3333}
     assert eq["by_phase"]["completions/max_length"]["ratio"] == 1.0
+    # the same longest answer but more tokens in all (mean length 2% longer at step 4): not equal work
+    _metrics(tmp_path / "app2.jsonl", {**APP_COLUMNS, "completions/mean_length": [100.0, 100.0, 60.0, 40.8]})
+    assert phase_ratios(step_times(tmp_path / "app2.jsonl"), step_times(tmp_path / "cli.jsonl"))["equal_work"]["steps"] == 1
     # a CLI record made before it had a breakdown, or too few steps: nothing to say
     assert phase_ratios(step_times(tmp_path / "app.jsonl"), {"step_times": [1.0] * 5}) is None
     _metrics(tmp_path / "short.jsonl", {"step_time": [9.0, 1.0]})
@@ -146,8 +151,8 @@ def test_the_summary_prints_the_phase_table_last(tmp_path, capsys):
     assert saved["app_over_cli_by_phase"]["equal_work"]["by_phase"]["time/rollout"]["ratio"] == 1.1333
     assert saved["app_over_cli_matched"]["ratio"] == pytest.approx(1.275)
     lines = out.splitlines()
-    assert lines[-8].startswith("app/cli by phase, steps 2-4 | the 2 of them")
-    assert lines[-6].split() == ["step_time", "1.7000", "1.3333", "1.275", "|", "1.8000", "1.5000", "1.200"]
+    assert lines[-9].startswith("app/cli by phase, steps 2-4 | the 2 of them")
+    assert lines[-7].split() == ["step_time", "1.7000", "1.3333", "1.275", "|", "1.8000", "1.5000", "1.200"]
     assert lines[-1].split() == ["time/scoring", "0.2500", "0.1000", "2.500", "|", "0.2500", "0.1000", "2.500"]
     assert '"per_step"' not in out  # the printed records leave the breakdowns in the file
     # the CLI half alone (app-cli): its phase means

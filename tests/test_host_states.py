@@ -142,3 +142,30 @@ def test_on_a_gpu_the_moments_leave_the_device_and_the_updates_stay_equal():
             assert all(s["exp_avg"].device.type == "cpu" and s["exp_avg"].is_pinned() for s in o.state.values())
     for p, q in zip([*ref.parameters(), *big_ref.parameters()], [*moved.parameters(), *big.parameters()]):
         assert torch.equal(p, q)
+
+
+def test_the_update_can_be_the_peak_and_the_plan_counts_it():
+    """Lowest-memory mode, a high rank on short sequences: during the update the moments are back
+    and AdamW's temporary sits beside the gradients, above the micro-batch's peak; the plan's peak
+    is that (it was not before the moments moved: 16 bytes a parameter were counted throughout)."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from core.memory import sizes
+    from core.memory.planner import plan
+
+    shape = Path(__file__).resolve().parents[1] / "bench" / "configs" / "qwen2.5-1.5b.json"
+    c = SimpleNamespace(**json.loads(shape.read_text()))
+    targets = list(sizes.ALL_PROJECTIONS)
+    n = lora_param_count(c, 256, targets)
+    p = plan(c, lora_rank=256, lora_targets=targets, num_sequences=8, prompt_length=64, completion_length=64,
+             micro_batch_size=0, checkpointing=True, free_bytes=80 * 2**30)
+    assert p.update_extra == n * (sizes.ADAMW_UPDATE_TEMP_BYTES + LORA_MOMENT_BYTES)
+    assert p.update_peak == p.weights + n * 20 + p.workspace  # a parameter's weight, grad, moments, temporary: 4+4+8+4
+    assert p.update_peak > p.training_peak and p.update_peak > p.rollout_peak - p.engine_extra
+    assert p.total_peak == p.update_peak + p.engine_extra + p.outside_torch
+    # a long sequence at rank 16: the micro-batch or the rollout stays the peak
+    q = plan(c, lora_rank=16, lora_targets=targets, num_sequences=8, prompt_length=256, completion_length=1024,
+             micro_batch_size=0, checkpointing=True, free_bytes=80 * 2**30)
+    assert q.total_peak == max(q.rollout_peak, q.training_peak + q.engine_extra) + q.outside_torch

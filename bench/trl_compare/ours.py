@@ -247,6 +247,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         rec["micro_batch_size_final"] = trainer.micro_batch_size
         # lowest-memory mode: AdamW's moments waited on the host between updates (core.rl.host_states)
         host = getattr(trainer, "host_states", None)
+        rec["optimizer_moments_on_host"] = host is not None
         rec["optimizer_moments_on_host_gib"] = gib(host.bytes_on_host) if host is not None else 0.0
         if trainer.micro_batch_size < rec["micro_batch_size_start"]:
             rec["notes"].append(f"ours lowered its micro-batch from {rec['micro_batch_size_start']} to "

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from core.errors import AhaError
 from core.memory.sizes import (ALLOCATOR_FIXED_BYTES, CPU_STEP_WEIGHT_COPIES, CUDA_CONTEXT_BYTES,
                                FASTEST_SHARE, GIB, HEADROOM_NUM_SEQS, LORA_BYTES_PER_PARAM, LORA_MOMENT_BYTES,
-                               EngineSizes,
+                               ADAMW_UPDATE_TEMP_BYTES, EngineSizes,
                                MicroBatchPeak, engine_sizes,
                                VLLM_OUTSIDE_TORCH_BYTES, engine_extra_bytes, engine_kv_bytes,
                                kv_bytes_per_token, lora_param_count, micro_batch_peak, moments_on_host, param_count,
@@ -45,11 +45,17 @@ class Plan:
     engine_extra: int = 0  # a vLLM engine's LoRA slots, CUDA graphs, sampler (engine_extra_bytes)
     release_kv: bool = True  # the engine frees its KV cache while the trainer runs
     outside_torch: int = CUDA_CONTEXT_BYTES  # + VLLM_OUTSIDE_TORCH_BYTES with a vLLM engine
+    update_extra: int = 0  # what the optimizer update adds on the device (moments back, AdamW's temporary)
 
     @property
     def training_peak(self) -> int:
         """Peak of the trainer's side (what torch's allocator sees) during one micro-batch."""
         return self.weights + self.adapter_and_optimizer + self.activations + self.loss_buffers + self.workspace
+
+    @property
+    def update_peak(self) -> int:
+        """The trainer's side during the optimizer update (activations gone, gradients alive)."""
+        return self.weights + self.adapter_and_optimizer + self.update_extra + self.workspace
 
     @property
     def rollout_peak(self) -> int:
@@ -72,7 +78,10 @@ class Plan:
             step = self.training_peak + self.engine_extra
         else:
             step = self.training_peak + self.kv_cache + self.engine_extra
-        return step + self.outside_torch
+        # the update: activations gone, gradients alive, the moments on the device (a high rank on short
+        # sequences: it can be the step's peak)
+        update = self.update_peak + self.engine_extra + (0 if self.release_kv else self.kv_cache)
+        return max(step, update) + self.outside_torch
 
     @property
     def fits(self) -> bool:
@@ -129,8 +138,9 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
     weights = weight_bytes(c, load_in_4bit)
     # lowest-memory mode keeps AdamW's moments on the host between updates (core.rl.host_states)
     on_host = moments_on_host(micro_batch_size, auto_micro_batch) if moments_on_host_as is None else moments_on_host_as
-    adapter = lora_param_count(c, lora_rank, lora_targets) * (
-        LORA_BYTES_PER_PARAM - (LORA_MOMENT_BYTES if on_host else 0))
+    n_lora = lora_param_count(c, lora_rank, lora_targets)
+    adapter = n_lora * (LORA_BYTES_PER_PARAM - (LORA_MOMENT_BYTES if on_host else 0))
+    update_extra = n_lora * (ADAMW_UPDATE_TEMP_BYTES + (LORA_MOMENT_BYTES if on_host else 0))
     seq = prompt_length + completion_length
     # the rollouts' KV cache as the engine asks vLLM for it; it is freed while the trainer runs
     # (HF generate's too, which lives only while sampling, so the plan holds none for it)
@@ -149,7 +159,7 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
     def plan_of(mbs: int) -> Plan:
         mb = peak_of(mbs)
         return Plan(weights, adapter, kv, mb.layers, max(0, mb.loss - mb.layers), mbs, 0.0, free, notes,
-                    engine_extra=extra, release_kv=release_kv,
+                    engine_extra=extra, release_kv=release_kv, update_extra=update_extra,
                     outside_torch=CUDA_CONTEXT_BYTES + (VLLM_OUTSIDE_TORCH_BYTES if engine == "vllm" else 0))
 
     if micro_batch_size <= 0 and auto_micro_batch == "fastest":
@@ -430,14 +440,17 @@ def plan_run(c, cfg, *, engine: str, free_bytes: int | None = None, total_bytes:
         p = plan_cpu(c, cfg, micro_batch_size=mbs, dtype_bytes=dtype_bytes, dtype=dtype,
                      available_bytes=available_bytes, weights_loaded=weights_loaded)
         if engine == "vllm" and engine_sizes is None:  # vLLM's CPU build: the plan only sizes its KV cache
-            first = plan_config(c, cfg, CPU_VLLM_NOMINAL_BYTES, CPU_VLLM_NOMINAL_BYTES, engine="vllm")
-            engine_sizes = run_engine_sizes(c, cfg, first.weights, first.training_peak, CPU_VLLM_NOMINAL_BYTES,
+            first = plan_config(c, cfg, CPU_VLLM_NOMINAL_BYTES, CPU_VLLM_NOMINAL_BYTES, engine="vllm",
+                                moments_on_host_as=False)  # a CPU never moves them
+            engine_sizes = run_engine_sizes(c, cfg, first.weights, max(first.training_peak, first.update_peak),
+                                            CPU_VLLM_NOMINAL_BYTES,
                                             CPU_VLLM_NOMINAL_BYTES, headroom)
         return RunPlan("cpu", engine, p, mbs, engine_sizes if engine == "vllm" else None)
     total_bytes = total_bytes or free_bytes
     if engine == "vllm" and engine_sizes is None:
         first = plan_config(c, cfg, free_bytes, total_bytes, engine="vllm")
-        engine_sizes = run_engine_sizes(c, cfg, first.weights, first.training_peak, free_bytes, total_bytes, headroom)
+        engine_sizes = run_engine_sizes(c, cfg, first.weights, max(first.training_peak, first.update_peak), free_bytes,
+                                        total_bytes, headroom)
     p = plan_config(c, cfg, free_bytes, total_bytes, engine, engine_settings=engine_sizes if engine == "vllm" else None)
     return RunPlan("gpu", engine, p, micro_batch_size(cfg, p), engine_sizes if engine == "vllm" else None,
                    free_bytes, total_bytes)

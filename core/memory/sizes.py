@@ -40,6 +40,8 @@ LORA_BYTES_PER_PARAM = 16
 # of which AdamW's m and v: in pinned host memory between updates in lowest-memory mode
 # (core.rl.host_states), so not in that mode's device peak
 LORA_MOMENT_BYTES = 8
+# during the update alone: foreach AdamW's float32 temporary (sqrt of v) a LoRA parameter
+ADAMW_UPDATE_TEMP_BYTES = 4
 
 
 def moments_on_host(micro_batch_size: int, auto_micro_batch: str) -> bool:

@@ -36,7 +36,8 @@ class HostOptimizerStates:
     """The state tensors of `optimizer` live in pinned host buffers except inside `on_device()`.
 
     Only tensors on a CUDA device move (a scalar `step` stays where torch keeps it: the CPU);
-    the host buffers are allocated once and reused. `bytes_on_host` says how much moved.
+    the host buffers are allocated once and reused. `bytes_on_host` says how much moved (torch's
+    pinned allocator rounds each buffer up to a power of two: the host holds up to ~1.7x that).
     `simulate=True` moves CPU tensors into separate CPU buffers by the same bookkeeping (the
     tests' CPU path).
     """
@@ -56,8 +57,9 @@ class HostOptimizerStates:
 
     def to_host(self) -> None:
         """Every state tensor on the device copied into its host buffer and replaced by it; the
-        device copies are dropped (their memory goes back to torch's cache). Synchronous: a
-        checkpoint may read the host tensors right after."""
+        device copies are dropped (their memory goes back to torch's cache). The copies are queued
+        together and waited for once: a checkpoint may read the host tensors right after."""
+        synced = True
         for p, state in self.optimizer.state.items():
             for key, t in list(state.items()):
                 slot = (id(p), key)
@@ -67,9 +69,12 @@ class HostOptimizerStates:
                 if buf is None or buf.shape != t.shape or buf.dtype != t.dtype:
                     buf = torch.empty(t.shape, dtype=t.dtype, device="cpu", pin_memory=not self.simulate)
                     self._host[slot] = buf
-                buf.copy_(t)  # blocking: the buffer is whole when this returns
+                buf.copy_(t, non_blocking=not self.simulate)
                 self._device[slot] = t.device
                 state[key] = buf
+                synced = self.simulate
+        if not synced:  # one wait for all the copies: the buffers are whole when this returns
+            torch.cuda.current_stream().synchronize()
 
     def to_device(self) -> None:
         """Each state tensor `to_host` moved back on its device (asynchronous from pinned memory:
@@ -83,8 +88,8 @@ class HostOptimizerStates:
     @contextlib.contextmanager
     def on_device(self):
         """The update's moments on the GPU inside, on the host after (also when the update raises)."""
-        self.to_device()
         try:
+            self.to_device()  # (a failure half-way: what came back goes out again below)
             yield
         finally:
             self.to_host()

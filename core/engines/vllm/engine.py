@@ -378,9 +378,10 @@ class VLLMEngine:
 
         def sample(a):
             memory["folded"] = memory_snapshot()
-            t = time.perf_counter()
+            t, released = time.perf_counter(), bool(self._released)
             self.restore_memory()
-            kv["kv_map_s"] = time.perf_counter() - t
+            if released:  # (none when the KV cache stays mapped between steps)
+                kv["kv_map_s"] = time.perf_counter() - t
             memory["kv_mapped"] = memory_snapshot()
             try:
                 return self.generate(prompts, sampling, a)
@@ -388,7 +389,8 @@ class VLLMEngine:
                 memory["sampled"] = memory_snapshot()
                 t = time.perf_counter()
                 self.release_memory()
-                kv["kv_release_s"] = time.perf_counter() - t
+                if self._released:
+                    kv["kv_release_s"] = time.perf_counter() - t
                 memory["released"] = memory_snapshot()
 
         out, stats = rollout_with_fold(model, sample, adapter, merged, blocked=blocked,
