@@ -291,3 +291,22 @@ def test_compiled_layers_train_as_the_eager_ones(peaked_model_dir, tmp_path, off
     diff = torch.cat([(b - a).flatten() for a, b in zip(p_eager, p_comp)]).norm()
     size = torch.cat([a.flatten() for a in p_eager]).norm()
     assert diff < 1e-3 * size
+
+
+def test_out_of_memory_in_the_update_is_never_redone(tiny_model_dir, tmp_path):
+    """AdamW updates in place: an OOM inside `optimizer.step` must not reach the pass's retry (which
+    halves the micro-batch and runs the pass and the update again); the update counts as skipped."""
+    trainer = make_trainer(tiny_model_dir, tiny_config(tmp_path))
+    mbs, calls = trainer.micro_batch_size, []
+
+    def step_out_of_memory(*args, **kwargs):
+        calls.append(1)
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    trainer.optimizer.step = step_out_of_memory
+    before = [p.detach().clone() for p in trainer.params]
+    with pytest.warns(UserWarning, match="optimizer update"):
+        m = trainer.train_step().metrics
+    assert calls == [1] and trainer.micro_batch_size == mbs  # one update tried, the pass not redone
+    assert m["skipped_steps"] == 1 and trainer.step == 1
+    assert all(torch.equal(a, p) for a, p in zip(before, trainer.params))

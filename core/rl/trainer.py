@@ -302,8 +302,16 @@ class GRPOTrainer:
             max_norm = a.max_grad_norm if a.max_grad_norm > 0 else math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
             if math.isfinite(grad_norm):
-                with self.host_states.on_device() if self.host_states else contextlib.nullcontext():
-                    self.optimizer.step()
+                try:
+                    with self.host_states.on_device() if self.host_states else contextlib.nullcontext():
+                        self.optimizer.step()
+                except torch.OutOfMemoryError:
+                    # never retried with the pass (its handler halves the micro-batch and runs it again): AdamW
+                    # updates in place, so a retry would apply what it already wrote twice; counted as skipped
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    warnings.warn("out of memory in the optimizer update: this update was skipped (or left partial), never redone")
+                    self.skipped_steps += 1
             else:
                 self.skipped_steps += 1
             self.scheduler.step()
