@@ -49,6 +49,8 @@ def moments_on_host(micro_batch_size: int, auto_micro_batch: str) -> bool:
     picking for the lowest memory, the mode whose peak is the point (the one rule: the planner
     counts by it, core.rl.host_states moves by it)."""
     return micro_batch_size <= 0 and auto_micro_batch == "lowest_memory"
+
+
 # What torch's allocator holds on top of the tensors counted here. Measured: 67-73 MiB above
 # weights + adapter state before the first micro-batch (static_gb in
 # bench/results/planner_check.json). Most likely two cuBLAS workspaces of 32 MiB (Hopper's size;

@@ -59,7 +59,7 @@ class HostOptimizerStates:
         """Every state tensor on the device copied into its host buffer and replaced by it; the
         device copies are dropped (their memory goes back to torch's cache). The copies are queued
         together and waited for once: a checkpoint may read the host tensors right after."""
-        synced = True
+        moved = False
         for p, state in self.optimizer.state.items():
             for key, t in list(state.items()):
                 slot = (id(p), key)
@@ -72,8 +72,8 @@ class HostOptimizerStates:
                 buf.copy_(t, non_blocking=not self.simulate)
                 self._device[slot] = t.device
                 state[key] = buf
-                synced = self.simulate
-        if not synced:  # one wait for all the copies: the buffers are whole when this returns
+                moved = True
+        if moved and not self.simulate:  # one wait for all the copies: the buffers are whole when this returns
             torch.cuda.current_stream().synchronize()
 
     def to_device(self) -> None:

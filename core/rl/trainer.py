@@ -310,7 +310,8 @@ class GRPOTrainer:
                     # updates in place, so a retry would apply what it already wrote twice; counted as skipped
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
-                    warnings.warn("out of memory in the optimizer update: this update was skipped (or left partial), never redone")
+                    warnings.warn("out of memory in the optimizer update: this update was skipped (or left "
+                                  "partial), never redone")
                     self.skipped_steps += 1
             else:
                 self.skipped_steps += 1
