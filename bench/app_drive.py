@@ -125,7 +125,10 @@ def ask(client, prompt: str, target: str = "current") -> dict:
             "note": out[3] if len(out) > 3 else ""}  # why base and tuned agree, when they do
 
 
-def watch(client, rec: Record, key: str, budget_s: float, until=("finished", "failed", "stopped", "paused")):
+def watch(client, rec: Record, key: str, budget_s: float, until=("finished", "failed", "stopped", "paused"),
+          quiet: tuple[int, int] | None = None, quiet_poll_s: float = 10.0):
+    """Poll /status every 2 s (as the page's timer does) until a state in `until`; while the run's
+    step is in `quiet` [start, end), every `quiet_poll_s` instead (the app with no page polling)."""
     timeline, t0 = [], time.time()
     while time.time() - t0 < budget_s:
         s = status(client)
@@ -136,9 +139,31 @@ def watch(client, rec: Record, key: str, budget_s: float, until=("finished", "fa
             rec.put(key, timeline)
         if s["state"] in until and timeline[-1]["t"] > 1:
             break
-        time.sleep(2.0)
+        time.sleep(quiet_poll_s if quiet and quiet[0] <= s["step"] < quiet[1] else 2.0)
     rec.put(key, timeline)
     return timeline
+
+
+def polled_vs_quiet(rows: list[dict], quiet: tuple[int, int], first: int = 25) -> dict | None:
+    """The app's steps (metrics rows) from `first` on, in the quiet window (polled every 10 s) and
+    outside it (every 2 s), over the steps of the most common longest answer (the same work): mean
+    step and rollout time of each, and their ratio. None when either side has fewer than 3 steps."""
+    rows = [r for r in rows if r.get("step", 0) >= first and "step_time" in r]
+    if not rows:
+        return None
+    work = statistics.mode(r.get("completions/max_length") for r in rows)
+    same = [r for r in rows if r.get("completions/max_length") == work]
+    sides = {"quiet": [r for r in same if quiet[0] <= r["step"] < quiet[1]],
+             "polled": [r for r in same if not quiet[0] <= r["step"] < quiet[1]]}
+    if min(len(v) for v in sides.values()) < 3:
+        return None
+    out = {"completion_max_length": work, "quiet_steps": f"{quiet[0]}-{quiet[1] - 1}"}
+    for name, rs in sides.items():
+        out[name] = {"steps": len(rs), **{k: round(statistics.mean(r.get(k, 0.0) for r in rs), 4)
+                                          for k in ("step_time", "time/rollout", "time/sample", "time/fold",
+                                                    "time/forward_backward")}}
+    out["polled_over_quiet"] = round(out["polled"]["step_time"] / out["quiet"]["step_time"], 4)
+    return out
 
 
 # beside the phases (`time/*`): the step's whole time and the work it did
@@ -271,7 +296,8 @@ def summarize(rec: Record) -> None:
         rec.put("app_over_cli_by_phase", phase_ratios(d["app_steps"], d["cli"]))
     brief = lambda v: {k: x for k, x in v.items() if k != "breakdown"} if isinstance(v, dict) else v  # noqa: E731
     print(json.dumps({k: brief(d.get(k)) for k in ("app_steps", "cli", "cli_before", "app_over_cli", "app_over_cli_matched",
-                                                   "evaluation", "failures", "chat")}, indent=1, default=str)[:6000])
+                                                   "evaluation", "failures", "chat", "app_polled_vs_quiet")},
+                     indent=1, default=str)[:6000])
     if d.get("app_over_cli_by_phase"):
         print(phase_table(d["app_over_cli_by_phase"]))
     elif (d.get("cli") or {}).get("breakdown"):  # the CLI half alone (app-cli)
@@ -294,6 +320,9 @@ def main(argv=None) -> int:
                     "command's budget")
     ap.add_argument("--model", default="", help="app.py --model (default: the bundled SmolLM2)")
     ap.add_argument("--budget-s", type=float, default=560)
+    ap.add_argument("--quiet-steps", default="", metavar="A-B",
+                    help="poll /status every 10 s instead of 2 s while the run is at steps A..B (is the page's "
+                         "polling what slows the app's steps? app_polled_vs_quiet in the record)")
     args = ap.parse_args(argv)
 
     from core.config import Config
@@ -356,7 +385,10 @@ def main(argv=None) -> int:
             values = form_values(cfg, params)
             message = client.predict(**values, api_name="/start")
             rec.put("start_message", message)
-            timeline = watch(client, rec, "status_timeline", max(60, left() - 150))
+            quiet = tuple(int(x) for x in args.quiet_steps.split("-")) if args.quiet_steps else None
+            if quiet:
+                quiet = (quiet[0], quiet[1] + 1)  # "50-74": steps 50 to 74
+            timeline = watch(client, rec, "status_timeline", max(60, left() - 150), quiet=quiet)
             s = status(client)
             if s["state"] in ("loading", "running", "paused"):  # out of budget: stop it, so the parts below start from a quiet app
                 rec.put("app_run_cut", {"at_step": s["step"], "of": s.get("max_steps"), "stop": client.predict(api_name="/stop")})
@@ -366,6 +398,9 @@ def main(argv=None) -> int:
             run_dir = runs / "app" / s["run_name"] if s.get("run_name") else None
             if run_dir and (run_dir / "metrics.jsonl").exists():
                 rec.put("app_steps", step_times(run_dir / "metrics.jsonl"))
+                if quiet:
+                    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+                    rec.put("app_polled_vs_quiet", polled_vs_quiet(rows, quiet))
                 (out / "app_metrics.jsonl").write_text((run_dir / "metrics.jsonl").read_text())
                 import tarfile  # the run's logs (no adapter: rank 32 is ~39 MB), for the Train-tab screenshot
 

@@ -88,8 +88,10 @@
 #   bash bench/h200_session.sh sizing --config configs/smollm2-largest.yaml --set model.lora_r=32 \
 #        model.lora_alpha=64 algorithm.max_completion_length=64 --steps 8 --budget-s 480
 #        # the app's engine sizes one at a time against the CLI's (~4 min): which one costs the 1.20x
-#   bash bench/h200_session.sh app-cli ... --budget-s 400, then app ... --cli-from ... --budget-s 560 (as above)
-#        # the app/CLI split by phase (app_over_cli_by_phase) and rollout/kv_map_s: where the 1.20x goes
+#   bash bench/h200_session.sh app-cli ... --budget-s 400, then app ... --cli-from ... --quiet-steps 50-74 --budget-s 560
+#        # the app/CLI split by phase (app_over_cli_by_phase), rollout/kv_map_s, and the app's steps polled
+#        # every 10 s against every 2 s (app_polled_vs_quiet): where the 1.20x goes (on 09:33 all of it was
+#        # in the rollout, fold and sample both, in ~80% of the steps: bimodal, as interference would be)
 #   TESTS="tests/test_host_states.py tests/test_vllm_engine.py" bash bench/h200_session.sh tests
 #   then --lengths 4096, the 4-bit pair (ours-4bit,unsloth-4bit) and unsloth-defaults (carry .devkit/unsloth).
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each

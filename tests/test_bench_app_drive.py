@@ -189,3 +189,21 @@ def test_the_cli_record_carries_its_phases_and_engine_args(tmp_path, monkeypatch
     assert out["engine_args"].startswith("non-default args: {'max_num_seqs': 256, 'enable_lora': True")
     assert len(out["engine_args"]) == 1000  # the first such line, cut
     assert drive.engine_args(tmp_path / "none.log") is None
+
+
+def test_the_app_polled_against_quiet_over_the_same_work():
+    """--quiet-steps: the steps polled every 10 s against those polled every 2 s, over the steps of
+    the most common longest answer from step 25 on (earlier ones still learn their length)."""
+    from bench.app_drive import polled_vs_quiet
+
+    rows = [{"step": i, "step_time": 9.0, "completions/max_length": 256.0} for i in range(1, 25)]
+    for i in range(25, 61):
+        quiet = 40 <= i < 50
+        rows.append({"step": i, "step_time": 0.8 if quiet else 1.0, "time/rollout": 0.2 if quiet else 0.35,
+                     "completions/max_length": 15.0 if i != 55 else 40.0})
+    r = polled_vs_quiet(rows, (40, 50))
+    assert r["completion_max_length"] == 15.0 and r["quiet_steps"] == "40-49"
+    assert r["quiet"]["steps"] == 10 and r["polled"]["steps"] == 25  # 26 outside, less step 55 (longer answers)
+    assert r["quiet"]["step_time"] == 0.8 and r["polled"]["time/rollout"] == 0.35
+    assert r["polled_over_quiet"] == 1.25
+    assert polled_vs_quiet(rows, (70, 80)) is None  # no quiet step ran
