@@ -80,19 +80,23 @@
 #   -> (carry .devkit/unsloth) bash /root/gpu-kit/install-on-device.sh; source /tmp/gpu-site/env.sh &&
 #      bash bench/h200_session.sh trl --systems unsloth --lengths 1024 --budget-s 420 (229 s)
 #   -> TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests (328 s)
-# Next, in order (each its own command, all after the kit as above):
-#   bash bench/h200_session.sh trl --systems ours,ours-fast --lengths 1024 --budget-s 500
+# Next, in order of importance (each its own command, all after the kit as above; ~1,700 s in all):
+#   bash bench/h200_session.sh trl --systems ours --lengths 1024 --budget-s 500    # ~4.5 min on a fresh machine
 #        # AdamW's moments on the host in lowest-memory mode (core.rl.host_states, CPU-tested only):
-#        # goal 4 needs ours <= 5.22 GiB (0.9x Unsloth sized like ours, 5.80); the record's
-#        # optimizer_moments_on_host_gib says it ran
-#   bash bench/h200_session.sh sizing --config configs/smollm2-largest.yaml --set model.lora_r=32 \
-#        model.lora_alpha=64 algorithm.max_completion_length=64 --steps 8 --budget-s 480
-#        # the app's engine sizes one at a time against the CLI's (~4 min): which one costs the 1.20x
-#   bash bench/h200_session.sh app-cli ... --budget-s 400, then app ... --cli-from ... --quiet-steps 50-74 --budget-s 560
+#        # goal 4 needs ours <= 5.22 GiB (0.9x Unsloth sized like ours, 5.80 on 09:43); the record's
+#        # optimizer_moments_on_host says it ran
+#   bash bench/h200_session.sh app-cli --config configs/smollm2-largest.yaml --set model.lora_r=32 \
+#        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --budget-s 400            # ~390 s
+#   bash bench/h200_session.sh app --config configs/smollm2-largest.yaml --set model.lora_r=32 \
+#        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --eval-n 200 \
+#        --cli-from /root/app_drive_cli.json --quiet-steps 50-74 --budget-s 560                        # ~350 s
 #        # the app/CLI split by phase (app_over_cli_by_phase), rollout/kv_map_s, and the app's steps polled
 #        # every 10 s against every 2 s (app_polled_vs_quiet): where the 1.20x goes (on 09:33 all of it was
 #        # in the rollout, fold and sample both, in ~80% of the steps: bimodal, as interference would be)
-#   TESTS="tests/test_host_states.py tests/test_vllm_engine.py" bash bench/h200_session.sh tests
+#   bash bench/h200_session.sh sizing --config configs/smollm2-largest.yaml --set model.lora_r=32 \
+#        model.lora_alpha=64 algorithm.max_completion_length=64 --steps 8 --budget-s 400
+#        # the app's engine sizes one at a time against the CLI's (~4 min): whether a size costs the gap
+#   TESTS="tests/test_host_states.py tests/test_vllm_engine.py" bash bench/h200_session.sh tests   # ~330 s
 #   then --lengths 4096, the 4-bit pair (ours-4bit,unsloth-4bit) and unsloth-defaults (carry .devkit/unsloth).
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
