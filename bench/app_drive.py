@@ -57,13 +57,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_NVML: list = []  # the device handle, once: nvmlInit on every 2 s poll touched the driver each time
+
+
 def gpu_used_gib() -> float | None:
     try:
         import pynvml
 
-        pynvml.nvmlInit()
-        h = pynvml.nvmlDeviceGetHandleByIndex(0)
-        return pynvml.nvmlDeviceGetMemoryInfo(h).used / 2**30
+        if not _NVML:
+            pynvml.nvmlInit()
+            _NVML.append(pynvml.nvmlDeviceGetHandleByIndex(0))
+        return pynvml.nvmlDeviceGetMemoryInfo(_NVML[0]).used / 2**30
     except Exception:
         return None
 
