@@ -169,3 +169,22 @@ def test_the_update_can_be_the_peak_and_the_plan_counts_it():
     q = plan(c, lora_rank=16, lora_targets=targets, num_sequences=8, prompt_length=256, completion_length=1024,
              micro_batch_size=0, checkpointing=True, free_bytes=80 * 2**30)
     assert q.total_peak == max(q.rollout_peak, q.training_peak + q.engine_extra) + q.outside_torch
+
+
+def test_the_plan_says_where_the_moments_wait():
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from core.memory import sizes
+    from core.memory.planner import plan
+
+    shape = Path(__file__).resolve().parents[1] / "bench" / "configs" / "qwen2.5-1.5b.json"
+    c = SimpleNamespace(**json.loads(shape.read_text()))
+    kw = dict(lora_rank=16, lora_targets=list(sizes.ALL_PROJECTIONS), num_sequences=8, prompt_length=256,
+              completion_length=1024, checkpointing=True, free_bytes=80 * 2**30)
+    lowest = plan(c, micro_batch_size=0, **kw)
+    n = lora_param_count(c, 16, list(sizes.ALL_PROJECTIONS))
+    assert lowest.moments_on_host == n * LORA_MOMENT_BYTES
+    assert f"AdamW's moments {n * LORA_MOMENT_BYTES / 2**30:.2f} GB in host memory" in lowest.summary()
+    assert "in host memory" not in plan(c, micro_batch_size=0, auto_micro_batch="fastest", **kw).summary()

@@ -140,6 +140,7 @@ PLAN_ZH: dict[str, str] = {
     "of_free": "，空闲 {free}",
     "parts": "：权重 {weights}，适配器 + 优化器 {adapter}，采样 KV 缓存 {kv}",
     "kv_freed": "（训练时释放）",
+    "moments_host": "，优化器动量 {moments} 在两次更新之间存放于主机内存",
     "activations": "，激活值 {activations}（微批 {mbs}）",
     "loss_buffers": "，损失缓冲区 {loss}",
     "engine_extras": "，引擎额外占用 {extra}",

@@ -46,6 +46,7 @@ class Plan:
     release_kv: bool = True  # the engine frees its KV cache while the trainer runs
     outside_torch: int = CUDA_CONTEXT_BYTES  # + VLLM_OUTSIDE_TORCH_BYTES with a vLLM engine
     update_extra: int = 0  # what the optimizer update adds on the device (moments back, AdamW's temporary)
+    moments_on_host: int = 0  # AdamW's moments kept in host memory between updates (lowest-memory mode)
 
     @property
     def training_peak(self) -> int:
@@ -99,6 +100,8 @@ class Plan:
                                 "kv": gb(self.kv_cache)}))
         if freed:
             first.append(("kv_freed", {}))
+        if self.moments_on_host:
+            first.append(("moments_host", {"moments": gb(self.moments_on_host)}))
         first.append(("activations", {"activations": gb(self.activations), "mbs": self.micro_batch_size}))
         if self.loss_buffers:
             first.append(("loss_buffers", {"loss": gb(self.loss_buffers)}))
@@ -160,6 +163,7 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
         mb = peak_of(mbs)
         return Plan(weights, adapter, kv, mb.layers, max(0, mb.loss - mb.layers), mbs, 0.0, free, notes,
                     engine_extra=extra, release_kv=release_kv, update_extra=update_extra,
+                    moments_on_host=n_lora * LORA_MOMENT_BYTES if on_host else 0,
                     outside_torch=CUDA_CONTEXT_BYTES + (VLLM_OUTSIDE_TORCH_BYTES if engine == "vllm" else 0))
 
     if micro_batch_size <= 0 and auto_micro_batch == "fastest":

@@ -17,6 +17,7 @@ WORDS = {
     "of_free": " of {free} free",
     "parts": ": weights {weights}, adapter + optimizer {adapter}, rollout KV cache {kv}",
     "kv_freed": " (freed while training)",
+    "moments_host": ", AdamW's moments {moments} in host memory between updates",
     "activations": ", activations {activations} (micro-batch {mbs})",
     "loss_buffers": ", loss buffers {loss}",
     "engine_extras": ", engine extras {extra}",
