@@ -213,8 +213,10 @@ def test_merged_rollout_serves_the_adapter_and_restores_every_weight(engine_and_
     mem = stats["memory_gib"]  # the cache went back before the fold, so the fold's scratch never sat on it
     assert mem["start"]["torch_reserved"] - mem["cache_returned"]["torch_reserved"] >= 0.9
     assert mem["folded"]["torch_reserved"] < mem["start"]["torch_reserved"] - 0.9
-    # and what the fold and unfold left goes back before the forward/backward
-    assert mem["end"]["torch_reserved"] - mem["end"]["torch_allocated"] < 0.1, mem["end"]
+    # and what the fold and unfold left goes back before the forward/backward: no more cached above
+    # allocated at the end than right after the first hand-back (what stays is space inside pages in use)
+    gap = {k: mem[k]["torch_reserved"] - mem[k]["torch_allocated"] for k in ("cache_returned", "end")}
+    assert gap["end"] <= gap["cache_returned"] + 0.01, mem
     assert engine.llm.collective_rpc(compat.worker_weight_fingerprints)[0] == before  # bit for bit
     base = [g[0].token_ids for g in engine.generate(prompts, greedy, None)]
     assert folded != base  # the engine served the folded adapter, not the base

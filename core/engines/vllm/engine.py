@@ -397,8 +397,9 @@ class VLLMEngine:
                                        reset=self.llm.reset_prefix_cache)
         if self._released and self.on_gpu:
             # and what the fold and unfold left in torch's cache goes back before the forward/backward
-            # (H100, 2026-12-06: 0.16 GiB reserved above allocated at the rollout's end, 0.15 at the
-            # training peak of the 1.5B bench's lowest-memory step)
+            # (H100, 2026-12-06: 0.16 GiB reserved above allocated at the 1.5B bench's rollout end, 0.15
+            # at its training peak; as much stayed after the hand-back before the fold, space inside
+            # pages in use, so the gain is what the fold's own scratch adds, measured next)
             torch.cuda.empty_cache()
         memory["end"] = memory_snapshot()
         stats = {**stats, **kv}
