@@ -85,7 +85,7 @@
 #        # AdamW's moments on the host in lowest-memory mode (core.rl.host_states, CPU-tested only):
 #        # goal 4 needs ours <= 5.22 GiB (0.9x Unsloth sized like ours, 5.80 on 09:43); the record's
 #        # optimizer_moments_on_host says it ran; the rollout's memory_gib "end" shows the fold's scratch
-#        # handed back before training (reserved - allocated < 0.1 GiB)
+#        # handed back before training (reserved - allocated no more than at "cache_returned")
 #   bash bench/h200_session.sh app-cli --config configs/smollm2-largest.yaml --set model.lora_r=32 \
 #        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --budget-s 400            # ~390 s
 #   bash bench/h200_session.sh app --config configs/smollm2-largest.yaml --set model.lora_r=32 \
