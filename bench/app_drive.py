@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -55,6 +56,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def host_cpu(cgroup: Path = Path("/sys/fs/cgroup")) -> dict:
+    """The machine's CPUs as this process sees them, and the container's CPU quota and throttling
+    counters (cgroup v2 cpu.max / cpu.stat) where readable: a run whose threads outgrow the quota
+    is throttled in bursts, which would slow some of its steps and not others."""
+    out = {"cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+           "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    try:
+        out["cpu_max"] = (cgroup / "cpu.max").read_text().strip()
+        out["cpu_stat"] = {k: int(v) for k, v in (ln.split() for ln in (cgroup / "cpu.stat").read_text().splitlines()
+                                                 if len(ln.split()) == 2 and ln.split()[1].isdigit())}
+    except OSError:
+        pass
+    return out
+
+
+def throttling(before: dict, after: dict) -> dict | None:
+    """What the quota cost between two host_cpu readings: periods, throttled periods, their share
+    and the seconds throttled; None without the counters."""
+    a, b = before.get("cpu_stat") or {}, after.get("cpu_stat") or {}
+    if "nr_periods" not in a or "nr_periods" not in b:
+        return None
+    periods, throttled = b["nr_periods"] - a["nr_periods"], b.get("nr_throttled", 0) - a.get("nr_throttled", 0)
+    return {"periods": periods, "throttled": throttled, "share": round(throttled / periods, 4) if periods else None,
+            "throttled_s": round((b.get("throttled_usec", 0) - a.get("throttled_usec", 0)) / 1e6, 3)}
 
 
 _NVML: list = []  # the device handle, once: nvmlInit on every 2 s poll touched the driver each time
@@ -267,7 +294,7 @@ def phase_table(by: dict) -> str:
 def run_cli(cfg_path: str, sets: list[str], runs: Path, name: str, budget_s: float) -> dict:
     cmd = [sys.executable, "-m", "scripts.train", "--config", cfg_path, "--set", *sets,
            f"run.output_dir={runs}", f"run.run_name={name}"]
-    t0 = time.time()
+    t0, cpu_before = time.time(), host_cpu()
     from bench.common import spawn_child, stop_group
 
     log = runs / f"{name}.log"  # a file, not a pipe: a grandchild holding a pipe cannot keep this waiting
@@ -281,7 +308,8 @@ def run_cli(cfg_path: str, sets: list[str], runs: Path, name: str, budget_s: flo
             stop_group(p)  # the CLI and whatever it started (compile workers)
             rc = "timeout"
     tail = log.read_text(errors="replace")[-2000:]
-    out = {"cmd": " ".join(cmd), "rc": rc, "wall_s": round(time.time() - t0, 1), "tail": tail}
+    out = {"cmd": " ".join(cmd), "rc": rc, "wall_s": round(time.time() - t0, 1), "tail": tail,
+           "host_cpu": cpu_before, "throttling": throttling(cpu_before, host_cpu())}
     metrics = runs / name / "metrics.jsonl"
     if metrics.exists():
         out.update(step_times(metrics))
@@ -300,7 +328,8 @@ def summarize(rec: Record) -> None:
         rec.put("app_over_cli_by_phase", phase_ratios(d["app_steps"], d["cli"]))
     brief = lambda v: {k: x for k, x in v.items() if k != "breakdown"} if isinstance(v, dict) else v  # noqa: E731
     print(json.dumps({k: brief(d.get(k)) for k in ("app_steps", "cli", "cli_before", "app_over_cli", "app_over_cli_matched",
-                                                   "evaluation", "failures", "chat", "app_polled_vs_quiet")},
+                                                   "evaluation", "failures", "chat", "app_polled_vs_quiet",
+                                                   "app_throttling")},
                      indent=1, default=str)[:6000])
     if d.get("app_over_cli_by_phase"):
         print(phase_table(d["app_over_cli_by_phase"]))
@@ -392,7 +421,10 @@ def main(argv=None) -> int:
             quiet = tuple(int(x) for x in args.quiet_steps.split("-")) if args.quiet_steps else None
             if quiet:
                 quiet = (quiet[0], quiet[1] + 1)  # "50-74": steps 50 to 74
+            cpu_before = host_cpu()
             timeline = watch(client, rec, "status_timeline", max(60, left() - 150), quiet=quiet)
+            rec.put("app_host_cpu", cpu_before)
+            rec.put("app_throttling", throttling(cpu_before, host_cpu()))
             s = status(client)
             if s["state"] in ("loading", "running", "paused"):  # out of budget: stop it, so the parts below start from a quiet app
                 rec.put("app_run_cut", {"at_step": s["step"], "of": s.get("max_steps"), "stop": client.predict(api_name="/stop")})

@@ -92,8 +92,9 @@
 #        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --eval-n 200 \
 #        --cli-from /root/app_drive_cli.json --quiet-steps 50-74 --budget-s 560                        # ~350 s
 #        # the app/CLI split by phase (app_over_cli_by_phase), rollout/kv_map_s, and the app's steps polled
-#        # every 10 s against every 2 s (app_polled_vs_quiet): where the 1.20x goes (on 09:33 all of it was
-#        # in the rollout, fold and sample both, in ~80% of the steps: bimodal, as interference would be)
+#        # every 10 s against every 2 s (app_polled_vs_quiet), the container's CPU throttling in each half
+#        # (throttling, app_throttling): where the 1.20x goes (on 09:33 all of it was in the rollout, fold
+#        # and sample both, in ~80% of the steps: bimodal, as interference would be)
 #   bash bench/h200_session.sh sizing --config configs/smollm2-largest.yaml --set model.lora_r=32 \
 #        model.lora_alpha=64 algorithm.max_completion_length=64 --steps 8 --budget-s 400
 #        # the app's engine sizes one at a time against the CLI's (~4 min): whether a size costs the gap

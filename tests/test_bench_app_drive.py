@@ -207,3 +207,19 @@ def test_the_app_polled_against_quiet_over_the_same_work():
     assert r["quiet"]["step_time"] == 0.8 and r["polled"]["time/rollout"] == 0.35
     assert r["polled_over_quiet"] == 1.25
     assert polled_vs_quiet(rows, (70, 80)) is None  # no quiet step ran
+
+
+def test_the_cpu_quota_and_what_it_throttled(tmp_path):
+    """host_cpu reads cgroup v2's cpu.max and cpu.stat where they exist; throttling is the share of
+    quota periods that were throttled between two readings."""
+    from bench.app_drive import host_cpu, throttling
+
+    (tmp_path / "cpu.max").write_text("1600000 100000\n")
+    (tmp_path / "cpu.stat").write_text("usage_usec 900\nnr_periods 100\nnr_throttled 10\nthrottled_usec 2000000\n")
+    before = host_cpu(tmp_path)
+    assert before["cpu_max"] == "1600000 100000" and before["cpu_stat"]["nr_throttled"] == 10
+    assert before["cpu_count"] >= 1 and before["affinity"] >= 1
+    (tmp_path / "cpu.stat").write_text("usage_usec 999\nnr_periods 300\nnr_throttled 60\nthrottled_usec 7500000\n")
+    assert throttling(before, host_cpu(tmp_path)) == {"periods": 200, "throttled": 50, "share": 0.25,
+                                                     "throttled_s": 5.5}
+    assert throttling(host_cpu(tmp_path / "none"), before) is None  # no cgroup counters: nothing to say
