@@ -71,7 +71,7 @@ def child(args) -> dict:
         field = args.child.split(":", 1)[1]
         own = plan_for(cfg, device).engine_sizes  # the run's own size of that field
         plan.engine_sizes = dataclasses.replace(plan.engine_sizes, **{field: getattr(own, field)})
-    model, tok, engine = make_policy_and_engine(cfg, device, plan)
+    model, tok, engine = make_policy_and_engine(cfg, device, plan, headroom=args.child != "run")  # (its LoRA slots)
     trainer = make_trainer(cfg, model=model, tokenizer=tok, engine=engine, device=device, plan=plan)
     trainer.ignore_eos = True  # every completion runs to max_completion_length: the same work in every variant
     t0 = time.perf_counter()

@@ -34,6 +34,9 @@ def test_each_variant_builds_its_own_engine_and_trains(tmp_path):
     assert all(r["steps"] == 3 and r["mean"]["step_time"] > 0 for r in results.values()), results
     ranks = {k: r["engine"]["max_lora_rank"] for k, r in results.items()}
     assert ranks == {"run": 8, "headroom": 64, "headroom:max_lora_rank": 8}
+    # a run's own engine holds one adapter slot, the app's two (make_policy_and_engine)
+    assert {k: r["engine"]["max_loras"] for k, r in results.items()} == {"run": 1, "headroom": 2,
+                                                                         "headroom:max_lora_rank": 2}
     lengths = {k: r["engine"]["max_model_len"] for k, r in results.items()}
     assert lengths["headroom"] > lengths["run"] and lengths["headroom:max_lora_rank"] == lengths["headroom"]
     # every completion ran to its limit: the same tokens in each variant

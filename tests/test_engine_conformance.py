@@ -61,8 +61,9 @@ def backend_setup(request, vllm_model_dir):
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         from core.engines.vllm.engine import VLLMEngine, VLLMSettings
 
+        # one adapter slot, as a run's own engine has (make_policy_and_engine): swaps and checkpoints still serve
         engine = VLLMEngine(str(vllm_model_dir), tok, VLLMSettings(gpu_memory_utilization=0.15, max_model_len=512,
-                                                                   enforce_eager=True, max_lora_rank=8))
+                                                                   enforce_eager=True, max_lora_rank=8, max_loras=1))
         model = add_lora(engine.shared_hf_model(), cfg)
         assert next(model.parameters()).device.type == ("cuda" if torch.cuda.is_available() else "cpu")
     _randomize_adapter(model, 0)

@@ -297,7 +297,9 @@ def make_policy_and_engine(cfg, device: str, plan=None, *, headroom: bool = Fals
     path = resolve_model_path(cfg.model.name_or_path)
     tok = load_tokenizer(path)
     plan = plan or plan_for(cfg, device, headroom=headroom)
-    engine = VLLMEngine(path, tok, vllm_settings_for(cfg, plan.engine_sizes))
+    settings = vllm_settings_for(cfg, plan.engine_sizes)
+    settings.max_loras = 2 if headroom else 1  # the app's Compare serves a checkpoint beside the training adapter
+    engine = VLLMEngine(path, tok, settings)
     try:
         # 4-bit too: vLLM's packed nf4 shards become bitsandbytes Linear4bit weights (vllm_compat)
         base = engine.shared_hf_model()

@@ -65,6 +65,10 @@ class VLLMSettings:
     max_num_seqs: int = 256
     max_num_batched_tokens: int = 8192
     max_lora_rank: int = 64
+    # adapters on the GPU at once, each max_lora_rank on every projection in bf16 (37 MB at 1.5B, r16):
+    # the app's engine 2 (the training adapter + a checkpoint in Compare), a run's own engine 1
+    # (registry.make_policy_and_engine without headroom: one adapter at a time)
+    max_loras: int = 2
     enable_prefix_caching: bool = True
     enforce_eager: bool = False  # True skips CUDA-graph capture: faster start, ~2x slower decode
     kv_cache_dtype: str = "auto"  # "fp8" halves KV memory for long rollouts
@@ -129,7 +133,7 @@ class VLLMEngine:
             dtype=s.dtype,
             enable_lora=True,
             max_lora_rank=s.max_lora_rank,
-            max_loras=2,  # the training adapter + one checkpoint in Compare
+            max_loras=s.max_loras,
             max_cpu_loras=4,
             gpu_memory_utilization=s.gpu_memory_utilization,
             **compat.kv_cache_size_kwargs(s.kv_cache_memory_bytes),
