@@ -58,19 +58,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _counters(path: Path) -> dict | None:
+    try:
+        pairs = [ln.split() for ln in path.read_text().splitlines()] if path.exists() else None
+        return None if pairs is None else {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].isdigit()}
+    except (OSError, ValueError):
+        return None
+
+
 def host_cpu(cgroup: Path = Path("/sys/fs/cgroup")) -> dict:
     """The machine's CPUs as this process sees them, and the container's CPU quota and throttling
-    counters (cgroup v2 cpu.max / cpu.stat) where readable: a run whose threads outgrow the quota
-    is throttled in bursts, which would slow some of its steps and not others."""
+    counters where readable: a run whose threads outgrow the quota is throttled in bursts, which
+    would slow some of its steps and not others. cgroup v2 (cpu.max, cpu.stat) or v1 (cpu/ with
+    cfs_quota_us, cfs_period_us and throttled_time in ns, given as throttled_usec); `cgroup` says
+    which, or "unreadable" (no counters is not no throttling)."""
     out = {"cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-           "loadavg": [round(x, 2) for x in os.getloadavg()]}
-    try:
-        out["cpu_max"] = (cgroup / "cpu.max").read_text().strip()
-        out["cpu_stat"] = {k: int(v) for k, v in (ln.split() for ln in (cgroup / "cpu.stat").read_text().splitlines()
-                                                 if len(ln.split()) == 2 and ln.split()[1].isdigit())}
-    except OSError:
-        pass
+           "loadavg": [round(x, 2) for x in os.getloadavg()], "cgroup": "unreadable"}
+    v2 = _counters(cgroup / "cpu.stat")
+    if v2 is not None and "nr_periods" in v2:
+        out["cgroup"], out["cpu_stat"] = "v2", v2
+        if (cgroup / "cpu.max").exists():
+            out["cpu_max"] = (cgroup / "cpu.max").read_text().strip()
+        return out
+    v1 = _counters(cgroup / "cpu" / "cpu.stat")
+    if v1 is not None and "nr_periods" in v1:
+        v1["throttled_usec"] = v1.pop("throttled_time", 0) // 1000
+        out["cgroup"], out["cpu_stat"] = "v1", v1
+        quota, period = (_read_int(cgroup / "cpu" / f"cpu.cfs_{k}_us") for k in ("quota", "period"))
+        out["cpu_max"] = f"{'max' if quota is None or quota < 0 else quota} {period}"
     return out
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def throttling(before: dict, after: dict) -> dict | None:

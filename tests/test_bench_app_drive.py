@@ -223,3 +223,19 @@ def test_the_cpu_quota_and_what_it_throttled(tmp_path):
     assert throttling(before, host_cpu(tmp_path)) == {"periods": 200, "throttled": 50, "share": 0.25,
                                                      "throttled_s": 5.5}
     assert throttling(host_cpu(tmp_path / "none"), before) is None  # no cgroup counters: nothing to say
+
+
+def test_the_cpu_quota_on_cgroup_v1(tmp_path):
+    """cgroup v1 keeps the counters in cpu/ (throttled_time in ns) and the quota in two files."""
+    from bench.app_drive import host_cpu, throttling
+
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("1600000\n")
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (tmp_path / "cpu" / "cpu.stat").write_text("nr_periods 10\nnr_throttled 1\nthrottled_time 1000000000\n")
+    before = host_cpu(tmp_path)
+    assert before["cgroup"] == "v1" and before["cpu_max"] == "1600000 100000"
+    (tmp_path / "cpu" / "cpu.stat").write_text("nr_periods 20\nnr_throttled 6\nthrottled_time 3500000000\n")
+    assert throttling(before, host_cpu(tmp_path)) == {"periods": 10, "throttled": 5, "share": 0.5,
+                                                     "throttled_s": 2.5}
+    assert host_cpu(tmp_path / "none")["cgroup"] == "unreadable"

@@ -400,6 +400,7 @@ class VLLMEngine:
         out, stats = rollout_with_fold(model, sample, adapter, merged, blocked=blocked,
                                        reset=self.llm.reset_prefix_cache)
         if self._released and self.on_gpu:
+            memory["unfolded"] = memory_snapshot()  # what the fold and unfold left, before it goes back
             # and what the fold and unfold left in torch's cache goes back before the forward/backward
             # (H100, 2026-12-06: 0.16 GiB reserved above allocated at the 1.5B bench's rollout end, 0.15
             # at its training peak; as much stayed after the hand-back before the fold, space inside
