@@ -1,5 +1,6 @@
 """Shared by the benchmarks: a random-weight model folder from a real configuration, its
-tokenizer, and the versions every result records.
+tokenizer, the versions every result records, child processes that die with their parent, and
+the host's CPUs with the container's CPU throttling (`host_cpu`, `throttling`).
 
 Why: each benchmark measures ours and a peer on the same random model built from a config in
 bench/configs/; building it one way keeps the figures of different scripts comparable.
@@ -151,3 +152,52 @@ def versions(packages=("torch", "vllm", "trl", "transformers", "peft", "accelera
             except metadata.PackageNotFoundError:
                 continue
     return out
+
+
+def _counters(path: Path) -> dict | None:
+    try:
+        pairs = [ln.split() for ln in path.read_text().splitlines()] if path.exists() else None
+        return None if pairs is None else {p[0]: int(p[1]) for p in pairs if len(p) == 2 and p[1].isdigit()}
+    except (OSError, ValueError):
+        return None
+
+
+def host_cpu(cgroup: Path = Path("/sys/fs/cgroup")) -> dict:
+    """The machine's CPUs as this process sees them, and the container's CPU quota and throttling
+    counters where readable: a run whose threads outgrow the quota is throttled in bursts, which
+    would slow some of its steps and not others. cgroup v2 (cpu.max, cpu.stat) or v1 (cpu/ with
+    cfs_quota_us, cfs_period_us and throttled_time in ns, given as throttled_usec); `cgroup` says
+    which, or "unreadable" (no counters is not no throttling)."""
+    out = {"cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
+           "loadavg": [round(x, 2) for x in os.getloadavg()], "cgroup": "unreadable"}
+    v2 = _counters(cgroup / "cpu.stat")
+    if v2 is not None and "nr_periods" in v2:
+        out["cgroup"], out["cpu_stat"] = "v2", v2
+        if (cgroup / "cpu.max").exists():
+            out["cpu_max"] = (cgroup / "cpu.max").read_text().strip()
+        return out
+    v1 = _counters(cgroup / "cpu" / "cpu.stat")
+    if v1 is not None and "nr_periods" in v1:
+        v1["throttled_usec"] = v1.pop("throttled_time", 0) // 1000
+        out["cgroup"], out["cpu_stat"] = "v1", v1
+        quota, period = (_read_int(cgroup / "cpu" / f"cpu.cfs_{k}_us") for k in ("quota", "period"))
+        out["cpu_max"] = f"{'max' if quota is None or quota < 0 else quota} {period}"
+    return out
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def throttling(before: dict, after: dict) -> dict | None:
+    """What the quota cost between two host_cpu readings: periods, throttled periods, their share
+    and the seconds throttled; None without the counters."""
+    a, b = before.get("cpu_stat") or {}, after.get("cpu_stat") or {}
+    if "nr_periods" not in a or "nr_periods" not in b:
+        return None
+    periods, throttled = b["nr_periods"] - a["nr_periods"], b.get("nr_throttled", 0) - a.get("nr_throttled", 0)
+    return {"periods": periods, "throttled": throttled, "share": round(throttled / periods, 4) if periods else None,
+            "throttled_s": round((b.get("throttled_usec", 0) - a.get("throttled_usec", 0)) / 1e6, 3)}

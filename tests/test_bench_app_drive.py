@@ -212,7 +212,7 @@ def test_the_app_polled_against_quiet_over_the_same_work():
 def test_the_cpu_quota_and_what_it_throttled(tmp_path):
     """host_cpu reads cgroup v2's cpu.max and cpu.stat where they exist; throttling is the share of
     quota periods that were throttled between two readings."""
-    from bench.app_drive import host_cpu, throttling
+    from bench.common import host_cpu, throttling
 
     (tmp_path / "cpu.max").write_text("1600000 100000\n")
     (tmp_path / "cpu.stat").write_text("usage_usec 900\nnr_periods 100\nnr_throttled 10\nthrottled_usec 2000000\n")
@@ -227,7 +227,7 @@ def test_the_cpu_quota_and_what_it_throttled(tmp_path):
 
 def test_the_cpu_quota_on_cgroup_v1(tmp_path):
     """cgroup v1 keeps the counters in cpu/ (throttled_time in ns) and the quota in two files."""
-    from bench.app_drive import host_cpu, throttling
+    from bench.common import host_cpu, throttling
 
     (tmp_path / "cpu").mkdir()
     (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("1600000\n")
