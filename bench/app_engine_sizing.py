@@ -7,7 +7,7 @@ is as fast as `run`. Each variant in its own process (vLLM's sleep-mode pool all
 process).
 
 Why: on 2026-12-06 (H100) the app's step took 1.20x the CLI's for the same recipe; on a CPU with
-vLLM's CPU build the app's sizing made sampling 5.8x slower, all of it the LoRA rank (vLLM's CPU
+vLLM's CPU build the app's sizing made a step 4.7x slower, all of it the LoRA rank (vLLM's CPU
 LoRA kernels compute the padded rank; `headroom:max_lora_rank` was as fast as `run`).
 
     python -m bench.app_engine_sizing --config configs/smollm2-largest.yaml \\
@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -133,10 +134,11 @@ def main(argv=None) -> int:
                *(["--set", *args.set] if args.set else [])]
         log = Path(args.out) / f"{variant.replace(':', '-')}.log"
         with open(log, "w") as f:
-            proc = spawn_child(cmd, stdout=f, stderr=f, env=env)
+            # its own process group: stop_group stops the child and whatever it started (compile workers)
+            proc = spawn_child(cmd, stdout=f, stderr=f, env=env, start_new_session=True)
             try:
                 proc.wait(timeout=left)
-            except Exception:  # noqa: BLE001 - past the budget: stopped, recorded
+            except subprocess.TimeoutExpired:  # past the budget: stopped; its log says how far it got
                 stop_group(proc)
         lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("RESULT ")]
         results.append(json.loads(lines[-1][7:]) if lines else
