@@ -67,6 +67,26 @@ def test_a_failed_update_leaves_the_moments_on_the_host():
         assert state["exp_avg"] is buffers[(id(p), "exp_avg")]
 
 
+def test_the_cache_goes_back_before_the_moments_come_in(monkeypatch):
+    """On a GPU the forward/backward's cached blocks are handed back before the moments are
+    copied in (they come from another pool of torch's allocator and would be mapped on top);
+    the CPU path (simulate) never touches CUDA."""
+    _, model = _pair()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    events = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("empty_cache"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    simulated = HostOptimizerStates(opt, simulate=True)
+    with simulated.on_device():
+        events.append("update")
+    assert events == ["update"]
+    real = HostOptimizerStates(opt)  # CPU tensors: nothing moves, but the order is the GPU's
+    monkeypatch.setattr(real, "to_device", lambda: events.append("to_device"))
+    with real.on_device():
+        events.append("update")
+    assert events == ["update", "empty_cache", "to_device", "update"]
+
+
 def test_a_loaded_state_goes_back_to_the_host_and_trains_on_the_same():
     ref, moved = _pair(seed=1)
     opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-2)
@@ -116,6 +136,7 @@ def test_the_rule_and_what_the_planner_counts():
         lora_param_count(c, 16, ["q_proj", "v_proj"]) * LORA_MOMENT_BYTES)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_on_a_gpu_the_moments_leave_the_device_and_the_updates_stay_equal():
     ref, moved = _pair("cuda")
@@ -188,3 +209,28 @@ def test_the_plan_says_where_the_moments_wait():
     assert lowest.moments_on_host == n * LORA_MOMENT_BYTES
     assert f"AdamW's moments {n * LORA_MOMENT_BYTES / 2**30:.2f} GB in host memory" in lowest.summary()
     assert "in host memory" not in plan(c, micro_batch_size=0, auto_micro_batch="fastest", **kw).summary()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_a_gpu_the_update_does_not_stack_on_the_backwards_cache():
+    """What torch holds during an update after a backward whose activations are cached: the
+    parameters, gradients, moments and temporaries, not the cache the backward left (here
+    256 MiB of freed activations)."""
+    torch.cuda.empty_cache()
+    layers = torch.nn.ModuleList(torch.nn.Linear(512, 16, bias=False) for _ in range(64)).cuda()
+    opt = torch.optim.AdamW(layers.parameters(), lr=1e-2)
+    host = HostOptimizerStates(opt)
+    x = torch.randn(8, 512, device="cuda")
+    for _ in range(2):
+        act = torch.randn(64, 2**20, device="cuda")  # 256 MiB of "activations", freed below: cached
+        sum(layer(x).pow(2).mean() for layer in layers).backward()
+        del act
+        cached = torch.cuda.memory_reserved()
+        with host.on_device():
+            opt.step()
+            during = torch.cuda.memory_reserved()  # the moments and the update's temporaries in
+        opt.zero_grad(set_to_none=True)
+    assert cached >= 256 * 2**20
+    assert during < cached - 200 * 2**20  # the cache went back first: the update is not on top of it
+

@@ -87,7 +87,17 @@ class HostOptimizerStates:
 
     @contextlib.contextmanager
     def on_device(self):
-        """The update's moments on the GPU inside, on the host after (also when the update raises)."""
+        """The update's moments on the GPU inside, on the host after (also when the update raises).
+
+        torch's cache goes back to the driver first: it holds the forward/backward's freed
+        activations in the large-block pool, and the moments and the update's temporaries (one
+        small tensor a LoRA matrix) come from the small-block pool, which cannot reuse them, so
+        they would be mapped on top (on 2026-12-06 11:54, H100, 1.5B r16: the moments left the
+        GPU, 0.17 GiB off the peak allocated, but the peak reserved fell only 0.04). The
+        forward/backward maps its pages again next step either way where the vLLM rollout hands
+        the cache back before it (it does when it releases its KV cache, as in this mode)."""
+        if not self.simulate and torch.cuda.is_available():
+            torch.cuda.empty_cache()
         try:
             self.to_device()  # (a failure half-way: what came back goes out again below)
             yield
