@@ -22,7 +22,7 @@ from bench.common import build_tokenizer
 from bench.trl_compare import parent
 from bench.trl_compare.__main__ import main
 from bench.trl_compare.goals import GOAL_TEXT, goal_rows
-from bench.trl_compare.measure import DeviceMemory, gib
+from bench.trl_compare.measure import DeviceMemory, gib, segment_summary
 from bench.trl_compare.ours import force_full_length_ours
 from bench.trl_compare.prompts import PLAIN_TEMPLATE, bench_reward, make_prompts
 from bench.trl_compare.records import headline, load_existing, merge, prior_failure, results_name
@@ -560,3 +560,22 @@ def test_a_measurement_dies_with_its_parent(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the child outlived its parent")
+
+
+def test_segment_summary_splits_torchs_pools():
+    """The record's `pools`: reserved and allocated by pool, from torch's segment list."""
+    M = 2**20
+    segs = [
+        {"segment_type": "large", "segment_pool_id": (0, 0), "stream": 0, "total_size": 40 * M, "allocated_size": 30 * M},
+        {"segment_type": "large", "segment_pool_id": (0, 0), "stream": 0, "total_size": 20 * M, "allocated_size": 0},
+        {"segment_type": "small", "segment_pool_id": (0, 0), "stream": 0, "total_size": 2 * M, "allocated_size": M},
+        {"segment_type": "large", "segment_pool_id": (1, 3), "stream": 0, "total_size": 64 * M, "allocated_size": 8 * M},
+        {"segment_type": "small", "segment_pool_id": (0, 0), "stream": 7, "total_size": 2 * M, "allocated_size": 2 * M},
+    ]
+    fake = SimpleNamespace(cuda=SimpleNamespace(memory_snapshot=lambda: segs))
+    out = segment_summary(fake)
+    assert set(out) == {"large", "small", "large pool1.3", "small stream7"}
+    assert out["large"] == {"reserved_gib": round(60 / 1024, 4), "allocated_gib": round(30 / 1024, 4), "segments": 2}
+    assert out["large pool1.3"]["reserved_gib"] == 0.0625 and out["large pool1.3"]["segments"] == 1
+    assert out["small"]["allocated_gib"] == round(1 / 1024, 4)
+

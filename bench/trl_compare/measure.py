@@ -239,6 +239,26 @@ def _training_starts(torch, current: dict) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def segment_summary(torch) -> dict:
+    """Where torch's reserved memory is, by pool: "large"/"small" blocks of the default pool, a
+    private pool (CUDA graphs', vLLM's sleep-mode pool) by its id, a side stream by its number:
+    reserved and allocated GiB and segments in each (`torch.cuda.memory_snapshot()`). Reserved
+    above allocated in one of them is what a peak holds and no tensor uses: which pool says why
+    (small tensors cannot reuse large blocks; a private pool is not handed back)."""
+    out: dict[str, dict] = {}
+    for seg in torch.cuda.memory_snapshot():
+        pool = tuple(seg.get("segment_pool_id") or (0, 0))
+        key = seg.get("segment_type", "?") + ("" if pool == (0, 0) else f" pool{pool[0]}.{pool[1]}")
+        if seg.get("stream"):
+            key += f" stream{seg['stream']}"
+        d = out.setdefault(key, {"reserved": 0, "allocated": 0, "segments": 0})
+        d["reserved"] += seg.get("total_size", 0)
+        d["allocated"] += seg.get("allocated_size", 0)
+        d["segments"] += 1
+    return {k: {"reserved_gib": round(v["reserved"] / GIB, 4), "allocated_gib": round(v["allocated"] / GIB, 4),
+                "segments": v["segments"]} for k, v in sorted(out.items())}
+
+
 def _begin_step(torch, mem: DeviceMemory) -> float:
     _sync(torch)
     if torch.cuda.is_available():

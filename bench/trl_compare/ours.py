@@ -16,7 +16,7 @@ import tempfile
 import time
 
 from bench.trl_compare.measure import (DeviceMemory, Recorder, _begin_step, _lengths_summary, _step_memory, _sync,
-                                       _time_for_another, _training_starts, gib)
+                                       _time_for_another, _training_starts, gib, segment_summary)
 from bench.trl_compare.prompts import PLAIN_TEMPLATE, bench_reward, make_prompts
 from bench.trl_compare.systems import TARGETS
 
@@ -103,6 +103,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         run.engine = args.ours_engine if args.ours_engine != "auto" else ("vllm" if cuda else "hf")
         run.vllm_enforce_eager = bool(args.ours_eager)
         run.vllm_kv_cache_dtype = args.ours_kv_dtype
+        run.vllm_cuda_graphs = getattr(args, "ours_cuda_graphs", "all")
         run.merged_rollouts = args.ours_merged == "on"
         validate(cfg)
         rec["ours_config"] = {"model": {k: getattr(m, k) for k in ("lora_r", "lora_alpha", "lora_dropout",
@@ -117,6 +118,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                                   "num_iterations", "lr_scheduler", "max_grad_norm")},
                               "run": {"engine": run.engine, "vllm_enforce_eager": run.vllm_enforce_eager,
                                       "vllm_kv_cache_dtype": run.vllm_kv_cache_dtype,
+                                      "vllm_cuda_graphs": run.vllm_cuda_graphs,
                                       "merged_rollouts": run.merged_rollouts}}
         tok = AutoTokenizer.from_pretrained(args.model_dir)
         prompts = make_prompts(tok, max(4, args.steps), args.prompt_len, seed=1)
@@ -183,6 +185,15 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                 _training_starts(torch, current)
 
         trainer.engine.rollout = phased_rollout
+        if cuda:  # torch's pools after the backward passes and with the moments in (the update's start)
+            def pools_at(name, fn):
+                def wrapped(*a2, **kw):
+                    current.setdefault("pools", {})[name] = segment_summary(torch)
+                    return fn(*a2, **kw)
+                return wrapped
+
+            trainer.optimizer_step = pools_at("after_backward", trainer.optimizer_step)
+            trainer.optimizer.step = pools_at("update", trainer.optimizer.step)
         rec["merged_rollouts_asked"] = trainer.merged_rollouts
         fingerprints = weight_fingerprints(trainer.engine)  # the served base weights, to see them unchanged
         # as GRPOTrainer.train() does before its loop: the engine samples with the (fresh) training adapter
@@ -211,6 +222,12 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             step["rollout"]["merged"] = stats.get("merged")
             step["rollout"]["fold"] = {k2: v for k2, v in stats.items() if k2 not in ("sample_s",)}
             step["phase_peaks_gib"] = mem.phase_peaks_above_baseline()
+            if cuda:  # and at the step's end; where the engine let its KV cache go, the next rollout's first
+                # act is to hand torch's cache back (VLLMEngine.restore_memory): done here, to see what stays
+                step["pools"] = {**current.get("pools", {}), "step_end": segment_summary(torch)}
+                if getattr(trainer.engine, "_released", False):
+                    torch.cuda.empty_cache()
+                    step["pools"]["cache_returned"] = segment_summary(torch)
             mem.set_phase(None)
             rec["steps"].append(step)
             r.phase(f"step {k} done")
