@@ -80,26 +80,25 @@
 #   -> (carry .devkit/unsloth) bash /root/gpu-kit/install-on-device.sh; source /tmp/gpu-site/env.sh &&
 #      bash bench/h200_session.sh trl --systems unsloth --lengths 1024 --budget-s 420 (229 s)
 #   -> TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests (328 s)
-# Next, in order of importance (each its own command, all after the kit as above; ~1,700 s in all):
-#   bash bench/h200_session.sh trl --systems ours --lengths 1024 --budget-s 500    # ~4.5 min on a fresh machine
-#        # AdamW's moments on the host in lowest-memory mode (core.rl.host_states, CPU-tested only):
-#        # goal 4 needs ours <= 5.22 GiB (0.9x Unsloth sized like ours, 5.80 on 09:43); the record's
-#        # optimizer_moments_on_host says it ran; the rollout's memory_gib "end" shows the fold's scratch
-#        # handed back before training (reserved - allocated no more than at "cache_returned")
-#   bash bench/h200_session.sh app-cli --config configs/smollm2-largest.yaml --set model.lora_r=32 \
-#        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --budget-s 400            # ~390 s
-#   bash bench/h200_session.sh app --config configs/smollm2-largest.yaml --set model.lora_r=32 \
-#        model.lora_alpha=64 algorithm.max_completion_length=256 --steps 100 --eval-n 200 \
-#        --cli-from /root/app_drive_cli.json --quiet-steps 50-74 --budget-s 560                        # ~350 s
-#        # the app/CLI split by phase (app_over_cli_by_phase), rollout/kv_map_s, and the app's steps polled
-#        # every 10 s against every 2 s (app_polled_vs_quiet), the container's CPU throttling in each half
-#        # (throttling, app_throttling): where the 1.20x goes (on 09:33 all of it was in the rollout, fold
-#        # and sample both, in ~80% of the steps: bimodal, as interference would be)
-#   bash bench/h200_session.sh sizing --config configs/smollm2-largest.yaml --set model.lora_r=32 \
-#        model.lora_alpha=64 algorithm.max_completion_length=64 --steps 8 --budget-s 400
-#        # the app's engine sizes one at a time against the CLI's (~4 min): whether a size costs the gap
-#   TESTS="tests/test_host_states.py tests/test_vllm_engine.py" bash bench/h200_session.sh tests   # ~330 s
-#   then --lengths 4096, the 4-bit pair (ours-4bit,unsloth-4bit) and unsloth-defaults (carry .devkit/unsloth).
+# Issue 31, as run on 2026-12-06 11:52-12:18 (H100, tree d693253; records in bench/results/2026-12-06_h100_e/;
+# 1,578 of 1,800 s): the kit as above, then
+#   trl --systems ours --lengths 1024 --budget-s 500 (272 s) -> app-cli ... --budget-s 400 (173 s) -> app ...
+#   --cli-from /root/app_drive_cli.json --quiet-steps 50-74 --budget-s 560 (233 s: app/CLI 1.035x, part 1 met)
+#   -> TESTS="tests/test_host_states.py tests/test_vllm_engine.py" tests (313 s) -> (carry .devkit/unsloth)
+#   bash /root/gpu-kit/install-on-device.sh; trl --systems ours,unsloth --lengths 4096 --budget-s 540 (317 s)
+#   -> trl --systems unsloth-defaults --lengths 1024 --budget-s 290 (121 s).
+# Next, in order of importance (each its own command, after the kit and the Unsloth part; ~1,700 s in all):
+#   bash bench/h200_session.sh trl --systems ours,unsloth --lengths 1024 --budget-s 540   # ~8 min fresh
+#        # goal 4 at 1,024 with its peer in the same session: ours needs <= 0.9x Unsloth's peak (5.80 GiB on
+#        # 09:43: <= 5.22). The update now hands torch's cache back before the moments come in; each step's
+#        # `pools` (torch's reserved/allocated by pool after the backward, at the update, at the step's end and
+#        # after the hand-back) says where any reserved-above-allocated is
+#   TESTS=tests/test_host_states.py bash bench/h200_session.sh tests                        # ~1 min
+#   bash bench/h200_session.sh trl --systems ours --lengths 1024 --ours-cuda-graphs decode --budget-s 400
+#        # run.vllm_cuda_graphs=decode (decode-only whole-step graphs, sizes up to 16): memory outside torch
+#        # (~1.0 GiB of the peak) and the step against the default's; results *_decode_graphs.*
+#   bash bench/h200_session.sh trl --systems ours-fast,trl-vllm --lengths 1024 --budget-s 500   # goal 3, same session
+#   bash bench/h200_session.sh trl --systems ours-4bit,unsloth-4bit --lengths 1024 --budget-s 560  # the 4-bit pair
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):

@@ -277,19 +277,15 @@ class AlgorithmConfig:
     judge_model: str = _f("", "online_dpo: model name sent to the judge endpoint (when judge is a URL).")
     # -- ppo ---------------------------------------------------------------------------
     gae_lambda: float = _f(
-        0.95,
-        "ppo: GAE's lambda. 1 = Monte-Carlo returns (no bias, most variance); lower trusts the value head "
-        "more (Schulman et al. 2016, arXiv:1506.02438).",
-        range=(0.0, 1.0),
-    )
+        0.95, "ppo: GAE's lambda. 1 = Monte-Carlo returns (no bias, most variance); lower trusts the value head "
+        "more (Schulman et al. 2016, arXiv:1506.02438).", range=(0.0, 1.0))
     gamma: float = _f(1.0, "ppo: discount per token. 1.0 is the norm for LLMs (the reward comes at the end).",
                       range=(0.0, 1.0))
     vf_coef: float = _f(0.1, "ppo: weight of the value-head loss beside the policy loss (TRL's PPO default).",
                         range=(0.0, 100.0))
     cliprange_value: float = _f(
         0.2, "ppo: the value head's new predictions stay within this of the old ones in the clipped value loss.",
-        range=(0.0, 100.0),
-    )
+        range=(0.0, 100.0))
 
 
 @dataclass
@@ -322,6 +318,10 @@ class RunConfig:
         True, "Reuse the KV cache of shared prompt prefixes (the G samples of one prompt share it).")
     vllm_enforce_eager: bool = _f(
         False, "Skip CUDA-graph capture: starts 1-3 min faster, decodes ~2x slower. For short runs and small models.")
+    vllm_cuda_graphs: str = _f(
+        "all", "CUDA graphs vLLM captures. all = its default (decode and prefill, batches up to twice the sequences "
+        "decoded at once). decode = decode steps only, batches up to that number: less GPU memory, a faster start; "
+        "prefills run without graphs. A run on the app's shared engine uses that engine's.", choices=["all", "decode"])
     vllm_free_kv_between_steps: bool = _f(
         True, "Free vLLM's KV cache while the trainer runs forward/backward and take it back before the next "
         "rollouts. Off saves a little time per step when memory is plentiful (small models).")

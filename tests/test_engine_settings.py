@@ -55,6 +55,27 @@ def test_at_least_one_full_sequence_and_user_overrides():
     assert user.gpu_memory_utilization == 0.4 and user.kv_cache_memory_bytes is None and user.max_num_seqs == 7
 
 
+def test_cuda_graphs_setting_reaches_the_engines_arguments():
+    """run.vllm_cuda_graphs: "decode" asks vLLM for decode-only whole-step graphs at the batch sizes
+    a decode of this run can have (the sequences decoded at once), "all" for its default."""
+    from core.engines.vllm import compat
+
+    s, _ = _settings(vllm_cuda_graphs="decode")
+    assert s.cuda_graphs == "decode" and s.max_num_seqs == 16
+    assert compat.cuda_graph_kwargs(s.cuda_graphs, s.max_num_seqs, s.enforce_eager) == {
+        "compilation_config": {"cudagraph_mode": "FULL_DECODE_ONLY", "cudagraph_capture_sizes": [1, 2, 4, 8, 16]}}
+    default, _ = _settings()
+    assert default.cuda_graphs == "all"
+    assert compat.cuda_graph_kwargs(default.cuda_graphs, default.max_num_seqs, default.enforce_eager) == {}
+    import pytest
+    from core.config import ConfigError, validate
+
+    cfg = Config()
+    cfg.run.vllm_cuda_graphs = "some"
+    with pytest.raises(ConfigError, match="vllm_cuda_graphs"):
+        validate(cfg)
+
+
 def test_micro_batch_auto_resolves_from_the_plan_or_to_8_on_cpu():
     cfg = Config()
     cfg.algorithm.micro_batch_size, cfg.algorithm.prompts_per_step, cfg.algorithm.num_generations = 0, 4, 8

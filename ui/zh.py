@@ -125,6 +125,9 @@ HELP_ZH: dict[str, str] = {
     "run.vllm_max_num_batched_tokens": "vLLM 一个调度步（预填充分块）的 token 预算。0 = max(8192, 提示长度 + 回答长度)。",
     "run.vllm_enable_prefix_caching": "复用共享提示前缀的 KV 缓存（同一提示的 G 个样本共享它）。",
     "run.vllm_enforce_eager": "跳过 CUDA Graph 捕获：启动快 1-3 分钟，解码慢约 2 倍。适合短运行和小模型。",
+    "run.vllm_cuda_graphs": "vLLM 捕获哪些 CUDA Graph。all = 它的默认（解码和预填充，批大小最多为同时解码序列数的两倍）。"
+                            "decode = 只为解码步捕获，批大小最多为该数：GPU 显存更少、启动更快；预填充不用 Graph。"
+                            "在应用共享引擎上的运行使用该引擎的设置。",
     "run.vllm_free_kv_between_steps": "在训练器做前向/反向时释放 vLLM 的 KV 缓存，在下一次采样前取回。关闭可在内存充足时"
                                       "（小模型）每步省一点时间。",
     "run.vllm_kv_cache_dtype": "KV 缓存精度。fp8 使其内存减半：可以采样更长或更多，精度略有损失。",

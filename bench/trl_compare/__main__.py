@@ -156,6 +156,9 @@ def main(argv=None) -> int:
     p.add_argument("--ours-eager", action="store_true",
                    help="ours: run.vllm_enforce_eager (no CUDA graphs or torch.compile in vLLM: less memory "
                         "outside torch, slower decode); results go to trl_compare[_<config>]_eager.*")
+    p.add_argument("--ours-cuda-graphs", choices=["all", "decode"], default="all",
+                   help="ours: run.vllm_cuda_graphs (decode: whole-step graphs for decode batches only, up to the "
+                        "sequences decoded at once: less memory outside torch); results: *_decode_graphs.*")
     p.add_argument("--ours-kv-dtype", choices=["auto", "fp8"], default="auto",
                    help="ours: run.vllm_kv_cache_dtype (fp8 halves the rollouts' KV cache); results: *_fp8kv.*")
     p.add_argument("--ours-merged", choices=["on", "off"], default="on",

@@ -104,6 +104,7 @@ def vllm_settings_for(cfg, sizes):
         max_model_len=sizes.max_model_len, max_num_seqs=sizes.max_num_seqs,
         max_num_batched_tokens=sizes.max_num_batched_tokens, max_lora_rank=sizes.max_lora_rank,
         enable_prefix_caching=r.vllm_enable_prefix_caching, enforce_eager=r.vllm_enforce_eager,
+        cuda_graphs=r.vllm_cuda_graphs,
         kv_cache_dtype=r.vllm_kv_cache_dtype, release_kv=r.vllm_free_kv_between_steps, seed=a.seed,
         quantization="bitsandbytes" if m.load_in_4bit else None)
     # the user's own numbers win (0 = planned); a share the user chose sizes the KV cache itself

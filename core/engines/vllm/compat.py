@@ -106,6 +106,28 @@ def kv_cache_size_kwargs(kv_cache_memory_bytes: int | None) -> dict:
     return {"kv_cache_memory_bytes": int(kv_cache_memory_bytes)}
 
 
+def cuda_graph_kwargs(which: str, max_num_seqs: int, eager: bool) -> dict:
+    """`LLM(...)` arguments for the CUDA graphs a run asks for (`run.vllm_cuda_graphs`): {} for
+    vLLM's default ("all": FULL_AND_PIECEWISE, batches up to min(2 x max_num_seqs, 512):
+    vllm/config/vllm.py `_set_cudagraph_sizes`); "decode" captures whole-step graphs for decode
+    batches only (`CUDAGraphMode.FULL_DECODE_ONLY`, vllm/config/compilation.py: "can save some
+    memory") at the sizes up to `max_num_seqs` a decode can have. Nothing in eager mode.
+
+    >>> cuda_graph_kwargs("decode", 16, False)
+    {'compilation_config': {'cudagraph_mode': 'FULL_DECODE_ONLY', 'cudagraph_capture_sizes': [1, 2, 4, 8, 16]}}
+    >>> cuda_graph_kwargs("decode", 12, False)["compilation_config"]["cudagraph_capture_sizes"]
+    [1, 2, 4, 8, 12]
+    >>> cuda_graph_kwargs("all", 16, False), cuda_graph_kwargs("decode", 16, True)
+    ({}, {})
+    """
+    if which == "all" or eager:
+        return {}
+    if which != "decode":
+        raise ValueError(f"run.vllm_cuda_graphs = {which!r}: must be 'all' or 'decode'")
+    sizes = sorted({min(2**k, max_num_seqs) for k in range(max(1, max_num_seqs).bit_length() + 1)})
+    return {"compilation_config": {"cudagraph_mode": "FULL_DECODE_ONLY", "cudagraph_capture_sizes": sizes}}
+
+
 def kv_capacity_tokens(llm) -> int | None:
     """Tokens the engine's KV cache holds (blocks x block size), read from the in-process engine's
     config (path: llm.llm_engine.vllm_config.cache_config); None where that path is missing."""

@@ -71,6 +71,7 @@ class VLLMSettings:
     max_loras: int = 2
     enable_prefix_caching: bool = True
     enforce_eager: bool = False  # True skips CUDA-graph capture: faster start, ~2x slower decode
+    cuda_graphs: str = "all"  # "decode": decode-only graphs up to max_num_seqs (compat.cuda_graph_kwargs)
     kv_cache_dtype: str = "auto"  # "fp8" halves KV memory for long rollouts
     release_kv: bool = True  # free the KV cache between rollouts (sleep mode); off = keep it
     # free it by unmapping the KV cache alone (vllm_compat.worker_discard_kv_cache) instead of
@@ -143,6 +144,7 @@ class VLLMEngine:
             enable_prefix_caching=s.enable_prefix_caching,
             enable_sleep_mode=self.sleep_mode,
             enforce_eager=s.enforce_eager,
+            **compat.cuda_graph_kwargs(s.cuda_graphs, s.max_num_seqs, s.enforce_eager),
             kv_cache_dtype=s.kv_cache_dtype,
             quantization=s.quantization,
             seed=s.seed,
@@ -162,6 +164,7 @@ class VLLMEngine:
             "kv_capacity_tokens": compat.kv_capacity_tokens(self.llm),
             "max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs,
             "prefix_caching": s.enable_prefix_caching, "cuda_graphs": not s.enforce_eager,
+            "cuda_graph_mode": "none" if s.enforce_eager else s.cuda_graphs,
             "kv_cache_dtype": s.kv_cache_dtype})
 
     # -- the shared base model -------------------------------------------------------
