@@ -227,10 +227,12 @@ def test_on_a_gpu_the_update_does_not_stack_on_the_backwards_cache():
         sum(layer(x).pow(2).mean() for layer in layers).backward()
         del act
         cached = torch.cuda.memory_reserved()
+        torch.cuda.reset_peak_memory_stats()
         with host.on_device():
             opt.step()
             during = torch.cuda.memory_reserved()  # the moments and the update's temporaries in
         opt.zero_grad(set_to_none=True)
+        assert torch.cuda.max_memory_reserved() <= cached  # nothing mapped on top of the cache, ever
     assert cached >= 256 * 2**20
     assert during < cached - 200 * 2**20  # the cache went back first: the update is not on top of it
 

@@ -244,7 +244,9 @@ def segment_summary(torch) -> dict:
     private pool (CUDA graphs', vLLM's sleep-mode pool) by its id, a side stream by its number:
     reserved and allocated GiB and segments in each (`torch.cuda.memory_snapshot()`). Reserved
     above allocated in one of them is what a peak holds and no tensor uses: which pool says why
-    (small tensors cannot reuse large blocks; a private pool is not handed back)."""
+    (small tensors cannot reuse large blocks; a private pool is not handed back). vLLM's sleep-mode
+    pool counts its KV cache as allocated even while the engine has unmapped it (released between
+    rollouts): there, allocated is not what the device holds."""
     out: dict[str, dict] = {}
     for seg in torch.cuda.memory_snapshot():
         pool = tuple(seg.get("segment_pool_id") or (0, 0))

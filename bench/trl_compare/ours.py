@@ -185,11 +185,17 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                 _training_starts(torch, current)
 
         trainer.engine.rollout = phased_rollout
-        if cuda:  # torch's pools after the backward passes and with the moments in (the update's start)
+        if cuda:  # torch's pools after the backward passes and with the moments in (the update's start);
+            # each snapshot's own seconds are inside the step's time: recorded beside it (`snapshot_s`)
             def pools_at(name, fn):
                 def wrapped(*a2, **kw):
+                    t0 = time.perf_counter()
                     current.setdefault("pools", {})[name] = segment_summary(torch)
+                    current["pools"].setdefault("snapshot_s", 0.0)
+                    current["pools"]["snapshot_s"] += time.perf_counter() - t0
                     return fn(*a2, **kw)
+                if getattr(fn, "_wrapped_by_lr_sched", False):  # the scheduler's own mark on optimizer.step,
+                    wrapped._wrapped_by_lr_sched = True  # which it checks (else a warning); its wrapper still runs
                 return wrapped
 
             trainer.optimizer_step = pools_at("after_backward", trainer.optimizer_step)
@@ -225,8 +231,12 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             if cuda:  # and at the step's end; where the engine let its KV cache go, the next rollout's first
                 # act is to hand torch's cache back (VLLMEngine.restore_memory): done here, to see what stays
                 step["pools"] = {**current.get("pools", {}), "step_end": segment_summary(torch)}
+                # (after the step's time and peaks are taken: the next step's window then starts from the
+                # handed-back state a few milliseconds earlier than the rollout's own hand-back would)
                 if getattr(trainer.engine, "_released", False):
+                    t0 = time.perf_counter()
                     torch.cuda.empty_cache()
+                    step["pools"]["hand_back_s"] = round(time.perf_counter() - t0, 4)
                     step["pools"]["cache_returned"] = segment_summary(torch)
             mem.set_phase(None)
             rec["steps"].append(step)

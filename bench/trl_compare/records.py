@@ -54,7 +54,7 @@ def variant_of(args) -> str:
     parts = [("offload", args.ours_offload), ("compiled", getattr(args, "ours_compile", False)),
              ("eager", args.ours_eager), ("fp8kv", args.ours_kv_dtype != "auto"),
              (f"mb{mb}", mb > 0), ("lora_kernels", args.ours_merged == "off"),
-             ("decode_graphs", getattr(args, "ours_cuda_graphs", "all") == "decode")]
+             ("decode_graphs", getattr(args, "ours_cuda_graphs", "all") == "decode" and not args.ours_eager)]
     return "_".join(name for name, on in parts if on)
 
 

@@ -117,6 +117,8 @@ def cuda_graph_kwargs(which: str, max_num_seqs: int, eager: bool) -> dict:
     {'compilation_config': {'cudagraph_mode': 'FULL_DECODE_ONLY', 'cudagraph_capture_sizes': [1, 2, 4, 8, 16]}}
     >>> cuda_graph_kwargs("decode", 12, False)["compilation_config"]["cudagraph_capture_sizes"]
     [1, 2, 4, 8, 12]
+    >>> cuda_graph_kwargs("decode", 1024, False)["compilation_config"]["cudagraph_capture_sizes"][-1]
+    512
     >>> cuda_graph_kwargs("all", 16, False), cuda_graph_kwargs("decode", 16, True)
     ({}, {})
     """
@@ -124,8 +126,21 @@ def cuda_graph_kwargs(which: str, max_num_seqs: int, eager: bool) -> dict:
         return {}
     if which != "decode":
         raise ValueError(f"run.vllm_cuda_graphs = {which!r}: must be 'all' or 'decode'")
-    sizes = sorted({min(2**k, max_num_seqs) for k in range(max(1, max_num_seqs).bit_length() + 1)})
+    top = max(1, min(max_num_seqs, 512))  # vLLM's own cap: larger decodes run without graphs either way
+    sizes = sorted({min(2**k, top) for k in range(top.bit_length() + 1)})
     return {"compilation_config": {"cudagraph_mode": "FULL_DECODE_ONLY", "cudagraph_capture_sizes": sizes}}
+
+
+def cuda_graphs_in_effect(llm) -> dict | None:
+    """The CUDA graphs the built engine captures, as vLLM settled them (it may lower a mode it
+    cannot serve, with a log line only): mode and batch sizes, read from
+    llm.llm_engine.vllm_config.compilation_config; None where that path is missing."""
+    try:
+        cc = llm.llm_engine.vllm_config.compilation_config
+        return {"mode": getattr(cc.cudagraph_mode, "name", str(cc.cudagraph_mode)),
+                "sizes": list(cc.cudagraph_capture_sizes or [])}
+    except AttributeError:
+        return None
 
 
 def kv_capacity_tokens(llm) -> int | None:

@@ -164,7 +164,7 @@ class VLLMEngine:
             "kv_capacity_tokens": compat.kv_capacity_tokens(self.llm),
             "max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs,
             "prefix_caching": s.enable_prefix_caching, "cuda_graphs": not s.enforce_eager,
-            "cuda_graph_mode": "none" if s.enforce_eager else s.cuda_graphs,
+            "cuda_graph_mode": compat.cuda_graphs_in_effect(self.llm),
             "kv_cache_dtype": s.kv_cache_dtype})
 
     # -- the shared base model -------------------------------------------------------
