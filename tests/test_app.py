@@ -194,7 +194,9 @@ def test_a_failing_reward_pauses_and_resume_applies_the_fixed_rewards(app):
     manager, url = app
     client = gradio_client.Client(url, verbose=False)
     flaky = "def flaky(prompts, completions, **kwargs):\n    raise RuntimeError('bad reward')\n"
-    client.predict(**{**TINY, "algorithm_max_steps": 2}, **TWO_REWARDS, rewards_custom_code=flaky, api_name="/start")
+    started = client.predict(**{**TINY, "algorithm_max_steps": 2}, **TWO_REWARDS, rewards_custom_code=flaky,
+                             api_name="/start")
+    assert "your own reward code from the Rewards tab" in started  # code left in the editor is said, not silent
     s = wait_state(client, ("paused", "failed"))
     assert s["json"]["state"] == "paused" and "flaky" in s["json"]["pause_reason"]
     assert "Resume" in s["bar"] and "bad reward" in s["bar"]  # the traceback is on the page
@@ -354,8 +356,10 @@ def test_an_emptied_number_box_is_refused_by_name_not_replaced_by_its_default():
     form = Form(cpu_defaults())
     with pytest.raises(ConfigError, match=r"is empty: enter a number \(its default is 4\)"):
         form.to_config({"algorithm_num_generations": None})
-    with pytest.raises(ConfigError, match="empty"):
+    with pytest.raises(ConfigError, match="empty") as err:
         form.to_config({"algorithm_learning_rate": None})
+    # the toast shows the message as text: the label in plain words, never a translation's raw key
+    assert str(err.value).startswith("'Learning rate' is empty") and "__i18n__" not in str(err.value)
     with pytest.raises(ConfigError, match="enter a finite number"):
         form.to_config({"algorithm_max_steps": float("inf")})
     # out of range: the config's own check, once, naming the field and its range (the widgets carry

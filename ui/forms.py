@@ -26,7 +26,7 @@ import gradio as gr
 from core.config import Config, field_help, field_spec
 from core.errors import ConfigError
 from core.rewards.registry import REGISTRY
-from ui.i18n import TEXT, t
+from ui.i18n import TEXT, en, t
 
 # fields shown as sliders: (min, max, step)
 _SLIDERS = {
@@ -75,6 +75,13 @@ class Form:
         key = f"f.{section}.{name}"
         return t(key) if key in TEXT else name.replace("_", " ")  # a field newer than the translations
 
+    @staticmethod
+    def _plain_label(section: str, name: str) -> str:
+        """The label as plain text, for a message built on the server (a toast shows a translatable
+        label inside an f-string as its raw key)."""
+        key = f"f.{section}.{name}"
+        return en(key) if key in TEXT else name.replace("_", " ")
+
     def add(self, key: str, widget: gr.components.Component) -> gr.components.Component:
         if key in self.components:
             raise ValueError(f"widget {key!r} defined twice")
@@ -98,10 +105,10 @@ class Form:
                 default = d[section][name]
                 if isinstance(default, (int, float)) and not isinstance(default, bool):
                     if value is None:  # an emptied number box: never run on a value the page does not show
-                        raise ConfigError(f"'{self._label(section, name)}' is empty: enter a number "
+                        raise ConfigError(f"'{self._plain_label(section, name)}' is empty: enter a number "
                                           f"(its default is {default}).")
                     if not math.isfinite(float(value)):
-                        raise ConfigError(f"'{self._label(section, name)}' = {value}: enter a finite number.")
+                        raise ConfigError(f"'{self._plain_label(section, name)}' = {value}: enter a finite number.")
                 d[section][name] = _coerce(default, value)
         names = [n for n in self.reward_names if values.get(f"reward_{n}")]
         if any(f"reward_{n}" in values for n in self.reward_names):

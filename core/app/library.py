@@ -20,6 +20,18 @@ from core.config import Config, ConfigError, DataConfig, ModelConfig, RewardsCon
 from core.app.messages import ManagerError
 
 
+def rewards_label(cfg: Config) -> str:
+    """The rewards a run scored with, as the runs table shows them: the presets, then its own code
+    (whose functions pay beside or instead of them).
+
+    >>> cfg = Config()
+    >>> cfg.rewards.names, cfg.rewards.custom_code = ["correctness"], "def r(completions, **kw): ..."
+    >>> rewards_label(cfg)
+    'correctness, custom code'
+    """
+    return ", ".join(list(cfg.rewards.names) + (["custom code"] if cfg.rewards.custom_code.strip() else []))
+
+
 class RunLibrary:
     """Run folders read for the app (see the module docstring)."""
 
@@ -133,7 +145,7 @@ class RunLibrary:
             try:
                 cfg = Config.load(run.config_path)
                 model, task, rewards = (cfg.model.name_or_path or "SmolLM2-135M-Instruct", cfg.data.source,
-                                        ", ".join(cfg.rewards.names))
+                                        rewards_label(cfg))
             except Exception:  # a hand-edited config: still list the run
                 model = task = rewards = "?"
             state = status.get("state", "unknown")

@@ -248,3 +248,16 @@ def guess_columns(columns: list[str], prompt_default: str = "prompt",
     prompt = pick(PROMPT_GUESSES, prompt_default, set())
     answer = pick(ANSWER_GUESSES, answer_default, {prompt})
     return prompt, answer
+
+
+def guessed_by_position(prompt: str | None, answer: str | None, prompt_default: str = "prompt",
+                        answer_default: str = "answer") -> list[str]:
+    """Which of `guess_columns`' picks ("question", "answer") no column's name suggested: taken
+    only by their place in the table, so most likely not what the user meant.
+
+    >>> guessed_by_position("foo", "bar"), guessed_by_position("Question", "final"), guessed_by_position("q", "answer")
+    (['question', 'answer'], ['answer'], ['question'])
+    """
+    named = [(prompt, PROMPT_GUESSES, prompt_default, "question"), (answer, ANSWER_GUESSES, answer_default, "answer")]
+    return [role for col, guesses, default, role in named
+            if col is not None and col.lower() not in (*guesses, default.lower())]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.data import BUILTIN_TASKS, guess_columns, is_a_default_system_prompt, system_prompt_for
+from core.data import BUILTIN_TASKS, guess_columns, guessed_by_position, is_a_default_system_prompt, system_prompt_for
 from ui.common import Ctx, warn
 from ui.i18n import t
 
@@ -116,6 +116,11 @@ def build(ctx: Ctx) -> None:
         p, a = guess_columns(cols, d.prompt_column, d.answer_column)
         guessed = (f"Guessed: question = `{p}`, answer = `{a}`. Check both before training."
                    if a is not None else "Only one column: pick the answer column before training.")
+        unnamed = guessed_by_position(p, a, d.prompt_column, d.answer_column)
+        if a is not None and unnamed:  # e.g. `foo,bar`: trained on as it is, the run learns nothing meant
+            guessed = (f"⚠️ No column is named like the {' or the '.join(unnamed)} (e.g. `question`, `prompt`; "
+                       f"`answer`, `solution`): took `{p}` as the question and `{a}` as the answer by their "
+                       "place in the table. Pick the right columns below before training.")
         return gr.update(choices=cols, value=p), gr.update(choices=cols, value=a), \
             f"Columns: {', '.join(f'`{c}`' for c in cols)}. {guessed}"
 

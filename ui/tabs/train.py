@@ -194,7 +194,9 @@ def build(ctx: Ctx) -> None:
         except Exception as e:
             return warn(e)
         gr.Info(f"Run {name} started")
-        return f"{STARTED} `{name}`: the plots fill in as steps finish."
+        custom = (" It scores with your own reward code from the Rewards tab too (clear its editor there to "
+                  "run without it).") if cfg.rewards.custom_code.strip() else ""
+        return f"{STARTED} `{name}`: the plots fill in as steps finish.{custom}"
 
     def control(action: str):
         def act():
