@@ -320,7 +320,7 @@ class RunConfig:
         False, "Skip CUDA-graph capture: starts 1-3 min faster, decodes ~2x slower. For short runs and small models.")
     vllm_cuda_graphs: str = _f(
         "all", "CUDA graphs vLLM captures. all = its default (decode and prefill, batches up to twice the sequences "
-        "decoded at once). decode = decode steps only, batches up to that number: less GPU memory, a faster start; "
+        "decoded at once). decode = decode steps only, batches up to that number: fewer graphs to capture and hold; "
         "prefills run without graphs. A run on the app's shared engine uses that engine's.", choices=["all", "decode"])
     vllm_free_kv_between_steps: bool = _f(
         True, "Free vLLM's KV cache while the trainer runs forward/backward and take it back before the next "

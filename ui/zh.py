@@ -126,7 +126,7 @@ HELP_ZH: dict[str, str] = {
     "run.vllm_enable_prefix_caching": "复用共享提示前缀的 KV 缓存（同一提示的 G 个样本共享它）。",
     "run.vllm_enforce_eager": "跳过 CUDA Graph 捕获：启动快 1-3 分钟，解码慢约 2 倍。适合短运行和小模型。",
     "run.vllm_cuda_graphs": "vLLM 捕获哪些 CUDA Graph。all = 它的默认（解码和预填充，批大小最多为同时解码序列数的两倍）。"
-                            "decode = 只为解码步捕获，批大小最多为该数：GPU 显存更少、启动更快；预填充不用 Graph。"
+                            "decode = 只为解码步捕获，批大小最多为该数：需要捕获和保存的 Graph 更少；预填充不用 Graph。"
                             "在应用共享引擎上的运行使用该引擎的设置。",
     "run.vllm_free_kv_between_steps": "在训练器做前向/反向时释放 vLLM 的 KV 缓存，在下一次采样前取回。关闭可在内存充足时"
                                       "（小模型）每步省一点时间。",

@@ -118,9 +118,10 @@ def build(ctx: Ctx) -> None:
                    if a is not None else "Only one column: pick the answer column before training.")
         unnamed = guessed_by_position(p, a, d.prompt_column, d.answer_column)
         if a is not None and unnamed:  # e.g. `foo,bar`: trained on as it is, the run learns nothing meant
+            took = " and ".join(f"`{p if role == 'question' else a}` as the {role}" for role in unnamed)
             guessed = (f"⚠️ No column is named like the {' or the '.join(unnamed)} (e.g. `question`, `prompt`; "
-                       f"`answer`, `solution`): took `{p}` as the question and `{a}` as the answer by their "
-                       "place in the table. Pick the right columns below before training.")
+                       f"`answer`, `solution`): took {took} by place in the table. Pick the right columns "
+                       "below before training.")
         return gr.update(choices=cols, value=p), gr.update(choices=cols, value=a), \
             f"Columns: {', '.join(f'`{c}`' for c in cols)}. {guessed}"
 
