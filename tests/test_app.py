@@ -362,6 +362,9 @@ def test_an_emptied_number_box_is_refused_by_name_not_replaced_by_its_default():
     assert str(err.value).startswith("'Learning rate' is empty") and "__i18n__" not in str(err.value)
     with pytest.raises(ConfigError, match="enter a finite number"):
         form.to_config({"algorithm_max_steps": float("inf")})
+    with pytest.raises(ConfigError, match=r"= 2.5: enter a whole number"):  # 2 steps would run, unsaid
+        form.to_config({"algorithm_max_steps": 2.5})
+    assert form.to_config({"algorithm_max_steps": 3.0}).algorithm.max_steps == 3
     # out of range: the config's own check, once, naming the field and its range (the widgets carry
     # no minimum/maximum, whose Gradio check toasted per event without a name)
     with pytest.raises(ConfigError, match=r"num_generations = -3: must be between 2 and 256"):

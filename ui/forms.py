@@ -109,6 +109,8 @@ class Form:
                                           f"(its default is {default}).")
                     if not math.isfinite(float(value)):
                         raise ConfigError(f"'{self._plain_label(section, name)}' = {value}: enter a finite number.")
+                    if isinstance(default, int) and float(value) != int(float(value)):  # never rounded unsaid
+                        raise ConfigError(f"'{self._plain_label(section, name)}' = {value}: enter a whole number.")
                 d[section][name] = _coerce(default, value)
         names = [n for n in self.reward_names if values.get(f"reward_{n}")]
         if any(f"reward_{n}" in values for n in self.reward_names):

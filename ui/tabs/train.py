@@ -9,6 +9,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from core.app.library import rewards_label
 from core.config import CPU_QUICK, Config
 from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
@@ -21,6 +22,9 @@ QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
 
 
 STARTED = "🟢 started run"  # the Start message, cleared once its run stops running (apply_layout)
+# what Stop and Pause answer while the step in flight finishes; cleared as the start message is
+IN_PROGRESS = {"stopping": "the step in flight finishes and a checkpoint is saved; the status above says when",
+               "pausing": "after the step in flight; the status above says when"}
 
 # the settings the memory plan depends on (model tab and this one)
 PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_target_modules",
@@ -178,6 +182,9 @@ def build(ctx: Ctx) -> None:
         stale = (bool(key) and key[2] not in ("loading", "running") and str(said or "").startswith(STARTED)
                  and f"`{key[0]}`" in str(said))  # this run's message: a refresh read just before a new start
                                                   # still holds the last run's status
+        stale = stale or (bool(key) and key[2] not in IN_PROGRESS and key[2] != "running"
+                          and any(str(said or "").startswith(f"{a}: {st}") for a, st in (("stop", "stopping"),
+                                                                                      ("pause", "pausing"))))
         return (*updates, tuple(wanted) if captions else gr.skip(), list(wanted_axis) if steps else gr.skip(),
                 "" if stale else gr.skip())
 
@@ -204,7 +211,8 @@ def build(ctx: Ctx) -> None:
                 s = getattr(manager, action)()
             except Exception as e:
                 return warn(e)
-            return f"{action}: {s['state']}"
+            words = IN_PROGRESS.get(s["state"])
+            return f"{action}: {s['state']}" + (f" ({words})" if words else "")
         act.__name__ = action
         return act
 
@@ -215,8 +223,7 @@ def build(ctx: Ctx) -> None:
             s = manager.resume(rewards=form.to_config(values).rewards)
         except Exception as e:
             return warn(e)
-        cfg = manager.run_config()
-        names = ", ".join(cfg.rewards.names + (["custom code"] if cfg.rewards.custom_code.strip() else []))
+        names = rewards_label(manager.run_config())
         which = "the rewards of the Rewards tab" if s["rewards_changed"] else "the run's own rewards"
         return f"resume: {s['state']}, with {which} ({names})"
 
