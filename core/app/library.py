@@ -144,7 +144,9 @@ class RunLibrary:
             status = run.read_status()
             try:
                 cfg = Config.load(run.config_path)
-                model, task, rewards = (cfg.model.name_or_path or "SmolLM2-135M-Instruct", cfg.data.source,
+                source = cfg.data.source  # a file's name, not where the server keeps it
+                model, task, rewards = (cfg.model.name_or_path or "SmolLM2-135M-Instruct",
+                                        Path(source).name if Path(source).is_absolute() else source,
                                         rewards_label(cfg))
             except Exception:  # a hand-edited config: still list the run
                 model = task = rewards = "?"
