@@ -60,6 +60,7 @@ CANDIDATES = {
     "decimal_generic_lr3e-4": tagged(GENERIC_EXAMPLE, 3e-4),  # the defaults until 2026-12-06
     "largest_example": tagged(LARGEST_EXAMPLE, 1e-4, "builtin:largest"),
     "largest_example_lr2e-4": tagged(LARGEST_EXAMPLE, 2e-4, "builtin:largest"),
+    "largest_example_lr3e-4": tagged(LARGEST_EXAMPLE, 3e-4, "builtin:largest"),  # the CPU defaults' rate
     # 2026-12-06: a new user's 15-step run of the defaults learned to answer the worked example
     # ("<think>2 + 3 = 5.</think><answer>5</answer>") to every question: the two format rewards pay 1.0
     # for it. Candidates where the format pays less, or there is no example to copy
