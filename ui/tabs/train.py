@@ -22,9 +22,9 @@ QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
 
 
 STARTED = "🟢 started run"  # the Start message, cleared once its run stops running (apply_layout)
-# what Stop and Pause answer while the step in flight finishes; cleared as the start message is
-IN_PROGRESS = {"stopping": "the step in flight finishes and a checkpoint is saved; the status above says when",
-               "pausing": "after the step in flight; the status above says when"}
+# what Stop answers while the step in flight finishes; cleared as the start message is (Pause answers
+# with the run's state as it is: the manager has no "pausing" state)
+IN_PROGRESS = {"stopping": "the step in flight finishes and a checkpoint is saved; the status above says when"}
 
 # the settings the memory plan depends on (model tab and this one)
 PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_target_modules",
@@ -182,9 +182,8 @@ def build(ctx: Ctx) -> None:
         stale = (bool(key) and key[2] not in ("loading", "running") and str(said or "").startswith(STARTED)
                  and f"`{key[0]}`" in str(said))  # this run's message: a refresh read just before a new start
                                                   # still holds the last run's status
-        stale = stale or (bool(key) and key[2] not in IN_PROGRESS and key[2] != "running"
-                          and any(str(said or "").startswith(f"{a}: {st}") for a, st in (("stop", "stopping"),
-                                                                                      ("pause", "pausing"))))
+        stale = stale or (bool(key) and key[2] not in ("stopping", "running")
+                          and str(said or "").startswith("stop: stopping"))
         return (*updates, tuple(wanted) if captions else gr.skip(), list(wanted_axis) if steps else gr.skip(),
                 "" if stale else gr.skip())
 
