@@ -87,18 +87,22 @@
 #   -> TESTS="tests/test_host_states.py tests/test_vllm_engine.py" tests (313 s) -> (carry .devkit/unsloth)
 #   bash /root/gpu-kit/install-on-device.sh; trl --systems ours,unsloth --lengths 4096 --budget-s 540 (317 s)
 #   -> trl --systems unsloth-defaults --lengths 1024 --budget-s 290 (121 s).
-# Next, in order of importance (each its own command, after the kit and the Unsloth part; ~1,700 s in all):
-#   bash bench/h200_session.sh trl --systems ours,unsloth --lengths 1024 --budget-s 540   # ~8 min fresh
-#        # goal 4 at 1,024 with its peer in the same session: ours needs <= 0.9x Unsloth's peak (5.80 GiB on
-#        # 09:43: <= 5.22). The update now hands torch's cache back before the moments come in; each step's
-#        # `pools` (torch's reserved/allocated by pool after the backward, at the update, at the step's end and
-#        # after the hand-back) says where any reserved-above-allocated is
-#   TESTS=tests/test_host_states.py bash bench/h200_session.sh tests                        # ~1 min
-#   bash bench/h200_session.sh trl --systems ours --lengths 1024 --ours-cuda-graphs decode --budget-s 400
-#        # run.vllm_cuda_graphs=decode (decode-only whole-step graphs, sizes up to 16): memory outside torch
-#        # (~1.0 GiB of the peak) and the step against the default's; results *_decode_graphs.*
-#   bash bench/h200_session.sh trl --systems ours-fast,trl-vllm --lengths 1024 --budget-s 500   # goal 3, same session
-#   bash bench/h200_session.sh trl --systems ours-4bit,unsloth-4bit --lengths 1024 --budget-s 560  # the 4-bit pair
+# Issue 31, as run on 2026-12-06 14:15-15:09 (H100, tree e17442f; records in bench/results/2026-12-06_h100_f/;
+# 1,490 of 1,800 s, two machines): the kit in six runs (.devkit/pN alone for N = 1..5, then [.devkit/p6,
+# .devkit/unsloth]: no model wheel when nothing uses the bundled model; ~25 s), then
+#   trl --systems ours,unsloth --lengths 1024 --budget-s 540 (468 s: goal 4 met, 5.18 / 5.80 GiB = 0.89x)
+#   -> (machine 2) TESTS=tests/test_host_states.py tests (2 passed) -> the kit again -> trl --systems ours
+#   --lengths 1024 --ours-cuda-graphs decode (209 s with the kit: 5.12 GiB, 4.65 s) -> trl --systems
+#   ours-fast,trl-vllm --lengths 1024 (154 s: 0.97x) -> trl --systems ours-4bit,unsloth-4bit --lengths 1024
+#   (304 s: 0.76x the peak at 1.13x the step) -> trl --systems ours --lengths 1024 (60 s: the baseline).
+# Next, in order of importance (each its own command, after the kit and the Unsloth part):
+#   bash bench/h200_session.sh trl --systems ours-4bit --lengths 1024 --ours-micro-batch 2 --budget-s 400
+#        # the 4-bit pair's step: ours-4bit at micro-batch 1 trains 8 passes in 3.05 s against Unsloth-4bit's
+#        # one pass of 8 in 1.71 s (step 9.77 vs 8.66 s); needs <= 8.66 s at <= 4.0 GiB (0.9x of 4.44)
+#   bash bench/h200_session.sh trl --systems ours,unsloth --lengths 1024 --ours-cuda-graphs decode --budget-s 540
+#        # decode-only graphs beside Unsloth on one machine, before they become lowest-memory's default
+#   the app drive (app-cli, then app --cli-from) with the model wheel (.devkit/s1..s7), to see the UI's
+#   changes since d693253 on a GPU
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
