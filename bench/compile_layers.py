@@ -9,6 +9,7 @@ fused log-prob), LoRA r16 on every projection, checkpointing on, bf16.
 
     python bench/compile_layers.py                      # GPU: bench/configs/qwen2.5-1.5b.json, 1 and 8 x 1,280 tokens
     python bench/compile_layers.py --out bench/results/compile_layers_cpu    # CPU: the same 28 layers, narrow
+    python bench/compile_layers.py --load-in-4bit       # GPU: the base in NF4 (bitsandbytes), as ours-4bit trains it
 
 On a CPU the model keeps the 1.5B config's 28 layers and heads layout but is 64 wide, so the
 time is mostly the per-op cost the compile removes (a proxy for launch-bound GPU passes, not a GPU
@@ -31,16 +32,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def build(config: dict, device: str, compiled: bool):
+def build(config: dict, device: str, compiled: bool, folder: str = ""):
+    """The model with its adapter; `folder`: load the base from there in 4-bit (the trainer's loader)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from core.config import ModelConfig
-    from core.models.loading import add_lora
+    from core.models.loading import add_lora, load_base_model
 
     torch.manual_seed(0)
-    cfg = AutoConfig.for_model(**config)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).to(device)
-    mc = ModelConfig(lora_r=16, lora_alpha=32, gradient_checkpointing=True, compile_layers=compiled)
+    mc = ModelConfig(lora_r=16, lora_alpha=32, gradient_checkpointing=True, compile_layers=compiled,
+                     load_in_4bit=bool(folder), name_or_path=folder or "unused")
+    if folder:
+        model = load_base_model(mc, device)
+    else:
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.bfloat16).to(device)
     model = add_lora(model, mc)
     with torch.no_grad():  # a trained-looking adapter: B non-zero
         for n, p in model.named_parameters():
@@ -71,10 +76,23 @@ def main(argv=None) -> int:
     ap.add_argument("--micro-batches", type=int, nargs="*", default=[], help="default: 1 8 on a GPU, 1 4 on a CPU")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default="", help="write OUT.json and OUT.md")
+    ap.add_argument("--load-in-4bit", action="store_true", help="GPU only: the base in NF4, loaded by the trainer's "
+                    "loader from a folder of the random weights (written to a temporary folder first)")
     args = ap.parse_args(argv)
     gpu = torch.cuda.is_available()
     device = "cuda" if gpu else "cpu"
+    if args.load_in_4bit and not gpu:
+        ap.error("--load-in-4bit needs a CUDA GPU (bitsandbytes' NF4)")
     config = json.loads(Path(args.config).read_text())
+    folder = ""
+    if args.load_in_4bit:  # the random bf16 weights on disk, for from_pretrained's quantizing load
+        import tempfile
+
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        folder = tempfile.mkdtemp(prefix="compile-4bit-")
+        torch.manual_seed(0)
+        AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.bfloat16).save_pretrained(folder)
     if not gpu:  # keep the layer count and the op structure, not the width
         config.update(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1,
                       vocab_size=2048)
@@ -82,24 +100,38 @@ def main(argv=None) -> int:
     sizes = args.micro_batches or ([1, 8] if gpu else [1, 4])
     rows = []
     for compiled in (False, True):
-        model = build(config, device, compiled)
+        model = build(config, device, compiled, folder)
         for b in sizes:
             ids = torch.randint(0, config["vocab_size"], (b, P + T), device=device)
-            first = one_pass(model, ids, T)  # the compile (dynamic shapes: once) or eager's warm-up
-            times = [one_pass(model, ids, T) for _ in range(args.repeats)]
-            rows.append({"compiled": compiled, "micro_batch": b, "tokens": b * (P + T), "first_s": round(first, 3),
-                         "median_s": round(statistics.median(times), 4)})
-            print(json.dumps(rows[-1]), flush=True)
+            row = {"compiled": compiled, "micro_batch": b, "tokens": b * (P + T)}
+            try:
+                first = one_pass(model, ids, T)  # the compile (dynamic shapes: once) or eager's warm-up
+                times = [one_pass(model, ids, T) for _ in range(args.repeats)]
+                row.update(first_s=round(first, 3), median_s=round(statistics.median(times), 4))
+            except Exception as e:  # e.g. a graph that does not compile: recorded, the rest still runs
+                row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            if gpu:
+                row["max_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+                torch.cuda.reset_peak_memory_stats()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
         del model
+        if gpu:
+            torch.cuda.empty_cache()
     by = {(r["compiled"], r["micro_batch"]): r for r in rows}
     where = torch.cuda.get_device_name() if gpu else f"CPU, {os.cpu_count()} cores (the 1.5B layout, 64 wide: per-op cost)"
     lines = [f"# Eager vs compiled decoder layers, one micro-batch's forward + backward ({time.strftime('%Y-%m-%d')})", "",
              f"{where}; torch {torch.__version__}; `{Path(args.config).name}`{'' if gpu else ' narrowed'}, LoRA r16 on all "
-             f"projections, checkpointing, bf16; {P} + {T} tokens a sequence; median of {args.repeats}.", "",
+             f"projections, checkpointing, {'base in NF4 (bitsandbytes), ' if folder else ''}bf16; {P} + {T} tokens a "
+             f"sequence; median of {args.repeats}.", "",
              "| micro-batch | eager s | compiled s | compiled / eager | first compiled pass s |", "|---:|---:|---:|---:|---:|"]
     for b in sizes:
         e, c = by[(False, b)], by[(True, b)]
-        lines.append(f"| {b} | {e['median_s']:.3f} | {c['median_s']:.3f} | {c['median_s'] / e['median_s']:.2f}x | {c['first_s']:.1f} |")
+        if "median_s" in e and "median_s" in c:
+            lines.append(f"| {b} | {e['median_s']:.3f} | {c['median_s']:.3f} | {c['median_s'] / e['median_s']:.2f}x | "
+                         f"{c['first_s']:.1f} |")
+        else:
+            lines.append(f"| {b} | {e.get('median_s', e.get('error'))} | {c.get('median_s', c.get('error'))} | | |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
