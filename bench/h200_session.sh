@@ -96,6 +96,10 @@
 #   ours-fast,trl-vllm --lengths 1024 (154 s: 0.97x) -> trl --systems ours-4bit,unsloth-4bit --lengths 1024
 #   (304 s: 0.76x the peak at 1.13x the step) -> trl --systems ours --lengths 1024 (60 s: the baseline).
 # Next, in order of importance (each its own command, after the kit and the Unsloth part):
+#   bash bench/h200_session.sh compile && bash bench/h200_session.sh compile --load-in-4bit --micro-batches 1 2
+#        # ~2-4 min, no vLLM (the kit only for bitsandbytes): what model.compile_layers buys a micro-batch-1 pass
+#        # (0.25 s bf16, 0.38 s NF4 on 2026-12-06; ~3% of it is compute): the lever on lowest-memory's step
+#        # and the 4-bit pair's; then trl --systems ours,ours-4bit --lengths 1024 --ours-compile if it pays
 #   bash bench/h200_session.sh trl --systems ours-4bit --lengths 1024 --ours-micro-batch 2 --budget-s 400
 #        # the 4-bit pair's step: ours-4bit at micro-batch 1 trains 8 passes in 3.05 s against Unsloth-4bit's
 #        # one pass of 8 in 1.71 s (step 9.77 vs 8.66 s); needs <= 8.66 s at <= 4.0 GiB (0.9x of 4.44)
@@ -287,7 +291,8 @@ print(w(sys.argv[1], json.load(open(sys.argv[2])), 'bfloat16'))" "$dir" "$cfg"
   compile)
     # issue 31: a micro-batch's forward + backward at the 1.5B shape, eager vs model.compile_layers (~2 min)
     shift
-    python bench/compile_layers.py --out "$OUT/compile_layers_gpu" "$@" 2>&1 | grep -v -e DEBUG | tail -n 30
+    case " $* " in *" --load-in-4bit "*) NAME=compile_layers_gpu_4bit ;; *) NAME=compile_layers_gpu ;; esac
+    python bench/compile_layers.py --out "$OUT/$NAME" "$@" 2>&1 | grep -v -e DEBUG | tail -n 30
     ;;
   trl)
     # issue 6: one python -m bench.trl_compare command (its __main__.py lists the set, each < 10 min); the
