@@ -121,6 +121,17 @@ def test_plots_start_empty_and_count_whole_steps():
     assert views.plot_value(frame) is frame and views.step_axis(frame) == [1, 6]
 
 
+def test_value_axis_holds_every_line_with_room():
+    """The aha length plot's axis: the correct and the wrong line inside it, neither on its edge."""
+    m = pd.DataFrame({"step": [1, 2, 3], "completions/mean_length_correct": [80.0, 150.0, 260.0],
+                      "completions/mean_length_incorrect": [120.0, 110.0, 100.0]})
+    frame = views.aha_length_frame(m, window=1)
+    lo, hi = views.value_axis(frame)
+    assert lo < 80.0 and hi > 260.0 and lo >= 0
+    assert views.value_axis(views.long_frame(pd.DataFrame(), {"loss": "loss"})) is None
+    assert views.value_axis(pd.DataFrame({"value": [0.0, 0.0]})) == [0.0, 1.0]  # a flat 0 still gets room
+
+
 def test_try_on_samples_shows_scores_first_and_its_stages():
     df = pd.DataFrame({"question": ["q"] * 2, "answer": ["1"] * 2, "source": ["model", "reference"],
                        "completion": ["a", "b"], "format_soft": [0.1234, 1.0], "correctness": [0.0, 1.0],

@@ -56,6 +56,29 @@ def step_axis(frame: pd.DataFrame | None) -> list[int]:
     return [1, max(4, last)]
 
 
+def value_axis(frame: pd.DataFrame | None, margin: float = 0.08, floor: float | None = None) -> list[float] | None:
+    """The value axis (y_lim) of a plot: every series' points with `margin` of their span above and
+    below (Vega fitted the axis to the data and the highest line ran along the frame, drawn half
+    outside it: a new user saw the "correct" length line cut off). Not below 0 when no value is;
+    from `floor` when given. None while there is nothing to plot.
+
+    >>> value_axis(pd.DataFrame({"value": [80.0, 200.0]}))
+    [70.4, 209.6]
+    >>> value_axis(pd.DataFrame({"value": [0.0, 0.5]})), value_axis(pd.DataFrame({"value": [2.0, 2.0]}), floor=0)
+    ([0.0, 0.54], [0.0, 2.16])
+    >>> value_axis(pd.DataFrame({"value": [float("nan")]})) is None
+    True
+    """
+    values = frame["value"].dropna() if frame is not None and "value" in frame else pd.Series(dtype=float)
+    if values.empty:
+        return None
+    lo, hi = float(values.min()), float(values.max())
+    lo = lo if floor is None else min(lo, float(floor))
+    pad = (hi - lo) * margin or abs(hi) * margin or 1.0  # one flat line: room around it all the same
+    low = lo if floor is not None else (0.0 if 0 <= lo < pad else lo - pad)
+    return [round(low, 6), round(hi + pad, 6)]
+
+
 def plot_value(frame: pd.DataFrame | None) -> pd.DataFrame | None:
     """A plot's value: the frame, or None while it has no points (Gradio then draws its empty
     placeholder; an empty frame made Vega log "Infinite extent" for every axis)."""

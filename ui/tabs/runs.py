@@ -16,7 +16,8 @@ def build(ctx: Ctx) -> None:
     manager = ctx.manager
     gr.Markdown(t("runs.intro"))
     refresh = gr.Button(t("runs.refresh"), size="sm")
-    table = gr.Dataframe(label=t("runs.table"), interactive=False, wrap=True)
+    table = gr.Dataframe(label=t("runs.table"), interactive=False, wrap=True, elem_id="runs-table",
+                         elem_classes=["fit-table"])
     with gr.Row():
         run = gr.Dropdown(choices=[], label=t("runs.run"), scale=2)
         # custom values: a script (the /load_run API) names a checkpoint (step-000300) the choices,

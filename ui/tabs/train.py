@@ -15,7 +15,7 @@ from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
 from ui.i18n import lang_of, t
 from ui.views import (SAMPLE_COLUMNS, aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown,
-                      plot_value, progress_html, reward_frame, samples_view, status_line, step_axis)
+                      plot_value, progress_html, reward_frame, samples_view, status_line, step_axis, value_axis)
 
 # settings a CPU finishes in minutes on the bundled 135M model (core.config.CPU_QUICK), by widget name
 QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
@@ -107,11 +107,13 @@ def build(ctx: Ctx) -> None:
                 with gr.Row():
                     aha_length = _plot("train.plot.aha_length", "tokens", multi=True, y_format=None,
                                        elem_id="aha-length-plot")
-                    aha_reflections = _plot("train.plot.aha_reflections", "phrases")
+                    # with a legend and a caption like its neighbour: a plot of fixed height beside it
+                    # left an empty block under it, as tall as the neighbour's legend and caption
+                    aha_reflections = _plot("train.plot.aha_reflections", "phrases", multi=True)
                 with gr.Accordion(t("train.aha_sample"), open=False):
                     aha_sample = gr.Markdown(aha_sample_markdown(None), elem_id="aha-sample")
             samples = gr.Dataframe(label=t("train.samples"), wrap=True, interactive=False, max_height=420,
-                                   headers=SAMPLE_COLUMNS)
+                                   headers=SAMPLE_COLUMNS, elem_id="samples-table", elem_classes=["fit-table"])
             with gr.Accordion(t("train.details"), open=False):
                 details = gr.JSON(label="status")
     seen = gr.State(None)  # (run, step, state) last drawn: unchanged -> the plots are skipped
@@ -119,6 +121,8 @@ def build(ctx: Ctx) -> None:
     captioned = gr.State(None)  # captions the page shows now
     axis = gr.State(None)  # the step axis (x_lim) the plots should have, as last computed
     axis_shown = gr.State(step_axis(None))  # the step axis the page shows now
+    y_axes = gr.State(None)  # the value axis (y_lim) of each plot, as last computed
+    y_axes_shown = gr.State(None)  # the value axes the page shows now
     status_bar = ctx.shared["status_bar"]
 
     # Gradio's plot fixes its colour domain when the chart is drawn and only swaps the data after
@@ -126,7 +130,7 @@ def build(ctx: Ctx) -> None:
     # chart redraw, but in the same update it can win the race against the new data, so the
     # caption naming the series follows in a second event (`apply_layout`), after the data; so does
     # the step axis, which also keeps the /status API's plots plain values (frames, or None).
-    multi = [reward_plot, length_plot, aha_length]
+    multi = [reward_plot, length_plot, aha_length, aha_reflections]
     plots = {
         reward_plot: reward_frame,
         length_plot: lambda m: long_frame(m, {"completions/mean_length": "mean", "completions/max_length": "max",
@@ -139,6 +143,9 @@ def build(ctx: Ctx) -> None:
         aha_length: aha_length_frame,
         aha_reflections: lambda m: long_frame(m, {"reflections_per_completion": "reflections"}),
     }
+    # the value axis of each plot: all its lines with a margin; a fraction keeps 0-1, memory starts at 0
+    y_axis = {plot: (lambda f: [0, 1]) if plot is zero_plot else (lambda f: value_axis(f, floor=0))
+              if plot is memory_plot else value_axis for plot in plots}
 
     def refresh(last_seen, request: gr.Request):
         s = manager.status()
@@ -153,29 +160,33 @@ def build(ctx: Ctx) -> None:
         }
         if last_seen is not None and tuple(last_seen) == key:
             out.update({p: gr.skip() for p in plots})
-            out[samples] = out[series] = out[axis] = out[aha_sample] = gr.skip()
+            out[samples] = out[series] = out[axis] = out[y_axes] = out[aha_sample] = gr.skip()
             return out
         m = manager.metrics() if s["run_name"] else pd.DataFrame()
         frames = {plot: make(m) for plot, make in plots.items()}
         out.update({plot: plot_value(frame) for plot, frame in frames.items()})
         out[series] = tuple(" · ".join(dict.fromkeys(frames[plot]["series"])) or None for plot in multi)
         out[axis] = step_axis(m if "step" in m else None)
+        out[y_axes] = tuple(y_axis[plot](frames[plot]) for plot in plots)
         out[samples] = samples_view(manager.samples(last=12)) if s["run_name"] else samples_view(pd.DataFrame())
         out[aha_sample] = aha_sample_markdown(manager.thinking_growth() if s["run_name"] else None)
         return out
 
-    outputs = [status_bar, progress, details, seen, series, axis, start, pause, resume, stop, *plots, aha_sample,
-               samples]
+    outputs = [status_bar, progress, details, seen, series, axis, y_axes, start, pause, resume, stop, *plots,
+               aha_sample, samples]
 
-    def apply_layout(wanted, shown, wanted_axis, shown_axis, key, said):
-        """Captions of the multi-series plots and the step axis of all, where they changed; and the
+    def apply_layout(wanted, shown, wanted_axis, shown_axis, wanted_y, shown_y, key, said):
+        """Captions of the multi-series plots, the step and value axes of all, where they changed; and the
         Start message cleared once its run no longer runs (a reward error pauses a run a few seconds
         after "started run": the status line above says why, the message must not say otherwise)."""
         captions = wanted is not None and tuple(wanted) != tuple(shown or ())
         steps = wanted_axis is not None and list(wanted_axis) != list(shown_axis or ())
+        shown_y = shown_y or (None,) * len(plots)
         updates = []
-        for plot in plots:
+        for i, plot in enumerate(plots):
             kw = {"x_lim": list(wanted_axis)} if steps else {}
+            if wanted_y is not None and wanted_y[i] is not None and wanted_y[i] != shown_y[i]:
+                kw["y_lim"] = list(wanted_y[i])
             if captions and plot in multi:
                 kw["caption"] = wanted[multi.index(plot)]
             updates.append(gr.update(**kw) if kw else gr.skip())
@@ -185,13 +196,13 @@ def build(ctx: Ctx) -> None:
         stale = stale or (bool(key) and key[2] not in ("stopping", "running")
                           and str(said or "").startswith("stop: stopping"))
         return (*updates, tuple(wanted) if captions else gr.skip(), list(wanted_axis) if steps else gr.skip(),
-                "" if stale else gr.skip())
+                gr.skip() if wanted_y is None else tuple(wanted_y), "" if stale else gr.skip())
 
     def wire_refresh(event, **kwargs):
         """`event(refresh)` then captions and axes: every trigger of a refresh goes through here."""
         return event(refresh, [seen], outputs, **kwargs).then(
-            apply_layout, [series, captioned, axis, axis_shown, seen, message], [*plots, captioned, axis_shown, message],
-            api_visibility="private")
+            apply_layout, [series, captioned, axis, axis_shown, y_axes, y_axes_shown, seen, message],
+            [*plots, captioned, axis_shown, y_axes_shown, message], api_visibility="private")
 
     def start_run(**values):
         try:
