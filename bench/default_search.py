@@ -49,7 +49,8 @@ def tagged(system_prompt: str, learning_rate: float, source: str = "builtin:deci
 
 # name -> overrides on top of core.config.cpu_defaults()
 CANDIDATES = {
-    "defaults": {},  # core.config.cpu_defaults() as it is now (= decimal_other_example_lr3e-4 since 2026-12-06)
+    "defaults": {},  # core.config.cpu_defaults() as it is now (= largest_example_lr3e-4 since 2026-12-06 15:40;
+    # decimal_other_example_lr3e-4 before)
     # the defaults before issue 30: decimal_compare, no example, no prefix, format_soft + correctness, lr 5e-5
     "old_defaults": {"data.system_prompt": PROMPT, "data.response_prefix": "", "rewards.names": ["format_soft", "correctness"],
                      "rewards.weights": [], "algorithm.learning_rate": 5e-5, "algorithm.lr_scheduler": "constant_with_warmup"},

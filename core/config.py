@@ -48,16 +48,15 @@ FORMAT_INSTRUCTION = (
     "You are a careful assistant. Think step by step inside <think> and </think>, "
     "then give only the final answer inside <answer> and </answer>."
 )
-# The default system prompt shows the format once, on a question of the default task's kind (its trap:
-# the longer decimal is the smaller) but not its headline (9.11 vs 9.9, which Compare asks): with it and the
-# answer prefilled with <think>, the bundled 135M model writes the tags often enough for the rewards
-# to differ within a group from the first step. Until 2026-12-06 the example was "What is 2 + 3?":
-# at the app's seed (42) the model learned to answer "5" to 95% of held-out questions within 20
-# steps, the format rewards paying 1.0 for the copy; with this one no seed measured copied it
-# (bench/results/default_search.md).
+# The default task is builtin:largest (the largest of four 2-digit numbers: Compare's 9.11-vs-9.9 question
+# asked of more numbers), and the system prompt shows the format once on a question of its kind: with it
+# and the answer prefilled with <think>, the bundled 135M model writes the tags often enough for the
+# rewards to differ within a group from the first step, and held-out accuracy rises on a CPU in 20 steps
+# (5% -> 15-40% at four seeds; the decimal task it replaced, 60% -> 30-55%: a two-way question the base
+# already half gets; bench/results/default_search.md).
 DEFAULT_SYSTEM_PROMPT = FORMAT_INSTRUCTION + (
-    "\nExample:\nQuestion: Which is bigger, 4.7 or 4.25?\n"
-    "<think>4.7 is 4.70, and 4.70 is more than 4.25.</think>\n<answer>4.7</answer>"
+    "\nExample:\nQuestion: Which is the largest of 31, 74, 58, 19?\n"
+    "<think>74 is more than 31, 58 and 19.</think>\n<answer>74</answer>"
 )
 
 
@@ -103,9 +102,9 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     source: str = _f(
-        "builtin:decimal_compare",
-        "Where the questions come from: 'builtin:decimal_compare', 'builtin:arithmetic', "
-        "'builtin:countdown', 'builtin:addition', 'builtin:multiplication', 'builtin:largest', "
+        "builtin:largest",
+        "Where the questions come from: 'builtin:largest', 'builtin:decimal_compare', 'builtin:arithmetic', "
+        "'builtin:countdown', 'builtin:addition', 'builtin:multiplication', "
         "'builtin:chain_arithmetic', 'builtin:long_chain_arithmetic', "
         "a CSV/JSONL/Parquet file, a dataset folder, or a hub dataset id.",
     )

@@ -206,7 +206,7 @@ def test_picking_a_task_shows_its_own_example_unless_the_prompt_was_written(app,
     expect(page.locator("#data-preview")).to_contain_text("<|im_start|>system", timeout=30_000)
     page.get_by_role("button", name="Prompt and template").click()
     prompt = field(page, "data_system_prompt", "textarea")
-    expect(prompt).to_have_value(re.compile(r"Which is bigger, 4\.7 or 4\.25\?"), timeout=30_000)  # the default task's
+    expect(prompt).to_have_value(re.compile(r"Which is the largest of 31, 74, 58, 19\?"), timeout=30_000)  # the default task's
 
     def pick(task: str) -> None:
         page.locator("#data-builtin input").click()
@@ -218,8 +218,8 @@ def test_picking_a_task_shows_its_own_example_unless_the_prompt_was_written(app,
         "answer inside <answer> and </answer>.\nExample:\nQuestion: What is 47 + 38?\n<think>47 + 38 = 85."
         "</think>\n<answer>85</answer>", timeout=30_000)
     expect(page.locator("#data-preview")).to_contain_text("What is 47 + 38?", timeout=30_000)  # previewed with it
-    pick("largest")
-    expect(prompt).to_have_value(re.compile(r"Which is the largest of 31, 74, 58, 19\?"), timeout=30_000)
+    pick("decimal_compare")
+    expect(prompt).to_have_value(re.compile(r"Which is bigger, 4\.7 or 4\.25\?"), timeout=30_000)
     prompt.fill(PROMPT)  # the user's own words
     prompt.blur()
     pick("multiplication")
@@ -231,7 +231,7 @@ def test_picking_a_task_shows_its_own_example_unless_the_prompt_was_written(app,
 
 def test_leaving_the_task_list_without_a_pick_keeps_the_runs_prompt(app, browser):
     """Gradio sends the list's `input` when it loses focus too. A run on addition with the default
-    (decimal) example, shown after a reload: opening the task list and leaving it must not swap
+    (largest-of-four) example, shown after a reload: opening the task list and leaving it must not swap
     the run's prompt for addition's example (a reviewer's catch, 2026-12-06)."""
     from core.config import DEFAULT_SYSTEM_PROMPT
 

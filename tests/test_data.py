@@ -643,7 +643,8 @@ def test_each_built_in_task_has_a_system_prompt_of_its_kind():
     from core.config import DEFAULT_SYSTEM_PROMPT, FORMAT_INSTRUCTION
     from core.data import BUILTIN_TASKS, is_a_default_system_prompt, system_prompt_for
 
-    assert system_prompt_for("builtin:decimal_compare") == DEFAULT_SYSTEM_PROMPT  # the default task's own
+    assert system_prompt_for("builtin:largest") == DEFAULT_SYSTEM_PROMPT  # the default task's own
+    assert "Question: Which is bigger, 4.7 or 4.25?" in system_prompt_for("builtin:decimal_compare")
     assert system_prompt_for("my.csv") == DEFAULT_SYSTEM_PROMPT and system_prompt_for("builtin:nope") == DEFAULT_SYSTEM_PROMPT
     add = system_prompt_for("builtin:addition")
     assert add.startswith(FORMAT_INSTRUCTION) and "Question: What is 47 + 38?" in add and "<answer>85</answer>" in add

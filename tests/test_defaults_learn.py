@@ -2,12 +2,13 @@
 the model learns from the first steps.
 
 One run of the app's CPU defaults (`core.config.cpu_defaults`, what the Train tab shows without a
-GPU, at the seed Start uses) on the bundled SmolLM2-135M-Instruct for 10 steps: the rewards of step 1
-already differ (so GRPO has advantages), the mean reward of steps 6-10 is above that of steps 1-5,
-the gradient is non-zero in nearly every step (a step whose groups all score alike has none),
-afterwards the adapter has moved away from zero, some completions were right, and the last steps do
-not give one answer to most questions. The seeds measured beside this one are in
-bench/results/default_search.md; about 1.5 minutes on 2 idle cores.
+GPU, at the seed Start uses) on the bundled SmolLM2-135M-Instruct for its 20 steps (the largest of
+four numbers): the rewards of step 1 already differ (so GRPO has advantages), the mean reward of the
+last five steps is above that of the first five, the gradient is non-zero in nearly every step (a step
+whose groups all score alike has none), afterwards the adapter has moved away from zero, more
+completions are right in the last five steps than in the first five (the task, not only the format),
+and the last steps do not give one answer to most questions. The seeds measured beside this one are in
+bench/results/default_search.md; about 3 minutes on 2 idle cores.
 """
 
 import statistics
@@ -38,7 +39,7 @@ def test_the_cpu_defaults_learn_from_the_first_step(smollm2_dir, two_threads):
     cfg = cpu_defaults()
     assert cfg.model.name_or_path == ""  # the bundled model, as Start uses it
     assert cfg.algorithm.seed == 42  # the seed Start uses: the one measured here
-    cfg.algorithm.max_steps = 10
+    assert cfg.algorithm.max_steps == 20  # what Start runs
     cfg.run.output_dir, cfg.run.save_steps = tempfile.mkdtemp(prefix="defaults-learn-"), 10_000
     trainer = make_trainer(cfg)
     assert not model_change(trainer.model)["moved"]  # LoRA starts as the base
@@ -47,8 +48,8 @@ def test_the_cpu_defaults_learn_from_the_first_step(smollm2_dir, two_threads):
     assert trainer.train() == "finished"
     rewards = [m["reward"] for m in steps]
     assert steps[0]["reward_std"] > 0 and steps[0]["frac_reward_zero_std"] < 1.0, steps[0]
-    assert statistics.mean(rewards[5:10]) > statistics.mean(rewards[:5]), rewards
-    assert sum(m["grad_norm"] > 0 for m in steps) >= 8, [m["grad_norm"] for m in steps]  # a step may score all alike
+    assert len(steps) == 20 and statistics.mean(rewards[-5:]) > statistics.mean(rewards[:5]), rewards
+    assert sum(m["grad_norm"] > 0 for m in steps) >= 16, [m["grad_norm"] for m in steps]  # a step may score all alike
     change = model_change(trainer.model)
     assert change["moved"] and change["nonzero"] == change["matrices"] > 0, change
     # what the reward rise buys: not one answer (the worked example's) to every question; with the old
@@ -56,4 +57,5 @@ def test_the_cpu_defaults_learn_from_the_first_step(smollm2_dir, two_threads):
     # (bench/results/default_search.md; CPU runs differ in their last bits, so that run is not this one)
     shares = [m["completions/same_answer_share"] for m in steps[-3:]]
     assert not any(v >= 0.75 for v in shares), shares  # nan (one right answer for the step) passes
-    assert sum(m["rewards/correctness/mean"] for m in steps) > 0, "no completion was ever right"
+    right = [m["rewards/correctness/mean"] for m in steps]
+    assert sum(right[-5:]) > sum(right[:5]), right  # the base gets ~5% of these right

@@ -37,6 +37,7 @@ def test_exported_script_builds_trl_grpo_trainer(tiny_model_dir, tmp_path):
     a.num_iterations, a.max_completion_length, a.learning_rate, a.max_steps = 2, 48, 3e-5, 7
     a.temperature, a.top_p, a.scale_rewards, a.seed = 0.9, 0.95, "batch", 11
     cfg.run.run_name = "exported"
+    cfg.data.source = "builtin:decimal_compare"
     cfg.data.curriculum_column = "a"  # a numeric column of decimal_compare; TRL cannot follow it
     paths = export_trl(cfg, tmp_path / "out")
     assert set(paths) == {"script", "accelerate_config", "readme", "custom_rewards"}

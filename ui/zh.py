@@ -32,8 +32,8 @@ HELP_ZH: dict[str, str] = {
     "model.compile_layers": ("用于 GPU：训练时用 torch.compile 编译每个解码层（所有层共用一个图，任意序列长度）：内核更少、更融合，"
                              "小微批的大部分时间正花在这里。第一步要等编译（几十秒）；在 CPU 上得不偿失。需要 C 编译器。"),
     # data
-    "data.source": "问题的来源：'builtin:decimal_compare'、'builtin:arithmetic'、'builtin:countdown'、"
-                   "'builtin:addition'、'builtin:multiplication'、'builtin:largest'、'builtin:chain_arithmetic'、'builtin:long_chain_arithmetic'、"
+    "data.source": "问题的来源：'builtin:largest'、'builtin:decimal_compare'、'builtin:arithmetic'、'builtin:countdown'、"
+                   "'builtin:addition'、'builtin:multiplication'、'builtin:chain_arithmetic'、'builtin:long_chain_arithmetic'、"
                    "CSV/JSONL/Parquet 文件、数据集文件夹，或 Hub 数据集 ID。",
     "data.subset": "Hub 数据集的配置名（例如 GSM8K 的 'main'）。没有则留空。",
     "data.split": "数据来源有命名划分时，用于训练的划分。",

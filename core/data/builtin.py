@@ -397,6 +397,8 @@ BUILTIN_TASKS: dict[str, BuiltinTask] = {
             "Which of two decimals is bigger or smaller (9.11 or 9.9?). Answer: the number.",
             _draw_decimal_compare,
             problem=lambda row: "|".join(sorted((row["a"], row["b"]), key=Decimal)),
+            # its trap (the longer decimal is the smaller), not its headline (9.11 vs 9.9, which Compare asks)
+            example="Question: Which is bigger, 4.7 or 4.25?\n<think>4.7 is 4.70, and 4.70 is more than 4.25.</think>\n<answer>4.7</answer>",
         ),
         BuiltinTask(
             "arithmetic",
