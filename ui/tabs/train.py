@@ -36,10 +36,11 @@ PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_l
 
 def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | None = ".3~g", **kw) -> gr.LinePlot:
     """A live line plot of `value` over `step`; one colour per `series` (with a legend) when `multi`.
-    Empty (Gradio's placeholder) until the first step; whole-number steps on the x axis."""
+    Empty (Gradio's placeholder) until the first step; whole-number steps on the x axis. Gradio's own
+    height for every plot: at a fixed 250 px the chart ran 17 px past its box and hid the "step" title."""
     return gr.LinePlot(value=None, x="step", y="value", color="series" if multi else None,
                        color_title="", label=t(label_key), x_title="step", y_title=y_title, x_axis_format="d",
-                       x_lim=step_axis(None), height=None if multi else 250, y_axis_format=y_format, **kw)
+                       x_lim=step_axis(None), height=None, y_axis_format=y_format, **kw)
 
 
 
