@@ -144,9 +144,10 @@ def build(ctx: Ctx) -> None:
         aha_length: aha_length_frame,
         aha_reflections: lambda m: long_frame(m, {"reflections_per_completion": "reflections"}),
     }
-    # the value axis of each plot: all its lines with a margin; a fraction keeps 0-1, memory starts at 0
-    y_axis = {plot: (lambda f: [0, 1]) if plot is zero_plot else (lambda f: value_axis(f, floor=0))
-              if plot is memory_plot else value_axis for plot in plots}
+    def y_lim_of(plot, frame):
+        """The value axis a plot should have: all its lines with a margin (memory from 0); None keeps the
+        plot's own (the zero-spread fraction: 0-1 as built)."""
+        return None if plot is zero_plot else value_axis(frame, floor=0 if plot is memory_plot else None)
 
     def refresh(last_seen, request: gr.Request):
         s = manager.status()
@@ -168,7 +169,7 @@ def build(ctx: Ctx) -> None:
         out.update({plot: plot_value(frame) for plot, frame in frames.items()})
         out[series] = tuple(" · ".join(dict.fromkeys(frames[plot]["series"])) or None for plot in multi)
         out[axis] = step_axis(m if "step" in m else None)
-        out[y_axes] = tuple(y_axis[plot](frames[plot]) for plot in plots)
+        out[y_axes] = tuple(y_lim_of(plot, frame) for plot, frame in frames.items())
         out[samples] = samples_view(manager.samples(last=12)) if s["run_name"] else samples_view(pd.DataFrame())
         out[aha_sample] = aha_sample_markdown(manager.thinking_growth() if s["run_name"] else None)
         return out
