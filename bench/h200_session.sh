@@ -95,18 +95,19 @@
 #   --lengths 1024 --ours-cuda-graphs decode (209 s with the kit: 5.12 GiB, 4.65 s) -> trl --systems
 #   ours-fast,trl-vllm --lengths 1024 (154 s: 0.97x) -> trl --systems ours-4bit,unsloth-4bit --lengths 1024
 #   (304 s: 0.76x the peak at 1.13x the step) -> trl --systems ours --lengths 1024 (60 s: the baseline).
-# Next, in order of importance (each its own command, after the kit and the Unsloth part):
-#   bash bench/h200_session.sh compile && bash bench/h200_session.sh compile --load-in-4bit --micro-batches 1 2
-#        # ~2-4 min, no vLLM (the kit only for bitsandbytes): what model.compile_layers buys a micro-batch-1 pass
-#        # (0.25 s bf16, 0.38 s NF4 on 2026-12-06; ~3% of it is compute): the lever on lowest-memory's step
-#        # and the 4-bit pair's; then trl --systems ours,ours-4bit --lengths 1024 --ours-compile if it pays
-#   bash bench/h200_session.sh trl --systems ours-4bit --lengths 1024 --ours-micro-batch 2 --budget-s 400
-#        # the 4-bit pair's step: ours-4bit at micro-batch 1 trains 8 passes in 3.05 s against Unsloth-4bit's
-#        # one pass of 8 in 1.71 s (step 9.77 vs 8.66 s); needs <= 8.66 s at <= 4.0 GiB (0.9x of 4.44)
-#   bash bench/h200_session.sh trl --systems ours,unsloth --lengths 1024 --ours-cuda-graphs decode --budget-s 540
-#        # decode-only graphs beside Unsloth on one machine, before they become lowest-memory's default
-#   the app drive (app-cli, then app --cli-from) with the model wheel (.devkit/s1..s7), to see the UI's
-#   changes since d693253 on a GPU
+# Issue 31, as run on 2026-12-06 16:50-17:17 (H100, tree c95e06f; records in bench/results/2026-12-06_h100_g/;
+# 1,651 of 1,800 s, one machine): the kit as above (p6 with .devkit/unsloth), and in its sixth run
+#   compile && compile --load-in-4bit --micro-batches 1 2 (342 s with the kit: a pass 0.59-0.71x as long)
+#   -> trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-micro-batch 2 --ours-compile --budget-s 560
+#   (492 s: 0.89x the peak at 0.87x the step) -> trl --systems ours-4bit --lengths 1024 --ours-micro-batch 2
+#   (64 s) -> trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile (187 s: 0.90x) -> trl --systems
+#   ours,unsloth --lengths 1024 --ours-cuda-graphs decode --ours-compile (242 s: 5.14 GiB, 3.99 s) -> the same
+#   for ours-fast (84 s) -> ours-4bit the same with --ours-micro-batch 2 (134 s: step 1 only, budget).
+# Next, in order (each its own command, after the kit and the Unsloth part):
+#   the app drive (app-cli, then app --cli-from) with the model wheel (.devkit/s1..s7, `smol`), to see the UI's
+#   changes since d693253 on a GPU (the new default task, the Train tab's plots and tables)
+#   bash bench/h200_session.sh trl --systems ours-4bit --lengths 1024 --ours-compile --budget-s 400
+#        # the auto pick (micro-batch 1) with compiled layers: estimated ~8.5 s against Unsloth-4bit's 8.64
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
