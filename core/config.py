@@ -111,13 +111,9 @@ class DataConfig:
     )
     subset: str = _f("", "Hub dataset configuration name (e.g. 'main' for GSM8K). Empty if none.")
     split: str = _f("train", "Split to train on when the source has named splits.")
-    eval_split: str = _f(
-        "", "Split to hold out for evaluation. Empty = carve `eval_size` rows off the training split."
-    )
+    eval_split: str = _f("", "Split to hold out for evaluation. Empty = carve `eval_size` rows off the training split.")
     prompt_column: str = _f("prompt", "Column holding the question text.")
-    answer_column: str = _f(
-        "answer", "Column holding the reference answer. GSM8K-style '... #### 42' keeps only 42."
-    )
+    answer_column: str = _f("answer", "Column holding the reference answer. GSM8K-style '... #### 42' keeps only 42.")
     system_prompt: str = _f(DEFAULT_SYSTEM_PROMPT, "System message put before every question.")
     response_prefix: str = _f(
         "<think>",
@@ -126,10 +122,14 @@ class DataConfig:
         "the answer. Helps small models that never write the tags on their own (the bundled 135M model "
         "never does without it). Empty = the model starts the answer itself.",
     )
-    chat_template: str = _f(
-        "",
-        "Jinja chat template. Empty = the tokenizer's own, or a plain default for base models without one.",
+    stop_at: str = _f(
+        "</answer>",
+        "A completion ends once it has written this text (kept, as EOS is): in rollouts, evaluation and chat "
+        "alike, so an answer ends at its closing tag instead of repeating it to the token limit. Empty = only "
+        "EOS or the token limit end a completion.",
     )
+    chat_template: str = _f("", "Jinja chat template. Empty = the tokenizer's own, or a plain default for base "
+                                "models without one.")
     train_size: int = _f(2000, "Training rows to generate (built-in tasks) or keep at most (files).", range=(1, 10_000_000))
     eval_size: int = _f(200, "Held-out rows for evaluation, at most (a file without an evaluation split holds out "
                              "a tenth of its rows, at least 5, up to this).", range=(0, 1_000_000))

@@ -100,6 +100,30 @@ def test_ignore_eos_runs_every_completion_to_max_tokens(backend_setup):
 
 
 @pytest.mark.parametrize("backend_setup", BACKENDS, indirect=True)
+def test_a_stop_text_ends_the_completion_at_the_token_that_completes_it(backend_setup):
+    """data.stop_at: the completion is the greedy one cut after the first token whose text completes
+    the stop text (kept), finish reason "stop"; without the text in it nothing changes."""
+    backend, engine, model, tok = backend_setup
+    ref = engine.update_adapter(model)
+    greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=16)
+    cut = 0
+    for prompt, full in zip(_prompts(tok), engine.generate(_prompts(tok), greedy, ref)):
+        ids = full[0].token_ids
+        text = tok.decode(ids, skip_special_tokens=True)
+        assert len(text) >= 6, text
+        stop = text[len(text) // 3: len(text) // 3 + 3]  # three characters from the greedy text's middle
+        k = next(k for k in range(1, len(ids) + 1) if stop in tok.decode(ids[:k], skip_special_tokens=True))
+        got = engine.generate([prompt], SamplingSettings(n=1, temperature=0.0, max_tokens=16, stop=(stop,)), ref)[0][0]
+        assert got.token_ids == ids[:k] and got.finish_reason == "stop"
+        assert stop in got.text and got.text == tok.decode(ids[:k], skip_special_tokens=True)
+        cut += len(ids) - k
+        absent = engine.generate([prompt], SamplingSettings(n=1, temperature=0.0, max_tokens=16,
+                                                            stop=("\x00never\x00",)), ref)[0][0]
+        assert absent.token_ids == ids and absent.finish_reason == full[0].finish_reason
+    assert cut > 0  # the stop texts came from the middle: some completions were shorter
+
+
+@pytest.mark.parametrize("backend_setup", BACKENDS, indirect=True)
 def test_adapter_versions_are_never_reused(backend_setup):
     backend, engine, model, tok = backend_setup
     refs = [engine.update_adapter(model) for _ in range(3)]

@@ -65,6 +65,7 @@ def test_exported_script_builds_trl_grpo_trainer(tiny_model_dir, tmp_path):
     assert built["reward_funcs"] == ["format_soft", "correctness", "think_format_reward", "brevity"]
     assert "rewards: custom reward 'correctness' replaces the preset of that name (weight 2)" in proc.stderr
     assert "note: data.curriculum_column 'a' is not carried" in proc.stderr
+    assert "note: data.stop_at '</answer>' is not carried" in proc.stderr  # the default; no vLLM on a CPU
     assert built["train_rows"] == 24
     args = built["args"]
     assert args["reward_weights"] == [0.25, 2.0, 1.0, 1.0]
@@ -76,4 +77,4 @@ def test_exported_script_builds_trl_grpo_trainer(tiny_model_dir, tmp_path):
     # one process: 24 completions per step, micro-batches of at most 4
     assert args["per_device_train_batch_size"] * args["gradient_accumulation_steps"] == 24
     assert args["per_device_train_batch_size"] == 4 and args["generation_batch_size"] == 24
-    assert args["use_vllm"] is False
+    assert args["use_vllm"] is False and args["generation_kwargs"] is None

@@ -216,3 +216,34 @@ def test_headless_run_stops_with_checkpoint_and_reason_instead_of_waiting(tiny_m
     status = trainer.run.read_status()
     assert status["state"] == "stopped" and "flaky" in status["reason"]
     assert trainer.run.latest_checkpoint().name.endswith("000002")  # the work so far is kept
+
+
+def test_stop_at_reaches_rollouts_evaluation_and_chat(tiny_model_dir, tmp_path):
+    """data.stop_at ends the completions of a step's rollouts, the held-out evaluation and chat alike
+    (the cut itself: tests/test_engine_conformance.py, on both backends)."""
+    from core.evaluation.chat import answer
+    from core.evaluation.evaluate import evaluate_base_and_tuned
+
+    cfg = tiny_config(tmp_path, prompts_per_step=1, num_generations=2)
+    cfg.data.stop_at = "</answer>"
+    trainer = make_trainer(tiny_model_dir, cfg)
+    seen = []
+    rollout, generate = trainer.engine.rollout, trainer.engine.generate
+
+    def recording_rollout(prompts, sampling, *args, **kwargs):
+        seen.append(("rollout", sampling.stop))
+        return rollout(prompts, sampling, *args, **kwargs)
+
+    def recording_generate(prompts, sampling, *args, **kwargs):
+        seen.append(("generate", sampling.stop))
+        return generate(prompts, sampling, *args, **kwargs)
+
+    trainer.engine.rollout, trainer.engine.generate = recording_rollout, recording_generate
+    trainer.train_step()
+    evaluate_base_and_tuned(trainer, max_items=2)
+    answer(trainer.engine, trainer.tokenizer, "2 + 2?", stop_at=cfg.data.stop_at, max_tokens=4)
+    answer(trainer.engine, trainer.tokenizer, "2 + 2?", max_tokens=4)  # a caller that sets none: none
+    stop = ("</answer>",)
+    assert seen[0] == ("rollout", stop) and seen[-1] == ("generate", ())
+    assert all(s == stop for _, s in seen[:-1])  # the HF rollout samples through generate, with the same settings
+    assert [w for w, _ in seen].count("generate") >= 4  # base and tuned evaluation, the two chats

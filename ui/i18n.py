@@ -283,6 +283,7 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "data.answer_column": ("Answer column", "答案列"),
     "data.system_prompt": ("System prompt", "系统提示词"),
     "data.response_prefix": ("Answer starts with", "回答开头"),
+    "data.stop_at": ("Answer ends at", "回答结束于"),
     "data.chat_template": ("Chat template (Jinja)", "对话模板（Jinja）"),
     "data.train_size": ("Training questions", "训练题目数"),
     "data.eval_size": ("Held-out questions", "留出题目数"),

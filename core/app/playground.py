@@ -107,7 +107,7 @@ class Playground:
             adapter = self._resolve_target(target)
             return answer(self._engine, self._tokenizer, prompt, adapter=adapter, system_prompt=asked["system_prompt"],
                           response_prefix=asked["response_prefix"], chat_template=asked["chat_template"],
-                          max_tokens=int(max_tokens), temperature=float(temperature))
+                          max_tokens=int(max_tokens), temperature=float(temperature), stop_at=asked["stop_at"])
 
         return self._call(job)
 
@@ -161,7 +161,7 @@ class Playground:
         kw = dict(system_prompt=cfg.data.system_prompt, chat_template=cfg.data.chat_template,
                   response_prefix=cfg.data.response_prefix, max_items=int(n),
                   max_tokens=int(max_tokens or cfg.algorithm.max_completion_length),
-                  max_prompt_length=cfg.algorithm.max_prompt_length)
+                  max_prompt_length=cfg.algorithm.max_prompt_length, stop_at=cfg.data.stop_at)
 
         def job() -> dict:
             self._ensure_model_for(target)
@@ -215,7 +215,7 @@ class Playground:
         "scoring" ({"completions", "rewards"}).
         """
         from core.data import DataError, build_messages, load_task_data, prompt_ids
-        from core.engines.base import SamplingSettings
+        from core.engines.base import SamplingSettings, stop_texts
         from core.rewards.base import RewardError
         from core.rewards.registry import RewardSet
 
@@ -246,7 +246,8 @@ class Playground:
                                   data_cfg.response_prefix, max_length=None) for r in rows]
             adapter = self._resolve_target("current")
             groups = self._engine.generate(prompts, SamplingSettings(
-                n=1, temperature=temperature, max_tokens=int(max_tokens), seed=0), adapter)
+                n=1, temperature=temperature, max_tokens=int(max_tokens), seed=0,
+                stop=stop_texts(data_cfg.stop_at)), adapter)
             return [(data_cfg.response_prefix + g[0].text, list(g[0].token_ids),
                      tok(ref, add_special_tokens=False)["input_ids"]) for g, ref in zip(groups, references)]
 

@@ -34,6 +34,44 @@ class SamplingSettings:
     max_tokens: int = 256
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks: every completion runs to max_tokens
+    stop: tuple[str, ...] = ()  # texts that end a completion, kept in it (`cut_at_stop`); off with ignore_eos
+
+
+def stop_texts(stop_at: str | None) -> tuple[str, ...]:
+    """A config's `data.stop_at` as `SamplingSettings.stop`: () when it is empty."""
+    return (stop_at,) if stop_at else ()
+
+
+def cut_at_stop(token_ids: list[int], finish_reason: str, tokenizer, sampling: SamplingSettings) -> tuple[list[int], str]:
+    """A completion ended where its text first holds one of `sampling.stop`: the shortest prefix of
+    `token_ids` whose decoded text does (the token that completes the stop text is kept, as EOS is),
+    with finish reason "stop"; unchanged when no stop text is in it. Every backend cuts here, on the
+    same decoded text, so a completion and its token ids end at the same token whatever sampled it;
+    sampling past the stop and cutting gives the same distribution as stopping there.
+
+    >>> class Chars:  # a tokenizer whose tokens are characters
+    ...     def decode(self, ids, skip_special_tokens=True): return "".join(map(chr, ids))
+    >>> s = SamplingSettings(stop=("</a>",))
+    >>> ids, why = cut_at_stop([ord(c) for c in "<a>9</a><a>9</a>"], "length", Chars(), s)
+    >>> Chars().decode(ids), why
+    ('<a>9</a>', 'stop')
+    >>> cut_at_stop([ord(c) for c in "<a>9"], "length", Chars(), s)[1]
+    'length'
+    """
+    if not sampling.stop or sampling.ignore_eos or not token_ids:
+        return token_ids, finish_reason
+
+    def holds(k: int) -> bool:
+        text = tokenizer.decode(token_ids[:k], skip_special_tokens=True)
+        return any(t and t in text for t in sampling.stop)
+
+    if not holds(len(token_ids)):
+        return token_ids, finish_reason
+    lo, hi = 1, len(token_ids)  # holds(hi); find the smallest such k (a prefix's text only grows)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if holds(mid) else (mid + 1, hi)
+    return token_ids[:hi], "stop"
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import itertools
 
 import torch
 
-from core.engines.base import AdapterRef, Completion, EngineInfo, RolloutStopped, SamplingSettings
+from core.engines.base import AdapterRef, Completion, EngineInfo, RolloutStopped, SamplingSettings, cut_at_stop
 from core.memory.sizes import sequences_that_fit
 
 TRAIN_ADAPTER = "default"  # peft's name for the adapter being trained
@@ -181,6 +181,8 @@ class HFEngine:
                         gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
                     if sampling.ignore_eos:
                         gen_kwargs.update(min_new_tokens=sampling.max_tokens)
+                    elif sampling.stop:  # stop sampling there (the cut below is what every backend does)
+                        gen_kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
                     # 2) sample n completions per prompt: (len(chunk) * n, L + new)
                     with torch.compiler.set_stance("force_eager"):  # compile_layers is for training's passes
                         seqs = self.model.generate(
@@ -196,6 +198,7 @@ class HFEngine:
                                 reason = "stop"
                             else:
                                 reason = "length"
+                            row, reason = cut_at_stop(row, reason, self.tokenizer, sampling)
                             text = self.tokenizer.decode(row, skip_special_tokens=True)
                             group.append(Completion(token_ids=row, text=text, finish_reason=reason))
                         out.append(group)

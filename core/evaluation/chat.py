@@ -20,17 +20,17 @@ from core.config import DEFAULT_SYSTEM_PROMPT, Config, ConfigError
 
 
 def prompt_settings(cfg: Config | None) -> dict:
-    """What a model trained with `cfg` was asked with: {system_prompt, response_prefix, chat_template}
-    (the defaults without a config).
+    """What a model trained with `cfg` was asked with: {system_prompt, response_prefix, chat_template,
+    stop_at} (the defaults without a config).
 
     >>> cfg = Config()
     >>> cfg.data.system_prompt, cfg.data.response_prefix = "Be brief.", "<think>"
     >>> prompt_settings(cfg)
-    {'system_prompt': 'Be brief.', 'response_prefix': '<think>', 'chat_template': ''}
+    {'system_prompt': 'Be brief.', 'response_prefix': '<think>', 'chat_template': '', 'stop_at': '</answer>'}
     """
     data = (cfg or Config()).data
     return {"system_prompt": data.system_prompt, "response_prefix": data.response_prefix,
-            "chat_template": data.chat_template}
+            "chat_template": data.chat_template, "stop_at": data.stop_at}
 
 
 def checkpoint_run_config(checkpoint: str | Path) -> Config | None:
@@ -47,11 +47,12 @@ def checkpoint_run_config(checkpoint: str | Path) -> Config | None:
 
 def answer(engine, tok, prompt: str, *, adapter=None, system_prompt: str = DEFAULT_SYSTEM_PROMPT,
            response_prefix: str = "", chat_template: str = "", max_tokens: int = 256,
-           temperature: float = 0.0) -> str:
+           temperature: float = 0.0, stop_at: str = "") -> str:
     """One answer to `prompt`, `response_prefix` included (the model continues from it, as in
-    training), at most `max_tokens` and never past the engine's context (vLLM's max_model_len)."""
+    training), at most `max_tokens` and never past the engine's context (vLLM's max_model_len),
+    ended at `stop_at` as the run's completions were."""
     from core.data import build_messages, prompt_ids
-    from core.engines.base import SamplingSettings
+    from core.engines.base import SamplingSettings, stop_texts
 
     # 1) the prompt as training rendered it: system message, template, the answer's first words
     # whole: the token budget below is what gives way to the engine's context
@@ -61,6 +62,7 @@ def answer(engine, tok, prompt: str, *, adapter=None, system_prompt: str = DEFAU
     if limit:
         max_tokens = max(1, min(max_tokens, limit - len(ids)))
     # 3) generate; the answer reads as the model wrote it, from the prefix on
-    out = engine.generate([ids], SamplingSettings(n=1, temperature=float(temperature), max_tokens=int(max_tokens)),
+    out = engine.generate([ids], SamplingSettings(n=1, temperature=float(temperature), max_tokens=int(max_tokens),
+                                                  stop=stop_texts(stop_at)),
                           adapter)
     return response_prefix + out[0][0].text

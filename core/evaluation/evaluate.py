@@ -22,7 +22,7 @@ import operator
 import re
 from fractions import Fraction
 
-from core.engines.base import AdapterRef, SamplingSettings
+from core.engines.base import AdapterRef, SamplingSettings, stop_texts
 
 _LAST_NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
 
@@ -104,7 +104,7 @@ def _scorers(rows: list[dict]):
 
 def evaluate(engine, tokenizer, rows: list[dict], *, system_prompt: str, chat_template: str = "", response_prefix: str = "",
              adapter: AdapterRef | None = None, max_items: int = 200, max_tokens: int = 256,
-             max_prompt_length: int = 512) -> dict:
+             max_prompt_length: int = 512, stop_at: str = "") -> dict:
     """{'accuracy', 'accuracy_flexible', 'format_rate', 'n', 'cut_rate', 'mean_tokens_correct',
     'thought_with_steps', 'thought_check_share',
     'items': [{question, answer, completion, correct, correct_flexible, formatted, tokens, cut, checks_out}]}.
@@ -124,7 +124,8 @@ def evaluate(engine, tokenizer, rows: list[dict], *, system_prompt: str, chat_te
     msgs = [build_messages(r["question"], system_prompt) for r in rows]
     prompts = [prompt_ids(tokenizer, m, chat_template, response_prefix, max_length=max_prompt_length)  # as trained
                for m in msgs]
-    groups = engine.generate(prompts, SamplingSettings(n=1, temperature=0.0, max_tokens=max_tokens), adapter=adapter)
+    groups = engine.generate(prompts, SamplingSettings(n=1, temperature=0.0, max_tokens=max_tokens,
+                                                      stop=stop_texts(stop_at)), adapter=adapter)
     texts = [response_prefix + g[0].text for g in groups]
     correct_fn, format_fn = _scorers(rows)
     completions = [[{"role": "assistant", "content": t}] for t in texts]
@@ -168,7 +169,8 @@ def evaluate_base_and_tuned(trainer, max_items: int = 200) -> dict:
     c = trainer.cfg
     kw = dict(system_prompt=c.data.system_prompt, chat_template=c.data.chat_template,
               response_prefix=c.data.response_prefix, max_items=max_items,
-              max_tokens=c.algorithm.max_completion_length, max_prompt_length=c.algorithm.max_prompt_length)
+              max_tokens=c.algorithm.max_completion_length, max_prompt_length=c.algorithm.max_prompt_length,
+              stop_at=c.data.stop_at)
     rows = trainer.task.eval
     return {
         "base": evaluate(trainer.engine, trainer.tokenizer, rows, adapter=None, **kw),

@@ -24,7 +24,7 @@ import torch
 
 from core.rl import distributed
 from core.memory import ram
-from core.engines.base import Completion, SamplingSettings
+from core.engines.base import Completion, SamplingSettings, stop_texts
 from core.rewards.registry import RewardResult
 
 
@@ -111,7 +111,8 @@ def rollout_and_score(engine, rewards, cfg, rows: list[dict], prompt_ids: list[l
         groups = engine.rollout(
             prompt_ids,
             SamplingSettings(n=G, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_completion_length,
-                             seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank(), ignore_eos=ignore_eos),
+                             seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank(), ignore_eos=ignore_eos,
+                             stop=stop_texts(cfg.data.stop_at)),
             adapter, model=model, merged=merged,
             should_stop=should_stop,  # Stop ends a large step between batches
         )  # (P, G)

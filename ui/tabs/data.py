@@ -61,6 +61,7 @@ def build(ctx: Ctx) -> None:
     with gr.Accordion(t("data.prompting"), open=False):
         form.field("data", "system_prompt", lines=3)
         form.field("data", "response_prefix")
+        form.field("data", "stop_at")
         form.field("data", "chat_template", lines=4)
     with gr.Row():
         form.field("data", "train_size")

@@ -47,7 +47,7 @@ import torch
 
 from core.errors import AhaError
 from core.engines.vllm import compat
-from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings
+from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings, cut_at_stop
 from core.memory.device import memory_snapshot
 
 
@@ -448,12 +448,15 @@ class VLLMEngine:
                               f"{aborted} pending request(s) were aborted, the engine is ready again") from e
         result = []
         for o in outs:
-            result.append([
+            group = []
+            for c in o.outputs:
+                # sampling.stop is cut here, not passed to vLLM: its stop texts need its detokenizer
+                # (off above), and the cut must be the HF engine's, token for token (cut_at_stop)
+                ids, reason = cut_at_stop(list(c.token_ids), "length" if c.finish_reason == "length" else "stop",
+                                          self.tokenizer, sampling)
                 # decode ourselves: vLLM's incremental detokenizer drops a trailing partial UTF-8
                 # character, and rewards must see the same text from every backend
-                Completion(token_ids=list(c.token_ids),
-                           text=self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True),
-                           finish_reason="length" if c.finish_reason == "length" else "stop")
-                for c in o.outputs
-            ])
+                group.append(Completion(token_ids=ids, text=self.tokenizer.decode(ids, skip_special_tokens=True),
+                                        finish_reason=reason))
+            result.append(group)
         return result
