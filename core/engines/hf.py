@@ -22,6 +22,21 @@ import torch
 from core.engines.base import AdapterRef, Completion, EngineInfo, RolloutStopped, SamplingSettings, cut_at_stop
 from core.memory.sizes import sequences_that_fit
 
+
+class _StopText:
+    """generate's stopping criterion for `SamplingSettings.stop`: a row is done once the text of its
+    last few new tokens holds a stop text (`cut_at_stop` then cuts it exactly). Decodes a short tail
+    a step, unlike transformers' `stop_strings`, which cost ~15% of a CPU rollout of the 135M model."""
+
+    def __init__(self, tokenizer, stop: tuple[str, ...], prompt_len: int):
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, stop, prompt_len
+        self.tail = max(len(t) for t in stop) + 8  # tokens: a stop text of n characters spans at most n
+
+    def __call__(self, input_ids, scores, **kwargs):
+        tails = input_ids[:, self.prompt_len:][:, -self.tail:].tolist()
+        done = [any(t in self.tokenizer.decode(row, skip_special_tokens=True) for t in self.stop) for row in tails]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
 TRAIN_ADAPTER = "default"  # peft's name for the adapter being trained
 
 
@@ -182,7 +197,7 @@ class HFEngine:
                     if sampling.ignore_eos:
                         gen_kwargs.update(min_new_tokens=sampling.max_tokens)
                     elif sampling.stop:  # stop sampling there (the cut below is what every backend does)
-                        gen_kwargs.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+                        gen_kwargs.update(stopping_criteria=[_StopText(self.tokenizer, sampling.stop, L)])
                     # 2) sample n completions per prompt: (len(chunk) * n, L + new)
                     with torch.compiler.set_stance("force_eager"):  # compile_layers is for training's passes
                         seqs = self.model.generate(
