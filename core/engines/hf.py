@@ -25,8 +25,9 @@ from core.memory.sizes import sequences_that_fit
 
 class _StopText:
     """generate's stopping criterion for `SamplingSettings.stop`: a row is done once the text of its
-    last few new tokens holds a stop text (`cut_at_stop` then cuts it exactly). Decodes a short tail
-    a step, unlike transformers' `stop_strings`, which cost ~15% of a CPU rollout of the 135M model."""
+    last few new tokens holds a stop text (`cut_at_stop` then cuts it exactly). It decodes a short tail
+    a step; transformers' `stop_strings` added ~0.9 s to a 6.5 s CPU rollout of the 135M model (8 x 64
+    tokens, one measurement on 2026-12-06)."""
 
     def __init__(self, tokenizer, stop: tuple[str, ...], prompt_len: int):
         self.tokenizer, self.stop, self.prompt_len = tokenizer, stop, prompt_len
@@ -36,6 +37,7 @@ class _StopText:
         tails = input_ids[:, self.prompt_len:][:, -self.tail:].tolist()
         done = [any(t in self.tokenizer.decode(row, skip_special_tokens=True) for t in self.stop) for row in tails]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
 
 TRAIN_ADAPTER = "default"  # peft's name for the adapter being trained
 
