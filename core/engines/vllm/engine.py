@@ -421,6 +421,7 @@ class VLLMEngine:
 
         self.restore_memory()
         greedy = sampling.temperature <= 0
+        stop = [] if sampling.ignore_eos else list(sampling.stop)
         params = SamplingParams(
             n=sampling.n,
             temperature=0.0 if greedy else sampling.temperature,
@@ -428,7 +429,11 @@ class VLLMEngine:
             max_tokens=sampling.max_tokens,
             seed=sampling.seed,
             ignore_eos=sampling.ignore_eos,
-            detokenize=False,  # the text is decoded below, once; vLLM's per-token detokenizer was work thrown away
+            # vLLM stops at a stop text only through its per-token detokenizer, so that runs only then
+            # (~16 ms for 8 x 1,024 tokens on a CPU core, e40f5f7); the text is decoded below, once
+            stop=stop or None,
+            include_stop_str_in_output=bool(stop),
+            detokenize=bool(stop),
         )
         lora = self._lora_request(adapter) if adapter is not None else None
         too_long = [len(p) for p in prompts if len(p) + sampling.max_tokens > self.settings.max_model_len]
@@ -450,8 +455,8 @@ class VLLMEngine:
         for o in outs:
             group = []
             for c in o.outputs:
-                # sampling.stop is cut here, not passed to vLLM: its stop texts need its detokenizer
-                # (off above), and the cut must be the HF engine's, token for token (cut_at_stop)
+                # vLLM stopped at sampling.stop (above); the cut is still made here, the HF engine's,
+                # token for token (cut_at_stop)
                 ids, reason = cut_at_stop(list(c.token_ids), "length" if c.finish_reason == "length" else "stop",
                                           self.tokenizer, sampling)
                 # decode ourselves: vLLM's incremental detokenizer drops a trailing partial UTF-8
