@@ -230,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     c = cfg
     kw = dict(system_prompt=c.data.system_prompt, chat_template=c.data.chat_template,
               response_prefix=c.data.response_prefix, max_items=args.eval_items,
-              max_tokens=c.algorithm.max_completion_length, max_prompt_length=c.algorithm.max_prompt_length)
+              max_tokens=c.algorithm.max_completion_length, max_prompt_length=c.algorithm.max_prompt_length,
+              stop_at=c.data.stop_at)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ def _train(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             run = RunDir(args.resume)
             if not run.config_path.is_file():
                 raise ConfigError(f"{args.resume} is not a run folder (it has no config.yaml)")
-            cfg = apply_overrides(Config.load(run.config_path), args.set)
+            cfg = apply_overrides(run.load_config(), args.set)
         elif args.config:
             run = None
             cfg = apply_overrides(Config.load(args.config), args.set)

@@ -247,3 +247,25 @@ def test_stop_at_reaches_rollouts_evaluation_and_chat(tiny_model_dir, tmp_path):
     assert seen[0] == ("rollout", stop) and seen[-1] == ("generate", ())
     assert all(s == stop for _, s in seen[:-1])  # the HF rollout samples through generate, with the same settings
     assert [w for w, _ in seen].count("generate") >= 4  # base and tuned evaluation, the two chats
+
+
+def test_a_run_folder_from_before_stop_at_resumes_and_chats_as_it_trained(tmp_path):
+    """A config.yaml written before data.stop_at existed ran without a stop text: resume (the app's
+    library, scripts/train.py) and Compare (checkpoint_run_config) load it so; a newer one keeps its own."""
+    import yaml
+
+    from core.config import Config
+    from core.evaluation.chat import checkpoint_run_config
+    from core.runs.folders import RunDir
+
+    run = RunDir.create(tmp_path, "old")
+    old = Config().to_dict()
+    del old["data"]["stop_at"]
+    run.config_path.write_text(yaml.safe_dump(old))
+    assert Config.load(run.config_path).data.stop_at == "</answer>"  # a recipe without it gets the default
+    assert run.load_config().data.stop_at == ""
+    assert checkpoint_run_config(run.path / "checkpoints" / "step-000010").data.stop_at == ""
+    new = Config()
+    new.data.stop_at = "####"
+    run.config_path.write_text(yaml.safe_dump(new.to_dict()))
+    assert run.load_config().data.stop_at == "####"

@@ -48,7 +48,7 @@ class RunLibrary:
         if status.get("state") != "interrupted":
             return
         try:
-            self._cfg = Config.load(newest.config_path)
+            self._cfg = newest.load_config()
         except Exception:  # a hand-edited config: Resume will say what is wrong with it
             self._cfg = None
         self._run_name, self._state = newest.name, "interrupted"
@@ -85,7 +85,7 @@ class RunLibrary:
         from core.runs.folders import knows_reward_code, remember_reward_code
 
         try:
-            cfg = Config.load(run.config_path)
+            cfg = run.load_config()
         except ConfigError as e:
             raise ManagerError(f"run '{run.name}': its config.yaml is not valid ({e})") from e
         self._check_paths(cfg.data, cfg.model)
@@ -143,7 +143,7 @@ class RunLibrary:
         for run in list_runs(self.runs_dir):
             status = run.read_status()
             try:
-                cfg = Config.load(run.config_path)
+                cfg = run.load_config()
                 source = cfg.data.source  # a file's name, not where the server keeps it
                 model, task, rewards = (cfg.model.name_or_path or "SmolLM2-135M-Instruct",
                                         Path(source).name if Path(source).is_absolute() else source,

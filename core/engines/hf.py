@@ -31,11 +31,11 @@ class _StopText:
 
     def __init__(self, tokenizer, stop: tuple[str, ...], prompt_len: int):
         self.tokenizer, self.stop, self.prompt_len = tokenizer, stop, prompt_len
-        self.tail = max(len(t) for t in stop) + 8  # tokens: a stop text of n characters spans at most n
+        self.tail = max(len(t.encode()) for t in stop) + 8  # tokens: a text of n UTF-8 bytes spans at most n
 
     def __call__(self, input_ids, scores, **kwargs):
         tails = input_ids[:, self.prompt_len:][:, -self.tail:].tolist()
-        done = [any(t in self.tokenizer.decode(row, skip_special_tokens=True) for t in self.stop) for row in tails]
+        done = [any(t and t in self.tokenizer.decode(row, skip_special_tokens=True) for t in self.stop) for row in tails]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 

@@ -38,9 +38,9 @@ def checkpoint_run_config(checkpoint: str | Path) -> Config | None:
     when there is none or it does not read back as a config."""
     from core.runs.folders import RunDir
 
-    path = RunDir.of_checkpoint(checkpoint).config_path
+    run = RunDir.of_checkpoint(checkpoint)
     try:
-        return Config.load(path) if path.exists() else None
+        return run.load_config() if run.config_path.exists() else None
     except ConfigError:
         return None
 

@@ -126,9 +126,9 @@ def grpo_config(cfg, weights, output_dir, world_size):
         temperature=a.temperature,
         top_p=a.top_p,
         max_completion_length=a.max_completion_length,
-        # data.stop_at: vLLM ends a completion at the text, kept (without vLLM it is not carried: main())
+        # data.stop_at: vLLM ends a completion at the text, kept (when it is not carried: main())
         generation_kwargs={{"stop": [cfg.data.stop_at], "include_stop_str_in_output": True}}
-        if use_vllm and cfg.data.stop_at else None,
+        if use_vllm and cfg.data.stop_at and not a.mask_truncated_completions else None,
         use_vllm=use_vllm,
         vllm_mode="colocate",
         # optimisation
@@ -182,9 +182,11 @@ def main():
         tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     funcs, weights = reward_functions(cfg)
     training_args = grpo_config(cfg, weights, args.output_dir, int(os.environ.get("WORLD_SIZE", "1")))
-    if cfg.data.stop_at and not training_args.use_vllm:
-        print(f"note: data.stop_at {{cfg.data.stop_at!r}} is not carried: TRL's transformers generation ends a "
-              "completion at EOS or the token limit only", file=sys.stderr)
+    if cfg.data.stop_at and not training_args.generation_kwargs:
+        why = ("TRL counts a completion that does not end at EOS as cut, and mask_truncated_completions would "
+               "drop those from the loss" if training_args.use_vllm else
+               "TRL's transformers generation ends a completion at EOS or the token limit only")
+        print(f"note: data.stop_at {{cfg.data.stop_at!r}} is not carried: {{why}}", file=sys.stderr)
     lora = LoraConfig(r=cfg.model.lora_r, lora_alpha=cfg.model.lora_alpha, lora_dropout=cfg.model.lora_dropout,
                       target_modules=list(cfg.model.lora_target_modules), task_type="CAUSAL_LM")
     trainer = GRPOTrainer(model=model_path, reward_funcs=funcs, args=training_args, train_dataset=dataset(cfg),

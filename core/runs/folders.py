@@ -161,6 +161,11 @@ def writer_alive(status: dict) -> bool | None:
     return started is None or _process_start(pid) == started
 
 
+# Fields whose default changes what a run does, with the value a run folder's config.yaml written
+# before the field existed ran with: its resume, chat and evaluation go on as it trained.
+BEFORE_FIELDS = {("data", "stop_at"): ""}  # 2026-12-06: completions ended at EOS or the token limit only
+
+
 class RunDir:
     """A run's folder and its files."""
 
@@ -186,6 +191,19 @@ class RunDir:
     @property
     def config_path(self) -> Path:
         return self.path / "config.yaml"
+
+    def load_config(self):
+        """The run's config as it trained: `Config.load` of its config.yaml (ConfigError as that
+        raises it), with the fields written after it that change a run (`BEFORE_FIELDS`) as before."""
+        from core.config import Config
+        from core.config_text import read_yaml
+
+        cfg = Config.load(self.config_path)
+        raw = read_yaml(self.config_path.read_text(), str(self.config_path)) or {}
+        for (section, name), value in BEFORE_FIELDS.items():
+            if name not in (raw.get(section) or {}):
+                setattr(getattr(cfg, section), name, value)
+        return cfg
 
     @property
     def metrics_path(self) -> Path:
