@@ -34,7 +34,7 @@ class SamplingSettings:
     max_tokens: int = 256
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks: every completion runs to max_tokens
-    stop: tuple[str, ...] = ()  # texts that end a completion, kept in it (`cut_at_stop`); off with ignore_eos
+    stop: tuple[str, ...] = ()  # texts that end a completion, kept in it (`completion_of`); off with ignore_eos
 
 
 def stop_texts(stop_at: str | None) -> tuple[str, ...]:
@@ -42,36 +42,41 @@ def stop_texts(stop_at: str | None) -> tuple[str, ...]:
     return (stop_at,) if stop_at else ()
 
 
-def cut_at_stop(token_ids: list[int], finish_reason: str, tokenizer, sampling: SamplingSettings) -> tuple[list[int], str]:
-    """A completion ended where its text first holds one of `sampling.stop`: the shortest prefix of
-    `token_ids` whose decoded text does (the token that completes the stop text is kept, as EOS is),
-    with finish reason "stop"; unchanged when no stop text is in it. Every backend cuts here, on the
-    same decoded text, so a completion and its token ids end at the same token whatever sampled it;
-    sampling past the stop and cutting gives the same distribution as stopping there.
+def completion_of(token_ids: list[int], finish_reason: str, tokenizer, sampling: SamplingSettings) -> "Completion":
+    """Every backend's sampled ids as a Completion, its text decoded here, once (the same text from
+    every backend, vLLM's incremental detokenizer dropping a trailing partial UTF-8 character). A
+    completion whose text holds one of `sampling.stop` ends at the shortest prefix whose decoded text
+    does (the token that completes the stop text is kept, as EOS is), finish reason "stop": so its
+    ids and text end at the same token whatever sampled it, and sampling past the stop and cutting
+    gives the same distribution as stopping there.
 
     >>> class Chars:  # a tokenizer whose tokens are characters
     ...     def decode(self, ids, skip_special_tokens=True): return "".join(map(chr, ids))
     >>> s = SamplingSettings(stop=("</a>",))
-    >>> ids, why = cut_at_stop([ord(c) for c in "<a>9</a><a>9</a>"], "length", Chars(), s)
-    >>> Chars().decode(ids), why
-    ('<a>9</a>', 'stop')
-    >>> cut_at_stop([ord(c) for c in "<a>9"], "length", Chars(), s)[1]
+    >>> c = completion_of([ord(ch) for ch in "<a>9</a><a>9</a>"], "length", Chars(), s)
+    >>> c.text, len(c.token_ids), c.finish_reason
+    ('<a>9</a>', 8, 'stop')
+    >>> completion_of([ord(ch) for ch in "<a>9"], "length", Chars(), s).finish_reason
     'length'
     """
-    if not sampling.stop or sampling.ignore_eos or not token_ids:
-        return token_ids, finish_reason
+    def text_of(k: int) -> str:
+        return tokenizer.decode(token_ids[:k], skip_special_tokens=True)
 
-    def holds(k: int) -> bool:
-        text = tokenizer.decode(token_ids[:k], skip_special_tokens=True)
+    def holds(text: str) -> bool:
         return any(t and t in text for t in sampling.stop)
 
-    if not holds(len(token_ids)):
-        return token_ids, finish_reason
-    lo, hi = 1, len(token_ids)  # holds(hi); find the smallest such k (a prefix's text only grows)
+    text = text_of(len(token_ids))
+    if not sampling.stop or sampling.ignore_eos or not holds(text):
+        return Completion(token_ids=token_ids, text=text, finish_reason=finish_reason)
+    lo, hi = 1, len(token_ids)  # holds at hi; find the smallest such k (a prefix's text only grows)
     while lo < hi:
         mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if holds(mid) else (mid + 1, hi)
-    return token_ids[:hi], "stop"
+        mid_text = text_of(mid)
+        if holds(mid_text):
+            hi, text = mid, mid_text
+        else:
+            lo = mid + 1
+    return Completion(token_ids=token_ids[:hi], text=text, finish_reason="stop")
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,13 @@ import itertools
 
 import torch
 
-from core.engines.base import AdapterRef, Completion, EngineInfo, RolloutStopped, SamplingSettings, cut_at_stop
+from core.engines.base import AdapterRef, Completion, EngineInfo, RolloutStopped, SamplingSettings, completion_of
 from core.memory.sizes import sequences_that_fit
 
 
 class _StopText:
     """generate's stopping criterion for `SamplingSettings.stop`: a row is done once the text of its
-    last few new tokens holds a stop text (`cut_at_stop` then cuts it exactly). It decodes a short tail
+    last few new tokens holds a stop text (`completion_of` then cuts it exactly). It decodes a short tail
     a step; transformers' `stop_strings` added ~0.9 s to a 6.5 s CPU rollout of the 135M model (8 x 64
     tokens, one measurement on 2026-12-06)."""
 
@@ -215,9 +215,7 @@ class HFEngine:
                                 reason = "stop"
                             else:
                                 reason = "length"
-                            row, reason = cut_at_stop(row, reason, self.tokenizer, sampling)
-                            text = self.tokenizer.decode(row, skip_special_tokens=True)
-                            group.append(Completion(token_ids=row, text=text, finish_reason=reason))
+                            group.append(completion_of(row, reason, self.tokenizer, sampling))
                         out.append(group)
         finally:
             if was_training:

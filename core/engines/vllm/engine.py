@@ -47,7 +47,7 @@ import torch
 
 from core.errors import AhaError
 from core.engines.vllm import compat
-from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings, cut_at_stop
+from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings, completion_of
 from core.memory.device import memory_snapshot
 
 
@@ -451,17 +451,8 @@ class VLLMEngine:
                 self._drop(adapter)  # a checkpoint that failed to load is not kept
             raise EngineError(f"vLLM could not generate ({type(e).__name__}: {e}); "
                               f"{aborted} pending request(s) were aborted, the engine is ready again") from e
-        result = []
-        for o in outs:
-            group = []
-            for c in o.outputs:
-                # vLLM stopped at sampling.stop (above); the cut is still made here, the HF engine's,
-                # token for token (cut_at_stop)
-                ids, reason = cut_at_stop(list(c.token_ids), "length" if c.finish_reason == "length" else "stop",
-                                          self.tokenizer, sampling)
-                # decode ourselves: vLLM's incremental detokenizer drops a trailing partial UTF-8
-                # character, and rewards must see the same text from every backend
-                group.append(Completion(token_ids=ids, text=self.tokenizer.decode(ids, skip_special_tokens=True),
-                                        finish_reason=reason))
-            result.append(group)
+        # vLLM stopped at sampling.stop (above); the cut and the one decode are the HF engine's
+        # (completion_of), so rewards see the same ids and text from every backend
+        result = [[completion_of(list(c.token_ids), "length" if c.finish_reason == "length" else "stop",
+                                 self.tokenizer, sampling) for c in o.outputs] for o in outs]
         return result
