@@ -274,6 +274,14 @@ case "${1:-}" in
       | grep -v -e 'it/s\]' -e '^INFO' | tail -n 30
     cp /tmp/app-engine-sizing/app_engine_sizing.json "$OUT/" 2>/dev/null
     ;;
+  decode)
+    # issue 31: one rollout's decode on our engine and its variants (bench/decode_variants.py: V1/V2 model
+    # runner, fp8 weights), each in its own process, on the 1.5B folder the kit's background prep writes
+    shift
+    [ -f /tmp/prep.started ] && for _ in $(seq 240); do [ -f /tmp/prep.done ] && break; sleep 1; done
+    python -m bench.decode_variants --model-dir /root/bench-qwen15 --out "$OUT" "$@" 2>&1 \
+      | grep -v -e 'it/s\]' -e '^INFO' | tail -n 40
+    ;;
   prebuild)
     # a random-weight model folder (CPU only), built while another run uses the GPU: the default
     # Qwen2.5-1.5B (~70 s; the vllm and trl modes use it) or `prebuild bench/configs/llama-3.1-8b.json`
@@ -313,7 +321,7 @@ print(w(sys.argv[1], json.load(open(sys.argv[2])), 'bfloat16'))" "$dir" "$cfg"
       | grep -v -e 'it/s\]' -e '^INFO' | tail -n 60
     ;;
   *)
-    echo "usage: $0 smol|proof1|proof|proofs|aha|aha-contrast|tests|vllm|planner|prebuild|trl"; exit 2
+    echo "usage: $0 decode|smol|proof1|proof|proofs|aha|aha-contrast|tests|vllm|planner|prebuild|trl"; exit 2
     ;;
 esac
 

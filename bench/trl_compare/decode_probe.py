@@ -4,11 +4,14 @@ Owns: three measurements of `engine.generate`, the call every rollout and chat a
 through, made after the child's steps on the same engine (the base model, no adapter):
   1. `per_step_ms`: wall time per decode step at n = 1, 8 and 32 sequences (one prompt, every
      completion forced to `tokens` tokens). Flat in n means a fixed cost per step (launches, the
-     scheduler, Python), not the weights' bytes, sets the pace.
+     scheduler, Python), not the weights' bytes, sets the pace. `per_step_ms_unseeded`: n = 8
+     again without a request seed (vLLM then samples through its own generator, not one per sequence).
   2. `device_busy`: the same n = 8 call under `torch.profiler` (CPU + CUDA activities): the sum of
      device kernel time over the wall time. CUPTI sees kernels replayed inside CUDA graphs, so
      this is the GPU's busy share also with vLLM's graphs on; a share well under 1 means the GPU
      waits on the host between steps.
+     `kernels_top`: the device events of that call grouped by name, the largest first, each with
+     its microseconds and count per decode step: which kernels a step's time is made of.
   3. `host_top`: the same call under cProfile, the functions with the most own (tottime) host
      time, with the call that waits for the device's result among them.
   4. `hf_static` (optional, `model` given): the same n = 8 sampling through transformers'
@@ -31,10 +34,10 @@ import pstats
 import time
 
 
-def _timed(engine, prompt_ids, n: int, tokens: int, sync) -> float:
+def _timed(engine, prompt_ids, n: int, tokens: int, sync, seed: int | None = 0) -> float:
     from core.engines.base import SamplingSettings
 
-    s = SamplingSettings(n=n, temperature=1.0, top_p=1.0, max_tokens=tokens, seed=0, ignore_eos=True)
+    s = SamplingSettings(n=n, temperature=1.0, top_p=1.0, max_tokens=tokens, seed=seed, ignore_eos=True)
     sync()
     t = time.perf_counter()
     out = engine.generate([list(prompt_ids)], s)
@@ -56,6 +59,23 @@ def _device_events(prof) -> list[tuple[str, float]]:
             continue
         out.append((e.name, e.self_device_time_total if hasattr(e, "self_device_time_total") else e.cuda_time_total))
     return out
+
+
+def kernel_table(events: list[tuple[str, float]], steps: int, k: int = 20) -> list[dict]:
+    """Device events grouped by name, the k with the most time: {"kernel", "us_per_step", "per_step"}.
+
+    >>> kernel_table([("gemm", 30.0), ("norm", 2.0), ("gemm", 30.0), ("norm", 2.0)], steps=2)
+    [{'kernel': 'gemm', 'us_per_step': 30.0, 'per_step': 1.0}, {'kernel': 'norm', 'us_per_step': 2.0, 'per_step': 1.0}]
+    """
+    total: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for name, us in events:
+        total[name] = total.get(name, 0.0) + us
+        count[name] = count.get(name, 0) + 1
+    rows = [{"kernel": name[:120], "us_per_step": round(us / steps, 2), "per_step": round(count[name] / steps, 2)}
+            for name, us in total.items()]
+    rows.sort(key=lambda r: -r["us_per_step"])
+    return rows[:k]
 
 
 def host_top(stats: pstats.Stats, k: int = 15) -> list[dict]:
@@ -109,6 +129,10 @@ def decode_probe(engine, prompt_ids, tokens: int = 256, ns=(1, 8, 32), floor_ms:
     for n in ns:
         rec["per_step_ms"][str(n)] = round(_timed(engine, prompt_ids, n, tokens, sync) / tokens * 1e3, 3)
     n_mid = 8 if 8 in ns else ns[0]
+    # a request with a seed samples through its own generators (vLLM: one per sequence, a kernel each
+    # a step); without one, through the engine's: what that costs a step
+    rec["per_step_ms_unseeded"] = {str(n_mid): round(_timed(engine, prompt_ids, n_mid, tokens, sync, None)
+                                                     / tokens * 1e3, 3)}
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -125,7 +149,8 @@ def decode_probe(engine, prompt_ids, tokens: int = 256, ns=(1, 8, 32), floor_ms:
         "kernel_ms_per_step": round(kernel_ms, 3) if cuda else None,
         "share_of_unprofiled_step": round(kernel_ms / rec["per_step_ms"][str(n_mid)], 3) if cuda else None,
         "device_events_per_step": round((len(events) - copies) / tokens, 1) if cuda else None,
-        "copies_per_step": round(copies / tokens, 1) if cuda else None}
+        "copies_per_step": round(copies / tokens, 1) if cuda else None,
+        "kernels_top": kernel_table(events, tokens) if cuda else None}
     pr = cProfile.Profile()
     pr.enable()
     wall = _timed(engine, prompt_ids, n_mid, tokens, sync)
