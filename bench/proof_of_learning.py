@@ -300,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         r = measure_retention(trainer.engine, trainer.tokenizer, trainer.model, trainer.adapter,
                               source=c.data.source, prompts=GENERAL_PROMPTS[:args.retention_prompts],
                               n_task=args.retention_items, max_tokens=args.retention_tokens,
-                              chat_template=c.data.chat_template, micro_batch=max(1, min(trainer.micro_batch_size, 32)))
+                              chat_template=c.data.chat_template, micro_batch=max(1, min(trainer.micro_batch_size, 32)),
+                              stop_at=c.data.stop_at)
         state["retention"], state["retention_step"] = compact_retention(r), trainer.step
         print(f"retention ({time.perf_counter() - t0:.0f} s):", json.dumps(
             {k: v for k, v in state["retention"]["general"].items() if k != "items"}), flush=True)

@@ -197,7 +197,7 @@ class Playground:
             return measure_retention(self._engine, self._tokenizer, self._model, adapter, source=cfg.data.source,
                                      prompts=GENERAL_PROMPTS[:max(1, int(n_prompts))], n_task=int(n_task),
                                      max_tokens=int(max_tokens), chat_template=cfg.data.chat_template,
-                                     checkpoint=checkpoint)
+                                     checkpoint=checkpoint, stop_at=cfg.data.stop_at)
 
         return self._call(job)
 

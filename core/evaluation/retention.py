@@ -250,7 +250,7 @@ def tasks_not_trained(source: str) -> list[str]:
 
 def measure_retention(engine, tokenizer, model, adapter, *, source: str = "", prompts=GENERAL_PROMPTS,
                       n_task: int = 50, max_tokens: int = 128, chat_template: str = "", checkpoint=None,
-                      micro_batch: int = 16) -> dict:
+                      micro_batch: int = 16, stop_at: str = "") -> dict:
     """Base vs tuned off the trained task: general prompts and the built-in tasks not trained on.
 
     1) greedy answers of the base (adapter off) and the tuned model to `prompts`, asked as a
@@ -259,7 +259,8 @@ def measure_retention(engine, tokenizer, model, adapter, *, source: str = "", pr
     2) the divergence of the tuned model from the base on the base's answers (`answer_kl`; with
        `checkpoint`, its weights are put in the model's adapter for the scoring);
     3) held-out accuracy on `n_task` questions of each built-in task not trained on, with the
-       app's default system prompt (the same for both models).
+       app's default system prompt (the same for both models), each answer ending at `stop_at` (the
+       run's `data.stop_at`) as the run's own answers did.
     Returns {'general': {n, kl, logprob_drop, tokens, base: {...rates}, tuned: {...}, items},
     'tasks': {name: {'base': {accuracy, accuracy_flexible, format_rate, n}, 'tuned': {...}}}}.
     """
@@ -295,7 +296,7 @@ def measure_retention(engine, tokenizer, model, adapter, *, source: str = "", pr
     tasks = {}
     pick = ("accuracy", "accuracy_flexible", "format_rate", "n")
     kw = dict(system_prompt=FORMAT_INSTRUCTION, chat_template=chat_template, max_items=n_task,
-              max_tokens=max_tokens)
+              max_tokens=max_tokens, stop_at=stop_at)
     for name in tasks_not_trained(source) if n_task > 0 else []:
         rows = load_builtin(name, train_size=0, eval_size=n_task, seed=0).eval
         b = evaluate(engine, tokenizer, rows, adapter=None, **kw)
