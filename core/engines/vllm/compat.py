@@ -106,6 +106,17 @@ def kv_cache_size_kwargs(kv_cache_memory_bytes: int | None) -> dict:
     return {"kv_cache_memory_bytes": int(kv_cache_memory_bytes)}
 
 
+def attention_backend_kwargs(backend: str | None) -> dict:
+    """`{"attention_backend": name}` for `LLM(...)` where a backend is asked for, else {} (vLLM picks:
+    FlashAttention 3 on Hopper in 0.24). Names are vLLM's `AttentionBackendEnum` members
+    (vllm/v1/attention/backends/registry.py), e.g. FLASHINFER, TRITON_ATTN, FLASH_ATTN.
+
+    >>> attention_backend_kwargs(None), attention_backend_kwargs("FLASHINFER")
+    ({}, {'attention_backend': 'FLASHINFER'})
+    """
+    return {"attention_backend": backend} if backend else {}
+
+
 def cuda_graph_kwargs(which: str, max_num_seqs: int, eager: bool) -> dict:
     """`LLM(...)` arguments for the CUDA graphs a run asks for (`run.vllm_cuda_graphs`): {} for
     vLLM's default ("all": FULL_AND_PIECEWISE, batches up to min(2 x max_num_seqs, 512):

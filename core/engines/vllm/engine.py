@@ -73,6 +73,10 @@ class VLLMSettings:
     enforce_eager: bool = False  # True skips CUDA-graph capture: faster start, ~2x slower decode
     cuda_graphs: str = "all"  # "decode": decode-only graphs up to max_num_seqs (compat.cuda_graph_kwargs)
     kv_cache_dtype: str = "auto"  # "fp8" halves KV memory for long rollouts
+    # vLLM's attention backend by name (compat.attention_backend_kwargs); None: vLLM's own pick. A decode step
+    # of 8 sequences at 1.5B spends 0.37 of its 2.27 ms in FlashAttention 3 + its split-KV combine
+    # (bench/results/2026-12-06_h100_h); bench/decode_variants.py measures the others
+    attention_backend: str | None = None
     release_kv: bool = True  # free the KV cache between rollouts (sleep mode); off = keep it
     # free it by unmapping the KV cache alone (vllm_compat.worker_discard_kv_cache) instead of
     # sleep(level=1) + wake_up(weights), which sends every weight through pinned host memory and
@@ -145,6 +149,7 @@ class VLLMEngine:
             enable_sleep_mode=self.sleep_mode,
             enforce_eager=s.enforce_eager,
             **compat.cuda_graph_kwargs(s.cuda_graphs, s.max_num_seqs, s.enforce_eager),
+            **compat.attention_backend_kwargs(s.attention_backend),
             kv_cache_dtype=s.kv_cache_dtype,
             quantization=s.quantization,
             seed=s.seed,
