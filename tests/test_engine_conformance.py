@@ -316,6 +316,23 @@ def test_vllm_knows_the_exact_kv_cache_size_argument(tiny_model_dir, monkeypatch
     assert args.create_engine_config().cache_config.kv_cache_memory_bytes == 3 * 2**30 + 1
 
 
+@pytest.mark.vllm
+def test_vllm_takes_the_attention_backend_asked_for(tiny_model_dir, monkeypatch):
+    """`VLLMSettings.attention_backend` (vllm_compat.attention_backend_kwargs) reaches the installed
+    vLLM's config by name; none asked leaves vLLM's own pick."""
+    pytest.importorskip("vllm")
+    from vllm.engine.arg_utils import EngineArgs
+
+    from core.engines.vllm import compat
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    name = "FLASH_ATTN" if torch.cuda.is_available() else "CPU_ATTN"
+    asked = EngineArgs(model=str(tiny_model_dir), **compat.attention_backend_kwargs(name)).create_engine_config()
+    assert asked.attention_config.backend.name == name
+    default = EngineArgs(model=str(tiny_model_dir), **compat.attention_backend_kwargs(None)).create_engine_config()
+    assert default.attention_config.backend is None
+
+
 _KV_SCRIPT = """
 import json, sys
 from core.engines.vllm import compat
