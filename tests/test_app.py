@@ -100,7 +100,7 @@ def test_train_chat_evaluate_through_the_api(app):
     assert len(s["samples"]["data"]) == 6
     # the numbers first, the long texts last (a new user found the rewards off to the right)
     heads = s["samples"]["headers"]
-    assert heads[:2] == ["step", "reward"] and heads[-3:] == ["answer", "completion", "question"], heads
+    assert heads[:2] == ["step", "reward"] and heads[-3:] == ["reference answer", "completion", "question"], heads
     # the run used exactly the widgets' values
     cfg = manager._cfg
     assert cfg.rewards.names == ["format_soft", "correctness"] and cfg.rewards.weights == [0.5, 1.0]
@@ -338,7 +338,7 @@ def test_server_text_follows_the_browsers_language_and_try_on_samples_scores_fir
     job = english.submit(**TINY, **TWO_REWARDS, api_name="/try_rewards")
     table, error = job.result(timeout=120)
     assert error == "" and table["headers"][:3] == ["total", "format_soft", "correctness"]
-    assert table["headers"][3:] == ["source", "answer", "completion", "question"]
+    assert table["headers"][3:] == ["source", "reference answer", "completion", "question"]
     descs = []
     while not job.communicator.updates.empty():
         update = job.communicator.updates.get_nowait()

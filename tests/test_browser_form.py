@@ -261,3 +261,25 @@ def test_leaving_the_task_list_without_a_pick_keeps_the_runs_prompt(app, browser
         client.predict(api_name="/stop")
         wait_state(client, ("stopped",))
         page.close()
+
+
+def test_a_file_that_cannot_be_read_leaves_the_page_on_the_source_in_use(app, browser, tmp_path):
+    """A new user (2026-12-06) uploaded a broken file and pressed Start: "Upload a file" was still picked
+    and the file still in its box, the run trained on the built-in task without a word. The radio now goes
+    back to the source in use, the box empties, and the message names the file as the user knows it."""
+    url, _runs, _data = app
+    bad = tmp_path / "bad.csv"
+    bad.write_text('question,answer\n"unclosed,1\n')
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    open_tab(page, "2 · Data")
+    expect(page.locator("#data-info")).to_contain_text("training questions", timeout=30_000)
+    page.get_by_role("radio", name="Upload a file").check()
+    page.locator("#data-upload input[type=file]").set_input_files(str(bad))
+    info = page.locator("#data-info")
+    expect(info).to_contain_text("Nothing was loaded from bad.csv", timeout=30_000)
+    expect(info).to_contain_text("bad.csv, line 2")  # the user's file name, not the server's copy
+    expect(info).not_to_contain_text("_uploads")
+    expect(page.get_by_role("radio", name="Built-in task")).to_be_checked(timeout=10_000)  # what Start trains on
+    expect(page.locator("#data-builtin")).to_be_visible()
+    page.close()

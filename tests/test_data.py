@@ -304,7 +304,7 @@ def test_carved_split_is_seeded_disjoint_and_capped(tmp_path):
     (tmp_path / "few.csv").write_text("prompt,answer\n" + "".join(f"q{i},{i}\n" for i in range(5)))
     small = load_task_data(_cfg(tmp_path / "few.csv", eval_size=1000))
     assert len(small.eval) == 2 and len(small.train) == 3
-    assert small.notes == ["5 usable rows: held out 2 (a tenth, at least 5, at most half) instead of 1000"]
+    assert small.notes == ["5 usable rows: held out 2 (at most half of so few) instead of 1000"]
     # the 20-row CSV with the default eval_size (200): 5 held out, 15 to train on (was 1)
     (tmp_path / "twenty.csv").write_text("prompt,answer\n" + "".join(f"q{i},{i}\n" for i in range(20)))
     twenty = load_task_data(DataConfig(source=str(tmp_path / "twenty.csv")))

@@ -101,6 +101,9 @@ def test_run_pause_chat_resume_and_refuse_second_start(manager, tmp_path):
     # the run pauses between steps; the worker keeps serving jobs while it waits
     s = wait_for(lambda: (st := manager.status())["state"] == "paused" and st)
     assert s["run_name"] == name and s["max_steps"] == 3 and s["step"] < 3 and s["pause_reason"]
+    before = manager.status()["elapsed"]
+    time.sleep(1.0)
+    assert abs(manager.status()["elapsed"] - before) < 0.2, before  # a paused run's clock stands still
     with pytest.raises(ManagerError, match="stop it"):
         manager.start(tiny_config(manager))
     prompt = "Which is bigger? 9.11 or 9.9?"
@@ -129,6 +132,28 @@ def test_run_pause_chat_resume_and_refuse_second_start(manager, tmp_path):
     assert [c.rsplit("-", 1)[1] for c in manager.checkpoints(name)] == ["000002", "000003"]
     runs = {r["run"]: r for r in manager.list_runs()}
     assert runs[name]["state"] == "finished" and runs[name]["step"] == 3 and runs[name]["checkpoints"] == 2
+
+
+def test_the_time_a_loop_is_held_in_a_pause_is_counted_apart():
+    """`TrainerControl.held_seconds`: the run's elapsed time leaves pauses out (status.elapsed)."""
+    import threading
+
+    from core.rl.control import TrainerControl
+
+    control = TrainerControl()
+    control.wait_if_paused()  # not paused: no hold
+    assert control.held_seconds() == 0.0 and not control.holding
+    control.pause("test")
+    loop = threading.Thread(target=control.wait_if_paused)
+    loop.start()
+    time.sleep(0.4)
+    assert control.holding and 0.3 < control.held_seconds() < 2.0  # the hold in progress counts
+    control.resume()
+    loop.join(5)
+    held = control.held_seconds()
+    assert not control.holding and 0.3 < held < 2.0
+    time.sleep(0.2)
+    assert control.held_seconds() == held  # nothing after the resume
 
 
 def test_chat_is_answered_between_steps_then_stop_and_resume(manager):

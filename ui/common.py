@@ -54,8 +54,9 @@ def with_labels(message: str) -> str:
     return _FIELD.sub(label, message)
 
 
-def warn(e: BaseException) -> str:
-    """Show `e` as a warning toast; return the inline text (Markdown) for the same message."""
+def warn(e: BaseException, shown_as: dict[str, str] | None = None) -> str:
+    """Show `e` as a warning toast; return the inline text (Markdown) for the same message. `shown_as`:
+    text to show otherwise in both, e.g. {server copy's path: the file's name as the user uploaded it}."""
     if isinstance(e, AhaError):  # written for a person: shown as it is, a field with its label
         message = str(e)
         labelled = True
@@ -63,6 +64,8 @@ def warn(e: BaseException) -> str:
         log.exception("unexpected error in a UI action")
         message = f"Unexpected error: {type(e).__name__}: {e}"
         labelled = False
+    for text, shown_text in (shown_as or {}).items():
+        message = message.replace(text, shown_text)
     first, _, details = message.partition("\n\n")  # a reward error carries the user's traceback, left as is
     first = with_labels(first) if labelled else first
     # angle brackets as text: Python names code it did not read from a file "<custom reward code>",

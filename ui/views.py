@@ -112,6 +112,9 @@ def reward_frame(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 SAMPLE_COLUMNS = ["step", "reward", "answer", "completion", "question"]
+# the data's `answer` column is the reference answer, not the model's: a new user read it as the
+# model's, sitting beside the completion (2026-12-06); the tables call it so
+SHOWN_AS = {"answer": "reference answer"}
 
 
 def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_chars: int = 600) -> pd.DataFrame:
@@ -122,10 +125,10 @@ def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_ch
     >>> row = {"step": 3, "question": "q", "completion": "c", "answer": "4", "reward": 1.5,
     ...        "advantage": 0.25, "correctness": 1.0, "format_soft": 0.5}
     >>> list(samples_view(pd.DataFrame([row])).columns)
-    ['step', 'reward', 'correctness', 'format_soft', 'advantage', 'answer', 'completion', 'question']
+    ['step', 'reward', 'correctness', 'format_soft', 'advantage', 'reference answer', 'completion', 'question']
     """
     if samples is None or samples.empty:
-        return pd.DataFrame(columns=SAMPLE_COLUMNS)
+        return pd.DataFrame(columns=SAMPLE_COLUMNS).rename(columns=SHOWN_AS)
     df = samples.copy()
     cut = lambda n: (lambda v: v if not isinstance(v, str) or len(v) <= n else v[: n - 1] + "…")  # noqa: E731
     df["question"] = df["question"].map(cut(question_chars))
@@ -134,7 +137,7 @@ def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_ch
     first, text = ["step", "reward"], ["answer", "completion", "question"]
     df = df[[c for c in first if c in df] + scores + (["advantage"] if "advantage" in df else [])
             + [c for c in text if c in df]]
-    return df.round(3)
+    return df.round(3).rename(columns=SHOWN_AS)
 
 
 # ---------------------------------------------------------------------------
@@ -158,11 +161,11 @@ def try_view(scored: pd.DataFrame) -> pd.DataFrame:
     >>> df = pd.DataFrame({"question": ["q"], "answer": ["1"], "source": ["model"], "completion": ["c"],
     ...                    "format_soft": [0.5], "correctness": [1.0], "total": [1.25]})
     >>> list(try_view(df).columns)
-    ['total', 'format_soft', 'correctness', 'source', 'answer', 'completion', 'question']
+    ['total', 'format_soft', 'correctness', 'source', 'reference answer', 'completion', 'question']
     """
     scores = ["total"] + [c for c in scored.columns if c not in TRY_TEXT_COLUMNS and c != "total"]
     columns = [c for c in scores if c in scored] + [c for c in TRY_TEXT_COLUMNS if c in scored]
-    return scored[columns].round(3)
+    return scored[columns].round(3).rename(columns=SHOWN_AS)
 
 
 def try_stage_text(stage: str, facts: dict, lang: str = "en") -> str:

@@ -108,12 +108,9 @@ def worker_control(worker: ModelWorker):
         def wait_if_paused(self, on_pause=None) -> None:
             if self.paused and on_pause:
                 on_pause()
-            self.holding = self.paused
-            try:
+            with self.held():
                 while self.paused:
                     worker.wait_and_drain(0.2)
-            finally:
-                self.holding = False
             if self.stop_requested:
                 raise TrainingStopped()
 

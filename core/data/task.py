@@ -105,8 +105,8 @@ def _load_rows(cfg: DataConfig) -> TaskData:
     if held_out is None:
         k = held_out_count(len(rows), cfg.eval_size)
         if k < cfg.eval_size:
-            notes.append(f"{len(rows)} usable rows: held out {k} (a tenth, at least 5, at most half) "
-                         f"instead of {cfg.eval_size}")
+            rule = "at most half of so few" if len(rows) < 10 else "a tenth, at least 5"
+            notes.append(f"{len(rows)} usable rows: held out {k} ({rule}) instead of {cfg.eval_size}")
         held_out, rows = rows[:k], rows[k:]
 
     # 4) a question seen in training says nothing when it is asked again at evaluation

@@ -9,7 +9,9 @@ Refuses to know: what a step is, the run folder, the UI that presses the buttons
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 
 
 class TrainingStopped(Exception):
@@ -30,6 +32,26 @@ class TrainerControl:
         self.pause_reason = ""
         # True while the loop is held between steps: a pause asked for mid-step is not yet one
         self.holding = False
+        self._held_s = 0.0  # seconds the loop has been held by pauses, the hold in progress not yet in
+        self._held_since: float | None = None
+
+    def held_seconds(self, now: float | None = None) -> float:
+        """Seconds the loop has waited in pauses so far (the run's elapsed time leaves them out)."""
+        since = self._held_since
+        return self._held_s + (((now if now is not None else time.time()) - since) if since is not None else 0.0)
+
+    @contextlib.contextmanager
+    def held(self):
+        """The loop held between steps (`holding`), its time counted in `held_seconds`."""
+        self.holding = self.paused
+        self._held_since = time.time() if self.holding else None
+        try:
+            yield
+        finally:
+            if self._held_since is not None:
+                self._held_s += time.time() - self._held_since
+            self._held_since = None
+            self.holding = False
 
     def pause(self, reason: str = "", announce=None) -> None:
         """Pause; `announce()` (e.g. writing the status file with the traceback) runs first, under
@@ -57,10 +79,7 @@ class TrainerControl:
     def wait_if_paused(self, on_pause=None) -> None:
         if self.paused and on_pause:
             on_pause()
-        self.holding = self.paused
-        try:
+        with self.held():
             self._running.wait()
-        finally:
-            self.holding = False
         if self.stop_requested:
             raise TrainingStopped()

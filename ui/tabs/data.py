@@ -42,7 +42,7 @@ def build(ctx: Ctx) -> None:
         value=d.source[len(BUILTIN_PREFIX):] if start_kind == "builtin" else None,
         label=t("data.builtin"), visible=start_kind == "builtin", elem_id="data-builtin")
     upload = gr.File(label=t("data.upload"), file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"],
-                     type="filepath", visible=start_kind == "upload")
+                     type="filepath", visible=start_kind == "upload", elem_id="data-upload")
     with gr.Group(visible=False) as hub_box:
         hub = gr.Textbox(label=t("data.hub"), placeholder="openai/gsm8k")
         with gr.Row():
@@ -82,7 +82,7 @@ def build(ctx: Ctx) -> None:
         src = cfg.data.source
         if src.startswith(BUILTIN_PREFIX):
             return ["builtin", src[len(BUILTIN_PREFIX):], gr.skip()]
-        if Path(src).expanduser().exists():  # an uploaded file, or one in a --data-dir folder
+        if kind_of(src) == "upload":  # an uploaded file, or one in a --data-dir folder
             return ["upload", None, gr.skip()]
         return ["hub", None, src]
 
@@ -126,21 +126,36 @@ def build(ctx: Ctx) -> None:
         return gr.update(choices=cols, value=p), gr.update(choices=cols, value=a), \
             f"Columns: {', '.join(f'`{c}`' for c in cols)}. {guessed}"
 
+    def kind_of(src: str) -> str:
+        """The radio's choice that shows `src`: a built-in task, a file on this machine, or a Hub id."""
+        if src.startswith(BUILTIN_PREFIX):
+            return "builtin"
+        return "upload" if Path(src).expanduser().exists() else "hub"
+
     def on_upload(path, current=""):
+        """[source, question column, answer column, message, kind, file box]. A file that cannot be
+        read changes nothing the run uses, and the page shows what it does use: the radio goes back to
+        the source in use and the file box empties (a new user saw the broken file in the box, "Upload a
+        file" picked, and trained on the built-in task without a word, 2026-12-06); the message names
+        the file as the user knows it, not the server's copy."""
         if not path:
-            return gr.skip(), gr.skip(), gr.skip(), ""
+            return gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), gr.skip()
         stored = None
+        name = Path(path).name
         try:
             stored = manager.store_upload(path)
             p, a, msg = columns_of(stored)
         except Exception as e:  # the source stays what it was: say which, or Start trains on it unawares
             if stored is not None:  # stored but unreadable: not kept against the uploads quota
                 manager.discard_upload(stored, current)
-            kept = f"\n\nThe data source is unchanged: `{current}`." if current else ""
-            return gr.skip(), gr.skip(), gr.skip(), warn(e) + kept
+            said = warn(e, {str(stored): name} if stored is not None else None)
+            kept = (f"\n\nNothing was loaded from `{name}`. The data source is unchanged: `{current}` "
+                    "(Start trains on it); upload a readable file to change it." if current else "")
+            return (gr.skip(), gr.skip(), gr.skip(), said + kept,
+                    kind_of(current) if current else gr.skip(), None)
         finally:
             discard_gradio_copy(path)  # stored or refused, Gradio's copy is of no more use
-        return stored, p, a, msg
+        return stored, p, a, msg, gr.skip(), gr.skip()
 
     def on_hub(name, split, subset):
         if not name.strip():
@@ -163,7 +178,8 @@ def build(ctx: Ctx) -> None:
         return result["table"], text
 
     kind.change(on_kind, [kind], [builtin, upload, hub_box, columns_box], api_visibility="private")
-    upload.upload(on_upload, [upload, source], [source, prompt_col, answer_col, info], api_visibility="private")
+    upload.upload(on_upload, [upload, source], [source, prompt_col, answer_col, info, kind, upload],
+                  api_visibility="private")
     hub.submit(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
                [source, prompt_col, answer_col, info], api_visibility="private")
     hub.blur(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],

@@ -9,7 +9,7 @@ from core.rewards.base import RewardError
 from core.rewards.registry import get_reward, list_rewards
 from ui.common import Ctx, warn
 from ui.i18n import lang_of, t
-from ui.views import TRY_TEXT_COLUMNS, try_stage_text, try_view
+from ui.views import SHOWN_AS, TRY_TEXT_COLUMNS, try_stage_text, try_view
 
 CUSTOM_TEMPLATE = '''import re
 
@@ -62,7 +62,7 @@ def build(ctx: Ctx) -> None:
     try_btn = gr.Button(t("rewards.try"), variant="secondary")
     error = gr.Markdown()
     table = gr.Dataframe(label=t("rewards.try_table"), wrap=True, interactive=False, max_height=480,
-                         headers=["total", *TRY_TEXT_COLUMNS], elem_id="try-table")
+                         headers=["total", *(SHOWN_AS.get(c, c) for c in TRY_TEXT_COLUMNS)], elem_id="try-table")
 
     def try_rewards(request: gr.Request, progress=gr.Progress(), **values):
         lang = lang_of(request)

@@ -14,7 +14,7 @@ from core.config import CPU_QUICK, Config
 from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
 from ui.i18n import lang_of, t
-from ui.views import (SAMPLE_COLUMNS, aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown,
+from ui.views import (SAMPLE_COLUMNS, SHOWN_AS, aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown,
                       plot_value, progress_html, reward_frame, samples_view, status_line, step_axis, value_axis)
 
 # settings a CPU finishes in minutes on the bundled 135M model (core.config.CPU_QUICK), by widget name
@@ -86,7 +86,8 @@ def build(ctx: Ctx) -> None:
                 start = gr.Button(t("train.start"), variant="primary", elem_id="start-btn")
                 pause = gr.Button(t("train.pause"), interactive=False, elem_id="pause-btn")
                 resume = gr.Button(t("train.resume"), interactive=False, elem_id="resume-btn")
-                stop = gr.Button(t("train.stop"), variant="stop", interactive=False, elem_id="stop-btn")
+                # red only while there is a run to stop (a new user took the red button for live, 2026-12-06)
+                stop = gr.Button(t("train.stop"), variant="secondary", interactive=False, elem_id="stop-btn")
             progress = gr.HTML(progress_html({}), label=t("train.progress"))
             message = gr.Markdown(elem_id="train-message")
             gr.Markdown(t("train.loss_note"))
@@ -114,7 +115,7 @@ def build(ctx: Ctx) -> None:
                 with gr.Accordion(t("train.aha_sample"), open=False):
                     aha_sample = gr.Markdown(aha_sample_markdown(None), elem_id="aha-sample")
             samples = gr.Dataframe(label=t("train.samples"), wrap=True, interactive=False, max_height=420,
-                                   headers=SAMPLE_COLUMNS, elem_id="samples-table", elem_classes=["fit-table"])
+                                   headers=[SHOWN_AS.get(c, c) for c in SAMPLE_COLUMNS], elem_id="samples-table", elem_classes=["fit-table"])
             with gr.Accordion(t("train.details"), open=False):
                 details = gr.JSON(label="status")
     seen = gr.State(None)  # (run, step, state) last drawn: unchanged -> the plots are skipped
@@ -158,7 +159,8 @@ def build(ctx: Ctx) -> None:
             start: gr.update(interactive=state not in ("loading", "running", "paused", "stopping")),
             pause: gr.update(interactive=state == "running"),
             resume: gr.update(interactive=state in ("paused", "stopped", "failed", "interrupted")),
-            stop: gr.update(interactive=state in ("loading", "running", "paused")),
+            stop: gr.update(interactive=(live := state in ("loading", "running", "paused")),
+                            variant="stop" if live else "secondary"),
         }
         if last_seen is not None and tuple(last_seen) == key:
             out.update({p: gr.skip() for p in plots})
