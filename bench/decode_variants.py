@@ -52,7 +52,8 @@ def child(args) -> dict:
     from core.engines.base import SamplingSettings
     from core.engines.vllm.engine import VLLMEngine, VLLMSettings
 
-    rec: dict = {"variant": args.child, "env": VARIANTS[args.child][0], "settings": VARIANTS[args.child][1]}
+    rec: dict = {"variant": args.child, "env": VARIANTS[args.child][0], "settings": VARIANTS[args.child][1],
+                 "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     cuda = torch.cuda.is_available()
     tok = AutoTokenizer.from_pretrained(args.model_dir)
     ids = tok(make_prompts(tok, 1, args.prompt_len, seed=1)[0], add_special_tokens=False)["input_ids"]
@@ -104,7 +105,9 @@ def main(argv=None) -> None:
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--prompt-len", type=int, default=256)
     p.add_argument("--timeout-s", type=float, default=240, help="per variant")
-    p.add_argument("--out", type=Path, default=Path(tempfile.mkdtemp(prefix="aha-decode-variants-")))
+    p.add_argument("--out", type=Path, default=None, help="where the records go (default: a new temporary folder)")
+    p.add_argument("--append", action="store_true", help="add to the records of --out's decode_variants.json "
+                   "(several commands' variants, one file)")
     p.add_argument("--child", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     p.add_argument("--json-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -125,6 +128,7 @@ def main(argv=None) -> None:
         args.model_dir = str(Path(tempfile.gettempdir()) / "aha-bench-models" / (
             ("tiny" if args.tiny else Path(args.model_config).stem) + "-" + config_digest(config)))
     write_model_folder(Path(args.model_dir), config, "float32" if args.tiny else "bfloat16")
+    args.out = args.out or Path(tempfile.mkdtemp(prefix="aha-decode-variants-"))
     args.out.mkdir(parents=True, exist_ok=True)
     records = []
     for v in args.variants.split(","):
@@ -145,10 +149,13 @@ def main(argv=None) -> None:
         rec["child_s"] = round(time.perf_counter() - t, 1)
         records.append(rec)
         print(summary_line(rec), flush=True)
-    out = {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "versions": versions(),
-           "tokens": args.tokens, "n": args.n, "prompt_len": args.prompt_len, "model_dir": args.model_dir,
-           "records": records}
-    (args.out / "decode_variants.json").write_text(json.dumps(out, indent=1))
+    path = args.out / "decode_variants.json"
+    out = json.loads(path.read_text()) if args.append and path.exists() else {"records": [], "dates": []}
+    out.update({"versions": versions(), "tokens": args.tokens, "n": args.n, "prompt_len": args.prompt_len,
+                "model_dir": args.model_dir})
+    out["dates"].append(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    out["records"] += records
+    path.write_text(json.dumps(out, indent=1))
     print(f"wrote {args.out / 'decode_variants.json'}")
 
 

@@ -113,7 +113,7 @@
 #   -> TESTS=tests/test_vllm_engine.py timeout 290 ... tests (cut in its last test, 8 passed, none failed).
 # Next, in order (each its own command, after the kit):
 #   TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests     # whole (~300 s): the QLoRA test was cut
-#   decode --variants v1,flashinfer --timeout-s 260   # attention is 0.37 ms of a 2.27 ms decode step (FA3 +
+#   decode --variants v1,flashinfer --timeout-s 260 --append   # attention is 0.37 ms of a 2.27 ms decode step (FA3 +
 #        its split-KV combine): FlashInfer's decode kernels instead (VLLMSettings.attention_backend)
 #   (carry .devkit/unsloth) trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 560
 #        # the 4-bit auto pick compiled beside Unsloth-4bit on one machine (8.35 s here against 8.64 at 17:01)

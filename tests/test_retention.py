@@ -163,7 +163,7 @@ def test_measure_retention_counts_broken_answers_and_scores_the_base_words(peft_
     model, tok = peft_model
     engine = EchoEngine(tok, base="It is Paris.", tuned="<think>12 + 7 = 9 <<<<<<<<<<<<<<<<")
     r = measure_retention(engine, tok, model, adapter="tuned", source="builtin:addition",
-                          prompts=GENERAL_PROMPTS[:4], n_task=2, max_tokens=8, stop_at="</answer>")
+                          prompts=GENERAL_PROMPTS[:4], n_task=2, max_tokens=8, stop_at="####")
     g = r["general"]
     assert g["n"] == 4 and g["base"]["degenerate_rate"] == 0.0 and g["tuned"]["degenerate_rate"] == 1.0
     assert g["tuned"]["tag_rate"] == 1.0 and g["base"]["tag_rate"] == 0.0
@@ -174,8 +174,14 @@ def test_measure_retention_counts_broken_answers_and_scores_the_base_words(peft_
     assert sorted(r["tasks"]) == sorted(t for t in RETENTION_TASKS if t != "addition")
     assert all(r["tasks"][t]["base"]["n"] == 2 for t in r["tasks"])
     assert engine.calls[0] == (4, None) and engine.calls[1] == (4, "tuned")
-    # the general prompts are chat, asked without a stop text; the tasks' questions end at the run's
+    # the general prompts are chat, asked without a stop text; the tasks' questions, asked with the answer
+    # tags, end at the closing tag where the run's answers end at a stop text at all (its own, "####", would
+    # cut them before their tags), and at max_tokens where they do not
     assert engine.stops[:2] == [(), ()] and set(engine.stops[2:]) == {("</answer>",)}
+    engine.stops.clear()
+    measure_retention(engine, tok, model, adapter="tuned", source="builtin:addition", prompts=GENERAL_PROMPTS[:1],
+                      n_task=2, max_tokens=8, stop_at="")
+    assert set(engine.stops) == {()}
 
 
 def test_manager_retention_of_a_fresh_adapter_is_no_change(tiny_model_dir, tmp_path):

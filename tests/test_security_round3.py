@@ -671,15 +671,24 @@ def test_case9_uploads_have_a_quota_and_gradios_copy_is_removed(tiny_model_dir, 
         broken.write_text("{not json\n")
         out = on_upload(str(broken), stored)
         assert [o for o in out[:3]] == [gr.skip()] * 3 and out[3].startswith("⚠️")
-        assert f"The data source is unchanged: `{stored}` (Start trains on it)" in out[3]
-        # the error names the file as the user knows it, not the server's copy of it
-        assert "broken.jsonl, line 1: not valid JSON" in out[3] and "_uploads" not in out[3].split("unchanged")[0]
+        # the messages name files as the user uploaded them, not the server's copies (sums.csv is in use)
+        assert "The data source is unchanged: `sums.csv` (Start trains on it)" in out[3]
+        assert "broken.jsonl, line 1: not valid JSON" in out[3] and "_uploads" not in out[3]
         # the page shows what trains: the radio on the source in use (a file here), the refused file's box empty
-        assert out[4] == "upload" and out[5] is None
-        broken.parent.mkdir(parents=True, exist_ok=True)  # (the page deleted Gradio's copy: a second upload)
-        broken.write_text("{not json\n")
-        out = on_upload(str(broken), "builtin:addition")  # refused while a built-in task is in use
+        assert out[4] == "upload" and out[5] is None and out[6] == gr.skip()
+
+        def refused_with(current):
+            broken.parent.mkdir(parents=True, exist_ok=True)  # (the page deleted Gradio's copy: a new upload)
+            broken.write_text("{not json\n")
+            return on_upload(str(broken), current)
+
+        out = refused_with(" builtin:addition")  # a built-in task in use
         assert out[4] == "builtin" and out[5] is None and "`builtin:addition` (Start trains on it)" in out[3]
+        out = refused_with("openai/gsm8k")  # a hub dataset in use: the radio and its box show it
+        assert (out[4], out[5], out[6]) == ("hub", None, "openai/gsm8k")
+        out = refused_with("")  # no source at all: said so, nothing claimed to train
+        assert out[4] == gr.skip() and out[5] is None and "no data source is set" in out[3]
+        assert "Start trains on it" not in out[3]
         # ... and the refused file is not kept against the uploads quota; the source in use stays
         assert sorted(p.name for p in (tmp_path / "runs2" / "_uploads").iterdir()) == [Path(stored).name]
         # a file the page names as its source is never deleted, nor one outside the uploads folder

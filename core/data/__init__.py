@@ -14,7 +14,7 @@ tasks), `chat` (messages, templates, preview), `base` (the shared shapes).
 from .base import DataError, TaskData
 from .builtin import BUILTIN_TASKS, BuiltinTask, is_a_default_system_prompt, load_builtin, system_prompt_for
 from .chat import DEFAULT_CHAT_TEMPLATE, build_messages, preview, prompt_ids, render_prompt
-from .loaders import DEFAULT_MAX_BYTES, FILE_FORMATS, load_table, split_names
+from .loaders import DEFAULT_MAX_BYTES, FILE_FORMATS, load_table, source_kind, split_names
 from .task import guess_columns, guessed_by_position, load_task_data, normalise_answer, task_rows
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "is_a_default_system_prompt",
     "load_table",
     "load_task_data",
+    "source_kind",
     "normalise_answer",
     "preview",
     "prompt_ids",

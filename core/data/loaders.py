@@ -336,6 +336,21 @@ def _looks_like_path(text: str) -> bool:
     return not _HUB_ID.match(text) or text.lower().endswith(_FILE_LIKE)
 
 
+def source_kind(source: str) -> str:
+    """What a data source's text names, read from the text alone (no disk, no network: a page
+    asking must not learn which paths exist): "builtin", "file" (a file or folder) or "hub".
+
+    >>> [source_kind(s) for s in (" builtin:addition", "/runs/_uploads/a-1f.csv", "sums.csv", "openai/gsm8k", "")]
+    ['builtin', 'file', 'file', 'hub', 'file']
+    """
+    from .builtin import BUILTIN_PREFIX
+
+    text = (source or "").strip()
+    if text.startswith(BUILTIN_PREFIX):
+        return "builtin"
+    return "file" if not text or _looks_like_path(text) else "hub"
+
+
 def _first_line(e: Exception, limit: int = 300) -> str:
     line = (str(e).strip().splitlines() or [""])[0]
     return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -259,8 +259,9 @@ def measure_retention(engine, tokenizer, model, adapter, *, source: str = "", pr
     2) the divergence of the tuned model from the base on the base's answers (`answer_kl`; with
        `checkpoint`, its weights are put in the model's adapter for the scoring);
     3) held-out accuracy on `n_task` questions of each built-in task not trained on, with the
-       app's default system prompt (the same for both models), each answer ending at `stop_at` (the
-       run's `data.stop_at`) as the run's own answers did.
+       app's default system prompt (the same for both models). Where the run's answers end at a stop text
+       (`stop_at`, its `data.stop_at`), these end at the one that prompt asks for, `</answer>` (a run's own
+       text, "####" say, would cut them before their answer tags); without one, at max_tokens as the run's.
     Returns {'general': {n, kl, logprob_drop, tokens, base: {...rates}, tuned: {...}, items},
     'tasks': {name: {'base': {accuracy, accuracy_flexible, format_rate, n}, 'tuned': {...}}}}.
     """
@@ -296,7 +297,7 @@ def measure_retention(engine, tokenizer, model, adapter, *, source: str = "", pr
     tasks = {}
     pick = ("accuracy", "accuracy_flexible", "format_rate", "n")
     kw = dict(system_prompt=FORMAT_INSTRUCTION, chat_template=chat_template, max_items=n_task,
-              max_tokens=max_tokens, stop_at=stop_at)
+              max_tokens=max_tokens, stop_at="</answer>" if stop_at else "")  # FORMAT_INSTRUCTION's closing tag
     for name in tasks_not_trained(source) if n_task > 0 else []:
         rows = load_builtin(name, train_size=0, eval_size=n_task, seed=0).eval
         b = evaluate(engine, tokenizer, rows, adapter=None, **kw)

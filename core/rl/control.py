@@ -32,25 +32,27 @@ class TrainerControl:
         self.pause_reason = ""
         # True while the loop is held between steps: a pause asked for mid-step is not yet one
         self.holding = False
-        self._held_s = 0.0  # seconds the loop has been held by pauses, the hold in progress not yet in
-        self._held_since: float | None = None
+        # (seconds held by pauses that ended, when the hold in progress began or None), replaced whole so
+        # that a reader on another thread never sees a hold counted twice or not at all
+        self._hold: tuple[float, float | None] = (0.0, None)
 
     def held_seconds(self, now: float | None = None) -> float:
         """Seconds the loop has waited in pauses so far (the run's elapsed time leaves them out)."""
-        since = self._held_since
-        return self._held_s + (((now if now is not None else time.time()) - since) if since is not None else 0.0)
+        held, since = self._hold
+        return held + (((now if now is not None else time.time()) - since) if since is not None else 0.0)
 
     @contextlib.contextmanager
     def held(self):
         """The loop held between steps (`holding`), its time counted in `held_seconds`."""
         self.holding = self.paused
-        self._held_since = time.time() if self.holding else None
+        if self.holding:
+            self._hold = (self._hold[0], time.time())
         try:
             yield
         finally:
-            if self._held_since is not None:
-                self._held_s += time.time() - self._held_since
-            self._held_since = None
+            held, since = self._hold
+            if since is not None:
+                self._hold = (held + time.time() - since, None)
             self.holding = False
 
     def pause(self, reason: str = "", announce=None) -> None:

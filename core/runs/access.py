@@ -66,6 +66,18 @@ def _inside(path: Path, roots: list[Path]) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
+def upload_name(source: str) -> str:
+    """The name a person uploaded a stored file under (`PathPolicy.store_upload` keeps it as
+    `name-<sha256[:16]>.ext` in the uploads folder), from the text alone; any other source as it is.
+
+    >>> upload_name("/srv/runs/_uploads/sums-0123456789abcdef.csv"), upload_name("builtin:addition")
+    ('sums.csv', 'builtin:addition')
+    """
+    path = Path(source)
+    m = re.fullmatch(r"(.+)-[0-9a-f]{16}(\.[A-Za-z0-9]+)", path.name)
+    return m.group(1) + m.group(2) if m and path.parent.name == UPLOADS else source
+
+
 def resolve_uploads_quota_mb(value: float | None = None) -> float:
     """The uploads quota in MB: `value` when given, else $AHA_UPLOADS_QUOTA_MB, else 1024.
 

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ui.common import Ctx, warn
 from ui.i18n import t
-from ui.views import (checkpoint_choices, eval_frame, eval_markdown, retention_items_frame, retention_markdown,
+from ui.views import (SHOWN_AS, checkpoint_choices, eval_frame, eval_markdown, retention_items_frame, retention_markdown,
                       same_answer_note)
 
 CURRENT = "current"
@@ -81,7 +81,7 @@ def build(ctx: Ctx) -> None:
                                y_title="rate", y_lim=[0, 1], label=t("compare.eval_plot"),
                                elem_id="eval-plot")
         eval_items = gr.Dataframe(label=t("compare.eval_items"), wrap=True, interactive=False, max_height=360,
-                                  headers=["question", "answer", "base", "base_correct", "tuned", "tuned_correct"])
+                                  headers=["question", SHOWN_AS["answer"], "base", "base_correct", "tuned", "tuned_correct"])
         eval_json = gr.JSON(visible=False)
     retention_view(manager, target)
 
@@ -140,7 +140,7 @@ def build(ctx: Ctx) -> None:
             done += (f" **Cut there before finishing: base {cut['base']:.0%}, tuned {cut['tuned']:.0%}** of the "
                      "answers (one cut before its answer scores 0); a run with a larger Max completion tokens "
                      "leaves room to finish.")
-        return eval_markdown(result) + done, eval_frame(result), pd.DataFrame(items), result
+        return eval_markdown(result) + done, eval_frame(result), pd.DataFrame(items).rename(columns=SHOWN_AS), result
 
     def refresh_targets(current, shown_for):
         """The checkpoint list anew; the boxes anew if what `current` means changed (another run)."""

@@ -7,11 +7,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.data import BUILTIN_TASKS, guess_columns, guessed_by_position, is_a_default_system_prompt, system_prompt_for
+from core.data import (BUILTIN_TASKS, guess_columns, guessed_by_position, is_a_default_system_prompt, source_kind,
+                       system_prompt_for)
+from core.runs.access import upload_name
 from ui.common import Ctx, warn
 from ui.i18n import t
 
 BUILTIN_PREFIX = "builtin:"
+# the radio's choice that shows a source, from its text alone (core.data.source_kind: no disk look-up)
+KIND_OF = {"builtin": "builtin", "file": "upload", "hub": "hub"}
 
 
 def discard_gradio_copy(path: str) -> None:
@@ -34,7 +38,7 @@ def build(ctx: Ctx) -> None:
     form, manager = ctx.form, ctx.manager
     d = form.defaults.data
     gr.Markdown(t("data.intro"))
-    start_kind = "builtin" if d.source.startswith(BUILTIN_PREFIX) else "upload"
+    start_kind = KIND_OF[source_kind(d.source)]
     kind = gr.Radio(choices=[(t("data.kind.builtin"), "builtin"), (t("data.kind.upload"), "upload"),
                              (t("data.kind.hub"), "hub")], value=start_kind, label=t("data.kind"))
     builtin = gr.Dropdown(
@@ -43,8 +47,9 @@ def build(ctx: Ctx) -> None:
         label=t("data.builtin"), visible=start_kind == "builtin", elem_id="data-builtin")
     upload = gr.File(label=t("data.upload"), file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"],
                      type="filepath", visible=start_kind == "upload", elem_id="data-upload")
-    with gr.Group(visible=False) as hub_box:
-        hub = gr.Textbox(label=t("data.hub"), placeholder="openai/gsm8k")
+    with gr.Group(visible=start_kind == "hub") as hub_box:
+        hub = gr.Textbox(value=d.source.strip() if start_kind == "hub" else "", label=t("data.hub"),
+                         placeholder="openai/gsm8k")
         with gr.Row():
             form.field("data", "subset")
             form.field("data", "split")
@@ -79,10 +84,11 @@ def build(ctx: Ctx) -> None:
 
     def shown_source(cfg):
         """[kind, built-in task, hub id] that show `cfg.data.source` (a run's, after a reload)."""
-        src = cfg.data.source
-        if src.startswith(BUILTIN_PREFIX):
+        src = cfg.data.source.strip()
+        kind = KIND_OF[source_kind(src)]
+        if kind == "builtin":
             return ["builtin", src[len(BUILTIN_PREFIX):], gr.skip()]
-        if kind_of(src) == "upload":  # an uploaded file, or one in a --data-dir folder
+        if kind == "upload":  # an uploaded file, or one in a --data-dir folder
             return ["upload", None, gr.skip()]
         return ["hub", None, src]
 
@@ -126,20 +132,14 @@ def build(ctx: Ctx) -> None:
         return gr.update(choices=cols, value=p), gr.update(choices=cols, value=a), \
             f"Columns: {', '.join(f'`{c}`' for c in cols)}. {guessed}"
 
-    def kind_of(src: str) -> str:
-        """The radio's choice that shows `src`: a built-in task, a file on this machine, or a Hub id."""
-        if src.startswith(BUILTIN_PREFIX):
-            return "builtin"
-        return "upload" if Path(src).expanduser().exists() else "hub"
-
     def on_upload(path, current=""):
-        """[source, question column, answer column, message, kind, file box]. A file that cannot be
-        read changes nothing the run uses, and the page shows what it does use: the radio goes back to
-        the source in use and the file box empties (a new user saw the broken file in the box, "Upload a
-        file" picked, and trained on the built-in task without a word, 2026-12-06); the message names
-        the file as the user knows it, not the server's copy."""
+        """[source, question column, answer column, message, kind, file box, hub id]. A file that cannot
+        be read changes nothing the run uses, and the page shows what it does use: the radio goes back to
+        the source in use (its hub id in the box) and the file box empties (a new user saw the broken file
+        in the box, "Upload a file" picked, and trained on the built-in task without a word, 2026-12-06);
+        the messages name files as the user uploaded them, not the server's copies."""
         if not path:
-            return gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), gr.skip(), gr.skip()
         stored = None
         name = Path(path).name
         try:
@@ -149,13 +149,17 @@ def build(ctx: Ctx) -> None:
             if stored is not None:  # stored but unreadable: not kept against the uploads quota
                 manager.discard_upload(stored, current)
             said = warn(e, {str(stored): name} if stored is not None else None)
-            kept = (f"\n\nNothing was loaded from `{name}`. The data source is unchanged: `{current}` "
-                    "(Start trains on it); upload a readable file to change it." if current else "")
-            return (gr.skip(), gr.skip(), gr.skip(), said + kept,
-                    kind_of(current) if current else gr.skip(), None)
+            current = (current or "").strip()
+            if not current:
+                return (gr.skip(), gr.skip(), gr.skip(), said + f"\n\nNothing was loaded from `{name}`, and no data "
+                        "source is set: pick a built-in task or upload a readable file.", gr.skip(), None, gr.skip())
+            kind = KIND_OF[source_kind(current)]
+            kept = (f"\n\nNothing was loaded from `{name}`. The data source is unchanged: `{upload_name(current)}` "
+                    "(Start trains on it); upload a readable file to change it.")
+            return (gr.skip(), gr.skip(), gr.skip(), said + kept, kind, None, current if kind == "hub" else gr.skip())
         finally:
             discard_gradio_copy(path)  # stored or refused, Gradio's copy is of no more use
-        return stored, p, a, msg, gr.skip(), gr.skip()
+        return stored, p, a, msg, gr.skip(), gr.skip(), gr.skip()
 
     def on_hub(name, split, subset):
         if not name.strip():
@@ -178,7 +182,7 @@ def build(ctx: Ctx) -> None:
         return result["table"], text
 
     kind.change(on_kind, [kind], [builtin, upload, hub_box, columns_box], api_visibility="private")
-    upload.upload(on_upload, [upload, source], [source, prompt_col, answer_col, info, kind, upload],
+    upload.upload(on_upload, [upload, source], [source, prompt_col, answer_col, info, kind, upload, hub],
                   api_visibility="private")
     hub.submit(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
                [source, prompt_col, answer_col, info], api_visibility="private")
