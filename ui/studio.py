@@ -30,7 +30,7 @@ CSS = """
 .fit-table .header-cell span.header {word-break: normal; overflow-wrap: normal}
 .fit-table table .sizing-body td {white-space: normal}
 """
-# .fit-table (the samples and runs tables): a header breaks between words, never inside one, and
+# .fit-table (the samples, runs, Try-on-samples and evaluation tables): a header breaks between words, never inside one, and
 # a column is at least as wide as its header's longest word; long texts wrap in the column
 # widths Gradio measures (it measured them unwrapped: each long-text column as wide as the table,
 # headers squeezed to "ste/p", "ch/eck/poi/nts" and the table scrolled sideways)

@@ -81,7 +81,8 @@ def build(ctx: Ctx) -> None:
                                y_title="rate", y_lim=[0, 1], label=t("compare.eval_plot"),
                                elem_id="eval-plot")
         eval_items = gr.Dataframe(label=t("compare.eval_items"), wrap=True, interactive=False, max_height=360,
-                                  headers=["question", SHOWN_AS["answer"], "base", "base_correct", "tuned", "tuned_correct"])
+                                  headers=["question", SHOWN_AS["answer"], "base", "base_correct", "tuned", "tuned_correct"],
+                                  elem_classes=["fit-table"])
         eval_json = gr.JSON(visible=False)
     retention_view(manager, target)
 

@@ -62,7 +62,7 @@ def build(ctx: Ctx) -> None:
     try_btn = gr.Button(t("rewards.try"), variant="secondary")
     error = gr.Markdown()
     table = gr.Dataframe(label=t("rewards.try_table"), wrap=True, interactive=False, max_height=480,
-                         headers=["total", *(SHOWN_AS.get(c, c) for c in TRY_TEXT_COLUMNS)], elem_id="try-table")
+                         headers=["total", *(SHOWN_AS.get(c, c) for c in TRY_TEXT_COLUMNS)], elem_id="try-table", elem_classes=["fit-table"])
 
     def try_rewards(request: gr.Request, progress=gr.Progress(), **values):
         lang = lang_of(request)
