@@ -11,7 +11,9 @@ Qwen2.5-1.5B-shaped model, what each lever the engine could pull does to that de
     half the bytes a step reads, one more quantizing kernel a projection. Measured only: a trainer
     cannot share these weights (they are not its bf16 base);
   - `flashinfer`, `triton-attn`: another attention backend (`VLLMSettings.attention_backend`) than
-    vLLM's pick on Hopper, FlashAttention 3 with a split-KV combine (0.37 of 2.27 ms a step at n = 8).
+    vLLM's pick on Hopper, FlashAttention 3 with a split-KV combine (0.37 of 2.27 ms a step at n = 8);
+    `v2-flashinfer` both levers;
+  - `fp8kv`: the KV cache in fp8 (`run.vllm_kv_cache_dtype`): half the bytes attention reads.
 Each variant: the rollout itself (1 prompt of 256 tokens, 8 completions forced to `--tokens`, the
 second of two calls, with a request seed as rollouts have and without), then the decode probe
 (`bench/trl_compare/decode_probe.py`: wall ms a step at n = 1 and 8, the kernels a step is made
@@ -38,6 +40,8 @@ VARIANTS = {
     "fp8": ({}, {"quantization": "fp8"}),
     "v2-fp8": ({"VLLM_USE_V2_MODEL_RUNNER": "1"}, {"quantization": "fp8"}),
     "flashinfer": ({}, {"attention_backend": "FLASHINFER"}),
+    "v2-flashinfer": ({"VLLM_USE_V2_MODEL_RUNNER": "1"}, {"attention_backend": "FLASHINFER"}),
+    "fp8kv": ({}, {"kv_cache_dtype": "fp8"}),
     "triton-attn": ({}, {"attention_backend": "TRITON_ATTN"}),
 }
 

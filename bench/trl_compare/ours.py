@@ -12,6 +12,7 @@ Refuses to know: TRL, Unsloth, the parent's scheduling and the rendering.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 
@@ -70,6 +71,8 @@ def time_breakdown_ours(metrics: dict) -> dict:
 
 
 def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
+    if getattr(args, "ours_runner", "auto") == "v2":  # before vLLM reads it (its envs are cached once an engine runs)
+        os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1"
     import torch
     from transformers import AutoTokenizer
 
@@ -146,6 +149,9 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                            "training_peak_gib": gib(plan.training_peak), "kv_cache_gib": gib(plan.kv_cache),
                            "rollout_peak_gib": gib(plan.rollout_peak),
                            "predicted_device_peak_gib": gib(plan.total_peak)}
+        llm = getattr(trainer.engine, "llm", None)
+        if llm is not None:  # the model runner vLLM actually used (--ours-runner)
+            rec["engine"]["runner_v2"] = bool(getattr(llm.llm_engine.vllm_config, "use_v2_model_runner", False))
         settings = getattr(trainer.engine, "settings", None)
         if settings is not None:
             rec["engine"]["settings"] = dict(vars(settings))

@@ -49,12 +49,16 @@ def variant_of(args) -> str:
     >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=0,
     ...                            ours_merged="on", ours_cuda_graphs="decode"))
     'decode_graphs'
+    >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=0,
+    ...                            ours_merged="on", ours_compile=True, ours_runner="v2"))
+    'compiled_runner_v2'
     """
     mb = args.ours_micro_batch
     parts = [("offload", args.ours_offload), ("compiled", getattr(args, "ours_compile", False)),
              ("eager", args.ours_eager), ("fp8kv", args.ours_kv_dtype != "auto"),
              (f"mb{mb}", mb > 0), ("lora_kernels", args.ours_merged == "off"),
-             ("decode_graphs", getattr(args, "ours_cuda_graphs", "all") == "decode" and not args.ours_eager)]
+             ("decode_graphs", getattr(args, "ours_cuda_graphs", "all") == "decode" and not args.ours_eager),
+             ("runner_v2", getattr(args, "ours_runner", "auto") == "v2")]
     return "_".join(name for name, on in parts if on)
 
 
