@@ -75,6 +75,24 @@ def resolve_auth(share: bool, auth: str | None, host: str = "127.0.0.1") -> tupl
     return creds, ""
 
 
+def hide_secrets(auth: tuple[str, str] | None) -> list[str]:
+    """Keep the secrets this process was started with out of what other processes of its user
+    can read through /proc (reward code among them; README, "Security"), before any worker starts:
+    the values of secret-named variables zeroed in its environment block (Python's os.environ
+    keeps them; children get them empty), the --auth password masked in its command line, and,
+    with a login (the app is open to a network), its memory and environment closed to them
+    (non-dumpable; root still reads them). Returns what it did, a line each."""
+    from core.rewards.process_guard import blank_environ_values, mask_in_cmdline, refuse_memory_reads
+    from core.rewards.sandbox import is_secret_name
+
+    done = [f"environment: {name} blanked" for name in blank_environ_values(is_secret_name)]
+    if auth and mask_in_cmdline(auth[1]):
+        done.append("command line: the --auth password masked (AHA_AUTH keeps it off the command line)")
+    if auth and refuse_memory_reads():
+        done.append("memory: not readable by other processes of this user")
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Aha Studio: GRPO in the browser.")
     ap.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
@@ -106,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         ap.error(str(e))
 
+    hide_secrets(auth)
     from core.config import ModelConfig
     from core.app.manager import RunManager, stop_on_sigterm
     from ui.studio import build_app, launch_app

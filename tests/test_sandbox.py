@@ -6,6 +6,7 @@ code holds a function for each way user code can go wrong.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -292,3 +293,64 @@ def test_reward_code_finds_no_secret_in_its_environment(monkeypatch):
         assert w.call("peek", ["q", "q"], ["a", "b"], {}) == [1.0, 1.0]  # only AHA_HARMLESS is left
     finally:
         w.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_reward_code_finds_no_secret_in_proc_environ(monkeypatch):
+    """/proc/self/environ shows the environment a process was started with, not os.environ: the
+    worker zeroes the secrets' values there too, and the app's own block (its parent) holds none
+    once app.hide_secrets ran (tested below)."""
+    monkeypatch.setenv("HF_TOKEN", "hf_proc_secret")
+    monkeypatch.setenv("DB_PASS", "db-proc-secret")
+    code = ("from pathlib import Path\n"
+            "RAW = Path('/proc/self/environ').read_bytes()\n"
+            "def peek(completions, **kwargs):\n"
+            "    return [float(b'hf_proc_secret' in RAW), float(b'db-proc-secret' in RAW), float(b'PATH=' in RAW)]\n")
+    w = CustomRewardProcess(code, timeout_s=5.0)
+    try:
+        assert w.call("peek", ["q", "q", "q"], ["a", "b", "c"], {}) == [0.0, 0.0, 1.0]
+    finally:
+        w.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+def test_the_app_hides_its_secrets_from_proc_and_from_reward_code(tmp_path):
+    """app.hide_secrets in a process started with a Hub token, a database password and --auth on
+    its command line: its /proc environ and cmdline hold neither, Python still reads the token, a
+    child gets the names with empty values, the process is non-dumpable, and reward code that
+    reads the app's /proc/<pid>/environ and cmdline finds nothing."""
+    repo = Path(__file__).resolve().parents[1]
+    script = tmp_path / "probe.py"
+    script.write_text(textwrap.dedent("""
+        import ctypes, json, os, subprocess, sys
+        from pathlib import Path
+        import app
+        done = app.hide_secrets(("alice", "pw-in-argv-123"))
+        child = subprocess.run([sys.executable, "-c", "import os; print(repr(os.environ.get('HF_TOKEN')))"],
+                               capture_output=True, text=True).stdout.strip()
+        from core.rewards.sandbox import CustomRewardProcess
+        code = ("import os\\nfrom pathlib import Path\\n"
+                "P = Path('/proc/%d' % os.getppid())\\n"
+                "RAW = (P / 'environ').read_bytes() + (P / 'cmdline').read_bytes()\\n"
+                "def peek(completions, **kwargs):\\n"
+                "    return [float(b'hf_app_secret' in RAW), float(b'pw-in-argv-123' in RAW)]\\n")
+        with CustomRewardProcess(code, timeout_s=10) as w:
+            seen = w.call("peek", ["q", "q"], ["a", "b"], {})
+        print(json.dumps({"done": done, "environ": Path("/proc/self/environ").read_bytes().decode(errors="replace"),
+                          "cmdline": Path("/proc/self/cmdline").read_bytes().decode(errors="replace"),
+                          "os_environ": os.environ.get("HF_TOKEN"), "argv": sys.argv, "child": child,
+                          "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), "reward_saw": seen}))
+    """))
+    env = {**os.environ, "PYTHONPATH": str(repo), "HF_TOKEN": "hf_app_secret", "DB_PASS": "db-app-secret"}
+    out = subprocess.run([sys.executable, str(script), "--auth", "alice:pw-in-argv-123"], capture_output=True,
+                         text=True, env=env, timeout=120, cwd=repo)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "hf_app_secret" not in got["environ"] and "db-app-secret" not in got["environ"]
+    assert "HF_TOKEN=" in got["environ"] and "PATH=" in got["environ"]  # the names stay, other values too
+    assert "pw-in-argv-123" not in got["cmdline"] and "alice:" + "*" * 14 in got["cmdline"]
+    assert got["os_environ"] == "hf_app_secret" and "alice:pw-in-argv-123" in got["argv"]
+    assert got["child"] == "''"
+    assert got["dumpable"] == 0
+    assert got["reward_saw"] == [0.0, 0.0]
+    assert any("HF_TOKEN" in d for d in got["done"]) and any("--auth" in d for d in got["done"])

@@ -39,7 +39,9 @@ CSS = """
 def build_app(manager: RunManager) -> gr.Blocks:
     """The page over `manager`; launch it with `launch_app`."""
     form = Form(manager.default_config())  # on a CPU: settings it finishes in minutes, not hours
-    with gr.Blocks(title="Aha Studio") as demo:
+    # Gradio's own upload cache (every file a visitor sends, before a handler keeps a copy of it in the
+    # runs folder's quota) is emptied of files older than an hour, every ten minutes
+    with gr.Blocks(title="Aha Studio", delete_cache=(600, 3600)) as demo:
         ctx = Ctx(manager, form)
         gr.Markdown(t("title"))
         gr.Markdown(t("subtitle"))

@@ -127,6 +127,73 @@ def _cap_output(limit: int) -> None:
 
 
 # ---------------------------------------------------------------------------
+# secrets in what /proc shows of a process (the app's and the worker's own)
+
+PR_SET_DUMPABLE = 4
+
+
+def _own_block(first: int) -> tuple[int, int] | None:
+    """(start, end) addresses of this process's argument (first=48) or environment (first=50) block,
+    the memory /proc/<pid>/cmdline and /proc/<pid>/environ read (proc(5), fields 48-51, Linux >= 3.5)."""
+    try:
+        text = Path("/proc/self/stat").read_text()
+        fields = text[text.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+        start, end = int(fields[first - 3]), int(fields[first - 2])
+    except (OSError, ValueError, IndexError):
+        return None
+    return (start, end) if 0 < start < end else None
+
+
+def blank_environ_values(is_secret) -> list[str]:
+    """Zero the values of the variables `is_secret(name)` picks, in this process's own environment
+    block: the memory /proc/<pid>/environ shows to any process of the same user (the reward code
+    too), and the strings C's `environ` points at, which children started with the inherited
+    environment receive (multiprocessing's spawn, subprocess without env=): they get the name with
+    an empty value. Python's `os.environ`, a copy made at start-up, keeps the values, so this
+    process still reads them (huggingface_hub's HF_TOKEN). Returns the names blanked; Linux only.
+    """
+    block = _own_block(50)
+    if block is None:
+        return []
+    import ctypes
+
+    start, end = block
+    names, pos = [], 0
+    for entry in ctypes.string_at(start, end - start).split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        if sep and value and is_secret(name.decode(errors="replace")):
+            ctypes.memset(start + pos + len(name) + 1, 0, len(value))
+            names.append(name.decode(errors="replace"))
+        pos += len(entry) + 1
+    return names
+
+
+def mask_in_cmdline(secret: str) -> int:
+    """Overwrite with '*' every occurrence of `secret` in this process's argument block (what `ps`
+    and /proc/<pid>/cmdline show every local user: `--auth user:password`); `sys.argv`, a copy,
+    keeps it. Returns how many were masked; Linux only."""
+    block = _own_block(48)
+    raw = secret.encode()
+    if block is None or not raw:
+        return 0
+    import ctypes
+
+    start, end = block
+    data, count, at = ctypes.string_at(start, end - start), 0, 0
+    while (at := data.find(raw, at)) >= 0:
+        ctypes.memset(start + at, ord("*"), len(raw))
+        count, at = count + 1, at + len(raw)
+    return count
+
+
+def refuse_memory_reads() -> bool:
+    """Make this process non-dumpable: its /proc/<pid>/environ, /proc/<pid>/mem and ptrace are then
+    closed to other processes of the same user that lack CAP_SYS_PTRACE (reward code among them;
+    root keeps them), and it writes no core dump. The app does it when it is open to a network."""
+    return sys.platform.startswith("linux") and _prctl(PR_SET_DUMPABLE, 0)
+
+
+# ---------------------------------------------------------------------------
 # in the app
 
 

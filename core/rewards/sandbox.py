@@ -41,7 +41,7 @@ import types
 import weakref
 from typing import Any
 
-from core.rewards.process_guard import TreeWatch, confine_worker
+from core.rewards.process_guard import blank_environ_values, TreeWatch, confine_worker
 from core.rewards.code import FoundRewards, call_reward, description, find_rewards
 from core.rewards.base import RewardError, check_rewards
 
@@ -63,7 +63,19 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 # variables that hold a secret by name: the Hub token, the app's login, an API key for the judge
 _SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AHA_AUTH", "OPENAI_API_KEY")
-_SECRET_PARTS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "ACCESS_KEY", "PRIVATE_KEY")
+_SECRET_PARTS = ("TOKEN", "SECRET", "PASS", "API_KEY", "APIKEY", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL")
+_NOT_SECRETS = ("TOKENIZERS_PARALLELISM",)
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a secret.
+
+    >>> [n for n in ("HF_TOKEN", "DB_PASS", "AWS_SECRET_ACCESS_KEY", "GOOGLE_APPLICATION_CREDENTIALS", "PATH",
+    ...              "AHA_AUTH", "HOME", "TOKENIZERS_PARALLELISM") if is_secret_name(n)]
+    ['HF_TOKEN', 'DB_PASS', 'AWS_SECRET_ACCESS_KEY', 'GOOGLE_APPLICATION_CREDENTIALS', 'AHA_AUTH']
+    """
+    up = name.upper()
+    return up in _SECRET_NAMES or (up not in _NOT_SECRETS and any(p in up for p in _SECRET_PARTS))
 
 
 def scrub_secrets(environ) -> list[str]:
@@ -76,7 +88,7 @@ def scrub_secrets(environ) -> list[str]:
     >>> scrub_secrets(env), env
     (['AHA_AUTH', 'HF_TOKEN', 'MY_API_KEY'], {'PATH': '/bin'})
     """
-    names = sorted(k for k in environ if k.upper() in _SECRET_NAMES or any(p in k.upper() for p in _SECRET_PARTS))
+    names = sorted(k for k in environ if is_secret_name(k))
     for k in names:
         del environ[k]
     return names
@@ -95,6 +107,7 @@ def _worker_main(conn, code: str, memory_mb: int | None, parent_pid: int = 0, ma
         limit = int(memory_mb) * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     scrub_secrets(os.environ)
+    blank_environ_values(is_secret_name)  # and their values in what /proc/self/environ shows
     conn.send(("started", os.getpid()))
 
     # 2) run the code's top level once and find its reward functions

@@ -91,7 +91,7 @@ class PPOTrainer(GRPOTrainer):
     def load_extra_state(self, folder: Path) -> None:
         path = Path(folder) / VALUE_HEAD_FILE
         if path.exists():
-            self.value_head.load_state_dict(torch.load(path, map_location=self.device))
+            self.value_head.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
 
     # -- one step ------------------------------------------------------------------
     def train_step(self) -> StepResult:
