@@ -111,12 +111,19 @@
 #   3.42 GiB) -> app --config configs/smollm2-largest.yaml --set model.lora_r=32 model.lora_alpha=64
 #   algorithm.max_completion_length=256 --steps 60 --eval-n 100 --budget-s 420 (227 s: held-out 2% -> 97%)
 #   -> TESTS=tests/test_vllm_engine.py timeout 290 ... tests (cut in its last test, 8 passed, none failed).
+# Issue 31, as run on 2026-12-06 21:55-22:14 (H100, the files of c0b721b; records in bench/results/2026-12-06_h100_i/;
+# two refused starts cost 271 s): the kit with [.devkit/pN] for N = 1..5, then [.devkit/p6, .devkit/s1 .. s6] with
+# `smol` and decode --variants flashinfer,v2-flashinfer,fp8kv --timeout-s 165 (467 s with the kit; flashinfer's
+# first start took 201 s: give it 300) -> (carry .devkit/s7) smol; trl --systems ours-fast,trl-vllm --lengths 1024
+# --ours-compile --ours-micro-batch 4 --budget-s 400 (232 s: 3.12 s / 6.53 GiB against 3.46 / 8.01) -> app
+# --config configs/smollm2-largest.yaml --set model.lora_r=32 model.lora_alpha=64 algorithm.max_completion_length=256
+# --steps 60 --eval-n 100 --budget-s 400 (228 s: held-out 2% -> 98%) -> TESTS=tests/test_vllm_engine.py timeout 470
+# ... tests (306 s: 9 passed, 1 skipped).
 # Next, in order (each its own command, after the kit):
-#   TESTS=tests/test_vllm_engine.py bash bench/h200_session.sh tests     # whole (~300 s): the QLoRA test was cut
-#   decode --variants v1,flashinfer --timeout-s 260 --append   # attention is 0.37 ms of a 2.27 ms decode step (FA3 +
-#        its split-KV combine): FlashInfer's decode kernels instead (VLLMSettings.attention_backend)
+#   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --budget-s 400   # fast mode's auto pick now (4)
 #   (carry .devkit/unsloth) trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 560
 #        # the 4-bit auto pick compiled beside Unsloth-4bit on one machine (8.35 s here against 8.64 at 17:01)
+#   trl --systems ours-fast --lengths 1024 --ours-compile --ours-runner v2 --budget-s 300   # V2 in the trainer
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):

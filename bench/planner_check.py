@@ -223,6 +223,10 @@ def device_rows(results=ROOT / "bench" / "results") -> list[dict]:
             if not str(r.get("system")).startswith("ours") or r.get("status") != "ok" or not r.get("plan"):
                 continue
             cfg = Config.from_dict(r["ours_config"])
+            # the micro-batch the run used (auto's pick of its day: "fastest" took 8 of 8 before 2026-12-06 22:30)
+            ran_with = r.get("micro_batch_size_final") or r.get("micro_batch_size_start")
+            if ran_with:
+                cfg.algorithm.micro_batch_size = int(ran_with)
             total = (r.get("gpu") or {}).get("total_gib", 80.0) * GIB
             # AdamW's moments on the host (lowest-memory mode) since 2026-12-06 10:30; runs before that held them
             now = planner.plan_config(model_cfg, cfg, free_bytes=int(total * 0.99), total_bytes=int(total),

@@ -153,6 +153,7 @@ PLAN_ZH: dict[str, str] = {
     "cuda": "，CUDA 上下文 {outside}。",
     "cuda_vllm": "，CUDA 上下文与 vLLM 内核 {outside}。",
     "note.fastest": "微批 {mbs}（自动，最快：能放进空闲 {free} 的 {share} 的最大微批）。",
+    "note.fastest_saturated": "微批 {mbs}（自动，最快：每次 {tokens} 个 token 已让 GPU 满载；更大的微批只多占显存，不会更快）。",
     "note.lowest": "微批 {mbs}（自动：训练所需不超过采样的 {budget} KV 缓存，该缓存在训练时释放）。",
     "note.one_too_big": "微批 1（自动）；即使一个序列的前向/反向（{one}）也超过采样的 {budget} KV 缓存：激活值卸载可以降低它。",
     "note.one_too_big_offload": "微批 1（自动）；即使一个序列的前向/反向（{one}）也超过采样的 {budget} KV 缓存。",

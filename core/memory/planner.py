@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from core.errors import AhaError
 from core.memory.sizes import (ALLOCATOR_FIXED_BYTES, CPU_STEP_WEIGHT_COPIES, CUDA_CONTEXT_BYTES,
-                               FASTEST_SHARE, GIB, HEADROOM_NUM_SEQS, LORA_BYTES_PER_PARAM, LORA_MOMENT_BYTES,
+                               FASTEST_PASS_PARAM_TOKENS, FASTEST_SHARE, GIB, HEADROOM_NUM_SEQS, LORA_BYTES_PER_PARAM, LORA_MOMENT_BYTES,
                                ADAMW_UPDATE_TEMP_BYTES, EngineSizes,
                                MicroBatchPeak, engine_sizes,
                                VLLM_OUTSIDE_TORCH_BYTES, engine_extra_bytes, engine_kv_bytes,
@@ -132,7 +132,9 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
     frees while the trainer runs. The step's peak is then the rollout's, so a larger micro-batch
     would only raise it and a smaller one would only cost speed. At least 1, then shrunk to fit.
     auto_micro_batch "fastest" makes auto pick for speed instead: the largest micro-batch (a power
-    of two, at most the step's sequences) whose step fits FASTEST_SHARE of the free memory.
+    of two, at most the step's sequences) whose step fits FASTEST_SHARE of the free memory, stopping
+    at the first whose pass reaches FASTEST_PASS_PARAM_TOKENS (parameters x tokens): a larger one
+    there costs memory and no time.
     padded: whether micro-batches carry padding (the trainer's do: prompts and completions of
     different lengths), which costs an attention mask and repeated k/v heads in every layer.
     moments_on_host_as: whether AdamW's moments wait on the host (None: the rule,
@@ -167,11 +169,15 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
                     outside_torch=CUDA_CONTEXT_BYTES + (VLLM_OUTSIDE_TORCH_BYTES if engine == "vllm" else 0))
 
     if micro_batch_size <= 0 and auto_micro_batch == "fastest":
-        mbs = 1
-        while mbs * 2 <= num_sequences and plan_of(mbs * 2).total_peak <= FASTEST_SHARE * free:
+        mbs, n_params = 1, param_count(c)
+        while (mbs * 2 <= num_sequences and mbs * seq * n_params < FASTEST_PASS_PARAM_TOKENS
+               and plan_of(mbs * 2).total_peak <= FASTEST_SHARE * free):
             mbs *= 2
         micro_batch_size = mbs
-        notes.append([("note.fastest", {"mbs": mbs, "share": f"{FASTEST_SHARE:.0%}", "free": f"{free / GIB:.1f} GB"})])
+        saturated = mbs * seq * n_params >= FASTEST_PASS_PARAM_TOKENS and mbs < num_sequences
+        notes.append([("note.fastest_saturated" if saturated else "note.fastest",
+                       {"mbs": mbs, "share": f"{FASTEST_SHARE:.0%}", "free": f"{free / GIB:.1f} GB",
+                        "tokens": f"{mbs * seq:,}"})])
     elif micro_batch_size <= 0:  # auto, lowest memory
         budget = rollout_kv
         mbs = 1

@@ -73,6 +73,12 @@ VLLM_OUTSIDE_TORCH_BYTES = 1 * GIB
 # auto_micro_batch "fastest": the share of the free memory its step may plan to use (the rest is
 # headroom for what the plan does not count: fragmentation, a longer-than-planned prompt)
 FASTEST_SHARE = 0.9
+# ... and the pass size past which a larger micro-batch buys no speed, in parameters x tokens: a GPU
+# is saturated by then. H100, Qwen2.5-1.5B shape, 8 x 1,280 tokens, compiled layers (2026-12-06,
+# bench/results/trl_compare_compiled_mb4.md against trl_compare_compiled.md): micro-batch 4 (7.9e12)
+# 3.12 s a step, 6.53 GiB; micro-batch 8 3.12 s, 8.09 GiB; a single 1,280-token pass (2.0e12) is
+# 0.136 s against 0.379 s for eight (bench/results/compile_layers_gpu.md): far from saturated
+FASTEST_PASS_PARAM_TOKENS = 6e12
 # A CPU step's resident memory beyond the tensors plan_cpu counts, in copies of the weights:
 # bench/cpu_ram_check.py measured 1.0 GiB for SmolLM2-135M in float32 (0.50 GiB of weights) at
 # micro-batch 4 and 8 and at 130- and 492-token sequences alike, 0.65 GiB for the same model cut
