@@ -118,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from core.runs.access import resolve_uploads_quota_mb
 
+    if ":" in args.host.strip("[]"):  # gradio 6.31 checks its start-up at http://{host}:{port}/ unbracketed
+        ap.error(f"--host {args.host} is an IPv6 address: Gradio cannot start on one (its start-up request goes to "
+                 f"http://{args.host.strip('[]')}:PORT and fails); use 0.0.0.0 (every IPv4 interface) or a proxy")
     try:
         auth, note = resolve_auth(args.share, args.auth, args.host)
         args.uploads_quota_mb = resolve_uploads_quota_mb(args.uploads_quota_mb)  # $AHA_UPLOADS_QUOTA_MB read here

@@ -531,3 +531,16 @@ def test_a_run_from_an_upload_is_named_after_the_file_not_its_stored_path(tiny_m
         assert default_run_name("builtin:largest", when=0).endswith("-largest")
     finally:
         manager.close()
+
+
+def test_an_ipv6_host_is_refused_with_a_message_not_a_traceback(capsys):
+    """Gradio 6.31 cannot start on an IPv6 address (its start-up check requests http://:::PORT/ and
+    httpx rejects the port): app.py says so before loading anything, with what to use instead."""
+    import app
+
+    for host in ("::", "::1", "[::]"):
+        with pytest.raises(SystemExit) as exit_info:
+            app.main(["--host", host, "--no-preload"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert "is an IPv6 address" in err and "use 0.0.0.0" in err and "Traceback" not in err
