@@ -224,7 +224,8 @@ def device_rows(results=ROOT / "bench" / "results") -> list[dict]:
                 continue
             cfg = Config.from_dict(r["ours_config"])
             # the micro-batch the run used (auto's pick of its day: "fastest" took 8 of 8 before 2026-12-06 22:30)
-            ran_with = r.get("micro_batch_size_final") or r.get("micro_batch_size_start")
+            # (the larger of its start and end: a run that halved its micro-batch peaked with the first)
+            ran_with = max(r.get("micro_batch_size_final") or 0, r.get("micro_batch_size_start") or 0)
             if ran_with:
                 cfg.algorithm.micro_batch_size = int(ran_with)
             total = (r.get("gpu") or {}).get("total_gib", 80.0) * GIB

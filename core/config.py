@@ -190,17 +190,17 @@ class AlgorithmConfig:
         4, "Distinct prompts per optimizer step (batch = prompts_per_step x num_generations).", range=(1, 4096)
     )
     micro_batch_size: int = _f(
-        0, "Sequences per forward/backward pass. 0 = auto: on a GPU the memory planner picks it (see 'Auto "
-        "micro-batch aims for'; by default the largest that needs no more memory than the rollouts' KV cache, "
-        "which is free while training runs: the lowest peak); 8 on a CPU. A larger number trains faster and "
-        "needs more memory.",
+        0, "Sequences per forward/backward pass at full length. 0 = auto: on a GPU the memory planner picks it (see "
+        "'Auto micro-batch aims for'; by default the largest that needs no more memory than the rollouts' KV cache, "
+        "free while training runs); 8 on a CPU. Larger trains faster, needs more memory. Steps of shorter answers "
+        "run 2x, 4x ... as many a pass within the same tokens (bnpo excepted).",
         range=(0, 4096)
     )
     auto_micro_batch: str = _f(
         "lowest_memory", "How micro-batch 0 (auto) picks on a GPU. lowest_memory: training needs no more memory "
         "than sampling; AdamW's moments wait in host memory between updates. fastest: the largest micro-batch that "
         "fits 90% of the GPU's free memory, up to passes that keep the GPU busy (on an H100, 1.5B at 1280 tokens: "
-        "4 of 8, a 22% shorter step for 1.4 GB more; 8 was no faster).",
+        "4 of 8, a 22% shorter step for 1.4 GiB more; 8 was no faster and took 1.6 GiB more).",
         choices=["lowest_memory", "fastest"]
     )
     num_iterations: int = _f(

@@ -310,3 +310,59 @@ def test_out_of_memory_in_the_update_is_never_redone(tiny_model_dir, tmp_path):
     assert calls == [1] and trainer.micro_batch_size == mbs  # one update tried, the pass not redone
     assert m["skipped_steps"] == 1 and trainer.step == 1
     assert all(torch.equal(a, p) for a, p in zip(before, trainer.params))
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo", "dr_grpo"])
+def test_short_steps_run_fewer_larger_passes_with_the_same_update(tiny_model_dir, tmp_path, loss_type):
+    """GRPOTrainer.passes: where a step's sequences are short, whole multiples of the micro-batch run
+    as one pass (every pass the same size, each within micro_batch_size x the full sequence length in
+    padded tokens: the memory the plan counted); the loss, the gradient and the update are those of the
+    configured micro-batches. bnpo, normalised per micro-batch, keeps them."""
+    def trainer(name, mbs, **kw):
+        cfg = tiny_config(tmp_path / name, prompts_per_step=4, micro_batch_size=mbs, loss_type=loss_type,
+                          max_completion_length=12, max_prompt_length=128, **kw)
+        return make_trainer(tiny_model_dir, cfg)
+
+    merged, split = trainer("merged", 2), trainer("split", 2)
+    split.passes = lambda batch: [(i, min(i + 2, batch.input_ids.size(0))) for i in range(0, batch.input_ids.size(0), 2)]
+    seen = []
+    real = merged.passes
+
+    def recording(batch):
+        out = real(batch)
+        seen.append((out, [batch.width(i, j) for i, j in out]))
+        return out
+
+    merged.passes = recording
+    grads = {}
+    for name, t in (("merged", merged), ("split", split)):  # the gradient the update gets, before AdamW
+        step = t.optimizer_step
+
+        def keep(step=step, name=name, t=t):
+            grads[name] = [p.grad.detach().clone() for p in t.params]
+            return step()
+
+        t.optimizer_step = keep
+    m, s = merged.train_step(), split.train_step()  # one step: AdamW's first update is ~lr x sign(gradient),
+    assert m.metrics["reward"] == s.metrics["reward"]  # so rounding in a ~0 gradient would part the runs after
+    assert m.metrics["loss"] == pytest.approx(s.metrics["loss"], rel=1e-5, abs=1e-6)
+    assert m.metrics["grad_norm"] == pytest.approx(s.metrics["grad_norm"], rel=1e-5) and m.metrics["grad_norm"] > 0
+    for g, h in zip(grads["merged"], grads["split"]):
+        assert torch.allclose(g, h, rtol=1e-4, atol=1e-6 * float(h.abs().max()) + 1e-12)
+    budget = 2 * (128 + 12)
+    for out, widths in seen:  # 32 sequences of ~30 tokens: passes of 4 or more, all the same size
+        sizes = {j - i for i, j in out}
+        assert len(sizes) == 1 and sizes.pop() >= 4
+        assert all((j - i) * w <= budget for (i, j), w in zip(out, widths))
+    from core.rl.logprobs import Rollouts
+
+    def rows(width):  # 8 sequences, every column real, the last 12 the completion
+        ids = torch.ones(8, width, dtype=torch.long)
+        return Rollouts(ids, torch.ones_like(ids), ids[:, -12:], torch.ones(8, 12, dtype=torch.long), torch.zeros(8))
+
+    assert real(rows(30)) == [(0, 8)]  # 8 x 30 <= 2 x 140
+    assert real(rows(140)) == [(0, 2), (2, 4), (4, 6), (6, 8)]  # full length: the configured micro-batch
+    assert real(rows(60)) == [(0, 4), (4, 8)]
+    bnpo = make_trainer(tiny_model_dir, tiny_config(tmp_path / "bnpo", prompts_per_step=4, micro_batch_size=2,
+                                                    loss_type="bnpo", max_prompt_length=128))
+    assert bnpo.passes(rows(30)) == [(0, 2), (2, 4), (4, 6), (6, 8)]

@@ -25,8 +25,9 @@ WORDS = {
     "cuda_vllm": ", CUDA context and vLLM kernels {outside}.",
     # notes on the micro-batch
     "note.fastest": "Micro-batch {mbs} (auto, fastest: the largest whose step fits {share} of the free {free}).",
-    "note.fastest_saturated": "Micro-batch {mbs} (auto, fastest: {tokens} tokens a pass already keep the GPU busy; "
-                              "a larger one would cost memory, not time).",
+    "note.fastest_saturated": "Micro-batch {mbs} (auto, fastest: {tokens} tokens a pass should keep the GPU busy, "
+                              "as measured on an H100 at 1.5B; a larger one would cost memory, not time; steps of "
+                              "shorter answers run several micro-batches as one pass).",
     "note.lowest": "Micro-batch {mbs} (auto: training needs no more than the rollouts' {budget} KV cache, "
                    "which is freed while it runs).",
     "note.one_too_big": "Micro-batch 1 (auto); even one sequence's forward/backward ({one}) needs more than the "

@@ -130,6 +130,12 @@ class Rollouts:
     old_logps: torch.Tensor | None = None  # (B, T), when num_iterations > 1
     ref_logps: torch.Tensor | None = None  # (B, T), when beta > 0
 
+    def width(self, i: int, j: int) -> int:
+        """Columns `slice(i, j)` keeps: the longest prompt + the longest completion of rows [i, j)."""
+        T = self.completion_ids.size(1)
+        k, t = padding_trim(self.attention_mask[i:j], T)
+        return self.input_ids.size(1) - T + t - k
+
     def slice(self, i: int, j: int) -> "Rollouts":
         """Rows [i, j), without the columns that are padding in all of them (`padding_trim`)."""
         T = self.completion_ids.size(1)

@@ -211,7 +211,6 @@ class GRPOTrainer:
 
         # 6) + 7) mu passes over the rollouts, each: loss and backward per micro-batch, then one update;
         #         a pass that runs out of memory is redone with half the micro-batch
-        B = ids.size(0)
         loss_settings = dict(  # how policy_loss (core/rl/objectives.py) reads this config
             loss_type=a.loss_type, importance_sampling_level="sequence" if a.algorithm == "gspo" else "token",
             epsilon_low=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta, bias_correction_kl=a.use_bias_correction_kl,
@@ -219,17 +218,17 @@ class GRPOTrainer:
         done = 0
         while done < a.num_iterations:
             try:
-                mbs = self.micro_batch_size
+                passes = self.passes(batch)  # micro-batches, or whole multiples of them where the step is short
                 loss_value, entropy_sum, stats, finite = 0.0, 0.0, LossStats(), True
                 self.optimizer.zero_grad(set_to_none=True)
                 # 6) the clipped surrogate (+ beta x KL) of each micro-batch, backward: the gradients add up
-                for i in range(0, B, mbs):
-                    mb = batch.slice(i, i + mbs)  # (b, ...) without the columns that are padding in all b rows
+                for i, j in passes:
+                    mb = batch.slice(i, j)  # (b, ...) without the columns that are padding in all b rows
                     with self.clock("forward_backward"), self._activation_context():
                         logps, ent = completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
                                                          mb.completion_mask, a.temperature, return_entropy=True)  # (b, t)
                         loss, st = policy_loss(logps, mb.old_logps, mb.advantages, mb.completion_mask,
-                                               ref_per_token_logps=mb.ref_logps, num_micro_batches=math.ceil(B / mbs),
+                                               ref_per_token_logps=mb.ref_logps, num_micro_batches=len(passes),
                                                **loss_settings)  # summed over micro-batches = the step's loss
                         finite = bool(torch.isfinite(loss))
                         if finite:
@@ -337,11 +336,29 @@ class GRPOTrainer:
         return sample_rows(rollouts, step, count=self.cfg.run.log_samples,
                            response_prefix=self.cfg.data.response_prefix, extra=extra)
 
+    def passes(self, batch: Rollouts) -> list[tuple[int, int]]:
+        """Rows [i, j) of each forward/backward pass over a step's rollouts: `micro_batch_size`
+        sequences, or a whole multiple of it (2x, 4x, ..., every pass the same size) where this
+        step's sequences are short enough that each pass still holds no more padded tokens than the
+        planned micro-batch at full length (micro_batch_size x (max_prompt_length +
+        max_completion_length)): the memory the plan counted, fewer and larger passes (a GPU pass of
+        a few short sequences is launch-bound). bnpo keeps the configured micro-batch: its loss is
+        normalised per micro-batch, as TRL's, so another split would change it; the other loss types
+        give the same loss for any split into equal parts."""
+        B, size = batch.input_ids.size(0), max(1, self.micro_batch_size)
+        a = self.cfg.algorithm
+        if a.loss_type != "bnpo":
+            budget = size * (a.max_prompt_length + a.max_completion_length)
+            while B % (2 * size) == 0 and all(2 * size * batch.width(i, i + 2 * size) <= budget
+                                              for i in range(0, B, 2 * size)):
+                size *= 2
+        return [(i, min(i + size, B)) for i in range(0, B, size)]
+
     @torch.no_grad()
     def _logps_no_grad(self, batch: Rollouts) -> torch.Tensor:
         out = []
-        for i in range(0, batch.input_ids.size(0), self.micro_batch_size):
-            mb = batch.slice(i, i + self.micro_batch_size)
+        for i, j in self.passes(batch):
+            mb = batch.slice(i, j)
             lp = completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
                                      mb.completion_mask, self.cfg.algorithm.temperature)  # (b, t <= T)
             out.append(torch.nn.functional.pad(lp, (0, batch.completion_ids.size(1) - lp.size(1))))
