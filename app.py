@@ -76,20 +76,17 @@ def resolve_auth(share: bool, auth: str | None, host: str = "127.0.0.1") -> tupl
 
 
 def hide_secrets(auth: tuple[str, str] | None) -> list[str]:
-    """Keep the secrets this process was started with out of what other processes of its user
-    can read through /proc (reward code among them; README, "Security"), before any worker starts:
-    the values of secret-named variables zeroed in its environment block (Python's os.environ
-    keeps them; children get them empty), the --auth password masked in its command line, and,
-    with a login (the app is open to a network), its memory and environment closed to them
-    (non-dumpable; root still reads them). Returns what it did, a line each."""
-    from core.rewards.process_guard import blank_environ_values, mask_in_cmdline, refuse_memory_reads
+    """Keep the secrets this process was started with out of what other processes can read of it
+    through /proc (reward code among them; README, "Security"), before any worker starts: the
+    values of secret-named variables zeroed in its environment block (Python's os.environ keeps
+    them; children that inherit the environment get them empty) and the --auth password masked in
+    its command line (`ps` shows it to every local user). Returns what it did, a line each."""
+    from core.rewards.process_guard import blank_environ_values, mask_in_cmdline
     from core.rewards.sandbox import is_secret_name
 
-    done = [f"environment: {name} blanked" for name in blank_environ_values(is_secret_name)]
-    if auth and mask_in_cmdline(auth[1]):
-        done.append("command line: the --auth password masked (AHA_AUTH keeps it off the command line)")
-    if auth and refuse_memory_reads():
-        done.append("memory: not readable by other processes of this user")
+    done = [f"{name} zeroed in the process's environment block" for name in blank_environ_values(is_secret_name)]
+    if auth and mask_in_cmdline(f"{auth[0]}:{auth[1]}"):
+        done.append("the --auth password masked in the command line (AHA_AUTH keeps it off the command line)")
     return done
 
 
@@ -127,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         ap.error(str(e))
 
-    hide_secrets(auth)
+    for line in hide_secrets(auth):
+        print(f"secrets: {line}", flush=True)
     from core.config import ModelConfig
     from core.app.manager import RunManager, stop_on_sigterm
     from ui.studio import build_app, launch_app

@@ -317,12 +317,12 @@ def test_reward_code_finds_no_secret_in_proc_environ(monkeypatch):
 def test_the_app_hides_its_secrets_from_proc_and_from_reward_code(tmp_path):
     """app.hide_secrets in a process started with a Hub token, a database password and --auth on
     its command line: its /proc environ and cmdline hold neither, Python still reads the token, a
-    child gets the names with empty values, the process is non-dumpable, and reward code that
-    reads the app's /proc/<pid>/environ and cmdline finds nothing."""
+    child gets the names with empty values, and reward code that reads the app's /proc/<pid>/environ
+    and cmdline, and its own sys.argv (spawn copies the app's), finds nothing."""
     repo = Path(__file__).resolve().parents[1]
     script = tmp_path / "probe.py"
     script.write_text(textwrap.dedent("""
-        import ctypes, json, os, subprocess, sys
+        import json, os, subprocess, sys
         from pathlib import Path
         import app
         done = app.hide_secrets(("alice", "pw-in-argv-123"))
@@ -331,15 +331,17 @@ def test_the_app_hides_its_secrets_from_proc_and_from_reward_code(tmp_path):
         from core.rewards.sandbox import CustomRewardProcess
         code = ("import os\\nfrom pathlib import Path\\n"
                 "P = Path('/proc/%d' % os.getppid())\\n"
+                "import sys\\n"
                 "RAW = (P / 'environ').read_bytes() + (P / 'cmdline').read_bytes()\\n"
                 "def peek(completions, **kwargs):\\n"
-                "    return [float(b'hf_app_secret' in RAW), float(b'pw-in-argv-123' in RAW)]\\n")
+                "    return [float(b'hf_app_secret' in RAW), float(b'pw-in-argv-123' in RAW),\\n"
+                "            float(any('pw-in-argv-123' in a for a in sys.argv))]\\n")
         with CustomRewardProcess(code, timeout_s=10) as w:
-            seen = w.call("peek", ["q", "q"], ["a", "b"], {})
+            seen = w.call("peek", ["q", "q", "q"], ["a", "b", "c"], {})
         print(json.dumps({"done": done, "environ": Path("/proc/self/environ").read_bytes().decode(errors="replace"),
                           "cmdline": Path("/proc/self/cmdline").read_bytes().decode(errors="replace"),
                           "os_environ": os.environ.get("HF_TOKEN"), "argv": sys.argv, "child": child,
-                          "dumpable": ctypes.CDLL(None).prctl(3, 0, 0, 0, 0), "reward_saw": seen}))
+                          "reward_saw": seen}))
     """))
     env = {**os.environ, "PYTHONPATH": str(repo), "HF_TOKEN": "hf_app_secret", "DB_PASS": "db-app-secret"}
     out = subprocess.run([sys.executable, str(script), "--auth", "alice:pw-in-argv-123"], capture_output=True,
@@ -351,6 +353,5 @@ def test_the_app_hides_its_secrets_from_proc_and_from_reward_code(tmp_path):
     assert "pw-in-argv-123" not in got["cmdline"] and "alice:" + "*" * 14 in got["cmdline"]
     assert got["os_environ"] == "hf_app_secret" and "alice:pw-in-argv-123" in got["argv"]
     assert got["child"] == "''"
-    assert got["dumpable"] == 0
-    assert got["reward_saw"] == [0.0, 0.0]
+    assert got["reward_saw"] == [0.0, 0.0, 0.0]
     assert any("HF_TOKEN" in d for d in got["done"]) and any("--auth" in d for d in got["done"])

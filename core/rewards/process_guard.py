@@ -129,9 +129,6 @@ def _cap_output(limit: int) -> None:
 # ---------------------------------------------------------------------------
 # secrets in what /proc shows of a process (the app's and the worker's own)
 
-PR_SET_DUMPABLE = 4
-
-
 def _own_block(first: int) -> tuple[int, int] | None:
     """(start, end) addresses of this process's argument (first=48) or environment (first=50) block,
     the memory /proc/<pid>/cmdline and /proc/<pid>/environ read (proc(5), fields 48-51, Linux >= 3.5)."""
@@ -168,29 +165,27 @@ def blank_environ_values(is_secret) -> list[str]:
     return names
 
 
-def mask_in_cmdline(secret: str) -> int:
-    """Overwrite with '*' every occurrence of `secret` in this process's argument block (what `ps`
-    and /proc/<pid>/cmdline show every local user: `--auth user:password`); `sys.argv`, a copy,
-    keeps it. Returns how many were masked; Linux only."""
+def mask_in_cmdline(value: str) -> int:
+    """Overwrite with '*' the part after the first ':' of every argument that is `value` or ends
+    with '=' + `value` (`--auth user:password`, `--auth=user:password`) in this process's argument
+    block: what `ps` and /proc/<pid>/cmdline show every local user. `sys.argv`, a copy, keeps it.
+    Returns how many arguments were masked; Linux only."""
     block = _own_block(48)
-    raw = secret.encode()
-    if block is None or not raw:
+    raw = os.fsencode(value)
+    if block is None or b":" not in raw:
         return 0
     import ctypes
 
     start, end = block
-    data, count, at = ctypes.string_at(start, end - start), 0, 0
-    while (at := data.find(raw, at)) >= 0:
-        ctypes.memset(start + at, ord("*"), len(raw))
-        count, at = count + 1, at + len(raw)
+    secret_at = raw.index(b":") + 1
+    count, pos = 0, 0
+    for arg in ctypes.string_at(start, end - start).split(b"\0"):
+        if arg == raw or arg.endswith(b"=" + raw):
+            at = start + pos + len(arg) - len(raw) + secret_at
+            ctypes.memset(at, ord("*"), len(raw) - secret_at)
+            count += 1
+        pos += len(arg) + 1
     return count
-
-
-def refuse_memory_reads() -> bool:
-    """Make this process non-dumpable: its /proc/<pid>/environ, /proc/<pid>/mem and ptrace are then
-    closed to other processes of the same user that lack CAP_SYS_PTRACE (reward code among them;
-    root keeps them), and it writes no core dump. The app does it when it is open to a network."""
-    return sys.platform.startswith("linux") and _prctl(PR_SET_DUMPABLE, 0)
 
 
 # ---------------------------------------------------------------------------

@@ -63,19 +63,29 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 # variables that hold a secret by name: the Hub token, the app's login, an API key for the judge
 _SECRET_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "AHA_AUTH", "OPENAI_API_KEY")
-_SECRET_PARTS = ("TOKEN", "SECRET", "PASS", "API_KEY", "APIKEY", "ACCESS_KEY", "PRIVATE_KEY", "CREDENTIAL")
-_NOT_SECRETS = ("TOKENIZERS_PARALLELISM",)
+# words of a name (split at "_") that say it holds a secret, and last words that say it only points at one
+_SECRET_WORDS = {"TOKEN", "SECRET", "PASS", "PASSWORD", "PASSWD", "APIKEY", "PASSPHRASE"}
+_SECRET_PAIRS = ("API_KEY", "ACCESS_KEY", "PRIVATE_KEY", "SECRET_KEY")
+_POINTER_WORDS = {"FILE", "PATH", "DIR", "URL", "CACHE", "HOME"}
 
 
 def is_secret_name(name: str) -> bool:
     """Whether an environment variable's name says it holds a secret.
 
-    >>> [n for n in ("HF_TOKEN", "DB_PASS", "AWS_SECRET_ACCESS_KEY", "GOOGLE_APPLICATION_CREDENTIALS", "PATH",
-    ...              "AHA_AUTH", "HOME", "TOKENIZERS_PARALLELISM") if is_secret_name(n)]
-    ['HF_TOKEN', 'DB_PASS', 'AWS_SECRET_ACCESS_KEY', 'GOOGLE_APPLICATION_CREDENTIALS', 'AHA_AUTH']
+    >>> names = ("HF_TOKEN", "DB_PASS", "AWS_SECRET_ACCESS_KEY", "OPENAI_API_KEY", "GITHUB_TOKEN", "PGPASSWORD",
+    ...          "AHA_AUTH", "PATH", "HOME", "TOKENIZERS_PARALLELISM", "TIKTOKEN_CACHE_DIR", "GIT_ASKPASS",
+    ...          "AWS_SHARED_CREDENTIALS_FILE", "HF_TOKEN_PATH", "HF_HUB_DISABLE_IMPLICIT_TOKEN", "VLLM_MAX_TOKENS")
+    >>> [n for n in names if is_secret_name(n)]
+    ['HF_TOKEN', 'DB_PASS', 'AWS_SECRET_ACCESS_KEY', 'OPENAI_API_KEY', 'GITHUB_TOKEN', 'PGPASSWORD', 'AHA_AUTH']
     """
     up = name.upper()
-    return up in _SECRET_NAMES or (up not in _NOT_SECRETS and any(p in up for p in _SECRET_PARTS))
+    if up in _SECRET_NAMES:
+        return True
+    words = [w for w in up.split("_") if w]
+    if not words or words[-1] in _POINTER_WORDS or "DISABLE" in words or "ENABLE" in words:
+        return False
+    return (any(w in _SECRET_WORDS or w.endswith("PASSWORD") for w in words)
+            or any(p in up for p in _SECRET_PAIRS))
 
 
 def scrub_secrets(environ) -> list[str]:
@@ -108,6 +118,7 @@ def _worker_main(conn, code: str, memory_mb: int | None, parent_pid: int = 0, ma
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     scrub_secrets(os.environ)
     blank_environ_values(is_secret_name)  # and their values in what /proc/self/environ shows
+    sys.argv[:] = sys.argv[:1]  # spawn copies the app's argv here (an --auth password among it)
     conn.send(("started", os.getpid()))
 
     # 2) run the code's top level once and find its reward functions
