@@ -119,8 +119,13 @@
 # --config configs/smollm2-largest.yaml --set model.lora_r=32 model.lora_alpha=64 algorithm.max_completion_length=256
 # --steps 60 --eval-n 100 --budget-s 400 (228 s: held-out 2% -> 98%) -> TESTS=tests/test_vllm_engine.py timeout 470
 # ... tests (306 s: 9 passed, 1 skipped).
-# Next, in order (each its own command, after the kit):
+# Next, in order (each its own command, after the kit); trainer passes (GRPOTrainer.passes) and the secrets
+# follow-up (42656dc) were CPU-tested only:
+#   app --config configs/smollm2-largest.yaml --set model.lora_r=32 model.lora_alpha=64 \
+#        algorithm.max_completion_length=256 algorithm.micro_batch_size=16 --steps 60 --eval-n 100 --budget-s 400
+#        # short answers in micro-batches of 16: passes merge (the step record's time/forward_backward)
 #   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --budget-s 400   # fast mode's auto pick now (4)
+#   TESTS="tests/test_vllm_engine.py" tests                                        # the GRPO loops through passes
 #   (carry .devkit/unsloth) trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 560
 #        # the 4-bit auto pick compiled beside Unsloth-4bit on one machine (8.35 s here against 8.64 at 17:01)
 #   trl --systems ours-fast --lengths 1024 --ours-compile --ours-runner v2 --budget-s 300   # V2 in the trainer
