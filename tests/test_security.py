@@ -130,6 +130,7 @@ def test_case1_open_host_without_auth_refuses_anonymous_clients(tiny_model_dir, 
         with pytest.raises(AuthenticationError):
             gradio_client.Client(url, verbose=False)
         assert http(url + "config")[0] == 401  # the page's config (and every API route) needs the login
+        assert http(url + "openapi.json")[0] == 401  # FastAPI's list of routes too
         match = re.search(r"user 'aha', password '([^']+)'", log.read_text())
         assert match, log.read_text()[-2000:]
         client = gradio_client.Client(url, auth=("aha", match.group(1)), verbose=False)

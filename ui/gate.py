@@ -38,6 +38,7 @@ import sys
 
 API_PREFIX = "/gradio_api/"
 OPEN_API_PATHS = {"/gradio_api/startup-events"}  # launch calls it; a second call does nothing
+GATED_PATHS = {"/openapi.json"}  # FastAPI's schema of every route, outside API_PREFIX
 MAX_OPEN_FILES = 65_536
 
 
@@ -96,7 +97,8 @@ class ApiGate:
         if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         path = scope.get("path", "")
-        if path.startswith(API_PREFIX) and path.rstrip("/") not in OPEN_API_PATHS and not logged_in(scope):
+        gated = (path.startswith(API_PREFIX) and path.rstrip("/") not in OPEN_API_PATHS) or path.rstrip("/") in GATED_PATHS
+        if gated and not logged_in(scope):
             return await _answer(scope, send, 401, "Not authenticated: log in first")
         client = (scope.get("client") or ("?", 0))[0]
         if self._per_client.get(client, 0) >= self.max_per_client or self._total >= self.max_total:
