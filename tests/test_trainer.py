@@ -344,6 +344,7 @@ def test_short_steps_run_fewer_larger_passes_with_the_same_update(tiny_model_dir
 
         t.optimizer_step = keep
     m, s = merged.train_step(), split.train_step()  # one step: AdamW's first update is ~lr x sign(gradient),
+    assert m.metrics["train/passes"] == len(seen[-1][0]) < s.metrics["train/passes"] == 16  # 32 rows in pairs
     assert m.metrics["reward"] == s.metrics["reward"]  # so rounding in a ~0 gradient would part the runs after
     assert m.metrics["loss"] == pytest.approx(s.metrics["loss"], rel=1e-5, abs=1e-6)
     assert m.metrics["grad_norm"] == pytest.approx(s.metrics["grad_norm"], rel=1e-5) and m.metrics["grad_norm"] > 0

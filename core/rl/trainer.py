@@ -215,7 +215,7 @@ class GRPOTrainer:
             loss_type=a.loss_type, importance_sampling_level="sequence" if a.algorithm == "gspo" else "token",
             epsilon_low=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta, bias_correction_kl=a.use_bias_correction_kl,
             max_completion_length=a.max_completion_length, num_items_in_batch=float(cmask.sum()))  # dapo: step's tokens
-        done = 0
+        done, passes = 0, []
         while done < a.num_iterations:
             try:
                 passes = self.passes(batch)  # micro-batches, or whole multiples of them where the step is short
@@ -266,6 +266,7 @@ class GRPOTrainer:
             "clip_ratio/low_mean": stats.low_clip_sum / max(stats.clip_units, 1.0),
             "clip_ratio/high_mean": stats.high_clip_sum / max(stats.clip_units, 1.0),
             "clip_ratio/region_mean": stats.region_clip_sum / max(stats.clip_units, 1.0),
+            "train/passes": float(len(passes)),  # forward/backward passes of the last update (GRPOTrainer.passes)
         })
         extra = {i: {"advantage": float(advantages[i])} for i in range(len(completions))}
         return StepResult(step, m, self.step_samples(rollouts, step, extra))
