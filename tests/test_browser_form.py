@@ -283,3 +283,22 @@ def test_a_file_that_cannot_be_read_leaves_the_page_on_the_source_in_use(app, br
     expect(page.get_by_role("radio", name="Built-in task")).to_be_checked(timeout=10_000)  # what Start trains on
     expect(page.locator("#data-builtin")).to_be_visible()
     page.close()
+
+
+def test_an_uploaded_file_shows_its_own_questions(app, browser, tmp_path):
+    """A new user (2026-12-06) uploaded `q,a` and saw the note describe the new file above the built-in
+    task's questions until they pressed Preview: the upload now previews what Start trains on."""
+    url, _runs, _data = app
+    good = tmp_path / "good.csv"
+    good.write_text("q,a\n" + "".join(f"How many legs has animal number {i}?,{i}\n" for i in range(12)))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    open_tab(page, "2 · Data")
+    expect(page.locator("#data-info")).to_contain_text("training questions", timeout=30_000)
+    page.get_by_role("radio", name="Upload a file").check()
+    page.locator("#data-upload input[type=file]").set_input_files(str(good))
+    info = page.locator("#data-info")
+    expect(info).to_contain_text("Columns: q, a", timeout=30_000)  # the upload's own message stays on top
+    expect(info).to_contain_text("training questions", timeout=30_000)  # ... the preview under it
+    expect(page.locator("#data-preview")).to_contain_text("How many legs has animal number", timeout=30_000)
+    page.close()

@@ -305,6 +305,14 @@ def test_carved_split_is_seeded_disjoint_and_capped(tmp_path):
     small = load_task_data(_cfg(tmp_path / "few.csv", eval_size=1000))
     assert len(small.eval) == 2 and len(small.train) == 3
     assert small.notes == ["5 usable rows: held out 2 (at most half of so few) instead of 1000"]
+    # columns no name suggests are said again when the data loads (Start's banner), not only at upload
+    (tmp_path / "foo.csv").write_text("question,foo\n" + "".join(f"q{i},{i}\n" for i in range(20)))
+    foo = load_task_data(_cfg(tmp_path / "foo.csv", prompt_column="question", answer_column="foo"))
+    assert foo.notes[0] == ("check the columns on the Data tab: the answer column `foo` is not named like an "
+                            "answer column")
+    (tmp_path / "qa.csv").write_text("q,a\n" + "".join(f"q{i},{i}\n" for i in range(20)))
+    qa = load_task_data(_cfg(tmp_path / "qa.csv", prompt_column="q", answer_column="a"))
+    assert "the question column `q` is not named like a question column; the answer column `a`" in qa.notes[0]
     # the 20-row CSV with the default eval_size (200): 5 held out, 15 to train on (was 1)
     (tmp_path / "twenty.csv").write_text("prompt,answer\n" + "".join(f"q{i},{i}\n" for i in range(20)))
     twenty = load_task_data(DataConfig(source=str(tmp_path / "twenty.csv")))

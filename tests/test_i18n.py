@@ -81,6 +81,14 @@ def test_status_line_in_chinese_and_english():
                          "已用 1m 10s · 2 个回答排在当前步之后")
     assert "请在“奖励”页修正" in cn and "❌ boom" in cn  # what the run wrote stays as written
     assert views.status_line({}, "zh").startswith("⚪ **空闲**")
+    # paused: Start is greyed out, the line says what Resume and Stop do; an ended run names its checkpoint
+    assert "**Stop** ends the run with its checkpoint" in en and "**停止**会保存检查点" in cn
+    stopped = {"state": "stopped", "run_name": "r1", "step": 3, "max_steps": 10, "checkpoint": "step-000003"}
+    assert views.status_line(stopped).endswith("checkpoint `step-000003` saved: **Resume** continues the run from it")
+    assert views.status_line(stopped, "zh").endswith("已保存检查点 `step-000003`：**继续**会从它接着训练")
+    done = views.status_line({**stopped, "state": "finished"})
+    assert done.endswith("checkpoint `step-000003` saved") and "Resume" not in done
+    assert "checkpoint" not in views.status_line({**stopped, "state": "running"})
 
 
 def _plan_words_left_in_english(text: str) -> list[str]:

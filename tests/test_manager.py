@@ -173,6 +173,7 @@ def test_chat_is_answered_between_steps_then_stop_and_resume(manager):
     step = manager.status()["step"]
     assert stopped_at <= step < 6
     assert manager.checkpoints(name)[-1].endswith(f"step-{step:06d}")  # stop saves the step it reached
+    assert manager.status()["checkpoint"] == f"step-{step:06d}"  # and the status line names it
     kept = float(manager.metrics(name)["step_time"].iloc[:step].sum())
     # a stopped run continues from its checkpoint, logs stay continuous
     manager.resume(name)

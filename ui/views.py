@@ -200,6 +200,10 @@ STATUS_EN = {
     "elapsed": "elapsed {elapsed}",
     "queued": "{queued} answer(s) queued behind the current step",
     "fix_rewards": " — fix it on the Rewards tab, then press **Resume**.",
+    "paused_hint": "**Resume** goes on from here; **Stop** ends the run with its checkpoint (Start, for a new "
+                   "run, opens again after Stop).",
+    "checkpoint": "checkpoint `{name}` saved",
+    "checkpoint.resume": "checkpoint `{name}` saved: **Resume** continues the run from it",
     "traceback": "traceback",
     "progress.steps": "{done}/{total} steps",
     "progress.none": "no run",
@@ -234,6 +238,9 @@ def status_line(s: dict, lang: str = "en") -> str:
         parts.append(w["elapsed"].format(elapsed=format_seconds(s["elapsed"])))
     if s.get("queued"):
         parts.append(w["queued"].format(queued=s["queued"]))
+    if s.get("checkpoint") and state in ("finished", "stopped", "failed", "interrupted"):
+        key = "checkpoint" if state == "finished" else "checkpoint.resume"  # a new user saw a Stop say nothing of it
+        parts.append(w[key].format(name=s["checkpoint"]))
     line = " · ".join(parts)
     if s.get("engine_note") and state in ("loading", "running", "paused"):
         line += f"\n\n🔧 {s['engine_note']}"
@@ -243,6 +250,8 @@ def status_line(s: dict, lang: str = "en") -> str:
         line += f"\n\n⏸️ {s['pause_reason']}"
         if s["pause_reason"].startswith("reward"):
             line += w["fix_rewards"]
+    if state == "paused":  # Start is greyed out while paused: say why, and what the buttons do
+        line += f"\n\n{w['paused_hint']}"
     if s.get("note"):  # an interrupted run, or what a resume had to do
         line += f"\n\nℹ️ {s['note']}"
     if s.get("error"):

@@ -46,6 +46,9 @@ class RunStatus:
         if recent and state == "running" and max_steps:  # a paused run has no time to go
             eta = (sum(recent) / len(recent)) * max(0, max_steps - step)
         end = self._ended_at or time.time()
+        checkpoint = None  # an ended run's last checkpoint: the page says Resume continues from it
+        if state in FINAL_STATES and trainer is not None:
+            checkpoint = trainer.run.latest_checkpoint()
         return {
             "state": state,
             "run_name": self._run_name,
@@ -67,6 +70,7 @@ class RunStatus:
             "queued": self.worker.pending() if state in ACTIVE_STATES else 0,
             "engine_note": self._engine_note,
             "signal_warning": self._signal_warning,  # kept after the run: it explains a flat curve
+            "checkpoint": checkpoint.name if checkpoint is not None else "",
         }
 
     def run_config(self) -> Config | None:

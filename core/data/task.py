@@ -79,6 +79,12 @@ def _load_rows(cfg: DataConfig) -> TaskData:
     table = load_table(source, split=cfg.split, subset=cfg.subset)
     columns = [str(c) for c in table.columns]
     rows = task_rows(table, cfg.prompt_column, cfg.answer_column, where=source, notes=notes)
+    unnamed = guessed_by_position(cfg.prompt_column, cfg.answer_column)
+    if unnamed:  # said again at Start: a new user trained on `question,foo` with foo as the answer (2026-12-06)
+        used = {"question": cfg.prompt_column, "answer": cfg.answer_column}
+        notes.append("check the columns on the Data tab: " + "; ".join(
+            f"the {role} column `{used[role]}` is not named like {'an' if role == 'answer' else 'a'} {role} column"
+            for role in unnamed))
 
     # 2) held-out rows: the named split when the source has it
     held_out = None

@@ -182,8 +182,8 @@ def build(ctx: Ctx) -> None:
         return result["table"], text
 
     kind.change(on_kind, [kind], [builtin, upload, hub_box, columns_box], api_visibility="private")
-    upload.upload(on_upload, [upload, source], [source, prompt_col, answer_col, info, kind, upload, hub],
-                  api_visibility="private")
+    uploaded = upload.upload(on_upload, [upload, source], [source, prompt_col, answer_col, info, kind, upload, hub],
+                             api_visibility="private")
     hub.submit(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
                [source, prompt_col, answer_col, info], api_visibility="private")
     hub.blur(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
@@ -198,7 +198,17 @@ def build(ctx: Ctx) -> None:
             return gr.skip(), gr.skip()
         return preview(**values)
 
+    def after_upload(**values):
+        """The preview of what Start now trains on, under the upload's message: a new user saw that
+        message describe the new file above the previous source's rows until they pressed Preview
+        (2026-12-06). A refused file leaves the source as it was: its rows are what Start uses."""
+        said = values.pop("_said") or ""
+        rows, text = preview(**values)
+        return rows, f"{said}\n\n{text}" if said else text
+
     def wire_preview():
+        uploaded.then(after_upload, inputs_kwargs={**form.components, "_said": info}, outputs=[table, info],
+                      api_visibility="private", show_progress="hidden")
         preview_btn.click(preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_name="preview_data")
         if "data_tab" in ctx.shared:
             ctx.shared["data_tab"].select(first_look, inputs_kwargs={**form.components, "_shown": info},
