@@ -102,6 +102,10 @@ def test_a_reload_mid_run_shows_the_runs_settings(app, browser):
         open_tab(page, "4 · Train")
         expect(field(page, "algorithm_max_steps")).to_have_value("20000", timeout=60_000)
         assert "paused" in page.locator("#status-bar").inner_text()
+        # ... and says so: the form is the last run's, its own reward code included (a new user missed it)
+        note = page.locator("#train-message")
+        expect(note).to_contain_text("The form shows the settings of the last run, sums (paused)")
+        expect(note).to_contain_text("clear the Rewards tab's editor to start without it")
         # Data: the CSV (as an upload), its columns, the prompt and the prefix
         open_tab(page, "2 · Data")
         expect(field(page, "data_source", "textarea")).to_have_value(str(csv))

@@ -63,11 +63,11 @@ TEXT: dict[str, tuple[str, str]] = {
         "💡 **Before you pick** — a model under about **1.5B parameters rarely learns to write thinking tokens "
         "on its own**: give it a worked example in the system prompt and start its answer with `<think>` (the "
         "SmolLM2 recipes in `configs/` do). A **base (non-instruct) model needs the right chat template**: set "
-        "one on the Data tab (the ChatML default works for most), or it reads the prompt as plain text. Rewards "
-        "often rise only **after a few hundred steps**.",
+        "one on the Data tab (the ChatML default works for most), or it reads the prompt as plain text. With the "
+        "defaults the reward moves within the first steps; with **your own task** it can take **a few hundred**.",
         "💡 **选择之前** —— 参数量低于约 **15 亿（1.5B）的模型很少能自己学会写思考过程**：请在系统提示词中给一个带步骤的示例，"
         "并让回答以 `<think>` 开头（`configs/` 中的 SmolLM2 配方就是这样做的）。**基础（非 instruct）模型需要正确的对话模板**："
-        "在“数据”页设置一个（默认的 ChatML 对大多数模型可用），否则它会把提示当作普通文本。奖励常常要**几百步之后**才开始上升。",
+        "在“数据”页设置一个（默认的 ChatML 对大多数模型可用），否则它会把提示当作普通文本。使用默认设置时，奖励在最初几步内就会变化；换成**你自己的任务**时，可能要**几百步**。",
     ),
     # data tab
     "data.intro": (

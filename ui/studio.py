@@ -20,9 +20,10 @@ from core.app.manager import RunManager
 from ui.common import Ctx
 from ui.forms import Form
 from ui.gate import ApiGate, raise_open_file_limit
-from ui.i18n import I18N, t
+from ui.i18n import I18N, lang_of, t
 from ui.login_guard import LoginGuard
 from ui.tabs import compare, data, export, model, rewards, runs, train
+from ui.views import form_note
 
 CSS = """
 #start-btn {min-width: 110px}
@@ -77,15 +78,16 @@ def build_app(manager: RunManager) -> gr.Blocks:
 
         # ... and the form shows that run's settings, not the defaults (Start and Resume read the
         # form); the estimate and plan then follow the values shown
-        def show_run():
+        def show_run(request: gr.Request):
             cfg = manager.run_config()
             if cfg is None:  # no run yet: the defaults stay (an empty dict is no update to Gradio)
-                return [gr.skip()] * len(form.outputs())
-            return form.show(cfg)
+                return [gr.skip()] * (len(form.outputs()) + 1)
+            return {**form.show(cfg),
+                    ctx.shared["train_message"]: form_note(manager.status(), cfg.rewards.custom_code, lang_of(request))}
 
         estimate, model_inputs = ctx.shared["model_estimate"]
         plan_fn, plan_md = ctx.shared["memory_plan"]
-        demo.load(show_run, outputs=form.outputs(), api_visibility="private").then(
+        demo.load(show_run, outputs=[*form.outputs(), ctx.shared["train_message"]], api_visibility="private").then(
             estimate, inputs_kwargs=model_inputs, outputs=[ctx.shared["model_memory"]], api_visibility="private"
         ).then(plan_fn, inputs_kwargs=dict(form.components), outputs=[plan_md], api_visibility="private")
         ctx.shared["compare_on_load"](demo.load)

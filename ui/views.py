@@ -200,10 +200,12 @@ STATUS_EN = {
     "elapsed": "elapsed {elapsed}",
     "queued": "{queued} answer(s) queued behind the current step",
     "fix_rewards": " — fix it on the Rewards tab, then press **Resume**.",
-    "paused_hint": "**Resume** goes on from here; **Stop** ends the run with its checkpoint (Start, for a new "
-                   "run, opens again after Stop).",
+    "paused_hint": "**Resume** goes on from here; **Stop** ends the run with its checkpoint (then **Start** opens).",
     "checkpoint": "checkpoint `{name}` saved",
     "checkpoint.resume": "checkpoint `{name}` saved: **Resume** continues the run from it",
+    "form_from_run": "ℹ️ The form shows the settings of the last run, `{run}` ({state}): **Start** trains with them "
+                     "as shown, the Data tab's source and the Rewards tab's code included.",
+    "form_from_run.code": " It scored with its own reward code too: clear the Rewards tab's editor to start without it.",
     "traceback": "traceback",
     "progress.steps": "{done}/{total} steps",
     "progress.none": "no run",
@@ -238,9 +240,8 @@ def status_line(s: dict, lang: str = "en") -> str:
         parts.append(w["elapsed"].format(elapsed=format_seconds(s["elapsed"])))
     if s.get("queued"):
         parts.append(w["queued"].format(queued=s["queued"]))
-    if s.get("checkpoint") and state in ("finished", "stopped", "failed", "interrupted"):
-        key = "checkpoint" if state == "finished" else "checkpoint.resume"  # a new user saw a Stop say nothing of it
-        parts.append(w[key].format(name=s["checkpoint"]))
+    if s.get("checkpoint") and state in ("finished", "stopped", "failed", "interrupted"):  # a Stop said nothing of it
+        parts.append(w["checkpoint" if state == "finished" else "checkpoint.resume"].format(name=s["checkpoint"]))
     line = " · ".join(parts)
     if s.get("engine_note") and state in ("loading", "running", "paused"):
         line += f"\n\n🔧 {s['engine_note']}"
@@ -260,6 +261,17 @@ def status_line(s: dict, lang: str = "en") -> str:
         tb = html.escape(s["traceback"].strip())
         line += f"\n\n<details><summary>{w['traceback']}</summary><pre>{tb}</pre></details>"
     return line
+
+
+def form_note(s: dict, custom_code: str, lang: str = "en") -> str:
+    """What the Train tab says when a page (re)loads with the last run's settings in its form (a new
+    user reloaded, lost their changes to the run's looping reward code and pressed Start, 2026-12-06).
+    >>> form_note({"run_name": "r", "state": "stopped"}, "def f(p, c): ...").count("Rewards tab")
+    2"""
+    w = STATUS_ZH if lang == "zh" else STATUS_EN
+    state = w.get(f"state.{s.get('state', 'idle')}", s.get("state", ""))
+    return w["form_from_run"].format(run=s.get("run_name") or "?", state=state) + (
+        w["form_from_run.code"] if custom_code.strip() else "")
 
 
 def progress_html(s: dict, lang: str = "en") -> str:

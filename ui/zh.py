@@ -211,6 +211,9 @@ STATUS_ZH: dict[str, str] = {
     "paused_hint": "**继续**从这里接着训练；**停止**会保存检查点并结束运行（停止之后才能用“开始”新建运行）。",
     "checkpoint": "已保存检查点 `{name}`",
     "checkpoint.resume": "已保存检查点 `{name}`：**继续**会从它接着训练",
+    "form_from_run": "ℹ️ 表单显示的是上一次运行 `{run}`（{state}）的设置：**开始**会按所示设置训练，包括数据页的数据源和"
+                     "奖励页的代码。",
+    "form_from_run.code": "那次运行还用了它自己的奖励代码：如不需要，请先清空奖励页的编辑器再开始。",
     "traceback": "错误堆栈",
     "progress.steps": "{done}/{total} 步",
     "progress.none": "尚无运行",

@@ -339,13 +339,12 @@ class GRPOTrainer:
 
     def passes(self, batch: Rollouts) -> list[tuple[int, int]]:
         """Rows [i, j) of each forward/backward pass over a step's rollouts: `micro_batch_size`
-        sequences, or a whole multiple of it (2x, 4x, ..., every pass the same size) where this
-        step's sequences are short enough that each pass still holds no more padded tokens than the
-        planned micro-batch at full length (micro_batch_size x (max_prompt_length +
-        max_completion_length)): the memory the plan counted, fewer and larger passes (a GPU pass of
-        a few short sequences is launch-bound). bnpo keeps the configured micro-batch: its loss is
-        normalised per micro-batch, as TRL's, so another split would change it; the other loss types
-        give the same loss for any split into equal parts."""
+        sequences, or a whole multiple of it (2x, 4x, ..., every pass the same size) where this step's
+        sequences are short enough that each pass still holds no more padded tokens than the planned
+        micro-batch at full length (micro_batch_size x (max_prompt_length + max_completion_length)):
+        the memory the plan counted, fewer and larger passes (a GPU pass of a few short sequences is
+        launch-bound). bnpo keeps the configured micro-batch: its loss is normalised per micro-batch,
+        as TRL's, so another split would change it; the other losses are the same for equal parts."""
         B, size = batch.input_ids.size(0), max(1, self.micro_batch_size)
         a = self.cfg.algorithm
         if a.loss_type != "bnpo":

@@ -90,6 +90,7 @@ def build(ctx: Ctx) -> None:
                 stop = gr.Button(t("train.stop"), variant="secondary", interactive=False, elem_id="stop-btn")
             progress = gr.HTML(progress_html({}), label=t("train.progress"))
             message = gr.Markdown(elem_id="train-message")
+            ctx.shared["train_message"] = message  # a reload says the form holds the last run's settings
             gr.Markdown(t("train.loss_note"))
             with gr.Row():
                 reward_plot = _plot("train.plot.reward", "reward", multi=True, elem_id="reward-plot")
