@@ -90,6 +90,24 @@ def hide_secrets(auth: tuple[str, str] | None) -> list[str]:
     return done
 
 
+class _NotOurKernels:
+    """A logging filter: see `quiet_bitsandbytes_kernels_note`."""
+
+    def filter(self, record) -> bool:
+        return "kernels-community" not in record.getMessage()
+
+
+def quiet_bitsandbytes_kernels_note() -> None:
+    """bitsandbytes' CPU backend (0.50) tries `from kernels import get_kernel` (Hugging Face's
+    `kernels` package) when it is imported and logs a warning when that fails; this repository's
+    own `kernels/` (the fused log-prob kernels) answers that import, so every start on a CPU
+    printed a warning naming our file (a new user's walkthrough, 2026-12-06). Only that warning is
+    dropped: the CPU 4-bit path it is about is not one the app uses (4-bit needs a CUDA GPU)."""
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NotOurKernels())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Aha Studio: GRPO in the browser.")
     ap.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all)")
@@ -126,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for line in hide_secrets(auth):
         print(f"secrets: {line}", flush=True)
+    quiet_bitsandbytes_kernels_note()
     from core.config import ModelConfig
     from core.app.manager import RunManager, stop_on_sigterm
     from ui.studio import build_app, launch_app
