@@ -119,16 +119,18 @@
 # --config configs/smollm2-largest.yaml --set model.lora_r=32 model.lora_alpha=64 algorithm.max_completion_length=256
 # --steps 60 --eval-n 100 --budget-s 400 (228 s: held-out 2% -> 98%) -> TESTS=tests/test_vllm_engine.py timeout 470
 # ... tests (306 s: 9 passed, 1 skipped).
-# Next, in order (each its own command, after the kit); trainer passes (GRPOTrainer.passes) and the secrets
-# follow-up (42656dc) were CPU-tested only:
-#   app --config configs/smollm2-largest.yaml --set model.lora_r=32 model.lora_alpha=64 \
-#        algorithm.max_completion_length=256 algorithm.micro_batch_size=16 --steps 60 --eval-n 100 --budget-s 400
-#        # short answers in micro-batches of 16: passes merge (the step record's time/forward_backward)
-#   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --budget-s 400   # fast mode's auto pick now (4)
-#   TESTS="tests/test_vllm_engine.py" tests                                        # the GRPO loops through passes
+# Issue 31, as run on 2026-12-06 23:37-23:58 (H200, the files of 925aea5; records in bench/results/2026-12-06_h200_j/;
+# four refused starts cost ~390 s): the kit as above -> (carry .devkit/s7) smol; app ... algorithm.micro_batch_size=16
+# --steps 60 --eval-n 100 --budget-s 400 (328 s: held-out 2% -> 92%) -> trl --systems ours-fast,trl-vllm --lengths
+# 1024 --ours-compile --budget-s 400 (220 s) -> TESTS=tests/test_vllm_engine.py timeout 420 ... tests (298 s: 9 passed,
+# 1 skipped) -> trl --systems ours-fast ... --ours-runner v2 --budget-s 330 (139 s) -> trl --systems ours-fast ...
+# --budget-s 250 (84 s) -> trl --systems ours-fast,trl-vllm ... --ours-runner v2 --budget-s 215 (139 s).
+# Next, in order (each its own command, after the kit): the same machine's run-to-run spread was up to 12%, so
+# pair each comparison in one command, twice:
+#   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 300   # twice
+#        # V2 in the trainer against TRL, each pair minutes apart; then the same with the V1 runner
+#   app ... algorithm.micro_batch_size=16 ... (as above): the step record now counts its passes (train/passes)
 #   (carry .devkit/unsloth) trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 560
-#        # the 4-bit auto pick compiled beside Unsloth-4bit on one machine (8.35 s here against 8.64 at 17:01)
-#   trl --systems ours-fast --lengths 1024 --ours-compile --ours-runner v2 --budget-s 300   # V2 in the trainer
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
