@@ -104,7 +104,7 @@ def test_a_reload_mid_run_shows_the_runs_settings(app, browser):
         assert "paused" in page.locator("#status-bar").inner_text()
         # ... and says so: the form is the last run's, its own reward code included (a new user missed it)
         note = page.locator("#train-message")
-        expect(note).to_contain_text("The form shows the settings of the last run, sums (paused)")
+        expect(note).to_contain_text("The form shows the settings of the run in progress (paused)")
         expect(note).to_contain_text("clear the Rewards tab's editor to start without it")
         # Data: the CSV (as an upload), its columns, the prompt and the prefix
         open_tab(page, "2 · Data")
@@ -267,6 +267,17 @@ def test_leaving_the_task_list_without_a_pick_keeps_the_runs_prompt(app, browser
         page.close()
 
 
+def upload_on_data_tab(browser, url: str, path):
+    """A new page on the Data tab (its first preview shown), with `path` sent through "Upload a file"."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    open_tab(page, "2 · Data")
+    expect(page.locator("#data-info")).to_contain_text("training questions", timeout=30_000)
+    page.get_by_role("radio", name="Upload a file").check()
+    page.locator("#data-upload input[type=file]").set_input_files(str(path))
+    return page
+
+
 def test_a_file_that_cannot_be_read_leaves_the_page_on_the_source_in_use(app, browser, tmp_path):
     """A new user (2026-12-06) uploaded a broken file and pressed Start: "Upload a file" was still picked
     and the file still in its box, the run trained on the built-in task without a word. The radio now goes
@@ -274,16 +285,12 @@ def test_a_file_that_cannot_be_read_leaves_the_page_on_the_source_in_use(app, br
     url, _runs, _data = app
     bad = tmp_path / "bad.csv"
     bad.write_text('question,answer\n"unclosed,1\n')
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(url)
-    open_tab(page, "2 · Data")
-    expect(page.locator("#data-info")).to_contain_text("training questions", timeout=30_000)
-    page.get_by_role("radio", name="Upload a file").check()
-    page.locator("#data-upload input[type=file]").set_input_files(str(bad))
+    page = upload_on_data_tab(browser, url, bad)
     info = page.locator("#data-info")
     expect(info).to_contain_text("Nothing was loaded from bad.csv", timeout=30_000)
     expect(info).to_contain_text("bad.csv, line 2")  # the user's file name, not the server's copy
     expect(info).not_to_contain_text("_uploads")
+    expect(info).not_to_contain_text("training questions")  # nothing changed: no preview under the message
     expect(page.get_by_role("radio", name="Built-in task")).to_be_checked(timeout=10_000)  # what Start trains on
     expect(page.locator("#data-builtin")).to_be_visible()
     page.close()
@@ -295,14 +302,11 @@ def test_an_uploaded_file_shows_its_own_questions(app, browser, tmp_path):
     url, _runs, _data = app
     good = tmp_path / "good.csv"
     good.write_text("q,a\n" + "".join(f"How many legs has animal number {i}?,{i}\n" for i in range(12)))
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(url)
-    open_tab(page, "2 · Data")
-    expect(page.locator("#data-info")).to_contain_text("training questions", timeout=30_000)
-    page.get_by_role("radio", name="Upload a file").check()
-    page.locator("#data-upload input[type=file]").set_input_files(str(good))
+    page = upload_on_data_tab(browser, url, good)
     info = page.locator("#data-info")
     expect(info).to_contain_text("Columns: q, a", timeout=30_000)  # the upload's own message stays on top
     expect(info).to_contain_text("training questions", timeout=30_000)  # ... the preview under it
     expect(page.locator("#data-preview")).to_contain_text("How many legs has animal number", timeout=30_000)
+    expect(info).to_contain_text("No column is named like the question or the answer")  # said once, not again
+    expect(info).not_to_contain_text("check that the Data tab's columns")  # ... by the preview's note
     page.close()

@@ -308,8 +308,8 @@ def test_carved_split_is_seeded_disjoint_and_capped(tmp_path):
     # columns no name suggests are said again when the data loads (Start's banner), not only at upload
     (tmp_path / "foo.csv").write_text("question,foo\n" + "".join(f"q{i},{i}\n" for i in range(20)))
     foo = load_task_data(_cfg(tmp_path / "foo.csv", prompt_column="question", answer_column="foo"))
-    assert foo.notes[0] == ("check the columns on the Data tab: the answer column `foo` is not named like an "
-                            "answer column")
+    assert foo.notes[0] == ("check that the Data tab's columns are the ones meant: the answer column `foo` is not "
+                            "named like an answer column")
     (tmp_path / "qa.csv").write_text("q,a\n" + "".join(f"q{i},{i}\n" for i in range(20)))
     qa = load_task_data(_cfg(tmp_path / "qa.csv", prompt_column="q", answer_column="a"))
     assert "the question column `q` is not named like a question column; the answer column `a`" in qa.notes[0]

@@ -13,7 +13,7 @@ import pytest
 
 from core.memory import planner, words
 from core.config import Config, field_help
-from ui import views, zh
+from ui import status_text, views, zh
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -41,7 +41,7 @@ def test_every_config_field_has_chinese_help():
 
 
 @pytest.mark.parametrize("english,chinese", [
-    (words.WORDS, zh.PLAN_ZH), (views.STATUS_EN, zh.STATUS_ZH), (views.MEMORY_EN, zh.MEMORY_ZH),
+    (words.WORDS, zh.PLAN_ZH), (status_text.STATUS_EN, zh.STATUS_ZH), (views.MEMORY_EN, zh.MEMORY_ZH),
     (views.TRY_EN, zh.TRY_ZH)], ids=["plan", "status", "memory", "try"])
 def test_chinese_tables_match_their_english(english, chinese):
     assert set(chinese) == set(english)
@@ -74,21 +74,30 @@ def test_status_line_in_chinese_and_english():
     s = {"state": "paused", "run_name": "r1", "step": 3, "max_steps": 10, "eta_seconds": 185,
          "tokens_per_second": 412.4, "reward": 0.25, "elapsed": 70, "queued": 2,
          "pause_reason": "reward 'flaky' failed", "error": "boom"}
-    en, cn = views.status_line(s), views.status_line(s, "zh")
+    en, cn = status_text.status_line(s), status_text.status_line(s, "zh")
     assert en.startswith("⏸️ **paused** · run `r1` · step **3/10** · ETA 3m 05s · 412 tokens/s · reward 0.250")
     assert "fix it on the Rewards tab" in en
     assert cn.startswith("⏸️ **已暂停** · 运行 `r1` · 第 **3/10** 步 · 预计剩余 3m 05s · 412 token/秒 · 奖励 0.250 · "
                          "已用 1m 10s · 2 个回答排在当前步之后")
     assert "请在“奖励”页修正" in cn and "❌ boom" in cn  # what the run wrote stays as written
-    assert views.status_line({}, "zh").startswith("⚪ **空闲**")
+    assert status_text.status_line({}, "zh").startswith("⚪ **空闲**")
     # paused: Start is greyed out, the line says what Resume and Stop do; an ended run names its checkpoint
     assert "**Stop** ends the run with its checkpoint" in en and "**停止**会保存检查点" in cn
     stopped = {"state": "stopped", "run_name": "r1", "step": 3, "max_steps": 10, "checkpoint": "step-000003"}
-    assert views.status_line(stopped).endswith("checkpoint `step-000003` saved: **Resume** continues the run from it")
-    assert views.status_line(stopped, "zh").endswith("已保存检查点 `step-000003`：**继续**会从它接着训练")
-    done = views.status_line({**stopped, "state": "finished"})
+    assert status_text.status_line(stopped).endswith("checkpoint `step-000003` saved: **Resume** continues the run from it")
+    assert status_text.status_line(stopped, "zh").endswith("已保存检查点 `step-000003`：**继续**会从它接着训练")
+    done = status_text.status_line({**stopped, "state": "finished"})
     assert done.endswith("checkpoint `step-000003` saved") and "Resume" not in done
-    assert "checkpoint" not in views.status_line({**stopped, "state": "running"})
+    assert "checkpoint" not in status_text.status_line({**stopped, "state": "running"})
+    first = status_text.status_line({**s, "step": 0})  # paused before its first step: a stop keeps nothing
+    assert "no step to keep yet" in first and "with its checkpoint" not in first
+    # a reload: the form holds the last run's settings (its reward code named when it had some)
+    ended = status_text.form_note({"run_name": "r1", "state": "stopped"}, "def f(prompts, completions): ...")
+    assert ended.startswith("ℹ️ The form shows the settings of the last run, `r1` (stopped): **Start**")
+    assert ended.endswith("clear the Rewards tab's editor to start without it.")
+    assert "Rewards" not in status_text.form_note({"run_name": "r1", "state": "stopped"}, "  ")
+    active = status_text.form_note({"run_name": None, "state": "loading"}, "", "zh")
+    assert active == "ℹ️ 表单显示的是正在进行的运行（加载中）的设置。"  # no "?" for a run still loading
 
 
 def _plan_words_left_in_english(text: str) -> list[str]:

@@ -609,7 +609,7 @@ def test_a_run_with_nothing_to_learn_from_says_so(manager):
     assert "correctness paid 0 to every completion" in w
     assert "the adapter is still exactly zero" in w
     assert "format_soft or xml_tag_count" in w
-    from ui.views import status_line
+    from ui.status_text import status_line
 
     assert "Nothing to learn from" in status_line(s)
 

@@ -313,6 +313,7 @@ def test_case7_dead_run_is_interrupted_and_resume_offers_it(tiny_model_dir, tmp_
         s = manager.status()
         assert (s["state"], s["run_name"], s["step"], s["max_steps"]) == ("interrupted", "crashed", 2, 4)
         assert "Resume" in s["note"]
+        assert s["checkpoint"] == "step-000002"  # read from the folder: no trainer holds this run
         manager.resume()  # no name: the run the status shows
         assert manager.wait(timeout=180) == "finished"
         assert [m["step"] for m in RunDir(trainer.run.path).read_metrics()] == [1, 2, 3, 4]

@@ -660,7 +660,8 @@ def test_case9_uploads_have_a_quota_and_gradios_copy_is_removed(tiny_model_dir, 
     try:
         demo = build_app(manager)
         (on_upload,) = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_upload"]
-        stored, *_ = on_upload(str(gradio_copy))
+        stored, *_, loaded = on_upload(str(gradio_copy))
+        assert loaded is True  # the Data tab previews it (ui/tabs/data.py after_upload)
         assert Path(stored).read_text().startswith("question,answer") and Path(stored).parent.name == "_uploads"
         assert not gradio_copy.exists() and not gradio_copy.parent.exists() and cache.exists()
         # a refused upload after it says that the source in use is still the earlier file
@@ -670,7 +671,7 @@ def test_case9_uploads_have_a_quota_and_gradios_copy_is_removed(tiny_model_dir, 
         broken.parent.mkdir(parents=True)
         broken.write_text("{not json\n")
         out = on_upload(str(broken), stored)
-        assert [o for o in out[:3]] == [gr.skip()] * 3 and out[3].startswith("⚠️")
+        assert [o for o in out[:3]] == [gr.skip()] * 3 and out[3].startswith("⚠️") and out[7] is False  # no preview
         # the messages name files as the user uploaded them, not the server's copies (sums.csv is in use)
         assert "The data source is unchanged: `sums.csv` (Start trains on it)" in out[3]
         assert "broken.jsonl, line 1: not valid JSON" in out[3] and "_uploads" not in out[3]

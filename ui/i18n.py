@@ -7,7 +7,7 @@ field (the tooltips) is written once, in English, in `core/config.py`; its Chine
 `ui/zh.py` (HELP_ZH, keyed section.field), and both are served here under "h.<section>.<name>".
 
 Gradio translates only static text in the frontend: values computed on the server (the status
-line, the memory plan) are rendered by `ui/views.py` in the language of the request
+line, the memory plan) are rendered by `ui/status_text.py` and `ui/views.py` in the language of the request
 (`lang_of`: the browser's first language, which is also what picks the page's locale; a
 switch in Gradio's footer Settings changes the static text only). Messages a run writes
 (warnings, errors) stay English.

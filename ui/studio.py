@@ -23,7 +23,7 @@ from ui.gate import ApiGate, raise_open_file_limit
 from ui.i18n import I18N, lang_of, t
 from ui.login_guard import LoginGuard
 from ui.tabs import compare, data, export, model, rewards, runs, train
-from ui.views import form_note
+from ui.status_text import form_note
 
 CSS = """
 #start-btn {min-width: 110px}

@@ -4,8 +4,8 @@ Owns: the Chinese of every config field's help text (`HELP_ZH`, keyed `section.f
 is `core/config.py`'s `_f(..., help)`), of the memory plan's fragments (`PLAN_ZH`, the keys and
 {placeholders} of `core.memory.words.WORDS`), of the model tab's memory estimate (`MEMORY_ZH`) and
 of the status line (`STATUS_ZH`) and of Try on samples' stages (`TRY_ZH`; the English of these
-three beside them in `ui/views.py`). Values computed on the
-server (the status line, the plan) are rendered in the browser's language by `ui/views.py`;
+three beside them in `ui/views.py` and `ui/status_text.py`). Values computed on the
+server (the status line, the plan) are rendered in the browser's language by those two;
 static text goes through `gr.I18n` (`ui/i18n.py`). No gradio import here.
 
 Refuses to know: layout, and how any number was made.
@@ -176,7 +176,7 @@ PLAN_ZH: dict[str, str] = {
 }
 
 # ---------------------------------------------------------------------------
-# the model tab's memory estimate and the status line: ui/views.py's MEMORY_EN and STATUS_EN
+# the model tab's memory estimate and the status line: ui/views.py's MEMORY_EN and ui/status_text.py's STATUS_EN
 
 MEMORY_ZH: dict[str, str] = {
     "unknown": "内存估算：加载模型后才能得知。{note}",
@@ -209,11 +209,12 @@ STATUS_ZH: dict[str, str] = {
     "queued": "{queued} 个回答排在当前步之后",
     "fix_rewards": " —— 请在“奖励”页修正，然后点击**继续**。",
     "paused_hint": "**继续**从这里接着训练；**停止**会保存检查点并结束运行（停止之后才能用“开始”新建运行）。",
+    "paused_hint.first": "**继续**从这里接着训练；**停止**会结束运行（还没有可保存的步；停止之后才能用“开始”新建运行）。",
     "checkpoint": "已保存检查点 `{name}`",
     "checkpoint.resume": "已保存检查点 `{name}`：**继续**会从它接着训练",
-    "form_from_run": "ℹ️ 表单显示的是上一次运行 `{run}`（{state}）的设置：**开始**会按所示设置训练，包括数据页的数据源和"
-                     "奖励页的代码。",
+    "form_from_run": "ℹ️ 表单显示的是上一次运行 `{run}`（{state}）的设置：**开始**会按所示设置训练，包括数据页的数据源。",
     "form_from_run.code": "那次运行还用了它自己的奖励代码：如不需要，请先清空奖励页的编辑器再开始。",
+    "form_from_active": "ℹ️ 表单显示的是正在进行的运行（{state}）的设置。",
     "traceback": "错误堆栈",
     "progress.steps": "{done}/{total} 步",
     "progress.none": "尚无运行",

@@ -87,6 +87,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         self._signal: list[dict] = []  # per step of the active run: frac_reward_zero_std, rewards/<name>/mean
         self._signal_warning = ""  # what no_signal_warning said after the last step
         self._note = ""  # what a resume had to do (an older checkpoint, a changed learning rate)
+        self._checkpoint_seen = None  # ((run, state, step), its last checkpoint's name): core/app/status.py
         self._offer_interrupted()
 
     # -- properties --------------------------------------------------------------

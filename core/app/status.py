@@ -46,9 +46,6 @@ class RunStatus:
         if recent and state == "running" and max_steps:  # a paused run has no time to go
             eta = (sum(recent) / len(recent)) * max(0, max_steps - step)
         end = self._ended_at or time.time()
-        checkpoint = None  # an ended run's last checkpoint: the page says Resume continues from it
-        if state in FINAL_STATES and trainer is not None:
-            checkpoint = trainer.run.latest_checkpoint()
         return {
             "state": state,
             "run_name": self._run_name,
@@ -70,8 +67,26 @@ class RunStatus:
             "queued": self.worker.pending() if state in ACTIVE_STATES else 0,
             "engine_note": self._engine_note,
             "signal_warning": self._signal_warning,  # kept after the run: it explains a flat curve
-            "checkpoint": checkpoint.name if checkpoint is not None else "",
+            "checkpoint": self._ended_checkpoint(state),  # the page says Resume continues from it
         }
+
+    def _ended_checkpoint(self, state: str) -> str:
+        """The name of an ended run's last checkpoint ("" while it runs, or where it has none), read
+        from its folder once per (run, state, step): an interrupted run found at start-up, or one
+        whose trainer a model change dropped, has no trainer to ask, and the page polls every 2 s."""
+        if state not in FINAL_STATES or not self._run_name:
+            return ""
+        key = (self._run_name, state, self._last_step if self._trainer is None else self._trainer.step)
+        cached = self._checkpoint_seen
+        if cached is None or cached[0] != key:
+            from core.runs.folders import RunDir, sanitize_run_name
+
+            try:
+                last = RunDir(self.runs_dir / sanitize_run_name(self._run_name)).latest_checkpoint()
+            except (OSError, ValueError):  # unreadable or odd: the line just names no checkpoint
+                last = None
+            self._checkpoint_seen = cached = (key, last.name if last is not None else "")
+        return cached[1]
 
     def run_config(self) -> Config | None:
         """A copy of the active (or last) run's config, as the run uses it now (rewards swapped on

@@ -15,7 +15,7 @@ from .base import DataError, TaskData
 from .builtin import BUILTIN_TASKS, BuiltinTask, is_a_default_system_prompt, load_builtin, system_prompt_for
 from .chat import DEFAULT_CHAT_TEMPLATE, build_messages, preview, prompt_ids, render_prompt
 from .loaders import DEFAULT_MAX_BYTES, FILE_FORMATS, load_table, source_kind, split_names
-from .task import guess_columns, guessed_by_position, load_task_data, normalise_answer, task_rows
+from .task import UNNAMED_COLUMNS, guess_columns, guessed_by_position, load_task_data, normalise_answer, task_rows
 
 __all__ = [
     "BUILTIN_TASKS",
@@ -25,6 +25,7 @@ __all__ = [
     "DataError",
     "FILE_FORMATS",
     "TaskData",
+    "UNNAMED_COLUMNS",
     "build_messages",
     "guess_columns",
     "guessed_by_position",

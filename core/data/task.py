@@ -82,7 +82,7 @@ def _load_rows(cfg: DataConfig) -> TaskData:
     unnamed = guessed_by_position(cfg.prompt_column, cfg.answer_column)
     if unnamed:  # said again at Start: a new user trained on `question,foo` with foo as the answer (2026-12-06)
         used = {"question": cfg.prompt_column, "answer": cfg.answer_column}
-        notes.append("check the columns on the Data tab: " + "; ".join(
+        notes.append(f"{UNNAMED_COLUMNS}: " + "; ".join(
             f"the {role} column `{used[role]}` is not named like {'an' if role == 'answer' else 'a'} {role} column"
             for role in unnamed))
 
@@ -222,6 +222,7 @@ def _shuffled(rows: list[dict], seed: int) -> list[dict]:
     return rows
 
 
+UNNAMED_COLUMNS = "check that the Data tab's columns are the ones meant"  # starts the note `_load_rows` adds
 PROMPT_GUESSES = ("prompt", "question", "problem", "query", "input", "instruction")
 ANSWER_GUESSES = ("answer", "solution", "target", "output", "label", "response")
 _ID_LIKE = ("id", "idx", "index", "uid", "key", "unnamed: 0")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from core.data import (BUILTIN_TASKS, guess_columns, guessed_by_position, is_a_default_system_prompt, source_kind,
-                       system_prompt_for)
+from core.data import (BUILTIN_TASKS, UNNAMED_COLUMNS, guess_columns, guessed_by_position, is_a_default_system_prompt,
+                       source_kind, system_prompt_for)
 from core.runs.access import upload_name
 from ui.common import Ctx, warn
 from ui.i18n import t
@@ -133,13 +133,13 @@ def build(ctx: Ctx) -> None:
             f"Columns: {', '.join(f'`{c}`' for c in cols)}. {guessed}"
 
     def on_upload(path, current=""):
-        """[source, question column, answer column, message, kind, file box, hub id]. A file that cannot
+        """[source, question column, answer column, message, kind, file box, hub id, loaded]. A file that cannot
         be read changes nothing the run uses, and the page shows what it does use: the radio goes back to
         the source in use (its hub id in the box) and the file box empties (a new user saw the broken file
         in the box, "Upload a file" picked, and trained on the built-in task without a word, 2026-12-06);
         the messages name files as the user uploaded them, not the server's copies."""
         if not path:
-            return gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), gr.skip(), gr.skip(), False
         stored = None
         name = Path(path).name
         try:
@@ -152,14 +152,16 @@ def build(ctx: Ctx) -> None:
             current = (current or "").strip()
             if not current:
                 return (gr.skip(), gr.skip(), gr.skip(), said + f"\n\nNothing was loaded from `{name}`, and no data "
-                        "source is set: pick a built-in task or upload a readable file.", gr.skip(), None, gr.skip())
+                        "source is set: pick a built-in task or upload a readable file.", gr.skip(), None, gr.skip(),
+                        False)
             kind = KIND_OF[source_kind(current)]
             kept = (f"\n\nNothing was loaded from `{name}`. The data source is unchanged: `{upload_name(current)}` "
                     "(Start trains on it); upload a readable file to change it.")
-            return (gr.skip(), gr.skip(), gr.skip(), said + kept, kind, None, current if kind == "hub" else gr.skip())
+            return (gr.skip(), gr.skip(), gr.skip(), said + kept, kind, None, current if kind == "hub" else gr.skip(),
+                    False)
         finally:
             discard_gradio_copy(path)  # stored or refused, Gradio's copy is of no more use
-        return stored, p, a, msg, gr.skip(), gr.skip(), gr.skip()
+        return stored, p, a, msg, gr.skip(), gr.skip(), gr.skip(), True
 
     def on_hub(name, split, subset):
         if not name.strip():
@@ -182,8 +184,9 @@ def build(ctx: Ctx) -> None:
         return result["table"], text
 
     kind.change(on_kind, [kind], [builtin, upload, hub_box, columns_box], api_visibility="private")
-    uploaded = upload.upload(on_upload, [upload, source], [source, prompt_col, answer_col, info, kind, upload, hub],
-                             api_visibility="private")
+    loaded = gr.State(False)  # the last upload was read and is now the source (its rows are worth a preview)
+    uploaded = upload.upload(on_upload, [upload, source], [source, prompt_col, answer_col, info, kind, upload, hub,
+                                                           loaded], api_visibility="private")
     hub.submit(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
                [source, prompt_col, answer_col, info], api_visibility="private")
     hub.blur(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
@@ -199,15 +202,19 @@ def build(ctx: Ctx) -> None:
         return preview(**values)
 
     def after_upload(**values):
-        """The preview of what Start now trains on, under the upload's message: a new user saw that
-        message describe the new file above the previous source's rows until they pressed Preview
-        (2026-12-06). A refused file leaves the source as it was: its rows are what Start uses."""
+        """The preview of the file just loaded, under the upload's message: a new user saw that message
+        describe the new file above the previous source's rows until they pressed Preview (2026-12-06).
+        A refused file changed nothing (its message says so): no preview. The column warning is said
+        once, by the upload's message."""
         said = values.pop("_said") or ""
+        if not values.pop("_loaded"):
+            return gr.skip(), gr.skip()
         rows, text = preview(**values)
+        text = "\n".join(line for line in text.split("\n") if UNNAMED_COLUMNS not in line)
         return rows, f"{said}\n\n{text}" if said else text
 
     def wire_preview():
-        uploaded.then(after_upload, inputs_kwargs={**form.components, "_said": info}, outputs=[table, info],
+        uploaded.then(after_upload, inputs_kwargs={**form.components, "_said": info, "_loaded": loaded}, outputs=[table, info],
                       api_visibility="private", show_progress="hidden")
         preview_btn.click(preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_name="preview_data")
         if "data_tab" in ctx.shared:

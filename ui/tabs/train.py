@@ -14,8 +14,9 @@ from core.config import CPU_QUICK, Config
 from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
 from ui.i18n import lang_of, t
+from ui.status_text import progress_html, status_line
 from ui.views import (SAMPLE_COLUMNS, SHOWN_AS, aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown,
-                      plot_value, progress_html, reward_frame, samples_view, status_line, step_axis, value_axis)
+                      plot_value, reward_frame, samples_view, step_axis, value_axis)
 
 # settings a CPU finishes in minutes on the bundled 135M model (core.config.CPU_QUICK), by widget name
 QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
