@@ -572,7 +572,7 @@ def test_cpu_memory_plan_is_the_planners_ram(manager):
     expected = planner.plan_cpu(c, cfg, micro_batch_size=planner.micro_batch_size(cfg), dtype_bytes=4)
     assert plan["micro_batch_size"] == expected.micro_batch_size == 8
     assert plan["peak_gb"] == pytest.approx(expected.total_peak / 2**30)
-    assert "(float32)" in plan["text"] and "sequences of up to 144 tokens" in plan["text"]
+    assert "(float32)" in plan["text"] and "every sequence at its limit of 144 tokens" in plan["text"]
     available = float(re.search(r"\(([\d.]+) GB available\)", plan["text"]).group(1))
     assert available == pytest.approx(ram.available_bytes() / 2**30, abs=0.5)
     # the model tab's estimate says how much RAM there is too

@@ -281,7 +281,7 @@ def test_cpu_plan_parts_and_words():
     assert p.activations == mb + L * 4 * H * seq * seq * 4
     assert p.total_peak == p.weights + p.adapter_and_optimizer + p.activations + p.besides  # activations > KV
     assert p.fits and p.summary().startswith(f"CPU run: about {words.gb(p.total_peak)} of RAM")
-    assert "(64.0 GB available)" in p.summary() and "sequences of up to 320 tokens" in p.summary()
+    assert "(64.0 GB available)" in p.summary() and "every sequence at its limit of 320 tokens" in p.summary()
     tight = planner.plan_cpu(c, cfg, micro_batch_size=4, available_bytes=2**30)
     assert tight.fits is False and tight.summary().endswith("It may not fit: lower the completion length, G or "
                                                             "the micro-batch.")

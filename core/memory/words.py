@@ -44,8 +44,8 @@ WORDS = {
     "cpu.peak": "CPU run: about {peak} of RAM at the step's peak",
     "cpu.of_available": " ({available} available)",
     "cpu.parts": ": weights {weights} ({dtype}), adapter + optimizer {adapter}, the larger of sampling's KV cache "
-                 "{kv} and training's activations {activations} (micro-batch {mbs}, sequences of up to {tokens} "
-                 "tokens), and {besides} that training holds besides.",
+                 "{kv} and training's activations {activations} (micro-batch {mbs}, every sequence at its limit of "
+                 "{tokens} tokens: shorter answers take less), and {besides} that training holds besides.",
     "cpu.does_not_fit": "It may not fit: lower the completion length, G or the micro-batch.",
     # the run's engine (core/app/manager.py), and what the planner cannot know
     "engine.loaded": "It runs on the loaded vLLM engine (LoRA rank up to {rank}, a context of {context} tokens, "
