@@ -25,7 +25,8 @@ QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
 STARTED = "🟢 started run"  # the Start message, cleared once its run stops running (apply_layout)
 # what Stop answers while the step in flight finishes; cleared as the start message is (Pause answers
 # with the run's state as it is: the manager has no "pausing" state)
-IN_PROGRESS = {"stopping": "the step in flight finishes and a checkpoint is saved; the status above says when"}
+IN_PROGRESS = {"stopping": "the step in flight finishes and a checkpoint is saved; the status above says when",
+               "pausing": "the step in flight finishes first; the status above says when"}
 
 # the settings the memory plan depends on (model tab and this one)
 PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_target_modules",
@@ -200,7 +201,7 @@ def build(ctx: Ctx) -> None:
                  and f"`{key[0]}`" in str(said))  # this run's message: a refresh read just before a new start
                                                   # still holds the last run's status
         stale = stale or (bool(key) and key[2] not in ("stopping", "running")
-                          and str(said or "").startswith("stop: stopping"))
+                          and str(said or "").startswith(("stop: stopping", "pause: pausing")))
         return (*updates, tuple(wanted) if captions else gr.skip(), list(wanted_axis) if steps else gr.skip(),
                 gr.skip() if wanted_y is None else tuple(wanted_y), "" if stale else gr.skip())
 
@@ -227,8 +228,9 @@ def build(ctx: Ctx) -> None:
                 s = getattr(manager, action)()
             except Exception as e:
                 return warn(e)
-            words = IN_PROGRESS.get(s["state"])
-            return f"{action}: {s['state']}" + (f" ({words})" if words else "")
+            state = "pausing" if action == "pause" and s["state"] == "running" else s["state"]  # not "pause: running"
+            words = IN_PROGRESS.get(state)
+            return f"{action}: {state}" + (f" ({words})" if words else "")
         act.__name__ = action
         return act
 
