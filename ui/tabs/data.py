@@ -214,8 +214,8 @@ def build(ctx: Ctx) -> None:
         return rows, f"{said}\n\n{text}" if said else text
 
     def wire_preview():
-        uploaded.then(after_upload, inputs_kwargs={**form.components, "_said": info, "_loaded": loaded}, outputs=[table, info],
-                      api_visibility="private", show_progress="hidden")
+        uploaded.then(after_upload, inputs_kwargs={**form.components, "_said": info, "_loaded": loaded},
+                      outputs=[table, info], api_visibility="private", show_progress="hidden")
         preview_btn.click(preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_name="preview_data")
         if "data_tab" in ctx.shared:
             ctx.shared["data_tab"].select(first_look, inputs_kwargs={**form.components, "_shown": info},

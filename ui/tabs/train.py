@@ -23,8 +23,8 @@ QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
 
 
 STARTED = "🟢 started run"  # the Start message, cleared once its run stops running (apply_layout)
-# what Stop answers while the step in flight finishes; cleared as the start message is (Pause answers
-# with the run's state as it is: the manager has no "pausing" state)
+# what Stop and Pause answer while the step in flight finishes (the manager has no "pausing" state: a
+# pause pressed mid-step reads "running" until the step ends); cleared as the start message is
 IN_PROGRESS = {"stopping": "the step in flight finishes and a checkpoint is saved; the status above says when",
                "pausing": "the step in flight finishes first; the status above says when"}
 
