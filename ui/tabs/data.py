@@ -179,7 +179,8 @@ def build(ctx: Ctx) -> None:
         except Exception as e:  # no rows of an earlier source left under the error
             return gr.update(value=None), warn(e)
         notes = "".join(f"\n- {n}" for n in result["notes"])
-        text = (f"**{result['train']}** training questions · **{result['eval']}** held out · source "
+        n = result["train"]
+        text = (f"**{n}** training question{'' if n == 1 else 's'} · **{result['eval']}** held out · source "
                 f"`{cfg.data.source}`{notes}")
         return result["table"], text
 
