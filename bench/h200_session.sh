@@ -129,7 +129,13 @@
 # pair each comparison in one command, twice:
 #   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 300   # twice
 #        # V2 in the trainer against TRL, each pair minutes apart; then the same with the V1 runner
-#   app ... algorithm.micro_batch_size=16 ... (as above): the step record now counts its passes (train/passes)
+#   trl --systems trl-vllm --lengths 1024 --trl-vllm-is off --budget-s 200
+#        # TRL on ours' algorithm: without its vLLM importance-sampling correction (its default adds a no-grad
+#        # forward for pi_old that ours does not run), beside the TRL rows above
+#   app ... algorithm.micro_batch_size=16 ... (as above): the step record now counts its passes (train/passes),
+#        and the page's newer texts (a stop's checkpoint, the reload note, the upload preview) on a GPU
+#   VLLM_USE_V2_MODEL_RUNNER=1 TESTS=tests/test_vllm_engine.py tests   # the whole engine (LoRA adapters served,
+#        QLoRA, sleep mode) on the V2 runner: if it passes, V2 can become a setting (only merged rollouts ran on it)
 #   (carry .devkit/unsloth) trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 560
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as

@@ -368,12 +368,13 @@ def test_unsloth_child_command_sources_its_env_first(tmp_path):
     args = SimpleNamespace(prompt_len=256, generations=8, steps=2, gradient_checkpointing="on", interval_ms=20.0,
                            trl_vllm_util=0.0, trl_vllm_sleep="on", ours_engine="auto", ours_micro_batch=0,
                            ours_kv_dtype="auto", ours_merged="off", unsloth_util=0.03, unsloth_overhead_gib=0.25,
-                           ours_offload=False, ours_eager=True)
+                           ours_offload=False, ours_eager=True, trl_vllm_is="off")
     env = tmp_path / "env.sh"
     env.write_text("export AHA_FAKE_UNSLOTH_SITE=first\n")
     ours = parent.child_command(args, "ours", 1024, tmp_path, tmp_path / "o.json", 123.0, python="py")
     assert ours[0] == "py" and ours[ours.index("--child") + 1] == "ours"
     assert ours[ours.index("--ours-merged") + 1] == "off" and "--ours-eager" in ours
+    assert ours[ours.index("--trl-vllm-is") + 1] == "off"  # TRL's vLLM correction off reaches the child
     un = parent.child_command(args, "unsloth", 1024, tmp_path, tmp_path / "o.json", 123.0, python="py",
                              unsloth_env=str(env))
     i = ours.index("--child")

@@ -69,6 +69,7 @@ def child_command(args, system: str, length: int, model_dir: Path, json_out: Pat
            "--prompt-len", str(args.prompt_len), "--generations", str(args.generations), "--steps", str(args.steps),
            "--gradient-checkpointing", args.gradient_checkpointing, "--interval-ms", str(args.interval_ms),
            "--trl-vllm-util", str(args.trl_vllm_util), "--trl-vllm-sleep", args.trl_vllm_sleep,
+           "--trl-vllm-is", getattr(args, "trl_vllm_is", "on"),
            "--ours-engine", args.ours_engine, "--ours-micro-batch", str(args.ours_micro_batch),
            "--ours-kv-dtype", args.ours_kv_dtype, "--ours-merged", args.ours_merged,
            "--ours-cuda-graphs", getattr(args, "ours_cuda_graphs", "all"),

@@ -37,7 +37,8 @@ def results_name(model_config: str | Path, variant: str = "") -> str:
 
 
 def variant_of(args) -> str:
-    """The non-default settings of ours, as a results-name suffix ('' for the defaults).
+    """The non-default settings of ours (and TRL's vLLM correction off), as a results-name suffix ('' for
+    the defaults).
 
     >>> from types import SimpleNamespace
     >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=True, ours_kv_dtype="fp8", ours_micro_batch=0,
@@ -52,13 +53,17 @@ def variant_of(args) -> str:
     >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=0,
     ...                            ours_merged="on", ours_compile=True, ours_runner="v2"))
     'compiled_runner_v2'
+    >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=0,
+    ...                            ours_merged="on", ours_compile=True, trl_vllm_is="off"))
+    'compiled_trl_no_is'
     """
     mb = args.ours_micro_batch
     parts = [("offload", args.ours_offload), ("compiled", getattr(args, "ours_compile", False)),
              ("eager", args.ours_eager), ("fp8kv", args.ours_kv_dtype != "auto"),
              (f"mb{mb}", mb > 0), ("lora_kernels", args.ours_merged == "off"),
              ("decode_graphs", getattr(args, "ours_cuda_graphs", "all") == "decode" and not args.ours_eager),
-             ("runner_v2", getattr(args, "ours_runner", "auto") == "v2")]
+             ("runner_v2", getattr(args, "ours_runner", "auto") == "v2"),
+             ("trl_no_is", getattr(args, "trl_vllm_is", "on") == "off")]
     return "_".join(name for name, on in parts if on)
 
 

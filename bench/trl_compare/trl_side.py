@@ -166,7 +166,10 @@ def child_trl(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
             want = param_count(hf_config) * 2 + 1.2 * kv_bytes_per_token(hf_config) * (P + L) * G + GIB
             util = round(min(0.9, max(0.05, want / total)), 3)
         fields.update(vllm_mode="colocate", vllm_gpu_memory_utilization=util, vllm_max_model_length=P + L,
-                      vllm_enable_sleep_mode=args.trl_vllm_sleep == "on")
+                      vllm_enable_sleep_mode=args.trl_vllm_sleep == "on",
+                      # on (TRL's default): an extra no-grad forward for pi_old and a reweighted loss; off: the
+                      # algorithm ours runs (no correction for vLLM's sampling against the trainer's numerics)
+                      vllm_importance_sampling_correction=getattr(args, "trl_vllm_is", "on") == "on")
     rec["trl_config"] = {k: v for k, v in fields.items() if k != "output_dir"}
     rec["trl_peft_config"] = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": list(TARGETS),
                               "task_type": "CAUSAL_LM"}
