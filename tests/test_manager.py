@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import time
 import zipfile
@@ -19,6 +20,7 @@ from core.app.messages import ManagerError
 from core.app.worker import ModelWorker
 from core.app.manager import RunManager
 from core.memory.sizes import estimate_memory
+from core.runs.folders import RunDir
 
 
 def tiny_config(manager: RunManager, **algorithm):
@@ -132,6 +134,34 @@ def test_run_pause_chat_resume_and_refuse_second_start(manager, tmp_path):
     assert [c.rsplit("-", 1)[1] for c in manager.checkpoints(name)] == ["000002", "000003"]
     runs = {r["run"]: r for r in manager.list_runs()}
     assert runs[name]["state"] == "finished" and runs[name]["step"] == 3 and runs[name]["checkpoints"] == 2
+    # "updated" is the run's last write (its status at the end), not its config's (written at the start)
+    run = RunDir(manager.runs_dir / name)
+    os.utime(run.config_path, (0, 0))  # the config written long ago: the list still shows the status's time
+    last = max(run.status_path.stat().st_mtime, run.metrics_path.stat().st_mtime)
+    assert run.last_written() == last > time.time() - 3600
+    shown = {r["run"]: r for r in manager.list_runs()}[name]["updated"]
+    assert shown == time.strftime("%Y-%m-%d %H:%M", time.localtime(last))
+
+
+def test_an_idle_app_names_the_runs_it_found(tiny_model_dir, tmp_path):
+    """A restarted app with runs in its folder: idle, and the status line says where they are (a new
+    user read "no run yet" beside a Runs tab listing two); an empty folder keeps "no run yet"."""
+    from core.config import Config
+    from ui.status_text import STATUS_EN, status_line
+
+    for name in ("a", "b"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        Config().save(tmp_path / "runs" / name / "config.yaml")
+    (tmp_path / "empty").mkdir()
+    for folder, n in (("runs", 2), ("empty", 0)):
+        again = RunManager(tmp_path / folder, ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"),
+                           device="cpu")
+        try:
+            s = again.status()
+            assert s["state"] == "idle" and not s["run_name"] and s["earlier_runs"] == n
+            assert status_line(s) == (STATUS_EN["idle.earlier"].format(n=n) if n else STATUS_EN["idle"])
+        finally:
+            again.close()
 
 
 def test_the_time_a_loop_is_held_in_a_pause_is_counted_apart():

@@ -15,6 +15,8 @@ from ui.zh import STATUS_ZH
 # the status line's words; ui/zh.py STATUS_ZH has the same keys
 STATUS_EN = {
     "idle": "⚪ **idle**: no run yet. Set up the tabs in order, then press **Start** on the Train tab.",
+    "idle.earlier": "⚪ **idle**: no run since the app started; {n} earlier run(s) on the **Runs** tab (their "
+                    "checkpoints answer on **Compare**). Set up the tabs, then press **Start** on the Train tab.",
     **{f"state.{state}": state for state in ("idle", "loading", "running", "paused", "stopping", "finished",
                                              "stopped", "failed", "interrupted")},
     "run": "run `{run}`",
@@ -45,13 +47,15 @@ def status_line(s: dict, lang: str = "en") -> str:
 
     >>> status_line({"state": "running", "run_name": "r", "step": 2, "max_steps": 5}, "zh")
     '🟢 **运行中** · 运行 `r` · 第 **2/5** 步'
+    >>> status_line({"state": "idle", "run_name": None, "earlier_runs": 2}).split(";")[1]
+    ' 2 earlier run(s) on the **Runs** tab (their checkpoints answer on **Compare**). Set up the tabs, then press **Start** on the Train tab.'
     """
     w = STATUS_ZH if lang == "zh" else STATUS_EN
     icons = {"idle": "⚪", "loading": "⏳", "running": "🟢", "paused": "⏸️", "stopping": "🟠",
              "finished": "✅", "stopped": "⏹️", "failed": "❌", "interrupted": "⚠️"}
     state = s.get("state", "idle")
     if state == "idle" and not s.get("run_name"):
-        return w["idle"]
+        return w["idle.earlier"].format(n=s["earlier_runs"]) if s.get("earlier_runs") else w["idle"]
     parts = [f"{icons.get(state, '•')} **{w.get(f'state.{state}', state)}**"]
     if s.get("run_name"):
         parts.append(w["run"].format(run=s["run_name"]))

@@ -191,6 +191,8 @@ MEMORY_ZH: dict[str, str] = {
 
 STATUS_ZH: dict[str, str] = {
     "idle": "⚪ **空闲**：还没有运行。按顺序设置各页，然后在“训练”页点击**开始**。",
+    "idle.earlier": "⚪ **空闲**：应用启动后还没有运行；“运行”页有 {n} 个之前的运行（它们的检查点可在“对比”页回答）。"
+                    "设置各页，然后在“训练”页点击**开始**。",
     "state.idle": "空闲",
     "state.loading": "加载中",
     "state.running": "运行中",

@@ -41,6 +41,7 @@ class RunLibrary:
         from core.runs.folders import list_runs
 
         runs = list_runs(self.runs_dir)
+        self._earlier_runs = len(runs)  # an idle page says where they are (the Runs tab), not "no run yet"
         for run in runs:
             run.mark_if_interrupted()
         newest = runs[0] if runs else None
@@ -164,7 +165,7 @@ class RunLibrary:
                 "max_steps": status.get("max_steps"), "reward": reward,
                 "model": model, "data": task, "rewards": rewards,
                 "checkpoints": len(run.checkpoints()),
-                "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.config_path.stat().st_mtime)),
+                "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.last_written())),
             })
         return out
 

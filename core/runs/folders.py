@@ -217,6 +217,15 @@ class RunDir:
     def status_path(self) -> Path:
         return self.path / "status.json"
 
+    def last_written(self) -> float:
+        """When the run last wrote its config, status or metrics (a Unix time): its last activity,
+        not its start (config.yaml is written at the start and on a resume)."""
+        times = []
+        for p in (self.config_path, self.status_path, self.metrics_path):
+            with contextlib.suppress(OSError):
+                times.append(p.lstat().st_mtime)
+        return max(times, default=0.0)
+
     @property
     def name(self) -> str:
         return self.path.name

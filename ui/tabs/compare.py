@@ -13,7 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from ui.common import Ctx, warn
-from ui.i18n import t
+from ui.i18n import TEXT, lang_of, t
 from ui.views import (SHOWN_AS, checkpoint_choices, eval_frame, eval_markdown, retention_items_frame, retention_markdown,
                       same_answer_note)
 
@@ -159,10 +159,33 @@ def build(ctx: Ctx) -> None:
     refresh.click(refresh_targets, [target, asked_for], [target, *asked_outputs], api_visibility="private")
     # another checkpoint picked (here, or loaded from the Runs tab): its own prompt and prefix
     target.change(lambda value: asked_as(value, None), [target], asked_outputs, api_name="asked_as")
+
+    def on_switch(value, history, request: gr.Request):
+        return switched(value, history, lang_of(request))
+
+    target.change(on_switch, [target, tuned_chat], [tuned_chat], api_visibility="private")
     ctx.shared["compare_target"] = target
     ctx.shared["compare_refresh"] = (refresh_targets, [target, asked_for], [target, *asked_outputs])
     ctx.shared["compare_on_load"] = lambda load: load(lambda value: asked_as(value, None), [target], asked_outputs,
                                                       api_visibility="private")
+
+
+def switched(target_value, tuned_history, lang: str = "en"):
+    """The tuned side after another adapter is picked: its label names the adapter, and a line in a
+    conversation already begun says that the answers after it come from that adapter (the ones
+    before it came from the one picked then).
+
+    >>> switched("/runs/r1/checkpoints/step-000008", [{"role": "assistant", "content": "7"}])["value"][-1]["content"]
+    '*From here on: the adapter of `r1 · step-000008`.*'
+    >>> switched("current", [])["label"]
+    'Tuned model · current adapter'
+    """
+    history = list(tuned_history or [])
+    if history:
+        history.append({"role": "assistant", "content": f"*From here on: {_label(target_value)}.*"})
+    shown = ("current adapter" if not target_value or target_value == CURRENT
+             else f"{Path(target_value).parent.parent.name} · {Path(target_value).name}")
+    return gr.update(value=history, label=f"{TEXT['compare.tuned'][lang == 'zh']} · {shown}")
 
 
 def _label(target_value: str) -> str:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
 from core.rewards.base import RewardError
 from core.rewards.registry import get_reward, list_rewards
@@ -74,8 +75,8 @@ def build(ctx: Ctx) -> None:
             cfg = form.to_config(values)
             df = manager.try_rewards(cfg.rewards, cfg.data, n=3, progress=report,
                                      max_tokens=min(cfg.algorithm.max_completion_length, 128))
-        except Exception as e:
-            return gr.skip(), warn(e)
+        except Exception as e:  # the table empties: the last good scores would read as this code's
+            return try_view(pd.DataFrame(columns=["total"])), warn(e)
         return try_view(df), "\n\n".join(f"ℹ️ {note}" for note in df.attrs.get("notes", []))
 
     example.click(lambda: CUSTOM_TEMPLATE, outputs=[code], api_visibility="private")

@@ -6,6 +6,8 @@ tick: a reloaded page (or a second browser) re-attaches to a run that kept going
 
 from __future__ import annotations
 
+import re
+
 import gradio as gr
 import pandas as pd
 
@@ -44,6 +46,31 @@ def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | Non
                        color_title="", label=t(label_key), x_title="step", y_title=y_title, x_axis_format="d",
                        x_lim=step_axis(None), height=None, y_axis_format=y_format, **kw)
 
+
+
+def message_outlived(key, said) -> bool:
+    """Whether the Train tab's message (`said`) no longer holds for the run's status `key` (run, step,
+    state): Start's once its run no longer runs (a refresh read just before a new start still holds the
+    last run's status: the message names its run), Stop's and Pause's once the step in flight ended, a
+    resume's once that run ended at a later step (a new user read "resume: running" under "finished").
+
+    >>> message_outlived(("r", 8, "finished"), "resume: running from step 4, with the run's own rewards (a)")
+    True
+    >>> message_outlived(("r", 4, "stopped"), "resume: running from step 4, with the run's own rewards (a)")
+    False
+    >>> message_outlived(("r", 1, "paused"), "🟢 started run `r`")
+    True
+    """
+    said = str(said or "")
+    if not key:
+        return False
+    run, step, state = key[0], key[1], key[2]
+    if state not in ("loading", "running") and said.startswith(STARTED) and f"`{run}`" in said:
+        return True
+    if state not in ("stopping", "running") and said.startswith(("stop: stopping", "pause: pausing")):
+        return True
+    resumed = re.match(r"resume: \w+ from step (\d+),", said)
+    return bool(resumed and state in ("finished", "stopped", "failed", "interrupted") and step > int(resumed[1]))
 
 
 def build(ctx: Ctx) -> None:
@@ -183,8 +210,8 @@ def build(ctx: Ctx) -> None:
                aha_sample, samples]
 
     def apply_layout(wanted, shown, wanted_axis, shown_axis, wanted_y, shown_y, key, said):
-        """Captions of the multi-series plots, the step and value axes of all, where they changed; and the
-        Start message cleared once its run no longer runs (a reward error pauses a run a few seconds
+        """Captions of the multi-series plots, the step and value axes of all, where they changed; and a
+        message the run outlived cleared (`message_outlived`: a reward error pauses a run a few seconds
         after "started run": the status line above says why, the message must not say otherwise)."""
         captions = wanted is not None and tuple(wanted) != tuple(shown or ())
         steps = wanted_axis is not None and list(wanted_axis) != list(shown_axis or ())
@@ -197,11 +224,7 @@ def build(ctx: Ctx) -> None:
             if captions and plot in multi:
                 kw["caption"] = wanted[multi.index(plot)]
             updates.append(gr.update(**kw) if kw else gr.skip())
-        stale = (bool(key) and key[2] not in ("loading", "running") and str(said or "").startswith(STARTED)
-                 and f"`{key[0]}`" in str(said))  # this run's message: a refresh read just before a new start
-                                                  # still holds the last run's status
-        stale = stale or (bool(key) and key[2] not in ("stopping", "running")
-                          and str(said or "").startswith(("stop: stopping", "pause: pausing")))
+        stale = message_outlived(key, said)
         return (*updates, tuple(wanted) if captions else gr.skip(), list(wanted_axis) if steps else gr.skip(),
                 gr.skip() if wanted_y is None else tuple(wanted_y), "" if stale else gr.skip())
 
@@ -243,7 +266,7 @@ def build(ctx: Ctx) -> None:
             return warn(e)
         names = rewards_label(manager.run_config())
         which = "the rewards of the Rewards tab" if s["rewards_changed"] else "the run's own rewards"
-        return f"resume: {s['state']}, with {which} ({names})"
+        return f"resume: {s['state']} from step {s.get('step') or 0}, with {which} ({names})"
 
     def memory_plan(request: gr.Request, **values) -> str:
         """The memory planner's words for the settings on screen (before anything loads): GPU
