@@ -127,6 +127,16 @@ def test_train_chat_evaluate_through_the_api(app):
     assert note == (same_answer_note(change, "the current adapter") if expected_base == expected_tuned else "")
     if expected_base == expected_tuned:
         assert ("exactly zero" if not change["moved"] else "has moved") in note
+    # the same conversation asked of a checkpoint: a line says where its answers start (a new user saw
+    # answers of two adapters under one "Tuned model"); asked of it again, no second line
+    checkpoint = manager.checkpoints()[-1]
+    for expected_lines in (1, 1):
+        base, tuned, _, _ = client.predict(prompt_text=prompt, base_history=base, tuned_history=tuned,
+                                           target_value=checkpoint, system_prompt="Answer briefly.",
+                                           response_prefix="<answer>", max_new=12, temp=0.0, api_name="/ask")
+        lines = [m for m in tuned if "From here on" in str(m["content"])]
+        assert len(lines) == expected_lines and Path(checkpoint).name in str(lines[0]["content"]), tuned
+    assert len(base) == 6 and len(tuned) == 7
 
     # held-out evaluation of base vs tuned
     table, bars, items, result = client.predict(target_value="current", n=4, api_name="/evaluate")
@@ -289,7 +299,7 @@ def test_a_reloaded_form_shows_the_runs_settings_and_resume_keeps_its_rewards(ap
         assert said in ("pause: paused", "pause: pausing (the step in flight finishes first; the status above says when)")
         wait_state(client, ("paused",))
         message = client.predict(**values, api_name="/resume")
-        assert re.fullmatch(r"resume: running from step \d+, with the run's own rewards "
+        assert re.fullmatch(r"resume: running at step \d+, with the run's own rewards "
                             r"\(xml_tag_count, correctness, custom code\)", message), message
         assert manager.run_config().rewards == run.rewards
     finally:

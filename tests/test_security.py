@@ -304,12 +304,18 @@ def test_case7_dead_run_is_interrupted_and_resume_offers_it(tiny_model_dir, tmp_
     trainer.train(max_steps=2)  # step 2 and its checkpoint are on disk; then the process "dies"
     trainer.rewards.close()
     _write_status_from_a_process_that_dies(trainer.run.path, step=2, max_steps=4)
-    assert RunDir(trainer.run.path).read_status()["state"] == "running"
+    dead = RunDir(trainer.run.path)
+    assert dead.read_status()["state"] == "running"
+    died_at = dead.read_status()["time"]
+    for p in (dead.config_path, dead.metrics_path):  # written before it died
+        os.utime(p, (died_at - 60, died_at - 60))
 
     # the app starts again: the run is interrupted, the Train tab shows it with Resume ready
     manager = manager_for(tiny_model_dir, runs)
     try:
         assert [(r["run"], r["state"], r["step"]) for r in manager.list_runs()] == [("crashed", "interrupted", 2)]
+        # its last activity is the dead process's last status, not the start-up's rewrite of it
+        assert dead.read_status()["time"] > died_at and dead.last_written() == died_at
         s = manager.status()
         assert (s["state"], s["run_name"], s["step"], s["max_steps"]) == ("interrupted", "crashed", 2, 4)
         assert "Resume" in s["note"]

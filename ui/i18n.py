@@ -22,7 +22,7 @@ import dataclasses
 import gradio as gr
 
 from core.config import Config, field_help
-from core.rewards import sandbox as _SANDBOX
+from core.rewards import sandbox as _sandbox
 from ui.views import language
 from ui.zh import HELP_ZH
 
@@ -116,19 +116,21 @@ TEXT: dict[str, tuple[str, str]] = {
     "rewards.custom_security": (
         "⚠️ **This code runs on the server**, as the app's user, with the rights of any program you start there: "
         "it can read the files the app can read (run folders, uploads, the model cache, a token saved by "
-        "`hf auth login`), other processes of that user through `/proc`, and the network. Variables named like "
-        "secrets (`HF_TOKEN`, `AHA_AUTH`, `..._API_KEY`, ...) are removed from its environment, but the app's "
-        "memory still holds them. Its limits stop accidents, not an attacker: the time limit below for each "
-        f"call, {_SANDBOX.DEFAULT_MEMORY_MB:,} MiB of memory over it and what it starts, "
-        f"{_SANDBOX.DEFAULT_MAX_PROCESSES} processes, and {_SANDBOX.DEFAULT_OUTPUT_BYTES // 1024} KiB of its "
-        "output (`print`) in the server's log, not on this page. Give the login only to people you would give "
-        "a shell on this machine.",
+        "`hf auth login`), other processes of that user through `/proc`, and the network; it can call this "
+        "app's own API and signal the app. Variables named like secrets (`HF_TOKEN`, `AHA_AUTH`, `..._API_KEY`, "
+        "...) are removed from its environment, but the app's memory and the processes the app starts with its "
+        "environment (torch.compile's workers, vLLM's) still hold them. Its limits stop accidents, not an "
+        f"attacker: the time limit below for each call and, on Linux, {_sandbox.DEFAULT_MEMORY_MB:,} MiB of "
+        f"memory over it and what it starts, {_sandbox.DEFAULT_MAX_PROCESSES} processes, and "
+        f"{_sandbox.DEFAULT_OUTPUT_BYTES // 1024} KiB of its output (`print`) in the server's log, not on this "
+        "page. Give the login only to people you would give a shell on this machine.",
         "⚠️ **这段代码在服务器上运行**，以本应用的用户身份、拥有你在那里启动的任何程序的权限：它可以读取应用能读取的文件"
-        "（运行文件夹、上传的文件、模型缓存、`hf auth login` 保存的令牌）、通过 `/proc` 访问该用户的其他进程，以及访问网络。"
-        "名称像密钥的环境变量（`HF_TOKEN`、`AHA_AUTH`、`..._API_KEY` 等）会从它的环境中移除，但应用的内存里仍有它们。"
-        "它的限制只防意外，不防攻击者：每次调用受下面的时间限制，它及其启动的进程共用 "
-        f"{_SANDBOX.DEFAULT_MEMORY_MB:,} MiB 内存，最多 {_SANDBOX.DEFAULT_MAX_PROCESSES} 个进程，其输出（`print`）"
-        f"最多 {_SANDBOX.DEFAULT_OUTPUT_BYTES // 1024} KiB 写入服务器日志，不显示在本页。只把登录信息交给你愿意让其登录这台机器的人。",
+        "（运行文件夹、上传的文件、模型缓存、`hf auth login` 保存的令牌）、通过 `/proc` 访问该用户的其他进程，以及访问网络；"
+        "它还能调用本应用自己的 API、向应用发送信号。名称像密钥的环境变量（`HF_TOKEN`、`AHA_AUTH`、`..._API_KEY` 等）"
+        "会从它的环境中移除，但应用的内存以及应用带着其环境启动的进程（torch.compile 的工作进程、vLLM 的）里仍有它们。"
+        "它的限制只防意外，不防攻击者：每次调用受下面的时间限制；在 Linux 上，它及其启动的进程共用 "
+        f"{_sandbox.DEFAULT_MEMORY_MB:,} MiB 内存，最多 {_sandbox.DEFAULT_MAX_PROCESSES} 个进程，其输出（`print`）"
+        f"最多 {_sandbox.DEFAULT_OUTPUT_BYTES // 1024} KiB 写入服务器日志，不显示在本页。只把登录信息交给你愿意让其登录这台机器的人。",
     ),
     "rewards.example": ("Insert example", "插入示例"),
     "rewards.try": ("Try on samples", "在样本上试一试"),
@@ -202,6 +204,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "compare.refresh": ("↻ Refresh list", "↻ 刷新列表"),
     "compare.base": ("Base model", "基础模型"),
     "compare.tuned": ("Tuned model", "微调模型"),
+    "compare.tuned_current": ("Tuned model · current adapter", "微调模型 · 当前适配器"),
     "compare.prompt": ("Your question (sent to both)", "你的问题（同时发给两个模型）"),
     "compare.send": ("Send to both", "发送给两者"),
     "compare.clear": ("Clear", "清空"),

@@ -69,6 +69,9 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         self._tokenizers: dict[str, Any] = {}  # path -> tokenizer, for previews before a load
         # the run
         self._state = "idle"
+        # Start, and Resume, each count one: the page tells a status read after them from one read before
+        self._attempt = 0
+        self._earlier_runs = 0  # runs in the runs folder at start-up (`_offer_interrupted`)
         self._starting = False
         self._trainer = None
         self._control = None
@@ -183,6 +186,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         control = worker_control(self.worker)
         with self._lock:
             self._state, self._error, self._traceback = "loading", "", ""
+            self._attempt += 1
             self._note = " ".join(task.notes + rewards.notes + (  # said once, in the status: a small task's
                 # size, a custom reward that replaced a preset
                 ["The layers are compiled (model.compile_layers): the first step waits for it, tens of seconds."]
@@ -302,6 +306,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
                 raise ManagerError("the run is not paused")
             if rewards is not None and self._cfg is not None and not same_rewards(rewards, self._cfg.rewards):
                 return {**self.update_rewards(rewards), "rewards_changed": True}
+            self._attempt += 1
             self._control.resume()
             return {**self.status(), "rewards_changed": False}
         from core.runs.folders import RunDir
@@ -363,6 +368,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         self.worker.call(lambda: self._trainer.use_rewards(new, rewards_cfg))
         if new.notes:
             self._note = " ".join(new.notes)
+        self._attempt += 1
         self._control.resume()
         return self.status()
 

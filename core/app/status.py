@@ -1,7 +1,8 @@
 """How the active (or last) run looks from outside, safe from any thread: its state, step, ETA,
 errors, notes, and the config it trains with now.
 
-Owns: the run states (`ACTIVE_STATES`, `FINAL_STATES`) and `RunStatus`, a part of `RunManager`.
+Owns: the run states (`ACTIVE_STATES`, `FINAL_STATES`), the ETA (`eta_seconds`) and `RunStatus`, a
+part of `RunManager` (which sets the fields it reads: the attempt count, the runs found at start-up).
 Refuses to know: how the run is driven (core/app/manager.py).
 """
 
@@ -80,7 +81,8 @@ class RunStatus:
             "engine_note": self._engine_note,
             "signal_warning": self._signal_warning,  # kept after the run: it explains a flat curve
             "checkpoint": self._ended_checkpoint(state),  # the page says Resume continues from it
-            "earlier_runs": getattr(self, "_earlier_runs", 0),  # runs in the folder at start-up
+            "earlier_runs": self._earlier_runs,  # runs in the folder at start-up
+            "attempt": self._attempt,  # Starts and Resumes so far (the page's messages know which they follow)
         }
 
     def _ended_checkpoint(self, state: str) -> str:

@@ -16,8 +16,9 @@ Refuses to know: what a reward means, weights, the registry (`core.rewards`), wh
 the code are reward functions and how one is awaited (`core.rewards.code`). It is process
 isolation with time and memory limits, not a security boundary: user code runs as the app's
 user and can still read files the app can read (its run folders, uploads, the model cache),
-environment variables (secrets included), other processes of that user through /proc, and the
-network, like any code the user runs.
+other processes of that user through /proc (the app's memory and the processes the app starts
+with its environment hold the secrets the worker's own environment is cleared of), and the
+network, like any code the user runs (README, "Security").
 
     >>> worker = CustomRewardProcess("def brevity(prompts, completions, **kwargs):\\n"
     ...                              "    return [-len(c) / 100 for c in completions]", timeout_s=5)

@@ -219,11 +219,18 @@ class RunDir:
 
     def last_written(self) -> float:
         """When the run last wrote its config, status or metrics (a Unix time): its last activity,
-        not its start (config.yaml is written at the start and on a resume)."""
+        not its start (config.yaml is written at the start and on a resume). An interrupted run's
+        status was rewritten by the start-up that found it: its time is the status it replaced."""
         times = []
-        for p in (self.config_path, self.status_path, self.metrics_path):
+        for p in (self.config_path, self.metrics_path):
             with contextlib.suppress(OSError):
                 times.append(p.lstat().st_mtime)
+        active = self.read_status().get("last_active")
+        if isinstance(active, (int, float)) and not isinstance(active, bool):
+            times.append(float(active))
+        else:
+            with contextlib.suppress(OSError):
+                times.append(self.status_path.lstat().st_mtime)
         return max(times, default=0.0)
 
     @property
@@ -279,7 +286,8 @@ class RunDir:
         keep = {k: status[k] for k in ("step", "max_steps", "error", "reason") if k in status}
         with contextlib.suppress(OSError):
             self.remove_partial_checkpoints()
-            self.write_status("interrupted", **{"reason": reason, **keep}, was=status.get("state"))
+            self.write_status("interrupted", **{"reason": reason, **keep}, was=status.get("state"),
+                              last_active=status.get("time"))  # the run's, not this start-up's (last_written)
         return True
 
     # -- logs --------------------------------------------------------------------

@@ -57,7 +57,7 @@ def build(ctx: Ctx) -> None:
     asked_for = gr.State(None)  # where the boxes' values came from (chat_settings' source)
     with gr.Row():
         base_chat = gr.Chatbot(label=t("compare.base"), height=380, elem_id="base-chat")
-        tuned_chat = gr.Chatbot(label=t("compare.tuned"), height=380, elem_id="tuned-chat")
+        tuned_chat = gr.Chatbot(label=t("compare.tuned_current"), height=380, elem_id="tuned-chat")
     note = gr.Markdown(elem_id="compare-note")
     with gr.Row():
         prompt = gr.Textbox(label=t("compare.prompt"), placeholder=PRESET_PROMPTS[0], scale=5, lines=1,
@@ -86,18 +86,24 @@ def build(ctx: Ctx) -> None:
         eval_json = gr.JSON(visible=False)
     retention_view(manager, target)
 
-    def ask(prompt_text, base_history, tuned_history, target_value, system_prompt, response_prefix, max_new, temp):
+    def ask(prompt_text, base_history, tuned_history, target_value, system_prompt, response_prefix, max_new, temp,
+            answered_by):
         """Ask the base model, then the tuned one, both with the boxes' system prompt and prefix; each
-        answer shows as soon as it is ready. Alike answers get a note on whether the adapter moved."""
+        answer shows as soon as it is ready. Alike answers get a note on whether the adapter moved.
+        A tuned conversation whose earlier answers came from another adapter gets a line first
+        (`switch_line`): the answers after it are this adapter's."""
         prompt_text = (prompt_text or "").strip()
         if not prompt_text:
             gr.Warning("Type a question first.")
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
         target_value = target_value or CURRENT
         base_history = list(base_history or []) + [{"role": "user", "content": prompt_text}]
-        tuned_history = list(tuned_history or []) + [{"role": "user", "content": prompt_text}]
-        yield base_history, tuned_history, "", ""
+        tuned_history = list(tuned_history or [])
+        if tuned_history and answered_by is not None and answered_by != target_value:
+            tuned_history.append(switch_line(target_value))
+        tuned_history.append({"role": "user", "content": prompt_text})
+        yield base_history, tuned_history, "", "", target_value
         replies = []
         for history, who in ((base_history, "base"), (tuned_history, target_value)):
             try:
@@ -108,13 +114,13 @@ def build(ctx: Ctx) -> None:
             except Exception as e:
                 reply = warn(e)
             history.append({"role": "assistant", "content": reply if reply.strip() else "(empty answer)"})
-            yield base_history, tuned_history, "", ""
+            yield base_history, tuned_history, "", "", target_value
         if len(replies) == 2 and replies[0] == replies[1]:
             try:
                 text = same_answer_note(manager.adapter_change(target_value), _label(target_value))
             except Exception as e:  # a note is never worth a failed answer
                 text = f"Base and tuned gave the same answer (the adapter could not be read: {e})"
-            yield base_history, tuned_history, "", text
+            yield base_history, tuned_history, "", text, target_value
 
     def asked_as(target_value, shown_for):
         """The boxes: the system prompt and prefix `target_value` trained with, unless already shown."""
@@ -151,48 +157,63 @@ def build(ctx: Ctx) -> None:
         return gr.update(choices=choices, value=value), *asked_as(value, shown_for)
 
     asked_outputs = [system, prefix, asked_md, asked_for]
-    inputs = [prompt, base_chat, tuned_chat, target, system, prefix, max_tokens, temperature]
-    send.click(ask, inputs, [base_chat, tuned_chat, prompt, note], api_name="ask")
-    prompt.submit(ask, inputs, [base_chat, tuned_chat, prompt, note], api_visibility="private")
-    clear.click(lambda: ([], [], ""), outputs=[base_chat, tuned_chat, note], api_visibility="private")
+    answered_by = gr.State(None)  # the target the tuned side's last answer came from
+    inputs = [prompt, base_chat, tuned_chat, target, system, prefix, max_tokens, temperature, answered_by]
+    send.click(ask, inputs, [base_chat, tuned_chat, prompt, note, answered_by], api_name="ask")
+    prompt.submit(ask, inputs, [base_chat, tuned_chat, prompt, note, answered_by], api_visibility="private")
+    clear.click(lambda: ([], [], "", None), outputs=[base_chat, tuned_chat, note, answered_by],
+                api_visibility="private")
     eval_btn.click(evaluate, [target, eval_n], [eval_md, eval_plot, eval_items, eval_json], api_name="evaluate")
     refresh.click(refresh_targets, [target, asked_for], [target, *asked_outputs], api_visibility="private")
     # another checkpoint picked (here, or loaded from the Runs tab): its own prompt and prefix
     target.change(lambda value: asked_as(value, None), [target], asked_outputs, api_name="asked_as")
 
-    def on_switch(value, history, request: gr.Request):
-        return switched(value, history, lang_of(request))
+    def on_switch(value, request: gr.Request):  # the label only: the conversation is ask's alone (no race)
+        return gr.update(label=tuned_label(value, lang_of(request)))
 
-    target.change(on_switch, [target, tuned_chat], [tuned_chat], api_visibility="private")
+    target.change(on_switch, [target], [tuned_chat], api_visibility="private")
     ctx.shared["compare_target"] = target
     ctx.shared["compare_refresh"] = (refresh_targets, [target, asked_for], [target, *asked_outputs])
     ctx.shared["compare_on_load"] = lambda load: load(lambda value: asked_as(value, None), [target], asked_outputs,
                                                       api_visibility="private")
 
 
-def switched(target_value, tuned_history, lang: str = "en"):
-    """The tuned side after another adapter is picked: its label names the adapter, and a line in a
-    conversation already begun says that the answers after it come from that adapter (the ones
-    before it came from the one picked then).
+def adapter_name(target_value) -> str | None:
+    """`run · step-000010` for a checkpoint folder, None for the current adapter, else the value as
+    typed (the list takes any value).
 
-    >>> switched("/runs/r1/checkpoints/step-000008", [{"role": "assistant", "content": "7"}])["value"][-1]["content"]
-    '*From here on: the adapter of `r1 · step-000008`.*'
-    >>> switched("current", [])["label"]
-    'Tuned model · current adapter'
+    >>> adapter_name("/runs/r1/checkpoints/step-000008"), adapter_name("current"), adapter_name("foo")
+    ('r1 · step-000008', None, 'foo')
     """
-    history = list(tuned_history or [])
-    if history:
-        history.append({"role": "assistant", "content": f"*From here on: {_label(target_value)}.*"})
-    shown = ("current adapter" if not target_value or target_value == CURRENT
-             else f"{Path(target_value).parent.parent.name} · {Path(target_value).name}")
-    return gr.update(value=history, label=f"{TEXT['compare.tuned'][lang == 'zh']} · {shown}")
+    if not target_value or target_value == CURRENT:
+        return None
+    p = Path(str(target_value))
+    return f"{p.parent.parent.name} · {p.name}" if p.parent.parent.name else str(target_value)
+
+
+def tuned_label(target_value, lang: str = "en") -> str:
+    """The tuned side's label: which adapter answers there.
+
+    >>> tuned_label("current"), tuned_label("/runs/r1/checkpoints/step-000008", "zh")
+    ('Tuned model · current adapter', '微调模型 · r1 · step-000008')
+    """
+    zh = lang == "zh"
+    return f"{TEXT['compare.tuned'][1 if zh else 0]} · {adapter_name(target_value) or ('当前适配器' if zh else 'current adapter')}"
+
+
+def switch_line(target_value) -> dict:
+    """The line a tuned conversation gets where its answers start coming from another adapter.
+
+    >>> switch_line("/runs/r1/checkpoints/step-000008")["content"]
+    '↪ *From here on: the adapter of `r1 · step-000008`.*'
+    """
+    return {"role": "assistant", "content": f"↪ *From here on: {_label(target_value)}.*"}
 
 
 def _label(target_value: str) -> str:
     """'the current adapter' or 'the adapter of `run · step-000010`' for a checkpoint folder."""
-    if not target_value or target_value == CURRENT:
-        return "the current adapter"
-    return f"the adapter of `{Path(target_value).parent.parent.name} · {Path(target_value).name}`"
+    name = adapter_name(target_value)
+    return "the current adapter" if name is None else f"the adapter of `{name}`"
 
 
 def retention_view(manager, target) -> None:

@@ -76,7 +76,7 @@ def build(ctx: Ctx) -> None:
             df = manager.try_rewards(cfg.rewards, cfg.data, n=3, progress=report,
                                      max_tokens=min(cfg.algorithm.max_completion_length, 128))
         except Exception as e:  # the table empties: the last good scores would read as this code's
-            return try_view(pd.DataFrame(columns=["total"])), warn(e)
+            return try_view(pd.DataFrame(columns=["total", *TRY_TEXT_COLUMNS])), warn(e)
         return try_view(df), "\n\n".join(f"ℹ️ {note}" for note in df.attrs.get("notes", []))
 
     example.click(lambda: CUSTOM_TEMPLATE, outputs=[code], api_visibility="private")

@@ -6,8 +6,6 @@ tick: a reloaded page (or a second browser) re-attaches to a run that kept going
 
 from __future__ import annotations
 
-import re
-
 import gradio as gr
 import pandas as pd
 
@@ -25,6 +23,7 @@ QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
 
 
 STARTED = "🟢 started run"  # the Start message, cleared once its run stops running (apply_layout)
+RESUMED = "resume: "  # the Resume message, the same
 # what Stop and Pause answer while the step in flight finishes (the manager has no "pausing" state: a
 # pause pressed mid-step reads "running" until the step ends); cleared as the start message is
 IN_PROGRESS = {"stopping": "the step in flight finishes and a checkpoint is saved; the status above says when",
@@ -48,29 +47,26 @@ def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | Non
 
 
 
-def message_outlived(key, said) -> bool:
+def message_outlived(key, said, said_for=None) -> bool:
     """Whether the Train tab's message (`said`) no longer holds for the run's status `key` (run, step,
-    state): Start's once its run no longer runs (a refresh read just before a new start still holds the
-    last run's status: the message names its run), Stop's and Pause's once the step in flight ended, a
-    resume's once that run ended at a later step (a new user read "resume: running" under "finished").
+    state, attempt): Start's and Resume's once the run they began no longer runs (`said_for`: the
+    manager's attempt count right after them; a status read just before them has a smaller one, a
+    new user read "resume: running" under "finished"), Stop's and Pause's once the step in flight ended.
 
-    >>> message_outlived(("r", 8, "finished"), "resume: running from step 4, with the run's own rewards (a)")
+    >>> message_outlived(("r", 8, "finished", 2), "resume: running at step 4, with the run's own rewards (a)", 2)
     True
-    >>> message_outlived(("r", 4, "stopped"), "resume: running from step 4, with the run's own rewards (a)")
+    >>> message_outlived(("r", 4, "stopped", 1), "resume: running at step 4, with the run's own rewards (a)", 2)
     False
-    >>> message_outlived(("r", 1, "paused"), "🟢 started run `r`")
-    True
+    >>> message_outlived(("r", 1, "paused", 1), "🟢 started run `r`", 1), message_outlived(("r", 1, "running", 1), "🟢 started run `r`", 1)
+    (True, False)
     """
     said = str(said or "")
     if not key:
         return False
-    run, step, state = key[0], key[1], key[2]
-    if state not in ("loading", "running") and said.startswith(STARTED) and f"`{run}`" in said:
-        return True
-    if state not in ("stopping", "running") and said.startswith(("stop: stopping", "pause: pausing")):
-        return True
-    resumed = re.match(r"resume: \w+ from step (\d+),", said)
-    return bool(resumed and state in ("finished", "stopped", "failed", "interrupted") and step > int(resumed[1]))
+    state = key[2]
+    if state not in ("loading", "running") and said.startswith((STARTED, RESUMED)):
+        return said_for is not None and len(key) > 3 and key[3] >= said_for
+    return state not in ("stopping", "running") and said.startswith(("stop: stopping", "pause: pausing"))
 
 
 def build(ctx: Ctx) -> None:
@@ -148,7 +144,8 @@ def build(ctx: Ctx) -> None:
                                    headers=[SHOWN_AS.get(c, c) for c in SAMPLE_COLUMNS], elem_id="samples-table", elem_classes=["fit-table"])
             with gr.Accordion(t("train.details"), open=False):
                 details = gr.JSON(label="status")
-    seen = gr.State(None)  # (run, step, state) last drawn: unchanged -> the plots are skipped
+    seen = gr.State(None)  # (run, step, state, attempt) last drawn: unchanged -> the plots are skipped
+    said_for = gr.State(None)  # the manager's attempt count after the last Start / Resume (message_outlived)
     series = gr.State(None)  # captions naming the series of the multi-series plots, as last computed
     captioned = gr.State(None)  # captions the page shows now
     axis = gr.State(None)  # the step axis (x_lim) the plots should have, as last computed
@@ -182,7 +179,7 @@ def build(ctx: Ctx) -> None:
 
     def refresh(last_seen, request: gr.Request):
         s = manager.status()
-        key = (s["run_name"], s["step"], s["state"])
+        key = (s["run_name"], s["step"], s["state"], s["attempt"])
         state, lang = s["state"], lang_of(request)
         out = {
             status_bar: status_line(s, lang), progress: progress_html(s, lang), details: s, seen: key,
@@ -209,7 +206,7 @@ def build(ctx: Ctx) -> None:
     outputs = [status_bar, progress, details, seen, series, axis, y_axes, start, pause, resume, stop, *plots,
                aha_sample, samples]
 
-    def apply_layout(wanted, shown, wanted_axis, shown_axis, wanted_y, shown_y, key, said):
+    def apply_layout(wanted, shown, wanted_axis, shown_axis, wanted_y, shown_y, key, said, said_after):
         """Captions of the multi-series plots, the step and value axes of all, where they changed; and a
         message the run outlived cleared (`message_outlived`: a reward error pauses a run a few seconds
         after "started run": the status line above says why, the message must not say otherwise)."""
@@ -224,14 +221,14 @@ def build(ctx: Ctx) -> None:
             if captions and plot in multi:
                 kw["caption"] = wanted[multi.index(plot)]
             updates.append(gr.update(**kw) if kw else gr.skip())
-        stale = message_outlived(key, said)
+        stale = message_outlived(key, said, said_after)
         return (*updates, tuple(wanted) if captions else gr.skip(), list(wanted_axis) if steps else gr.skip(),
                 gr.skip() if wanted_y is None else tuple(wanted_y), "" if stale else gr.skip())
 
     def wire_refresh(event, **kwargs):
         """`event(refresh)` then captions and axes: every trigger of a refresh goes through here."""
         return event(refresh, [seen], outputs, **kwargs).then(
-            apply_layout, [series, captioned, axis, axis_shown, y_axes, y_axes_shown, seen, message],
+            apply_layout, [series, captioned, axis, axis_shown, y_axes, y_axes_shown, seen, message, said_for],
             [*plots, captioned, axis_shown, y_axes_shown, message], api_visibility="private")
 
     def start_run(**values):
@@ -266,7 +263,7 @@ def build(ctx: Ctx) -> None:
             return warn(e)
         names = rewards_label(manager.run_config())
         which = "the rewards of the Rewards tab" if s["rewards_changed"] else "the run's own rewards"
-        return f"resume: {s['state']} from step {s.get('step') or 0}, with {which} ({names})"
+        return f"{RESUMED}{s['state']} at step {s.get('step') or 0}, with {which} ({names})"
 
     def memory_plan(request: gr.Request, **values) -> str:
         """The memory planner's words for the settings on screen (before anything loads): GPU
@@ -293,15 +290,18 @@ def build(ctx: Ctx) -> None:
                 api_visibility="private")
     defaults.click(lambda: apply_preset(gpu_defaults), outputs=[form.components[k] for k in gpu_defaults],
                    api_visibility="private")
+    def attempt():  # right after Start / Resume: the attempt their message follows
+        return manager.status()["attempt"]
+
     ctx.after_all_tabs(lambda: wire_refresh(start.click(start_run, inputs_kwargs=dict(form.components),
-                                                        outputs=[message], api_name="start").then,
-                                            api_visibility="private"))
+                                                        outputs=[message], api_name="start").then(
+        attempt, outputs=[said_for], api_visibility="private").then, api_visibility="private"))
     for button, action in ((pause, "pause"), (stop, "stop")):
         wire_refresh(button.click(control(action), outputs=[message], api_name=action).then,
                      api_visibility="private")
     ctx.after_all_tabs(lambda: wire_refresh(resume.click(resume_run, inputs_kwargs=dict(form.components),
-                                                         outputs=[message], api_name="resume").then,
-                                            api_visibility="private"))
+                                                         outputs=[message], api_name="resume").then(
+        attempt, outputs=[said_for], api_visibility="private").then, api_visibility="private"))
     # the timer that ticks `refresh` lives outside the tabs (studio.py): a Timer inside a tab
     # stopped ticking when the page's tabs re-rendered, and the status froze until a reload
     ctx.shared["wire_refresh"] = wire_refresh
