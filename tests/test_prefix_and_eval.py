@@ -115,6 +115,30 @@ def test_evaluate_splits_accuracy_and_length_by_the_problems_steps(tiny_model_di
                                       system_prompt="", response_prefix="<think>")
 
 
+def test_a_question_longer_than_the_engines_context_is_refused_in_words(tiny_model_dir):
+    """Compare's chat: a question the engine cannot hold (a new user pasted 30,000 characters) gets a
+    message that says so; one that fits gets its answer cut to the room left."""
+    from core.evaluation.chat import answer
+    from core.models.loading import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+
+    class Small(ScriptedEngine):
+        def limits(self):
+            return {"max_model_len": 64, "max_lora_rank": None}
+
+        def generate(self, prompts, sampling, adapter=None):
+            self.max_tokens = sampling.max_tokens
+            return super().generate(prompts, sampling, adapter)
+
+    engine = Small(["4"])
+    with pytest.raises(ValueError, match=r"the question takes [\d,]+ tokens .* holds 64 .*: shorten it"):
+        answer(engine, tok, "How much is 2 + 2? " * 50, system_prompt="")
+    assert engine.prompts is None  # nothing was sent to the engine
+    assert answer(engine, tok, "2 + 2?", system_prompt="", max_tokens=256) == "4"
+    assert 0 < engine.max_tokens == 64 - len(engine.prompts[0]) < 64
+
+
 def test_last_number_extraction():
     assert last_number_correct("so the total is 1,234", "1234")
     assert last_number_correct("<answer>0.5</answer>", "0.50")

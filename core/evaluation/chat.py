@@ -59,6 +59,10 @@ def answer(engine, tok, prompt: str, *, adapter=None, system_prompt: str = DEFAU
     ids = prompt_ids(tok, build_messages(prompt, system_prompt or ""), chat_template, response_prefix, max_length=None)
     # 2) a token budget that fits the engine's context
     limit = engine.limits()["max_model_len"]
+    if limit and len(ids) >= limit:  # vLLM would refuse it in its own words
+        raise ValueError(f"the question takes {len(ids):,} tokens with the system prompt and the answer's first "
+                         f"words, and the model's engine holds {limit:,} (question and answer together): "
+                         "shorten it")
     if limit:
         max_tokens = max(1, min(max_tokens, limit - len(ids)))
     # 3) generate; the answer reads as the model wrote it, from the prefix on
