@@ -125,6 +125,12 @@
 # 1024 --ours-compile --budget-s 400 (220 s) -> TESTS=tests/test_vllm_engine.py timeout 420 ... tests (298 s: 9 passed,
 # 1 skipped) -> trl --systems ours-fast ... --ours-runner v2 --budget-s 330 (139 s) -> trl --systems ours-fast ...
 # --budget-s 250 (84 s) -> trl --systems ours-fast,trl-vllm ... --ours-runner v2 --budget-s 215 (139 s).
+# Issue 31, tried on 2026-12-07 01:14-02:30 (tree 9d1b101's parent + the walkthrough fixes): eleven refused or
+# not-asked starts (~700 s of the 1,800), one H100 at 02:00: the kit's parts 1-5 staged, then the sixth run
+# ([.devkit/p6, .devkit/s1 .. s6]; kit, smol, trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile
+# --ours-runner v2 --trl-vllm-is off --budget-s 440) was cut: "the device machine was taken back for other work
+# before the call finished" (~250 s, nothing came back); two more refusals left 318 s, less than the kit and
+# any measurement take, so the list below is still to run.
 # Next, in order (each its own command, after the kit): the same machine's run-to-run spread was up to 12%, so
 # pair each comparison in one command, twice:
 #   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 300   # twice
