@@ -225,7 +225,14 @@ def _fold_adapter_case():
             out[f"{backend}_kept"] = record.stats()["kept_elements"]
             unfold_adapter(record)
             out[f"{backend}_restored"] = all(torch.equal(before[k], v) for k, v in base_bits(model).items())
-        out["same_folded_weights"] = all(torch.equal(folded["torch"][k], folded["triton"][k]) for k in folded["torch"])
+        # the two backends sum B @ A in another order (numpy's matmul in the interpreter, torch's on
+        # this CPU: it depends on the CPU, 2026-12-07), so a folded element may land one step of
+        # its dtype apart; each backend restores its own fold bit for bit (above)
+        steps = [(folded["torch"][k].view(torch.int16).int() - folded["triton"][k].view(torch.int16).int()).abs()
+                 for k in folded["torch"]]
+        out["folded_elements"] = sum(d.numel() for d in steps)
+        out["folded_differ"] = sum(int((d > 0).sum()) for d in steps)
+        out["folded_max_step"] = max(int(d.max()) for d in steps)
         # large deltas: most of a layer is kept, so "auto" folds it in PyTorch (whole chunks kept)
         model = lora_model(model_dir, torch.float16, b_std=0.3, a_std=0.3, base_dtype=torch.float16)
         before = base_bits(model)
@@ -285,8 +292,10 @@ def fused_fold_results():
 def test_interpreter_fold_adapter_kernels_equal_pytorch_and_restore(fused_fold_results):
     r = fused_fold_results
     assert r["torch_fused_layers"] == 0 and r["triton_fused_layers"] == 2 * 7, r
-    assert r["torch_restored"] and r["triton_restored"] and r["same_folded_weights"], r
-    assert r["torch_kept"] == r["triton_kept"] > 0, r
+    assert r["torch_restored"] and r["triton_restored"], r
+    # the same folded weights, but for a rare element one step apart (another summation order)
+    assert r["folded_max_step"] <= 1 and r["folded_differ"] <= r["folded_elements"] // 1000, r
+    assert abs(r["torch_kept"] - r["triton_kept"]) <= r["folded_differ"] and r["torch_kept"] > 0, r
     assert r["dense_fused_layers"] == 0 and r["dense_chunks"] > 0 and r["dense_restored"], r
     assert r["failure_raised"] and r["failure_calls"] == 9 and r["failure_restored"], r
     assert r["rank96_fused_layers"] == 0, r
