@@ -79,7 +79,7 @@ class Playground:
         else:
             cfg = self.run_config()
             source = (f"the current run `{self._run_name or '(not started)'}`" if cfg is not None
-                      else "the defaults (no run yet)")
+                      else "the defaults (no run since the app started; pick a checkpoint for a run's own)")
         return {**prompt_settings(cfg or self.default_config()), "source": source}
 
     def chat(self, prompt: str, target: str = "base", system_prompt: str | None = None,
