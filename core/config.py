@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from core.config_text import read_yaml
+from core.config_text import coerce_number, read_yaml
 from core.errors import ConfigError
 
 
@@ -230,6 +230,19 @@ class AlgorithmConfig:
     mask_truncated_completions: bool = _f(
         False, "Exclude completions cut at max_completion_length from the loss (DAPO)."
     )
+    vllm_importance_sampling_correction: bool = _f(
+        True, "Weigh each rollout's loss by how likely the trainer finds what vLLM sampled (TRL's default): vLLM's "
+        "kernels, and the adapter folded into bf16 weights, give tokens slightly other probabilities than the "
+        "trainer's forward. No extra pass: the ratio comes from the training pass. grpo and gspo on vLLM only.")
+    vllm_importance_sampling_mode: str = _f(
+        "sequence_mask", "How the vLLM correction weighs. token_truncate: each token's ratio clipped to [min, max]; "
+        "token_mask: tokens outside it left out; sequence_truncate / sequence_mask (TRL's default): one ratio per "
+        "completion (its tokens' product), clipped, or the completion left out of the loss.",
+        choices=["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"])
+    vllm_importance_sampling_clip_max: float = _f(
+        3.0, "Upper bound of the vLLM correction's ratio (TRL's default 3).", range=(1.0, 1e6))
+    vllm_importance_sampling_clip_min: float = _f(
+        0.0, "Lower bound of the vLLM correction's ratio; 0 = none (TRL's None).", range=(0.0, 1.0))
     temperature: float = _f(1.0, "Sampling temperature for rollouts.", range=(0.01, 5.0))
     top_p: float = _f(1.0, "Nucleus sampling for rollouts. 1.0 = off.", range=(0.01, 1.0))
     max_prompt_length: int = _f(512, "Prompts longer than this many tokens are cut from the left.", range=(8, 1_000_000))
@@ -364,7 +377,7 @@ class Config:
             bad = set(sub) - set(fields)
             if bad:
                 raise ConfigError(f"{f.name}: unknown field(s) {sorted(bad)}")
-            parts[f.name] = sub_cls(**{k: _coerce_number(fields[k], v) for k, v in sub.items()})
+            parts[f.name] = sub_cls(**{k: coerce_number(_default(fields[k]), v) for k, v in sub.items()})
         cfg = cls(**parts)
         validate(cfg)
         return cfg
@@ -388,23 +401,8 @@ class Config:
         return Config.from_dict(self.to_dict())
 
 
-def _coerce_number(f: dataclasses.Field, value: Any) -> Any:
-    """A number written as text into a number field ("1e-4": YAML 1.1 reads an exponent without a
-    dot as a string) becomes that number; anything else is left for `_check` to judge.
-
-    >>> _coerce_number(next(f for f in dataclasses.fields(AlgorithmConfig) if f.name == "learning_rate"), "1e-4")
-    0.0001
-    """
-    default = f.default if f.default is not dataclasses.MISSING else None
-    if isinstance(default, bool) or not isinstance(default, (int, float)) or not isinstance(value, str):
-        return value
-    try:
-        number = float(value.strip().replace("_", ""))
-    except ValueError:
-        return value
-    if isinstance(default, int):
-        return int(number) if math.isfinite(number) and number == int(number) else value
-    return number
+def _default(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else None
 
 
 # ---------------------------------------------------------------------------

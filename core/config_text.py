@@ -2,12 +2,14 @@
 `section.field=value` overrides (the CLI's `--set`).
 
 Owns: `read_yaml` (plain data only, no tags, a bound on what aliases expand to) and
-`apply_overrides`. Refuses to know: the fields themselves (`core.config` checks them).
+`apply_overrides`, and `coerce_number` (a number written as text). Refuses to know: the fields themselves (`core.config` checks them).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import math
 
 import yaml
 
@@ -75,3 +77,22 @@ def apply_overrides(cfg, items: list[str]):
             raise ConfigError(f"--set {item!r}: unknown section {section!r}")
         d[section][name] = read_yaml(value, f"--set {item!r}")
     return type(cfg).from_dict(d)
+
+
+def coerce_number(default: Any, value: Any) -> Any:
+    """A number written as text ("1e-4": YAML 1.1 reads an exponent without a dot as a string) into a
+    field whose default is a number becomes that number; anything else is left for the field's
+    check to judge (`core.config`).
+
+    >>> coerce_number(1e-5, "1e-4"), coerce_number(8, "16"), coerce_number(8, "1.5"), coerce_number(True, "1")
+    (0.0001, 16, '1.5', '1')
+    """
+    if isinstance(default, bool) or not isinstance(default, (int, float)) or not isinstance(value, str):
+        return value
+    try:
+        number = float(value.strip().replace("_", ""))
+    except ValueError:
+        return value
+    if isinstance(default, int):
+        return int(number) if math.isfinite(number) and number == int(number) else value
+    return number

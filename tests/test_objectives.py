@@ -125,3 +125,61 @@ def test_dapo_summed_over_micro_batches_equals_whole_batch():
                                 num_items_in_batch=float(mask.sum()), num_micro_batches=2, **kw)[0]
                     for i in (0, 3))
         assert torch.allclose(whole, parts, atol=1e-6), lt
+
+
+@pytest.mark.parametrize("mode", ["sequence_mask", "token_truncate", "sequence_truncate", "token_mask"])
+@pytest.mark.parametrize("level,beta", [("token", 0.0), ("token", 0.04), ("sequence", 0.0)])
+def test_vllm_importance_sampling_matches_trl(tiny_model_dir, tmp_path, mode, level, beta):
+    """TRL's GRPOTrainer with vLLM's sampled log-probs (its `_generate` handing back completions and
+    the sampler's log-probs, as its vLLM path does) computes the IS ratio, the loss and its sampling/*
+    metrics; ours, from the same log-probs and the training pass's own pi_old, gives the same."""
+    from core.rl.logprobs import completion_logprobs
+    from core.rl.objectives import is_metrics, sampling_is_weights
+
+    trainer = _trl_trainer(tiny_model_dir, tmp_path, loss_type="dapo", beta=beta, epsilon=0.2, epsilon_high=0.28,
+                           importance_sampling_level=level, vllm_importance_sampling_mode=mode,
+                           vllm_importance_sampling_clip_max=1.5, vllm_importance_sampling_clip_min=0.5)
+    vocab = trainer.model.config.vocab_size
+    g = torch.Generator().manual_seed(7)
+    prompt_ids = [torch.randint(3, vocab, (3,), generator=g).tolist() for _ in range(2) for _ in range(2)]
+    completion_ids = [torch.randint(3, vocab, (n,), generator=g).tolist() for n in (6, 4, 6, 2)]
+    ids = torch.tensor([p + c + [0] * (6 - len(c)) for p, c in zip(prompt_ids, completion_ids)])
+    cmask = torch.tensor([[1] * len(c) + [0] * (6 - len(c)) for c in completion_ids])
+    attn = torch.cat([torch.ones(4, 3, dtype=torch.long), cmask], 1)
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, attn, 6)
+    # the sampler is off by up to +-0.6 nats a token: some ratios fall outside [0.5, 1.5], some inside
+    sampled = (logps + 1.2 * (torch.rand(logps.shape, generator=g) - 0.5)) * cmask
+    sampled_lists = [sampled[i, :len(c)].tolist() for i, c in enumerate(completion_ids)]
+    rewards = iter([[1.0, 0.0, 0.3, 0.9]])
+
+    trainer.use_vllm, trainer.vllm_importance_sampling_correction = True, True
+    trainer._generate = lambda prompts: (prompt_ids, completion_ids, None, ["x"] * 4, sampled_lists, {}, None, None)
+    trainer.reward_funcs[0] = lambda completions, **_: next(rewards)
+    trainer.reward_funcs[0].__name__ = "fixed"
+    out = trainer._generate_and_score_completions([{"prompt": "a b"}, {"prompt": "a b"}, {"prompt": "c d"},
+                                                   {"prompt": "c d"}])
+    if beta:
+        out["ref_per_token_logps"] = out["old_per_token_logps"] + 0.1
+    trl_loss = trainer._compute_loss(trainer.model, dict(out))
+
+    ours_logps = completion_logprobs(trainer.model, ids, attn, torch.tensor(
+        [c + [0] * (6 - len(c)) for c in completion_ids]), cmask, temperature=trainer.temperature)
+    w, st = sampling_is_weights(ours_logps.detach(), sampled, cmask, mode=mode, clip_min=0.5, clip_max=1.5)
+    ratio = out["importance_sampling_ratio"]
+    assert w.shape == ratio.shape
+    assert torch.allclose(w, ratio, atol=1e-5), (w, ratio)
+    real = cmask.bool() if w.size(1) > 1 else torch.ones_like(w, dtype=torch.bool)
+    cut = (w == 0) if mode.endswith("mask") else ((w - 1.5).abs() < 1e-6) | ((w - 0.5).abs() < 1e-6)
+    assert 0 < int(cut[real].sum()) < int(real.sum())  # some ratios cut, some kept
+    ours, _ = policy_loss(ours_logps, None, out["advantages"], cmask, loss_type="dapo", importance_sampling_level=level,
+                          epsilon_low=0.2, epsilon_high=0.28, beta=beta, ref_per_token_logps=out.get("ref_per_token_logps"),
+                          num_items_in_batch=float(cmask.sum()), sampling_weights=w)
+    assert abs(ours.item() - trl_loss.item()) < 1e-5, (ours.item(), trl_loss.item())
+    without, _ = policy_loss(ours_logps, None, out["advantages"], cmask, loss_type="dapo",
+                             importance_sampling_level=level, epsilon_low=0.2, epsilon_high=0.28, beta=beta,
+                             ref_per_token_logps=out.get("ref_per_token_logps"), num_items_in_batch=float(cmask.sum()))
+    assert abs(without.item() - trl_loss.item()) > 1e-4  # the weights matter on these inputs
+    logged = trainer._metrics["train"]
+    for name, value in is_metrics(st).items():
+        assert abs(logged[name][-1] - value) < 1e-5, (name, logged[name][-1], value)

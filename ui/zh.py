@@ -85,6 +85,14 @@ HELP_ZH: dict[str, str] = {
                                         "arXiv:2512.02556；TRL 的默认值）。只在 beta > 0 时有影响。",
     "algorithm.scale_rewards": "把优势值除以组内、整个批次的奖励标准差，或不除（Dr. GRPO 建议不除）。",
     "algorithm.mask_truncated_completions": "把在 max_completion_length 处被截断的回答排除在损失之外（DAPO）。",
+    "algorithm.vllm_importance_sampling_correction": "按训练模型对 vLLM 所采样 token 的概率给每条回答的损失加权（TRL 的默认值）："
+                                                     "vLLM 的算子以及折叠进 bf16 权重的适配器，给出的概率与训练时的前向略有不同。"
+                                                     "不需要额外的前向：比率来自训练那一遍。只用于 vLLM 引擎上的 grpo 与 gspo。",
+    "algorithm.vllm_importance_sampling_mode": "vLLM 校正的加权方式。token_truncate：每个 token 的比率裁剪到 [下限, 上限]；"
+                                               "token_mask：超出范围的 token 不计入；sequence_truncate / sequence_mask"
+                                               "（TRL 的默认值）：每条回答一个比率（各 token 之积），裁剪，或整条回答不计入损失。",
+    "algorithm.vllm_importance_sampling_clip_max": "vLLM 校正比率的上限（TRL 默认 3）。",
+    "algorithm.vllm_importance_sampling_clip_min": "vLLM 校正比率的下限；0 = 无下限（TRL 的 None）。",
     "algorithm.temperature": "采样时的温度。",
     "algorithm.top_p": "采样时的核采样（nucleus）。1.0 = 关闭。",
     "algorithm.max_prompt_length": "超过这么多 token 的提示会从左侧截断。",

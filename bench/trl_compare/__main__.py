@@ -182,9 +182,9 @@ def main(argv=None) -> int:
                    help="trl-vllm: vllm_gpu_memory_utilization (0 = sized like ours: weights + 1.2 x KV + 1 GiB)")
     p.add_argument("--trl-vllm-sleep", choices=["on", "off"], default="on", help="trl-vllm: vllm_enable_sleep_mode")
     p.add_argument("--trl-vllm-is", choices=["on", "off"], default="on",
-                   help="trl-vllm: vllm_importance_sampling_correction (TRL 1.16's default: on; it adds a no-grad "
-                        "forward for the old log-probs and reweights the loss; ours has no such correction, so 'off' "
-                        "runs TRL on the algorithm ours runs); results: *_trl_no_is.*")
+                   help="vllm_importance_sampling_correction on both sides (TRL 1.16's default and ours: on; TRL "
+                        "adds a no-grad forward for the old log-probs, ours takes them from the training pass); "
+                        "results of 'off': *_trl_no_is.*")
     p.add_argument("--timeout-s", type=float, default=None, help="limit per measurement (its own process)")
     p.add_argument("--budget-s", type=float, default=None, help="limit for the whole command (default 570)")
     p.add_argument("--min-child-s", type=float, default=60.0, help="do not start a measurement with less time left")

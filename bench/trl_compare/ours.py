@@ -101,6 +101,8 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
     a.max_prompt_length, a.max_completion_length = args.prompt_len, args.length
     a.learning_rate, a.max_steps, a.seed = 1e-5, max(1, args.steps), 42
     a.temperature, a.top_p, a.beta, a.epsilon, a.epsilon_high = 1.0, 1.0, 0.0, 0.2, 0.28
+    # vLLM's importance-sampling correction, on or off on both sides (--trl-vllm-is): the same algorithm as TRL's
+    a.vllm_importance_sampling_correction = getattr(args, "trl_vllm_is", "on") == "on"
     with tempfile.TemporaryDirectory(prefix="aha-bench-run-") as tmp:
         run.output_dir, run.run_name, run.log_samples, run.save_steps = tmp, "bench", 1, 1_000_000
         run.engine = args.ours_engine if args.ours_engine != "auto" else ("vllm" if cuda else "hf")
@@ -118,7 +120,8 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                                   "micro_batch_size", "auto_micro_batch", "max_prompt_length",
                                   "max_completion_length", "learning_rate",
                                   "temperature", "top_p", "beta", "epsilon", "epsilon_high", "scale_rewards",
-                                  "num_iterations", "lr_scheduler", "max_grad_norm")},
+                                  "num_iterations", "lr_scheduler", "max_grad_norm",
+                                  "vllm_importance_sampling_correction", "vllm_importance_sampling_mode")},
                               "run": {"engine": run.engine, "vllm_enforce_eager": run.vllm_enforce_eager,
                                       "vllm_kv_cache_dtype": run.vllm_kv_cache_dtype,
                                       "vllm_cuda_graphs": run.vllm_cuda_graphs,

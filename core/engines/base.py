@@ -35,6 +35,7 @@ class SamplingSettings:
     seed: int | None = None
     ignore_eos: bool = False  # benchmarks: every completion runs to max_tokens
     stop: tuple[str, ...] = ()  # texts that end a completion, kept in it (`completion_of`); off with ignore_eos
+    logprobs: bool = False  # each sampled token's log-probability as sampled (temperature applied), for the trainer
 
 
 def stop_texts(stop_at: str | None) -> tuple[str, ...]:
@@ -42,9 +43,11 @@ def stop_texts(stop_at: str | None) -> tuple[str, ...]:
     return (stop_at,) if stop_at else ()
 
 
-def completion_of(token_ids: list[int], finish_reason: str, tokenizer, sampling: SamplingSettings) -> "Completion":
+def completion_of(token_ids: list[int], finish_reason: str, tokenizer, sampling: SamplingSettings,
+                  logprobs: list[float] | None = None) -> "Completion":
     """Every backend's sampled ids as a Completion, its text decoded here, once (the same text from
-    every backend, vLLM's incremental detokenizer dropping a trailing partial UTF-8 character). A
+    every backend, vLLM's incremental detokenizer dropping a trailing partial UTF-8 character), with
+    the sampler's `logprobs` of those ids where it gave them (`sampling.logprobs`). A
     completion whose text holds one of `sampling.stop` ends at the shortest prefix whose decoded text
     does (the token that completes the stop text is kept, as EOS is), finish reason "stop": so its
     ids and text end at the same token whatever sampled it, and sampling past the stop and cutting
@@ -67,7 +70,7 @@ def completion_of(token_ids: list[int], finish_reason: str, tokenizer, sampling:
 
     text = text_of(len(token_ids))
     if not sampling.stop or sampling.ignore_eos or not holds(text):
-        return Completion(token_ids=token_ids, text=text, finish_reason=finish_reason)
+        return Completion(token_ids=token_ids, text=text, finish_reason=finish_reason, logprobs=logprobs)
     lo, hi = 1, len(token_ids)  # holds at hi; find the smallest such k (a prefix's text only grows)
     while lo < hi:
         mid = (lo + hi) // 2
@@ -76,7 +79,8 @@ def completion_of(token_ids: list[int], finish_reason: str, tokenizer, sampling:
             hi, text = mid, mid_text
         else:
             lo = mid + 1
-    return Completion(token_ids=token_ids[:hi], text=text, finish_reason="stop")
+    return Completion(token_ids=token_ids[:hi], text=text, finish_reason="stop",
+                      logprobs=None if logprobs is None else logprobs[:hi])
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class Completion:
     token_ids: list[int]
     text: str
     finish_reason: str  # "stop" (EOS) or "length" (cut at max_tokens)
+    logprobs: list[float] | None = None  # (len(token_ids),) as sampled, when SamplingSettings.logprobs asked
 
     @property
     def truncated(self) -> bool:
@@ -112,6 +117,9 @@ class Engine(Protocol):
     """What every backend provides. All methods are called from one worker thread."""
 
     info: EngineInfo
+    # whether `SamplingSettings.logprobs` is honoured (vLLM: its kernels' probabilities, which the trainer's
+    # importance-sampling correction weighs against its own); HF samples with the trainer's own forward: no
+    gives_logprobs: bool
 
     def generate(
         self,

@@ -43,6 +43,8 @@ TRAIN_ADAPTER = "default"  # peft's name for the adapter being trained
 
 
 class HFEngine:
+    gives_logprobs = False  # samples with the trainer's own forward: nothing for an IS correction to weigh
+
     def __init__(self, model, tokenizer, *, max_batch_sequences: int = 64, merged_rollouts: bool = False):
         self.model = model  # a peft model; its "default" adapter is the one being trained
         self.tokenizer = tokenizer

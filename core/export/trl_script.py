@@ -131,6 +131,10 @@ def grpo_config(cfg, weights, output_dir, world_size):
         if use_vllm and cfg.data.stop_at and not a.mask_truncated_completions else None,
         use_vllm=use_vllm,
         vllm_mode="colocate",
+        vllm_importance_sampling_correction=a.vllm_importance_sampling_correction and a.algorithm in ("grpo", "gspo"),
+        vllm_importance_sampling_mode=a.vllm_importance_sampling_mode,
+        vllm_importance_sampling_clip_max=a.vllm_importance_sampling_clip_max,
+        vllm_importance_sampling_clip_min=a.vllm_importance_sampling_clip_min or None,
         # optimisation
         learning_rate=a.learning_rate,
         lr_scheduler_type=a.lr_scheduler,
@@ -195,7 +199,8 @@ def main():
         keys = ("loss_type", "beta", "epsilon", "epsilon_high", "importance_sampling_level", "scale_rewards",
                 "num_generations", "num_iterations", "max_completion_length", "temperature", "top_p",
                 "learning_rate", "lr_scheduler_type", "max_steps", "seed", "per_device_train_batch_size",
-                "gradient_accumulation_steps", "generation_batch_size", "reward_weights", "use_vllm", "generation_kwargs")
+                "gradient_accumulation_steps", "generation_batch_size", "reward_weights", "use_vllm", "generation_kwargs",
+                "vllm_importance_sampling_correction", "vllm_importance_sampling_mode")
         print(json.dumps({{
             "trainer": type(trainer).__name__,
             "model": model_path,

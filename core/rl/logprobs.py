@@ -5,7 +5,8 @@ through the fused kernel, so the [B, T, V] logits never exist (`completion_logpr
 `completion_hidden_states` + `logprobs_from_hidden`, which PPO reuses beside its value head);
 the layout every loss reads — prompts left-padded, completions right-padded (`pad_rollouts`) —
 and a batch of them sliced into micro-batches without the columns that are padding in all of
-their rows (`Rollouts.slice`, `padding_trim`).
+their rows (`Rollouts.slice`, `padding_trim`), and which rows each forward/backward pass takes
+(`pass_rows`).
 
 Refuses to know: losses, advantages, optimizers, which algorithm asks.
 
@@ -129,6 +130,7 @@ class Rollouts:
     advantages: torch.Tensor  # (B,)
     old_logps: torch.Tensor | None = None  # (B, T), when num_iterations > 1
     ref_logps: torch.Tensor | None = None  # (B, T), when beta > 0
+    sampling_logps: torch.Tensor | None = None  # (B, T), the sampler's (vLLM's), for the IS correction
 
     def width(self, i: int, j: int) -> int:
         """Columns `slice(i, j)` keeps: the longest prompt + the longest completion of rows [i, j)."""
@@ -145,4 +147,52 @@ class Rollouts:
         def s(x):
             return None if x is None else x[i:j, :t]
         return Rollouts(self.input_ids[i:j, k:L - T + t], self.attention_mask[i:j, k:L - T + t], s(self.completion_ids),
-                        s(self.completion_mask), self.advantages[i:j], s(self.old_logps), s(self.ref_logps))
+                        s(self.completion_mask), self.advantages[i:j], s(self.old_logps), s(self.ref_logps),
+                        s(self.sampling_logps))
+
+
+def sampling_logps(logprobs: list[list[float] | None], T: int, device) -> torch.Tensor | None:
+    """The sampler's log-probs of a step's completions (B, T), right-padded with 0, as `pad_rollouts`
+    pads them; None unless every completion has them.
+
+    >>> sampling_logps([[-0.5, -1.0], [-2.0]], 3, "cpu").tolist()
+    [[-0.5, -1.0, 0.0], [-2.0, 0.0, 0.0]]
+    """
+    if not logprobs or any(lp is None for lp in logprobs):
+        return None
+    out = torch.zeros(len(logprobs), T, dtype=torch.float32)
+    for i, lp in enumerate(logprobs):
+        out[i, :len(lp)] = torch.tensor(lp[:T], dtype=torch.float32)
+    return out.to(device)
+
+
+def pass_rows(batch: Rollouts, micro_batch_size: int, planned_width: int, *, grow: bool = True) -> list[tuple[int, int]]:
+    """Rows [i, j) of each forward/backward pass over a step's rollouts: `micro_batch_size`
+    sequences, or with `grow` a whole multiple of it (2x, 4x, ..., every pass the same size) where
+    this step's sequences are short enough that each pass still holds no more padded tokens than the
+    planned micro-batch at full length (micro_batch_size x `planned_width`, the longest prompt +
+    completion the config allows): the memory the plan counted, fewer and larger passes (a GPU pass
+    of a few short sequences is launch-bound). bnpo keeps the configured micro-batch (grow=False):
+    its loss is normalised per micro-batch, as TRL's, so another split would change it; the other
+    losses are the same for equal parts."""
+    B, size = batch.input_ids.size(0), max(1, micro_batch_size)
+    if grow:
+        budget = size * planned_width
+        while B % (2 * size) == 0 and all(2 * size * batch.width(i, i + 2 * size) <= budget
+                                          for i in range(0, B, 2 * size)):
+            size *= 2
+    return [(i, min(i + size, B)) for i in range(0, B, size)]
+
+
+
+@torch.no_grad()
+def logps_no_grad(model, batch: Rollouts, passes: list[tuple[int, int]], temperature: float) -> torch.Tensor:
+    """The completions' log-probs without gradient (pi_old, or the reference with the adapter off),
+    pass by pass (`pass_rows`), padded back to the batch's width: (B, T)."""
+    out = []
+    for i, j in passes:
+        mb = batch.slice(i, j)
+        lp = completion_logprobs(model, mb.input_ids, mb.attention_mask, mb.completion_ids, mb.completion_mask,
+                                 temperature)  # (b, t <= T)
+        out.append(torch.nn.functional.pad(lp, (0, batch.completion_ids.size(1) - lp.size(1))))
+    return torch.cat(out)

@@ -2,7 +2,8 @@
 
 Owns: pure tensor functions with no model in sight — group-normalised advantages (GRPO), the
 leave-one-out baseline (RLOO), and the per-token clipped surrogate with its four ways of
-averaging (grpo, bnpo, dr_grpo, dapo) and GSPO's sequence-level importance ratio. They follow
+averaging (grpo, bnpo, dr_grpo, dapo), GSPO's sequence-level importance ratio, and the
+correction of rollouts sampled by other kernels than the trainer's (vLLM's). They follow
 TRL 1.16's `GRPOTrainer._compute_loss` term for term, and `tests/test_objectives.py` holds them
 equal to TRL on the same inputs.
 
@@ -14,6 +15,7 @@ Shapes: B = sequences (prompts x G), T = completion length (padded).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -67,6 +69,76 @@ def compute_advantages(
 
 
 # ---------------------------------------------------------------------------
+# rollouts sampled by other kernels (vLLM) than the trainer's
+
+
+IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+def sampling_is_weights(
+    old_per_token_logps: torch.Tensor,  # (B, T) log pi_old under the trainer's forward (no grad)
+    sampling_per_token_logps: torch.Tensor,  # (B, T) what the sampler (vLLM) gave the same tokens
+    completion_mask: torch.Tensor,  # (B, T)
+    *,
+    mode: str = "sequence_mask",
+    clip_min: float = 0.0,
+    clip_max: float = 3.0,
+) -> tuple[torch.Tensor, dict]:
+    """Importance weights that correct for sampling by other kernels than the trainer's: (B, T)
+    per token or (B, 1) per sequence, and their statistics (sums, so a step adds micro-batches).
+
+    TRL 1.16's `vllm_importance_sampling_correction` term for term: r = exp(log pi_old -
+    log pi_sampler), per token or summed over each sequence's tokens; `*_truncate` clamps r to
+    [clip_min, clip_max], `*_mask` sets r outside it to 0 (the sequence, or the token, drops out
+    of the loss). clip_min 0 is TRL's None (r is never negative). NaN differences count as 0.
+
+    >>> old = torch.tensor([[-1.0, -1.0], [-1.0, -1.0]])
+    >>> w, _ = sampling_is_weights(old, old - torch.tensor([[0.5, 0.7], [0.0, 0.1]]), torch.ones(2, 2))
+    >>> [round(v, 3) for v in w.flatten().tolist()]  # exp(1.2) = 3.32 > 3: the first sequence drops out
+    [0.0, 1.105]
+    """
+    if mode not in IS_MODES:
+        raise ValueError(f"unknown importance-sampling mode {mode!r}: one of {', '.join(IS_MODES)}")
+    mask = completion_mask.to(old_per_token_logps.dtype)
+    diff = torch.nan_to_num((old_per_token_logps - sampling_per_token_logps) * mask, nan=0.0)  # (B, T)
+    per_sequence = mode.startswith("sequence")
+    ratio = torch.exp(diff.sum(-1, keepdim=True) if per_sequence else diff)  # (B, 1) or (B, T)
+    if mode.endswith("truncate"):
+        ratio = ratio.clamp(min=clip_min, max=clip_max)
+    else:
+        ratio = ratio.masked_fill((ratio < clip_min) | (ratio > clip_max), 0.0)
+    with torch.no_grad():  # TRL's sampling/* metrics, as sums and extremes over this batch
+        real = mask.bool()
+        delta = (old_per_token_logps - sampling_per_token_logps).abs()[real]
+        delta = delta[~torch.isnan(delta)]
+        units = ratio.flatten() if per_sequence else ratio[real]
+        stats = {"logp_diff_sum": float(delta.sum()), "logp_diff_n": float(delta.numel()),
+                 "logp_diff_max": float(delta.max()) if delta.numel() else 0.0,
+                 "ratio_sum": float(units.sum()), "ratio_n": float(units.numel()),
+                 "ratio_min": float(units.min()) if units.numel() else math.inf,
+                 "ratio_max": float(units.max()) if units.numel() else -math.inf}
+    return ratio.detach(), stats
+
+
+def merge_is_stats(a: dict | None, b: dict) -> dict:
+    """Two micro-batches' `sampling_is_weights` statistics as one."""
+    if not a:
+        return dict(b)
+    return {k: (min if k.endswith("_min") else max if k.endswith("_max") else float.__add__)(a[k], b[k]) for k in a}
+
+
+def is_metrics(stats: dict | None) -> dict:
+    """A step's `sampling_is_weights` statistics under TRL's metric names (none without it)."""
+    if not stats:
+        return {}
+    return {"sampling/sampling_logp_difference/mean": stats["logp_diff_sum"] / max(stats["logp_diff_n"], 1.0),
+            "sampling/sampling_logp_difference/max": stats["logp_diff_max"],
+            "sampling/importance_sampling_ratio/min": stats["ratio_min"] if stats["ratio_n"] else 0.0,
+            "sampling/importance_sampling_ratio/mean": stats["ratio_sum"] / max(stats["ratio_n"], 1.0),
+            "sampling/importance_sampling_ratio/max": stats["ratio_max"] if stats["ratio_n"] else 0.0}
+
+
+# ---------------------------------------------------------------------------
 # losses
 
 
@@ -102,6 +174,7 @@ def policy_loss(
     max_completion_length: int | None = None,  # dr_grpo's constant normaliser
     num_items_in_batch: float | None = None,  # dapo: completion tokens in the whole step
     num_micro_batches: int = 1,  # grpo/bnpo/dr_grpo: each micro-batch's mean is divided by this
+    sampling_weights: torch.Tensor | None = None,  # (B, T) or (B, 1) `sampling_is_weights`, or None
 ) -> tuple[torch.Tensor, LossStats]:
     """Clipped surrogate loss of one micro-batch, ready for `.backward()`.
 
@@ -126,6 +199,8 @@ def policy_loss(
 
     # 2) pessimistic clipped surrogate (PPO), per token
     per_token_loss = -torch.min(coef_1 * adv, coef_2 * adv)  # (B, T) or (B, 1)
+    if sampling_weights is not None:  # rollouts sampled by vLLM: TRL weighs the surrogate, not the KL
+        per_token_loss = per_token_loss * sampling_weights  # (B, T), or (B, 1) when both are per sequence
 
     # 3) optional KL to the reference, k3 estimator (Schulman 2020), as TRL
     per_token_kl = None

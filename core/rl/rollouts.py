@@ -98,9 +98,11 @@ class ScoredRollouts:
 
 
 def rollout_and_score(engine, rewards, cfg, rows: list[dict], prompt_ids: list[list[int]], *, step: int, adapter,
-                      model, merged: bool, ignore_eos: bool, should_stop, clock: StepClock) -> tuple[ScoredRollouts, dict]:
+                      model, merged: bool, ignore_eos: bool, should_stop, clock: StepClock,
+                      logprobs: bool = False) -> tuple[ScoredRollouts, dict]:
     """1) sample G completions for each of `rows` (tokenised: `prompt_ids`) through `engine` with
-    `adapter`, 2) score them with `rewards`. The time goes to `clock` (rollout and its fold /
+    `adapter` (with the sampler's log-probs of each token when `logprobs`), 2) score them with
+    `rewards`. The time goes to `clock` (rollout and its fold /
     sample / unfold parts, scoring). Returns the scored rollouts and the engine's rollout stats."""
     from core.data import build_messages
 
@@ -112,7 +114,7 @@ def rollout_and_score(engine, rewards, cfg, rows: list[dict], prompt_ids: list[l
             prompt_ids,
             SamplingSettings(n=G, temperature=a.temperature, top_p=a.top_p, max_tokens=a.max_completion_length,
                              seed=a.seed * 100_003 + step + 1_000_003 * distributed.rank(), ignore_eos=ignore_eos,
-                             stop=stop_texts(cfg.data.stop_at)),
+                             stop=stop_texts(cfg.data.stop_at), logprobs=logprobs),
             adapter, model=model, merged=merged,
             should_stop=should_stop,  # Stop ends a large step between batches
         )  # (P, G)

@@ -42,8 +42,10 @@ from core.engines.registry import make_engine
 from core.memory import ram
 from core.rl.host_states import HostOptimizerStates, wanted as host_states_wanted
 from core.rl.control import TrainerControl, TrainingStopped
-from core.rl.logprobs import Rollouts, completion_logprobs, pad_rollouts
-from core.rl.objectives import LossStats, compute_advantages, policy_loss
+from core.rl.logprobs import (Rollouts, completion_logprobs, logps_no_grad, pad_rollouts, pass_rows,
+                             sampling_logps)
+from core.rl.objectives import (LossStats, compute_advantages, is_metrics, merge_is_stats, policy_loss,
+                                 sampling_is_weights)
 from core.rewards.base import RewardError
 from core.rl.rollouts import ScoredRollouts, StepClock, rollout_and_score, rollout_metrics, sample_rows
 from core.runs.folders import RunDir, checkpoint_step, default_run_name, free_run_name
@@ -135,6 +137,9 @@ class GRPOTrainer:
         self.step = 0
         # rollouts from the base with the adapter folded in (core/engines/merged_lora.py): 16/32-bit base
         self.merged_rollouts = cfg.run.merged_rollouts and not cfg.model.load_in_4bit
+        # rollouts from other kernels (vLLM): TRL's importance-sampling correction, weights from the training pass
+        self.sampling_is = (a.vllm_importance_sampling_correction and a.algorithm in ("grpo", "gspo")
+                            and getattr(self.engine, "gives_logprobs", False))
         self.clock, self.rollout_stats = StepClock(), {}  # where the step's time went; the last rollout's stats
         self.micro_batch_size = micro_batch_size(cfg, self.plan)
         self.ignore_eos = False  # benchmarks set it: every rollout runs to max_completion_length
@@ -199,6 +204,8 @@ class GRPOTrainer:
             truncated = torch.tensor([c.truncated for c in completions], device=self.device)  # (B,)
             cmask = cmask * (~truncated).unsqueeze(1).long()
         batch = Rollouts(ids, attn, comp, cmask, advantages.to(self.device))
+        if self.sampling_is:  # what the sampler (vLLM) gave the same tokens: (B, T)
+            batch.sampling_logps = sampling_logps([c.logprobs for c in completions], comp.size(1), self.device)
         self.model.train()
 
         # 5) log-probs without gradient: pi_old and the reference
@@ -215,11 +222,13 @@ class GRPOTrainer:
             loss_type=a.loss_type, importance_sampling_level="sequence" if a.algorithm == "gspo" else "token",
             epsilon_low=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta, bias_correction_kl=a.use_bias_correction_kl,
             max_completion_length=a.max_completion_length, num_items_in_batch=float(cmask.sum()))  # dapo: step's tokens
+        is_settings = dict(mode=a.vllm_importance_sampling_mode, clip_min=a.vllm_importance_sampling_clip_min,
+                           clip_max=a.vllm_importance_sampling_clip_max)
         done, passes = 0, []
         while done < a.num_iterations:
             try:
                 passes = self.passes(batch)  # micro-batches, or whole multiples of them where the step is short
-                loss_value, entropy_sum, stats, finite = 0.0, 0.0, LossStats(), True
+                loss_value, entropy_sum, stats, finite, is_stats = 0.0, 0.0, LossStats(), True, None
                 self.optimizer.zero_grad(set_to_none=True)
                 # 6) the clipped surrogate (+ beta x KL) of each micro-batch, backward: the gradients add up
                 for i, j in passes:
@@ -227,9 +236,14 @@ class GRPOTrainer:
                     with self.clock("forward_backward"), self._activation_context():
                         logps, ent = completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
                                                          mb.completion_mask, a.temperature, return_entropy=True)  # (b, t)
+                        w = None  # vLLM's rollouts: pi_old / pi_sampler, pi_old from this very pass when mu = 1
+                        if mb.sampling_logps is not None:
+                            w, ist = sampling_is_weights(logps.detach() if mb.old_logps is None else mb.old_logps,
+                                                         mb.sampling_logps, mb.completion_mask, **is_settings)
+                            is_stats = merge_is_stats(is_stats, ist)
                         loss, st = policy_loss(logps, mb.old_logps, mb.advantages, mb.completion_mask,
                                                ref_per_token_logps=mb.ref_logps, num_micro_batches=len(passes),
-                                               **loss_settings)  # summed over micro-batches = the step's loss
+                                               sampling_weights=w, **loss_settings)  # summed: the step's loss
                         finite = bool(torch.isfinite(loss))
                         if finite:
                             loss.backward()
@@ -267,6 +281,7 @@ class GRPOTrainer:
             "clip_ratio/high_mean": stats.high_clip_sum / max(stats.clip_units, 1.0),
             "clip_ratio/region_mean": stats.region_clip_sum / max(stats.clip_units, 1.0),
             "train/passes": float(len(passes)),  # forward/backward passes of the last update (GRPOTrainer.passes)
+            **is_metrics(is_stats),  # sampling/*: the vLLM correction, under TRL's names
         })
         extra = {i: {"advantage": float(advantages[i])} for i in range(len(completions))}
         return StepResult(step, m, self.step_samples(rollouts, step, extra))
@@ -288,7 +303,7 @@ class GRPOTrainer:
                 self.adapter = self.engine.update_adapter(self.model)
         rollouts, self.rollout_stats = rollout_and_score(
             self.engine, self.rewards, self.cfg, rows, prompt_ids, step=step, adapter=self.adapter, model=self.model,
-            merged=self.merged_rollouts, ignore_eos=self.ignore_eos, clock=self.clock,
+            merged=self.merged_rollouts, ignore_eos=self.ignore_eos, clock=self.clock, logprobs=self.sampling_is,
             should_stop=lambda: self.control.stop_requested)  # Stop ends a large step between batches
         return step, t0, rollouts
 
@@ -338,31 +353,14 @@ class GRPOTrainer:
                            response_prefix=self.cfg.data.response_prefix, extra=extra)
 
     def passes(self, batch: Rollouts) -> list[tuple[int, int]]:
-        """Rows [i, j) of each forward/backward pass over a step's rollouts: `micro_batch_size`
-        sequences, or a whole multiple of it (2x, 4x, ..., every pass the same size) where this step's
-        sequences are short enough that each pass still holds no more padded tokens than the planned
-        micro-batch at full length (micro_batch_size x (max_prompt_length + max_completion_length)):
-        the memory the plan counted, fewer and larger passes (a GPU pass of a few short sequences is
-        launch-bound). bnpo keeps the configured micro-batch: its loss is normalised per micro-batch,
-        as TRL's, so another split would change it; the other losses are the same for equal parts."""
-        B, size = batch.input_ids.size(0), max(1, self.micro_batch_size)
+        """Rows [i, j) of each forward/backward pass over a step's rollouts (`core.rl.logprobs.pass_rows`:
+        the micro-batch, or whole multiples of it where this step's sequences are short)."""
         a = self.cfg.algorithm
-        if a.loss_type != "bnpo":
-            budget = size * (a.max_prompt_length + a.max_completion_length)
-            while B % (2 * size) == 0 and all(2 * size * batch.width(i, i + 2 * size) <= budget
-                                              for i in range(0, B, 2 * size)):
-                size *= 2
-        return [(i, min(i + size, B)) for i in range(0, B, size)]
+        return pass_rows(batch, self.micro_batch_size, a.max_prompt_length + a.max_completion_length,
+                         grow=a.loss_type != "bnpo")
 
-    @torch.no_grad()
     def _logps_no_grad(self, batch: Rollouts) -> torch.Tensor:
-        out = []
-        for i, j in self.passes(batch):
-            mb = batch.slice(i, j)
-            lp = completion_logprobs(self.model, mb.input_ids, mb.attention_mask, mb.completion_ids,
-                                     mb.completion_mask, self.cfg.algorithm.temperature)  # (b, t <= T)
-            out.append(torch.nn.functional.pad(lp, (0, batch.completion_ids.size(1) - lp.size(1))))
-        return torch.cat(out)
+        return logps_no_grad(self.model, batch, self.passes(batch), self.cfg.algorithm.temperature)  # (B, T)
 
     def _activation_context(self):
         if self.cfg.model.offload_activations:

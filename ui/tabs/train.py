@@ -89,7 +89,9 @@ def build(ctx: Ctx) -> None:
                     form.field("algorithm", name)
             with gr.Accordion(t("train.algo"), open=False):
                 for name in ("algorithm", "loss_type", "beta", "epsilon", "epsilon_high", "num_iterations",
-                             "scale_rewards", "mask_truncated_completions", "use_bias_correction_kl"):
+                             "scale_rewards", "mask_truncated_completions", "use_bias_correction_kl",
+                             "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
+                             "vllm_importance_sampling_clip_max", "vllm_importance_sampling_clip_min"):
                     form.field("algorithm", name)
             with gr.Accordion(t("train.run"), open=False):
                 for name in ("run_name", "save_steps", "keep_checkpoints", "log_samples", "engine"):

@@ -36,6 +36,10 @@ Owns: the things public vLLM does not offer and Aha Studio needs —
      default). `worker_weight_fingerprints` lets a GPU test see every weight come back bit for
      bit after the unfold.
 
+  8. the sampled tokens' log-probabilities as sampled (`logprobs_mode="processed_logprobs"`,
+     0.10+: after temperature; vLLM's default returns the raw model's, which would bias the trainer's
+     importance-sampling correction, as TRL's vllm_generation.py notes), where `EngineArgs` has it.
+
 Nothing here patches vLLM: functions are handed to `LLM.collective_rpc`, which in-process
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) calls them with the worker object. Each function names
 the attribute path it relies on; `tests/test_vllm_engine.py` exercises each on a GPU.
@@ -104,6 +108,18 @@ def kv_cache_size_kwargs(kv_cache_memory_bytes: int | None) -> dict:
     if "kv_cache_memory_bytes" not in {f.name for f in dataclasses.fields(EngineArgs)}:
         return {}
     return {"kv_cache_memory_bytes": int(kv_cache_memory_bytes)}
+
+
+def logprobs_mode_kwargs() -> dict:
+    """`{"logprobs_mode": "processed_logprobs"}` for `LLM(...)` where this vLLM knows the argument
+    (item 8 above), else {} (the trainer then gets raw log-probabilities: exact at temperature 1)."""
+    import dataclasses
+
+    from vllm.engine.arg_utils import EngineArgs
+
+    if "logprobs_mode" not in {f.name for f in dataclasses.fields(EngineArgs)}:
+        return {}
+    return {"logprobs_mode": "processed_logprobs"}
 
 
 def attention_backend_kwargs(backend: str | None) -> dict:

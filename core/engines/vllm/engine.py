@@ -116,6 +116,7 @@ class VLLMEngine:
     """See the module docstring. Construct it before the training model."""
 
     rollout_stats: dict = {}  # what the last rollout() did (merged or not, its times); replaced, never mutated
+    gives_logprobs = True  # sampling.logprobs honoured: the sampled tokens' log-probs after temperature
 
     def __init__(self, model_path: str, tokenizer, settings: VLLMSettings | None = None):
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -150,6 +151,7 @@ class VLLMEngine:
             enforce_eager=s.enforce_eager,
             **compat.cuda_graph_kwargs(s.cuda_graphs, s.max_num_seqs, s.enforce_eager),
             **compat.attention_backend_kwargs(s.attention_backend),
+            **compat.logprobs_mode_kwargs(),  # a rollout's logprobs as sampled (the trainer's IS correction)
             kv_cache_dtype=s.kv_cache_dtype,
             quantization=s.quantization,
             seed=s.seed,
@@ -439,6 +441,7 @@ class VLLMEngine:
             stop=stop or None,
             include_stop_str_in_output=bool(stop),
             detokenize=bool(stop),
+            logprobs=0 if sampling.logprobs else None,  # the sampled token's alone
         )
         lora = self._lora_request(adapter) if adapter is not None else None
         too_long = [len(p) for p in prompts if len(p) + sampling.max_tokens > self.settings.max_model_len]
@@ -459,5 +462,13 @@ class VLLMEngine:
         # vLLM stopped at sampling.stop (above); the cut and the one decode are the HF engine's
         # (completion_of), so rewards see the same ids and text from every backend
         result = [[completion_of(list(c.token_ids), "length" if c.finish_reason == "length" else "stop",
-                                 self.tokenizer, sampling) for c in o.outputs] for o in outs]
+                                 self.tokenizer, sampling, _sampled_logprobs(c) if sampling.logprobs else None)
+                   for c in o.outputs] for o in outs]
         return result
+
+
+def _sampled_logprobs(output) -> list[float]:
+    """A vLLM CompletionOutput's log-probability of each sampled token (NaN where vLLM gave none)."""
+    lps = output.logprobs or []
+    return [float(d[t].logprob) if d and t in d else float("nan") for t, d in zip(output.token_ids, lps)] + \
+        [float("nan")] * (len(output.token_ids) - len(lps))
