@@ -219,6 +219,33 @@ def test_rollout_samples_the_adapter_folded_or_not_and_leaves_the_base(backend_s
 
 
 @pytest.mark.parametrize("backend_setup", [pytest.param("vllm", marks=pytest.mark.vllm)], indirect=True)
+def test_vllm_sampled_log_probs_are_the_trainers_at_the_same_temperature(backend_setup):
+    """`SamplingSettings.logprobs`: vLLM hands back each sampled token's log-probability after
+    temperature (processed_logprobs), which the trainer's IS correction weighs against its own
+    teacher-forced log-probs (core.rl.objectives.sampling_is_weights): on the same weights (the
+    adapter served through LoRA, fp32 on vLLM's CPU build) they agree; a stop text's cut cuts them too."""
+    from core.rl.logprobs import completion_logprobs, pad_rollouts
+
+    backend, engine, model, tok = backend_setup
+    ref = engine.update_adapter(model)
+    s = SamplingSettings(n=2, temperature=0.7, max_tokens=10, seed=3, logprobs=True)
+    groups = engine.generate(_prompts(tok), s, ref)
+    flat = [c for g in groups for c in g]
+    assert all(c.logprobs is not None and len(c.logprobs) == len(c.token_ids) for c in flat)
+    assert engine.gives_logprobs and engine.generate(_prompts(tok), SamplingSettings(max_tokens=4), ref)[0][0].logprobs is None
+    prompts = [p for p, g in zip(_prompts(tok), groups) for _ in g]
+    ids, attn, comp, cmask = pad_rollouts(prompts, [c.token_ids for c in flat], tok.pad_token_id,
+                                          next(model.parameters()).device)
+    with torch.no_grad():
+        ours = completion_logprobs(model, ids, attn, comp, cmask, 0.7).float().cpu()
+    for i, c in enumerate(flat):
+        theirs = torch.tensor(c.logprobs)
+        tol = 0.05 if torch.cuda.is_available() else 1e-3  # bf16 kernels on a GPU; fp32 on the CPU build
+        assert torch.allclose(ours[i, :len(c.token_ids)], theirs, atol=tol), (ours[i, :len(c.token_ids)], theirs)
+    assert min(min(c.logprobs) for c in flat) < -0.5  # sampled at 0.7, not only argmaxes
+
+
+@pytest.mark.parametrize("backend_setup", [pytest.param("vllm", marks=pytest.mark.vllm)], indirect=True)
 def test_vllm_greedy_equals_hf_for_the_same_weights(backend_setup):
     """In fp32 (vLLM's CPU build) the two backends agree token for token, adapter on and off.
     On a GPU in bf16 kernels differ; tests/test_vllm_engine.py checks teacher-forced log-probs."""
