@@ -7,9 +7,8 @@ Owns: `read_yaml` (plain data only, no tags, a bound on what aliases expand to) 
 
 from __future__ import annotations
 
-from typing import Any
-
 import math
+from typing import Any
 
 import yaml
 

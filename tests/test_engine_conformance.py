@@ -243,6 +243,11 @@ def test_vllm_sampled_log_probs_are_the_trainers_at_the_same_temperature(backend
         tol = 0.05 if torch.cuda.is_available() else 1e-3  # bf16 kernels on a GPU; fp32 on the CPU build
         assert torch.allclose(ours[i, :len(c.token_ids)], theirs, atol=tol), (ours[i, :len(c.token_ids)], theirs)
     assert min(min(c.logprobs) for c in flat) < -0.5  # sampled at 0.7, not only argmaxes
+    # a completion cut at a stop text keeps the log-probs of the tokens it keeps
+    text = tok.decode(flat[0].token_ids[:4], skip_special_tokens=True)[-2:]
+    cut = engine.generate(_prompts(tok)[:1], SamplingSettings(n=1, temperature=0.7, max_tokens=10, seed=3,
+                                                              logprobs=True, stop=(text,)), ref)[0][0]
+    assert cut.logprobs is not None and len(cut.logprobs) == len(cut.token_ids)
 
 
 @pytest.mark.parametrize("backend_setup", [pytest.param("vllm", marks=pytest.mark.vllm)], indirect=True)

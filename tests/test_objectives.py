@@ -130,6 +130,17 @@ def test_dapo_summed_over_micro_batches_equals_whole_batch():
 @pytest.mark.parametrize("mode", ["sequence_mask", "token_truncate", "sequence_truncate", "token_mask"])
 @pytest.mark.parametrize("level,beta", [("token", 0.0), ("token", 0.04), ("sequence", 0.0)])
 def test_vllm_importance_sampling_matches_trl(tiny_model_dir, tmp_path, mode, level, beta):
+    _importance_sampling_against_trl(tiny_model_dir, tmp_path, mode, level, beta, clip_min=0.5, nan=False)
+
+
+@pytest.mark.parametrize("mode", ["sequence_mask", "token_truncate"])
+def test_vllm_importance_sampling_without_lower_bound_and_with_nan_matches_trl(tiny_model_dir, tmp_path, mode):
+    """TRL's default lower bound None is ours 0.0; a token vLLM gave no log-prob for (NaN) counts as
+    no difference on both sides."""
+    _importance_sampling_against_trl(tiny_model_dir, tmp_path, mode, "token", 0.0, clip_min=None, nan=True)
+
+
+def _importance_sampling_against_trl(tiny_model_dir, tmp_path, mode, level, beta, clip_min, nan):
     """TRL's GRPOTrainer with vLLM's sampled log-probs (its `_generate` handing back completions and
     the sampler's log-probs, as its vLLM path does) computes the IS ratio, the loss and its sampling/*
     metrics; ours, from the same log-probs and the training pass's own pi_old, gives the same."""
@@ -138,7 +149,7 @@ def test_vllm_importance_sampling_matches_trl(tiny_model_dir, tmp_path, mode, le
 
     trainer = _trl_trainer(tiny_model_dir, tmp_path, loss_type="dapo", beta=beta, epsilon=0.2, epsilon_high=0.28,
                            importance_sampling_level=level, vllm_importance_sampling_mode=mode,
-                           vllm_importance_sampling_clip_max=1.5, vllm_importance_sampling_clip_min=0.5)
+                           vllm_importance_sampling_clip_max=1.5, vllm_importance_sampling_clip_min=clip_min)
     vocab = trainer.model.config.vocab_size
     g = torch.Generator().manual_seed(7)
     prompt_ids = [torch.randint(3, vocab, (3,), generator=g).tolist() for _ in range(2) for _ in range(2)]
@@ -150,6 +161,8 @@ def test_vllm_importance_sampling_matches_trl(tiny_model_dir, tmp_path, mode, le
         logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, attn, 6)
     # the sampler is off by up to +-0.6 nats a token: some ratios fall outside [0.5, 1.5], some inside
     sampled = (logps + 1.2 * (torch.rand(logps.shape, generator=g) - 0.5)) * cmask
+    if nan:
+        sampled[0, 1] = sampled[2, 3] = float("nan")
     sampled_lists = [sampled[i, :len(c)].tolist() for i, c in enumerate(completion_ids)]
     rewards = iter([[1.0, 0.0, 0.3, 0.9]])
 
@@ -165,12 +178,13 @@ def test_vllm_importance_sampling_matches_trl(tiny_model_dir, tmp_path, mode, le
 
     ours_logps = completion_logprobs(trainer.model, ids, attn, torch.tensor(
         [c + [0] * (6 - len(c)) for c in completion_ids]), cmask, temperature=trainer.temperature)
-    w, st = sampling_is_weights(ours_logps.detach(), sampled, cmask, mode=mode, clip_min=0.5, clip_max=1.5)
+    w, st = sampling_is_weights(ours_logps.detach(), sampled, cmask, mode=mode, clip_min=clip_min or 0.0,
+                                clip_max=1.5)
     ratio = out["importance_sampling_ratio"]
     assert w.shape == ratio.shape
     assert torch.allclose(w, ratio, atol=1e-5), (w, ratio)
     real = cmask.bool() if w.size(1) > 1 else torch.ones_like(w, dtype=torch.bool)
-    cut = (w == 0) if mode.endswith("mask") else ((w - 1.5).abs() < 1e-6) | ((w - 0.5).abs() < 1e-6)
+    cut = (w == 0) if mode.endswith("mask") else ((w - 1.5).abs() < 1e-6) | ((w - (clip_min or -1)).abs() < 1e-6)
     assert 0 < int(cut[real].sum()) < int(real.sum())  # some ratios cut, some kept
     ours, _ = policy_loss(ours_logps, None, out["advantages"], cmask, loss_type="dapo", importance_sampling_level=level,
                           epsilon_low=0.2, epsilon_high=0.28, beta=beta, ref_per_token_logps=out.get("ref_per_token_logps"),

@@ -112,7 +112,7 @@ def test_sequence_mask_leaves_out_what_the_sampler_found_far_less_likely(model_d
     assert m["loss"] == 0.0 and m["grad_norm"] == 0.0
 
 
-@pytest.mark.parametrize("algo", ["rloo", "online_dpo"])
+@pytest.mark.parametrize("algo", ["rloo", "online_dpo", "ppo"])
 def test_only_grpo_and_gspo_ask_for_the_sampler_log_probs(model_dir, tmp_path, algo):
     """TRL 1.16 corrects only in its GRPOTrainer (its RLOO, Online DPO and PPO trainers do not)."""
     trainer, engine = trainer_with(model_dir, tmp_path, 0.4, algorithm=algo)

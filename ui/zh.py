@@ -87,7 +87,8 @@ HELP_ZH: dict[str, str] = {
     "algorithm.mask_truncated_completions": "把在 max_completion_length 处被截断的回答排除在损失之外（DAPO）。",
     "algorithm.vllm_importance_sampling_correction": "按训练模型对 vLLM 所采样 token 的概率给每条回答的损失加权（TRL 的默认值）："
                                                      "vLLM 的算子以及折叠进 bf16 权重的适配器，给出的概率与训练时的前向略有不同。"
-                                                     "不需要额外的前向：比率来自训练那一遍。只用于 vLLM 引擎上的 grpo 与 gspo。",
+                                                     "不需要额外的前向：比率来自训练那一遍。只用于 vLLM 引擎上的 grpo 与 gspo。"
+                                                     "top_p < 1 时 vLLM 的概率是截断后的（与 TRL 相同）：每个比率都 <= 1，长回答权重更小。",
     "algorithm.vllm_importance_sampling_mode": "vLLM 校正的加权方式。token_truncate：每个 token 的比率裁剪到 [下限, 上限]；"
                                                "token_mask：超出范围的 token 不计入；sequence_truncate / sequence_mask"
                                                "（TRL 的默认值）：每条回答一个比率（各 token 之积），裁剪，或整条回答不计入损失。",

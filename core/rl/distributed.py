@@ -160,8 +160,9 @@ def all_reduce_grads(params: list[torch.Tensor], *, poison: bool = False) -> Non
 # How each metric combines over ranks; everything else is the mean of the ranks' finite values.
 # Standard deviations averaged over ranks approximate the batch's (each rank holds whole groups).
 _SUM = {"tokens_per_second"}
-_MIN = {"completions/min_length", "micro_batch_size"}
-_MAX = {"completions/max_length", "peak_memory_gb", "peak_ram_gb", "step_time", "generation_time", "skipped_steps"}
+_MIN = {"completions/min_length", "micro_batch_size", "sampling/importance_sampling_ratio/min"}
+_MAX = {"completions/max_length", "peak_memory_gb", "peak_ram_gb", "step_time", "generation_time", "skipped_steps",
+        "sampling/importance_sampling_ratio/max", "sampling/sampling_logp_difference/max"}
 
 
 def reduce_metrics(metrics: dict) -> dict:

@@ -15,6 +15,7 @@ Shapes: B = sequences, Lp = longest prompt, T = longest completion, H = hidden s
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -153,12 +154,15 @@ class Rollouts:
 
 def sampling_logps(logprobs: list[list[float] | None], T: int, device) -> torch.Tensor | None:
     """The sampler's log-probs of a step's completions (B, T), right-padded with 0, as `pad_rollouts`
-    pads them; None unless every completion has them.
+    pads them; None unless every completion has them (a warning where some have: the step then goes
+    uncorrected).
 
     >>> sampling_logps([[-0.5, -1.0], [-2.0]], 3, "cpu").tolist()
     [[-0.5, -1.0, 0.0], [-2.0, 0.0, 0.0]]
     """
     if not logprobs or any(lp is None for lp in logprobs):
+        if logprobs and any(lp is not None for lp in logprobs):
+            warnings.warn("the sampler gave log-probs for some completions only: this step is not IS-corrected")
         return None
     out = torch.zeros(len(logprobs), T, dtype=torch.float32)
     for i, lp in enumerate(logprobs):
@@ -182,7 +186,6 @@ def pass_rows(batch: Rollouts, micro_batch_size: int, planned_width: int, *, gro
                                           for i in range(0, B, 2 * size)):
             size *= 2
     return [(i, min(i + size, B)) for i in range(0, B, size)]
-
 
 
 @torch.no_grad()

@@ -112,7 +112,7 @@ def kv_cache_size_kwargs(kv_cache_memory_bytes: int | None) -> dict:
 
 def logprobs_mode_kwargs() -> dict:
     """`{"logprobs_mode": "processed_logprobs"}` for `LLM(...)` where this vLLM knows the argument
-    (item 8 above), else {} (the trainer then gets raw log-probabilities: exact at temperature 1)."""
+    (item 8 above), else {} (the engine then gives none: raw ones would bias the correction)."""
     import dataclasses
 
     from vllm.engine.arg_utils import EngineArgs

@@ -133,6 +133,9 @@ class VLLMEngine:
         self.sleep_mode = self.on_gpu and compat.cumem_bytes_in_use() == 0
         self.tokenizer = tokenizer
         self.model_path = model_path
+        logprobs_mode = compat.logprobs_mode_kwargs()
+        # without it vLLM's log-probs are the raw model's, before temperature: a wrong ratio, so none at all
+        self.gives_logprobs = bool(logprobs_mode)
         self.llm = LLM(
             model=model_path,
             tokenizer=model_path,
@@ -151,7 +154,7 @@ class VLLMEngine:
             enforce_eager=s.enforce_eager,
             **compat.cuda_graph_kwargs(s.cuda_graphs, s.max_num_seqs, s.enforce_eager),
             **compat.attention_backend_kwargs(s.attention_backend),
-            **compat.logprobs_mode_kwargs(),  # a rollout's logprobs as sampled (the trainer's IS correction)
+            **logprobs_mode,  # a rollout's logprobs as sampled (the trainer's IS correction)
             kv_cache_dtype=s.kv_cache_dtype,
             quantization=s.quantization,
             seed=s.seed,
