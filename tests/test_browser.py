@@ -170,6 +170,16 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser, shot):
         page.locator(f"{chat} [data-testid='bot']").first.wait_for(timeout=60_000)
         assert page.locator(f"{chat} [data-testid='user']").first.inner_text().strip() == \
             "Which is bigger? 9.11 or 9.9?"
+    # one chat's own trash icon clears both sides: they answer one conversation, turn for turn
+    page.locator("#base-chat button[aria-label='Clear']").first.click()
+    for chat in ("#base-chat", "#tuned-chat"):
+        wait_until(lambda chat=chat: page.locator(f"{chat} [data-testid='user']").count() == 0, timeout=15)
+    page.get_by_text("Which is bigger? 9.11 or 9.9?").first.click()  # asked again, for the screenshot
+    sync_api.expect(page.locator("#compare-prompt textarea")).to_have_value("Which is bigger? 9.11 or 9.9?",
+                                                                           timeout=15_000)
+    page.get_by_role("button", name="Send to both").click()
+    for chat in ("#base-chat", "#tuned-chat"):
+        page.locator(f"{chat} [data-testid='bot']").first.wait_for(timeout=60_000)
     page.locator("#eval-n input[type=number]").fill("6")
     page.locator("#eval-n input[type=number]").press("Enter")
     page.get_by_role("button", name="Evaluate base vs tuned").click()

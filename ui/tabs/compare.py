@@ -163,6 +163,10 @@ def build(ctx: Ctx) -> None:
     prompt.submit(ask, inputs, [base_chat, tuned_chat, prompt, note, answered_by], api_visibility="private")
     clear.click(lambda: ([], [], "", None), outputs=[base_chat, tuned_chat, note, answered_by],
                 api_visibility="private")
+    # a chat's own trash icon clears both: the two sides answer the same conversation, turn for turn
+    for chat in (base_chat, tuned_chat):
+        chat.clear(lambda: ([], [], "", None), outputs=[base_chat, tuned_chat, note, answered_by],
+                   api_visibility="private")
     eval_btn.click(evaluate, [target, eval_n], [eval_md, eval_plot, eval_items, eval_json], api_name="evaluate")
     refresh.click(refresh_targets, [target, asked_for], [target, *asked_outputs], api_visibility="private")
     # another checkpoint picked (here, or loaded from the Runs tab): its own prompt and prefix
