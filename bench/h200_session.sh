@@ -131,6 +131,8 @@
 # --ours-runner v2 --trl-vllm-is off --budget-s 440) was cut: "the device machine was taken back for other work
 # before the call finished" (~250 s, nothing came back); two more refusals left 318 s, less than the kit and
 # any measurement take, so the list below is still to run.
+# Issue 31, tried on 2026-12-07 04:30-05:30 (tree 1c7fd67 .. c4ec38f: the vLLM IS correction on both sides now):
+# eight refused or not-asked starts cost ~830 of the 1,800 s before any machine came.
 # Next, in order (each its own command, after the kit): the same machine's run-to-run spread was up to 12%, so
 # pair each comparison in one command, twice:
 #   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 300   # twice
