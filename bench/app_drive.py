@@ -178,11 +178,11 @@ BREAKDOWN_KEYS = ("step_time", "generation_time", "completions/mean_length", "co
 
 
 def breakdown(rows: list[dict]) -> dict:
-    """Each step's split: per step (None where a row lacks the key), each `time/*` key a row carries and
+    """Each step's split: per step (None where a row lacks the key), each `time/*` and `sampling/*` key a row carries and
     BREAKDOWN_KEYS, rounded to 4 digits; their mean and median over steps 2..n (as mean_step_s).
     About 12 KB for 100 steps."""
     keys = [k for k in BREAKDOWN_KEYS if any(k in r for r in rows)]
-    keys += sorted({k for r in rows for k in r if k.startswith("time/")})
+    keys += sorted({k for r in rows for k in r if k.startswith(("time/", "sampling/"))})  # + the IS correction's
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
     per_step = {k: [round(r[k], 4) if number(r.get(k)) else None for r in rows] for k in keys}
     steady = {k: [v for v in vs[1:] or vs if v is not None] for k, vs in per_step.items()}
