@@ -403,6 +403,7 @@ class Config:
 
 
 def _default(f: dataclasses.Field) -> Any:
+    """A field's default value (None where it has a factory: lists are never numbers)."""
     return f.default if f.default is not dataclasses.MISSING else None
 
 

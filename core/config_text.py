@@ -1,8 +1,9 @@
 """A config written by a person (or by someone else: a copied-in run folder): YAML read safely, and
 `section.field=value` overrides (the CLI's `--set`).
 
-Owns: `read_yaml` (plain data only, no tags, a bound on what aliases expand to) and
-`apply_overrides`, and `coerce_number` (a number written as text). Refuses to know: the fields themselves (`core.config` checks them).
+Owns: `read_yaml` (plain data only, no tags, a bound on what aliases expand to),
+`apply_overrides` and `coerce_number` (a number written as text). Refuses to know: the fields
+themselves (`core.config` checks them).
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ Owns: the things public vLLM does not offer and Aha Studio needs —
      default). `worker_weight_fingerprints` lets a GPU test see every weight come back bit for
      bit after the unfold.
 
-  8. the sampled tokens' log-probabilities as sampled (`logprobs_mode="processed_logprobs"`,
-     0.10+: after temperature; vLLM's default returns the raw model's, which would bias the trainer's
+  8. the sampled tokens' log-probabilities as sampled (`logprobs_mode="processed_logprobs"`, in
+     0.24 and 0.31: after temperature; vLLM's default returns the raw model's, which would bias the trainer's
      importance-sampling correction, as TRL's vllm_generation.py notes), where `EngineArgs` has it.
 
 Nothing here patches vLLM: functions are handed to `LLM.collective_rpc`, which in-process
