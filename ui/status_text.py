@@ -22,6 +22,7 @@ STATUS_EN = {
     "run": "run `{run}`",
     "step": "step **{step}/{max_steps}**",
     "eta": "ETA {eta}",
+    "eta_first": "ETA ≤ {eta} (step 1 includes the warm-up)",
     "tps": "{tps} tokens/s",
     "reward": "reward {reward}",
     "elapsed": "elapsed {elapsed}",
@@ -62,7 +63,7 @@ def status_line(s: dict, lang: str = "en") -> str:
     if s.get("max_steps"):
         parts.append(w["step"].format(step=s.get("step", 0), max_steps=s["max_steps"]))
     if state in ("running", "paused") and s.get("eta_seconds") is not None:
-        parts.append(w["eta"].format(eta=format_seconds(s["eta_seconds"])))
+        parts.append(w["eta_first" if s.get("eta_first_step") else "eta"].format(eta=format_seconds(s["eta_seconds"])))
     if s.get("tokens_per_second"):
         parts.append(w["tps"].format(tps=f"{s['tokens_per_second']:.0f}"))
     if s.get("reward") is not None:

@@ -65,6 +65,7 @@ class RunStatus:
             "step": step,
             "max_steps": max_steps,
             "eta_seconds": eta,
+            "eta_first_step": eta is not None and len(self._step_times) == 1,  # from the warm-up step alone: a bound
             "tokens_per_second": self._last_metrics.get("tokens_per_second"),
             "reward": self._last_metrics.get("reward"),
             # a resumed run counts the training time of the steps it kept (their step_time); time held
