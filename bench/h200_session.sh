@@ -131,8 +131,11 @@
 # --ours-runner v2 --trl-vllm-is off --budget-s 440) was cut: "the device machine was taken back for other work
 # before the call finished" (~250 s, nothing came back); two more refusals left 318 s, less than the kit and
 # any measurement take, so the list below is still to run.
-# Issue 31, tried on 2026-12-07 04:30-05:30 (tree 1c7fd67 .. c4ec38f: the vLLM IS correction on both sides now):
-# eight refused or not-asked starts cost ~830 of the 1,800 s before any machine came.
+# Issue 31, tried on 2026-12-07 04:30-06:23 (trees 52d94ba .. 110afda: the vLLM IS correction on both sides now):
+# fifteen refused or not-asked starts (nvidia-h200 and nvidia-h100-x1, 5-15 minutes apart) cost 1,486 of the 1,800 s;
+# no machine came, and at 06:23 314 s were too little to start one. Nothing ran: the list below is still to run, and
+# first on it now the GPU conformance test of the sampled log-probs (vLLM 0.24's logprobs_mode on CUDA, bf16):
+#   PYTEST_K=log_probs TESTS=tests/test_engine_conformance.py bash bench/h200_session.sh tests
 # Next, in order (each its own command, after the kit): the same machine's run-to-run spread was up to 12%, so
 # pair each comparison in one command, twice:
 #   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 300   # twice
