@@ -234,7 +234,7 @@ class AlgorithmConfig:
         True, "Weigh each rollout's loss by how likely the trainer finds what vLLM sampled (TRL's default): vLLM's "
         "kernels, and the adapter folded into bf16 weights, give tokens slightly other probabilities than the "
         "trainer's forward. No extra pass: the ratio comes from the training pass. grpo and gspo on vLLM only. "
-        "With top_p < 1 vLLM's are after the cut (as in TRL): every ratio <= 1, long answers weigh less.")
+        "With top_p < 1 vLLM's probabilities are the nucleus's (as TRL's): ratios <= 1, long answers weigh less.")
     vllm_importance_sampling_mode: str = _f(
         "sequence_mask", "How the vLLM correction weighs. token_truncate: each token's ratio clipped to [min, max]; "
         "token_mask: tokens outside it left out; sequence_truncate / sequence_mask (TRL's default): one ratio per "
