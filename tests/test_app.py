@@ -353,6 +353,9 @@ def test_server_text_follows_the_browsers_language_and_try_on_samples_scores_fir
     state = manager.status()["state"]
     assert f"**{STATUS_ZH[f'state.{state}']}**" in status(chinese)["bar"]
     assert f"**{state}**" in status(english)["bar"]
+    # Compare's line above its boxes, in the page's language (where the boxes' values came from)
+    _, _, words = chinese.predict(value="current", api_name="/asked_as")
+    assert words.startswith("系统提示和回答前缀来自") and "两个模型都用它们提问" in words, words
     job = english.submit(**TINY, **TWO_REWARDS, api_name="/try_rewards")
     table, error = job.result(timeout=120)
     assert error == "" and table["headers"][:3] == ["total", "format_soft", "correctness"]

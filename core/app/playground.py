@@ -65,22 +65,30 @@ class Playground:
         if self._model is None:
             self._ensure_model(self.default_model)
 
+    # where `chat_settings` found them, in words (the page says the same in its language: ui/tabs/compare.py)
+    SOURCE_WORDS = {"checkpoint": "the config.yaml of run `{run}` ({checkpoint})",
+                    "no_config": "the defaults ({checkpoint} has no run config)",
+                    "current": "the current run `{run}`",
+                    "defaults": "the defaults (no run since the app started; pick a checkpoint for a run's own)"}
+
     def chat_settings(self, target: str = "current") -> dict:
         """How `target` was trained to be asked: {system_prompt, response_prefix, chat_template} of
         its run's config.yaml (a checkpoint), of the active or last run ('current', 'base'), else
-        the defaults; `source` says which (shown beside the Compare tab's boxes)."""
+        the defaults; `source` says which in words (shown beside the Compare tab's boxes), `source_kind`
+        and `source_where` the same as data (a `SOURCE_WORDS` key and its fields)."""
         from core.evaluation.chat import prompt_settings
 
         if target not in (None, "", "base", "current"):
             path = self._checkpoint_path(target)
             cfg = self._checkpoint_config(path)
-            source = (f"the config.yaml of run `{path.parent.parent.name}` ({path.name})" if cfg is not None
-                      else f"the defaults ({path.name} has no run config)")
+            where = {"run": path.parent.parent.name, "checkpoint": path.name}
+            kind = "checkpoint" if cfg is not None else "no_config"
         else:
             cfg = self.run_config()
-            source = (f"the current run `{self._run_name or '(not started)'}`" if cfg is not None
-                      else "the defaults (no run since the app started; pick a checkpoint for a run's own)")
-        return {**prompt_settings(cfg or self.default_config()), "source": source}
+            where = {"run": self._run_name or "(not started)"}
+            kind = "current" if cfg is not None else "defaults"
+        return {**prompt_settings(cfg or self.default_config()), "source": self.SOURCE_WORDS[kind].format(**where),
+                "source_kind": kind, "source_where": where}
 
     def chat(self, prompt: str, target: str = "base", system_prompt: str | None = None,
              max_tokens: int = 256, temperature: float = 0.0, response_prefix: str | None = None,

@@ -122,7 +122,7 @@ def build(ctx: Ctx) -> None:
                 text = f"Base and tuned gave the same answer (the adapter could not be read: {e})"
             yield base_history, tuned_history, "", text, target_value
 
-    def asked_as(target_value, shown_for):
+    def asked_as(target_value, shown_for, lang: str = "en"):
         """The boxes: the system prompt and prefix `target_value` trained with, unless already shown."""
         try:
             s = manager.chat_settings(target_value or CURRENT)
@@ -130,9 +130,7 @@ def build(ctx: Ctx) -> None:
             return gr.skip(), gr.skip(), warn(e), gr.skip()
         if shown_for is not None and s["source"] == shown_for:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # keep the person's edits
-        return (s["system_prompt"], s["response_prefix"],
-                f"System prompt and answer prefix from {s['source']}; both models are asked with them (edit them to "
-                "ask otherwise).", s["source"])
+        return s["system_prompt"], s["response_prefix"], asked_from(s, lang), s["source"]
 
     def evaluate(target_value, n):
         try:
@@ -149,12 +147,12 @@ def build(ctx: Ctx) -> None:
                      "leaves room to finish.")
         return eval_markdown(result) + done, eval_frame(result), pd.DataFrame(items).rename(columns=SHOWN_AS), result
 
-    def refresh_targets(current, shown_for):
+    def refresh_targets(current, shown_for, request: gr.Request):
         """The checkpoint list anew; the boxes anew if what `current` means changed (another run)."""
         choices = target_choices(manager)
         values = [v for _, v in choices]
         value = current if current in values else CURRENT
-        return gr.update(choices=choices, value=value), *asked_as(value, shown_for)
+        return gr.update(choices=choices, value=value), *asked_as(value, shown_for, lang_of(request))
 
     asked_outputs = [system, prefix, asked_md, asked_for]
     answered_by = gr.State(None)  # the target the tuned side's last answer came from
@@ -170,7 +168,10 @@ def build(ctx: Ctx) -> None:
     eval_btn.click(evaluate, [target, eval_n], [eval_md, eval_plot, eval_items, eval_json], api_name="evaluate")
     refresh.click(refresh_targets, [target, asked_for], [target, *asked_outputs], api_visibility="private")
     # another checkpoint picked (here, or loaded from the Runs tab): its own prompt and prefix
-    target.change(lambda value: asked_as(value, None), [target], asked_outputs, api_name="asked_as")
+    def asked_as_picked(value, request: gr.Request):
+        return asked_as(value, None, lang_of(request))
+
+    target.change(asked_as_picked, [target], asked_outputs, api_name="asked_as")
 
     def on_switch(value, request: gr.Request):  # the label only: the conversation is ask's alone (no race)
         return gr.update(label=tuned_label(value, lang_of(request)))
@@ -178,7 +179,7 @@ def build(ctx: Ctx) -> None:
     target.change(on_switch, [target], [tuned_chat], api_visibility="private")
     ctx.shared["compare_target"] = target
     ctx.shared["compare_refresh"] = (refresh_targets, [target, asked_for], [target, *asked_outputs])
-    ctx.shared["compare_on_load"] = lambda load: load(lambda value: asked_as(value, None), [target], asked_outputs,
+    ctx.shared["compare_on_load"] = lambda load: load(asked_as_picked, [target], asked_outputs,
                                                       api_visibility="private")
 
 
@@ -203,6 +204,19 @@ def tuned_label(target_value, lang: str = "en") -> str:
     """
     zh = lang == "zh"
     return f"{TEXT['compare.tuned'][1 if zh else 0]} · {adapter_name(target_value) or ('当前适配器' if zh else 'current adapter')}"
+
+
+def asked_from(settings: dict, lang: str = "en") -> str:
+    """The line above the boxes: where their system prompt and prefix came from (`chat_settings`).
+
+    >>> asked_from({"source_kind": "current", "source_where": {"run": "r1"}, "source": "the current run `r1`"}, "zh")
+    '系统提示和回答前缀来自当前运行 `r1`；两个模型都用它们提问（修改它们即可换一种问法）。'
+    """
+    i = 1 if lang == "zh" else 0
+    kind = settings.get("source_kind")
+    source = (TEXT[f"compare.src_{kind}"][i].format(**settings.get("source_where", {}))
+              if f"compare.src_{kind}" in TEXT else settings["source"])
+    return TEXT["compare.asked_from"][i].format(source=source)
 
 
 def switch_line(target_value) -> dict:
