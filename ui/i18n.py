@@ -21,12 +21,15 @@ import dataclasses
 
 import gradio as gr
 
+from core.app.playground import Playground
 from core.config import Config, field_help
 from core.rewards import sandbox as _sandbox
 from ui.views import language
 from ui.zh import HELP_ZH
 
 # key: (English, 简体中文)
+_SOURCE_WORDS = Playground.SOURCE_WORDS
+
 TEXT: dict[str, tuple[str, str]] = {
     # page
     "title": ("# 💡 Aha Studio", "# 💡 Aha Studio 顿悟工作室"),
@@ -207,11 +210,12 @@ TEXT: dict[str, tuple[str, str]] = {
     "compare.tuned_current": ("Tuned model · current adapter", "微调模型 · 当前适配器"),
     "compare.asked_from": ("System prompt and answer prefix from {source}; both models are asked with them (edit them "
                            "to ask otherwise).", "系统提示和回答前缀来自{source}；两个模型都用它们提问（修改它们即可换一种问法）。"),
-    "compare.src_checkpoint": ("the config.yaml of run `{run}` ({checkpoint})", "运行 `{run}` 的 config.yaml（{checkpoint}）"),
-    "compare.src_no_config": ("the defaults ({checkpoint} has no run config)", "默认设置（{checkpoint} 没有运行配置）"),
-    "compare.src_current": ("the current run `{run}`", "当前运行 `{run}`"),
-    "compare.src_defaults": ("the defaults (no run since the app started; pick a checkpoint for a run's own)",
-                             "默认设置（应用启动后还没有运行；要用某次运行自己的设置，请选择它的检查点）"),
+    # where Compare's boxes came from: English as the manager words it (core.app.playground), Chinese here
+    **{f"compare.src_{kind}": (_SOURCE_WORDS[kind], zh) for kind, zh in (
+        ("checkpoint", "运行 `{run}` 的 config.yaml（{checkpoint}）"),
+        ("no_config", "默认设置（{checkpoint} 没有运行配置）"),
+        ("current", "当前运行 `{run}`"),
+        ("defaults", "默认设置（应用启动后还没有运行；要用某次运行自己的设置，请选择它的检查点）"))},
     "compare.prompt": ("Your question (sent to both)", "你的问题（同时发给两个模型）"),
     "compare.send": ("Send to both", "发送给两者"),
     "compare.clear": ("Clear", "清空"),
