@@ -238,10 +238,18 @@ def test_vllm_sampled_log_probs_are_the_trainers_at_the_same_temperature(backend
                                           next(model.parameters()).device)
     with torch.no_grad():
         ours = completion_logprobs(model, ids, attn, comp, cmask, 0.7).float().cpu()
-    for i, c in enumerate(flat):
-        theirs = torch.tensor(c.logprobs)
-        tol = 0.05 if torch.cuda.is_available() else 1e-3  # bf16 kernels on a GPU; fp32 on the CPU build
-        assert torch.allclose(ours[i, :len(c.token_ids)], theirs, atol=tol), (ours[i, :len(c.token_ids)], theirs)
+        at_one = completion_logprobs(model, ids, attn, comp, cmask, 1.0).float().cpu()
+    theirs = [torch.tensor(c.logprobs) for c in flat]
+    if not torch.cuda.is_available():  # fp32 on vLLM's CPU build: token for token
+        for i, c in enumerate(flat):
+            assert torch.allclose(ours[i, :len(c.token_ids)], theirs[i], atol=1e-3), (ours[i, :len(c.token_ids)], theirs[i])
+    # bf16 kernels on a GPU: near on average, and far nearer than the trainer's log-probs at temperature 1
+    # (H100, 2026-12-07, bench/results/2026-12-07_h100_k/: this tiny random model's tokens 0.066 nats apart on
+    # average, 0.59 at most, 0.25 at temperature 1; SmolLM2's 0.027 on average over the app's 60-step run)
+    err = torch.cat([(ours[i, :len(t)] - t).abs() for i, t in enumerate(theirs)])
+    err_at_one = torch.cat([(at_one[i, :len(t)] - t).abs() for i, t in enumerate(theirs)])
+    print(f"vLLM vs trainer log-probs: mean |diff| {err.mean():.4f}, max {err.max():.4f}; at temperature 1 {err_at_one.mean():.4f}")
+    assert err.mean() < 0.1 and err.mean() < 0.5 * err_at_one.mean(), (err.mean(), err.max(), err_at_one.mean())
     assert min(min(c.logprobs) for c in flat) < -0.5  # sampled at 0.7, not only argmaxes
     # a completion cut at a stop text keeps the log-probs of the tokens it keeps
     text = tok.decode(flat[0].token_ids[:4], skip_special_tokens=True)[-2:]
