@@ -14,6 +14,7 @@ import pytest
 from core.memory import planner, words
 from core.config import Config, field_help
 from ui import status_text, views, zh
+from ui import words as ui_words
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -42,7 +43,7 @@ def test_every_config_field_has_chinese_help():
 
 @pytest.mark.parametrize("english,chinese", [
     (words.WORDS, zh.PLAN_ZH), (status_text.STATUS_EN, zh.STATUS_ZH), (views.MEMORY_EN, zh.MEMORY_ZH),
-    (views.TRY_EN, zh.TRY_ZH)], ids=["plan", "status", "memory", "try"])
+    (views.TRY_EN, zh.TRY_ZH), (ui_words.SAY_EN, zh.SAY_ZH)], ids=["plan", "status", "memory", "try", "say"])
 def test_chinese_tables_match_their_english(english, chinese):
     assert set(chinese) == set(english)
     for key, text in english.items():
@@ -77,14 +78,14 @@ def test_status_line_in_chinese_and_english():
     en, cn = status_text.status_line(s), status_text.status_line(s, "zh")
     assert en.startswith("⏸️ **paused** · run `r1` · step **3/10** · ETA 3m 05s · 412 tokens/s · reward 0.250")
     assert "fix it on the Rewards tab" in en
-    assert cn.startswith("⏸️ **已暂停** · 运行 `r1` · 第 **3/10** 步 · 预计剩余 3m 05s · 412 token/秒 · 奖励 0.250 · "
-                         "已用 1m 10s · 2 个回答排在当前步之后")
+    assert cn.startswith("⏸️ **已暂停** · 运行 `r1` · 第 **3/10** 步 · 预计剩余 3 分 05 秒 · 412 token/秒 · 奖励 0.250 · "
+                         "已用 1 分 10 秒 · 2 个回答排在当前步之后")
     assert "请在“奖励”页修正" in cn and "❌ boom" in cn  # what the run wrote stays as written
     assert status_text.status_line({}, "zh").startswith("⚪ **空闲**")
     # an ETA from the first (warm-up) step alone is said to be a bound
     first = {"state": "running", "step": 1, "max_steps": 8, "eta_seconds": 1050, "eta_first_step": True}
     assert "ETA ≤ 17m 30s (step 1 includes the warm-up)" in status_text.status_line(first)
-    assert "预计剩余 ≤ 17m 30s（第 1 步含预热）" in status_text.status_line(first, "zh")
+    assert "预计剩余 ≤ 17 分 30 秒（第 1 步含预热）" in status_text.status_line(first, "zh")
     assert "ETA 17m 30s" in status_text.status_line({**first, "eta_first_step": False})
     # paused: Start is greyed out, the line says what Resume and Stop do; an ended run names its checkpoint
     assert "**Stop** ends the run with its checkpoint" in en and "**停止**会保存检查点" in cn
@@ -185,3 +186,64 @@ def test_error_headlines_name_the_box_and_keep_their_text():
     assert "`def r(prompts, completions) -> list[float]`" in shown  # as typed inside code
     assert "(&lt;custom reward code&gt;, line 1)" in shown  # as text outside it
     assert "random.seed(data.seed)" in shown  # the traceback is the user's, left as is
+
+
+def test_short_words_of_tables_and_plots_have_chinese():
+    assert set(zh.WORDS_ZH) == set(ui_words.WORDS)
+    for english, chinese in zh.WORDS_ZH.items():
+        assert chinese != english and (CJK.search(chinese) or chinese in ("KL",)), english
+
+
+def test_tables_plots_and_messages_in_chinese():
+    """What the server renders for a Chinese page: table columns and states, the held-out table, the
+    retention summary, the aha samples, durations; and Train's messages are cleared in either language."""
+    from ui.tabs.train import message_outlived
+
+    samples = pd.DataFrame([{"step": 3, "question": "q", "completion": "c", "answer": "4", "reward": 1.5,
+                             "advantage": 0.25, "correctness": 1.0}])
+    assert list(views.samples_view(samples, lang="zh").columns) == ["步", "奖励", "correctness", "优势", "参考答案",
+                                                                   "回答", "问题"]
+    runs = views.runs_frame([{"run": "r", "state": "stopped", "step": 3}], "zh")
+    assert runs.columns[:3].tolist() == ["运行", "状态", "步"] and runs["状态"].tolist() == ["已停止"]
+    result = {w: {"accuracy": a, "accuracy_flexible": 0.5, "format_rate": 1.0, "n": 20} for w, a in (("base", 0.1), ("tuned", 0.9))}
+    assert views.eval_markdown(result, "zh").splitlines()[0] == "| | 准确率 | 最后一个数的准确率 | 格式正确率 | 问题数 |"
+    assert views.eval_frame(result, "zh")["bar"].tolist()[:2] == ["准确率 · 基础", "准确率 · 微调"]
+    grown = {w: {"step": s, "correct": s > 5, "thought_words": s, "question": "q", "completion": "c"}
+             for w, s in (("early", 1), ("late", 9))}
+    assert views.aha_sample_markdown(grown, "zh").startswith("早期：**第 1 步** · 错误 · 思考 1 个词")
+    assert "后期：**第 9 步** · 正确" in views.aha_sample_markdown(grown, "zh")
+    g = {"n": 2, "kl": 0.01, "logprob_drop": 0.0, "tokens": 9, "items": [{"prompt": "p", "base": "b", "tuned": "t",
+         "kl": 0.01, "tuned_flags": ["runaway tags"]}], **{w: {"degenerate_rate": 0.0, "tag_rate": 0.5,
+         "truncated_rate": 0.0} for w in ("base", "tuned")}}
+    assert views.retention_markdown({"general": g}, "zh").splitlines()[2] == "| 任务之外 | 基础 | 微调 |"
+    assert views.retention_items_frame({"general": g}, "zh").iloc[0].tolist()[-1] == "失控的标签"
+    assert ui_words.duration(45, "zh") == "45 秒" and ui_words.duration(3725, "zh") == "1 小时 02 分"
+    for lang in ("en", "zh"):
+        started = ui_words.say("started", lang, name="r")
+        assert message_outlived(("r", 1, "stopped", 2), started, 2) and not message_outlived(("r", 1, "running", 2), started, 2)
+        stopping = ui_words.say("control.stopping", lang)
+        assert message_outlived(("r", 1, "stopped", 2), stopping) and not message_outlived(("r", 1, "stopping", 2), stopping)
+        resumed = ui_words.say("resumed", lang, state="running", step=4, names="a")
+        assert message_outlived(("r", 5, "finished", 3), resumed, 3)
+
+
+def test_every_widget_has_a_label_in_both_languages():
+    """A field missing from FIELD_LABELS showed its raw name ("dpo beta", "vf coef") on either page."""
+    from ui.i18n import FIELD_LABELS, config_field_keys
+
+    not_widgets = {"rewards.names", "rewards.weights"}  # the Rewards tab's checkboxes and weights
+    missing = [k for k in config_field_keys() if k not in FIELD_LABELS and k not in not_widgets]
+    assert not missing, f"add these to ui/i18n.py FIELD_LABELS: {missing}"
+
+
+def test_tasks_and_reward_presets_are_described_in_chinese():
+    """The Data tab's task list and the Rewards tab's presets read as English on the Chinese page before."""
+    from core.data.builtin import BUILTIN_TASKS
+    from core.rewards.registry import list_rewards
+    from ui.i18n import TEXT
+
+    assert set(zh.TASKS_ZH) == set(BUILTIN_TASKS) and set(zh.PRESETS_ZH) == {s.name for s in list_rewards()}
+    for key in [f"task.{n}" for n in BUILTIN_TASKS] + [f"preset.{s.name}" for s in list_rewards()]:
+        english, chinese = TEXT[key]
+        assert CJK.search(chinese) and not CJK.search(english), key
+    assert TEXT["task.largest"][0] == "largest — " + BUILTIN_TASKS["largest"].description

@@ -23,9 +23,11 @@ import gradio as gr
 
 from core.app.playground import Playground
 from core.config import Config, field_help
+from core.data.builtin import BUILTIN_TASKS
+from core.rewards.registry import list_rewards
 from core.rewards import sandbox as _sandbox
 from ui.views import language
-from ui.zh import HELP_ZH
+from ui.zh import HELP_ZH, PRESETS_ZH, TASKS_ZH
 
 # key: (English, 简体中文)
 _SOURCE_WORDS = Playground.SOURCE_WORDS
@@ -39,6 +41,17 @@ TEXT: dict[str, tuple[str, str]] = {
         "用 GRPO 教语言模型推理：选择模型、数据和奖励函数，点击**开始**，看着奖励上升，然后并排比较基础模型和微调后的模型。",
     ),
     "status": ("Status", "状态"),
+    # plot axes (Train and Compare tabs)
+    "plot.step": ("step", "步"),
+    "plot.reward": ("reward", "奖励"),
+    "plot.tokens": ("tokens", "token 数"),
+    "plot.loss": ("loss", "损失"),
+    "plot.kl": ("kl", "KL"),
+    "plot.fraction": ("fraction", "比例"),
+    "plot.GB": ("GB", "GB"),
+    "plot.phrases": ("phrases", "短语数"),
+    "plot.rate": ("rate", "比率"),
+    "plot.model": ("model", "模型"),
     # tabs
     "tab.model": ("1 · Model", "1 · 模型"),
     "tab.data": ("2 · Data", "2 · 数据"),
@@ -208,6 +221,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "compare.base": ("Base model", "基础模型"),
     "compare.tuned": ("Tuned model", "微调模型"),
     "compare.tuned_current": ("Tuned model · current adapter", "微调模型 · 当前适配器"),
+    "compare.current_choice": ("Current adapter (live)", "当前适配器（实时）"),
     "compare.asked_from": ("System prompt and answer prefix from {source}; both models are asked with them (edit them "
                            "to ask otherwise).", "系统提示和回答前缀来自{source}；两个模型都用它们提问（修改它们即可换一种问法）。"),
     # where Compare's boxes came from: English as the manager words it (core.app.playground), Chinese here
@@ -343,6 +357,16 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "algorithm.gradient_accumulation_steps": ("Gradient accumulation", "梯度累积"),
     "algorithm.max_grad_norm": ("Max gradient norm", "最大梯度范数"),
     "algorithm.seed": ("Seed", "随机种子"),
+    # the other algorithms' settings (Online DPO, PPO) and the rollouts' form, in "More settings"
+    "algorithm.dpo_beta": ("DPO beta (Online DPO)", "DPO beta（Online DPO）"),
+    "algorithm.dpo_pair_rule": ("Preference pair (Online DPO)", "偏好对的选法（Online DPO）"),
+    "algorithm.judge": ("Judge (Online DPO)", "评判方式（Online DPO）"),
+    "algorithm.judge_model": ("Judge model (Online DPO)", "评判模型（Online DPO）"),
+    "algorithm.gae_lambda": ("GAE lambda (PPO)", "GAE lambda（PPO）"),
+    "algorithm.gamma": ("Discount gamma (PPO)", "折扣因子 gamma（PPO）"),
+    "algorithm.vf_coef": ("Value loss weight (PPO)", "价值损失权重（PPO）"),
+    "algorithm.cliprange_value": ("Value clip range (PPO)", "价值裁剪范围（PPO）"),
+    "run.merged_rollouts": ("Rollouts on merged weights", "在合并权重上采样"),
     "run.output_dir": ("Runs folder", "运行文件夹"),
     "run.run_name": ("Run name (empty = automatic)", "运行名称（留空自动生成）"),
     "run.save_steps": ("Checkpoint every N steps", "每 N 步保存检查点"),
@@ -374,6 +398,14 @@ def config_field_keys() -> list[str]:
 for _key in config_field_keys():
     _english = field_help(*_key.split("."))
     TEXT[f"h.{_key}"] = (_english, HELP_ZH.get(_key, _english))
+
+
+# the built-in tasks' and the reward presets' descriptions: "task.<name>", "preset.<name>"; English from
+# core/data/builtin.py and reward_presets/, Chinese from ui/zh.py (English in both where it has none yet)
+for _name, _task in BUILTIN_TASKS.items():
+    TEXT[f"task.{_name}"] = (f"{_name} — {_task.description}", f"{_name} — {TASKS_ZH.get(_name, _task.description)}")
+for _spec in list_rewards():
+    TEXT[f"preset.{_spec.name}"] = (_spec.description, PRESETS_ZH.get(_spec.name, _spec.description))
 
 
 def _table(index: int) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 
-from core.app.messages import format_seconds
+from ui.words import duration
 from ui.zh import STATUS_ZH
 
 # the status line's words; ui/zh.py STATUS_ZH has the same keys
@@ -63,13 +63,13 @@ def status_line(s: dict, lang: str = "en") -> str:
     if s.get("max_steps"):
         parts.append(w["step"].format(step=s.get("step", 0), max_steps=s["max_steps"]))
     if state in ("running", "paused") and s.get("eta_seconds") is not None:
-        parts.append(w["eta_first" if s.get("eta_first_step") else "eta"].format(eta=format_seconds(s["eta_seconds"])))
+        parts.append(w["eta_first" if s.get("eta_first_step") else "eta"].format(eta=duration(s["eta_seconds"], lang)))
     if s.get("tokens_per_second"):
         parts.append(w["tps"].format(tps=f"{s['tokens_per_second']:.0f}"))
     if s.get("reward") is not None:
         parts.append(w["reward"].format(reward=f"{s['reward']:.3f}"))
     if s.get("elapsed"):
-        parts.append(w["elapsed"].format(elapsed=format_seconds(s["elapsed"])))
+        parts.append(w["elapsed"].format(elapsed=duration(s["elapsed"], lang)))
     if s.get("queued"):
         parts.append(w["queued"].format(queued=s["queued"]))
     if s.get("checkpoint") and state in ("finished", "stopped", "failed", "interrupted"):  # a Stop said nothing of it

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.memory.words import say
+from core.memory.words import say as say_plan
+from ui.words import frame_in, say, word
 from ui.zh import MEMORY_ZH, PLAN_ZH, TRY_ZH
 
 PLOT_COLUMNS = ["step", "value", "series"]
@@ -116,10 +117,12 @@ SAMPLE_COLUMNS = ["step", "reward", "answer", "completion", "question"]
 SHOWN_AS = {"answer": "reference answer"}
 
 
-def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_chars: int = 600) -> pd.DataFrame:
+def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_chars: int = 600,
+                 lang: str = "en") -> pd.DataFrame:
     """The samples table as shown: the short columns first (step, total reward, each reward's score,
     the advantage, the expected answer), then the completion and the question, long text cut, so the
     numbers are in sight on a laptop's screen (a new user found them off to the right, 2026-12-06).
+    Column names in `lang`.
 
     >>> row = {"step": 3, "question": "q", "completion": "c", "answer": "4", "reward": 1.5,
     ...        "advantage": 0.25, "correctness": 1.0, "format_soft": 0.5}
@@ -127,7 +130,7 @@ def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_ch
     ['step', 'reward', 'correctness', 'format_soft', 'advantage', 'reference answer', 'completion', 'question']
     """
     if samples is None or samples.empty:
-        return pd.DataFrame(columns=SAMPLE_COLUMNS).rename(columns=SHOWN_AS)
+        return frame_in(pd.DataFrame(columns=SAMPLE_COLUMNS).rename(columns=SHOWN_AS), lang)
     df = samples.copy()
     cut = lambda n: (lambda v: v if not isinstance(v, str) or len(v) <= n else v[: n - 1] + "…")  # noqa: E731
     df["question"] = df["question"].map(cut(question_chars))
@@ -136,7 +139,7 @@ def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_ch
     first, text = ["step", "reward"], ["answer", "completion", "question"]
     df = df[[c for c in first if c in df] + scores + (["advantage"] if "advantage" in df else [])
             + [c for c in text if c in df]]
-    return df.round(3).rename(columns=SHOWN_AS)
+    return frame_in(df.round(3).rename(columns=SHOWN_AS), lang)
 
 
 # ---------------------------------------------------------------------------
@@ -153,7 +156,7 @@ TRY_EN = {
 }
 
 
-def try_view(scored: pd.DataFrame) -> pd.DataFrame:
+def try_view(scored: pd.DataFrame, lang: str = "en") -> pd.DataFrame:
     """Try on samples' table as shown: the scores first (total, then each reward), then the texts,
     the long ones last, so the numbers never sit off-screen to the right.
 
@@ -164,7 +167,7 @@ def try_view(scored: pd.DataFrame) -> pd.DataFrame:
     """
     scores = ["total"] + [c for c in scored.columns if c not in TRY_TEXT_COLUMNS and c != "total"]
     columns = [c for c in scores if c in scored] + [c for c in TRY_TEXT_COLUMNS if c in scored]
-    return scored[columns].round(3).rename(columns=SHOWN_AS)
+    return frame_in(scored[columns].round(3).rename(columns=SHOWN_AS), lang, values=("source",))
 
 
 def try_stage_text(stage: str, facts: dict, lang: str = "en") -> str:
@@ -195,12 +198,12 @@ def checkpoint_choices(runs: list[dict], checkpoints_of) -> list[tuple[str, str]
     return out
 
 
-def runs_frame(runs: list[dict]) -> pd.DataFrame:
+def runs_frame(runs: list[dict], lang: str = "en") -> pd.DataFrame:
     columns = ["run", "state", "step", "max_steps", "reward", "model", "data", "rewards", "checkpoints", "updated"]
     df = pd.DataFrame(runs, columns=columns)
     if not df.empty:
         df["reward"] = df["reward"].map(lambda v: None if v is None else round(float(v), 4))
-    return df
+    return frame_in(df, lang, values=("state",))
 
 
 def _eval_metrics(result: dict | None) -> list[tuple[str, str]]:
@@ -212,10 +215,10 @@ def _eval_metrics(result: dict | None) -> list[tuple[str, str]]:
     return metrics + [("format_rate", "format rate")]
 
 
-def eval_frame(result: dict | None) -> pd.DataFrame:
+def eval_frame(result: dict | None, lang: str = "en") -> pd.DataFrame:
     """Bar-plot rows, one bar each: 'accuracy · base', ..., with model (the colour) and value (NaN
     before any evaluation: no bars, but both models are in the legend). Gradio's BarPlot stacks
-    bars of one x value, so each metric-and-model pair is its own x value.
+    bars of one x value, so each metric-and-model pair is its own x value. Labels in `lang`.
 
     >>> eval_frame({"base": {"accuracy": 0.25, "format_rate": 0.5}, "tuned": {"accuracy": 0.75, "format_rate": 1.0}})["bar"].tolist()
     ['accuracy · base', 'accuracy · tuned', 'format rate · base', 'format rate · tuned']
@@ -227,11 +230,11 @@ def eval_frame(result: dict | None) -> pd.DataFrame:
     for metric, label in _eval_metrics(result):
         for who in ("base", "tuned"):
             value = float(result[who][metric]) if result else float("nan")
-            rows.append({"bar": f"{label} · {who}", "model": who, "value": value})
+            rows.append({"bar": f"{word(label, lang)} · {word(who, lang)}", "model": word(who, lang), "value": value})
     return pd.DataFrame(rows)
 
 
-def eval_markdown(result: dict) -> str:
+def eval_markdown(result: dict, lang: str = "en") -> str:
     """The held-out figures as a table.
 
     >>> r = {w: {"accuracy": a, "accuracy_flexible": 0.5, "format_rate": 1.0, "n": 200}
@@ -240,8 +243,8 @@ def eval_markdown(result: dict) -> str:
     | base | 2.5% | 50.0% | 100.0% | 200 |
     """
     metrics = _eval_metrics(result)
-    head = "| | " + " | ".join(label for _, label in metrics) + " | questions |"
-    rows = [f"| {w} | " + " | ".join(f"{result[w][k]:.1%}" for k, _ in metrics) + f" | {result[w]['n']} |"
+    head = "| | " + " | ".join(word(label, lang) for _, label in metrics) + f" | {word('questions', lang)} |"
+    rows = [f"| {word(w, lang)} | " + " | ".join(f"{result[w][k]:.1%}" for k, _ in metrics) + f" | {result[w]['n']} |"
             for w in ("base", "tuned")]
     return "\n".join([head, "|---" * (len(metrics) + 2) + "|", *rows])
 
@@ -294,7 +297,7 @@ def memory_plan_markdown(plan: dict, lang: str = "en") -> str:
     """
     mark = "⚠️ " if plan.get("fits") is False else "🧮 "  # more than the machine has: said at a glance
     if lang == "zh" and plan.get("sentences"):
-        return mark + say(plan["sentences"], PLAN_ZH, sep="")
+        return mark + say_plan(plan["sentences"], PLAN_ZH, sep="")
     return mark + plan["text"]
 
 
@@ -322,22 +325,23 @@ def aha_length_frame(metrics: pd.DataFrame, window: int = 10) -> pd.DataFrame:
     return long_frame(smooth, AHA_LENGTHS)
 
 
-def _sample_block(sample: dict, chars: int = 700) -> str:
+def _sample_block(sample: dict, chars: int = 700, lang: str = "en") -> str:
     text = sample.get("completion") or ""
     text = text if len(text) <= chars else text[: chars - 1] + "…"
-    verdict = "correct" if sample.get("correct") else "wrong"
-    return (f"**step {sample.get('step')}** · {verdict} · {sample.get('thought_words', 0)} words of thought · "
-            f"{html.escape(str(sample.get('question', '')))}\n\n```\n{text}\n```")
+    verdict = word("correct" if sample.get("correct") else "wrong", lang)
+    head = say("aha.block", lang, step=sample.get("step"), verdict=verdict, words=sample.get("thought_words", 0),
+               question=html.escape(str(sample.get("question", ""))))
+    return f"{head}\n\n```\n{text}\n```"
 
 
-def aha_sample_markdown(grown: dict | None) -> str:
+def aha_sample_markdown(grown: dict | None, lang: str = "en") -> str:
     """One logged sample from early in the run and one from late (core.evaluation.evaluate.grown_thinking)."""
     if not grown:
-        return "*A sample from early and one from late in the run show here once a few steps are logged.*"
-    return "\n\n".join([f"Early: {_sample_block(grown['early'])}", f"Late: {_sample_block(grown['late'])}"])
+        return say("aha.none", lang)
+    return "\n\n".join(say(f"aha.{when}", lang, block=_sample_block(grown[when], lang=lang)) for when in ("early", "late"))
 
 
-def retention_markdown(result: dict) -> str:
+def retention_markdown(result: dict, lang: str = "en") -> str:
     """core.evaluation.retention's figures, base beside tuned.
 
     >>> g = {"n": 60, "kl": 0.0123, "logprob_drop": 0.01, "tokens": 900,
@@ -347,36 +351,35 @@ def retention_markdown(result: dict) -> str:
     >>> print(retention_markdown({"general": g, "tasks": t}).splitlines()[4])
     | general prompts: degenerate answers | 0.0% | 5.0% |
     """
-    g = result["general"]
-    lines = [f"KL(base ‖ tuned) on the base's answers to {g['n']} general prompts: **{g['kl']:.4f}** per token "
-             f"(log-prob drop {g['logprob_drop']:.4f}; 0 = unchanged).", "",
-             "| off the task | base | tuned |", "|---|---|---|"]
+    g, w = result["general"], (lambda text: word(text, lang))
+    lines = [say("retention.kl", lang, n=g["n"], kl=f"{g['kl']:.4f}", drop=f"{g['logprob_drop']:.4f}"), "",
+             f"| {w('off the task')} | {w('base')} | {w('tuned')} |", "|---|---|---|"]
     for key, label in (("degenerate_rate", "degenerate answers"), ("tag_rate", "answers with think/answer tags"),
                        ("truncated_rate", "cut at the token limit")):
-        lines.append(f"| general prompts: {label} | {g['base'][key]:.1%} | {g['tuned'][key]:.1%} |")
+        lines.append(f"| {say('retention.general', lang, what=w(label))} | {g['base'][key]:.1%} | {g['tuned'][key]:.1%} |")
     for name, r in result.get("tasks", {}).items():
         key = "accuracy_flexible" if r["base"].get("accuracy_flexible") is not None else "accuracy"
-        how = "last number" if key == "accuracy_flexible" else "in tags"
-        lines.append(f"| builtin:{name}: accuracy ({how}, {r['base']['n']} questions) | {r['base'][key]:.1%} | "
+        how = w("last number" if key == "accuracy_flexible" else "in tags")
+        lines.append(f"| {say('retention.task', lang, name=name, how=how, n=r['base']['n'])} | {r['base'][key]:.1%} | "
                      f"{r['tuned'][key]:.1%} |")
     return "\n".join(lines)
 
 
-def retention_items_frame(result: dict | None) -> pd.DataFrame:
+def retention_items_frame(result: dict | None, lang: str = "en") -> pd.DataFrame:
     """The general prompts' answers: prompt, base, tuned, KL of the answer, what looked broken."""
     columns = ["prompt", "base", "tuned", "kl", "tuned_flags"]
     if not result:
-        return pd.DataFrame(columns=columns)
-    rows = [{**{k: i.get(k) for k in columns}, "tuned_flags": ", ".join(i.get("tuned_flags") or [])}
+        return frame_in(pd.DataFrame(columns=columns), lang)
+    rows = [{**{k: i.get(k) for k in columns}, "tuned_flags": ", ".join(word(f, lang) for f in i.get("tuned_flags") or [])}
             for i in result["general"]["items"]]
-    return pd.DataFrame(rows, columns=columns).round(4)
+    return frame_in(pd.DataFrame(rows, columns=columns).round(4), lang)
 
 
 # ---------------------------------------------------------------------------
 # Compare: why base and tuned answered alike (issue 30)
 
 
-def same_answer_note(change: dict | None, adapter: str = "the tuned model's adapter") -> str:
+def same_answer_note(change: dict | None, adapter: str = "the tuned model's adapter", lang: str = "en") -> str:
     """What an identical base and tuned answer means, from the adapter's change (core.runs.adapter_change).
 
     >>> zero = {"matrices": 14, "nonzero": 0, "delta_norm": 0.0, "moved": False}
@@ -388,10 +391,6 @@ def same_answer_note(change: dict | None, adapter: str = "the tuned model's adap
     if not change:
         return ""
     if not change["moved"]:
-        return (f"ℹ️ Base and tuned gave the same answer because {adapter} has not moved: all "
-                f"{change['matrices']} LoRA B matrices are exactly zero, so it *is* the base model. A training "
-                "step moves it only when the completions of a question score differently (reward spread: an "
-                "advantage, a gradient); see the Train tab's reward plot.")
-    return (f"ℹ️ Base and tuned gave the same answer, though {adapter} has moved ({change['nonzero']} "
-            f"of {change['matrices']} LoRA B matrices non-zero, ‖ΔW‖ = {change['delta_norm']:.4g}): not enough "
-            "to change this answer. Try another question, a temperature above 0, or the held-out evaluation.")
+        return say("same.unmoved", lang, adapter=adapter, matrices=change["matrices"])
+    return say("same.moved", lang, adapter=adapter, nonzero=change["nonzero"], matrices=change["matrices"],
+               norm=f"{change['delta_norm']:.4g}")

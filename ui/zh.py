@@ -4,7 +4,8 @@ Owns: the Chinese of every config field's help text (`HELP_ZH`, keyed `section.f
 is `core/config.py`'s `_f(..., help)`), of the memory plan's fragments (`PLAN_ZH`, the keys and
 {placeholders} of `core.memory.words.WORDS`), of the model tab's memory estimate (`MEMORY_ZH`) and
 of the status line (`STATUS_ZH`) and of Try on samples' stages (`TRY_ZH`; the English of these
-three beside them in `ui/views.py` and `ui/status_text.py`). Values computed on the
+three beside them in `ui/views.py` and `ui/status_text.py`), of the Train and Compare tabs' messages
+and the short words of tables and plots (`SAY_ZH`, `WORDS_ZH`; the English in `ui/words.py`). Values computed on the
 server (the status line, the plan) are rendered in the browser's language by those two;
 static text goes through `gr.I18n` (`ui/i18n.py`). No gradio import here.
 
@@ -238,4 +239,111 @@ TRY_ZH: dict[str, str] = {
     "sampling.load_model": "，先加载模型",
     "sampling.after_step": "，等当前训练步结束后",
     "scoring": "3/3 · 用 {rewards} 个奖励函数给 {completions} 个回答打分",
+}
+
+# sentences the server writes on the Train and Compare tabs (`ui/words.py` SAY_EN, same keys)
+SAY_ZH: dict[str, str] = {
+    "started": "🟢 已开始运行 `{name}`：每完成一步，图表就会更新。",
+    "started.code": "它也会用“奖励”页中你自己的奖励代码打分（如不需要，请在那里清空编辑器）。",
+    "started.toast": "运行 {name} 已开始",
+    "control": "{action}：{state}",
+    "control.stopping": "停止：正在停止（当前这一步完成后保存检查点；上方状态会告诉你何时完成）",
+    "control.pausing": "暂停：正在暂停（先完成当前这一步；上方状态会告诉你何时完成）",
+    "resumed": "继续：第 {step} 步起{state}，使用该运行自己的奖励（{names}）",
+    "resumed.tab": "继续：第 {step} 步起{state}，使用“奖励”页中的奖励（{names}）",
+    "plan.unavailable": "🧮 无法给出内存规划：{error}",
+    "data.columns": "列：{columns}。{guessed}",
+    "data.guessed": "推测：问题 = `{p}`，答案 = `{a}`。训练前请检查这两项。",
+    "data.one_column": "只有一列：训练前请选择答案列。",
+    "data.unnamed": "⚠️ 没有一列的名称像{roles}（例如 `question`、`prompt`；`answer`、`solution`）：按表中位置取了 "
+                    "{took}。训练前请在下面选择正确的列。",
+    "data.took": "`{column}` 作为{role}",
+    "data.and": "，",
+    "data.or": "或",
+    "data.nothing_unset": "\n\n没有从 `{name}` 读入任何内容，也还没有设置数据源：请选择一个内置任务，或上传一个可读的文件。",
+    "data.nothing_kept": "\n\n没有从 `{name}` 读入任何内容。数据源不变：`{source}`（“开始”会用它训练）；上传一个可读的文件即可更换。",
+    "data.sizes": "训练题 **{n}** 道 · 留出 **{held}** 道 · 来源 `{source}`",
+    "data.sizes.one": "训练题 **{n}** 道 · 留出 **{held}** 道 · 来源 `{source}`",
+    "model.loaded": "✅ 已在 {device} 上加载 **{name}**",
+    "model.loaded.toast": "模型已加载",
+    "model.no_estimate": "无法估计内存：{error}",
+    "runs.loaded": "✅ `{run}` · `{checkpoint}` 现在是“对比”页中的微调模型",
+    "runs.loaded.toast": "已把 {run} · {checkpoint} 载入“对比”页",
+    "runs.resumed": "⏵ 已从第 {step} 步继续 `{run}`：请在“训练”页查看",
+    "export.zip": "✅ 适配器 zip：`{path}`",
+    "export.config": "✅ 配置：`{path}`（用 `python -m scripts.train --config config.yaml` 再次训练）",
+    "export.merged": "✅ 合并后的 16 位模型已保存在 `{path}`",
+    "export.pushed": "✅ 已推送到 {url}",
+    "aha.none": "*记录几步之后，这里会显示运行早期和后期各一个样本。*",
+    "aha.early": "早期：{block}",
+    "aha.late": "后期：{block}",
+    "aha.block": "**第 {step} 步** · {verdict} · 思考 {words} 个词 · {question}",
+    "ask.empty": "请先输入一个问题。",
+    "ask.empty_answer": "（空回答）",
+    "switch": "↪ *从这里开始：{adapter}。*",
+    "adapter.current": "当前适配器",
+    "adapter.of": "`{name}` 的适配器",
+    "same.not_read": "基础模型和微调模型给出了相同的回答（无法读取适配器：{error}）",
+    "same.unmoved": "ℹ️ 基础模型和微调模型给出了相同的回答，因为{adapter}还没有变化：全部 {matrices} 个 LoRA B "
+                    "矩阵都恰好为零，所以它*就是*基础模型。只有当同一问题的几个回答得分不同（奖励有差异：才有优势和梯度）时，"
+                    "训练步才会改变它；请看“训练”页的奖励图。",
+    "same.moved": "ℹ️ 基础模型和微调模型给出了相同的回答，尽管{adapter}已经变化（{matrices} 个 LoRA B 矩阵中 "
+                  "{nonzero} 个非零，‖ΔW‖ = {norm}）：还不足以改变这个回答。换一个问题、把温度调到 0 以上，或运行留出集评估。",
+    "eval.done": "\n\n对 {n} 个留出问题的贪心回答；微调 = {adapter}；回答最多 {max_tokens} 个 token（最大补全 token 数）。",
+    "eval.cut": " **在那里被截断、没有答完的：基础 {base}，微调 {tuned}**（在给出答案之前被截断的记 0 分）；"
+                "用更大的最大补全 token 数训练的运行会有足够的空间答完。",
+    "retention.kl": "在基础模型对 {n} 个通用提示的回答上，KL(基础 ‖ 微调)：每个 token **{kl}**（对数概率下降 "
+                    "{drop}；0 = 没有变化）。",
+    "retention.general": "通用提示：{what}",
+    "retention.task": "builtin:{name}：准确率（{how}，{n} 个问题）",
+}
+
+# the short words of tables and plots (`ui/words.py` WORDS): English -> Chinese
+WORDS_ZH: dict[str, str] = {
+    "step": "步", "reward": "奖励", "advantage": "优势", "reference answer": "参考答案", "completion": "回答",
+    "question": "问题", "answer": "答案", "rendered_prompt": "模型看到的提示", "total": "总分", "source": "来源",
+    "run": "运行", "state": "状态", "max_steps": "总步数", "model": "模型", "data": "数据", "rewards": "奖励函数",
+    "checkpoints": "检查点", "updated": "更新时间", "prompt": "提示", "base": "基础", "tuned": "微调",
+    "kl": "KL", "tuned_flags": "微调回答的问题", "base_correct": "基础正确", "tuned_correct": "微调正确",
+    "base_cut": "基础被截断", "tuned_cut": "微调被截断", "questions": "问题数",
+    "reference": "参考答案", "correct": "正确", "wrong": "错误", "repeated n-grams": "重复的 n-gram",
+    "repeated characters": "重复的字符", "runaway tags": "失控的标签",
+    "stop": "停止", "pause": "暂停",
+    "mean": "平均", "max": "最大", "min": "最小", "loss": "损失", "frac_reward_zero_std": "奖励无差异的比例",
+    "peak memory": "峰值显存", "peak RAM": "峰值内存", "reflections": "反思",
+    "accuracy": "准确率", "last-number accuracy": "最后一个数的准确率", "format rate": "格式正确率",
+    "off the task": "任务之外", "degenerate answers": "退化的回答", "answers with think/answer tags":
+    "带 think/answer 标签的回答", "cut at the token limit": "在 token 上限处被截断", "last number": "最后一个数",
+    "in tags": "标签内",
+}
+# a run's state, as the status line says it
+WORDS_ZH.update({k.split(".", 1)[1]: v for k, v in STATUS_ZH.items() if k.startswith("state.")})
+
+# the built-in tasks' descriptions (`core/data/builtin.py`, each task's `description`), by task name
+TASKS_ZH: dict[str, str] = {
+    "decimal_compare": "两个小数中哪个更大或更小（9.11 还是 9.9？）。答案：那个数。",
+    "arithmetic": "需要 2-4 步计算的应用题（买、卖、分……）。答案：一个整数；answer_raw 列是以 '#### N' 结尾的解题过程。",
+    "countdown": "用 3-4 个数和 + - * / 凑出目标数，每个数最多用一次。答案：目标数；另有 numbers、target 列和一个解。",
+    "addition": "两个两位数相加（47 + 38）。最小的模型的第一个任务。答案：和。",
+    "multiplication": "一位数乘两位数（6 * 47）；共 712 道不同的题。答案：积。",
+    "largest": "四个两位数中最大的那个。答案：那个数。",
+    "chain_arithmetic": "一个乘法口诀再加一两步小运算（4 * 3 + 5 - 2）：即使 135M 的模型，一步步思考也有回报。"
+                        "答案：结果；answer_raw 列是以 '#### N' 结尾的步骤。",
+    "long_chain_arithmetic": "同上，但乘法口诀之后有一到四步小运算（7 * 4 - 6 + 8 + 3）：基础模型大多只会做短的，"
+                             "所以随着模型学习，答对所需的思考会变长。答案：结果；steps 列：步数（2-5）。",
+}
+
+# the reward presets' descriptions (`reward_presets/*.py` DESCRIPTION), by preset name
+PRESETS_ZH: dict[str, str] = {
+    "correctness": "提取出的答案与 `answer` 列一致时为 1：文本相同、数值相同，或经 math-verify 判定相等。",
+    "countdown_equation": "答案只用给定的数（每个最多一次）和 + - * / ( ) 凑出目标数时为 1。",
+    "exact_match": "提取出的答案在统一大小写、空格和 $...$ 之后等于 `answer` 列时为 1。",
+    "format_soft": "<think>...</think> 块之后某处有 <answer>...</answer> 块时为 1。",
+    "format_strict": "回答恰好是 <think>...</think> 接着 <answer>...</answer>、别无其他时为 1。",
+    "integer_answer": "提取出的答案是整数（如 42、-7、1,234）时为 1。",
+    "length_penalty": "在 `length_budget` 个字符（默认 1000）以内为 0，之后线性下降，到预算的两倍时为 -1。",
+    "math_equivalence": "math-verify 判定提取出的答案与 `answer` 列相等时为 1（\\frac{1}{2} = 0.5）。",
+    "numeric_match": "提取出的答案与 `answer` 列是同一个数时为 1（相对容差 1e-6）。",
+    "reflection_bonus": "think 块中每个反思短语（wait、let me check、hmm……）加 0.1，最多 0.5。",
+    "xml_tag_count": "<think>、</think>、<answer>、</answer> 各恰好出现一次时各得 0.25；</answer> 之后的文字扣分。",
 }

@@ -16,8 +16,10 @@ from ui.common import Ctx, warn
 from ui.i18n import TEXT, lang_of, t
 from ui.views import (SHOWN_AS, checkpoint_choices, eval_frame, eval_markdown, retention_items_frame, retention_markdown,
                       same_answer_note)
+from ui.words import frame_in, say
 
 CURRENT = "current"
+EVAL_COLUMNS = ["question", SHOWN_AS["answer"], "base", "base_correct", "tuned", "tuned_correct"]
 PRESET_PROMPTS = [
     "Which is bigger? 9.11 or 9.9?",
     "Tom has 3 apples and buys 5 more. He gives 2 to a friend. How many apples does he have?",
@@ -27,8 +29,8 @@ PRESET_PROMPTS = [
 
 
 def target_choices(manager) -> list[tuple[str, str]]:
-    """'Current adapter' first, then every checkpoint of every run, newest run first."""
-    return [("Current adapter (live)", CURRENT)] + checkpoint_choices(manager.list_runs(), manager.checkpoints)
+    """'Current adapter' first (its name through gr.I18n), then every checkpoint of every run, newest run first."""
+    return [(t("compare.current_choice"), CURRENT)] + checkpoint_choices(manager.list_runs(), manager.checkpoints)
 
 
 def _text(content) -> str:
@@ -42,7 +44,7 @@ def build(ctx: Ctx) -> None:
     manager = ctx.manager
     gr.Markdown(t("compare.intro"))
     with gr.Row():
-        target = gr.Dropdown(choices=[("Current adapter (live)", CURRENT)], value=CURRENT, label=t("compare.target"),
+        target = gr.Dropdown(choices=[(t("compare.current_choice"), CURRENT)], value=CURRENT, label=t("compare.target"),
                              allow_custom_value=True, scale=4, elem_id="compare-target")
         refresh = gr.Button(t("compare.refresh"), size="sm", scale=0)
     # filled on load and on each pick with the target's own; these values are what an API call
@@ -75,33 +77,33 @@ def build(ctx: Ctx) -> None:
             eval_n = gr.Slider(1, 200, value=20, step=1, label=t("compare.eval_n"), elem_id="eval-n")
             eval_btn = gr.Button(t("compare.eval_run"), variant="secondary")
         eval_md = gr.Markdown()
-        # drawn from the start with empty bars: its colour domain (base, tuned) is fixed when first
-        # drawn (see train.py on Gradio plots), so the real values only swap the data in
-        eval_plot = gr.BarPlot(value=eval_frame(None), x="bar", y="value", color="model", x_title=" ",
-                               y_title="rate", y_lim=[0, 1], label=t("compare.eval_plot"),
-                               elem_id="eval-plot")
-        eval_items = gr.Dataframe(label=t("compare.eval_items"), wrap=True, interactive=False, max_height=360,
-                                  headers=["question", SHOWN_AS["answer"], "base", "base_correct", "tuned", "tuned_correct"],
-                                  elem_classes=["fit-table"])
+        # drawn on load with empty bars in the page's language: its colour domain (base, tuned) is fixed
+        # when first drawn (see train.py on Gradio plots), so the real values only swap the data in
+        eval_plot = gr.BarPlot(value=None, x="bar", y="value", color="model", x_title=" ",
+                               y_title=t("plot.rate"), y_lim=[0, 1], label=t("compare.eval_plot"),
+                               color_title=t("plot.model"), elem_id="eval-plot")
+        eval_items = gr.Dataframe(value=pd.DataFrame(columns=EVAL_COLUMNS), label=t("compare.eval_items"), wrap=True,
+                                  interactive=False, max_height=360, elem_classes=["fit-table"])
         eval_json = gr.JSON(visible=False)
-    retention_view(manager, target)
+    retention_items = retention_view(manager, target)
 
     def ask(prompt_text, base_history, tuned_history, target_value, system_prompt, response_prefix, max_new, temp,
-            answered_by):
+            answered_by, request: gr.Request):
         """Ask the base model, then the tuned one, both with the boxes' system prompt and prefix; each
         answer shows as soon as it is ready. Alike answers get a note on whether the adapter moved.
         A tuned conversation whose earlier answers came from another adapter gets a line first
         (`switch_line`): the answers after it are this adapter's."""
+        lang = lang_of(request)
         prompt_text = (prompt_text or "").strip()
         if not prompt_text:
-            gr.Warning("Type a question first.")
+            gr.Warning(say("ask.empty", lang))
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
         target_value = target_value or CURRENT
         base_history = list(base_history or []) + [{"role": "user", "content": prompt_text}]
         tuned_history = list(tuned_history or [])
         if tuned_history and answered_by is not None and answered_by != target_value:
-            tuned_history.append(switch_line(target_value))
+            tuned_history.append(switch_line(target_value, lang))
         tuned_history.append({"role": "user", "content": prompt_text})
         yield base_history, tuned_history, "", "", target_value
         replies = []
@@ -113,13 +115,13 @@ def build(ctx: Ctx) -> None:
                 replies.append(reply)
             except Exception as e:
                 reply = warn(e)
-            history.append({"role": "assistant", "content": reply if reply.strip() else "(empty answer)"})
+            history.append({"role": "assistant", "content": reply if reply.strip() else say("ask.empty_answer", lang)})
             yield base_history, tuned_history, "", "", target_value
         if len(replies) == 2 and replies[0] == replies[1]:
             try:
-                text = same_answer_note(manager.adapter_change(target_value), _label(target_value))
+                text = same_answer_note(manager.adapter_change(target_value), _label(target_value, lang), lang)
             except Exception as e:  # a note is never worth a failed answer
-                text = f"Base and tuned gave the same answer (the adapter could not be read: {e})"
+                text = say("same.not_read", lang, error=e)
             yield base_history, tuned_history, "", text, target_value
 
     def asked_as(target_value, shown_for, lang: str = "en"):
@@ -132,20 +134,20 @@ def build(ctx: Ctx) -> None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()  # keep the person's edits
         return s["system_prompt"], s["response_prefix"], asked_from(s, lang), s["source"]
 
-    def evaluate(target_value, n):
+    def evaluate(target_value, n, request: gr.Request):
+        lang = lang_of(request)
         try:
             result = manager.evaluate(target_value or CURRENT, n=int(n))
         except Exception as e:
             return warn(e), gr.skip(), gr.skip(), gr.skip()
         items = result.pop("items")
-        done = (f"\n\nGreedy answers to {result['tuned']['n']} held-out questions; tuned = {_label(target_value)}"
-                f"; answers stop at {result['max_tokens']} tokens (Max completion tokens).")
+        done = say("eval.done", lang, n=result["tuned"]["n"], adapter=_label(target_value, lang),
+                   max_tokens=result["max_tokens"])
         cut = {w: result[w].get("cut_rate") or 0.0 for w in ("base", "tuned")}
         if any(cut.values()):  # a cut answer that had not yet given its <answer> scores 0, however right its thought
-            done += (f" **Cut there before finishing: base {cut['base']:.0%}, tuned {cut['tuned']:.0%}** of the "
-                     "answers (one cut before its answer scores 0); a run with a larger Max completion tokens "
-                     "leaves room to finish.")
-        return eval_markdown(result) + done, eval_frame(result), pd.DataFrame(items).rename(columns=SHOWN_AS), result
+            done += say("eval.cut", lang, base=f"{cut['base']:.0%}", tuned=f"{cut['tuned']:.0%}")
+        table = frame_in(pd.DataFrame(items).rename(columns=SHOWN_AS), lang)
+        return eval_markdown(result, lang) + done, eval_frame(result, lang), table, result
 
     def refresh_targets(current, shown_for, request: gr.Request):
         """The checkpoint list anew; the boxes anew if what `current` means changed (another run)."""
@@ -179,8 +181,17 @@ def build(ctx: Ctx) -> None:
     target.change(on_switch, [target], [tuned_chat], api_visibility="private")
     ctx.shared["compare_target"] = target
     ctx.shared["compare_refresh"] = (refresh_targets, [target, asked_for], [target, *asked_outputs])
-    ctx.shared["compare_on_load"] = lambda load: load(asked_as_picked, [target], asked_outputs,
-                                                      api_visibility="private")
+    def empty_views(request: gr.Request):
+        """The empty tables and bars in the page's language (the bars' colours follow their first drawing)."""
+        lang = lang_of(request)
+        return (eval_frame(None, lang), frame_in(pd.DataFrame(columns=EVAL_COLUMNS), lang),
+                retention_items_frame(None, lang))
+
+    def on_load(load):
+        load(asked_as_picked, [target], asked_outputs, api_visibility="private")
+        load(empty_views, outputs=[eval_plot, eval_items, retention_items], api_visibility="private")
+
+    ctx.shared["compare_on_load"] = on_load
 
 
 def adapter_name(target_value) -> str | None:
@@ -219,23 +230,24 @@ def asked_from(settings: dict, lang: str = "en") -> str:
     return TEXT["compare.asked_from"][i].format(source=source)
 
 
-def switch_line(target_value) -> dict:
+def switch_line(target_value, lang: str = "en") -> dict:
     """The line a tuned conversation gets where its answers start coming from another adapter.
 
-    >>> switch_line("/runs/r1/checkpoints/step-000008")["content"]
-    '↪ *From here on: the adapter of `r1 · step-000008`.*'
+    >>> switch_line("/runs/r1/checkpoints/step-000008")["content"], switch_line("current", "zh")["content"]
+    ('↪ *From here on: the adapter of `r1 · step-000008`.*', '↪ *从这里开始：当前适配器。*')
     """
-    return {"role": "assistant", "content": f"↪ *From here on: {_label(target_value)}.*"}
+    return {"role": "assistant", "content": say("switch", lang, adapter=_label(target_value, lang))}
 
 
-def _label(target_value: str) -> str:
+def _label(target_value: str, lang: str = "en") -> str:
     """'the current adapter' or 'the adapter of `run · step-000010`' for a checkpoint folder."""
     name = adapter_name(target_value)
-    return "the current adapter" if name is None else f"the adapter of `{name}`"
+    return say("adapter.current", lang) if name is None else say("adapter.of", lang, name=name)
 
 
-def retention_view(manager, target) -> None:
-    """Beside the held-out accuracy: what the tuned model kept off the task (core/evaluation/retention.py)."""
+def retention_view(manager, target) -> gr.Dataframe:
+    """Beside the held-out accuracy: what the tuned model kept off the task (core/evaluation/retention.py);
+    returns its table of answers."""
     with gr.Accordion(t("compare.retention"), open=True):
         gr.Markdown(t("compare.retention_note"))
         with gr.Row():
@@ -246,11 +258,13 @@ def retention_view(manager, target) -> None:
         items = gr.Dataframe(value=retention_items_frame(None), label=t("compare.retention_items"), wrap=True,
                              interactive=False, max_height=360)
 
-    def measure(target_value, prompts, per_task):
+    def measure(target_value, prompts, per_task, request: gr.Request):
+        lang = lang_of(request)
         try:
             result = manager.retention(target_value or CURRENT, n_prompts=int(prompts), n_task=int(per_task))
         except Exception as e:
             return warn(e), gr.skip()
-        return retention_markdown(result), retention_items_frame(result)
+        return retention_markdown(result, lang), retention_items_frame(result, lang)
 
     run.click(measure, [target, n_prompts, n_task], [summary, items], api_name="retention")
+    return items

@@ -11,7 +11,8 @@ from core.data import (BUILTIN_TASKS, UNNAMED_COLUMNS, guess_columns, guessed_by
                        source_kind, system_prompt_for)
 from core.runs.access import upload_name
 from ui.common import Ctx, warn
-from ui.i18n import t
+from ui.i18n import lang_of, t
+from ui.words import frame_in, say, word
 
 BUILTIN_PREFIX = "builtin:"
 # the radio's choice that shows a source, from its text alone (core.data.source_kind: no disk look-up)
@@ -42,7 +43,7 @@ def build(ctx: Ctx) -> None:
     kind = gr.Radio(choices=[(t("data.kind.builtin"), "builtin"), (t("data.kind.upload"), "upload"),
                              (t("data.kind.hub"), "hub")], value=start_kind, label=t("data.kind"))
     builtin = gr.Dropdown(
-        choices=[(f"{name} — {task.description}", name) for name, task in BUILTIN_TASKS.items()],
+        choices=[(t(f"task.{name}"), name) for name in BUILTIN_TASKS],
         value=d.source[len(BUILTIN_PREFIX):] if start_kind == "builtin" else None,
         label=t("data.builtin"), visible=start_kind == "builtin", elem_id="data-builtin")
     upload = gr.File(label=t("data.upload"), file_types=[".csv", ".tsv", ".jsonl", ".json", ".parquet"],
@@ -79,8 +80,7 @@ def build(ctx: Ctx) -> None:
     preview_btn = gr.Button(t("data.preview"), variant="secondary")
     info = gr.Markdown(elem_id="data-info")
     table = gr.Dataframe(label=t("data.preview_table"), wrap=True, interactive=False, max_height=420,
-                         elem_id="data-preview",
-                         headers=["question", "answer", "rendered_prompt"])
+                         elem_id="data-preview", headers=["question", "answer", "rendered_prompt"])
 
     def shown_source(cfg):
         """[kind, built-in task, hub id] that show `cfg.data.source` (a run's, after a reload)."""
@@ -103,7 +103,7 @@ def build(ctx: Ctx) -> None:
     def on_builtin(name):
         return f"{BUILTIN_PREFIX}{name}" if name else gr.skip()
 
-    def on_pick(**values):
+    def on_pick(request: gr.Request, **values):
         """The user's pick of a task (`input`): the source, the task's own worked example where the
         system prompt is still one of the defaults (a prompt the user wrote stays), and the preview of
         both. Gradio also sends `input` when the list loses focus without a pick: the task in use then
@@ -116,23 +116,21 @@ def build(ctx: Ctx) -> None:
         prompt = gr.skip()
         if is_a_default_system_prompt(values.get("data_system_prompt") or ""):
             prompt = values["data_system_prompt"] = system_prompt_for(src)
-        return (src, prompt, *preview(**values))
+        return (src, prompt, *preview(request, **values))
 
-    def columns_of(src: str, split: str = "train", subset: str = ""):
+    def columns_of(src: str, split: str = "train", subset: str = "", lang: str = "en"):
         cols = manager.table_columns(src, split=split, subset=subset)
         p, a = guess_columns(cols, d.prompt_column, d.answer_column)
-        guessed = (f"Guessed: question = `{p}`, answer = `{a}`. Check both before training."
-                   if a is not None else "Only one column: pick the answer column before training.")
+        guessed = say("data.guessed", lang, p=p, a=a) if a is not None else say("data.one_column", lang)
         unnamed = guessed_by_position(p, a, d.prompt_column, d.answer_column)
         if a is not None and unnamed:  # e.g. `foo,bar`: trained on as it is, the run learns nothing meant
-            took = " and ".join(f"`{p if role == 'question' else a}` as the {role}" for role in unnamed)
-            guessed = (f"⚠️ No column is named like the {' or the '.join(unnamed)} (e.g. `question`, `prompt`; "
-                       f"`answer`, `solution`): took {took} by place in the table. Pick the right columns "
-                       "below before training.")
+            took = say("data.and", lang).join(say("data.took", lang, column=p if role == "question" else a,
+                                                  role=word(role, lang)) for role in unnamed)
+            guessed = say("data.unnamed", lang, roles=say("data.or", lang).join(word(r, lang) for r in unnamed), took=took)
         return gr.update(choices=cols, value=p), gr.update(choices=cols, value=a), \
-            f"Columns: {', '.join(f'`{c}`' for c in cols)}. {guessed}"
+            say("data.columns", lang, columns=", ".join(f"`{c}`" for c in cols), guessed=guessed)
 
-    def on_upload(path, current=""):
+    def on_upload(path, current="", request: gr.Request = None):
         """[source, question column, answer column, message, kind, file box, hub id, loaded]. A file that cannot
         be read changes nothing the run uses, and the page shows what it does use: the radio goes back to
         the source in use (its hub id in the box) and the file box empties (a new user saw the broken file
@@ -141,48 +139,47 @@ def build(ctx: Ctx) -> None:
         if not path:
             return gr.skip(), gr.skip(), gr.skip(), "", gr.skip(), gr.skip(), gr.skip(), False
         stored = None
-        name = Path(path).name
+        name, lang = Path(path).name, lang_of(request)
         try:
             stored = manager.store_upload(path)
-            p, a, msg = columns_of(stored)
+            p, a, msg = columns_of(stored, lang=lang)
         except Exception as e:  # the source stays what it was: say which, or Start trains on it unawares
             if stored is not None:  # stored but unreadable: not kept against the uploads quota
                 manager.discard_upload(stored, current)
             said = warn(e, {str(stored): name} if stored is not None else None)
             current = (current or "").strip()
             if not current:
-                return (gr.skip(), gr.skip(), gr.skip(), said + f"\n\nNothing was loaded from `{name}`, and no data "
-                        "source is set: pick a built-in task or upload a readable file.", gr.skip(), None, gr.skip(),
-                        False)
+                return (gr.skip(), gr.skip(), gr.skip(), said + say("data.nothing_unset", lang, name=name), gr.skip(),
+                        None, gr.skip(), False)
             kind = KIND_OF[source_kind(current)]
-            kept = (f"\n\nNothing was loaded from `{name}`. The data source is unchanged: `{upload_name(current)}` "
-                    "(Start trains on it); upload a readable file to change it.")
+            kept = say("data.nothing_kept", lang, name=name, source=upload_name(current))
             return (gr.skip(), gr.skip(), gr.skip(), said + kept, kind, None, current if kind == "hub" else gr.skip(),
                     False)
         finally:
             discard_gradio_copy(path)  # stored or refused, Gradio's copy is of no more use
         return stored, p, a, msg, gr.skip(), gr.skip(), gr.skip(), True
 
-    def on_hub(name, split, subset):
+    def on_hub(name, split, subset, request: gr.Request = None):
         if not name.strip():
             return gr.skip(), gr.skip(), gr.skip(), ""
         try:
-            p, a, msg = columns_of(name.strip(), split or "train", subset)
+            p, a, msg = columns_of(name.strip(), split or "train", subset, lang_of(request))
         except Exception as e:
             return name.strip(), gr.skip(), gr.skip(), warn(e)
         return name.strip(), p, a, msg
 
-    def preview(**values):
+    def preview(request: gr.Request, **values):
+        lang = lang_of(request)
         try:
             cfg = form.to_config(values)
             result = manager.preview_data(cfg.data, cfg.model)
         except Exception as e:  # no rows of an earlier source left under the error
             return gr.update(value=None), warn(e)
-        notes = "".join(f"\n- {n}" for n in result["notes"])
+        notes = "".join(f"\n- {n}" for n in result["notes"])  # the data's own notes, as core wrote them
         n = result["train"]
-        text = (f"**{n}** training question{'' if n == 1 else 's'} · **{result['eval']}** held out · source "
-                f"`{cfg.data.source}`{notes}")
-        return result["table"], text
+        text = say("data.sizes.one" if n == 1 else "data.sizes", lang, n=n, held=result["eval"],
+                   source=cfg.data.source) + notes
+        return frame_in(result["table"], lang), text
 
     kind.change(on_kind, [kind], [builtin, upload, hub_box, columns_box], api_visibility="private")
     loaded = gr.State(False)  # the last upload was read and is now the source (its rows are worth a preview)
@@ -193,16 +190,16 @@ def build(ctx: Ctx) -> None:
     hub.blur(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
              [source, prompt_col, answer_col, info], api_visibility="private")
 
-    def first_look(**values):
+    def first_look(request: gr.Request, **values):
         """The preview of a built-in task the first time the tab opens (nothing shown yet): a new user
         found an empty table until they pressed Preview (2026-12-06). Other sources wait for the button
         (a hub dataset may take a while to read)."""
         shown = values.pop("_shown") or ""
         if shown.strip() or not str(values.get("data_source", "")).startswith(BUILTIN_PREFIX):
             return gr.skip(), gr.skip()
-        return preview(**values)
+        return preview(request, **values)
 
-    def after_upload(**values):
+    def after_upload(request: gr.Request, **values):
         """The preview of the file just loaded, under the upload's message: a new user saw that message
         describe the new file above the previous source's rows until they pressed Preview (2026-12-06).
         A refused file changed nothing (its message says so): no preview. The column warning is said
@@ -210,7 +207,7 @@ def build(ctx: Ctx) -> None:
         said = values.pop("_said") or ""
         if not values.pop("_loaded"):
             return gr.skip(), gr.skip()
-        rows, text = preview(**values)
+        rows, text = preview(request, **values)
         text = "\n".join(line for line in text.split("\n") if UNNAMED_COLUMNS not in line)
         return rows, f"{said}\n\n{text}" if said else text
 

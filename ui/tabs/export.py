@@ -6,8 +6,9 @@ import gradio as gr
 
 from core.app.messages import ManagerError
 from ui.common import Ctx, warn
-from ui.i18n import t
+from ui.i18n import lang_of, t
 from ui.views import checkpoint_choices
+from ui.words import say
 
 
 def build(ctx: Ctx) -> None:
@@ -41,33 +42,33 @@ def build(ctx: Ctx) -> None:
             raise ManagerError("pick a checkpoint first (train a run, then press Refresh)")
         return path
 
-    def export_zip(path):
+    def export_zip(path, request: gr.Request = None):
         try:
             out = manager.export_adapter_zip(need(path))
         except Exception as e:
             return gr.skip(), warn(e)
-        return out, f"✅ adapter zip: `{out}`"
+        return out, say("export.zip", lang_of(request), path=out)
 
-    def config_file(path):
+    def config_file(path, request: gr.Request = None):
         try:
             out = manager.config_path(checkpoint=need(path))
         except Exception as e:
             return gr.skip(), warn(e)
-        return out, f"✅ config: `{out}` (train it again with `python -m scripts.train --config config.yaml`)"
+        return out, say("export.config", lang_of(request), path=out)
 
-    def merge(path):
+    def merge(path, request: gr.Request = None):
         try:
             out = manager.merge_and_save(need(path))
         except Exception as e:
             return gr.skip(), warn(e)
-        return out, f"✅ merged 16-bit model saved in `{out}`"
+        return out, say("export.merged", lang_of(request), path=out)
 
-    def push(path, repo_id, hf_token, use_merged, is_private):
+    def push(path, repo_id, hf_token, use_merged, is_private, request: gr.Request = None):
         try:
             url = manager.push_to_hub(need(path), repo_id, hf_token, merged=use_merged, private=is_private)
         except Exception as e:
             return warn(e), ""
-        return f"✅ pushed to {url}", ""  # the token box is emptied either way
+        return say("export.pushed", lang_of(request), url=url), ""  # the token box is emptied either way
 
     refresh.click(choices, [checkpoint], [checkpoint], api_visibility="private")
     zip_btn.click(export_zip, [checkpoint], [file, message], api_name="export_zip")

@@ -10,6 +10,7 @@ from core.config import DEFAULT_TARGETS
 from ui.common import Ctx, warn
 from ui.i18n import lang_of, t
 from ui.views import memory_markdown
+from ui.words import say
 
 MODEL_KEYS = ["model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_alpha",
               "model_lora_dropout", "model_lora_target_modules", "model_gradient_checkpointing",
@@ -66,15 +67,16 @@ def build(ctx: Ctx) -> None:
         try:
             return memory_markdown(manager.model_info(form.to_config(values).model), lang_of(request))
         except Exception as e:  # an estimate is never worth a warning toast
-            return f"Memory estimate unavailable: {e}"
+            return say("model.no_estimate", lang_of(request), error=e)
 
     def load_model(request: gr.Request, **values):
         try:
             info = manager.load_model(form.to_config(values).model)
         except Exception as e:
             return gr.skip(), warn(e)
-        gr.Info("Model loaded")
-        return memory_markdown(info, lang_of(request)), f"✅ loaded **{info['name']}** on {info['device']}"
+        lang = lang_of(request)
+        gr.Info(say("model.loaded.toast", lang))
+        return memory_markdown(info, lang), say("model.loaded", lang, name=info["name"], device=info["device"])
 
     form.follow([kind], lambda cfg: [_kind(cfg.model.name_or_path)])  # a run's model, after a reload
     kind.change(on_kind, [kind, name], [name], api_visibility="private")

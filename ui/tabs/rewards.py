@@ -45,7 +45,7 @@ def build(ctx: Ctx) -> None:
             with gr.Row(equal_height=True):
                 with gr.Column(scale=5):
                     form.add(f"reward_{spec.name}", gr.Checkbox(
-                        value=spec.name in chosen, label=spec.name, info=spec.description))
+                        value=spec.name in chosen, label=spec.name, info=t(f"preset.{spec.name}")))
                 with gr.Column(scale=1, min_width=100):
                     form.add(f"weight_{spec.name}", gr.Number(
                         value=weights.get(spec.name, spec.default_weight), label=t("rewards.weight")))
@@ -76,8 +76,8 @@ def build(ctx: Ctx) -> None:
             df = manager.try_rewards(cfg.rewards, cfg.data, n=3, progress=report,
                                      max_tokens=min(cfg.algorithm.max_completion_length, 128))
         except Exception as e:  # the table empties: the last good scores would read as this code's
-            return try_view(pd.DataFrame(columns=["total", *TRY_TEXT_COLUMNS])), warn(e)
-        return try_view(df), "\n\n".join(f"ℹ️ {note}" for note in df.attrs.get("notes", []))
+            return try_view(pd.DataFrame(columns=["total", *TRY_TEXT_COLUMNS]), lang), warn(e)
+        return try_view(df, lang), "\n\n".join(f"ℹ️ {note}" for note in df.attrs.get("notes", []))
 
     example.click(lambda: CUSTOM_TEMPLATE, outputs=[code], api_visibility="private")
     ctx.after_all_tabs(lambda: try_btn.click(try_rewards, inputs_kwargs=dict(form.components),

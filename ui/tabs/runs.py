@@ -7,9 +7,10 @@ from pathlib import Path
 import gradio as gr
 
 from ui.common import Ctx, warn
-from ui.i18n import t
+from ui.i18n import lang_of, t
 from ui.tabs.compare import target_choices
 from ui.views import runs_frame
+from ui.words import say
 
 
 def build(ctx: Ctx) -> None:
@@ -30,11 +31,11 @@ def build(ctx: Ctx) -> None:
     message = gr.Markdown()
     target, tabs = ctx.shared["compare_target"], ctx.shared["tabs"]
 
-    def list_runs(current=None):
+    def list_runs(current=None, request: gr.Request = None):
         runs = manager.list_runs()
         names = [r["run"] for r in runs]
         value = current if current in names else (names[0] if names else None)
-        return runs_frame(runs), gr.update(choices=names, value=value)
+        return runs_frame(runs, lang_of(request)), gr.update(choices=names, value=value)
 
     def on_run(name):
         if not name:
@@ -42,21 +43,22 @@ def build(ctx: Ctx) -> None:
         paths = list(reversed(manager.checkpoints(name)))
         return gr.update(choices=[(Path(p).name, p) for p in paths], value=paths[0] if paths else None)
 
-    def load_run(name, path):
+    def load_run(name, path, request: gr.Request = None):
         try:
             info = manager.load_run(name, path or None)
         except Exception as e:
             return warn(e), gr.skip(), gr.skip()
-        gr.Info(f"Loaded {info['run_name']} · {Path(info['checkpoint']).name} into Compare")
-        return (f"✅ `{info['run_name']}` · `{Path(info['checkpoint']).name}` is the tuned model in Compare",
+        lang, step = lang_of(request), Path(info["checkpoint"]).name
+        gr.Info(say("runs.loaded.toast", lang, run=info["run_name"], checkpoint=step))
+        return (say("runs.loaded", lang, run=info["run_name"], checkpoint=step),
                 gr.update(choices=target_choices(manager), value=info["checkpoint"]), gr.Tabs(selected="compare"))
 
-    def resume_run(name, run_code):
+    def resume_run(name, run_code, request: gr.Request = None):
         try:
             s = manager.resume(name, run_code=bool(run_code))
         except Exception as e:
             return warn(e)
-        return f"⏵ resumed `{s['run_name']}` at step {s['step']}: follow it on the Train tab"
+        return say("runs.resumed", lang_of(request), run=s["run_name"], step=s["step"])
 
     refresh.click(list_runs, [run], [table, run], api_name="list_runs")
     run.change(on_run, [run], [checkpoint], api_visibility="private")

@@ -15,19 +15,22 @@ from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
 from ui.i18n import lang_of, t
 from ui.status_text import progress_html, status_line
-from ui.views import (SAMPLE_COLUMNS, SHOWN_AS, aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown,
-                      plot_value, reward_frame, samples_view, step_axis, value_axis)
+from ui.views import (aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown, plot_value, reward_frame,
+                      samples_view, step_axis, value_axis)
+from ui.words import SAY_EN, say, word
+from ui.zh import SAY_ZH
 
 # settings a CPU finishes in minutes on the bundled 135M model (core.config.CPU_QUICK), by widget name
 QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
 
 
-STARTED = "🟢 started run"  # the Start message, cleared once its run stops running (apply_layout)
-RESUMED = "resume: "  # the Resume message, the same
-# what Stop and Pause answer while the step in flight finishes (the manager has no "pausing" state: a
-# pause pressed mid-step reads "running" until the step ends); cleared as the start message is
-IN_PROGRESS = {"stopping": "the step in flight finishes and a checkpoint is saved; the status above says when",
-               "pausing": "the step in flight finishes first; the status above says when"}
+# how the messages begin, in either language: the Start and Resume messages are cleared once their run stops
+# running, Stop's and Pause's once the step in flight ended (apply_layout; the manager has no "pausing" state:
+# a pause pressed mid-step reads "running" until the step ends)
+_SAID = (SAY_EN, SAY_ZH)
+STARTED = tuple(w["started"].split("`")[0] for w in _SAID)
+RESUMED = tuple(w["resumed"].split("{")[0] for w in _SAID)
+IN_FLIGHT = tuple(w[k].split(" (")[0].split("（")[0] for w in _SAID for k in ("control.stopping", "control.pausing"))
 
 # the settings the memory plan depends on (model tab and this one)
 PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_target_modules",
@@ -40,9 +43,11 @@ PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_l
 def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | None = ".3~g", **kw) -> gr.LinePlot:
     """A live line plot of `value` over `step`; one colour per `series` (with a legend) when `multi`.
     Empty (Gradio's placeholder) until the first step; whole-number steps on the x axis. Gradio's own
-    height for every plot: at a fixed 250 px the chart ran 17 px past its box and hid the "step" title."""
+    height for every plot: at a fixed 250 px the chart ran 17 px past its box and hid the "step" title.
+    Axis titles through gr.I18n (`plot.<y_title>`); the series' names in the page's language (`refresh`)."""
     return gr.LinePlot(value=None, x="step", y="value", color="series" if multi else None,
-                       color_title="", label=t(label_key), x_title="step", y_title=y_title, x_axis_format="d",
+                       color_title="", label=t(label_key), x_title=t("plot.step"), y_title=t(f"plot.{y_title}"),
+                       x_axis_format="d",
                        x_lim=step_axis(None), height=None, y_axis_format=y_format, **kw)
 
 
@@ -64,9 +69,9 @@ def message_outlived(key, said, said_for=None) -> bool:
     if not key:
         return False
     state = key[2]
-    if state not in ("loading", "running") and said.startswith((STARTED, RESUMED)):
+    if state not in ("loading", "running") and said.startswith(STARTED + RESUMED):
         return said_for is not None and len(key) > 3 and key[3] >= said_for
-    return state not in ("stopping", "running") and said.startswith(("stop: stopping", "pause: pausing"))
+    return state not in ("stopping", "running") and said.startswith(IN_FLIGHT)
 
 
 def build(ctx: Ctx) -> None:
@@ -142,10 +147,10 @@ def build(ctx: Ctx) -> None:
                     aha_reflections = _plot("train.plot.aha_reflections", "phrases", multi=True)
                 with gr.Accordion(t("train.aha_sample"), open=False):
                     aha_sample = gr.Markdown(aha_sample_markdown(None), elem_id="aha-sample")
-            samples = gr.Dataframe(label=t("train.samples"), wrap=True, interactive=False, max_height=420,
-                                   headers=[SHOWN_AS.get(c, c) for c in SAMPLE_COLUMNS], elem_id="samples-table", elem_classes=["fit-table"])
+            samples = gr.Dataframe(value=samples_view(None), label=t("train.samples"), wrap=True, interactive=False,
+                                   max_height=420, elem_id="samples-table", elem_classes=["fit-table"])
             with gr.Accordion(t("train.details"), open=False):
-                details = gr.JSON(label="status")
+                details = gr.JSON(label=t("status"))
     seen = gr.State(None)  # (run, step, state, attempt) last drawn: unchanged -> the plots are skipped
     said_for = gr.State(None)  # the manager's attempt count after the last Start / Resume (message_outlived)
     series = gr.State(None)  # captions naming the series of the multi-series plots, as last computed
@@ -197,12 +202,14 @@ def build(ctx: Ctx) -> None:
             return out
         m = manager.metrics() if s["run_name"] else pd.DataFrame()
         frames = {plot: make(m) for plot, make in plots.items()}
+        if lang != "en":  # the series' names (the legend, the captions) in the page's language
+            frames = {plot: frame.assign(series=frame["series"].map(lambda v: word(v, lang))) for plot, frame in frames.items()}
         out.update({plot: plot_value(frame) for plot, frame in frames.items()})
         out[series] = tuple(" · ".join(dict.fromkeys(frames[plot]["series"])) or None for plot in multi)
         out[axis] = step_axis(m if "step" in m else None)
         out[y_axes] = tuple(y_lim_of(plot, frame) for plot, frame in frames.items())
-        out[samples] = samples_view(manager.samples(last=12)) if s["run_name"] else samples_view(pd.DataFrame())
-        out[aha_sample] = aha_sample_markdown(manager.thinking_growth() if s["run_name"] else None)
+        out[samples] = samples_view(manager.samples(last=12) if s["run_name"] else None, lang=lang)
+        out[aha_sample] = aha_sample_markdown(manager.thinking_growth() if s["run_name"] else None, lang)
         return out
 
     outputs = [status_bar, progress, details, seen, series, axis, y_axes, start, pause, resume, stop, *plots,
@@ -233,39 +240,42 @@ def build(ctx: Ctx) -> None:
             apply_layout, [series, captioned, axis, axis_shown, y_axes, y_axes_shown, seen, message, said_for],
             [*plots, captioned, axis_shown, y_axes_shown, message], api_visibility="private")
 
-    def start_run(**values):
+    def start_run(request: gr.Request, **values):
+        lang = lang_of(request)
         try:
             cfg = form.to_config(values)
             name = manager.start(cfg)
         except Exception as e:
             return warn(e)
-        gr.Info(f"Run {name} started")
-        custom = (" It scores with your own reward code from the Rewards tab too (clear its editor there to "
-                  "run without it).") if cfg.rewards.custom_code.strip() else ""
-        return f"{STARTED} `{name}`: the plots fill in as steps finish.{custom}"
+        gr.Info(say("started.toast", lang, name=name))
+        custom = say("started.code", lang) if cfg.rewards.custom_code.strip() else ""
+        return say("started", lang, name=name) + custom
 
     def control(action: str):
-        def act():
+        def act(request: gr.Request):
+            lang = lang_of(request)
             try:
                 s = getattr(manager, action)()
             except Exception as e:
                 return warn(e)
             state = "pausing" if action == "pause" and s["state"] == "running" else s["state"]  # not "pause: running"
-            words = IN_PROGRESS.get(state)
-            return f"{action}: {state}" + (f" ({words})" if words else "")
+            if state in ("stopping", "pausing"):  # and what happens meanwhile
+                return say(f"control.{state}", lang)
+            return say("control", lang, action=word(action, lang), state=word(state, lang))
         act.__name__ = action
         return act
 
-    def resume_run(**values):
+    def resume_run(request: gr.Request, **values):
         """Resume a paused run, or continue a stopped one, with the run's own rewards unless those on
         the Rewards tab differ (the manager decides, `RunManager.resume`); the message says which."""
+        lang = lang_of(request)
         try:
             s = manager.resume(rewards=form.to_config(values).rewards)
         except Exception as e:
             return warn(e)
         names = rewards_label(manager.run_config())
-        which = "the rewards of the Rewards tab" if s["rewards_changed"] else "the run's own rewards"
-        return f"{RESUMED}{s['state']} at step {s.get('step') or 0}, with {which} ({names})"
+        return say("resumed.tab" if s["rewards_changed"] else "resumed", lang, state=word(s["state"], lang),
+                   step=s.get("step") or 0, names=names)
 
     def memory_plan(request: gr.Request, **values) -> str:
         """The memory planner's words for the settings on screen (before anything loads): GPU
@@ -273,7 +283,7 @@ def build(ctx: Ctx) -> None:
         try:
             return memory_plan_markdown(manager.memory_plan(form.to_config(values)), lang_of(request))
         except Exception as e:  # a plan is never worth a warning toast
-            return f"🧮 Memory plan unavailable: {with_labels(str(e))}"
+            return say("plan.unavailable", lang_of(request), error=with_labels(str(e)))
 
     def wire_plan():
         keys = [k for k in PLAN_KEYS if k in form.components]
