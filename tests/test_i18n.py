@@ -218,6 +218,8 @@ def test_tables_plots_and_messages_in_chinese():
     assert views.retention_markdown({"general": g}, "zh").splitlines()[2] == "| 任务之外 | 基础 | 微调 |"
     assert views.retention_items_frame({"general": g}, "zh").iloc[0].tolist()[-1] == "失控的标签"
     assert ui_words.duration(45, "zh") == "45 秒" and ui_words.duration(3725, "zh") == "1 小时 02 分"
+    answers = ui_words.frame_in(pd.DataFrame({"base_correct": [True, False]}), "zh", values=("base_correct",))
+    assert answers.to_dict("list") == {"基础正确": ["是", "否"]}  # Compare's answers table: no "true"/"false"
     for lang in ("en", "zh"):
         started = ui_words.say("started", lang, name="r")
         assert message_outlived(("r", 1, "stopped", 2), started, 2) and not message_outlived(("r", 1, "running", 2), started, 2)

@@ -46,7 +46,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "plot.reward": ("reward", "奖励"),
     "plot.tokens": ("tokens", "token 数"),
     "plot.loss": ("loss", "损失"),
-    "plot.kl": ("kl", "KL"),
+    "plot.kl": ("KL", "KL"),
     "plot.fraction": ("fraction", "比例"),
     "plot.GB": ("GB", "GB"),
     "plot.phrases": ("phrases", "短语数"),

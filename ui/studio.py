@@ -90,7 +90,8 @@ def build_app(manager: RunManager) -> gr.Blocks:
         demo.load(show_run, outputs=[*form.outputs(), ctx.shared["train_message"]], api_visibility="private").then(
             estimate, inputs_kwargs=model_inputs, outputs=[ctx.shared["model_memory"]], api_visibility="private"
         ).then(plan_fn, inputs_kwargs=dict(form.components), outputs=[plan_md], api_visibility="private")
-        ctx.shared["compare_on_load"](demo.load)
+        for on_load in ctx.shared.get("on_load", []):  # what each tab fills in on load (in the page's language)
+            on_load(demo.load)
     demo.form = form  # for tests and scripts: the widget names the API accepts
     return demo
 

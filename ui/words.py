@@ -115,8 +115,17 @@ def say(key: str, lang: str = "en", **values) -> str:
 
 
 def word(text, lang: str = "en"):
-    """A short word of a table or plot in `lang`; anything else (a reward's name, a number) as it is."""
-    return WORDS_ZH.get(text, text) if lang == "zh" and isinstance(text, str) else text
+    """A short word of a table or plot in `lang` (a yes/no cell too); anything else (a reward's name, a
+    number) as it is.
+
+    >>> word(True, "zh"), word(False), word("format_soft", "zh")
+    ('是', False, 'format_soft')
+    """
+    if lang != "zh":
+        return text
+    if isinstance(text, bool):
+        return "是" if text else "否"
+    return WORDS_ZH.get(text, text) if isinstance(text, str) else text
 
 
 def frame_in(frame: pd.DataFrame, lang: str = "en", values: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -116,7 +116,7 @@ HELP_ZH: dict[str, str] = {
                                "random_pair：随机两个，按排名排序（同 TRL 的 Online DPO）。",
     "algorithm.judge": "online_dpo：由谁给回答排序。留空 = 奖励函数。'self' = 本次运行的基础模型（关闭适配器），问它"
                        "“A 和 B 哪个答案更好？”。http(s) URL = 兼容 OpenAI 的对话接口（例如 http://localhost:8000/v1），"
-                       "问同样的问题；其密钥从 OPENAI_API_KEY 读取。",
+                       "问同样的问题；OPENAI_API_KEY 中的密钥只会发给 OpenAI 的 API 或运维人员在 AHA_JUDGE_KEY_URLS 中列出的地址。",
     "algorithm.judge_model": "online_dpo：发送给评判接口的模型名（当 judge 是 URL 时）。",
     "algorithm.gae_lambda": "ppo：GAE 的 lambda。1 = 蒙特卡洛回报（无偏差，方差最大）；越小越信任价值头"
                             "（Schulman 等，2016，arXiv:1506.02438）。",

@@ -146,7 +146,8 @@ def build(ctx: Ctx) -> None:
         cut = {w: result[w].get("cut_rate") or 0.0 for w in ("base", "tuned")}
         if any(cut.values()):  # a cut answer that had not yet given its <answer> scores 0, however right its thought
             done += say("eval.cut", lang, base=f"{cut['base']:.0%}", tuned=f"{cut['tuned']:.0%}")
-        table = frame_in(pd.DataFrame(items).rename(columns=SHOWN_AS), lang)
+        table = frame_in(pd.DataFrame(items).rename(columns=SHOWN_AS), lang,
+                         values=("base_correct", "tuned_correct", "base_cut", "tuned_cut"))
         return eval_markdown(result, lang) + done, eval_frame(result, lang), table, result
 
     def refresh_targets(current, shown_for, request: gr.Request):
@@ -191,7 +192,7 @@ def build(ctx: Ctx) -> None:
         load(asked_as_picked, [target], asked_outputs, api_visibility="private")
         load(empty_views, outputs=[eval_plot, eval_items, retention_items], api_visibility="private")
 
-    ctx.shared["compare_on_load"] = on_load
+    ctx.shared.setdefault("on_load", []).append(on_load)
 
 
 def adapter_name(target_value) -> str | None:

@@ -10,7 +10,9 @@ from core.rewards.base import RewardError
 from core.rewards.registry import get_reward, list_rewards
 from ui.common import Ctx, warn
 from ui.i18n import lang_of, t
-from ui.views import SHOWN_AS, TRY_TEXT_COLUMNS, try_stage_text, try_view
+from ui.views import TRY_TEXT_COLUMNS, try_stage_text, try_view
+
+EMPTY_TRY = pd.DataFrame(columns=["total", *TRY_TEXT_COLUMNS])  # the table before the first Try
 
 CUSTOM_TEMPLATE = '''import re
 
@@ -62,8 +64,14 @@ def build(ctx: Ctx) -> None:
     form.follow([custom_box], lambda cfg: [gr.update(open=True) if cfg.rewards.custom_code.strip() else gr.skip()])
     try_btn = gr.Button(t("rewards.try"), variant="secondary")
     error = gr.Markdown()
-    table = gr.Dataframe(label=t("rewards.try_table"), wrap=True, interactive=False, max_height=480,
-                         headers=["total", *(SHOWN_AS.get(c, c) for c in TRY_TEXT_COLUMNS)], elem_id="try-table", elem_classes=["fit-table"])
+    table = gr.Dataframe(value=try_view(EMPTY_TRY), label=t("rewards.try_table"), wrap=True, interactive=False,
+                         max_height=480, elem_id="try-table", elem_classes=["fit-table"])
+
+    def empty_table(request: gr.Request):  # its columns in the page's language before the first Try
+        return try_view(EMPTY_TRY, lang_of(request))
+
+    ctx.shared.setdefault("on_load", []).append(
+        lambda load: load(empty_table, outputs=[table], api_visibility="private"))
 
     def try_rewards(request: gr.Request, progress=gr.Progress(), **values):
         lang = lang_of(request)
@@ -76,7 +84,7 @@ def build(ctx: Ctx) -> None:
             df = manager.try_rewards(cfg.rewards, cfg.data, n=3, progress=report,
                                      max_tokens=min(cfg.algorithm.max_completion_length, 128))
         except Exception as e:  # the table empties: the last good scores would read as this code's
-            return try_view(pd.DataFrame(columns=["total", *TRY_TEXT_COLUMNS]), lang), warn(e)
+            return try_view(EMPTY_TRY, lang), warn(e)
         return try_view(df, lang), "\n\n".join(f"ℹ️ {note}" for note in df.attrs.get("notes", []))
 
     example.click(lambda: CUSTOM_TEMPLATE, outputs=[code], api_visibility="private")
