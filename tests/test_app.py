@@ -367,7 +367,7 @@ def test_server_text_follows_the_browsers_language_and_try_on_samples_scores_fir
     assert any(d and d.startswith("2/3 · sampling 3 completions") for d in descs), descs
     # the same table for a Chinese page: its columns and the source of each row in Chinese, the rewards' names as named
     table, error = chinese.predict(**TINY, **TWO_REWARDS, api_name="/try_rewards")
-    assert error == "" and table["headers"] == ["总分", "format_soft", "correctness", "来源", "参考答案", "回答", "问题"]
+    assert error == "" and table["headers"] == ["总奖励", "format_soft", "correctness", "来源", "参考答案", "回答", "问题"]
     assert {row[3] for row in table["data"]} <= {"模型", "参考答案"} and len(table["data"]) >= 3, table["data"]
     runs, _ = chinese.predict(api_name="/list_runs")
     assert runs["headers"][:3] == ["运行", "状态", "步"]

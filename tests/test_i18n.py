@@ -210,8 +210,8 @@ def test_tables_plots_and_messages_in_chinese():
     assert views.eval_frame(result, "zh")["bar"].tolist()[:2] == ["准确率 · 基础", "准确率 · 微调"]
     grown = {w: {"step": s, "correct": s > 5, "thought_words": s, "question": "q", "completion": "c"}
              for w, s in (("early", 1), ("late", 9))}
-    assert views.aha_sample_markdown(grown, "zh").startswith("早期：**第 1 步** · 错误 · 思考 1 个词")
-    assert "后期：**第 9 步** · 正确" in views.aha_sample_markdown(grown, "zh")
+    assert views.aha_sample_markdown(grown, "zh").startswith("早期：**第 1 步** · 答错 · 思考 1 个词")
+    assert "后期：**第 9 步** · 答对" in views.aha_sample_markdown(grown, "zh")
     g = {"n": 2, "kl": 0.01, "logprob_drop": 0.0, "tokens": 9, "items": [{"prompt": "p", "base": "b", "tuned": "t",
          "kl": 0.01, "tuned_flags": ["runaway tags"]}], **{w: {"degenerate_rate": 0.0, "tag_rate": 0.5,
          "truncated_rate": 0.0} for w in ("base", "tuned")}}
@@ -225,8 +225,15 @@ def test_tables_plots_and_messages_in_chinese():
         assert message_outlived(("r", 1, "stopped", 2), started, 2) and not message_outlived(("r", 1, "running", 2), started, 2)
         stopping = ui_words.say("control.stopping", lang)
         assert message_outlived(("r", 1, "stopped", 2), stopping) and not message_outlived(("r", 1, "stopping", 2), stopping)
-        resumed = ui_words.say("resumed", lang, state="running", step=4, names="a")
-        assert message_outlived(("r", 5, "finished", 3), resumed, 3)
+        for key in ("resumed", "resumed.tab"):
+            resumed = ui_words.say(key, lang, state="running", step=4, names="a")
+            assert message_outlived(("r", 5, "finished", 3), resumed, 3) and not message_outlived(("r", 5, "running", 3), resumed, 3)
+        pausing = ui_words.say("control.pausing", lang)
+        assert message_outlived(("r", 1, "paused", 2), pausing) and not message_outlived(("r", 1, "running", 2), pausing)
+    # the prefixes that clear them are whole words, never empty (an empty one would clear every message)
+    from ui.tabs.train import IN_FLIGHT, RESUMED, STARTED
+    assert all(len(prefix) >= 3 for prefix in STARTED + RESUMED + IN_FLIGHT), (STARTED, RESUMED, IN_FLIGHT)
+    assert not message_outlived(("r", 1, "stopped", 2), "✅ loaded **m** on cpu", 2)
 
 
 def test_every_widget_has_a_label_in_both_languages():

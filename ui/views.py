@@ -115,6 +115,8 @@ SAMPLE_COLUMNS = ["step", "reward", "answer", "completion", "question"]
 # the data's `answer` column is the reference answer, not the model's: a new user read it as the
 # model's, sitting beside the completion (2026-12-06); the tables call it so
 SHOWN_AS = {"answer": "reference answer"}
+# the samples table's own columns (the others are the rewards', named as their functions)
+_SAMPLES_OWN = ("step", "reward", "advantage", *(SHOWN_AS.get(c, c) for c in SAMPLE_COLUMNS))
 
 
 def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_chars: int = 600,
@@ -130,7 +132,7 @@ def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_ch
     ['step', 'reward', 'correctness', 'format_soft', 'advantage', 'reference answer', 'completion', 'question']
     """
     if samples is None or samples.empty:
-        return frame_in(pd.DataFrame(columns=SAMPLE_COLUMNS).rename(columns=SHOWN_AS), lang)
+        return frame_in(pd.DataFrame(columns=SAMPLE_COLUMNS).rename(columns=SHOWN_AS), lang, only=_SAMPLES_OWN)
     df = samples.copy()
     cut = lambda n: (lambda v: v if not isinstance(v, str) or len(v) <= n else v[: n - 1] + "…")  # noqa: E731
     df["question"] = df["question"].map(cut(question_chars))
@@ -139,7 +141,7 @@ def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_ch
     first, text = ["step", "reward"], ["answer", "completion", "question"]
     df = df[[c for c in first if c in df] + scores + (["advantage"] if "advantage" in df else [])
             + [c for c in text if c in df]]
-    return frame_in(df.round(3).rename(columns=SHOWN_AS), lang)
+    return frame_in(df.round(3).rename(columns=SHOWN_AS), lang, only=_SAMPLES_OWN)
 
 
 # ---------------------------------------------------------------------------
@@ -167,7 +169,8 @@ def try_view(scored: pd.DataFrame, lang: str = "en") -> pd.DataFrame:
     """
     scores = ["total"] + [c for c in scored.columns if c not in TRY_TEXT_COLUMNS and c != "total"]
     columns = [c for c in scores if c in scored] + [c for c in TRY_TEXT_COLUMNS if c in scored]
-    return frame_in(scored[columns].round(3).rename(columns=SHOWN_AS), lang, values=("source",))
+    return frame_in(scored[columns].round(3).rename(columns=SHOWN_AS), lang, values=("source",),
+                    only=("total", *(SHOWN_AS.get(c, c) for c in TRY_TEXT_COLUMNS)))
 
 
 def try_stage_text(stage: str, facts: dict, lang: str = "en") -> str:

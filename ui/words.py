@@ -1,5 +1,5 @@
 """The words of what the server renders — table headers, plot series, durations, the messages of
-the Train and Compare tabs — in the page's language (`lang`: "en" or "zh", `ui.views.language`).
+the tabs — in the page's language (`lang`: "en" or "zh", `ui.views.language`).
 
 Owns: `SAY_EN` (sentences, keyed; their Chinese is `ui/zh.py` SAY_ZH, same keys and placeholders),
 `WORDS` (the short English words tables and plots show: column names, series, models, states; their
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pandas as pd
 
 from core.app.messages import format_seconds
@@ -123,16 +124,20 @@ def word(text, lang: str = "en"):
     """
     if lang != "zh":
         return text
-    if isinstance(text, bool):
+    if isinstance(text, (bool, np.bool_)):
         return "是" if text else "否"
     return WORDS_ZH.get(text, text) if isinstance(text, str) else text
 
 
-def frame_in(frame: pd.DataFrame, lang: str = "en", values: tuple[str, ...] = ()) -> pd.DataFrame:
-    """`frame` with its column names, and the cells of the columns `values`, in `lang`.
+def frame_in(frame: pd.DataFrame, lang: str = "en", values: tuple[str, ...] = (),
+             only: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """`frame` with its column names (those in `only`, when given: a reward function's own name, say
+    `max`, stays as named), and the cells of the columns `values`, in `lang`.
 
     >>> frame_in(pd.DataFrame({"state": ["stopped"], "step": [3]}), "zh", values=("state",)).to_dict("list")
     {'状态': ['已停止'], '步': [3]}
+    >>> list(frame_in(pd.DataFrame(columns=["total", "max"]), "zh", only=("total",)).columns)
+    ['总奖励', 'max']
     """
     if lang != "zh":
         return frame
@@ -140,7 +145,7 @@ def frame_in(frame: pd.DataFrame, lang: str = "en", values: tuple[str, ...] = ()
     for column in values:
         if column in frame:
             frame[column] = frame[column].map(lambda v: word(v, lang))
-    return frame.rename(columns=lambda c: word(c, lang))
+    return frame.rename(columns=lambda c: word(c, lang) if only is None or c in only else c)
 
 
 def duration(seconds: float | None, lang: str = "en") -> str:

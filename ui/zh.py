@@ -241,7 +241,7 @@ TRY_ZH: dict[str, str] = {
     "scoring": "3/3 · 用 {rewards} 个奖励函数给 {completions} 个回答打分",
 }
 
-# sentences the server writes on the Train and Compare tabs (`ui/words.py` SAY_EN, same keys)
+# sentences the server writes on the tabs (`ui/words.py` SAY_EN, same keys)
 SAY_ZH: dict[str, str] = {
     "started": "🟢 已开始运行 `{name}`：每完成一步，图表就会更新。",
     "started.code": "它也会用“奖励”页中你自己的奖励代码打分（如不需要，请在那里清空编辑器）。",
@@ -249,8 +249,8 @@ SAY_ZH: dict[str, str] = {
     "control": "{action}：{state}",
     "control.stopping": "停止：正在停止（当前这一步完成后保存检查点；上方状态会告诉你何时完成）",
     "control.pausing": "暂停：正在暂停（先完成当前这一步；上方状态会告诉你何时完成）",
-    "resumed": "继续：第 {step} 步起{state}，使用该运行自己的奖励（{names}）",
-    "resumed.tab": "继续：第 {step} 步起{state}，使用“奖励”页中的奖励（{names}）",
+    "resumed": "继续：{state}，从第 {step} 步起，使用该运行自己的奖励（{names}）",
+    "resumed.tab": "继续：{state}，从第 {step} 步起，使用“奖励”页中的奖励（{names}）",
     "plan.unavailable": "🧮 无法给出内存规划：{error}",
     "data.columns": "列：{columns}。{guessed}",
     "data.guessed": "推测：问题 = `{p}`，答案 = `{a}`。训练前请检查这两项。",
@@ -289,9 +289,9 @@ SAY_ZH: dict[str, str] = {
                     "训练步才会改变它；请看“训练”页的奖励图。",
     "same.moved": "ℹ️ 基础模型和微调模型给出了相同的回答，尽管{adapter}已经变化（{matrices} 个 LoRA B 矩阵中 "
                   "{nonzero} 个非零，‖ΔW‖ = {norm}）：还不足以改变这个回答。换一个问题、把温度调到 0 以上，或运行留出集评估。",
-    "eval.done": "\n\n对 {n} 个留出问题的贪心回答；微调 = {adapter}；回答最多 {max_tokens} 个 token（最大补全 token 数）。",
+    "eval.done": "\n\n对 {n} 个留出问题的贪心回答；微调 = {adapter}；回答最多 {max_tokens} 个 token（最大回答 token 数）。",
     "eval.cut": " **在那里被截断、没有答完的：基础 {base}，微调 {tuned}**（在给出答案之前被截断的记 0 分）；"
-                "用更大的最大补全 token 数训练的运行会有足够的空间答完。",
+                "用更大的最大回答 token 数训练的运行会有足够的空间答完。",
     "retention.kl": "在基础模型对 {n} 个通用提示的回答上，KL(基础 ‖ 微调)：每个 token **{kl}**（对数概率下降 "
                     "{drop}；0 = 没有变化）。",
     "retention.general": "通用提示：{what}",
@@ -301,12 +301,12 @@ SAY_ZH: dict[str, str] = {
 # the short words of tables and plots (`ui/words.py` WORDS): English -> Chinese
 WORDS_ZH: dict[str, str] = {
     "step": "步", "reward": "奖励", "advantage": "优势", "reference answer": "参考答案", "completion": "回答",
-    "question": "问题", "answer": "答案", "rendered_prompt": "模型看到的提示", "total": "总分", "source": "来源",
+    "question": "问题", "answer": "答案", "rendered_prompt": "模型看到的提示", "total": "总奖励", "source": "来源",
     "run": "运行", "state": "状态", "max_steps": "总步数", "model": "模型", "data": "数据", "rewards": "奖励函数",
     "checkpoints": "检查点", "updated": "更新时间", "prompt": "提示", "base": "基础", "tuned": "微调",
-    "kl": "KL", "tuned_flags": "微调回答的问题", "base_correct": "基础正确", "tuned_correct": "微调正确",
+    "kl": "KL", "tuned_flags": "微调回答的异常", "base_correct": "基础正确", "tuned_correct": "微调正确",
     "base_cut": "基础被截断", "tuned_cut": "微调被截断", "questions": "问题数",
-    "reference": "参考答案", "correct": "正确", "wrong": "错误", "repeated n-grams": "重复的 n-gram",
+    "reference": "参考答案", "correct": "答对", "wrong": "答错", "repeated n-grams": "重复的 n-gram",
     "repeated characters": "重复的字符", "runaway tags": "失控的标签",
     "stop": "停止", "pause": "暂停",
     "mean": "平均", "max": "最大", "min": "最小", "loss": "损失", "frac_reward_zero_std": "奖励无差异的比例",

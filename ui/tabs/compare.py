@@ -28,7 +28,7 @@ PRESET_PROMPTS = [
 ]
 
 
-def target_choices(manager) -> list[tuple[str, str]]:
+def target_choices(manager) -> list[tuple]:
     """'Current adapter' first (its name through gr.I18n), then every checkpoint of every run, newest run first."""
     return [(t("compare.current_choice"), CURRENT)] + checkpoint_choices(manager.list_runs(), manager.checkpoints)
 

@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from core.data import (BUILTIN_TASKS, UNNAMED_COLUMNS, guess_columns, guessed_by_position, is_a_default_system_prompt,
                        source_kind, system_prompt_for)
@@ -13,6 +14,8 @@ from core.runs.access import upload_name
 from ui.common import Ctx, warn
 from ui.i18n import lang_of, t
 from ui.words import frame_in, say, word
+
+PREVIEW_COLUMNS = ("question", "answer", "rendered_prompt")  # core.data.chat's preview table
 
 BUILTIN_PREFIX = "builtin:"
 # the radio's choice that shows a source, from its text alone (core.data.source_kind: no disk look-up)
@@ -80,7 +83,16 @@ def build(ctx: Ctx) -> None:
     preview_btn = gr.Button(t("data.preview"), variant="secondary")
     info = gr.Markdown(elem_id="data-info")
     table = gr.Dataframe(label=t("data.preview_table"), wrap=True, interactive=False, max_height=420,
-                         elem_id="data-preview", headers=["question", "answer", "rendered_prompt"])
+                         elem_id="data-preview", headers=list(PREVIEW_COLUMNS))
+
+    def empty_table(shown, request: gr.Request):
+        """Its columns in the page's language before the first preview (one already shown stays)."""
+        if shown is not None and len(shown):
+            return gr.skip()
+        return frame_in(pd.DataFrame(columns=list(PREVIEW_COLUMNS)), lang_of(request))
+
+    ctx.shared.setdefault("on_load", []).append(
+        lambda load: load(empty_table, [table], [table], api_visibility="private"))
 
     def shown_source(cfg):
         """[kind, built-in task, hub id] that show `cfg.data.source` (a run's, after a reload)."""

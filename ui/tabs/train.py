@@ -29,7 +29,7 @@ QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
 # a pause pressed mid-step reads "running" until the step ends)
 _SAID = (SAY_EN, SAY_ZH)
 STARTED = tuple(w["started"].split("`")[0] for w in _SAID)
-RESUMED = tuple(w["resumed"].split("{")[0] for w in _SAID)
+RESUMED = tuple(w[k].split("{")[0] for w in _SAID for k in ("resumed", "resumed.tab"))
 IN_FLIGHT = tuple(w[k].split(" (")[0].split("（")[0] for w in _SAID for k in ("control.stopping", "control.pausing"))
 
 # the settings the memory plan depends on (model tab and this one)
@@ -202,8 +202,10 @@ def build(ctx: Ctx) -> None:
             return out
         m = manager.metrics() if s["run_name"] else pd.DataFrame()
         frames = {plot: make(m) for plot, make in plots.items()}
-        if lang != "en":  # the series' names (the legend, the captions) in the page's language
-            frames = {plot: frame.assign(series=frame["series"].map(lambda v: word(v, lang))) for plot, frame in frames.items()}
+        if lang != "en":  # the series' names (the legend, the captions) in the page's language; a reward's as named
+            frames = {plot: frame.assign(series=frame["series"].map(
+                lambda v, own=plot is not reward_plot: word(v, lang) if own or v == "total" else v))
+                for plot, frame in frames.items()}
         out.update({plot: plot_value(frame) for plot, frame in frames.items()})
         out[series] = tuple(" · ".join(dict.fromkeys(frames[plot]["series"])) or None for plot in multi)
         out[axis] = step_axis(m if "step" in m else None)
@@ -259,7 +261,7 @@ def build(ctx: Ctx) -> None:
             except Exception as e:
                 return warn(e)
             state = "pausing" if action == "pause" and s["state"] == "running" else s["state"]  # not "pause: running"
-            if state in ("stopping", "pausing"):  # and what happens meanwhile
+            if (action, state) in (("stop", "stopping"), ("pause", "pausing")):  # and what happens meanwhile
                 return say(f"control.{state}", lang)
             return say("control", lang, action=word(action, lang), state=word(state, lang))
         act.__name__ = action
