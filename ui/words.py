@@ -84,7 +84,7 @@ SAY_EN = {
                  "tokens (Max completion tokens).",
     "eval.cut": " **Cut there before finishing: base {base}, tuned {tuned}** of the answers (one cut before its "
                 "answer scores 0); a run with a larger Max completion tokens leaves room to finish.",
-    "retention.kl": "KL(base ‖ tuned) on the base's answers to {n} general prompts: **{kl}** per token (log-prob "
+    "retention.kl": "KL(base ‖ tuned) on the base's answers to {n} general prompt(s): **{kl}** per token (log-prob "
                     "drop {drop}; 0 = unchanged).",
     "retention.general": "general prompts: {what}",
     "retention.task": "builtin:{name}: accuracy ({how}, {n} questions)",
