@@ -214,8 +214,8 @@ def tuned_label(target_value, lang: str = "en") -> str:
     >>> tuned_label("current"), tuned_label("/runs/r1/checkpoints/step-000008", "zh")
     ('Tuned model · current adapter', '微调模型 · r1 · step-000008')
     """
-    zh = lang == "zh"
-    return f"{TEXT['compare.tuned'][1 if zh else 0]} · {adapter_name(target_value) or ('当前适配器' if zh else 'current adapter')}"
+    i, name = (1 if lang == "zh" else 0), adapter_name(target_value)
+    return TEXT["compare.tuned_current"][i] if name is None else f"{TEXT['compare.tuned'][i]} · {name}"
 
 
 def asked_from(settings: dict, lang: str = "en") -> str:
