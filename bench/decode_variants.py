@@ -15,7 +15,7 @@ Qwen2.5-1.5B-shaped model, what each lever the engine could pull does to that de
     `v2-flashinfer` both levers;
   - `fp8kv`: the KV cache in fp8 (`run.vllm_kv_cache_dtype`): half the bytes attention reads.
   - `autotune`, `v2-autotune`: Inductor compiles the decode of 8 sequences as a graph of its own with
-    max-autotune (`run.vllm_autotune`, vLLM's `compile_sizes`): GEMMs benchmarked for that shape.
+    max-autotune (vLLM's `compile_sizes`): GEMMs benchmarked for that shape (2026-12-07, H100: 5% slower).
 Each variant: the rollout itself (1 prompt of 256 tokens, 8 completions forced to `--tokens`, the
 second of two calls, with a request seed as rollouts have and without), then the decode probe
 (`bench/trl_compare/decode_probe.py`: wall ms a step at n = 1 and 8, the kernels a step is made

@@ -327,6 +327,12 @@ case "${1:-}" in
     python -m bench.decode_variants --model-dir /root/bench-qwen15 --out "$OUT" "$@" 2>&1 \
       | grep -v -e 'it/s\]' -e '^INFO' | tail -n 40
     ;;
+  fold)
+    # issue 31: the merged rollout's fold and unfold alone, kept pairs in groups vs one group a layer
+    # (bench/fold_probe.py; the 1.5B shape by default; ~1 min)
+    shift
+    python bench/fold_probe.py --out "$OUT" "$@" 2>&1 | grep -v -e DEBUG | tail -n 10
+    ;;
   prebuild)
     # a random-weight model folder (CPU only), built while another run uses the GPU: the default
     # Qwen2.5-1.5B (~70 s; the vllm and trl modes use it) or `prebuild bench/configs/llama-3.1-8b.json`
@@ -366,7 +372,7 @@ print(w(sys.argv[1], json.load(open(sys.argv[2])), 'bfloat16'))" "$dir" "$cfg"
       | grep -v -e 'it/s\]' -e '^INFO' | tail -n 60
     ;;
   *)
-    echo "usage: $0 decode|smol|proof1|proof|proofs|aha|aha-contrast|tests|vllm|planner|prebuild|trl"; exit 2
+    echo "usage: $0 decode|fold|smol|proof1|proof|proofs|aha|aha-contrast|tests|vllm|planner|prebuild|trl"; exit 2
     ;;
 esac
 

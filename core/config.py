@@ -184,9 +184,11 @@ class AlgorithmConfig:
         choices=["grpo", "bnpo", "dr_grpo", "dapo"],
     )
     num_generations: int = _f(
-        8, "G: completions sampled per prompt. Advantages compare completions within a group.", range=(2, 256))
+        8, "G: completions sampled per prompt. Advantages compare completions within a group.", range=(2, 256)
+    )
     prompts_per_step: int = _f(
-        4, "Distinct prompts per optimizer step (batch = prompts_per_step x num_generations).", range=(1, 4096))
+        4, "Distinct prompts per optimizer step (batch = prompts_per_step x num_generations).", range=(1, 4096)
+    )
     micro_batch_size: int = _f(
         0, "Sequences per forward/backward pass at full length. 0 = auto: on a GPU the memory planner picks it (see "
         "'Auto micro-batch aims for'; by default the largest that needs no more memory than the rollouts' KV cache, "
@@ -334,9 +336,6 @@ class RunConfig:
         "all", "CUDA graphs vLLM captures. all = its default (decode and prefill, batches up to twice the sequences "
         "decoded at once). decode = decode steps only, batches up to that number: fewer graphs to capture and hold; "
         "prefills run without graphs. A run on the app's shared engine uses that engine's.", choices=["all", "decode"])
-    vllm_autotune: bool = _f(
-        False, "Compile vLLM's decode for this run's batch (prompts x G) with autotuned kernels (Inductor max-autotune): "
-        "a faster decode for a slower start (about a minute more, once). A run on the app's shared engine uses that engine's.")
     vllm_free_kv_between_steps: bool = _f(
         True, "Free vLLM's KV cache while the trainer runs forward/backward and take it back before the next "
         "rollouts. Off saves a little time per step when memory is plentiful (small models).")

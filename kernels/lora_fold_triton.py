@@ -152,11 +152,18 @@ def _on(W):
     return torch.cuda.device(W.device) if W.is_cuda else contextlib.nullcontext()
 
 
-def fold_count(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
-    """(tiles,) int32: how many elements of each tile of W would not round back (no host sync)."""
+def tiles(W: torch.Tensor) -> int:
+    """How many [BLOCK_M, BLOCK_N] tiles the kernels cut W into (the length of its counts and prints)."""
+    return triton.cdiv(W.shape[0], BLOCK_M) * triton.cdiv(W.shape[1], BLOCK_N)
+
+
+def fold_count(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """(tiles,) int32: how many elements of each tile of W would not round back (no host sync);
+    written into `out` (a (tiles,) int32 view, e.g. a slice of one buffer for many weights) if given."""
     A, B = _adapter(W, A, B)
     grid = _grid(W)
-    counts = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=W.device)
+    counts = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=W.device) if out is None else out
     args, meta = _args(W, A, B, scale)
     with _on(W):
         _fold_kernel[grid](W, A, B, counts, counts, counts, counts, counts, counts, 0, *args, **meta, WRITE=False)
@@ -175,13 +182,17 @@ def fold_buffers(W: torch.Tensor, counts: torch.Tensor, total: int):
 
 
 def fold_write(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float, counts: torch.Tensor,
-               buffers: tuple) -> None:
+               buffers: tuple, offsets: torch.Tensor | None = None) -> None:
     """W <- round(W + d) in place, tile by tile where the recount equals `counts` (`fold_count`'s);
     fills `buffers` (`fold_buffers`): the recount (-1 for a tile left alone), the kept elements'
-    flat indices and original values, d's fingerprint per tile."""
+    flat indices and original values, d's fingerprint per tile. `offsets` (tiles,) int64: where each
+    tile's kept elements start in the index / value buffers (default: the exclusive cumsum of
+    `counts`, i.e. buffers of this weight alone; a caller sharing buffers between weights passes
+    this weight's starts in them)."""
     A, B = _adapter(W, A, B)
     written, index, value, prints = buffers
-    offsets = torch.cumsum(counts, 0, dtype=torch.int64) - counts  # exclusive
+    if offsets is None:
+        offsets = torch.cumsum(counts, 0, dtype=torch.int64) - counts  # exclusive
     args, meta = _args(W, A, B, scale)
     with _on(W):
         _fold_kernel[_grid(W)](W, A, B, counts, written, offsets, index, value, prints, index.numel(), *args, **meta,
@@ -189,18 +200,21 @@ def fold_write(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float, 
 
 
 def unfold(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float, written: torch.Tensor,
-           index: torch.Tensor, value: torch.Tensor, *, clean: bool = True) -> torch.Tensor:
+           index: torch.Tensor, value: torch.Tensor, *, clean: bool = True,
+           prints: torch.Tensor | None = None) -> torch.Tensor:
     """W' <- round(W' - d) on the tiles the write pass folded, then the kept values back in place;
-    returns d's fingerprints per tile. `clean=False` (a fold that failed): slots never written
-    (index -1) are skipped, at the cost of a host sync."""
+    returns d's fingerprints per tile (into `prints`, a (tiles,) int64 view, if given). `clean=False`
+    (a fold that failed): slots never written (index -1) are skipped, at the cost of a host sync."""
     A, B = _adapter(W, A, B)
     grid = _grid(W)
-    prints = torch.empty(grid[0] * grid[1], dtype=torch.int64, device=W.device)
+    if prints is None:
+        prints = torch.empty(grid[0] * grid[1], dtype=torch.int64, device=W.device)
     args, meta = _args(W, A, B, scale)
     with _on(W):
         _unfold_kernel[grid](W, A, B, written.to(W.device), prints, *args, **meta)
     if index.numel():
-        index = index.to(W.device, non_blocking=True).long()
+        index = index.to(W.device, non_blocking=True)
+        index = index if index.dtype == torch.int64 else index.long()
         value = value.to(W.device, non_blocking=True)
         if not clean:  # after a failed fold: skip the slots never written
             value, index = value[index >= 0], index[index >= 0]

@@ -76,27 +76,19 @@ def test_cuda_graphs_setting_reaches_the_engines_arguments():
         validate(cfg)
 
 
-def test_autotune_compiles_the_rollouts_decode_batch_as_vllm_pads_it():
-    """run.vllm_autotune: vLLM compiles (and autotunes) the graph of one step's decode batch, the
-    prompts x G rollouts padded to the CUDA-graph size vLLM runs them at; off = none."""
+def test_compile_sizes_reach_vllms_compilation_config_beside_the_graphs():
+    """VLLMSettings.compile_sizes (bench/decode_variants.py's autotune lever): vLLM's
+    compilation_config.compile_sizes, beside the CUDA-graph settings; nothing in eager mode or by default."""
     from core.engines.vllm import compat
+    from core.engines.vllm.engine import VLLMSettings
 
-    assert _settings()[0].compile_sizes == ()
-    s, _ = _settings(vllm_autotune=True)
-    assert s.compile_sizes == (8,)
-    assert compat.compile_sizes_kwargs(compat.cuda_graph_kwargs("all", s.max_num_seqs, False), s.compile_sizes,
-                                       False) == {"compilation_config": {"compile_sizes": [8]}}
-    # 3 prompts x 6 = 18 sequences: vLLM's default graphs are 1, 2, 4, 8, 16, 24 ...: the 24 one
-    s, _ = _settings(prompts=3, G=6, vllm_autotune=True)
-    assert (s.max_num_seqs, s.compile_sizes) == (18, (24,))
-    # decode-only graphs are powers of two up to the sequences decoded at once, which they end at
-    s, _ = _settings(prompts=3, G=6, vllm_autotune=True, vllm_cuda_graphs="decode")
-    assert s.compile_sizes == (18,)
-    assert compat.compile_sizes_kwargs(compat.cuda_graph_kwargs("decode", 18, False), s.compile_sizes, False) == {
-        "compilation_config": {"cudagraph_mode": "FULL_DECODE_ONLY", "cudagraph_capture_sizes": [1, 2, 4, 8, 16, 18],
-                               "compile_sizes": [18]}}
-    # eager mode compiles nothing
-    assert compat.compile_sizes_kwargs({}, (8,), True) == {}
+    assert VLLMSettings().compile_sizes == () and _settings()[0].compile_sizes == ()
+    assert compat.compile_sizes_kwargs(compat.cuda_graph_kwargs("decode", 16, False), (8, 8), False) == {
+        "compilation_config": {"cudagraph_mode": "FULL_DECODE_ONLY", "cudagraph_capture_sizes": [1, 2, 4, 8, 16],
+                               "compile_sizes": [8]}}
+    assert compat.compile_sizes_kwargs(compat.cuda_graph_kwargs("all", 16, False), (8,), False) == {
+        "compilation_config": {"compile_sizes": [8]}}
+    assert compat.compile_sizes_kwargs({}, (8,), True) == {} and compat.compile_sizes_kwargs({}, (), False) == {}
 
 
 def test_micro_batch_auto_resolves_from_the_plan_or_to_8_on_cpu():

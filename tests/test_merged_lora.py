@@ -223,6 +223,7 @@ def _fold_adapter_case():
             folded[backend] = base_bits(model)
             out[f"{backend}_fused_layers"] = record.stats()["fused_layers"]
             out[f"{backend}_kept"] = record.stats()["kept_elements"]
+            out[f"{backend}_groups"] = len(record.groups)
             unfold_adapter(record)
             out[f"{backend}_restored"] = all(torch.equal(before[k], v) for k, v in base_bits(model).items())
         # the two backends sum B @ A in another order (numpy's matmul in the interpreter, torch's on
@@ -240,30 +241,34 @@ def _fold_adapter_case():
         out["dense_fused_layers"], out["dense_chunks"] = record.stats()["fused_layers"], record.dense_chunks
         unfold_adapter(record)
         out["dense_restored"] = all(torch.equal(before[k], v) for k, v in base_bits(model).items())
-        # a failure after some layers' write passes (here: keeping the 5th layer's values off the
-        # device): every weight comes back, fused ones included
+        # a failure after some layers' write passes (keeping a group's pairs off the device): every
+        # weight comes back, fused ones included. One group a layer (GROUP_BYTES 1): the 5th layer's
+        # index copy, its values still on the device; one group for all: after every write pass,
+        # its index already on the host, its values not
         import core.engines.merged_lora as ml
 
-        model = lora_model(model_dir, torch.float16, b_std=0.01, base_dtype=torch.float16)
-        before = base_bits(model)
-        real, calls = ml._to_keep, {"n": 0}
+        real, real_bytes = ml._to_keep, ml.GROUP_BYTES
+        for name, group_bytes, fail_at in (("failure", 1, 9), ("failure_grouped", real_bytes, 2)):
+            model = lora_model(model_dir, torch.float16, b_std=0.01, base_dtype=torch.float16)
+            before = base_bits(model)
+            calls = {"n": 0}
 
-        def failing(t, keep_on):
-            calls["n"] += 1
-            if calls["n"] == 9:
-                raise torch.OutOfMemoryError("no pinned memory")
-            return real(t, keep_on)
+            def failing(t, keep_on, calls=calls, fail_at=fail_at):
+                calls["n"] += 1
+                if calls["n"] == fail_at:
+                    raise torch.OutOfMemoryError("no pinned memory")
+                return real(t, keep_on)
 
-        ml._to_keep = failing
-        try:
-            fold_adapter(model, keep_on="host", backend="triton")
-            out["failure_raised"] = False
-        except torch.OutOfMemoryError:
-            out["failure_raised"] = True
-        finally:
-            ml._to_keep = real
-        out["failure_calls"] = calls["n"]
-        out["failure_restored"] = all(torch.equal(before[k], v) for k, v in base_bits(model).items())
+            ml._to_keep, ml.GROUP_BYTES = failing, group_bytes
+            try:
+                fold_adapter(model, keep_on="host", backend="triton")
+                out[f"{name}_raised"] = False
+            except torch.OutOfMemoryError:
+                out[f"{name}_raised"] = True
+            finally:
+                ml._to_keep, ml.GROUP_BYTES = real, real_bytes
+            out[f"{name}_calls"] = calls["n"]
+            out[f"{name}_restored"] = all(torch.equal(before[k], v) for k, v in base_bits(model).items())
         # a rank the kernels do not take (one tl.dot holds the rank) is folded in PyTorch
         model = lora_model(model_dir, torch.float16, rank=96, b_std=0.01, base_dtype=torch.float16)
         record = fold_adapter(model)
@@ -298,4 +303,7 @@ def test_interpreter_fold_adapter_kernels_equal_pytorch_and_restore(fused_fold_r
     assert abs(r["torch_kept"] - r["triton_kept"]) <= r["folded_differ"] and r["torch_kept"] > 0, r
     assert r["dense_fused_layers"] == 0 and r["dense_chunks"] > 0 and r["dense_restored"], r
     assert r["failure_raised"] and r["failure_calls"] == 9 and r["failure_restored"], r
+    assert r["failure_grouped_raised"] and r["failure_grouped_calls"] == 2 and r["failure_grouped_restored"], r
+    # the tiny model's kept pairs fit one group: two host copies a fold, not two a layer
+    assert r["triton_groups"] == 1 and r["torch_groups"] == 0, r
     assert r["rank96_fused_layers"] == 0, r

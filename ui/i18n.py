@@ -379,7 +379,6 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "run.vllm_enable_prefix_caching": ("Prefix caching", "前缀缓存"),
     "run.vllm_enforce_eager": ("No CUDA graphs (faster start)", "不用 CUDA Graph（启动更快）"),
     "run.vllm_cuda_graphs": ("CUDA graphs captured", "捕获的 CUDA Graph"),
-    "run.vllm_autotune": ("Autotuned decode kernels", "自动调优的解码 kernel"),
     "run.vllm_kv_cache_dtype": ("KV-cache precision", "KV 缓存精度"),
     "run.vllm_free_kv_between_steps": ("Free KV cache during updates", "更新时释放 KV 缓存"),
 }

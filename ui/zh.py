@@ -141,8 +141,6 @@ HELP_ZH: dict[str, str] = {
     "run.vllm_cuda_graphs": "vLLM 捕获哪些 CUDA Graph。all = 它的默认（解码和预填充，批大小最多为同时解码序列数的两倍）。"
                             "decode = 只为解码步捕获，批大小最多为该数：需要捕获和保存的 Graph 更少；预填充不用 Graph。"
                             "在应用共享引擎上的运行使用该引擎的设置。",
-    "run.vllm_autotune": "为本次运行的批大小（提示数 x G）编译 vLLM 的解码，使用自动调优的 kernel（Inductor max-autotune）："
-                         "解码更快，启动更慢（多约一分钟，只一次）。在应用共享引擎上的运行使用该引擎的设置。",
     "run.vllm_free_kv_between_steps": "在训练器做前向/反向时释放 vLLM 的 KV 缓存，在下一次采样前取回。关闭可在内存充足时"
                                       "（小模型）每步省一点时间。",
     "run.vllm_kv_cache_dtype": "KV 缓存精度。fp8 使其内存减半：可以采样更长或更多，精度略有损失。",

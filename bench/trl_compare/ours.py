@@ -110,7 +110,6 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         run.vllm_kv_cache_dtype = args.ours_kv_dtype
         run.vllm_cuda_graphs = getattr(args, "ours_cuda_graphs", "all")
         run.merged_rollouts = args.ours_merged == "on"
-        run.vllm_autotune = bool(getattr(args, "ours_autotune", False))
         validate(cfg)
         rec["ours_config"] = {"model": {k: getattr(m, k) for k in ("lora_r", "lora_alpha", "lora_dropout",
                                                                  "lora_target_modules", "gradient_checkpointing",
@@ -126,7 +125,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                               "run": {"engine": run.engine, "vllm_enforce_eager": run.vllm_enforce_eager,
                                       "vllm_kv_cache_dtype": run.vllm_kv_cache_dtype,
                                       "vllm_cuda_graphs": run.vllm_cuda_graphs,
-                                      "vllm_autotune": run.vllm_autotune, "merged_rollouts": run.merged_rollouts}}
+                                      "merged_rollouts": run.merged_rollouts}}
         tok = AutoTokenizer.from_pretrained(args.model_dir)
         prompts = make_prompts(tok, max(4, args.steps), args.prompt_len, seed=1)
         task = TaskData(train=[{"question": q, "answer": "", "answer_raw": ""} for q in prompts], eval=[],

@@ -77,8 +77,7 @@ def child_command(args, system: str, length: int, model_dir: Path, json_out: Pat
            "--decode-probe", getattr(args, "decode_probe", "off"),
            "--unsloth-util", str(args.unsloth_util), "--unsloth-overhead-gib", str(args.unsloth_overhead_gib),
            ] + (["--ours-offload"] if args.ours_offload else []) + (["--ours-eager"] if args.ours_eager else []) \
-        + (["--ours-compile"] if getattr(args, "ours_compile", False) else [])\
-        + (["--ours-autotune"] if getattr(args, "ours_autotune", False) else [])
+        + (["--ours-compile"] if getattr(args, "ours_compile", False) else [])
     if system in UNSLOTH_SYSTEMS:
         return ["bash", "-c", 'source "$1" && shift && exec "$@"', "unsloth-env", unsloth_env] + cmd
     return cmd

@@ -51,8 +51,8 @@ def variant_of(args) -> str:
     ...                            ours_merged="on", ours_cuda_graphs="decode"))
     'decode_graphs'
     >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=0,
-    ...                            ours_merged="on", ours_compile=True, ours_runner="v2", ours_autotune=True))
-    'compiled_runner_v2_autotune'
+    ...                            ours_merged="on", ours_compile=True, ours_runner="v2"))
+    'compiled_runner_v2'
     >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=0,
     ...                            ours_merged="on", ours_compile=True, trl_vllm_is="off"))
     'compiled_trl_no_is'
@@ -63,7 +63,6 @@ def variant_of(args) -> str:
              (f"mb{mb}", mb > 0), ("lora_kernels", args.ours_merged == "off"),
              ("decode_graphs", getattr(args, "ours_cuda_graphs", "all") == "decode" and not args.ours_eager),
              ("runner_v2", getattr(args, "ours_runner", "auto") == "v2"),
-             ("autotune", getattr(args, "ours_autotune", False)),
              ("trl_no_is", getattr(args, "trl_vllm_is", "on") == "off")]
     return "_".join(name for name, on in parts if on)
 

@@ -16,12 +16,10 @@ what it was:
      of d checks it), write round(W' - d), then put the kept elements back. No pristine copy of the
      base is ever made.
 
-Where the kept elements live: in pinned host memory (on a GPU), not on the device. The rollout
-is the phase with the KV cache mapped, i.e. the step's peak in the lowest-memory mode; what is
-kept is small for a trained adapter (a delta under half a bf16 step of its weight rounds back to
-it, so only elements near a rounding boundary are kept) but grows to the whole layer for large
-deltas, and a copy to and from the host costs ~1 ms per 25 MB, against rollouts of seconds.
-`keep_on="device"` keeps them on the GPU instead.
+Where the kept elements live: in pinned host memory (on a GPU), not on the device (the rollout,
+with the KV cache mapped, is the lowest-memory mode's peak): small for a trained adapter (only
+elements near a rounding boundary), up to whole layers for large deltas; ~1 ms per 25 MB each
+way, copied a group of layers (GROUP_BYTES) at a time. `keep_on="device"` keeps them on the GPU.
 
 Refuses to know: engines, vLLM, prefix caches (the caller resets those), training. It refuses to
 fold what it cannot undo exactly: 4-bit / quantized base layers, DoRA and other LoRA variants,
@@ -33,6 +31,7 @@ do not round-trip); the code is our own.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -44,6 +43,9 @@ TRAIN_ADAPTER = "default"
 # ~13 bytes an element, ~50 MiB here, whatever the layer's size
 CHUNK_ELEMENTS = 1 << 22
 DENSE_SHARE = 1 / 3  # a chunk whose failing share is above this keeps its original values whole
+# the fused fold keeps a run of consecutive layers' (index, value) pairs in one buffer of up to this
+# size (one layer's if larger): a few allocations and host copies a fold instead of two a layer
+GROUP_BYTES = 64 << 20
 
 _BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
 
@@ -111,6 +113,34 @@ class _LayerFold:
     versions: tuple = ()  # A's and B's tensor versions: the adapter must not change while folded
     fused: bool = False  # folded by the Triton kernels: one _Kept for the whole weight (flat indices)
     written: torch.Tensor | None = None  # the fused write pass's per-tile recount (-1: tile left alone)
+    tiles: tuple = ()  # fused: its tiles' range in the record's flat buffers (_Flat)
+    span: tuple = ()  # fused: (group, a, b): its kept pairs are [a, b) of that group's buffers
+
+
+@dataclass
+class _Flat:
+    """The fused fold's per-tile numbers, one buffer each over the tiles of every layer the kernels serve,
+    in fold order: counts, recounts (-1: tile left alone), d's fingerprints, each tile's first kept pair."""
+
+    counts: torch.Tensor  # (tiles,) int32
+    written: torch.Tensor  # (tiles,) int32
+    prints: torch.Tensor  # (tiles,) int64
+    starts: torch.Tensor  # (tiles,) int64: exclusive cumsum of counts
+
+
+@dataclass
+class _Group:
+    """Consecutive fused layers whose kept (index, value) pairs share one buffer each; `starts`: each
+    tile's first pair in them (_Flat.starts less `start`, the group's first pair in that count)."""
+
+    start: int
+    size: int = 0  # pairs
+    bytes: int = 0
+    dtypes: tuple = ()  # (index dtype, value dtype)
+    layers: list = field(default_factory=list)
+    index: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    starts: torch.Tensor | None = None
 
 
 @dataclass
@@ -128,6 +158,8 @@ class FoldRecord:
     fused_clean: bool = True  # False after a fused fold that failed part way (the unfold checks slots)
     chunk_elements: int = CHUNK_ELEMENTS
     fold_seconds: float = 0.0
+    flat: _Flat | None = None  # the fused layers' per-tile buffers
+    groups: list = field(default_factory=list)  # _Group: the fused layers' kept pairs
     unfolded: bool = False
     unfold_stats: dict = field(default_factory=dict)
 
@@ -202,30 +234,80 @@ def _adapter_of(lf: _LayerFold, adapter: str):
 
 
 def _kernel_counts(record: FoldRecord, backend: str) -> list:
-    """Pass 1 of the fused fold (`kernels/lora_fold_triton.py`): each layer's kept count per tile,
-    or None where the kernels do not serve the layer; then the totals in one host sync."""
+    """Pass 1 of the fused fold (`kernels/lora_fold_triton.py`): kept counts per tile into one buffer
+    (`record.flat`), each layer's total in one host sync; None where the kernels do not serve it."""
+    none = [None] * len(record.layers)
     if backend == "torch":
-        return [None] * len(record.layers)
+        return none
     from kernels import lora_fold_triton as fused
 
-    counts = []
     try:  # the count pass writes nothing into the weights: any failure here just means PyTorch folds
+        served, device = [], None
         for lf in record.layers:
             W = lf.layer.get_base_layer().weight.data
-            A, B, scale = _adapter_of(lf, record.adapter)
+            A, B, _ = _adapter_of(lf, record.adapter)
             why = fused.supported(W, A, B)
+            if why is None and device not in (None, W.device):
+                why = f"on {W.device}, not {device}"
             if why is not None and backend == "triton":
                 raise NotFoldable(f"{lf.name}: the fused fold cannot serve it ({why})")
-            counts.append(None if why is not None else fused.fold_count(W, A, B, scale))
-        have = [c for c in counts if c is not None]
-        totals = iter(torch.stack([c.sum(dtype=torch.int64) for c in have]).tolist() if have else [])
+            served.append(why is None)
+            device = W.device if why is None and device is None else device
+        if device is None:
+            return none
+        ends = list(itertools.accumulate(fused.tiles(lf.layer.get_base_layer().weight)
+                                         for lf, ok in zip(record.layers, served) if ok))
+        counts = torch.empty(ends[-1], dtype=torch.int32, device=device)
+        for lf, s0, e0 in zip([lf for lf, ok in zip(record.layers, served) if ok], [0] + ends[:-1], ends):
+            A, B, scale = _adapter_of(lf, record.adapter)
+            lf.tiles = (s0, e0)
+            fused.fold_count(lf.layer.get_base_layer().weight.data, A, B, scale, out=counts[s0:e0])
+        upto = torch.cumsum(counts, 0, dtype=torch.int64)
+        inclusive = upto[torch.tensor([e - 1 for e in ends], device=device)].tolist()  # the one host sync
+        record.flat = _Flat(counts, torch.full_like(counts, -1), torch.empty_like(upto), upto - counts)
     except Exception as e:
         if backend == "triton":
             raise
         warnings.warn(f"the fused LoRA fold failed before writing anything ({type(e).__name__}: {e}); "
                       "folding in PyTorch")
-        return [None] * len(record.layers)
-    return [None if c is None else (c, next(totals)) for c in counts]
+        return none
+    totals = iter(b - a for a, b in zip([0] + inclusive[:-1], inclusive))
+    return [next(totals) if ok else None for ok in served]
+
+
+def _plan_groups(record: FoldRecord, planned: list) -> list:
+    """Per layer: None (PyTorch folds it: not served, or most of it kept) or (group, a, b); groups
+    (`record.groups`) run over consecutive served layers, broken by a dense one, a dtype, GROUP_BYTES."""
+    out, group, start = [], None, 0
+    for lf, total in zip(record.layers, planned):
+        if total is None:
+            out.append(None)
+            continue
+        W = lf.layer.get_base_layer().weight
+        if total > DENSE_SHARE * W.numel():  # its pairs' place in the count is skipped: the group ends
+            out.append(None)
+            group, start = None, start + total
+            continue
+        dtypes = (torch.int32 if W.numel() < 2**31 else torch.int64, W.dtype)
+        size = total * (dtypes[0].itemsize + W.element_size())
+        if group is None or group.dtypes != dtypes or (group.layers and group.bytes + size > GROUP_BYTES):
+            group = _Group(start=start, dtypes=dtypes)
+            record.groups.append(group)
+        group.layers.append(lf)
+        out.append((len(record.groups) - 1, group.size, group.size + total))
+        group.size, group.bytes, start = group.size + total, group.bytes + size, start + total
+    return out
+
+
+def _runs(ranges: list) -> list:
+    """Tile ranges merged where they touch: [(0, 4), (4, 6), (9, 12)] -> [(0, 6), (9, 12)] (any order in)."""
+    out: list = []
+    for s0, e0 in sorted(ranges):
+        if out and out[-1][1] == s0:
+            out[-1] = (out[-1][0], e0)
+        else:
+            out.append((s0, e0))
+    return out
 
 
 @torch.no_grad()
@@ -252,31 +334,40 @@ def fold_adapter(model, adapter: str = TRAIN_ADAPTER, *, keep_on: str | None = N
     for name, layer in layers:
         record.layers.append(_LayerFold(name, layer, versions=(layer.lora_A[adapter].weight._version,
                                                                layer.lora_B[adapter].weight._version)))
+    from kernels import lora_fold_triton as fused  # (imports without triton too: then nothing is served)
+
     try:
-        planned = _kernel_counts(record, backend)
-        recounts = []  # the fused fold's two passes must have found the same kept elements
-        for lf, plan in zip(record.layers, planned):
+        plans = _plan_groups(record, _kernel_counts(record, backend))
+        flat, ranges = record.flat, []
+        for lf, plan in zip(record.layers, plans):
             W = lf.layer.get_base_layer().weight.data  # (out, in); a view of the engine's tensor with vLLM
-            if plan is None or plan[1] > DENSE_SHARE * W.numel():
+            if plan is None:
                 _fold_layer_torch(record, lf, W)  # the kernels do not serve it, or most of it is kept
                 continue
-            from kernels import lora_fold_triton as fused
-
-            counts, total = plan
+            gi, a, b = plan
+            g, (s0, e0) = record.groups[gi], lf.tiles
+            if g.index is None:  # its first layer: the group's buffers, -1 = "not written" until the kernel writes
+                g.index = torch.full((g.size,), -1, dtype=g.dtypes[0], device=W.device)
+                g.values = torch.empty(g.size, dtype=g.dtypes[1], device=W.device)
+                g.starts = flat.starts - g.start
             A, B, scale = _adapter_of(lf, adapter)
-            written, index, values, prints = fused.fold_buffers(W, counts, total)  # before W changes
             # recorded before the launch: its buffers say "not folded" (-1) until the kernel writes
-            lf.fused, lf.written, lf.rows_done = True, written, W.shape[0]
-            lf.kept.append(_Kept(0, W.shape[0], values, index))
-            lf.fingerprint.append(prints)
-            fused.fold_write(W, A, B, scale, counts, (written, index, values, prints))
-            recounts.append((counts, written))
-            if total and keep_on == "host":  # then off the device; the device copies serve until done
-                lf.kept[0] = _Kept(0, W.shape[0], _to_keep(values, keep_on), _to_keep(index, keep_on))
-            record.kept_elements += total
+            lf.fused, lf.written, lf.rows_done, lf.span = True, flat.written[s0:e0], W.shape[0], plan
+            lf.kept.append(_Kept(0, W.shape[0], g.values[a:b], g.index[a:b]))
+            lf.fingerprint.append(flat.prints[s0:e0])
+            fused.fold_write(W, A, B, scale, flat.counts[s0:e0],
+                             (flat.written[s0:e0], g.index, g.values, flat.prints[s0:e0]), offsets=g.starts[s0:e0])
+            ranges.append((s0, e0))
+            record.kept_elements += b - a
             record.elements += W.numel()
             record.fused_layers += 1
-        if recounts and bool(torch.stack([(c != w).any() for c, w in recounts]).any()):
+            if lf is g.layers[-1] and keep_on == "host":  # then off the device; the device copies serve until done
+                g.index, g.values = _to_keep(g.index, keep_on), _to_keep(g.values, keep_on)
+                for other in g.layers:
+                    _, a2, b2 = other.span
+                    other.kept[0] = _Kept(0, other.kept[0].r1, g.values[a2:b2], g.index[a2:b2])
+        if ranges and bool(torch.stack([(flat.counts[s0:e0] != flat.written[s0:e0]).any()
+                                        for s0, e0 in _runs(ranges)]).any()):
             record.fused_clean = False
             raise RuntimeError("the fused fold's count and write passes disagreed: the weights are put back "
                                "and this rollout samples through the adapter")
@@ -302,19 +393,27 @@ def unfold_adapter(record: FoldRecord) -> dict:
         return {}
     t0 = time.perf_counter()
     adapter = record.adapter
-    changed, prints = [], []
+    from kernels import lora_fold_triton as fused
+
+    changed, prints, ranges, staged = [], [], [], None
+    again = None if record.flat is None else torch.empty_like(record.flat.prints)  # the unfold's fingerprints
     for lf in reversed(record.layers):
         layer = lf.layer
         W = layer.get_base_layer().weight.data
         if (layer.lora_A[adapter].weight._version, layer.lora_B[adapter].weight._version) != lf.versions:
             changed.append(lf.name)
         if lf.fused:
-            from kernels import lora_fold_triton as fused
-
             A, B, scale = _adapter_of(lf, adapter)
-            k = lf.kept[0]
-            prints.append((lf.fingerprint[0], fused.unfold(W, A, B, scale, lf.written, k.index, k.values,
-                                                           clean=record.fused_clean)))
+            gi, a, b = lf.span
+            if staged is None or staged[0] != gi:  # the group's kept pairs onto the device once, for all its layers
+                g = record.groups[gi]
+                index = g.index.to(W.device, non_blocking=True)
+                staged = (gi, index if index.dtype == torch.int64 else index.long(),
+                          g.values.to(W.device, non_blocking=True))
+            s0, e0 = lf.tiles
+            fused.unfold(W, A, B, scale, lf.written, staged[1][a:b], staged[2][a:b], clean=record.fused_clean,
+                         prints=again[s0:e0])
+            ranges.append((s0, e0))
             continue
         kept = {k.r0: k for k in lf.kept}
         for i, (r0, r1) in enumerate(_chunks(W, record.chunk_elements)):
@@ -337,6 +436,7 @@ def unfold_adapter(record: FoldRecord) -> dict:
     if changed:
         raise RuntimeError(f"the adapter changed while folded ({', '.join(changed[:3])}, ...): "
                            "the base weights may be off")
+    prints += [(record.flat.prints[s0:e0], again[s0:e0]) for s0, e0 in _runs(ranges)]
     if prints and not bool(torch.stack([(a == b).all() for a, b in prints]).all()):
         raise RuntimeError("the LoRA delta did not recompute bit for bit: the base weights may be off by an ulp")
     return {"unfold_seconds": seconds}

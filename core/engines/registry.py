@@ -114,11 +114,6 @@ def vllm_settings_for(cfg, sizes):
         s.max_num_seqs = r.vllm_max_num_seqs
     if r.vllm_max_num_batched_tokens:
         s.max_num_batched_tokens = r.vllm_max_num_batched_tokens
-    if r.vllm_autotune:  # the decode batch of one step's rollouts, as vLLM pads it to a CUDA graph's
-        from core.engines.vllm import compat
-
-        n = compat.graph_batch(min(a.prompts_per_step * a.num_generations, s.max_num_seqs), s.cuda_graphs, s.max_num_seqs)
-        s.compile_sizes = (n,) if n else ()
     return s
 
 

@@ -104,7 +104,7 @@ def build(ctx: Ctx) -> None:
             with gr.Accordion(t("train.engine"), open=False):
                 for name in ("vllm_gpu_memory_utilization", "vllm_max_num_seqs", "vllm_max_num_batched_tokens",
                              "vllm_enable_prefix_caching", "vllm_enforce_eager", "vllm_cuda_graphs",
-                             "vllm_autotune", "vllm_kv_cache_dtype", "vllm_free_kv_between_steps"):
+                             "vllm_kv_cache_dtype", "vllm_free_kv_between_steps"):
                     form.field("run", name)
             # fields no group above names (e.g. settings of newer algorithms) still get a widget
             extra = [(sec, n) for sec in ("algorithm", "run") for n in config_fields(sec)

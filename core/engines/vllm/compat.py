@@ -149,24 +149,12 @@ def cuda_graph_kwargs(which: str, max_num_seqs: int, eager: bool) -> dict:
     return {"compilation_config": {"cudagraph_mode": "FULL_DECODE_ONLY", "cudagraph_capture_sizes": sizes}}
 
 
-def graph_batch(n: int, which: str, max_num_seqs: int) -> int | None:
-    """The CUDA-graph batch a decode of `n` sequences pads to: the smallest capture size >= n
-    (`cuda_graph_kwargs`' for "decode"; for "all" vLLM's default list, vllm/config/vllm.py
-    `_set_cudagraph_sizes`); None past the largest (no graph).
-
-    >>> graph_batch(8, "all", 16), graph_batch(5, "all", 16), graph_batch(3, "decode", 16), graph_batch(40, "all", 16)
-    (8, 8, 4, None)
-    """
-    top = min(2 * max(1, max_num_seqs), 512) if which != "decode" else max(1, min(max_num_seqs, 512))
-    sizes = [1, 2, 4, *range(8, 256, 8), *range(256, 513, 16)] if which != "decode" else [2**k for k in range(10)]
-    return next((x for x in sizes if n <= x <= top), top if which == "decode" and n <= top else None)
-
-
 def compile_sizes_kwargs(kwargs: dict, sizes, eager: bool) -> dict:
     """`kwargs` (`cuda_graph_kwargs`') with `compilation_config.compile_sizes`: batch sizes Inductor
     compiles a graph of their own for with `max_autotune` and `coordinate_descent_tuning` on
     (vllm/compilation/compiler_interface.py `set_inductor_config`): GEMMs benchmarked for that shape
     against cuBLAS's pick, pointwise kernels tuned; start-up pays for it. Each must be a capture size.
+    Measured slower (bench/results/2026-12-07_h100_l): bench/decode_variants.py's `autotune` only.
 
     >>> compile_sizes_kwargs({}, [8], False), compile_sizes_kwargs({}, [8], True)
     ({'compilation_config': {'compile_sizes': [8]}}, {})

@@ -72,8 +72,8 @@ class VLLMSettings:
     enable_prefix_caching: bool = True
     enforce_eager: bool = False  # True skips CUDA-graph capture: faster start, ~2x slower decode
     cuda_graphs: str = "all"  # "decode": decode-only graphs up to max_num_seqs (compat.cuda_graph_kwargs)
-    # decode batch sizes Inductor compiles and autotunes a graph for (compat.compile_sizes_kwargs;
-    # run.vllm_autotune: the rollout's batch); () = vLLM's one graph for all sizes
+    # decode batch sizes Inductor compiles and autotunes a graph for (compat.compile_sizes_kwargs); () = vLLM's
+    # one graph for all sizes. 5% slower a rollout on an H100 (bench/results/2026-12-07_h100_l): a bench lever only
     compile_sizes: tuple[int, ...] = ()
     kv_cache_dtype: str = "auto"  # "fp8" halves KV memory for long rollouts
     # vLLM's attention backend by name (compat.attention_backend_kwargs); None: vLLM's own pick. A decode step
