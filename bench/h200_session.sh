@@ -143,17 +143,19 @@
 # --ours-compile --ours-runner v2 --budget-s 400 (196 s) -> VLLM_USE_V2_MODEL_RUNNER=1
 # TESTS=tests/test_vllm_engine.py timeout 400 ... tests (cut at 400 s in the QLoRA test, 8 passed 1 skipped
 # before) -> the changed conformance test twice (43 s, 38 s: passed).
-# Next, in order (each its own command, after the kit): the same machine's run-to-run spread was up to 12%, so
-# pair each comparison in one command, twice:
-#   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 300   # again
-#        # V2 in the trainer against TRL, each pair minutes apart; then the same with the V1 runner
-#   trl --systems trl-vllm --lengths 1024 --trl-vllm-is off --budget-s 200
-#        # TRL on ours' algorithm: without its vLLM importance-sampling correction (its default adds a no-grad
-#        # forward for pi_old that ours does not run), beside the TRL rows above
-#   app ... algorithm.micro_batch_size=16 ... (as above): the step record now counts its passes (train/passes),
-#        and the page's newer texts (a stop's checkpoint, the reload note, the upload preview) on a GPU
-#   VLLM_USE_V2_MODEL_RUNNER=1 TESTS=tests/test_vllm_engine.py timeout 560 ... tests   # the whole engine on the
-#        V2 runner (9 of 10 passed or skipped in 400 s on 2026-12-07; the QLoRA test was still running)
+# Issue 31, as run on 2026-12-07 09:41-10:09 (H100, tree 2df254c; records in bench/results/2026-12-07_h100_l/;
+# 1,644 of 1,800 s, no refusal): the kit in six runs (.devkit/pN alone for N = 1..5, then [.devkit/p6,
+# .devkit/s1..s6] with `prebuild; decode --variants v1,autotune --timeout-s 240`: 447 s), then [.devkit/s7]
+# `smol; app ... algorithm.micro_batch_size=16 --steps 60 --eval-n 100 --budget-s 420` (382 s) -> `trl --systems
+# ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 330` (287 s) -> the same with
+# --trl-vllm-is off (201 s) -> TESTS="tests/test_engine_conformance.py kernels/test_logprob.py" tests (195 s).
+# Next, in order (each its own command, after the kit; the grouped fold of 2026-12-07 first ran then):
+#   (kit run 6) TESTS="kernels/test_lora_fold.py tests/test_merged_lora.py" tests; fold   # the grouped fold on
+#        CUDA, then bench/fold_probe.py (1.5B: groups vs one group a layer, ~1 min)
+#   (carry .devkit/s7) smol; app ... (as on 2026-12-07: time/fold and time/unfold against 0.115 / 0.050 s)
+#   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 330
+#        # ours' fold / unfold against 0.15-0.22 / 0.04 s
+#   TESTS=tests/test_vllm_engine.py timeout 560 ... tests   # the merged-rollout tests on the grouped fold
 #   (carry .devkit/unsloth) trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 560
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
