@@ -1,6 +1,7 @@
 """The merged rollout's fold and unfold alone: milliseconds a call, with the fused fold's kept pairs in
-groups (core/engines/merged_lora.GROUP_BYTES, the default) and one group a layer (the layout before
-2026-12-07: two buffers, two pinned host copies and a recount check a layer).
+groups (core/engines/merged_lora.GROUP_BYTES, the default) and one group a layer (two buffers and two
+pinned host copies a layer, as before 2026-12-07; the per-tile numbers stay in one buffer either way,
+so the ratio understates the change: compare `time/fold` in the records of before and after too).
 
 Why (issue 31): on the H100 (2026-12-07, bench/results/2026-12-07_h100_l) a fast-mode step at the
 1.5B shape spent 0.15-0.22 s folding and 0.04 s unfolding 196 weights, and the app's steps on the

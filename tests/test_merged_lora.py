@@ -269,6 +269,57 @@ def _fold_adapter_case():
                 ml._to_keep, ml.GROUP_BYTES = real, real_bytes
             out[f"{name}_calls"] = calls["n"]
             out[f"{name}_restored"] = all(torch.equal(before[k], v) for k, v in base_bits(model).items())
+        # groups of a few layers (GROUP_BYTES 10,000) broken by two dense layers (PyTorch folds them), then
+        # failures inside a group: a write pass raising before its launch and after it, a count pass off by one
+        import kernels.lora_fold_triton as kft
+
+        def mixed():
+            model = lora_model(model_dir, torch.float16, b_std=0.01, base_dtype=torch.float16)
+            with torch.no_grad():
+                for i, (_, m) in enumerate(ml._lora_layers(model, "default")):
+                    if i in (3, 9):
+                        m.lora_B["default"].weight.mul_(40)
+            return model, base_bits(model)
+
+        def restored(model, before):
+            return all(torch.equal(before[k], v) for k, v in base_bits(model).items())
+
+        ml.GROUP_BYTES = 10_000
+        try:
+            model, before = mixed()
+            record = fold_adapter(model, keep_on="host")
+            out["mixed_groups"] = [(g.start, len(g.layers)) for g in record.groups]
+            out["mixed_fused"], out["mixed_dense"] = record.fused_layers, record.dense_chunks
+            unfold_adapter(record)
+            out["mixed_restored"] = restored(model, before)
+            for name, target, at, when in (("write_before", "fold_write", 6, "before"),
+                                           ("write_after", "fold_write", 6, "after"),
+                                           ("count_off", "fold_count", 5, "after")):
+                model, before = mixed()
+                real_fn, calls = getattr(kft, target), {"n": 0}
+
+                def wrapped(*a, real_fn=real_fn, calls=calls, at=at, when=when, target=target, **k):
+                    calls["n"] += 1
+                    if calls["n"] == at and when == "before":
+                        raise RuntimeError("injected before the launch")
+                    r = real_fn(*a, **k)
+                    if calls["n"] == at and target == "fold_count":
+                        r[0] += 1  # this tile's count one more than its write pass will find
+                    elif calls["n"] == at:
+                        raise RuntimeError("injected after the launch")
+                    return r
+
+                setattr(kft, target, wrapped)
+                try:
+                    fold_adapter(model, keep_on="host")
+                    out[f"{name}_raised"] = ""
+                except RuntimeError as e:
+                    out[f"{name}_raised"] = str(e)
+                finally:
+                    setattr(kft, target, real_fn)
+                out[f"{name}_restored"] = restored(model, before)
+        finally:
+            ml.GROUP_BYTES = real_bytes
         # a rank the kernels do not take (one tl.dot holds the rank) is folded in PyTorch
         model = lora_model(model_dir, torch.float16, rank=96, b_std=0.01, base_dtype=torch.float16)
         record = fold_adapter(model)
@@ -306,4 +357,17 @@ def test_interpreter_fold_adapter_kernels_equal_pytorch_and_restore(fused_fold_r
     assert r["failure_grouped_raised"] and r["failure_grouped_calls"] == 2 and r["failure_grouped_restored"], r
     # the tiny model's kept pairs fit one group: two host copies a fold, not two a layer
     assert r["triton_groups"] == 1 and r["torch_groups"] == 0, r
+
+
+def test_interpreter_grouped_fold_around_dense_layers_and_failures_inside_a_group(fused_fold_results):
+    """Groups of several layers, numbered past two dense layers that PyTorch folds, restore bit for bit;
+    so does every failure inside a group, with its own message (not a false fingerprint mismatch)."""
+    r = fused_fold_results
+    groups = r["mixed_groups"]
+    assert r["mixed_fused"] == 12 and r["mixed_dense"] > 0 and r["mixed_restored"], r
+    assert sum(n for _, n in groups) == 12 and max(n for _, n in groups) >= 2 and len(groups) >= 3, r
+    assert groups[0][0] == 0 and all(b[0] > a[0] for a, b in zip(groups, groups[1:])), r
+    assert r["write_before_raised"] == "injected before the launch" and r["write_before_restored"], r
+    assert r["write_after_raised"] == "injected after the launch" and r["write_after_restored"], r
+    assert "count and write passes disagreed" in r["count_off_raised"] and r["count_off_restored"], r
     assert r["rank96_fused_layers"] == 0, r

@@ -122,16 +122,16 @@ class _Flat:
     """The fused fold's per-tile numbers, one buffer each over the tiles of every layer the kernels serve,
     in fold order: counts, recounts (-1: tile left alone), d's fingerprints, each tile's first kept pair."""
 
-    counts: torch.Tensor  # (tiles,) int32
+    counts: torch.Tensor | None  # (tiles,) int32; counts and starts are let go once the fold is done
     written: torch.Tensor  # (tiles,) int32
     prints: torch.Tensor  # (tiles,) int64
-    starts: torch.Tensor  # (tiles,) int64: exclusive cumsum of counts
+    starts: torch.Tensor | None  # (tiles,) int64: exclusive cumsum of counts
 
 
 @dataclass
 class _Group:
-    """Consecutive fused layers whose kept (index, value) pairs share one buffer each; `starts`: each
-    tile's first pair in them (_Flat.starts less `start`, the group's first pair in that count)."""
+    """Consecutive fused layers whose kept (index, value) pairs share one buffer each; a tile's first
+    pair in them is _Flat.starts less `start` (the group's first pair in that count)."""
 
     start: int
     size: int = 0  # pairs
@@ -140,7 +140,6 @@ class _Group:
     layers: list = field(default_factory=list)
     index: torch.Tensor | None = None
     values: torch.Tensor | None = None
-    starts: torch.Tensor | None = None
 
 
 @dataclass
@@ -235,7 +234,8 @@ def _adapter_of(lf: _LayerFold, adapter: str):
 
 def _kernel_counts(record: FoldRecord, backend: str) -> list:
     """Pass 1 of the fused fold (`kernels/lora_fold_triton.py`): kept counts per tile into one buffer
-    (`record.flat`), each layer's total in one host sync; None where the kernels do not serve it."""
+    (`record.flat`), each layer's total in one host sync; None where the kernels do not serve it (one
+    device's layers are served, the first's: a model split over GPUs folds the rest in PyTorch)."""
     none = [None] * len(record.layers)
     if backend == "torch":
         return none
@@ -303,10 +303,7 @@ def _runs(ranges: list) -> list:
     """Tile ranges merged where they touch: [(0, 4), (4, 6), (9, 12)] -> [(0, 6), (9, 12)] (any order in)."""
     out: list = []
     for s0, e0 in sorted(ranges):
-        if out and out[-1][1] == s0:
-            out[-1] = (out[-1][0], e0)
-        else:
-            out.append((s0, e0))
+        out[-1:] = [(out[-1][0], e0)] if out and out[-1][1] == s0 else out[-1:] + [(s0, e0)]
     return out
 
 
@@ -349,14 +346,14 @@ def fold_adapter(model, adapter: str = TRAIN_ADAPTER, *, keep_on: str | None = N
             if g.index is None:  # its first layer: the group's buffers, -1 = "not written" until the kernel writes
                 g.index = torch.full((g.size,), -1, dtype=g.dtypes[0], device=W.device)
                 g.values = torch.empty(g.size, dtype=g.dtypes[1], device=W.device)
-                g.starts = flat.starts - g.start
             A, B, scale = _adapter_of(lf, adapter)
             # recorded before the launch: its buffers say "not folded" (-1) until the kernel writes
             lf.fused, lf.written, lf.rows_done, lf.span = True, flat.written[s0:e0], W.shape[0], plan
             lf.kept.append(_Kept(0, W.shape[0], g.values[a:b], g.index[a:b]))
             lf.fingerprint.append(flat.prints[s0:e0])
             fused.fold_write(W, A, B, scale, flat.counts[s0:e0],
-                             (flat.written[s0:e0], g.index, g.values, flat.prints[s0:e0]), offsets=g.starts[s0:e0])
+                             (flat.written[s0:e0], g.index, g.values, flat.prints[s0:e0]),
+                             offsets=flat.starts[s0:e0] - g.start)
             ranges.append((s0, e0))
             record.kept_elements += b - a
             record.elements += W.numel()
@@ -371,8 +368,9 @@ def fold_adapter(model, adapter: str = TRAIN_ADAPTER, *, keep_on: str | None = N
             record.fused_clean = False
             raise RuntimeError("the fused fold's count and write passes disagreed: the weights are put back "
                                "and this rollout samples through the adapter")
-        record.kept_bytes = sum(k.values.numel() * k.values.element_size()
-                                + (0 if k.index is None else k.index.numel() * k.index.element_size())
+        if flat is not None:  # the unfold needs the recounts and fingerprints only
+            flat.counts = flat.starts = None
+        record.kept_bytes = sum(k.values.nbytes + (0 if k.index is None else k.index.nbytes)
                                 for lf in record.layers for k in lf.kept)
     except BaseException:
         record.fused_clean = False  # a fused layer may be recorded with its write pass not (fully) run
@@ -396,7 +394,7 @@ def unfold_adapter(record: FoldRecord) -> dict:
     from kernels import lora_fold_triton as fused
 
     changed, prints, ranges, staged = [], [], [], None
-    again = None if record.flat is None else torch.empty_like(record.flat.prints)  # the unfold's fingerprints
+    again = torch.empty_like(record.flat.prints) if any(lf.fused for lf in record.layers) else None
     for lf in reversed(record.layers):
         layer = lf.layer
         W = layer.get_base_layer().weight.data
@@ -406,7 +404,7 @@ def unfold_adapter(record: FoldRecord) -> dict:
             A, B, scale = _adapter_of(lf, adapter)
             gi, a, b = lf.span
             if staged is None or staged[0] != gi:  # the group's kept pairs onto the device once, for all its layers
-                g = record.groups[gi]
+                g, staged = record.groups[gi], None  # (the last group's copies go first)
                 index = g.index.to(W.device, non_blocking=True)
                 staged = (gi, index if index.dtype == torch.int64 else index.long(),
                           g.values.to(W.device, non_blocking=True))
@@ -436,7 +434,9 @@ def unfold_adapter(record: FoldRecord) -> dict:
     if changed:
         raise RuntimeError(f"the adapter changed while folded ({', '.join(changed[:3])}, ...): "
                            "the base weights may be off")
-    prints += [(record.flat.prints[s0:e0], again[s0:e0]) for s0, e0 in _runs(ranges)]
+    # a tile the write pass never wrote (-1: a fold that failed before its launch) has no fingerprint to match
+    prints += [(record.flat.prints[s0:e0], torch.where(record.flat.written[s0:e0] < 0, record.flat.prints[s0:e0],
+                                                       again[s0:e0])) for s0, e0 in _runs(ranges)]
     if prints and not bool(torch.stack([(a == b).all() for a, b in prints]).all()):
         raise RuntimeError("the LoRA delta did not recompute bit for bit: the base weights may be off by an ulp")
     return {"unfold_seconds": seconds}
