@@ -8,7 +8,7 @@ Why (issue 31): on the H100 (2026-12-07, bench/results/2026-12-07_h100_l) a fast
 135M model 0.115 s + 0.05 s of a 1.18 s median step, against ~0.5 ms of kernel time for the largest
 weight: host work a layer, not bandwidth. This times both layouts on the same model, same adapter.
 
-    python bench/fold_probe.py                       # GPU: bench/configs/qwen2.5-1.5b.json, LoRA r16 on all projections
+    python bench/fold_probe.py [--profile]           # GPU: bench/configs/qwen2.5-1.5b.json, LoRA r16 on all projections
     python bench/fold_probe.py --config bench/configs/qwen2.5-0.5b.json
     python bench/fold_probe.py --tiny --out /tmp/fp   # CPU smoke: 2 layers, PyTorch fold (no Triton on a CPU)
 """
@@ -71,6 +71,25 @@ def time_layout(model, group_bytes: int, reps: int) -> dict:
             "fold_ms": [round(x, 2) for x in fold_ms], "unfold_ms": [round(x, 2) for x in unfold_ms]}
 
 
+def profile_fold(model, top: int = 12) -> dict:
+    """One fold + unfold under torch.profiler: the host's top ops by self CPU time, and the device's busy time
+    (where the time goes when the wall time is far above the kernels': launches, allocations, copies, syncs)."""
+    import core.engines.merged_lora as ml
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof:
+        ml.unfold_adapter(ml.fold_adapter(model))
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    device_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in events)
+    return {"host_top": [{"op": e.key[:60], "calls": e.count, "self_cpu_ms": round(e.self_cpu_time_total / 1e3, 2)}
+                         for e in rows],
+            "host_ms": round(sum(e.self_cpu_time_total for e in events) / 1e3, 2), "device_ms": round(device_us / 1e3, 2)}
+
+
 def main(argv=None) -> dict:
     import core.engines.merged_lora as ml
 
@@ -79,6 +98,7 @@ def main(argv=None) -> dict:
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--tiny", action="store_true", help="CPU smoke: the config cut to 2 narrow layers")
     p.add_argument("--out", default=None, help="folder for fold_probe.json")
+    p.add_argument("--profile", action="store_true", help="also one fold + unfold under torch.profiler")
     args = p.parse_args(argv)
     config = json.loads(Path(args.config).read_text())
     if args.tiny:
@@ -98,6 +118,11 @@ def main(argv=None) -> dict:
               f"{lay['kept_share']:.4f} on {lay['kept_on']}): fold {lay['fold_ms_median']:.2f} ms, "
               f"unfold {lay['unfold_ms_median']:.2f} ms")
     print(f"grouped / one group a layer: fold {rec['fold_ratio']}x, unfold {rec['unfold_ratio']}x")
+    if args.profile:
+        rec["profile"] = prof = profile_fold(model)
+        print(f"profiled fold + unfold: host ops {prof['host_ms']} ms, device {prof['device_ms']} ms; top host ops:")
+        for row in prof["host_top"]:
+            print(f"  {row['self_cpu_ms']:8.2f} ms  {row['calls']:5d} x  {row['op']}")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "fold_probe.json").write_text(json.dumps(rec, indent=1))

@@ -150,7 +150,7 @@
 # ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 330` (287 s) -> the same with
 # --trl-vllm-is off (201 s) -> TESTS="tests/test_engine_conformance.py kernels/test_logprob.py" tests (195 s).
 # Next, in order (each its own command, after the kit; the grouped fold of 2026-12-07 first ran then):
-#   (kit run 6) TESTS="kernels/test_lora_fold.py tests/test_merged_lora.py" tests; fold   # the grouped fold on
+#   (kit run 6) TESTS="kernels/test_lora_fold.py tests/test_merged_lora.py" tests; fold --profile  # grouped fold on
 #        CUDA, then bench/fold_probe.py (1.5B: groups vs one group a layer, ~1 min)
 #   (carry .devkit/s7) smol; app ... (as on 2026-12-07: time/fold and time/unfold against 0.115 / 0.050 s)
 #   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 330
@@ -333,7 +333,7 @@ case "${1:-}" in
     # issue 31: the merged rollout's fold and unfold alone, kept pairs in groups vs one group a layer
     # (bench/fold_probe.py; the 1.5B shape by default; ~1 min)
     shift
-    python bench/fold_probe.py --out "$OUT" "$@" 2>&1 | grep -v -e DEBUG | tail -n 10
+    python bench/fold_probe.py --out "$OUT" "$@" 2>&1 | grep -v -e DEBUG -e USDT | tail -n 25
     ;;
   prebuild)
     # a random-weight model folder (CPU only), built while another run uses the GPU: the default
