@@ -35,7 +35,8 @@ def build(config: dict, device: str):
     from core.models.loading import add_lora
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.bfloat16).to(device)
+    with torch.device(device):  # built where it runs: a 1.5B model's random init on the GPU, not the host
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.bfloat16)
     model = add_lora(model, ModelConfig(lora_r=16, lora_alpha=32, name_or_path="unused"))
     with torch.no_grad():  # a trained-looking adapter: B non-zero
         for n, p in model.named_parameters():
