@@ -150,6 +150,9 @@ def test_train_chat_evaluate_through_the_api(app):
     # a cut answer is said to be cut (the tiny model rarely stops by itself): how many, per model
     cut = {w: result[w]["cut_rate"] for w in ("base", "tuned")}
     assert cut == {w: sum(row[items["headers"].index(f"{w}_cut")] for row in items["data"]) / 4 for w in cut}
+    from ui.tabs.compare import EVAL_COLUMNS  # the empty table the page opens with has the same columns
+
+    assert items["headers"] == EVAL_COLUMNS
     if any(cut.values()):
         assert f"base {cut['base']:.0%}, tuned {cut['tuned']:.0%}** of the answers" in table
     else:

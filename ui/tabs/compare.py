@@ -19,7 +19,8 @@ from ui.views import (SHOWN_AS, checkpoint_choices, eval_frame, eval_markdown, r
 from ui.words import frame_in, say
 
 CURRENT = "current"
-EVAL_COLUMNS = ["question", SHOWN_AS["answer"], "base", "base_correct", "tuned", "tuned_correct"]
+EVAL_COLUMNS = ["question", SHOWN_AS["answer"], "base", "base_correct", "tuned", "tuned_correct", "base_cut",
+                "tuned_cut"]
 PRESET_PROMPTS = [
     "Which is bigger? 9.11 or 9.9?",
     "Tom has 3 apples and buys 5 more. He gives 2 to a friend. How many apples does he have?",
