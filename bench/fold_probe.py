@@ -6,7 +6,8 @@ so the ratio understates the change: compare `time/fold` in the records of befor
 Why (issue 31): on the H100 (2026-12-07, bench/results/2026-12-07_h100_l) a fast-mode step at the
 1.5B shape spent 0.15-0.22 s folding and 0.04 s unfolding 196 weights, and the app's steps on the
 135M model 0.115 s + 0.05 s of a 1.18 s median step, against ~0.5 ms of kernel time for the largest
-weight: host work a layer, not bandwidth. This times both layouts on the same model, same adapter.
+weight: host work a layer, not bandwidth. This times both layouts on the same model, same adapter, with
+torch's cache emptied before each fold as the engine does (and once kept, for what that costs).
 
     python bench/fold_probe.py [--profile]           # GPU: bench/configs/qwen2.5-1.5b.json, LoRA r16 on all projections
     python bench/fold_probe.py --config bench/configs/qwen2.5-0.5b.json
@@ -45,14 +46,19 @@ def build(config: dict, device: str):
     return model
 
 
-def time_layout(model, group_bytes: int, reps: int) -> dict:
+def time_layout(model, group_bytes: int, reps: int, empty_cache: bool = True) -> dict:
+    """`empty_cache`: torch's cached blocks go back to the driver before each fold, as
+    VLLMEngine.rollout does (so every buffer the fold asks for is a fresh cudaMalloc there)."""
     import core.engines.merged_lora as ml
 
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     real, ml.GROUP_BYTES = ml.GROUP_BYTES, group_bytes
     fold_ms, unfold_ms = [], []
     try:
         for _ in range(reps + 1):  # the first call compiles the kernels: left out
+            if cuda and empty_cache:
+                torch.cuda.empty_cache()
             sync()
             t0 = time.perf_counter()
             record = ml.fold_adapter(model)
@@ -65,7 +71,7 @@ def time_layout(model, group_bytes: int, reps: int) -> dict:
     finally:
         ml.GROUP_BYTES = real
     stats = record.stats()
-    return {"group_bytes": group_bytes, "groups": len(record.groups), "fused_layers": stats["fused_layers"],
+    return {"group_bytes": group_bytes, "empty_cache": empty_cache, "groups": len(record.groups), "fused_layers": stats["fused_layers"],
             "layers": stats["layers"], "kept_share": round(stats["kept_share"], 5), "kept_on": stats["kept_on"],
             "fold_ms_median": round(statistics.median(fold_ms[1:]), 2),
             "unfold_ms_median": round(statistics.median(unfold_ms[1:]), 2),
@@ -79,6 +85,8 @@ def profile_fold(model, top: int = 12) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # as the engine does before a fold
     with profile(activities=acts) as prof:
         ml.unfold_adapter(ml.fold_adapter(model))
         if torch.cuda.is_available():
@@ -110,12 +118,14 @@ def main(argv=None) -> dict:
     rec = {"config": Path(args.config).name, "tiny": args.tiny, "device": torch.cuda.get_device_name()
            if device == "cuda" else "cpu", "torch": torch.__version__,
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "layouts": [time_layout(model, ml.GROUP_BYTES, args.reps), time_layout(model, 1, args.reps)]}
-    grouped, per_layer = rec["layouts"]
+           "layouts": [time_layout(model, ml.GROUP_BYTES, args.reps), time_layout(model, 1, args.reps),
+                       time_layout(model, ml.GROUP_BYTES, args.reps, empty_cache=False)]}
+    grouped, per_layer, _ = rec["layouts"]
     rec["fold_ratio"] = round(grouped["fold_ms_median"] / max(1e-9, per_layer["fold_ms_median"]), 3)
     rec["unfold_ratio"] = round(grouped["unfold_ms_median"] / max(1e-9, per_layer["unfold_ms_median"]), 3)
     for lay in rec["layouts"]:
-        print(f"groups {lay['groups']:4d} ({lay['fused_layers']} of {lay['layers']} layers fused, kept "
+        print(f"groups {lay['groups']:4d}, cache {'emptied' if lay['empty_cache'] else 'kept   '} "
+              f"({lay['fused_layers']} of {lay['layers']} layers fused, kept "
               f"{lay['kept_share']:.4f} on {lay['kept_on']}): fold {lay['fold_ms_median']:.2f} ms, "
               f"unfold {lay['unfold_ms_median']:.2f} ms")
     print(f"grouped / one group a layer: fold {rec['fold_ratio']}x, unfold {rec['unfold_ratio']}x")

@@ -12,7 +12,8 @@ def test_fold_probe_times_both_layouts_and_writes_its_record(tmp_path):
 
     rec = main(["--tiny", "--reps", "2", "--out", str(tmp_path), "--profile"])
     assert json.loads((tmp_path / "fold_probe.json").read_text()) == rec
-    grouped, per_layer = rec["layouts"]
+    grouped, per_layer, kept = rec["layouts"]
+    assert grouped["empty_cache"] and per_layer["empty_cache"] and not kept["empty_cache"]
     assert per_layer["group_bytes"] == 1 and grouped["group_bytes"] > 1
     for lay in rec["layouts"]:  # 2 layers x 7 projections, folded in PyTorch here (no Triton on a CPU)
         assert lay["layers"] == 14 and lay["fused_layers"] == 0 and lay["groups"] == 0
