@@ -62,21 +62,22 @@ if HAVE_TRITON:
         w = tl.load(W + offs, mask=inside, other=0.0)  # (BM, BN) W's dtype
         return offs, inside, w, d, rows, cols
 
-    @triton.jit(do_not_specialize=["total"])
-    def _fold_kernel(W, A, B, counts, written, offsets, kept_index, kept_value, prints, total, scale, M, N, R,
-                     stride_w, stride_a, stride_b,
+    @triton.jit(do_not_specialize=["total", "tile0", "slot0"])
+    def _fold_kernel(W, A, B, counts, written, offsets, kept_index, kept_value, prints, total, tile0, slot0, scale,
+                     M, N, R, stride_w, stride_a, stride_b,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr, WRITE: tl.constexpr):
         """WRITE=False: each tile's kept count into `counts`, W untouched. WRITE=True: the tile's
         count again into `written`, and only where it equals `counts` (else -1 and the tile is left
         as it is: the unfold skips it) W' and the kept (index, value) pairs at the tile's offset;
         d's fingerprint in every case. One kernel for both passes, so both decide "kept" with the
-        same code."""
+        same code. The per-tile buffers may hold many weights' tiles: this weight's start at `tile0`, and
+        its pairs' slots at offsets[tile] - slot0 (0 and 0 for buffers of this weight alone)."""
         offs, inside, w, d, rows, cols = _tile(W, A, B, scale, M, N, R, stride_w, stride_a, stride_b,
                                                BLOCK_M, BLOCK_N, BLOCK_R)
         new = (w.to(tl.float32) + d).to(w.dtype, fp_downcast_rounding="rtne")
         back = (new.to(tl.float32) - d).to(w.dtype, fp_downcast_rounding="rtne")
         kept = (back.to(tl.int16, bitcast=True) != w.to(tl.int16, bitcast=True)) & inside
-        tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+        tile = tile0 + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
         count = tl.sum(tl.sum(kept.to(tl.int32), axis=1), axis=0)
         if WRITE:
             agree = count == tl.load(counts + tile)
@@ -85,8 +86,8 @@ if HAVE_TRITON:
             tl.store(W + offs, new, mask=fold)
             # the kept elements, compacted at this tile's offset in the tile's row-major order
             flat_kept = tl.reshape(kept.to(tl.int32), (BLOCK_M * BLOCK_N,))
-            slot = tl.load(offsets + tile) + tl.cumsum(flat_kept, axis=0) - 1  # (BM*BN,) int64
-            ok = (tl.reshape(fold.to(tl.int32), (BLOCK_M * BLOCK_N,)) * flat_kept > 0) & (slot < total)
+            slot = tl.load(offsets + tile) - slot0 + tl.cumsum(flat_kept, axis=0) - 1  # (BM*BN,) int64
+            ok = (tl.reshape(fold.to(tl.int32), (BLOCK_M * BLOCK_N,)) * flat_kept > 0) & (slot >= 0) & (slot < total)
             index = tl.reshape(rows[:, None] * N + cols[None, :], (BLOCK_M * BLOCK_N,))
             tl.store(kept_index + slot, index.to(kept_index.dtype.element_ty), mask=ok)
             tl.store(kept_value + slot, tl.reshape(w, (BLOCK_M * BLOCK_N,)), mask=ok)
@@ -95,12 +96,12 @@ if HAVE_TRITON:
         else:
             tl.store(counts + tile, count)
 
-    @triton.jit
-    def _unfold_kernel(W, A, B, written, prints, scale, M, N, R, stride_w, stride_a, stride_b,
+    @triton.jit(do_not_specialize=["tile0"])
+    def _unfold_kernel(W, A, B, written, prints, tile0, scale, M, N, R, stride_w, stride_a, stride_b,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr):
         offs, inside, w, d, rows, cols = _tile(W, A, B, scale, M, N, R, stride_w, stride_a, stride_b,
                                                BLOCK_M, BLOCK_N, BLOCK_R)
-        tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+        tile = tile0 + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
         folded = tl.load(written + tile) >= 0  # a tile the write pass left alone stays as it is
         unfold = inside & (tl.zeros([BLOCK_M, BLOCK_N], tl.int32) + folded.to(tl.int32) > 0)
         tl.store(W + offs, (w.to(tl.float32) - d).to(w.dtype, fp_downcast_rounding="rtne"), mask=unfold)
@@ -158,15 +159,16 @@ def tiles(W: torch.Tensor) -> int:
 
 
 def fold_count(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float,
-               out: torch.Tensor | None = None) -> torch.Tensor:
-    """(tiles,) int32: how many elements of each tile of W would not round back (no host sync);
-    written into `out` (a (tiles,) int32 view, e.g. a slice of one buffer for many weights) if given."""
+               out: torch.Tensor | None = None, tile0: int = 0) -> torch.Tensor:
+    """(tiles,) int32: how many elements of each tile of W would not round back (no host sync); or
+    into `out`, a buffer of many weights' tiles (int32) whose [tile0, tile0 + tiles) are W's."""
     A, B = _adapter(W, A, B)
     grid = _grid(W)
     counts = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=W.device) if out is None else out
     args, meta = _args(W, A, B, scale)
     with _on(W):
-        _fold_kernel[grid](W, A, B, counts, counts, counts, counts, counts, counts, 0, *args, **meta, WRITE=False)
+        _fold_kernel[grid](W, A, B, counts, counts, counts, counts, counts, counts, 0, tile0, 0, *args, **meta,
+                           WRITE=False)
     return counts
 
 
@@ -182,36 +184,37 @@ def fold_buffers(W: torch.Tensor, counts: torch.Tensor, total: int):
 
 
 def fold_write(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float, counts: torch.Tensor,
-               buffers: tuple, offsets: torch.Tensor | None = None) -> None:
+               buffers: tuple, offsets: torch.Tensor | None = None, tile0: int = 0, slot0: int = 0) -> None:
     """W <- round(W + d) in place, tile by tile where the recount equals `counts` (`fold_count`'s);
     fills `buffers` (`fold_buffers`): the recount (-1 for a tile left alone), the kept elements'
-    flat indices and original values, d's fingerprint per tile. `offsets` (tiles,) int64: where each
-    tile's kept elements start in the index / value buffers (default: the exclusive cumsum of
-    `counts`, i.e. buffers of this weight alone; a caller sharing buffers between weights passes
-    this weight's starts in them)."""
+    flat indices and original values, d's fingerprint per tile. Shared buffers (many weights' tiles
+    and pairs, the caller's): `counts`, `offsets` (int64, each tile's first pair), the recounts and
+    prints hold W's tiles from `tile0`, and its pairs go to offsets - `slot0` in the index / value
+    buffers. Default: buffers of W alone, `offsets` the exclusive cumsum of `counts`."""
     A, B = _adapter(W, A, B)
     written, index, value, prints = buffers
     if offsets is None:
         offsets = torch.cumsum(counts, 0, dtype=torch.int64) - counts  # exclusive
     args, meta = _args(W, A, B, scale)
     with _on(W):
-        _fold_kernel[_grid(W)](W, A, B, counts, written, offsets, index, value, prints, index.numel(), *args, **meta,
-                               WRITE=True)
+        _fold_kernel[_grid(W)](W, A, B, counts, written, offsets, index, value, prints, index.numel(), tile0, slot0,
+                               *args, **meta, WRITE=True)
 
 
 def unfold(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float, written: torch.Tensor,
            index: torch.Tensor, value: torch.Tensor, *, clean: bool = True,
-           prints: torch.Tensor | None = None) -> torch.Tensor:
+           prints: torch.Tensor | None = None, tile0: int = 0) -> torch.Tensor:
     """W' <- round(W' - d) on the tiles the write pass folded, then the kept values back in place;
-    returns d's fingerprints per tile (into `prints`, a (tiles,) int64 view, if given). `clean=False`
-    (a fold that failed): slots never written (index -1) are skipped, at the cost of a host sync."""
+    returns d's fingerprints per tile (into `prints` from `tile0`, like `written`, where those are
+    buffers of many weights' tiles). `clean=False` (a fold that failed): slots never written (index -1)
+    are skipped, at the cost of a host sync."""
     A, B = _adapter(W, A, B)
     grid = _grid(W)
     if prints is None:
         prints = torch.empty(grid[0] * grid[1], dtype=torch.int64, device=W.device)
     args, meta = _args(W, A, B, scale)
     with _on(W):
-        _unfold_kernel[grid](W, A, B, written.to(W.device), prints, *args, **meta)
+        _unfold_kernel[grid](W, A, B, written.to(W.device), prints, tile0, *args, **meta)
     if index.numel():
         index = index.to(W.device, non_blocking=True)
         index = index if index.dtype == torch.int64 else index.long()

@@ -111,9 +111,8 @@ class _LayerFold:
     kept: list[_Kept] = field(default_factory=list)
     fingerprint: list[torch.Tensor] = field(default_factory=list)  # one int64 sum of d's bits per chunk
     versions: tuple = ()  # A's and B's tensor versions: the adapter must not change while folded
-    fused: bool = False  # folded by the Triton kernels: one _Kept for the whole weight (flat indices)
-    written: torch.Tensor | None = None  # the fused write pass's per-tile recount (-1: tile left alone)
-    tiles: tuple = ()  # fused: its tiles' range in the record's flat buffers (_Flat)
+    fused: bool = False  # folded by the Triton kernels: its kept pairs in its group's buffers (flat indices)
+    tiles: tuple = ()  # fused: its tiles' range in the record's flat buffers (_Flat: its recounts, prints)
     span: tuple = ()  # fused: (group, a, b): its kept pairs are [a, b) of that group's buffers
 
 
@@ -261,7 +260,7 @@ def _kernel_counts(record: FoldRecord, backend: str) -> list:
         for lf, s0, e0 in zip([lf for lf, ok in zip(record.layers, served) if ok], [0] + ends[:-1], ends):
             A, B, scale = _adapter_of(lf, record.adapter)
             lf.tiles = (s0, e0)
-            fused.fold_count(lf.layer.get_base_layer().weight.data, A, B, scale, out=counts[s0:e0])
+            fused.fold_count(lf.layer.get_base_layer().weight.data, A, B, scale, out=counts, tile0=s0)
         upto = torch.cumsum(counts, 0, dtype=torch.int64)
         inclusive = upto[torch.tensor([e - 1 for e in ends], device=device)].tolist()  # the one host sync
         record.flat = _Flat(counts, torch.full_like(counts, -1), torch.empty_like(upto), upto - counts)
@@ -348,21 +347,17 @@ def fold_adapter(model, adapter: str = TRAIN_ADAPTER, *, keep_on: str | None = N
                 g.values = torch.empty(g.size, dtype=g.dtypes[1], device=W.device)
             A, B, scale = _adapter_of(lf, adapter)
             # recorded before the launch: its buffers say "not folded" (-1) until the kernel writes
-            lf.fused, lf.written, lf.rows_done, lf.span = True, flat.written[s0:e0], W.shape[0], plan
-            lf.kept.append(_Kept(0, W.shape[0], g.values[a:b], g.index[a:b]))
-            lf.fingerprint.append(flat.prints[s0:e0])
-            fused.fold_write(W, A, B, scale, flat.counts[s0:e0],
-                             (flat.written[s0:e0], g.index, g.values, flat.prints[s0:e0]),
-                             offsets=flat.starts[s0:e0] - g.start)
+            lf.fused, lf.rows_done, lf.span = True, W.shape[0], plan
+            # the whole buffers and W's place in them: one kernel build for every weight (a slice's address
+            # would be aligned or not, and Triton compiles a kernel for each alignment it meets)
+            fused.fold_write(W, A, B, scale, flat.counts, (flat.written, g.index, g.values, flat.prints),
+                             offsets=flat.starts, tile0=s0, slot0=g.start)
             ranges.append((s0, e0))
             record.kept_elements += b - a
             record.elements += W.numel()
             record.fused_layers += 1
             if lf is g.layers[-1] and keep_on == "host":  # then off the device; the device copies serve until done
                 g.index, g.values = _to_keep(g.index, keep_on), _to_keep(g.values, keep_on)
-                for other in g.layers:
-                    _, a2, b2 = other.span
-                    other.kept[0] = _Kept(0, other.kept[0].r1, g.values[a2:b2], g.index[a2:b2])
         if ranges and bool(torch.stack([(flat.counts[s0:e0] != flat.written[s0:e0]).any()
                                         for s0, e0 in _runs(ranges)]).any()):
             record.fused_clean = False
@@ -372,6 +367,7 @@ def fold_adapter(model, adapter: str = TRAIN_ADAPTER, *, keep_on: str | None = N
             flat.counts = flat.starts = None
         record.kept_bytes = sum(k.values.nbytes + (0 if k.index is None else k.index.nbytes)
                                 for lf in record.layers for k in lf.kept)
+        record.kept_bytes += sum(g.index.nbytes + g.values.nbytes for g in record.groups if g.index is not None)
     except BaseException:
         record.fused_clean = False  # a fused layer may be recorded with its write pass not (fully) run
         unfold_adapter(record)  # what was folded so far goes back before the error does
@@ -409,8 +405,8 @@ def unfold_adapter(record: FoldRecord) -> dict:
                 staged = (gi, index if index.dtype == torch.int64 else index.long(),
                           g.values.to(W.device, non_blocking=True))
             s0, e0 = lf.tiles
-            fused.unfold(W, A, B, scale, lf.written, staged[1][a:b], staged[2][a:b], clean=record.fused_clean,
-                         prints=again[s0:e0])
+            fused.unfold(W, A, B, scale, record.flat.written, staged[1][a:b], staged[2][a:b],
+                         clean=record.fused_clean, prints=again, tile0=s0)
             ranges.append((s0, e0))
             continue
         kept = {k.r0: k for k in lf.kept}
