@@ -371,3 +371,39 @@ def test_interpreter_grouped_fold_around_dense_layers_and_failures_inside_a_grou
     assert r["write_after_raised"] == "injected after the launch" and r["write_after_restored"], r
     assert "count and write passes disagreed" in r["count_off_raised"] and r["count_off_restored"], r
     assert r["rank96_fused_layers"] == 0, r
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_grouped_fold_equals_pytorch_and_restores(model_dir):
+    """fold_adapter on a GPU, bf16: the kernels' grouped layout (one group, and one group a layer) gives the
+    PyTorch fold's W' (but for a rare element one step apart: tl.dot sums B @ A in another order) and
+    restores every weight; the pairs go to pinned host memory a group at a time."""
+    import core.engines.merged_lora as ml
+    from kernels.lora_fold_triton import HAVE_TRITON
+
+    if not HAVE_TRITON:
+        pytest.skip("needs triton")
+    model = lora_model(model_dir, torch.bfloat16, b_std=0.01).cuda()
+    before = base_bits(model)
+    record = fold_adapter(model, backend="torch")
+    want = base_bits(model)
+    unfold_adapter(record)
+    assert_bitwise(before, model)
+    real = ml.GROUP_BYTES
+    try:
+        for group_bytes in (real, 1):
+            ml.GROUP_BYTES = group_bytes
+            record = fold_adapter(model, backend="triton")
+            got = base_bits(model)
+            stats = record.stats()
+            assert stats["fused_layers"] == len(record.layers) and stats["kept_on"] == "host"
+            assert record.groups and all(g.index is None or g.index.is_pinned() for g in record.groups)
+            assert len(record.groups) == 1 if group_bytes == real else len(record.groups) > 1
+            steps = [(want[k].int() - got[k].int()).abs() for k in want]
+            assert max(int(d.max()) for d in steps) <= 1
+            assert sum(int((d > 0).sum()) for d in steps) <= sum(d.numel() for d in steps) // 1000
+            unfold_adapter(record)
+            assert_bitwise(before, model)
+    finally:
+        ml.GROUP_BYTES = real
