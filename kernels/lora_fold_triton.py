@@ -165,6 +165,7 @@ def fold_count(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float,
     A, B = _adapter(W, A, B)
     grid = _grid(W)
     counts = torch.empty(grid[0] * grid[1], dtype=torch.int32, device=W.device) if out is None else out
+    assert counts.numel() >= tile0 + grid[0] * grid[1], "W's tiles past the end of the counts buffer"
     args, meta = _args(W, A, B, scale)
     with _on(W):
         _fold_kernel[grid](W, A, B, counts, counts, counts, counts, counts, counts, 0, tile0, 0, *args, **meta,
@@ -212,6 +213,7 @@ def unfold(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float, writ
     grid = _grid(W)
     if prints is None:
         prints = torch.empty(grid[0] * grid[1], dtype=torch.int64, device=W.device)
+    assert min(prints.numel(), written.numel()) >= tile0 + grid[0] * grid[1], "W's tiles past the buffers' end"
     args, meta = _args(W, A, B, scale)
     with _on(W):
         _unfold_kernel[grid](W, A, B, written.to(W.device), prints, tile0, *args, **meta)

@@ -304,7 +304,7 @@ def _fold_adapter_case():
                         raise RuntimeError("injected before the launch")
                     r = real_fn(*a, **k)
                     if calls["n"] == at and target == "fold_count":
-                        r[0] += 1  # this tile's count one more than its write pass will find
+                        r[k.get("tile0", 0)] += 1  # its first tile's count one more than its write pass will find
                     elif calls["n"] == at:
                         raise RuntimeError("injected after the launch")
                     return r
@@ -398,7 +398,8 @@ def test_cuda_grouped_fold_equals_pytorch_and_restores(model_dir):
             got = base_bits(model)
             stats = record.stats()
             assert stats["fused_layers"] == len(record.layers) and stats["kept_on"] == "host"
-            assert record.groups and all(g.index is None or g.index.is_pinned() for g in record.groups)
+            assert record.groups and all(g.index.is_pinned() and g.values.is_pinned() for g in record.groups if g.size)
+            assert stats["kept_bytes"] == sum(g.index.nbytes + g.values.nbytes for g in record.groups)
             assert len(record.groups) == 1 if group_bytes == real else len(record.groups) > 1
             steps = [(want[k].int() - got[k].int()).abs() for k in want]
             assert max(int(d.max()) for d in steps) <= 1

@@ -348,8 +348,8 @@ def fold_adapter(model, adapter: str = TRAIN_ADAPTER, *, keep_on: str | None = N
             A, B, scale = _adapter_of(lf, adapter)
             # recorded before the launch: its buffers say "not folded" (-1) until the kernel writes
             lf.fused, lf.rows_done, lf.span = True, W.shape[0], plan
-            # the whole buffers and W's place in them: one kernel build for every weight (a slice's address
-            # would be aligned or not, and Triton compiles a kernel for each alignment it meets)
+            # the whole buffers and W's place in them, not slices: a slice's address is 16-byte aligned or
+            # not, and Triton builds a kernel for each alignment it meets (as for each shape's divisibility)
             fused.fold_write(W, A, B, scale, flat.counts, (flat.written, g.index, g.values, flat.prints),
                              offsets=flat.starts, tile0=s0, slot0=g.start)
             ranges.append((s0, e0))
