@@ -173,13 +173,17 @@ def fold_count(W: torch.Tensor, A: torch.Tensor, B: torch.Tensor, scale: float,
     return counts
 
 
+def index_dtype(W: torch.Tensor) -> torch.dtype:
+    """The kept pairs' flat-index dtype for W: int32 below 2^31 elements, else int64."""
+    return torch.int32 if W.numel() < 2**31 else torch.int64
+
+
 def fold_buffers(W: torch.Tensor, counts: torch.Tensor, total: int):
     """The write pass's outputs, allocated before it runs (so nothing can fail between writing W'
     and the caller recording it): (written (tiles,) int32, kept index (total,) int32 below 2^31
     elements else int64, kept values (total,) W's dtype, prints (tiles,) int64)."""
-    index_dtype = torch.int32 if W.numel() < 2**31 else torch.int64
     # -1 until the write pass runs: a fold that failed before it leaves every tile to be skipped
-    return (torch.full_like(counts, -1), torch.full((total,), -1, dtype=index_dtype, device=W.device),
+    return (torch.full_like(counts, -1), torch.full((total,), -1, dtype=index_dtype(W), device=W.device),
             torch.empty(total, dtype=W.dtype, device=W.device),
             torch.empty(counts.numel(), dtype=torch.int64, device=W.device))
 

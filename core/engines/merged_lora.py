@@ -277,6 +277,8 @@ def _kernel_counts(record: FoldRecord, backend: str) -> list:
 def _plan_groups(record: FoldRecord, planned: list) -> list:
     """Per layer: None (PyTorch folds it: not served, or most of it kept) or (group, a, b); groups
     (`record.groups`) run over consecutive served layers, broken by a dense one, a dtype, GROUP_BYTES."""
+    from kernels import lora_fold_triton as fused
+
     out, group, start = [], None, 0
     for lf, total in zip(record.layers, planned):
         if total is None:
@@ -287,7 +289,7 @@ def _plan_groups(record: FoldRecord, planned: list) -> list:
             out.append(None)
             group, start = None, start + total
             continue
-        dtypes = (torch.int32 if W.numel() < 2**31 else torch.int64, W.dtype)
+        dtypes = (fused.index_dtype(W), W.dtype)
         size = total * (dtypes[0].itemsize + W.element_size())
         if group is None or group.dtypes != dtypes or (group.layers and group.bytes + size > GROUP_BYTES):
             group = _Group(start=start, dtypes=dtypes)
