@@ -149,14 +149,14 @@
 # `smol; app ... algorithm.micro_batch_size=16 --steps 60 --eval-n 100 --budget-s 420` (382 s) -> `trl --systems
 # ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 330` (287 s) -> the same with
 # --trl-vllm-is off (201 s) -> TESTS="tests/test_engine_conformance.py kernels/test_logprob.py" tests (195 s).
-# Next, in order (each its own command, after the kit; the grouped fold of 2026-12-07 first ran then):
-#   (kit run 6) TESTS="kernels/test_lora_fold.py tests/test_merged_lora.py" tests; fold --profile  # grouped fold on
-#        CUDA, then bench/fold_probe.py (1.5B: groups vs one group a layer, ~1 min)
-#   (carry .devkit/s7) smol; app ... (as on 2026-12-07: time/fold and time/unfold against 0.115 / 0.050 s)
-#   trl --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 330
-#        # ours' fold / unfold against 0.15-0.22 / 0.04 s
-#   TESTS=tests/test_vllm_engine.py timeout 560 ... tests   # the merged-rollout tests on the grouped fold
-#   (carry .devkit/unsloth) trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 560
+# Issue 31, as run on 2026-12-07 11:52-12:15 (H100, tree 4c6cae5; records in bench/results/2026-12-07_h100_m/;
+# 1,364 of 1,800 s; nvidia-h200 refused once, nvidia-h100-x1 came): the kit in six runs, the sixth with
+# TESTS="kernels/test_lora_fold.py tests/test_merged_lora.py" tests; fold --profile (74 s with the kit: the
+# grouped fold passes on CUDA, fold 34 ms / unfold 13 ms at 1.5B, device-bound) -> (carry .devkit/s7) smol; app
+# ... micro_batch_size=16 --steps 60 --eval-n 100 --budget-s 420 (268 s: median step 0.64 s, fold 0.033) -> trl
+# --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 330 (214 s: 3.31 / 3.45 s)
+# -> TESTS=tests/test_vllm_engine.py timeout 450 ... tests (303 s: 9 passed, 1 skipped) -> (carry .devkit/unsloth)
+# install; trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 440 (331 s).
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
