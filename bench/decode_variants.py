@@ -81,8 +81,12 @@ def child(args) -> dict:
 
     rec["weight_bytes"] = engine.llm.collective_rpc(weight_bytes)[0]
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    for seed in (7, None):
-        s = SamplingSettings(n=args.n, temperature=1.0, top_p=1.0, max_tokens=args.tokens, seed=seed, ignore_eos=True)
+    # seeded (as rollouts are), unseeded, and seeded with the sampled tokens' log-probs (what a trainer
+    # with the IS correction asks for: vLLM's log-softmax, its copy to the host and a Logprob a token)
+    for key, seed, logprobs in (("rollout_s", 7, False), ("rollout_s_unseeded", None, False),
+                                ("rollout_s_logprobs", 7, True)):
+        s = SamplingSettings(n=args.n, temperature=1.0, top_p=1.0, max_tokens=args.tokens, seed=seed, ignore_eos=True,
+                             logprobs=logprobs)
         walls = []
         for _ in range(2):
             sync()
@@ -92,7 +96,7 @@ def child(args) -> dict:
             walls.append(time.perf_counter() - t)
         got = {len(c.token_ids) for c in out[0]}
         assert got == {args.tokens}, got
-        rec["rollout_s" if seed is not None else "rollout_s_unseeded"] = round(walls[1], 3)
+        rec[key] = round(walls[1], 3)
     floor = None
     if cuda:
         name = torch.cuda.get_device_name()
@@ -178,7 +182,7 @@ def summary_line(rec: dict) -> str:
     pr = rec.get("probe", {})
     busy = pr.get("device_busy", {})
     top = ", ".join(f"{k['kernel'][:40]} {k['us_per_step']}us x{k['per_step']}" for k in (busy.get("kernels_top") or [])[:3])
-    return (f"{rec['variant']}: rollout {rec.get('rollout_s')} s (unseeded {rec.get('rollout_s_unseeded')}), "
+    return (f"{rec['variant']}: rollout {rec.get('rollout_s')} s (unseeded {rec.get('rollout_s_unseeded')}, with log-probs {rec.get('rollout_s_logprobs')}), "
             f"step ms {pr.get('per_step_ms')}, kernels {busy.get('kernel_ms_per_step')} ms/step, "
             f"floor {pr.get('bandwidth_floor_ms_per_step')} ms, v2={rec.get('runner_v2')}, "
             f"async={rec.get('async_scheduling')}, init {rec.get('init_s')} s; top: {top}")

@@ -157,6 +157,11 @@
 # --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 330 (214 s: 3.31 / 3.45 s)
 # -> TESTS=tests/test_vllm_engine.py timeout 450 ... tests (303 s: 9 passed, 1 skipped) -> (carry .devkit/unsloth)
 # install; trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 440 (331 s).
+# Next, in order (each its own command, after the kit):
+#   (kit run 6, after `prebuild`) decode --variants v2 --timeout-s 240   # rollout_s against rollout_s_logprobs: what
+#        the sampled tokens' log-probs (the IS correction, on in the trainer and in TRL) cost inside vLLM; ours'
+#        sample was 2.76 s in the trainer (2026-12-07_h100_m) against 2.46 for the engine alone without them
+#   (carry .devkit/s7) smol; app ... (as on 2026-12-07)   # the app's path after this session's changes
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
