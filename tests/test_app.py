@@ -124,7 +124,8 @@ def test_train_chat_evaluate_through_the_api(app):
     from ui.views import same_answer_note
 
     change = manager.adapter_change("current")
-    assert note == (same_answer_note(change, "the current adapter") if expected_base == expected_tuned else "")
+    named = f"the current adapter (run `{run_name}` at step 3)"  # "current" named by its run and step
+    assert note == (same_answer_note(change, named) if expected_base == expected_tuned else "")
     if expected_base == expected_tuned:
         assert ("exactly zero" if not change["moved"] else "has moved") in note
     # the same conversation asked of a checkpoint: a line says where its answers start (a new user saw
@@ -147,6 +148,7 @@ def test_train_chat_evaluate_through_the_api(app):
     assert "| base |" in table and len(items["data"]) == 4 and len(bars["data"]) == 6
     limit = result["max_tokens"]
     assert f"answers stop at {limit} tokens (Max completion tokens)" in table
+    assert f"tuned = the current adapter (run `{run_name}` at step 3)" in table  # which run "current" is
     # a cut answer is said to be cut (the tiny model rarely stops by itself): how many, per model
     cut = {w: result[w]["cut_rate"] for w in ("base", "tuned")}
     assert cut == {w: sum(row[items["headers"].index(f"{w}_cut")] for row in items["data"]) / 4 for w in cut}
@@ -163,6 +165,7 @@ def test_train_chat_evaluate_through_the_api(app):
     summary, answers = client.predict(target_value="current", prompts=3, per_task=1, api_name="/retention")
     assert "KL(base ‖ tuned)" in summary and "| builtin:addition: accuracy" in summary
     assert "builtin:decimal_compare" not in summary  # the task trained on is not a retention task
+    assert summary.endswith(f"Tuned = the current adapter (run `{run_name}` at step 3).")
     assert [row[0] for row in answers["data"]] == ["What is the capital of France?", "Name three primary colours.",
                                                    "Write a short poem about the sea."]
 

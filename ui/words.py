@@ -72,6 +72,9 @@ SAY_EN = {
     "switch": "↪ *From here on: {adapter}.*",
     "adapter.current": "the current adapter",
     "adapter.of": "the adapter of `{name}`",
+    "adapter.current_of": "the current adapter (run `{run}` at step {step})",
+    "adapter.current_none": "the current adapter (no run trained it yet: the base model)",
+    "retention.tuned": "Tuned = {adapter}.",
     "same.not_read": "Base and tuned gave the same answer (the adapter could not be read: {error})",
     "same.unmoved": "ℹ️ Base and tuned gave the same answer because {adapter} has not moved: all {matrices} LoRA B "
                     "matrices are exactly zero, so it *is* the base model. A training step moves it only when the "

@@ -119,6 +119,15 @@ class Playground:
 
         return self._call(job)
 
+    def current_adapter(self) -> dict | None:
+        """Which run's adapter "current" is: {"run", "step"} of the run the live model trained last, None
+        when none did (then "current" is the fresh adapter, the base itself). Read off the trainer's
+        attributes, not on the worker: a figure to name, not a state to act on."""
+        trainer = self._trainer
+        if trainer is None or getattr(trainer, "adapter", None) is None:
+            return None
+        return {"run": trainer.run.name, "step": int(trainer.step)}
+
     def adapter_change(self, target: str = "current") -> dict | None:
         """How far `target`'s adapter has moved the base model (core.runs.adapter_change): {matrices,
         nonzero, delta_norm, largest_b, moved}; `moved` False = every LoRA B matrix is exactly zero,

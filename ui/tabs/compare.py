@@ -120,7 +120,7 @@ def build(ctx: Ctx) -> None:
             yield base_history, tuned_history, "", "", target_value
         if len(replies) == 2 and replies[0] == replies[1]:
             try:
-                text = same_answer_note(manager.adapter_change(target_value), _label(target_value, lang), lang)
+                text = same_answer_note(manager.adapter_change(target_value), _label(target_value, lang, manager), lang)
             except Exception as e:  # a note is never worth a failed answer
                 text = say("same.not_read", lang, error=e)
             yield base_history, tuned_history, "", text, target_value
@@ -142,7 +142,7 @@ def build(ctx: Ctx) -> None:
         except Exception as e:
             return warn(e), gr.skip(), gr.skip(), gr.skip()
         items = result.pop("items")
-        done = say("eval.done", lang, n=result["tuned"]["n"], adapter=_label(target_value, lang),
+        done = say("eval.done", lang, n=result["tuned"]["n"], adapter=_label(target_value, lang, manager),
                    max_tokens=result["max_tokens"])
         cut = {w: result[w].get("cut_rate") or 0.0 for w in ("base", "tuned")}
         if any(cut.values()):  # a cut answer that had not yet given its <answer> scores 0, however right its thought
@@ -241,10 +241,23 @@ def switch_line(target_value, lang: str = "en") -> dict:
     return {"role": "assistant", "content": say("switch", lang, adapter=_label(target_value, lang))}
 
 
-def _label(target_value: str, lang: str = "en") -> str:
-    """'the current adapter' or 'the adapter of `run · step-000010`' for a checkpoint folder."""
+def _label(target_value: str, lang: str = "en", manager=None) -> str:
+    """'the current adapter' or 'the adapter of `run · step-000010`' for a checkpoint folder; with the
+    `manager`, the current one named by its run and step (after several runs "current" is the newest's,
+    which a result must say: a walkthrough read a 1-step run's retention as its 20-step run's).
+
+    >>> class M:
+    ...     def current_adapter(self): return {"run": "r2", "step": 1}
+    >>> _label("current", "en", M()), _label("current"), _label("/runs/r1/checkpoints/step-000008", "en", M())
+    ('the current adapter (run `r2` at step 1)', 'the current adapter', 'the adapter of `r1 · step-000008`')
+    """
     name = adapter_name(target_value)
-    return say("adapter.current", lang) if name is None else say("adapter.of", lang, name=name)
+    if name is not None:
+        return say("adapter.of", lang, name=name)
+    if manager is None:
+        return say("adapter.current", lang)
+    current = manager.current_adapter()
+    return say("adapter.current_none", lang) if current is None else say("adapter.current_of", lang, **current)
 
 
 def retention_view(manager, target) -> gr.Dataframe:
@@ -266,7 +279,8 @@ def retention_view(manager, target) -> gr.Dataframe:
             result = manager.retention(target_value or CURRENT, n_prompts=int(prompts), n_task=int(per_task))
         except Exception as e:
             return warn(e), gr.skip()
-        return retention_markdown(result, lang), retention_items_frame(result, lang)
+        tuned = say("retention.tuned", lang, adapter=_label(target_value or CURRENT, lang, manager))
+        return retention_markdown(result, lang) + "\n\n" + tuned, retention_items_frame(result, lang)
 
     run.click(measure, [target, n_prompts, n_task], [summary, items], api_name="retention")
     return items
