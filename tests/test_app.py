@@ -305,7 +305,7 @@ def test_a_reloaded_form_shows_the_runs_settings_and_resume_keeps_its_rewards(ap
         assert said in ("pause: paused", "pause: pausing (the step in flight finishes first; the status above says when)")
         wait_state(client, ("paused",))
         message = client.predict(**values, api_name="/resume")
-        assert re.fullmatch(r"resume: running at step \d+, with the run's own rewards "
+        assert re.fullmatch(r"resumed from step \d+ \(running\), with the run's own rewards "
                             r"\(xml_tag_count, correctness, custom code\)", message), message
         assert manager.run_config().rewards == run.rewards
     finally:

@@ -129,6 +129,8 @@ def test_a_reload_mid_run_shows_the_runs_settings(app, browser):
     # a Start from the reloaded page repeats the run's settings (under a new name)
     open_tab(page, "4 · Train")
     expect(page.locator("#start-btn")).to_be_enabled(timeout=30_000)
+    # the note said "the run in progress": gone once it stopped (a walkthrough read it under "finished")
+    expect(page.locator("#train-message")).not_to_contain_text("run in progress", timeout=30_000)
     page.locator("#start-btn").click()
     expect(page.locator("#train-message")).to_contain_text("started run", timeout=60_000)
     client.predict(api_name="/stop")

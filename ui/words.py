@@ -32,8 +32,8 @@ SAY_EN = {
     "control.stopping": "stop: stopping (the step in flight finishes and a checkpoint is saved; the status above "
                         "says when)",
     "control.pausing": "pause: pausing (the step in flight finishes first; the status above says when)",
-    "resumed": "resume: {state} at step {step}, with the run's own rewards ({names})",
-    "resumed.tab": "resume: {state} at step {step}, with the rewards of the Rewards tab ({names})",
+    "resumed": "resumed from step {step} ({state}), with the run's own rewards ({names})",
+    "resumed.tab": "resumed from step {step} ({state}), with the rewards of the Rewards tab ({names})",
     "plan.unavailable": "🧮 Memory plan unavailable: {error}",
     # Data tab: a file's or a hub dataset's columns, and the preview's sizes
     "data.columns": "Columns: {columns}. {guessed}",

@@ -14,11 +14,11 @@ from core.config import CPU_QUICK, Config
 from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
 from ui.i18n import lang_of, t
-from ui.status_text import progress_html, status_line
+from ui.status_text import STATUS_EN, progress_html, status_line
 from ui.views import (aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown, plot_value, reward_frame,
                       samples_view, step_axis, value_axis)
 from ui.words import SAY_EN, say, word
-from ui.zh import SAY_ZH
+from ui.zh import SAY_ZH, STATUS_ZH
 
 # settings a CPU finishes in minutes on the bundled 135M model (core.config.CPU_QUICK), by widget name
 QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
@@ -31,6 +31,8 @@ _SAID = (SAY_EN, SAY_ZH)
 STARTED = tuple(w["started"].split("`")[0] for w in _SAID)
 RESUMED = tuple(w[k].split("{")[0] for w in _SAID for k in ("resumed", "resumed.tab"))
 IN_FLIGHT = tuple(w[k].split(" (")[0].split("（")[0] for w in _SAID for k in ("control.stopping", "control.pausing"))
+# a reload's note "the form shows the settings of the run in progress": cleared once that run has ended
+FORM_ACTIVE = tuple(w["form_from_active"].split("{")[0] for w in (STATUS_EN, STATUS_ZH))
 
 # the settings the memory plan depends on (model tab and this one)
 PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r", "model_lora_target_modules",
@@ -56,19 +58,26 @@ def message_outlived(key, said, said_for=None) -> bool:
     """Whether the Train tab's message (`said`) no longer holds for the run's status `key` (run, step,
     state, attempt): Start's and Resume's once the run they began no longer runs (`said_for`: the
     manager's attempt count right after them; a status read just before them has a smaller one, a
-    new user read "resume: running" under "finished"), Stop's and Pause's once the step in flight ended.
+    new user read "resume: running" under "finished"), Stop's and Pause's once the step in flight ended,
+    a reload's "the form shows the run in progress" once that run ended (a walkthrough read it under
+    "finished").
 
-    >>> message_outlived(("r", 8, "finished", 2), "resume: running at step 4, with the run's own rewards (a)", 2)
+    >>> message_outlived(("r", 8, "finished", 2), "resumed from step 4 (running), with the run's own rewards (a)", 2)
     True
-    >>> message_outlived(("r", 4, "stopped", 1), "resume: running at step 4, with the run's own rewards (a)", 2)
+    >>> message_outlived(("r", 4, "stopped", 1), "resumed from step 4 (running), with the run's own rewards (a)", 2)
     False
     >>> message_outlived(("r", 1, "paused", 1), "🟢 started run `r`", 1), message_outlived(("r", 1, "running", 1), "🟢 started run `r`", 1)
+    (True, False)
+    >>> note = "ℹ️ The form shows the settings of the run in progress (running)."
+    >>> message_outlived(("r", 20, "finished", 1), note), message_outlived(("r", 9, "paused", 1), note)
     (True, False)
     """
     said = str(said or "")
     if not key:
         return False
     state = key[2]
+    if said.startswith(FORM_ACTIVE):
+        return state not in ("loading", "running", "paused", "stopping")
     if state not in ("loading", "running") and said.startswith(STARTED + RESUMED):
         return said_for is not None and len(key) > 3 and key[3] >= said_for
     return state not in ("stopping", "running") and said.startswith(IN_FLIGHT)
