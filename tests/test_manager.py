@@ -98,6 +98,11 @@ def test_run_pause_chat_resume_and_refuse_second_start(manager, tmp_path):
     cfg = tiny_config(manager, learning_rate=0.1)
     cfg.rewards.custom_code = LONGER
     name = manager.start(cfg)
+    # Resume while it runs (the Runs tab's button stays enabled): said plainly, the run untouched
+    with pytest.raises(ManagerError, match=f"run '{name}' is running already, not paused"):
+        manager.resume(name)
+    with pytest.raises(ManagerError, match=f"run '{name}' is running: stop it before resuming 'other'"):
+        manager.resume("other")
     wait_for(lambda: manager.status()["step"] >= 1)
     manager.pause()
     # the run pauses between steps; the worker keeps serving jobs while it waits

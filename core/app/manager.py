@@ -303,7 +303,10 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
 
         if self.is_active():
             if self._control is None or not self._control.paused:
-                raise ManagerError("the run is not paused")
+                active = self._run_name or "?"
+                if run_name and run_name != active:
+                    raise ManagerError(f"run '{active}' is running: stop it before resuming '{run_name}'")
+                raise ManagerError(f"run '{active}' is running already, not paused: there is nothing to resume")
             if rewards is not None and self._cfg is not None and not same_rewards(rewards, self._cfg.rewards):
                 return {**self.update_rewards(rewards), "rewards_changed": True}
             self._attempt += 1
