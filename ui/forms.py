@@ -36,6 +36,20 @@ _SLIDERS = {
 }
 
 
+def number_step(value) -> float:
+    """The arrows' step of a number box: 1 for whole numbers, else the default's leading decimal place
+    (the arrow turned a learning rate of 0.0003 into 1.0003 with Gradio's step of 1).
+
+    >>> number_step(20), number_step(3e-4), number_step(0.2), number_step(0.0), number_step(1.0)
+    (1, 0.0001, 0.1, 0.01, 1.0)
+    """
+    if isinstance(value, int):
+        return 1
+    if not value:
+        return 0.01
+    return float(f"1e{math.floor(math.log10(abs(value)))}")
+
+
 class Form:
     """Every config widget of the page, by name."""
 
@@ -65,7 +79,7 @@ class Form:
             # no minimum/maximum on the widget: Gradio's own check raised a toast per event that reads
             # the box (twice, naming no field) and a traceback in the log; the config's check
             # (`core.config.validate`) refuses the value once, by its name and range
-            widget = gr.Number(precision=0 if isinstance(value, int) else None, **kw)
+            widget = gr.Number(precision=0 if isinstance(value, int) else None, step=number_step(value), **kw)
         else:
             widget = gr.Textbox(**kw)
         return self.add(f"{section}_{name}", widget)
