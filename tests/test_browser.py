@@ -188,6 +188,9 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser, shot):
     # accuracy, last-number accuracy (the task has numeric answers), format rate x base, tuned
     wait_until(lambda: page.locator("#eval-plot").evaluate(bars) == 6)
     assert "6 held-out questions" in page.get_by_text("held-out questions; tuned").first.inner_text()
+    # the bars in the table's order, not Gradio's alphabetical one ('format rate' before 'last-number')
+    metrics = ["accuracy", "last-number accuracy", "format rate"]
+    wait_until(lambda: axis_labels(page, "eval-plot") == [f"{m} · {w}" for m in metrics for w in ("base", "tuned")])
     page.locator("#eval-plot").scroll_into_view_if_needed()
     shot(page, "screenshot-evaluate.png")
     page.evaluate("window.scrollTo(0, 0)")
