@@ -311,4 +311,9 @@ def test_an_uploaded_file_shows_its_own_questions(app, browser, tmp_path):
     expect(page.locator("#data-preview")).to_contain_text("How many legs has animal number", timeout=30_000)
     expect(info).to_contain_text("No column is named like the question or the answer")  # said once, not again
     expect(info).not_to_contain_text("check that the Data tab's columns")  # ... by the preview's note
+    # the system prompt: the format alone, not the built-in task's worked example of another kind
+    from core.config import FORMAT_INSTRUCTION
+
+    page.get_by_role("button", name="Prompt and template").click()  # a closed accordion is not drawn
+    expect(field(page, "data_system_prompt", "textarea")).to_have_value(FORMAT_INSTRUCTION, timeout=30_000)
     page.close()

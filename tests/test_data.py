@@ -653,7 +653,8 @@ def test_each_built_in_task_has_a_system_prompt_of_its_kind():
 
     assert system_prompt_for("builtin:largest") == DEFAULT_SYSTEM_PROMPT  # the default task's own
     assert "Question: Which is bigger, 4.7 or 4.25?" in system_prompt_for("builtin:decimal_compare")
-    assert system_prompt_for("my.csv") == DEFAULT_SYSTEM_PROMPT and system_prompt_for("builtin:nope") == DEFAULT_SYSTEM_PROMPT
+    # a file or a hub dataset: the format alone, no example of another kind of question
+    assert system_prompt_for("my.csv") == FORMAT_INSTRUCTION and system_prompt_for("builtin:nope") == FORMAT_INSTRUCTION
     add = system_prompt_for("builtin:addition")
     assert add.startswith(FORMAT_INSTRUCTION) and "Question: What is 47 + 38?" in add and "<answer>85</answer>" in add
     prompts = {system_prompt_for("builtin:" + n) for n in BUILTIN_TASKS}

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Callable, Iterable
 
+from core.config import FORMAT_INSTRUCTION
+
 from .base import DataError, TaskData
 
 BUILTIN_PREFIX = "builtin:"
@@ -461,12 +463,15 @@ def system_prompt_for(source: str) -> str:
     """The system prompt a data source starts with: the format instruction and one worked question
     of the built-in task's own kind (a decimal comparison before an addition problem showed the
     tags on the wrong kind of question: a new user's try, 2026-12-06); for a built-in task without
-    an example, or any other source, `core.config.DEFAULT_SYSTEM_PROMPT`."""
-    from core.config import DEFAULT_SYSTEM_PROMPT, FORMAT_INSTRUCTION
+    an example, or any other source (a file, a hub dataset), the format instruction alone: no
+    example of another kind of question (a walkthrough's upload kept the largest-number example).
 
+    >>> system_prompt_for("my.csv") == system_prompt_for("builtin:nope") == FORMAT_INSTRUCTION
+    True
+    """
     task = BUILTIN_TASKS.get(source[len(BUILTIN_PREFIX):]) if source.startswith(BUILTIN_PREFIX) else None
     if task is None or not task.example:
-        return DEFAULT_SYSTEM_PROMPT
+        return FORMAT_INSTRUCTION
     return f"{FORMAT_INSTRUCTION}\nExample:\n{task.example}"
 
 
@@ -474,5 +479,5 @@ def is_a_default_system_prompt(text: str) -> bool:
     """Whether `text` is one of the prompts `system_prompt_for` gives (a recipe's prompt counts when it
     is a task's own, as most configs/smollm2-*.yaml are): the Data tab swaps only such a prompt when
     the user picks another built-in task; one the user wrote stays."""
-    defaults = {system_prompt_for(BUILTIN_PREFIX + name).strip() for name in BUILTIN_TASKS}
+    defaults = {system_prompt_for(BUILTIN_PREFIX + name).strip() for name in BUILTIN_TASKS} | {FORMAT_INSTRUCTION}
     return text.strip() in defaults

@@ -197,10 +197,10 @@ def build(ctx: Ctx) -> None:
     loaded = gr.State(False)  # the last upload was read and is now the source (its rows are worth a preview)
     uploaded = upload.upload(on_upload, [upload, source], [source, prompt_col, answer_col, info, kind, upload, hub,
                                                            loaded], api_visibility="private")
-    hub.submit(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
-               [source, prompt_col, answer_col, info], api_visibility="private")
-    hub.blur(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
-             [source, prompt_col, answer_col, info], api_visibility="private")
+    hub_submit = hub.submit(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
+                            [source, prompt_col, answer_col, info], api_visibility="private")
+    hub_blur = hub.blur(on_hub, [hub, form.components["data_split"], form.components["data_subset"]],
+                        [source, prompt_col, answer_col, info], api_visibility="private")
 
     def first_look(request: gr.Request, **values):
         """The preview of a built-in task the first time the tab opens (nothing shown yet): a new user
@@ -223,15 +223,27 @@ def build(ctx: Ctx) -> None:
         text = "\n".join(line for line in text.split("\n") if UNNAMED_COLUMNS not in line)
         return rows, f"{said}\n\n{text}" if said else text
 
+    def own_prompt(src, current):
+        """A file's or a hub dataset's system prompt: the format alone (`system_prompt_for`) where the
+        prompt is still a built-in task's (a walkthrough's upload kept the largest-number example); a
+        prompt the user wrote stays."""
+        src = str(src or "")
+        if not src or src.startswith(BUILTIN_PREFIX) or not is_a_default_system_prompt(current or ""):
+            return gr.skip()
+        return system_prompt_for(src)
+
     def wire_preview():
-        uploaded.then(after_upload, inputs_kwargs={**form.components, "_said": info, "_loaded": loaded},
-                      outputs=[table, info], api_visibility="private", show_progress="hidden")
+        prompt = form.components["data_system_prompt"]
+        uploaded.then(own_prompt, [source, prompt], [prompt], api_visibility="private", show_progress="hidden").then(
+            after_upload, inputs_kwargs={**form.components, "_said": info, "_loaded": loaded},
+            outputs=[table, info], api_visibility="private", show_progress="hidden")
+        for read in (hub_submit, hub_blur):  # a hub dataset's name typed in: the same prompt rule
+            read.then(own_prompt, [source, prompt], [prompt], api_visibility="private", show_progress="hidden")
         preview_btn.click(preview, inputs_kwargs=dict(form.components), outputs=[table, info], api_name="preview_data")
         if "data_tab" in ctx.shared:
             ctx.shared["data_tab"].select(first_look, inputs_kwargs={**form.components, "_shown": info},
                                           outputs=[table, info], api_visibility="private", show_progress="hidden")
         # a built-in task previews itself as soon as it is picked, with the source and prompt it set
-        prompt = form.components["data_system_prompt"]
         builtin.input(on_pick, inputs_kwargs={**form.components, "_name": builtin},
                       outputs=[source, prompt, table, info], api_visibility="private")
         builtin.change(on_builtin, [builtin], [source], api_visibility="private")  # a run's or recipe's too
