@@ -56,6 +56,20 @@ def app(tiny_model_dir, tmp_path_factory):
     manager.close()
 
 
+def test_no_refresh_veils_the_plots(app):
+    """Every event that redraws the Train tab's plots runs without Gradio's progress veil: they share
+    one queue slot, and a Pause's refresh waiting behind the timer's left the plots faded for 20 s
+    (a walkthrough on a busy CPU)."""
+    import httpx
+
+    _, url = app
+    cfg = httpx.get(url.rstrip("/") + "/config", timeout=30).json()
+    plot = next(c["id"] for c in cfg["components"] if c.get("props", {}).get("elem_id") == "reward-plot")
+    deps = [d for d in cfg["dependencies"] if plot in d.get("outputs", [])]
+    assert len(deps) >= 10, len(deps)  # load, timer, Start, Pause, Stop, Resume: each a refresh and a layout step
+    assert {d["show_progress"] for d in deps} == {"hidden"}, [(d.get("api_name"), d["show_progress"]) for d in deps]
+
+
 def status(client) -> dict:
     """The page's re-attach endpoint: (status bar, progress, status JSON, 8 plots, aha sample, samples)."""
     out = client.predict(api_name="/status")

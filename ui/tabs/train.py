@@ -246,10 +246,14 @@ def build(ctx: Ctx) -> None:
                 gr.skip() if wanted_y is None else tuple(wanted_y), "" if stale else gr.skip())
 
     def wire_refresh(event, **kwargs):
-        """`event(refresh)` then captions and axes: every trigger of a refresh goes through here."""
+        """`event(refresh)` then captions and axes: every trigger of a refresh goes through here. Never
+        with Gradio's progress veil: every refresh of a session shares one queue slot (Gradio's
+        concurrency group is the function), so a Pause's refresh waited behind the timer's and the plots
+        stayed faded for 20 s in a walkthrough on a busy CPU; the status line says what is going on."""
+        kwargs.setdefault("show_progress", "hidden")
         return event(refresh, [seen], outputs, **kwargs).then(
             apply_layout, [series, captioned, axis, axis_shown, y_axes, y_axes_shown, seen, message, said_for],
-            [*plots, captioned, axis_shown, y_axes_shown, message], api_visibility="private")
+            [*plots, captioned, axis_shown, y_axes_shown, message], api_visibility="private", show_progress="hidden")
 
     def start_run(request: gr.Request, **values):
         lang = lang_of(request)
