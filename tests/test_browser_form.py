@@ -317,3 +317,18 @@ def test_an_uploaded_file_shows_its_own_questions(app, browser, tmp_path):
     page.get_by_role("button", name="Prompt and template").click()  # a closed accordion is not drawn
     expect(field(page, "data_system_prompt", "textarea")).to_have_value(FORMAT_INSTRUCTION, timeout=30_000)
     page.close()
+
+
+def test_the_model_tabs_estimate_names_a_bad_field_by_its_label(app, browser):
+    """A rank out of range: the estimate's message names the box as the Train tab's messages do
+    ("LoRA rank r" (model.lora_r)), not by the config key alone (a walkthrough, 2026-12-07)."""
+    url, _runs, _data = app
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    open_tab(page, "1 · Model")
+    rank = field(page, "model_lora_r")
+    rank.fill("100000")
+    rank.press("Enter")
+    memory = page.locator("#model-memory")
+    expect(memory).to_contain_text("“LoRA rank r” (model.lora_r) = 100000", timeout=30_000)
+    page.close()

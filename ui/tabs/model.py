@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.config import DEFAULT_TARGETS
-from ui.common import Ctx, warn
+from ui.common import Ctx, warn, with_labels
 from ui.i18n import lang_of, t
 from ui.views import memory_markdown
 from ui.words import say
@@ -52,7 +52,7 @@ def build(ctx: Ctx) -> None:
             form.field("model", "gradient_checkpointing")
             form.field("model", "offload_activations", interactive=gpu)
             form.field("model", "compile_layers")
-    memory = gr.Markdown(label=t("model.memory"))
+    memory = gr.Markdown(label=t("model.memory"), elem_id="model-memory")
     with gr.Row():
         load = gr.Button(t("model.load"), variant="secondary", scale=0, min_width=200)
         message = gr.Markdown()
@@ -67,7 +67,7 @@ def build(ctx: Ctx) -> None:
         try:
             return memory_markdown(manager.model_info(form.to_config(values).model), lang_of(request))
         except Exception as e:  # an estimate is never worth a warning toast
-            return say("model.no_estimate", lang_of(request), error=e)
+            return say("model.no_estimate", lang_of(request), error=with_labels(str(e)))  # a field by its label
 
     def load_model(request: gr.Request, **values):
         try:
