@@ -156,7 +156,9 @@
 # ... micro_batch_size=16 --steps 60 --eval-n 100 --budget-s 420 (268 s: median step 0.64 s, fold 0.033) -> trl
 # --systems ours-fast,trl-vllm --lengths 1024 --ours-compile --ours-runner v2 --budget-s 330 (214 s: 3.31 / 3.45 s)
 # -> TESTS=tests/test_vllm_engine.py timeout 450 ... tests (303 s: 9 passed, 1 skipped) -> (carry .devkit/unsloth)
-# install; trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 440 (331 s).
+# install; trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 440 (331 s). A second
+# machine at 13:34 (tree d302f22, bench/results/2026-12-0* moved out of the tree to fit 64 MiB with .devkit/s7):
+# the kit, then app ... --steps 20 --eval-n 50 --budget-s 270 (249 s: 20/20, held-out 4% -> 58%).
 # Next, in order (each its own command, after the kit):
 #   (kit run 6, after `prebuild`) decode --variants v2 --timeout-s 240   # rollout_s against rollout_s_logprobs: what
 #        the sampled tokens' log-probs (the IS correction, on in the trainer and in TRL) cost inside vLLM; ours'
