@@ -14,6 +14,7 @@ math-verify (sympy) is imported only when an answer first needs it.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import threading
@@ -294,6 +295,8 @@ def math_equal(predicted: str | None, reference: str | None) -> bool:
 
     in_main = threading.current_thread() is threading.main_thread()
     timeout = 5 if in_main else None
+    if timeout is None:
+        _quiet_timeout_warning()
     try:
         gold = parse(_as_latex(reference), parsing_timeout=timeout)
         pred = parse(_as_latex(predicted), parsing_timeout=timeout)
@@ -302,6 +305,22 @@ def math_equal(predicted: str | None, reference: str | None) -> bool:
         return bool(verify(gold, pred, timeout_seconds=timeout))
     except Exception:  # math-verify raises on odd input in some versions; not equal
         return False
+
+
+class _OwnTimeouts(logging.Filter):
+    """math-verify warns once per process that its timeouts are off when a call passes none ("you must
+    provide the logic for timeout interruption yourself"): here that logic is the reward worker's time
+    limit and `_COSTLY_RE`, so the app's console does not need the warning at every start."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timeout is disabled")
+
+
+def _quiet_timeout_warning() -> None:
+    for name in ("math_verify.parser", "math_verify.grader"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _OwnTimeouts) for f in log.filters):
+            log.addFilter(_OwnTimeouts())
 
 
 def _as_latex(text: str) -> str:

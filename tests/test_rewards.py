@@ -540,3 +540,24 @@ def test_trl_style_reward_reads_solution_beside_answer():
     assert result.per_reward["solution_match"] == [1.0, 0.0]
     own = rewards(["q1", "q2"], ["9.9", "7"], {"answer": ["9.9", "8"], "solution": ["1", "7"]})
     assert own.per_reward["solution_match"] == [0.0, 1.0]
+
+
+def test_math_equal_off_the_main_thread_keeps_math_verify_quiet(caplog):
+    """Off the main thread math-verify runs without its signal timeouts (the worker's time limit is
+    ours) and warns once per process that it does; the app's console is spared it, the answer is not."""
+    import logging
+    import threading
+
+    import math_verify.grader
+    import math_verify.parser
+
+    from reward_presets._common import math_equal
+
+    math_verify.parser.TIMEOUT_WARNING_SHOWN = math_verify.grader.TIMEOUT_WARNING_SHOWN = False  # as at a start
+    got = []
+    with caplog.at_level(logging.WARNING):
+        worker = threading.Thread(target=lambda: got.append(math_equal("\\frac{1}{2}", "0.5")))
+        worker.start()
+        worker.join()
+    assert got == [True]
+    assert not [r for r in caplog.records if "Timeout is disabled" in r.getMessage()], caplog.text
