@@ -129,8 +129,12 @@ def test_a_reload_mid_run_shows_the_runs_settings(app, browser):
     # a Start from the reloaded page repeats the run's settings (under a new name)
     open_tab(page, "4 · Train")
     expect(page.locator("#start-btn")).to_be_enabled(timeout=30_000)
-    # the note said "the run in progress": gone once it stopped (a walkthrough read it under "finished")
-    expect(page.locator("#train-message")).not_to_contain_text("run in progress", timeout=30_000)
+    # the note said "the run in progress": once it stopped, the note on the last run (a walkthrough read
+    # "in progress" under "finished"), its warning on the run's own reward code kept as Start opens
+    note = page.locator("#train-message")
+    expect(note).not_to_contain_text("run in progress", timeout=30_000)
+    expect(note).to_contain_text("The form shows the settings of the last run, sums (stopped)")  # `sums` as code
+    expect(note).to_contain_text("clear the Rewards tab's editor to start without it")
     page.locator("#start-btn").click()
     expect(page.locator("#train-message")).to_contain_text("started run", timeout=60_000)
     client.predict(api_name="/stop")

@@ -164,6 +164,7 @@ def test_an_idle_app_names_the_runs_it_found(tiny_model_dir, tmp_path):
         try:
             s = again.status()
             assert s["state"] == "idle" and not s["run_name"] and s["earlier_runs"] == n
+            assert again.current_adapter() is None  # "current" is a fresh adapter: Compare says so, not a run
             assert status_line(s) == (STATUS_EN["idle.earlier"].format(n=n) if n else STATUS_EN["idle"])
         finally:
             again.close()
@@ -241,6 +242,9 @@ def test_evaluate_base_vs_tuned(manager, finished_run):
     on_checkpoint = manager.evaluate(checkpoint, n=2)
     assert on_checkpoint["tuned"]["n"] == 2
     assert [i["tuned"] for i in on_checkpoint["items"]] == [i["tuned"] for i in items[:2]]  # the same adapter
+    # which run's weights "current" held, read where it was measured (Compare names it); none for a checkpoint
+    assert result["adapter_of"] == manager.current_adapter() == {"run": finished_run, "step": 3}
+    assert on_checkpoint["adapter_of"] is None
 
 
 def live_adapter(manager, folder: Path) -> str:

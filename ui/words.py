@@ -73,7 +73,7 @@ SAY_EN = {
     "adapter.current": "the current adapter",
     "adapter.of": "the adapter of `{name}`",
     "adapter.current_of": "the current adapter (run `{run}` at step {step})",
-    "adapter.current_none": "the current adapter (no run trained it yet: the base model)",
+    "adapter.current_none": "the current adapter (a fresh one, no run's steps in it: the base model)",
     "retention.tuned": "Tuned = {adapter}.",
     "same.not_read": "Base and tuned gave the same answer (the adapter could not be read: {error})",
     "same.unmoved": "ℹ️ Base and tuned gave the same answer because {adapter} has not moved: all {matrices} LoRA B "

@@ -284,7 +284,7 @@ SAY_ZH: dict[str, str] = {
     "adapter.current": "当前适配器",
     "adapter.of": "`{name}` 的适配器",
     "adapter.current_of": "当前适配器（运行 `{run}` 的第 {step} 步）",
-    "adapter.current_none": "当前适配器（尚无运行训练过它：即基础模型）",
+    "adapter.current_none": "当前适配器（新建的，没有任何运行的训练步：即基础模型）",
     "retention.tuned": "微调模型 = {adapter}。",
     "same.not_read": "基础模型和微调模型给出了相同的回答（无法读取适配器：{error}）",
     "same.unmoved": "ℹ️ 基础模型和微调模型给出了相同的回答，因为{adapter}还没有变化：全部 {matrices} 个 LoRA B "

@@ -98,6 +98,7 @@ class LoadedModel:
 
         if self._trainer is not None:  # the last run's adapter goes with the old model
             self._last_step, self._trainer = self._trainer.step, None
+        self._adapter_of = None
         engine, self._engine = self._engine, None
         self._model = None
         self._model_key = None
@@ -117,6 +118,7 @@ class LoadedModel:
         if getattr(base, "is_gradient_checkpointing", False) and not model_cfg.gradient_checkpointing:
             base.gradient_checkpointing_disable()  # the last run's choice is not this run's
         self._model = add_lora(base, model_cfg)
+        self._adapter_of = None  # untrained until this run's trainer takes it (_train_job)
         self._model_cfg = dataclasses.replace(model_cfg)
         self._adapters.clear()
         self._engine.bind(self._model)  # vLLM: the same engine serves it from its next update_adapter()

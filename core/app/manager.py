@@ -231,6 +231,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             trainer = make_trainer(cfg, model=self._model, tokenizer=self._tokenizer, engine=self._engine,
                                    task=task, reward_set=rewards, control=control, on_step=self._on_step,
                                    device=self.device, run_dir=run_dir, plan=plan)
+            self._adapter_of = trainer  # the adapter's weights are this run's from here (Compare names it)
             if run_dir is not None:
                 trainer.resume()
                 self._note = " ".join([*task.notes, *rewards.notes, *trainer.resume_notes])
@@ -303,7 +304,9 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
 
         if self.is_active():
             if self._control is None or not self._control.paused:
-                active = self._run_name or "?"
+                active = self._run_name
+                if active is None or self._state == "loading":
+                    raise ManagerError("a run is starting: there is nothing to resume")
                 if run_name and run_name != active:
                     raise ManagerError(f"run '{active}' is running: stop it before resuming '{run_name}'")
                 raise ManagerError(f"run '{active}' is running already, not paused: there is nothing to resume")

@@ -119,14 +119,15 @@ class Playground:
 
         return self._call(job)
 
+    _adapter_of = None  # the trainer whose weights the live model's adapter holds (None: a fresh adapter)
+
     def current_adapter(self) -> dict | None:
-        """Which run's adapter "current" is: {"run", "step"} of the run the live model trained last, None
-        when none did (then "current" is the fresh adapter, the base itself). Read off the trainer's
-        attributes, not on the worker: a figure to name, not a state to act on."""
-        trainer = self._trainer
-        if trainer is None or getattr(trainer, "adapter", None) is None:
-            return None
-        return {"run": trainer.run.name, "step": int(trainer.step)}
+        """Which run's weights "current" holds: {"run", "step"} of the trainer that last trained (or
+        resumed into) the live model's adapter, None for a fresh adapter (a new model, or a run's start
+        before its trainer exists). Set on the worker (`_train_job`, `_fresh_adapter`, `_drop_model`);
+        read inside a job, beside `_resolve_target`, it names what that job measured."""
+        trainer = self._adapter_of
+        return None if trainer is None else {"run": trainer.run.name, "step": int(trainer.step)}
 
     def adapter_change(self, target: str = "current") -> dict | None:
         """How far `target`'s adapter has moved the base model (core.runs.adapter_change): {matrices,
@@ -182,19 +183,19 @@ class Playground:
 
         def job() -> dict:
             self._ensure_model_for(target)
-            adapter = self._resolve_target(target)
+            adapter, owner = self._resolve_target(target), self.current_adapter()
             base = evaluate(self._engine, self._tokenizer, rows, adapter=None, **kw)
             tuned = evaluate(self._engine, self._tokenizer, rows, adapter=adapter, **kw)
-            return base, tuned
+            return base, tuned, owner
 
-        base, tuned = self._call(job)
+        base, tuned, owner = self._call(job)
         items = [{"question": b["question"], "answer": b["answer"], "base": b["completion"],
                   "base_correct": b["correct"], "tuned": t["completion"], "tuned_correct": t["correct"],
                   "base_cut": b["cut"], "tuned_cut": t["cut"]}
                  for b, t in zip(base["items"], tuned["items"], strict=True)]
         pick = ("accuracy", "accuracy_flexible", "format_rate", "n", "cut_rate")
         return {"base": {k: base[k] for k in pick}, "tuned": {k: tuned[k] for k in pick}, "items": items,
-                "max_tokens": kw["max_tokens"]}
+                "max_tokens": kw["max_tokens"], "adapter_of": owner if target in (None, "", "current") else None}
 
     def retention(self, target: str = "current", n_prompts: int = 60, n_task: int = 10, max_tokens: int = 128) -> dict:
         """Off the trained task, base vs `target` (core.evaluation.retention.measure_retention): the first
@@ -210,11 +211,12 @@ class Playground:
 
         def job() -> dict:
             self._ensure_model_for(target)
-            adapter = self._resolve_target(target)
-            return measure_retention(self._engine, self._tokenizer, self._model, adapter, source=cfg.data.source,
-                                     prompts=GENERAL_PROMPTS[:max(1, int(n_prompts))], n_task=int(n_task),
-                                     max_tokens=int(max_tokens), chat_template=cfg.data.chat_template,
-                                     checkpoint=checkpoint, stop_at=cfg.data.stop_at)
+            adapter, owner = self._resolve_target(target), self.current_adapter()
+            result = measure_retention(self._engine, self._tokenizer, self._model, adapter, source=cfg.data.source,
+                                       prompts=GENERAL_PROMPTS[:max(1, int(n_prompts))], n_task=int(n_task),
+                                       max_tokens=int(max_tokens), chat_template=cfg.data.chat_template,
+                                       checkpoint=checkpoint, stop_at=cfg.data.stop_at)
+            return {**result, "adapter_of": owner if target in (None, "", "current") else None}
 
         return self._call(job)
 

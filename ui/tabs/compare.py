@@ -120,7 +120,8 @@ def build(ctx: Ctx) -> None:
             yield base_history, tuned_history, "", "", target_value
         if len(replies) == 2 and replies[0] == replies[1]:
             try:
-                text = same_answer_note(manager.adapter_change(target_value), _label(target_value, lang, manager), lang)
+                named = _label(target_value, lang, manager.current_adapter())
+                text = same_answer_note(manager.adapter_change(target_value), named, lang)
             except Exception as e:  # a note is never worth a failed answer
                 text = say("same.not_read", lang, error=e)
             yield base_history, tuned_history, "", text, target_value
@@ -141,8 +142,8 @@ def build(ctx: Ctx) -> None:
             result = manager.evaluate(target_value or CURRENT, n=int(n))
         except Exception as e:
             return warn(e), gr.skip(), gr.skip(), gr.skip()
-        items = result.pop("items")
-        done = say("eval.done", lang, n=result["tuned"]["n"], adapter=_label(target_value, lang, manager),
+        items, owner = result.pop("items"), result.pop("adapter_of", None)  # the API's JSON as before
+        done = say("eval.done", lang, n=result["tuned"]["n"], adapter=_label(target_value, lang, owner),
                    max_tokens=result["max_tokens"])
         cut = {w: result[w].get("cut_rate") or 0.0 for w in ("base", "tuned")}
         if any(cut.values()):  # a cut answer that had not yet given its <answer> scores 0, however right its thought
@@ -250,22 +251,25 @@ def switch_line(target_value, lang: str = "en") -> dict:
     return {"role": "assistant", "content": say("switch", lang, adapter=_label(target_value, lang))}
 
 
-def _label(target_value: str, lang: str = "en", manager=None) -> str:
-    """'the current adapter' or 'the adapter of `run · step-000010`' for a checkpoint folder; with the
-    `manager`, the current one named by its run and step (after several runs "current" is the newest's,
-    which a result must say: a walkthrough read a 1-step run's retention as its 20-step run's).
+UNKNOWN = object()  # _label: which run the current adapter holds is not known here
 
-    >>> class M:
-    ...     def current_adapter(self): return {"run": "r2", "step": 1}
-    >>> _label("current", "en", M()), _label("current"), _label("/runs/r1/checkpoints/step-000008", "en", M())
-    ('the current adapter (run `r2` at step 1)', 'the current adapter', 'the adapter of `r1 · step-000008`')
+
+def _label(target_value: str, lang: str = "en", current=UNKNOWN) -> str:
+    """'the current adapter' or 'the adapter of `run · step-000010`' for a checkpoint folder; the current
+    one named by `current` (`RunManager.current_adapter()`, read where the answer was computed: after
+    several runs "current" is the newest's, which a result must say — a walkthrough read a 1-step run's
+    retention as its 20-step run's).
+
+    >>> _label("current", "en", {"run": "r2", "step": 1}), _label("current"), _label("current", "en", None)[:32]
+    ('the current adapter (run `r2` at step 1)', 'the current adapter', 'the current adapter (a fresh one')
+    >>> _label("/runs/r1/checkpoints/step-000008", "en", {"run": "r2", "step": 1})
+    'the adapter of `r1 · step-000008`'
     """
     name = adapter_name(target_value)
     if name is not None:
         return say("adapter.of", lang, name=name)
-    if manager is None:
+    if current is UNKNOWN:
         return say("adapter.current", lang)
-    current = manager.current_adapter()
     return say("adapter.current_none", lang) if current is None else say("adapter.current_of", lang, **current)
 
 
@@ -288,7 +292,8 @@ def retention_view(manager, target) -> gr.Dataframe:
             result = manager.retention(target_value or CURRENT, n_prompts=int(prompts), n_task=int(per_task))
         except Exception as e:
             return warn(e), gr.skip()
-        tuned = say("retention.tuned", lang, adapter=_label(target_value or CURRENT, lang, manager))
+        owner = result.pop("adapter_of", None)  # which run's weights "current" held when measured
+        tuned = say("retention.tuned", lang, adapter=_label(target_value or CURRENT, lang, owner))
         return retention_markdown(result, lang) + "\n\n" + tuned, retention_items_frame(result, lang)
 
     run.click(measure, [target, n_prompts, n_task], [summary, items], api_name="retention")

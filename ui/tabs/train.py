@@ -14,7 +14,7 @@ from core.config import CPU_QUICK, Config
 from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
 from ui.i18n import lang_of, t
-from ui.status_text import STATUS_EN, progress_html, status_line
+from ui.status_text import STATUS_EN, form_note, progress_html, status_line
 from ui.views import (aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown, plot_value, reward_frame,
                       samples_view, step_axis, value_axis)
 from ui.words import SAY_EN, say, word
@@ -226,10 +226,13 @@ def build(ctx: Ctx) -> None:
     outputs = [status_bar, progress, details, seen, series, axis, y_axes, start, pause, resume, stop, *plots,
                aha_sample, samples]
 
-    def apply_layout(wanted, shown, wanted_axis, shown_axis, wanted_y, shown_y, key, said, said_after):
+    def apply_layout(wanted, shown, wanted_axis, shown_axis, wanted_y, shown_y, key, said, said_after,
+                     request: gr.Request):
         """Captions of the multi-series plots, the step and value axes of all, where they changed; and a
         message the run outlived cleared (`message_outlived`: a reward error pauses a run a few seconds
-        after "started run": the status line above says why, the message must not say otherwise)."""
+        after "started run": the status line above says why, the message must not say otherwise). The
+        reload's note on a run in progress becomes the note on the last run once it ended: its warning
+        about the run's own reward code holds just when Start opens."""
         captions = wanted is not None and tuple(wanted) != tuple(shown or ())
         steps = wanted_axis is not None and list(wanted_axis) != list(shown_axis or ())
         shown_y = shown_y or (None,) * len(plots)
@@ -242,8 +245,12 @@ def build(ctx: Ctx) -> None:
                 kw["caption"] = wanted[multi.index(plot)]
             updates.append(gr.update(**kw) if kw else gr.skip())
         stale = message_outlived(key, said, said_after)
+        if stale and str(said).startswith(FORM_ACTIVE) and (cfg := manager.run_config()) is not None:
+            stale_to = form_note(manager.status(), cfg.rewards.custom_code, lang_of(request))
+        else:
+            stale_to = ""
         return (*updates, tuple(wanted) if captions else gr.skip(), list(wanted_axis) if steps else gr.skip(),
-                gr.skip() if wanted_y is None else tuple(wanted_y), "" if stale else gr.skip())
+                gr.skip() if wanted_y is None else tuple(wanted_y), stale_to if stale else gr.skip())
 
     def wire_refresh(event, **kwargs):
         """`event(refresh)` then captions and axes: every trigger of a refresh goes through here. Never
