@@ -312,6 +312,11 @@ def test_a_reloaded_form_shows_the_runs_settings_and_resume_keeps_its_rewards(ap
         # the run's custom code's accordion opens; the curriculum's stays as it is (the run has none)
         assert kinds[:2] == ["local", "upload"] and kinds[2] == {"__type__": "update"} and kinds[3]["open"] is True
         assert all(shown[c]["value"] == values[k] for k, c in form.components.items())
+        # a float box steps by the value shown, not by the page's default (lr 5e-6 would step by 1e-4)
+        from ui.forms import number_step
+
+        lr = form.components["algorithm_learning_rate"]
+        assert shown[lr]["step"] == number_step(run.algorithm.learning_rate)
         assert len(form.outputs()) == len(form.components) + 6  # 2 radios, the task, the hub id, 2 accordions
 
         # Resume from that page keeps the run's own rewards, and says so

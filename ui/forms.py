@@ -163,10 +163,15 @@ class Form:
             out += [w for w in widgets if w not in out]
         return out
 
+    def _float_box(self, key: str) -> bool:
+        widget = self.components[key]
+        return isinstance(widget, gr.Number) and widget.precision is None
+
     def show(self, cfg: Config) -> dict[gr.components.Component, Any]:
         """Updates that make the page show `cfg` (for an event whose outputs are `outputs()`)."""
         out: dict[gr.components.Component, Any] = {
-            self.components[k]: gr.update(value=v) for k, v in self.values(cfg).items()}
+            self.components[k]: gr.update(value=v, step=number_step(v)) if self._float_box(k) and v else gr.update(value=v)
+            for k, v in self.values(cfg).items()}  # a float box steps by the value shown (a recipe's lr 5e-6)
         for widgets, fn in self.followers:
             out.update(zip(widgets, fn(cfg), strict=True))
         return out
