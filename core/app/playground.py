@@ -129,6 +129,11 @@ class Playground:
         trainer = self._adapter_of
         return None if trainer is None else {"run": trainer.run.name, "step": int(trainer.step)}
 
+    def _owner_of(self, target: str) -> dict | None:
+        """`current_adapter()` where `target` is the current adapter; None for a checkpoint or the base
+        (they name themselves). On the worker, beside `_resolve_target`."""
+        return self.current_adapter() if target in (None, "", "current") else None
+
     def adapter_change(self, target: str = "current") -> dict | None:
         """How far `target`'s adapter has moved the base model (core.runs.adapter_change): {matrices,
         nonzero, delta_norm, largest_b, moved}; `moved` False = every LoRA B matrix is exactly zero,
@@ -183,7 +188,7 @@ class Playground:
 
         def job() -> dict:
             self._ensure_model_for(target)
-            adapter, owner = self._resolve_target(target), self.current_adapter()
+            adapter, owner = self._resolve_target(target), self._owner_of(target)
             base = evaluate(self._engine, self._tokenizer, rows, adapter=None, **kw)
             tuned = evaluate(self._engine, self._tokenizer, rows, adapter=adapter, **kw)
             return base, tuned, owner
@@ -195,7 +200,7 @@ class Playground:
                  for b, t in zip(base["items"], tuned["items"], strict=True)]
         pick = ("accuracy", "accuracy_flexible", "format_rate", "n", "cut_rate")
         return {"base": {k: base[k] for k in pick}, "tuned": {k: tuned[k] for k in pick}, "items": items,
-                "max_tokens": kw["max_tokens"], "adapter_of": owner if target in (None, "", "current") else None}
+                "max_tokens": kw["max_tokens"], "adapter_of": owner}
 
     def retention(self, target: str = "current", n_prompts: int = 60, n_task: int = 10, max_tokens: int = 128) -> dict:
         """Off the trained task, base vs `target` (core.evaluation.retention.measure_retention): the first
@@ -211,12 +216,12 @@ class Playground:
 
         def job() -> dict:
             self._ensure_model_for(target)
-            adapter, owner = self._resolve_target(target), self.current_adapter()
+            adapter, owner = self._resolve_target(target), self._owner_of(target)
             result = measure_retention(self._engine, self._tokenizer, self._model, adapter, source=cfg.data.source,
                                        prompts=GENERAL_PROMPTS[:max(1, int(n_prompts))], n_task=int(n_task),
                                        max_tokens=int(max_tokens), chat_template=cfg.data.chat_template,
                                        checkpoint=checkpoint, stop_at=cfg.data.stop_at)
-            return {**result, "adapter_of": owner if target in (None, "", "current") else None}
+            return {**result, "adapter_of": owner}
 
         return self._call(job)
 
