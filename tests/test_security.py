@@ -440,17 +440,24 @@ def test_case9_reward_worker_processes_memory_and_output_are_bounded(tmp_path):
             worker.call("many_processes", ["q"], ["a"], {})
         assert wait_for(lambda: all(dead(p) for p in children()), 5)
 
-    # 4) the app killed while the worker is busy in user code: the worker dies too;
+    # 4) the app killed while the worker is busy in user code: the worker dies too, and so do the
+    # processes the code started, a detached one (its own session, its parent gone) among them;
     # 5) a reward that prints without end puts at most 64 KiB into the app's log
+    detached_file = tmp_path / "detached"
     app = textwrap.dedent('''
         import sys, threading, time
         from core.rewards.sandbox import CustomRewardProcess
         code = (
+            "import subprocess, sys\\n"
             "def loud(prompts, completions, **kwargs):\\n"
             "    for _ in range(200):\\n"
             "        print('x' * 10000)\\n"
             "    return [0.0 for _ in completions]\\n"
             "def busy(prompts, completions, **kwargs):\\n"
+            "    s = 'import os, subprocess, sys, time; '\\n"
+            "    s += 'p = subprocess.Popen([sys.executable, \\"-c\\", \\"import time; time.sleep(300)\\"], start_new_session=True); '\\n"
+            "    s += 'open(sys.argv[1], \\"w\\").write(str(p.pid))'\\n"
+            "    subprocess.run([sys.executable, '-c', s, DETACHED_FILE])\\n"
             "    while True:\\n"
             "        pass\\n")
         worker = CustomRewardProcess(code, timeout_s=600)
@@ -459,27 +466,31 @@ def test_case9_reward_worker_processes_memory_and_output_are_bounded(tmp_path):
         time.sleep(0.5)
         print("WORKER", worker.pid, file=sys.__stderr__, flush=True)
         time.sleep(600)
-    ''')
+    ''').replace("DETACHED_FILE", repr(str(detached_file)))
     log = tmp_path / "app.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", app], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
-    worker_pid = None
+    worker_pid = detached = None
     try:
-        assert wait_for(lambda: b"WORKER" in log.read_bytes() or proc.poll() is not None, 120, 0.2)
+        assert wait_for(lambda: (b"WORKER" in log.read_bytes() and detached_file.exists()
+                                 and detached_file.read_text()) or proc.poll() is not None, 120, 0.2)
         worker_pid = int(re.search(rb"WORKER (\d+)", log.read_bytes()).group(1))
-        assert not dead(worker_pid)
+        detached = int(detached_file.read_text())
+        assert not dead(worker_pid) and not dead(detached)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
         assert wait_for(lambda: dead(worker_pid), 10), "the worker outlived the app"
+        assert wait_for(lambda: dead(detached), 10), "a process the reward code started outlived the app"
         output = log.read_bytes()
         assert 60_000 <= output.count(b"x") <= 64 * 1024, output.count(b"x")  # not 2 MB
         assert b"[custom reward output cut after 65536 bytes]" in output
     finally:
         if proc.poll() is None:
             proc.kill()
-        if worker_pid and not dead(worker_pid):
-            os.kill(worker_pid, signal.SIGKILL)
+        for pid in (worker_pid, detached):
+            if pid and not dead(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------

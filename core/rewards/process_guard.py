@@ -3,9 +3,12 @@ a process count, memory counted over the whole tree, capped output.
 
 Owns the process-management side of the custom reward worker (`core/rewards/sandbox.py`), issue 19:
 
-- in the worker, before any user code (`confine_worker`): its own process group; a parent-death
-  signal (SIGKILL when the app dies, even while user code is busy); "child subreaper", so that
-  processes it starts and that detach stay in its tree instead of moving to init; on Linux for a
+- in the worker, before any user code (`confine_worker`): its own process group; "child
+  subreaper", so that processes it starts and that detach stay in its tree instead of moving to
+  init; then it splits in two: a *keeper* (the process the app started, which never runs user
+  code: it waits on its children, and when the app dies — the parent-death signal, SIGTERM to it —
+  or the worker ends, it SIGKILLs every process of its tree and its group) and the worker proper
+  (its child, SIGKILLed when the keeper dies, so even while user code is busy); on Linux for a
   non-root user, RLIMIT_NPROC as a hard stop for a fork bomb; stdout and stderr (file
   descriptors 1 and 2, so subprocesses and C code too) through a pipe that forwards at most
   `output_bytes` to the app's stderr and drops the rest;
@@ -15,11 +18,12 @@ Owns the process-management side of the custom reward worker (`core/rewards/sand
   process of the tree ever seen.
 
 What it is not: a security boundary. Memory is sampled every `POLL_S` (a faster spike is not
-seen; pages shared after a fork count once per process); root is exempt from RLIMIT_NPROC, so a
-fork bomb run as root is stopped only at the next poll; when the app itself is killed with
-SIGKILL the worker dies with it, but processes the reward code started keep running (Linux
-does not pass the parent-death signal on to children). All of this is Linux; elsewhere the
-worker runs with the time limit (and RLIMIT_AS where there is one) alone.
+seen; pages shared after a fork count once per process, the keeper's too); root is exempt from
+RLIMIT_NPROC, so a fork bomb run as root is stopped only at the next poll; when the keeper itself
+is SIGKILLed (the app's `TreeWatch.kill`), a process started after the app's last look at the tree
+can outlive it.
+All of this is Linux; elsewhere the worker runs with the time limit (and RLIMIT_AS where there is
+one) alone.
 
 Refuses to know: what runs in the worker and the worker's protocol (`core/rewards/sandbox.py`).
 """
@@ -67,10 +71,13 @@ def _tasks_of_user(uid: int) -> int:
     return total
 
 
-def confine_worker(parent_pid: int, max_processes: int, output_bytes: int) -> None:
-    """Call first thing in the worker (see the module docstring)."""
+def confine_worker(parent_pid: int, max_processes: int, output_bytes: int, keeper_closes=()) -> bool:
+    """Call first thing in the worker (see the module docstring). Returns, in the worker proper
+    only, whether a keeper watches it (the process the app started is then the keeper, and the
+    worker one process of its tree); the keeper closes `keeper_closes` (the worker's end of its
+    pipe to the app, so the app reads EOF when the worker dies) and never returns."""
     if not sys.platform.startswith("linux"):
-        return
+        return False
     # 1) our own process group: the app kills the worker and what it started with one killpg
     with contextlib.suppress(OSError):
         os.setpgid(0, 0)
@@ -78,8 +85,10 @@ def confine_worker(parent_pid: int, max_processes: int, output_bytes: int) -> No
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:
         os._exit(1)
-    # 3) detached descendants stay ours, so the app's TreeWatch still sees and counts them
+    # 3) detached descendants stay ours, so the app's TreeWatch still sees and counts them, and
+    # the keeper can end them when the app dies
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    kept = _split_keeper(parent_pid, keeper_closes)
     # 4) a fork bomb meets a hard limit (not for root, whom the kernel exempts)
     if os.geteuid() != 0 and max_processes > 0:
         import resource
@@ -93,6 +102,80 @@ def confine_worker(parent_pid: int, max_processes: int, output_bytes: int) -> No
     # 5) stdout and stderr through a capped pipe
     if output_bytes > 0:
         _cap_output(output_bytes)
+    return kept
+
+
+def _split_keeper(app_pid: int, keeper_closes) -> bool:
+    """Fork: the child returns (True) and becomes the worker, SIGKILLed when its parent dies; the
+    parent stays the keeper (`_keep`) and never returns. Without fork, False: no keeper."""
+    keeper = os.getpid()
+    try:
+        worker = os.fork()
+    except OSError:
+        return False
+    if worker == 0:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != keeper:  # the keeper died before the signal was armed
+            os._exit(1)
+        return True
+    for obj in keeper_closes:
+        with contextlib.suppress(Exception):
+            obj.close()
+    _keep(app_pid, worker)
+    return False  # not reached
+
+
+def _end_tree() -> None:
+    """SIGKILL every process of this process's tree, then its group (this process among them)."""
+    for p in process_tree(os.getpid()):
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+    with contextlib.suppress(OSError):
+        os.killpg(0, signal.SIGKILL)
+
+
+def _keep(app_pid: int, worker: int) -> None:
+    """The keeper: reap children (orphans of the tree come to it, the subreaper) until the worker
+    ends, then end what the worker left; end everything when the app dies (SIGTERM, its
+    parent-death signal) or when told to (SIGTERM from `Process.terminate`). It exits as the worker
+    did: the same code, or killed by the same signal (the app reads "killed: out of memory?" from a
+    SIGKILL). Runs no user code and takes no lock: only this loop and a signal handler."""
+    def on_term(signum, frame):
+        _end_tree()
+        os._exit(128 + signum)  # reached only if killpg was refused
+
+    signal.signal(signal.SIGTERM, on_term)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != app_pid:  # the app died before the signal was armed
+        on_term(signal.SIGTERM, None)
+    status = 0
+    while True:
+        try:
+            pid, status_of = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid == worker:
+            status = status_of
+            break
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for p in process_tree(os.getpid()):  # what the worker started and left behind
+        with contextlib.suppress(OSError):
+            os.kill(p, signal.SIGKILL)
+    import time
+
+    deadline = time.monotonic() + 2.0  # reap them (a process stuck in the kernel is not waited for)
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                time.sleep(0.01)
+        except (ChildProcessError, OSError):
+            break
+    if os.WIFSIGNALED(status):
+        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
 def _cap_output(limit: int) -> None:
@@ -234,6 +317,7 @@ class TreeWatch:
         self.memory_bytes = int(memory_mb) * 2**20 if memory_mb else 0
         self.max_processes = int(max_processes)
         self.reason = ""
+        self.keeper = False  # `pid` is the worker's keeper (`confine_worker`): its first child is the worker
         self._seen: dict[int, str | None] = {pid: _start_time(pid)}
         self._done = threading.Event()
         self._enabled = sys.platform.startswith("linux") and Path(f"/proc/{pid}").exists()
@@ -247,14 +331,15 @@ class TreeWatch:
             tree = process_tree(self.pid)
             for p in tree:
                 self._seen.setdefault(p, _start_time(p))
-            if self.max_processes and len(tree) > self.max_processes:
-                self._breach(f"the reward code started {len(tree)} processes, more than the "
+            started = len(tree) - (1 if self.keeper else 0)  # the worker proper is the keeper's child
+            if self.max_processes and started > self.max_processes:
+                self._breach(f"the reward code started {started} processes, more than the "
                              f"{self.max_processes} allowed")
                 return
             if self.memory_bytes:
                 used = sum(_resident_bytes(p) for p in (self.pid, *tree))
                 if used > self.memory_bytes:
-                    self._breach(f"the reward worker and the {len(tree)} processes it started used "
+                    self._breach(f"the reward worker and the {started} processes it started used "
                                  f"{used / 2**20:.0f} MiB together, more than the "
                                  f"{self.memory_bytes // 2**20} MiB allowed")
                     return

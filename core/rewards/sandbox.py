@@ -6,7 +6,9 @@ it; it runs the user's code once, finds the reward functions in it (`core.reward
 rules: defined, imported, listed, `async def` too), and then answers calls over a Pipe. Only
 plain data crosses: (function name, prompts, completions, columns) in, a list of numbers (or an
 error and its traceback) out. A call gets `timeout_s` seconds; one that overruns kills the
-worker, which starts again on the next call. The worker's address space is capped with
+worker, which starts again on the next call (`pid` is the worker's keeper on Linux: the process
+the app started, which ends the worker's tree when the app dies; `core/rewards/process_guard.py`).
+The worker's address space is capped with
 RLIMIT_AS, so a runaway allocation ends in a MemoryError, not in the app's death.
 `core/rewards/process_guard.py` keeps the worker and what it starts in check: one process group killed
 together, death with the app, at most `max_processes` processes, `memory_mb` counted over all of
@@ -110,8 +112,7 @@ def _worker_main(conn, code: str, memory_mb: int | None, parent_pid: int = 0, ma
                  output_bytes: int = 0) -> None:
     # 1) limits first, before any user code runs; Ctrl-C in the terminal is for the parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if parent_pid:
-        confine_worker(parent_pid, max_processes, output_bytes)
+    kept = confine_worker(parent_pid, max_processes, output_bytes, keeper_closes=(conn,)) if parent_pid else False
     if memory_mb:
         import resource
 
@@ -120,7 +121,7 @@ def _worker_main(conn, code: str, memory_mb: int | None, parent_pid: int = 0, ma
     scrub_secrets(os.environ)
     blank_environ_values(is_secret_name)  # and their values in what /proc/self/environ shows
     sys.argv[:] = sys.argv[:1]  # spawn copies the app's argv here (an --auth password among it)
-    conn.send(("started", os.getpid()))
+    conn.send(("started", os.getpid(), kept))
 
     # 2) run the code's top level once and find its reward functions
     try:
@@ -324,7 +325,8 @@ class CustomRewardProcess:
         self._watch = TreeWatch(process.pid, self.memory_mb, self.max_processes)
         self._finalizer = weakref.finalize(self, _stop, process, parent_conn, self._watch)
 
-        self._receive(STARTUP_TIMEOUT_S, "starting the custom reward worker")
+        started = self._receive(STARTUP_TIMEOUT_S, "starting the custom reward worker")
+        self._watch.keeper = bool(started[2])  # the process started is a keeper; the worker, one of its tree
         load_timeout = max(self.timeout_s, MIN_LOAD_TIMEOUT_S)
         reply = self._receive(load_timeout, "loading the custom reward code")
         if reply[0] == "load_error":
