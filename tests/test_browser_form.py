@@ -336,3 +336,70 @@ def test_the_model_tabs_estimate_names_a_bad_field_by_its_label(app, browser):
     memory = page.locator("#model-memory")
     expect(memory).to_contain_text("“LoRA rank r” (model.lora_r) = 100000", timeout=30_000)
     page.close()
+
+
+# the rewards of a one-step run, named with underscores as people name theirs
+UNDERSCORED = ("def correctness_reward(completions, **kwargs):\n    return [0.0 for c in completions]\n\n\n"
+               "def format_reward(completions, **kwargs):\n    return [1.0 for c in completions]\n")
+
+
+def lone_points(page, plot_id: str) -> list[tuple[int, int]]:
+    """For each line of one point in a plot (Vega's path 'Mx,yZ', no 'L'): the coloured pixels painted
+    within 6 px of the point, and how many of them lie left of it (a point on the first step sits on the
+    plot's left edge: a dot clipped there is half a dot)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    plot = page.locator(f"#{plot_id}")
+    plot.scroll_into_view_if_needed()
+    points = plot.evaluate("""e => {
+        const box = e.getBoundingClientRect();
+        return Array.from(e.querySelectorAll('g.mark-line path'))
+          .filter(p => /^M[^L]*$/.test(p.getAttribute('d') || '')).map(p => {
+            const [x, y] = p.getAttribute('d').slice(1).split(/[,Z]/).map(Number);
+            const at = new DOMPoint(x, y).matrixTransform(p.getScreenCTM());
+            return [at.x - box.left, at.y - box.top];
+          });
+    }""")
+    image = Image.open(BytesIO(plot.screenshot())).convert("RGB")
+    out = []
+    for x, y in points:
+        painted = left = 0
+        for dx in range(-6, 7):
+            for dy in range(-6, 7):
+                if dx * dx + dy * dy > 36 or not (0 <= x + dx < image.width and 0 <= y + dy < image.height):
+                    continue
+                rgb = image.getpixel((int(round(x + dx)), int(round(y + dy))))
+                if max(rgb) - min(rgb) > 60:  # a series' colour, not the white, the grey grid or the black text
+                    painted += 1
+                    left += dx < -1
+        out.append((painted, left))
+    return out
+
+
+def test_a_one_step_run_at_820_px(app, browser):
+    """A walkthrough at 820 px on a one-step run: the plots were empty (a line needs two points) and the
+    samples table gave the completion ~12 characters a line. Each series' one point now shows as a whole
+    dot, on the first step's edge too."""
+    url, _runs, _data = app
+    client = gradio_client.Client(url, verbose=False)
+    wait_state(client, ("idle", "finished", "stopped", "failed"))
+    start(client, rewards=("xml_tag_count", "correctness"), rewards_custom_code=UNDERSCORED, algorithm_max_steps=1,
+          run_save_steps=1, run_run_name="one-step")
+    wait_state(client, ("finished",))
+    page = browser.new_page(viewport={"width": 820, "height": 900})
+    page.goto(url)
+    open_tab(page, "4 · Train")
+    expect(page.locator("#status-bar")).to_contain_text("one-step", timeout=60_000)
+    # the reward plot: the total and each of the four rewards, one point each, each painted as a whole dot
+    series = 1 + 4
+    end = time.time() + 60
+    while len(dots := lone_points(page, "reward-plot")) < series and time.time() < end:
+        page.wait_for_timeout(500)
+    assert len(dots) == series, dots
+    assert all(painted >= 20 and left >= 5 for painted, left in dots), dots
+    for plot in ("memory-plot", "aha-length-plot"):  # a plot of one series; the lengths of the wrong answers
+        dots = lone_points(page, plot)
+        assert dots and all(painted >= 20 and left >= 5 for painted, left in dots), (plot, dots)
+    page.close()
