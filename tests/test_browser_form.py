@@ -27,7 +27,7 @@ expect = sync_api.expect
 
 from app_process import running_app  # noqa: E402
 from test_app import ALL_PRESETS, TINY  # noqa: E402  (after the skips above)
-from test_browser import FLAGS  # noqa: E402
+from test_browser import FLAGS, wait_until  # noqa: E402
 
 PROMPT = "Reply with the number only."
 LENGTH_REWARD = "def longer(completions, **kwargs):\n    return [len(c[0]['content']) / 50 for c in completions]\n"
@@ -378,6 +378,20 @@ def lone_points(page, plot_id: str) -> list[tuple[int, int]]:
     return out
 
 
+def header_widths(page, table_id: str) -> list[tuple[str, float, float]]:
+    """Each header of a table: its name (zero-width spaces dropped), its column's width, and the width of
+    the name on one line in the header's font."""
+    return page.locator(f"#{table_id}").evaluate("""e => Array.from(e.querySelectorAll('th.header-cell')).map(th => {
+        const span = th.querySelector('span.header'), probe = span.cloneNode(false);
+        probe.textContent = span.textContent.replace(/\u200b/g, '').trim();
+        Object.assign(probe.style, {position: 'absolute', whiteSpace: 'nowrap', width: 'auto', visibility: 'hidden'});
+        span.parentElement.appendChild(probe);
+        const whole = probe.getBoundingClientRect().width;
+        probe.remove();
+        return [probe.textContent, th.getBoundingClientRect().width, whole];
+    })""")
+
+
 def test_a_one_step_run_at_820_px(app, browser):
     """A walkthrough at 820 px on a one-step run: the plots were empty (a line needs two points) and the
     samples table gave the completion ~12 characters a line. Each series' one point now shows as a whole
@@ -402,4 +416,13 @@ def test_a_one_step_run_at_820_px(app, browser):
     for plot in ("memory-plot", "aha-length-plot"):  # a plot of one series; the lengths of the wrong answers
         dots = lone_points(page, plot)
         assert dots and all(painted >= 20 and left >= 5 for painted, left in dots), (plot, dots)
+    # the samples: the rewards' columns as narrow as their headers' parts ("correctness_" over "reward"),
+    # the names shown as named
+    page.locator("#samples-table").scroll_into_view_if_needed()
+    wait_until(lambda: len(header_widths(page, "samples-table")) == 2 + 4 + 4)
+    heads = header_widths(page, "samples-table")
+    names = [name for name, _, _ in heads]
+    assert names[:2] == ["step", "reward"] and names[-4:] == ["advantage", "reference answer", "completion", "question"]
+    assert sorted(names[2:-4]) == ["correctness", "correctness_reward", "format_reward", "xml_tag_count"], names
+    assert all(width < whole for name, width, whole in heads if "_" in name), heads
     page.close()
