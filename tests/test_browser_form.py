@@ -395,7 +395,8 @@ def header_widths(page, table_id: str) -> list[tuple[str, float, float]]:
 def test_a_one_step_run_at_820_px(app, browser):
     """A walkthrough at 820 px on a one-step run: the plots were empty (a line needs two points) and the
     samples table gave the completion ~12 characters a line. Each series' one point now shows as a whole
-    dot, on the first step's edge too."""
+    dot, on the first step's edge too; the rewards' headers break after an underscore and the completion
+    keeps 25 characters or more a line."""
     url, _runs, _data = app
     client = gradio_client.Client(url, verbose=False)
     wait_state(client, ("idle", "finished", "stopped", "failed"))
@@ -425,4 +426,16 @@ def test_a_one_step_run_at_820_px(app, browser):
     assert names[:2] == ["step", "reward"] and names[-4:] == ["advantage", "reference answer", "completion", "question"]
     assert sorted(names[2:-4]) == ["correctness", "correctness_reward", "format_reward", "xml_tag_count"], names
     assert all(width < whole for name, width, whole in heads if "_" in name), heads
+    # ... and the completion at least 25 characters a line (Gradio gave it its longest word: ~12 to 18)
+    digit = page.locator("#samples-table").evaluate("""e => {
+        const span = e.querySelector('th.header-cell span.header'), probe = span.cloneNode(false);
+        probe.textContent = '0'.repeat(40);
+        Object.assign(probe.style, {position: 'absolute', whiteSpace: 'nowrap', width: 'auto', visibility: 'hidden'});
+        span.parentElement.appendChild(probe);
+        const width = probe.getBoundingClientRect().width / 40;
+        probe.remove();
+        return width;
+    }""")
+    completion = heads[names.index("completion")][1]
+    assert completion / digit >= 25, (completion, digit, heads)
     page.close()

@@ -174,6 +174,20 @@ def test_samples_headers_break_after_underscores_and_keep_their_values():
     assert not any(views.HEADER_BREAK in c for c in views.samples_view(None).columns)
 
 
+def test_the_completion_is_the_samples_second_column_from_the_right():
+    """The page's CSS (ui/studio.py) gives the samples table's second column from the right a floor of
+    about 30 characters: that column is the completion, with rows or without, in either language."""
+    from ui.studio import CSS
+
+    assert "#samples-table .header-cell:nth-last-child(2) {min-width: 19em}" in CSS
+    samples = pd.DataFrame([{"step": 1, "question": "q", "completion": "c", "answer": "4", "reward": 0.5,
+                             "advantage": 0.0, "format_reward": 0.5}])
+    for lang, completion in (("en", "completion"), ("zh", "回答")):
+        assert views.samples_view(samples, lang=lang).columns[-2] == completion
+        assert views.samples_view(None, lang=lang).columns[-2] == completion
+        assert views.samples_view(samples.drop(columns=["advantage", "answer"]), lang=lang).columns[-2] == completion
+
+
 def test_try_on_samples_shows_scores_first_and_its_stages():
     df = pd.DataFrame({"question": ["q"] * 2, "answer": ["1"] * 2, "source": ["model", "reference"],
                        "completion": ["a", "b"], "format_soft": [0.1234, 1.0], "correctness": [0.0, 1.0],

@@ -141,7 +141,9 @@ def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_ch
     the advantage, the expected answer), then the completion and the question, long text cut, so the
     numbers are in sight on a laptop's screen (a new user found them off to the right, 2026-12-06).
     Column names in `lang`, each breakable after an underscore (`breakable`: a script reading the
-    /status API's samples by a reward's name drops U+200B first); the values as given.
+    /status API's samples by a reward's name drops U+200B first); the values as given. The completion
+    is the second column from the right, with rows or without: the page's CSS keeps it readable
+    (ui/studio.py, `#samples-table`).
 
     >>> row = {"step": 3, "question": "q", "completion": "c", "answer": "4", "reward": 1.5,
     ...        "advantage": 0.25, "correctness": 1.0, "format_soft": 0.5}
