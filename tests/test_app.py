@@ -70,6 +70,21 @@ def test_no_refresh_veils_the_plots(app):
     assert {d["show_progress"] for d in deps} == {"hidden"}, [(d.get("api_name"), d["show_progress"]) for d in deps]
 
 
+def test_every_train_plot_draws_a_lone_point(app):
+    """A run's first step is one point per series, a line of no length that Vega paints as nothing: each
+    of the Train tab's eight step plots carries the class whose CSS draws such a point as a dot, and the
+    page has that CSS (tests/test_browser_form.py looks at the dot itself)."""
+    import httpx
+
+    from ui.tabs.train import PLOT_CLASS, PLOT_CSS
+
+    _, url = app
+    cfg = httpx.get(url.rstrip("/") + "/config", timeout=30).json()
+    plots = [c["props"] for c in cfg["components"] if c.get("type") == "nativeplot" and c["props"].get("x") == "step"]
+    assert len(plots) == 8 and all(PLOT_CLASS in (p.get("elem_classes") or []) for p in plots), plots
+    assert PLOT_CSS.strip() in cfg["css"] and f".{PLOT_CLASS} g.mark-line path" in PLOT_CSS
+
+
 def status(client) -> dict:
     """The page's re-attach endpoint: (status bar, progress, status JSON, 8 plots, aha sample, samples)."""
     out = client.predict(api_name="/status")

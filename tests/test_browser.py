@@ -151,6 +151,10 @@ def test_tabs_training_and_compare_in_a_browser(app_url, browser, shot):
         page.wait_for_timeout(400)
     assert seen[-1] == SERIES * STEPS, seen  # the total and each default reward, one point per step each
     assert seen == sorted(seen) and len(set(seen)) >= 2, seen
+    # lines of several points as Gradio draws them (2 px, 3 px under the mouse): only a lone point is a dot
+    widths = page.locator("#reward-plot").evaluate(
+        "e => Array.from(e.querySelectorAll('g.mark-line path')).map(p => getComputedStyle(p).strokeWidth)")
+    assert len(widths) == SERIES and set(widths) <= {"2px", "3px"}, widths
     assert f"step {STEPS}/{STEPS}" in page.locator("#status-bar").inner_text()
     # the Start message does not outlive its run (a reward error would pause it: the status bar says so)
     wait_until(lambda: "started run" not in page.locator("#train-message").inner_text(), timeout=15)

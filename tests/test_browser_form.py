@@ -27,7 +27,7 @@ expect = sync_api.expect
 
 from app_process import running_app  # noqa: E402
 from test_app import ALL_PRESETS, TINY  # noqa: E402  (after the skips above)
-from test_browser import FLAGS  # noqa: E402
+from test_browser import FLAGS, wait_until  # noqa: E402
 
 PROMPT = "Reply with the number only."
 LENGTH_REWARD = "def longer(completions, **kwargs):\n    return [len(c[0]['content']) / 50 for c in completions]\n"
@@ -335,4 +335,107 @@ def test_the_model_tabs_estimate_names_a_bad_field_by_its_label(app, browser):
     rank.press("Enter")
     memory = page.locator("#model-memory")
     expect(memory).to_contain_text("“LoRA rank r” (model.lora_r) = 100000", timeout=30_000)
+    page.close()
+
+
+# the rewards of a one-step run, named with underscores as people name theirs
+UNDERSCORED = ("def correctness_reward(completions, **kwargs):\n    return [0.0 for c in completions]\n\n\n"
+               "def format_reward(completions, **kwargs):\n    return [1.0 for c in completions]\n")
+
+
+def lone_points(page, plot_id: str) -> list[tuple[int, int]]:
+    """For each line of one point in a plot (Vega's path 'Mx,yZ', no 'L'): the coloured pixels painted
+    within 6 px of the point, and how many of them lie left of it (a point on the first step sits on the
+    plot's left edge: a dot clipped there is half a dot)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    plot = page.locator(f"#{plot_id}")
+    plot.scroll_into_view_if_needed()
+    points = plot.evaluate("""e => {
+        const box = e.getBoundingClientRect();
+        return Array.from(e.querySelectorAll('g.mark-line path'))
+          .filter(p => /^M[^L]*$/.test(p.getAttribute('d') || '')).map(p => {
+            const [x, y] = p.getAttribute('d').slice(1).split(/[,Z]/).map(Number);
+            const at = new DOMPoint(x, y).matrixTransform(p.getScreenCTM());
+            return [at.x - box.left, at.y - box.top];
+          });
+    }""")
+    image = Image.open(BytesIO(plot.screenshot())).convert("RGB")
+    out = []
+    for x, y in points:
+        painted = left = 0
+        for dx in range(-6, 7):
+            for dy in range(-6, 7):
+                if dx * dx + dy * dy > 36 or not (0 <= x + dx < image.width and 0 <= y + dy < image.height):
+                    continue
+                rgb = image.getpixel((int(round(x + dx)), int(round(y + dy))))
+                if max(rgb) - min(rgb) > 60:  # a series' colour, not the white, the grey grid or the black text
+                    painted += 1
+                    left += dx < -1
+        out.append((painted, left))
+    return out
+
+
+def header_widths(page, table_id: str) -> list[tuple[str, float, float]]:
+    """Each header of a table: its name (zero-width spaces dropped), its column's width, and the width of
+    the name on one line in the header's font."""
+    return page.locator(f"#{table_id}").evaluate("""e => Array.from(e.querySelectorAll('th.header-cell')).map(th => {
+        const span = th.querySelector('span.header'), probe = span.cloneNode(false);
+        probe.textContent = span.textContent.replace(/\u200b/g, '').trim();
+        Object.assign(probe.style, {position: 'absolute', whiteSpace: 'nowrap', width: 'auto', visibility: 'hidden'});
+        span.parentElement.appendChild(probe);
+        const whole = probe.getBoundingClientRect().width;
+        probe.remove();
+        return [probe.textContent, th.getBoundingClientRect().width, whole];
+    })""")
+
+
+def test_a_one_step_run_at_820_px(app, browser):
+    """A walkthrough at 820 px on a one-step run: the plots were empty (a line needs two points) and the
+    samples table gave the completion ~12 characters a line. Each series' one point now shows as a whole
+    dot, on the first step's edge too; the rewards' headers break after an underscore and the completion
+    keeps 25 characters or more a line."""
+    url, _runs, _data = app
+    client = gradio_client.Client(url, verbose=False)
+    wait_state(client, ("idle", "finished", "stopped", "failed"))
+    start(client, rewards=("xml_tag_count", "correctness"), rewards_custom_code=UNDERSCORED, algorithm_max_steps=1,
+          run_save_steps=1, run_run_name="one-step")
+    wait_state(client, ("finished",))
+    page = browser.new_page(viewport={"width": 820, "height": 900})
+    page.goto(url)
+    open_tab(page, "4 · Train")
+    expect(page.locator("#status-bar")).to_contain_text("one-step", timeout=60_000)
+    # the reward plot: the total and each of the four rewards, one point each, each painted as a whole dot
+    series = 1 + 4
+    end = time.time() + 60
+    while len(dots := lone_points(page, "reward-plot")) < series and time.time() < end:
+        page.wait_for_timeout(500)
+    assert len(dots) == series, dots
+    assert all(painted >= 20 and left >= 5 for painted, left in dots), dots
+    for plot in ("memory-plot", "aha-length-plot"):  # a plot of one series; the lengths of the wrong answers
+        dots = lone_points(page, plot)
+        assert dots and all(painted >= 20 and left >= 5 for painted, left in dots), (plot, dots)
+    # the samples: the rewards' columns as narrow as their headers' parts ("correctness_" over "reward"),
+    # the names shown as named
+    page.locator("#samples-table").scroll_into_view_if_needed()
+    wait_until(lambda: len(header_widths(page, "samples-table")) == 2 + 4 + 4)
+    heads = header_widths(page, "samples-table")
+    names = [name for name, _, _ in heads]
+    assert names[:2] == ["step", "reward"] and names[-4:] == ["advantage", "reference answer", "completion", "question"]
+    assert sorted(names[2:-4]) == ["correctness", "correctness_reward", "format_reward", "xml_tag_count"], names
+    assert all(width < whole for name, width, whole in heads if "_" in name), heads
+    # ... and the completion at least 25 characters a line (Gradio gave it its longest word: ~12 to 18)
+    digit = page.locator("#samples-table").evaluate("""e => {
+        const span = e.querySelector('th.header-cell span.header'), probe = span.cloneNode(false);
+        probe.textContent = '0'.repeat(40);
+        Object.assign(probe.style, {position: 'absolute', whiteSpace: 'nowrap', width: 'auto', visibility: 'hidden'});
+        span.parentElement.appendChild(probe);
+        const width = probe.getBoundingClientRect().width / 40;
+        probe.remove();
+        return width;
+    }""")
+    completion = heads[names.index("completion")][1]
+    assert completion / digit >= 25, (completion, digit, heads)
     page.close()

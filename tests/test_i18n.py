@@ -155,6 +155,39 @@ def test_value_axis_holds_every_line_with_room():
     assert views.value_axis(pd.DataFrame({"value": [0.0, 0.0]})) == [0.0, 1.0]  # a flat 0 still gets room
 
 
+def test_samples_headers_break_after_underscores_and_keep_their_values():
+    """A header breaks between words only: a reward named `correctness_reward` kept its column as wide as
+    the whole name and left the completion ~12 characters a line at 820 px (a walkthrough). Each
+    underscore in a header is followed by a zero-width space, in either language; the values are as given."""
+    samples = pd.DataFrame([{"step": 2, "question": "q", "completion": "c", "answer": "4", "reward": 1.25,
+                             "advantage": -0.5, "correctness_reward": 1.0, "format_reward": 0.25,
+                             "xml_tag_count": 0.125}])
+    rewards = ["correctness_reward", "format_reward", "xml_tag_count"]
+    for lang, own in (("en", ["step", "reward", "advantage", "reference answer", "completion", "question"]),
+                      ("zh", ["步", "奖励", "优势", "参考答案", "回答", "问题"])):
+        view = views.samples_view(samples, lang=lang)
+        assert list(view.columns) == [*own[:2], "correctness_\u200breward", "format_\u200breward",
+                                      "xml_\u200btag_\u200bcount", *own[2:]]
+        assert [c.replace(views.HEADER_BREAK, "") for c in view.columns][2:5] == rewards  # the names, as named
+        assert view.iloc[0].tolist() == [2, 1.25, 1.0, 0.25, 0.125, -0.5, "4", "c", "q"]
+    assert samples.columns.tolist()[-3:] == rewards  # the manager's frame is not renamed
+    assert not any(views.HEADER_BREAK in c for c in views.samples_view(None).columns)
+
+
+def test_the_completion_is_the_samples_second_column_from_the_right():
+    """The page's CSS (ui/studio.py) gives the samples table's second column from the right a floor of
+    about 30 characters: that column is the completion, with rows or without, in either language."""
+    from ui.studio import CSS
+
+    assert "#samples-table .header-cell:nth-last-child(2) {min-width: 19em}" in CSS
+    samples = pd.DataFrame([{"step": 1, "question": "q", "completion": "c", "answer": "4", "reward": 0.5,
+                             "advantage": 0.0, "format_reward": 0.5}])
+    for lang, completion in (("en", "completion"), ("zh", "回答")):
+        assert views.samples_view(samples, lang=lang).columns[-2] == completion
+        assert views.samples_view(None, lang=lang).columns[-2] == completion
+        assert views.samples_view(samples.drop(columns=["advantage", "answer"]), lang=lang).columns[-2] == completion
+
+
 def test_try_on_samples_shows_scores_first_and_its_stages():
     df = pd.DataFrame({"question": ["q"] * 2, "answer": ["1"] * 2, "source": ["model", "reference"],
                        "completion": ["a", "b"], "format_soft": [0.1234, 1.0], "correctness": [0.0, 1.0],

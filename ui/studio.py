@@ -30,11 +30,16 @@ CSS = """
 .gradio-container {max-width: 1400px !important}
 .fit-table .header-cell span.header {word-break: normal; overflow-wrap: normal}
 .fit-table table .sizing-body td {white-space: normal}
-"""
+#samples-table .header-cell:nth-last-child(2) {min-width: 19em}
+""" + train.PLOT_CSS  # the Train tab's plots: a series of one point as a dot
 # .fit-table (the samples, runs, Try-on-samples and evaluation tables): a header breaks between words, never inside one, and
 # a column is at least as wide as its header's longest word; long texts wrap in the column
 # widths Gradio measures (it measured them unwrapped: each long-text column as wide as the table,
-# headers squeezed to "ste/p", "ch/eck/poi/nts" and the table scrolled sideways)
+# headers squeezed to "ste/p", "ch/eck/poi/nts" and the table scrolled sideways).
+# #samples-table: its completion (second from the right, views.samples_view) about 30 characters wide
+# (19 em: a monospace character is 0.6 em, and the cell's padding; `ch` measured 7 px there, not the
+# 8.4 px drawn). A table wider than its box (10 columns in ~350 px at a browser 820 px wide) scrolls,
+# and Gradio then sizes each column to its longest word: the completion got ~12 characters a line.
 
 
 def build_app(manager: RunManager) -> gr.Blocks:

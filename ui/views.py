@@ -119,20 +119,40 @@ SHOWN_AS = {"answer": "reference answer"}
 _SAMPLES_OWN = ("step", "reward", "advantage", *(SHOWN_AS.get(c, c) for c in SAMPLE_COLUMNS))
 
 
+# where a table's header may break: a browser breaks a header between words only, so a reward named
+# `correctness_reward` kept its column as wide as the whole name (a walkthrough, the samples table at 820 px)
+HEADER_BREAK = "\u200b"  # zero-width space
+
+
+def breakable(name: str) -> str:
+    r"""A column's name as a table's header shows it: a zero-width space after each underscore, where
+    the line may break ("correctness_" over "reward"). It looks the same; copied, it carries that
+    invisible character.
+
+    >>> breakable("xml_tag_count"), breakable("reference answer")
+    ('xml_\u200btag_\u200bcount', 'reference answer')
+    """
+    return str(name).replace("_", "_" + HEADER_BREAK)
+
+
 def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_chars: int = 600,
                  lang: str = "en") -> pd.DataFrame:
-    """The samples table as shown: the short columns first (step, total reward, each reward's score,
+    r"""The samples table as shown: the short columns first (step, total reward, each reward's score,
     the advantage, the expected answer), then the completion and the question, long text cut, so the
     numbers are in sight on a laptop's screen (a new user found them off to the right, 2026-12-06).
-    Column names in `lang`.
+    Column names in `lang`, each breakable after an underscore (`breakable`: a script reading the
+    /status API's samples by a reward's name drops U+200B first); the values as given. The completion
+    is the second column from the right, with rows or without: the page's CSS keeps it readable
+    (ui/studio.py, `#samples-table`).
 
     >>> row = {"step": 3, "question": "q", "completion": "c", "answer": "4", "reward": 1.5,
     ...        "advantage": 0.25, "correctness": 1.0, "format_soft": 0.5}
     >>> list(samples_view(pd.DataFrame([row])).columns)
-    ['step', 'reward', 'correctness', 'format_soft', 'advantage', 'reference answer', 'completion', 'question']
+    ['step', 'reward', 'correctness', 'format_\u200bsoft', 'advantage', 'reference answer', 'completion', 'question']
     """
     if samples is None or samples.empty:
-        return frame_in(pd.DataFrame(columns=SAMPLE_COLUMNS).rename(columns=SHOWN_AS), lang, only=_SAMPLES_OWN)
+        empty = pd.DataFrame(columns=SAMPLE_COLUMNS).rename(columns=SHOWN_AS)
+        return frame_in(empty, lang, only=_SAMPLES_OWN).rename(columns=breakable)
     df = samples.copy()
     cut = lambda n: (lambda v: v if not isinstance(v, str) or len(v) <= n else v[: n - 1] + "…")  # noqa: E731
     df["question"] = df["question"].map(cut(question_chars))
@@ -141,7 +161,7 @@ def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_ch
     first, text = ["step", "reward"], ["answer", "completion", "question"]
     df = df[[c for c in first if c in df] + scores + (["advantage"] if "advantage" in df else [])
             + [c for c in text if c in df]]
-    return frame_in(df.round(3).rename(columns=SHOWN_AS), lang, only=_SAMPLES_OWN)
+    return frame_in(df.round(3).rename(columns=SHOWN_AS), lang, only=_SAMPLES_OWN).rename(columns=breakable)
 
 
 # ---------------------------------------------------------------------------

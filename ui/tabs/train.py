@@ -42,14 +42,28 @@ PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_l
              "run_engine", "run_vllm_kv_cache_dtype", "run_vllm_free_kv_between_steps")
 
 
+# A series with one point (a run's first step, a one-step run, a series that has appeared once) is a line
+# of no length: Vega draws it as the path "Mx,yZ" with a 2 px butt cap, which paints nothing, and gr.LinePlot
+# (gradio 6.31) has no point markers (its frontend builds the Vega-Lite mark from the mark's name alone).
+# Such a path (no "L": a line of two points or more has one) gets a round cap 8 px wide: a dot in the
+# series' colour. Its line group is not clipped, or a point on the first step (the left edge of the step
+# axis) would show half a dot. Lines of two points or more are drawn as Gradio draws them.
+PLOT_CLASS = "step-plot"
+PLOT_CSS = f"""
+.{PLOT_CLASS} g.mark-line path:not([d*="L"]) {{stroke-linecap: round; stroke-width: 8px}}
+.{PLOT_CLASS} g.mark-line:has(> path:not([d*="L"])) {{clip-path: none}}
+"""
+
+
 def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | None = ".3~g", **kw) -> gr.LinePlot:
     """A live line plot of `value` over `step`; one colour per `series` (with a legend) when `multi`.
-    Empty (Gradio's placeholder) until the first step; whole-number steps on the x axis. Gradio's own
-    height for every plot: at a fixed 250 px the chart ran 17 px past its box and hid the "step" title.
-    Axis titles through gr.I18n (`plot.<y_title>`); the series' names in the page's language (`refresh`)."""
+    Empty (Gradio's placeholder) until the first step; a series of one point drawn as a dot (`PLOT_CSS`);
+    whole-number steps on the x axis. Gradio's own height for every plot: at a fixed 250 px the chart ran
+    17 px past its box and hid the "step" title. Axis titles through gr.I18n (`plot.<y_title>`); the
+    series' names in the page's language (`refresh`)."""
     return gr.LinePlot(value=None, x="step", y="value", color="series" if multi else None,
                        color_title="", label=t(label_key), x_title=t("plot.step"), y_title=t(f"plot.{y_title}"),
-                       x_axis_format="d",
+                       x_axis_format="d", elem_classes=[PLOT_CLASS],
                        x_lim=step_axis(None), height=None, y_axis_format=y_format, **kw)
 
 
