@@ -160,11 +160,18 @@
 # install; trl --systems ours-4bit,unsloth-4bit --lengths 1024 --ours-compile --budget-s 440 (331 s). A second
 # machine at 13:34 (tree d302f22, bench/results/2026-12-0* moved out of the tree to fit 64 MiB with .devkit/s7):
 # the kit, then app ... --steps 20 --eval-n 50 --budget-s 270 (249 s: 20/20, held-out 4% -> 58%).
-# Next, in order (each its own command, after the kit):
-#   (kit run 6, after `prebuild`) decode --variants v2 --timeout-s 240   # rollout_s against rollout_s_logprobs: what
-#        the sampled tokens' log-probs (the IS correction, on in the trainer and in TRL) cost inside vLLM; ours'
-#        sample was 2.76 s in the trainer (2026-12-07_h100_m) against 2.46 for the engine alone without them
-#   (carry .devkit/s7) smol; then (carry .devkit/s8) smol; app ... (as on 2026-12-07)   # the app's path
+# Issue 31, as run on 2026-12-07 14:56-15:19 (H100, files of 79a666c; records in bench/results/2026-12-07_h100_n/;
+# 1,708 of 1,800 s, 434 s of it refused starts): the kit in six runs, the sixth with `smol; prebuild; decode --variants
+# v2 --timeout-s 240` (301 s: log-probs cost 5% of the rollout) -> (carry .devkit/s7) smol; trl --systems
+# ours-fast,trl-vllm --lengths 4096,1024 --ours-compile --ours-runner v2 --budget-s 540 (526 s: 4,096 0.82x; the
+# 1,024 pair cut: a compiled first step is 80-100 s a process) -> (carry .devkit/s8) smol; app ... --budget-s 370
+# (371 s: cut at step 25, held-out 2% -> 73%).
+# Next, in order (each its own command, after the kit; 1,024 and 4,096 in separate commands: each process's
+# compiled first step takes 80-100 s):
+#   (carry .devkit/unsloth) trl --systems unsloth-defaults --lengths 4096 --budget-s 400   # not yet measured
+#   trl --systems ours-4bit,unsloth-4bit --lengths 4096 --ours-compile --budget-s 540     # not yet measured
+#   (carry .devkit/s7, then .devkit/s8) smol; app ... --steps 60 --eval-n 100 --budget-s 420   # the full 60 steps
+#        again, and whether the app's slower steps of 15:12 (1.6x at the same lengths) were that machine
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
