@@ -319,7 +319,17 @@ def test_an_uploaded_file_shows_its_own_questions(app, browser, tmp_path):
     from core.config import FORMAT_INSTRUCTION
 
     page.get_by_role("button", name="Prompt and template").click()  # a closed accordion is not drawn
-    expect(field(page, "data_system_prompt", "textarea")).to_have_value(FORMAT_INSTRUCTION, timeout=30_000)
+    prompt = field(page, "data_system_prompt", "textarea")
+    expect(prompt).to_have_value(FORMAT_INSTRUCTION, timeout=30_000)
+    # back to "Built-in task": the task the list shows is the source again, with its example and rows
+    # (a walkthrough, 2026-12-07: the radio and the list said "largest", the file stayed in use)
+    source = field(page, "data_source", "textarea")
+    expect(source).to_have_value(re.compile(r"_uploads"))
+    page.get_by_role("radio", name="Built-in task").check()
+    expect(source).to_have_value("builtin:largest", timeout=30_000)
+    expect(prompt).to_have_value(re.compile(r"Which is the largest of 31, 74, 58, 19\?"), timeout=30_000)
+    expect(page.locator("#data-preview")).not_to_contain_text("How many legs", timeout=30_000)
+    expect(page.locator("#data-info")).to_contain_text("builtin:largest", timeout=30_000)
     page.close()
 
 

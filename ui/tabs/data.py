@@ -130,6 +130,16 @@ def build(ctx: Ctx) -> None:
             prompt = values["data_system_prompt"] = system_prompt_for(src)
         return (src, prompt, *preview(request, **values))
 
+    def on_kind_pick(request: gr.Request, **values):
+        """The radio put back on "Built-in task" by the user (`input`, after an upload or a hub dataset):
+        the task the list shows becomes the source again, as a pick from the list does — its prompt and
+        preview too. The list's own `change` does not fire, its value unchanged: a walkthrough saw "Built-in
+        task" and "largest" on the page and the uploaded file still the source in use (2026-12-07). The other
+        kinds wait for their file or name."""
+        if values.pop("_kind") != "builtin":
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return on_pick(request, **values)
+
     def columns_of(src: str, split: str = "train", subset: str = "", lang: str = "en"):
         cols = manager.table_columns(src, split=split, subset=subset)
         p, a = guess_columns(cols, d.prompt_column, d.answer_column)
@@ -247,5 +257,7 @@ def build(ctx: Ctx) -> None:
         builtin.input(on_pick, inputs_kwargs={**form.components, "_name": builtin},
                       outputs=[source, prompt, table, info], api_visibility="private")
         builtin.change(on_builtin, [builtin], [source], api_visibility="private")  # a run's or recipe's too
+        kind.input(on_kind_pick, inputs_kwargs={**form.components, "_kind": kind, "_name": builtin},
+                   outputs=[source, prompt, table, info], api_visibility="private")
 
     ctx.after_all_tabs(wire_preview)
