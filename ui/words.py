@@ -40,7 +40,7 @@ SAY_EN = {
     "data.guessed": "Guessed: question = `{p}`, answer = `{a}`. Check both before training.",
     "data.one_column": "Only one column: pick the answer column before training.",
     "data.unnamed": "⚠️ No column is named like the {roles} (e.g. `question`, `prompt`; `answer`, `solution`): took "
-                    "{took} by place in the table. Pick the right columns below before training.",
+                    "{took} by place in the table. Pick the right columns above (Column mapping) before training.",
     "data.took": "`{column}` as the {role}",
     "data.and": " and ",
     "data.or": " or the ",

@@ -256,7 +256,7 @@ SAY_ZH: dict[str, str] = {
     "data.guessed": "推测：问题 = `{p}`，答案 = `{a}`。训练前请检查这两项。",
     "data.one_column": "只有一列：训练前请选择答案列。",
     "data.unnamed": "⚠️ 没有一列的名称像{roles}（例如 `question`、`prompt`；`answer`、`solution`）：按表中位置取了 "
-                    "{took}。训练前请在下面选择正确的列。",
+                    "{took}。训练前请在上方（列映射）选择正确的列。",
     "data.took": "`{column}` 作为{role}",
     "data.and": "，",
     "data.or": "或",
