@@ -151,8 +151,9 @@ TEXT: dict[str, tuple[str, str]] = {
     "rewards.example": ("Insert example", "插入示例"),
     "rewards.try": ("Try on samples", "在样本上试一试"),
     "rewards.try_table": (
-        "Each reward on a few completions of the current model, and on an ideally formatted reference answer",
-        "每个奖励在当前模型的几个回答以及一个格式理想的参考答案上的得分",
+        "Each reward on a few completions of the current model, and on an ideally formatted reference answer "
+        "(total = the weighted sum of the reward columns, with the weights above)",
+        "每个奖励在当前模型的几个回答以及一个格式理想的参考答案上的得分（total = 各奖励列按上方权重的加权和）",
     ),
     # train tab
     "train.intro": (
@@ -208,7 +209,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "train.plot.aha_length": ("Length of correct and wrong completions (10-step mean)", "正确与错误回答的长度（10 步均值）"),
     "train.aha_sample": ("A sample whose thinking grew", "思考变长的样本"),
     "train.plot.aha_reflections": ("Reflection phrases per completion", "每个回答中的反思短语数"),
-    "train.samples": ("Latest samples", "最新样本"),
+    "train.samples": ("Latest samples (reward = the weighted sum of the reward columns; weights on the Rewards tab)",
+                      "最新样本（reward = 各奖励列的加权和；权重见奖励页）"),
     "train.details": ("Status details (JSON)", "状态详情（JSON）"),
     # compare tab
     "compare.intro": (
