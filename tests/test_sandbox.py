@@ -346,3 +346,49 @@ def test_the_app_hides_its_secrets_from_proc_and_from_reward_code(tmp_path):
     assert got["child"] == "''"
     assert got["reward_saw"] == [0.0, 0.0, 0.0]
     assert any("HF_TOKEN" in d for d in got["done"]) and any("--auth" in d for d in got["done"])
+
+
+def test_a_worker_killed_with_sigkill_is_reported_as_such():
+    """The kernel's OOM killer sends SIGKILL: the app says so ("-9 ... out of memory?"), also with the
+    keeper between it and the worker (which passes the worker's end on; a review found exit code 1)."""
+    code = ("import os, signal\n"
+            "def killed(prompts, completions, **kwargs):\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    with CustomRewardProcess(code, timeout_s=10) as w:
+        with pytest.raises(RewardError, match=r"died with exit code -9 \(killed: out of memory\?\)"):
+            w.call("killed", ["q"], ["a"], {})
+
+
+def test_close_leaves_no_process_of_a_fast_forking_reward_behind(tmp_path):
+    """A detached process that forks without end (each parent exits at once) escaped a single pass
+    of kills (a review); the keeper now sweeps its tree until it is empty."""
+    sid_file = tmp_path / "sid"
+    code = ("import os, subprocess, sys, time\n"
+            "def forker(prompts, completions, **kwargs):\n"
+            "    s = 'import os\\nos.setsid()\\nopen(%r, \"w\").write(str(os.getsid(0)))\\n"
+            "while True:\\n    if os.fork():\\n        os._exit(0)\\n'\n"
+            f"    subprocess.Popen([sys.executable, '-c', s % {str(sid_file)!r}])\n"
+            "    time.sleep(1.0)\n"
+            "    return [0.0 for _ in completions]\n")
+    w = CustomRewardProcess(code, timeout_s=30)
+    try:
+        assert w.call("forker", ["q"], ["a"], {}) == [0.0]
+    finally:
+        w.close()
+    sid = int(sid_file.read_text())
+
+    def alive_in_session() -> list[int]:
+        out = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                out.append(int(stat.parent.name))
+        return out
+
+    deadline = time.time() + 5
+    while alive_in_session() and time.time() < deadline:
+        time.sleep(0.1)
+    assert alive_in_session() == []

@@ -125,11 +125,30 @@ def _split_keeper(app_pid: int, keeper_closes) -> bool:
     return False  # not reached
 
 
+def _sweep(deadline_s: float) -> None:
+    """SIGKILL this process's tree again and again, reaping, until it is empty (a killed process
+    forks no more; what a process forked just before it was killed comes back to us, the
+    subreaper, and is killed on the next pass) or `deadline_s` passed."""
+    import time
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        tree = process_tree(os.getpid())
+        for p in tree:
+            with contextlib.suppress(OSError):
+                os.kill(p, signal.SIGKILL)
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            if not tree:
+                return
+        time.sleep(0.005)
+
+
 def _end_tree() -> None:
     """SIGKILL every process of this process's tree, then its group (this process among them)."""
-    for p in process_tree(os.getpid()):
-        with contextlib.suppress(OSError):
-            os.kill(p, signal.SIGKILL)
+    _sweep(2.0)
     with contextlib.suppress(OSError):
         os.killpg(0, signal.SIGKILL)
 
@@ -160,21 +179,17 @@ def _keep(app_pid: int, worker: int) -> None:
             status = status_of
             break
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    for p in process_tree(os.getpid()):  # what the worker started and left behind
-        with contextlib.suppress(OSError):
-            os.kill(p, signal.SIGKILL)
-    import time
-
-    deadline = time.monotonic() + 2.0  # reap them (a process stuck in the kernel is not waited for)
-    while time.monotonic() < deadline:
-        try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                time.sleep(0.01)
-        except (ChildProcessError, OSError):
-            break
+    _sweep(2.0)
     if os.WIFSIGNALED(status):
-        signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
-        os.kill(os.getpid(), os.WTERMSIG(status))
+        sig = os.WTERMSIG(status)
+        with contextlib.suppress(ValueError, OSError):  # one core file (the worker's), not a second
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if sig != signal.SIGKILL:  # SIGKILL's action cannot be set (EINVAL); it is the default anyway
+            with contextlib.suppress(OSError, ValueError):
+                signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
     os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
 
 
@@ -290,6 +305,13 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+def _state(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _resident_bytes(pid: int) -> int:
     try:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
@@ -354,6 +376,14 @@ class TreeWatch:
         self._done.set()
         if not self._enabled:
             return
+        if self.keeper and _start_time(self.pid) == self._seen.get(self.pid):
+            # the keeper sweeps its own tree (it is the subreaper: what escapes one pass comes back to it)
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGTERM)
+            import time
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline and _state(self.pid) not in (None, "Z"):
+                time.sleep(0.01)
         for p in process_tree(self.pid):  # the newest, not yet polled
             self._seen.setdefault(p, _start_time(p))
         alive = [p for p, started in self._seen.items() if started is not None and _start_time(p) == started]
