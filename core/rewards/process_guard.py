@@ -19,9 +19,9 @@ Owns the process-management side of the custom reward worker (`core/rewards/sand
 
 What it is not: a security boundary. Memory is sampled every `POLL_S` (a faster spike is not
 seen; pages shared after a fork count once per process, the keeper's too); root is exempt from
-RLIMIT_NPROC, so a fork bomb run as root is stopped only at the next poll; when the keeper itself
-is SIGKILLed (the app's `TreeWatch.kill`), a process started after the app's last look at the tree
-can outlive it.
+RLIMIT_NPROC, so a fork bomb run as root is stopped only at the next poll; `TreeWatch.kill` lets
+the keeper sweep first and SIGKILLs it after 3 s: a process started after the app's last look at
+the tree, with the keeper gone, can outlive it.
 All of this is Linux; elsewhere the worker runs with the time limit (and RLIMIT_AS where there is
 one) alone.
 
@@ -35,6 +35,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 POLL_S = 0.2
@@ -129,8 +130,6 @@ def _sweep(deadline_s: float) -> None:
     """SIGKILL this process's tree again and again, reaping, until it is empty (a killed process
     forks no more; what a process forked just before it was killed comes back to us, the
     subreaper, and is killed on the next pass) or `deadline_s` passed."""
-    import time
-
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         tree = process_tree(os.getpid())
@@ -156,7 +155,7 @@ def _end_tree() -> None:
 def _keep(app_pid: int, worker: int) -> None:
     """The keeper: reap children (orphans of the tree come to it, the subreaper) until the worker
     ends, then end what the worker left; end everything when the app dies (SIGTERM, its
-    parent-death signal) or when told to (SIGTERM from `Process.terminate`). It exits as the worker
+    parent-death signal) or when told to (SIGTERM from the app's `TreeWatch.kill`). It exits as the worker
     did: the same code, or killed by the same signal (the app reads "killed: out of memory?" from a
     SIGKILL). Runs no user code and takes no lock: only this loop and a signal handler."""
     def on_term(signum, frame):
@@ -298,18 +297,23 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _start_time(pid: int) -> str | None:
+def _stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields from the third (state) on, None when the process is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _stat(pid)
+    return fields[19] if fields and len(fields) > 19 else None
 
 
 def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
+    """`pid`'s state letter ("Z": a zombie), None when it is gone."""
+    fields = _stat(pid)
+    return fields[0] if fields else None
 
 
 def _resident_bytes(pid: int) -> int:
@@ -380,7 +384,6 @@ class TreeWatch:
             # the keeper sweeps its own tree (it is the subreaper: what escapes one pass comes back to it)
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGTERM)
-            import time
             deadline = time.monotonic() + 3.0
             while time.monotonic() < deadline and _state(self.pid) not in (None, "Z"):
                 time.sleep(0.01)
