@@ -61,19 +61,25 @@ def screenshot_dir(tmp_path_factory) -> Path:
 
 
 PROOFS = "AHA_PROOFS"  # =1: run the learning proofs (tests marked `proof`), skipped by default
+SLOW = "AHA_SLOW"  # =1: run the tests marked `slow` (a torch.compile on the CPU, a benchmark end to end)
 
 
 def pytest_collection_modifyitems(config, items):
     """GPU tests skip without CUDA; the learning proofs (marked `proof`: the app's CPU defaults trained
     for their whole run, minutes each on 2 cores) skip unless AHA_PROOFS=1, so the default command
-    stays well under 10 minutes on 2 cores. CI runs them in a stage of their own (.ci/run)."""
+    stays well under 10 minutes on 2 cores; so do the tests marked `slow` (over ~20 s each on 2 cores:
+    torch.compile's C++ builds, a benchmark end to end) unless AHA_SLOW=1. CI runs both in a stage of
+    their own (.ci/run)."""
     gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     proof = pytest.mark.skip(reason=f"a learning proof (minutes on a CPU): {PROOFS}=1 runs it, as CI does")
+    slow = pytest.mark.skip(reason=f"slow on a CPU: {SLOW}=1 runs it, as CI does")
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(gpu)
         if "proof" in item.keywords and os.environ.get(PROOFS) != "1":
             item.add_marker(proof)
+        elif "slow" in item.keywords and os.environ.get(SLOW) != "1":
+            item.add_marker(slow)
 
 
 @pytest.fixture(scope="session")

@@ -721,6 +721,7 @@ def test_the_preview_shows_the_questions_a_curriculum_starts_on(manager):
     assert any("then 3 at step 10, 4 at step 20, 5 at step 30" in n for n in got["notes"]), got["notes"]
 
 
+@pytest.mark.slow
 def test_a_run_with_compiled_layers_says_its_first_step_waits_and_finishes(manager, caplog):
     """model.compile_layers through the app's manager: the status says why the first step takes
     long, and the run finishes on the CPU (a C compiler is there)."""

@@ -246,6 +246,7 @@ def test_a_curriculum_asks_the_easiest_rows_first(tiny_model_dir, tmp_path):
     assert trainer.train_step().metrics["reward"] >= 0  # a step runs on the curriculum's rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offload", [False, True], ids=["checkpointing", "offload"])
 def test_compiled_layers_train_as_the_eager_ones(peaked_model_dir, tmp_path, offload, caplog):
     """model.compile_layers: the decoder layers run torch.compile'd graphs in the training passes
