@@ -505,8 +505,15 @@ def test_issue_21_tables_and_goals():
     assert "## Unsloth" in md and "| unsloth | 1024 | 2026.10.9 | 0.0244 | 0.30 | 0.33 (12352) | 0.33 GiB |" in md
     assert "merged_rollouts, offloaded_gradient_checkpointing, fast_lora_layers" in md
     assert "| 1024 | unsloth | 1.13x |" in md  # peer / ours: peak 5.87 / 5.2
+    assert "ours' vLLM decode alone 1.55 s = 0.47 of unsloth-defaults's step" in rows["3"]["value"]
     # a goal whose peers were never tried at a length has no row there
     assert not [g for g in goal_rows(records[:2], meta) if g["id"] in ("3", "4")]
+    # missed: the row says when ours' decode alone is over the target (2.5 / 3.28 = 0.76), or only 'fail'
+    slow = _timed(_rec("ours-fast", 1024, peak=7.0, step_s=3.1, tps=5300.0), {**ours_t, "sample": 2.5}, {}, True)
+    got = {g["id"]: g for g in goal_rows(merge([], [slow] + records[2:]), meta)}["3"]
+    assert got["result"] == "fail: the decode alone is 0.76 > 0.7" and "= 0.95;" in got["value"], got
+    slow["steps"][0]["time_breakdown"]["sample"] = 2.0  # 0.61: within reach, the rest of the step missed it
+    assert {g["id"]: g for g in goal_rows(merge([], [slow] + records[2:]), meta)}["3"]["result"] == "fail"
 
 
 def test_training_alone_has_its_torch_peak_above_where_it_started():
