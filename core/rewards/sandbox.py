@@ -327,6 +327,9 @@ class CustomRewardProcess:
 
         started = self._receive(STARTUP_TIMEOUT_S, "starting the custom reward worker")
         self._watch.keeper = bool(started[2])  # the process started is a keeper; the worker, one of its tree
+        if not started[2] and sys.platform.startswith("linux"):
+            logger.warning("custom reward worker %s runs without its keeper (fork failed): processes it "
+                           "starts and detaches can outlive a killed app", process.pid)
         load_timeout = max(self.timeout_s, MIN_LOAD_TIMEOUT_S)
         reply = self._receive(load_timeout, "loading the custom reward code")
         if reply[0] == "load_error":
