@@ -239,6 +239,7 @@ TRY_ZH: dict[str, str] = {
     "sampling.load_model": "，先加载模型",
     "sampling.after_step": "，等当前训练步结束后",
     "scoring": "3/3 · 用 {rewards} 个奖励函数给 {completions} 个回答打分",
+    "done": "完成 · 已用 {rewards} 个奖励函数给 {completions} 个回答打分",
 }
 
 # sentences the server writes on the tabs (`ui/words.py` SAY_EN, same keys)
