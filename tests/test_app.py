@@ -293,6 +293,37 @@ def test_try_on_samples_shows_each_stage_as_it_starts_then_done_or_the_error():
     assert len(updates[-1][0]) == 0 and list(updates[-1][0].columns)[0] == "总奖励"
 
 
+def test_the_model_box_is_what_a_run_uses_and_the_bundled_default_locks_it(smollm2_dir):
+    """The Model tab: "Bundled default" empties and locks the box and names the bundled model in it; the
+    line under the box names the model the box gives, which is what Load, Start and Try on samples read
+    (the radio is no input of theirs), and warns when a Hub id or folder is picked with the box empty."""
+    from core.models.loading import DEFAULT_MODEL_NAME, resolve_model_path
+    from ui.forms import Form
+    from ui.tabs.model import BUNDLED, BUNDLED_NAMES, on_kind, uses_text
+
+    update, line = on_kind("default", "Qwen/Qwen2.5-0.5B-Instruct")
+    assert (update["value"], update["interactive"]) == ("", False)
+    assert update["placeholder"] == "SmolLM2-135M-Instruct (bundled, offline)"
+    assert line == "Load, Start and Try on samples use **SmolLM2-135M-Instruct**, the bundled model (offline)."
+    update, line = on_kind("hub", "")
+    assert (update["value"], update["interactive"]) == ("", True) and "/path/to/model" in update["placeholder"]
+    assert line.startswith("⚠️ The box is empty, so Load, Start and Try on samples use the bundled "
+                           "**SmolLM2-135M-Instruct**"), line
+    update, line = on_kind("local", "/models/mine")
+    assert update["value"] == "/models/mine" and line == "Load, Start and Try on samples use **`/models/mine`**."
+    # the line tells what the box gives even where the radio says otherwise: the box is what a run reads
+    assert uses_text("Qwen/Qwen2.5-0.5B-Instruct", "default") == \
+        "Load, Start and Try on samples use **`Qwen/Qwen2.5-0.5B-Instruct`**."
+    assert Form(Config()).to_config({"model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}).model.name_or_path == \
+        "Qwen/Qwen2.5-0.5B-Instruct"
+    update, line = on_kind("default", "", "zh")
+    assert update["placeholder"] == "SmolLM2-135M-Instruct（内置，离线）" and "内置的离线模型" in line
+    # the names the line calls the bundled model are the ones the loader reads as it
+    assert BUNDLED == DEFAULT_MODEL_NAME
+    assert {resolve_model_path(n) for n in BUNDLED_NAMES} == {str(smollm2_dir)}
+    assert uses_text("default", "hub") == uses_text("", "default")
+
+
 def test_a_failing_reward_pauses_and_resume_applies_the_fixed_rewards(app):
     manager, url = app
     client = gradio_client.Client(url, verbose=False)
