@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import gradio_client  # gradio's own client, installed with gradio (a dependency)
+import pandas as pd
 import pytest
 
 from core.config import Config, ModelConfig
@@ -231,14 +232,96 @@ def test_errors_are_messages(app):
     _, error = client.predict(**TINY, **TWO_REWARDS, rewards_custom_code="def f(x)\n    return 1\n",
                               api_name="/try_rewards")
     assert error.splitlines()[0].endswith("(&lt;custom reward code&gt;, line 1)"), error
-    table, error = client.predict(**TINY, **TWO_REWARDS, api_name="/try_rewards")
-    assert error == "" and {"format_soft", "correctness", "total"} <= set(table["headers"]) and table["data"]
+    # the next try replaces that error with its first stage before any work, then each stage as it starts
+    # (a new user saw the last error stay through a new try, and "sampling" until the scores came)
+    job = client.submit(**TINY, **TWO_REWARDS, api_name="/try_rewards")
+    table, message = job.result(timeout=120)
+    messages = [m for _, m in job.outputs()]
+    assert messages[0] == "⏳ 1/3 · loading the questions", messages
+    assert messages[1].startswith("⏳ 2/3 · sampling 3 completions of up to 16 tokens from the current model")
+    assert messages[2:] == ["⏳ 3/3 · scoring 6 completions with 2 reward function(s)",
+                            "✅ done · 6 completions scored with 2 reward function(s)"], messages
+    assert [t["data"] in ([], [[""]]) for t, _ in job.outputs()] == [True, True, True, False]  # scores come last
+    assert message == messages[-1] and {"format_soft", "correctness", "total"} <= set(table["headers"])
     # a failing try after a good one empties the table: the good scores would read as the broken code's
     table, error = client.predict(**TINY, **TWO_REWARDS, rewards_custom_code=broken, api_name="/try_rewards")
     assert error.startswith("⚠️") and table["data"] in ([], [[""]]) and "correctness" not in table["headers"], table
     _, note = client.predict(path="", api_name="/export_zip")
     assert "pick a checkpoint" in note
     assert not manager.is_active()
+
+
+def test_try_on_samples_shows_each_stage_as_it_starts_then_done_or_the_error():
+    """The page's Try on samples (ui.tabs.rewards.try_updates over RunManager.try_rewards_stages): its
+    first update, which replaces the last try's message, comes before any work; each stage's words come
+    as that stage starts, before its work; the last update is the scores with "done" and the rewards'
+    notes, or the error with an empty table."""
+    from core.app.messages import ManagerError
+    from ui.tabs.rewards import try_updates
+
+    log = []
+
+    def stages():
+        log.append("started")
+        yield 0.0, "data", {}
+        log.append("loaded")
+        yield 0.1, "sampling", {"completions": 3, "max_tokens": 16, "load_model": True, "after_step": False}
+        log.append("sampled")
+        yield 0.9, "scoring", {"completions": 6, "rewards": 2}
+        log.append("scored")
+        df = pd.DataFrame({"question": ["q"] * 6, "answer": ["1"] * 6, "source": ["model", "reference"] * 3,
+                           "completion": ["c"] * 6, "format_soft": [0.5] * 6, "correctness": [1.0] * 6,
+                           "total": [1.5] * 6})
+        df.attrs["notes"] = ["your reward replaced the preset"]
+        return df
+
+    seen = [(list(log), message, len(table)) for table, message in try_updates(stages)]
+    assert seen == [
+        (["started"], "⏳ 1/3 · loading the questions", 0),
+        (["started", "loaded"], "⏳ 2/3 · sampling 3 completions of up to 16 tokens from the current model, after "
+                                "loading the model", 0),
+        (["started", "loaded", "sampled"], "⏳ 3/3 · scoring 6 completions with 2 reward function(s)", 0),
+        (["started", "loaded", "sampled", "scored"],
+         "✅ done · 6 completions scored with 2 reward function(s)\n\nℹ️ your reward replaced the preset", 6)]
+
+    def failing():
+        yield 0.0, "data", {}
+        raise ManagerError("no such data file")
+
+    updates = list(try_updates(failing, "zh"))
+    assert [m for _, m in updates] == ["⏳ 1/3 · 读取题目", "⚠️ no such data file"]
+    assert len(updates[-1][0]) == 0 and list(updates[-1][0].columns)[0] == "总奖励"
+
+
+def test_the_model_box_is_what_a_run_uses_and_the_bundled_default_locks_it(smollm2_dir):
+    """The Model tab: "Bundled default" empties and locks the box and names the bundled model in it; the
+    line under the box names the model the box gives, which is what Load, Start and Try on samples read
+    (the radio is no input of theirs), and warns when a Hub id or folder is picked with the box empty."""
+    from core.models.loading import DEFAULT_MODEL_NAME, resolve_model_path
+    from ui.forms import Form
+    from ui.tabs.model import BUNDLED, BUNDLED_NAMES, on_kind, uses_text
+
+    update, line = on_kind("default", "Qwen/Qwen2.5-0.5B-Instruct")
+    assert (update["value"], update["interactive"]) == ("", False)
+    assert update["placeholder"] == "SmolLM2-135M-Instruct (bundled, offline)"
+    assert line == "Load, Start and Try on samples use **SmolLM2-135M-Instruct**, the bundled model (offline)."
+    update, line = on_kind("hub", "")
+    assert (update["value"], update["interactive"]) == ("", True) and "/path/to/model" in update["placeholder"]
+    assert line.startswith("⚠️ The box is empty, so Load, Start and Try on samples use the bundled "
+                           "**SmolLM2-135M-Instruct**"), line
+    update, line = on_kind("local", "/models/mine")
+    assert update["value"] == "/models/mine" and line == "Load, Start and Try on samples use **`/models/mine`**."
+    # the line tells what the box gives even where the radio says otherwise: the box is what a run reads
+    assert uses_text("Qwen/Qwen2.5-0.5B-Instruct", "default") == \
+        "Load, Start and Try on samples use **`Qwen/Qwen2.5-0.5B-Instruct`**."
+    assert Form(Config()).to_config({"model_name_or_path": "Qwen/Qwen2.5-0.5B-Instruct"}).model.name_or_path == \
+        "Qwen/Qwen2.5-0.5B-Instruct"
+    update, line = on_kind("default", "", "zh")
+    assert update["placeholder"] == "SmolLM2-135M-Instruct（内置，离线）" and "内置的离线模型" in line
+    # the names the line calls the bundled model are the ones the loader reads as it
+    assert BUNDLED == DEFAULT_MODEL_NAME
+    assert {resolve_model_path(n) for n in BUNDLED_NAMES} == {str(smollm2_dir)}
+    assert uses_text("default", "hub") == uses_text("", "default")
 
 
 def test_a_failing_reward_pauses_and_resume_applies_the_fixed_rewards(app):
@@ -384,7 +467,7 @@ def test_share_always_has_a_password():
 
 def test_server_text_follows_the_browsers_language_and_try_on_samples_scores_first(app):
     """A client whose browser prefers Chinese gets the status line in Chinese (the English one in
-    English); Try on samples reports its stages as progress and puts the scores in the first columns."""
+    English); Try on samples puts the scores in the first columns."""
     from ui.zh import STATUS_ZH
 
     manager, url = app
@@ -396,18 +479,17 @@ def test_server_text_follows_the_browsers_language_and_try_on_samples_scores_fir
     # Compare's line above its boxes, in the page's language (where the boxes' values came from)
     _, _, words = chinese.predict(value="current", api_name="/asked_as")
     assert words.startswith("系统提示和回答前缀来自") and "两个模型都用它们提问" in words, words
-    job = english.submit(**TINY, **TWO_REWARDS, api_name="/try_rewards")
-    table, error = job.result(timeout=120)
-    assert error == "" and table["headers"][:3] == ["total", "format_soft", "correctness"]
+    table, message = english.predict(**TINY, **TWO_REWARDS, api_name="/try_rewards")
+    assert message.startswith("✅ done") and table["headers"][:3] == ["total", "format_soft", "correctness"]
     assert table["headers"][3:] == ["source", "reference answer", "completion", "question"]
-    descs = []
-    while not job.communicator.updates.empty():
-        update = job.communicator.updates.get_nowait()
-        descs += [p.desc for p in getattr(update, "progress_data", None) or []]
-    assert any(d and d.startswith("2/3 · sampling 3 completions") for d in descs), descs
-    # the same table for a Chinese page: its columns and the source of each row in Chinese, the rewards' names as named
-    table, error = chinese.predict(**TINY, **TWO_REWARDS, api_name="/try_rewards")
-    assert error == "" and table["headers"] == ["总奖励", "format_soft", "correctness", "来源", "参考答案", "回答", "问题"]
+    # the same table for a Chinese page: its columns and the source of each row in Chinese, the rewards' names as
+    # named; the stages and "done" in Chinese too
+    job = chinese.submit(**TINY, **TWO_REWARDS, api_name="/try_rewards")
+    table, message = job.result(timeout=120)
+    assert message == "✅ 完成 · 已用 2 个奖励函数给 6 个回答打分", message
+    assert [m for _, m in job.outputs()][-3:-1] == [
+        "⏳ 2/3 · 用当前模型采样 3 个回答（每个最多 16 个 token）", "⏳ 3/3 · 用 2 个奖励函数给 6 个回答打分"]
+    assert table["headers"] == ["总奖励", "format_soft", "correctness", "来源", "参考答案", "回答", "问题"]
     assert {row[3] for row in table["data"]} <= {"模型", "参考答案"} and len(table["data"]) >= 3, table["data"]
     runs, _ = chinese.predict(api_name="/list_runs")
     assert runs["headers"][:3] == ["运行", "状态", "步"]

@@ -354,6 +354,35 @@ def test_the_model_tabs_estimate_names_a_bad_field_by_its_label(app, browser):
     page.close()
 
 
+def test_the_model_box_is_locked_on_the_bundled_default_and_the_line_names_the_model_in_use(app, browser):
+    """While "Bundled default" is picked the box is empty, locked and names the bundled model; the line
+    under it names the model Load, Start and Try on samples use (the box's value, whatever the radio
+    says), and warns when a Hub id is picked but none entered (a walkthrough could not tell which one
+    a run would use)."""
+    url, _runs, _data = app
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    open_tab(page, "1 · Model")
+    box, uses = field(page, "model_name_or_path", "textarea"), page.locator("#model-uses")
+    expect(uses).to_contain_text("Load, Start and Try on samples use", timeout=60_000)  # filled on load
+    page.get_by_role("radio", name="Bundled default (offline)").check()
+    expect(box).to_be_disabled()
+    expect(box).to_have_value("")
+    expect(box).to_have_attribute("placeholder", "SmolLM2-135M-Instruct (bundled, offline)")
+    expect(uses).to_have_text("Load, Start and Try on samples use SmolLM2-135M-Instruct, the bundled model (offline).")
+    page.get_by_role("radio", name="Hugging Face Hub id").check()
+    expect(box).to_be_editable()
+    expect(uses).to_contain_text("⚠️ The box is empty, so Load, Start and Try on samples use the bundled "
+                                 "SmolLM2-135M-Instruct")
+    box.fill("Qwen/Qwen2.5-0.5B-Instruct")
+    expect(uses).to_have_text("Load, Start and Try on samples use Qwen/Qwen2.5-0.5B-Instruct.")
+    page.get_by_role("radio", name="Bundled default (offline)").check()  # the typed name goes with the lock
+    expect(box).to_have_value("")
+    expect(box).to_be_disabled()
+    expect(uses).to_contain_text("the bundled model (offline)")
+    page.close()
+
+
 # the rewards of a one-step run, named with underscores as people name theirs
 UNDERSCORED = ("def correctness_reward(completions, **kwargs):\n    return [0.0 for c in completions]\n\n\n"
                "def format_reward(completions, **kwargs):\n    return [1.0 for c in completions]\n")

@@ -92,9 +92,13 @@ def build_app(manager: RunManager) -> gr.Blocks:
 
         estimate, model_inputs = ctx.shared["model_estimate"]
         plan_fn, plan_md = ctx.shared["memory_plan"]
-        demo.load(show_run, outputs=[*form.outputs(), ctx.shared["train_message"]], api_visibility="private").then(
+        box_fn, box_inputs, box_outputs = ctx.shared["model_box"]
+        shown = demo.load(show_run, outputs=[*form.outputs(), ctx.shared["train_message"]], api_visibility="private")
+        shown.then(
             estimate, inputs_kwargs=model_inputs, outputs=[ctx.shared["model_memory"]], api_visibility="private"
         ).then(plan_fn, inputs_kwargs=dict(form.components), outputs=[plan_md], api_visibility="private")
+        # the model box's lock and the line naming the model, for the source shown (after show_run: never stale)
+        shown.then(box_fn, box_inputs, box_outputs, api_visibility="private")
         for on_load in ctx.shared.get("on_load", []):  # what each tab fills in on load (in the page's language)
             on_load(demo.load)
     demo.form = form  # for tests and scripts: the widget names the API accepts

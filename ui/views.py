@@ -168,13 +168,14 @@ def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_ch
 # "Try on samples" (Rewards tab)
 
 TRY_TEXT_COLUMNS = ["source", "answer", "completion", "question"]
-# the stages RunManager.try_rewards reports; ui/zh.py TRY_ZH has the same keys
+# the stages RunManager.try_rewards_stages yields, and "done" (the scores are in); ui/zh.py TRY_ZH has the same keys
 TRY_EN = {
     "data": "1/3 · loading the questions",
     "sampling": "2/3 · sampling {completions} completions of up to {max_tokens} tokens from the current model",
     "sampling.load_model": ", after loading the model",
     "sampling.after_step": ", after the current training step",
     "scoring": "3/3 · scoring {completions} completions with {rewards} reward function(s)",
+    "done": "done · {completions} completions scored with {rewards} reward function(s)",
 }
 
 

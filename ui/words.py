@@ -54,6 +54,12 @@ SAY_EN = {
     "model.loaded": "✅ loaded **{name}** on {device}",
     "model.loaded.toast": "Model loaded",
     "model.no_estimate": "Memory estimate unavailable: {error}",
+    # the line under the model box: what Load, Start and Try on samples read (the box, not the radio)
+    "model.uses.bundled": "Load, Start and Try on samples use **{default}**, the bundled model (offline).",
+    "model.uses.unnamed": "⚠️ The box is empty, so Load, Start and Try on samples use the bundled **{default}**: "
+                          "enter a model to use another.",
+    "model.uses.named": "Load, Start and Try on samples use **`{name}`**.",
+    "model.bundled_box": "{default} (bundled, offline)",
     "runs.loaded": "✅ `{run}` · `{checkpoint}` is the tuned model in Compare",
     "runs.loaded.toast": "Loaded {run} · {checkpoint} into Compare",
     "runs.resumed": "⏵ resumed `{run}` at step {step}: follow it on the Train tab",

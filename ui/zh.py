@@ -239,6 +239,7 @@ TRY_ZH: dict[str, str] = {
     "sampling.load_model": "，先加载模型",
     "sampling.after_step": "，等当前训练步结束后",
     "scoring": "3/3 · 用 {rewards} 个奖励函数给 {completions} 个回答打分",
+    "done": "完成 · 已用 {rewards} 个奖励函数给 {completions} 个回答打分",
 }
 
 # sentences the server writes on the tabs (`ui/words.py` SAY_EN, same keys)
@@ -267,6 +268,10 @@ SAY_ZH: dict[str, str] = {
     "model.loaded": "✅ 已在 {device} 上加载 **{name}**",
     "model.loaded.toast": "模型已加载",
     "model.no_estimate": "无法估计内存：{error}",
+    "model.uses.bundled": "加载、开始训练和“在样本上试一试”都使用内置的离线模型 **{default}**。",
+    "model.uses.unnamed": "⚠️ 输入框是空的，所以加载、开始训练和“在样本上试一试”都使用内置的 **{default}**：要用别的模型，请输入它。",
+    "model.uses.named": "加载、开始训练和“在样本上试一试”都使用 **`{name}`**。",
+    "model.bundled_box": "{default}（内置，离线）",
     "runs.loaded": "✅ `{run}` · `{checkpoint}` 现在是“对比”页中的微调模型",
     "runs.loaded.toast": "已把 {run} · {checkpoint} 载入“对比”页",
     "runs.resumed": "⏵ 已从第 {step} 步继续 `{run}`：请在“训练”页查看",

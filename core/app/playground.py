@@ -234,17 +234,30 @@ class Playground:
         `df.attrs["notes"]` holds what the rewards' notes say (a custom reward replaced a preset).
 
         `progress(fraction, stage, facts)` hears of each stage before it starts, on the calling
-        thread: "data"; "sampling" ({"completions", "max_tokens", "load_model": the model loads
-        first, "after_step": a training step finishes first}), the slow one on a CPU;
-        "scoring" ({"completions", "rewards"}).
+        thread (the stages of `try_rewards_stages`).
+        """
+        report = progress or (lambda fraction, stage, facts: None)
+        stages = self.try_rewards_stages(rewards_cfg, data_cfg, n, max_tokens, temperature)
+        while True:
+            try:
+                report(*next(stages))
+            except StopIteration as done:
+                return done.value
+
+    def try_rewards_stages(self, rewards_cfg: RewardsConfig, data_cfg: DataConfig, n: int = 4,
+                           max_tokens: int = 128, temperature: float = 1.0):
+        """`try_rewards` as a generator, for a caller that shows each stage as it starts (the page's
+        Try on samples): yields `(fraction, stage, facts)` before each stage, and returns the
+        scored table (`StopIteration.value`). Stages: "data"; "sampling" ({"completions",
+        "max_tokens", "load_model": the model loads first, "after_step": a training step finishes
+        first}), the slow one on a CPU; "scoring" ({"completions", "rewards"}).
         """
         from core.data import DataError, build_messages, load_task_data, prompt_ids
         from core.engines.base import SamplingSettings, stop_texts
         from core.rewards.base import RewardError
         from core.rewards.registry import RewardSet
 
-        report = progress or (lambda fraction, stage, facts: None)
-        report(0.0, "data", {})
+        yield 0.0, "data", {}
         self._check_paths(data_cfg)
         try:
             task = load_task_data(dataclasses.replace(data_cfg, train_size=min(data_cfg.train_size, 200),
@@ -276,10 +289,10 @@ class Playground:
                      tok(ref, add_special_tokens=False)["input_ids"]) for g, ref in zip(groups, references)]
 
         try:
-            report(0.1, "sampling", {"completions": len(rows), "max_tokens": int(max_tokens),
-                                     "load_model": self._model is None, "after_step": self._state == "running"})
+            yield 0.1, "sampling", {"completions": len(rows), "max_tokens": int(max_tokens),
+                                    "load_model": self._model is None, "after_step": self._state == "running"}
             sampled = self._call(job)
-            report(0.9, "scoring", {"completions": 2 * len(rows), "rewards": len(rewards.names)})
+            yield 0.9, "scoring", {"completions": 2 * len(rows), "rewards": len(rewards.names)}
             table = []  # (row, source, completion text, completion token ids)
             for r, (text, ids, ref_ids), ref in zip(rows, sampled, references, strict=True):
                 table.append((r, "model", text, ids))

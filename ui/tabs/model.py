@@ -1,4 +1,9 @@
-"""Tab 1, Model: which base model, in what precision, and the LoRA adapter on top; a memory estimate."""
+"""Tab 1, Model: which base model, in what precision, and the LoRA adapter on top; a memory estimate.
+
+The model box is what Load, Start and Try on samples read; the source radio only empties and locks
+it ("Bundled default") or unlocks it. The line under the box names the model the box gives: a locked
+box looks like an open one, and a new user could not tell which model a run would use.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +21,45 @@ MODEL_KEYS = ["model_name_or_path", "model_dtype", "model_load_in_4bit", "model_
               "model_lora_dropout", "model_lora_target_modules", "model_gradient_checkpointing",
               "model_offload_activations", "model_compile_layers"]
 
+BUNDLED = "SmolLM2-135M-Instruct"  # core.models.loading.DEFAULT_MODEL_NAME (that module imports torch)
+BUNDLED_NAMES = ("", "default", BUNDLED)  # what core.models.loading.resolve_model_path reads as the bundled model
+PLACEHOLDER = "Qwen/Qwen2.5-0.5B-Instruct  or  /path/to/model"
+
 
 def _kind(name_or_path: str) -> str:
     if not name_or_path:
         return "default"
     return "local" if Path(name_or_path).expanduser().exists() else "hub"
+
+
+def uses_text(name_or_path: str, kind: str, lang: str = "en") -> str:
+    """The line under the model box: the model Load, Start and Try on samples use, which is the box's
+    value whatever the radio says, with a warning where a Hub id or folder is picked and the box is empty.
+
+    >>> uses_text("", "default")
+    'Load, Start and Try on samples use **SmolLM2-135M-Instruct**, the bundled model (offline).'
+    >>> uses_text("Qwen/Qwen2.5-0.5B-Instruct", "hub")
+    'Load, Start and Try on samples use **`Qwen/Qwen2.5-0.5B-Instruct`**.'
+    """
+    if name_or_path in BUNDLED_NAMES:
+        key = "model.uses.unnamed" if not name_or_path and kind != "default" else "model.uses.bundled"
+        return say(key, lang, default=BUNDLED)
+    return say("model.uses.named", lang, name=name_or_path)
+
+
+def box_state(kind: str, lang: str = "en") -> dict:
+    """The model box's lock and placeholder for the source picked: locked, naming the bundled model,
+    for "Bundled default"; open, with an example, for a Hub id or a folder."""
+    if kind == "default":
+        return {"interactive": False, "placeholder": say("model.bundled_box", lang, default=BUNDLED)}
+    return {"interactive": True, "placeholder": PLACEHOLDER}
+
+
+def on_kind(kind: str, current: str, lang: str = "en") -> tuple[dict, str]:
+    """A source picked: (the box's update, the line under it). "Bundled default" empties and locks
+    the box; the others unlock it with what it held."""
+    value = "" if kind == "default" else current
+    return gr.update(value=value, **box_state(kind, lang)), uses_text(value, kind, lang)
 
 
 def build(ctx: Ctx) -> None:
@@ -32,8 +71,8 @@ def build(ctx: Ctx) -> None:
         choices=[(t("model.kind.default"), "default"), (t("model.kind.hub"), "hub"), (t("model.kind.local"), "local")],
         value=_kind(d.name_or_path), label=t("model.kind"),
     )
-    name = form.field("model", "name_or_path", interactive=bool(d.name_or_path),
-                      placeholder="Qwen/Qwen2.5-0.5B-Instruct  or  /path/to/model")
+    name = form.field("model", "name_or_path", **box_state(_kind(d.name_or_path)))
+    uses = gr.Markdown(elem_id="model-uses")  # filled on load (studio.py), in the page's language
     with gr.Row():
         form.field("model", "dtype")
         gpu = manager.has_gpu
@@ -58,10 +97,15 @@ def build(ctx: Ctx) -> None:
         message = gr.Markdown()
     inputs = {k: form.components[k] for k in MODEL_KEYS}
 
-    def on_kind(kind, current):
-        if kind == "default":
-            return gr.update(value="", interactive=False)
-        return gr.update(interactive=True, value=current)
+    def kind_picked(request: gr.Request, kind, current):
+        return on_kind(kind, current, lang_of(request))
+
+    def name_changed(request: gr.Request, kind, current):
+        return uses_text(current, kind, lang_of(request))
+
+    def box_shown(request: gr.Request, kind, current):  # on load, after the form shows a run's model
+        lang = lang_of(request)
+        return gr.update(**box_state(kind, lang)), uses_text(current, kind, lang)
 
     def estimate(request: gr.Request, **values) -> str:
         try:
@@ -79,11 +123,13 @@ def build(ctx: Ctx) -> None:
         return memory_markdown(info, lang), say("model.loaded", lang, name=info["name"], device=info["device"])
 
     form.follow([kind], lambda cfg: [_kind(cfg.model.name_or_path)])  # a run's model, after a reload
-    kind.change(on_kind, [kind, name], [name], api_visibility="private")
+    kind.change(kind_picked, [kind, name], [name, uses], api_visibility="private")
+    name.change(name_changed, [kind, name], [uses], api_visibility="private", trigger_mode="always_last")
     for key in ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_lora_r",
                 "model_lora_target_modules"):
         form.components[key].change(estimate, inputs_kwargs=inputs, outputs=[memory], api_visibility="private",
                                     trigger_mode="always_last")
     load.click(load_model, inputs_kwargs=inputs, outputs=[memory, message], api_name="load_model")
     ctx.shared["model_memory"] = memory
+    ctx.shared["model_box"] = (box_shown, [kind, name], [name, uses])
     ctx.shared["model_estimate"] = (estimate, inputs)

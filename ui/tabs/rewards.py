@@ -1,7 +1,10 @@
 """Tab 3, Rewards: the preset checklist with weights, a custom reward editor, "Try on samples"
-(its stages shown as they start, its scores in the table's first columns)."""
+(its stages shown as they start, in the line under its button, then "done" or the error; its
+scores in the table's first columns)."""
 
 from __future__ import annotations
+
+from typing import Callable, Iterator
 
 import gradio as gr
 import pandas as pd
@@ -27,6 +30,33 @@ def answer_is_short(prompts, completions, **kwargs) -> list[float]:
         rewards.append(0.2 if match and len(match.group(1).strip()) <= 20 else 0.0)
     return rewards
 '''
+
+
+def try_updates(stages: Callable[[], Iterator], lang: str = "en") -> Iterator[tuple[pd.DataFrame, str]]:
+    """What Try on samples shows, update by update: `(table, message)`. `stages()` starts a try
+    (RunManager.try_rewards_stages: it yields each stage as it starts, then returns the scores).
+    The first update comes before any work, so the last try's error or scores never stand beside
+    this one; each stage replaces the message as it starts ("⏳ 2/3 · sampling ...", "⏳ 3/3 ·
+    scoring ..."); the last update is the scores with "✅ done" (and the rewards' notes), or the
+    error with an empty table (the last good scores would read as this code's).
+    """
+    empty = try_view(EMPTY_TRY, lang)
+    try:
+        running = stages()
+        while True:
+            try:
+                _, stage, facts = next(running)
+            except StopIteration as finished:
+                scored = finished.value
+                break
+            yield empty, f"⏳ {try_stage_text(stage, facts, lang)}"
+    except Exception as e:
+        yield empty, warn(e)
+        return
+    rewards = [c for c in scored.columns if c not in TRY_TEXT_COLUMNS and c != "total"]
+    done = try_stage_text("done", {"completions": len(scored), "rewards": len(rewards)}, lang)
+    notes = [f"ℹ️ {note}" for note in scored.attrs.get("notes", [])]
+    yield try_view(scored, lang), "\n\n".join([f"✅ {done}", *notes])
 
 
 def _canonical(name: str) -> str:
@@ -63,7 +93,7 @@ def build(ctx: Ctx) -> None:
     # a run's custom code, shown after a reload, is in sight
     form.follow([custom_box], lambda cfg: [gr.update(open=True) if cfg.rewards.custom_code.strip() else gr.skip()])
     try_btn = gr.Button(t("rewards.try"), variant="secondary")
-    error = gr.Markdown()
+    message = gr.Markdown(elem_id="try-message")  # the stage under way, then "done" or the error
     table = gr.Dataframe(value=try_view(EMPTY_TRY), label=t("rewards.try_table"), wrap=True, interactive=False,
                          max_height=480, elem_id="try-table", elem_classes=["fit-table"])
 
@@ -73,20 +103,16 @@ def build(ctx: Ctx) -> None:
     ctx.shared.setdefault("on_load", []).append(
         lambda load: load(empty_table, outputs=[table], api_visibility="private"))
 
-    def try_rewards(request: gr.Request, progress=gr.Progress(), **values):
-        lang = lang_of(request)
-
-        def report(fraction: float, stage: str, facts: dict) -> None:
-            progress(fraction, desc=try_stage_text(stage, facts, lang))
-
-        try:
+    def try_rewards(request: gr.Request, **values):
+        def stages():
             cfg = form.to_config(values)
-            df = manager.try_rewards(cfg.rewards, cfg.data, n=3, progress=report,
-                                     max_tokens=min(cfg.algorithm.max_completion_length, 128))
-        except Exception as e:  # the table empties: the last good scores would read as this code's
-            return try_view(EMPTY_TRY, lang), warn(e)
-        return try_view(df, lang), "\n\n".join(f"ℹ️ {note}" for note in df.attrs.get("notes", []))
+            return manager.try_rewards_stages(cfg.rewards, cfg.data, n=3,
+                                              max_tokens=min(cfg.algorithm.max_completion_length, 128))
+
+        yield from try_updates(stages, lang_of(request))
 
     example.click(lambda: CUSTOM_TEMPLATE, outputs=[code], api_visibility="private")
+    # the spinner on the table only: the message line under the button shows the stages as they start
     ctx.after_all_tabs(lambda: try_btn.click(try_rewards, inputs_kwargs=dict(form.components),
-                                             outputs=[table, error], api_name="try_rewards"))
+                                             outputs=[table, message], show_progress_on=[table],
+                                             api_name="try_rewards"))
