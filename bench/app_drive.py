@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import socket
 import statistics
 import subprocess
@@ -209,6 +210,26 @@ def engine_args(log_path: Path) -> str | None:
         return None
     line = next((ln for ln in log_path.read_text(errors="replace").splitlines() if "non-default args:" in ln), None)
     return line[line.index("non-default args:"):][:1000] if line else None
+
+
+def engine_build(log_path: Path) -> dict | None:
+    r"""What each vLLM engine's build took, from the app's log: torch.compile's seconds and the
+    CUDA graph capture's, one entry per engine. The same model and sizes on another host: these
+    CPU-bound figures tell a slower host apart from a slower step of ours (2026-12-07: 27 s /
+    14 s at 11:55 and 13:36, 38-46 s / 20-22 s at 15:12 and 19:09, whose steps were 1.7x slower).
+
+    >>> import tempfile; f = Path(tempfile.mkdtemp()) / "app.log"
+    >>> _ = f.write_text("INFO [monitor.py:53] torch.compile took 27.16 s in total\n"
+    ...                  "INFO [model_runner.py:726] Graph capturing finished in 14 secs, took 0.50 GiB\n")
+    >>> engine_build(f)
+    {'compile_s': [27.16], 'graph_capture_s': [14.0]}
+    """
+    if not log_path.exists():
+        return None
+    text = log_path.read_text(errors="replace")
+    compile_s = [float(x) for x in re.findall(r"torch\.compile took ([0-9.]+) s in total", text)]
+    capture_s = [float(x) for x in re.findall(r"Graph capturing finished in ([0-9.]+) secs", text)]
+    return {"compile_s": compile_s, "graph_capture_s": capture_s} if compile_s or capture_s else None
 
 
 def matched_ratio(app: dict, cli: dict) -> dict | None:
@@ -462,6 +483,7 @@ def main(argv=None) -> int:
                 app.kill()
             log.close()
         rec.put("app_engine_args", engine_args(out / "app_drive_app.log"))
+        rec.put("app_engine_build", engine_build(out / "app_drive_app.log"))
     summarize(rec)
     return 0
 

@@ -10,6 +10,7 @@ bench/configs/; building it one way keeps the figures of different scripts compa
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import itertools
@@ -162,6 +163,34 @@ def _counters(path: Path) -> dict | None:
         return None
 
 
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+    r"""The CPU's model name and its cores' mean clock now (MHz), from /proc/cpuinfo; {} where
+    unreadable. Two GPU machines of one kind can have different hosts: a launch-bound step
+    (a 135M model's) runs at the host's speed.
+
+    >>> import tempfile; f = Path(tempfile.mkdtemp()) / "cpuinfo"
+    >>> _ = f.write_text("model name\t: Intel(R) Xeon(R) Platinum 8480+\ncpu MHz\t\t: 2000.0\n\n"
+    ...                  "model name\t: Intel(R) Xeon(R) Platinum 8480+\ncpu MHz\t\t: 3000.0\n")
+    >>> cpu_model(f)
+    {'cpu_model': 'Intel(R) Xeon(R) Platinum 8480+', 'cpu_mhz_mean': 2500.0}
+    """
+    try:
+        lines = cpuinfo.read_text(errors="replace").splitlines()
+    except OSError:
+        return {}
+    field = lambda ln: ln.split(":", 1)[1].strip()
+    names = [field(ln) for ln in lines if ln.startswith("model name") and ":" in ln]
+    mhz = []
+    for ln in lines:
+        if ln.startswith("cpu MHz") and ":" in ln:
+            with contextlib.suppress(ValueError):
+                mhz.append(float(field(ln)))
+    out = {"cpu_model": names[0]} if names else {}
+    if mhz:
+        out["cpu_mhz_mean"] = round(sum(mhz) / len(mhz), 1)
+    return out
+
+
 def host_cpu(cgroup: Path = Path("/sys/fs/cgroup")) -> dict:
     """The machine's CPUs as this process sees them, and the container's CPU quota and throttling
     counters where readable: a run whose threads outgrow the quota is throttled in bursts, which
@@ -169,7 +198,7 @@ def host_cpu(cgroup: Path = Path("/sys/fs/cgroup")) -> dict:
     cfs_quota_us, cfs_period_us and throttled_time in ns, given as throttled_usec); `cgroup` says
     which, or "unreadable" (no counters is not no throttling)."""
     out = {"cpu_count": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-           "loadavg": [round(x, 2) for x in os.getloadavg()], "cgroup": "unreadable"}
+           "loadavg": [round(x, 2) for x in os.getloadavg()], "cgroup": "unreadable", **cpu_model()}
     v2 = _counters(cgroup / "cpu.stat")
     if v2 is not None and "nr_periods" in v2:
         out["cgroup"], out["cpu_stat"] = "v2", v2
