@@ -166,9 +166,15 @@
 # ours-fast,trl-vllm --lengths 4096,1024 --ours-compile --ours-runner v2 --budget-s 540 (526 s: 4,096 0.82x; the
 # 1,024 pair cut: a compiled first step is 80-100 s a process) -> (carry .devkit/s8) smol; app ... --budget-s 370
 # (371 s: cut at step 25, held-out 2% -> 73%).
+# Issue 31, as run on 2026-12-07 19:06-19:21 (H100, files of 1638947; records in bench/results/2026-12-07_h100_o/;
+# 1,632 of 1,800 s, 723 s of it seven refused starts): the kit in six runs (no work in the sixth), then [.devkit/s7]
+# `smol`, then [.devkit/s8] `smol; app ... micro_batch_size=16 --steps 60 --eval-n 100 --budget-s 410` (424 s: cut at
+# step 31, held-out 2% -> 83%, steps and vLLM's engine build ~1.7x slower: the host) -> (carry .devkit/unsloth)
+# install; trl --systems unsloth-defaults --lengths 4096 --budget-s 380 (337 s: step 1 only, from_pretrained 218 s;
+# give it 560 alone).
 # Next, in order (each its own command, after the kit; 1,024 and 4,096 in separate commands: each process's
 # compiled first step takes 80-100 s):
-#   (carry .devkit/unsloth) trl --systems unsloth-defaults --lengths 4096 --budget-s 400   # not yet measured
+#   (carry .devkit/unsloth) trl --systems unsloth-defaults --lengths 4096 --budget-s 560   # step 2 not yet measured
 #   trl --systems ours-4bit,unsloth-4bit --lengths 4096 --ours-compile --budget-s 540     # not yet measured
 #   (carry .devkit/s7, then .devkit/s8) smol; app ... --steps 60 --eval-n 100 --budget-s 420   # the full 60 steps
 #        again, and whether the app's slower steps of 15:12 (1.6x at the same lengths) were that machine
