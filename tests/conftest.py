@@ -78,7 +78,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(gpu)
         if "proof" in item.keywords and os.environ.get(PROOFS) != "1":
             item.add_marker(proof)
-        elif "slow" in item.keywords and os.environ.get(SLOW) != "1":
+        elif "slow" in item.keywords and "proof" not in item.keywords and os.environ.get(SLOW) != "1":
             item.add_marker(slow)
 
 

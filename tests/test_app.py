@@ -292,6 +292,25 @@ def test_try_on_samples_shows_each_stage_as_it_starts_then_done_or_the_error():
     assert [m for _, m in updates] == ["⏳ 1/3 · 读取题目", "⚠️ no such data file"]
     assert len(updates[-1][0]) == 0 and list(updates[-1][0].columns)[0] == "总奖励"
 
+    def no_table():  # a stage function that ends without its table: the error replaces the stage line
+        yield 0.9, "scoring", {"completions": 6, "rewards": 2}
+
+    assert [m for _, m in try_updates(no_table)][-1] == "⚠️ Unexpected error: TypeError: Try on samples gave no table (NoneType)"
+
+    closed = []
+
+    def held():  # the page left mid-try: dropping the updates ends the stages (their reward workers) at once
+        try:
+            yield 0.0, "data", {}
+            yield 0.1, "sampling", {"completions": 3, "max_tokens": 16, "load_model": False, "after_step": False}
+        finally:
+            closed.append(True)
+
+    updates = try_updates(held)
+    next(updates)
+    updates.close()
+    assert closed == [True]
+
 
 def test_the_model_box_is_what_a_run_uses_and_the_bundled_default_locks_it(smollm2_dir):
     """The Model tab: "Bundled default" empties and locks the box and names the bundled model in it; the

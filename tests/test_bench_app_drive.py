@@ -239,3 +239,25 @@ def test_the_cpu_quota_on_cgroup_v1(tmp_path):
     assert throttling(before, host_cpu(tmp_path)) == {"periods": 10, "throttled": 5, "share": 0.5,
                                                      "throttled_s": 2.5}
     assert host_cpu(tmp_path / "none")["cgroup"] == "unreadable"
+
+
+def test_host_speed_markers_read_the_cpu_and_vllms_build_times(tmp_path):
+    """cpu_model: the CPU's name and mean clock from /proc/cpuinfo; engine_build: each vLLM engine's
+    torch.compile and graph-capture seconds from the app's log (2026-12-07: 46.2 s / 22 s on the host
+    whose steps were 1.7x slower, 27.2 / 14 on the others)."""
+    from bench.app_drive import engine_build
+    from bench.common import cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9654\ncpu MHz\t\t: 2400.000\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 9654\ncpu MHz\t\t: 3700.500\n")
+    assert cpu_model(info) == {"cpu_model": "AMD EPYC 9654", "cpu_mhz_mean": 3050.2}
+    assert cpu_model(tmp_path / "none") == {}
+    log = tmp_path / "app.log"
+    log.write_text("INFO 12-07 19:11:00 [monitor.py:53] torch.compile took 46.21 s in total\n"
+                   "INFO 12-07 19:11:30 [model_runner.py:726] Graph capturing finished in 22 secs, took 0.50 GiB\n"
+                   "INFO 12-07 19:14:26 [monitor.py:53] torch.compile took 31.27 s in total\n"
+                   "INFO 12-07 19:14:40 [model_runner.py:726] Graph capturing finished in 13 secs, took 0.37 GiB\n")
+    assert engine_build(log) == {"compile_s": [46.21, 31.27], "graph_capture_s": [22.0, 13.0]}
+    log.write_text("no engine here\n")
+    assert engine_build(log) is None and engine_build(tmp_path / "missing.log") is None

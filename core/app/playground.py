@@ -238,11 +238,14 @@ class Playground:
         """
         report = progress or (lambda fraction, stage, facts: None)
         stages = self.try_rewards_stages(rewards_cfg, data_cfg, n, max_tokens, temperature)
-        while True:
-            try:
-                report(*next(stages))
-            except StopIteration as done:
-                return done.value
+        try:
+            while True:
+                try:
+                    report(*next(stages))
+                except StopIteration as done:
+                    return done.value
+        finally:
+            stages.close()  # a `progress` that raised: the generator's own cleanup (reward workers) now
 
     def try_rewards_stages(self, rewards_cfg: RewardsConfig, data_cfg: DataConfig, n: int = 4,
                            max_tokens: int = 128, temperature: float = 1.0):

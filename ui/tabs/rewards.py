@@ -41,6 +41,7 @@ def try_updates(stages: Callable[[], Iterator], lang: str = "en") -> Iterator[tu
     error with an empty table (the last good scores would read as this code's).
     """
     empty = try_view(EMPTY_TRY, lang)
+    running = None
     try:
         running = stages()
         while True:
@@ -50,13 +51,19 @@ def try_updates(stages: Callable[[], Iterator], lang: str = "en") -> Iterator[tu
                 scored = finished.value
                 break
             yield empty, f"⏳ {try_stage_text(stage, facts, lang)}"
-    except Exception as e:
+        if not isinstance(scored, pd.DataFrame):
+            raise TypeError(f"Try on samples gave no table ({type(scored).__name__})")
+        rewards = [c for c in scored.columns if c not in TRY_TEXT_COLUMNS and c != "total"]
+        done = try_stage_text("done", {"completions": len(scored), "rewards": len(rewards)}, lang)
+        notes = [f"ℹ️ {note}" for note in scored.attrs.get("notes", [])]
+        shown = try_view(scored, lang), "\n\n".join([f"✅ {done}", *notes])
+    except Exception as e:  # never a stage line left standing: the error replaces it
         yield empty, warn(e)
         return
-    rewards = [c for c in scored.columns if c not in TRY_TEXT_COLUMNS and c != "total"]
-    done = try_stage_text("done", {"completions": len(scored), "rewards": len(rewards)}, lang)
-    notes = [f"ℹ️ {note}" for note in scored.attrs.get("notes", [])]
-    yield try_view(scored, lang), "\n\n".join([f"✅ {done}", *notes])
+    finally:
+        if running is not None:
+            running.close()  # a try dropped mid-way (the page left) ends its reward workers now
+    yield shown
 
 
 def _canonical(name: str) -> str:
