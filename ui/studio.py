@@ -31,7 +31,7 @@ CSS = """
 .fit-table .header-cell span.header {word-break: normal; overflow-wrap: normal}
 .fit-table table .sizing-body td {white-space: normal}
 #samples-table .header-cell:nth-last-child(2) {min-width: 19em}
-""" + train.PLOT_CSS  # the Train tab's plots: a series of one point as a dot
+""" + train.PLOT_CSS + train.LAYOUT_CSS  # the Train tab's plots: a series of one point as a dot; narrow: stacked
 # .fit-table (the samples, runs, Try-on-samples and evaluation tables): a header breaks between words, never inside one, and
 # a column is at least as wide as its header's longest word; long texts wrap in the column
 # widths Gradio measures (it measured them unwrapped: each long-text column as wide as the table,

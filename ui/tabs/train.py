@@ -54,6 +54,19 @@ PLOT_CSS = f"""
 .{PLOT_CLASS} g.mark-line:has(> path:not([d*="L"])) {{clip-path: none}}
 """
 
+# Below 1024 px of window (Gradio's own step: its page is 704 px wide there, 960 from 1024) the settings and
+# the live column stack, and so do the plots of each row: side by side at 820 px (a laptop's split screen,
+# Colab's output pane) each plot was 166 px wide and its legend, one row that Vega never wraps, ran past the
+# plot's box, which clips it (the total and four rewards: 400 px). Stacked, a plot is the page's width.
+# `!important`: Gradio sets each column's and block's min-width on the element itself.
+PLOT_ROW = "plot-row"
+STACK_BELOW_PX = 1024
+LAYOUT_CSS = f"""
+@media (max-width: {STACK_BELOW_PX - 1}px) {{
+  #train-layout > .column, #train-layout .{PLOT_ROW} > .block {{min-width: 100% !important}}
+}}
+"""
+
 
 def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | None = ".3~g", **kw) -> gr.LinePlot:
     """A live line plot of `value` over `step`; one colour per `series` (with a legend) when `multi`.
@@ -101,8 +114,8 @@ def build(ctx: Ctx) -> None:
     form, manager = ctx.form, ctx.manager
     gr.Markdown(t("train.intro"))
     gr.Markdown(t("train.advice"), elem_id="train-advice")
-    with gr.Row():
-        with gr.Column(scale=1, min_width=340):
+    with gr.Row(elem_id="train-layout"):
+        with gr.Column(scale=1, min_width=340, elem_id="train-settings"):
             with gr.Row():
                 quick = gr.Button(t("train.quick"), size="sm")
                 defaults = gr.Button(t("train.gpu_defaults"), size="sm")
@@ -136,7 +149,7 @@ def build(ctx: Ctx) -> None:
                 with gr.Accordion(t("train.more"), open=False):
                     for section, name in extra:
                         form.field(section, name)
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, elem_id="train-live"):
             with gr.Row():
                 start = gr.Button(t("train.start"), variant="primary", elem_id="start-btn")
                 pause = gr.Button(t("train.pause"), interactive=False, elem_id="pause-btn")
@@ -147,13 +160,13 @@ def build(ctx: Ctx) -> None:
             message = gr.Markdown(elem_id="train-message")
             ctx.shared["train_message"] = message  # a reload says the form holds the last run's settings
             gr.Markdown(t("train.loss_note"))
-            with gr.Row():
+            with gr.Row(elem_classes=[PLOT_ROW]):
                 reward_plot = _plot("train.plot.reward", "reward", multi=True, elem_id="reward-plot")
                 length_plot = _plot("train.plot.length", "tokens", multi=True, y_format=None)
-            with gr.Row():
+            with gr.Row(elem_classes=[PLOT_ROW]):
                 loss_plot = _plot("train.plot.loss", "loss")
                 kl_plot = _plot("train.plot.kl", "kl")
-            with gr.Row():
+            with gr.Row(elem_classes=[PLOT_ROW]):
                 zero_plot = _plot("train.plot.zero_std", "fraction", y_lim=[0, 1])
                 # a CPU has no GPU memory to plot: the process's RAM there, labelled so
                 gpu = manager.has_gpu
@@ -162,7 +175,7 @@ def build(ctx: Ctx) -> None:
             with gr.Group():
                 gr.Markdown(t("train.aha"))
                 gr.Markdown(t("train.aha_note"))
-                with gr.Row():
+                with gr.Row(elem_classes=[PLOT_ROW]):
                     aha_length = _plot("train.plot.aha_length", "tokens", multi=True, y_format=None,
                                        elem_id="aha-length-plot")
                     # with a legend and a caption like its neighbour: a plot of fixed height beside it
