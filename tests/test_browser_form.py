@@ -484,3 +484,72 @@ def test_a_one_step_run_at_820_px(app, browser):
     completion = heads[names.index("completion")][1]
     assert completion / digit >= 25, (completion, digit, heads)
     page.close()
+
+
+def train_layout(page) -> dict:
+    """The Train tab's boxes (left, right, top, width in px): its row of two columns, each column, and each plot
+    with its legend (Vega's `role-legend` group: its box is the whole legend, the part its plot's box clips
+    included) and the legend's series names; the plots' rows as lists of plot indexes."""
+    return page.evaluate("""() => {
+        const box = e => { const r = e.getBoundingClientRect(); return {left: r.left, right: r.right, top: r.top, width: r.width}; };
+        const plots = Array.from(document.querySelectorAll('#train-layout .step-plot'));
+        return {row: box(document.querySelector('#train-layout')),
+                settings: box(document.querySelector('#train-settings')), live: box(document.querySelector('#train-live')),
+                plots: plots.map(p => { const legend = p.querySelector('g.role-legend');
+                    return {id: p.id, box: box(p), legend: legend && box(legend),
+                            names: Array.from(p.querySelectorAll('g.role-legend-label text')).map(t => t.textContent)}; }),
+                rows: Array.from(document.querySelectorAll('#train-layout .plot-row'))
+                      .map(r => Array.from(r.querySelectorAll('.step-plot')).map(p => plots.indexOf(p)))};
+    }""")
+
+
+def test_the_train_tab_stacks_at_820_px_and_keeps_two_columns_at_1400(app, browser):
+    """A walkthrough at 820 px (a split screen, Colab's output pane): the settings and the plots stayed side by
+    side, each plot 166 px wide, and the legends ran past their plots' boxes, cut off (the reward plot's five
+    series: 400 px). Now the columns stack there and each plot is the page's width, its legend inside its box;
+    at 1400 px the two columns and the plots two to a row as before."""
+    url, _runs, _data = app
+    client = gradio_client.Client(url, verbose=False)
+    wait_state(client, ("idle", "finished", "stopped", "failed"))
+    start(client, rewards=("xml_tag_count", "correctness"), rewards_custom_code=UNDERSCORED, algorithm_max_steps=1,
+          run_save_steps=1, run_run_name="narrow")
+    wait_state(client, ("finished",))
+    names = ["total", "xml_tag_count", "correctness", "correctness_reward", "format_reward"]
+    multi = ("reward-plot", "aha-length-plot")  # two of the four plots with a legend (the others have no elem_id)
+
+    page = browser.new_page(viewport={"width": 820, "height": 900})
+    page.goto(url)
+    open_tab(page, "4 · Train")
+    expect(page.locator("#status-bar")).to_contain_text("narrow", timeout=60_000)
+    wait_until(lambda: sorted(next(p["names"] for p in train_layout(page)["plots"] if p["id"] == "reward-plot"))
+               == sorted(names), timeout=60)
+    wait_until(lambda: sum(p["legend"] is not None for p in train_layout(page)["plots"]) == 4, timeout=60)
+    at = train_layout(page)
+    row, settings, live = at["row"], at["settings"], at["live"]
+    # the columns stacked: the live one under the settings, as wide as the page's content
+    assert live["top"] >= settings["top"] + 100 and live["width"] >= 0.98 * row["width"], at
+    assert settings["width"] >= 0.98 * row["width"], at
+    # each plot as wide as its column, one to a row; each legend within its plot's box
+    assert len(at["plots"]) == 8 and {p["id"] for p in at["plots"]} >= set(multi), at["plots"]
+    for p in at["plots"]:
+        assert p["box"]["width"] >= 0.98 * live["width"], p
+        if p["legend"]:
+            assert p["box"]["left"] <= p["legend"]["left"] and p["legend"]["right"] <= p["box"]["right"], p
+    assert len({round(p["box"]["top"]) for p in at["plots"]}) == 8, at["plots"]
+    page.close()
+
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url)
+    open_tab(page, "4 · Train")
+    expect(page.locator("#status-bar")).to_contain_text("narrow", timeout=60_000)
+    wait_until(lambda: sum(p["legend"] is not None for p in train_layout(page)["plots"]) == 4, timeout=60)
+    at = train_layout(page)
+    settings, live, plots = at["settings"], at["live"], at["plots"]
+    # two columns side by side, the plots' twice as wide; the plots two to a row, each half of its column
+    assert abs(settings["top"] - live["top"]) < 2 and settings["right"] <= live["left"], at
+    assert live["width"] >= 1.5 * settings["width"], at
+    assert len(at["rows"]) == 4 and all(len(r) == 2 for r in at["rows"]), at["rows"]
+    for a, b in at["rows"]:
+        assert abs(plots[a]["box"]["top"] - plots[b]["box"]["top"]) < 2 and plots[a]["box"]["right"] <= plots[b]["box"]["left"]
+        assert all(0.4 * live["width"] <= plots[i]["box"]["width"] <= 0.55 * live["width"] for i in (a, b)), at
+    page.close()
