@@ -86,6 +86,28 @@ def test_every_train_plot_draws_a_lone_point(app):
     assert PLOT_CSS.strip() in cfg["css"] and f".{PLOT_CLASS} g.mark-line path" in PLOT_CSS
 
 
+def test_plot_axis_titles_are_plain_text_in_the_pages_language(app):
+    """The step plots' axis titles are plain text in the page's config (through gr.I18n, Vega drew the raw
+    '__i18n__{...}' now and then), English as built; a Chinese page gets them in Chinese on load."""
+    import httpx
+
+    from ui.tabs.train import axis_titles
+
+    _, url = app
+    cfg = httpx.get(url.rstrip("/") + "/config", timeout=30).json()
+    plots = [c["props"] for c in cfg["components"] if c.get("type") == "nativeplot" and c["props"].get("x") == "step"]
+    titles = [(p["x_title"], p["y_title"]) for p in plots]
+    assert len(titles) == 8 and all(isinstance(x, str) and isinstance(y, str) for x, y in titles), titles
+    assert {x for x, _ in titles} == {"step"} and ("step", "reward") in titles, titles
+
+    class Plot:
+        y_title_key = "plot.reward"
+
+    zh = axis_titles([Plot()], "zh")[0]
+    assert (zh["x_title"], zh["y_title"]) == ("步", "奖励") and zh["__type__"] == "update", zh
+    assert axis_titles([Plot()], "en")[0]["__type__"] == "update" and len(axis_titles([Plot()], "en")[0]) == 1
+
+
 def status(client) -> dict:
     """The page's re-attach endpoint: (status bar, progress, status JSON, 8 plots, aha sample, samples)."""
     out = client.predict(api_name="/status")

@@ -430,6 +430,12 @@ def en(key: str) -> str:
     return TEXT[key][0]
 
 
+def text_in(key: str, lang: str) -> str:
+    """The text of `key` in `lang` ("en" or "zh"), for a property the page does not translate itself
+    (a plot's axis titles: Vega drew gr.I18n's raw "__i18n__{...}" now and then)."""
+    return TEXT[key][1 if lang == "zh" else 0]
+
+
 def lang_of(request: gr.Request | None) -> str:
     """The language ("en" or "zh") to render server-side text in for this request."""
     headers = getattr(request, "headers", None) or {}

@@ -13,7 +13,7 @@ from core.app.library import rewards_label
 from core.config import CPU_QUICK, Config
 from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
-from ui.i18n import lang_of, t
+from ui.i18n import en, lang_of, t, text_in
 from ui.status_text import STATUS_EN, form_note, progress_html, status_line
 from ui.views import (aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown, plot_value, reward_frame,
                       samples_view, step_axis, value_axis)
@@ -72,12 +72,23 @@ def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | Non
     """A live line plot of `value` over `step`; one colour per `series` (with a legend) when `multi`.
     Empty (Gradio's placeholder) until the first step; a series of one point drawn as a dot (`PLOT_CSS`);
     whole-number steps on the x axis. Gradio's own height for every plot: at a fixed 250 px the chart ran
-    17 px past its box and hid the "step" title. Axis titles through gr.I18n (`plot.<y_title>`); the
-    series' names in the page's language (`refresh`)."""
-    return gr.LinePlot(value=None, x="step", y="value", color="series" if multi else None,
-                       color_title="", label=t(label_key), x_title=t("plot.step"), y_title=t(f"plot.{y_title}"),
+    17 px past its box and hid the "step" title. Axis titles as plain text (`plot.<y_title>`), English as
+    built and the page's language on load (`axis_titles`): through gr.I18n, Vega drew the raw
+    "__i18n__{...}" now and then (a helper's walkthrough, 2026-12-07); the series' names in the page's
+    language (`refresh`)."""
+    plot = gr.LinePlot(value=None, x="step", y="value", color="series" if multi else None,
+                       color_title="", label=t(label_key), x_title=en("plot.step"), y_title=en(f"plot.{y_title}"),
                        x_axis_format="d", elem_classes=[PLOT_CLASS],
                        x_lim=step_axis(None), height=None, y_axis_format=y_format, **kw)
+    plot.y_title_key = f"plot.{y_title}"
+    return plot
+
+
+def axis_titles(plots, lang: str) -> list:
+    """Each plot's axis titles in `lang`, as updates (none for English: the plots are built so)."""
+    if lang == "en":
+        return [gr.skip() for _ in plots]
+    return [gr.update(x_title=text_in("plot.step", lang), y_title=text_in(p.y_title_key, lang)) for p in plots]
 
 
 
@@ -215,6 +226,12 @@ def build(ctx: Ctx) -> None:
         aha_length: aha_length_frame,
         aha_reflections: lambda m: long_frame(m, {"reflections_per_completion": "reflections"}),
     }
+    def titles(request: gr.Request):  # the axis titles in the page's language
+        return axis_titles(list(plots), lang_of(request))
+
+    ctx.shared.setdefault("on_load", []).append(
+        lambda load: load(titles, outputs=list(plots), api_visibility="private"))
+
     def y_lim_of(plot, frame):
         """The value axis a plot should have: all its lines with a margin (memory from 0); None keeps the
         plot's own (the zero-spread fraction: 0-1 as built)."""
