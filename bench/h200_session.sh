@@ -175,7 +175,9 @@
 # Next, in order (each its own command, after the kit; 1,024 and 4,096 in separate commands: each process's
 # compiled first step takes 80-100 s):
 #   (carry .devkit/unsloth) trl --systems unsloth-defaults --lengths 4096 --budget-s 560   # step 2 not yet measured
-#   trl --systems ours-4bit,unsloth-4bit --lengths 4096 --ours-compile --budget-s 540     # not yet measured
+#   trl --systems ours-4bit --lengths 4096 --ours-compile --budget-s 400                  # not yet measured; then
+#   trl --systems unsloth-4bit --lengths 4096 --budget-s 560   # its own command: Unsloth's from_pretrained alone
+#        took 218 s at 4,096 (2026-12-07 19:15), so the pair in one command would not fit 600 s
 #   (carry .devkit/s7, then .devkit/s8) smol; app ... --steps 60 --eval-n 100 --budget-s 420   # the full 60 steps
 #        again, and whether the app's slower steps of 15:12 (1.6x at the same lengths) were that machine
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
