@@ -230,7 +230,7 @@ def build(ctx: Ctx) -> None:
         return axis_titles(list(plots), lang_of(request))
 
     ctx.shared.setdefault("on_load", []).append(
-        lambda load: load(titles, outputs=list(plots), api_visibility="private"))
+        lambda load: load(titles, outputs=list(plots), api_visibility="private", show_progress="hidden"))
 
     def y_lim_of(plot, frame):
         """The value axis a plot should have: all its lines with a margin (memory from 0); None keeps the
