@@ -437,17 +437,24 @@ def header_widths(page, table_id: str) -> list[tuple[str, float, float]]:
     })""")
 
 
+def one_step_run(app, name: str) -> str:
+    """A finished one-step run named `name` with five reward series (the total, two presets and the two
+    rewards of UNDERSCORED): the page's URL."""
+    url, _runs, _data = app
+    client = gradio_client.Client(url, verbose=False)
+    wait_state(client, ("idle", "finished", "stopped", "failed"))
+    start(client, rewards=("xml_tag_count", "correctness"), rewards_custom_code=UNDERSCORED, algorithm_max_steps=1,
+          run_save_steps=1, run_run_name=name)
+    wait_state(client, ("finished",))
+    return url
+
+
 def test_a_one_step_run_at_820_px(app, browser):
     """A walkthrough at 820 px on a one-step run: the plots were empty (a line needs two points) and the
     samples table gave the completion ~12 characters a line. Each series' one point now shows as a whole
     dot, on the first step's edge too; the rewards' headers break after an underscore and the completion
     keeps 25 characters or more a line."""
-    url, _runs, _data = app
-    client = gradio_client.Client(url, verbose=False)
-    wait_state(client, ("idle", "finished", "stopped", "failed"))
-    start(client, rewards=("xml_tag_count", "correctness"), rewards_custom_code=UNDERSCORED, algorithm_max_steps=1,
-          run_save_steps=1, run_run_name="one-step")
-    wait_state(client, ("finished",))
+    url = one_step_run(app, "one-step")
     page = browser.new_page(viewport={"width": 820, "height": 900})
     page.goto(url)
     open_tab(page, "4 · Train")
@@ -508,12 +515,7 @@ def test_the_train_tab_stacks_at_820_px_and_keeps_two_columns_at_1400(app, brows
     side, each plot 166 px wide, and the legends ran past their plots' boxes, cut off (the reward plot's five
     series: 400 px). Now the columns stack there and each plot is the page's width, its legend inside its box;
     at 1400 px the two columns and the plots two to a row as before."""
-    url, _runs, _data = app
-    client = gradio_client.Client(url, verbose=False)
-    wait_state(client, ("idle", "finished", "stopped", "failed"))
-    start(client, rewards=("xml_tag_count", "correctness"), rewards_custom_code=UNDERSCORED, algorithm_max_steps=1,
-          run_save_steps=1, run_run_name="narrow")
-    wait_state(client, ("finished",))
+    url = one_step_run(app, "narrow")
     names = ["total", "xml_tag_count", "correctness", "correctness_reward", "format_reward"]
     multi = ("reward-plot", "aha-length-plot")  # two of the four plots with a legend (the others have no elem_id)
 
