@@ -101,7 +101,7 @@ def test_plot_axis_titles_are_plain_text_in_the_pages_language(app):
     assert {x for x, _ in titles} == {"step"} and ("step", "reward") in titles, titles
 
     class Plot:
-        y_title_key = "plot.reward"
+        y_title = "reward"
 
     zh = axis_titles([Plot()], "zh")[0]
     assert (zh["x_title"], zh["y_title"]) == ("步", "奖励") and zh["__type__"] == "update", zh

@@ -13,7 +13,7 @@ from core.app.library import rewards_label
 from core.config import CPU_QUICK, Config
 from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
-from ui.i18n import en, lang_of, t, text_in
+from ui.i18n import TEXT, en, lang_of, t, text_in
 from ui.status_text import STATUS_EN, form_note, progress_html, status_line
 from ui.views import (aha_length_frame, aha_sample_markdown, long_frame, memory_plan_markdown, plot_value, reward_frame,
                       samples_view, step_axis, value_axis)
@@ -76,19 +76,19 @@ def _plot(label_key: str, y_title: str, multi: bool = False, y_format: str | Non
     built and the page's language on load (`axis_titles`): through gr.I18n, Vega drew the raw
     "__i18n__{...}" now and then (a helper's walkthrough, 2026-12-07); the series' names in the page's
     language (`refresh`)."""
-    plot = gr.LinePlot(value=None, x="step", y="value", color="series" if multi else None,
+    return gr.LinePlot(value=None, x="step", y="value", color="series" if multi else None,
                        color_title="", label=t(label_key), x_title=en("plot.step"), y_title=en(f"plot.{y_title}"),
                        x_axis_format="d", elem_classes=[PLOT_CLASS],
                        x_lim=step_axis(None), height=None, y_axis_format=y_format, **kw)
-    plot.y_title_key = f"plot.{y_title}"
-    return plot
 
 
 def axis_titles(plots, lang: str) -> list:
-    """Each plot's axis titles in `lang`, as updates (none for English: the plots are built so)."""
+    """Each plot's axis titles in `lang`, as updates (none for English: the plots are built so); a
+    plot's key is found from its English title (`plot.*` titles are unique)."""
     if lang == "en":
         return [gr.skip() for _ in plots]
-    return [gr.update(x_title=text_in("plot.step", lang), y_title=text_in(p.y_title_key, lang)) for p in plots]
+    key_of = {en(k): k for k in TEXT if k.startswith("plot.")}
+    return [gr.update(x_title=text_in("plot.step", lang), y_title=text_in(key_of[p.y_title], lang)) for p in plots]
 
 
 
