@@ -172,14 +172,16 @@
 # step 31, held-out 2% -> 83%, steps and vLLM's engine build ~1.7x slower: the host) -> (carry .devkit/unsloth)
 # install; trl --systems unsloth-defaults --lengths 4096 --budget-s 380 (337 s: step 1 only, from_pretrained 218 s;
 # give it 560 alone).
-# Next, in order (each its own command, after the kit; 1,024 and 4,096 in separate commands: each process's
-# compiled first step takes 80-100 s):
-#   (carry .devkit/unsloth) trl --systems unsloth-defaults --lengths 4096 --budget-s 560   # step 2 not yet measured
-#   trl --systems ours-4bit --lengths 4096 --ours-compile --budget-s 400                  # not yet measured; then
-#   trl --systems unsloth-4bit --lengths 4096 --budget-s 560   # its own command: Unsloth's from_pretrained alone
-#        took 218 s at 4,096 (2026-12-07 19:15), so the pair in one command would not fit 600 s
-#   (carry .devkit/s7, then .devkit/s8) smol; app ... --steps 60 --eval-n 100 --budget-s 420   # the full 60 steps
-#        again, and whether the app's slower steps of 15:12 (1.6x at the same lengths) were that machine
+# Issue 31, as run on 2026-12-07 21:12-21:36 (H100, commit 0c0cb50; records in bench/results/2026-12-07_h100_p/;
+# 1,682 of 1,800 s, two refused starts first): the kit in six runs ([.devkit/pN] alone for N = 1..6; the first run
+# also writes the random 1.5B folder in the background, touching /tmp/prep.started and /tmp/prep.done, as the
+# trl mode waits for), then (carry .devkit/unsloth) install; trl --systems unsloth-defaults --lengths 4096
+# --budget-s 490 (358 s) -> trl --systems ours-4bit --lengths 4096 --ours-compile --budget-s 330 (245 s: step 1
+# only, the compiled layers' first build for 4,096 took 93 s) -> the same with --budget-s 390 (180 s, warm caches)
+# -> trl --systems unsloth-4bit --lengths 4096 --budget-s 520 (201 s) -> trl --systems ours-fast --lengths 4096
+# --ours-compile --budget-s 320 (182 s) -> trl --systems trl-vllm --lengths 4096 --budget-s 195 (88 s).
+# Next: the app drive after the page changes of 2026-12-07 (carry .devkit/p6 + s1..s6, then s7, then s8 with
+#   smol; app --config configs/smollm2-largest.yaml ... --steps 60 --eval-n 100 --budget-s 420).
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
