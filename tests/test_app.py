@@ -338,9 +338,10 @@ def test_the_model_box_is_what_a_run_uses_and_the_bundled_default_locks_it(smoll
     """The Model tab: "Bundled default" empties and locks the box and names the bundled model in it; the
     line under the box names the model the box gives, which is what Load, Start and Try on samples read
     (the radio is no input of theirs), and warns when a Hub id or folder is picked with the box empty."""
-    from core.models.loading import DEFAULT_MODEL_NAME, resolve_model_path
+    from core.models.bundled import BUNDLED_NAMES
+    from core.models.loading import resolve_model_path
     from ui.forms import Form
-    from ui.tabs.model import BUNDLED, BUNDLED_NAMES, on_kind, uses_text
+    from ui.tabs.model import on_kind, uses_text
 
     update, line = on_kind("default", "Qwen/Qwen2.5-0.5B-Instruct")
     assert (update["value"], update["interactive"]) == ("", False)
@@ -359,9 +360,11 @@ def test_the_model_box_is_what_a_run_uses_and_the_bundled_default_locks_it(smoll
         "Qwen/Qwen2.5-0.5B-Instruct"
     update, line = on_kind("default", "", "zh")
     assert update["placeholder"] == "SmolLM2-135M-Instruct（内置，离线）" and "内置的离线模型" in line
-    # the names the line calls the bundled model are the ones the loader reads as it
-    assert BUNDLED == DEFAULT_MODEL_NAME
+    # the names the line calls the bundled model are the ones the loader reads as it (one list,
+    # core.models.bundled), and any other name is not
     assert {resolve_model_path(n) for n in BUNDLED_NAMES} == {str(smollm2_dir)}
+    assert all(uses_text(n, "default") == uses_text("", "default") for n in BUNDLED_NAMES)
+    assert resolve_model_path("SmolLM2-135M") == "SmolLM2-135M"
     assert uses_text("default", "hub") == uses_text("", "default")
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the bundled default model's Hub id
+from core.models.bundled import BUNDLED_HUB_ID
+
 NOT_EXPORTED = ("trainer_state.pt", "state.json", "README.md")  # resume state stays with the run
 
 

@@ -29,9 +29,7 @@ import torch
 
 from core.errors import AhaError
 from core.config import ModelConfig
-
-DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from core.models.bundled import DEFAULT_MODEL_NAME, GGUF_FILE, is_bundled
 
 
 class ModelError(AhaError, RuntimeError):
@@ -127,7 +125,7 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 
 def resolve_model_path(name_or_path: str) -> str:
     """'' -> the offline default folder; a local folder -> itself; anything else is a hub id."""
-    if not name_or_path or name_or_path in ("default", DEFAULT_MODEL_NAME):
+    if is_bundled(name_or_path):
         return str(default_model_path())
     return name_or_path
 

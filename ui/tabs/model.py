@@ -12,6 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.config import DEFAULT_TARGETS
+from core.models.bundled import DEFAULT_MODEL_NAME as BUNDLED, is_bundled
 from ui.common import Ctx, warn, with_labels
 from ui.i18n import lang_of, t
 from ui.views import memory_markdown
@@ -21,8 +22,6 @@ MODEL_KEYS = ["model_name_or_path", "model_dtype", "model_load_in_4bit", "model_
               "model_lora_dropout", "model_lora_target_modules", "model_gradient_checkpointing",
               "model_offload_activations", "model_compile_layers"]
 
-BUNDLED = "SmolLM2-135M-Instruct"  # core.models.loading.DEFAULT_MODEL_NAME (that module imports torch)
-BUNDLED_NAMES = ("", "default", BUNDLED)  # what core.models.loading.resolve_model_path reads as the bundled model
 PLACEHOLDER = "Qwen/Qwen2.5-0.5B-Instruct  or  /path/to/model"
 
 
@@ -41,7 +40,7 @@ def uses_text(name_or_path: str, kind: str, lang: str = "en") -> str:
     >>> uses_text("Qwen/Qwen2.5-0.5B-Instruct", "hub")
     'Load, Start and Try on samples use **`Qwen/Qwen2.5-0.5B-Instruct`**.'
     """
-    if name_or_path in BUNDLED_NAMES:
+    if is_bundled(name_or_path):
         key = "model.uses.unnamed" if not name_or_path and kind != "default" else "model.uses.bundled"
         return say(key, lang, default=BUNDLED)
     return say("model.uses.named", lang, name=name_or_path)
