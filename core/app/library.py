@@ -17,6 +17,7 @@ import pandas as pd
 
 from core.runs.access import AccessError
 from core.config import Config, ConfigError, DataConfig, ModelConfig, RewardsConfig
+from core.models.bundled import DEFAULT_MODEL_NAME
 from core.app.messages import ManagerError
 
 
@@ -146,7 +147,7 @@ class RunLibrary:
             try:
                 cfg = run.load_config()
                 source = cfg.data.source  # a file's name, not where the server keeps it
-                model, task, rewards = (cfg.model.name_or_path or "SmolLM2-135M-Instruct",
+                model, task, rewards = (cfg.model.name_or_path or DEFAULT_MODEL_NAME,
                                         Path(source).name if Path(source).is_absolute() else source,
                                         rewards_label(cfg))
             except Exception:  # a hand-edited config: still list the run

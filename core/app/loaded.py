@@ -18,6 +18,7 @@ from pathlib import Path
 
 from core.errors import user_message
 from core.config import Config, ModelConfig
+from core.models.bundled import DEFAULT_MODEL_NAME
 from core.app.messages import ManagerError
 
 
@@ -159,7 +160,7 @@ class LoadedModel:
         model_cfg = model_cfg or self.default_model
         self._check_paths(model_cfg=model_cfg)  # as Load does: nothing read outside the allowed folders
         loaded = self._model_key is not None and self._model_key == model_key_safe(model_cfg)
-        info = {"loaded": loaded, "device": self.device, "name": model_cfg.name_or_path or "SmolLM2-135M-Instruct",
+        info = {"loaded": loaded, "device": self.device, "name": model_cfg.name_or_path or DEFAULT_MODEL_NAME,
                 "note": ""}
         from core.memory.sizes import estimate_memory
         from core.models.loading import pick_dtype

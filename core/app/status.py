@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from core.config import Config
+from core.models.bundled import DEFAULT_MODEL_NAME
 
 
 # States of a run as `status()` reports them. The first four mean "active": a second start
@@ -76,7 +77,7 @@ class RunStatus:
             "traceback": tb,
             "pause_reason": pause_reason,
             "note": self._note,
-            "model": (self._model_cfg.name_or_path or "SmolLM2-135M-Instruct") if self._model_cfg else None,
+            "model": (self._model_cfg.name_or_path or DEFAULT_MODEL_NAME) if self._model_cfg else None,
             # answers (chat, evaluation) waiting for the current training step to end
             "queued": self.worker.pending() if state in ACTIVE_STATES else 0,
             "engine_note": self._engine_note,
