@@ -139,6 +139,25 @@ def test_a_question_longer_than_the_engines_context_is_refused_in_words(tiny_mod
     assert 0 < engine.max_tokens == 64 - len(engine.prompts[0]) < 64
 
 
+def test_the_hf_engine_holds_the_models_context_so_chat_refuses_a_longer_question(tiny_model_dir):
+    """The CPU path: HF generate has no engine context of its own, so its limit is the model's
+    positions; a question past them is refused before anything is generated (it used to run for
+    minutes, holding the app's one worker)."""
+    from core.config import ModelConfig
+    from core.engines.hf import HFEngine
+    from core.evaluation.chat import answer
+    from core.models.loading import load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(ModelConfig(name_or_path=str(tiny_model_dir), dtype="float32"), "cpu")
+    model.config.max_position_embeddings = 96
+    engine = HFEngine(model, tok)
+    assert engine.limits() == {"max_model_len": 96, "max_lora_rank": None}
+    with pytest.raises(ValueError, match=r"the question takes [\d,]+ tokens .* holds 96 .*: shorten it"):
+        answer(engine, tok, "Which is bigger, 9.11 or 9.9? " * 40, system_prompt="")
+    out = answer(engine, tok, "2 + 2?", system_prompt="", max_tokens=500)  # cut to the room left
+    assert isinstance(out, str) and len(tok(out)["input_ids"]) <= 96
+
+
 def test_last_number_extraction():
     assert last_number_correct("so the total is 1,234", "1234")
     assert last_number_correct("<answer>0.5</answer>", "0.50")

@@ -118,8 +118,11 @@ class HFEngine:
         """Nothing is ever left queued: `generate` runs to the end or raises."""
 
     def limits(self) -> dict:
-        """`generate` takes any length the model's context allows and any adapter rank."""
-        return {"max_model_len": None, "max_lora_rank": None}
+        """Any adapter rank; the model's own context (its max_position_embeddings), which `generate`
+        would otherwise run past: a 30,000-token question held the app's one worker for over ten
+        minutes on a CPU (2026-12-07, a new user's paste), Stop and chat waiting behind it."""
+        n = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return {"max_model_len": int(n) if isinstance(n, int) and n > 0 else None, "max_lora_rank": None}
 
     def configure(self, *, release_kv: bool) -> None:
         """Its KV cache lives only inside one `generate` call: nothing to keep or free."""
