@@ -444,11 +444,23 @@ def plan_run(c, cfg, *, engine: str, free_bytes: int | None = None, total_bytes:
     True
     >>> plan_run(c, cfg, engine="hf", available_bytes=2**33).device
     'cpu'
+    >>> cfg.algorithm.max_completion_length = 4096  # auto on a CPU halves its micro-batch until the step fits
+    >>> [plan_run(c, cfg, engine="hf", available_bytes=gib * GIB).micro_batch_size for gib in (8, 2, 0.5)]
+    [8, 2, 1]
+    >>> cfg.algorithm.micro_batch_size = 4  # one the user set stays theirs
+    >>> plan_run(c, cfg, engine="hf", available_bytes=GIB).micro_batch_size
+    4
     """
     if free_bytes is None:
         mbs = micro_batch_size(cfg)
         p = plan_cpu(c, cfg, micro_batch_size=mbs, dtype_bytes=dtype_bytes, dtype=dtype,
                      available_bytes=available_bytes, weights_loaded=weights_loaded)
+        # auto on a CPU: the largest micro-batch of 8, 4, 2, 1 whose step fits the RAM available (a new
+        # user's 7,000-token completions planned 319 GB at 8 against 16.9 GB; past RAM the OS kills the app)
+        while cfg.algorithm.micro_batch_size <= 0 and p.fits is False and mbs > 1:
+            mbs //= 2
+            p = plan_cpu(c, cfg, micro_batch_size=mbs, dtype_bytes=dtype_bytes, dtype=dtype,
+                         available_bytes=available_bytes, weights_loaded=weights_loaded)
         if engine == "vllm" and engine_sizes is None:  # vLLM's CPU build: the plan only sizes its KV cache
             first = plan_config(c, cfg, CPU_VLLM_NOMINAL_BYTES, CPU_VLLM_NOMINAL_BYTES, engine="vllm",
                                 moments_on_host_as=False)  # a CPU never moves them
