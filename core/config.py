@@ -452,7 +452,9 @@ def validate(cfg: Config) -> Config:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
             raise ConfigError(f"rewards.weights: {w!r} is not a finite number")
     if not r.names and not r.custom_code.strip():
-        raise ConfigError("rewards.names is empty and there is no custom reward code: pick at least one reward")
+        raise ConfigError("no reward to train with: tick at least one of the Reward presets on the Rewards tab, or "
+                          "write a Custom reward (Python) there (in a config file: `rewards.names`, "
+                          "`rewards.custom_code`)")
     a = cfg.algorithm
     if a.epsilon_high < a.epsilon:
         raise ConfigError(f"algorithm.epsilon_high = {a.epsilon_high}: must be at least epsilon ({a.epsilon})")

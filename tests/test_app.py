@@ -241,7 +241,10 @@ def test_errors_are_messages(app):
     message = client.predict(**{**TINY, "data_source": "builtin:nope"}, **TWO_REWARDS, api_name="/start")
     assert message.startswith("⚠️") and "no built-in task" in message
     no_rewards = {k: False for k in TWO_REWARDS}
-    assert "pick at least one reward" in client.predict(**TINY, **no_rewards, api_name="/start")
+    # no reward at all: said in the page's words (the Rewards tab's boxes), the config's names in `code`
+    assert client.predict(**TINY, **no_rewards, api_name="/start") == (
+        "⚠️ no reward to train with: tick at least one of the Reward presets on the Rewards tab, or write a Custom "
+        "reward (Python) there (in a config file: `rewards.names`, `rewards.custom_code`)")
     # a setting out of range is named by the label on the page, beside the config's name
     message = client.predict(**{**TINY, "algorithm_num_generations": 1}, **TWO_REWARDS, api_name="/start")
     assert message.startswith("⚠️ “Completions per question (G)” (algorithm.num_generations) = 1: must be between"), message
