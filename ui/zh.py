@@ -349,7 +349,7 @@ PRESETS_ZH: dict[str, str] = {
     "format_soft": "<think>...</think> 块之后某处有 <answer>...</answer> 块时为 1。",
     "format_strict": "回答恰好是 <think>...</think> 接着 <answer>...</answer>、别无其他时为 1。",
     "integer_answer": "提取出的答案是整数（如 42、-7、1,234）时为 1。",
-    "length_penalty": "在 `length_budget` 个字符（默认 1000）以内为 0，之后线性下降，到预算的两倍时为 -1。",
+    "length_penalty": "在数据中每个问题的 `length_budget` 列（字符数；没有该列则为 1000）以内为 0，到预算的两倍时为 -1。",
     "math_equivalence": "math-verify 判定提取出的答案与 `answer` 列相等时为 1（\\frac{1}{2} = 0.5）。",
     "numeric_match": "提取出的答案与 `answer` 列是同一个数时为 1（相对容差 1e-6）。",
     "reflection_bonus": "think 块中每个反思短语（wait、let me check、hmm……）加 0.1，最多 0.5。",
