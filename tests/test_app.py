@@ -243,8 +243,8 @@ def test_errors_are_messages(app):
     no_rewards = {k: False for k in TWO_REWARDS}
     # no reward at all: said in the page's words (the Rewards tab's boxes), the config's names in `code`
     assert client.predict(**TINY, **no_rewards, api_name="/start") == (
-        "⚠️ no reward to train with: tick at least one of the Reward presets on the Rewards tab, or write a Custom "
-        "reward (Python) there (in a config file: `rewards.names`, `rewards.custom_code`)")
+        "⚠️ no reward to train with: tick a Reward preset on the Rewards tab or write a Custom reward (Python) there "
+        "(in a config file: `rewards.names`, `rewards.custom_code`)")
     # a setting out of range is named by the label on the page, beside the config's name
     message = client.predict(**{**TINY, "algorithm_num_generations": 1}, **TWO_REWARDS, api_name="/start")
     assert message.startswith("⚠️ “Completions per question (G)” (algorithm.num_generations) = 1: must be between"), message
@@ -573,6 +573,10 @@ def test_an_emptied_number_box_is_refused_by_name_not_replaced_by_its_default():
                         "weight_format_strict": None})
     assert form.to_config({"reward_correctness": True, "weight_correctness": 2.0, "reward_format_strict": False,
                            "weight_format_strict": None}).rewards.weights == [2.0]  # unticked: its box is unread
+    # a weight far out of any sane range (a typo's -1e30) is refused by name, not trained on
+    with pytest.raises(ConfigError, match=r"^the weight of correctness = -1e\+30 \(`rewards.weights`\): must be "
+                                          r"between -1000 and 1000$"):
+        form.to_config({"reward_correctness": True, "weight_correctness": -1e30})
 
 
 def test_bitsandbytes_warning_about_our_kernels_folder_is_dropped_at_start():

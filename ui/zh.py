@@ -57,7 +57,7 @@ HELP_ZH: dict[str, str] = {
     "data.curriculum_steps": "设置了课程列时：从这一步起抽取全部行（中间各级均匀加入）。0 = 一开始就用全部行。",
     # rewards
     "rewards.names": "使用的预设奖励（见注册表）。总奖励是它们的加权和。",
-    "rewards.weights": "每个奖励一个权重，顺序相同。留空 = 各预设的默认权重。",
+    "rewards.weights": "每个奖励一个权重，顺序相同，各在 -1000 到 1000 之间。留空 = 各预设的默认权重。",
     "rewards.custom_code": "额外奖励函数的 Python 源码，使用 TRL 的签名 "
                            "`def my_reward(prompts, completions, **kwargs) -> list[float]`。在独立进程中运行，并有时间限制。",
     "rewards.custom_timeout_s": "自定义奖励代码每次调用的时间限制。",
