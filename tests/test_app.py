@@ -579,6 +579,31 @@ def test_an_emptied_number_box_is_refused_by_name_not_replaced_by_its_default():
         form.to_config({"reward_correctness": True, "weight_correctness": -1e30})
 
 
+def test_sliders_span_their_fields_range():
+    """A slider's ends are the config's range: Temperature 0 typed in snapped to the slider's 0.1 with no
+    word while the config allows 0.01 (2026-12-07), and a config's 3.0 (allowed up to 5) would be refused
+    by the slider's own check on every event that reads the form."""
+    import gradio as gr
+
+    from core.config import field_spec
+    from ui.forms import _SLIDERS, Form
+
+    with gr.Blocks():
+        form = Form(Config())
+        sliders = {key: form.field(*key) for key in _SLIDERS}
+    assert set(sliders) >= {("algorithm", "temperature"), ("algorithm", "top_p"), ("model", "lora_dropout")}
+    for key, slider in sliders.items():
+        assert isinstance(slider, gr.Slider) and (slider.minimum, slider.maximum) == field_spec(*key)["range"], key
+        lo, hi = field_spec(*key)["range"]
+        steps = (hi - lo) / slider.step
+        assert abs(steps - round(steps)) < 1e-9, key  # both ends on the slider's steps
+        default = getattr(getattr(Config(), key[0]), key[1])
+        assert abs((default - lo) / slider.step - round((default - lo) / slider.step)) < 1e-9, key  # default too
+    temperature = sliders[("algorithm", "temperature")]
+    assert (temperature.minimum, temperature.maximum) == (0.01, 5.0)
+    assert form.to_config({"algorithm_temperature": temperature.preprocess(0.01)}).algorithm.temperature == 0.01
+
+
 def test_bitsandbytes_warning_about_our_kernels_folder_is_dropped_at_start():
     """bitsandbytes' CPU backend imports `kernels` (Hugging Face's package) and warns when our own
     `kernels/` answers instead: app.py drops that one warning, nothing else bitsandbytes says."""
