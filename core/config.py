@@ -151,8 +151,8 @@ class RewardsConfig:
         factory=lambda: ["correctness", "format_strict", "xml_tag_count"],
     )
     weights: list = _f(
-        None, "One weight per reward, same order. Empty = each preset's default weight (correctness 1.0, "
-        "format_strict 0.5, xml_tag_count 0.5, ...).", factory=list
+        None, "One weight per reward, same order, each between -1000 and 1000. Empty = each preset's default "
+        "weight (correctness 1.0, format_strict 0.5, xml_tag_count 0.5, ...).", factory=list
     )
     custom_code: str = _f(
         "",
@@ -448,11 +448,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             f"rewards.weights has {len(r.weights)} values but rewards.names has {len(r.names)}: give one weight per reward"
         )
-    for w in r.weights:
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-            raise ConfigError(f"rewards.weights: {w!r} is not a finite number")
+    for name, w in zip(r.names, r.weights):  # past ±1000 one reward swamps the rest (-1e30: every total -1e30)
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or abs(w) > 1000:
+            raise ConfigError(f"the weight of {name} = {w!r} (`rewards.weights`): must be between -1000 and 1000")
     if not r.names and not r.custom_code.strip():
-        raise ConfigError("rewards.names is empty and there is no custom reward code: pick at least one reward")
+        raise ConfigError("no reward to train with: tick a Reward preset on the Rewards tab or write a Custom reward "
+                          "(Python) there (in a config file: `rewards.names`, `rewards.custom_code`)")
     a = cfg.algorithm
     if a.epsilon_high < a.epsilon:
         raise ConfigError(f"algorithm.epsilon_high = {a.epsilon_high}: must be at least epsilon ({a.epsilon})")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from reward_presets._common import completion_text
 
-DESCRIPTION = "0 within `length_budget` characters (default 1000), falling linearly to -1 at twice the budget."
+# no box on the page sets the budget: only a data column does (every column reaches a reward as a keyword)
+DESCRIPTION = ("0 up to a per-question `length_budget` column in the data, in characters (else 1000); "
+               "-1 at twice the budget.")
 DEFAULT_WEIGHT = 0.5
 DEFAULT_BUDGET_CHARS = 1000
 
@@ -30,8 +32,8 @@ def penalty(length: int, budget: float) -> float:
 def length_penalty(prompts, completions, length_budget=None, **kwargs) -> list[float]:
     """0.0 up to the budget, then -(length - budget) / budget, never below -1.0.
 
-    `length_budget` (characters) may be one number for all completions or a dataset column
-    with one value per completion; default 1000.
+    `length_budget` (characters) is the data's `length_budget` column, one value per completion (or
+    one number for all, when called directly); no such column, or an empty cell, gives 1000.
 
     >>> length_penalty(prompts=["q"] * 3, completions=["short", "x" * 15, "x" * 40], length_budget=10)
     [0.0, -0.5, -1.0]

@@ -241,7 +241,10 @@ def test_errors_are_messages(app):
     message = client.predict(**{**TINY, "data_source": "builtin:nope"}, **TWO_REWARDS, api_name="/start")
     assert message.startswith("⚠️") and "no built-in task" in message
     no_rewards = {k: False for k in TWO_REWARDS}
-    assert "pick at least one reward" in client.predict(**TINY, **no_rewards, api_name="/start")
+    # no reward at all: said in the page's words (the Rewards tab's boxes), the config's names in `code`
+    assert client.predict(**TINY, **no_rewards, api_name="/start") == (
+        "⚠️ no reward to train with: tick a Reward preset on the Rewards tab or write a Custom reward (Python) there "
+        "(in a config file: `rewards.names`, `rewards.custom_code`)")
     # a setting out of range is named by the label on the page, beside the config's name
     message = client.predict(**{**TINY, "algorithm_num_generations": 1}, **TWO_REWARDS, api_name="/start")
     assert message.startswith("⚠️ “Completions per question (G)” (algorithm.num_generations) = 1: must be between"), message
@@ -570,6 +573,35 @@ def test_an_emptied_number_box_is_refused_by_name_not_replaced_by_its_default():
                         "weight_format_strict": None})
     assert form.to_config({"reward_correctness": True, "weight_correctness": 2.0, "reward_format_strict": False,
                            "weight_format_strict": None}).rewards.weights == [2.0]  # unticked: its box is unread
+    # a weight far out of any sane range (a typo's -1e30) is refused by name, not trained on
+    with pytest.raises(ConfigError, match=r"^the weight of correctness = -1e\+30 \(`rewards.weights`\): must be "
+                                          r"between -1000 and 1000$"):
+        form.to_config({"reward_correctness": True, "weight_correctness": -1e30})
+
+
+def test_sliders_span_their_fields_range():
+    """A slider's ends are the config's range: Temperature 0 typed in snapped to the slider's 0.1 with no
+    word while the config allows 0.01 (2026-12-07), and a config's 3.0 (allowed up to 5) would be refused
+    by the slider's own check on every event that reads the form."""
+    import gradio as gr
+
+    from core.config import field_spec
+    from ui.forms import _SLIDERS, Form
+
+    with gr.Blocks():
+        form = Form(Config())
+        sliders = {key: form.field(*key) for key in _SLIDERS}
+    assert set(sliders) >= {("algorithm", "temperature"), ("algorithm", "top_p"), ("model", "lora_dropout")}
+    for key, slider in sliders.items():
+        assert isinstance(slider, gr.Slider) and (slider.minimum, slider.maximum) == field_spec(*key)["range"], key
+        lo, hi = field_spec(*key)["range"]
+        steps = (hi - lo) / slider.step
+        assert abs(steps - round(steps)) < 1e-9, key  # both ends on the slider's steps
+        default = getattr(getattr(Config(), key[0]), key[1])
+        assert abs((default - lo) / slider.step - round((default - lo) / slider.step)) < 1e-9, key  # default too
+    temperature = sliders[("algorithm", "temperature")]
+    assert (temperature.minimum, temperature.maximum) == (0.01, 5.0)
+    assert form.to_config({"algorithm_temperature": temperature.preprocess(0.01)}).algorithm.temperature == 0.01
 
 
 def test_bitsandbytes_warning_about_our_kernels_folder_is_dropped_at_start():

@@ -35,6 +35,17 @@ def test_invalid_values_name_field_and_range(section, name, value, expect):
     assert expect in str(e.value)
 
 
+@pytest.mark.parametrize("weight", [-1e30, 1000.5, float("inf"), float("nan"), "2", True])
+def test_reward_weights_are_finite_numbers_within_1000(weight):
+    cfg = Config()
+    cfg.rewards.names, cfg.rewards.weights = ["correctness", "format_strict"], [1.0, weight]
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    assert str(e.value) == f"the weight of format_strict = {weight!r} (`rewards.weights`): must be between -1000 and 1000"
+    cfg.rewards.weights = [-1000, 1000.0]  # the bounds themselves are allowed
+    assert validate(cfg).rewards.weights == [-1000, 1000.0]
+
+
 def test_yaml_errors_name_the_problem(tmp_path):
     (tmp_path / "a.yaml").write_text("algorithm:\n  bogus_field: 3\n")
     with pytest.raises(ConfigError, match=r"algorithm: unknown field\(s\) \['bogus_field'\]"):

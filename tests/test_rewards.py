@@ -239,6 +239,11 @@ def test_length_penalty(form):
     assert score(length_penalty, form, texts, length_budget=[4, 4, 30, 30]) == [-0.25, -1.0, 0.0, -1 / 3]
     default = score(length_penalty, form, ["x" * DEFAULT_BUDGET_CHARS, "x" * (DEFAULT_BUDGET_CHARS * 3 // 2)])
     assert default == [0.0, -0.5]
+    # the budget comes from the data's column only (no field sets it): an empty cell is the default too
+    long = "x" * (DEFAULT_BUDGET_CHARS * 3 // 2)
+    assert score(length_penalty, form, [long, long], length_budget=[3000, None]) == [0.0, -0.5]
+    assert REGISTRY["length_penalty"].description == (
+        "0 up to a per-question `length_budget` column in the data, in characters (else 1000); -1 at twice the budget.")
 
 
 def test_reflection_phrases_are_exported_for_the_aha_panel():

@@ -700,6 +700,50 @@ def test_case9_uploads_have_a_quota_and_gradios_copy_is_removed(tiny_model_dir, 
         manager.close()
 
 
+def test_upload_without_usable_rows_keeps_the_source(tiny_model_dir, tmp_path, monkeypatch):
+    """Before: a CSV whose every answer was empty became "Source in use" (its columns read fine) and
+    Start then failed; the message named the server's copy. Now it is refused as the unreadable files
+    are: the source in use stays, said in the same words, the file named as uploaded."""
+    import gradio as gr
+
+    from ui.studio import build_app
+
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+
+    def gradio_copy(name: str, text: str) -> str:
+        path = cache / name.split(".")[0] / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return str(path)
+
+    manager = manager_for(tiny_model_dir, tmp_path / "runs")
+    try:
+        demo = build_app(manager)
+        (on_upload,) = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_upload"]
+        stored, *_, loaded = on_upload(gradio_copy("sums.csv", "question,answer\n1+1,2\n2+2,4\n"))
+        assert loaded is True
+        out = on_upload(gradio_copy("empty_answers.csv", "question,answer\n" + "".join(f"q{i},\n" for i in range(10))),
+                        stored)
+        assert list(out[:3]) == [gr.skip()] * 3 and out[7] is False  # not the source, no preview
+        assert out[3] == ("⚠️ data: empty_answers.csv: no usable rows: all 10 have an empty 'question' or 'answer'"
+                          "\n\nNothing was loaded from `empty_answers.csv`. The data source is unchanged: `sums.csv` "
+                          "(Start trains on it); upload a readable file to change it.")
+        assert (out[4], out[5]) == ("upload", None)
+        # the refused file is not kept against the uploads quota
+        assert [p.name for p in (tmp_path / "runs" / "_uploads").iterdir()] == [Path(stored).name]
+        # a file with some usable rows is still taken (the empty ones are dropped when it trains)
+        out = on_upload(gradio_copy("some.csv", "question,answer\nq1,\nq2,7\n"), stored)
+        assert out[7] is True and Path(out[0]).name.startswith("some-")
+        # Preview of such a file (set as the source another way) names it as uploaded too
+        (preview,) = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "preview"]
+        empty = manager.store_upload(gradio_copy("empty.csv", "question,answer\nq1,\n"))
+        rows, info = preview(None, data_source=empty, data_prompt_column="question", data_answer_column="answer")
+        assert info == "⚠️ data: empty.csv: no usable rows: all 1 have an empty 'question' or 'answer'"
+    finally:
+        manager.close()
+
+
 def test_case9_unreadable_or_broken_weights_are_named(tiny_model_dir, tmp_path):
     """Before: an unreadable weights file read "No such file or directory", a truncated one a bare
     SafetensorError that was no ModelError at all."""

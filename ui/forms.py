@@ -28,11 +28,13 @@ from core.errors import ConfigError
 from core.rewards.registry import REGISTRY
 from ui.i18n import TEXT, en, t
 
-# fields shown as sliders: (min, max, step)
+# fields shown as sliders: their step; the ends are the field's own range in core/config.py, so the page
+# allows what the config does (a Temperature of 0 snapped to a slider's own 0.1 without a word, while the
+# config takes 0.01). Each step lands on both ends and on the default from the lower end.
 _SLIDERS = {
-    ("algorithm", "temperature"): (0.1, 2.0, 0.05),
-    ("algorithm", "top_p"): (0.05, 1.0, 0.05),
-    ("model", "lora_dropout"): (0.0, 0.5, 0.05),
+    ("algorithm", "temperature"): 0.01,
+    ("algorithm", "top_p"): 0.01,
+    ("model", "lora_dropout"): 0.05,
 }
 
 
@@ -73,8 +75,8 @@ class Form:
         elif isinstance(value, bool):
             widget = gr.Checkbox(**kw)
         elif (section, name) in _SLIDERS:
-            lo, hi, step = _SLIDERS[(section, name)]
-            widget = gr.Slider(minimum=lo, maximum=hi, step=step, **kw)
+            lo, hi = spec["range"]
+            widget = gr.Slider(minimum=lo, maximum=hi, step=_SLIDERS[(section, name)], **kw)
         elif isinstance(value, (int, float)):
             # no minimum/maximum on the widget: Gradio's own check raised a toast per event that reads
             # the box (twice, naming no field) and a traceback in the log; the config's check

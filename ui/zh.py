@@ -57,7 +57,7 @@ HELP_ZH: dict[str, str] = {
     "data.curriculum_steps": "设置了课程列时：从这一步起抽取全部行（中间各级均匀加入）。0 = 一开始就用全部行。",
     # rewards
     "rewards.names": "使用的预设奖励（见注册表）。总奖励是它们的加权和。",
-    "rewards.weights": "每个奖励一个权重，顺序相同。留空 = 各预设的默认权重。",
+    "rewards.weights": "每个奖励一个权重，顺序相同，各在 -1000 到 1000 之间。留空 = 各预设的默认权重。",
     "rewards.custom_code": "额外奖励函数的 Python 源码，使用 TRL 的签名 "
                            "`def my_reward(prompts, completions, **kwargs) -> list[float]`。在独立进程中运行，并有时间限制。",
     "rewards.custom_timeout_s": "自定义奖励代码每次调用的时间限制。",
@@ -349,7 +349,7 @@ PRESETS_ZH: dict[str, str] = {
     "format_soft": "<think>...</think> 块之后某处有 <answer>...</answer> 块时为 1。",
     "format_strict": "回答恰好是 <think>...</think> 接着 <answer>...</answer>、别无其他时为 1。",
     "integer_answer": "提取出的答案是整数（如 42、-7、1,234）时为 1。",
-    "length_penalty": "在 `length_budget` 个字符（默认 1000）以内为 0，之后线性下降，到预算的两倍时为 -1。",
+    "length_penalty": "在数据中每个问题的 `length_budget` 列（字符数；没有该列则为 1000）以内为 0，到预算的两倍时为 -1。",
     "math_equivalence": "math-verify 判定提取出的答案与 `answer` 列相等时为 1（\\frac{1}{2} = 0.5）。",
     "numeric_match": "提取出的答案与 `answer` 列是同一个数时为 1（相对容差 1e-6）。",
     "reflection_bonus": "think 块中每个反思短语（wait、let me check、hmm……）加 0.1，最多 0.5。",

@@ -369,6 +369,20 @@ class Playground:
         except DataError as e:
             raise ManagerError(f"data: {e}") from e
 
+    def usable_rows(self, source: str, prompt_column: str, answer_column: str, split: str = "train",
+                    subset: str = "") -> int:
+        """How many rows of `source` a run can train on with these columns; a ManagerError when none is
+        (every answer empty, say): the Data tab refuses such an upload before it becomes the source, as
+        it does a file it cannot read, instead of Start failing on it later."""
+        from core.data import DataError, load_table, task_rows
+
+        self._check_paths(DataConfig(source=source))
+        try:
+            table = load_table(source, split=split, subset=subset)
+            return len(task_rows(table, prompt_column, answer_column, where=source))
+        except DataError as e:
+            raise ManagerError(f"data: {e}") from e
+
     def store_upload(self, path: str) -> str:
         """Copy an uploaded data file into the uploads folder under a name holding its content
         hash, so a run's data never changes under it (core/runs/access.py). Past the uploads quota the

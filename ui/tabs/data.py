@@ -165,6 +165,9 @@ def build(ctx: Ctx) -> None:
         try:
             stored = manager.store_upload(path)
             p, a, msg = columns_of(stored, lang=lang)
+            question, answer = p["value"], a["value"]  # the guessed mapping (the dropdowns' updates)
+            if answer is not None:  # columns that read but no row to train on: refused like an unreadable file
+                manager.usable_rows(stored, question, answer)
         except Exception as e:  # the source stays what it was: say which, or Start trains on it unawares
             if stored is not None:  # stored but unreadable: not kept against the uploads quota
                 manager.discard_upload(stored, current)
@@ -195,8 +198,9 @@ def build(ctx: Ctx) -> None:
         try:
             cfg = form.to_config(values)
             result = manager.preview_data(cfg.data, cfg.model)
-        except Exception as e:  # no rows of an earlier source left under the error
-            return gr.update(value=None), warn(e)
+        except Exception as e:  # no rows of an earlier source left under the error; an upload by its own name
+            src = str(values.get("data_source") or "")
+            return gr.update(value=None), warn(e, {src: upload_name(src)} if src else None)
         notes = "".join(f"\n- {n}" for n in result["notes"])  # the data's own notes, as core wrote them
         n = result["train"]
         text = say("data.sizes.one" if n == 1 else "data.sizes", lang, n=n, held=result["eval"],
