@@ -79,7 +79,7 @@ def test_status_line_in_chinese_and_english():
     assert en.startswith("⏸️ **paused** · run `r1` · step **3/10** · ETA 3m 05s · 412 tokens/s · reward 0.250")
     assert "fix it on the Rewards tab" in en
     assert cn.startswith("⏸️ **已暂停** · 运行 `r1` · 第 **3/10** 步 · 预计剩余 3 分 05 秒 · 412 token/秒 · 奖励 0.250 · "
-                         "已用 1 分 10 秒 · 2 个回答排在当前步之后")
+                         "已用 1 分 10 秒 · 2 个回答在排队，暂停期间会作答")  # paused: no step to queue behind
     assert "请在“奖励”页修正" in cn and "❌ boom" in cn  # what the run wrote stays as written
     assert status_text.status_line({}, "zh").startswith("⚪ **空闲**")
     # an ETA from the first (warm-up) step alone is said to be a bound

@@ -30,7 +30,8 @@ QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
 _SAID = (SAY_EN, SAY_ZH)
 STARTED = tuple(w["started"].split("`")[0] for w in _SAID)
 RESUMED = tuple(w[k].split("{")[0] for w in _SAID for k in ("resumed", "resumed.tab"))
-IN_FLIGHT = tuple(w[k].split(" (")[0].split("（")[0] for w in _SAID for k in ("control.stopping", "control.pausing"))
+IN_FLIGHT = tuple(w[k].split(" (")[0].split("（")[0] for w in _SAID
+                  for k in ("control.stopping", "control.stopping.first", "control.pausing"))
 # a reload's note "the form shows the settings of the run in progress": cleared once that run has ended
 FORM_ACTIVE = tuple(w["form_from_active"].split("{")[0] for w in (STATUS_EN, STATUS_ZH))
 
@@ -325,6 +326,8 @@ def build(ctx: Ctx) -> None:
             except Exception as e:
                 return warn(e)
             state = "pausing" if action == "pause" and s["state"] == "running" else s["state"]  # not "pause: running"
+            if action == "stop" and state == "stopping" and s.get("before_first_step"):  # not "stop: loading"
+                return say("control.stopping.first", lang)
             if (action, state) in (("stop", "stopping"), ("pause", "pausing")):  # and what happens meanwhile
                 return say(f"control.{state}", lang)
             return say("control", lang, action=word(action, lang), state=word(state, lang))
