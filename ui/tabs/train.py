@@ -377,8 +377,10 @@ def build(ctx: Ctx) -> None:
     ctx.after_all_tabs(lambda: wire_refresh(start.click(start_run, inputs_kwargs=dict(form.components),
                                                         outputs=[message], api_name="start").then(
         attempt, outputs=[said_for], api_visibility="private").then, api_visibility="private"))
+    # Pause and Stop answer at once (the step in flight ends later, as the status line says): no progress
+    # text over the message; Start and Resume keep Gradio's, the wait for a model to load is theirs
     for button, action in ((pause, "pause"), (stop, "stop")):
-        wire_refresh(button.click(control(action), outputs=[message], api_name=action).then,
+        wire_refresh(button.click(control(action), outputs=[message], api_name=action, show_progress="hidden").then,
                      api_visibility="private")
     ctx.after_all_tabs(lambda: wire_refresh(resume.click(resume_run, inputs_kwargs=dict(form.components),
                                                          outputs=[message], api_name="resume").then(
