@@ -60,11 +60,18 @@ PLOT_CSS = f"""
 # Colab's output pane) each plot was 166 px wide and its legend, one row that Vega never wraps, ran past the
 # plot's box, which clips it (the total and four rewards: 400 px). Stacked, a plot is the page's width.
 # `!important`: Gradio sets each column's and block's min-width on the element itself.
+# Stacked, the controls come first: the live column's boxes join the row (`display: contents`) and Start's
+# row, the progress bar and the message are ordered before the settings, the plots after them (at 800 px
+# Start was 2,600 px down, below every settings group). Two columns: the boxes stay where they are.
 PLOT_ROW = "plot-row"
 STACK_BELOW_PX = 1024
+CONTROLS = ("train-controls", "train-progress", "train-message")  # elem_ids of the boxes shown first, stacked
 LAYOUT_CSS = f"""
 @media (max-width: {STACK_BELOW_PX - 1}px) {{
   #train-layout > .column, #train-layout .{PLOT_ROW} > .block {{min-width: 100% !important}}
+  #train-live {{display: contents}}
+  #train-live > * {{order: 1; min-width: 100% !important}}
+  {", ".join(f"#train-live > #{c}" for c in CONTROLS)} {{order: -1}}
 }}
 """
 
@@ -162,13 +169,13 @@ def build(ctx: Ctx) -> None:
                     for section, name in extra:
                         form.field(section, name)
         with gr.Column(scale=2, elem_id="train-live"):
-            with gr.Row():
+            with gr.Row(elem_id="train-controls"):
                 start = gr.Button(t("train.start"), variant="primary", elem_id="start-btn")
                 pause = gr.Button(t("train.pause"), interactive=False, elem_id="pause-btn")
                 resume = gr.Button(t("train.resume"), interactive=False, elem_id="resume-btn")
                 # red only while there is a run to stop (a new user took the red button for live, 2026-12-06)
                 stop = gr.Button(t("train.stop"), variant="secondary", interactive=False, elem_id="stop-btn")
-            progress = gr.HTML(progress_html({}), label=t("train.progress"))
+            progress = gr.HTML(progress_html({}), label=t("train.progress"), elem_id="train-progress")
             message = gr.Markdown(elem_id="train-message")
             ctx.shared["train_message"] = message  # a reload says the form holds the last run's settings
             gr.Markdown(t("train.loss_note"))
