@@ -4,6 +4,7 @@ their English; the server renders them in the language of the request."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 from types import SimpleNamespace
@@ -124,7 +125,12 @@ def test_memory_plans_in_chinese():
         assert views.memory_plan_markdown({"text": p.summary(), "sentences": p.sentences()}) == "🧮 " + p.summary()
     cn = views.memory_plan_markdown({"text": "", "sentences": cpu.sentences()}, "zh")
     assert cn.startswith(f"🧮 CPU 运行：每步峰值约需 {words.gb(cpu.total_peak)} 内存（可用 1.00 GB）")
-    assert cn.endswith("可能放不下：请减小回答长度、G 或微批。")
+    # the GPU defaults on 1 GB of RAM: far past 4x what is available, so it will not fit (not "may")
+    times = cpu.total_peak / 2**30
+    assert times > 4 and cn.endswith(f"放不下：需要可用内存的 {times:,.0f} 倍。请减小回答长度、G 或微批。"), cn
+    near = dataclasses.replace(cpu, available=cpu.total_peak // 2)  # twice the RAM available: it may not fit
+    assert views.memory_plan_markdown({"text": "", "sentences": near.sentences()}, "zh").endswith(
+        "可能放不下：请减小回答长度、G 或微批。")
 
 
 def test_memory_estimate_in_ram_on_a_cpu_and_in_chinese():
