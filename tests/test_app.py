@@ -71,6 +71,32 @@ def test_no_refresh_veils_the_plots(app):
     assert {d["show_progress"] for d in deps} == {"hidden"}, [(d.get("api_name"), d["show_progress"]) for d in deps]
 
 
+def test_no_quick_update_shows_progress_text_in_the_status_or_the_message(app):
+    """Gradio's progress text ("processing | 0.3/0.2s", "0.1s") was read before the status line and in the
+    Train tab's message in a walkthrough. Every event that writes either runs with show_progress "hidden"
+    (the timer, the page load, Pause, Stop, the refreshes after them) but Start and Resume, where a person
+    waits for a model to load; and the page's CSS keeps the text of a hidden tracker out of both boxes
+    (Gradio hides it with opacity 0 only)."""
+    import httpx
+
+    from ui.studio import QUIET
+
+    _, url = app
+    cfg = httpx.get(url.rstrip("/") + "/config", timeout=30).json()
+    ids = {c.get("props", {}).get("elem_id"): c["id"] for c in cfg["components"]}
+    boxes = {ids["status-bar"], ids["train-message"]}
+    deps = [d for d in cfg["dependencies"] if boxes & set(d.get("outputs", []))]
+    shown = sorted((d.get("api_name"), d["show_progress"]) for d in deps if d["show_progress"] != "hidden")
+    assert shown == [("resume", "full"), ("start", "full")], shown
+    trigger = {d["id"]: [t[1] for t in d["targets"]] for d in deps}
+    hidden = [d for d in deps if d["show_progress"] == "hidden"]
+    assert sum(trigger[d["id"]] == ["tick"] for d in hidden) == 1 and len(hidden) >= 8, trigger
+    assert {d.get("api_name") for d in hidden} >= {"pause", "stop", "status"}, [d.get("api_name") for d in hidden]
+    assert QUIET == ("status-bar", "train-message")
+    for box in QUIET:
+        assert f"#{box} > [data-testid=status-tracker].hide {{display: none}}" in cfg["css"], box
+
+
 def test_every_train_plot_draws_a_lone_point(app):
     """A run's first step is one point per series, a line of no length that Vega paints as nothing: each
     of the Train tab's eight step plots carries the class whose CSS draws such a point as a dot, and the

@@ -494,13 +494,16 @@ def test_a_one_step_run_at_820_px(app, browser):
 
 
 def train_layout(page) -> dict:
-    """The Train tab's boxes (left, right, top, width in px): its row of two columns, each column, and each plot
+    """The Train tab's boxes (left, right, top, width in px): its row of two columns, each column, the message, Start
+    (left and top from the page's top: where a person scrolls to), and each plot
     with its legend (Vega's `role-legend` group: its box is the whole legend, the part its plot's box clips
     included) and the legend's series names; the plots' rows as lists of plot indexes."""
     return page.evaluate("""() => {
         const box = e => { const r = e.getBoundingClientRect(); return {left: r.left, right: r.right, top: r.top, width: r.width}; };
         const plots = Array.from(document.querySelectorAll('#train-layout .step-plot'));
-        return {row: box(document.querySelector('#train-layout')),
+        const page = e => { const r = e.getBoundingClientRect(); return {left: r.left, top: r.top + window.scrollY}; };
+        return {row: box(document.querySelector('#train-layout')), start: page(document.querySelector('#start-btn')),
+                message: box(document.querySelector('#train-message')),
                 settings: box(document.querySelector('#train-settings')), live: box(document.querySelector('#train-live')),
                 plots: plots.map(p => { const legend = p.querySelector('g.role-legend');
                     return {id: p.id, box: box(p), legend: legend && box(legend),
@@ -514,7 +517,9 @@ def test_the_train_tab_stacks_at_820_px_and_keeps_two_columns_at_1400(app, brows
     """A walkthrough at 820 px (a split screen, Colab's output pane): the settings and the plots stayed side by
     side, each plot 166 px wide, and the legends ran past their plots' boxes, cut off (the reward plot's five
     series: 400 px). Now the columns stack there and each plot is the page's width, its legend inside its box;
-    at 1400 px the two columns and the plots two to a row as before."""
+    at 1400 px the two columns and the plots two to a row as before. Stacked, Start, the progress and the message
+    come before the settings (Start was 2,600 px down the page at 800 px, below every settings group); at 1400 px
+    they stay at the top of the right-hand column."""
     url = one_step_run(app, "narrow")
     names = ["total", "xml_tag_count", "correctness", "correctness_reward", "format_reward"]
     multi = ("reward-plot", "aha-length-plot")  # two of the four plots with a legend (the others have no elem_id)
@@ -526,15 +531,25 @@ def test_the_train_tab_stacks_at_820_px_and_keeps_two_columns_at_1400(app, brows
     wait_until(lambda: sorted(next(p["names"] for p in train_layout(page)["plots"] if p["id"] == "reward-plot"))
                == sorted(names), timeout=60)
     wait_until(lambda: sum(p["legend"] is not None for p in train_layout(page)["plots"]) == 4, timeout=60)
+    # the timer's refreshes leave no Gradio progress text in the status line or the message ("0.1s", "processing")
+    said = set()
+    for _ in range(30):  # 3 s: a tick or two
+        said.add(page.evaluate("() => document.querySelector('#status-bar').innerText + '|' "
+                               "+ document.querySelector('#train-message').innerText"))
+        page.wait_for_timeout(100)
+    assert not [t for t in said if re.search(r"\d\.\ds\b|processing|queue:", t)], said
     at = train_layout(page)
-    row, settings, live = at["row"], at["settings"], at["live"]
-    # the columns stacked: the live one under the settings, as wide as the page's content
-    assert live["top"] >= settings["top"] + 100 and live["width"] >= 0.98 * row["width"], at
-    assert settings["width"] >= 0.98 * row["width"], at
-    # each plot as wide as its column, one to a row; each legend within its plot's box
+    row, settings = at["row"], at["settings"]
+    # stacked: Start, then the message, then the settings, then the plots, each as wide as the page's content
+    # (the live column has no box of its own there: its boxes join the row)
+    assert at["start"]["top"] <= 900 and at["start"]["top"] < at["message"]["top"] < settings["top"], at
+    assert abs(at["start"]["left"] - row["left"]) < 2, at
+    assert settings["width"] >= 0.98 * row["width"] and at["message"]["width"] >= 0.98 * row["width"], at
+    assert min(p["box"]["top"] for p in at["plots"]) >= settings["top"] + 100, at
+    # each plot as wide as the page's content, one to a row; each legend within its plot's box
     assert len(at["plots"]) == 8 and {p["id"] for p in at["plots"]} >= set(multi), at["plots"]
     for p in at["plots"]:
-        assert p["box"]["width"] >= 0.98 * live["width"], p
+        assert p["box"]["width"] >= 0.98 * row["width"], p
         if p["legend"]:
             assert p["box"]["left"] <= p["legend"]["left"] and p["legend"]["right"] <= p["box"]["right"], p
     assert len({round(p["box"]["top"]) for p in at["plots"]}) == 8, at["plots"]
@@ -549,6 +564,9 @@ def test_the_train_tab_stacks_at_820_px_and_keeps_two_columns_at_1400(app, brows
     settings, live, plots = at["settings"], at["live"], at["plots"]
     # two columns side by side, the plots' twice as wide; the plots two to a row, each half of its column
     assert abs(settings["top"] - live["top"]) < 2 and settings["right"] <= live["left"], at
+    # Start at the top of the right-hand column, as before
+    assert abs(at["start"]["left"] - live["left"]) < 2 and at["start"]["top"] <= 900, at
+    assert at["start"]["top"] - page.evaluate("window.scrollY") - live["top"] < 2, at
     assert live["width"] >= 1.5 * settings["width"], at
     assert len(at["rows"]) == 4 and all(len(r) == 2 for r in at["rows"]), at["rows"]
     for a, b in at["rows"]:

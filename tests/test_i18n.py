@@ -4,6 +4,7 @@ their English; the server renders them in the language of the request."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import string
 from types import SimpleNamespace
@@ -79,7 +80,7 @@ def test_status_line_in_chinese_and_english():
     assert en.startswith("⏸️ **paused** · run `r1` · step **3/10** · ETA 3m 05s · 412 tokens/s · reward 0.250")
     assert "fix it on the Rewards tab" in en
     assert cn.startswith("⏸️ **已暂停** · 运行 `r1` · 第 **3/10** 步 · 预计剩余 3 分 05 秒 · 412 token/秒 · 奖励 0.250 · "
-                         "已用 1 分 10 秒 · 2 个回答排在当前步之后")
+                         "已用 1 分 10 秒 · 2 个回答在排队，暂停期间会作答")  # paused: no step to queue behind
     assert "请在“奖励”页修正" in cn and "❌ boom" in cn  # what the run wrote stays as written
     assert status_text.status_line({}, "zh").startswith("⚪ **空闲**")
     # an ETA from the first (warm-up) step alone is said to be a bound
@@ -124,7 +125,12 @@ def test_memory_plans_in_chinese():
         assert views.memory_plan_markdown({"text": p.summary(), "sentences": p.sentences()}) == "🧮 " + p.summary()
     cn = views.memory_plan_markdown({"text": "", "sentences": cpu.sentences()}, "zh")
     assert cn.startswith(f"🧮 CPU 运行：每步峰值约需 {words.gb(cpu.total_peak)} 内存（可用 1.00 GB）")
-    assert cn.endswith("可能放不下：请减小回答长度、G 或微批。")
+    # the GPU defaults on 1 GB of RAM: far past 4x what is available, so it will not fit (not "may")
+    times = cpu.total_peak / 2**30
+    assert times > 4 and cn.endswith(f"放不下：需要可用内存的 {times:,.0f} 倍。请减小回答长度、G 或微批。"), cn
+    near = dataclasses.replace(cpu, available=cpu.total_peak // 2)  # twice the RAM available: it may not fit
+    assert views.memory_plan_markdown({"text": "", "sentences": near.sentences()}, "zh").endswith(
+        "可能放不下：请减小回答长度、G 或微批。")
 
 
 def test_memory_estimate_in_ram_on_a_cpu_and_in_chinese():

@@ -737,3 +737,31 @@ def test_a_run_with_compiled_layers_says_its_first_step_waits_and_finishes(manag
     assert s["state"] == "finished" and s["step"] == 2, s.get("error")
     layers = manager._trainer.model.get_base_model().model.layers
     assert all(layer._compiled_call_impl is not None for layer in layers)
+
+
+def test_a_run_waiting_behind_an_answer_says_so_and_stop_calls_it_off(manager):
+    """A Start behind a long chat answer: the status says the run waits for it (not "queued behind the
+    current step"), and a Stop then ends it before its first step, with no run folder written."""
+    import concurrent.futures
+    import threading
+
+    release = threading.Event()
+    answering = manager.worker.submit(lambda: release.wait(60))  # the chat answer being written
+    folders = set(manager.runs_dir.iterdir())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        started = pool.submit(manager.start, tiny_config(manager))
+        s = wait_for(lambda: (st := manager.status())["state"] == "loading" and st["waiting_for"] and st)
+        assert (s["waiting_for"], s["queued"], s["before_first_step"]) == (1, 0, True)
+        behind = manager.worker.submit(lambda: 7)  # another answer, queued behind the run's job
+        assert (manager.status()["waiting_for"], manager.status()["queued"]) == (1, 1)
+        s = manager.stop()
+        assert (s["state"], s["before_first_step"]) == ("stopping", True)
+        release.set()
+        with pytest.raises(ManagerError, match="Stopped before the first step, as asked: nothing was trained"):
+            started.result(timeout=60)
+    assert answering.result(timeout=5) is True and behind.result(timeout=60) == 7
+    s = manager.status()
+    assert (s["state"], s["run_name"], s["error"], s["queued"], s["waiting_for"]) == ("stopped", None, "", 0, 0)
+    assert "no run folder was written" in s["note"]
+    assert set(manager.runs_dir.iterdir()) == folders
+    assert not manager.is_active()

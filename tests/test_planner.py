@@ -282,7 +282,7 @@ def test_cpu_plan_parts_and_words():
     assert p.total_peak == p.weights + p.adapter_and_optimizer + p.activations + p.besides  # activations > KV
     assert p.fits and p.summary().startswith(f"CPU run: about {words.gb(p.total_peak)} of RAM")
     assert "(64.0 GB available)" in p.summary() and "every sequence at its limit of 320 tokens" in p.summary()
-    tight = planner.plan_cpu(c, cfg, micro_batch_size=4, available_bytes=2**30)
+    tight = planner.plan_cpu(c, cfg, micro_batch_size=4, available_bytes=p.total_peak // 2)  # twice the RAM: "may"
     assert tight.fits is False and tight.summary().endswith("It may not fit: lower the completion length, G or "
                                                             "the micro-batch.")
     # the weights in RAM already do not count against what is available
@@ -297,6 +297,38 @@ def test_cpu_plan_parts_and_words():
         c, sequences=4, seq_len=seq, completion_len=64, lora_rank=16, padded=True, checkpointing=True,
         base_bytes=4).peak + 4 * H * seq * seq * 4
     assert planner.plan_cpu(c, cfg, micro_batch_size=4).fits is None  # RAM unknown: no verdict
+
+
+def test_a_cpu_plan_far_beyond_the_ram_says_it_in_readable_units_and_will_not_fit():
+    """A walkthrough asked for a million completion tokens on a 16.9 GB CPU: the plan said "about 4491118.5 GB
+    of RAM ... It may not fit". Big sizes read in TB / PB, and more than FAR_BEYOND (4x) the RAM available
+    will not fit."""
+    import dataclasses
+
+    from ui.views import memory_plan_markdown
+    from ui.zh import PLAN_ZH
+
+    gib = 2**30
+    assert [words.gb(x * gib) for x in (0.5, 16.9, 1023.9, 1024, 46120.8, 4491118.5)] == [
+        "0.50 GB", "16.9 GB", "1023.9 GB", "1.00 TB", "45.0 TB", "4.28 PB"]
+    far = planner.CpuPlan(weights=int(0.5 * gib), adapter_and_optimizer=int(0.1 * gib), kv_cache=int(10 * gib),
+                          activations=int(4491117 * gib), micro_batch_size=4, dtype="float32",
+                          sequence_length=1_000_256, available=int(16.9 * gib), besides=gib)
+    text = far.summary()
+    assert text.startswith("CPU run: about 4.28 PB of RAM at the step's peak (16.9 GB available): weights 0.50 GB")
+    assert "training's activations 4.28 PB" in text and "GB of RAM" not in text
+    assert text.endswith("It will not fit: 265,747 times the RAM available. Lower the completion length, G or the "
+                         "micro-batch.")
+    assert "may not fit" not in text
+    plan = {"text": text, "sentences": far.sentences(), "fits": far.fits}
+    assert memory_plan_markdown(plan).startswith("⚠️ CPU run: about 4.28 PB")
+    assert memory_plan_markdown(plan, "zh").endswith("放不下：需要可用内存的 265,747 倍。请减小回答长度、G 或微批。")
+    assert set(PLAN_ZH) >= {"cpu.will_not_fit", "cpu.does_not_fit"}
+    # just over 4x the RAM available (71.6 GB on 16.9): "will not fit"; 3x (51.6 GB): "may not fit"
+    assert dataclasses.replace(far, activations=int(70 * gib)).summary().endswith(
+        "It will not fit: 4.2 times the RAM available. Lower the completion length, G or the micro-batch.")
+    assert dataclasses.replace(far, activations=int(50 * gib)).summary().endswith(
+        "It may not fit: lower the completion length, G or the micro-batch.")
 
 
 def test_every_sentence_of_a_plan_is_said_from_its_words():

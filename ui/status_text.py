@@ -27,6 +27,12 @@ STATUS_EN = {
     "reward": "reward {reward}",
     "elapsed": "elapsed {elapsed}",
     "queued": "{queued} answer(s) queued behind the current step",
+    "queued.paused": "{queued} answer(s) queued, answered while the run is paused",
+    "queued.first_step": "{queued} answer(s) queued behind the run's first step",
+    "queued.plain": "{queued} answer(s) queued",
+    "waiting.one": "the run starts after the answer being written",
+    "waiting": "waiting behind {n} answer(s): the run starts after them",
+    "stopping.first": "the run ends before its first step: nothing is trained",
     "fix_rewards": " — fix it on the Rewards tab, then press **Resume**.",
     "paused_hint": "**Resume** goes on from here; **Stop** ends the run with its checkpoint (then **Start** opens).",
     "paused_hint.first": "**Resume** goes on from here; **Stop** ends the run (no step to keep yet; then **Start** opens).",
@@ -70,8 +76,7 @@ def status_line(s: dict, lang: str = "en") -> str:
         parts.append(w["reward"].format(reward=f"{s['reward']:.3f}"))
     if s.get("elapsed"):
         parts.append(w["elapsed"].format(elapsed=duration(s["elapsed"], lang)))
-    if s.get("queued"):
-        parts.append(w["queued"].format(queued=s["queued"]))
+    parts += _worker_queue(s, w)
     if s.get("checkpoint") and state in ("finished", "stopped", "failed", "interrupted"):  # a Stop said nothing of it
         parts.append(w["checkpoint" if state == "finished" else "checkpoint.resume"].format(name=s["checkpoint"]))
     line = " · ".join(parts)
@@ -93,6 +98,33 @@ def status_line(s: dict, lang: str = "en") -> str:
         tb = html.escape(s["traceback"].strip())
         line += f"\n\n<details><summary>{w['traceback']}</summary><pre>{tb}</pre></details>"
     return line
+
+
+def _worker_queue(s: dict, w: dict) -> list[str]:
+    """What the run and the answers (chat, evaluation) wait for on the one model worker: a loading run
+    waits behind the answer being written (and those queued ahead of it), answers queued behind it wait
+    for its first step; a running one's answers wait for the current step, a paused one's are answered
+    meanwhile. A walkthrough read "2 answer(s) queued behind the current step" under a run still loading
+    behind a chat answer.
+
+    >>> _worker_queue({"state": "loading", "queued": 2, "waiting_for": 2}, STATUS_EN)
+    ['waiting behind 2 answer(s): the run starts after them', "1 answer(s) queued behind the run's first step"]
+    """
+    state, queued, waiting = s.get("state"), s.get("queued") or 0, s.get("waiting_for") or 0
+    parts = []
+    if state == "stopping" and s.get("before_first_step"):
+        parts.append(w["stopping.first"])
+        key = "queued.plain"
+    elif state == "loading":
+        if waiting:
+            parts.append(w["waiting.one"] if waiting == 1 else w["waiting"].format(n=waiting))
+        queued -= max(0, waiting - 1)  # those queued ahead of the run's job are in `waiting`
+        key = "queued.first_step"
+    else:
+        key = "queued.paused" if state == "paused" else "queued"
+    if queued > 0:
+        parts.append(w[key].format(queued=queued))
+    return parts
 
 
 def form_note(s: dict, custom_code: str, lang: str = "en") -> str:

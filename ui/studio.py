@@ -25,13 +25,19 @@ from ui.login_guard import LoginGuard
 from ui.tabs import compare, data, export, model, rewards, runs, train
 from ui.status_text import form_note
 
+# Boxes Gradio's progress text stays out of: the status bar and the Train tab's message. Gradio renders it
+# for every event of a box, `show_progress="hidden"` too, and hides it with opacity 0 only: the text stayed
+# on the page ("0.1s", "processing | 0.3/0.2s" read before the status in a walkthrough, and by a screen
+# reader); `display: none` takes it out while the tracker is hidden (a progress shown stays shown).
+QUIET = ("status-bar", "train-message")
+
 CSS = """
 #start-btn {min-width: 110px}
 .gradio-container {max-width: 1400px !important}
 .fit-table .header-cell span.header {word-break: normal; overflow-wrap: normal}
 .fit-table table .sizing-body td {white-space: normal}
 #samples-table .header-cell:nth-last-child(2) {min-width: 19em}
-""" + train.PLOT_CSS + train.LAYOUT_CSS  # the Train tab's plots: a series of one point as a dot; narrow: stacked
+""" + "".join(f"#{box} > [data-testid=status-tracker].hide {{display: none}}\n" for box in QUIET) + train.PLOT_CSS + train.LAYOUT_CSS  # the Train tab's plots: a series of one point as a dot; narrow: stacked
 # .fit-table (the samples, runs, Try-on-samples and evaluation tables): a header breaks between words, never inside one, and
 # a column is at least as wide as its header's longest word; long texts wrap in the column
 # widths Gradio measures (it measured them unwrapped: each long-text column as wide as the table,
@@ -93,7 +99,8 @@ def build_app(manager: RunManager) -> gr.Blocks:
         estimate, model_inputs = ctx.shared["model_estimate"]
         plan_fn, plan_md = ctx.shared["memory_plan"]
         box_fn, box_inputs, box_outputs = ctx.shared["model_box"]
-        shown = demo.load(show_run, outputs=[*form.outputs(), ctx.shared["train_message"]], api_visibility="private")
+        shown = demo.load(show_run, outputs=[*form.outputs(), ctx.shared["train_message"]], api_visibility="private",
+                          show_progress="hidden")  # a quick read: no veil over the form and the message at each load
         shown.then(
             estimate, inputs_kwargs=model_inputs, outputs=[ctx.shared["model_memory"]], api_visibility="private"
         ).then(plan_fn, inputs_kwargs=dict(form.components), outputs=[plan_md], api_visibility="private")

@@ -316,8 +316,8 @@ def memory_plan_markdown(plan: dict, lang: str = "en") -> str:
     >>> plan = {"text": "Memory plan: unknown for this model.", "sentences": [[("unknown", {})]]}
     >>> memory_plan_markdown(plan), memory_plan_markdown(plan, "zh")
     ('🧮 Memory plan: unknown for this model.', '🧮 内存规划：此模型未知。')
-    >>> memory_plan_markdown({"text": "CPU run: about 46120.8 GB of RAM (22.1 GB available).", "fits": False})
-    '⚠️ CPU run: about 46120.8 GB of RAM (22.1 GB available).'
+    >>> memory_plan_markdown({"text": "CPU run: about 45.0 TB of RAM (22.1 GB available).", "fits": False})
+    '⚠️ CPU run: about 45.0 TB of RAM (22.1 GB available).'
     """
     mark = "⚠️ " if plan.get("fits") is False else "🧮 "  # more than the machine has: said at a glance
     if lang == "zh" and plan.get("sentences"):

@@ -31,6 +31,8 @@ SAY_EN = {
     "control": "{action}: {state}",
     "control.stopping": "stop: stopping (the step in flight finishes and a checkpoint is saved; the status above "
                         "says when)",
+    "control.stopping.first": "stop: the run is called off before its first step (nothing is trained; a model "
+                              "load in progress ends first; the status above says when)",
     "control.pausing": "pause: pausing (the step in flight finishes first; the status above says when)",
     "resumed": "resumed from step {step} ({state}), with the run's own rewards ({names})",
     "resumed.tab": "resumed from step {step} ({state}), with the rewards of the Rewards tab ({names})",

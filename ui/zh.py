@@ -176,6 +176,7 @@ PLAN_ZH: dict[str, str] = {
     "cpu.parts": "：权重 {weights}（{dtype}），适配器 + 优化器 {adapter}，采样的 KV 缓存 {kv} 与训练的激活值 {activations}"
                  "（微批 {mbs}，按每个序列都达到 {tokens} 个 token 的上限计算：回答更短时占用更少）取较大者，另有训练额外占用的 {besides}。",
     "cpu.does_not_fit": "可能放不下：请减小回答长度、G 或微批。",
+    "cpu.will_not_fit": "放不下：需要可用内存的 {times} 倍。请减小回答长度、G 或微批。",
     "engine.loaded": "使用已加载的 vLLM 引擎（LoRA 秩最高 {rank}，上下文 {context} 个 token，KV 缓存 {kv}）。",
     "engine.loaded_waves": "使用已加载的 vLLM 引擎（LoRA 秩最高 {rank}，上下文 {context} 个 token，KV 缓存 {kv}）——"
                            "采样分批进行。",
@@ -220,6 +221,12 @@ STATUS_ZH: dict[str, str] = {
     "reward": "奖励 {reward}",
     "elapsed": "已用 {elapsed}",
     "queued": "{queued} 个回答排在当前步之后",
+    "queued.paused": "{queued} 个回答在排队，暂停期间会作答",
+    "queued.first_step": "{queued} 个回答排在运行的第一步之后",
+    "queued.plain": "{queued} 个回答在排队",
+    "waiting.one": "正在写的回答完成后，运行才开始",
+    "waiting": "排在 {n} 个回答之后：它们完成后，运行才开始",
+    "stopping.first": "运行会在第一步之前结束：不训练任何内容",
     "fix_rewards": " —— 请在“奖励”页修正，然后点击**继续**。",
     "paused_hint": "**继续**从这里接着训练；**停止**会保存检查点并结束运行（停止之后才能用“开始”新建运行）。",
     "paused_hint.first": "**继续**从这里接着训练；**停止**会结束运行（还没有可保存的步；停止之后才能用“开始”新建运行）。",
@@ -249,6 +256,7 @@ SAY_ZH: dict[str, str] = {
     "started.toast": "运行 {name} 已开始",
     "control": "{action}：{state}",
     "control.stopping": "停止：正在停止（当前这一步完成后保存检查点；上方状态会告诉你何时完成）",
+    "control.stopping.first": "停止：运行会在第一步之前取消（不训练任何内容；若模型正在加载，会先加载完；上方状态会告诉你何时完成）",
     "control.pausing": "暂停：正在暂停（先完成当前这一步；上方状态会告诉你何时完成）",
     "resumed": "继续：{state}，从第 {step} 步起，使用该运行自己的奖励（{names}）",
     "resumed.tab": "继续：{state}，从第 {step} 步起，使用“奖励”页中的奖励（{names}）",

@@ -40,6 +40,13 @@ from core.app.worker import ModelWorker, worker_control
 from core.app.messages import ManagerError, reward_message
 
 
+class StartCalledOff(ManagerError):
+    """Stop was pressed before the run's first step: it ended as "stopped" with nothing trained."""
+
+    message = "Stopped before the first step, as asked: nothing was trained"
+    none, kept = " and no run folder was written.", "; the run's folder is as it was (Resume continues it)."
+
+
 class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
     """The one owner of the model and the active run. See the module docstring."""
 
@@ -200,8 +207,9 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             return ready.result()
         except Exception as e:
             with self._lock:
-                self._state = "failed"
-                self._error = user_message(e)
+                if not isinstance(e, StartCalledOff):  # a Stop before the first step: "stopped", set by the job
+                    self._state = "failed"
+                    self._error = user_message(e)
             raise ManagerError(user_message(e)) from e
 
     def _refuse_what_no_engine_serves(self, cfg: Config) -> None:
@@ -223,8 +231,12 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         from core.rl.algorithms import make_trainer
 
         try:
+            # a Stop pressed while the job waited (behind a chat answer) or while the model loaded calls
+            # the run off here, before its trainer and run folder exist (a load in progress ends first)
+            self._call_off_if_stopped(control, run_dir)
             self._ensure_model(cfg.model, run_cfg=cfg)
             self._engine_configure(cfg)
+            self._call_off_if_stopped(control, run_dir)
             torch.manual_seed(cfg.algorithm.seed)  # the adapter's initial weights
             self._fresh_adapter(cfg.model)
             plan = self._plan_for_loaded(cfg)  # the run's one plan: what the Train tab showed, handed over
@@ -243,8 +255,9 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             self._engine_recover()
             ready.set_exception(e)
             return "failed"
-        with self._lock:
-            self._trainer, self._run_name, self._state = trainer, trainer.run.name, "running"
+        with self._lock:  # a Stop pressed since the last check: the trainer stops before its first step
+            self._trainer, self._run_name = trainer, trainer.run.name
+            self._state = "stopping" if control.stop_requested else "running"
             self._started_at = time.time()
         ready.set_result(trainer.run.name)
         try:
@@ -267,6 +280,19 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             self._state = final
         return final
 
+
+    def _call_off_if_stopped(self, control, run_dir) -> None:
+        """On the worker, before the trainer exists: if Stop was pressed, end as "stopped" with nothing
+        trained and raise StartCalledOff (Start's or Resume's answer). A resumed run's folder is left as
+        it was, and the status names it again (Resume continues it)."""
+        if not control.stop_requested:
+            return
+        with self._lock:
+            self._state, self._ended_at = "stopped", time.time()
+            if run_dir is not None:
+                self._run_name, self._last_step = run_dir.name, int(run_dir.read_status().get("step") or 0)
+            self._note = StartCalledOff.message + (StartCalledOff.kept if run_dir is not None else StartCalledOff.none)
+        raise StartCalledOff(self._note)
 
     def _on_step(self, result) -> None:
         """Between two training steps, on the worker: note the step, then serve waiting jobs."""
@@ -345,12 +371,15 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
 
 
     def stop(self) -> dict:
-        """Ask the run to stop after the current step; it saves a checkpoint first."""
+        """Ask the run to stop after the current step; it saves a checkpoint first. Pressed while the
+        run is loading (its job waiting behind a chat answer, or its model loading), the run is called
+        off before its first step: nothing trained, no run folder written (`before_first_step` in the
+        status returned)."""
         if not self.is_active() or self._control is None:
             raise ManagerError("nothing is running to stop")
         self._control.stop()
         with self._lock:
-            if self._state in ("running", "paused"):
+            if self._state in ("loading", "running", "paused"):
                 self._state = "stopping"
         return self.status()
 

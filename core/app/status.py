@@ -59,6 +59,9 @@ class RunStatus:
             tb = disk.get("traceback", "") or tb
         # a paused run has no time to go
         eta = eta_seconds(self._step_times, step, max_steps) if state == "running" else None
+        # the run's own job, still in the worker's queue behind another job (a chat answer, an evaluation)
+        ahead = self.worker.ahead_of(self._job) if state in ACTIVE_STATES else None
+        queued = self.worker.pending() - (ahead is not None) if state in ACTIVE_STATES else 0
         end = self._ended_at or time.time()
         return {
             "state": state,
@@ -78,8 +81,14 @@ class RunStatus:
             "pause_reason": pause_reason,
             "note": self._note,
             "model": (self._model_cfg.name_or_path or DEFAULT_MODEL_NAME) if self._model_cfg else None,
-            # answers (chat, evaluation) waiting for the current training step to end
-            "queued": self.worker.pending() if state in ACTIVE_STATES else 0,
+            # answers (chat, evaluation) waiting for the worker, the run's own job not counted: behind the
+            # current step while it runs; while it loads, before it (`waiting_for`) or behind its first step
+            "queued": queued,
+            # while the run's job waits to begin: the jobs that run first (the one on the worker, those
+            # queued ahead of it); 0 once it began
+            "waiting_for": 0 if ahead is None else ahead + 1,
+            # no trainer yet (loading, or stopping before it had one): a Stop ends it before its first step
+            "before_first_step": state in ACTIVE_STATES and trainer is None,
             "engine_note": self._engine_note,
             "signal_warning": self._signal_warning,  # kept after the run: it explains a flat curve
             "checkpoint": self._ended_checkpoint(state),  # the page says Resume continues from it

@@ -75,6 +75,16 @@ class ModelWorker:
         """Jobs waiting for the worker (e.g. chat answers queued behind a training step)."""
         return self._jobs.qsize()
 
+    def ahead_of(self, future: concurrent.futures.Future | None) -> int | None:
+        """How many queued jobs run before `future`'s (the one on the worker now not counted); None
+        once it left the queue (running or done), or for None. A run that waits behind a chat answer
+        says so in its status."""
+        with self._jobs.mutex:
+            for i, item in enumerate(self._jobs.queue):
+                if item is not self._STOP and item[1] is future:
+                    return i
+        return None
+
     def drain(self) -> int:
         """Run the jobs that were waiting when it was called, and no more (from the worker thread,
         between training steps): jobs that arrive meanwhile wait for the next step, so steady chat

@@ -27,7 +27,7 @@ from core.memory.sizes import (ALLOCATOR_FIXED_BYTES, CPU_STEP_WEIGHT_COPIES, CU
                                VLLM_OUTSIDE_TORCH_BYTES, engine_extra_bytes, engine_kv_bytes,
                                kv_bytes_per_token, lora_param_count, micro_batch_peak, moments_on_host, param_count,
                                sequences_per_step, weight_bytes)
-from core.memory.words import Sentence, gb, say
+from core.memory.words import FAR_BEYOND, Sentence, gb, say
 
 
 @dataclass
@@ -237,7 +237,13 @@ class CpuPlan:
                                     "adapter": gb(self.adapter_and_optimizer), "kv": gb(self.kv_cache),
                                     "activations": gb(self.activations), "mbs": self.micro_batch_size,
                                     "tokens": self.sequence_length, "besides": gb(self.besides)}))
-        return [first] + ([[("cpu.does_not_fit", {})]] if self.fits is False else [])
+        if self.fits is not False:
+            return [first]
+        # far beyond the machine (a million completion tokens: thousands of times its RAM): said firmly
+        times = (self.total_peak - (self.weights if self.weights_loaded else 0)) / max(1, self.available)
+        if times > FAR_BEYOND:
+            return [first, [("cpu.will_not_fit", {"times": f"{times:,.0f}" if times >= 10 else f"{times:.1f}"})]]
+        return [first, [("cpu.does_not_fit", {})]]
 
     def summary(self) -> str:
         return say(self.sentences())

@@ -47,6 +47,8 @@ WORDS = {
                  "{kv} and training's activations {activations} (micro-batch {mbs}, every sequence at its limit of "
                  "{tokens} tokens: shorter answers take less), and {besides} that training holds besides.",
     "cpu.does_not_fit": "It may not fit: lower the completion length, G or the micro-batch.",
+    "cpu.will_not_fit": "It will not fit: {times} times the RAM available. Lower the completion length, G or the "
+                        "micro-batch.",
     # the run's engine (core/app/manager.py), and what the planner cannot know
     "engine.loaded": "It runs on the loaded vLLM engine (LoRA rank up to {rank}, a context of {context} tokens, "
                      "KV cache {kv}).",
@@ -74,5 +76,21 @@ def say(sentences: list[Sentence], words: dict[str, str] | None = None, sep: str
 
 
 def gb(b: float) -> str:
-    """Bytes in GB the way the plan writes them: one decimal from 10 GB up, two below."""
-    return f"{b / GIB:.1f} GB" if b >= 10 * GIB else f"{b / GIB:.2f} GB"
+    """Bytes in GB the way the plan writes them: one decimal from 10 GB up, two below; from 1,024 GB up
+    in TB, then PB, then EB, the same way (a million completion tokens on a CPU read "about 4491118.5 GB").
+
+    >>> gb(3.5 * GIB), gb(46120.8 * GIB), gb(4491118.5 * GIB), gb(2.0 ** 70)
+    ('3.50 GB', '45.0 TB', '4.28 PB', '1024.0 EB')
+    """
+    size, units = b / GIB, ("GB", "TB", "PB", "EB")
+    for unit in units[:-1]:
+        if size < 1024:
+            break
+        size /= 1024
+    else:
+        unit = units[-1]
+    return f"{size:.1f} {unit}" if size >= 10 else f"{size:.2f} {unit}"
+
+
+# a CPU plan needing more than this many times the RAM available "will not fit", not "may not fit"
+FAR_BEYOND = 4.0

@@ -30,7 +30,8 @@ QUICK_CPU = {key.replace(".", "_"): value for key, value in CPU_QUICK.items()}
 _SAID = (SAY_EN, SAY_ZH)
 STARTED = tuple(w["started"].split("`")[0] for w in _SAID)
 RESUMED = tuple(w[k].split("{")[0] for w in _SAID for k in ("resumed", "resumed.tab"))
-IN_FLIGHT = tuple(w[k].split(" (")[0].split("（")[0] for w in _SAID for k in ("control.stopping", "control.pausing"))
+IN_FLIGHT = tuple(w[k].split(" (")[0].split("（")[0] for w in _SAID
+                  for k in ("control.stopping", "control.stopping.first", "control.pausing"))
 # a reload's note "the form shows the settings of the run in progress": cleared once that run has ended
 FORM_ACTIVE = tuple(w["form_from_active"].split("{")[0] for w in (STATUS_EN, STATUS_ZH))
 
@@ -59,11 +60,18 @@ PLOT_CSS = f"""
 # Colab's output pane) each plot was 166 px wide and its legend, one row that Vega never wraps, ran past the
 # plot's box, which clips it (the total and four rewards: 400 px). Stacked, a plot is the page's width.
 # `!important`: Gradio sets each column's and block's min-width on the element itself.
+# Stacked, the controls come first: the live column's boxes join the row (`display: contents`) and Start's
+# row, the progress bar and the message are ordered before the settings, the plots after them (at 800 px
+# Start was 2,600 px down, below every settings group). Two columns: the boxes stay where they are.
 PLOT_ROW = "plot-row"
 STACK_BELOW_PX = 1024
+CONTROLS = ("train-controls", "train-progress", "train-message")  # elem_ids of the boxes shown first, stacked
 LAYOUT_CSS = f"""
 @media (max-width: {STACK_BELOW_PX - 1}px) {{
   #train-layout > .column, #train-layout .{PLOT_ROW} > .block {{min-width: 100% !important}}
+  #train-live {{display: contents}}
+  #train-live > * {{order: 1; min-width: 100% !important}}
+  {", ".join(f"#train-live > #{c}" for c in CONTROLS)} {{order: -1}}
 }}
 """
 
@@ -161,13 +169,13 @@ def build(ctx: Ctx) -> None:
                     for section, name in extra:
                         form.field(section, name)
         with gr.Column(scale=2, elem_id="train-live"):
-            with gr.Row():
+            with gr.Row(elem_id="train-controls"):
                 start = gr.Button(t("train.start"), variant="primary", elem_id="start-btn")
                 pause = gr.Button(t("train.pause"), interactive=False, elem_id="pause-btn")
                 resume = gr.Button(t("train.resume"), interactive=False, elem_id="resume-btn")
                 # red only while there is a run to stop (a new user took the red button for live, 2026-12-06)
                 stop = gr.Button(t("train.stop"), variant="secondary", interactive=False, elem_id="stop-btn")
-            progress = gr.HTML(progress_html({}), label=t("train.progress"))
+            progress = gr.HTML(progress_html({}), label=t("train.progress"), elem_id="train-progress")
             message = gr.Markdown(elem_id="train-message")
             ctx.shared["train_message"] = message  # a reload says the form holds the last run's settings
             gr.Markdown(t("train.loss_note"))
@@ -325,6 +333,8 @@ def build(ctx: Ctx) -> None:
             except Exception as e:
                 return warn(e)
             state = "pausing" if action == "pause" and s["state"] == "running" else s["state"]  # not "pause: running"
+            if action == "stop" and state == "stopping" and s.get("before_first_step"):  # not "stop: loading"
+                return say("control.stopping.first", lang)
             if (action, state) in (("stop", "stopping"), ("pause", "pausing")):  # and what happens meanwhile
                 return say(f"control.{state}", lang)
             return say("control", lang, action=word(action, lang), state=word(state, lang))
@@ -374,8 +384,10 @@ def build(ctx: Ctx) -> None:
     ctx.after_all_tabs(lambda: wire_refresh(start.click(start_run, inputs_kwargs=dict(form.components),
                                                         outputs=[message], api_name="start").then(
         attempt, outputs=[said_for], api_visibility="private").then, api_visibility="private"))
+    # Pause and Stop answer at once (the step in flight ends later, as the status line says): no progress
+    # text over the message; Start and Resume keep Gradio's, the wait for a model to load is theirs
     for button, action in ((pause, "pause"), (stop, "stop")):
-        wire_refresh(button.click(control(action), outputs=[message], api_name=action).then,
+        wire_refresh(button.click(control(action), outputs=[message], api_name=action, show_progress="hidden").then,
                      api_visibility="private")
     ctx.after_all_tabs(lambda: wire_refresh(resume.click(resume_run, inputs_kwargs=dict(form.components),
                                                          outputs=[message], api_name="resume").then(
