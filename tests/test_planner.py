@@ -283,8 +283,9 @@ def test_cpu_plan_parts_and_words():
     assert p.fits and p.summary().startswith(f"CPU run: about {words.gb(p.total_peak)} of RAM")
     assert "(64.0 GB available)" in p.summary() and "every sequence at its limit of 320 tokens" in p.summary()
     tight = planner.plan_cpu(c, cfg, micro_batch_size=4, available_bytes=p.total_peak // 2)  # twice the RAM: "may"
-    assert tight.fits is False and tight.summary().endswith("It may not fit: lower the completion length, G or "
-                                                            "the micro-batch.")
+    assert tight.fits is False and tight.summary().endswith(
+        "It may not fit: lower the completion length, G or the micro-batch. Or turn on Gradient checkpointing "
+        "(Model tab): training then keeps one layer's activations at a time, not every layer's.")
     # the weights in RAM already do not count against what is available
     loaded = planner.plan_cpu(c, cfg, micro_batch_size=4, weights_loaded=True,
                               available_bytes=p.total_peak - p.weights)
@@ -297,6 +298,8 @@ def test_cpu_plan_parts_and_words():
         c, sequences=4, seq_len=seq, completion_len=64, lora_rank=16, padded=True, checkpointing=True,
         base_bytes=4).peak + 4 * H * seq * seq * 4
     assert planner.plan_cpu(c, cfg, micro_batch_size=4).fits is None  # RAM unknown: no verdict
+    on = planner.plan_cpu(c, cfg, micro_batch_size=4, available_bytes=ck.total_peak // 2)  # on already: not said again
+    assert on.summary().endswith("It may not fit: lower the completion length, G or the micro-batch.")
 
 
 def test_a_cpu_plan_far_beyond_the_ram_says_it_in_readable_units_and_will_not_fit():

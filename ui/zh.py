@@ -176,6 +176,7 @@ PLAN_ZH: dict[str, str] = {
     "cpu.parts": "：权重 {weights}（{dtype}），适配器 + 优化器 {adapter}，采样的 KV 缓存 {kv} 与训练的激活值 {activations}"
                  "（微批 {mbs}，按每个序列都达到 {tokens} 个 token 的上限计算：回答更短时占用更少）取较大者，另有训练额外占用的 {besides}。",
     "cpu.does_not_fit": "可能放不下：请减小回答长度、G 或微批。",
+    "cpu.try_checkpointing": "或在模型页打开梯度检查点：训练时一次只保留一层的激活，而不是每一层的。",
     "cpu.will_not_fit": "放不下：需要可用内存的 {times} 倍。请减小回答长度、G 或微批。",
     "engine.loaded": "使用已加载的 vLLM 引擎（LoRA 秩最高 {rank}，上下文 {context} 个 token，KV 缓存 {kv}）。",
     "engine.loaded_waves": "使用已加载的 vLLM 引擎（LoRA 秩最高 {rank}，上下文 {context} 个 token，KV 缓存 {kv}）——"

@@ -218,6 +218,7 @@ class CpuPlan:
     available: int | None = None  # RAM the machine has available now (None: unknown)
     weights_loaded: bool = False  # the weights are in RAM already, so not counted against `available`
     besides: int = 0  # what a CPU step holds beyond these tensors (CPU_STEP_WEIGHT_COPIES x weights)
+    checkpointing: bool = True  # gradient checkpointing on (off: a plan that does not fit says to turn it on)
 
     @property
     def total_peak(self) -> int:
@@ -239,11 +240,14 @@ class CpuPlan:
                                     "tokens": self.sequence_length, "besides": gb(self.besides)}))
         if self.fits is not False:
             return [first]
+        # off, every layer keeps its activations and attention probabilities for backward: on, one layer's
+        advice = [] if self.checkpointing else [("cpu.try_checkpointing", {})]
         # far beyond the machine (a million completion tokens: thousands of times its RAM): said firmly
         times = (self.total_peak - (self.weights if self.weights_loaded else 0)) / max(1, self.available)
         if times > FAR_BEYOND:
-            return [first, [("cpu.will_not_fit", {"times": f"{times:,.0f}" if times >= 10 else f"{times:.1f}"})]]
-        return [first, [("cpu.does_not_fit", {})]]
+            return [first, [("cpu.will_not_fit", {"times": f"{times:,.0f}" if times >= 10 else f"{times:.1f}"}),
+                            *advice]]
+        return [first, [("cpu.does_not_fit", {}), *advice]]
 
     def summary(self) -> str:
         return say(self.sentences())
@@ -284,7 +288,7 @@ def plan_cpu(c, cfg, *, micro_batch_size: int, dtype_bytes: int = 4, dtype: str 
     layers_kept = 1 if m.gradient_checkpointing else c.num_hidden_layers  # a checkpoint recomputes one at a time
     probs = layers_kept * micro_batch_size * c.num_attention_heads * seq * seq * dtype_bytes
     return CpuPlan(weights, adapter, kv, act + probs, micro_batch_size, dtype, seq, available_bytes, weights_loaded,
-                   besides=CPU_STEP_WEIGHT_COPIES * weights)
+                   besides=CPU_STEP_WEIGHT_COPIES * weights, checkpointing=bool(m.gradient_checkpointing))
 
 
 class DoesNotFit(AhaError, RuntimeError):

@@ -47,6 +47,8 @@ WORDS = {
                  "{kv} and training's activations {activations} (micro-batch {mbs}, every sequence at its limit of "
                  "{tokens} tokens: shorter answers take less), and {besides} that training holds besides.",
     "cpu.does_not_fit": "It may not fit: lower the completion length, G or the micro-batch.",
+    "cpu.try_checkpointing": " Or turn on Gradient checkpointing (Model tab): training then keeps one layer's "
+                             "activations at a time, not every layer's.",
     "cpu.will_not_fit": "It will not fit: {times} times the RAM available. Lower the completion length, G or the "
                         "micro-batch.",
     # the run's engine (core/app/manager.py), and what the planner cannot know
