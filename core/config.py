@@ -192,7 +192,7 @@ class AlgorithmConfig:
     micro_batch_size: int = _f(
         0, "Sequences per forward/backward pass at full length. 0 = auto: on a GPU the memory planner picks it (see "
         "'Auto micro-batch aims for'; by default the largest that needs no more memory than the rollouts' KV cache, "
-        "free while training runs); 8 on a CPU. Larger trains faster, needs more memory. Steps of shorter answers "
+        "free while training runs); on a CPU 8, fewer where a step would not fit the RAM available. Larger trains faster, needs more memory. Steps of shorter answers "
         "run 2x, 4x ... as many a pass within the same tokens (bnpo excepted).",
         range=(0, 4096)
     )
@@ -464,7 +464,7 @@ def validate(cfg: Config) -> Config:
 
 # settings a 2-core CPU finishes in minutes on the bundled 135M model (the app starts from them
 # when there is no GPU; configs/quickstart.yaml is the same run headless)
-CPU_QUICK = {"algorithm.num_generations": 4, "algorithm.prompts_per_step": 2, "algorithm.micro_batch_size": 8,
+CPU_QUICK = {"algorithm.num_generations": 4, "algorithm.prompts_per_step": 2, "algorithm.micro_batch_size": 0,
              "algorithm.max_completion_length": 64, "algorithm.max_steps": 20, "algorithm.learning_rate": 3e-4,
              "run.save_steps": 10}
 

@@ -600,7 +600,7 @@ def test_memory_plan_in_plain_words(manager, tmp_path):
         manager.memory_plan(cfg)
 
 
-def test_cpu_memory_plan_is_the_planners_ram(manager):
+def test_cpu_memory_plan_is_the_planners_ram(manager, monkeypatch):
     """On a CPU the plan is core.memory.planner.plan_cpu for the model's config, the dtype the CPU loads
     (float32), the micro-batch the trainer will use and the RAM available now."""
     from core.memory import planner, ram
@@ -616,6 +616,14 @@ def test_cpu_memory_plan_is_the_planners_ram(manager):
     assert available == pytest.approx(ram.available_bytes() / 2**30, abs=0.5)
     # the model tab's estimate says how much RAM there is too
     assert manager.model_info()["available_gb"] == pytest.approx(available, abs=0.5)
+    # auto halves where the step would not fit the RAM available (a walkthrough's 7,000-token answers
+    # planned 319 GB at 8 on 16.9 GB): the plan the Train tab shows and the run is handed says which
+    at = {m: planner.plan_cpu(c, cfg, micro_batch_size=m, dtype_bytes=4).total_peak for m in (8, 4, 2)}
+    monkeypatch.setattr(ram, "available_bytes", lambda: (at[4] + at[2]) // 2)
+    short = manager.memory_plan(cfg)
+    assert short["micro_batch_size"] == 2 and short["fits"] is True and "(micro-batch 2," in short["text"]
+    cfg.algorithm.micro_batch_size = 8  # one the user set is theirs: said, not changed
+    assert manager.memory_plan(cfg)["micro_batch_size"] == 8 and manager.memory_plan(cfg)["fits"] is False
 
 
 def test_try_rewards_reports_its_stages(manager):

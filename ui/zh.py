@@ -72,7 +72,7 @@ HELP_ZH: dict[str, str] = {
     "algorithm.num_generations": "G：每个提示采样的回答数。优势值在同一组回答之间比较。",
     "algorithm.prompts_per_step": "每个优化步的不同提示数（批大小 = prompts_per_step x num_generations）。",
     "algorithm.micro_batch_size": "满长度时每次前向/反向传播的序列数。0 = 自动：在 GPU 上由内存规划器选择（见“自动微批目标”；"
-                                  "默认取所需内存不超过采样 KV 缓存的最大值，该缓存在训练时是空闲的：峰值最低）；在 CPU 上为 8。"
+                                  "默认取所需内存不超过采样 KV 缓存的最大值，该缓存在训练时是空闲的：峰值最低）；在 CPU 上为 8，一步放不进可用内存时更少。"
                                   "越大训练越快，需要的内存也越多。回答较短的步在相同 token 数内每次跑 2 倍、4 倍……的序列（bnpo 除外）。",
     "algorithm.auto_micro_batch": "微批为 0（自动）时在 GPU 上如何选择。lowest_memory：训练所需内存不超过采样；两次更新之间 AdamW 的动量存放在主机内存中。fastest："
                                   "能放进 GPU 空闲内存 90% 的最大微批，直到每次传播已让 GPU 满载为止（在 H100 上 1.5B、1280 token 时"
