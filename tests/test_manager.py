@@ -411,6 +411,26 @@ def test_resume_keeps_the_runs_rewards_unless_changed(manager):
     assert manager.wait(timeout=120) == "finished"
 
 
+def test_a_cpu_run_far_past_the_ram_is_refused_before_its_run_folder_and_chat_still_answers(manager, monkeypatch):
+    """A walkthrough's 7,000-token answers with checkpointing off planned 4.5x the RAM at micro-batch 1, and
+    Start went ahead (the OS ends the whole app past RAM). Past FAR_BEYOND times the RAM the run is refused
+    with the plan's advice; below it, only warned of. Nothing is written and the model still answers."""
+    from core.memory import ram, words
+
+    cfg = tiny_config(manager, micro_batch_size=1)  # (auto would halve to 1 first)
+    before = sorted(p.name for p in manager.runs_dir.iterdir())
+    peak = manager.memory_plan(cfg)["peak_gb"] * 2**30
+    monkeypatch.setattr(ram, "available_bytes", lambda: int(peak / (words.FAR_BEYOND + 1)))
+    with pytest.raises(ManagerError, match=r"This run cannot start on this machine's RAM\. CPU run: about .* It will "
+                                           r"not fit: [\d.]+ times the RAM available\..* Or turn on Gradient checkpointing"):
+        manager.start(cfg)
+    assert manager.status()["state"] == "failed" and sorted(p.name for p in manager.runs_dir.iterdir()) == before
+    assert isinstance(manager.chat("2 + 2?", max_tokens=4), str)  # the app and its model still answer
+    monkeypatch.setattr(ram, "available_bytes", lambda: int(peak / 2))  # twice the RAM: "may not fit", it runs
+    manager.start(tiny_config(manager, micro_batch_size=1, max_steps=1))
+    assert manager.wait(timeout=120) == "finished"
+
+
 def test_bad_input_is_a_message_not_a_crash(manager, finished_run):
     cfg = tiny_config(manager)
     cfg.data.source = "builtin:no_such_task"

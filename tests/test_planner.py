@@ -302,6 +302,24 @@ def test_cpu_plan_parts_and_words():
     assert on.summary().endswith("It may not fit: lower the completion length, G or the micro-batch.")
 
 
+def test_a_cpu_auto_micro_batch_halves_only_while_it_lowers_the_peak():
+    """Auto on a CPU halves its micro-batch until the step fits the RAM, but not where sampling's KV cache
+    (every rollout at once) is the peak: there a smaller micro-batch would only slow the step."""
+    c = _config("qwen2.5-0.5b")
+    cfg = Config()
+    cfg.algorithm.micro_batch_size, cfg.algorithm.max_completion_length = 0, 1024
+    peaks = {m: planner.plan_cpu(c, cfg, micro_batch_size=m).total_peak for m in (8, 4, 2, 1)}
+    assert peaks[8] > peaks[4] > peaks[2] > peaks[1]
+    run = planner.plan_run(c, cfg, engine="hf", available_bytes=(peaks[2] + peaks[4]) // 2)
+    assert run.micro_batch_size == run.memory.micro_batch_size == 2 and run.fits
+    cfg.model.gradient_checkpointing = True
+    cfg.algorithm.num_generations, cfg.algorithm.prompts_per_step = 16, 8  # 128 rollouts: the KV cache is the peak
+    kv = planner.plan_cpu(c, cfg, micro_batch_size=8)
+    assert kv.kv_cache > kv.activations
+    run = planner.plan_run(c, cfg, engine="hf", available_bytes=kv.total_peak // 2)
+    assert run.micro_batch_size == 8 and run.fits is False
+
+
 def test_a_cpu_plan_far_beyond_the_ram_says_it_in_readable_units_and_will_not_fit():
     """A walkthrough asked for a million completion tokens on a 16.9 GB CPU: the plan said "about 4491118.5 GB
     of RAM ... It may not fit". Big sizes read in TB / PB, and more than FAR_BEYOND (4x) the RAM available

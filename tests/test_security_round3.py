@@ -735,6 +735,12 @@ def test_upload_without_usable_rows_keeps_the_source(tiny_model_dir, tmp_path, m
         # a file with some usable rows is still taken (the empty ones are dropped when it trains)
         out = on_upload(gradio_copy("some.csv", "question,answer\nq1,\nq2,7\n"), stored)
         assert out[7] is True and Path(out[0]).name.startswith("some-")
+        # the guessed answer column empty but another column holding answers: that one is taken, and said
+        out = on_upload(gradio_copy("three.csv", "prompt,response,reference\nq1,,3\nq2,,5\n"), stored)
+        assert out[7] is True and Path(out[0]).name.startswith("three-")
+        assert (out[1]["value"], out[2]["value"]) == ("prompt", "reference")
+        assert out[3].endswith("⚠️ The column `response` has no answers to train on, so `reference` is taken as the "
+                               "answer column: check it under Column mapping."), out[3]
         # Preview of such a file (set as the source another way) names it as uploaded too
         (preview,) = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "preview"]
         empty = manager.store_upload(gradio_copy("empty.csv", "question,answer\nq1,\n"))

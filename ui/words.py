@@ -48,6 +48,8 @@ SAY_EN = {
     "data.or": " or the ",
     "data.nothing_unset": "\n\nNothing was loaded from `{name}`, and no data source is set: pick a built-in task or "
                           "upload a readable file.",
+    "data.answer_moved": "\n\n⚠️ The column `{guessed}` has no answers to train on, so `{took}` is taken as the "
+                         "answer column: check it under Column mapping.",
     "data.nothing_kept": "\n\nNothing was loaded from `{name}`. The data source is unchanged: `{source}` (Start trains "
                          "on it); upload a readable file to change it.",
     "data.sizes": "**{n}** training questions · **{held}** held out · source `{source}`",

@@ -271,6 +271,7 @@ SAY_ZH: dict[str, str] = {
     "data.and": "，",
     "data.or": "或",
     "data.nothing_unset": "\n\n没有从 `{name}` 读入任何内容，也还没有设置数据源：请选择一个内置任务，或上传一个可读的文件。",
+    "data.answer_moved": "\n\n⚠️ `{guessed}` 列没有可用于训练的答案，因此取 `{took}` 作为答案列：请在“列映射”中核对。",
     "data.nothing_kept": "\n\n没有从 `{name}` 读入任何内容。数据源不变：`{source}`（“开始”会用它训练）；上传一个可读的文件即可更换。",
     "data.sizes": "训练题 **{n}** 道 · 留出 **{held}** 道 · 来源 `{source}`",
     "data.sizes.one": "训练题 **{n}** 道 · 留出 **{held}** 道 · 来源 `{source}`",

@@ -240,6 +240,8 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             torch.manual_seed(cfg.algorithm.seed)  # the adapter's initial weights
             self._fresh_adapter(cfg.model)
             plan = self._plan_for_loaded(cfg)  # the run's one plan: what the Train tab showed, handed over
+            if plan is not None and plan.device == "cpu":  # far past the RAM: refused here, not ended by the OS
+                plan.refuse_if_too_large()
             trainer = make_trainer(cfg, model=self._model, tokenizer=self._tokenizer, engine=self._engine,
                                    task=task, reward_set=rewards, control=control, on_step=self._on_step,
                                    device=self.device, run_dir=run_dir, plan=plan)
@@ -375,10 +377,10 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         run is loading (its job waiting behind a chat answer, or its model loading), the run is called
         off before its first step: nothing trained, no run folder written (`before_first_step` in the
         status returned)."""
-        if not self.is_active() or self._control is None:
-            raise ManagerError("nothing is running to stop")
-        self._control.stop()
-        with self._lock:
+        with self._lock:  # the control and the state read and set together (Start swaps them under the lock)
+            if not self.is_active() or self._control is None:
+                raise ManagerError("nothing is running to stop")
+            self._control.stop()
             if self._state in ("loading", "running", "paused"):
                 self._state = "stopping"
         return self.status()

@@ -230,6 +230,14 @@ class CpuPlan:
             return None
         return self.total_peak - (self.weights if self.weights_loaded else 0) <= self.available
 
+    @property
+    def times_available(self) -> float:
+        """What the step needs beyond the weights already loaded, in multiples of the RAM available (0: unknown);
+        more than FAR_BEYOND (`far_beyond`): the run is refused, not only warned of."""
+        return (self.total_peak - (self.weights if self.weights_loaded else 0)) / self.available if self.available else 0.0
+
+    far_beyond = property(lambda self: self.times_available > FAR_BEYOND)
+
     def sentences(self) -> list[Sentence]:
         first = [("cpu.peak", {"peak": gb(self.total_peak)})]
         if self.available is not None:
@@ -243,8 +251,8 @@ class CpuPlan:
         # off, every layer keeps its activations and attention probabilities for backward: on, one layer's
         advice = [] if self.checkpointing else [("cpu.try_checkpointing", {})]
         # far beyond the machine (a million completion tokens: thousands of times its RAM): said firmly
-        times = (self.total_peak - (self.weights if self.weights_loaded else 0)) / max(1, self.available)
-        if times > FAR_BEYOND:
+        if self.far_beyond:
+            times = self.times_available
             return [first, [("cpu.will_not_fit", {"times": f"{times:,.0f}" if times >= 10 else f"{times:.1f}"}),
                             *advice]]
         return [first, [("cpu.does_not_fit", {}), *advice]]
@@ -423,10 +431,12 @@ class RunPlan:
         return self.memory.sentences()
 
     def refuse_if_too_large(self) -> "RunPlan":
-        """DoesNotFit with the plan's advice when the run does not fit this GPU (a CPU's RAM
-        plan only warns: the machine may swap, or free memory by then)."""
+        """DoesNotFit with the plan's advice when the run does not fit this GPU, or needs more than FAR_BEYOND
+        times a CPU's RAM available (past RAM the OS ends the app; below, shorter answers may fit: a warning)."""
         if self.device == "gpu" and not self.fits:
             raise DoesNotFit(f"The model is too large for this GPU with these settings. {self.memory.summary()}")
+        if self.device == "cpu" and self.memory.far_beyond:
+            raise DoesNotFit(f"This run cannot start on this machine's RAM. {self.memory.summary()}")
         return self
 
 
@@ -465,12 +475,13 @@ def plan_run(c, cfg, *, engine: str, free_bytes: int | None = None, total_bytes:
         mbs = micro_batch_size(cfg)
         p = plan_cpu(c, cfg, micro_batch_size=mbs, dtype_bytes=dtype_bytes, dtype=dtype,
                      available_bytes=available_bytes, weights_loaded=weights_loaded)
-        # auto on a CPU: the largest micro-batch of 8, 4, 2, 1 whose step fits the RAM available (a new
-        # user's 7,000-token completions planned 319 GB at 8 against 16.9 GB; past RAM the OS kills the app)
+        # auto on a CPU: the largest micro-batch of 8, 4, 2, 1 whose step fits the RAM (7,000 tokens: 319 GB at 8)
         while cfg.algorithm.micro_batch_size <= 0 and p.fits is False and mbs > 1:
-            mbs //= 2
-            p = plan_cpu(c, cfg, micro_batch_size=mbs, dtype_bytes=dtype_bytes, dtype=dtype,
-                         available_bytes=available_bytes, weights_loaded=weights_loaded)
+            smaller = plan_cpu(c, cfg, micro_batch_size=mbs // 2, dtype_bytes=dtype_bytes, dtype=dtype,
+                               available_bytes=available_bytes, weights_loaded=weights_loaded)
+            if smaller.total_peak >= p.total_peak:  # sampling's KV cache is the peak: a smaller one only slows
+                break
+            mbs, p = mbs // 2, smaller
         if engine == "vllm" and engine_sizes is None:  # vLLM's CPU build: the plan only sizes its KV cache
             first = plan_config(c, cfg, CPU_VLLM_NOMINAL_BYTES, CPU_VLLM_NOMINAL_BYTES, engine="vllm",
                                 moments_on_host_as=False)  # a CPU never moves them

@@ -152,6 +152,16 @@ def build(ctx: Ctx) -> None:
         return gr.update(choices=cols, value=p), gr.update(choices=cols, value=a), \
             say("data.columns", lang, columns=", ".join(f"`{c}`" for c in cols), guessed=guessed)
 
+    def usable_answer_column(stored: str, question: str, columns: list) -> str | None:
+        """The first of `columns` whose rows give a run something to train on with `question`, or None."""
+        for column in columns:
+            try:
+                manager.usable_rows(stored, question, column)
+                return column
+            except Exception:
+                continue
+        return None
+
     def on_upload(path, current="", request: gr.Request = None):
         """[source, question column, answer column, message, kind, file box, hub id, loaded]. A file that cannot
         be read changes nothing the run uses, and the page shows what it does use: the radio goes back to
@@ -166,8 +176,15 @@ def build(ctx: Ctx) -> None:
             stored = manager.store_upload(path)
             p, a, msg = columns_of(stored, lang=lang)
             question, answer = p["value"], a["value"]  # the guessed mapping (the dropdowns' updates)
-            if answer is not None:  # columns that read but no row to train on: refused like an unreadable file
-                manager.usable_rows(stored, question, answer)
+            if answer is not None:  # columns that read but no row to train on: refused like an unreadable file,
+                try:  # unless another column gives answers: then that one is taken, and said
+                    manager.usable_rows(stored, question, answer)
+                except Exception:
+                    other = usable_answer_column(stored, question, [c for c in a["choices"] if c not in (question, answer)])
+                    if other is None:
+                        raise
+                    a = gr.update(choices=a["choices"], value=other)
+                    msg += say("data.answer_moved", lang, guessed=answer, took=other)
         except Exception as e:  # the source stays what it was: say which, or Start trains on it unawares
             if stored is not None:  # stored but unreadable: not kept against the uploads quota
                 manager.discard_upload(stored, current)
