@@ -103,6 +103,35 @@ def test_learns_to_emit_the_target_token(peaked_model_dir, tmp_path):
     assert last >= 3 * first and last > 0.2, (first, last)
 
 
+def test_a_cpu_trainer_picks_its_auto_micro_batch_by_the_ram_and_refuses_far_past_it(tiny_model_dir, tmp_path,
+                                                                                      monkeypatch):
+    """The CLI on a CPU plans an auto micro-batch as the app does: 8, halved while a step would not fit the
+    RAM available, and a step needing more than FAR_BEYOND times that RAM even at 1 is refused before the
+    run's folder exists (past RAM the OS ends the process)."""
+    from types import SimpleNamespace
+
+    from core.memory import planner, ram, words
+    from core.models.loading import pick_dtype
+
+    cfg = tiny_config(tmp_path)
+    cfg.algorithm.micro_batch_size, cfg.algorithm.max_completion_length = 0, 512
+    c = SimpleNamespace(**json.loads((tiny_model_dir / "config.json").read_text()))
+    size = pick_dtype(cfg.model.dtype, "cpu").itemsize  # the dtype this CPU loads the weights in
+    need = {m: planner.plan_cpu(c, cfg, micro_batch_size=m, dtype_bytes=size, weights_loaded=True,
+                                available_bytes=1).times_available
+            for m in (8, 4, 2, 1)}  # bytes beyond the loaded weights, for each micro-batch
+    assert need[8] > need[4] > need[2] > need[1]
+    assert make_trainer(tiny_model_dir, cfg).micro_batch_size == 8  # this machine's RAM: plenty
+    monkeypatch.setattr(ram, "available_bytes", lambda: int((need[4] + need[2]) / 2))
+    assert make_trainer(tiny_model_dir, cfg).micro_batch_size == 2
+    monkeypatch.setattr(ram, "available_bytes", lambda: int(need[1] / (words.FAR_BEYOND + 1)))
+    runs = tmp_path / "runs"
+    before = sorted(runs.iterdir()) if runs.exists() else []
+    with pytest.raises(planner.DoesNotFit, match="cannot start on this machine's RAM.*It will not fit"):
+        make_trainer(tiny_model_dir, cfg)
+    assert (sorted(runs.iterdir()) if runs.exists() else []) == before
+
+
 def test_metrics_samples_and_checkpoint_files(tiny_model_dir, tmp_path):
     cfg = tiny_config(tmp_path, max_steps=3, beta=0.04, loss_type="grpo")
     trainer = make_trainer(tiny_model_dir, cfg)

@@ -103,11 +103,13 @@ class GRPOTrainer:
             if self.plan is not None:
                 self.plan.refuse_if_too_large()  # a clear "too large" before anything is loaded
             model, tokenizer, engine = make_policy_and_engine(cfg, self.device, self.plan)
-        elif self.plan is None and on_gpu and cfg.algorithm.micro_batch_size <= 0:
-            try:  # a loaded model and an auto micro-batch: the plan picks it, from that model's config
-                self.plan = plan_for(cfg, self.device, hf_config=model.config, count_reserved=True)
+        if self.plan is None and cfg.algorithm.micro_batch_size <= 0:  # a CPU's (the CLI's), or a model given
+            try:  # an auto micro-batch: the plan picks it, from the loaded model's config (on a CPU, by its RAM)
+                self.plan = plan_for(cfg, self.device, hf_config=model.config, count_reserved=True, weights_loaded=True)
             except Exception as e:  # never worth failing a run: auto then falls back to 8
                 warnings.warn(f"no memory plan for the auto micro-batch ({type(e).__name__}: {e})")
+            if self.plan is not None and self.plan.device == "cpu":  # far past the RAM: refused, not ended by the OS
+                self.plan.refuse_if_too_large()
         self.model, self.tokenizer = model, tokenizer
         # data
         if task is None:
