@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -130,6 +131,35 @@ def test_a_cpu_trainer_picks_its_auto_micro_batch_by_the_ram_and_refuses_far_pas
     with pytest.raises(planner.DoesNotFit, match="cannot start on this machine's RAM.*It will not fit"):
         make_trainer(tiny_model_dir, cfg)
     assert (sorted(runs.iterdir()) if runs.exists() else []) == before
+
+
+def test_a_stop_ends_a_long_cpu_rollout_at_the_next_token_and_the_run_stops_cleanly(tiny_model_dir, tmp_path):
+    """A walkthrough's CPU run of 7,000-token answers: Stop said "stopping" and the run never ended, HF
+    generate only looking at it between batches. Now the rollout ends at the next token and the run ends
+    "stopped" with nothing half-trained."""
+    import threading
+
+    from core.engines.base import RolloutStopped, SamplingSettings
+
+    cfg = tiny_config(tmp_path)
+    cfg.algorithm.max_completion_length = 4000
+    trainer = make_trainer(tiny_model_dir, cfg)
+    asked = []
+
+    def should_stop():  # Stop pressed once the rollout has sampled a few tokens
+        asked.append(1)
+        return len(asked) > 5
+
+    with pytest.raises(RolloutStopped, match="stopped inside the rollout"):
+        trainer.engine.generate([[1, 2, 3]], SamplingSettings(n=4, max_tokens=4000, ignore_eos=True),
+                                should_stop=should_stop)
+    assert len(asked) < 12  # asked at each token, and it ended there: not 4,000 tokens later
+    # through the trainer: Stop from another thread during the first step's rollout
+    timer = threading.Timer(1.0, trainer.control.stop)
+    timer.start()
+    started = time.perf_counter()
+    assert trainer.train() == "stopped" and trainer.step == 0
+    assert time.perf_counter() - started < 30 and trainer.run.read_status()["state"] == "stopped"
 
 
 def test_metrics_samples_and_checkpoint_files(tiny_model_dir, tmp_path):

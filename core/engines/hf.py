@@ -39,6 +39,18 @@ class _StopText:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+class _StopWhen:
+    """generate's stopping criterion for a Stop pressed mid-rollout: every row done at the next token once
+    `should_stop()` is true (a CPU rollout of 8 x 7,000 tokens runs for many minutes in one `generate`:
+    a Stop checked only between batches waited all of it, 2026-12-07)."""
+
+    def __init__(self, should_stop):
+        self.should_stop = should_stop
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), bool(self.should_stop()), dtype=torch.bool, device=input_ids.device)
+
+
 TRAIN_ADAPTER = "default"  # peft's name for the adapter being trained
 
 
@@ -201,15 +213,20 @@ class HFEngine:
                     )
                     if not greedy:
                         gen_kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+                    criteria = [_StopWhen(should_stop)] if should_stop is not None else []
                     if sampling.ignore_eos:
                         gen_kwargs.update(min_new_tokens=sampling.max_tokens)
                     elif sampling.stop:  # stop sampling there (the cut below is what every backend does)
-                        gen_kwargs.update(stopping_criteria=[_StopText(self.tokenizer, sampling.stop, L)])
+                        criteria.append(_StopText(self.tokenizer, sampling.stop, L))
+                    if criteria:
+                        gen_kwargs.update(stopping_criteria=criteria)
                     # 2) sample n completions per prompt: (len(chunk) * n, L + new)
                     with torch.compiler.set_stance("force_eager"):  # compile_layers is for training's passes
                         seqs = self.model.generate(
                             input_ids=ids.to(device), attention_mask=attn.to(device), **gen_kwargs
                         )
+                    if should_stop is not None and should_stop():  # cut short by a Stop: not a rollout to train on
+                        raise RolloutStopped(f"stopped inside the rollout of prompts {start + 1}-{start + len(chunk)}")
                     new = seqs[:, L:].tolist()
                     # 3) cut each at its first EOS (kept, as the trainer learns to stop)
                     for i in range(len(chunk)):
