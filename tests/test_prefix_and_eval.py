@@ -152,8 +152,11 @@ def test_the_hf_engine_holds_the_models_context_so_chat_refuses_a_longer_questio
     model.config.max_position_embeddings = 96
     engine = HFEngine(model, tok)
     assert engine.limits() == {"max_model_len": 96, "max_lora_rank": None}
-    with pytest.raises(ValueError, match=r"the question takes [\d,]+ tokens .* holds 96 .*: shorten it"):
+    with pytest.raises(ValueError, match=r"the question takes [\d,]+ tokens .* holds 96 .*: shorten it") as e:
         answer(engine, tok, "Which is bigger, 9.11 or 9.9? " * 40, system_prompt="")
+    from core.errors import user_message
+
+    assert user_message(e.value).startswith("the question takes ")  # written for a person: no "ValueError: "
     out = answer(engine, tok, "2 + 2?", system_prompt="", max_tokens=500)  # cut to the room left
     assert isinstance(out, str) and len(tok(out)["input_ids"]) <= 96
 

@@ -741,8 +741,12 @@ def test_upload_without_usable_rows_keeps_the_source(tiny_model_dir, tmp_path, m
         assert (out[1]["value"], out[2]["value"]) == ("prompt", "reference")
         assert out[3].endswith("⚠️ The column `response` has no answers to train on, so `reference` is taken as the "
                                "answer column: check it under Column mapping."), out[3]
-        # Preview of such a file (set as the source another way) names it as uploaded too
+        assert out[3].startswith("Columns: `prompt`, `response`, `reference`. Guessed: question = `prompt`, "
+                                 "answer = `reference`."), out[3]
         (preview,) = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "preview"]
+        rows, info = preview(None, data_source=out[0], data_prompt_column="prompt", data_answer_column="reference")
+        assert "source `three.csv`" in info and "_uploads" not in info, info  # named as uploaded, not the server path
+        # Preview of such a file (set as the source another way) names it as uploaded too
         empty = manager.store_upload(gradio_copy("empty.csv", "question,answer\nq1,\n"))
         rows, info = preview(None, data_source=empty, data_prompt_column="question", data_answer_column="answer")
         assert info == "⚠️ data: empty.csv: no usable rows: all 1 have an empty 'question' or 'answer'"

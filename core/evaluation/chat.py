@@ -17,6 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.config import DEFAULT_SYSTEM_PROMPT, Config, ConfigError
+from core.errors import AhaError
+
+
+class QuestionTooLong(AhaError, ValueError):
+    """A question the engine's context cannot hold: said to the person as it is (no exception type)."""
 
 
 def prompt_settings(cfg: Config | None) -> dict:
@@ -60,7 +65,7 @@ def answer(engine, tok, prompt: str, *, adapter=None, system_prompt: str = DEFAU
     # 2) a token budget that fits the engine's context
     limit = engine.limits()["max_model_len"]
     if limit and len(ids) >= limit:  # vLLM would refuse it in its own words
-        raise ValueError(f"the question takes {len(ids):,} tokens with the system prompt and the answer's first "
+        raise QuestionTooLong(f"the question takes {len(ids):,} tokens with the system prompt and the answer's first "
                          f"words, and the model's engine holds {limit:,} (question and answer together): "
                          "shorten it")
     if limit:

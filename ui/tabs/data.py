@@ -183,8 +183,10 @@ def build(ctx: Ctx) -> None:
                     other = usable_answer_column(stored, question, [c for c in a["choices"] if c not in (question, answer)])
                     if other is None:
                         raise
-                    a = gr.update(choices=a["choices"], value=other)
-                    msg += say("data.answer_moved", lang, guessed=answer, took=other)
+                    a = gr.update(choices=a["choices"], value=other)  # the message names the column taken
+                    msg = say("data.columns", lang, columns=", ".join(f"`{c}`" for c in a["choices"]),
+                              guessed=say("data.guessed", lang, p=question, a=other)) + \
+                        say("data.answer_moved", lang, guessed=answer, took=other)
         except Exception as e:  # the source stays what it was: say which, or Start trains on it unawares
             if stored is not None:  # stored but unreadable: not kept against the uploads quota
                 manager.discard_upload(stored, current)
@@ -218,10 +220,10 @@ def build(ctx: Ctx) -> None:
         except Exception as e:  # no rows of an earlier source left under the error; an upload by its own name
             src = str(values.get("data_source") or "")
             return gr.update(value=None), warn(e, {src: upload_name(src)} if src else None)
-        notes = "".join(f"\n- {n}" for n in result["notes"])  # the data's own notes, as core wrote them
+        shown = upload_name(cfg.data.source)  # an upload by the name it was uploaded under, not the server's path
+        notes = "".join(f"\n- {n}" for n in result["notes"]).replace(cfg.data.source, shown)  # core's own notes
         n = result["train"]
-        text = say("data.sizes.one" if n == 1 else "data.sizes", lang, n=n, held=result["eval"],
-                   source=cfg.data.source) + notes
+        text = say("data.sizes.one" if n == 1 else "data.sizes", lang, n=n, held=result["eval"], source=shown) + notes
         return frame_in(result["table"], lang), text
 
     kind.change(on_kind, [kind], [builtin, upload, hub_box, columns_box], api_visibility="private")
