@@ -61,7 +61,7 @@ class RunStatus:
         eta = eta_seconds(self._step_times, step, max_steps) if state == "running" else None
         # the run's own job, still in the worker's queue behind another job (a chat answer, an evaluation)
         ahead = self.worker.ahead_of(self._job) if state in ACTIVE_STATES else None
-        queued = self.worker.pending() - (ahead is not None) if state in ACTIVE_STATES else 0
+        queued = max(0, self.worker.pending() - (ahead is not None)) if state in ACTIVE_STATES else 0  # (two reads)
         end = self._ended_at or time.time()
         return {
             "state": state,
