@@ -240,8 +240,6 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             torch.manual_seed(cfg.algorithm.seed)  # the adapter's initial weights
             self._fresh_adapter(cfg.model)
             plan = self._plan_for_loaded(cfg)  # the run's one plan: what the Train tab showed, handed over
-            if plan is not None and plan.device == "cpu":  # far past the RAM: refused here, not ended by the OS
-                plan.refuse_if_too_large()
             trainer = make_trainer(cfg, model=self._model, tokenizer=self._tokenizer, engine=self._engine,
                                    task=task, reward_set=rewards, control=control, on_step=self._on_step,
                                    device=self.device, run_dir=run_dir, plan=plan)

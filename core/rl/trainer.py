@@ -108,8 +108,8 @@ class GRPOTrainer:
                 self.plan = plan_for(cfg, self.device, hf_config=model.config, count_reserved=True, weights_loaded=True)
             except Exception as e:  # never worth failing a run: auto then falls back to 8
                 warnings.warn(f"no memory plan for the auto micro-batch ({type(e).__name__}: {e})")
-            if self.plan is not None and self.plan.device == "cpu":  # far past the RAM: refused, not ended by the OS
-                self.plan.refuse_if_too_large()
+        if self.plan is not None and self.plan.device == "cpu":  # far past the RAM (CLI or app): refused before
+            self.plan.refuse_if_too_large()  # the run's folder, not ended by the OS
         self.model, self.tokenizer = model, tokenizer
         # data
         if task is None:
