@@ -793,3 +793,27 @@ def test_a_run_waiting_behind_an_answer_says_so_and_stop_calls_it_off(manager):
     assert "no run folder was written" in s["note"]
     assert set(manager.runs_dir.iterdir()) == folders
     assert not manager.is_active()
+
+
+def test_a_stop_just_after_the_trainer_is_built_leaves_no_run_folder(manager, monkeypatch):
+    """Stop pressed after the new run's trainer (and its folder) exists but before its first step
+    ends: nothing is trained, so the folder goes too and no Resume is offered for a run with no step."""
+    import core.rl.algorithms as algorithms
+
+    real = algorithms.make_trainer
+
+    def built_then_stopped(*a, **kw):
+        trainer = real(*a, **kw)
+        assert trainer.run.path.is_dir()  # the folder exists from here
+        manager.stop()
+        return trainer
+
+    monkeypatch.setattr(algorithms, "make_trainer", built_then_stopped)
+    folders = set(manager.runs_dir.iterdir())
+    manager.start(tiny_config(manager))
+    wait_for(lambda: manager.status()["state"] in ("stopped", "finished", "failed"), timeout=120)
+    s = manager.status()
+    assert (s["state"], s["run_name"], s["step"], s["error"]) == ("stopped", None, 0, "")
+    assert "no run folder was written" in s["note"]
+    assert set(manager.runs_dir.iterdir()) == folders
+    assert manager.current_adapter() is None

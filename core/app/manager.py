@@ -278,7 +278,21 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
                 self._ended_at = time.time()
         with self._lock:
             self._state = final
+            if final == "stopped" and run_dir is None and trainer.step == 0:
+                self._discard_untrained(trainer.run.path)
         return final
+
+    def _discard_untrained(self, folder: Path) -> None:
+        """A new run stopped before its first step ended (Stop in the gap after its trainer was built,
+        or during its first rollouts): nothing was trained, so its folder goes, as a call-off's does,
+        and no Resume is offered for a run with no step. Under the lock."""
+        import shutil
+
+        folder = Path(folder).resolve()
+        if folder.parent == self.runs_dir and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+        self._run_name, self._last_step, self._adapter_of = None, 0, None  # the adapter: as fresh as it began
+        self._note = StartCalledOff.message + StartCalledOff.none
 
 
     def _call_off_if_stopped(self, control, run_dir) -> None:
