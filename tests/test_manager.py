@@ -817,3 +817,31 @@ def test_a_stop_just_after_the_trainer_is_built_leaves_no_run_folder(manager, mo
     assert "no run folder was written" in s["note"]
     assert set(manager.runs_dir.iterdir()) == folders
     assert manager.current_adapter() is None
+
+
+def test_a_called_off_resume_keeps_the_runs_elapsed(manager):
+    """A Resume called off before its first step (Stop while it waits behind an answer) names the
+    run again with the training time its steps took, not the seconds spent waiting for the call-off."""
+    import concurrent.futures
+    import threading
+
+    name = manager.start(tiny_config(manager, max_steps=6))
+    wait_for(lambda: manager.status()["step"] >= 1)
+    manager.stop()
+    assert manager.wait(timeout=120) == "stopped"
+    step = manager.status()["step"]
+    kept = float(manager.metrics(name)["step_time"].iloc[:step].sum())
+    release = threading.Event()
+    answering = manager.worker.submit(lambda: release.wait(60))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        resumed = pool.submit(manager.resume, name)
+        wait_for(lambda: manager.status()["state"] == "loading")
+        time.sleep(1.5)  # the wait: no training time
+        manager.stop()
+        release.set()
+        with pytest.raises(ManagerError, match="Stopped before the first step"):
+            resumed.result(timeout=60)
+    assert answering.result(timeout=5) is True
+    s = manager.status()
+    assert (s["state"], s["run_name"], s["step"]) == ("stopped", name, step)
+    assert s["elapsed"] == pytest.approx(kept, abs=1e-6)

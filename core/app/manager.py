@@ -40,6 +40,12 @@ from core.app.worker import ModelWorker, worker_control
 from core.app.messages import ManagerError, reward_message
 
 
+def _trained_seconds(run, step: int) -> float:
+    """The training time of a run's steps up to `step` (its metrics' step_time): a resumed run's
+    "elapsed" starts from there, not from zero."""
+    return sum(float(r.get("step_time") or 0.0) for r in run.read_metrics() if int(r.get("step") or 0) <= step)
+
+
 class StartCalledOff(ManagerError):
     """Stop was pressed before the run's first step: it ended as "stopped" with nothing trained."""
 
@@ -248,8 +254,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
                 trainer.resume()
                 self._note = " ".join([*task.notes, *rewards.notes, *trainer.resume_notes])
                 # the steps it kept: their time counts in the run's elapsed, not from zero again
-                self._elapsed_before = sum(float(r.get("step_time") or 0.0) for r in trainer.run.read_metrics()
-                                           if int(r.get("step") or 0) <= trainer.step)
+                self._elapsed_before = _trained_seconds(trainer.run, trainer.step)
         except BaseException as e:
             rewards.close()
             self._engine_recover()
@@ -303,8 +308,10 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             return
         with self._lock:
             self._state, self._ended_at = "stopped", time.time()
+            self._started_at = self._ended_at  # "elapsed" is training time: the wait and the load add none
             if run_dir is not None:
                 self._run_name, self._last_step = run_dir.name, int(run_dir.read_status().get("step") or 0)
+                self._elapsed_before = _trained_seconds(run_dir, self._last_step)
             self._note = StartCalledOff.message + (StartCalledOff.kept if run_dir is not None else StartCalledOff.none)
         raise StartCalledOff(self._note)
 
