@@ -691,3 +691,18 @@ def test_a_small_task_trains_on_all_its_problems_and_says_so():
     assert load_builtin("multiplication", train_size=100, eval_size=200, seed=42).notes == []  # enough: no note
     with pytest.raises(DataError, match="every one of its problems is held out"):
         load_builtin("multiplication", train_size=10, eval_size=712, seed=1)
+
+
+def test_a_file_of_repeated_questions_is_split_by_distinct_question(tmp_path):
+    """A walkthrough's upload: 6 questions asked 6 times each. Held out by row, 5 held-out rows were
+    5 questions and training kept one; held out by distinct question, training keeps half of them."""
+    path = tmp_path / "repeats.csv"
+    path.write_text("prompt,answer\n" + "".join(f"q{i},{i}\n" for _ in range(6) for i in range(6)))
+    task = load_task_data(_cfg(path, eval_size=200))
+    held = [r["question"] for r in task.eval]
+    trained = {r["question"] for r in task.train}
+    assert len(held) == len(set(held)) == 3  # one row per held-out question, half of so few
+    assert len(trained) == 3 and not trained & set(held) and len(task.train) == 18
+    assert "36 usable rows ask 6 distinct questions: held out 3 (at most half of so few) instead of 200" in task.notes
+    assert "the 18 training rows ask 3 distinct questions: a run learns those, add rows with other " \
+           "questions to teach more" in task.notes

@@ -585,14 +585,17 @@ def test_case3_steps_too_large_are_refused_and_stop_ends_a_step_inside_its_rollo
 
 
 def test_case9_messages_say_what_happened(tiny_model_dir, tmp_path):
-    from core.data import DataError, load_task_data
+    from core.data import load_task_data
 
-    # 1) a file of identical rows: not "no training rows left after holding out 200"
+    # 1) a file of identical rows: not "no training rows left after holding out 200"; held out by
+    #    distinct question (one here), nothing is held out and the notes say why
     path = tmp_path / "same.csv"
     path.write_text("prompt,answer\n" + "\"Which is bigger, 9.11 or 9.9?\",9.9\n" * 50)
-    with pytest.raises(DataError, match=r"hold 1 distinct question\): add rows with other questions, or set "
-                                        r"eval_size to 0"):
-        load_task_data(DataConfig(source=str(path)))
+    same = load_task_data(DataConfig(source=str(path)))
+    assert (len(same.train), len(same.eval)) == (50, 0)
+    assert same.notes == ["50 usable rows ask 1 distinct question: held out 0 (at most half of so few) instead of 200",
+                          "the 50 training rows ask 1 distinct question: a run learns those, add rows with other "
+                          "questions to teach more"]
     assert len(load_task_data(DataConfig(source=str(path), eval_size=0)).train) == 50
 
     # 2) a Start while another client's Start is still being prepared: not "run is idle: stop it"

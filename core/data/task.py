@@ -105,15 +105,24 @@ def _load_rows(cfg: DataConfig) -> TaskData:
         else:
             notes.append(f"no split {cfg.eval_split!r} in {source}{why}; held out rows of {cfg.split!r} instead")
 
-    # 3) else carve the held-out rows off a seeded shuffle: a tenth of the rows, at least 5 (at
-    #    most half of a tiny file), at most eval_size; most rows stay for training
+    # 3) else carve the held-out questions off a seeded shuffle: a tenth of the distinct questions, at
+    #    least 5 (at most half of a tiny file), at most eval_size, one row each; the rest stay for
+    #    training. Counted in distinct questions: a file of 6 questions asked 6 times each held out
+    #    5 rows of 5 questions and left one question to train on (a walkthrough, 2026-12-08)
     rows = _shuffled(rows, cfg.seed)
     if held_out is None:
-        k = held_out_count(len(rows), cfg.eval_size)
+        first: dict[str, dict] = {}
+        for r in rows:
+            first.setdefault(r["question"], r)
+        k = held_out_count(len(first), cfg.eval_size)
         if k < cfg.eval_size:
-            rule = "at most half of so few" if len(rows) < 10 else "a tenth, at least 5"
-            notes.append(f"{len(rows)} usable rows: held out {k} ({rule}) instead of {cfg.eval_size}")
-        held_out, rows = rows[:k], rows[k:]
+            rule = "at most half of so few" if len(first) < 10 else "a tenth, at least 5"
+            what = (f"{len(rows)} usable rows" if len(first) == len(rows) else
+                    f"{len(rows)} usable rows ask {len(first)} distinct question{'s' if len(first) != 1 else ''}")
+            notes.append(f"{what}: held out {k} ({rule}) instead of {cfg.eval_size}")
+        held_out = list(first.values())[:k]
+        taken = {id(r) for r in held_out}
+        rows = [r for r in rows if id(r) not in taken]  # their repeats: dropped below, and said
 
     # 4) a question seen in training says nothing when it is asked again at evaluation
     asked = {r["question"] for r in held_out}
@@ -126,6 +135,10 @@ def _load_rows(cfg: DataConfig) -> TaskData:
                         f"(the {len(rows) + len(held_out)} usable rows hold {distinct} distinct question"
                         f"{'s' if distinct != 1 else ''}): add rows with other questions, or set eval_size to 0 "
                         "to train on them all")
+    distinct = len({r["question"] for r in kept})
+    if distinct < min(len(kept), 10):  # repeats are fine to train on; few questions teach little
+        notes.append(f"the {len(kept)} training rows ask {distinct} distinct question{'s' if distinct != 1 else ''}: "
+                     "a run learns those, add rows with other questions to teach more")
     notes = list(dict.fromkeys(notes))  # the train and held-out tables can say the same thing
     return TaskData(train=kept[: cfg.train_size], eval=held_out, source=source, columns=columns, notes=notes)
 
