@@ -85,8 +85,8 @@ def test_status_line_in_chinese_and_english():
     assert status_text.status_line({}, "zh").startswith("⚪ **空闲**")
     # an ETA from the first (warm-up) step alone is said to be a bound
     first = {"state": "running", "step": 1, "max_steps": 8, "eta_seconds": 1050, "eta_first_step": True}
-    assert "ETA ≤ 17m 30s (step 1 includes the warm-up)" in status_text.status_line(first)
-    assert "预计剩余 ≤ 17 分 30 秒（第 1 步含预热）" in status_text.status_line(first, "zh")
+    assert "ETA ≤ 17m 30s (from one step, which included the warm-up)" in status_text.status_line(first)
+    assert "预计剩余 ≤ 17 分 30 秒（仅据含预热的一步估算）" in status_text.status_line(first, "zh")
     assert "ETA 17m 30s" in status_text.status_line({**first, "eta_first_step": False})
     # paused: Start is greyed out, the line says what Resume and Stop do; an ended run names its checkpoint
     assert "**Stop** ends the run with its checkpoint" in en and "**停止**会保存检查点" in cn

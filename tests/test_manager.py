@@ -829,8 +829,8 @@ def test_a_called_off_resume_keeps_the_runs_elapsed(manager):
     wait_for(lambda: manager.status()["step"] >= 1)
     manager.stop()
     assert manager.wait(timeout=120) == "stopped"
-    step = manager.status()["step"]
-    kept = float(manager.metrics(name)["step_time"].iloc[:step].sum())
+    step, shown = manager.status()["step"], manager.status()["elapsed"]
+    assert shown >= float(manager.metrics(name)["step_time"].iloc[:step].sum()) > 0
     release = threading.Event()
     answering = manager.worker.submit(lambda: release.wait(60))
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -844,4 +844,4 @@ def test_a_called_off_resume_keeps_the_runs_elapsed(manager):
     assert answering.result(timeout=5) is True
     s = manager.status()
     assert (s["state"], s["run_name"], s["step"]) == ("stopped", name, step)
-    assert s["elapsed"] == pytest.approx(kept, abs=1e-6)
+    assert s["elapsed"] == pytest.approx(shown, abs=1e-3)  # the run's status file's, as shown at its stop

@@ -173,6 +173,8 @@ def test_metrics_samples_and_checkpoint_files(tiny_model_dir, tmp_path):
                 "learning_rate", "tokens_per_second", "step_time", "peak_memory_gb"):
         assert key in m[-1], key
     assert m[-1]["kl"] > 0  # beta > 0: the adapter has moved away from the reference
+    # the run's training time, in its status file (a Resume goes on from it): at least its steps' time
+    assert trainer.run.elapsed_so_far() == trainer.run.read_status()["elapsed"] >= sum(r["step_time"] for r in m) > 0
     assert 0 < m[-1]["entropy"] < torch.log(torch.tensor(float(len(trainer.tokenizer)))).item() + 1e-3
     assert m[0]["completions/max_length"] <= 12
     share = [r["completions/same_answer_share"] for r in m]  # nan: the step's questions share one answer

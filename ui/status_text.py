@@ -22,7 +22,7 @@ STATUS_EN = {
     "run": "run `{run}`",
     "step": "step **{step}/{max_steps}**",
     "eta": "ETA {eta}",
-    "eta_first": "ETA ≤ {eta} (step 1 includes the warm-up)",
+    "eta_first": "ETA ≤ {eta} (from one step, which included the warm-up)",
     "tps": "{tps} tokens/s",
     "reward": "reward {reward}",
     "elapsed": "elapsed {elapsed}",

@@ -217,7 +217,7 @@ STATUS_ZH: dict[str, str] = {
     "run": "运行 `{run}`",
     "step": "第 **{step}/{max_steps}** 步",
     "eta": "预计剩余 {eta}",
-    "eta_first": "预计剩余 ≤ {eta}（第 1 步含预热）",
+    "eta_first": "预计剩余 ≤ {eta}（仅据含预热的一步估算）",
     "tps": "{tps} token/秒",
     "reward": "奖励 {reward}",
     "elapsed": "已用 {elapsed}",

@@ -40,12 +40,6 @@ from core.app.worker import ModelWorker, worker_control
 from core.app.messages import ManagerError, reward_message
 
 
-def _trained_seconds(run, step: int) -> float:
-    """The training time of a run's steps up to `step` (its metrics' step_time): a resumed run's
-    "elapsed" starts from there, not from zero."""
-    return sum(float(r.get("step_time") or 0.0) for r in run.read_metrics() if int(r.get("step") or 0) <= step)
-
-
 class StartCalledOff(ManagerError):
     """Stop was pressed before the run's first step: it ended as "stopped" with nothing trained."""
 
@@ -253,8 +247,8 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             if run_dir is not None:
                 trainer.resume()
                 self._note = " ".join([*task.notes, *rewards.notes, *trainer.resume_notes])
-                # the steps it kept: their time counts in the run's elapsed, not from zero again
-                self._elapsed_before = _trained_seconds(trainer.run, trainer.step)
+                # the run's training time so far (its status file's): elapsed goes on from it, not from zero
+                self._elapsed_before = trainer.run.elapsed_so_far() if trainer.step else 0.0  # as its clock
         except BaseException as e:
             rewards.close()
             self._engine_recover()
@@ -279,8 +273,9 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             # app holds weights + engine between runs (H100, 2026-12-05: 36.8 GiB kept after a
             # micro-batch-64 run of a 135M model, 7.5 before it)
             self._free_memory()
-            with self._lock:
-                self._ended_at = time.time()
+            with self._lock:  # "elapsed" from here: what the run's status file says (a Resume goes on from it)
+                self._ended_at = self._started_at = time.time()
+                self._elapsed_before = trainer.run.elapsed_so_far()
         with self._lock:
             self._state = final
             if final == "stopped" and run_dir is None and trainer.step == 0:
@@ -311,7 +306,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             self._started_at = self._ended_at  # "elapsed" is training time: the wait and the load add none
             if run_dir is not None:
                 self._run_name, self._last_step = run_dir.name, int(run_dir.read_status().get("step") or 0)
-                self._elapsed_before = _trained_seconds(run_dir, self._last_step)
+                self._elapsed_before = run_dir.elapsed_so_far()
             self._note = StartCalledOff.message + (StartCalledOff.kept if run_dir is not None else StartCalledOff.none)
         raise StartCalledOff(self._note)
 

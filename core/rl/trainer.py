@@ -439,9 +439,9 @@ class GRPOTrainer:
 
     # -- the loop --------------------------------------------------------------------
     def train(self, max_steps: int | None = None) -> str:
-        """Run until `max_steps` (default: the config's). Returns the final state:
-        'finished', 'stopped' or 'failed' (the error is in status.json)."""
+        """Run to `max_steps` (default: the config's): 'finished', 'stopped' or 'failed' (its error in status.json)."""
         max_steps = max_steps or self.cfg.algorithm.max_steps
+        self.run.start_clock(self.control.held_seconds, resumed=self.step > 0)  # "elapsed" in each status
         if self.adapter is None:
             self.adapter = self.engine.update_adapter(self.model)
         self.run.write_status("running", step=self.step, max_steps=max_steps)

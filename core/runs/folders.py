@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import shutil
@@ -171,6 +172,25 @@ class RunDir:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        # the run's training time so far (seconds; the trainer's clock, `Trainer.train`): written with
+        # every status, so a Resume, here or after a restart, goes on from the time the page last showed
+        self.clock = None
+
+    def start_clock(self, held_seconds, resumed: bool) -> None:
+        """From now on every status says the run's training time: what it held before (a resumed run)
+        plus the wall time since, less the time `held_seconds()` (the pauses) grows by."""
+        base, start, held = self.elapsed_so_far() if resumed else 0.0, time.time(), held_seconds()
+        self.clock = lambda: base + time.time() - start - (held_seconds() - held)
+
+    def elapsed_so_far(self) -> float:
+        """The training time the status file holds; for a run written before it did, its steps'
+        `step_time` up to the status's step."""
+        status = self.read_status()
+        value = status.get("elapsed")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+            return float(value)
+        step = status.get("step", 0)
+        return sum(float(r.get("step_time") or 0.0) for r in self.read_metrics() if int(r.get("step") or 0) <= step)
 
     @classmethod
     def create(cls, output_dir: str | Path, run_name: str, *, exist_ok: bool = True) -> "RunDir":
@@ -240,6 +260,8 @@ class RunDir:
     # -- status ----------------------------------------------------------------
     def write_status(self, state: str, **extra) -> None:
         data = {"state": state, "time": time.time(), **extra, **_writer()}
+        if self.clock is not None:
+            data["elapsed"] = round(float(self.clock()), 3)
         try:
             _fsync_write(self.status_path, json.dumps(data))
         except OSError as first:
@@ -283,7 +305,7 @@ class RunDir:
             return False
         reason = ("the process training this run ended without saving its state (killed, crashed, "
                   "or its disk was full): Resume continues from the last checkpoint")
-        keep = {k: status[k] for k in ("step", "max_steps", "error", "reason") if k in status}
+        keep = {k: status[k] for k in ("step", "max_steps", "error", "reason", "elapsed") if k in status}
         with contextlib.suppress(OSError):
             self.remove_partial_checkpoints()
             self.write_status("interrupted", **{"reason": reason, **keep}, was=status.get("state"),
