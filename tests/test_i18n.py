@@ -88,6 +88,13 @@ def test_status_line_in_chinese_and_english():
     assert "ETA ≤ 17m 30s (from one step, which included the warm-up)" in status_text.status_line(first)
     assert "预计剩余 ≤ 17 分 30 秒（仅据含预热的一步估算）" in status_text.status_line(first, "zh")
     assert "ETA 17m 30s" in status_text.status_line({**first, "eta_first_step": False})
+    # Online DPO's step without a pair says it learned nothing (its loss plot just stops there)
+    dpo = {"state": "running", "step": 2, "max_steps": 8, "no_pairs_step": 2}
+    assert status_text.status_line(dpo).endswith("⚠️ step 2 had no preference pair: every question's answers scored "
+                                                 "alike, so Online DPO learned nothing from it (it needs a better and a "
+                                                 "worse answer to the same question)")
+    assert "第 2 步没有偏好对" in status_text.status_line(dpo, "zh")
+    assert "preference pair" not in status_text.status_line({**dpo, "no_pairs_step": None})
     # paused: Start is greyed out, the line says what Resume and Stop do; an ended run names its checkpoint
     assert "**Stop** ends the run with its checkpoint" in en and "**停止**会保存检查点" in cn
     stopped = {"state": "stopped", "run_name": "r1", "step": 3, "max_steps": 10, "checkpoint": "step-000003"}

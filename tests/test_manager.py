@@ -585,6 +585,17 @@ def test_other_algorithms_run_through_the_manager(manager, algorithm, extra):
     assert len(manager.samples(name)) == 4
 
 
+def test_an_online_dpo_step_without_a_pair_is_named_in_the_status(manager):
+    """Every completion scored alike: Online DPO has no pair, its loss is NaN and its plot stops; the
+    status names the step that learned nothing (a walkthrough found the page silent about it)."""
+    cfg = tiny_config(manager, algorithm="online_dpo", max_steps=2)
+    cfg.rewards.custom_code = "def same(completions, **kwargs):\n    return [1.0 for _ in completions]\n"
+    name = manager.start(cfg)
+    assert manager.wait(timeout=180) == "finished"
+    assert list(manager.metrics(name)["dpo/pairs"]) == [0, 0]
+    assert manager.status()["no_pairs_step"] == 2
+
+
 def test_memory_plan_in_plain_words(manager, tmp_path):
     """The Train tab's memory plan: on this CPU the RAM a step needs (no GPU figures); with a GPU's
     free memory the planner's summary, and a refusal in words when it does not fit."""

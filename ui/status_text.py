@@ -42,6 +42,8 @@ STATUS_EN = {
                      "as shown, the Data tab's source included.",
     "form_from_run.code": " It scored with its own reward code too: clear the Rewards tab's editor to start without it.",
     "form_from_active": "ℹ️ The form shows the settings of the run in progress ({state}).",
+    "no_pairs": "step {step} had no preference pair: every question's answers scored alike, so Online DPO "
+                "learned nothing from it (it needs a better and a worse answer to the same question)",
     "traceback": "traceback",
     "progress.steps": "{done}/{total} steps",
     "progress.none": "no run",
@@ -84,6 +86,8 @@ def status_line(s: dict, lang: str = "en") -> str:
         line += f"\n\n🔧 {s['engine_note']}"
     if s.get("signal_warning"):
         line += f"\n\n⚠️ {s['signal_warning']}"
+    elif s.get("no_pairs_step"):
+        line += f"\n\n⚠️ {w['no_pairs'].format(step=s['no_pairs_step'])}"
     if s.get("pause_reason"):
         line += f"\n\n⏸️ {s['pause_reason']}"
         if s["pause_reason"].startswith("reward"):

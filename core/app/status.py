@@ -72,6 +72,8 @@ class RunStatus:
             "eta_first_step": eta is not None and len(self._step_times) == 1,  # from the warm-up step alone: a bound
             "tokens_per_second": self._last_metrics.get("tokens_per_second"),
             "reward": self._last_metrics.get("reward"),
+            # Online DPO's last step had no pair to learn from (every prompt's completions scored alike)
+            "no_pairs_step": step if self._last_metrics.get("dpo/pairs") == 0 else None,
             # a resumed run goes on from the training time its status file held (RunDir.elapsed_so_far); time held
             # in a pause is not the run's (a new user saw a run paused at step 0 "elapse" 2 minutes)
             "elapsed": self._elapsed_before + (max(0.0, end - self._started_at - (
