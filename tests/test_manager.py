@@ -139,6 +139,8 @@ def test_run_pause_chat_resume_and_refuse_second_start(manager, tmp_path):
     assert [c.rsplit("-", 1)[1] for c in manager.checkpoints(name)] == ["000002", "000003"]
     runs = {r["run"]: r for r in manager.list_runs()}
     assert runs[name]["state"] == "finished" and runs[name]["step"] == 3 and runs[name]["checkpoints"] == 2
+    cfg = manager.run_config().algorithm  # which recipe trained it, beside the name
+    assert runs[name]["algorithm"] == f"{cfg.algorithm} ({cfg.loss_type})"
     # "updated" is the run's last write (its status at the end), not its config's (written at the start)
     run = RunDir(manager.runs_dir / name)
     os.utime(run.config_path, (0, 0))  # the config written long ago: the list still shows the status's time
@@ -593,6 +595,7 @@ def test_an_online_dpo_step_without_a_pair_is_named_in_the_status(manager):
     name = manager.start(cfg)
     assert manager.wait(timeout=180) == "finished"
     assert list(manager.metrics(name)["dpo/pairs"]) == [0, 0]
+    assert name.endswith("-online_dpo") and {r["run"]: r for r in manager.list_runs()}[name]["algorithm"] == "online_dpo"
     assert manager.status()["no_pairs_step"] == 2
 
 

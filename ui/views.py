@@ -223,7 +223,8 @@ def checkpoint_choices(runs: list[dict], checkpoints_of) -> list[tuple[str, str]
 
 
 def runs_frame(runs: list[dict], lang: str = "en") -> pd.DataFrame:
-    columns = ["run", "state", "step", "max_steps", "reward", "model", "data", "rewards", "checkpoints", "updated"]
+    columns = ["run", "state", "step", "max_steps", "reward", "algorithm", "model", "data", "rewards", "checkpoints",
+               "updated"]
     df = pd.DataFrame(runs, columns=columns)
     if not df.empty:
         df["reward"] = df["reward"].map(lambda v: None if v is None else round(float(v), 4))

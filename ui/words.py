@@ -107,7 +107,7 @@ SAY_EN = {
 WORDS = (
     # table columns
     "step", "reward", "advantage", "reference answer", "completion", "question", "answer", "rendered_prompt",
-    "total", "source", "run", "state", "max_steps", "model", "data", "rewards", "checkpoints", "updated",
+    "total", "source", "run", "state", "max_steps", "algorithm", "model", "data", "rewards", "checkpoints", "updated",
     "prompt", "base", "tuned", "kl", "tuned_flags", "base_correct", "tuned_correct", "base_cut", "tuned_cut",
     "questions",
     # cell values

@@ -321,7 +321,7 @@ SAY_ZH: dict[str, str] = {
 WORDS_ZH: dict[str, str] = {
     "step": "步", "reward": "奖励", "advantage": "优势", "reference answer": "参考答案", "completion": "回答",
     "question": "问题", "answer": "答案", "rendered_prompt": "模型看到的提示", "total": "总奖励", "source": "来源",
-    "run": "运行", "state": "状态", "max_steps": "总步数", "model": "模型", "data": "数据", "rewards": "奖励函数",
+    "run": "运行", "state": "状态", "max_steps": "总步数", "algorithm": "算法", "model": "模型", "data": "数据", "rewards": "奖励函数",
     "checkpoints": "检查点", "updated": "更新时间", "prompt": "提示", "base": "基础", "tuned": "微调",
     "kl": "KL", "tuned_flags": "微调回答的异常", "base_correct": "基础正确", "tuned_correct": "微调正确",
     "base_cut": "基础被截断", "tuned_cut": "微调被截断", "questions": "问题数",

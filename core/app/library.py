@@ -150,8 +150,10 @@ class RunLibrary:
                 model, task, rewards = (cfg.model.name_or_path or DEFAULT_MODEL_NAME,
                                         Path(source).name if Path(source).is_absolute() else source,
                                         rewards_label(cfg))
+                a = cfg.algorithm  # the loss a GRPO-family run averaged its tokens with, beside its name
+                algorithm = a.algorithm if a.algorithm in ("online_dpo", "ppo") else f"{a.algorithm} ({a.loss_type})"
             except Exception:  # a hand-edited config: still list the run
-                model = task = rewards = "?"
+                model = task = rewards = algorithm = "?"
             state = status.get("state", "unknown")
             if run.name == self._run_name:  # the manager's own run: its word is the newest
                 state = self.status()["state"]
@@ -164,7 +166,7 @@ class RunLibrary:
             out.append({
                 "run": run.name, "state": state, "step": status.get("step", len(metrics)),
                 "max_steps": status.get("max_steps"), "reward": reward,
-                "model": model, "data": task, "rewards": rewards,
+                "algorithm": algorithm, "model": model, "data": task, "rewards": rewards,
                 "checkpoints": len(run.checkpoints()),
                 "updated": time.strftime("%Y-%m-%d %H:%M", time.localtime(run.last_written())),
             })

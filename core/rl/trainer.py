@@ -149,7 +149,7 @@ class GRPOTrainer:
         self.adapter = None
         self.resume_notes: list[str] = []
         if run_dir is None:  # a new run: a folder of its own (rank 0 picks the name)
-            name = cfg.run.run_name or default_run_name(cfg.data.source)
+            name = cfg.run.run_name or default_run_name(cfg.data.source, algorithm=cfg.algorithm.algorithm)
             if distributed.is_main():
                 name = free_run_name(cfg.run.output_dir, name)
             run_dir = RunDir.create(cfg.run.output_dir, distributed.broadcast_object(name))

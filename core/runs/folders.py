@@ -434,9 +434,10 @@ def knows_reward_code(runs_dir: str | Path, code: str) -> bool:
         return False
 
 
-def default_run_name(source: str, when: float | None = None) -> str:
+def default_run_name(source: str, when: float | None = None, algorithm: str = "grpo") -> str:
     """A new run's name from its data source: the date, then the built-in task, the file's stem
-    (without the `-<hash>` an upload is stored under) or the hub dataset's name.
+    (without the `-<hash>` an upload is stored under) or the hub dataset's name; then the algorithm
+    when it is not grpo (runs of one task by several algorithms were told apart by time alone).
 
     >>> default_run_name("builtin:decimal_compare", 0).endswith("-decimal_compare")
     True
@@ -444,12 +445,14 @@ def default_run_name(source: str, when: float | None = None) -> str:
     'my_data'
     >>> default_run_name("openai/gsm8k", 0).endswith("-gsm8k")
     True
+    >>> default_run_name("builtin:largest", 0, algorithm="online_dpo").endswith("-largest-online_dpo")
+    True
     """
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(time.time() if when is None else when))
     name = source.split(":", 1)[1] if source.startswith("builtin:") else source.rstrip("/").split("/")[-1]
     stem = Path(name).stem if Path(name).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".parquet") else name
     stem = re.sub(r"-[0-9a-f]{16}$", "", stem)
-    return sanitize_run_name(f"{stamp}-{stem}")
+    return sanitize_run_name(f"{stamp}-{stem}" + (f"-{algorithm}" if algorithm != "grpo" else ""))
 
 
 def free_run_name(output_dir: str | Path, name: str) -> str:
