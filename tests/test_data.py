@@ -75,6 +75,7 @@ def test_jsonl_skips_blank_lines_and_keeps_u2028_inside_strings(tmp_path):
     [
         '[{"prompt": "p", "answer": "a"}]',
         '{"version": 2, "data": [{"prompt": "p", "answer": "a"}]}',
+        '{"data": [{"prompt": "p", "answer": "a"}, {"prompt": "q", "answer": "b"}]}',  # wrapped alone: not a column
         '{"prompt": ["p"], "answer": ["a"]}',
         '{"prompt": "p", "answer": "a"}\n{"prompt": "p", "answer": "a"}\n',  # JSON Lines named .json
     ],
