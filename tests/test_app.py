@@ -253,6 +253,10 @@ def test_train_chat_evaluate_through_the_api(app):
     checkpoint = manager.checkpoints(run_name)[-1]
     file, note = client.predict(path=checkpoint, api_name="/export_zip")
     assert note.startswith("✅") and str(file).endswith("-adapter.zip")
+    # a merge's result is a folder on the server: the File box lets go of the zip it offered before
+    merged_to, file, note = client.predict(path=checkpoint, api_name="/merge")
+    assert note.startswith("✅ merged 16-bit model saved on the server") and file is None
+    assert (Path(merged_to) / "config.json").is_file()
     # a script picks a checkpoint of a run by name for Compare; another run's or a made-up one is refused
     loaded, target = client.predict(name=run_name, path=Path(checkpoint).name, api_name="/load_run")
     assert loaded.startswith("✅") and Path(checkpoint).name in loaded

@@ -69,7 +69,7 @@ SAY_EN = {
     "runs.resumed": "⏵ resumed `{run}` at step {step}: follow it on the Train tab",
     "export.zip": "✅ adapter zip: `{path}`",
     "export.config": "✅ config: `{path}` (train it again with `python -m scripts.train --config config.yaml`)",
-    "export.merged": "✅ merged 16-bit model saved in `{path}`",
+    "export.merged": "✅ merged 16-bit model saved on the server in `{path}` (a folder: load it from there with transformers, or tick *Upload the merged model* below to push it to the Hub)",
     "export.pushed": "✅ pushed to {url}",
     # Train tab: the aha panel's samples
     "aha.none": "*A sample from early and one from late in the run show here once a few steps are logged.*",

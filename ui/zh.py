@@ -288,7 +288,7 @@ SAY_ZH: dict[str, str] = {
     "runs.resumed": "⏵ 已从第 {step} 步继续 `{run}`：请在“训练”页查看",
     "export.zip": "✅ 适配器 zip：`{path}`",
     "export.config": "✅ 配置：`{path}`（用 `python -m scripts.train --config config.yaml` 再次训练）",
-    "export.merged": "✅ 合并后的 16 位模型已保存在 `{path}`",
+    "export.merged": "✅ 合并后的 16 位模型已保存在服务器的 `{path}`（一个文件夹：可用 transformers 从那里加载，或勾选下方“上传合并后的模型”推送到 Hub）",
     "export.pushed": "✅ 已推送到 {url}",
     "aha.none": "*记录几步之后，这里会显示运行早期和后期各一个样本。*",
     "aha.early": "早期：{block}",

@@ -60,8 +60,9 @@ def build(ctx: Ctx) -> None:
         try:
             out = manager.merge_and_save(need(path))
         except Exception as e:
-            return gr.skip(), warn(e)
-        return out, say("export.merged", lang_of(request), path=out)
+            return gr.skip(), gr.skip(), warn(e)
+        # the File box let go of the zip or config it offered before: it is not this merge's result
+        return out, None, say("export.merged", lang_of(request), path=out)
 
     def push(path, repo_id, hf_token, use_merged, is_private, request: gr.Request = None):
         try:
@@ -73,6 +74,6 @@ def build(ctx: Ctx) -> None:
     refresh.click(choices, [checkpoint], [checkpoint], api_visibility="private")
     zip_btn.click(export_zip, [checkpoint], [file, message], api_name="export_zip")
     config_btn.click(config_file, [checkpoint], [file, message], api_name="download_config")
-    merge_btn.click(merge, [checkpoint], [merged_to, message], api_name="merge")
+    merge_btn.click(merge, [checkpoint], [merged_to, file, message], api_name="merge")
     push_btn.click(push, [checkpoint, repo, token, merged, private], [message, token], api_name="push_to_hub")
     ctx.shared["export_refresh"] = (choices, [checkpoint], [checkpoint])
