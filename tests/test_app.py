@@ -218,7 +218,12 @@ def test_train_chat_evaluate_through_the_api(app):
     assert len(base) == 6 and len(tuned) == 7
 
     # held-out evaluation of base vs tuned
-    table, bars, items, result = client.predict(target_value="current", n=4, api_name="/evaluate")
+    job = client.submit(target_value="current", n=4, api_name="/evaluate")
+    table, bars, items, result = job.result(timeout=300)
+    # which side answers, as it starts (minutes each on a CPU at the page's 100 questions), then the figures
+    assert [out[0] for out in job.outputs()[:2]] == [
+        f"⏳ 1/2 · the base model answers 4 held-out questions (greedy, up to {result['max_tokens']} tokens)",
+        "⏳ 2/2 · the tuned model answers the same 4 questions"]
     for who in ("base", "tuned"):
         assert result[who]["n"] == 4
         assert 0.0 <= result[who]["accuracy"] <= 1.0 and 0.0 <= result[who]["format_rate"] <= 1.0

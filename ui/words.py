@@ -93,6 +93,8 @@ SAY_EN = {
     "same.moved": "ℹ️ Base and tuned gave the same answer, though {adapter} has moved ({nonzero} of {matrices} LoRA "
                   "B matrices non-zero, ‖ΔW‖ = {norm}): not enough to change this answer. Try another question, a "
                   "temperature above 0, or the held-out evaluation.",
+    "eval.base": "⏳ 1/2 · the base model answers {questions} held-out questions (greedy, up to {max_tokens} tokens)",
+    "eval.tuned": "⏳ 2/2 · the tuned model answers the same {questions} questions",
     "eval.done": "\n\nGreedy answers to {n} held-out questions; tuned = {adapter}; answers stop at {max_tokens} "
                  "tokens (Max completion tokens).",
     "eval.cut": " **Cut there before finishing: base {base}, tuned {tuned}** of the answers (one cut before its "

@@ -308,6 +308,8 @@ SAY_ZH: dict[str, str] = {
                     "训练步才会改变它；请看“训练”页的奖励图。",
     "same.moved": "ℹ️ 基础模型和微调模型给出了相同的回答，尽管{adapter}已经变化（{matrices} 个 LoRA B 矩阵中 "
                   "{nonzero} 个非零，‖ΔW‖ = {norm}）：还不足以改变这个回答。换一个问题、把温度调到 0 以上，或运行留出集评估。",
+    "eval.base": "⏳ 1/2 · 基础模型正在回答 {questions} 个留出问题（贪心，最多 {max_tokens} 个 token）",
+    "eval.tuned": "⏳ 2/2 · 微调模型正在回答同样的 {questions} 个问题",
     "eval.done": "\n\n对 {n} 个留出问题的贪心回答；微调 = {adapter}；回答最多 {max_tokens} 个 token（最大回答 token 数）。",
     "eval.cut": " **在那里被截断、没有答完的：基础 {base}，微调 {tuned}**（在给出答案之前被截断的记 0 分）；"
                 "用更大的最大回答 token 数训练的运行会有足够的空间答完。",

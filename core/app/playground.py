@@ -163,6 +163,19 @@ class Playground:
         """Greedy answers on `n` held-out rows from the base model and from `target`:
         {'base': {accuracy, format_rate, n, cut_rate}, 'tuned': {...}, 'items': [per-question rows],
         'max_tokens': the answers' token limit (the run's max completion tokens unless given)}."""
+        stages = self.evaluate_stages(target, n, data_cfg, max_tokens)
+        while True:
+            try:
+                next(stages)
+            except StopIteration as done:
+                return done.value
+
+    def evaluate_stages(self, target: str = "current", n: int = 20, data_cfg: DataConfig | None = None,
+                        max_tokens: int | None = None):
+        """`evaluate` as a generator, for a page that shows which side answers: yields `(stage, facts)`
+        before each side's answers ("base", then "tuned"; facts: {"questions", "max_tokens"}), and
+        returns `evaluate`'s result (`StopIteration.value`). The two sides are two jobs on the model
+        worker: a training step may run between them (the tuned side is named as it answered)."""
         from core.data import DataError, load_task_data
         from core.evaluation.evaluate import evaluate
 
@@ -180,20 +193,25 @@ class Playground:
             except DataError as e:
                 raise ManagerError(f"data: {e}") from e
         if not rows:
-            raise ManagerError("the data has no held-out rows: set eval_size above 0")
+            raise ManagerError("the data has no held-out rows: set eval_size above 0 (Data tab), or add "
+                               "questions: a file with fewer than 2 distinct questions has none to hold out")
         kw = dict(system_prompt=cfg.data.system_prompt, chat_template=cfg.data.chat_template,
                   response_prefix=cfg.data.response_prefix, max_items=int(n),
                   max_tokens=int(max_tokens or cfg.algorithm.max_completion_length),
                   max_prompt_length=cfg.algorithm.max_prompt_length, stop_at=cfg.data.stop_at)
 
-        def job() -> dict:
+        def job(side: str):
             self._ensure_model_for(target)
+            if side == "base":
+                return evaluate(self._engine, self._tokenizer, rows, adapter=None, **kw)
             adapter, owner = self._resolve_target(target), self._owner_of(target)
-            base = evaluate(self._engine, self._tokenizer, rows, adapter=None, **kw)
-            tuned = evaluate(self._engine, self._tokenizer, rows, adapter=adapter, **kw)
-            return base, tuned, owner
+            return evaluate(self._engine, self._tokenizer, rows, adapter=adapter, **kw), owner
 
-        base, tuned, owner = self._call(job)
+        facts = {"questions": min(len(rows), int(n)), "max_tokens": kw["max_tokens"]}
+        yield "base", facts
+        base = self._call(lambda: job("base"))
+        yield "tuned", facts
+        tuned, owner = self._call(lambda: job("tuned"))
         items = [{"question": b["question"], "answer": b["answer"], "base": b["completion"],
                   "base_correct": b["correct"], "tuned": t["completion"], "tuned_correct": t["correct"],
                   "base_cut": b["cut"], "tuned_cut": t["cut"]}

@@ -137,11 +137,20 @@ def build(ctx: Ctx) -> None:
         return s["system_prompt"], s["response_prefix"], asked_from(s, lang), s["source"]
 
     def evaluate(target_value, n, request: gr.Request):
+        """Which side answers, as it starts (on a CPU each takes minutes), then the figures."""
         lang = lang_of(request)
         try:
-            result = manager.evaluate(target_value or CURRENT, n=int(n))
+            stages = manager.evaluate_stages(target_value or CURRENT, n=int(n))
+            while True:
+                try:
+                    stage, facts = next(stages)
+                except StopIteration as done:
+                    result = done.value
+                    break
+                yield say(f"eval.{stage}", lang, **facts), gr.skip(), gr.skip(), gr.skip()
         except Exception as e:
-            return warn(e), gr.skip(), gr.skip(), gr.skip()
+            yield warn(e), gr.skip(), gr.skip(), gr.skip()
+            return
         items, owner = result.pop("items"), result.pop("adapter_of", None)  # the API's JSON as before
         done = say("eval.done", lang, n=result["tuned"]["n"], adapter=_label(target_value, lang, owner),
                    max_tokens=result["max_tokens"])
@@ -150,7 +159,7 @@ def build(ctx: Ctx) -> None:
             done += say("eval.cut", lang, base=f"{cut['base']:.0%}", tuned=f"{cut['tuned']:.0%}")
         table = frame_in(pd.DataFrame(items).rename(columns=SHOWN_AS), lang,
                          values=("base_correct", "tuned_correct", "base_cut", "tuned_cut"))
-        return eval_markdown(result, lang) + done, eval_frame(result, lang), table, result
+        yield eval_markdown(result, lang) + done, eval_frame(result, lang), table, result
 
     def refresh_targets(current, shown_for, request: gr.Request):
         """The checkpoint list anew; the boxes anew if what `current` means changed (another run)."""
