@@ -179,6 +179,21 @@ TEXT: dict[str, tuple[str, str]] = {
         "around zero even while the model learns. Watch the **reward** instead.",
         "ℹ️ **GRPO 的 loss 接近 0 是正常的**：优势值以组内均值为中心，所以即使模型在学习，loss 也在 0 附近。请关注**奖励**曲线。",
     ),
+    # the note beside the loss plot for the algorithm picked (grpo, gspo, rloo: the one above)
+    "train.loss_note.online_dpo": (
+        "ℹ️ **An Online DPO loss starts near 0.69** (log 2: the tuned model still equals the base) and falls as "
+        "the chosen answers pull ahead of the rejected ones; a step whose answers all tie has no pair and no loss. "
+        "Watch the **reward** too.",
+        "ℹ️ **Online DPO 的 loss 从 0.69 左右开始**（log 2：微调后的模型仍与基础模型相同），随着被选回答领先被拒回答而下降；"
+        "若某一步所有回答都打平，就没有偏好对，也没有 loss。也请关注**奖励**曲线。",
+    ),
+    "train.loss_note.ppo": (
+        "ℹ️ **A PPO loss is the policy loss plus the value loss × its weight**: the policy part stays near 0 "
+        "(advantages are whitened over each batch), so the curve mostly follows the value head's error, which falls "
+        "as it learns to predict the rewards. Watch the **reward** instead.",
+        "ℹ️ **PPO 的 loss 是策略损失加上价值损失 × 其权重**：策略部分保持在 0 附近（优势值在每批内做了白化），"
+        "所以曲线主要反映价值头的误差，它随价值头学会预测奖励而下降。请关注**奖励**曲线。",
+    ),
     "train.plot.reward": ("Reward (total and each function)", "奖励（总奖励与各奖励函数）"),
     "train.plot.loss": ("Loss", "损失"),
     # with beta 0 the trainer does not compute it (nothing uses it) and logs 0, as TRL leaves it out

@@ -106,6 +106,9 @@ def build_app(manager: RunManager) -> gr.Blocks:
         ).then(plan_fn, inputs_kwargs=dict(form.components), outputs=[plan_md], api_visibility="private")
         # the model box's lock and the line naming the model, for the source shown (after show_run: never stale)
         shown.then(box_fn, box_inputs, box_outputs, api_visibility="private", show_progress="hidden")
+        # the Train tab's settings and loss note for the algorithm shown (a run's may not be the default)
+        algo_fn, algo_inputs, algo_outputs = ctx.shared["algorithm_view"]
+        shown.then(algo_fn, algo_inputs, algo_outputs, api_visibility="private", show_progress="hidden")
         for on_load in ctx.shared.get("on_load", []):  # what each tab fills in on load (in the page's language)
             on_load(demo.load)
     demo.form = form  # for tests and scripts: the widget names the API accepts

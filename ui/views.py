@@ -138,8 +138,9 @@ def breakable(name: str) -> str:
 def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_chars: int = 600,
                  lang: str = "en") -> pd.DataFrame:
     r"""The samples table as shown: the short columns first (step, total reward, each reward's score,
-    the advantage, the expected answer), then the completion and the question, long text cut, so the
-    numbers are in sight on a laptop's screen (a new user found them off to the right, 2026-12-06).
+    the advantage where the algorithm logs one, the expected answer), then the completion and the
+    question, long text cut, so the numbers are in sight on a laptop's screen (a new user found them
+    off to the right, 2026-12-06).
     Column names in `lang`, each breakable after an underscore (`breakable`: a script reading the
     /status API's samples by a reward's name drops U+200B first); the values as given. The completion
     is the second column from the right, with rows or without: the page's CSS keeps it readable
@@ -157,6 +158,8 @@ def samples_view(samples: pd.DataFrame, question_chars: int = 160, completion_ch
     cut = lambda n: (lambda v: v if not isinstance(v, str) or len(v) <= n else v[: n - 1] + "…")  # noqa: E731
     df["question"] = df["question"].map(cut(question_chars))
     df["completion"] = df["completion"].map(cut(completion_chars))
+    if "advantage" in df and df["advantage"].isna().all():  # Online DPO and PPO log none: no empty column
+        df = df.drop(columns=["advantage"])
     scores = [c for c in df.columns if c not in SAMPLE_COLUMNS and c != "advantage"]
     first, text = ["step", "reward"], ["answer", "completion", "question"]
     df = df[[c for c in first if c in df] + scores + (["advantage"] if "advantage" in df else [])

@@ -11,6 +11,7 @@ import pandas as pd
 
 from core.app.library import rewards_label
 from core.config import CPU_QUICK, Config
+from core.rl.algorithms import ALGORITHMS, READ_BY, ignored_fields
 from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
 from ui.i18n import TEXT, en, lang_of, t, text_in
@@ -100,6 +101,35 @@ def axis_titles(plots, lang: str) -> list:
 
 
 
+# the note beside the loss plot, by algorithm: GRPOTrainer's family shares one ("train.loss_note")
+LOSS_NOTES = ("train.loss_note", "train.loss_note.online_dpo", "train.loss_note.ppo")
+
+
+def loss_note_key(algorithm: str) -> str:
+    """The loss note for `algorithm` (`LOSS_NOTES`)."""
+    key = f"train.loss_note.{algorithm}"
+    return key if key in LOSS_NOTES else "train.loss_note"
+
+
+def hidden_settings(algorithm: str) -> frozenset[str]:
+    """The `algorithm` settings whose boxes the Train tab hides for `algorithm` (none for an unknown
+    one: the config refuses it at Start)."""
+    return ignored_fields(algorithm) if algorithm in ALGORITHMS else frozenset()
+
+
+def algorithm_view(algorithm: str, names) -> list:
+    """Updates that fit the Train tab to `algorithm`: the boxes of the settings `names` shown only where
+    it reads them (`core.rl.algorithms.ignored_fields`: a new user met loss type and clip ε on screen for
+    ppo; a hidden box keeps its value, and the config keeps it), then the loss notes (`LOSS_NOTES`), only
+    its own shown.
+
+    >>> [u["visible"] for u in algorithm_view("ppo", ["loss_type", "epsilon", "gae_lambda"])]
+    [False, True, True, False, False, True]
+    """
+    hidden, note = hidden_settings(algorithm), loss_note_key(algorithm)
+    return [gr.update(visible=n not in hidden) for n in names] + [gr.update(visible=k == note) for k in LOSS_NOTES]
+
+
 def message_outlived(key, said, said_for=None) -> bool:
     """Whether the Train tab's message (`said`) no longer holds for the run's status `key` (run, step,
     state, attempt): Start's and Resume's once the run they began no longer runs (`said_for`: the
@@ -147,12 +177,15 @@ def build(ctx: Ctx) -> None:
                 for name in ("max_steps", "learning_rate", "lr_scheduler", "warmup_steps", "weight_decay",
                              "gradient_accumulation_steps", "max_grad_norm", "seed"):
                     form.field("algorithm", name)
+            # the settings only some algorithms read start shown as the default algorithm has them
+            algorithm = form.defaults.algorithm.algorithm
+            hidden = hidden_settings(algorithm)
             with gr.Accordion(t("train.algo"), open=False):
                 for name in ("algorithm", "loss_type", "beta", "epsilon", "epsilon_high", "num_iterations",
                              "scale_rewards", "mask_truncated_completions", "use_bias_correction_kl",
                              "vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
                              "vllm_importance_sampling_clip_max", "vllm_importance_sampling_clip_min"):
-                    form.field("algorithm", name)
+                    form.field("algorithm", name, visible=name not in hidden)
             with gr.Accordion(t("train.run"), open=False):
                 for name in ("run_name", "save_steps", "keep_checkpoints", "log_samples", "engine"):
                     form.field("run", name)
@@ -167,7 +200,7 @@ def build(ctx: Ctx) -> None:
             if extra:
                 with gr.Accordion(t("train.more"), open=False):
                     for section, name in extra:
-                        form.field(section, name)
+                        form.field(section, name, visible=not (section == "algorithm" and name in hidden))
         with gr.Column(scale=2, elem_id="train-live"):
             with gr.Row(elem_id="train-controls"):
                 start = gr.Button(t("train.start"), variant="primary", elem_id="start-btn")
@@ -178,7 +211,8 @@ def build(ctx: Ctx) -> None:
             progress = gr.HTML(progress_html({}), label=t("train.progress"), elem_id="train-progress")
             message = gr.Markdown(elem_id="train-message")
             ctx.shared["train_message"] = message  # a reload says the form holds the last run's settings
-            gr.Markdown(t("train.loss_note"))
+            notes = [gr.Markdown(t(key), visible=key == loss_note_key(algorithm),
+                                 elem_id=key.replace(".", "-").replace("_", "-")) for key in LOSS_NOTES]
             with gr.Row(elem_classes=[PLOT_ROW]):
                 reward_plot = _plot("train.plot.reward", "reward", multi=True, elem_id="reward-plot")
                 length_plot = _plot("train.plot.length", "tokens", multi=True, y_format=None)
@@ -369,6 +403,18 @@ def build(ctx: Ctx) -> None:
 
     ctx.after_all_tabs(wire_plan)
     ctx.shared["memory_plan"] = (memory_plan, plan_md)
+
+    # the algorithm picked, or shown by a loaded config (studio.py runs it after the form shows a run's):
+    # only the settings it reads and its own loss note in view
+    picked = form.components["algorithm_algorithm"]
+    own = [n for n in READ_BY if f"algorithm_{n}" in form.components]
+    algorithm_outputs = [form.components[f"algorithm_{n}"] for n in own] + notes
+
+    def algorithm_picked(algorithm):
+        return algorithm_view(algorithm, own)
+
+    picked.change(algorithm_picked, [picked], algorithm_outputs, api_visibility="private", show_progress="hidden")
+    ctx.shared["algorithm_view"] = (algorithm_picked, [picked], algorithm_outputs)
 
     def apply_preset(preset: dict):
         return [gr.update(value=v) for v in preset.values()]
