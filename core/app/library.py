@@ -139,6 +139,7 @@ class RunLibrary:
 
     def list_runs(self) -> list[dict]:
         """Runs in the runs folder, newest first, with what the runs table shows."""
+        from core.rl.algorithms import ignored_fields
         from core.runs.folders import list_runs
 
         out = []
@@ -150,8 +151,8 @@ class RunLibrary:
                 model, task, rewards = (cfg.model.name_or_path or DEFAULT_MODEL_NAME,
                                         Path(source).name if Path(source).is_absolute() else source,
                                         rewards_label(cfg))
-                a = cfg.algorithm  # the loss a GRPO-family run averaged its tokens with, beside its name
-                algorithm = a.algorithm if a.algorithm in ("online_dpo", "ppo") else f"{a.algorithm} ({a.loss_type})"
+                a = cfg.algorithm  # the loss type beside the name, where the algorithm reads it (the GRPO family)
+                algorithm = a.algorithm if "loss_type" in ignored_fields(a.algorithm) else f"{a.algorithm} ({a.loss_type})"
             except Exception:  # a hand-edited config: still list the run
                 model = task = rewards = algorithm = "?"
             state = status.get("state", "unknown")
