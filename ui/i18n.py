@@ -197,7 +197,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "train.plot.reward": ("Reward (total and each function)", "奖励（总奖励与各奖励函数）"),
     "train.plot.loss": ("Loss", "损失"),
     # with beta 0 the trainer does not compute it (nothing uses it) and logs 0, as TRL leaves it out
-    "train.plot.kl": ("KL to the base model (computed only when β > 0; 0 otherwise)", "与基础模型的 KL（仅在 β > 0 时计算，否则为 0）"),
+    "train.plot.kl": ("KL to the base model (grpo, gspo, rloo, ppo: computed only when β > 0, 0 otherwise)",
+                      "与基础模型的 KL（grpo、gspo、rloo、ppo：仅在 β > 0 时计算，否则为 0）"),
     "train.plot.length": ("Completion length (tokens)", "回答长度（token）"),
     "train.plot.zero_std": ("Groups with no reward spread (frac_reward_zero_std)", "奖励无差异的组占比"),
     "train.plot.memory": ("Peak GPU memory (GB)", "GPU 峰值显存（GB）"),
