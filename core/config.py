@@ -454,10 +454,10 @@ def validate(cfg: Config) -> Config:
     if not r.names and not r.custom_code.strip():
         raise ConfigError("no reward to train with: tick a Reward preset on the Rewards tab or write a Custom reward "
                           "(Python) there (in a config file: `rewards.names`, `rewards.custom_code`)")
-    a = cfg.algorithm
-    if a.epsilon_high < a.epsilon:
+    a = cfg.algorithm  # each checked where its algorithm reads it (core.rl.algorithms.READ_BY): the page hides the rest
+    if a.algorithm != "online_dpo" and a.epsilon_high < a.epsilon:
         raise ConfigError(f"algorithm.epsilon_high = {a.epsilon_high}: must be at least epsilon ({a.epsilon})")
-    if a.judge and a.judge != "self" and not a.judge.startswith(("http://", "https://")):
+    if a.algorithm == "online_dpo" and a.judge and a.judge != "self" and not a.judge.startswith(("http://", "https://")):
         raise ConfigError(f"algorithm.judge = {a.judge!r}: must be empty (the rewards), 'self' or an http(s) URL")
     return cfg
 

@@ -124,3 +124,19 @@ def test_compile_layers_without_a_c_compiler_is_refused_by_name(tiny_model_dir, 
     with pytest.raises(ModelError, match=r"model.compile_layers: torch.compile builds its kernels with a C compiler"):
         add_lora(base, cfg)
     assert not hasattr(base, "peft_config")  # refused before the model was touched
+
+
+def test_a_setting_the_algorithm_does_not_read_never_blocks_its_start():
+    """The Train tab hides what an algorithm ignores (core.rl.algorithms.ignored_fields): a bad value
+    left in a hidden box must not refuse Start with a field the person cannot see."""
+    cfg = Config()
+    cfg.algorithm.epsilon, cfg.algorithm.epsilon_high = 0.3, 0.1
+    with pytest.raises(ConfigError, match="epsilon_high = 0.1: must be at least epsilon"):
+        validate(cfg)
+    cfg.algorithm.algorithm = "online_dpo"  # reads no epsilon: its hidden boxes keep any value
+    validate(cfg)
+    cfg.algorithm.judge = "not a url"
+    with pytest.raises(ConfigError, match="algorithm.judge = 'not a url'"):
+        validate(cfg)
+    cfg.algorithm.algorithm, cfg.algorithm.epsilon_high = "grpo", 0.3  # grpo reads no judge
+    validate(cfg)

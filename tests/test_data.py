@@ -86,6 +86,14 @@ def test_json_shapes(tmp_path, text):
     assert load_table(path).to_dict("records")[0] == {"prompt": "p", "answer": "a"}
 
 
+def test_json_column_form_keeps_a_column_of_objects(tmp_path):
+    """Columns of equal length, one of them objects: the column form, all three kept (not the wrapped form)."""
+    path = tmp_path / "q.json"
+    path.write_text('{"question": ["a", "b"], "answer": ["1", "2"], "meta": [{"x": 1}, {"x": 2}]}')
+    table = load_table(path)
+    assert list(table.columns) == ["question", "answer", "meta"] and table["meta"].tolist() == [{"x": 1}, {"x": 2}]
+
+
 def test_json_errors_name_line_and_shape(tmp_path):
     path = tmp_path / "q.json"
     path.write_text('[{"prompt": "p",\n  "answer": "a",}]')
@@ -707,3 +715,5 @@ def test_a_file_of_repeated_questions_is_split_by_distinct_question(tmp_path):
     assert "36 usable rows ask 6 distinct questions: held out 3 (at most half of so few) instead of 200" in task.notes
     assert "the 18 training rows ask 3 distinct questions: a run learns those, add rows with other " \
            "questions to teach more" in task.notes
+    capped = load_task_data(_cfg(path, eval_size=200, train_size=4))  # said of the rows trained on
+    assert len(capped.train) == 4 and any(n.startswith("the 4 training rows ask ") for n in capped.notes)

@@ -90,8 +90,8 @@ def test_status_line_in_chinese_and_english():
     assert "ETA 17m 30s" in status_text.status_line({**first, "eta_first_step": False})
     # Online DPO's step without a pair says it learned nothing (its loss plot just stops there)
     dpo = {"state": "running", "step": 2, "max_steps": 8, "no_pairs_step": 2}
-    assert status_text.status_line(dpo).endswith("⚠️ step 2 had no preference pair: every question's answers scored "
-                                                 "alike, so Online DPO learned nothing from it (it needs a better and a "
+    assert status_text.status_line(dpo).endswith("⚠️ step 2 had no preference pair: the answers compared for each "
+                                                 "question came out even, so Online DPO learned nothing from it (it needs a better and a "
                                                  "worse answer to the same question)")
     assert "第 2 步没有偏好对" in status_text.status_line(dpo, "zh")
     assert "preference pair" not in status_text.status_line({**dpo, "no_pairs_step": None})

@@ -827,10 +827,19 @@ def test_a_stop_just_after_the_trainer_is_built_leaves_no_run_folder(manager, mo
     manager.start(tiny_config(manager))
     wait_for(lambda: manager.status()["state"] in ("stopped", "finished", "failed"), timeout=120)
     s = manager.status()
-    assert (s["state"], s["run_name"], s["step"], s["error"]) == ("stopped", None, 0, "")
-    assert "no run folder was written" in s["note"]
+    assert (s["state"], s["run_name"], s["step"], s["error"], s["elapsed"]) == ("stopped", None, 0, "", 0.0)
+    assert s["note"].endswith("nothing was trained and its new run folder was removed.")
     assert set(manager.runs_dir.iterdir()) == folders
     assert manager.current_adapter() is None
+    # a run name that lands on a folder that was there before (no config.yaml: not a run's): the folder stays
+    mine = manager.runs_dir / "my-notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    cfg = tiny_config(manager)
+    cfg.run.run_name = "my-notes"
+    manager.start(cfg)
+    wait_for(lambda: manager.status()["state"] in ("stopped", "finished", "failed"), timeout=120)
+    assert manager.status()["state"] == "stopped" and (mine / "keep.txt").read_text() == "mine"
 
 
 def test_a_called_off_resume_keeps_the_runs_elapsed(manager):

@@ -42,8 +42,8 @@ STATUS_EN = {
                      "as shown, the Data tab's source included.",
     "form_from_run.code": " It scored with its own reward code too: clear the Rewards tab's editor to start without it.",
     "form_from_active": "ℹ️ The form shows the settings of the run in progress ({state}).",
-    "no_pairs": "step {step} had no preference pair: every question's answers scored alike, so Online DPO "
-                "learned nothing from it (it needs a better and a worse answer to the same question)",
+    "no_pairs": "step {step} had no preference pair: the answers compared for each question came out even, so "
+                "Online DPO learned nothing from it (it needs a better and a worse answer to the same question)",
     "traceback": "traceback",
     "progress.steps": "{done}/{total} steps",
     "progress.none": "no run",

@@ -218,7 +218,7 @@ STATUS_ZH: dict[str, str] = {
     "step": "第 **{step}/{max_steps}** 步",
     "eta": "预计剩余 {eta}",
     "eta_first": "预计剩余 ≤ {eta}（仅据含预热的一步估算）",
-    "no_pairs": "第 {step} 步没有偏好对：每个问题的回答得分相同，Online DPO 在这一步没有学到东西（它需要同一问题的一个较好和一个较差的回答）",
+    "no_pairs": "第 {step} 步没有偏好对：每个问题被比较的回答不分高下，Online DPO 在这一步没有学到东西（它需要同一问题的一个较好和一个较差的回答）",
     "tps": "{tps} token/秒",
     "reward": "奖励 {reward}",
     "elapsed": "已用 {elapsed}",

@@ -45,6 +45,7 @@ class StartCalledOff(ManagerError):
 
     message = "Stopped before the first step, as asked: nothing was trained"
     none, kept = " and no run folder was written.", "; the run's folder is as it was (Resume continues it)."
+    removed = " and its new run folder was removed."
 
 
 class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
@@ -273,26 +274,29 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             # app holds weights + engine between runs (H100, 2026-12-05: 36.8 GiB kept after a
             # micro-batch-64 run of a 135M model, 7.5 before it)
             self._free_memory()
-            with self._lock:  # "elapsed" from here: what the run's status file says (a Resume goes on from it)
+            elapsed = trainer.run.elapsed_so_far()  # "elapsed" from here: the run's status file's (Resume goes on)
+            with self._lock:
                 self._ended_at = self._started_at = time.time()
-                self._elapsed_before = trainer.run.elapsed_so_far()
-        with self._lock:
-            self._state = final
-            if final == "stopped" and run_dir is None and trainer.step == 0:
+                self._elapsed_before = elapsed
+        with self._lock:  # the folder goes before a reader can see "stopped" beside its name
+            if final == "stopped" and run_dir is None and trainer.step == 0 and trainer.run.created:
                 self._discard_untrained(trainer.run.path)
+            self._state = final
         return final
 
     def _discard_untrained(self, folder: Path) -> None:
         """A new run stopped before its first step ended (Stop in the gap after its trainer was built,
         or during its first rollouts): nothing was trained, so its folder goes, as a call-off's does,
-        and no Resume is offered for a run with no step. Under the lock."""
+        and no Resume is offered for a run with no step. Only a folder its trainer made (`RunDir.created`):
+        a user's run name can land on a folder that was there before. Under the lock."""
         import shutil
 
         folder = Path(folder).resolve()
         if folder.parent == self.runs_dir and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
         self._run_name, self._last_step, self._adapter_of = None, 0, None  # the adapter: as fresh as it began
-        self._note = StartCalledOff.message + StartCalledOff.none
+        self._elapsed_before = 0.0  # nothing trained: no training time either
+        self._note = StartCalledOff.message + StartCalledOff.removed
 
 
     def _call_off_if_stopped(self, control, run_dir) -> None:

@@ -200,18 +200,21 @@ class Playground:
                   max_tokens=int(max_tokens or cfg.algorithm.max_completion_length),
                   max_prompt_length=cfg.algorithm.max_prompt_length, stop_at=cfg.data.stop_at)
 
-        def job(side: str):
+        def job(side: str, model_key=None):
             self._ensure_model_for(target)
             if side == "base":
-                return evaluate(self._engine, self._tokenizer, rows, adapter=None, **kw)
+                return evaluate(self._engine, self._tokenizer, rows, adapter=None, **kw), self._model_key
+            if self._model_key != model_key:  # a Start between the two sides loaded another model
+                raise ManagerError("the model changed while the base model answered (a run started with another "
+                                   "model): evaluate again once it has loaded")
             adapter, owner = self._resolve_target(target), self._owner_of(target)
             return evaluate(self._engine, self._tokenizer, rows, adapter=adapter, **kw), owner
 
         facts = {"questions": min(len(rows), int(n)), "max_tokens": kw["max_tokens"]}
         yield "base", facts
-        base = self._call(lambda: job("base"))
+        base, model_key = self._call(lambda: job("base"))
         yield "tuned", facts
-        tuned, owner = self._call(lambda: job("tuned"))
+        tuned, owner = self._call(lambda: job("tuned", model_key))
         items = [{"question": b["question"], "answer": b["answer"], "base": b["completion"],
                   "base_correct": b["correct"], "tuned": t["completion"], "tuned_correct": t["correct"],
                   "base_cut": b["cut"], "tuned_cut": t["cut"]}

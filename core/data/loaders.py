@@ -243,8 +243,9 @@ def _parse_json(text: str, where: str) -> pd.DataFrame:
     if isinstance(data, dict):
         lists = {k: v for k, v in data.items() if isinstance(v, list)}
         record_lists = [v for v in lists.values() if v and all(isinstance(x, dict) for x in v)]
-        if not record_lists and lists and len(lists) == len(data) and len({len(v) for v in lists.values()}) == 1:
-            return pd.DataFrame(data)  # column form: {"prompt": [...], "answer": [...]}
+        columns = lists and len(lists) == len(data) and len({len(v) for v in lists.values()}) == 1
+        if columns and (len(lists) > 1 or not record_lists):
+            return pd.DataFrame(data)  # column form: {"prompt": [...], "answer": [...], "meta": [{...}, ...]}
         # (a lone {"data": [{...}, ...]} is the wrapped form, not one column of objects: a walkthrough's
         # upload read as a column named `data`)
         if len(record_lists) != 1:

@@ -135,12 +135,13 @@ def _load_rows(cfg: DataConfig) -> TaskData:
                         f"(the {len(rows) + len(held_out)} usable rows hold {distinct} distinct question"
                         f"{'s' if distinct != 1 else ''}): add rows with other questions, or set eval_size to 0 "
                         "to train on them all")
+    kept = kept[: cfg.train_size]
     distinct = len({r["question"] for r in kept})
     if distinct < min(len(kept), 10):  # repeats are fine to train on; few questions teach little
         notes.append(f"the {len(kept)} training rows ask {distinct} distinct question{'s' if distinct != 1 else ''}: "
                      "a run learns those, add rows with other questions to teach more")
     notes = list(dict.fromkeys(notes))  # the train and held-out tables can say the same thing
-    return TaskData(train=kept[: cfg.train_size], eval=held_out, source=source, columns=columns, notes=notes)
+    return TaskData(train=kept, eval=held_out, source=source, columns=columns, notes=notes)
 
 
 def task_rows(

@@ -175,6 +175,7 @@ class RunDir:
         # the run's training time so far (seconds; the trainer's clock, `Trainer.train`): written with
         # every status, so a Resume, here or after a restart, goes on from the time the page last showed
         self.clock = None
+        self.created = False  # set by `create` when it made the folder
 
     def start_clock(self, held_seconds, resumed: bool) -> None:
         """From now on every status says the run's training time: what it held before (a resumed run)
@@ -198,9 +199,12 @@ class RunDir:
         path = (root / sanitize_run_name(run_name)).resolve()
         if root not in path.parents:
             raise ValueError(f"run name {run_name!r} leaves the runs folder")
+        made = not path.exists()
         path.mkdir(parents=True, exist_ok=exist_ok)
         (path / "checkpoints").mkdir(exist_ok=True)
-        return cls(path)
+        run = cls(path)
+        run.created = made  # this call made the folder (a new run stopped before its first step may remove it)
+        return run
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | Path) -> "RunDir":
@@ -452,7 +456,8 @@ def default_run_name(source: str, when: float | None = None, algorithm: str = "g
     name = source.split(":", 1)[1] if source.startswith("builtin:") else source.rstrip("/").split("/")[-1]
     stem = Path(name).stem if Path(name).suffix.lower() in (".csv", ".tsv", ".jsonl", ".json", ".parquet") else name
     stem = re.sub(r"-[0-9a-f]{16}$", "", stem)
-    return sanitize_run_name(f"{stamp}-{stem}" + (f"-{algorithm}" if algorithm != "grpo" else ""))
+    suffix = f"-{algorithm}" if algorithm != "grpo" else ""
+    return sanitize_run_name(f"{stamp}-{stem}"[: 100 - len(suffix)] + suffix)  # the suffix survives the cut
 
 
 def free_run_name(output_dir: str | Path, name: str) -> str:

@@ -147,7 +147,8 @@ def build(ctx: Ctx) -> None:
                 except StopIteration as done:
                     result = done.value
                     break
-                yield say(f"eval.{stage}", lang, **facts), gr.skip(), gr.skip(), gr.skip()
+                # the last evaluation's figures go: beside "answering" they would read as this one's
+                yield say(f"eval.{stage}", lang, **facts), None, None, None
         except Exception as e:
             yield warn(e), gr.skip(), gr.skip(), gr.skip()
             return
