@@ -202,7 +202,9 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             self._control, self._cfg, self._task = control, cfg, task
             self._trainer, self._run_name, self._last_step = None, None, 0
             self._step_times, self._last_metrics, self._signal, self._signal_warning = [], {}, [], ""
-            self._started_at, self._ended_at, self._elapsed_before = time.time(), None, 0.0
+            # elapsed is training time: while the model loads it stays where the run left it (0, or a Resume's)
+            self._started_at, self._ended_at = None, None
+            self._elapsed_before = run_dir.elapsed_so_far() if run_dir is not None else 0.0
             self._job = self.worker.submit(lambda: self._train_job(cfg, task, rewards, control, ready, run_dir))
         try:
             return ready.result()
