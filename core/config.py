@@ -102,13 +102,9 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = _f(
-        "builtin:largest",
-        "Where the questions come from: 'builtin:largest', 'builtin:decimal_compare', 'builtin:arithmetic', "
-        "'builtin:countdown', 'builtin:addition', 'builtin:multiplication', "
-        "'builtin:chain_arithmetic', 'builtin:long_chain_arithmetic', "
-        "a CSV/JSONL/Parquet file, a dataset folder, or a hub dataset id.",
-    )
+    source: str = _f("builtin:largest", "Where the questions come from: 'builtin:largest', 'builtin:decimal_compare', "
+                     "'builtin:arithmetic', 'builtin:countdown', 'builtin:addition', 'builtin:multiplication', 'builtin:"
+                     "chain_arithmetic', 'builtin:long_chain_arithmetic', a CSV/JSONL/Parquet file, a dataset folder, or a hub dataset id.")
     subset: str = _f("", "Hub dataset configuration name (e.g. 'main' for GSM8K). Empty if none.")
     split: str = _f("train", "Split to train on when the source has named splits.")
     eval_split: str = _f("", "Split to hold out for evaluation. Empty = carve `eval_size` rows off the training split.")
@@ -131,8 +127,10 @@ class DataConfig:
     chat_template: str = _f("", "Jinja chat template. Empty = the tokenizer's own, or a plain default for base "
                                 "models without one.")
     train_size: int = _f(2000, "Training rows to generate (built-in tasks) or keep at most (files).", range=(1, 10_000_000))
-    eval_size: int = _f(200, "Held-out rows for evaluation, at most (a file without an evaluation split holds out "
-                             "a tenth of its rows, at least 5, up to this).", range=(0, 1_000_000))
+    eval_size: int = _f(200, "Held-out questions for evaluation, at most (a file without an evaluation split holds out "
+                             "a tenth of its distinct questions, at least 5, up to this).", range=(0, 1_000_000))
+    hold_out_by: str = _f("question", "How a file without an evaluation split is carved: question = distinct questions, one row "
+                          "each, their repeats not trained on; row = rows (runs before 2026-12-08).", choices=["question", "row"])
     seed: int = _f(0, "Seed for built-in task generation and for the train/held-out split.", range=(0, 2**31 - 1))
     curriculum_column: str = _f("", "Easy questions first: a numeric column saying how hard each question is (the chain "
                                 "tasks' 'steps'). Training starts on the rows with its smallest value and each larger "

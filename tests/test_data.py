@@ -717,3 +717,26 @@ def test_a_file_of_repeated_questions_is_split_by_distinct_question(tmp_path):
            "questions to teach more" in task.notes
     capped = load_task_data(_cfg(path, eval_size=200, train_size=4))  # said of the rows trained on
     assert len(capped.train) == 4 and any(n.startswith("the 4 training rows ask ") for n in capped.notes)
+
+
+def test_a_run_from_before_hold_out_by_keeps_its_split(tmp_path):
+    """A run folder written before data.hold_out_by trained on rows carved by row: its resume and
+    evaluation load it so (the same train and held-out rows); a new config carves by question."""
+    import yaml
+
+    from core.config import Config
+    from core.runs.folders import RunDir
+
+    path = tmp_path / "repeats.csv"
+    path.write_text("prompt,answer\n" + "".join(f"q{i},{i}\n" for _ in range(6) for i in range(6)))
+    cfg = Config()
+    cfg.data = DataConfig(source=str(path))
+    raw = cfg.to_dict()
+    del raw["data"]["hold_out_by"]
+    run = RunDir.create(tmp_path / "runs", "old")
+    run.config_path.write_text(yaml.safe_dump(raw))
+    loaded = run.load_config().data
+    assert (loaded.hold_out_by, cfg.data.hold_out_by) == ("row", "question")
+    by_row, by_question = load_task_data(loaded), load_task_data(cfg.data)
+    assert len(by_row.eval) == 5 and len({r["question"] for r in by_row.train}) == 1  # the old carve, as it trained
+    assert len(by_question.eval) == 3 and len({r["question"] for r in by_question.train}) == 3

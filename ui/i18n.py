@@ -342,6 +342,7 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "data.train_size": ("Training questions", "训练题目数"),
     "data.eval_size": ("Held-out questions", "留出题目数"),
     "data.seed": ("Data seed", "数据随机种子"),
+    "data.hold_out_by": ("Hold out by", "留出方式"),
     "data.curriculum_column": ("Curriculum: difficulty column", "课程：难度列"),
     "data.curriculum_steps": ("Curriculum: all rows from step", "课程：从第几步起用全部行"),
     "rewards.custom_code": ("Custom reward code", "自定义奖励代码"),

@@ -111,9 +111,9 @@ def _load_rows(cfg: DataConfig) -> TaskData:
     #    5 rows of 5 questions and left one question to train on (a walkthrough, 2026-12-08)
     rows = _shuffled(rows, cfg.seed)
     if held_out is None:
-        first: dict[str, dict] = {}
-        for r in rows:
-            first.setdefault(r["question"], r)
+        first: dict = {}  # by question (one row each), or by row (runs before 2026-12-08: `hold_out_by`)
+        for i, r in enumerate(rows):
+            first.setdefault(r["question"] if cfg.hold_out_by == "question" else i, r)
         k = held_out_count(len(first), cfg.eval_size)
         if k < cfg.eval_size:
             rule = "at most half of so few" if len(first) < 10 else "a tenth, at least 5"

@@ -164,7 +164,8 @@ def writer_alive(status: dict) -> bool | None:
 
 # Fields whose default changes what a run does, with the value a run folder's config.yaml written
 # before the field existed ran with: its resume, chat and evaluation go on as it trained.
-BEFORE_FIELDS = {("data", "stop_at"): ""}  # 2026-12-06: completions ended at EOS or the token limit only
+BEFORE_FIELDS = {("data", "stop_at"): "",  # 2026-12-06: completions ended at EOS or the token limit only
+                 ("data", "hold_out_by"): "row"}  # 2026-12-08: held-out rows were carved by row
 
 
 class RunDir:

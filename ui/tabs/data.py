@@ -76,6 +76,7 @@ def build(ctx: Ctx) -> None:
         form.field("data", "train_size")
         form.field("data", "eval_size")
         form.field("data", "seed")
+        form.field("data", "hold_out_by")
     with gr.Accordion(t("data.curriculum"), open=bool(d.curriculum_column.strip())) as curriculum_box:
         with gr.Row():
             form.field("data", "curriculum_column")
