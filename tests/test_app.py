@@ -270,6 +270,17 @@ def test_train_chat_evaluate_through_the_api(app):
     assert "step-999999" in refused and not refused.startswith("✅")
 
 
+def test_a_file_of_repeated_questions_says_how_many_are_distinct(app, tmp_path):
+    """The Data tab's headline counts rows and, when fewer, the distinct questions they ask (a
+    walkthrough read "18 training questions" over 3 questions asked 6 times each)."""
+    manager, url = app
+    client = gradio_client.Client(url, verbose=False)
+    path = tmp_path / "repeats.csv"
+    path.write_text("prompt,answer\n" + "".join(f"q{i},{i}\n" for _ in range(6) for i in range(6)))
+    _, info = client.predict(data_source=manager.store_upload(str(path)), api_name="/preview_data")
+    assert info.startswith("**18** training rows (**3** distinct questions) · **3** held out · source `repeats.csv`"), info
+
+
 def test_errors_are_messages(app):
     manager, url = app
     client = gradio_client.Client(url, verbose=False)

@@ -860,7 +860,9 @@ def test_a_called_off_resume_keeps_the_runs_elapsed(manager):
         resumed = pool.submit(manager.resume, name)
         wait_for(lambda: manager.status()["state"] == "loading")
         time.sleep(1.5)  # the wait: no training time
-        assert manager.status()["elapsed"] == pytest.approx(shown, abs=1e-3)  # loading: where the run left it
+        loading = manager.status()  # loading: the run named, at the step and the elapsed it left off at
+        assert (loading["run_name"], loading["step"]) == (name, step)
+        assert loading["elapsed"] == pytest.approx(shown, abs=1e-3)
         manager.stop()
         release.set()
         with pytest.raises(ManagerError, match="Stopped before the first step"):

@@ -54,6 +54,7 @@ SAY_EN = {
                          "on it); upload a readable file to change it.",
     "data.sizes": "**{n}** training questions · **{held}** held out · source `{source}`",
     "data.sizes.one": "**{n}** training question · **{held}** held out · source `{source}`",
+    "data.sizes.distinct": "**{n}** training rows (**{distinct}** distinct questions) · **{held}** held out · source `{source}`",
     # Model, Runs and Export tabs
     "model.loaded": "✅ loaded **{name}** on {device}",
     "model.loaded.toast": "Model loaded",

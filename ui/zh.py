@@ -277,6 +277,7 @@ SAY_ZH: dict[str, str] = {
     "data.nothing_kept": "\n\n没有从 `{name}` 读入任何内容。数据源不变：`{source}`（“开始”会用它训练）；上传一个可读的文件即可更换。",
     "data.sizes": "训练题 **{n}** 道 · 留出 **{held}** 道 · 来源 `{source}`",
     "data.sizes.one": "训练题 **{n}** 道 · 留出 **{held}** 道 · 来源 `{source}`",
+    "data.sizes.distinct": "训练行 **{n}** 行（不同题目 **{distinct}** 道）· 留出 **{held}** 道 · 来源 `{source}`",
     "model.loaded": "✅ 已在 {device} 上加载 **{name}**",
     "model.loaded.toast": "模型已加载",
     "model.no_estimate": "无法估计内存：{error}",

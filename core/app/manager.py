@@ -201,6 +201,8 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
                 if cfg.model.compile_layers else []))
             self._control, self._cfg, self._task = control, cfg, task
             self._trainer, self._run_name, self._last_step = None, None, 0
+            if run_dir is not None:  # a Resume names its run, at the step it left, while it loads (not "step 0/4")
+                self._run_name, self._last_step = run_dir.name, int(run_dir.read_status().get("step") or 0)
             self._step_times, self._last_metrics, self._signal, self._signal_warning = [], {}, [], ""
             # elapsed is training time: while the model loads it stays where the run left it (0, or a Resume's)
             self._started_at, self._ended_at = None, None

@@ -378,6 +378,7 @@ class Playground:
         except DataError as e:
             raise ManagerError(f"data: {e}") from e
         return {"table": table, "train": len(task.train), "eval": len(task.eval), "columns": task.columns,
+                "distinct": len({r["question"] for r in task.train}),
                 "notes": task.notes}
 
     def table_columns(self, source: str, split: str = "train", subset: str = "") -> list[str]:

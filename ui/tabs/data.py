@@ -223,8 +223,9 @@ def build(ctx: Ctx) -> None:
             return gr.update(value=None), warn(e, {src: upload_name(src)} if src else None)
         shown = upload_name(cfg.data.source)  # an upload by the name it was uploaded under, not the server's path
         notes = "".join(f"\n- {n}" for n in result["notes"]).replace(cfg.data.source, shown)  # core's own notes
-        n = result["train"]
-        text = say("data.sizes.one" if n == 1 else "data.sizes", lang, n=n, held=result["eval"], source=shown) + notes
+        n, distinct = result["train"], result.get("distinct", result["train"])
+        key = "data.sizes.distinct" if distinct < n else "data.sizes.one" if n == 1 else "data.sizes"
+        text = say(key, lang, n=n, distinct=distinct, held=result["eval"], source=shown) + notes
         return frame_in(result["table"], lang), text
 
     kind.change(on_kind, [kind], [builtin, upload, hub_box, columns_box], api_visibility="private")
