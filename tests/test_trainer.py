@@ -429,3 +429,18 @@ def test_short_steps_run_fewer_larger_passes_with_the_same_update(tiny_model_dir
     bnpo = make_trainer(tiny_model_dir, tiny_config(tmp_path / "bnpo", prompts_per_step=4, micro_batch_size=2,
                                                     loss_type="bnpo", max_prompt_length=128))
     assert bnpo.passes(rows(30)) == [(0, 2), (2, 4), (4, 6), (6, 8)]
+
+
+def test_elapsed_of_a_run_folder_from_before_the_clock_is_its_steps_time(tmp_path):
+    """A status file without "elapsed" (written before the clock): the steps' step_time up to its step;
+    a hand-edited metrics line counts nothing rather than failing the Resume."""
+    from core.runs.folders import RunDir
+
+    run = RunDir.create(tmp_path, "old")
+    run.write_status("stopped", step=2)
+    for row in ({"step": 1, "step_time": 1.5}, {"step": 2, "step_time": 2.0}, {"step": 3, "step_time": 9.0},
+                {"step": "x", "step_time": 4.0}, {"step": 2, "step_time": "slow"}):
+        run.append_metrics(row)
+    assert run.elapsed_so_far() == 3.5
+    run.write_status("stopped", step=2, elapsed=12.25)
+    assert run.elapsed_so_far() == 12.25

@@ -191,8 +191,9 @@ class RunDir:
         value = status.get("elapsed")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
             return float(value)
-        step = status.get("step", 0)
-        return sum(float(r.get("step_time") or 0.0) for r in self.read_metrics() if int(r.get("step") or 0) <= step)
+        step = status.get("step", 0)  # a hand-edited line (a step or time that is no number) counts nothing
+        return sum(float(r["step_time"]) for r in self.read_metrics() if isinstance(r.get("step"), int)
+                   and r["step"] <= step and isinstance(r.get("step_time"), (int, float)))
 
     @classmethod
     def create(cls, output_dir: str | Path, run_name: str, *, exist_ok: bool = True) -> "RunDir":
