@@ -252,8 +252,8 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             if run_dir is not None:
                 trainer.resume()
                 self._note = " ".join([*task.notes, *rewards.notes, *trainer.resume_notes])
-                # the run's training time so far (its status file's): elapsed goes on from it, not from zero
-                self._elapsed_before = trainer.run.elapsed_so_far() if trainer.step else 0.0  # as its clock
+                if not trainer.step:  # no checkpoint to go on from: it trains from zero, so does its clock
+                    self._elapsed_before = 0.0
         except BaseException as e:
             rewards.close()
             self._engine_recover()
@@ -312,9 +312,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         with self._lock:
             self._state, self._ended_at = "stopped", time.time()
             self._started_at = self._ended_at  # "elapsed" is training time: the wait and the load add none
-            if run_dir is not None:
-                self._run_name, self._last_step = run_dir.name, int(run_dir.read_status().get("step") or 0)
-                self._elapsed_before = run_dir.elapsed_so_far()
+            # (a Resume's name, step and elapsed are the folder's, as `start` set them)
             self._note = StartCalledOff.message + (StartCalledOff.kept if run_dir is not None else StartCalledOff.none)
         raise StartCalledOff(self._note)
 
