@@ -7,9 +7,11 @@ Qwen2.5-1.5B-shaped model, what each lever the engine could pull does to that de
   - `v1`: the engine as the trainer builds it (vLLM's V1 model runner, CUDA graphs, async scheduling);
   - `v2`: vLLM's model runner V2 (`VLLM_USE_V2_MODEL_RUNNER=1`; vLLM 0.24 uses it by default for
     Llama and Qwen3, not Qwen2): inputs prepared on the GPU, less host work a step;
-  - `fp8`: the weights served in fp8 (`quantization="fp8"`, vLLM's online per-tensor quantization):
-    half the bytes a step reads, one more quantizing kernel a projection. Measured only: a trainer
-    cannot share these weights (they are not its bf16 base);
+  - `fp8`: the weights served in fp8 (`quantization="fp8"`, vLLM's online per-tensor quantization)
+    through vLLM's own pick on Hopper, CUTLASS W8A8: half the bytes a step reads, one more quantizing
+    kernel a projection (activations too);
+  - `fp8m`, `v2-fp8m`: the same weights through Marlin's weight-only kernel (no activation
+    quantization), as `run.vllm_weights_dtype: fp8` serves them (the engine's own copy, compat item 9);
   - `flashinfer`, `triton-attn`: another attention backend (`VLLMSettings.attention_backend`) than
     vLLM's pick on Hopper, FlashAttention 3 with a split-KV combine (0.37 of 2.27 ms a step at n = 8);
     `v2-flashinfer` both levers;
@@ -39,8 +41,10 @@ from pathlib import Path
 VARIANTS = {
     "v1": ({}, {}),
     "v2": ({"VLLM_USE_V2_MODEL_RUNNER": "1"}, {}),
-    "fp8": ({}, {"quantization": "fp8"}),
-    "v2-fp8": ({"VLLM_USE_V2_MODEL_RUNNER": "1"}, {"quantization": "fp8"}),
+    "fp8": ({"VLLM_TEST_FORCE_FP8_MARLIN": "0"}, {"quantization": "fp8"}),
+    "v2-fp8": ({"VLLM_USE_V2_MODEL_RUNNER": "1", "VLLM_TEST_FORCE_FP8_MARLIN": "0"}, {"quantization": "fp8"}),
+    "fp8m": ({}, {"quantization": "fp8"}),
+    "v2-fp8m": ({"VLLM_USE_V2_MODEL_RUNNER": "1"}, {"quantization": "fp8"}),
     "flashinfer": ({}, {"attention_backend": "FLASHINFER"}),
     "v2-flashinfer": ({"VLLM_USE_V2_MODEL_RUNNER": "1"}, {"attention_backend": "FLASHINFER"}),
     "fp8kv": ({}, {"kv_cache_dtype": "fp8"}),
@@ -74,7 +78,7 @@ def child(args) -> dict:
     cfg = engine.llm.llm_engine.vllm_config
     rec["runner_v2"] = bool(getattr(cfg, "use_v2_model_runner", False))
     rec["async_scheduling"] = getattr(cfg.scheduler_config, "async_scheduling", None)
-    rec["engine"] = engine.info.details
+    rec["engine"] = engine.info.details  # with "linear_kernels" for fp8 (Marlin or vLLM's pick)
 
     def weight_bytes(worker):
         return sum(p.numel() * p.element_size() for p in worker.model_runner.model.parameters())
@@ -104,6 +108,20 @@ def child(args) -> dict:
         rec["gpu"] = name
         floor = rec["weight_bytes"] / (gbs * 1e9) * 1e3 if gbs else None
     rec["probe"] = decode_probe(engine, ids, tokens=min(256, args.tokens), ns=(1, args.n), floor_ms=floor)
+    if engine.pushes_weights:  # fp8: what a run's merged rollout adds each step, the tuned weights sent in
+        from core.config import ModelConfig
+        from core.models.loading import add_lora
+
+        model = add_lora(engine.shared_hf_model(), ModelConfig(name_or_path=args.model_dir, lora_r=16, lora_alpha=32))
+        engine.bind(model)
+        walls = []
+        for merged in (True, True, False):  # two merged pushes, then the base back
+            sync()
+            t = time.perf_counter()
+            engine._push(model, merged=merged)
+            sync()
+            walls.append(round(time.perf_counter() - t, 3))
+        rec["push_s"] = walls
     return rec
 
 
@@ -185,7 +203,10 @@ def summary_line(rec: dict) -> str:
     return (f"{rec['variant']}: rollout {rec.get('rollout_s')} s (unseeded {rec.get('rollout_s_unseeded')}, with log-probs {rec.get('rollout_s_logprobs')}), "
             f"step ms {pr.get('per_step_ms')}, kernels {busy.get('kernel_ms_per_step')} ms/step, "
             f"floor {pr.get('bandwidth_floor_ms_per_step')} ms, v2={rec.get('runner_v2')}, "
-            f"async={rec.get('async_scheduling')}, init {rec.get('init_s')} s; top: {top}")
+            f"async={rec.get('async_scheduling')}, init {rec.get('init_s')} s"
+            + (f", push s {rec['push_s']}" if rec.get("push_s") else "")
+            + (f", kernels {rec['engine'].get('linear_kernels')}" if (rec.get("engine") or {}).get("linear_kernels") else "")
+            + f"; top: {top}")
 
 
 if __name__ == "__main__":

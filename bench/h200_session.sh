@@ -180,8 +180,14 @@
 # only, the compiled layers' first build for 4,096 took 93 s) -> the same with --budget-s 390 (180 s, warm caches)
 # -> trl --systems unsloth-4bit --lengths 4096 --budget-s 520 (201 s) -> trl --systems ours-fast --lengths 4096
 # --ours-compile --budget-s 320 (182 s) -> trl --systems trl-vllm --lengths 4096 --budget-s 195 (88 s).
-# Next: the app drive after the page changes of 2026-12-07 (carry .devkit/p6 + s1..s6, then s7, then s8 with
-#   smol; app --config configs/smollm2-largest.yaml ... --steps 60 --eval-n 100 --budget-s 420).
+# 2026-12-08: no machine lent (the pool paused new loans). Next, in order (the kit: [.devkit/pN] alone for N = 1..5):
+#   1. [.devkit/p6, s1..s6] kit; smol; prebuild; decode --variants v1,fp8m,v2-fp8m --timeout-s 170   (~6 min: fp8
+#      weights through Marlin, new: rollout s, ms a step, kernels, and push_s, what sending the tuned weights costs)
+#   2. [s7] smol; TESTS="tests/test_vllm_own_weights.py" tests; trl --systems ours-fast --lengths 4096
+#      --ours-compile --ours-weights fp8 --budget-s 400   (fast mode on fp8 weights; TRL's 14.39 s x 0.7 = 10.07 s)
+#   3. [s8] smol; app --config configs/smollm2-largest.yaml --set model.lora_r=32 model.lora_alpha=64
+#      algorithm.max_completion_length=256 algorithm.micro_batch_size=16 --steps 60 --eval-n 100 --budget-s 420
+#   4. trl --systems trl-vllm --lengths 4096 --budget-s 200   (the same machine's TRL, for the ratio)
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):

@@ -340,6 +340,12 @@ class RunConfig:
     vllm_kv_cache_dtype: str = _f(
         "auto", "KV-cache precision. fp8 halves its memory: longer rollouts or more at once, small accuracy cost.",
         choices=["auto", "fp8"])
+    vllm_weights_dtype: str = _f(
+        "auto", "Precision of the weights vLLM samples from (rollouts, chat, evaluation). auto = the model's own, "
+        "shared with the trainer: one copy. fp8 = vLLM's own fp8 copy (weight-only, Marlin kernels; CUDA GPU, 16-bit "
+        "base): half the bytes a decoded token reads, for ~half the base's size more memory; each step sends it the "
+        "tuned weights. Its probabilities differ slightly from the trainer's: keep the vLLM correction on.",
+        choices=["auto", "fp8"])
 
 
 @dataclass
@@ -482,11 +488,7 @@ def cpu_defaults() -> Config:
 
 def field_help(section: str, name: str) -> str:
     """Help text of `section.name`, for UI tooltips."""
-    cls = {f.name: f.default_factory for f in dataclasses.fields(Config)}[section]
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return f.metadata.get("help", "")
-    raise KeyError(f"{section}.{name}")
+    return field_spec(section, name).get("help", "")
 
 
 def field_spec(section: str, name: str) -> dict:

@@ -186,3 +186,41 @@ def test_the_vllm_guard_reads_what_its_pool_does():
 
         if vllm.__version__ in ("0.24.0", "0.31.0"):  # both read: each turns them off inside its pool
             assert compat.cumem_pool_handles_expandable_segments() is True
+
+
+def test_fp8_weights_reach_the_engine_and_the_plan_counts_vllms_own_copy():
+    """run.vllm_weights_dtype fp8: vLLM quantizes its own copy (VLLMSettings.quantization "fp8"), the
+    trainer keeps its bf16 base, so the plan's weights are both: bf16 base + fp8 linears + bf16 embedding
+    (tied in Qwen2.5-1.5B), ~1.78 GB more for 1.5B, and the engine's share covers them."""
+    auto, p_auto = _settings()
+    fp8, p_fp8 = _settings(vllm_weights_dtype="fp8")
+    assert auto.quantization is None and fp8.quantization == "fp8"
+    extra = p_fp8.memory.weights - p_auto.memory.weights
+    assert extra == sizes.fp8_copy_bytes(QWEN15)
+    linear = QWEN15.num_hidden_layers * (2 * 1536 * 1536 + 2 * 1536 * 256 + 3 * 1536 * 8960)
+    assert extra == linear + 2 * QWEN15.vocab_size * 1536 and 1.7e9 < extra < 1.9e9
+    assert p_fp8.peak_bytes - p_auto.peak_bytes == extra
+    assert fp8.gpu_memory_utilization > auto.gpu_memory_utilization
+
+
+def test_fp8_weights_are_refused_where_no_engine_serves_them_and_a_switch_rebuilds():
+    from core.engines.registry import engine_mismatch, engine_refusals
+    from core.engines.vllm.engine import effective_settings
+
+    cfg = Config()
+    cfg.run.vllm_weights_dtype, cfg.run.engine = "fp8", "vllm"
+    hf = SimpleNamespace(max_position_embeddings=4096)
+    assert not any("vllm_weights_dtype" in r for r in engine_refusals(cfg, hf, "cuda"))  # (vLLM itself may be missing)
+    cfg.run.engine = "hf"
+    assert any("vllm_weights_dtype = fp8: needs the vLLM engine" in r for r in engine_refusals(cfg, hf, "cuda"))
+    cpu = engine_refusals(cfg, hf, "cpu")
+    assert any(r.startswith("run.vllm_weights_dtype = fp8: needs the vLLM engine on a CUDA GPU") for r in cpu)
+    cfg.model.load_in_4bit = True
+    four = engine_refusals(cfg, hf, "cuda")
+    assert any("fp8 with model.load_in_4bit" in r for r in four)
+    # an engine built with the model's own weights cannot serve an fp8 run (nor the other way): rebuilt
+    auto, _ = _settings()
+    fp8, _ = _settings(vllm_weights_dtype="fp8")
+    built = SimpleNamespace(settings=effective_settings(auto), model_path="m")  # as this machine built it
+    assert engine_mismatch(built, "m", fp8) == ["vLLM's weights: fp8 (engine: None)"]
+    assert engine_mismatch(SimpleNamespace(settings=effective_settings(fp8), model_path="m"), "m", fp8) == []

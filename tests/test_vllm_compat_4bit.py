@@ -21,7 +21,7 @@ import bitsandbytes as bnb  # the test extra installs it (its CPU backend is wha
 import torch
 
 from core.config import ModelConfig
-from core.engines.vllm import compat
+from core.engines.vllm import compat_weights
 
 
 def _qwen2(vocab=96):
@@ -78,7 +78,7 @@ def test_4bit_views_share_vllm_bytes_and_match_transformers_quantization():
 
     cfg, model = _qwen2()
     weights, quant = _vllm_like_4bit(model)
-    shared = compat.build_hf_model_on_views(cfg, compat.hf_views_of_vllm_weights(weights, cfg, quant), "cpu")
+    shared = compat_weights.build_hf_model_on_views(cfg, compat_weights.hf_views_of_vllm_weights(weights, cfg, quant), "cpu")
 
     layers = {n: m for n, m in shared.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
     assert len(layers) == 7 * cfg.num_hidden_layers and shared.is_loaded_in_4bit
@@ -117,7 +117,7 @@ def test_peft_lora_on_shared_4bit_base_trains_only_the_adapter():
 
     cfg, model = _qwen2()
     weights, quant = _vllm_like_4bit(model)
-    base = compat.build_hf_model_on_views(cfg, compat.hf_views_of_vllm_weights(weights, cfg, quant), "cpu")
+    base = compat_weights.build_hf_model_on_views(cfg, compat_weights.hf_views_of_vllm_weights(weights, cfg, quant), "cpu")
     before = {n: p.data_ptr() for n, p in base.named_parameters()}
     policy = add_lora(base, ModelConfig(lora_r=8, lora_alpha=16, load_in_4bit=True))
     assert sum(isinstance(m, LoraLinear4bit) for m in policy.modules()) == 7 * cfg.num_hidden_layers
@@ -150,9 +150,9 @@ def test_weight_fingerprints_are_the_int64_sum_of_the_bits_in_bounded_chunks():
     model = torch.nn.Module()
     model.big, model.small = big, small
     worker = SimpleNamespace(model_runner=SimpleNamespace(model=model))
-    fp = compat.worker_weight_fingerprints(worker)
+    fp = compat_weights.worker_weight_fingerprints(worker)
     assert fp == {"big": int(big.data.view(torch.int16).sum(dtype=torch.int64)),
                   "small": int(small.data.view(torch.int32).sum(dtype=torch.int64))}
     big.data.view(torch.int16)[2**24 + 1] ^= 1  # one bit, in the last chunk
-    after = compat.worker_weight_fingerprints(worker)["big"]
+    after = compat_weights.worker_weight_fingerprints(worker)["big"]
     assert after != fp["big"] and after == int(big.data.view(torch.int16).sum(dtype=torch.int64))

@@ -194,7 +194,7 @@ def test_merged_rollout_serves_the_adapter_and_restores_every_weight(engine_and_
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from core.engines.vllm import compat
+    from core.engines.vllm import compat_weights
     from core.engines.merged_lora import merged_adapter
     from core.rl.logprobs import completion_logprobs, pad_rollouts
 
@@ -202,7 +202,7 @@ def test_merged_rollout_serves_the_adapter_and_restores_every_weight(engine_and_
     ref = engine.update_adapter(model)
     prompts = [tok(f"Which is bigger, 9.{i}1 or 9.9?", add_special_tokens=False)["input_ids"] for i in range(4)]
     greedy = SamplingSettings(n=1, temperature=0.0, max_tokens=16)
-    before = engine.llm.collective_rpc(compat.worker_weight_fingerprints)[0]
+    before = engine.llm.collective_rpc(compat_weights.worker_weight_fingerprints)[0]
     through = [g[0].token_ids for g in engine.rollout(prompts, greedy, ref, model=model, merged=False)]
     assert not engine.rollout_stats["merged"]
     x = torch.empty(GIB, dtype=torch.uint8, device="cuda")  # what a step's backward leaves in torch's cache
@@ -217,7 +217,7 @@ def test_merged_rollout_serves_the_adapter_and_restores_every_weight(engine_and_
     # allocated at the end than right after the first hand-back (what stays is space inside pages in use)
     gap = {k: mem[k]["torch_reserved"] - mem[k]["torch_allocated"] for k in ("cache_returned", "end")}
     assert gap["end"] <= gap["cache_returned"] + 0.01, mem
-    assert engine.llm.collective_rpc(compat.worker_weight_fingerprints)[0] == before  # bit for bit
+    assert engine.llm.collective_rpc(compat_weights.worker_weight_fingerprints)[0] == before  # bit for bit
     base = [g[0].token_ids for g in engine.generate(prompts, greedy, None)]
     assert folded != base  # the engine served the folded adapter, not the base
 
@@ -243,7 +243,7 @@ def test_merged_rollout_serves_the_adapter_and_restores_every_weight(engine_and_
         merged_comps, merged_lp = teacher_forced_gap(None)
     engine.llm.reset_prefix_cache()
     gap_merged = gap(merged_comps, merged_lp)
-    assert engine.llm.collective_rpc(compat.worker_weight_fingerprints)[0] == before
+    assert engine.llm.collective_rpc(compat_weights.worker_weight_fingerprints)[0] == before
 
     long = SamplingSettings(n=8, temperature=1.0, max_tokens=256, seed=0, ignore_eos=True)
     speed = {}
@@ -258,7 +258,7 @@ def test_merged_rollout_serves_the_adapter_and_restores_every_weight(engine_and_
           f"{gap_merged:.4f} vs LoRA kernels {gap_kernels:.4f}; 8 x 256 tokens/s LoRA kernels {speed[False]:.0f}, "
           f"merged {speed[True]:.0f} (eager engine)")
     assert gap_merged < 2 * gap_kernels + 0.02, (gap_merged, gap_kernels)
-    assert engine.llm.collective_rpc(compat.worker_weight_fingerprints)[0] == before
+    assert engine.llm.collective_rpc(compat_weights.worker_weight_fingerprints)[0] == before
 
 
 def test_in_memory_swap_used_no_disk(engine_and_model):
@@ -364,7 +364,7 @@ def _qlora_check(folder: str) -> dict:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from core.engines.vllm import compat
+    from core.engines.vllm import compat_weights
     from core.engines.vllm.engine import VLLMEngine, VLLMSettings
     from core.models.loading import add_lora
     from core.rl.logprobs import completion_logprobs, pad_rollouts
@@ -378,7 +378,7 @@ def _qlora_check(folder: str) -> dict:
     base = engine.shared_hf_model()
     torch.cuda.synchronize()
     free2 = torch.cuda.mem_get_info()[0]
-    owners = list(engine.llm.collective_rpc(compat.worker_named_weights)[0].values())
+    owners = list(engine.llm.collective_rpc(compat_weights.worker_named_weights)[0].values())
 
     def inside(t):
         return any(o.data_ptr() <= t.data_ptr() < o.data_ptr() + o.numel() * o.element_size() for o in owners)

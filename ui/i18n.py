@@ -399,6 +399,7 @@ FIELD_LABELS: dict[str, tuple[str, str]] = {
     "run.vllm_enforce_eager": ("No CUDA graphs (faster start)", "不用 CUDA Graph（启动更快）"),
     "run.vllm_cuda_graphs": ("CUDA graphs captured", "捕获的 CUDA Graph"),
     "run.vllm_kv_cache_dtype": ("KV-cache precision", "KV 缓存精度"),
+    "run.vllm_weights_dtype": ("Weights vLLM samples from", "vLLM 采样所用权重精度"),
     "run.vllm_free_kv_between_steps": ("Free KV cache during updates", "更新时释放 KV 缓存"),
 }
 

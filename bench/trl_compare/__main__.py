@@ -163,6 +163,9 @@ def main(argv=None) -> int:
     p.add_argument("--ours-runner", choices=["auto", "v2"], default="auto",
                    help="ours: vLLM's model runner (v2: VLLM_USE_V2_MODEL_RUNNER=1 in ours' processes; 0.24 picks V1 "
                         "for Qwen2: 3.6%% off a rollout alone, bench/results/2026-12-06_h100_h); results: *_runner_v2.*")
+    p.add_argument("--ours-weights", choices=["auto", "fp8"], default="auto",
+                   help="ours: run.vllm_weights_dtype (fp8: vLLM's own fp8 copy served by Marlin kernels, the tuned "
+                        "weights sent in each step; the trainer keeps its bf16 base); results: *_fp8w.*")
     p.add_argument("--ours-kv-dtype", choices=["auto", "fp8"], default="auto",
                    help="ours: run.vllm_kv_cache_dtype (fp8 halves the rollouts' KV cache); results: *_fp8kv.*")
     p.add_argument("--ours-merged", choices=["on", "off"], default="on",

@@ -33,14 +33,14 @@ def force_full_length_ours(trainer) -> str:
 
 
 def weight_fingerprints(engine) -> dict | None:
-    """The vLLM engine's per-weight fingerprints (vllm_compat.worker_weight_fingerprints); None for
+    """The vLLM engine's per-weight fingerprints (vllm_compat_weights.worker_weight_fingerprints); None for
     another engine or where the reach fails."""
     if getattr(engine, "llm", None) is None:
         return None
-    from core.engines.vllm import compat as vllm_compat
+    from core.engines.vllm import compat_weights as vllm_weights
 
     try:
-        return engine.llm.collective_rpc(vllm_compat.worker_weight_fingerprints)[0]
+        return engine.llm.collective_rpc(vllm_weights.worker_weight_fingerprints)[0]
     except Exception:  # noqa: BLE001 - a missing check is no failed measurement
         return None
     finally:  # the check's scratch is not the step's memory (before 2026-12-05 it stayed cached: 1.74 GiB)
@@ -110,6 +110,7 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
         run.vllm_kv_cache_dtype = args.ours_kv_dtype
         run.vllm_cuda_graphs = getattr(args, "ours_cuda_graphs", "all")
         run.merged_rollouts = args.ours_merged == "on"
+        run.vllm_weights_dtype = getattr(args, "ours_weights", "auto")
         validate(cfg)
         rec["ours_config"] = {"model": {k: getattr(m, k) for k in ("lora_r", "lora_alpha", "lora_dropout",
                                                                  "lora_target_modules", "gradient_checkpointing",
@@ -125,7 +126,8 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                               "run": {"engine": run.engine, "vllm_enforce_eager": run.vllm_enforce_eager,
                                       "vllm_kv_cache_dtype": run.vllm_kv_cache_dtype,
                                       "vllm_cuda_graphs": run.vllm_cuda_graphs,
-                                      "merged_rollouts": run.merged_rollouts}}
+                                      "merged_rollouts": run.merged_rollouts,
+                                      "vllm_weights_dtype": run.vllm_weights_dtype}}
         tok = AutoTokenizer.from_pretrained(args.model_dir)
         prompts = make_prompts(tok, max(4, args.steps), args.prompt_len, seed=1)
         task = TaskData(train=[{"question": q, "answer": "", "answer_raw": ""} for q in prompts], eval=[],

@@ -73,7 +73,7 @@ def child_command(args, system: str, length: int, model_dir: Path, json_out: Pat
            "--ours-engine", args.ours_engine, "--ours-micro-batch", str(args.ours_micro_batch),
            "--ours-kv-dtype", args.ours_kv_dtype, "--ours-merged", args.ours_merged,
            "--ours-cuda-graphs", getattr(args, "ours_cuda_graphs", "all"),
-           "--ours-runner", getattr(args, "ours_runner", "auto"),
+           "--ours-runner", getattr(args, "ours_runner", "auto"), "--ours-weights", getattr(args, "ours_weights", "auto"),
            "--decode-probe", getattr(args, "decode_probe", "off"),
            "--unsloth-util", str(args.unsloth_util), "--unsloth-overhead-gib", str(args.unsloth_overhead_gib),
            ] + (["--ours-offload"] if args.ours_offload else []) + (["--ours-eager"] if args.ours_eager else []) \

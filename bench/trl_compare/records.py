@@ -56,6 +56,9 @@ def variant_of(args) -> str:
     >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=0,
     ...                            ours_merged="on", ours_compile=True, trl_vllm_is="off"))
     'compiled_trl_no_is'
+    >>> variant_of(SimpleNamespace(ours_offload=False, ours_eager=False, ours_kv_dtype="auto", ours_micro_batch=0,
+    ...                            ours_merged="on", ours_compile=True, ours_weights="fp8"))
+    'compiled_fp8w'
     """
     mb = args.ours_micro_batch
     parts = [("offload", args.ours_offload), ("compiled", getattr(args, "ours_compile", False)),
@@ -63,6 +66,7 @@ def variant_of(args) -> str:
              (f"mb{mb}", mb > 0), ("lora_kernels", args.ours_merged == "off"),
              ("decode_graphs", getattr(args, "ours_cuda_graphs", "all") == "decode" and not args.ours_eager),
              ("runner_v2", getattr(args, "ours_runner", "auto") == "v2"),
+             ("fp8w", getattr(args, "ours_weights", "auto") == "fp8"),
              ("trl_no_is", getattr(args, "trl_vllm_is", "on") == "off")]
     return "_".join(name for name, on in parts if on)
 

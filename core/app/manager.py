@@ -198,7 +198,10 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
             self._note = " ".join(task.notes + rewards.notes + (  # said once, in the status: a small task's
                 # size, a custom reward that replaced a preset
                 ["The layers are compiled (model.compile_layers): the first step waits for it, tens of seconds."]
-                if cfg.model.compile_layers else []))
+                if cfg.model.compile_layers else []) + (
+                ["vLLM samples from its own fp8 copy of the base (run.vllm_weights_dtype): rollouts, chat and "
+                 "evaluation; the trainer keeps the base in full precision and sends the tuned weights each step."]
+                if cfg.run.vllm_weights_dtype == "fp8" else []))
             self._control, self._cfg, self._task = control, cfg, task
             self._trainer, self._run_name, self._last_step = None, None, 0
             if run_dir is not None:  # a Resume names its run, at the step it left, while it loads (not "step 0/4")

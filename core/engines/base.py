@@ -18,6 +18,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
+from core.errors import AhaError
+
+
+class EngineError(AhaError, RuntimeError):
+    """A request the engine could not serve; it is left ready for the next one."""
+
 
 class RolloutStopped(Exception):
     """A rollout gave up between two generation batches because its `should_stop()` said so (Stop

@@ -106,7 +106,7 @@ def vllm_settings_for(cfg, sizes):
         enable_prefix_caching=r.vllm_enable_prefix_caching, enforce_eager=r.vllm_enforce_eager,
         cuda_graphs=r.vllm_cuda_graphs,
         kv_cache_dtype=r.vllm_kv_cache_dtype, release_kv=r.vllm_free_kv_between_steps, seed=a.seed,
-        quantization="bitsandbytes" if m.load_in_4bit else None)
+        quantization="bitsandbytes" if m.load_in_4bit else "fp8" if r.vllm_weights_dtype == "fp8" else None)
     # the user's own numbers win (0 = planned); a share the user chose sizes the KV cache itself
     if r.vllm_gpu_memory_utilization:
         s.gpu_memory_utilization, s.kv_cache_memory_bytes = r.vllm_gpu_memory_utilization, None
@@ -130,7 +130,7 @@ def sizes_of(settings):
 
 # build-time settings a run must find exactly as it asks (the rest are limits: more is fine)
 _EXACT = {
-    "quantization": ("model.load_in_4bit", "a 4-bit base"),
+    "quantization": ("model.load_in_4bit / run.vllm_weights_dtype", "vLLM's weights"),
     "kv_cache_dtype": ("run.vllm_kv_cache_dtype", "the KV-cache precision"),
     "enforce_eager": ("run.vllm_enforce_eager", "eager mode"),
     "enable_prefix_caching": ("run.vllm_enable_prefix_caching", "prefix caching"),
@@ -238,6 +238,13 @@ def engine_refusals(cfg, hf_config, device: str) -> list[str]:
     if r.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         out.append("run.engine = vllm: vLLM is not installed here (pip install -e \".[gpu]\" on a GPU); "
                    "set it to auto or hf")
+    if r.vllm_weights_dtype == "fp8":  # vLLM's own fp8 copy (compat item 9): its kernels are CUDA's
+        if m.load_in_4bit:
+            out.append("run.vllm_weights_dtype = fp8 with model.load_in_4bit: vLLM serves a 4-bit base as it is; "
+                       "set one of them back (auto / off)")
+        elif backend_for(cfg, device) != "vllm" or not str(device).startswith("cuda"):
+            out.append("run.vllm_weights_dtype = fp8: needs the vLLM engine on a CUDA GPU (its fp8 kernels); "
+                       "set it to auto here")
     if backend_for(cfg, device) == "vllm" and sizes.engine_lora_rank(m.lora_r) is None:
         out.append(f"model.lora_r = {m.lora_r}: vLLM serves LoRA ranks up to {sizes.VLLM_LORA_RANKS[-1]}; "
                    "lower it, or set run.engine to hf")
@@ -315,6 +322,7 @@ def make_policy_and_engine(cfg, device: str, plan=None, *, headroom: bool = Fals
         engine.info.details["weights_shared"] = False
         base = load_base_model(cfg.model, device)
     policy = add_lora(base, cfg.model)
+    engine.bind(policy)  # an engine with its own weights (fp8) takes the base back from it after merged rollouts
     # what building the engine and the views left in torch's cache goes back to the driver: nothing
     # empties it before step 2's restore_memory, so step 1's training grew beside it (H100, 2026-12-05,
     # the 1.5B bench: 0.51 GiB, beside the 1.74 GiB its own weight check left: bench/trl_compare/ours.py)

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 from core.errors import AhaError
 from core.memory.sizes import (ALLOCATOR_FIXED_BYTES, CPU_STEP_WEIGHT_COPIES, CUDA_CONTEXT_BYTES,
                                FASTEST_PASS_PARAM_TOKENS, FASTEST_SHARE, GIB, HEADROOM_NUM_SEQS, LORA_BYTES_PER_PARAM, LORA_MOMENT_BYTES,
-                               ADAMW_UPDATE_TEMP_BYTES, EngineSizes,
-                               MicroBatchPeak, engine_sizes,
+                               ADAMW_UPDATE_TEMP_BYTES, EngineSizes, MicroBatchPeak, engine_sizes, fp8_copy_bytes,
                                VLLM_OUTSIDE_TORCH_BYTES, engine_extra_bytes, engine_kv_bytes,
                                kv_bytes_per_token, lora_param_count, micro_batch_peak, moments_on_host, param_count,
                                sequences_per_step, weight_bytes)
@@ -124,7 +123,7 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
          total_bytes: int | None = None, fp8_kv: bool = False, engine: str = "vllm",
          padded: bool = True, release_kv: bool = True, auto_micro_batch: str = "lowest_memory",
          engine_kv_cache_bytes: int | None = None, engine_max_lora_rank: int | None = None,
-         moments_on_host_as: bool | None = None) -> Plan:
+         moments_on_host_as: bool | None = None, fp8_weights: bool = False) -> Plan:
     """A plan for one step; shrinks the micro-batch (halving) until it fits `free_bytes`.
 
     micro_batch_size 0 = auto: the largest micro-batch (a power of two, at most the step's
@@ -140,7 +139,8 @@ def plan(c, *, lora_rank: int, lora_targets: list[str], num_sequences: int, prom
     moments_on_host_as: whether AdamW's moments wait on the host (None: the rule,
     `sizes.moments_on_host`; a record of a run from before that rule says False).
     """
-    weights = weight_bytes(c, load_in_4bit)
+    # fp8_weights: vLLM's own fp8 copy beside the trainer's base (run.vllm_weights_dtype), held throughout
+    weights = weight_bytes(c, load_in_4bit) + (fp8_copy_bytes(c) if fp8_weights and engine == "vllm" else 0)
     # lowest-memory mode keeps AdamW's moments on the host between updates (core.rl.host_states)
     on_host = moments_on_host(micro_batch_size, auto_micro_batch) if moments_on_host_as is None else moments_on_host_as
     n_lora = lora_param_count(c, lora_rank, lora_targets)
@@ -319,7 +319,7 @@ def plan_config(model_config, cfg, free_bytes: int | None, total_bytes: int | No
                 auto_micro_batch=a.auto_micro_batch,
                 engine_kv_cache_bytes=getattr(engine_settings, "kv_cache_bytes", None),
                 engine_max_lora_rank=getattr(engine_settings, "max_lora_rank", None),
-                moments_on_host_as=moments_on_host_as)
+                moments_on_host_as=moments_on_host_as, fp8_weights=cfg.run.vllm_weights_dtype == "fp8")
 
 
 # ---------------------------------------------------------------------------

@@ -124,6 +124,20 @@ def weight_bytes(c, load_in_4bit: bool = False) -> int:
     return int(linear * 0.5625) + 2 * (param_count(c) - linear)
 
 
+def fp8_copy_bytes(c) -> int:
+    """Bytes of a vLLM engine's own fp8 copy of the base (run.vllm_weights_dtype fp8), beside the
+    trainer's: the decoder's linear layers in fp8 (a scale each), the embedding and an untied LM head
+    as the model's bf16.
+
+    >>> from types import SimpleNamespace as C
+    >>> fp8_copy_bytes(C(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+    ...                  num_key_value_heads=2, vocab_size=100, tie_word_embeddings=True))
+    86528
+    """
+    linear = c.num_hidden_layers * sum(a * b for a, b in _projections(c).values())
+    return linear + 2 * (param_count(c) - linear)
+
+
 def lora_param_count(c, rank: int, targets: list[str]) -> int:
     per_layer = sum(rank * (a + b) for t, (a, b) in _projections(c).items() if t in targets)
     return per_layer * c.num_hidden_layers

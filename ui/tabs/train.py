@@ -41,7 +41,7 @@ PLAN_KEYS = ("model_name_or_path", "model_dtype", "model_load_in_4bit", "model_l
              "model_gradient_checkpointing", "model_offload_activations", "algorithm_num_generations",
              "algorithm_prompts_per_step", "algorithm_gradient_accumulation_steps", "algorithm_max_prompt_length",
              "algorithm_max_completion_length", "algorithm_micro_batch_size", "algorithm_auto_micro_batch",
-             "run_engine", "run_vllm_kv_cache_dtype", "run_vllm_free_kv_between_steps")
+             "run_engine", "run_vllm_kv_cache_dtype", "run_vllm_weights_dtype", "run_vllm_free_kv_between_steps")
 
 
 # A series with one point (a run's first step, a one-step run, a series that has appeared once) is a line
@@ -192,7 +192,7 @@ def build(ctx: Ctx) -> None:
             with gr.Accordion(t("train.engine"), open=False):
                 for name in ("vllm_gpu_memory_utilization", "vllm_max_num_seqs", "vllm_max_num_batched_tokens",
                              "vllm_enable_prefix_caching", "vllm_enforce_eager", "vllm_cuda_graphs",
-                             "vllm_kv_cache_dtype", "vllm_free_kv_between_steps"):
+                             "vllm_kv_cache_dtype", "vllm_weights_dtype", "vllm_free_kv_between_steps"):
                     form.field("run", name)
             # fields no group above names (e.g. settings of newer algorithms) still get a widget
             extra = [(sec, n) for sec in ("algorithm", "run") for n in config_fields(sec)

