@@ -344,7 +344,7 @@ class RunConfig:
         "auto", "Precision of the weights vLLM samples from (rollouts, chat, evaluation). auto = the model's own, "
         "shared with the trainer: one copy. fp8 = vLLM's own fp8 copy (weight-only, Marlin kernels; CUDA GPU, 16-bit "
         "base): half the bytes a decoded token reads, for ~half the base's size more memory; each step sends it the "
-        "tuned weights. Its probabilities differ slightly from the trainer's: keep the vLLM correction on.",
+        "tuned weights. Its probabilities differ from the trainer's: keep the vLLM correction on, token_truncate.",
         choices=["auto", "fp8"])
 
 

@@ -161,3 +161,37 @@ def test_vllm_fp8_weights_serve_the_tuned_model_close_to_bf16_and_give_the_base_
         assert _ids(engine.generate(_prompts(tok), GREEDY, None)) == base_before
     finally:
         engine.close()
+
+
+def test_a_push_that_breaks_half_way_is_rolled_back_and_the_engine_serves_on(setup, monkeypatch):
+    """A stream that raises after some layers (vLLM has moved every layer to the meta device by then):
+    the reload is rolled back (compat_weights._rollback), the error reaches the caller, and the next
+    generation gets the whole base back and the adapter still serves."""
+    from core.engines import weight_stream
+
+    engine, tok, model = setup
+    ref = engine.update_adapter(model)
+    base_before = _ids(engine.generate(_prompts(tok), GREEDY, None))
+    expect = _ids(engine.generate(_prompts(tok), GREEDY, ref))
+    real = weight_stream.model_weights
+
+    def breaks(m, *a, **k):
+        for i, pair in enumerate(real(m, *a, **k)):
+            if i == 9:
+                raise RuntimeError("the trainer's stream broke")
+            yield pair
+
+    monkeypatch.setattr(weight_stream, "model_weights", breaks)
+    with pytest.raises(RuntimeError, match="stream broke"):
+        engine.rollout(_prompts(tok), GREEDY, ref, model=model, merged=True)
+    assert engine._holds == "unknown"
+
+    def on_meta(worker):  # layers the failed reload left without their served tensors
+        return [n for n, t in worker.model_runner.get_model().named_parameters() if t.is_meta]
+
+    assert engine.llm.collective_rpc(on_meta)[0] == []
+    monkeypatch.undo()
+    assert _ids(engine.generate(_prompts(tok), GREEDY, None)) == base_before
+    assert _ids(engine.generate(_prompts(tok), GREEDY, ref)) == expect
+    folded = _ids(engine.rollout(_prompts(tok), GREEDY, ref, model=model, merged=True))
+    assert engine.rollout_stats["pushed"] and folded[0][:1] == expect[0][:1]

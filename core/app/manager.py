@@ -200,7 +200,11 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
                 ["The layers are compiled (model.compile_layers): the first step waits for it, tens of seconds."]
                 if cfg.model.compile_layers else []) + (
                 ["vLLM samples from its own fp8 copy of the base (run.vllm_weights_dtype): rollouts, chat and "
-                 "evaluation; the trainer keeps the base in full precision and sends the tuned weights each step."]
+                 "evaluation; the trainer keeps the base in full precision and sends the tuned weights each step."
+                 + (" Its probabilities differ from the trainer's a little on every token: a per-sequence correction "
+                    f"({cfg.algorithm.vllm_importance_sampling_mode}) can leave long completions out of the loss; "
+                    "token_truncate keeps them." if cfg.algorithm.vllm_importance_sampling_mode.startswith("sequence")
+                    else "")]
                 if cfg.run.vllm_weights_dtype == "fp8" else []))
             self._control, self._cfg, self._task = control, cfg, task
             self._trainer, self._run_name, self._last_step = None, None, 0

