@@ -181,13 +181,13 @@
 # -> trl --systems unsloth-4bit --lengths 4096 --budget-s 520 (201 s) -> trl --systems ours-fast --lengths 4096
 # --ours-compile --budget-s 320 (182 s) -> trl --systems trl-vllm --lengths 4096 --budget-s 195 (88 s).
 # 2026-12-08: no machine lent (the pool paused new loans). Next, in order (the kit: [.devkit/pN] alone for N = 1..5):
-#   1. [.devkit/p6, s1..s6] kit; smol; prebuild; decode --variants v1,fp8m,v2-fp8m --timeout-s 170   (~6 min: fp8
-#      weights through Marlin, new: rollout s, ms a step, kernels, and push_s, what sending the tuned weights costs)
-#   2. [s7] smol; TESTS="tests/test_vllm_own_weights.py" tests; trl --systems ours-fast --lengths 4096
-#      --ours-compile --ours-weights fp8 --budget-s 400   (fast mode on fp8 weights; TRL's 14.39 s x 0.7 = 10.07 s)
+#   1. [.devkit/p6, s1..s6] kit; smol; prebuild; decode --variants fp8m,v1 --timeout-s 200   (fp8 weights through
+#      Marlin beside bf16 on one machine: rollout s, ms a step, kernels, and push_s, what sending the tuned weights costs)
+#   2. [s7] smol; trl --systems ours-fast,trl-vllm --lengths 4096 --ours-compile --ours-weights fp8 --budget-s 540
+#      (fast mode on fp8 weights beside TRL: the goal is <= 0.7x TRL's step; results *_compiled_fp8w.*)
 #   3. [s8] smol; app --config configs/smollm2-largest.yaml --set model.lora_r=32 model.lora_alpha=64
 #      algorithm.max_completion_length=256 algorithm.micro_batch_size=16 --steps 60 --eval-n 100 --budget-s 420
-#   4. trl --systems trl-vllm --lengths 4096 --budget-s 200   (the same machine's TRL, for the ratio)
+#   4. TESTS="tests/test_vllm_own_weights.py tests/test_engine_conformance.py" tests; decode --variants v2-fp8m --append
 # Issue 21 (a step faster than Unsloth's and TRL's at no more memory), in order of importance; each
 # command stays under 10 minutes (--budget-s stops launching what no longer fits and records it as
 # "not run: budget"); carry .devkit/unsloth with the kit (its env.sh: /tmp/unsloth-site/env.sh):
