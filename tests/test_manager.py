@@ -249,6 +249,24 @@ def test_evaluate_base_vs_tuned(manager, finished_run):
     assert on_checkpoint["adapter_of"] is None
 
 
+def test_evaluation_refuses_to_pair_a_base_and_a_tuned_side_of_two_models(manager, finished_run):
+    """Compare's evaluation answers in two jobs (base, then tuned); a Start between them that loads
+    another model would pair one model's base with another's adapter: the second job refuses, names
+    why, and the next evaluation pairs them again."""
+    from core.app.manager import ManagerError
+
+    stages = manager.evaluate_stages("current", n=2)
+    assert next(stages)[0] == "base" and next(stages)[0] == "tuned"  # the base side has answered
+    key = manager._model_key
+    manager._model_key = (key[0] + "-another", *key[1:])  # what loading another model does to the key
+    try:
+        with pytest.raises(ManagerError, match="the model changed while the base model answered"):
+            next(stages)
+    finally:
+        manager._model_key = key
+    assert manager.evaluate("current", n=2)["tuned"]["n"] == 2
+
+
 def live_adapter(manager, folder: Path) -> str:
     """The active run's adapter as it is in memory now, saved by peft: a job on the worker, so it
     runs between two steps (or while paused), the moment a chat with target 'current' is served."""
