@@ -149,24 +149,34 @@ def page(tiny_model_dir, tmp_path_factory):
 NOTES = {"train-loss-note": "grpo", "train-loss-note-online-dpo": "online_dpo", "train-loss-note-ppo": "ppo"}
 
 
-def test_picking_an_algorithm_shows_only_the_settings_it_reads_and_its_loss_note(page):
+def test_picking_an_algorithm_shows_only_the_settings_it_reads_and_its_loss_note(page, monkeypatch):
+    from ui.tabs import train
+
     form = page.form
-    picked = form.components["algorithm_algorithm"]
+    picked, engine = form.components["algorithm_algorithm"], form.components["run_engine"]
     box = {f"algorithm_{n}": form.components[f"algorithm_{n}"] for n in READ_BY}
-    # as built: the default algorithm's view (grpo): PPO's and Online DPO's settings hidden, GRPO's shown
+    # as built: the default algorithm's view (grpo): PPO's and Online DPO's settings hidden, GRPO's shown,
+    # vLLM's correction only where a run on this machine samples with vLLM (not this CPU without vLLM)
     assert form.defaults.algorithm.algorithm == "grpo"
-    assert {k for k, c in box.items() if not c.visible} == {f"algorithm_{n}" for n in ignored_fields("grpo")}
+    vllm_here = train.samples_with_vllm(form.defaults.run.engine, "cpu")
+    assert {k for k, c in box.items() if not c.visible} == {
+        f"algorithm_{n}" for n in ignored_fields("grpo") | (frozenset() if vllm_here else train.VLLM_ONLY)}
     notes = {c.elem_id: c for c in page.blocks.values() if c.elem_id in NOTES}
     assert {i for i, c in notes.items() if c.visible} == {"train-loss-note"}
+    group = next(b for b in page.blocks.values() if getattr(b, "elem_id", None) == "train-engine")
+    assert group.visible is vllm_here
     assert all(c.visible is not False for k, c in form.components.items() if k not in box)
 
     on_pick = [f for f in page.fns.values() if (picked._id, "change") in f.targets]
     assert len(on_pick) == 1
     (dep,) = on_pick
-    assert set(dep.outputs) == set(box.values()) | set(notes.values())
+    assert set(dep.outputs) == set(box.values()) | set(notes.values()) | {group}
+    assert [f.fn for f in page.fns.values() if (engine._id, "change") in f.targets and group in f.outputs] == [dep.fn]
+    # a machine whose runs sample with vLLM unless told otherwise (a GPU with vLLM)
+    monkeypatch.setattr(train, "samples_with_vllm", lambda engine, device: engine != "hf")
 
-    def shown(algorithm: str) -> dict:
-        updates = dep.fn(algorithm)
+    def shown(algorithm: str, engine: str = "auto") -> dict:
+        updates = dep.fn(algorithm, engine)
         assert all(set(u) == {"__type__", "visible"} for u in updates)  # visibility only: every value stays
         return {c.elem_id: u["visible"] for c, u in zip(dep.outputs, updates, strict=True)}
 
@@ -186,12 +196,15 @@ def test_picking_an_algorithm_shows_only_the_settings_it_reads_and_its_loss_note
     assert dpo["form-algorithm_dpo_beta"] and dpo["form-algorithm_judge"]
     grpo = shown("grpo")  # back to a GRPO-family algorithm: its settings return
     assert grpo["form-algorithm_loss_type"] and grpo["form-algorithm_vllm_importance_sampling_correction"]
-    assert not grpo["form-algorithm_gae_lambda"] and grpo["train-loss-note"]
+    assert not grpo["form-algorithm_gae_lambda"] and grpo["train-loss-note"] and grpo["train-engine"]
+    hf = shown("grpo", "hf")  # Hugging Face generate: vLLM's correction and engine settings out of view
+    assert not any(hf[f"form-algorithm_{n}"] for n in train.VLLM_ONLY) and not hf["train-engine"]
+    assert hf["form-algorithm_loss_type"] and hf["form-algorithm_beta"]
 
     # a config shown on load (the run's own algorithm, maybe not the default) gets the same view
     show_run = next(i for i, f in page.fns.items() if getattr(f.fn, "__name__", "") == "show_run")
     after = [f for f in page.fns.values() if f.trigger_after == show_run and f.fn is dep.fn]
-    assert len(after) == 1 and after[0].outputs == dep.outputs and after[0].inputs == [picked]
+    assert len(after) == 1 and after[0].outputs == dep.outputs and after[0].inputs == [picked, engine]
 
 
 def test_hidden_settings_keep_their_values_in_the_config(page):

@@ -10,7 +10,10 @@ import gradio as gr
 import pandas as pd
 
 from core.app.library import rewards_label
+from types import SimpleNamespace
+
 from core.config import CPU_QUICK, Config
+from core.engines.registry import backend_for
 from core.rl.algorithms import ALGORITHMS, READ_BY, ignored_fields
 from ui.common import Ctx, warn, with_labels
 from ui.forms import config_fields
@@ -111,22 +114,37 @@ def loss_note_key(algorithm: str) -> str:
     return key if key in LOSS_NOTES else "train.loss_note"
 
 
+# what only vLLM's sampler makes matter (its log-probs): hidden where a run here samples with Hugging Face
+# generate (a CPU without vLLM, run.engine hf), as are the engine's own settings (the "vLLM engine" group)
+VLLM_ONLY = frozenset({"vllm_importance_sampling_correction", "vllm_importance_sampling_mode",
+                       "vllm_importance_sampling_clip_max", "vllm_importance_sampling_clip_min"})
+
+
+def samples_with_vllm(engine: str, device: str) -> bool:
+    """Whether a run with run.engine `engine` on `device` samples with vLLM (core.engines.registry.backend_for).
+
+    >>> samples_with_vllm("hf", "cuda")
+    False
+    """
+    return backend_for(SimpleNamespace(run=SimpleNamespace(engine=engine)), device) == "vllm"
+
+
 def hidden_settings(algorithm: str) -> frozenset[str]:
     """The `algorithm` settings whose boxes the Train tab hides for `algorithm` (none for an unknown
     one: the config refuses it at Start)."""
     return ignored_fields(algorithm) if algorithm in ALGORITHMS else frozenset()
 
 
-def algorithm_view(algorithm: str, names) -> list:
+def algorithm_view(algorithm: str, names, vllm: bool = True) -> list:
     """Updates that fit the Train tab to `algorithm`: the boxes of the settings `names` shown only where
     it reads them (`core.rl.algorithms.ignored_fields`: a new user met loss type and clip ε on screen for
-    ppo; a hidden box keeps its value, and the config keeps it), then the loss notes (`LOSS_NOTES`), only
-    its own shown.
+    ppo; a hidden box keeps its value, and the config keeps it) and, without `vllm`, not `VLLM_ONLY`; then
+    the loss notes (`LOSS_NOTES`), only its own shown.
 
     >>> [u["visible"] for u in algorithm_view("ppo", ["loss_type", "epsilon", "gae_lambda"])]
     [False, True, True, False, False, True]
     """
-    hidden, note = hidden_settings(algorithm), loss_note_key(algorithm)
+    hidden, note = hidden_settings(algorithm) | (frozenset() if vllm else VLLM_ONLY), loss_note_key(algorithm)
     return [gr.update(visible=n not in hidden) for n in names] + [gr.update(visible=k == note) for k in LOSS_NOTES]
 
 
@@ -179,7 +197,8 @@ def build(ctx: Ctx) -> None:
                     form.field("algorithm", name)
             # the settings only some algorithms read start shown as the default algorithm has them
             algorithm = form.defaults.algorithm.algorithm
-            hidden = hidden_settings(algorithm)
+            vllm_here = samples_with_vllm(form.defaults.run.engine, manager.device)
+            hidden = hidden_settings(algorithm) | (frozenset() if vllm_here else VLLM_ONLY)
             with gr.Accordion(t("train.algo"), open=False):
                 for name in ("algorithm", "loss_type", "beta", "epsilon", "epsilon_high", "num_iterations",
                              "scale_rewards", "mask_truncated_completions", "use_bias_correction_kl",
@@ -189,7 +208,7 @@ def build(ctx: Ctx) -> None:
             with gr.Accordion(t("train.run"), open=False):
                 for name in ("run_name", "save_steps", "keep_checkpoints", "log_samples", "engine"):
                     form.field("run", name)
-            with gr.Accordion(t("train.engine"), open=False):
+            with gr.Accordion(t("train.engine"), open=False, visible=vllm_here, elem_id="train-engine") as engine_group:
                 for name in ("vllm_gpu_memory_utilization", "vllm_max_num_seqs", "vllm_max_num_batched_tokens",
                              "vllm_enable_prefix_caching", "vllm_enforce_eager", "vllm_cuda_graphs",
                              "vllm_kv_cache_dtype", "vllm_weights_dtype", "vllm_free_kv_between_steps"):
@@ -406,15 +425,19 @@ def build(ctx: Ctx) -> None:
 
     # the algorithm picked, or shown by a loaded config (studio.py runs it after the form shows a run's):
     # only the settings it reads and its own loss note in view
-    picked = form.components["algorithm_algorithm"]
+    # the engine picked too: vLLM's own settings only where a run here samples with it
+    picked, engine_box = form.components["algorithm_algorithm"], form.components["run_engine"]
     own = [n for n in READ_BY if f"algorithm_{n}" in form.components]
-    algorithm_outputs = [form.components[f"algorithm_{n}"] for n in own] + notes
+    algorithm_outputs = [form.components[f"algorithm_{n}"] for n in own] + notes + [engine_group]
 
-    def algorithm_picked(algorithm):
-        return algorithm_view(algorithm, own)
+    def algorithm_picked(algorithm, engine):
+        vllm = samples_with_vllm(engine, manager.device)
+        return algorithm_view(algorithm, own, vllm) + [gr.update(visible=vllm)]
 
-    picked.change(algorithm_picked, [picked], algorithm_outputs, api_visibility="private", show_progress="hidden")
-    ctx.shared["algorithm_view"] = (algorithm_picked, [picked], algorithm_outputs)
+    for box in (picked, engine_box):
+        box.change(algorithm_picked, [picked, engine_box], algorithm_outputs, api_visibility="private",
+                   show_progress="hidden")
+    ctx.shared["algorithm_view"] = (algorithm_picked, [picked, engine_box], algorithm_outputs)
 
     def apply_preset(preset: dict):
         return [gr.update(value=v) for v in preset.values()]
