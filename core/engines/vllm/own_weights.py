@@ -17,6 +17,7 @@ Refuses to know: losses, how the weights are quantized (vLLM's business), the ap
 from __future__ import annotations
 
 import time
+import warnings
 import weakref
 
 from core.engines.base import EngineError
@@ -25,6 +26,8 @@ from core.engines.vllm import compat_weights
 
 class OwnWeights:
     """Mixed into VLLMEngine: needs `llm`, `pushes_weights`, `_holds`, `_bound`, `pushes` (its __init__)."""
+
+    push_broken: str | None = None  # why this engine no longer sends the tuned weights (a push failed)
 
     def bind(self, model) -> None:
         """The trainer's model, whose base `_serve_base` sends back (`pushes_weights`); otherwise the
@@ -62,17 +65,26 @@ class OwnWeights:
     def _rollout_pushed(self, model, sample, adapter, merged: bool):
         """rollout()'s sampling on an engine with its own weights: the tuned model sent in (`_push`;
         its time is the stats' fold_s, and there is no unfold: the base goes back only before another
-        generation), sampled with no LoRA request; unmerged, the base and the adapter."""
+        generation), sampled with no LoRA request; unmerged, the base and the adapter. A push that
+        fails (vLLM's reload rolled back) does not fail the step: it samples through the adapter, says
+        why (a warning, the stats), and this engine stops trying (`push_broken`: each try costs a reload)."""
         from core.engines.merged_lora import foldable
 
         why = "off" if not merged else foldable(model) if model is not None else "no model"
+        why = why or self.push_broken
         t0 = time.perf_counter()
+        if why is None:
+            try:
+                self._push(model, merged=True)
+            except Exception as e:  # noqa: BLE001 - the adapter's path still samples the same model
+                why = self.push_broken = (f"sending vLLM the tuned weights failed ({type(e).__name__}: {e}); "
+                                          "this engine samples through the adapter from now on")
+                warnings.warn(why)
         if why is not None:
             self._serve_base()
             t1 = time.perf_counter()
             out = sample(adapter)
             return out, {"merged": False, "why_not_merged": why, "push_s": t1 - t0, "sample_s": time.perf_counter() - t1}
-        self._push(model, merged=True)
         t1 = time.perf_counter()
         out = sample(None)  # the engine's weights are the tuned model now: no LoRA request
         return out, {"merged": True, "pushed": True, "fold_s": t1 - t0, "sample_s": time.perf_counter() - t1,
