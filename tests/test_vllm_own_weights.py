@@ -37,9 +37,9 @@ def _engine(model_dir, **settings):
     from core.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(model_dir))
+    settings = {"enforce_eager": True, **settings}
     return VLLMEngine(str(model_dir), tok, VLLMSettings(gpu_memory_utilization=0.15, max_model_len=512,
-                                                        enforce_eager=True, max_lora_rank=8, max_loras=1,
-                                                        **settings)), tok
+                                                        max_lora_rank=8, max_loras=1, **settings)), tok
 
 
 def _policy(engine, model_dir, seed=0):
@@ -144,13 +144,17 @@ def test_a_push_vllm_does_not_fully_take_is_said_and_the_base_comes_back_from_th
 
 
 @pytest.mark.gpu
-def test_vllm_fp8_weights_serve_the_tuned_model_close_to_bf16_and_give_the_base_back(model_dir):
-    """On a GPU: vLLM's own fp8 copy, Marlin kernels (compat item 9). Its greedy answers are the bf16
-    model's up to fp8 rounding (first tokens agree on a peaked random model), the tuned weights go in
-    and the base comes back."""
+@pytest.mark.parametrize("graphs", [False, True])
+def test_vllm_fp8_weights_serve_the_tuned_model_close_to_bf16_and_give_the_base_back(model_dir, graphs):
+    """On a GPU: vLLM's own fp8 copy, Marlin kernels (compat item 9), with and without CUDA graphs (which
+    hold the served tensors' addresses: the reload copies into them, Marlin's workspace is put back). The
+    tuned rollout's sampled log-probs are the bf16 tuned model's up to fp8 rounding, far closer than the
+    base's (the pushed weights arrived), its first greedy tokens agree, and the base comes back."""
+    from core.rl.logprobs import completion_logprobs, pad_rollouts
+
     if not torch.cuda.is_available():
         pytest.skip("fp8 weights: vLLM's kernels need CUDA")
-    engine, tok = _engine(model_dir, quantization="fp8")
+    engine, tok = _engine(model_dir, quantization="fp8", enforce_eager=not graphs)
     try:
         kernels = engine.info.details["linear_kernels"]
         assert any("Marlin" in k for k in kernels), kernels
@@ -159,9 +163,26 @@ def test_vllm_fp8_weights_serve_the_tuned_model_close_to_bf16_and_give_the_base_
         ref = engine.update_adapter(model)
         base_before = _ids(engine.generate(_prompts(tok), GREEDY, None))
         expect = _ids(engine.generate(_prompts(tok), GREEDY, ref))
+        sampled = SamplingSettings(n=2, temperature=1.0, max_tokens=16, seed=5, logprobs=True)
+        for _ in range(2):  # the second push writes over the first's (new scales, same tensors)
+            flat = [c for g in engine.rollout(_prompts(tok), sampled, ref, model=model, merged=True) for c in g]
+        assert engine.rollout_stats["pushed"]
+        prompts = [p for p in _prompts(tok) for _ in range(2)]
+        ids, attn, comp, mask = pad_rollouts(prompts, [c.token_ids for c in flat], tok.pad_token_id, "cuda")
+
+        def gap(adapter_on: bool) -> float:
+            import contextlib
+
+            with torch.no_grad(), (contextlib.nullcontext() if adapter_on else model.disable_adapter()):
+                lp = completion_logprobs(model, ids, attn, comp, mask, 1.0).float().cpu()
+            d = [abs(lp[i, j].item() - c.logprobs[j]) for i, c in enumerate(flat) for j in range(len(c.token_ids))]
+            return sum(d) / len(d)
+
+        tuned_gap, base_gap = gap(True), gap(False)
+        print(f"fp8 graphs={graphs}: mean |log-prob gap| tuned {tuned_gap:.4f}, base {base_gap:.4f}; kernels {kernels}")
+        assert tuned_gap < base_gap / 4  # fp8 rounding, not a missing adapter (its gap is the base one)
         folded = _ids(engine.rollout(_prompts(tok), GREEDY, ref, model=model, merged=True))
-        assert engine.rollout_stats["pushed"] and [t[:1] for t in folded] == [t[:1] for t in expect]
-        assert folded != base_before
+        assert [t[:1] for t in folded] == [t[:1] for t in expect] and folded != base_before
         assert _ids(engine.generate(_prompts(tok), GREEDY, None)) == base_before
     finally:
         engine.close()

@@ -272,6 +272,9 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                     gbs, _ = memory_bandwidth_gbs([rec], getattr(args, "bandwidth_gbs", 0.0))
                     weights = sum(p.numel() * p.element_size() for p in trainer.model.parameters()
                                   if not p.requires_grad)  # the frozen base a decode step reads
+                    if getattr(trainer.engine, "pushes_weights", False):  # fp8: vLLM's own copy is what it reads
+                        weights = trainer.engine.llm.collective_rpc(
+                            lambda w: sum(p.numel() * p.element_size() for p in w.model_runner.model.parameters()))[0]
                     floor = weights / (gbs * 1e9) * 1e3 if gbs else None
                 rec["decode_probe"] = decode_probe(trainer.engine, ids, tokens=min(256, args.length), floor_ms=floor,
                                                    model=trainer.model, pad_id=tok.pad_token_id or 0)
@@ -279,6 +282,8 @@ def child_ours(args, rec: dict, r: Recorder, mem: DeviceMemory) -> None:
                 rec["decode_probe"] = {"error": f"{type(e).__name__}: {e}"[:400]}
             mem.set_phase(None)
         if fingerprints is not None:  # frozen weights, folded and unfolded every step: bit for bit the same?
+            if getattr(trainer.engine, "pushes_weights", False):  # fp8: the tuned weights stay until asked back
+                trainer.engine._serve_base()
             rec["base_weights_bitwise_unchanged"] = weight_fingerprints(trainer.engine) == fingerprints
             if not rec["base_weights_bitwise_unchanged"]:
                 rec["notes"].append("the engine's base weights changed over the steps: an unfold was not exact")

@@ -190,6 +190,8 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
         except RewardError as e:
             raise ManagerError(reward_message(e)) from e
         # 3) the model, a fresh adapter and the trainer, on the worker; then training there too
+        from core.engines.registry import backend_for
+
         ready: concurrent.futures.Future = concurrent.futures.Future()
         control = worker_control(self.worker)
         with self._lock:
@@ -205,7 +207,7 @@ class RunManager(LoadedModel, RunLibrary, Playground, Exports, RunStatus):
                     f"({cfg.algorithm.vllm_importance_sampling_mode}) can leave long completions out of the loss; "
                     "token_truncate keeps them." if cfg.algorithm.vllm_importance_sampling_mode.startswith("sequence")
                     else "")]
-                if cfg.run.vllm_weights_dtype == "fp8" else []))
+                if cfg.run.vllm_weights_dtype == "fp8" and backend_for(cfg, self.device) == "vllm" else []))
             self._control, self._cfg, self._task = control, cfg, task
             self._trainer, self._run_name, self._last_step = None, None, 0
             if run_dir is not None:  # a Resume names its run, at the step it left, while it loads (not "step 0/4")

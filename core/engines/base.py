@@ -151,7 +151,9 @@ class Engine(Protocol):
         With merged rollouts the adapter is folded into the (shared) base weights for the sampling
         and unfolded bit for bit after (`core/engines/merged_lora.py`), so no LoRA kernel runs;
         where it cannot be folded (a 4-bit base, weights not shared) it samples through the
-        adapter. What it did and what each part took: `rollout_stats` (a dict).
+        adapter. An engine with weights of its own (vLLM in fp8) is sent the tuned weights instead,
+        which stay until the next `generate` asks for the base. What it did and what each part took:
+        `rollout_stats` (a dict).
         """
         ...
 
@@ -194,7 +196,8 @@ class Engine(Protocol):
         ...
 
     def bind(self, model) -> None:
-        """The trainer's peft model changed (a fresh adapter on the same base): serve from it."""
+        """The trainer's peft model changed (a fresh adapter on the same base): serve from it (an
+        engine with weights of its own takes its base back from this model's)."""
         ...
 
     def close(self) -> None:

@@ -238,13 +238,13 @@ def engine_refusals(cfg, hf_config, device: str) -> list[str]:
     if r.engine == "vllm" and importlib.util.find_spec("vllm") is None:
         out.append("run.engine = vllm: vLLM is not installed here (pip install -e \".[gpu]\" on a GPU); "
                    "set it to auto or hf")
-    if r.vllm_weights_dtype == "fp8":  # vLLM's own fp8 copy (compat item 9): its kernels are CUDA's
+    # vLLM's own fp8 copy (compat item 9); like every vLLM setting, nothing where runs sample with HF generate
+    if r.vllm_weights_dtype == "fp8" and backend_for(cfg, device) == "vllm":
         if m.load_in_4bit:
             out.append("run.vllm_weights_dtype = fp8 with model.load_in_4bit: vLLM serves a 4-bit base as it is; "
                        "set one of them back (auto / off)")
-        elif backend_for(cfg, device) != "vllm" or not str(device).startswith("cuda"):
-            out.append("run.vllm_weights_dtype = fp8: needs the vLLM engine on a CUDA GPU (its fp8 kernels); "
-                       "set it to auto here")
+        elif not str(device).startswith("cuda"):
+            out.append("run.vllm_weights_dtype = fp8: vLLM's fp8 kernels need a CUDA GPU; set it to auto here")
     if backend_for(cfg, device) == "vllm" and sizes.engine_lora_rank(m.lora_r) is None:
         out.append(f"model.lora_r = {m.lora_r}: vLLM serves LoRA ranks up to {sizes.VLLM_LORA_RANKS[-1]}; "
                    "lower it, or set run.engine to hf")

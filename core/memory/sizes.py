@@ -206,7 +206,8 @@ def engine_sizes(c, *, num_sequences: int, prompt_length: int, completion_length
     (`headroom`: the app's engine, see HEADROOM_*).
 
     The KV cache holds one step's rollouts at full length + 10% (engine_kv_bytes), never less than
-    one sequence of the engine's context. The share covers the weights (which the trainer shares),
+    one sequence of the engine's context. The share covers the weights (which the trainer shares; with
+    an fp8 copy, `weight_bytes` holds both, so the share only guards start-up more strictly),
     that cache and ~1 GiB for sampling activations and CUDA graphs, capped so that what the trainer
     needs on top (`training_bytes`) fits in what remains.
 

@@ -6,6 +6,8 @@ Owns: the served model's tensors by name and their fingerprints (`worker_named_w
 (`worker_reload_weights`: vLLM's own weight update, for an engine whose weights the trainer cannot
 view, e.g. served in fp8). Like `compat.py`, nothing here patches vLLM: these functions are handed
 to `LLM.collective_rpc`, which in-process calls them with the worker.
+
+Refuses to know: when weights are sent and what they are (the engine's, `own_weights.py`), training.
 """
 
 from __future__ import annotations
@@ -172,21 +174,22 @@ def build_hf_model_on_views(hf_config, views: dict, device: str):
 # layers a checkpoint holds nothing of (a rotary cache, whatever its scaling class; a head tied to the
 # embedding) make vLLM's reload warn "<Layer>: Failed to load weights" every time, then keep what they
 # had, as wanted (vllm/model_executor/model_loader/reload/layerwise.py, finalize_layerwise_processing)
-def _nothing_to_load(layer_class: str) -> bool:
-    return layer_class.endswith("RotaryEmbedding") or layer_class == "ParallelLMHead"
+def _nothing_to_load(layer_class: str, tied: bool) -> bool:
+    return layer_class.endswith("RotaryEmbedding") or (tied and layer_class == "ParallelLMHead")
 
 
 class _Quiet:
     """A logging filter for vLLM's layerwise reload: drops the warnings of `_nothing_to_load`, counts the rest."""
 
-    def __init__(self):
+    def __init__(self, tied: bool):
         self.others: list[str] = []
+        self.tied = tied  # an LM head tied to the embedding has nothing of its own to load; an untied one has
 
     def filter(self, record) -> bool:
         msg = record.getMessage()
         if "Failed to load weights" not in msg:
             return True
-        if not _nothing_to_load(msg.split(":")[0]):
+        if not _nothing_to_load(msg.split(":")[0], self.tied):
             self.others.append(msg)
             return True
         return False
@@ -283,7 +286,8 @@ def worker_reload_weights(worker, weights) -> dict:
     workspaces = {m: m.workspace for m in model.modules() if isinstance(getattr(m, "workspace", None), torch.Tensor)}
     adapters = getattr(getattr(runner, "lora_manager", None), "_adapter_manager", None)
     kept = dict(getattr(adapters, "_registered_adapters", None) or {})
-    quiet, log = _Quiet(), logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    tied = bool(getattr(getattr(runner.model_config, "hf_config", None), "tie_word_embeddings", False))
+    quiet, log = _Quiet(tied), logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
     log.addFilter(quiet)
     config = getattr(worker, "vllm_config", None)  # 0.31's worker sets it around its reload, 0.24's does not
     put_back = 0

@@ -6,8 +6,10 @@ the trainer keeps its own bf16 base, and
     (`core.engines.weight_stream`), which vLLM loads layer by layer and quantizes again
     (compat_weights.worker_reload_weights): the decode then reads fp8 weights, no LoRA kernels;
   - before anything else samples (chat, evaluation, a rollout through the adapter) the base goes
-    back, once (`_serve_base`): the bound trainer's base, else the model's files; so base and tuned
-    answers come from the same fp8 base, as a run's rollouts did.
+    back, once (`_serve_base`): the bound trainer's base, else the model's files; so chat's base and
+    tuned answers come from the same fp8 base (tuned: through the adapter; a run's rollouts sampled the
+    fp8 of the merged weights). A judge on the run's engine (Online DPO, `judge: self`) therefore costs
+    two pushes a step (the base for it, the tuned model for the next rollouts).
 The rollout's tokens then come from the fp8 model: their log-probs (vLLM's, asked for by the trainer's
 importance-sampling correction) are the fp8 model's, which is what that correction weighs.
 
@@ -20,6 +22,8 @@ import time
 import warnings
 import weakref
 
+import torch
+
 from core.engines.base import EngineError
 from core.engines.vllm import compat_weights
 
@@ -31,8 +35,10 @@ class OwnWeights:
 
     def bind(self, model) -> None:
         """The trainer's model, whose base `_serve_base` sends back (`pushes_weights`); otherwise the
-        engine serves the base it owns and whatever adapter `update_adapter` pushes."""
+        engine serves the base it owns and whatever adapter `update_adapter` pushes. A new model (the
+        app's next run) tries the push again, however the last one went."""
         self._bound = weakref.ref(model) if model is not None else None
+        self.push_broken = None
 
     def _push(self, model, *, merged: bool) -> None:
         """Send vLLM `model`'s weights (the tuned model when `merged`; None: the model's files), which
@@ -58,6 +64,9 @@ class OwnWeights:
             try:
                 return self._push(source, merged=False)
             except Exception as e:  # noqa: BLE001 - the files are the last resort; their failure is said
+                if source is not None:
+                    warnings.warn(f"the trainer's base did not go back into vLLM ({type(e).__name__}: {e}); "
+                                  "from the model's files instead")
                 if source is None:
                     raise EngineError(f"vLLM could not take the base weights back ({type(e).__name__}: {e}); "
                                       "the next request tries again") from e
@@ -77,8 +86,11 @@ class OwnWeights:
             try:
                 self._push(model, merged=True)
             except Exception as e:  # noqa: BLE001 - the adapter's path still samples the same model
-                why = self.push_broken = (f"sending vLLM the tuned weights failed ({type(e).__name__}: {e}); "
-                                          "this engine samples through the adapter from now on")
+                why = f"sending vLLM the tuned weights failed ({type(e).__name__}: {e})"
+                if isinstance(e, torch.OutOfMemoryError):  # a tight step: this one goes through the adapter
+                    why += "; this step samples through the adapter"
+                else:
+                    why = self.push_broken = why + "; this run samples through the adapter from now on"
                 warnings.warn(why)
         if why is not None:
             self._serve_base()
