@@ -230,3 +230,22 @@ def test_a_push_that_breaks_half_way_is_rolled_back_and_the_step_samples_through
         assert _ids(engine.generate(_prompts(tok), GREEDY, None)) == base_before
     finally:
         engine.close()
+
+
+def test_the_marlin_switch_lasts_one_engine_build_and_keeps_an_explicit_choice(monkeypatch):
+    """compat.fp8_env: VLLM_TEST_FORCE_FP8_MARLIN=1 only while an fp8 engine is built (no later engine of the
+    process inherits it); a value the environment set (bench/decode_variants.py's `fp8`: 0) is kept."""
+    pytest.importorskip("vllm")
+    from core.engines.vllm import compat
+
+    key = "VLLM_TEST_FORCE_FP8_MARLIN"
+    monkeypatch.delenv(key, raising=False)
+    with compat.fp8_env(True):
+        assert os.environ[key] == "1"
+    assert key not in os.environ
+    with compat.fp8_env(False):
+        assert key not in os.environ
+    monkeypatch.setenv(key, "0")
+    with compat.fp8_env(True):
+        assert os.environ[key] == "0"
+    assert os.environ[key] == "0"

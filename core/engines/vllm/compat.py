@@ -65,6 +65,8 @@ Known upstream issues worked around:
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 # vLLM versions whose internals below were read and tested. Others may work; we warn.
@@ -139,17 +141,29 @@ def attention_backend_kwargs(backend: str | None) -> dict:
     return {"attention_backend": backend} if backend else {}
 
 
-def fp8_env() -> None:
-    """Item 9: make vLLM serve fp8 weights with its Marlin kernel, for the engine about to be built
-    (an explicit VLLM_TEST_FORCE_FP8_MARLIN=0 keeps vLLM's own pick: bench/decode_variants.py's `fp8`);
-    undoes vLLM's env cache first (else the first engine core's values stay)."""
+@contextlib.contextmanager
+def fp8_env(on: bool):
+    """Item 9: for the engine built inside, vLLM serves fp8 weights with its Marlin kernel (`on`; an
+    explicit VLLM_TEST_FORCE_FP8_MARLIN=0 keeps vLLM's own pick: bench/decode_variants.py's `fp8`), its
+    kernels chosen as the layers are made; then the environment as it was, so no later engine of the
+    process inherits it. Undoes vLLM's env cache first (the first engine core caches every variable)."""
     import os
 
     import vllm.envs as envs
 
     if hasattr(envs, "disable_envs_cache"):
         envs.disable_envs_cache()
-    os.environ.setdefault("VLLM_TEST_FORCE_FP8_MARLIN", "1")
+    key = "VLLM_TEST_FORCE_FP8_MARLIN"
+    before = os.environ.get(key)
+    if on:
+        os.environ.setdefault(key, "1")
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def worker_linear_kernels(worker) -> dict[str, int]:

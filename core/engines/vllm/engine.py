@@ -136,35 +136,34 @@ class VLLMEngine(OwnWeights):
         self.tokenizer = tokenizer
         self.model_path = model_path
         self.pushes_weights = s.own_weights or s.quantization == "fp8"
-        if s.quantization == "fp8":
-            compat.fp8_env()
         logprobs_mode = compat.logprobs_mode_kwargs()
         # without it vLLM's log-probs are the raw model's, before temperature: a wrong ratio, so none at all
         self.gives_logprobs = bool(logprobs_mode)
-        self.llm = LLM(
-            model=model_path,
-            tokenizer=model_path,
-            dtype=s.dtype,
-            enable_lora=True,
-            max_lora_rank=s.max_lora_rank,
-            max_loras=s.max_loras,
-            max_cpu_loras=4,
-            gpu_memory_utilization=s.gpu_memory_utilization,
-            **compat.kv_cache_size_kwargs(s.kv_cache_memory_bytes),
-            max_model_len=s.max_model_len,
-            max_num_seqs=s.max_num_seqs,
-            max_num_batched_tokens=s.max_num_batched_tokens,
-            enable_prefix_caching=s.enable_prefix_caching,
-            enable_sleep_mode=self.sleep_mode,
-            enforce_eager=s.enforce_eager,
-            **compat.compile_sizes_kwargs(compat.cuda_graph_kwargs(s.cuda_graphs, s.max_num_seqs, s.enforce_eager),
-                                          s.compile_sizes, s.enforce_eager),
-            **compat.attention_backend_kwargs(s.attention_backend),
-            **logprobs_mode,  # a rollout's logprobs as sampled (the trainer's IS correction)
-            kv_cache_dtype=s.kv_cache_dtype,
-            quantization=s.quantization,
-            seed=s.seed,
-        )
+        with compat.fp8_env(s.quantization == "fp8"):  # Marlin for vLLM's fp8 copy (compat item 9)
+            self.llm = LLM(
+                model=model_path,
+                tokenizer=model_path,
+                dtype=s.dtype,
+                enable_lora=True,
+                max_lora_rank=s.max_lora_rank,
+                max_loras=s.max_loras,
+                max_cpu_loras=4,
+                gpu_memory_utilization=s.gpu_memory_utilization,
+                **compat.kv_cache_size_kwargs(s.kv_cache_memory_bytes),
+                max_model_len=s.max_model_len,
+                max_num_seqs=s.max_num_seqs,
+                max_num_batched_tokens=s.max_num_batched_tokens,
+                enable_prefix_caching=s.enable_prefix_caching,
+                enable_sleep_mode=self.sleep_mode,
+                enforce_eager=s.enforce_eager,
+                **compat.compile_sizes_kwargs(compat.cuda_graph_kwargs(s.cuda_graphs, s.max_num_seqs, s.enforce_eager),
+                                              s.compile_sizes, s.enforce_eager),
+                **compat.attention_backend_kwargs(s.attention_backend),
+                **logprobs_mode,  # a rollout's logprobs as sampled (the trainer's IS correction)
+                kv_cache_dtype=s.kv_cache_dtype,
+                quantization=s.quantization,
+                seed=s.seed,
+            )
         self._ids = itertools.count(1)  # LoRA int ids: never reused
         self._train: AdapterRef | None = None
         self._requests: dict[str, object] = {}
