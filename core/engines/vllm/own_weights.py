@@ -67,7 +67,7 @@ class OwnWeights:
                 if source is not None:
                     warnings.warn(f"the trainer's base did not go back into vLLM ({type(e).__name__}: {e}); "
                                   "from the model's files instead")
-                if source is None:
+                else:
                     raise EngineError(f"vLLM could not take the base weights back ({type(e).__name__}: {e}); "
                                       "the next request tries again") from e
 
@@ -76,7 +76,8 @@ class OwnWeights:
         its time is the stats' fold_s, and there is no unfold: the base goes back only before another
         generation), sampled with no LoRA request; unmerged, the base and the adapter. A push that
         fails (vLLM's reload rolled back) does not fail the step: it samples through the adapter, says
-        why (a warning, the stats), and this engine stops trying (`push_broken`: each try costs a reload)."""
+        why (a warning, the stats), and stops trying for this model (`push_broken`, until the next `bind`:
+        each try costs a reload); out of memory costs that step only."""
         from core.engines.merged_lora import foldable
 
         why = "off" if not merged else foldable(model) if model is not None else "no model"
